@@ -1,0 +1,75 @@
+/* fastnn: definitions shared by every C kernel.
+ *
+ * Conventions (every kernel follows them; see docs/BACKEND.md):
+ *  - Arrays are C-contiguous; the Python side makes them so and validates all
+ *    shapes before a kernel runs. Kernels never allocate Python objects and are
+ *    called with the GIL released.
+ *  - Sizes and indices are int64_t, so no product of dimensions wraps at 2^31.
+ *  - Each kernel takes an fnn_ctx by value: the thread count and the instruction
+ *    set to use. Kernels keep no global mutable state, so they are thread-safe,
+ *    and the result depends only on the inputs and ctx (deterministic).
+ *  - Each kernel exists as _f32 and _f64.
+ */
+#ifndef FASTNN_H
+#define FASTNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef FASTNN_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Instruction sets, in increasing order. A kernel given an ISA it was not
+ * compiled for (or the CPU lacks) uses the best lower one. */
+enum fnn_isa {
+    FNN_ISA_PORTABLE = 0,
+    FNN_ISA_AVX2 = 1,    /* AVX2 + FMA */
+    FNN_ISA_AVX512 = 2   /* AVX-512F (+VL, DQ) */
+};
+
+typedef struct {
+    int nthreads; /* >= 1 */
+    int isa;      /* enum fnn_isa */
+} fnn_ctx;
+
+/* Run-time CPU detection: the best ISA both compiled in and supported by this
+ * CPU and OS. */
+int fnn_cpu_best_isa(void);
+/* Bit mask (1 << isa) of the ISAs compiled into this build. */
+int fnn_compiled_isas(void);
+/* 1 when built with OpenMP. */
+int fnn_have_openmp(void);
+/* omp_get_max_threads() or 1. */
+int fnn_omp_max_threads(void);
+/* The compiler that built the kernels, e.g. "GCC 12.2.0". */
+const char *fnn_compiler(void);
+
+/* Per-function instruction-set targets, so default builds stay portable and the
+ * SIMD paths are chosen at run time. */
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define FNN_X86_SIMD 1
+#define FNN_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define FNN_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+#else
+#define FNN_X86_SIMD 0
+#define FNN_TARGET_AVX2
+#define FNN_TARGET_AVX512
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FNN_RESTRICT __restrict__
+#define FNN_ALIGNED(n) __attribute__((aligned(n)))
+#else
+#define FNN_RESTRICT
+#define FNN_ALIGNED(n)
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTNN_H */

@@ -1,0 +1,189 @@
+"""Run-time configuration: backend, thread count and SIMD path.
+
+This module is the one place that holds them. The Cython kernels read
+``_state.num_threads`` and ``_state.isa`` on every call (see _ctx.pxi), and
+``fastnn.ops`` asks :func:`active_backend` which implementation to run.
+"""
+import contextlib
+import os
+import threading
+
+BACKENDS = ("native", "numpy")
+ISA_NAMES = ("portable", "avx2", "avx512")
+
+
+def _default_num_threads():
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env:
+        try:
+            n = int(env)
+            if n >= 1:
+                return n
+        except ValueError:
+            pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class _State:
+    def __init__(self):
+        self.num_threads = _default_num_threads()
+        self.isa = 0
+        self.best_isa = 0
+        self.backend = "numpy"
+        self.native = None          # the native backend module, once loaded
+        self.native_error = None    # why it could not be loaded
+        self.local = threading.local()  # per-thread backend override (the context manager)
+
+
+_state = _State()
+
+
+def _load_native():
+    try:
+        from fastnn import _info  # noqa: F401
+        from fastnn import _native_backend
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the NumPy backend usable
+        _state.native_error = f"{type(exc).__name__}: {exc}"
+        return
+    _state.native = _native_backend
+    _state.best_isa = _info.cpu_best_isa()
+    _state.isa = _state.best_isa
+    _state.backend = "native"
+
+
+def _apply_environment():
+    forced_isa = os.environ.get("FASTNN_SIMD", "").strip().lower()
+    if forced_isa and _state.native is not None:
+        set_simd(forced_isa)
+    forced_backend = os.environ.get("FASTNN_BACKEND", "").strip().lower()
+    if forced_backend:
+        set_backend(forced_backend)
+
+
+def set_num_threads(n):
+    """Threads the native kernels use (default: OMP_NUM_THREADS, else the usable cores)."""
+    if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
+        raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_num_threads: expected n >= 1, got {n}")
+    _state.num_threads = n
+
+
+def get_num_threads():
+    return _state.num_threads
+
+
+def _check_backend_name(name):
+    if not isinstance(name, str) or name.lower() not in BACKENDS:
+        raise ValueError(f"set_backend: expected one of {BACKENDS}, got {name!r}")
+    name = name.lower()
+    if name == "native" and _state.native is None:
+        raise RuntimeError(
+            "set_backend: the native extension is not available "
+            f"({_state.native_error}); reinstall fastnn with a C compiler, or use 'numpy'")
+    return name
+
+
+def set_backend(name):
+    """Select the implementation behind fastnn.ops: 'native' (C kernels) or 'numpy' (reference)."""
+    _state.backend = _check_backend_name(name)
+
+
+def get_backend():
+    override = getattr(_state.local, "stack", None)
+    return override[-1] if override else _state.backend
+
+
+@contextlib.contextmanager
+def backend(name):
+    """``with fastnn.backend("numpy"): ...`` runs the block (in this thread) on that backend."""
+    name = _check_backend_name(name)
+    stack = getattr(_state.local, "stack", None)
+    if stack is None:
+        stack = _state.local.stack = []
+    stack.append(name)
+    try:
+        yield name
+    finally:
+        stack.pop()
+
+
+def set_simd(name):
+    """Force a SIMD path of the native kernels: 'portable', 'avx2' or 'avx512' (at most what the CPU has)."""
+    if not isinstance(name, str) or name.lower() not in ISA_NAMES:
+        raise ValueError(f"set_simd: expected one of {ISA_NAMES}, got {name!r}")
+    isa = ISA_NAMES.index(name.lower())
+    if isa > _state.best_isa:
+        raise ValueError(f"set_simd: this CPU/build supports up to {ISA_NAMES[_state.best_isa]!r}, got {name!r}")
+    _state.isa = isa
+
+
+def get_simd():
+    return ISA_NAMES[_state.isa]
+
+
+def active_backend():
+    """The module implementing the ops for the current backend."""
+    if get_backend() == "native":
+        return _state.native
+    from fastnn import _reference
+    return _reference
+
+
+def native_available():
+    return _state.native is not None
+
+
+def config():
+    """Facts about this installation, as a dict (what show_config prints)."""
+    import platform
+
+    import numpy as np
+
+    from fastnn._version import __version__
+
+    info = {
+        "version": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "backend": get_backend(),
+        "native_available": native_available(),
+        "native_error": _state.native_error,
+        "num_threads": _state.num_threads,
+    }
+    if _state.native is not None:
+        from fastnn import _info
+        info.update({
+            "compiler": _info.compiler(),
+            "openmp": _info.have_openmp(),
+            "simd_compiled": [ISA_NAMES[i] for i in _info.compiled_isas()],
+            "simd_cpu_best": ISA_NAMES[_state.best_isa],
+            "simd_selected": ISA_NAMES[_state.isa],
+        })
+    return info
+
+
+def show_config():
+    """Print the version, compiler, OpenMP, SIMD paths and thread count of this installation."""
+    info = config()
+    lines = [f"fastnn {info['version']} (Python {info['python']}, NumPy {info['numpy']}, {info['platform']})"]
+    if info["native_available"]:
+        lines += [
+            f"  native extension : loaded, built with {info['compiler']}",
+            f"  OpenMP           : {'yes' if info['openmp'] else 'no (single-threaded build)'}",
+            f"  SIMD compiled in : {', '.join(info['simd_compiled'])}",
+            f"  SIMD on this CPU : {info['simd_cpu_best']} (selected: {info['simd_selected']})",
+        ]
+    else:
+        lines.append(f"  native extension : NOT loaded ({info['native_error']}); using the NumPy backend")
+    lines += [f"  threads          : {info['num_threads']}", f"  backend          : {info['backend']}"]
+    print("\n".join(lines))
+
+
+_load_native()
+_apply_environment()

@@ -1,0 +1,12 @@
+# Declarations shared by the Cython modules: csrc/fastnn.h.
+from libc.stdint cimport int64_t
+
+cdef extern from "fastnn.h" nogil:
+    ctypedef struct fnn_ctx:
+        int nthreads
+        int isa
+    int fnn_cpu_best_isa()
+    int fnn_compiled_isas()
+    int fnn_have_openmp()
+    int fnn_omp_max_threads()
+    const char *fnn_compiler()

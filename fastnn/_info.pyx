@@ -1,0 +1,26 @@
+# Build and CPU facts for fastnn.show_config() and the backend selection.
+from fastnn._fastnn cimport (fnn_compiled_isas, fnn_compiler, fnn_cpu_best_isa,
+                             fnn_have_openmp, fnn_omp_max_threads)
+
+
+def cpu_best_isa():
+    """Best instruction set compiled in and supported by this CPU: 0 portable, 1 AVX2+FMA, 2 AVX-512."""
+    return fnn_cpu_best_isa()
+
+
+def compiled_isas():
+    """ISA numbers compiled into this build."""
+    cdef int mask = fnn_compiled_isas()
+    return [i for i in range(3) if mask & (1 << i)]
+
+
+def have_openmp():
+    return bool(fnn_have_openmp())
+
+
+def omp_max_threads():
+    return fnn_omp_max_threads()
+
+
+def compiler():
+    return fnn_compiler().decode("ascii")

@@ -1,0 +1,1 @@
+"""Keras-style models: Sequential, Dense, Conv2D, ... (see issue 5)."""

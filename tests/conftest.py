@@ -1,0 +1,19 @@
+import os
+
+import numpy as np
+import pytest
+
+import fastnn
+
+# CI installs the wheel and sets FASTNN_REQUIRE_NATIVE=1: the suite must then run
+# against the compiled extension, never silently against the NumPy fallback.
+if os.environ.get("FASTNN_REQUIRE_NATIVE") == "1" and not fastnn.config()["native_available"]:
+    raise RuntimeError(f"native extension required but not loaded: {fastnn.config()['native_error']}")
+
+NATIVE = fastnn.config()["native_available"]
+requires_native = pytest.mark.skipif(not NATIVE, reason="native extension not built")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)

@@ -27,7 +27,7 @@ def _elementwise(op, x):
     """Apply an any-shape op to x, returning a NumPy scalar for a scalar input as NumPy does."""
     arr = _as_float(x)
     out = op(arr)
-    return out[()] if out.ndim == 0 else out
+    return out.reshape(())[()] if arr.ndim == 0 else out
 
 
 def identity_function(x):
@@ -49,7 +49,7 @@ def sigmoid_grad(x):
     arr = _as_float(x)
     y = ops.sigmoid(arr)
     out = ops.sigmoid_backward(np.ones_like(y), y)
-    return out[()] if out.ndim == 0 else out
+    return out.reshape(())[()] if arr.ndim == 0 else out
 
 
 def relu(x):

@@ -35,6 +35,15 @@ def _require_forward(layer, value):
         raise RuntimeError(f"{type(layer).__name__}.backward: call forward() first")
 
 
+def _as_input(x):
+    """x as an array the ops take: float32/float64 stay as they are; integer, bool or
+    float16 data (raw uint8 images, say) become float64, the dtype NumPy gives the book."""
+    x = np.asarray(x)
+    if x.dtype != np.float32 and x.dtype != np.float64:
+        x = x.astype(np.float64)
+    return x
+
+
 def _fresh_float(value):
     arr = np.array(value)
     return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
@@ -60,7 +69,7 @@ class Relu:
         return None if self.x is None else self.x <= 0
 
     def forward(self, x):
-        self.x = x
+        self.x = x = _as_input(x)
         return ops.relu(x)
 
     def backward(self, dout):
@@ -75,7 +84,7 @@ class Sigmoid:
         self.out = None
 
     def forward(self, x):
-        self.out = ops.sigmoid(x)
+        self.out = ops.sigmoid(_as_input(x))
         return self.out
 
     def backward(self, dout):
@@ -88,7 +97,7 @@ class Tanh:
         self.out = None
 
     def forward(self, x):
-        self.out = ops.tanh(x)
+        self.out = ops.tanh(_as_input(x))
         return self.out
 
     def backward(self, dout):
@@ -104,7 +113,7 @@ class LeakyRelu:
         self.x = None
 
     def forward(self, x):
-        self.x = x
+        self.x = x = _as_input(x)
         return ops.leaky_relu(x, self.alpha)
 
     def backward(self, dout):
@@ -120,7 +129,7 @@ class Elu:
         self.x = None
 
     def forward(self, x):
-        self.x = x
+        self.x = x = _as_input(x)
         return ops.elu(x, self.alpha)
 
     def backward(self, dout):
@@ -135,7 +144,7 @@ class Softplus:
         self.x = None
 
     def forward(self, x):
-        self.x = x
+        self.x = x = _as_input(x)
         return ops.softplus(x)
 
     def backward(self, dout):
@@ -157,7 +166,7 @@ class Affine:
         self.db = None
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = _as_input(x)
         if x.ndim == 0:
             raise ValueError(f"Affine.forward: expected an input of shape (N, ...), got a scalar")
         self.original_x_shape = x.shape
@@ -230,7 +239,7 @@ class SoftmaxWithLoss:
         self._y = value
 
     def forward(self, x, t):
-        x = np.asarray(x)
+        x = _as_input(x)
         self.t = t
         self._x_shape = x.shape
         x2 = x.reshape(1, -1) if x.ndim == 1 else x
@@ -256,8 +265,8 @@ class IdentityWithLoss:
         self._dx = None
 
     def forward(self, x, t):
-        x = np.asarray(x)
-        t = np.asarray(t)
+        x = _as_input(x)
+        t = _as_input(t)
         if t.shape != x.shape and t.size == x.size:
             t = t.reshape(x.shape)
         self.y, self.t = x, t
@@ -295,7 +304,7 @@ class SigmoidWithLoss:
         self._y = value
 
     def forward(self, x, t):
-        x = np.asarray(x)
+        x = _as_input(x)
         t = np.asarray(t)
         if t.shape != x.shape and t.size == x.size:
             t = t.reshape(x.shape)
@@ -362,7 +371,7 @@ class BatchNormalization:
         self._cache = None
 
     def forward(self, x, train_flg=True):
-        x = np.asarray(x)
+        x = _as_input(x)
         if x.ndim == 0:
             raise ValueError("BatchNormalization.forward: expected an input of shape (N, ...), got a scalar")
         self.input_shape = x.shape
@@ -426,7 +435,7 @@ class Convolution:
         return W.reshape(W.shape[0], -1).T
 
     def forward(self, x):
-        self.x = x
+        self.x = x = _as_input(x)
         return ops.conv2d(x, self.W, self.b, stride=self.stride, pad=self.pad)
 
     def backward(self, dout):
@@ -452,7 +461,7 @@ class Pooling:
         self.arg_max = None
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = _as_input(x)
         out, self.arg_max = ops.max_pool2d(x, self.pool_h, self.pool_w, stride=self.stride, pad=self.pad)
         self.x = x
         return out
@@ -474,7 +483,7 @@ class AvgPooling:
         self.x = None
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = _as_input(x)
         out = ops.avg_pool2d(x, self.pool_h, self.pool_w, stride=self.stride, pad=self.pad)
         self.x = x
         return out

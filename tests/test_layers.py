@@ -180,6 +180,18 @@ def test_affine_keeps_the_given_arrays_and_sees_updates(backend, rng):
     assert layer.W is W2
 
 
+def test_integer_inputs_compute_in_float64_like_numpy(backend, rng):
+    x = rng.integers(0, 256, (3, 1, 4, 4)).astype(np.uint8)     # raw image bytes
+    W = rng.standard_normal((16, 2))
+    y = L.Affine(W, np.zeros(2)).forward(x)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, x.reshape(3, -1).astype(np.float64) @ W, rtol=1e-12)
+    K = rng.standard_normal((2, 1, 3, 3))
+    np.testing.assert_allclose(L.Convolution(K, np.zeros(2)).forward(x), conv_direct(x, K, 0.0, 1, 0), rtol=1e-12)
+    np.testing.assert_array_equal(L.Relu().forward(np.array([[-1, 2]])), [[0.0, 2.0]])
+    assert L.IdentityWithLoss().forward(np.array([[1.0, 2.0]]), np.array([[1, 4]])) == 2.0
+
+
 def test_flatten_round_trip(backend, rng):
     x = rng.standard_normal((3, 2, 4, 5))
     layer = L.Flatten()

@@ -262,7 +262,7 @@ def format_machine(machine, settings):
 def format_table(results, impls, primary):
     """The text table: ms per implementation, speed-ups, and the primary implementation's rates."""
     has = {impl: any("median_ms" in r["timings"].get(impl, {}) for r in results) for impl in impls}
-    cols = [i for i in impls if has[i]]
+    cols = [i for i in B.IMPLEMENTATIONS if has.get(i)]
     speed_cols = [i for i in cols if i != "numpy" and has.get("numpy")]
     show_vs_torch = has.get("native") and has.get("torch")
     head = [("workload", 48)] + [(f"{i} ms", 10) for i in cols] + [(f"{i}/np", 9) for i in speed_cols]

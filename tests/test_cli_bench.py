@@ -161,6 +161,37 @@ def test_only_unavailable_implementation_is_an_error(capsys, monkeypatch):
     assert rc == 2 and "none of the implementations asked for is available" in stderr
 
 
+def test_native_column_path(tmp_path, capsys, monkeypatch):
+    """The native column, speed-ups and 'vs torch' with the reference module standing in for the native backend.
+
+    This exercises the harness (not the kernels) where the extension is not built.
+    """
+    from fastnn import _config, _reference
+    real_config = fastnn.config()
+    fake = dict(real_config, native_available=True, native_error=None, simd_selected="stand-in", openmp=False)
+    monkeypatch.setattr(_config._state, "native", _reference)
+    monkeypatch.setattr(fastnn, "config", lambda: dict(fake))
+    out = tmp_path / "n.json"
+    impls = "native,numpy,torch" if TORCH else "native,numpy"
+    rc, stdout, _ = run_bench(["--only", "G2,A", "--impl", impls, "--repeat", "2", "--quick",
+                               "--json", str(out)], capsys)
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["primary"] == "native"
+    for row in report["results"]:
+        native, numpy_ = row["timings"]["native"], row["timings"]["numpy"]
+        assert native["check"] == "ok" and numpy_["check"] == "reference"
+        assert row["speedup_vs_numpy"]["native"] == pytest.approx(numpy_["median_ms"] / native["median_ms"])
+        if TORCH:
+            assert row["native_vs_torch"] == pytest.approx(row["timings"]["torch"]["median_ms"] / native["median_ms"])
+        else:
+            assert row["native_vs_torch"] is None
+    header = next(line for line in stdout.splitlines() if line.startswith("workload"))
+    assert header.index("native ms") < header.index("numpy ms") and "native/np" in header
+    assert ("vs torch" in header) == TORCH
+    assert "SIMD path stand-in" in stdout
+
+
 def test_python_dash_m_fastnn_bench(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
     out = tmp_path / "m.json"

@@ -44,6 +44,11 @@ def _as_input(x):
     return x
 
 
+def _flat(x):
+    # (N, ...) -> (N, D); spelled out so that an empty batch (N = 0) reshapes too
+    return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
+
+
 def _fresh_float(value):
     arr = np.array(value)
     return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
@@ -170,7 +175,7 @@ class Affine:
         if x.ndim == 0:
             raise ValueError(f"Affine.forward: expected an input of shape (N, ...), got a scalar")
         self.original_x_shape = x.shape
-        self.x = x.reshape(x.shape[0], -1)
+        self.x = _flat(x)
         return ops.linear(self.x, self.W, self.b)
 
     def backward(self, dout):
@@ -190,7 +195,7 @@ class Flatten:
         if x.ndim == 0:
             raise ValueError("Flatten.forward: expected an input of shape (N, ...), got a scalar")
         self.original_x_shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        return _flat(x)
 
     def backward(self, dout):
         _require_forward(self, self.original_x_shape)
@@ -375,7 +380,7 @@ class BatchNormalization:
         if x.ndim == 0:
             raise ValueError("BatchNormalization.forward: expected an input of shape (N, ...), got a scalar")
         self.input_shape = x.shape
-        x2 = x.reshape(x.shape[0], -1)
+        x2 = _flat(x)
         if self.running_mean is None:
             self.running_mean = np.zeros(x2.shape[1])
         if self.running_var is None:
@@ -394,7 +399,7 @@ class BatchNormalization:
     def backward(self, dout):
         _require_forward(self, self._cache)
         dout = np.asarray(dout)
-        dx, self.dgamma, self.dbeta = ops.batch_norm_backward(dout.reshape(dout.shape[0], -1), self._cache)
+        dx, self.dgamma, self.dbeta = ops.batch_norm_backward(_flat(dout), self._cache)
         return dx.reshape(self.input_shape)
 
 

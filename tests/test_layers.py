@@ -511,3 +511,26 @@ def test_gradient_check_dropout(backend):
 def test_gradient_check_losses(backend, cls, target):
     x = np.random.default_rng(4).standard_normal((3, 3))
     check_layer_gradients(cls(), x, loss_target=target)
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_empty_and_single_batches_flow_through_a_convnet(backend, n, rng):
+    x = rng.standard_normal((n, 2, 5, 5))
+    stack = [L.Convolution(rng.standard_normal((3, 2, 3, 3)), np.zeros(3), 1, 1), L.Relu(), L.Pooling(2, 2, stride=2),
+             L.Flatten(), L.Affine(rng.standard_normal((12, 4)), np.zeros(4))]
+    h = x
+    for layer in stack:
+        h = layer.forward(h)
+    assert h.shape == (n, 4)
+    loss_layer = L.SoftmaxWithLoss()
+    loss = loss_layer.forward(h, np.zeros(n, dtype=int))
+    assert np.isnan(loss) if n == 0 else np.isfinite(loss)
+    d = loss_layer.backward()
+    for layer in reversed(stack):
+        d = layer.backward(d)
+    assert d.shape == x.shape
+    assert stack[0].dW.shape == (3, 2, 3, 3)
+    if n == 0:
+        np.testing.assert_array_equal(stack[0].dW, 0.0)
+        with pytest.raises(ValueError, match="at least one sample"):
+            L.BatchNormalization(np.ones(4), np.zeros(4)).forward(h)

@@ -164,7 +164,8 @@ def run_cell(workload, impl, data, settings, reference):
                                  min_sample_s=settings["min_sample_ms"] / 1e3,
                                  max_seconds=settings["max_seconds"], first_call_s=first)
     cell.update({"median_ms": timing.median_ms, "min_ms": timing.min_ms, "spread": timing.spread,
-                 "samples_ms": timing.samples_ms, "calls_per_sample": timing.number})
+                 "samples_ms": timing.samples_ms, "calls_per_sample": timing.number,
+                 "cpu_util": timing.cpu_util})
     return cell, got
 
 
@@ -253,6 +254,11 @@ def format_machine(machine, settings):
     if "sgemm_gflops" in machine:
         lines.append(f"  measured : NumPy sgemm 1024^3 {machine['sgemm_gflops']:.1f} GFLOP/s; "
                      f"1-thread copy {machine['copy_gbps']:.1f} GB/s (read + write)")
+    load = machine.get("load_average")
+    if load is not None:
+        busy = load > 0.5
+        lines.append(f"  load     : {load:.2f} (1-minute load average at start on {machine['usable_cores']} cores)"
+                     + ("; other processes are running: expect inflated, noisy timings" if busy else ""))
     lines.append(f"  timing   : median of {settings['repeat']} samples after {settings['warmup']} warm-up "
                  f"call(s) and one checked call; a sample lasts >= {settings['min_sample_ms']:g} ms"
                  f"{' (quick)' if settings['quick'] else ''}")
@@ -306,6 +312,11 @@ def format_table(results, impls, primary):
     notes.append(f"GFLOP/s, %peak (of the FMA peak above), GB/s (compulsory traffic) and %copy (of the "
                  f"measured copy bandwidth) are those of '{primary}'.")
     notes.append("spread: the largest interquartile range / median in the row (timing noise).")
+    contended = [f"{r['key']} {i} ({c['cpu_util']:.2f})" for r in results for i, c in r["timings"].items()
+                 if c.get("cpu_util") is not None and c["cpu_util"] < 0.8]
+    if contended:
+        notes.append("contended (this process got less than 0.8 of a core while timing; CPU time / wall time): "
+                     + ", ".join(contended))
     if problems:
         notes.append("")
         notes += [f"PROBLEM {p}" for p in problems]

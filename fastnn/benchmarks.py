@@ -818,7 +818,12 @@ def machine_info(threads, peak_override=None, applied=None, measure=True):
     cfg = fastnn.config()
     cpu = cpu_info()
     peak, basis = fma_peak(cpu, threads, peak_override)
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = None
     info = {
+        "load_average": load,
         "cpu": cpu["model"],
         "cpu_vendor": cpu["vendor"],
         "cpu_family": cpu["family"],
@@ -852,6 +857,7 @@ def machine_info(threads, peak_override=None, applied=None, measure=True):
 class Timing:
     samples_ms: list     # per-call milliseconds, one per sample
     number: int          # calls per sample
+    cpu_util: float = None   # process CPU time / wall time while sampling (below ~1: other processes took the CPU)
 
     @property
     def median_ms(self):
@@ -894,6 +900,7 @@ def time_callable(fn, repeat, warmup=2, min_sample_s=0.005, max_seconds=None, fi
     gc_was_enabled = gc.isenabled()
     gc.disable()
     start = time.perf_counter()
+    cpu_start = time.process_time()
     try:
         for _ in range(repeat):
             t0 = time.perf_counter()
@@ -902,10 +909,12 @@ def time_callable(fn, repeat, warmup=2, min_sample_s=0.005, max_seconds=None, fi
             samples.append((time.perf_counter() - t0) / number * 1e3)
             if max_seconds is not None and len(samples) >= 3 and time.perf_counter() - start > max_seconds:
                 break
+        wall = time.perf_counter() - start
+        cpu_util = (time.process_time() - cpu_start) / wall if wall > 0 else None
     finally:
         if gc_was_enabled:
             gc.enable()
-    return Timing(samples, number)
+    return Timing(samples, number, cpu_util)
 
 
 def derived_metrics(workload, data, ms, peak_gflops=None, copy_gbps=None):

@@ -56,6 +56,7 @@ def test_bench_only_g_writes_json(tmp_path, capsys):
             assert len(cell["samples_ms"]) == 2 and all(s > 0 for s in cell["samples_ms"])
             assert cell["median_ms"] == pytest.approx(float(np.median(cell["samples_ms"])))
             assert cell["min_ms"] == min(cell["samples_ms"]) and cell["calls_per_sample"] >= 1
+            assert cell["cpu_util"] > 0
             assert cell["gbps"] == pytest.approx(row["bytes"] / (cell["median_ms"] * 1e-3) / 1e9)
             assert cell["check"] == ("reference" if impl == "numpy" else "ok")
         for impl, speedup in row["speedup_vs_numpy"].items():

@@ -280,8 +280,11 @@ class Sequential:
         else:
             rng = self._rng
 
+        if isinstance(callbacks, _callbacks.Callback):
+            callbacks = [callbacks]
         history = _callbacks.History()
-        cbs = _callbacks.CallbackList([history] + list(callbacks or []), self)
+        # History goes last, so it records what the other callbacks add to the logs (lr, weight_change).
+        cbs = _callbacks.CallbackList(list(callbacks or []) + [history], self)
         self.history = history
         self.stop_training = False
         n = len(x)

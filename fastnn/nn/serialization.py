@@ -138,7 +138,7 @@ def _load(path, compile, max_bytes):
     if os.path.getsize(path) > max_bytes + MAX_ARCHITECTURE_BYTES + _NPY_HEADER_SLACK:
         raise _Invalid(f"the file is larger than max_bytes={max_bytes}")
     if not zipfile.is_zipfile(path):
-        raise _Invalid("not an .npz (zip) archive")
+        raise _Invalid("not an .npz (zip) archive, or truncated")
     with zipfile.ZipFile(path) as archive:
         infos = archive.infolist()
         names = [info.filename for info in infos]

@@ -118,6 +118,8 @@ class Layer:
         if not self.built:
             dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
             self.build(self.input_shape if self.input_shape is not None else x.shape[1:], dtype)
+        if x.dtype.kind in "iub":
+            x = x.astype(self.dtype)
         return self.forward(x, training=training)
 
     # -- computation -----------------------------------------------------------

@@ -58,7 +58,7 @@ def float_arrays(op, **named):
     dtype = np.result_type(*arrays.values()) if arrays else np.dtype(np.float64)
     out = {k: None for k in named}
     for k, arr in arrays.items():
-        out[k] = np.ascontiguousarray(arr, dtype=dtype)
+        out[k] = np.asarray(arr, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
     return dtype, out
 
 

@@ -114,70 +114,86 @@ def _binary(op, name_a, a, name_b, b):
     return a, b
 
 
+def _apply(kernel, *arrays_and_scalars):
+    """backend.kernel(...) for an element-wise op; a 0-d array travels as shape (1,),
+    so that backends always get and return real arrays."""
+    args = list(arrays_and_scalars)
+    scalar = isinstance(args[0], np.ndarray) and args[0].ndim == 0
+    if scalar:
+        args = [a.reshape(1) if isinstance(a, np.ndarray) else a for a in args]
+    out = getattr(_backend(), kernel)(*args)
+    if not scalar:
+        return out
+    if isinstance(out, tuple):  # a loss: (value, gradient)
+        return out[0], out[1].reshape(())
+    return out.reshape(())
+
+
 def relu(x):
-    return _backend().relu(_unary("relu", x))
+    return _apply("relu", _unary("relu", x))
 
 
 def leaky_relu(x, alpha=0.01):
-    return _backend().leaky_relu(_unary("leaky_relu", x), V.as_real("leaky_relu", "alpha", alpha))
+    return _apply("leaky_relu", _unary("leaky_relu", x), V.as_real("leaky_relu", "alpha", alpha))
 
 
 def elu(x, alpha=1.0):
-    return _backend().elu(_unary("elu", x), V.as_real("elu", "alpha", alpha))
+    return _apply("elu", _unary("elu", x), V.as_real("elu", "alpha", alpha))
 
 
 def sigmoid(x):
-    return _backend().sigmoid(_unary("sigmoid", x))
+    return _apply("sigmoid", _unary("sigmoid", x))
 
 
 def tanh(x):
-    return _backend().tanh(_unary("tanh", x))
+    return _apply("tanh", _unary("tanh", x))
 
 
 def softplus(x):
-    return _backend().softplus(_unary("softplus", x))
+    """log(1 + exp(x)), computed stably as max(x, 0) + log1p(exp(-|x|))."""
+    return _apply("softplus", _unary("softplus", x))
 
 
 def step(x):
     """(x > 0) in the dtype of x."""
-    return _backend().step(_unary("step", x))
+    return _apply("step", _unary("step", x))
 
 
 def identity(x):
     """A copy of x."""
-    return _backend().identity(_unary("identity", x))
+    return _apply("identity", _unary("identity", x))
 
 
 def relu_backward(dy, x):
-    return _backend().relu_backward(*_binary("relu_backward", "dy", dy, "x", x))
+    return _apply("relu_backward", *_binary("relu_backward", "dy", dy, "x", x))
 
 
 def leaky_relu_backward(dy, x, alpha=0.01):
     op = "leaky_relu_backward"
-    return _backend().leaky_relu_backward(*_binary(op, "dy", dy, "x", x), V.as_real(op, "alpha", alpha))
+    return _apply(op, *_binary(op, "dy", dy, "x", x), V.as_real(op, "alpha", alpha))
 
 
 def elu_backward(dy, x, alpha=1.0):
     op = "elu_backward"
-    return _backend().elu_backward(*_binary(op, "dy", dy, "x", x), V.as_real(op, "alpha", alpha))
+    return _apply(op, *_binary(op, "dy", dy, "x", x), V.as_real(op, "alpha", alpha))
 
 
 def softplus_backward(dy, x):
-    return _backend().softplus_backward(*_binary("softplus_backward", "dy", dy, "x", x))
+    return _apply("softplus_backward", *_binary("softplus_backward", "dy", dy, "x", x))
 
 
 def sigmoid_backward(dy, y):
     """dy * y * (1 - y), y being the output of sigmoid."""
-    return _backend().sigmoid_backward(*_binary("sigmoid_backward", "dy", dy, "y", y))
+    return _apply("sigmoid_backward", *_binary("sigmoid_backward", "dy", dy, "y", y))
 
 
 def tanh_backward(dy, y):
     """dy * (1 - y**2), y being the output of tanh."""
-    return _backend().tanh_backward(*_binary("tanh_backward", "dy", dy, "y", y))
+    return _apply("tanh_backward", *_binary("tanh_backward", "dy", dy, "y", y))
 
 
 def identity_backward(dy):
-    return _backend().identity(_unary("identity_backward", dy))
+    return _apply("identity", _unary("identity_backward", dy))
 
 
 _NEEDS_Y = ("sigmoid", "tanh")
@@ -424,13 +440,13 @@ def softmax_cross_entropy(logits, target):
 
 def mean_squared_error(y, t):
     """(mean((y - t)**2) as a Python float, its gradient 2*(y - t)/y.size)."""
-    return _backend().mean_squared_error(*_binary("mean_squared_error", "y", y, "t", t))
+    return _apply("mean_squared_error", *_binary("mean_squared_error", "y", y, "t", t))
 
 
 def sigmoid_binary_cross_entropy(logits, t):
     """(mean binary cross-entropy of sigmoid(logits) against t, (sigmoid(logits) - t)/size)."""
-    return _backend().sigmoid_binary_cross_entropy(*_binary("sigmoid_binary_cross_entropy",
-                                                            "logits", logits, "t", t))
+    return _apply("sigmoid_binary_cross_entropy", *_binary("sigmoid_binary_cross_entropy",
+                                                          "logits", logits, "t", t))
 
 
 # ---------------------------------------------------------------------------

@@ -325,6 +325,7 @@ def format_table(results, impls, primary):
 
 def write_plot(path, results, impls, primary_note):
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -332,21 +333,40 @@ def write_plot(path, results, impls, primary_note):
     labels = [f"{r['key']} {r['name']}" for r in results]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(results) + 1.8))
     height = 0.8 / max(len(series), 1)
+    values = []
     for k, impl in enumerate(series):
-        ys = [j + (k - (len(series) - 1) / 2) * height for j in range(len(results))]
-        xs = [r["speedup_vs_numpy"].get(impl, 0.0) for r in results]
-        ax.barh(ys, xs, height=height, label=B.IMPLEMENTATION_LABELS[impl])
+        for j, r in enumerate(results):
+            x = r["speedup_vs_numpy"].get(impl)
+            if x is None:
+                continue
+            y = j + (k - (len(series) - 1) / 2) * height
+            # Bars grow from 1 (as fast as NumPy), left for slower, right for faster.
+            ax.barh(y, x - 1.0, left=1.0, height=height, color=f"C{k}",
+                    label=B.IMPLEMENTATION_LABELS[impl] if j == 0 or not values else None)
+            ax.annotate(f"{x:.2f}x", (x, y), xytext=(3 if x >= 1 else -3, 0), textcoords="offset points",
+                        ha="left" if x >= 1 else "right", va="center", fontsize=8)
+            values.append(x)
     ax.axvline(1.0, color="black", linewidth=0.8)
+    if values:
+        ax.set_xlim(min(min(values), 1.0) / 2, max(max(values), 1.0) * 2)
     ax.set_yticks(range(len(results)))
     ax.set_yticklabels(labels)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ticks = [m * 10.0 ** e for e in range(-3, 4) for m in (1, 2, 5) if lo <= m * 10.0 ** e <= hi]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}x" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("speed-up over fastnn's NumPy reference backend (log scale)")
     ax.set_title(f"fastnn bench {primary_note}")
-    if series:
-        ax.legend(loc="lower right")
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    if unique:
+        ax.legend(unique.values(), unique.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.0 / len(results) / 4),
+                  ncol=len(unique), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -409,7 +429,8 @@ def run(args):
             json.dump(report, fh, indent=1)
         print(f"\nwrote {args.json_path}")
     if args.plot:
-        note = "" if "native" in impls else "(native kernels not built)"
+        note = f"({args.threads} thread{'s' if args.threads > 1 else ''}, {machine['date']}"
+        note += ")" if "native" in impls else "; native kernels not built)"
         write_plot(args.plot, results, impls, note)
         print(f"wrote {args.plot}")
     failed = any("error" in c or c.get("check") == "mismatch" for r in results for c in r["timings"].values())

@@ -254,6 +254,9 @@ def format_machine(machine, settings):
     if "sgemm_gflops" in machine:
         lines.append(f"  measured : NumPy sgemm 1024^3 {machine['sgemm_gflops']:.1f} GFLOP/s; "
                      f"1-thread copy {machine['copy_gbps']:.1f} GB/s (read + write)")
+        if peak and machine["sgemm_gflops"] > peak:
+            lines.append("             (the sgemm beats the computed peak: the running clock is above the one "
+                         "assumed; give the real peak with --peak-gflops)")
     load = machine.get("load_average")
     if load is not None:
         busy = load > 0.5

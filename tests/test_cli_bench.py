@@ -286,3 +286,13 @@ def test_fma_peak_scales_with_cores_used():
     assert B.fma_peak(cpu, 1)[0] == pytest.approx(96.0)
     assert B.fma_peak(cpu, 4)[0] == pytest.approx(192.0)   # capped at the usable cores
     assert B.fma_peak(cpu, 1, override=50.0) == (50.0, "given with --peak-gflops")
+
+
+@pytest.mark.parametrize("key", ["A", "C", "F", "G2", "H2", "I"])
+def test_fastnn_workloads_stay_float32(key):
+    # A fair NumPy baseline passes float32 through (the book's code silently computes in float64).
+    workload = B.get_workload(key)
+    with B.implementation_context("numpy"):
+        outputs = B.prepare(workload, "numpy", workload.make_data(quick=True))()
+    arrays = [o for o in outputs if isinstance(o, np.ndarray) and o.ndim > 0]
+    assert arrays and all(a.dtype == np.float32 for a in arrays)

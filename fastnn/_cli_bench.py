@@ -315,11 +315,17 @@ def format_table(results, impls, primary):
     notes.append(f"GFLOP/s, %peak (of the FMA peak above), GB/s (compulsory traffic) and %copy (of the "
                  f"measured copy bandwidth) are those of '{primary}'.")
     notes.append("spread: the largest interquartile range / median in the row (timing noise).")
-    contended = [f"{r['key']} {i} ({c['cpu_util']:.2f})" for r in results for i, c in r["timings"].items()
-                 if c.get("cpu_util") is not None and c["cpu_util"] < 0.8]
-    if contended:
+    utils = [(f"{r['key']} {i}", c["cpu_util"]) for r in results for i, c in r["timings"].items()
+             if c.get("cpu_util") is not None]
+    contended = [(name, u) for name, u in utils if u < 0.8]
+    if len(contended) > 8:
+        shares = sorted(u for _, u in contended)
+        notes.append(f"CONTENDED: in {len(contended)} of {len(utils)} cells this process got less than 0.8 of a "
+                     f"core while timing (median CPU time / wall time {shares[len(shares) // 2]:.2f}): other "
+                     "processes were running; re-measure on an idle machine.")
+    elif contended:
         notes.append("contended (this process got less than 0.8 of a core while timing; CPU time / wall time): "
-                     + ", ".join(contended))
+                     + ", ".join(f"{name} ({u:.2f})" for name, u in contended))
     if problems:
         notes.append("")
         notes += [f"PROBLEM {p}" for p in problems]

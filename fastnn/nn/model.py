@@ -345,8 +345,15 @@ class Sequential:
                 print(f"fit: interrupted (Ctrl-C) in epoch {epoch + 1}/{epochs} after {seen}/{n} samples; "
                       "the model holds the weights of the last completed batch"
                       + (f" (partial epoch{format_logs(logs)})" if logs else ""), file=sys.stderr)
+        self._release_caches()
         cbs.on_train_end({})
         return history
+
+    def _release_caches(self):
+        # Forward passes keep their inputs for backward; don't hold a batch after a call returns.
+        for layer in self.layers:
+            if getattr(layer, "_cache", None) is not None:
+                layer._cache = None
 
     def _validation_arrays(self, x, t, validation_data, validation_split):
         if validation_data is not None:
@@ -394,6 +401,7 @@ class Sequential:
         if len(x) == 0:
             raise ValueError("evaluate: no samples")
         logs = self._evaluate_arrays(x, t, batch_size)
+        self._release_caches()
         if verbose:
             print(f"evaluate:{format_logs(logs)}", file=sys.stdout)
         if return_dict:
@@ -406,6 +414,7 @@ class Sequential:
         x = self._prepare_x(x, "predict")
         batch_size = _int_arg("predict", "batch_size", batch_size, 1)
         outputs = [self._forward(x[lo:lo + batch_size], training=False) for lo in range(0, len(x), batch_size)]
+        self._release_caches()
         if not outputs:
             return np.empty((0,) + self.output_shape, dtype=self.dtype)
         return np.concatenate(outputs, axis=0)

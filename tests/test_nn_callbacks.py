@@ -288,3 +288,20 @@ def test_interrupt_before_the_first_epoch_ends_returns_an_empty_history():
                         callbacks=[InterruptAt(0, 0, "on_batch_end")])
     assert history.interrupted and history.history == {} and history.partial_epoch["batches_done"] == 1
     assert_same_weights(model, reference_weights(x, t, 1))
+
+
+def test_ctrl_c_during_validation_lets_the_epoch_finish(capsys):
+    x, t = data(60)
+    model = make_model()
+
+    class CtrlCInEpochEnd(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    history = model.fit(x, t, epochs=5, batch_size=BATCH, shuffle=False, verbose=0, validation_data=(x, t),
+                        callbacks=[CtrlCInEpochEnd()])
+    assert history.interrupted and history.partial_epoch is None
+    assert history.epoch == [0, 1] and len(history.history["val_loss"]) == 2
+    assert "interrupted (Ctrl-C) after epoch 2/5" in capsys.readouterr().err
+    assert_same_weights(model, reference_weights(x, t, 2 * len(x) // BATCH))

@@ -292,10 +292,10 @@ class Sequential:
         out = sys.stdout
         cbs.on_train_begin({})
         with _SigintDeferral() as sigint:
-            epoch, done, seen, logs, bar = initial_epoch, 0, 0, {}, None
+            epoch, done, seen, logs, bar, in_epoch = initial_epoch, 0, 0, {}, None, False
             try:
                 for epoch in range(initial_epoch, epochs):
-                    seen, logs, sums, done = 0, {}, {}, 0
+                    seen, logs, sums, done, in_epoch = 0, {}, {}, 0, True
                     cbs.on_epoch_begin(epoch, {})
                     bar = None
                     if verbose == 1:
@@ -329,6 +329,7 @@ class Sequential:
                         for k, v in self._evaluate_arrays(val[0], val[1], batch_size).items():
                             epoch_logs["val_" + k] = v
                     cbs.on_epoch_end(epoch, epoch_logs)
+                    in_epoch = False
                     if bar is not None:
                         prefix = f"Epoch {epoch + 1}/{epochs}: " if verbose >= 2 else ""
                         if prefix:
@@ -339,12 +340,16 @@ class Sequential:
                         break
             except KeyboardInterrupt:
                 history.interrupted = True
-                history.partial_epoch = dict(logs, epoch=epoch, batches_done=done, samples_done=seen)
                 if bar is not None and bar.dynamic:
                     out.write("\n")
-                print(f"fit: interrupted (Ctrl-C) in epoch {epoch + 1}/{epochs} after {seen}/{n} samples; "
-                      "the model holds the weights of the last completed batch"
-                      + (f" (partial epoch{format_logs(logs)})" if logs else ""), file=sys.stderr)
+                if in_epoch:
+                    history.partial_epoch = dict(logs, epoch=epoch, batches_done=done, samples_done=seen)
+                    where = f"in epoch {epoch + 1}/{epochs} after {seen}/{n} samples"
+                else:
+                    where = f"after epoch {epoch + 1}/{epochs}"
+                print(f"fit: interrupted (Ctrl-C) {where}; the model holds the weights of the last completed "
+                      "batch" + (f" (partial epoch{format_logs(logs)})" if in_epoch and logs else ""),
+                      file=sys.stderr)
         self._release_caches()
         cbs.on_train_end({})
         return history

@@ -51,10 +51,11 @@ def as_float_array(op, name, value):
     return arr
 
 
-def float_arrays(op, **named):
-    """Check each named float array (None passes through), promote them all to one
-    dtype with np.result_type and make them C-contiguous. Returns (dtype, dict)."""
-    arrays = {k: as_float_array(op, k, v) for k, v in named.items() if v is not None}
+def float_arrays(op, optional=(), **named):
+    """Check each named float array (None passes through for the names in ``optional``),
+    promote them all to one dtype with np.result_type and make them C-contiguous.
+    Returns (dtype, dict)."""
+    arrays = {k: as_float_array(op, k, v) for k, v in named.items() if v is not None or k not in optional}
     dtype = np.result_type(*arrays.values()) if arrays else np.dtype(np.float64)
     out = {k: None for k in named}
     for k, arr in arrays.items():
@@ -154,12 +155,25 @@ def activation_alpha(op, activation, alpha, fused=False):
 
 
 def conv_output_size(op, in_hw, filter_hw, stride, pad, what="filter"):
-    """(oh, ow) of a window of size filter_hw sliding over in_hw padded by pad."""
+    """((oh, ow), stride) of a window of size filter_hw sliding over in_hw padded by pad.
+
+    A stride past the padded extent gives one window, exactly as stride 1 would when
+    only one fits; such strides are clamped, so that backends get strides that fit
+    in int64 (the result is the same)."""
     (h, w), (fh, fw), (sh, sw), (ph, pw) = in_hw, filter_hw, stride, pad
     if fh > h + 2 * ph or fw > w + 2 * pw:
         raise ValueError(f"{op}: {what} ({fh}, {fw}) is larger than the padded input "
                          f"({h + 2 * ph}, {w + 2 * pw}) (input ({h}, {w}), pad ({ph}, {pw}))")
-    return (h + 2 * ph - fh) // sh + 1, (w + 2 * pw - fw) // sw + 1
+    sh = min(sh, h + 2 * ph - fh + 1)
+    sw = min(sw, w + 2 * pw - fw + 1)
+    return ((h + 2 * ph - fh) // sh + 1, (w + 2 * pw - fw) // sw + 1), (sh, sw)
+
+
+def check_geometry_fits(op, *values):
+    """Every size, filter, stride and pad must be representable in the kernels' int64."""
+    for v in values:
+        if v > _INT64_MAX // 4:
+            raise ValueError(f"{op}: size {v} is too large (int64 index arithmetic would overflow)")
 
 
 def x_shape4(op, value):

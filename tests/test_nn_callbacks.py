@@ -305,3 +305,27 @@ def test_ctrl_c_during_validation_lets_the_epoch_finish(capsys):
     assert history.epoch == [0, 1] and len(history.history["val_loss"]) == 2
     assert "interrupted (Ctrl-C) after epoch 2/5" in capsys.readouterr().err
     assert_same_weights(model, reference_weights(x, t, 2 * len(x) // BATCH))
+
+
+def test_abandoned_batch_leaves_batchnorm_statistics_untouched(monkeypatch):
+    """A second Ctrl-C during a batch's forward pass (after BatchNorm has run) abandons the
+    batch: moving statistics included, the model is exactly as after the previous batch."""
+    x, t = data(60)
+    model = make_model()
+    last = model.layers[-1]
+    real_forward = type(last).forward
+    calls = []
+
+    def forward_with_interrupts(self, *args, **kwargs):
+        if self is last:
+            calls.append(1)
+        if self is last and len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(last), "forward", forward_with_interrupts)
+    history = model.fit(x, t, epochs=2, batch_size=BATCH, shuffle=False, verbose=0)
+    monkeypatch.setattr(type(last), "forward", real_forward)
+    assert history.interrupted and history.partial_epoch["batches_done"] == 2
+    assert_same_weights(model, reference_weights(x, t, 2))

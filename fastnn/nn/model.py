@@ -206,8 +206,17 @@ class Sequential:
         return self._train_step(x, t, None)
 
     def _train_step(self, x, t, sigint):
-        loss, grad, outputs = self._loss_forward(x, t, training=True)
-        self._backward(grad)
+        # The forward pass updates BatchNorm's moving statistics; if the step is abandoned
+        # (a second Ctrl-C) before the optimizer update, put them back, so that a batch
+        # changes the model completely or not at all.
+        moving = [(a, a.copy()) for layer in self.layers for a in layer.state.values()] if sigint else []
+        try:
+            loss, grad, outputs = self._loss_forward(x, t, training=True)
+            self._backward(grad)
+        except BaseException:
+            for array, saved in moving:
+                np.copyto(array, saved)
+            raise
         params, grads = self.params(), self.grads()
         if sigint is not None:
             sigint.in_update = True

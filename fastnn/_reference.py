@@ -28,15 +28,18 @@ def relu(x):
     return np.maximum(x, x.dtype.type(0))
 
 
+@_quiet_nan
 def leaky_relu(x, alpha):
     return np.where(x > 0, x, x * x.dtype.type(alpha))
 
 
+@_quiet_nan
 def elu(x, alpha):
     # expm1 of min(x, 0): never overflows, and exact near 0.
     return np.where(x > 0, x, x.dtype.type(alpha) * np.expm1(np.minimum(x, 0)))
 
 
+@_quiet_nan
 def sigmoid(x):
     e = np.exp(-np.abs(x))  # in (0, 1]
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
@@ -46,6 +49,7 @@ def tanh(x):
     return np.tanh(x)
 
 
+@_quiet_nan
 def softplus(x):
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
@@ -58,26 +62,32 @@ def identity(x):
     return x.copy()
 
 
+@_quiet_nan
 def relu_backward(dy, x):
     return np.where(x > 0, dy, dy.dtype.type(0))
 
 
+@_quiet_nan
 def leaky_relu_backward(dy, x, alpha):
     return np.where(x > 0, dy, dy * dy.dtype.type(alpha))
 
 
+@_quiet_nan
 def elu_backward(dy, x, alpha):
     return np.where(x > 0, dy, dy * (dy.dtype.type(alpha) * np.exp(np.minimum(x, 0))))
 
 
+@_quiet_nan
 def softplus_backward(dy, x):
     return dy * sigmoid(x)
 
 
+@_quiet_nan
 def sigmoid_backward(dy, y):
     return dy * (y * (1 - y))
 
 
+@_quiet_nan
 def tanh_backward(dy, y):
     return dy * (1 - y * y)
 

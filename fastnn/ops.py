@@ -462,6 +462,8 @@ def _update(op, kernel, p, g, states, scalars):
     states = [V.writeable_float_array(op, name, s, p.shape) for name, s in states]
     scalars = [V.as_real(op, name, s) for name, s in scalars]
     arrays = [p, g, *states]
+    if p.ndim == 0:  # 0-d arrays travel as (1,) views, still updated in place
+        arrays = [a.reshape(1) for a in arrays]
     # The native kernel needs one dtype and C-contiguous memory; any other layout is
     # updated in place by the NumPy reference (which works on views and mixed dtypes).
     fast = all(a.flags.c_contiguous and a.dtype == p.dtype for a in arrays)

@@ -39,6 +39,8 @@ def _describe(value):
 
 def as_float_array(op, name, value):
     """``value`` as an ndarray of dtype float32 or float64 (lists go through np.asarray)."""
+    if type(value) is np.ndarray and value.dtype in FLOAT_DTYPES:
+        return value
     if value is None:
         raise TypeError(f"{op}: expected {name} to be a float32 or float64 array, got None")
     try:
@@ -56,7 +58,8 @@ def float_arrays(op, optional=(), **named):
     promote them all to one dtype with np.result_type and make them C-contiguous.
     Returns (dtype, dict)."""
     arrays = {k: as_float_array(op, k, v) for k, v in named.items() if v is not None or k not in optional}
-    dtype = np.result_type(*arrays.values()) if arrays else np.dtype(np.float64)
+    dtypes = {a.dtype for a in arrays.values()}
+    dtype = dtypes.pop() if len(dtypes) == 1 else np.result_type(*arrays.values())
     out = {k: None for k in named}
     for k, arr in arrays.items():
         out[k] = np.asarray(arr, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
@@ -85,6 +88,10 @@ def check_nonempty_dims(op, name, arr, first_dim=1):
 
 
 def as_int(op, name, value, minimum=None):
+    if type(value) is int:
+        if minimum is not None and value < minimum:
+            raise ValueError(f"{op}: expected {name} >= {minimum}, got {value}")
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         raise TypeError(f"{op}: expected {name} to be an int, got {value!r} ({type(value).__name__})")
     value = int(value)
@@ -109,6 +116,8 @@ def as_pair(op, name, value, minimum):
 
 
 def as_real(op, name, value):
+    if type(value) is float:
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"{op}: expected {name} to be a real number, got {value!r} ({type(value).__name__})")
     return float(value)

@@ -104,6 +104,8 @@ def linear_backward(dy, x, W, activation=None, y=None, alpha=None):
 # Activations (any shape)
 
 def _unary(op, x):
+    if type(x) is np.ndarray and x.dtype in V.FLOAT_DTYPES and x.flags.c_contiguous:
+        return x  # the common case, without the general machinery
     return V.float_arrays(op, x=x)[1]["x"]
 
 

@@ -279,7 +279,7 @@ def table_rows(results, impls, primary):
     headers = ["workload"] + [f"{i} ms" for i in cols] + [f"{i}/np" for i in speed_cols]
     if show_vs_torch:
         headers.append("vs torch")
-    headers += ["GFLOP/s", "%peak", "GB/s", "%copy", "spread"]
+    headers += ["GFLOP/s", "%peak", "GB/s", "%copy", "spread", "cpu"]
     rows, problems = [], []
     for r in results:
         t = r["timings"]
@@ -300,8 +300,10 @@ def table_rows(results, impls, primary):
             cells.append(_x(r["native_vs_torch"]))
         p = t.get(primary, {})
         spreads = [c["spread"] for c in t.values() if "spread" in c]
+        shares = [c["cpu_util"] for c in t.values() if c.get("cpu_util") is not None]
         cells += [_num(p.get("gflops"), ".1f"), _num(p.get("peak_pct"), ".0f"), _num(p.get("gbps"), ".1f"),
-                  _num(p.get("copy_pct"), ".0f"), f"{100 * max(spreads):.0f}%" if spreads else "-"]
+                  _num(p.get("copy_pct"), ".0f"), f"{100 * max(spreads):.0f}%" if spreads else "-",
+                  f"{min(shares):.2f}" if shares else "-"]
         rows.append(cells)
     notes = ["ms: median per call (forward + backward; I: one SGD step; J: inference)."]
     if speed_cols:
@@ -310,7 +312,9 @@ def table_rows(results, impls, primary):
         notes.append("vs torch: PyTorch ms / fastnn native ms (above 1: fastnn is faster).")
     notes.append(f"GFLOP/s, %peak (of the FMA peak), GB/s (compulsory traffic) and %copy (of the "
                  f"measured copy bandwidth) are those of '{primary}'.")
-    notes.append("spread: the largest interquartile range / median in the row (timing noise).")
+    notes.append("spread: the largest interquartile range / median in the row (timing noise); cpu: the smallest "
+                 "share of CPU this process got while timing the row (CPU time / wall time; about 1 or more on an "
+                 "idle machine, lower when other processes compete).")
     utils = [(f"{r['key']} {i}", c["cpu_util"]) for r in results for i, c in r["timings"].items()
              if c.get("cpu_util") is not None]
     contended = [(name, u) for name, u in utils if u < 0.8]

@@ -99,10 +99,10 @@ def test_markdown_table(tmp_path, capsys):
     assert rc == 0
     lines = md.read_text().splitlines()
     assert "`fastnn bench --threads 1 --only G1,H2 --impl numpy --repeat 1 --quick`" in lines[0]
-    header = lines.index("| workload | numpy ms | GFLOP/s | %peak | GB/s | %copy | spread |")
+    header = lines.index("| workload | numpy ms | GFLOP/s | %peak | GB/s | %copy | spread | cpu |")
     rows = lines[header + 2:header + 4]
     assert rows[0].startswith("| G1 Softmax-CE (256,10)") and rows[1].startswith("| H2 Sigmoid")
-    assert all(row.count("|") == 8 for row in rows)
+    assert all(row.count("|") == 9 for row in rows)
 
 
 def test_thread_limits_apply_and_restore():

@@ -81,6 +81,10 @@ def add_arguments(parser):
     parser.add_argument("--quick", action="store_true",
                         help=f"CI smoke run: fewer samples and J on {B.J_IMAGES_QUICK} images instead of "
                              f"{B.J_IMAGES}")
+    parser.add_argument("--clock", choices=B.CLOCKS, default="wall",
+                        help="time per call by the wall clock (default) or by this process's CPU time; 'cpu' "
+                             "(with --threads 1 only) estimates idle-machine times on a machine shared with "
+                             "other work")
     parser.add_argument("--peak-gflops", type=_positive_float("--peak-gflops"), default=None, metavar="X",
                         help="fp32 FMA peak of the cores used, GFLOP/s (default: from the CPU flags and clock)")
     parser.add_argument("--json", dest="json_path", default=None, metavar="FILE",
@@ -142,6 +146,8 @@ def _command_line(args, settings):
         parts += ["--warmup", str(args.warmup)]
     if args.quick:
         parts.append("--quick")
+    if args.clock != "wall":
+        parts += ["--clock", args.clock]
     if args.peak_gflops:
         parts += ["--peak-gflops", f"{args.peak_gflops:g}"]
     return " ".join(parts)
@@ -165,9 +171,11 @@ def run_cell(workload, impl, data, settings, reference):
         timing = B.time_callable(fn, settings["repeat"], warmup=settings["warmup"],
                                  min_sample_s=settings["min_sample_ms"] / 1e3,
                                  max_seconds=settings["max_seconds"], first_call_s=first)
-    cell.update({"median_ms": timing.median_ms, "min_ms": timing.min_ms, "spread": timing.spread,
-                 "samples_ms": timing.samples_ms, "calls_per_sample": timing.number,
-                 "cpu_util": timing.cpu_util})
+    clock = settings["clock"]
+    cell.update(B.summarize(timing.samples(clock)))
+    cell.update({"samples_ms": timing.samples(clock), "calls_per_sample": timing.number,
+                 "wall_median_ms": B.summarize(timing.wall_ms)["median_ms"],
+                 "cpu_median_ms": B.summarize(timing.cpu_ms)["median_ms"], "cpu_util": timing.cpu_util})
     return cell, got
 
 
@@ -266,17 +274,19 @@ def format_machine(machine, settings):
                      + ("; other processes are running: expect inflated, noisy timings" if busy else ""))
     lines.append(f"  timing   : median of {settings['repeat']} samples after {settings['warmup']} warm-up "
                  f"call(s) and one checked call; a sample lasts >= {settings['min_sample_ms']:g} ms"
-                 f"{' (quick)' if settings['quick'] else ''}")
+                 f"{' (quick)' if settings['quick'] else ''}"
+                 + ("; times are process CPU time (--clock cpu)" if settings["clock"] == "cpu" else ""))
     return "\n".join(lines)
 
 
-def table_rows(results, impls, primary):
+def table_rows(results, impls, primary, clock="wall"):
     """(headers, rows, notes) of the table: ms per implementation, speed-ups, the primary implementation's rates."""
     has = {impl: any("median_ms" in r["timings"].get(impl, {}) for r in results) for impl in impls}
     cols = [i for i in B.IMPLEMENTATIONS if has.get(i)]
     speed_cols = [i for i in cols if i != "numpy" and has.get("numpy")]
     show_vs_torch = has.get("native") and has.get("torch")
-    headers = ["workload"] + [f"{i} ms" for i in cols] + [f"{i}/np" for i in speed_cols]
+    unit = "cpu ms" if clock == "cpu" else "ms"
+    headers = ["workload"] + [f"{i} {unit}" for i in cols] + [f"{i}/np" for i in speed_cols]
     if show_vs_torch:
         headers.append("vs torch")
     headers += ["GFLOP/s", "%peak", "GB/s", "%copy", "spread", "cpu"]
@@ -305,7 +315,8 @@ def table_rows(results, impls, primary):
                   _num(p.get("copy_pct"), ".0f"), f"{100 * max(spreads):.0f}%" if spreads else "-",
                   f"{min(shares):.2f}" if shares else "-"]
         rows.append(cells)
-    notes = ["ms: median per call (forward + backward; I: one SGD step; J: inference)."]
+    notes = ["ms: median per call (forward + backward; I: one SGD step; J: inference)"
+             + (", measured as this process's CPU time (--clock cpu)." if clock == "cpu" else ".")]
     if speed_cols:
         notes.append("x/np: speed-up over fastnn's NumPy reference backend (NumPy ms / that ms).")
     if show_vs_torch:
@@ -330,9 +341,9 @@ def table_rows(results, impls, primary):
     return headers, rows, notes
 
 
-def format_table(results, impls, primary):
+def format_table(results, impls, primary, clock="wall"):
     """The text table printed by `fastnn bench`."""
-    headers, rows, notes = table_rows(results, impls, primary)
+    headers, rows, notes = table_rows(results, impls, primary, clock)
     widths = [max(len(h), *(len(r[k]) for r in rows)) if rows else len(h) for k, h in enumerate(headers)]
     widths[0] = max(widths[0], 44)
 
@@ -347,7 +358,7 @@ def format_table(results, impls, primary):
 def format_markdown(report):
     """The table as Markdown with what it was measured on, for docs/BENCHMARKS.md or a README."""
     m, st = report["machine"], report["settings"]
-    headers, rows, notes = table_rows(report["results"], st["implementations"], report["primary"])
+    headers, rows, notes = table_rows(report["results"], st["implementations"], report["primary"], st["clock"])
     blas = "; ".join(f"{b['internal_api']} {b['version']} ({b['architecture']})" for b in m.get("blas") or [])
     native = (f"native kernels, SIMD {m['simd']}" if m["native_available"]
               else "native kernels not built (NumPy reference only)")
@@ -424,7 +435,10 @@ def run(args):
         settings["repeat"] = args.repeat
     if args.warmup is not None:
         settings["warmup"] = args.warmup
-    settings.update(threads=args.threads, quick=bool(args.quick))
+    settings.update(threads=args.threads, quick=bool(args.quick), clock=args.clock)
+    if args.clock == "cpu" and args.threads != 1:
+        return _fail("--clock cpu needs --threads 1 (CPU time adds up the threads; it is not a time per call "
+                     "with several)")
     workloads = args.only if args.only is not None else list(B.WORKLOADS)
 
     # Options that would only fail after minutes of timing are checked first.
@@ -458,7 +472,7 @@ def run(args):
         results = run_benchmarks(workloads, impls, settings, machine, progress)
         progress.close()
 
-    print(format_table(results, impls, primary))
+    print(format_table(results, impls, primary, args.clock))
     report = {
         "schema": "fastnn-bench/1",
         "date": machine["date"],

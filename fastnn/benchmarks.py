@@ -853,32 +853,36 @@ def machine_info(threads, peak_override=None, applied=None, measure=True):
 # Timing
 # ----------------------------------------------------------------------------
 
+CLOCKS = ("wall", "cpu")
+
+
 @dataclass
 class Timing:
-    samples_ms: list     # per-call milliseconds, one per sample
+    wall_ms: list        # per-call wall-clock milliseconds, one per sample
+    cpu_ms: list         # per-call process CPU milliseconds (all threads), one per sample
     number: int          # calls per sample
     cpu_util: float = None   # process CPU time / wall time while sampling (below ~1: other processes took the CPU)
 
-    @property
-    def median_ms(self):
-        return statistics.median(self.samples_ms)
+    def samples(self, clock="wall"):
+        if clock not in CLOCKS:
+            raise ValueError(f"unknown clock {clock!r}; choose from {CLOCKS}")
+        return self.wall_ms if clock == "wall" else self.cpu_ms
 
-    @property
-    def min_ms(self):
-        return min(self.samples_ms)
 
-    @property
-    def spread(self):
-        """Interquartile range over the median (0 with fewer than 4 samples: then max-min over median)."""
-        s = sorted(self.samples_ms)
-        if len(s) >= 4:
-            q = statistics.quantiles(s, n=4)
-            return (q[2] - q[0]) / statistics.median(s)
-        return (s[-1] - s[0]) / statistics.median(s)
+def summarize(samples_ms):
+    """Median, minimum and spread (interquartile range / median; max - min over median below 4 samples)."""
+    s = sorted(samples_ms)
+    median = statistics.median(s)
+    if len(s) >= 4:
+        q = statistics.quantiles(s, n=4)
+        spread = (q[2] - q[0]) / median if median > 0 else 0.0
+    else:
+        spread = (s[-1] - s[0]) / median if median > 0 else 0.0
+    return {"median_ms": median, "min_ms": s[0], "spread": spread}
 
 
 def time_callable(fn, repeat, warmup=2, min_sample_s=0.005, max_seconds=None, first_call_s=None):
-    """Median-ready timings of fn(): `warmup` untimed calls, then `repeat` samples.
+    """Timings of fn(): `warmup` untimed calls, then `repeat` samples of wall and process CPU time.
 
     A sample times `number` back-to-back calls, with `number` chosen so that a
     sample lasts at least `min_sample_s` (fast ops are otherwise below the timer's
@@ -896,25 +900,27 @@ def time_callable(fn, repeat, warmup=2, min_sample_s=0.005, max_seconds=None, fi
         fn()
         per_call = time.perf_counter() - t0
     number = max(1, int(math.ceil(min_sample_s / max(per_call, 1e-9))))
-    samples = []
+    wall, cpu = [], []
     gc_was_enabled = gc.isenabled()
     gc.disable()
     start = time.perf_counter()
     cpu_start = time.process_time()
     try:
         for _ in range(repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(number):
                 fn()
-            samples.append((time.perf_counter() - t0) / number * 1e3)
-            if max_seconds is not None and len(samples) >= 3 and time.perf_counter() - start > max_seconds:
+            t1, c1 = time.perf_counter(), time.process_time()
+            wall.append((t1 - t0) / number * 1e3)
+            cpu.append((c1 - c0) / number * 1e3)
+            if max_seconds is not None and len(wall) >= 3 and t1 - start > max_seconds:
                 break
-        wall = time.perf_counter() - start
-        cpu_util = (time.process_time() - cpu_start) / wall if wall > 0 else None
+        elapsed = time.perf_counter() - start
+        cpu_util = (time.process_time() - cpu_start) / elapsed if elapsed > 0 else None
     finally:
         if gc_was_enabled:
             gc.enable()
-    return Timing(samples, number, cpu_util)
+    return Timing(wall, cpu, number, cpu_util)
 
 
 def derived_metrics(workload, data, ms, peak_gflops=None, copy_gbps=None):

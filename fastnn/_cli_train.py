@@ -195,6 +195,9 @@ def _blas_thread_limit(threads):
 
 
 def run(args):
+    import fastnn
+    # Called in-process (fastnn.cli.main from Python), leave the caller's settings as they were.
+    saved_backend, saved_threads = fastnn.get_backend(), fastnn.get_num_threads()
     try:
         _check_args(args)
         with _blas_thread_limit(args.threads):
@@ -202,6 +205,9 @@ def run(args):
     except _Fail as exc:
         print(f"fastnn train: {exc}", file=sys.stderr)
         return 2
+    finally:
+        fastnn.set_backend(saved_backend)
+        fastnn.set_num_threads(saved_threads)
 
 
 def _run(args):

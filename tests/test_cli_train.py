@@ -157,12 +157,10 @@ def test_native_backend_request(capsys):
     else:
         rc, _, err = train(capsys, "--backend", "native")
         assert rc == 2 and "native backend is not available" in err
-    previous = fastnn.get_backend()
-    try:
-        rc, out, _ = train(capsys, "--quiet", "--backend", "numpy", "--model", "mlp", "--epochs", "1")
-        assert rc == 0 and "backend numpy" in out
-    finally:
-        fastnn.set_backend(previous)
+    previous = fastnn.get_backend(), fastnn.get_num_threads()
+    rc, out, _ = train(capsys, "--quiet", "--backend", "numpy", "--model", "mlp", "--epochs", "1")
+    assert rc == 0 and "backend numpy" in out and "1 thread," in out
+    assert (fastnn.get_backend(), fastnn.get_num_threads()) == previous  # the caller's settings are kept
 
 
 def test_help_lists_the_options(capsys):

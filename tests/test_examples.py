@@ -25,6 +25,10 @@ def example(monkeypatch):
         else:
             # The examples' matrices are small: BLAS threads only contend on a busy 2-core machine.
             stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+        # Likewise the native kernels: these tests check results, not speed.
+        threads = fastnn.get_num_threads()
+        fastnn.set_num_threads(1)
+        stack.callback(fastnn.set_num_threads, threads)
 
         def load(name):
             module = importlib.import_module(name)

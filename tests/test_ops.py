@@ -951,3 +951,48 @@ def test_optimizer_updates_on_0d_parameters(backend):
         F.adam_update(p, g, m, v, 0.1)
     assert m == pytest.approx(0.05) and v == pytest.approx(0.00025)
     assert p == pytest.approx(0.95 - 0.1 * 0.05 / (math.sqrt(0.00025) + 1e-7))
+
+
+def _frozen(a):
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_read_only_inputs(backend, dtype, rng):
+    """Inputs are only read: read-only arrays (memory maps, frozen datasets) work everywhere."""
+    def r(*shape):
+        return _frozen(rng.standard_normal(shape).astype(dtype))
+
+    x, W, b = r(2, 3, 5, 5), r(4, 3, 3, 3), r(4)
+    results = {}
+    with fastnn.backend(backend):
+        results["matmul"] = F.matmul(r(3, 4), r(4, 2))
+        h = F.linear(r(3, 4), r(4, 2), r(2), activation="tanh")
+        results["linear"] = h
+        results["linear_backward"] = F.linear_backward(r(3, 2), r(3, 4), r(4, 2), activation="tanh", y=_frozen(h))
+        for name in ("relu", "sigmoid", "tanh", "softplus", "step", "identity"):
+            results[name] = getattr(F, name)(r(7))
+        for name in ("relu_backward", "softplus_backward", "sigmoid_backward", "tanh_backward"):
+            results[name] = getattr(F, name)(r(7), r(7))
+        results["elu_backward"] = F.elu_backward(r(7), r(7), 0.5)
+        y = F.conv2d(x, W, b, stride=2, pad=1, activation="relu")
+        results["conv2d"] = y
+        results["conv2d_backward"] = F.conv2d_backward(_frozen(y), x, W, stride=2, pad=1)
+        col = F.im2col(x, 3, 3, 2, 1)
+        results["col2im"] = F.col2im(_frozen(col), x.shape, 3, 3, 2, 1)
+        yp, arg = F.max_pool2d(x, 2)
+        results["max_pool2d_backward"] = F.max_pool2d_backward(_frozen(yp), _frozen(arg), x.shape, 2)
+        results["avg_pool2d_backward"] = F.avg_pool2d_backward(_frozen(F.avg_pool2d(x, 2)), x.shape, 2)
+        results["softmax"] = F.softmax(r(3, 4))
+        results["softmax_cross_entropy"] = F.softmax_cross_entropy(r(3, 4), _frozen(np.array([0, 3, 1])))
+        results["mean_squared_error"] = F.mean_squared_error(r(5), r(5))
+        p, m, v = (np.abs(rng.standard_normal(5)).astype(dtype) for _ in range(3))
+        F.adam_update(p, r(5), m, v, 0.1)
+        F.sgd_update(p, r(5), 0.1)
+    for name, value in results.items():
+        for part in value if isinstance(value, tuple) else (value,):
+            if isinstance(part, np.ndarray):
+                assert part.dtype == dtype and part.flags.writeable, name  # fresh outputs

@@ -458,7 +458,7 @@ def run(args):
     primary = "native" if "native" in impls else impls[0]
 
     with B.thread_limits(args.threads, use_torch="torch" in impls) as applied:
-        machine = B.machine_info(args.threads, args.peak_gflops, applied)
+        machine = B.machine_info(args.threads, args.peak_gflops, applied, clock=args.clock)
         machine["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         if "torch" in impls:
             torch = B.import_torch()

@@ -788,33 +788,34 @@ def blas_info():
             for lib in threadpoolctl.threadpool_info() if lib.get("user_api") == "blas"]
 
 
-def _median_seconds(fn, repeat):
+def _median_seconds(fn, repeat, clock="wall"):
+    now = time.process_time if clock == "cpu" else time.perf_counter
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = now()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(now() - t0)
     return statistics.median(times)
 
 
-def measure_sgemm_gflops(n=1024):
+def measure_sgemm_gflops(n=1024, clock="wall"):
     """NumPy's float32 GEMM (n x n x n) in GFLOP/s: the BLAS's practical peak, for reference."""
     a = np.ones((n, n), DTYPE)
     b = np.ones((n, n), DTYPE)
     c = np.empty((n, n), DTYPE)
     np.matmul(a, b, out=c)
-    return 2.0 * n ** 3 / _median_seconds(lambda: np.matmul(a, b, out=c), 5) / 1e9
+    return 2.0 * n ** 3 / _median_seconds(lambda: np.matmul(a, b, out=c), 5, clock) / 1e9
 
 
-def measure_copy_gbps(nbytes=128 << 20):
+def measure_copy_gbps(nbytes=128 << 20, clock="wall"):
     """A single-threaded NumPy copy, bytes read + written per second: the memory-bandwidth yardstick."""
     src = np.ones(nbytes // 4, DTYPE)
     dst = np.empty_like(src)
     np.copyto(dst, src)   # page faults happen here, outside the timing
-    return 2.0 * nbytes / _median_seconds(lambda: np.copyto(dst, src), 5) / 1e9
+    return 2.0 * nbytes / _median_seconds(lambda: np.copyto(dst, src), 5, clock) / 1e9
 
 
-def machine_info(threads, peak_override=None, applied=None, measure=True):
+def machine_info(threads, peak_override=None, applied=None, measure=True, clock="wall"):
     cfg = fastnn.config()
     cpu = cpu_info()
     peak, basis = fma_peak(cpu, threads, peak_override)
@@ -844,8 +845,8 @@ def machine_info(threads, peak_override=None, applied=None, measure=True):
         "peak_basis": basis,
     }
     if measure:
-        info["sgemm_gflops"] = measure_sgemm_gflops()
-        info["copy_gbps"] = measure_copy_gbps()
+        info["sgemm_gflops"] = measure_sgemm_gflops(clock=clock)
+        info["copy_gbps"] = measure_copy_gbps(clock=clock)
     return info
 
 

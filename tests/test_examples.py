@@ -174,3 +174,10 @@ def test_every_example_is_tested():
     scripts = {p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_")}
     tested = {name[len("test_"):] for name in globals() if name.startswith("test_")}
     assert scripts <= tested, scripts - tested
+
+
+def test_plots_are_skipped_with_a_message_without_matplotlib(example, capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    saved = example("_common").save_plot(str(tmp_path / "p.png"), "t", "x", "y", {"a": [1.0, 2.0]})
+    assert saved is False and not (tmp_path / "p.png").exists()
+    assert "matplotlib is not installed" in capsys.readouterr().out

@@ -142,6 +142,8 @@ def test_user_errors_exit_2_with_a_message(capsys, tmp_path):
         (["--data-dir", str(tmp_path)], "--data-dir applies to mnist"),
         (["--dataset", "mnist", "--data-dir", str(tmp_path)], "no mnist files"),
         (["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "absent")], "not a directory"),
+        (["--save", str(tmp_path / "no" / "m.npz")], "does not exist"),
+        (["--plot", str(tmp_path / "no" / "c.png")], "does not exist"),
     ]:
         rc, _, err = train(capsys, *argv)
         assert rc == 2, argv

@@ -333,7 +333,9 @@ def table_rows(results, impls, primary, clock="wall"):
         shares = sorted(u for _, u in contended)
         notes.append(f"CONTENDED: in {len(contended)} of {len(utils)} cells this process got less than 0.8 of a "
                      f"core while timing (median CPU time / wall time {shares[len(shares) // 2]:.2f}): other "
-                     "processes were running; re-measure on an idle machine.")
+                     "processes were running; "
+                     + ("CPU time discounts the waiting but not the shared caches and memory bandwidth."
+                        if clock == "cpu" else "re-measure on an idle machine or with --clock cpu."))
     elif contended:
         notes.append("contended (this process got less than 0.8 of a core while timing; CPU time / wall time): "
                      + ", ".join(f"{name} ({u:.2f})" for name, u in contended))

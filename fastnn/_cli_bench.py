@@ -422,7 +422,8 @@ def write_plot(path, results, impls, primary_note):
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles))
     if unique:
-        ax.legend(unique.values(), unique.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.0 / len(results) / 4),
+        below_axis = -0.12 - 0.25 / len(results)
+        ax.legend(unique.values(), unique.keys(), loc="upper center", bbox_to_anchor=(0.5, below_axis),
                   ncol=len(unique), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -188,6 +188,18 @@ def test_runs_without_torch(tmp_path, capsys, monkeypatch):
     assert "skipped  : PyTorch CPU (autograd): torch is not installed" in stdout
 
 
+def test_runs_without_threadpoolctl(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)   # as if it were not installed
+    out = tmp_path / "b.json"
+    rc, stdout, _ = run_bench(["--only", "G1", "--impl", "numpy", "--repeat", "1", "--quick",
+                               "--json", str(out)], capsys)
+    assert rc == 0
+    machine = json.loads(out.read_text())["machine"]
+    assert machine["blas"] is None
+    assert machine["threads_applied"]["blas"] == "not controlled (threadpoolctl not installed)"
+    assert "NumPy BLAS not controlled (threadpoolctl not installed)" in stdout
+
+
 def test_only_unavailable_implementation_is_an_error(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     rc, _, stderr = run_bench(["--only", "G1", "--impl", "torch"], capsys)

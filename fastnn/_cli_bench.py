@@ -357,6 +357,21 @@ def format_table(results, impls, primary, clock="wall"):
     return "\n".join(out + [""] + notes)
 
 
+def format_targets(targets):
+    """The issue-6 targets met and missed (with the gap), one line each."""
+    if not targets:
+        return ""
+    what = {"numpy": "speed-up over NumPy", "torch": "vs PyTorch", "copy": "% of copy bandwidth"}
+    lines = [f"targets (fastnn native): {sum(t['met'] for t in targets)} of {len(targets)} met"]
+    for t in sorted(targets, key=lambda t: (t["met"], t["workload"])):
+        unit = "%" if t["against"] == "copy" else "x"
+        status = "met" if t["met"] else f"MISSED by {t['target'] / t['measured']:.2f}x" if t["measured"] > 0 \
+            else "MISSED"
+        lines.append(f"  {t['workload']:<3}{what[t['against']]:<22} {t['measured']:8.2f}{unit}  "
+                     f"(target {t['target']:g}{unit})  {status}")
+    return "\n".join(lines)
+
+
 def format_markdown(report):
     """The table as Markdown with what it was measured on, for docs/BENCHMARKS.md or a README."""
     m, st = report["machine"], report["settings"]
@@ -379,6 +394,8 @@ def format_markdown(report):
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += [""] + [f"- {n}" for n in notes]
+    if report.get("targets"):
+        lines += ["", "```", format_targets(report["targets"]), "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -476,6 +493,9 @@ def run(args):
         progress.close()
 
     print(format_table(results, impls, primary, args.clock))
+    targets = B.evaluate_targets(results)
+    if targets:
+        print("\n" + format_targets(targets))
     report = {
         "schema": "fastnn-bench/1",
         "date": machine["date"],
@@ -486,6 +506,7 @@ def run(args):
                                 "reason": status[i][1]} for i in args.impl},
         "primary": primary,
         "results": results,
+        "targets": targets,
     }
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as fh:

@@ -543,6 +543,42 @@ WORKLOADS = (
 
 WORKLOAD_KEYS = tuple(w.key for w in WORKLOADS)
 
+# The targets of issue 6 for fastnn native, at 1 and 2 threads: (workload keys, measure, at least).
+# "numpy": speed-up over the NumPy reference; "torch": PyTorch ms / native ms; "copy": % of the copy bandwidth.
+TARGETS = (
+    (("C", "D", "E", "F", "I"), "numpy", 10.0),
+    (("G1", "G2", "H1", "H2"), "numpy", 5.0),
+    (("A", "B"), "torch", 1.05),
+    (("C",), "torch", 4.0),
+    (("D", "E"), "torch", 1.3),
+    (("F",), "torch", 4.0),
+    (("G1", "G2"), "torch", 3.0),
+    (("H1", "H2"), "torch", 1.3),
+    (("I",), "torch", 2.5),
+    (("F", "H1", "H2"), "copy", 70.0),
+)
+
+
+def evaluate_targets(results):
+    """[{workload, against, target, measured, met}] for the targets whose workload and measure are in `results`."""
+    rows = {r["key"]: r for r in results}
+    out = []
+    for keys, against, target in TARGETS:
+        for key in keys:
+            row = rows.get(key)
+            if row is None:
+                continue
+            if against == "numpy":
+                measured = row["speedup_vs_numpy"].get("native")
+            elif against == "torch":
+                measured = row["native_vs_torch"]
+            else:
+                measured = row["timings"].get("native", {}).get("copy_pct")
+            if measured is not None:
+                out.append({"workload": key, "against": against, "target": target, "measured": measured,
+                            "met": measured >= target})
+    return out
+
 
 def workload_title(workload, data):
     """The title with the image count of J, which depends on --quick."""

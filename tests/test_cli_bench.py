@@ -340,3 +340,25 @@ def test_fastnn_workloads_stay_float32(key):
         outputs = B.prepare(workload, "numpy", workload.make_data(quick=True))()
     arrays = [o for o in outputs if isinstance(o, np.ndarray) and o.ndim > 0]
     assert arrays and all(a.dtype == np.float32 for a in arrays)
+
+
+def test_evaluate_targets():
+    results = [
+        {"key": "C", "speedup_vs_numpy": {"native": 12.0, "torch": 1.0}, "native_vs_torch": 3.0,
+         "timings": {"native": {}}},
+        {"key": "H1", "speedup_vs_numpy": {"native": 4.0}, "native_vs_torch": None,
+         "timings": {"native": {"copy_pct": 75.0}}},
+    ]
+    got = {(t["workload"], t["against"]): (t["target"], t["met"]) for t in B.evaluate_targets(results)}
+    assert got == {("C", "numpy"): (10.0, True), ("C", "torch"): (4.0, False),
+                   ("H1", "numpy"): (5.0, False), ("H1", "copy"): (70.0, True)}
+    text = __import__("fastnn._cli_bench", fromlist=["format_targets"]).format_targets(B.evaluate_targets(results))
+    assert text.splitlines()[0] == "targets (fastnn native): 2 of 4 met"
+    assert "MISSED by 1.33x" in text and "MISSED by 1.25x" in text
+
+
+def test_no_targets_without_native(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    rc, stdout, _ = run_bench(["--only", "G1", "--impl", "numpy", "--repeat", "1", "--quick", "--json", str(out)],
+                              capsys)
+    assert rc == 0 and json.loads(out.read_text())["targets"] == [] and "targets (fastnn native)" not in stdout

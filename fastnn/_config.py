@@ -42,6 +42,12 @@ _state = _State()
 
 
 def _load_native():
+    # OpenMP threads that wait by spinning hold their core: on a machine shared with other work
+    # (or with more threads than free cores) a spinning thread can starve the thread it waits for,
+    # and a 0.3 ms GEMM took 120 ms at 2 threads. Sleeping waits cost microseconds per parallel
+    # region instead. The OpenMP runtime reads this once, when it loads with our extension; a
+    # value the user set is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         from fastnn import _info  # noqa: F401
         from fastnn import _native_backend

@@ -1,0 +1,313 @@
+/* Convolution kernels, written once for both dtypes: csrc/conv.c includes this
+ * file with T and SFX defined. Not a public header. */
+
+#define CAT2_(a, b) a##_##b
+#define CAT2(a, b) CAT2_(a, b)
+#define FN(name) CAT2(name, SFX)
+
+typedef struct {
+    const T *x; /* one image, (C, H, W) */
+    fnn_conv_geom g;
+} FN(image_src);
+
+/* Row ck = (ci, i, j) of col^T for output positions [p0, p0 + len):
+ * dst[t * ds] = x[ci, oy*sh + i - ph, ox*sw + j - pw] (0 in the padding). */
+static void FN(extract_row)(const T *x, const fnn_conv_geom *g, int64_t ck, int64_t p0, int64_t len, T *dst,
+                            int64_t ds)
+{
+    const int64_t khw = g->fh * g->fw;
+    const int64_t ci = ck / khw, i = (ck % khw) / g->fw, j = ck % g->fw;
+    int64_t lo, hi;
+    valid_ox(g, j, &lo, &hi);
+    int64_t oy = p0 / g->ow, ox = p0 % g->ow;
+    int64_t left = len;
+    while (left > 0) {
+        int64_t seg = g->ow - ox < left ? g->ow - ox : left;
+        int64_t iy = oy * g->sh + i - g->ph;
+        if (iy < 0 || iy >= g->h) {
+            for (int64_t t = 0; t < seg; t++)
+                dst[t * ds] = 0;
+        } else {
+            const T *row = x + (ci * g->h + iy) * g->w + j - g->pw; /* row[ox*sw] is the element */
+            int64_t a = ox, e = ox + seg;
+            int64_t l = lo > a ? (lo < e ? lo : e) : a;
+            int64_t r = hi < e ? (hi > l ? hi : l) : e;
+            int64_t t = 0;
+            for (; a + t < l; t++)
+                dst[t * ds] = 0;
+            if (g->sw == 1 && ds == 1) {
+                memcpy(dst + t, row + a + t, (size_t)(r - l) * sizeof(T));
+                t += r - l;
+            } else {
+                for (; a + t < r; t++)
+                    dst[t * ds] = row[(a + t) * g->sw];
+            }
+            for (; t < seg; t++)
+                dst[t * ds] = 0;
+        }
+        dst += seg * ds;
+        left -= seg;
+        ox = 0;
+        oy++;
+    }
+}
+
+/* The transpose of extract_row: dx[ci, iy, ix] += src[t * ss] (padding dropped). */
+static void FN(scatter_row)(T *dx, const fnn_conv_geom *g, int64_t ck, int64_t p0, int64_t len, const T *src,
+                            int64_t ss)
+{
+    const int64_t khw = g->fh * g->fw;
+    const int64_t ci = ck / khw, i = (ck % khw) / g->fw, j = ck % g->fw;
+    int64_t lo, hi;
+    valid_ox(g, j, &lo, &hi);
+    int64_t oy = p0 / g->ow, ox = p0 % g->ow;
+    int64_t left = len;
+    while (left > 0) {
+        int64_t seg = g->ow - ox < left ? g->ow - ox : left;
+        int64_t iy = oy * g->sh + i - g->ph;
+        if (iy >= 0 && iy < g->h) {
+            T *row = dx + (ci * g->h + iy) * g->w + j - g->pw;
+            int64_t a = ox, e = ox + seg;
+            int64_t l = lo > a ? (lo < e ? lo : e) : a;
+            int64_t r = hi < e ? (hi > l ? hi : l) : e;
+            if (g->sw == 1) {
+                T *dr = row + l;
+                const T *s = src + (l - a) * ss;
+                for (int64_t t = 0; t < r - l; t++)
+                    dr[t] += s[t * ss];
+            } else {
+                for (int64_t o = l; o < r; o++)
+                    row[o * g->sw] += src[(o - a) * ss];
+            }
+        }
+        src += seg * ss;
+        left -= seg;
+        ox = 0;
+        oy++;
+    }
+}
+
+/* B packer of the forward product: op(B) = col^T (CK x P); panel columns are
+ * output positions, depth is ck. */
+static void FN(pack_image_fwd)(const void *srcv, int64_t j0, int64_t cols, int64_t k0, int64_t kc, int w, T *dst)
+{
+    const FN(image_src) *s = (const FN(image_src) *)srcv;
+    for (int64_t j = 0; j < cols; j += w) {
+        int jj = (int)(cols - j < w ? cols - j : w);
+        T *d = dst + (j / w) * kc * w;
+        for (int64_t k = 0; k < kc; k++) {
+            T *dk = d + k * w;
+            FN(extract_row)(s->x, &s->g, k0 + k, j0 + j, jj, dk, 1);
+            for (int t = jj; t < w; t++)
+                dk[t] = 0;
+        }
+    }
+}
+
+/* B packer of the weight gradient: op(B) = col (P x CK); panel columns are ck,
+ * depth is the output position. */
+static void FN(pack_image_wgrad)(const void *srcv, int64_t j0, int64_t cols, int64_t k0, int64_t kc, int w, T *dst)
+{
+    const FN(image_src) *s = (const FN(image_src) *)srcv;
+    for (int64_t j = 0; j < cols; j += w) {
+        int jj = (int)(cols - j < w ? cols - j : w);
+        T *d = dst + (j / w) * kc * w;
+        for (int t = 0; t < jj; t++)
+            FN(extract_row)(s->x, &s->g, j0 + j + t, k0, kc, d + t, w);
+        for (int t = jj; t < w; t++)
+            for (int64_t k = 0; k < kc; k++)
+                d[k * w + t] = 0;
+    }
+}
+
+static int FN(use_batch_parallel)(int nth, int64_t n, double macs_per_image)
+{
+    if (nth <= 1 || n < 2)
+        return 0;
+    if (n >= 2 * nth)
+        return 1;
+    return n >= nth && macs_per_image < FNN_CONV_MIN_MACS_INNER_PARALLEL;
+}
+
+/* ---- forward ----------------------------------------------------------- */
+
+static int FN(conv_forward_image)(fnn_ctx ctx, const T *xn, const fnn_conv_geom *g, const T *wt, int64_t f,
+                                  const fnn_epilogue *ep, T *yn)
+{
+    const int64_t ck = g->c * g->fh * g->fw, p = g->oh * g->ow;
+    fnn_matrix_src as = {wt, ck, 0};
+    FN(image_src) bs = {xn, *g};
+    return FN(fnn_gemm_packed)(ctx, f, p, ck, (T)1, FN(fnn_pack_matrix), &as, FN(pack_image_fwd), &bs, (T)0, yn, p,
+                               ep);
+}
+
+int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt, int64_t f,
+                   int64_t fh, int64_t fw, const T *bias, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int act,
+                   double act_alpha, T *y)
+{
+    fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
+    const int64_t chw = c * h * w, fp = f * g.oh * g.ow;
+    fnn_epilogue ep = {bias ? FNN_BIAS_ROW : FNN_BIAS_NONE, bias, act, act_alpha};
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
+    int err = 0;
+    if (!FN(use_batch_parallel)(nth, n, macs)) {
+        for (int64_t i = 0; i < n && !err; i++)
+            err = FN(conv_forward_image)(ctx, x + i * chw, &g, wt, f, &ep, y + i * fp);
+        return err ? -1 : 0;
+    }
+#ifdef FASTNN_HAVE_OPENMP
+    if (nth > n)
+        nth = (int)n;
+#pragma omp parallel num_threads(nth) reduction(| : err)
+    {
+        int t = omp_get_thread_num(), tn = omp_get_num_threads();
+        fnn_ctx one = ctx;
+        one.nthreads = 1;
+        for (int64_t i = n * t / tn; i < n * (t + 1) / tn && !err; i++)
+            err |= FN(conv_forward_image)(one, x + i * chw, &g, wt, f, &ep, y + i * fp) != 0;
+    }
+#endif
+    return err ? -1 : 0;
+}
+
+/* ---- backward ---------------------------------------------------------- */
+
+/* dw (F x CK) = beta * dw + dy_n (F x P) @ col_n (P x CK) */
+static int FN(conv_wgrad_image)(fnn_ctx ctx, const T *dyn, const T *xn, const fnn_conv_geom *g, int64_t f, T beta,
+                                T *dw)
+{
+    const int64_t ck = g->c * g->fh * g->fw, p = g->oh * g->ow;
+    fnn_matrix_src as = {dyn, p, 0};
+    FN(image_src) bs = {xn, *g};
+    return FN(fnn_gemm_packed)(ctx, f, ck, p, (T)1, FN(fnn_pack_matrix), &as, FN(pack_image_wgrad), &bs, beta, dw, ck,
+                               NULL);
+}
+
+/* dx_n = col2im(W^T @ dy_n), one L2-sized chunk of output positions at a time */
+static int FN(conv_dgrad_image)(fnn_ctx ctx, const T *dyn, const T *wt, const fnn_conv_geom *g, int64_t f, T *dxn,
+                                int scratch_slot)
+{
+    const int64_t ck = g->c * g->fh * g->fw, p = g->oh * g->ow;
+    int mr, nr;
+    fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
+    int64_t chunk = FNN_CONV_DX_CHUNK_BYTES / (int64_t)sizeof(T) / ck;
+    chunk = chunk / nr * nr;
+    if (chunk < nr)
+        chunk = nr;
+    if (chunk > p)
+        chunk = p;
+    T *dcol = (T *)fnn_scratch(scratch_slot, (size_t)(ck * chunk) * sizeof(T));
+    if (!dcol)
+        return -1;
+    memset(dxn, 0, (size_t)(g->c * g->h * g->w) * sizeof(T));
+    fnn_matrix_src as = {wt, ck, 1};
+    for (int64_t p0 = 0; p0 < p; p0 += chunk) {
+        const int64_t pc = p - p0 < chunk ? p - p0 : chunk;
+        fnn_matrix_src bs = {dyn + p0, p, 0};
+        if (FN(fnn_gemm_packed)(ctx, ck, pc, f, (T)1, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs, (T)0,
+                                dcol, pc, NULL))
+            return -1;
+        for (int64_t r = 0; r < ck; r++)
+            FN(scatter_row)(dxn, g, r, p0, pc, dcol + r * pc, 1);
+    }
+    return 0;
+}
+
+/* db[f] = sum over images and positions, in a fixed order (16 lanes, then the lanes) */
+static void FN(conv_bias_grad)(const T *dy, int64_t n, int64_t f, int64_t p, T *db)
+{
+    for (int64_t fi = 0; fi < f; fi++) {
+        T lanes[16] = {0};
+        for (int64_t i = 0; i < n; i++) {
+            const T *row = dy + (i * f + fi) * p;
+            int64_t q = 0;
+            for (; q + 16 <= p; q += 16)
+                for (int l = 0; l < 16; l++)
+                    lanes[l] += row[q + l];
+            for (; q < p; q++)
+                lanes[q % 16] += row[q];
+        }
+        T s = 0;
+        for (int l = 0; l < 16; l++)
+            s += lanes[l];
+        db[fi] = s;
+    }
+}
+
+int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                            const T *wt, int64_t f, int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t ph,
+                            int64_t pw, T *dx, T *dw, T *db)
+{
+    fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
+    const int64_t chw = c * h * w, p = g.oh * g.ow, fp = f * p, ck = c * fh * fw;
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    FN(conv_bias_grad)(dy, n, f, p, db);
+    if (n == 0) {
+        memset(dw, 0, (size_t)(f * ck) * sizeof(T));
+        return 0;
+    }
+    const double macs = (double)f * (double)p * (double)ck;
+    int err = 0;
+    if (!FN(use_batch_parallel)(nth, n, macs)) {
+        for (int64_t i = 0; i < n && !err; i++) {
+            err = FN(conv_wgrad_image)(ctx, dy + i * fp, x + i * chw, &g, f, i == 0 ? (T)0 : (T)1, dw);
+            if (!err && dx)
+                err = FN(conv_dgrad_image)(ctx, dy + i * fp, wt, &g, f, dx + i * chw, FNN_SCRATCH_CONV);
+        }
+        return err ? -1 : 0;
+    }
+#ifdef FASTNN_HAVE_OPENMP
+    if (nth > n)
+        nth = (int)n;
+    /* per-thread dW partial sums: thread 0 accumulates into dw itself */
+    T *partials[256];
+    if (nth > 256)
+        nth = 256;
+#pragma omp parallel num_threads(nth) reduction(| : err)
+    {
+        int t = omp_get_thread_num(), tn = omp_get_num_threads();
+        fnn_ctx one = ctx;
+        one.nthreads = 1;
+        T *mine = t == 0 ? dw : (T *)fnn_scratch(FNN_SCRATCH_CONV2, (size_t)(f * ck) * sizeof(T));
+        partials[t] = mine;
+        if (!mine) {
+            err = 1;
+        } else {
+            int64_t i0 = n * t / tn, i1 = n * (t + 1) / tn;
+            if (i0 == i1)
+                memset(mine, 0, (size_t)(f * ck) * sizeof(T));
+            for (int64_t i = i0; i < i1 && !err; i++) {
+                err |= FN(conv_wgrad_image)(one, dy + i * fp, x + i * chw, &g, f, i == i0 ? (T)0 : (T)1, mine) != 0;
+                if (!err && dx)
+                    err |= FN(conv_dgrad_image)(one, dy + i * fp, wt, &g, f, dx + i * chw, FNN_SCRATCH_CONV) != 0;
+            }
+        }
+#pragma omp barrier
+        /* fixed-order sum of the partials, split over elements */
+        int ok = 1;
+        for (int q = 0; q < tn; q++)
+            ok &= partials[q] != NULL;
+        if (ok) {
+            const int64_t total = f * ck;
+            const int64_t e0 = total * t / tn, e1 = total * (t + 1) / tn;
+            for (int q = 1; q < tn; q++) {
+                const T *pq = partials[q];
+                for (int64_t e = e0; e < e1; e++)
+                    dw[e] += pq[e];
+            }
+        }
+    }
+#endif
+    return err ? -1 : 0;
+}
+
+#undef FN
+#undef CAT2
+#undef CAT2_

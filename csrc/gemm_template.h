@@ -1,0 +1,336 @@
+/* The GEMM driver, written once for both dtypes: csrc/gemm.c includes this file
+ * with T (float/double) and SFX (f32/f64) defined. Not a public header. */
+
+#define CAT2_(a, b) a##_##b
+#define CAT2(a, b) CAT2_(a, b)
+#define FN(name) CAT2(name, SFX)
+
+/* ---- packing (separate from compute) ---------------------------------- */
+
+void FN(fnn_pack_matrix)(const void *srcv, int64_t r0, int64_t rows, int64_t k0, int64_t kc, int w, T *dst)
+{
+    const fnn_matrix_src *src = (const fnn_matrix_src *)srcv;
+    const T *p = (const T *)src->p;
+    const int64_t ld = src->ld;
+    for (int64_t r = 0; r < rows; r += w) {
+        int rr = (int)(rows - r < w ? rows - r : w);
+        T *d = dst + (r / w) * kc * w;
+        if (!src->trans) {
+            /* element (i, k) at p[i*ld + k]: a w x kc transpose into the panel */
+            for (int i = 0; i < rr; i++) {
+                const T *s = p + (r0 + r + i) * ld + k0;
+                for (int64_t k = 0; k < kc; k++)
+                    d[k * w + i] = s[k];
+            }
+            for (int i = rr; i < w; i++)
+                for (int64_t k = 0; k < kc; k++)
+                    d[k * w + i] = 0;
+        } else {
+            /* element (i, k) at p[k*ld + i]: rows of the panel are contiguous */
+            for (int64_t k = 0; k < kc; k++) {
+                const T *s = p + (k0 + k) * ld + r0 + r;
+                T *dk = d + k * w;
+                for (int i = 0; i < rr; i++)
+                    dk[i] = s[i];
+                for (int i = rr; i < w; i++)
+                    dk[i] = 0;
+            }
+        }
+    }
+}
+
+void FN(fnn_pack_matrix_b)(const void *srcv, int64_t j0, int64_t cols, int64_t k0, int64_t kc, int w, T *dst)
+{
+    const fnn_matrix_src *src = (const fnn_matrix_src *)srcv;
+    const T *p = (const T *)src->p;
+    const int64_t ld = src->ld;
+    for (int64_t j = 0; j < cols; j += w) {
+        int jj = (int)(cols - j < w ? cols - j : w);
+        T *d = dst + (j / w) * kc * w;
+        if (!src->trans) {
+            /* op(B)(k, j) = p[k*ld + j]: each panel row is a contiguous copy */
+            for (int64_t k = 0; k < kc; k++) {
+                const T *s = p + (k0 + k) * ld + j0 + j;
+                T *dk = d + k * w;
+                for (int i = 0; i < jj; i++)
+                    dk[i] = s[i];
+                for (int i = jj; i < w; i++)
+                    dk[i] = 0;
+            }
+        } else {
+            for (int i = 0; i < jj; i++) {
+                const T *s = p + (j0 + j + i) * ld + k0;
+                for (int64_t k = 0; k < kc; k++)
+                    d[k * w + i] = s[k];
+            }
+            for (int i = jj; i < w; i++)
+                for (int64_t k = 0; k < kc; k++)
+                    d[k * w + i] = 0;
+        }
+    }
+}
+
+/* ---- epilogue on a finished tile (hot in L1) --------------------------- */
+
+static void FN(epilogue_tile)(T *c, int64_t ldc, int64_t i0, int64_t j0, int mr, int nr, const fnn_epilogue *ep)
+{
+    const T *bias = (const T *)ep->bias;
+    const T aa = (T)ep->act_alpha;
+    for (int i = 0; i < mr; i++) {
+        T *ci = c + i * ldc;
+        if (ep->bias_mode == FNN_BIAS_COL) {
+            const T *bj = bias + j0;
+            for (int j = 0; j < nr; j++)
+                ci[j] += bj[j];
+        } else if (ep->bias_mode == FNN_BIAS_ROW) {
+            const T bi = bias[i0 + i];
+            for (int j = 0; j < nr; j++)
+                ci[j] += bi;
+        }
+        switch (ep->act) {
+        case FNN_ACT_IDENTITY: break;
+        case FNN_ACT_RELU:
+            for (int j = 0; j < nr; j++)
+                ci[j] = FN(fnn_act)(FNN_ACT_RELU, ci[j], aa);
+            break;
+        case FNN_ACT_LEAKY_RELU:
+            for (int j = 0; j < nr; j++)
+                ci[j] = FN(fnn_act)(FNN_ACT_LEAKY_RELU, ci[j], aa);
+            break;
+        default:
+            for (int j = 0; j < nr; j++)
+                ci[j] = FN(fnn_act)(ep->act, ci[j], aa);
+            break;
+        }
+    }
+}
+
+static int FN(epilogue_active)(const fnn_epilogue *ep)
+{
+    return ep != NULL && (ep->bias_mode != FNN_BIAS_NONE || ep->act != FNN_ACT_IDENTITY);
+}
+
+/* ---- microkernel selection --------------------------------------------- */
+
+typedef void (*FN(ukr_fn))(int64_t, const T *, const T *, T *, int64_t, T, T);
+
+static FN(ukr_fn) FN(select_ukr)(int isa, int *mr, int *nr)
+{
+    fnn_gemm_tile_shape(isa, (int)sizeof(T), mr, nr);
+#if FNN_X86_SIMD
+    if (isa >= FNN_ISA_AVX512)
+        return FN(fnn_ukr_avx512);
+    if (isa >= FNN_ISA_AVX2)
+        return FN(fnn_ukr_avx2);
+#endif
+    return FN(fnn_ukr_portable);
+}
+
+/* ---- the blocked loops -------------------------------------------------- */
+
+typedef struct {
+    int64_t m, n, k;
+    T alpha, beta;
+    void (*pack_a)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *);
+    const void *a_src;
+    void (*pack_b)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *);
+    const void *b_src;
+    T *c;
+    int64_t ldc;
+    const fnn_epilogue *ep;
+    FN(ukr_fn) ukr;
+    int mr, nr;
+    int64_t mc, kc, nc;
+    T *a_pack;  /* shared: MC x KC, one copy for all threads */
+    T *b_packs; /* one KC x NC block per thread, b_stride elements apart */
+    int64_t b_stride;
+    int tn, tm; /* thread grid: tn splits the columns, tm the rows of each MC block */
+} FN(gemm_job);
+
+/* The whole job for thread `tid` of `nth` (nth == 1: no OpenMP involved). */
+static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
+{
+    const int64_t m = job->m, n = job->n, k = job->k;
+    const int mr = job->mr, nr = job->nr;
+    const int64_t MC = job->mc, KC = job->kc, NC = job->nc;
+    const int use_ep = FN(epilogue_active)(job->ep);
+    T *b_pack = job->b_packs + (int64_t)tid * job->b_stride;
+    T FNN_ALIGNED(64) edge[32 * 32];
+
+    /* this thread's column range, in whole NR panels */
+    const int ti_n = tid % job->tn, ti_m = tid / job->tn;
+    const int64_t n_panels = (n + nr - 1) / nr;
+    const int64_t jn0 = n_panels * ti_n / job->tn * nr;
+    int64_t jn1 = n_panels * (ti_n + 1) / job->tn * nr;
+    if (jn1 > n)
+        jn1 = n;
+
+    for (int64_t ic = 0; ic < m; ic += MC) {
+        const int64_t mcur = m - ic < MC ? m - ic : MC;
+        const int64_t m_panels = (mcur + mr - 1) / mr;
+        const int64_t ir0 = m_panels * ti_m / job->tm * mr;
+        const int64_t ir1 = m_panels * (ti_m + 1) / job->tm * mr;
+        for (int64_t pc = 0; pc < k; pc += KC) {
+            const int64_t kcur = k - pc < KC ? k - pc : KC;
+            const T beta_eff = pc == 0 ? job->beta : (T)1;
+            const int last = pc + KC >= k;
+            /* all threads pack their share of the A block's micro-panels */
+#ifdef FASTNN_HAVE_OPENMP
+            if (nth > 1) {
+#pragma omp barrier
+            }
+#endif
+            for (int64_t pnl = tid; pnl < m_panels; pnl += nth) {
+                int64_t rows = mcur - pnl * mr < mr ? mcur - pnl * mr : mr;
+                job->pack_a(job->a_src, ic + pnl * mr, rows, pc, kcur, mr, job->a_pack + pnl * mr * kcur);
+            }
+#ifdef FASTNN_HAVE_OPENMP
+            if (nth > 1) {
+#pragma omp barrier
+            }
+#endif
+            for (int64_t jc = jn0; jc < jn1; jc += NC) {
+                const int64_t ncur = jn1 - jc < NC ? jn1 - jc : NC;
+                job->pack_b(job->b_src, jc, ncur, pc, kcur, nr, b_pack);
+                for (int64_t ir = ir0; ir < ir1 && ir < mcur; ir += mr) {
+                    const int mrr = (int)(mcur - ir < mr ? mcur - ir : mr);
+                    const T *ap = job->a_pack + ir * kcur;
+                    for (int64_t jr = 0; jr < ncur; jr += nr) {
+                        const int nrr = (int)(ncur - jr < nr ? ncur - jr : nr);
+                        const T *bp = b_pack + jr * kcur;
+                        T *ct = job->c + (ic + ir) * job->ldc + jc + jr;
+                        if (mrr == mr && nrr == nr) {
+                            job->ukr(kcur, ap, bp, ct, job->ldc, job->alpha, beta_eff);
+                        } else {
+                            /* edge tile: compute the full tile into a buffer, copy the valid part */
+                            job->ukr(kcur, ap, bp, edge, nr, job->alpha, (T)0);
+                            for (int i = 0; i < mrr; i++) {
+                                T *ci = ct + i * job->ldc;
+                                const T *ei = edge + i * nr;
+                                if (beta_eff == 0) {
+                                    for (int j = 0; j < nrr; j++)
+                                        ci[j] = ei[j];
+                                } else {
+                                    for (int j = 0; j < nrr; j++)
+                                        ci[j] = ei[j] + beta_eff * ci[j];
+                                }
+                            }
+                        }
+                        if (last && use_ep)
+                            FN(epilogue_tile)(ct, job->ldc, ic + ir, jc + jr, mrr, nrr, job->ep);
+                    }
+                }
+            }
+        }
+    }
+}
+
+int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
+                        void (*pack_a)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *),
+                        const void *a_src,
+                        void (*pack_b)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *),
+                        const void *b_src, T beta, T *c, int64_t ldc, const fnn_epilogue *ep)
+{
+    if (m <= 0 || n <= 0)
+        return 0;
+    if (k <= 0 || alpha == 0) {
+        /* no product: C = beta*C, then the epilogue */
+        for (int64_t i = 0; i < m; i++) {
+            T *ci = c + i * ldc;
+            for (int64_t j = 0; j < n; j++)
+                ci[j] = beta == 0 ? (T)0 : beta * ci[j];
+        }
+        if (FN(epilogue_active)(ep))
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j0 = 0; j0 < n; j0 += 1024)
+                    FN(epilogue_tile)(c + i * ldc + j0, ldc, i, j0, 1, (int)(n - j0 < 1024 ? n - j0 : 1024), ep);
+        return 0;
+    }
+    FN(gemm_job) job;
+    job.m = m; job.n = n; job.k = k;
+    job.alpha = alpha; job.beta = beta;
+    job.pack_a = pack_a; job.a_src = a_src;
+    job.pack_b = pack_b; job.b_src = b_src;
+    job.c = c; job.ldc = ldc; job.ep = ep;
+    job.ukr = FN(select_ukr)(ctx.isa, &job.mr, &job.nr);
+    fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &job.mc, &job.kc, &job.nc);
+
+    /* threads: only when the work pays for the fork/join and barriers */
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    const double macs = (double)m * (double)n * (double)k;
+    if (macs < FNN_GEMM_MIN_MACS_PER_THREAD * nth)
+        nth = (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD) < 1 ? 1 : (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD);
+    /* thread grid: split the columns when there are enough NR panels, else the rows */
+    const int64_t n_panels = (n + job.nr - 1) / job.nr, m_panels = (m + job.mr - 1) / job.mr;
+    if (nth > n_panels * m_panels)
+        nth = (int)(n_panels * m_panels);
+    job.tn = nth;
+    job.tm = 1;
+    while (job.tn > 1 && n_panels < 2 * job.tn && m_panels >= 2 * job.tm * 2) {
+        /* move a factor of the grid from columns to rows */
+        int f = 2;
+        while (job.tn % f)
+            f++;
+        job.tn /= f;
+        job.tm *= f;
+    }
+    if (job.tn > n_panels) {
+        job.tn = (int)n_panels;
+        nth = job.tn * job.tm;
+    }
+    if (job.tm > 1 && job.tm > m_panels) {
+        job.tm = (int)m_panels;
+        nth = job.tn * job.tm;
+    }
+
+    /* packed buffers: A block shared, one B block per thread; the calling
+     * thread's cached scratch, so repeated calls fault no fresh pages */
+    const int64_t mc_alloc = (m < job.mc ? (m + job.mr - 1) / job.mr * job.mr : job.mc);
+    const int64_t kc_alloc = k < job.kc ? k : job.kc;
+    const int64_t ncap = (n < job.nc ? n : job.nc);
+    const int64_t nc_alloc = (ncap + job.nr - 1) / job.nr * job.nr;
+    /* sizes rounded to 64 elements keep every block 64-byte aligned */
+    const size_t a_elems = (size_t)((mc_alloc * kc_alloc + 63) / 64 * 64);
+    const size_t b_elems = (size_t)((kc_alloc * nc_alloc + 63) / 64 * 64);
+    T *mem = (T *)fnn_scratch(FNN_SCRATCH_PACK_A, (a_elems + b_elems * (size_t)nth) * sizeof(T));
+    if (mem == NULL)
+        return -1;
+    job.a_pack = mem;
+    job.b_packs = mem + a_elems;
+    job.b_stride = (int64_t)b_elems;
+    if (nth == 1) {
+        FN(gemm_thread)(&job, 0, 1);
+    } else {
+#ifdef FASTNN_HAVE_OPENMP
+#pragma omp parallel num_threads(nth)
+        {
+            int got = omp_get_num_threads();
+            if (got == nth) {
+                FN(gemm_thread)(&job, omp_get_thread_num(), nth);
+            } else if (omp_get_thread_num() == 0) {
+                /* the runtime gave fewer threads (nested or limited): do it alone */
+                FN(gemm_job) solo = job;
+                solo.tn = 1;
+                solo.tm = 1;
+                FN(gemm_thread)(&solo, 0, 1);
+            }
+        }
+#endif
+    }
+    return 0;
+}
+
+int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a,
+                 int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc, const fnn_epilogue *ep)
+{
+    fnn_matrix_src as = {a, lda, trans_a}, bs = {b, ldb, trans_b};
+    return FN(fnn_gemm_packed)(ctx, m, n, k, alpha, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs, beta, c,
+                               ldc, ep);
+}
+
+#undef FN
+#undef CAT2
+#undef CAT2_

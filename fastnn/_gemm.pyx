@@ -77,8 +77,9 @@ def block_sizes(isa, dtype):
     return mc, kc, nc
 
 
+# Rows may be strided (the caller guarantees unit stride along a row).
 cdef int _gemm_raw(fnn_ctx ctx, bint ta, bint tb, int64_t m, int64_t n, int64_t k, double alpha,
-                   floating[:, ::1] a, floating[:, ::1] b, double beta, floating[:, ::1] c,
+                   floating[:, :] a, floating[:, :] b, double beta, floating[:, :] c,
                    const fnn_epilogue *ep) except -1:
     cdef int rc
     cdef int64_t lda = a.strides[0] // sizeof(floating) if a.shape[0] > 0 else 1

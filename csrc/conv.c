@@ -20,6 +20,8 @@
  * (or the batch is large enough to balance): intra-GEMM threading of small
  * products costs more in barriers than it gains. */
 #define FNN_CONV_MIN_MACS_INNER_PARALLEL (1 << 22)
+/* Elements of the row buffer of the forward packer (on the stack, in L1). */
+#define FNN_CONV_PACK_ROW 1024
 /* Bytes of the per-thread dcol^T chunk of the data gradient (half of L2). */
 #define FNN_CONV_DX_CHUNK_BYTES (256 * 1024)
 

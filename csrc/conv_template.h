@@ -88,35 +88,52 @@ static void FN(scatter_row)(T *dx, const fnn_conv_geom *g, int64_t ck, int64_t p
 }
 
 /* B packer of the forward product: op(B) = col^T (CK x P); panel columns are
- * output positions, depth is ck. */
+ * output positions, depth is ck. Each depth row is gathered once for the whole
+ * column range into a row buffer in L1 (long contiguous copies from the
+ * image), then split into the NR-wide panels. */
 static void FN(pack_image_fwd)(const void *srcv, int64_t j0, int64_t cols, int64_t k0, int64_t kc, int w, T *dst)
 {
     const FN(image_src) *s = (const FN(image_src) *)srcv;
-    for (int64_t j = 0; j < cols; j += w) {
-        int jj = (int)(cols - j < w ? cols - j : w);
-        T *d = dst + (j / w) * kc * w;
+    T FNN_ALIGNED(64) row[FNN_CONV_PACK_ROW];
+    const int64_t chunk = FNN_CONV_PACK_ROW / w * w;
+    for (int64_t j = 0; j < cols; j += chunk) {
+        const int64_t jc = cols - j < chunk ? cols - j : chunk;
+        const int64_t panels = (jc + w - 1) / w;
+        for (int64_t t = jc; t < panels * w; t++)
+            row[t] = 0;
+        T *d0 = dst + (j / w) * kc * w;
         for (int64_t k = 0; k < kc; k++) {
-            T *dk = d + k * w;
-            FN(extract_row)(s->x, &s->g, k0 + k, j0 + j, jj, dk, 1);
-            for (int t = jj; t < w; t++)
-                dk[t] = 0;
+            FN(extract_row)(s->x, &s->g, k0 + k, j0 + j, jc, row, 1);
+            for (int64_t q = 0; q < panels; q++)
+                memcpy(d0 + q * kc * w + k * w, row + q * w, (size_t)w * sizeof(T));
         }
     }
 }
 
 /* B packer of the weight gradient: op(B) = col (P x CK); panel columns are ck,
- * depth is the output position. */
+ * depth is the output position. Gathers w rows of col^T into an L1 tile
+ * (contiguous copies), then transposes the tile into the panel. */
 static void FN(pack_image_wgrad)(const void *srcv, int64_t j0, int64_t cols, int64_t k0, int64_t kc, int w, T *dst)
 {
     const FN(image_src) *s = (const FN(image_src) *)srcv;
+    enum { DEPTH = 64 };
+    T FNN_ALIGNED(64) tile[32 * DEPTH]; /* w <= 32 (the widest NR) */
     for (int64_t j = 0; j < cols; j += w) {
-        int jj = (int)(cols - j < w ? cols - j : w);
+        const int jj = (int)(cols - j < w ? cols - j : w);
         T *d = dst + (j / w) * kc * w;
-        for (int t = 0; t < jj; t++)
-            FN(extract_row)(s->x, &s->g, j0 + j + t, k0, kc, d + t, w);
-        for (int t = jj; t < w; t++)
-            for (int64_t k = 0; k < kc; k++)
-                d[k * w + t] = 0;
+        for (int64_t kk = 0; kk < kc; kk += DEPTH) {
+            const int kn = (int)(kc - kk < DEPTH ? kc - kk : DEPTH);
+            for (int t = 0; t < jj; t++)
+                FN(extract_row)(s->x, &s->g, j0 + j + t, k0 + kk, kn, tile + t * DEPTH, 1);
+            for (int t = jj; t < w; t++)
+                for (int k = 0; k < kn; k++)
+                    tile[t * DEPTH + k] = 0;
+            for (int k = 0; k < kn; k++) {
+                T *dk = d + (kk + k) * w;
+                for (int t = 0; t < w; t++)
+                    dk[t] = tile[t * DEPTH + k];
+            }
+        }
     }
 }
 

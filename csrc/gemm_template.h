@@ -7,6 +7,15 @@
 
 /* ---- packing (separate from compute) ---------------------------------- */
 
+/* w x kc block of rows of a row-major matrix into one panel (k-major): read w
+ * row streams, write contiguously. W is a compile-time width where it matters. */
+#define PACK_ROWS_T(W)                                                                                \
+    for (int64_t k = 0; k < kc; k++) {                                                                \
+        T *dk = d + k * (W);                                                                          \
+        for (int i = 0; i < (W); i++)                                                                 \
+            dk[i] = rowp[i][k];                                                                       \
+    }
+
 void FN(fnn_pack_matrix)(const void *srcv, int64_t r0, int64_t rows, int64_t k0, int64_t kc, int w, T *dst)
 {
     const fnn_matrix_src *src = (const fnn_matrix_src *)srcv;
@@ -17,6 +26,18 @@ void FN(fnn_pack_matrix)(const void *srcv, int64_t r0, int64_t rows, int64_t k0,
         T *d = dst + (r / w) * kc * w;
         if (!src->trans) {
             /* element (i, k) at p[i*ld + k]: a w x kc transpose into the panel */
+            if (rr == w && w <= 16) {
+                const T *rowp[16];
+                for (int i = 0; i < w; i++)
+                    rowp[i] = p + (r0 + r + i) * ld + k0;
+                switch (w) {
+                case 4: PACK_ROWS_T(4) break;
+                case 6: PACK_ROWS_T(6) break;
+                case 8: PACK_ROWS_T(8) break;
+                default: PACK_ROWS_T(w) break;
+                }
+                continue;
+            }
             for (int i = 0; i < rr; i++) {
                 const T *s = p + (r0 + r + i) * ld + k0;
                 for (int64_t k = 0; k < kc; k++)
@@ -38,6 +59,7 @@ void FN(fnn_pack_matrix)(const void *srcv, int64_t r0, int64_t rows, int64_t k0,
         }
     }
 }
+#undef PACK_ROWS_T
 
 void FN(fnn_pack_matrix_b)(const void *srcv, int64_t j0, int64_t cols, int64_t k0, int64_t kc, int w, T *dst)
 {
@@ -48,7 +70,24 @@ void FN(fnn_pack_matrix_b)(const void *srcv, int64_t j0, int64_t cols, int64_t k
         int jj = (int)(cols - j < w ? cols - j : w);
         T *d = dst + (j / w) * kc * w;
         if (!src->trans) {
-            /* op(B)(k, j) = p[k*ld + j]: each panel row is a contiguous copy */
+            /* op(B)(k, j) = p[k*ld + j]: each panel row is a contiguous copy
+             * (fixed-size copies for full panels, so they compile to vector moves) */
+            const T *s0 = p + k0 * ld + j0 + j;
+            if (jj == w && w == 32) {
+                for (int64_t k = 0; k < kc; k++)
+                    memcpy(d + k * 32, s0 + k * ld, 32 * sizeof(T));
+                continue;
+            }
+            if (jj == w && w == 16) {
+                for (int64_t k = 0; k < kc; k++)
+                    memcpy(d + k * 16, s0 + k * ld, 16 * sizeof(T));
+                continue;
+            }
+            if (jj == w && w == 8) {
+                for (int64_t k = 0; k < kc; k++)
+                    memcpy(d + k * 8, s0 + k * ld, 8 * sizeof(T));
+                continue;
+            }
             for (int64_t k = 0; k < kc; k++) {
                 const T *s = p + (k0 + k) * ld + j0 + j;
                 T *dk = d + k * w;

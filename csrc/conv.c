@@ -11,6 +11,7 @@
  */
 #include "conv.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "activation.h"

@@ -146,6 +146,150 @@ static int FN(use_batch_parallel)(int nth, int64_t n, double macs_per_image)
     return n >= nth && macs_per_image < FNN_CONV_MIN_MACS_INNER_PARALLEL;
 }
 
+/* ---- stride-1 direct path: indirect-B microkernels, no packing of B ------ */
+
+typedef void (*FN(ukri_fn))(int64_t, const T *, const T *const *, int64_t, T *, int64_t, T, T);
+
+static FN(ukri_fn) FN(select_ukri)(int isa)
+{
+#if FNN_X86_SIMD
+    if (isa >= FNN_ISA_AVX512)
+        return FN(fnn_ukri_avx512);
+    if (isa >= FNN_ISA_AVX2)
+        return FN(fnn_ukri_avx2);
+#endif
+    return FN(fnn_ukri_portable);
+}
+
+typedef struct {
+    int64_t c, h, w, f, fh, fw, ph, pw;
+    int64_t hp, wp, oh, ow, ck;
+    int64_t pwide;   /* oh * wp: output positions on the padded-width grid */
+    int64_t ldy;     /* pwide rounded up to NR */
+    int64_t f_alloc; /* f rounded up to MR */
+    int64_t xpad_elems;
+    int mr, nr;
+    int64_t kc;
+    FN(ukri_fn) ukr;
+    const T *apack; /* the weights as MR-row panels over the whole depth ck */
+    const T *bias;
+    int act;
+    T act_alpha;
+} FN(direct_conv);
+
+/* One image: y_n = act(W @ col^T + bias). Row ck = (ci, i, j) of col^T on the
+ * padded-width grid is the contiguous slice xpad + ci*hp*wp + i*wp + j, so the
+ * microkernel reads B straight from the padded image (in L2); the wide result
+ * (wp - ow garbage columns per output row) is compacted with the epilogue. */
+static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn)
+{
+    const int64_t plane = d->hp * d->wp;
+    const int64_t xpad_elems = d->xpad_elems;
+    T *xpad = (T *)fnn_scratch(FNN_SCRATCH_CONV_XPAD, (size_t)xpad_elems * sizeof(T));
+    T *yw = (T *)fnn_scratch(FNN_SCRATCH_CONV_YW, (size_t)(d->f_alloc * d->ldy) * sizeof(T));
+    const T **rows = (const T **)fnn_scratch(FNN_SCRATCH_CONV_ROWS, (size_t)d->ck * sizeof(T *));
+    if (!xpad || !yw || !rows)
+        return -1;
+    memset(xpad, 0, (size_t)xpad_elems * sizeof(T));
+    for (int64_t ci = 0; ci < d->c; ci++)
+        for (int64_t iy = 0; iy < d->h; iy++)
+            memcpy(xpad + ci * plane + (iy + d->ph) * d->wp + d->pw, xn + (ci * d->h + iy) * d->w,
+                   (size_t)d->w * sizeof(T));
+    for (int64_t k = 0; k < d->ck; k++) {
+        const int64_t ci = k / (d->fh * d->fw), i = (k / d->fw) % d->fh, j = k % d->fw;
+        rows[k] = xpad + ci * plane + i * d->wp + j;
+    }
+    for (int64_t pc = 0; pc < d->ck; pc += d->kc) {
+        const int64_t kcur = d->ck - pc < d->kc ? d->ck - pc : d->kc;
+        const T beta = pc == 0 ? (T)0 : (T)1;
+        for (int64_t ir = 0; ir < d->f_alloc; ir += d->mr) {
+            const T *ap = d->apack + ir * d->ck + pc * d->mr;
+            for (int64_t jr = 0; jr < d->pwide; jr += d->nr)
+                d->ukr(kcur, ap, rows + pc, jr, yw + ir * d->ldy + jr, d->ldy, (T)1, beta);
+        }
+    }
+    for (int64_t fi = 0; fi < d->f; fi++) {
+        const T b = d->bias ? d->bias[fi] : (T)0;
+        for (int64_t oy = 0; oy < d->oh; oy++) {
+            const T *src = yw + fi * d->ldy + oy * d->wp;
+            T *dst = yn + (fi * d->oh + oy) * d->ow;
+            if (d->act == FNN_ACT_IDENTITY) {
+                for (int64_t ox = 0; ox < d->ow; ox++)
+                    dst[ox] = src[ox] + b;
+            } else {
+                for (int64_t ox = 0; ox < d->ow; ox++)
+                    dst[ox] = FN(fnn_act)(d->act, src[ox] + b, d->act_alpha);
+            }
+        }
+    }
+    return 0;
+}
+
+/* y (N, F, oh, ow) = act(conv(x, wt) + bias) for stride 1, batch-parallel. */
+static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt,
+                               int64_t f, int64_t fh, int64_t fw, int64_t ph, int64_t pw, const T *bias, int act,
+                               double act_alpha, T *y)
+{
+    FN(direct_conv) d;
+    d.c = c; d.h = h; d.w = w; d.f = f; d.fh = fh; d.fw = fw; d.ph = ph; d.pw = pw;
+    d.hp = h + 2 * ph;
+    d.wp = w + 2 * pw;
+    d.oh = d.hp - fh + 1;
+    d.ow = d.wp - fw + 1;
+    d.ck = c * fh * fw;
+    fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &d.mr, &d.nr);
+    int64_t mc_unused, nc_unused;
+    fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &mc_unused, &d.kc, &nc_unused);
+    d.pwide = d.oh * d.wp;
+    d.ldy = (d.pwide + d.nr - 1) / d.nr * d.nr;
+    d.f_alloc = (f + d.mr - 1) / d.mr * d.mr;
+    /* the last panel of the wide grid reads up to ldy - pwide + fw past the image */
+    d.xpad_elems = c * d.hp * d.wp + (d.ldy - d.pwide) + d.fw + 64;
+    d.ukr = FN(select_ukri)(ctx.isa);
+    d.bias = bias;
+    d.act = act;
+    d.act_alpha = (T)act_alpha;
+    T *apack = (T *)fnn_scratch(FNN_SCRATCH_CONV_W, (size_t)(d.f_alloc * d.ck) * sizeof(T));
+    if (!apack)
+        return -1;
+    fnn_matrix_src as = {wt, d.ck, 0};
+    FN(fnn_pack_matrix)(&as, 0, f, 0, d.ck, d.mr, apack);
+    d.apack = apack;
+    const int64_t chw = c * h * w, fp = f * d.oh * d.ow;
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    if (nth > n)
+        nth = (int)n;
+    int err = 0;
+    if (nth <= 1) {
+        for (int64_t i = 0; i < n && !err; i++)
+            err = FN(direct_conv_image)(&d, x + i * chw, y + i * fp);
+        return err ? -1 : 0;
+    }
+#ifdef FASTNN_HAVE_OPENMP
+#pragma omp parallel num_threads(nth) reduction(| : err)
+    {
+        int t = omp_get_thread_num(), tn = omp_get_num_threads();
+        for (int64_t i = n * t / tn; i < n * (t + 1) / tn && !err; i++)
+            err |= FN(direct_conv_image)(&d, x + i * chw, y + i * fp) != 0;
+    }
+#endif
+    return err ? -1 : 0;
+}
+
+/* The direct path needs stride 1, and pays off when the batch feeds every
+ * thread (it parallelises over images only). */
+static int FN(use_direct)(fnn_ctx ctx, int64_t n, int64_t sh, int64_t sw)
+{
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    return sh == 1 && sw == 1 && n >= nth;
+}
+
 /* ---- forward ----------------------------------------------------------- */
 
 static int FN(conv_forward_image)(fnn_ctx ctx, const T *xn, const fnn_conv_geom *g, const T *wt, int64_t f,
@@ -171,6 +315,8 @@ int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int
 #endif
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
     int err = 0;
+    if (FN(use_direct)(ctx, n, sh, sw))
+        return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, ph, pw, bias, act, act_alpha, y);
     if (!FN(use_batch_parallel)(nth, n, macs)) {
         for (int64_t i = 0; i < n && !err; i++)
             err = FN(conv_forward_image)(ctx, x + i * chw, &g, wt, f, &ep, y + i * fp);
@@ -270,13 +416,35 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
         memset(dw, 0, (size_t)(f * ck) * sizeof(T));
         return 0;
     }
+    int mr, nr;
+    fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
+    if (dx && FN(use_direct)(ctx, n, sh, sw) && ph <= fh - 1 && pw <= fw - 1 && c >= mr / 2) {
+        /* stride 1: dx is the convolution of dy (padded by fh-1-ph, fw-1-pw) with
+         * the flipped, channel-transposed filters, so it takes the direct path
+         * with no col2im scatter at all */
+        T *wflip = (T *)malloc((size_t)(f * ck) * sizeof(T));
+        if (!wflip)
+            return -1;
+        for (int64_t fi = 0; fi < f; fi++)
+            for (int64_t ci = 0; ci < c; ci++)
+                for (int64_t i = 0; i < fh; i++)
+                    for (int64_t j = 0; j < fw; j++)
+                        wflip[((ci * f + fi) * fh + i) * fw + j] =
+                            wt[((fi * c + ci) * fh + (fh - 1 - i)) * fw + (fw - 1 - j)];
+        int rc = FN(direct_conv_run)(ctx, dy, n, f, g.oh, g.ow, wflip, c, fh, fw, fh - 1 - ph, fw - 1 - pw, NULL,
+                                     FNN_ACT_IDENTITY, 0.0, dx);
+        free(wflip);
+        if (rc)
+            return -1;
+        dx = NULL;
+    }
     const double macs = (double)f * (double)p * (double)ck;
     int err = 0;
     if (!FN(use_batch_parallel)(nth, n, macs)) {
         for (int64_t i = 0; i < n && !err; i++) {
             err = FN(conv_wgrad_image)(ctx, dy + i * fp, x + i * chw, &g, f, i == 0 ? (T)0 : (T)1, dw);
             if (!err && dx)
-                err = FN(conv_dgrad_image)(ctx, dy + i * fp, wt, &g, f, dx + i * chw, FNN_SCRATCH_CONV);
+                err = FN(conv_dgrad_image)(ctx, dy + i * fp, wt, &g, f, dx + i * chw, FNN_SCRATCH_CONV_DCOL);
         }
         return err ? -1 : 0;
     }
@@ -292,7 +460,7 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
         int t = omp_get_thread_num(), tn = omp_get_num_threads();
         fnn_ctx one = ctx;
         one.nthreads = 1;
-        T *mine = t == 0 ? dw : (T *)fnn_scratch(FNN_SCRATCH_CONV2, (size_t)(f * ck) * sizeof(T));
+        T *mine = t == 0 ? dw : (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, (size_t)(f * ck) * sizeof(T));
         partials[t] = mine;
         if (!mine) {
             err = 1;
@@ -303,7 +471,7 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
             for (int64_t i = i0; i < i1 && !err; i++) {
                 err |= FN(conv_wgrad_image)(one, dy + i * fp, x + i * chw, &g, f, i == i0 ? (T)0 : (T)1, mine) != 0;
                 if (!err && dx)
-                    err |= FN(conv_dgrad_image)(one, dy + i * fp, wt, &g, f, dx + i * chw, FNN_SCRATCH_CONV) != 0;
+                    err |= FN(conv_dgrad_image)(one, dy + i * fp, wt, &g, f, dx + i * chw, FNN_SCRATCH_CONV_DCOL) != 0;
             }
         }
 #pragma omp barrier

@@ -115,12 +115,38 @@ void fnn_ukr_avx512_f64(int64_t k, const double *a, const double *b, double *c, 
                         double beta);
 #endif
 
+/* Indirect-B microkernels: row p of the B micro-panel is brow[p] + boff (NR
+ * contiguous elements, any alignment). A stride-1 convolution points the rows
+ * into its zero-padded image, so B needs no packing at all. */
+void fnn_ukri_portable_f32(int64_t k, const float *a, const float *const *brow, int64_t boff, float *c,
+                           int64_t ldc, float alpha, float beta);
+void fnn_ukri_portable_f64(int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
+                           int64_t ldc, double alpha, double beta);
+#if FNN_X86_SIMD
+void fnn_ukri_avx2_f32(int64_t k, const float *a, const float *const *brow, int64_t boff, float *c, int64_t ldc,
+                       float alpha, float beta);
+void fnn_ukri_avx2_f64(int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
+                       int64_t ldc, double alpha, double beta);
+void fnn_ukri_avx512_f32(int64_t k, const float *a, const float *const *brow, int64_t boff, float *c,
+                         int64_t ldc, float alpha, float beta);
+void fnn_ukri_avx512_f64(int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
+                         int64_t ldc, double alpha, double beta);
+#endif
+
 /* Per-thread scratch memory, reused across calls (page faults are expensive):
  * slot s of the calling OS thread, at least `bytes`, 64-byte aligned; NULL on
  * allocation failure. Freed when the thread exits. Never use one slot for two
  * live buffers. */
-enum { FNN_SCRATCH_PACK_A = 0, FNN_SCRATCH_PACK_B = 1, FNN_SCRATCH_CONV = 2, FNN_SCRATCH_CONV2 = 3,
-       FNN_SCRATCH_SLOTS = 4 };
+enum {
+    FNN_SCRATCH_PACK_A = 0,    /* the GEMM driver's packed blocks */
+    FNN_SCRATCH_CONV_W = 1,    /* convolution: packed weights, shared by the threads */
+    FNN_SCRATCH_CONV_DCOL = 2, /* convolution: dcol^T chunk of the data gradient */
+    FNN_SCRATCH_CONV_DW = 3,   /* convolution: per-thread partial weight gradient */
+    FNN_SCRATCH_CONV_XPAD = 4, /* direct convolution: zero-padded image */
+    FNN_SCRATCH_CONV_YW = 5,   /* direct convolution: wide output tile */
+    FNN_SCRATCH_CONV_ROWS = 6, /* direct convolution: B row pointers */
+    FNN_SCRATCH_SLOTS = 7
+};
 void *fnn_scratch(int slot, size_t bytes);
 
 #ifdef __cplusplus

@@ -1,83 +1,67 @@
 /* AVX2 + FMA microkernels: 6 x 16 float32 and 6 x 8 float64 (12 accumulator
  * ymm registers, 2 for B, 1 broadcast of A: 15 of the 16). Per step of k: two
- * vector loads of the packed B micro-panel, six broadcasts of A, twelve FMAs. */
+ * vector loads of B, six broadcasts of A, twelve FMAs. Packed-B and
+ * indirect-B variants share one body (see gemm_ukernel_avx512.c). */
 #include "gemm.h"
 
 #if FNN_X86_SIMD
 #include <immintrin.h>
 
-#define MR_S FNN_AVX2_MR_F32
-#define MR_D FNN_AVX2_MR_F64
+#define DEFINE_AVX2_UKR(NAME, T, VT, VL, MR, SET1, BCAST, FMA, MUL, LOADB, LOADU, STOREU, SETZERO, BPARAMS, BROW)  \
+    FNN_TARGET_AVX2 void NAME(int64_t k, const T *FNN_RESTRICT a, BPARAMS, T *FNN_RESTRICT c, int64_t ldc, T alpha, \
+                              T beta)                                                                            \
+    {                                                                                                            \
+        VT acc0[MR], acc1[MR];                                                                                   \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                                                     \
+        {                                                                                                        \
+            acc0[i] = SETZERO();                                                                                 \
+            acc1[i] = SETZERO();                                                                                 \
+        }                                                                                                        \
+        _Pragma("GCC unroll 2") for (int64_t p = 0; p < k; p++)                                                  \
+        {                                                                                                        \
+            const T *bp = BROW(p);                                                                               \
+            VT b0 = LOADB(bp);                                                                                   \
+            VT b1 = LOADB(bp + VL);                                                                              \
+            _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                                                 \
+            {                                                                                                    \
+                VT ai = BCAST(a + i);                                                                            \
+                acc0[i] = FMA(ai, b0, acc0[i]);                                                                  \
+                acc1[i] = FMA(ai, b1, acc1[i]);                                                                  \
+            }                                                                                                    \
+            a += MR;                                                                                             \
+        }                                                                                                        \
+        VT va = SET1(alpha), vb = SET1(beta);                                                                    \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                                                     \
+        {                                                                                                        \
+            T *ci = c + i * ldc;                                                                                 \
+            if (beta == 0) {                                                                                     \
+                STOREU(ci, MUL(va, acc0[i]));                                                                    \
+                STOREU(ci + VL, MUL(va, acc1[i]));                                                               \
+            } else {                                                                                             \
+                STOREU(ci, FMA(vb, LOADU(ci), MUL(va, acc0[i])));                                                \
+                STOREU(ci + VL, FMA(vb, LOADU(ci + VL), MUL(va, acc1[i])));                                      \
+            }                                                                                                    \
+        }                                                                                                        \
+    }
 
-FNN_TARGET_AVX2 void fnn_ukr_avx2_f32(int64_t k, const float *FNN_RESTRICT a, const float *FNN_RESTRICT b,
-                                      float *FNN_RESTRICT c, int64_t ldc, float alpha, float beta)
-{
-    __m256 acc0[MR_S], acc1[MR_S];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR_S; i++) {
-        acc0[i] = _mm256_setzero_ps();
-        acc1[i] = _mm256_setzero_ps();
-    }
-#pragma GCC unroll 2
-    for (int64_t p = 0; p < k; p++) {
-        __m256 b0 = _mm256_load_ps(b);
-        __m256 b1 = _mm256_load_ps(b + 8);
-#pragma GCC unroll 8
-        for (int i = 0; i < MR_S; i++) {
-            __m256 ai = _mm256_broadcast_ss(a + i);
-            acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
-            acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
-        }
-        a += MR_S;
-        b += 16;
-    }
-    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-#pragma GCC unroll 8
-    for (int i = 0; i < MR_S; i++) {
-        float *ci = c + i * ldc;
-        if (beta == 0.0f) {
-            _mm256_storeu_ps(ci, _mm256_mul_ps(va, acc0[i]));
-            _mm256_storeu_ps(ci + 8, _mm256_mul_ps(va, acc1[i]));
-        } else {
-            _mm256_storeu_ps(ci, _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci), _mm256_mul_ps(va, acc0[i])));
-            _mm256_storeu_ps(ci + 8, _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8), _mm256_mul_ps(va, acc1[i])));
-        }
-    }
-}
+#define PACKED_B_F32 const float *FNN_RESTRICT b
+#define PACKED_B_F64 const double *FNN_RESTRICT b
+#define INDIRECT_B_F32 const float *const *FNN_RESTRICT brow, int64_t boff
+#define INDIRECT_B_F64 const double *const *FNN_RESTRICT brow, int64_t boff
+#define ROW_PACKED_S(p) (b + (p) * 16)
+#define ROW_PACKED_D(p) (b + (p) * 8)
+#define ROW_INDIRECT(p) (brow[p] + boff)
 
-FNN_TARGET_AVX2 void fnn_ukr_avx2_f64(int64_t k, const double *FNN_RESTRICT a, const double *FNN_RESTRICT b,
-                                      double *FNN_RESTRICT c, int64_t ldc, double alpha, double beta)
-{
-    __m256d acc0[MR_D], acc1[MR_D];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR_D; i++) {
-        acc0[i] = _mm256_setzero_pd();
-        acc1[i] = _mm256_setzero_pd();
-    }
-#pragma GCC unroll 2
-    for (int64_t p = 0; p < k; p++) {
-        __m256d b0 = _mm256_load_pd(b);
-        __m256d b1 = _mm256_load_pd(b + 4);
-#pragma GCC unroll 8
-        for (int i = 0; i < MR_D; i++) {
-            __m256d ai = _mm256_broadcast_sd(a + i);
-            acc0[i] = _mm256_fmadd_pd(ai, b0, acc0[i]);
-            acc1[i] = _mm256_fmadd_pd(ai, b1, acc1[i]);
-        }
-        a += MR_D;
-        b += 8;
-    }
-    __m256d va = _mm256_set1_pd(alpha), vb = _mm256_set1_pd(beta);
-#pragma GCC unroll 8
-    for (int i = 0; i < MR_D; i++) {
-        double *ci = c + i * ldc;
-        if (beta == 0.0) {
-            _mm256_storeu_pd(ci, _mm256_mul_pd(va, acc0[i]));
-            _mm256_storeu_pd(ci + 4, _mm256_mul_pd(va, acc1[i]));
-        } else {
-            _mm256_storeu_pd(ci, _mm256_fmadd_pd(vb, _mm256_loadu_pd(ci), _mm256_mul_pd(va, acc0[i])));
-            _mm256_storeu_pd(ci + 4, _mm256_fmadd_pd(vb, _mm256_loadu_pd(ci + 4), _mm256_mul_pd(va, acc1[i])));
-        }
-    }
-}
+DEFINE_AVX2_UKR(fnn_ukr_avx2_f32, float, __m256, 8, FNN_AVX2_MR_F32, _mm256_set1_ps, _mm256_broadcast_ss,
+                _mm256_fmadd_ps, _mm256_mul_ps, _mm256_load_ps, _mm256_loadu_ps, _mm256_storeu_ps,
+                _mm256_setzero_ps, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX2_UKR(fnn_ukr_avx2_f64, double, __m256d, 4, FNN_AVX2_MR_F64, _mm256_set1_pd, _mm256_broadcast_sd,
+                _mm256_fmadd_pd, _mm256_mul_pd, _mm256_load_pd, _mm256_loadu_pd, _mm256_storeu_pd,
+                _mm256_setzero_pd, PACKED_B_F64, ROW_PACKED_D)
+DEFINE_AVX2_UKR(fnn_ukri_avx2_f32, float, __m256, 8, FNN_AVX2_MR_F32, _mm256_set1_ps, _mm256_broadcast_ss,
+                _mm256_fmadd_ps, _mm256_mul_ps, _mm256_loadu_ps, _mm256_loadu_ps, _mm256_storeu_ps,
+                _mm256_setzero_ps, INDIRECT_B_F32, ROW_INDIRECT)
+DEFINE_AVX2_UKR(fnn_ukri_avx2_f64, double, __m256d, 4, FNN_AVX2_MR_F64, _mm256_set1_pd, _mm256_broadcast_sd,
+                _mm256_fmadd_pd, _mm256_mul_pd, _mm256_loadu_pd, _mm256_loadu_pd, _mm256_storeu_pd,
+                _mm256_setzero_pd, INDIRECT_B_F64, ROW_INDIRECT)
 #endif

@@ -1,88 +1,73 @@
 /* AVX-512F microkernels: 8 x 32 float32 and 8 x 16 float64 (16 accumulator
- * zmm registers, 2 for B; the broadcasts of A fold into the FMAs as {1toN}
- * memory operands). Per step of k: two 64-byte loads of the packed B
- * micro-panel (streamed from L2), eight broadcasts of A (L1), sixteen FMAs. */
+ * zmm registers, 2 for B, 1 broadcast of A). Per step of k: two 64-byte loads
+ * of B (streamed from L2), eight broadcasts of A (the micro-panel sits in L1),
+ * sixteen FMAs.
+ *
+ * Two variants share one body: B as a packed micro-panel (row p at b + p*NR,
+ * 64-byte aligned), and B "indirect" (row p at brow[p] + boff, unaligned), which
+ * lets a stride-1 convolution read B straight from the padded image. */
 #include "gemm.h"
 
 #if FNN_X86_SIMD
 #include <immintrin.h>
 
-#define MR_S FNN_AVX512_MR_F32
-#define MR_D FNN_AVX512_MR_F64
+#define DEFINE_AVX512_UKR(NAME, T, VT, VL, MR, SET1, FMA, MUL, LOADB, LOADU, STOREU, SETZERO, BPARAMS, BROW) \
+    FNN_TARGET_AVX512 void NAME(int64_t k, const T *FNN_RESTRICT a, BPARAMS, T *FNN_RESTRICT c, int64_t ldc,  \
+                                T alpha, T beta)                                                             \
+    {                                                                                                        \
+        VT acc0[MR], acc1[MR];                                                                               \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                                \
+        {                                                                                                    \
+            acc0[i] = SETZERO();                                                                             \
+            acc1[i] = SETZERO();                                                                             \
+            _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);                                          \
+            _mm_prefetch((const char *)(c + i * ldc + 2 * VL - 1), _MM_HINT_T0);                             \
+        }                                                                                                    \
+        _Pragma("GCC unroll 4") for (int64_t p = 0; p < k; p++)                                              \
+        {                                                                                                    \
+            const T *bp = BROW(p);                                                                           \
+            VT b0 = LOADB(bp);                                                                               \
+            VT b1 = LOADB(bp + VL);                                                                          \
+            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                            \
+            {                                                                                                \
+                VT ai = SET1(a[i]);                                                                          \
+                acc0[i] = FMA(ai, b0, acc0[i]);                                                              \
+                acc1[i] = FMA(ai, b1, acc1[i]);                                                              \
+            }                                                                                                \
+            a += MR;                                                                                         \
+        }                                                                                                    \
+        VT va = SET1(alpha), vb = SET1(beta);                                                                \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                                \
+        {                                                                                                    \
+            T *ci = c + i * ldc;                                                                             \
+            if (beta == 0) {                                                                                 \
+                STOREU(ci, MUL(va, acc0[i]));                                                                \
+                STOREU(ci + VL, MUL(va, acc1[i]));                                                           \
+            } else {                                                                                         \
+                STOREU(ci, FMA(vb, LOADU(ci), MUL(va, acc0[i])));                                            \
+                STOREU(ci + VL, FMA(vb, LOADU(ci + VL), MUL(va, acc1[i])));                                  \
+            }                                                                                                \
+        }                                                                                                    \
+    }
 
-FNN_TARGET_AVX512 void fnn_ukr_avx512_f32(int64_t k, const float *FNN_RESTRICT a, const float *FNN_RESTRICT b,
-                                          float *FNN_RESTRICT c, int64_t ldc, float alpha, float beta)
-{
-    __m512 acc0[MR_S], acc1[MR_S];
-#pragma GCC unroll 16
-    for (int i = 0; i < MR_S; i++) {
-        acc0[i] = _mm512_setzero_ps();
-        acc1[i] = _mm512_setzero_ps();
-        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + i * ldc + 31), _MM_HINT_T0);
-    }
-#pragma GCC unroll 4
-    for (int64_t p = 0; p < k; p++) {
-        __m512 b0 = _mm512_load_ps(b);
-        __m512 b1 = _mm512_load_ps(b + 16);
-#pragma GCC unroll 16
-        for (int i = 0; i < MR_S; i++) {
-            __m512 ai = _mm512_set1_ps(a[i]);
-            acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
-            acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
-        }
-        a += MR_S;
-        b += 32;
-    }
-    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR_S; i++) {
-        float *ci = c + i * ldc;
-        if (beta == 0.0f) {
-            _mm512_storeu_ps(ci, _mm512_mul_ps(va, acc0[i]));
-            _mm512_storeu_ps(ci + 16, _mm512_mul_ps(va, acc1[i]));
-        } else {
-            _mm512_storeu_ps(ci, _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci), _mm512_mul_ps(va, acc0[i])));
-            _mm512_storeu_ps(ci + 16, _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + 16), _mm512_mul_ps(va, acc1[i])));
-        }
-    }
-}
+#define PACKED_B_F32 const float *FNN_RESTRICT b
+#define PACKED_B_F64 const double *FNN_RESTRICT b
+#define INDIRECT_B_F32 const float *const *FNN_RESTRICT brow, int64_t boff
+#define INDIRECT_B_F64 const double *const *FNN_RESTRICT brow, int64_t boff
+#define ROW_PACKED_S(p) (b + (p) * 32)
+#define ROW_PACKED_D(p) (b + (p) * 16)
+#define ROW_INDIRECT(p) (brow[p] + boff)
 
-FNN_TARGET_AVX512 void fnn_ukr_avx512_f64(int64_t k, const double *FNN_RESTRICT a, const double *FNN_RESTRICT b,
-                                          double *FNN_RESTRICT c, int64_t ldc, double alpha, double beta)
-{
-    __m512d acc0[MR_D], acc1[MR_D];
-#pragma GCC unroll 16
-    for (int i = 0; i < MR_D; i++) {
-        acc0[i] = _mm512_setzero_pd();
-        acc1[i] = _mm512_setzero_pd();
-        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
-    }
-#pragma GCC unroll 4
-    for (int64_t p = 0; p < k; p++) {
-        __m512d b0 = _mm512_load_pd(b);
-        __m512d b1 = _mm512_load_pd(b + 8);
-#pragma GCC unroll 16
-        for (int i = 0; i < MR_D; i++) {
-            __m512d ai = _mm512_set1_pd(a[i]);
-            acc0[i] = _mm512_fmadd_pd(ai, b0, acc0[i]);
-            acc1[i] = _mm512_fmadd_pd(ai, b1, acc1[i]);
-        }
-        a += MR_D;
-        b += 16;
-    }
-    __m512d va = _mm512_set1_pd(alpha), vb = _mm512_set1_pd(beta);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR_D; i++) {
-        double *ci = c + i * ldc;
-        if (beta == 0.0) {
-            _mm512_storeu_pd(ci, _mm512_mul_pd(va, acc0[i]));
-            _mm512_storeu_pd(ci + 8, _mm512_mul_pd(va, acc1[i]));
-        } else {
-            _mm512_storeu_pd(ci, _mm512_fmadd_pd(vb, _mm512_loadu_pd(ci), _mm512_mul_pd(va, acc0[i])));
-            _mm512_storeu_pd(ci + 8, _mm512_fmadd_pd(vb, _mm512_loadu_pd(ci + 8), _mm512_mul_pd(va, acc1[i])));
-        }
-    }
-}
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f32, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
+                  _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                  PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f64, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
+                  _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                  PACKED_B_F64, ROW_PACKED_D)
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f32, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
+                  _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                  INDIRECT_B_F32, ROW_INDIRECT)
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f64, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
+                  _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                  INDIRECT_B_F64, ROW_INDIRECT)
 #endif

@@ -1,18 +1,19 @@
 /* Portable C microkernels: plain loops over a fixed MR x NR accumulator block
  * that any compiler vectorises (SSE2 on x86-64 without -march). Always built;
- * the reference point for the SIMD kernels and the fallback on other CPUs. */
+ * the reference point for the SIMD kernels and the fallback on other CPUs.
+ * Packed-B and indirect-B variants (see gemm_ukernel_avx512.c). */
 #include "gemm.h"
 
-#define FNN_DEFINE_PORTABLE_UKR(T, SFX, MR, NR)                                                     \
-    void fnn_ukr_portable_##SFX(int64_t k, const T *FNN_RESTRICT a, const T *FNN_RESTRICT b,       \
-                                T *FNN_RESTRICT c, int64_t ldc, T alpha, T beta)                   \
+#define FNN_DEFINE_PORTABLE_UKR(NAME, T, MR, NR, BPARAMS, BROW)                                     \
+    void NAME(int64_t k, const T *FNN_RESTRICT a, BPARAMS, T *FNN_RESTRICT c, int64_t ldc, T alpha, \
+              T beta)                                                                              \
     {                                                                                              \
         T acc[MR][NR];                                                                             \
         for (int i = 0; i < MR; i++)                                                               \
             for (int j = 0; j < NR; j++)                                                           \
                 acc[i][j] = 0;                                                                     \
         for (int64_t p = 0; p < k; p++) {                                                          \
-            const T *bp = b + p * NR;                                                              \
+            const T *bp = BROW(p);                                                                 \
             const T *ap = a + p * MR;                                                              \
             for (int i = 0; i < MR; i++) {                                                         \
                 T ai = ap[i];                                                                      \
@@ -32,5 +33,17 @@
         }                                                                                          \
     }
 
-FNN_DEFINE_PORTABLE_UKR(float, f32, FNN_PORTABLE_MR_F32, FNN_PORTABLE_NR_F32)
-FNN_DEFINE_PORTABLE_UKR(double, f64, FNN_PORTABLE_MR_F64, FNN_PORTABLE_NR_F64)
+#define INDIRECT_B_F32 const float *const *FNN_RESTRICT brow, int64_t boff
+#define INDIRECT_B_F64 const double *const *FNN_RESTRICT brow, int64_t boff
+#define ROW_PACKED_S(p) (b + (p) * FNN_PORTABLE_NR_F32)
+#define ROW_PACKED_D(p) (b + (p) * FNN_PORTABLE_NR_F64)
+#define ROW_INDIRECT(p) (brow[p] + boff)
+
+FNN_DEFINE_PORTABLE_UKR(fnn_ukr_portable_f32, float, FNN_PORTABLE_MR_F32, FNN_PORTABLE_NR_F32,
+                        const float *FNN_RESTRICT b, ROW_PACKED_S)
+FNN_DEFINE_PORTABLE_UKR(fnn_ukr_portable_f64, double, FNN_PORTABLE_MR_F64, FNN_PORTABLE_NR_F64,
+                        const double *FNN_RESTRICT b, ROW_PACKED_D)
+FNN_DEFINE_PORTABLE_UKR(fnn_ukri_portable_f32, float, FNN_PORTABLE_MR_F32, FNN_PORTABLE_NR_F32,
+                        INDIRECT_B_F32, ROW_INDIRECT)
+FNN_DEFINE_PORTABLE_UKR(fnn_ukri_portable_f64, double, FNN_PORTABLE_MR_F64, FNN_PORTABLE_NR_F64,
+                        INDIRECT_B_F64, ROW_INDIRECT)

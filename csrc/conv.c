@@ -11,6 +11,7 @@
  */
 #include "conv.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -177,6 +177,17 @@ typedef struct {
     T act_alpha;
 } FN(direct_conv);
 
+/* The image, zero-padded to (c, hp, wp), plus zeroed slack after it. */
+static void FN(build_xpad)(const FN(direct_conv) *d, const T *xn, T *xpad)
+{
+    const int64_t plane = d->hp * d->wp;
+    memset(xpad, 0, (size_t)d->xpad_elems * sizeof(T));
+    for (int64_t ci = 0; ci < d->c; ci++)
+        for (int64_t iy = 0; iy < d->h; iy++)
+            memcpy(xpad + ci * plane + (iy + d->ph) * d->wp + d->pw, xn + (ci * d->h + iy) * d->w,
+                   (size_t)d->w * sizeof(T));
+}
+
 /* One image: y_n = act(W @ col^T + bias). Row ck = (ci, i, j) of col^T on the
  * padded-width grid is the contiguous slice xpad + ci*hp*wp + i*wp + j, so the
  * microkernel reads B straight from the padded image (in L2); the wide result
@@ -190,11 +201,7 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn)
     const T **rows = (const T **)fnn_scratch(FNN_SCRATCH_CONV_ROWS, (size_t)d->ck * sizeof(T *));
     if (!xpad || !yw || !rows)
         return -1;
-    memset(xpad, 0, (size_t)xpad_elems * sizeof(T));
-    for (int64_t ci = 0; ci < d->c; ci++)
-        for (int64_t iy = 0; iy < d->h; iy++)
-            memcpy(xpad + ci * plane + (iy + d->ph) * d->wp + d->pw, xn + (ci * d->h + iy) * d->w,
-                   (size_t)d->w * sizeof(T));
+    FN(build_xpad)(d, xn, xpad);
     for (int64_t k = 0; k < d->ck; k++) {
         const int64_t ci = k / (d->fh * d->fw), i = (k / d->fw) % d->fh, j = k % d->fw;
         rows[k] = xpad + ci * plane + i * d->wp + j;
@@ -277,6 +284,162 @@ static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, in
     }
 #endif
     return err ? -1 : 0;
+}
+
+
+typedef void (*FN(ukra_fn))(int64_t, const T *const *, int64_t, const T *, T *, int64_t, T, T);
+
+static FN(ukra_fn) FN(select_ukra)(int isa)
+{
+#if FNN_X86_SIMD
+    if (isa >= FNN_ISA_AVX512)
+        return FN(fnn_ukra_avx512);
+    if (isa >= FNN_ISA_AVX2)
+        return FN(fnn_ukra_avx2);
+#endif
+    return FN(fnn_ukra_portable);
+}
+
+/* Depth block of the direct weight gradient: the B micro-panel KC x NR stays in L1. */
+#define FNN_CONV_WGRAD_KC 128
+
+/* dwt (ck_alloc x ldw) = beta * dwt + col_n^T @ dy_n^T on the padded-width grid:
+ * A rows are slices of the padded image (indirect), B is dy_n transposed into
+ * NR-wide panels with zeros on the wp - ow garbage columns (so they add nothing). */
+static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, const T *xn, const T *dyn,
+                                  int64_t ck_alloc, int64_t ldw, T beta, T *dwt)
+{
+    const int64_t plane = d->hp * d->wp, kdepth = d->pwide;
+    const int64_t fpanels = ldw / d->nr;
+    T *xpad = (T *)fnn_scratch(FNN_SCRATCH_CONV_XPAD, (size_t)(d->xpad_elems + kdepth) * sizeof(T));
+    T *bpack = (T *)fnn_scratch(FNN_SCRATCH_CONV_YW, (size_t)(fpanels * kdepth * d->nr) * sizeof(T));
+    const T **rows = (const T **)fnn_scratch(FNN_SCRATCH_CONV_ROWS, (size_t)ck_alloc * sizeof(T *));
+    if (!xpad || !bpack || !rows)
+        return -1;
+    FN(build_xpad)(d, xn, xpad);
+    T *zeros = xpad + d->xpad_elems; /* rows past ck read zeros */
+    memset(zeros, 0, (size_t)kdepth * sizeof(T));
+    for (int64_t k = 0; k < ck_alloc; k++) {
+        if (k < d->ck) {
+            const int64_t ci = k / (d->fh * d->fw), i = (k / d->fw) % d->fh, j = k % d->fw;
+            rows[k] = xpad + ci * plane + i * d->wp + j;
+        } else {
+            rows[k] = zeros;
+        }
+    }
+    const int nr = d->nr;
+    for (int64_t fp = 0; fp < fpanels; fp++) {
+        T *bp = bpack + fp * kdepth * nr;
+        for (int t = 0; t < nr; t++) {
+            const int64_t fi = fp * nr + t;
+            if (fi >= d->f) {
+                for (int64_t q = 0; q < kdepth; q++)
+                    bp[q * nr + t] = 0;
+                continue;
+            }
+            for (int64_t oy = 0; oy < d->oh; oy++) {
+                const T *src = dyn + (fi * d->oh + oy) * d->ow;
+                T *dst = bp + oy * d->wp * nr + t;
+                for (int64_t ox = 0; ox < d->ow; ox++)
+                    dst[ox * nr] = src[ox];
+                for (int64_t ox = d->ow; ox < d->wp; ox++)
+                    dst[ox * nr] = 0;
+            }
+        }
+    }
+    for (int64_t pc = 0; pc < kdepth; pc += FNN_CONV_WGRAD_KC) {
+        const int64_t kcur = kdepth - pc < FNN_CONV_WGRAD_KC ? kdepth - pc : FNN_CONV_WGRAD_KC;
+        const T b = pc == 0 ? beta : (T)1;
+        for (int64_t fp = 0; fp < fpanels; fp++) {
+            const T *bp = bpack + fp * kdepth * nr + pc * nr;
+            for (int64_t ir = 0; ir < ck_alloc; ir += d->mr)
+                ukr(kcur, rows + ir, pc, bp, dwt + ir * ldw + fp * nr, ldw, (T)1, b);
+        }
+    }
+    return 0;
+}
+
+/* dw (F x CK) for stride 1, batch-parallel: per-thread dW^T partials, then a
+ * fixed-order sum and transpose. */
+static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                                int64_t f, int64_t fh, int64_t fw, int64_t ph, int64_t pw, T *dw)
+{
+    FN(direct_conv) d;
+    memset(&d, 0, sizeof(d));
+    d.c = c; d.h = h; d.w = w; d.f = f; d.fh = fh; d.fw = fw; d.ph = ph; d.pw = pw;
+    d.hp = h + 2 * ph;
+    d.wp = w + 2 * pw;
+    d.oh = d.hp - fh + 1;
+    d.ow = d.wp - fw + 1;
+    d.ck = c * fh * fw;
+    fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &d.mr, &d.nr);
+    d.pwide = d.oh * d.wp;
+    d.xpad_elems = c * d.hp * d.wp + d.fw + 64;
+    const int64_t ck_alloc = (d.ck + d.mr - 1) / d.mr * d.mr;
+    const int64_t ldw = (f + d.nr - 1) / d.nr * d.nr;
+    FN(ukra_fn) ukr = FN(select_ukra)(ctx.isa);
+    const int64_t chw = c * h * w, fp = f * d.oh * d.ow;
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    if (nth > n)
+        nth = (int)n;
+    if (nth > 256)
+        nth = 256;
+    int err = 0;
+    T *partials[256];
+    if (nth <= 1) {
+        T *dwt = (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, (size_t)(ck_alloc * ldw) * sizeof(T));
+        if (!dwt)
+            return -1;
+        for (int64_t i = 0; i < n && !err; i++)
+            err = FN(direct_wgrad_image)(&d, ukr, x + i * chw, dy + i * fp, ck_alloc, ldw, i == 0 ? (T)0 : (T)1, dwt);
+        if (err)
+            return -1;
+        for (int64_t fi = 0; fi < f; fi++)
+            for (int64_t k = 0; k < d.ck; k++)
+                dw[fi * d.ck + k] = dwt[k * ldw + fi];
+        return 0;
+    }
+#ifdef FASTNN_HAVE_OPENMP
+#pragma omp parallel num_threads(nth) reduction(| : err)
+    {
+        int t = omp_get_thread_num(), tn = omp_get_num_threads();
+        T *mine = (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, (size_t)(ck_alloc * ldw) * sizeof(T));
+        partials[t] = mine;
+        if (!mine) {
+            err = 1;
+        } else {
+            for (int64_t i = n * t / tn; i < n * (t + 1) / tn && !err; i++)
+                err |= FN(direct_wgrad_image)(&d, ukr, x + i * chw, dy + i * fp, ck_alloc, ldw,
+                                              i == n * t / tn ? (T)0 : (T)1, mine) != 0;
+        }
+#pragma omp barrier
+        int ok = 1;
+        for (int q = 0; q < tn; q++)
+            ok &= partials[q] != NULL;
+        if (ok) {
+            /* rows of dw split over threads; partials summed in thread order */
+            for (int64_t fi = f * t / tn; fi < f * (t + 1) / tn; fi++)
+                for (int64_t k = 0; k < d.ck; k++) {
+                    T s = partials[0][k * ldw + fi];
+                    for (int q = 1; q < tn; q++)
+                        s += partials[q][k * ldw + fi];
+                    dw[fi * d.ck + k] = s;
+                }
+        }
+    }
+#endif
+    return err ? -1 : 0;
+}
+
+static int FN(all_finite)(const T *p, int64_t count)
+{
+    int ok = 1;
+    for (int64_t i = 0; i < count; i++)
+        ok &= isfinite(p[i]) != 0;
+    return ok;
 }
 
 /* The direct path needs stride 1, and pays off when the batch feeds every
@@ -418,7 +581,10 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     }
     int mr, nr;
     fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
-    if (dx && FN(use_direct)(ctx, n, sh, sw) && ph <= fh - 1 && pw <= fw - 1 && c >= mr / 2) {
+    /* Both direct backward paths multiply inserted zeros (dy's padding, its
+     * garbage columns) with real values: exact only when those are finite. */
+    if (dx && FN(use_direct)(ctx, n, sh, sw) && ph <= fh - 1 && pw <= fw - 1 && c >= mr / 2 &&
+        FN(all_finite)(wt, f * ck)) {
         /* stride 1: dx is the convolution of dy (padded by fh-1-ph, fw-1-pw) with
          * the flipped, channel-transposed filters, so it takes the direct path
          * with no col2im scatter at all */
@@ -438,11 +604,20 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
             return -1;
         dx = NULL;
     }
+    int need_w = 1;
+    if (FN(use_direct)(ctx, n, sh, sw) && FN(all_finite)(x, n * chw)) {
+        if (FN(direct_wgrad_run)(ctx, dy, x, n, c, h, w, f, fh, fw, ph, pw, dw))
+            return -1;
+        need_w = 0;
+    }
+    if (!need_w && !dx)
+        return 0;
     const double macs = (double)f * (double)p * (double)ck;
     int err = 0;
     if (!FN(use_batch_parallel)(nth, n, macs)) {
         for (int64_t i = 0; i < n && !err; i++) {
-            err = FN(conv_wgrad_image)(ctx, dy + i * fp, x + i * chw, &g, f, i == 0 ? (T)0 : (T)1, dw);
+            if (need_w)
+                err = FN(conv_wgrad_image)(ctx, dy + i * fp, x + i * chw, &g, f, i == 0 ? (T)0 : (T)1, dw);
             if (!err && dx)
                 err = FN(conv_dgrad_image)(ctx, dy + i * fp, wt, &g, f, dx + i * chw, FNN_SCRATCH_CONV_DCOL);
         }
@@ -460,16 +635,17 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
         int t = omp_get_thread_num(), tn = omp_get_num_threads();
         fnn_ctx one = ctx;
         one.nthreads = 1;
-        T *mine = t == 0 ? dw : (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, (size_t)(f * ck) * sizeof(T));
+        T *mine = t == 0 || !need_w ? dw : (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, (size_t)(f * ck) * sizeof(T));
         partials[t] = mine;
         if (!mine) {
             err = 1;
         } else {
             int64_t i0 = n * t / tn, i1 = n * (t + 1) / tn;
-            if (i0 == i1)
+            if (i0 == i1 && need_w)
                 memset(mine, 0, (size_t)(f * ck) * sizeof(T));
             for (int64_t i = i0; i < i1 && !err; i++) {
-                err |= FN(conv_wgrad_image)(one, dy + i * fp, x + i * chw, &g, f, i == i0 ? (T)0 : (T)1, mine) != 0;
+                if (need_w)
+                    err |= FN(conv_wgrad_image)(one, dy + i * fp, x + i * chw, &g, f, i == i0 ? (T)0 : (T)1, mine) != 0;
                 if (!err && dx)
                     err |= FN(conv_dgrad_image)(one, dy + i * fp, wt, &g, f, dx + i * chw, FNN_SCRATCH_CONV_DCOL) != 0;
             }
@@ -479,7 +655,7 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
         int ok = 1;
         for (int q = 0; q < tn; q++)
             ok &= partials[q] != NULL;
-        if (ok) {
+        if (ok && need_w) {
             const int64_t total = f * ck;
             const int64_t e0 = total * t / tn, e1 = total * (t + 1) / tn;
             for (int q = 1; q < tn; q++) {

@@ -133,6 +133,24 @@ void fnn_ukri_avx512_f64(int64_t k, const double *a, const double *const *brow, 
                          int64_t ldc, double alpha, double beta);
 #endif
 
+/* Indirect-A microkernels: element (i, p) of the A micro-panel is
+ * arow[i][aoff + p] (row i contiguous along the depth); B packed. The weight
+ * gradient of a stride-1 convolution points the rows into the padded image. */
+void fnn_ukra_portable_f32(int64_t k, const float *const *arow, int64_t aoff, const float *b, float *c,
+                           int64_t ldc, float alpha, float beta);
+void fnn_ukra_portable_f64(int64_t k, const double *const *arow, int64_t aoff, const double *b, double *c,
+                           int64_t ldc, double alpha, double beta);
+#if FNN_X86_SIMD
+void fnn_ukra_avx2_f32(int64_t k, const float *const *arow, int64_t aoff, const float *b, float *c, int64_t ldc,
+                       float alpha, float beta);
+void fnn_ukra_avx2_f64(int64_t k, const double *const *arow, int64_t aoff, const double *b, double *c,
+                       int64_t ldc, double alpha, double beta);
+void fnn_ukra_avx512_f32(int64_t k, const float *const *arow, int64_t aoff, const float *b, float *c,
+                         int64_t ldc, float alpha, float beta);
+void fnn_ukra_avx512_f64(int64_t k, const double *const *arow, int64_t aoff, const double *b, double *c,
+                         int64_t ldc, double alpha, double beta);
+#endif
+
 /* Per-thread scratch memory, reused across calls (page faults are expensive):
  * slot s of the calling OS thread, at least `bytes`, 64-byte aligned; NULL on
  * allocation failure. Freed when the thread exits. Never use one slot for two

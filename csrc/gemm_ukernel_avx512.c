@@ -11,8 +11,8 @@
 #if FNN_X86_SIMD
 #include <immintrin.h>
 
-#define DEFINE_AVX512_UKR(NAME, T, VT, VL, MR, SET1, FMA, MUL, LOADB, LOADU, STOREU, SETZERO, BPARAMS, BROW) \
-    FNN_TARGET_AVX512 void NAME(int64_t k, const T *FNN_RESTRICT a, BPARAMS, T *FNN_RESTRICT c, int64_t ldc,  \
+#define DEFINE_AVX512_UKR(NAME, T, VT, VL, MR, SET1, FMA, MUL, LOADB, LOADU, STOREU, SETZERO, APARAMS, AVAL, BPARAMS, BROW) \
+    FNN_TARGET_AVX512 void NAME(int64_t k, APARAMS, BPARAMS, T *FNN_RESTRICT c, int64_t ldc,  \
                                 T alpha, T beta)                                                             \
     {                                                                                                        \
         VT acc0[MR], acc1[MR];                                                                               \
@@ -30,11 +30,10 @@
             VT b1 = LOADB(bp + VL);                                                                          \
             _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                            \
             {                                                                                                \
-                VT ai = SET1(a[i]);                                                                          \
+                VT ai = SET1(AVAL(i, p));                                                                          \
                 acc0[i] = FMA(ai, b0, acc0[i]);                                                              \
                 acc1[i] = FMA(ai, b1, acc1[i]);                                                              \
             }                                                                                                \
-            a += MR;                                                                                         \
         }                                                                                                    \
         VT va = SET1(alpha), vb = SET1(beta);                                                                \
         _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                                \
@@ -50,6 +49,13 @@
         }                                                                                                    \
     }
 
+#define PACKED_A_F32 const float *FNN_RESTRICT a
+#define PACKED_A_F64 const double *FNN_RESTRICT a
+#define INDIRECT_A_F32 const float *const *FNN_RESTRICT arow, int64_t aoff
+#define INDIRECT_A_F64 const double *const *FNN_RESTRICT arow, int64_t aoff
+#define AVAL_PACKED_S(i, p) a[(p) * FNN_AVX512_MR_F32 + (i)]
+#define AVAL_PACKED_D(i, p) a[(p) * FNN_AVX512_MR_F64 + (i)]
+#define AVAL_INDIRECT(i, p) arow[i][aoff + (p)]
 #define PACKED_B_F32 const float *FNN_RESTRICT b
 #define PACKED_B_F64 const double *FNN_RESTRICT b
 #define INDIRECT_B_F32 const float *const *FNN_RESTRICT brow, int64_t boff
@@ -60,14 +66,20 @@
 
 DEFINE_AVX512_UKR(fnn_ukr_avx512_f32, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
                   _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                  PACKED_B_F32, ROW_PACKED_S)
+                  PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
 DEFINE_AVX512_UKR(fnn_ukr_avx512_f64, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
                   _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                  PACKED_B_F64, ROW_PACKED_D)
+                  PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
 DEFINE_AVX512_UKR(fnn_ukri_avx512_f32, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
                   _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                  INDIRECT_B_F32, ROW_INDIRECT)
+                  PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
 DEFINE_AVX512_UKR(fnn_ukri_avx512_f64, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
                   _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                  INDIRECT_B_F64, ROW_INDIRECT)
+                  PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f32, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
+                  _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                  INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f64, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
+                  _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                  INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
 #endif

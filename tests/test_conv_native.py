@@ -85,6 +85,8 @@ GEOMETRIES = [
     (0, 2, 5, 5, 3, 3, 3, (1, 1), (1, 1)),       # empty batch
     (2, 48, 9, 10, 9, 3, 3, (1, 1), (1, 1)),     # C*fh*fw = 432 > KC: several depth blocks
     (1, 3, 31, 30, 35, 2, 2, (1, 1), (0, 0)),    # P = 870 > KC for the weight gradient
+    (3, 8, 5, 6, 4, 2, 2, (1, 1), (2, 1)),       # stride 1 but pad > kernel - 1: dx not direct
+    (4, 10, 6, 5, 12, 1, 1, (1, 1), (0, 0)),     # 1x1 kernel
 ]
 
 
@@ -208,3 +210,27 @@ def test_ops_route_to_native_conv(rng):
         got = F.conv2d(x, w, None, stride=1, pad=1)
     want, _ = conv_forward64(x, w, None, (1, 1), (1, 1))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_nan_and_inf_propagate_like_the_reference(threads, rng):
+    # The stride-1 direct paths insert zeros (padding, wide-grid columns); a
+    # non-finite image or filter must still give the reference's NaN/Inf pattern.
+    from fastnn import _reference as R
+    x = rng.standard_normal((4, 3, 7, 7))
+    w = rng.standard_normal((5, 3, 3, 3))
+    x[1, 2, 0, 6] = np.inf
+    x[2, 0, 3, 3] = np.nan
+    w[4, 1, 0, 0] = np.inf
+    with native_setting(threads=threads), np.errstate(invalid="ignore", over="ignore"):
+        y = _gemm.conv2d(x, w, None, (1, 1), (1, 1), None, 0.0)
+        ry = R.conv2d(x, w, None, (1, 1), (1, 1), None, 0.0)
+        dy = rng.standard_normal(y.shape)
+        got = _gemm.conv2d_backward(dy, x, w, (1, 1), (1, 1), True)
+        want = R.conv2d_backward(dy, x, w, (1, 1), (1, 1), True)
+    for g, r in [(y, ry), *zip(got, want)]:
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
+        np.testing.assert_array_equal(np.isposinf(g), np.isposinf(r))
+        np.testing.assert_array_equal(np.isneginf(g), np.isneginf(r))
+        fin = np.isfinite(r)
+        np.testing.assert_allclose(g[fin], r[fin], rtol=1e-10, atol=1e-10)

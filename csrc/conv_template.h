@@ -328,23 +328,22 @@ static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, con
         }
     }
     const int nr = d->nr;
+    /* dy_n (f, oh, ow) -> panels [fp][q][nr]: nr row streams read, one contiguous write stream */
     for (int64_t fp = 0; fp < fpanels; fp++) {
         T *bp = bpack + fp * kdepth * nr;
-        for (int t = 0; t < nr; t++) {
-            const int64_t fi = fp * nr + t;
-            if (fi >= d->f) {
-                for (int64_t q = 0; q < kdepth; q++)
-                    bp[q * nr + t] = 0;
-                continue;
+        const int live = (int)(d->f - fp * nr < nr ? d->f - fp * nr : nr);
+        for (int64_t oy = 0; oy < d->oh; oy++) {
+            const T *src = dyn + (fp * nr * d->oh + oy) * d->ow;
+            const int64_t fstride = d->oh * d->ow;
+            T *dst = bp + oy * d->wp * nr;
+            for (int64_t ox = 0; ox < d->ow; ox++) {
+                T *dq = dst + ox * nr;
+                for (int t = 0; t < live; t++)
+                    dq[t] = src[t * fstride + ox];
+                for (int t = live; t < nr; t++)
+                    dq[t] = 0;
             }
-            for (int64_t oy = 0; oy < d->oh; oy++) {
-                const T *src = dyn + (fi * d->oh + oy) * d->ow;
-                T *dst = bp + oy * d->wp * nr + t;
-                for (int64_t ox = 0; ox < d->ow; ox++)
-                    dst[ox * nr] = src[ox];
-                for (int64_t ox = d->ow; ox < d->wp; ox++)
-                    dst[ox * nr] = 0;
-            }
+            memset(dst + d->ow * nr, 0, (size_t)((d->wp - d->ow) * nr) * sizeof(T));
         }
     }
     for (int64_t pc = 0; pc < kdepth; pc += FNN_CONV_WGRAD_KC) {

@@ -276,12 +276,12 @@ static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, in
         return err ? -1 : 0;
     }
 #ifdef FASTNN_HAVE_OPENMP
-#pragma omp parallel num_threads(nth) reduction(| : err)
-    {
-        int t = omp_get_thread_num(), tn = omp_get_num_threads();
-        for (int64_t i = n * t / tn; i < n * (t + 1) / tn && !err; i++)
+    /* images are independent here, so a dynamic schedule changes no result and
+     * keeps both cores busy when one of them is preempted */
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) reduction(| : err)
+    for (int64_t i = 0; i < n; i++)
+        if (!err)
             err |= FN(direct_conv_image)(&d, x + i * chw, y + i * fp) != 0;
-    }
 #endif
     return err ? -1 : 0;
 }
@@ -384,10 +384,7 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n,
 #endif
     if (nth > n)
         nth = (int)n;
-    if (nth > 256)
-        nth = 256;
     int err = 0;
-    T *partials[256];
     if (nth <= 1) {
         T *dwt = (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, (size_t)(ck_alloc * ldw) * sizeof(T));
         if (!dwt)
@@ -402,32 +399,38 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n,
         return 0;
     }
 #ifdef FASTNN_HAVE_OPENMP
+    /* Images in G fixed groups, each summed into its own dW^T partial; the
+     * groups are handed out dynamically (robust to a preempted core) and the
+     * partials added in group order, so the result depends only on G, which
+     * depends only on the thread count. */
+    const size_t part = (size_t)(ck_alloc * ldw);
+    int64_t groups = 4 * (int64_t)nth;
+    const int64_t cap = (int64_t)((64u << 20) / (part * sizeof(T)));
+    if (groups > cap)
+        groups = cap > nth ? cap : nth;
+    if (groups > n)
+        groups = n;
+    T *parts = (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, part * (size_t)groups * sizeof(T));
+    if (!parts)
+        return -1;
 #pragma omp parallel num_threads(nth) reduction(| : err)
     {
-        int t = omp_get_thread_num(), tn = omp_get_num_threads();
-        T *mine = (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, (size_t)(ck_alloc * ldw) * sizeof(T));
-        partials[t] = mine;
-        if (!mine) {
-            err = 1;
-        } else {
-            for (int64_t i = n * t / tn; i < n * (t + 1) / tn && !err; i++)
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t gi = 0; gi < groups; gi++) {
+            const int64_t i0 = n * gi / groups, i1 = n * (gi + 1) / groups;
+            for (int64_t i = i0; i < i1 && !err; i++)
                 err |= FN(direct_wgrad_image)(&d, ukr, x + i * chw, dy + i * fp, ck_alloc, ldw,
-                                              i == n * t / tn ? (T)0 : (T)1, mine) != 0;
+                                              i == i0 ? (T)0 : (T)1, parts + (size_t)gi * part) != 0;
         }
-#pragma omp barrier
-        int ok = 1;
-        for (int q = 0; q < tn; q++)
-            ok &= partials[q] != NULL;
-        if (ok) {
-            /* rows of dw split over threads; partials summed in thread order */
-            for (int64_t fi = f * t / tn; fi < f * (t + 1) / tn; fi++)
-                for (int64_t k = 0; k < d.ck; k++) {
-                    T s = partials[0][k * ldw + fi];
-                    for (int q = 1; q < tn; q++)
-                        s += partials[q][k * ldw + fi];
-                    dw[fi * d.ck + k] = s;
-                }
-        }
+        /* implicit barrier; then rows of dw split over the threads */
+#pragma omp for schedule(static)
+        for (int64_t fi = 0; fi < f; fi++)
+            for (int64_t k = 0; k < d.ck; k++) {
+                T s = parts[k * ldw + fi];
+                for (int64_t q = 1; q < groups; q++)
+                    s += parts[(size_t)q * part + (size_t)(k * ldw + fi)];
+                dw[fi * d.ck + k] = s;
+            }
     }
 #endif
     return err ? -1 : 0;

@@ -177,6 +177,30 @@ typedef struct {
     T act_alpha;
 } FN(direct_conv);
 
+/* dst[t] = act(src[t] + b): one loop per activation, so the activation is a
+ * constant in each and the loop vectorises without branches. */
+#define BIAS_ACT_CASE(A)                                                                                    \
+    case A:                                                                                                 \
+        for (int64_t t = 0; t < len; t++)                                                                   \
+            dst[t] = FN(fnn_act)(A, src[t] + b, alpha);                                                     \
+        break;
+static void FN(bias_act_row)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src, int64_t len, T b, int act, T alpha)
+{
+    switch (act) {
+    BIAS_ACT_CASE(FNN_ACT_RELU)
+    BIAS_ACT_CASE(FNN_ACT_LEAKY_RELU)
+    BIAS_ACT_CASE(FNN_ACT_ELU)
+    BIAS_ACT_CASE(FNN_ACT_SIGMOID)
+    BIAS_ACT_CASE(FNN_ACT_TANH)
+    BIAS_ACT_CASE(FNN_ACT_SOFTPLUS)
+    default:
+        for (int64_t t = 0; t < len; t++)
+            dst[t] = src[t] + b;
+        break;
+    }
+}
+#undef BIAS_ACT_CASE
+
 /* The image, zero-padded to (c, hp, wp), plus zeroed slack after it. */
 static void FN(build_xpad)(const FN(direct_conv) *d, const T *xn, T *xpad)
 {
@@ -217,17 +241,9 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn)
     }
     for (int64_t fi = 0; fi < d->f; fi++) {
         const T b = d->bias ? d->bias[fi] : (T)0;
-        for (int64_t oy = 0; oy < d->oh; oy++) {
-            const T *src = yw + fi * d->ldy + oy * d->wp;
-            T *dst = yn + (fi * d->oh + oy) * d->ow;
-            if (d->act == FNN_ACT_IDENTITY) {
-                for (int64_t ox = 0; ox < d->ow; ox++)
-                    dst[ox] = src[ox] + b;
-            } else {
-                for (int64_t ox = 0; ox < d->ow; ox++)
-                    dst[ox] = FN(fnn_act)(d->act, src[ox] + b, d->act_alpha);
-            }
-        }
+        for (int64_t oy = 0; oy < d->oh; oy++)
+            FN(bias_act_row)(yn + (fi * d->oh + oy) * d->ow, yw + fi * d->ldy + oy * d->wp, d->ow, b, d->act,
+                             d->act_alpha);
     }
     return 0;
 }
@@ -446,13 +462,15 @@ static int FN(all_finite)(const T *p, int64_t count)
 
 /* The direct path needs stride 1, and pays off when the batch feeds every
  * thread (it parallelises over images only). */
-static int FN(use_direct)(fnn_ctx ctx, int64_t n, int64_t sh, int64_t sw)
+static int FN(use_direct)(fnn_ctx ctx, int64_t n, int64_t sh, int64_t sw, double macs_per_image)
 {
     int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
 #ifndef FASTNN_HAVE_OPENMP
     nth = 1;
 #endif
-    return sh == 1 && sw == 1 && n >= nth;
+    /* a small batch of small images: one thread on the direct path beats
+     * splitting tiny GEMMs over threads */
+    return sh == 1 && sw == 1 && (n >= nth || macs_per_image * (double)n < FNN_CONV_MIN_MACS_INNER_PARALLEL);
 }
 
 /* ---- forward ----------------------------------------------------------- */
@@ -480,7 +498,7 @@ int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int
 #endif
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
     int err = 0;
-    if (FN(use_direct)(ctx, n, sh, sw))
+    if (FN(use_direct)(ctx, n, sh, sw, macs))
         return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, ph, pw, bias, act, act_alpha, y);
     if (!FN(use_batch_parallel)(nth, n, macs)) {
         for (int64_t i = 0; i < n && !err; i++)
@@ -585,7 +603,8 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
     /* Both direct backward paths multiply inserted zeros (dy's padding, its
      * garbage columns) with real values: exact only when those are finite. */
-    if (dx && FN(use_direct)(ctx, n, sh, sw) && ph <= fh - 1 && pw <= fw - 1 && c >= mr / 2 &&
+    const double macs = (double)f * (double)p * (double)ck;
+    if (dx && FN(use_direct)(ctx, n, sh, sw, macs) && ph <= fh - 1 && pw <= fw - 1 && c >= mr / 2 &&
         FN(all_finite)(wt, f * ck)) {
         /* stride 1: dx is the convolution of dy (padded by fh-1-ph, fw-1-pw) with
          * the flipped, channel-transposed filters, so it takes the direct path
@@ -607,14 +626,13 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
         dx = NULL;
     }
     int need_w = 1;
-    if (FN(use_direct)(ctx, n, sh, sw) && FN(all_finite)(x, n * chw)) {
+    if (FN(use_direct)(ctx, n, sh, sw, macs) && FN(all_finite)(x, n * chw)) {
         if (FN(direct_wgrad_run)(ctx, dy, x, n, c, h, w, f, fh, fw, ph, pw, dw))
             return -1;
         need_w = 0;
     }
     if (!need_w && !dx)
         return 0;
-    const double macs = (double)f * (double)p * (double)ck;
     int err = 0;
     if (!FN(use_batch_parallel)(nth, n, macs)) {
         for (int64_t i = 0; i < n && !err; i++) {

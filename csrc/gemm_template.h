@@ -111,6 +111,13 @@ void FN(fnn_pack_matrix_b)(const void *srcv, int64_t j0, int64_t cols, int64_t k
 
 /* ---- epilogue on a finished tile (hot in L1) --------------------------- */
 
+/* one loop per activation: the activation is a constant in each, so the loop
+ * vectorises without a branch per element */
+#define EPI_ACT_CASE(A)                                                                                     \
+    case A:                                                                                                 \
+        for (int j = 0; j < nr; j++)                                                                        \
+            ci[j] = FN(fnn_act)(A, ci[j], aa);                                                              \
+        break;
 static void FN(epilogue_tile)(T *c, int64_t ldc, int64_t i0, int64_t j0, int mr, int nr, const fnn_epilogue *ep)
 {
     const T *bias = (const T *)ep->bias;
@@ -128,21 +135,17 @@ static void FN(epilogue_tile)(T *c, int64_t ldc, int64_t i0, int64_t j0, int mr,
         }
         switch (ep->act) {
         case FNN_ACT_IDENTITY: break;
-        case FNN_ACT_RELU:
-            for (int j = 0; j < nr; j++)
-                ci[j] = FN(fnn_act)(FNN_ACT_RELU, ci[j], aa);
-            break;
-        case FNN_ACT_LEAKY_RELU:
-            for (int j = 0; j < nr; j++)
-                ci[j] = FN(fnn_act)(FNN_ACT_LEAKY_RELU, ci[j], aa);
-            break;
-        default:
-            for (int j = 0; j < nr; j++)
-                ci[j] = FN(fnn_act)(ep->act, ci[j], aa);
-            break;
+        EPI_ACT_CASE(FNN_ACT_RELU)
+        EPI_ACT_CASE(FNN_ACT_LEAKY_RELU)
+        EPI_ACT_CASE(FNN_ACT_ELU)
+        EPI_ACT_CASE(FNN_ACT_SIGMOID)
+        EPI_ACT_CASE(FNN_ACT_TANH)
+        EPI_ACT_CASE(FNN_ACT_SOFTPLUS)
+        default: break;
         }
     }
 }
+#undef EPI_ACT_CASE
 
 static int FN(epilogue_active)(const fnn_epilogue *ep)
 {

@@ -55,6 +55,9 @@ void fnn_gemm_tile_shape(int isa, int dtype_bytes, int *mr, int *nr);
 void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, int64_t *nc);
 /* Below this many multiply-adds per thread, extra threads cost more than they save. */
 #define FNN_GEMM_MIN_MACS_PER_THREAD (1 << 18)
+/* Up to this many rows of C, fnn_gemm_* skip packing (batch 1-4 inference):
+ * the packed microkernel would waste most of its MR rows. */
+#define FNN_GEMM_SMALL_M 4
 
 int fnn_gemm_f32(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,

@@ -365,9 +365,88 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
     return 0;
 }
 
+/* ---- few rows (batch 1-4 inference): no packing ------------------------- */
+
+/* Row i of C from row i of op(A) and B read in place: with B = N, an axpy per
+ * depth step into a row buffer in L1; with B = T, dot products with 16 fixed
+ * lanes (a fixed summation order). The same code is compiled per ISA. */
+#define DEFINE_SMALL_M(NAME, TARGET)                                                                     \
+    TARGET static void NAME(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha,        \
+                            const T *FNN_RESTRICT a, int64_t lda, const T *FNN_RESTRICT b, int64_t ldb,  \
+                            T beta, T *FNN_RESTRICT c, int64_t ldc, const fnn_epilogue *ep)              \
+    {                                                                                                    \
+        enum { JB = 256 };                                                                               \
+        T FNN_ALIGNED(64) rowacc[JB];                                                                    \
+        for (int64_t j0 = 0; j0 < n; j0 += JB) {                                                         \
+            const int64_t jn = n - j0 < JB ? n - j0 : JB;                                                \
+            for (int64_t i = 0; i < m; i++) {                                                            \
+                T *ci = c + i * ldc;                                                                     \
+                if (!trans_b) {                                                                          \
+                    for (int64_t j = 0; j < jn; j++)                                                     \
+                        rowacc[j] = 0;                                                                   \
+                    for (int64_t p = 0; p < k; p++) {                                                    \
+                        const T ap = trans_a ? a[p * lda + i] : a[i * lda + p];                          \
+                        const T *FNN_RESTRICT bp = b + p * ldb + j0;                                     \
+                        for (int64_t j = 0; j < jn; j++)                                                 \
+                            rowacc[j] += ap * bp[j];                                                     \
+                    }                                                                                    \
+                } else {                                                                                 \
+                    for (int64_t j = 0; j < jn; j++) {                                                   \
+                        const T *FNN_RESTRICT bj = b + (j0 + j) * ldb;                                   \
+                        T lane[16] = {0};                                                                \
+                        int64_t p = 0;                                                                   \
+                        if (!trans_a) {                                                                  \
+                            const T *FNN_RESTRICT ai = a + i * lda;                                      \
+                            for (; p + 16 <= k; p += 16)                                                 \
+                                for (int l = 0; l < 16; l++)                                             \
+                                    lane[l] += ai[p + l] * bj[p + l];                                    \
+                            for (; p < k; p++)                                                           \
+                                lane[p & 15] += ai[p] * bj[p];                                           \
+                        } else {                                                                         \
+                            for (; p < k; p++)                                                           \
+                                lane[p & 15] += a[p * lda + i] * bj[p];                                  \
+                        }                                                                                \
+                        T s = 0;                                                                         \
+                        for (int l = 0; l < 16; l++)                                                     \
+                            s += lane[l];                                                                \
+                        rowacc[j] = s;                                                                      \
+                    }                                                                                    \
+                }                                                                                        \
+                T *cj = ci + j0;                                                                         \
+                if (beta == 0) {                                                                         \
+                    for (int64_t j = 0; j < jn; j++)                                                     \
+                        cj[j] = alpha * rowacc[j];                                                          \
+                } else {                                                                                 \
+                    for (int64_t j = 0; j < jn; j++)                                                     \
+                        cj[j] = alpha * rowacc[j] + beta * cj[j];                                           \
+                }                                                                                        \
+                if (FN(epilogue_active)(ep))                                                             \
+                    FN(epilogue_tile)(cj, ldc, i, j0, 1, (int)jn, ep);                                   \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
+DEFINE_SMALL_M(FN(small_m_portable), )
+#if FNN_X86_SIMD
+DEFINE_SMALL_M(FN(small_m_avx2), FNN_TARGET_AVX2)
+DEFINE_SMALL_M(FN(small_m_avx512), FNN_TARGET_AVX512)
+#endif
+#undef DEFINE_SMALL_M
+
 int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a,
                  int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc, const fnn_epilogue *ep)
 {
+    if (m > 0 && m <= FNN_GEMM_SMALL_M && n > 0 && k > 0 && alpha != 0) {
+#if FNN_X86_SIMD
+        if (ctx.isa >= FNN_ISA_AVX512)
+            FN(small_m_avx512)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+        else if (ctx.isa >= FNN_ISA_AVX2)
+            FN(small_m_avx2)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+        else
+#endif
+            FN(small_m_portable)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+        return 0;
+    }
     fnn_matrix_src as = {a, lda, trans_a}, bs = {b, ldb, trans_b};
     return FN(fnn_gemm_packed)(ctx, m, n, k, alpha, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs, beta, c,
                                ldc, ep);

@@ -81,10 +81,16 @@ def add_arguments(parser):
     parser.add_argument("--quick", action="store_true",
                         help=f"CI smoke run: fewer samples and J on {B.J_IMAGES_QUICK} images instead of "
                              f"{B.J_IMAGES}")
+    parser.add_argument("--clock", choices=B.CLOCKS, default="wall",
+                        help="time per call by the wall clock (default) or by this process's CPU time; 'cpu' "
+                             "(with --threads 1 only) estimates idle-machine times on a machine shared with "
+                             "other work")
     parser.add_argument("--peak-gflops", type=_positive_float("--peak-gflops"), default=None, metavar="X",
                         help="fp32 FMA peak of the cores used, GFLOP/s (default: from the CPU flags and clock)")
     parser.add_argument("--json", dest="json_path", default=None, metavar="FILE",
                         help="write all timings and the machine description as JSON")
+    parser.add_argument("--markdown", default=None, metavar="FILE",
+                        help="write the table as Markdown, with the date, command and machine")
     parser.add_argument("--plot", default=None, metavar="FILE",
                         help="write a bar chart of speed-ups over NumPy (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -140,6 +146,8 @@ def _command_line(args, settings):
         parts += ["--warmup", str(args.warmup)]
     if args.quick:
         parts.append("--quick")
+    if args.clock != "wall":
+        parts += ["--clock", args.clock]
     if args.peak_gflops:
         parts += ["--peak-gflops", f"{args.peak_gflops:g}"]
     return " ".join(parts)
@@ -163,8 +171,11 @@ def run_cell(workload, impl, data, settings, reference):
         timing = B.time_callable(fn, settings["repeat"], warmup=settings["warmup"],
                                  min_sample_s=settings["min_sample_ms"] / 1e3,
                                  max_seconds=settings["max_seconds"], first_call_s=first)
-    cell.update({"median_ms": timing.median_ms, "min_ms": timing.min_ms, "spread": timing.spread,
-                 "samples_ms": timing.samples_ms, "calls_per_sample": timing.number})
+    clock = settings["clock"]
+    cell.update(B.summarize(timing.samples(clock)))
+    cell.update({"samples_ms": timing.samples(clock), "calls_per_sample": timing.number,
+                 "wall_median_ms": B.summarize(timing.wall_ms)["median_ms"],
+                 "cpu_median_ms": B.summarize(timing.cpu_ms)["median_ms"], "cpu_util": timing.cpu_util})
     return cell, got
 
 
@@ -253,67 +264,144 @@ def format_machine(machine, settings):
     if "sgemm_gflops" in machine:
         lines.append(f"  measured : NumPy sgemm 1024^3 {machine['sgemm_gflops']:.1f} GFLOP/s; "
                      f"1-thread copy {machine['copy_gbps']:.1f} GB/s (read + write)")
+        if peak and machine["sgemm_gflops"] > peak:
+            lines.append("             (the sgemm beats the computed peak: the running clock is above the one "
+                         "assumed; give the real peak with --peak-gflops)")
+    load = machine.get("load_average")
+    if load is not None:
+        busy = load > 0.5
+        lines.append(f"  load     : {load:.2f} (1-minute load average at start on {machine['usable_cores']} cores)"
+                     + ("; other processes are running: expect inflated, noisy timings" if busy else ""))
     lines.append(f"  timing   : median of {settings['repeat']} samples after {settings['warmup']} warm-up "
                  f"call(s) and one checked call; a sample lasts >= {settings['min_sample_ms']:g} ms"
-                 f"{' (quick)' if settings['quick'] else ''}")
+                 f"{' (quick)' if settings['quick'] else ''}"
+                 + ("; times are process CPU time (--clock cpu)" if settings["clock"] == "cpu" else ""))
     return "\n".join(lines)
 
 
-def format_table(results, impls, primary):
-    """The text table: ms per implementation, speed-ups, and the primary implementation's rates."""
+def table_rows(results, impls, primary, clock="wall"):
+    """(headers, rows, notes) of the table: ms per implementation, speed-ups, the primary implementation's rates."""
     has = {impl: any("median_ms" in r["timings"].get(impl, {}) for r in results) for impl in impls}
     cols = [i for i in B.IMPLEMENTATIONS if has.get(i)]
     speed_cols = [i for i in cols if i != "numpy" and has.get("numpy")]
     show_vs_torch = has.get("native") and has.get("torch")
-    head = [("workload", 48)] + [(f"{i} ms", 10) for i in cols] + [(f"{i}/np", 9) for i in speed_cols]
+    unit = "cpu ms" if clock == "cpu" else "ms"
+    headers = ["workload"] + [f"{i} {unit}" for i in cols] + [f"{i}/np" for i in speed_cols]
     if show_vs_torch:
-        head.append(("vs torch", 9))
-    head += [("GFLOP/s", 8), ("%peak", 6), ("GB/s", 7), ("%copy", 6), ("spread", 7)]
-    out = ["  ".join(name.rjust(w) if k else name.ljust(w) for k, (name, w) in enumerate(head))]
-    out.append("-" * len(out[0]))
-    problems = []
+        headers.append("vs torch")
+    headers += ["GFLOP/s", "%peak", "GB/s", "%copy", "spread", "cpu"]
+    rows, problems = [], []
     for r in results:
         t = r["timings"]
-        cells = [f"{r['key']:<3}{r['title']}"[:48].ljust(48)]
+        cells = [f"{r['key']:<3}{r['title']}"]
         for i in cols:
             c = t.get(i, {})
             text = _ms(c.get("median_ms")) if "median_ms" in c else ("error" if "error" in c else "-")
             if c.get("check") == "mismatch":
                 text = "!" + text
-            cells.append(text.rjust(10))
+            cells.append(text)
             if "error" in c:
                 problems.append(f"{r['key']} {i}: {c['error']}")
             if c.get("check") == "mismatch":
                 problems.append(f"{r['key']} {i}: results differ from the reference "
                                 f"(max error {_num(c.get('max_rel_err'), '.2g')} of scale)")
-        cells += [_x(r["speedup_vs_numpy"].get(i)).rjust(9) for i in speed_cols]
+        cells += [_x(r["speedup_vs_numpy"].get(i)) for i in speed_cols]
         if show_vs_torch:
-            cells.append(_x(r["native_vs_torch"]).rjust(9))
+            cells.append(_x(r["native_vs_torch"]))
         p = t.get(primary, {})
         spreads = [c["spread"] for c in t.values() if "spread" in c]
-        cells += [_num(p.get("gflops"), ".1f").rjust(8), _num(p.get("peak_pct"), ".0f").rjust(6),
-                  _num(p.get("gbps"), ".1f").rjust(7), _num(p.get("copy_pct"), ".0f").rjust(6),
-                  (f"{100 * max(spreads):.0f}%" if spreads else "-").rjust(7)]
-        out.append("  ".join(cells))
-    notes = [
-        "",
-        "ms: median per call (forward + backward; I: one SGD step; J: inference).",
-    ]
+        shares = [c["cpu_util"] for c in t.values() if c.get("cpu_util") is not None]
+        cells += [_num(p.get("gflops"), ".1f"), _num(p.get("peak_pct"), ".0f"), _num(p.get("gbps"), ".1f"),
+                  _num(p.get("copy_pct"), ".0f"), f"{100 * max(spreads):.0f}%" if spreads else "-",
+                  f"{min(shares):.2f}" if shares else "-"]
+        rows.append(cells)
+    notes = ["ms: median per call (forward + backward; I: one SGD step; J: inference)"
+             + (", measured as this process's CPU time (--clock cpu)." if clock == "cpu" else ".")]
     if speed_cols:
         notes.append("x/np: speed-up over fastnn's NumPy reference backend (NumPy ms / that ms).")
     if show_vs_torch:
         notes.append("vs torch: PyTorch ms / fastnn native ms (above 1: fastnn is faster).")
-    notes.append(f"GFLOP/s, %peak (of the FMA peak above), GB/s (compulsory traffic) and %copy (of the "
+    notes.append(f"GFLOP/s, %peak (of the FMA peak), GB/s (compulsory traffic) and %copy (of the "
                  f"measured copy bandwidth) are those of '{primary}'.")
-    notes.append("spread: the largest interquartile range / median in the row (timing noise).")
-    if problems:
-        notes.append("")
-        notes += [f"PROBLEM {p}" for p in problems]
-    return "\n".join(out + notes)
+    notes.append("spread: the largest interquartile range / median in the row (timing noise); cpu: the smallest "
+                 "share of CPU this process got while timing the row (CPU time / wall time; about 1 or more on an "
+                 "idle machine, lower when other processes compete).")
+    utils = [(f"{r['key']} {i}", c["cpu_util"]) for r in results for i, c in r["timings"].items()
+             if c.get("cpu_util") is not None]
+    contended = [(name, u) for name, u in utils if u < 0.8]
+    if len(contended) > 8:
+        shares = sorted(u for _, u in contended)
+        notes.append(f"CONTENDED: in {len(contended)} of {len(utils)} cells this process got less than 0.8 of a "
+                     f"core while timing (median CPU time / wall time {shares[len(shares) // 2]:.2f}): other "
+                     "processes were running; "
+                     + ("CPU time discounts the waiting but not the shared caches and memory bandwidth."
+                        if clock == "cpu" else "re-measure on an idle machine or with --clock cpu."))
+    elif contended:
+        notes.append("contended (this process got less than 0.8 of a core while timing; CPU time / wall time): "
+                     + ", ".join(f"{name} ({u:.2f})" for name, u in contended))
+    notes += [f"PROBLEM {p}" for p in problems]
+    return headers, rows, notes
+
+
+def format_table(results, impls, primary, clock="wall"):
+    """The text table printed by `fastnn bench`."""
+    headers, rows, notes = table_rows(results, impls, primary, clock)
+    widths = [max(len(h), *(len(r[k]) for r in rows)) if rows else len(h) for k, h in enumerate(headers)]
+    widths[0] = max(widths[0], 44)
+
+    def line(cells):
+        return "  ".join(c.ljust(widths[0]) if k == 0 else c.rjust(widths[k]) for k, c in enumerate(cells))
+    out = [line(headers)]
+    out.append("-" * len(out[0]))
+    out += [line(r) for r in rows]
+    return "\n".join(out + [""] + notes)
+
+
+def format_targets(targets):
+    """The issue-6 targets met and missed (with the gap), one line each."""
+    if not targets:
+        return ""
+    what = {"numpy": "speed-up over NumPy", "torch": "vs PyTorch", "copy": "% of copy bandwidth"}
+    lines = [f"targets (fastnn native): {sum(t['met'] for t in targets)} of {len(targets)} met"]
+    for t in sorted(targets, key=lambda t: (t["met"], t["workload"])):
+        unit = "%" if t["against"] == "copy" else "x"
+        status = "met" if t["met"] else f"MISSED by {t['target'] / t['measured']:.2f}x" if t["measured"] > 0 \
+            else "MISSED"
+        lines.append(f"  {t['workload']:<3}{what[t['against']]:<22} {t['measured']:8.2f}{unit}  "
+                     f"(target {t['target']:g}{unit})  {status}")
+    return "\n".join(lines)
+
+
+def format_markdown(report):
+    """The table as Markdown with what it was measured on, for docs/BENCHMARKS.md or a README."""
+    m, st = report["machine"], report["settings"]
+    headers, rows, notes = table_rows(report["results"], st["implementations"], report["primary"], st["clock"])
+    blas = "; ".join(f"{b['internal_api']} {b['version']} ({b['architecture']})" for b in m.get("blas") or [])
+    native = (f"native kernels, SIMD {m['simd']}" if m["native_available"]
+              else "native kernels not built (NumPy reference only)")
+    load = m.get("load_average")
+    lines = [
+        f"Measured {report['date']} with `{report['command']}`: {st['threads']} thread(s) for fastnn, "
+        f"NumPy's BLAS and torch; {m['cpu']} ({m['usable_cores']} usable cores, "
+        f"{', '.join(m['isa_flags'])}); fastnn {m['fastnn']}, {native}; NumPy {m['numpy']}"
+        + (f" with {blas}" if blas else "") + (f"; PyTorch {m['torch']}" if m.get("torch") else "")
+        + f". FMA peak {_num(m['peak_gflops'], '.1f')} GFLOP/s ({m['peak_basis']}); measured NumPy sgemm "
+        f"{_num(m.get('sgemm_gflops'), '.1f')} GFLOP/s, copy {_num(m.get('copy_gbps'), '.1f')} GB/s"
+        + (f"; load average {load:.2f} at start" if load is not None else "") + ".",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += [""] + [f"- {n}" for n in notes]
+    if report.get("targets"):
+        lines += ["", "```", format_targets(report["targets"]), "```"]
+    return "\n".join(lines) + "\n"
 
 
 def write_plot(path, results, impls, primary_note):
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -321,21 +409,41 @@ def write_plot(path, results, impls, primary_note):
     labels = [f"{r['key']} {r['name']}" for r in results]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(results) + 1.8))
     height = 0.8 / max(len(series), 1)
+    values = []
     for k, impl in enumerate(series):
-        ys = [j + (k - (len(series) - 1) / 2) * height for j in range(len(results))]
-        xs = [r["speedup_vs_numpy"].get(impl, 0.0) for r in results]
-        ax.barh(ys, xs, height=height, label=B.IMPLEMENTATION_LABELS[impl])
+        for j, r in enumerate(results):
+            x = r["speedup_vs_numpy"].get(impl)
+            if x is None:
+                continue
+            y = j + (k - (len(series) - 1) / 2) * height
+            # Bars grow from 1 (as fast as NumPy), left for slower, right for faster.
+            ax.barh(y, x - 1.0, left=1.0, height=height, color=f"C{k}",
+                    label=B.IMPLEMENTATION_LABELS[impl] if j == 0 or not values else None)
+            ax.annotate(f"{x:.2f}x", (x, y), xytext=(3 if x >= 1 else -3, 0), textcoords="offset points",
+                        ha="left" if x >= 1 else "right", va="center", fontsize=8)
+            values.append(x)
     ax.axvline(1.0, color="black", linewidth=0.8)
+    if values:
+        ax.set_xlim(min(min(values), 1.0) / 2, max(max(values), 1.0) * 2)
     ax.set_yticks(range(len(results)))
     ax.set_yticklabels(labels)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ticks = [m * 10.0 ** e for e in range(-3, 4) for m in (1, 2, 5) if lo <= m * 10.0 ** e <= hi]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}x" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("speed-up over fastnn's NumPy reference backend (log scale)")
     ax.set_title(f"fastnn bench {primary_note}")
-    if series:
-        ax.legend(loc="lower right")
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    if unique:
+        below_axis = -0.12 - 0.25 / len(results)
+        ax.legend(unique.values(), unique.keys(), loc="upper center", bbox_to_anchor=(0.5, below_axis),
+                  ncol=len(unique), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -347,13 +455,16 @@ def run(args):
         settings["repeat"] = args.repeat
     if args.warmup is not None:
         settings["warmup"] = args.warmup
-    settings.update(threads=args.threads, quick=bool(args.quick))
+    settings.update(threads=args.threads, quick=bool(args.quick), clock=args.clock)
+    if args.clock == "cpu" and args.threads != 1:
+        return _fail("--clock cpu needs --threads 1 (CPU time adds up the threads; it is not a time per call "
+                     "with several)")
     workloads = args.only if args.only is not None else list(B.WORKLOADS)
 
     # Options that would only fail after minutes of timing are checked first.
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         return _fail("--plot needs matplotlib, which is not installed (pip install matplotlib)")
-    for option, path in (("--json", args.json_path), ("--plot", args.plot)):
+    for option, path in (("--json", args.json_path), ("--markdown", args.markdown), ("--plot", args.plot)):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             return _fail(f"{option}: the directory of {path!r} does not exist")
 
@@ -367,7 +478,7 @@ def run(args):
     primary = "native" if "native" in impls else impls[0]
 
     with B.thread_limits(args.threads, use_torch="torch" in impls) as applied:
-        machine = B.machine_info(args.threads, args.peak_gflops, applied)
+        machine = B.machine_info(args.threads, args.peak_gflops, applied, clock=args.clock)
         machine["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         if "torch" in impls:
             torch = B.import_torch()
@@ -381,7 +492,10 @@ def run(args):
         results = run_benchmarks(workloads, impls, settings, machine, progress)
         progress.close()
 
-    print(format_table(results, impls, primary))
+    print(format_table(results, impls, primary, args.clock))
+    targets = B.evaluate_targets(results)
+    if targets:
+        print("\n" + format_targets(targets))
     report = {
         "schema": "fastnn-bench/1",
         "date": machine["date"],
@@ -392,13 +506,19 @@ def run(args):
                                 "reason": status[i][1]} for i in args.impl},
         "primary": primary,
         "results": results,
+        "targets": targets,
     }
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as fh:
             json.dump(report, fh, indent=1)
         print(f"\nwrote {args.json_path}")
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as fh:
+            fh.write(format_markdown(report))
+        print(f"wrote {args.markdown}")
     if args.plot:
-        note = "" if "native" in impls else "(native kernels not built)"
+        note = f"({args.threads} thread{'s' if args.threads > 1 else ''}, {machine['date']}"
+        note += ")" if "native" in impls else "; native kernels not built)"
         write_plot(args.plot, results, impls, note)
         print(f"wrote {args.plot}")
     failed = any("error" in c or c.get("check") == "mismatch" for r in results for c in r["timings"].values())

@@ -39,9 +39,9 @@ def _as_input(x):
     """x as an array the ops take: float32/float64 stay as they are; integer, bool or
     float16 data (raw uint8 images, say) become float64, the dtype NumPy gives the book."""
     x = np.asarray(x)
-    if x.dtype != np.float32 and x.dtype != np.float64:
+    if x.dtype.kind in "biu" or x.dtype == np.float16:
         x = x.astype(np.float64)
-    return x
+    return x      # anything else (complex, object, ...) is left for fastnn.ops to reject by name
 
 
 def _flat(x):
@@ -173,7 +173,7 @@ class Affine:
     def forward(self, x):
         x = _as_input(x)
         if x.ndim == 0:
-            raise ValueError(f"Affine.forward: expected an input of shape (N, ...), got a scalar")
+            raise ValueError("Affine.forward: expected an input of shape (N, ...), got a scalar")
         self.original_x_shape = x.shape
         self.x = _flat(x)
         return ops.linear(self.x, self.W, self.b)

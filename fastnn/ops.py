@@ -71,7 +71,7 @@ def _check_linear(op, x, W, b=None):
 def linear(x, W, b=None, activation=None, alpha=None):
     """act(x @ W + b) for x (N, D) or (N, ...) (flattened to (N, D)), W (D, M), b (M,)."""
     op = "linear"
-    dtype, arrs = V.float_arrays(op, x=x, W=W, b=b)
+    dtype, arrs = V.float_arrays(op, optional=("b",), x=x, W=W, b=b)
     x, W, b = arrs["x"], arrs["W"], arrs["b"]
     _check_linear(op, x, W, b)
     act = V.activation_name(op, activation)
@@ -88,7 +88,7 @@ def linear_backward(dy, x, W, activation=None, y=None, alpha=None):
     if act is not None and y is None:
         raise ValueError(f"{op}: activation {act!r} needs y, the output of the forward pass")
     alpha = V.activation_alpha(op, act, alpha, fused=True)
-    dtype, arrs = V.float_arrays(op, dy=dy, x=x, W=W, y=y if act is not None else None)
+    dtype, arrs = V.float_arrays(op, optional=("y",), dy=dy, x=x, W=W, y=y if act is not None else None)
     dy, x, W, y = arrs["dy"], arrs["x"], arrs["W"], arrs["y"]
     _check_linear(op, x, W)
     want = (x.shape[0], W.shape[1])
@@ -104,6 +104,8 @@ def linear_backward(dy, x, W, activation=None, y=None, alpha=None):
 # Activations (any shape)
 
 def _unary(op, x):
+    if type(x) is np.ndarray and x.dtype in V.FLOAT_DTYPES and x.flags.c_contiguous:
+        return x  # the common case, without the general machinery
     return V.float_arrays(op, x=x)[1]["x"]
 
 
@@ -114,70 +116,86 @@ def _binary(op, name_a, a, name_b, b):
     return a, b
 
 
+def _apply(kernel, *arrays_and_scalars):
+    """backend.kernel(...) for an element-wise op; a 0-d array travels as shape (1,),
+    so that backends always get and return real arrays."""
+    args = list(arrays_and_scalars)
+    scalar = isinstance(args[0], np.ndarray) and args[0].ndim == 0
+    if scalar:
+        args = [a.reshape(1) if isinstance(a, np.ndarray) else a for a in args]
+    out = getattr(_backend(), kernel)(*args)
+    if not scalar:
+        return out
+    if isinstance(out, tuple):  # a loss: (value, gradient)
+        return out[0], out[1].reshape(())
+    return out.reshape(())
+
+
 def relu(x):
-    return _backend().relu(_unary("relu", x))
+    return _apply("relu", _unary("relu", x))
 
 
 def leaky_relu(x, alpha=0.01):
-    return _backend().leaky_relu(_unary("leaky_relu", x), V.as_real("leaky_relu", "alpha", alpha))
+    return _apply("leaky_relu", _unary("leaky_relu", x), V.as_real("leaky_relu", "alpha", alpha))
 
 
 def elu(x, alpha=1.0):
-    return _backend().elu(_unary("elu", x), V.as_real("elu", "alpha", alpha))
+    return _apply("elu", _unary("elu", x), V.as_real("elu", "alpha", alpha))
 
 
 def sigmoid(x):
-    return _backend().sigmoid(_unary("sigmoid", x))
+    return _apply("sigmoid", _unary("sigmoid", x))
 
 
 def tanh(x):
-    return _backend().tanh(_unary("tanh", x))
+    return _apply("tanh", _unary("tanh", x))
 
 
 def softplus(x):
-    return _backend().softplus(_unary("softplus", x))
+    """log(1 + exp(x)), computed stably as max(x, 0) + log1p(exp(-|x|))."""
+    return _apply("softplus", _unary("softplus", x))
 
 
 def step(x):
     """(x > 0) in the dtype of x."""
-    return _backend().step(_unary("step", x))
+    return _apply("step", _unary("step", x))
 
 
 def identity(x):
     """A copy of x."""
-    return _backend().identity(_unary("identity", x))
+    return _apply("identity", _unary("identity", x))
 
 
 def relu_backward(dy, x):
-    return _backend().relu_backward(*_binary("relu_backward", "dy", dy, "x", x))
+    return _apply("relu_backward", *_binary("relu_backward", "dy", dy, "x", x))
 
 
 def leaky_relu_backward(dy, x, alpha=0.01):
     op = "leaky_relu_backward"
-    return _backend().leaky_relu_backward(*_binary(op, "dy", dy, "x", x), V.as_real(op, "alpha", alpha))
+    return _apply(op, *_binary(op, "dy", dy, "x", x), V.as_real(op, "alpha", alpha))
 
 
 def elu_backward(dy, x, alpha=1.0):
     op = "elu_backward"
-    return _backend().elu_backward(*_binary(op, "dy", dy, "x", x), V.as_real(op, "alpha", alpha))
+    return _apply(op, *_binary(op, "dy", dy, "x", x), V.as_real(op, "alpha", alpha))
 
 
 def softplus_backward(dy, x):
-    return _backend().softplus_backward(*_binary("softplus_backward", "dy", dy, "x", x))
+    return _apply("softplus_backward", *_binary("softplus_backward", "dy", dy, "x", x))
 
 
 def sigmoid_backward(dy, y):
     """dy * y * (1 - y), y being the output of sigmoid."""
-    return _backend().sigmoid_backward(*_binary("sigmoid_backward", "dy", dy, "y", y))
+    return _apply("sigmoid_backward", *_binary("sigmoid_backward", "dy", dy, "y", y))
 
 
 def tanh_backward(dy, y):
     """dy * (1 - y**2), y being the output of tanh."""
-    return _backend().tanh_backward(*_binary("tanh_backward", "dy", dy, "y", y))
+    return _apply("tanh_backward", *_binary("tanh_backward", "dy", dy, "y", y))
 
 
 def identity_backward(dy):
-    return _backend().identity(_unary("identity_backward", dy))
+    return _apply("identity", _unary("identity_backward", dy))
 
 
 _NEEDS_Y = ("sigmoid", "tanh")
@@ -227,7 +245,8 @@ def _check_image(op, name, x):
 def _conv_geometry(op, x_shape, filter_hw, stride, pad, what="filter"):
     stride = V.as_pair(op, "stride", stride, 1)
     pad = V.as_pair(op, "pad", pad, 0)
-    oh, ow = V.conv_output_size(op, x_shape[2:], filter_hw, stride, pad, what)
+    (oh, ow), stride = V.conv_output_size(op, x_shape[2:], filter_hw, stride, pad, what)
+    V.check_geometry_fits(op, *x_shape, *filter_hw, *pad, x_shape[2] + 2 * pad[0], x_shape[3] + 2 * pad[1])
     return stride, pad, oh, ow
 
 
@@ -278,7 +297,7 @@ def _check_conv(op, x, W, b, stride, pad):
 def conv2d(x, W, b=None, stride=1, pad=0, activation=None, alpha=None):
     """act(conv(x, W) + b): x (N, C, H, W), W (F, C, FH, FW), b (F,) -> (N, F, oh, ow)."""
     op = "conv2d"
-    dtype, arrs = V.float_arrays(op, x=x, W=W, b=b)
+    dtype, arrs = V.float_arrays(op, optional=("b",), x=x, W=W, b=b)
     x, W, b = arrs["x"], arrs["W"], arrs["b"]
     stride, pad, oh, ow = _check_conv(op, x, W, b, stride, pad)
     act = V.activation_name(op, activation)
@@ -307,7 +326,8 @@ def conv2d_backward(dy, x, W, stride=1, pad=0, need_dx=True):
 
 def _pool_geometry(op, x_shape, pool_h, pool_w, stride, pad):
     pool, stride, pad = V.pool_params(op, pool_h, pool_w, stride, pad)
-    oh, ow = V.conv_output_size(op, x_shape[2:], pool, stride, pad, what="pool window")
+    (oh, ow), stride = V.conv_output_size(op, x_shape[2:], pool, stride, pad, what="pool window")
+    V.check_geometry_fits(op, *x_shape, *pool, *pad, x_shape[2] + 2 * pad[0], x_shape[3] + 2 * pad[1])
     return pool, stride, pad, (x_shape[0], x_shape[1], oh, ow)
 
 
@@ -424,13 +444,13 @@ def softmax_cross_entropy(logits, target):
 
 def mean_squared_error(y, t):
     """(mean((y - t)**2) as a Python float, its gradient 2*(y - t)/y.size)."""
-    return _backend().mean_squared_error(*_binary("mean_squared_error", "y", y, "t", t))
+    return _apply("mean_squared_error", *_binary("mean_squared_error", "y", y, "t", t))
 
 
 def sigmoid_binary_cross_entropy(logits, t):
     """(mean binary cross-entropy of sigmoid(logits) against t, (sigmoid(logits) - t)/size)."""
-    return _backend().sigmoid_binary_cross_entropy(*_binary("sigmoid_binary_cross_entropy",
-                                                            "logits", logits, "t", t))
+    return _apply("sigmoid_binary_cross_entropy", *_binary("sigmoid_binary_cross_entropy",
+                                                          "logits", logits, "t", t))
 
 
 # ---------------------------------------------------------------------------
@@ -444,6 +464,8 @@ def _update(op, kernel, p, g, states, scalars):
     states = [V.writeable_float_array(op, name, s, p.shape) for name, s in states]
     scalars = [V.as_real(op, name, s) for name, s in scalars]
     arrays = [p, g, *states]
+    if p.ndim == 0:  # 0-d arrays travel as (1,) views, still updated in place
+        arrays = [a.reshape(1) for a in arrays]
     # The native kernel needs one dtype and C-contiguous memory; any other layout is
     # updated in place by the NumPy reference (which works on views and mixed dtypes).
     fast = all(a.flags.c_contiguous and a.dtype == p.dtype for a in arrays)

@@ -24,6 +24,7 @@ Every optimizer also takes:
 """
 import math
 import numbers
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -126,32 +127,40 @@ class Optimizer:
 
     # -- the public loop ---------------------------------------------------------------------
     def update(self, params, grads):
-        """Update every array of ``params`` in place from the matching entry of ``grads``."""
-        name = type(self).__name__
-        keys = self._keys(params, grads)
+        """Update every array of ``params`` in place from the matching entry of ``grads``.
+
+        Everything is checked before anything changes, so a bad entry leaves
+        all parameters and the optimizer's state as they were."""
+        pairs = [(key, params[key], self._checked_grad(key, params[key], grads[key]))
+                 for key in self._keys(params, grads)]
         if self.schedule is not None:
             self.lr = float(self.schedule(self.iterations, self.base_lr))
         self._begin_step()
-        for key in keys:
-            param = params[key]
-            grad = grads[key]
-            if not isinstance(param, np.ndarray) or not np.issubdtype(param.dtype, np.floating):
-                raise TypeError(f"{name}.update: expected parameter {key!r} to be a float ndarray "
-                                f"(updated in place), got {_describe(param)}")
-            if not param.flags.writeable:
-                raise ValueError(f"{name}.update: parameter {key!r} is read-only")
-            grad = np.asarray(grad)
-            if grad.shape != param.shape:
-                raise ValueError(f"{name}.update: gradient {key!r} has shape {grad.shape}, "
-                                 f"expected the parameter's shape {param.shape}")
-            self._apply(key, param, grad)
+        for key, param, grad in pairs:
+            self._kernel(key, param, grad)
             if self.max_norm is not None:
                 _clip_norm(param, self.max_norm)
         self.iterations += 1
 
+    def _checked_grad(self, key, param, grad):
+        name = type(self).__name__
+        if not isinstance(param, np.ndarray) or param.dtype.kind != "f":
+            raise TypeError(f"{name}.update: expected parameter {key!r} to be a float ndarray "
+                            f"(updated in place), got {_describe(param)}")
+        if not param.flags.writeable:
+            raise ValueError(f"{name}.update: parameter {key!r} is read-only")
+        grad = np.asarray(grad)
+        if grad.shape != param.shape:
+            raise ValueError(f"{name}.update: gradient {key!r} has shape {grad.shape}, "
+                             f"expected the parameter's shape {param.shape}")
+        # fastnn.ops runs the fused kernel on C-contiguous arrays of one dtype and
+        # the NumPy reference on anything else (views, a float64 gradient of a
+        # float32 parameter), in place either way.
+        return grad
+
     def _keys(self, params, grads):
         name = type(self).__name__
-        if isinstance(params, dict):
+        if isinstance(params, Mapping):
             keys = list(params.keys())
             missing = [k for k in keys if k not in grads]
             if missing:
@@ -163,12 +172,6 @@ class Optimizer:
                                  f"{len(grads) if isinstance(grads, (list, tuple)) else type(grads).__name__}")
             return list(range(len(params)))
         raise TypeError(f"{name}.update: expected params as a dict (or list) of arrays, got {type(params).__name__}")
-
-    def _apply(self, key, param, grad):
-        # fastnn.ops runs the fused kernel on C-contiguous arrays of one dtype and
-        # the NumPy reference on anything else (views, a float64 gradient of a
-        # float32 parameter), in place either way.
-        self._kernel(key, param, grad)
 
     def _state(self, store, key, param):
         value = store.get(key)

@@ -534,3 +534,29 @@ def test_empty_and_single_batches_flow_through_a_convnet(backend, n, rng):
         np.testing.assert_array_equal(stack[0].dW, 0.0)
         with pytest.raises(ValueError, match="at least one sample"):
             L.BatchNormalization(np.ones(4), np.zeros(4)).forward(h)
+
+
+def test_non_contiguous_inputs_and_float32_stays_float32(backend, rng):
+    big = rng.standard_normal((3, 4, 12, 9)).astype(np.float32)
+    x = big[:, ::2, ::2, 1:]                         # strided view (3, 2, 6, 8)
+    W = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(2).astype(np.float32)
+    conv = L.Convolution(W, b, stride=1, pad=1)
+    y = conv.forward(x)
+    assert y.dtype == np.float32
+    close(y, conv_direct(x, W, b, 1, 1), np.float32, scale=5)
+    dout = rng.standard_normal(y.shape).astype(np.float32)[:, :, :, ::-1]   # reversed view
+    dx = conv.backward(dout)
+    dx_ref, dW_ref, db_ref = conv_direct_backward(dout, x, W, 1, 1)
+    assert dx.dtype == conv.dW.dtype == conv.db.dtype == np.float32
+    close(dx, dx_ref, np.float32, scale=5)
+    close(conv.dW, dW_ref, np.float32, scale=20)
+    xf = np.asfortranarray(rng.standard_normal((4, 6)).astype(np.float32))
+    Wt = rng.standard_normal((5, 6)).astype(np.float32).T           # a transposed weight view
+    affine = L.Affine(Wt, np.zeros(5, np.float32))
+    out = affine.forward(xf)
+    assert out.dtype == np.float32 and affine.W is Wt
+    close(out, xf.astype(np.float64) @ Wt.astype(np.float64), np.float32, scale=3)
+    affine.backward(np.ones((4, 5), np.float32))
+    assert affine.dW.dtype == np.float32
+    close(affine.dW, xf.astype(np.float64).T @ np.ones((4, 5)), np.float32, scale=3)

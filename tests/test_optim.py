@@ -222,3 +222,12 @@ def test_bad_arguments():
         optim.SGD().update({"W": np.zeros(2, dtype=int)}, {"W": np.zeros(2)})
     with pytest.raises(TypeError, match="dict"):
         optim.SGD().update(np.zeros(2), np.zeros(2))
+
+
+def test_a_bad_entry_changes_nothing(backend):
+    params = {"a": np.ones(2), "b": np.ones(3)}
+    opt = optim.Adam(lr=0.1)
+    with pytest.raises(ValueError, match="'b'"):
+        opt.update(params, {"a": np.ones(2), "b": np.ones(4)})
+    np.testing.assert_array_equal(params["a"], 1.0)
+    assert opt.iter == 0 and opt.iterations == 0 and opt.m is None

@@ -100,7 +100,9 @@ def _monitored(owner, logs, monitor):
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
-    epochs. ``restore_best_weights``: when it stops, put back the weights of the best epoch."""
+    epochs in a row (``patience=0``: at the first epoch without improvement).
+    ``restore_best_weights``: when it stops, put back the weights of the best epoch.
+    ``baseline``: the value to beat from the start."""
 
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto", baseline=None,
                  restore_best_weights=False, verbose=0):
@@ -138,7 +140,7 @@ class EarlyStopping(Callback):
                 self.best_weights = [w.copy() for w in self.model.get_weights()]
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True
             if self.verbose:

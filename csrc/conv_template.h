@@ -178,11 +178,12 @@ typedef struct {
 } FN(direct_conv);
 
 /* dst[t] = act(src[t] + b): one loop per activation, so the activation is a
- * constant in each and the loop vectorises without branches. */
+ * constant in each and the loop vectorises without branches. NaN passes through
+ * unchanged, as in the reference (activation.h's relu maps NaN to 0). */
 #define BIAS_ACT_CASE(A)                                                                                    \
     case A:                                                                                                 \
         for (int64_t t = 0; t < len; t++)                                                                   \
-            dst[t] = FN(fnn_act)(A, src[t] + b, alpha);                                                     \
+            dst[t] = src[t] + b == src[t] + b ? FN(fnn_act)(A, src[t] + b, alpha) : src[t] + b;             \
         break;
 static void FN(bias_act_row)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src, int64_t len, T b, int act, T alpha)
 {

@@ -112,11 +112,12 @@ void FN(fnn_pack_matrix_b)(const void *srcv, int64_t j0, int64_t cols, int64_t k
 /* ---- epilogue on a finished tile (hot in L1) --------------------------- */
 
 /* one loop per activation: the activation is a constant in each, so the loop
- * vectorises without a branch per element */
+ * vectorises without a branch per element. NaN passes through unchanged, as in
+ * the reference (activation.h's relu maps NaN to 0; see docs/GEMM.md). */
 #define EPI_ACT_CASE(A)                                                                                     \
     case A:                                                                                                 \
         for (int j = 0; j < nr; j++)                                                                        \
-            ci[j] = FN(fnn_act)(A, ci[j], aa);                                                              \
+            ci[j] = ci[j] == ci[j] ? FN(fnn_act)(A, ci[j], aa) : ci[j];                                     \
         break;
 static void FN(epilogue_tile)(T *c, int64_t ldc, int64_t i0, int64_t j0, int mr, int nr, const fnn_epilogue *ep)
 {

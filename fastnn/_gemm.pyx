@@ -79,7 +79,7 @@ def block_sizes(isa, dtype):
 
 # Rows may be strided (the caller guarantees unit stride along a row).
 cdef int _gemm_raw(fnn_ctx ctx, bint ta, bint tb, int64_t m, int64_t n, int64_t k, double alpha,
-                   floating[:, :] a, floating[:, :] b, double beta, floating[:, :] c,
+                   const floating[:, :] a, const floating[:, :] b, double beta, floating[:, :] c,
                    const fnn_epilogue *ep) except -1:
     cdef int rc
     cdef int64_t lda = a.strides[0] // sizeof(floating) if a.shape[0] > 0 else 1
@@ -180,7 +180,7 @@ def linear(x, W, b, activation, alpha):
     return y
 
 
-cdef void _act_grad(floating[:, ::1] dy, floating[:, ::1] y, floating[:, ::1] g, int act, double alpha):
+cdef void _act_grad(const floating[:, ::1] dy, const floating[:, ::1] y, floating[:, ::1] g, int act, double alpha):
     cdef Py_ssize_t i, j
     with nogil:
         for i in range(dy.shape[0]):
@@ -191,7 +191,7 @@ cdef void _act_grad(floating[:, ::1] dy, floating[:, ::1] y, floating[:, ::1] g,
                     g[i, j] = dy[i, j] * fnn_act_grad_from_y_f64(act, y[i, j], alpha)
 
 
-cdef void _column_sums(floating[:, ::1] g, floating[::1] out):
+cdef void _column_sums(const floating[:, ::1] g, floating[::1] out):
     # row by row, so the order of the additions is fixed
     cdef Py_ssize_t i, j
     with nogil:

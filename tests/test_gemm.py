@@ -278,3 +278,17 @@ def test_ops_route_to_native_gemm(rng):
     with fastnn.backend("native"):
         got = F.linear(x, w, None, activation="relu")
     np.testing.assert_allclose(got, np.maximum(x @ w, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_read_only_inputs_and_nan_through_fused_relu(rng):
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    w = rng.standard_normal((5, 40)).astype(np.float32)
+    x[2, 3] = np.nan
+    x.setflags(write=False)
+    w.setflags(write=False)
+    y = _gemm.linear(x, w, None, "relu", 0.0)
+    assert np.all(np.isnan(y[2])) and not np.any(np.isnan(np.delete(y, 2, axis=0)))
+    dx, dw, db = _gemm.linear_backward(np.ones_like(y), x, w, "relu", 0.0, y)
+    assert dx.shape == x.shape and dw.shape == w.shape and db.shape == (40,)
+    c = _gemm.gemm(x, w)
+    assert np.isnan(c[2]).all()

@@ -297,6 +297,13 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
     job.c = c; job.ldc = ldc; job.ep = ep;
     job.ukr = FN(select_ukr)(ctx.isa, &job.mr, &job.nr);
     fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &job.mc, &job.kc, &job.nc);
+    {
+        /* equal depth blocks (784 = 3 x 264, not 384 + 384 + 16): no short
+         * last block paying the full C-tile load/store for little work */
+        const int64_t nb = (k + job.kc - 1) / job.kc;
+        const int64_t kc = (k + nb - 1) / nb;
+        job.kc = (kc + 7) / 8 * 8 < job.kc ? (kc + 7) / 8 * 8 : job.kc;
+    }
 
     /* threads: only when the work pays for the fork/join and barriers */
     int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;

@@ -2,7 +2,7 @@
 
 Hypothesis draws shapes (batch 0 and 1, primes), strides, pads, float32/float64
 (sometimes mixed), memory layouts (C-contiguous, Fortran, strided, negative
-strides) and sprinkles NaN and +-Inf into the data. For every draw:
+strides, read-only) and sprinkles NaN and +-Inf into the data. For every draw:
 
 - on each backend, the op on the drawn view equals, bit for bit, the op on a
   C-contiguous copy of it; the inputs are not modified (except the arrays an
@@ -10,12 +10,13 @@ strides) and sprinkles NaN and +-Inf into the data. For every draw:
   promoted float dtype; any exception is a ValueError, TypeError or MemoryError;
 - on the native backend, the result agrees with the NumPy reference within the
   dtype's tolerance (NaN and Inf in the same places), or both raise the same
-  exception type.
+  exception type; on every SIMD path the CPU has (AVX-512, AVX2, portable C).
 
 Tolerances: rtol 1e-5 (float32) / 1e-10 (float64), plus an absolute term of
 4 * eps(dtype) * K where K is the reduction length behind that output (the
 inputs lie in [-1, 1] or [-3, 3], so K bounds the magnitude of the sum).
 """
+import contextlib
 import math
 
 import numpy as np
@@ -36,7 +37,7 @@ ACTS = [None, "identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softp
 BATCH = st.sampled_from([0, 1, 2, 3, 5])
 SMALL = st.sampled_from([1, 2, 3, 5, 7])
 SIZE = st.sampled_from([1, 2, 3, 4, 5, 7, 11, 13])
-LAYOUTS = ("c", "fortran", "strided", "reversed")
+LAYOUTS = ("c", "fortran", "strided", "reversed", "readonly")
 
 
 # ---------------------------------------------------------------------------
@@ -71,6 +72,10 @@ def with_layout(values, layout):
         view = big[..., 1::2]
         assert view.shape == values.shape
         return view
+    if layout == "readonly":
+        out = np.ascontiguousarray(values).copy()
+        out.flags.writeable = False
+        return out
     if layout == "reversed" and values.ndim:
         rev = np.ascontiguousarray(values[(slice(None, None, -1),) * values.ndim])
         return rev[(slice(None, None, -1),) * values.ndim]
@@ -375,8 +380,30 @@ def test_every_backend_op_is_fuzzed():
 # ---------------------------------------------------------------------------
 # Running and comparing
 
+def lower_simd_paths():
+    best = fastnn.config().get("simd_cpu_best", "portable")
+    names = list(fastnn._config.ISA_NAMES)
+    return names[:names.index(best)]
+
+
+@contextlib.contextmanager
+def simd(isa):
+    before = fastnn.get_simd()
+    fastnn.set_simd(isa)
+    try:
+        yield
+    finally:
+        fastnn.set_simd(before)
+
+
 def deep_copy(kwargs):
-    return {k: (v.copy(order="K") if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+    return {k: (_copy(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+
+
+def _copy(v):
+    c = v.copy(order="K")
+    c.flags.writeable = v.flags.writeable  # a read-only input stays read-only
+    return c
 
 
 def contiguous(kwargs):
@@ -495,6 +522,13 @@ def test_op_fuzz(backend, name, data):
             assert_close(got[1], ref[1], k, f"{name}: native vs numpy")
             # Deterministic for a given thread count.
             assert_identical(got[1], call(name, backend, kwargs)[1], f"{name}: native run twice")
+        # Every SIMD path below the best one (down to portable C) agrees with the reference too.
+        for isa in lower_simd_paths():
+            with simd(isa):
+                other = call(name, backend, kwargs)
+            assert other[0] == ref[0], (name, isa, other[:2], ref[:2])
+            if ref[0] == "ok":
+                assert_close(other[1], ref[1], k, f"{name}: native ({isa}) vs numpy")
 
 
 BAD_VALUES = [

@@ -123,11 +123,19 @@ void *fnn_scratch(int slot, size_t bytes)
         return NULL;
     if (bytes == 0)
         bytes = 64;
+#if defined(__SANITIZE_ADDRESS__)
+    /* sanitizer builds: an exact-size buffer per request, so any overrun is caught */
+    s->cap[slot] = 0;
+#endif
     if (s->cap[slot] < bytes) {
         free(s->p[slot]);
         s->p[slot] = NULL;
         s->cap[slot] = 0;
+#if defined(__SANITIZE_ADDRESS__)
+        size_t rounded = (bytes + 63) / 64 * 64;
+#else
         size_t rounded = (bytes + 4095) / 4096 * 4096;
+#endif
         void *p = NULL;
 #if !defined(_WIN32)
         if (posix_memalign(&p, 64, rounded) != 0)

@@ -27,6 +27,9 @@ def _compiler_is_msvc(compiler):
     return getattr(compiler, "compiler_type", "") == "msvc"
 
 
+kernel_sources = sorted(glob.glob(os.path.join("csrc", "*.c")))
+kernel_headers = sorted(glob.glob(os.path.join("csrc", "*.h")))
+
 _openmp_cache = {}
 
 
@@ -119,7 +122,9 @@ def _extensions():
     exts = []
     for pyx in sorted(glob.glob(os.path.join("fastnn", "*.pyx"))):
         modname = "fastnn." + os.path.splitext(os.path.basename(pyx))[0]
-        exts.append(Extension(modname, [pyx], include_dirs=["csrc", np.get_include()]))
+        # depends: a changed kernel source or header relinks every module against the new library.
+        exts.append(Extension(modname, [pyx], include_dirs=["csrc", np.get_include()],
+                              depends=kernel_sources + kernel_headers))
     return cythonize(
         exts,
         language_level=3,
@@ -132,9 +137,6 @@ def _extensions():
         },
     )
 
-
-kernel_sources = sorted(glob.glob(os.path.join("csrc", "*.c")))
-kernel_headers = sorted(glob.glob(os.path.join("csrc", "*.h")))
 
 setup(
     libraries=[(KERNEL_LIB, {"sources": kernel_sources, "include_dirs": ["csrc"],

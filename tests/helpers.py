@@ -43,7 +43,7 @@ def tolerance(dtype, reduction=1, scale=1.0):
     dtype = np.dtype(dtype)
     eps = np.finfo(dtype).eps
     rtol = 1e-5 if dtype == np.float32 else 1e-10
-    atol = 8 * eps * max(1, reduction) * scale
+    atol = float(8 * eps * max(1, reduction) * scale)
     return rtol, atol
 
 

@@ -664,7 +664,7 @@ def test_softmax_cross_entropy(backend, n, k, dtype, labels, layout, scale, seed
         assert math.isnan(loss) and grad.shape == (0, k)
         return
     rtol = 1e-5 if dtype == np.float32 else 1e-10
-    assert loss == pytest.approx(want_loss, rel=rtol, abs=8 * np.finfo(dtype).eps * k * scale)
+    assert loss == pytest.approx(want_loss, rel=rtol, abs=float(8 * np.finfo(dtype).eps * k * scale))
     assert_close(grad, want_grad, dtype, reduction=k)
 
 
@@ -713,7 +713,7 @@ def test_elementwise_losses(backend, loss_name, shape, dtype, layout, seed):
         assert math.isnan(loss) and grad.shape == shape
         return
     rtol = 1e-5 if dtype == np.float32 else 1e-10
-    assert loss == pytest.approx(want_loss, rel=rtol, abs=8 * np.finfo(dtype).eps * 10)
+    assert loss == pytest.approx(want_loss, rel=rtol, abs=float(8 * np.finfo(dtype).eps * 10))
     assert_close(grad, want_grad, dtype, scale=2)
 
 

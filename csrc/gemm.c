@@ -5,9 +5,9 @@
  * Loop nest (docs/GEMM.md), with C = M x N row-major and the microkernel tile
  * MR x NR (NR along the contiguous columns, so C is written with full vectors):
  *
- *   for ic in M step MC            A block MC x KC, packed once, shared (L3)
+ *   for ic in M step MC            A block: this thread's rows of MC x KC
  *     for pc in K step KC
- *       pack A block (all threads, then barrier)
+ *       pack A rows               per thread (no barrier anywhere)
  *       for jc in this thread's columns step NC
  *         pack B block KC x NC     per thread (L2)
  *         for ir in MC step MR     A micro-panel MR x KC (L1)

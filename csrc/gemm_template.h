@@ -184,7 +184,8 @@ typedef struct {
     FN(ukr_fn) ukr;
     int mr, nr;
     int64_t mc, kc, nc;
-    T *a_pack;  /* shared: MC x KC, one copy for all threads */
+    T *a_packs; /* one A block (its rows of MC x KC) per thread, a_stride elements apart */
+    int64_t a_stride;
     T *b_packs; /* one KC x NC block per thread, b_stride elements apart */
     int64_t b_stride;
     int tn, tm; /* thread grid: tn splits the columns, tm the rows of each MC block */
@@ -197,7 +198,9 @@ static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
     const int mr = job->mr, nr = job->nr;
     const int64_t MC = job->mc, KC = job->kc, NC = job->nc;
     const int use_ep = FN(epilogue_active)(job->ep);
+    (void)nth;
     T *b_pack = job->b_packs + (int64_t)tid * job->b_stride;
+    T *a_pack = job->a_packs + (int64_t)tid * job->a_stride;
     T FNN_ALIGNED(64) edge[32 * 32];
 
     /* this thread's column range, in whole NR panels */
@@ -217,27 +220,19 @@ static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
             const int64_t kcur = k - pc < KC ? k - pc : KC;
             const T beta_eff = pc == 0 ? job->beta : (T)1;
             const int last = pc + KC >= k;
-            /* all threads pack their share of the A block's micro-panels */
-#ifdef FASTNN_HAVE_OPENMP
-            if (nth > 1) {
-#pragma omp barrier
+            /* each thread packs the rows of A it needs: no barrier anywhere, so a
+             * preempted thread never stalls the others (A is re-packed once per
+             * column group, a small cost next to the product) */
+            if (ir0 < mcur) {
+                const int64_t rows = (ir1 < mcur ? ir1 : mcur) - ir0;
+                job->pack_a(job->a_src, ic + ir0, rows, pc, kcur, mr, a_pack);
             }
-#endif
-            for (int64_t pnl = tid; pnl < m_panels; pnl += nth) {
-                int64_t rows = mcur - pnl * mr < mr ? mcur - pnl * mr : mr;
-                job->pack_a(job->a_src, ic + pnl * mr, rows, pc, kcur, mr, job->a_pack + pnl * mr * kcur);
-            }
-#ifdef FASTNN_HAVE_OPENMP
-            if (nth > 1) {
-#pragma omp barrier
-            }
-#endif
             for (int64_t jc = jn0; jc < jn1; jc += NC) {
                 const int64_t ncur = jn1 - jc < NC ? jn1 - jc : NC;
                 job->pack_b(job->b_src, jc, ncur, pc, kcur, nr, b_pack);
                 for (int64_t ir = ir0; ir < ir1 && ir < mcur; ir += mr) {
                     const int mrr = (int)(mcur - ir < mr ? mcur - ir : mr);
-                    const T *ap = job->a_pack + ir * kcur;
+                    const T *ap = a_pack + (ir - ir0) * kcur;
                     for (int64_t jr = 0; jr < ncur; jr += nr) {
                         const int nrr = (int)(ncur - jr < nr ? ncur - jr : nr);
                         const T *bp = b_pack + jr * kcur;
@@ -336,8 +331,10 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
         nth = job.tn * job.tm;
     }
 
-    /* packed buffers: A block shared, one B block per thread; the calling
-     * thread's cached scratch, so repeated calls fault no fresh pages */
+    /* packed buffers: one A block and one B block per thread, all in the
+     * calling thread's cached scratch, so repeated calls fault no fresh pages */
+    if (nth > 1 && job.mc > 1024)
+        job.mc = 1024 / job.mr * job.mr;
     const int64_t mc_alloc = (m < job.mc ? (m + job.mr - 1) / job.mr * job.mr : job.mc);
     const int64_t kc_alloc = k < job.kc ? k : job.kc;
     const int64_t ncap = (n < job.nc ? n : job.nc);
@@ -345,11 +342,12 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
     /* sizes rounded to 64 elements keep every block 64-byte aligned */
     const size_t a_elems = (size_t)((mc_alloc * kc_alloc + 63) / 64 * 64);
     const size_t b_elems = (size_t)((kc_alloc * nc_alloc + 63) / 64 * 64);
-    T *mem = (T *)fnn_scratch(FNN_SCRATCH_PACK_A, (a_elems + b_elems * (size_t)nth) * sizeof(T));
+    T *mem = (T *)fnn_scratch(FNN_SCRATCH_PACK_A, (a_elems + b_elems) * (size_t)nth * sizeof(T));
     if (mem == NULL)
         return -1;
-    job.a_pack = mem;
-    job.b_packs = mem + a_elems;
+    job.a_packs = mem;
+    job.a_stride = (int64_t)a_elems;
+    job.b_packs = mem + a_elems * (size_t)nth;
     job.b_stride = (int64_t)b_elems;
     if (nth == 1) {
         FN(gemm_thread)(&job, 0, 1);

@@ -59,8 +59,6 @@ void FN(fnn_pack_matrix)(const void *srcv, int64_t r0, int64_t rows, int64_t k0,
         }
     }
 }
-#undef PACK_ROWS_T
-
 void FN(fnn_pack_matrix_b)(const void *srcv, int64_t j0, int64_t cols, int64_t k0, int64_t kc, int w, T *dst)
 {
     const fnn_matrix_src *src = (const fnn_matrix_src *)srcv;
@@ -97,6 +95,19 @@ void FN(fnn_pack_matrix_b)(const void *srcv, int64_t j0, int64_t cols, int64_t k
                     dk[i] = 0;
             }
         } else {
+            /* op(B)(k, j) = p[j*ld + k]: read w row streams, write the panel rows
+             * contiguously (a fixed width, so the inner loop unrolls) */
+            if (jj == w && (w == 8 || w == 16 || w == 32)) {
+                const T *rowp[32];
+                for (int i = 0; i < w; i++)
+                    rowp[i] = p + (j0 + j + i) * ld + k0;
+                switch (w) {
+                case 8: PACK_ROWS_T(8) break;
+                case 16: PACK_ROWS_T(16) break;
+                default: PACK_ROWS_T(32) break;
+                }
+                continue;
+            }
             for (int i = 0; i < jj; i++) {
                 const T *s = p + (j0 + j + i) * ld + k0;
                 for (int64_t k = 0; k < kc; k++)
@@ -108,6 +119,8 @@ void FN(fnn_pack_matrix_b)(const void *srcv, int64_t j0, int64_t cols, int64_t k
         }
     }
 }
+
+#undef PACK_ROWS_T
 
 /* ---- epilogue on a finished tile (hot in L1) --------------------------- */
 

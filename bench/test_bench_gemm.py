@@ -1,0 +1,149 @@
+"""GEMM, linear and convolution benchmarks: fastnn against NumPy's BLAS and
+(when installed) PyTorch, at the same thread count, in one run.
+
+    PYTHONPATH=$PWD python3 -m pytest bench/test_bench_gemm.py --benchmark-columns=min,median,rounds
+    ... -k "sgemm and t1"            # a subset
+
+Each pytest-benchmark group is one workload at one thread count, so the table
+of a group gives the ratios between implementations measured side by side.
+NumPy's BLAS is limited with threadpoolctl, PyTorch with torch.set_num_threads.
+"""
+import numpy as np
+import pytest
+
+import fastnn
+
+pytest.importorskip("pytest_benchmark")
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+try:
+    import torch
+except ImportError:  # optional
+    torch = None
+
+NATIVE = fastnn.config()["native_available"]
+pytestmark = pytest.mark.skipif(not NATIVE, reason="native extension not built")
+if NATIVE:
+    from fastnn import _gemm
+
+THREADS = (1, 2)
+IMPLS = ("fastnn", "numpy", "torch")
+
+GEMMS = {
+    "sgemm1024": (np.float32, 1024),
+    "sgemm2048": (np.float32, 2048),
+    "dgemm1024": (np.float64, 1024),
+    "dgemm2048": (np.float64, 2048),
+}
+# (x shape, W shape, pad): the convolutions of docs/GEMM.md (C, D, E)
+CONVS = {
+    "convC": ((100, 1, 28, 28), (30, 1, 5, 5), 0),
+    "convD": ((64, 16, 28, 28), (32, 16, 3, 3), 1),
+    "convE": ((32, 64, 32, 32), (64, 64, 3, 3), 1),
+}
+
+
+@pytest.fixture(params=THREADS, ids=lambda n: f"t{n}")
+def threads(request):
+    old = fastnn.get_num_threads()
+    fastnn.set_num_threads(request.param)
+    if torch is not None:
+        old_torch = torch.get_num_threads()
+        torch.set_num_threads(request.param)
+    with threadpoolctl.threadpool_limits(request.param):
+        yield request.param
+    fastnn.set_num_threads(old)
+    if torch is not None:
+        torch.set_num_threads(old_torch)
+
+
+def run(benchmark, group, fn, rounds):
+    benchmark.group = group
+    benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
+
+
+def need(impl):
+    if impl == "torch" and torch is None:
+        pytest.skip("PyTorch not installed")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("name", list(GEMMS))
+def test_gemm(benchmark, threads, impl, name):
+    need(impl)
+    dtype, n = GEMMS[name]
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    if impl == "fastnn":
+        fn = lambda: _gemm.matmul(a, b)  # noqa: E731
+    elif impl == "numpy":
+        fn = lambda: a @ b  # noqa: E731
+    else:
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        fn = lambda: torch.mm(ta, tb)  # noqa: E731
+    run(benchmark, f"{name} t{threads}", fn, rounds=7 if n <= 1024 else 4)
+    benchmark.extra_info["gflops"] = 2 * n**3 / benchmark.stats.stats.min / 1e9
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_affine_forward_backward(benchmark, threads, impl):
+    need(impl)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 784)).astype(np.float32)
+    w = (rng.standard_normal((784, 512)) * 0.05).astype(np.float32)
+    b = np.zeros(512, np.float32)
+    dy = rng.standard_normal((128, 512)).astype(np.float32)
+    if impl == "fastnn":
+        def fn():
+            _gemm.linear(x, w, b, None, 0.0)
+            return _gemm.linear_backward(dy, x, w, None, 0.0, None)
+    elif impl == "numpy":
+        def fn():
+            x @ w + b
+            return dy @ w.T, x.T @ dy, dy.sum(axis=0)
+    else:
+        tx = torch.from_numpy(x).requires_grad_()
+        tw = torch.from_numpy(w).requires_grad_()
+        tb = torch.from_numpy(b).requires_grad_()
+        tdy = torch.from_numpy(dy)
+
+        def fn():
+            tx.grad = tw.grad = tb.grad = None
+            (tx @ tw + tb).backward(tdy)
+    run(benchmark, f"affine128x784x512 t{threads}", fn, rounds=30)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("name", list(CONVS))
+def test_conv_forward_backward(benchmark, threads, impl, name):
+    """Forward + backward including the input gradient (as the book's layer computes it)."""
+    need(impl)
+    xs, ws, pad = CONVS[name]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = (rng.standard_normal(ws) * 0.1).astype(np.float32)
+    b = np.zeros(ws[0], np.float32)
+    stride, padding = (1, 1), (pad, pad)
+    y = _gemm.conv2d(x, w, b, stride, padding, None, 0.0)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    if impl == "fastnn":
+        def fn():
+            _gemm.conv2d(x, w, b, stride, padding, None, 0.0)
+            return _gemm.conv2d_backward(dy, x, w, stride, padding, True)
+    elif impl == "numpy":
+        from fastnn import _reference as R
+
+        def fn():
+            R.conv2d(x, w, b, stride, padding, None, 0.0)
+            return R.conv2d_backward(dy, x, w, stride, padding, True)
+    else:
+        tx = torch.from_numpy(x).requires_grad_()
+        tw = torch.from_numpy(w).requires_grad_()
+        tb = torch.from_numpy(b).requires_grad_()
+        tdy = torch.from_numpy(dy)
+
+        def fn():
+            tx.grad = tw.grad = tb.grad = None
+            torch.nn.functional.conv2d(tx, tw, tb, stride=1, padding=pad).backward(tdy)
+    run(benchmark, f"{name} t{threads}", fn, rounds=5 if name == "convE" or impl == "numpy" else 10)

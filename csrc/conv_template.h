@@ -1,0 +1,695 @@
+/* Convolution kernels, written once for both dtypes: csrc/conv.c includes this
+ * file with T and SFX defined. Not a public header. */
+
+#define CAT2_(a, b) a##_##b
+#define CAT2(a, b) CAT2_(a, b)
+#define FN(name) CAT2(name, SFX)
+
+typedef struct {
+    const T *x; /* one image, (C, H, W) */
+    fnn_conv_geom g;
+} FN(image_src);
+
+/* Row ck = (ci, i, j) of col^T for output positions [p0, p0 + len):
+ * dst[t * ds] = x[ci, oy*sh + i - ph, ox*sw + j - pw] (0 in the padding). */
+static void FN(extract_row)(const T *x, const fnn_conv_geom *g, int64_t ck, int64_t p0, int64_t len, T *dst,
+                            int64_t ds)
+{
+    const int64_t khw = g->fh * g->fw;
+    const int64_t ci = ck / khw, i = (ck % khw) / g->fw, j = ck % g->fw;
+    int64_t lo, hi;
+    valid_ox(g, j, &lo, &hi);
+    int64_t oy = p0 / g->ow, ox = p0 % g->ow;
+    int64_t left = len;
+    while (left > 0) {
+        int64_t seg = g->ow - ox < left ? g->ow - ox : left;
+        int64_t iy = oy * g->sh + i - g->ph;
+        if (iy < 0 || iy >= g->h) {
+            for (int64_t t = 0; t < seg; t++)
+                dst[t * ds] = 0;
+        } else {
+            const T *row = x + (ci * g->h + iy) * g->w + j - g->pw; /* row[ox*sw] is the element */
+            int64_t a = ox, e = ox + seg;
+            int64_t l = lo > a ? (lo < e ? lo : e) : a;
+            int64_t r = hi < e ? (hi > l ? hi : l) : e;
+            int64_t t = 0;
+            for (; a + t < l; t++)
+                dst[t * ds] = 0;
+            if (g->sw == 1 && ds == 1) {
+                memcpy(dst + t, row + a + t, (size_t)(r - l) * sizeof(T));
+                t += r - l;
+            } else {
+                for (; a + t < r; t++)
+                    dst[t * ds] = row[(a + t) * g->sw];
+            }
+            for (; t < seg; t++)
+                dst[t * ds] = 0;
+        }
+        dst += seg * ds;
+        left -= seg;
+        ox = 0;
+        oy++;
+    }
+}
+
+/* The transpose of extract_row: dx[ci, iy, ix] += src[t * ss] (padding dropped). */
+static void FN(scatter_row)(T *dx, const fnn_conv_geom *g, int64_t ck, int64_t p0, int64_t len, const T *src,
+                            int64_t ss)
+{
+    const int64_t khw = g->fh * g->fw;
+    const int64_t ci = ck / khw, i = (ck % khw) / g->fw, j = ck % g->fw;
+    int64_t lo, hi;
+    valid_ox(g, j, &lo, &hi);
+    int64_t oy = p0 / g->ow, ox = p0 % g->ow;
+    int64_t left = len;
+    while (left > 0) {
+        int64_t seg = g->ow - ox < left ? g->ow - ox : left;
+        int64_t iy = oy * g->sh + i - g->ph;
+        if (iy >= 0 && iy < g->h) {
+            T *row = dx + (ci * g->h + iy) * g->w + j - g->pw;
+            int64_t a = ox, e = ox + seg;
+            int64_t l = lo > a ? (lo < e ? lo : e) : a;
+            int64_t r = hi < e ? (hi > l ? hi : l) : e;
+            if (g->sw == 1) {
+                T *dr = row + l;
+                const T *s = src + (l - a) * ss;
+                for (int64_t t = 0; t < r - l; t++)
+                    dr[t] += s[t * ss];
+            } else {
+                for (int64_t o = l; o < r; o++)
+                    row[o * g->sw] += src[(o - a) * ss];
+            }
+        }
+        src += seg * ss;
+        left -= seg;
+        ox = 0;
+        oy++;
+    }
+}
+
+/* B packer of the forward product: op(B) = col^T (CK x P); panel columns are
+ * output positions, depth is ck. Each depth row is gathered once for the whole
+ * column range into a row buffer in L1 (long contiguous copies from the
+ * image), then split into the NR-wide panels. */
+static void FN(pack_image_fwd)(const void *srcv, int64_t j0, int64_t cols, int64_t k0, int64_t kc, int w, T *dst)
+{
+    const FN(image_src) *s = (const FN(image_src) *)srcv;
+    T FNN_ALIGNED(64) row[FNN_CONV_PACK_ROW];
+    const int64_t chunk = FNN_CONV_PACK_ROW / w * w;
+    for (int64_t j = 0; j < cols; j += chunk) {
+        const int64_t jc = cols - j < chunk ? cols - j : chunk;
+        const int64_t panels = (jc + w - 1) / w;
+        for (int64_t t = jc; t < panels * w; t++)
+            row[t] = 0;
+        T *d0 = dst + (j / w) * kc * w;
+        for (int64_t k = 0; k < kc; k++) {
+            FN(extract_row)(s->x, &s->g, k0 + k, j0 + j, jc, row, 1);
+            for (int64_t q = 0; q < panels; q++)
+                memcpy(d0 + q * kc * w + k * w, row + q * w, (size_t)w * sizeof(T));
+        }
+    }
+}
+
+/* B packer of the weight gradient: op(B) = col (P x CK); panel columns are ck,
+ * depth is the output position. Gathers w rows of col^T into an L1 tile
+ * (contiguous copies), then transposes the tile into the panel. */
+static void FN(pack_image_wgrad)(const void *srcv, int64_t j0, int64_t cols, int64_t k0, int64_t kc, int w, T *dst)
+{
+    const FN(image_src) *s = (const FN(image_src) *)srcv;
+    enum { DEPTH = 64 };
+    T FNN_ALIGNED(64) tile[32 * DEPTH]; /* w <= 32 (the widest NR) */
+    for (int64_t j = 0; j < cols; j += w) {
+        const int jj = (int)(cols - j < w ? cols - j : w);
+        T *d = dst + (j / w) * kc * w;
+        for (int64_t kk = 0; kk < kc; kk += DEPTH) {
+            const int kn = (int)(kc - kk < DEPTH ? kc - kk : DEPTH);
+            for (int t = 0; t < jj; t++)
+                FN(extract_row)(s->x, &s->g, j0 + j + t, k0 + kk, kn, tile + t * DEPTH, 1);
+            for (int t = jj; t < w; t++)
+                for (int k = 0; k < kn; k++)
+                    tile[t * DEPTH + k] = 0;
+            for (int k = 0; k < kn; k++) {
+                T *dk = d + (kk + k) * w;
+                for (int t = 0; t < w; t++)
+                    dk[t] = tile[t * DEPTH + k];
+            }
+        }
+    }
+}
+
+static int FN(use_batch_parallel)(int nth, int64_t n, double macs_per_image)
+{
+    if (nth <= 1 || n < 2)
+        return 0;
+    if (n >= 2 * nth)
+        return 1;
+    return n >= nth && macs_per_image < FNN_CONV_MIN_MACS_INNER_PARALLEL;
+}
+
+/* ---- stride-1 direct path: indirect-B microkernels, no packing of B ------ */
+
+typedef void (*FN(ukri_fn))(int64_t, const T *, const T *const *, int64_t, T *, int64_t, T, T);
+
+static FN(ukri_fn) FN(select_ukri)(int isa)
+{
+#if FNN_X86_SIMD
+    if (isa >= FNN_ISA_AVX512)
+        return FN(fnn_ukri_avx512);
+    if (isa >= FNN_ISA_AVX2)
+        return FN(fnn_ukri_avx2);
+#endif
+    return FN(fnn_ukri_portable);
+}
+
+typedef struct {
+    int64_t c, h, w, f, fh, fw, ph, pw;
+    int64_t hp, wp, oh, ow, ck;
+    int64_t pwide;   /* oh * wp: output positions on the padded-width grid */
+    int64_t ldy;     /* pwide rounded up to NR */
+    int64_t f_alloc; /* f rounded up to MR */
+    int64_t xpad_elems;
+    int mr, nr;
+    int64_t kc;
+    FN(ukri_fn) ukr;
+    const T *apack; /* the weights as MR-row panels over the whole depth ck */
+    const T *bias;
+    int act;
+    T act_alpha;
+} FN(direct_conv);
+
+/* dst[t] = act(src[t] + b): one loop per activation, so the activation is a
+ * constant in each and the loop vectorises without branches. NaN passes through
+ * unchanged, as in the reference (activation.h's relu maps NaN to 0). */
+#define BIAS_ACT_CASE(A)                                                                                    \
+    case A:                                                                                                 \
+        for (int64_t t = 0; t < len; t++)                                                                   \
+            dst[t] = src[t] + b == src[t] + b ? FN(fnn_act)(A, src[t] + b, alpha) : src[t] + b;             \
+        break;
+static void FN(bias_act_row)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src, int64_t len, T b, int act, T alpha)
+{
+    switch (act) {
+    BIAS_ACT_CASE(FNN_ACT_RELU)
+    BIAS_ACT_CASE(FNN_ACT_LEAKY_RELU)
+    BIAS_ACT_CASE(FNN_ACT_ELU)
+    BIAS_ACT_CASE(FNN_ACT_SIGMOID)
+    BIAS_ACT_CASE(FNN_ACT_TANH)
+    BIAS_ACT_CASE(FNN_ACT_SOFTPLUS)
+    default:
+        for (int64_t t = 0; t < len; t++)
+            dst[t] = src[t] + b;
+        break;
+    }
+}
+#undef BIAS_ACT_CASE
+
+/* The image, zero-padded to (c, hp, wp), plus zeroed slack after it. */
+static void FN(build_xpad)(const FN(direct_conv) *d, const T *xn, T *xpad)
+{
+    const int64_t plane = d->hp * d->wp;
+    memset(xpad, 0, (size_t)d->xpad_elems * sizeof(T));
+    for (int64_t ci = 0; ci < d->c; ci++)
+        for (int64_t iy = 0; iy < d->h; iy++)
+            memcpy(xpad + ci * plane + (iy + d->ph) * d->wp + d->pw, xn + (ci * d->h + iy) * d->w,
+                   (size_t)d->w * sizeof(T));
+}
+
+/* One image: y_n = act(W @ col^T + bias). Row ck = (ci, i, j) of col^T on the
+ * padded-width grid is the contiguous slice xpad + ci*hp*wp + i*wp + j, so the
+ * microkernel reads B straight from the padded image (in L2); the wide result
+ * (wp - ow garbage columns per output row) is compacted with the epilogue. */
+static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn)
+{
+    const int64_t plane = d->hp * d->wp;
+    const int64_t xpad_elems = d->xpad_elems;
+    T *xpad = (T *)fnn_scratch(FNN_SCRATCH_CONV_XPAD, (size_t)xpad_elems * sizeof(T));
+    T *yw = (T *)fnn_scratch(FNN_SCRATCH_CONV_YW, (size_t)(d->f_alloc * d->ldy) * sizeof(T));
+    const T **rows = (const T **)fnn_scratch(FNN_SCRATCH_CONV_ROWS, (size_t)d->ck * sizeof(T *));
+    if (!xpad || !yw || !rows)
+        return -1;
+    FN(build_xpad)(d, xn, xpad);
+    for (int64_t k = 0; k < d->ck; k++) {
+        const int64_t ci = k / (d->fh * d->fw), i = (k / d->fw) % d->fh, j = k % d->fw;
+        rows[k] = xpad + ci * plane + i * d->wp + j;
+    }
+    for (int64_t pc = 0; pc < d->ck; pc += d->kc) {
+        const int64_t kcur = d->ck - pc < d->kc ? d->ck - pc : d->kc;
+        const T beta = pc == 0 ? (T)0 : (T)1;
+        for (int64_t ir = 0; ir < d->f_alloc; ir += d->mr) {
+            const T *ap = d->apack + ir * d->ck + pc * d->mr;
+            for (int64_t jr = 0; jr < d->pwide; jr += d->nr)
+                d->ukr(kcur, ap, rows + pc, jr, yw + ir * d->ldy + jr, d->ldy, (T)1, beta);
+        }
+    }
+    for (int64_t fi = 0; fi < d->f; fi++) {
+        const T b = d->bias ? d->bias[fi] : (T)0;
+        for (int64_t oy = 0; oy < d->oh; oy++)
+            FN(bias_act_row)(yn + (fi * d->oh + oy) * d->ow, yw + fi * d->ldy + oy * d->wp, d->ow, b, d->act,
+                             d->act_alpha);
+    }
+    return 0;
+}
+
+/* y (N, F, oh, ow) = act(conv(x, wt) + bias) for stride 1, batch-parallel. */
+static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt,
+                               int64_t f, int64_t fh, int64_t fw, int64_t ph, int64_t pw, const T *bias, int act,
+                               double act_alpha, T *y)
+{
+    FN(direct_conv) d;
+    d.c = c; d.h = h; d.w = w; d.f = f; d.fh = fh; d.fw = fw; d.ph = ph; d.pw = pw;
+    d.hp = h + 2 * ph;
+    d.wp = w + 2 * pw;
+    d.oh = d.hp - fh + 1;
+    d.ow = d.wp - fw + 1;
+    d.ck = c * fh * fw;
+    fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &d.mr, &d.nr);
+    int64_t mc_unused, nc_unused;
+    fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &mc_unused, &d.kc, &nc_unused);
+    d.pwide = d.oh * d.wp;
+    d.ldy = (d.pwide + d.nr - 1) / d.nr * d.nr;
+    d.f_alloc = (f + d.mr - 1) / d.mr * d.mr;
+    /* the last panel of the wide grid reads up to ldy - pwide + fw past the image */
+    d.xpad_elems = c * d.hp * d.wp + (d.ldy - d.pwide) + d.fw + 64;
+    d.ukr = FN(select_ukri)(ctx.isa);
+    d.bias = bias;
+    d.act = act;
+    d.act_alpha = (T)act_alpha;
+    T *apack = (T *)fnn_scratch(FNN_SCRATCH_CONV_W, (size_t)(d.f_alloc * d.ck) * sizeof(T));
+    if (!apack)
+        return -1;
+    fnn_matrix_src as = {wt, d.ck, 0};
+    FN(fnn_pack_matrix)(&as, 0, f, 0, d.ck, d.mr, apack);
+    d.apack = apack;
+    const int64_t chw = c * h * w, fp = f * d.oh * d.ow;
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    if (nth > n)
+        nth = (int)n;
+    int err = 0;
+    if (nth <= 1) {
+        for (int64_t i = 0; i < n && !err; i++)
+            err = FN(direct_conv_image)(&d, x + i * chw, y + i * fp);
+        return err ? -1 : 0;
+    }
+#ifdef FASTNN_HAVE_OPENMP
+    /* images are independent here, so a dynamic schedule changes no result and
+     * keeps both cores busy when one of them is preempted */
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) reduction(| : err)
+    for (int64_t i = 0; i < n; i++)
+        if (!err)
+            err |= FN(direct_conv_image)(&d, x + i * chw, y + i * fp) != 0;
+#endif
+    return err ? -1 : 0;
+}
+
+
+typedef void (*FN(ukra_fn))(int64_t, const T *const *, int64_t, const T *, T *, int64_t, T, T);
+
+static FN(ukra_fn) FN(select_ukra)(int isa)
+{
+#if FNN_X86_SIMD
+    if (isa >= FNN_ISA_AVX512)
+        return FN(fnn_ukra_avx512);
+    if (isa >= FNN_ISA_AVX2)
+        return FN(fnn_ukra_avx2);
+#endif
+    return FN(fnn_ukra_portable);
+}
+
+/* Depth block of the direct weight gradient: the B micro-panel KC x NR stays in L1. */
+#define FNN_CONV_WGRAD_KC 128
+
+/* dwt (ck_alloc x ldw) = beta * dwt + col_n^T @ dy_n^T on the padded-width grid:
+ * A rows are slices of the padded image (indirect), B is dy_n transposed into
+ * NR-wide panels with zeros on the wp - ow garbage columns (so they add nothing). */
+static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, const T *xn, const T *dyn,
+                                  int64_t ck_alloc, int64_t ldw, T beta, T *dwt)
+{
+    const int64_t plane = d->hp * d->wp, kdepth = d->pwide;
+    const int64_t fpanels = ldw / d->nr;
+    T *xpad = (T *)fnn_scratch(FNN_SCRATCH_CONV_XPAD, (size_t)(d->xpad_elems + kdepth) * sizeof(T));
+    T *bpack = (T *)fnn_scratch(FNN_SCRATCH_CONV_YW, (size_t)(fpanels * kdepth * d->nr) * sizeof(T));
+    const T **rows = (const T **)fnn_scratch(FNN_SCRATCH_CONV_ROWS, (size_t)ck_alloc * sizeof(T *));
+    if (!xpad || !bpack || !rows)
+        return -1;
+    FN(build_xpad)(d, xn, xpad);
+    T *zeros = xpad + d->xpad_elems; /* rows past ck read zeros */
+    memset(zeros, 0, (size_t)kdepth * sizeof(T));
+    for (int64_t k = 0; k < ck_alloc; k++) {
+        if (k < d->ck) {
+            const int64_t ci = k / (d->fh * d->fw), i = (k / d->fw) % d->fh, j = k % d->fw;
+            rows[k] = xpad + ci * plane + i * d->wp + j;
+        } else {
+            rows[k] = zeros;
+        }
+    }
+    const int nr = d->nr;
+    /* dy_n (f, oh, ow) -> panels [fp][q][nr]: nr row streams read, one contiguous write stream */
+    for (int64_t fp = 0; fp < fpanels; fp++) {
+        T *bp = bpack + fp * kdepth * nr;
+        const int live = (int)(d->f - fp * nr < nr ? d->f - fp * nr : nr);
+        for (int64_t oy = 0; oy < d->oh; oy++) {
+            const T *src = dyn + (fp * nr * d->oh + oy) * d->ow;
+            const int64_t fstride = d->oh * d->ow;
+            T *dst = bp + oy * d->wp * nr;
+            for (int64_t ox = 0; ox < d->ow; ox++) {
+                T *dq = dst + ox * nr;
+                for (int t = 0; t < live; t++)
+                    dq[t] = src[t * fstride + ox];
+                for (int t = live; t < nr; t++)
+                    dq[t] = 0;
+            }
+            memset(dst + d->ow * nr, 0, (size_t)((d->wp - d->ow) * nr) * sizeof(T));
+        }
+    }
+    for (int64_t pc = 0; pc < kdepth; pc += FNN_CONV_WGRAD_KC) {
+        const int64_t kcur = kdepth - pc < FNN_CONV_WGRAD_KC ? kdepth - pc : FNN_CONV_WGRAD_KC;
+        const T b = pc == 0 ? beta : (T)1;
+        for (int64_t fp = 0; fp < fpanels; fp++) {
+            const T *bp = bpack + fp * kdepth * nr + pc * nr;
+            for (int64_t ir = 0; ir < ck_alloc; ir += d->mr)
+                ukr(kcur, rows + ir, pc, bp, dwt + ir * ldw + fp * nr, ldw, (T)1, b);
+        }
+    }
+    return 0;
+}
+
+/* dw (F x CK) for stride 1, batch-parallel: per-thread dW^T partials, then a
+ * fixed-order sum and transpose. */
+static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                                int64_t f, int64_t fh, int64_t fw, int64_t ph, int64_t pw, T *dw)
+{
+    FN(direct_conv) d;
+    memset(&d, 0, sizeof(d));
+    d.c = c; d.h = h; d.w = w; d.f = f; d.fh = fh; d.fw = fw; d.ph = ph; d.pw = pw;
+    d.hp = h + 2 * ph;
+    d.wp = w + 2 * pw;
+    d.oh = d.hp - fh + 1;
+    d.ow = d.wp - fw + 1;
+    d.ck = c * fh * fw;
+    fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &d.mr, &d.nr);
+    d.pwide = d.oh * d.wp;
+    d.xpad_elems = c * d.hp * d.wp + d.fw + 64;
+    const int64_t ck_alloc = (d.ck + d.mr - 1) / d.mr * d.mr;
+    const int64_t ldw = (f + d.nr - 1) / d.nr * d.nr;
+    FN(ukra_fn) ukr = FN(select_ukra)(ctx.isa);
+    const int64_t chw = c * h * w, fp = f * d.oh * d.ow;
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    if (nth > n)
+        nth = (int)n;
+    int err = 0;
+    if (nth <= 1) {
+        T *dwt = (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, (size_t)(ck_alloc * ldw) * sizeof(T));
+        if (!dwt)
+            return -1;
+        for (int64_t i = 0; i < n && !err; i++)
+            err = FN(direct_wgrad_image)(&d, ukr, x + i * chw, dy + i * fp, ck_alloc, ldw, i == 0 ? (T)0 : (T)1, dwt);
+        if (err)
+            return -1;
+        for (int64_t fi = 0; fi < f; fi++)
+            for (int64_t k = 0; k < d.ck; k++)
+                dw[fi * d.ck + k] = dwt[k * ldw + fi];
+        return 0;
+    }
+#ifdef FASTNN_HAVE_OPENMP
+    /* Images in G fixed groups, each summed into its own dW^T partial; the
+     * groups are handed out dynamically (robust to a preempted core) and the
+     * partials added in group order, so the result depends only on G, which
+     * depends only on the thread count. */
+    const size_t part = (size_t)(ck_alloc * ldw);
+    int64_t groups = 4 * (int64_t)nth;
+    const int64_t cap = (int64_t)((64u << 20) / (part * sizeof(T)));
+    if (groups > cap)
+        groups = cap > nth ? cap : nth;
+    if (groups > n)
+        groups = n;
+    T *parts = (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, part * (size_t)groups * sizeof(T));
+    if (!parts)
+        return -1;
+#pragma omp parallel num_threads(nth) reduction(| : err)
+    {
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t gi = 0; gi < groups; gi++) {
+            const int64_t i0 = n * gi / groups, i1 = n * (gi + 1) / groups;
+            for (int64_t i = i0; i < i1 && !err; i++)
+                err |= FN(direct_wgrad_image)(&d, ukr, x + i * chw, dy + i * fp, ck_alloc, ldw,
+                                              i == i0 ? (T)0 : (T)1, parts + (size_t)gi * part) != 0;
+        }
+        /* implicit barrier; then rows of dw split over the threads */
+#pragma omp for schedule(static)
+        for (int64_t fi = 0; fi < f; fi++)
+            for (int64_t k = 0; k < d.ck; k++) {
+                T s = parts[k * ldw + fi];
+                for (int64_t q = 1; q < groups; q++)
+                    s += parts[(size_t)q * part + (size_t)(k * ldw + fi)];
+                dw[fi * d.ck + k] = s;
+            }
+    }
+#endif
+    return err ? -1 : 0;
+}
+
+static int FN(all_finite)(const T *p, int64_t count)
+{
+    int ok = 1;
+    for (int64_t i = 0; i < count; i++)
+        ok &= isfinite(p[i]) != 0;
+    return ok;
+}
+
+/* The direct path needs stride 1, and pays off when the batch feeds every
+ * thread (it parallelises over images only). */
+static int FN(use_direct)(fnn_ctx ctx, int64_t n, int64_t sh, int64_t sw, double macs_per_image)
+{
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    /* a small batch of small images: one thread on the direct path beats
+     * splitting tiny GEMMs over threads */
+    return sh == 1 && sw == 1 && (n >= nth || macs_per_image * (double)n < FNN_CONV_MIN_MACS_INNER_PARALLEL);
+}
+
+/* ---- forward ----------------------------------------------------------- */
+
+static int FN(conv_forward_image)(fnn_ctx ctx, const T *xn, const fnn_conv_geom *g, const T *wt, int64_t f,
+                                  const fnn_epilogue *ep, T *yn)
+{
+    const int64_t ck = g->c * g->fh * g->fw, p = g->oh * g->ow;
+    fnn_matrix_src as = {wt, ck, 0};
+    FN(image_src) bs = {xn, *g};
+    return FN(fnn_gemm_packed)(ctx, f, p, ck, (T)1, FN(fnn_pack_matrix), &as, FN(pack_image_fwd), &bs, (T)0, yn, p,
+                               ep);
+}
+
+int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt, int64_t f,
+                   int64_t fh, int64_t fw, const T *bias, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int act,
+                   double act_alpha, T *y)
+{
+    fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
+    const int64_t chw = c * h * w, fp = f * g.oh * g.ow;
+    fnn_epilogue ep = {bias ? FNN_BIAS_ROW : FNN_BIAS_NONE, bias, act, act_alpha};
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
+    int err = 0;
+    if (FN(use_direct)(ctx, n, sh, sw, macs))
+        return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, ph, pw, bias, act, act_alpha, y);
+    if (!FN(use_batch_parallel)(nth, n, macs)) {
+        for (int64_t i = 0; i < n && !err; i++)
+            err = FN(conv_forward_image)(ctx, x + i * chw, &g, wt, f, &ep, y + i * fp);
+        return err ? -1 : 0;
+    }
+#ifdef FASTNN_HAVE_OPENMP
+    if (nth > n)
+        nth = (int)n;
+#pragma omp parallel num_threads(nth) reduction(| : err)
+    {
+        int t = omp_get_thread_num(), tn = omp_get_num_threads();
+        fnn_ctx one = ctx;
+        one.nthreads = 1;
+        for (int64_t i = n * t / tn; i < n * (t + 1) / tn && !err; i++)
+            err |= FN(conv_forward_image)(one, x + i * chw, &g, wt, f, &ep, y + i * fp) != 0;
+    }
+#endif
+    return err ? -1 : 0;
+}
+
+/* ---- backward ---------------------------------------------------------- */
+
+/* dw (F x CK) = beta * dw + dy_n (F x P) @ col_n (P x CK) */
+static int FN(conv_wgrad_image)(fnn_ctx ctx, const T *dyn, const T *xn, const fnn_conv_geom *g, int64_t f, T beta,
+                                T *dw)
+{
+    const int64_t ck = g->c * g->fh * g->fw, p = g->oh * g->ow;
+    fnn_matrix_src as = {dyn, p, 0};
+    FN(image_src) bs = {xn, *g};
+    return FN(fnn_gemm_packed)(ctx, f, ck, p, (T)1, FN(fnn_pack_matrix), &as, FN(pack_image_wgrad), &bs, beta, dw, ck,
+                               NULL);
+}
+
+/* dx_n = col2im(W^T @ dy_n), one L2-sized chunk of output positions at a time */
+static int FN(conv_dgrad_image)(fnn_ctx ctx, const T *dyn, const T *wt, const fnn_conv_geom *g, int64_t f, T *dxn,
+                                int scratch_slot)
+{
+    const int64_t ck = g->c * g->fh * g->fw, p = g->oh * g->ow;
+    int mr, nr;
+    fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
+    int64_t chunk = FNN_CONV_DX_CHUNK_BYTES / (int64_t)sizeof(T) / ck;
+    chunk = chunk / nr * nr;
+    if (chunk < nr)
+        chunk = nr;
+    if (chunk > p)
+        chunk = p;
+    T *dcol = (T *)fnn_scratch(scratch_slot, (size_t)(ck * chunk) * sizeof(T));
+    if (!dcol)
+        return -1;
+    memset(dxn, 0, (size_t)(g->c * g->h * g->w) * sizeof(T));
+    fnn_matrix_src as = {wt, ck, 1};
+    for (int64_t p0 = 0; p0 < p; p0 += chunk) {
+        const int64_t pc = p - p0 < chunk ? p - p0 : chunk;
+        fnn_matrix_src bs = {dyn + p0, p, 0};
+        if (FN(fnn_gemm_packed)(ctx, ck, pc, f, (T)1, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs, (T)0,
+                                dcol, pc, NULL))
+            return -1;
+        for (int64_t r = 0; r < ck; r++)
+            FN(scatter_row)(dxn, g, r, p0, pc, dcol + r * pc, 1);
+    }
+    return 0;
+}
+
+/* db[f] = sum over images and positions, in a fixed order (16 lanes, then the lanes) */
+static void FN(conv_bias_grad)(const T *dy, int64_t n, int64_t f, int64_t p, T *db)
+{
+    for (int64_t fi = 0; fi < f; fi++) {
+        T lanes[16] = {0};
+        for (int64_t i = 0; i < n; i++) {
+            const T *row = dy + (i * f + fi) * p;
+            int64_t q = 0;
+            for (; q + 16 <= p; q += 16)
+                for (int l = 0; l < 16; l++)
+                    lanes[l] += row[q + l];
+            for (; q < p; q++)
+                lanes[q % 16] += row[q];
+        }
+        T s = 0;
+        for (int l = 0; l < 16; l++)
+            s += lanes[l];
+        db[fi] = s;
+    }
+}
+
+int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                            const T *wt, int64_t f, int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t ph,
+                            int64_t pw, T *dx, T *dw, T *db)
+{
+    fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
+    const int64_t chw = c * h * w, p = g.oh * g.ow, fp = f * p, ck = c * fh * fw;
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    FN(conv_bias_grad)(dy, n, f, p, db);
+    if (n == 0) {
+        memset(dw, 0, (size_t)(f * ck) * sizeof(T));
+        return 0;
+    }
+    int mr, nr;
+    fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
+    /* Both direct backward paths multiply inserted zeros (dy's padding, its
+     * garbage columns) with real values: exact only when those are finite. */
+    const double macs = (double)f * (double)p * (double)ck;
+    if (dx && FN(use_direct)(ctx, n, sh, sw, macs) && ph <= fh - 1 && pw <= fw - 1 && c >= mr / 2 &&
+        FN(all_finite)(wt, f * ck)) {
+        /* stride 1: dx is the convolution of dy (padded by fh-1-ph, fw-1-pw) with
+         * the flipped, channel-transposed filters, so it takes the direct path
+         * with no col2im scatter at all */
+        T *wflip = (T *)malloc((size_t)(f * ck) * sizeof(T));
+        if (!wflip)
+            return -1;
+        for (int64_t fi = 0; fi < f; fi++)
+            for (int64_t ci = 0; ci < c; ci++)
+                for (int64_t i = 0; i < fh; i++)
+                    for (int64_t j = 0; j < fw; j++)
+                        wflip[((ci * f + fi) * fh + i) * fw + j] =
+                            wt[((fi * c + ci) * fh + (fh - 1 - i)) * fw + (fw - 1 - j)];
+        int rc = FN(direct_conv_run)(ctx, dy, n, f, g.oh, g.ow, wflip, c, fh, fw, fh - 1 - ph, fw - 1 - pw, NULL,
+                                     FNN_ACT_IDENTITY, 0.0, dx);
+        free(wflip);
+        if (rc)
+            return -1;
+        dx = NULL;
+    }
+    int need_w = 1;
+    if (FN(use_direct)(ctx, n, sh, sw, macs) && FN(all_finite)(x, n * chw)) {
+        if (FN(direct_wgrad_run)(ctx, dy, x, n, c, h, w, f, fh, fw, ph, pw, dw))
+            return -1;
+        need_w = 0;
+    }
+    if (!need_w && !dx)
+        return 0;
+    int err = 0;
+    if (!FN(use_batch_parallel)(nth, n, macs)) {
+        for (int64_t i = 0; i < n && !err; i++) {
+            if (need_w)
+                err = FN(conv_wgrad_image)(ctx, dy + i * fp, x + i * chw, &g, f, i == 0 ? (T)0 : (T)1, dw);
+            if (!err && dx)
+                err = FN(conv_dgrad_image)(ctx, dy + i * fp, wt, &g, f, dx + i * chw, FNN_SCRATCH_CONV_DCOL);
+        }
+        return err ? -1 : 0;
+    }
+#ifdef FASTNN_HAVE_OPENMP
+    if (nth > n)
+        nth = (int)n;
+    /* per-thread dW partial sums: thread 0 accumulates into dw itself */
+    T *partials[256];
+    if (nth > 256)
+        nth = 256;
+#pragma omp parallel num_threads(nth) reduction(| : err)
+    {
+        int t = omp_get_thread_num(), tn = omp_get_num_threads();
+        fnn_ctx one = ctx;
+        one.nthreads = 1;
+        T *mine = t == 0 || !need_w ? dw : (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, (size_t)(f * ck) * sizeof(T));
+        partials[t] = mine;
+        if (!mine) {
+            err = 1;
+        } else {
+            int64_t i0 = n * t / tn, i1 = n * (t + 1) / tn;
+            if (i0 == i1 && need_w)
+                memset(mine, 0, (size_t)(f * ck) * sizeof(T));
+            for (int64_t i = i0; i < i1 && !err; i++) {
+                if (need_w)
+                    err |= FN(conv_wgrad_image)(one, dy + i * fp, x + i * chw, &g, f, i == i0 ? (T)0 : (T)1, mine) != 0;
+                if (!err && dx)
+                    err |= FN(conv_dgrad_image)(one, dy + i * fp, wt, &g, f, dx + i * chw, FNN_SCRATCH_CONV_DCOL) != 0;
+            }
+        }
+#pragma omp barrier
+        /* fixed-order sum of the partials, split over elements */
+        int ok = 1;
+        for (int q = 0; q < tn; q++)
+            ok &= partials[q] != NULL;
+        if (ok && need_w) {
+            const int64_t total = f * ck;
+            const int64_t e0 = total * t / tn, e1 = total * (t + 1) / tn;
+            for (int q = 1; q < tn; q++) {
+                const T *pq = partials[q];
+                for (int64_t e = e0; e < e1; e++)
+                    dw[e] += pq[e];
+            }
+        }
+    }
+#endif
+    return err ? -1 : 0;
+}
+
+#undef FN
+#undef CAT2
+#undef CAT2_

@@ -1,0 +1,176 @@
+/* fastnn GEMM engine (BLIS-style): C = alpha * op(A) @ op(B) + beta * C, then an
+ * optional fused epilogue (bias per row or column, activation), for float32 and
+ * float64. See docs/GEMM.md for the blocking, microkernels and threading.
+ *
+ * All matrices are row-major with arbitrary leading dimensions (>= the row
+ * length); op(X) = X or X^T, so backward products need no transposed copies.
+ * beta == 0 means C is not read (it may hold NaN or garbage).
+ */
+#ifndef FASTNN_GEMM_H
+#define FASTNN_GEMM_H
+
+#include "fastnn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum fnn_bias_mode {
+    FNN_BIAS_NONE = 0,
+    FNN_BIAS_COL = 1, /* bias[j] added to column j (linear layers) */
+    FNN_BIAS_ROW = 2  /* bias[i] added to row i (convolution: one per filter) */
+};
+
+/* Applied to each finished tile of C, after alpha/beta: C = act(C + bias). */
+typedef struct {
+    int bias_mode;    /* enum fnn_bias_mode */
+    const void *bias; /* float* or double*, the GEMM's dtype */
+    int act;          /* enum fnn_act (csrc/activation.h) */
+    double act_alpha; /* slope of leaky_relu, alpha of elu */
+} fnn_epilogue;
+
+/* A packer writes the block [r0, r0+rows) x [k0, k0+kc) of a logical operand
+ * into micro-panels of width w: dst[(r / w) * kc * w + k * w + r % w], zero
+ * padded up to a multiple of w. For A, r runs over rows of op(A); for B, r runs
+ * over columns of op(B) and k over its rows. This lets the convolution gather
+ * B straight from an NCHW image (implicit im2col). */
+typedef void (*fnn_pack_f32_fn)(const void *src, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
+                                int w, float *dst);
+typedef void (*fnn_pack_f64_fn)(const void *src, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
+                                int w, double *dst);
+
+/* A plain strided matrix as a packer source: element (i, k) of op(X) is
+ * p[i*ld + k] (trans = 0) or p[k*ld + i] (trans = 1). */
+typedef struct {
+    const void *p;
+    int64_t ld;
+    int trans;
+} fnn_matrix_src;
+
+/* The microkernel geometry chosen for (isa, dtype): MR rows x NR columns of C
+ * per register tile. Exposed for tests and docs. */
+void fnn_gemm_tile_shape(int isa, int dtype_bytes, int *mr, int *nr);
+/* Cache blocks for (isa, dtype): MC rows of A (L3), KC depth (A micro-panel in
+ * L1), NC columns of B (per-thread block in L2). */
+void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, int64_t *nc);
+/* Below this many multiply-adds per thread, extra threads cost more than they save. */
+#define FNN_GEMM_MIN_MACS_PER_THREAD (1 << 18)
+/* Up to this many rows of C, fnn_gemm_* skip packing (batch 1-4 inference):
+ * the packed microkernel would waste most of its MR rows. */
+#define FNN_GEMM_SMALL_M 4
+
+int fnn_gemm_f32(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                  int64_t ldc, const fnn_epilogue *ep);
+int fnn_gemm_f64(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                  const double *a, int64_t lda, const double *b, int64_t ldb, double beta, double *c,
+                  int64_t ldc, const fnn_epilogue *ep);
+
+/* The general driver: operands given by packers. ctx.nthreads threads at most.
+ * Both return 0, or -1 when scratch memory could not be allocated. */
+int fnn_gemm_packed_f32(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, float alpha, fnn_pack_f32_fn pack_a,
+                         const void *a_src, fnn_pack_f32_fn pack_b, const void *b_src, float beta, float *c,
+                         int64_t ldc, const fnn_epilogue *ep);
+int fnn_gemm_packed_f64(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, double alpha, fnn_pack_f64_fn pack_a,
+                         const void *a_src, fnn_pack_f64_fn pack_b, const void *b_src, double beta, double *c,
+                         int64_t ldc, const fnn_epilogue *ep);
+
+/* Packers of plain matrices (src: const fnn_matrix_src *). */
+void fnn_pack_matrix_f32(const void *src, int64_t r0, int64_t rows, int64_t k0, int64_t kc, int w, float *dst);
+void fnn_pack_matrix_f64(const void *src, int64_t r0, int64_t rows, int64_t k0, int64_t kc, int w, double *dst);
+/* B-side packer of a plain matrix: column j of op(B) is the panel index, row k
+ * the depth; op(B)(k, j) = p[k*ld + j] (trans = 0) or p[j*ld + k]. */
+void fnn_pack_matrix_b_f32(const void *src, int64_t j0, int64_t cols, int64_t k0, int64_t kc, int w, float *dst);
+void fnn_pack_matrix_b_f64(const void *src, int64_t j0, int64_t cols, int64_t k0, int64_t kc, int w, double *dst);
+
+/* Microkernels: c[0:MR, 0:NR] (row stride ldc) = alpha * sum_p a[p*MR + i] * b[p*NR + j]
+ * + beta * c (c not read when beta == 0). a and b are packed micro-panels, b
+ * aligned to 64 bytes. Full tiles only; the driver handles edges. */
+typedef void (*fnn_ukr_f32_fn)(int64_t k, const float *a, const float *b, float *c, int64_t ldc, float alpha,
+                               float beta);
+typedef void (*fnn_ukr_f64_fn)(int64_t k, const double *a, const double *b, double *c, int64_t ldc,
+                               double alpha, double beta);
+
+#define FNN_PORTABLE_MR_F32 4
+#define FNN_PORTABLE_NR_F32 16
+#define FNN_PORTABLE_MR_F64 4
+#define FNN_PORTABLE_NR_F64 8
+#define FNN_AVX2_MR_F32 6
+#define FNN_AVX2_NR_F32 16
+#define FNN_AVX2_MR_F64 6
+#define FNN_AVX2_NR_F64 8
+#define FNN_AVX512_MR_F32 8
+#define FNN_AVX512_NR_F32 32
+#define FNN_AVX512_MR_F64 8
+#define FNN_AVX512_NR_F64 16
+
+void fnn_ukr_portable_f32(int64_t k, const float *a, const float *b, float *c, int64_t ldc, float alpha,
+                          float beta);
+void fnn_ukr_portable_f64(int64_t k, const double *a, const double *b, double *c, int64_t ldc, double alpha,
+                          double beta);
+#if FNN_X86_SIMD
+void fnn_ukr_avx2_f32(int64_t k, const float *a, const float *b, float *c, int64_t ldc, float alpha, float beta);
+void fnn_ukr_avx2_f64(int64_t k, const double *a, const double *b, double *c, int64_t ldc, double alpha,
+                      double beta);
+void fnn_ukr_avx512_f32(int64_t k, const float *a, const float *b, float *c, int64_t ldc, float alpha,
+                        float beta);
+void fnn_ukr_avx512_f64(int64_t k, const double *a, const double *b, double *c, int64_t ldc, double alpha,
+                        double beta);
+#endif
+
+/* Indirect-B microkernels: row p of the B micro-panel is brow[p] + boff (NR
+ * contiguous elements, any alignment). A stride-1 convolution points the rows
+ * into its zero-padded image, so B needs no packing at all. */
+void fnn_ukri_portable_f32(int64_t k, const float *a, const float *const *brow, int64_t boff, float *c,
+                           int64_t ldc, float alpha, float beta);
+void fnn_ukri_portable_f64(int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
+                           int64_t ldc, double alpha, double beta);
+#if FNN_X86_SIMD
+void fnn_ukri_avx2_f32(int64_t k, const float *a, const float *const *brow, int64_t boff, float *c, int64_t ldc,
+                       float alpha, float beta);
+void fnn_ukri_avx2_f64(int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
+                       int64_t ldc, double alpha, double beta);
+void fnn_ukri_avx512_f32(int64_t k, const float *a, const float *const *brow, int64_t boff, float *c,
+                         int64_t ldc, float alpha, float beta);
+void fnn_ukri_avx512_f64(int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
+                         int64_t ldc, double alpha, double beta);
+#endif
+
+/* Indirect-A microkernels: element (i, p) of the A micro-panel is
+ * arow[i][aoff + p] (row i contiguous along the depth); B packed. The weight
+ * gradient of a stride-1 convolution points the rows into the padded image. */
+void fnn_ukra_portable_f32(int64_t k, const float *const *arow, int64_t aoff, const float *b, float *c,
+                           int64_t ldc, float alpha, float beta);
+void fnn_ukra_portable_f64(int64_t k, const double *const *arow, int64_t aoff, const double *b, double *c,
+                           int64_t ldc, double alpha, double beta);
+#if FNN_X86_SIMD
+void fnn_ukra_avx2_f32(int64_t k, const float *const *arow, int64_t aoff, const float *b, float *c, int64_t ldc,
+                       float alpha, float beta);
+void fnn_ukra_avx2_f64(int64_t k, const double *const *arow, int64_t aoff, const double *b, double *c,
+                       int64_t ldc, double alpha, double beta);
+void fnn_ukra_avx512_f32(int64_t k, const float *const *arow, int64_t aoff, const float *b, float *c,
+                         int64_t ldc, float alpha, float beta);
+void fnn_ukra_avx512_f64(int64_t k, const double *const *arow, int64_t aoff, const double *b, double *c,
+                         int64_t ldc, double alpha, double beta);
+#endif
+
+/* Per-thread scratch memory, reused across calls (page faults are expensive):
+ * slot s of the calling OS thread, at least `bytes`, 64-byte aligned; NULL on
+ * allocation failure. Freed when the thread exits. Never use one slot for two
+ * live buffers. */
+enum {
+    FNN_SCRATCH_PACK_A = 0,    /* the GEMM driver's packed blocks */
+    FNN_SCRATCH_CONV_W = 1,    /* convolution: packed weights, shared by the threads */
+    FNN_SCRATCH_CONV_DCOL = 2, /* convolution: dcol^T chunk of the data gradient */
+    FNN_SCRATCH_CONV_DW = 3,   /* convolution: per-thread partial weight gradient */
+    FNN_SCRATCH_CONV_XPAD = 4, /* direct convolution: zero-padded image */
+    FNN_SCRATCH_CONV_YW = 5,   /* direct convolution: wide output tile */
+    FNN_SCRATCH_CONV_ROWS = 6, /* direct convolution: B row pointers */
+    FNN_SCRATCH_SLOTS = 7
+};
+void *fnn_scratch(int slot, size_t bytes);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTNN_GEMM_H */

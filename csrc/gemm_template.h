@@ -1,0 +1,476 @@
+/* The GEMM driver, written once for both dtypes: csrc/gemm.c includes this file
+ * with T (float/double) and SFX (f32/f64) defined. Not a public header. */
+
+#define CAT2_(a, b) a##_##b
+#define CAT2(a, b) CAT2_(a, b)
+#define FN(name) CAT2(name, SFX)
+
+/* ---- packing (separate from compute) ---------------------------------- */
+
+/* w x kc block of rows of a row-major matrix into one panel (k-major): read w
+ * row streams, write contiguously. W is a compile-time width where it matters. */
+#define PACK_ROWS_T(W)                                                                                \
+    for (int64_t k = 0; k < kc; k++) {                                                                \
+        T *dk = d + k * (W);                                                                          \
+        for (int i = 0; i < (W); i++)                                                                 \
+            dk[i] = rowp[i][k];                                                                       \
+    }
+
+void FN(fnn_pack_matrix)(const void *srcv, int64_t r0, int64_t rows, int64_t k0, int64_t kc, int w, T *dst)
+{
+    const fnn_matrix_src *src = (const fnn_matrix_src *)srcv;
+    const T *p = (const T *)src->p;
+    const int64_t ld = src->ld;
+    for (int64_t r = 0; r < rows; r += w) {
+        int rr = (int)(rows - r < w ? rows - r : w);
+        T *d = dst + (r / w) * kc * w;
+        if (!src->trans) {
+            /* element (i, k) at p[i*ld + k]: a w x kc transpose into the panel */
+            if (rr == w && w <= 16) {
+                const T *rowp[16];
+                for (int i = 0; i < w; i++)
+                    rowp[i] = p + (r0 + r + i) * ld + k0;
+                switch (w) {
+                case 4: PACK_ROWS_T(4) break;
+                case 6: PACK_ROWS_T(6) break;
+                case 8: PACK_ROWS_T(8) break;
+                default: PACK_ROWS_T(w) break;
+                }
+                continue;
+            }
+            for (int i = 0; i < rr; i++) {
+                const T *s = p + (r0 + r + i) * ld + k0;
+                for (int64_t k = 0; k < kc; k++)
+                    d[k * w + i] = s[k];
+            }
+            for (int i = rr; i < w; i++)
+                for (int64_t k = 0; k < kc; k++)
+                    d[k * w + i] = 0;
+        } else {
+            /* element (i, k) at p[k*ld + i]: rows of the panel are contiguous */
+            for (int64_t k = 0; k < kc; k++) {
+                const T *s = p + (k0 + k) * ld + r0 + r;
+                T *dk = d + k * w;
+                for (int i = 0; i < rr; i++)
+                    dk[i] = s[i];
+                for (int i = rr; i < w; i++)
+                    dk[i] = 0;
+            }
+        }
+    }
+}
+void FN(fnn_pack_matrix_b)(const void *srcv, int64_t j0, int64_t cols, int64_t k0, int64_t kc, int w, T *dst)
+{
+    const fnn_matrix_src *src = (const fnn_matrix_src *)srcv;
+    const T *p = (const T *)src->p;
+    const int64_t ld = src->ld;
+    for (int64_t j = 0; j < cols; j += w) {
+        int jj = (int)(cols - j < w ? cols - j : w);
+        T *d = dst + (j / w) * kc * w;
+        if (!src->trans) {
+            /* op(B)(k, j) = p[k*ld + j]: each panel row is a contiguous copy
+             * (fixed-size copies for full panels, so they compile to vector moves) */
+            const T *s0 = p + k0 * ld + j0 + j;
+            if (jj == w && w == 32) {
+                for (int64_t k = 0; k < kc; k++)
+                    memcpy(d + k * 32, s0 + k * ld, 32 * sizeof(T));
+                continue;
+            }
+            if (jj == w && w == 16) {
+                for (int64_t k = 0; k < kc; k++)
+                    memcpy(d + k * 16, s0 + k * ld, 16 * sizeof(T));
+                continue;
+            }
+            if (jj == w && w == 8) {
+                for (int64_t k = 0; k < kc; k++)
+                    memcpy(d + k * 8, s0 + k * ld, 8 * sizeof(T));
+                continue;
+            }
+            for (int64_t k = 0; k < kc; k++) {
+                const T *s = p + (k0 + k) * ld + j0 + j;
+                T *dk = d + k * w;
+                for (int i = 0; i < jj; i++)
+                    dk[i] = s[i];
+                for (int i = jj; i < w; i++)
+                    dk[i] = 0;
+            }
+        } else {
+            /* op(B)(k, j) = p[j*ld + k]: read w row streams, write the panel rows
+             * contiguously (a fixed width, so the inner loop unrolls) */
+            if (jj == w && (w == 8 || w == 16 || w == 32)) {
+                const T *rowp[32];
+                for (int i = 0; i < w; i++)
+                    rowp[i] = p + (j0 + j + i) * ld + k0;
+                switch (w) {
+                case 8: PACK_ROWS_T(8) break;
+                case 16: PACK_ROWS_T(16) break;
+                default: PACK_ROWS_T(32) break;
+                }
+                continue;
+            }
+            for (int i = 0; i < jj; i++) {
+                const T *s = p + (j0 + j + i) * ld + k0;
+                for (int64_t k = 0; k < kc; k++)
+                    d[k * w + i] = s[k];
+            }
+            for (int i = jj; i < w; i++)
+                for (int64_t k = 0; k < kc; k++)
+                    d[k * w + i] = 0;
+        }
+    }
+}
+
+#undef PACK_ROWS_T
+
+/* ---- epilogue on a finished tile (hot in L1) --------------------------- */
+
+/* one loop per activation: the activation is a constant in each, so the loop
+ * vectorises without a branch per element. NaN passes through unchanged, as in
+ * the reference (activation.h's relu maps NaN to 0; see docs/GEMM.md). */
+#define EPI_ACT_CASE(A)                                                                                     \
+    case A:                                                                                                 \
+        for (int j = 0; j < nr; j++)                                                                        \
+            ci[j] = ci[j] == ci[j] ? FN(fnn_act)(A, ci[j], aa) : ci[j];                                     \
+        break;
+static void FN(epilogue_tile)(T *c, int64_t ldc, int64_t i0, int64_t j0, int mr, int nr, const fnn_epilogue *ep)
+{
+    const T *bias = (const T *)ep->bias;
+    const T aa = (T)ep->act_alpha;
+    for (int i = 0; i < mr; i++) {
+        T *ci = c + i * ldc;
+        if (ep->bias_mode == FNN_BIAS_COL) {
+            const T *bj = bias + j0;
+            for (int j = 0; j < nr; j++)
+                ci[j] += bj[j];
+        } else if (ep->bias_mode == FNN_BIAS_ROW) {
+            const T bi = bias[i0 + i];
+            for (int j = 0; j < nr; j++)
+                ci[j] += bi;
+        }
+        switch (ep->act) {
+        case FNN_ACT_IDENTITY: break;
+        EPI_ACT_CASE(FNN_ACT_RELU)
+        EPI_ACT_CASE(FNN_ACT_LEAKY_RELU)
+        EPI_ACT_CASE(FNN_ACT_ELU)
+        EPI_ACT_CASE(FNN_ACT_SIGMOID)
+        EPI_ACT_CASE(FNN_ACT_TANH)
+        EPI_ACT_CASE(FNN_ACT_SOFTPLUS)
+        default: break;
+        }
+    }
+}
+#undef EPI_ACT_CASE
+
+static int FN(epilogue_active)(const fnn_epilogue *ep)
+{
+    return ep != NULL && (ep->bias_mode != FNN_BIAS_NONE || ep->act != FNN_ACT_IDENTITY);
+}
+
+/* ---- microkernel selection --------------------------------------------- */
+
+typedef void (*FN(ukr_fn))(int64_t, const T *, const T *, T *, int64_t, T, T);
+
+static FN(ukr_fn) FN(select_ukr)(int isa, int *mr, int *nr)
+{
+    fnn_gemm_tile_shape(isa, (int)sizeof(T), mr, nr);
+#if FNN_X86_SIMD
+    if (isa >= FNN_ISA_AVX512)
+        return FN(fnn_ukr_avx512);
+    if (isa >= FNN_ISA_AVX2)
+        return FN(fnn_ukr_avx2);
+#endif
+    return FN(fnn_ukr_portable);
+}
+
+/* ---- the blocked loops -------------------------------------------------- */
+
+typedef struct {
+    int64_t m, n, k;
+    T alpha, beta;
+    void (*pack_a)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *);
+    const void *a_src;
+    void (*pack_b)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *);
+    const void *b_src;
+    T *c;
+    int64_t ldc;
+    const fnn_epilogue *ep;
+    FN(ukr_fn) ukr;
+    int mr, nr;
+    int64_t mc, kc, nc;
+    T *a_packs; /* one A block (its rows of MC x KC) per thread, a_stride elements apart */
+    int64_t a_stride;
+    T *b_packs; /* one KC x NC block per thread, b_stride elements apart */
+    int64_t b_stride;
+    int tn, tm; /* thread grid: tn splits the columns, tm the rows of each MC block */
+} FN(gemm_job);
+
+/* The whole job for thread `tid` of `nth` (nth == 1: no OpenMP involved). */
+static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
+{
+    const int64_t m = job->m, n = job->n, k = job->k;
+    const int mr = job->mr, nr = job->nr;
+    const int64_t MC = job->mc, KC = job->kc, NC = job->nc;
+    const int use_ep = FN(epilogue_active)(job->ep);
+    (void)nth;
+    T *b_pack = job->b_packs + (int64_t)tid * job->b_stride;
+    T *a_pack = job->a_packs + (int64_t)tid * job->a_stride;
+    T FNN_ALIGNED(64) edge[32 * 32];
+
+    /* this thread's column range, in whole NR panels */
+    const int ti_n = tid % job->tn, ti_m = tid / job->tn;
+    const int64_t n_panels = (n + nr - 1) / nr;
+    const int64_t jn0 = n_panels * ti_n / job->tn * nr;
+    int64_t jn1 = n_panels * (ti_n + 1) / job->tn * nr;
+    if (jn1 > n)
+        jn1 = n;
+
+    for (int64_t ic = 0; ic < m; ic += MC) {
+        const int64_t mcur = m - ic < MC ? m - ic : MC;
+        const int64_t m_panels = (mcur + mr - 1) / mr;
+        const int64_t ir0 = m_panels * ti_m / job->tm * mr;
+        const int64_t ir1 = m_panels * (ti_m + 1) / job->tm * mr;
+        for (int64_t pc = 0; pc < k; pc += KC) {
+            const int64_t kcur = k - pc < KC ? k - pc : KC;
+            const T beta_eff = pc == 0 ? job->beta : (T)1;
+            const int last = pc + KC >= k;
+            /* each thread packs the rows of A it needs: no barrier anywhere, so a
+             * preempted thread never stalls the others (A is re-packed once per
+             * column group, a small cost next to the product) */
+            if (ir0 < mcur) {
+                const int64_t rows = (ir1 < mcur ? ir1 : mcur) - ir0;
+                job->pack_a(job->a_src, ic + ir0, rows, pc, kcur, mr, a_pack);
+            }
+            for (int64_t jc = jn0; jc < jn1; jc += NC) {
+                const int64_t ncur = jn1 - jc < NC ? jn1 - jc : NC;
+                job->pack_b(job->b_src, jc, ncur, pc, kcur, nr, b_pack);
+                for (int64_t ir = ir0; ir < ir1 && ir < mcur; ir += mr) {
+                    const int mrr = (int)(mcur - ir < mr ? mcur - ir : mr);
+                    const T *ap = a_pack + (ir - ir0) * kcur;
+                    for (int64_t jr = 0; jr < ncur; jr += nr) {
+                        const int nrr = (int)(ncur - jr < nr ? ncur - jr : nr);
+                        const T *bp = b_pack + jr * kcur;
+                        T *ct = job->c + (ic + ir) * job->ldc + jc + jr;
+                        if (mrr == mr && nrr == nr) {
+                            job->ukr(kcur, ap, bp, ct, job->ldc, job->alpha, beta_eff);
+                        } else {
+                            /* edge tile: compute the full tile into a buffer, copy the valid part */
+                            job->ukr(kcur, ap, bp, edge, nr, job->alpha, (T)0);
+                            for (int i = 0; i < mrr; i++) {
+                                T *ci = ct + i * job->ldc;
+                                const T *ei = edge + i * nr;
+                                if (beta_eff == 0) {
+                                    for (int j = 0; j < nrr; j++)
+                                        ci[j] = ei[j];
+                                } else {
+                                    for (int j = 0; j < nrr; j++)
+                                        ci[j] = ei[j] + beta_eff * ci[j];
+                                }
+                            }
+                        }
+                        if (last && use_ep)
+                            FN(epilogue_tile)(ct, job->ldc, ic + ir, jc + jr, mrr, nrr, job->ep);
+                    }
+                }
+            }
+        }
+    }
+}
+
+int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
+                        void (*pack_a)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *),
+                        const void *a_src,
+                        void (*pack_b)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *),
+                        const void *b_src, T beta, T *c, int64_t ldc, const fnn_epilogue *ep)
+{
+    if (m <= 0 || n <= 0)
+        return 0;
+    if (k <= 0 || alpha == 0) {
+        /* no product: C = beta*C, then the epilogue */
+        for (int64_t i = 0; i < m; i++) {
+            T *ci = c + i * ldc;
+            for (int64_t j = 0; j < n; j++)
+                ci[j] = beta == 0 ? (T)0 : beta * ci[j];
+        }
+        if (FN(epilogue_active)(ep))
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j0 = 0; j0 < n; j0 += 1024)
+                    FN(epilogue_tile)(c + i * ldc + j0, ldc, i, j0, 1, (int)(n - j0 < 1024 ? n - j0 : 1024), ep);
+        return 0;
+    }
+    FN(gemm_job) job;
+    job.m = m; job.n = n; job.k = k;
+    job.alpha = alpha; job.beta = beta;
+    job.pack_a = pack_a; job.a_src = a_src;
+    job.pack_b = pack_b; job.b_src = b_src;
+    job.c = c; job.ldc = ldc; job.ep = ep;
+    job.ukr = FN(select_ukr)(ctx.isa, &job.mr, &job.nr);
+    fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &job.mc, &job.kc, &job.nc);
+    {
+        /* equal depth blocks (784 = 3 x 264, not 384 + 384 + 16): no short
+         * last block paying the full C-tile load/store for little work */
+        const int64_t nb = (k + job.kc - 1) / job.kc;
+        const int64_t kc = (k + nb - 1) / nb;
+        job.kc = (kc + 7) / 8 * 8 < job.kc ? (kc + 7) / 8 * 8 : job.kc;
+    }
+
+    /* threads: only when the work pays for the fork/join and barriers */
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    const double macs = (double)m * (double)n * (double)k;
+    if (macs < FNN_GEMM_MIN_MACS_PER_THREAD * nth)
+        nth = (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD) < 1 ? 1 : (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD);
+    /* thread grid: split the columns when there are enough NR panels, else the rows */
+    const int64_t n_panels = (n + job.nr - 1) / job.nr, m_panels = (m + job.mr - 1) / job.mr;
+    if (nth > n_panels * m_panels)
+        nth = (int)(n_panels * m_panels);
+    job.tn = nth;
+    job.tm = 1;
+    while (job.tn > 1 && n_panels < 2 * job.tn && m_panels >= 2 * job.tm * 2) {
+        /* move a factor of the grid from columns to rows */
+        int f = 2;
+        while (job.tn % f)
+            f++;
+        job.tn /= f;
+        job.tm *= f;
+    }
+    if (job.tn > n_panels) {
+        job.tn = (int)n_panels;
+        nth = job.tn * job.tm;
+    }
+    if (job.tm > 1 && job.tm > m_panels) {
+        job.tm = (int)m_panels;
+        nth = job.tn * job.tm;
+    }
+
+    /* packed buffers: one A block and one B block per thread, all in the
+     * calling thread's cached scratch, so repeated calls fault no fresh pages */
+    if (nth > 1 && job.mc > 1024)
+        job.mc = 1024 / job.mr * job.mr;
+    const int64_t mc_alloc = (m < job.mc ? (m + job.mr - 1) / job.mr * job.mr : job.mc);
+    const int64_t kc_alloc = k < job.kc ? k : job.kc;
+    const int64_t ncap = (n < job.nc ? n : job.nc);
+    const int64_t nc_alloc = (ncap + job.nr - 1) / job.nr * job.nr;
+    /* sizes rounded to 64 elements keep every block 64-byte aligned */
+    const size_t a_elems = (size_t)((mc_alloc * kc_alloc + 63) / 64 * 64);
+    const size_t b_elems = (size_t)((kc_alloc * nc_alloc + 63) / 64 * 64);
+    T *mem = (T *)fnn_scratch(FNN_SCRATCH_PACK_A, (a_elems + b_elems) * (size_t)nth * sizeof(T));
+    if (mem == NULL)
+        return -1;
+    job.a_packs = mem;
+    job.a_stride = (int64_t)a_elems;
+    job.b_packs = mem + a_elems * (size_t)nth;
+    job.b_stride = (int64_t)b_elems;
+    if (nth == 1) {
+        FN(gemm_thread)(&job, 0, 1);
+    } else {
+#ifdef FASTNN_HAVE_OPENMP
+#pragma omp parallel num_threads(nth)
+        {
+            int got = omp_get_num_threads();
+            if (got == nth) {
+                FN(gemm_thread)(&job, omp_get_thread_num(), nth);
+            } else if (omp_get_thread_num() == 0) {
+                /* the runtime gave fewer threads (nested or limited): do it alone */
+                FN(gemm_job) solo = job;
+                solo.tn = 1;
+                solo.tm = 1;
+                FN(gemm_thread)(&solo, 0, 1);
+            }
+        }
+#endif
+    }
+    return 0;
+}
+
+/* ---- few rows (batch 1-4 inference): no packing ------------------------- */
+
+/* Row i of C from row i of op(A) and B read in place: with B = N, an axpy per
+ * depth step into a row buffer in L1; with B = T, dot products with 16 fixed
+ * lanes (a fixed summation order). The same code is compiled per ISA. */
+#define DEFINE_SMALL_M(NAME, TARGET)                                                                     \
+    TARGET static void NAME(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha,        \
+                            const T *FNN_RESTRICT a, int64_t lda, const T *FNN_RESTRICT b, int64_t ldb,  \
+                            T beta, T *FNN_RESTRICT c, int64_t ldc, const fnn_epilogue *ep)              \
+    {                                                                                                    \
+        enum { JB = 256 };                                                                               \
+        T FNN_ALIGNED(64) rowacc[JB];                                                                    \
+        for (int64_t j0 = 0; j0 < n; j0 += JB) {                                                         \
+            const int64_t jn = n - j0 < JB ? n - j0 : JB;                                                \
+            for (int64_t i = 0; i < m; i++) {                                                            \
+                T *ci = c + i * ldc;                                                                     \
+                if (!trans_b) {                                                                          \
+                    for (int64_t j = 0; j < jn; j++)                                                     \
+                        rowacc[j] = 0;                                                                   \
+                    for (int64_t p = 0; p < k; p++) {                                                    \
+                        const T ap = trans_a ? a[p * lda + i] : a[i * lda + p];                          \
+                        const T *FNN_RESTRICT bp = b + p * ldb + j0;                                     \
+                        for (int64_t j = 0; j < jn; j++)                                                 \
+                            rowacc[j] += ap * bp[j];                                                     \
+                    }                                                                                    \
+                } else {                                                                                 \
+                    for (int64_t j = 0; j < jn; j++) {                                                   \
+                        const T *FNN_RESTRICT bj = b + (j0 + j) * ldb;                                   \
+                        T lane[16] = {0};                                                                \
+                        int64_t p = 0;                                                                   \
+                        if (!trans_a) {                                                                  \
+                            const T *FNN_RESTRICT ai = a + i * lda;                                      \
+                            for (; p + 16 <= k; p += 16)                                                 \
+                                for (int l = 0; l < 16; l++)                                             \
+                                    lane[l] += ai[p + l] * bj[p + l];                                    \
+                            for (; p < k; p++)                                                           \
+                                lane[p & 15] += ai[p] * bj[p];                                           \
+                        } else {                                                                         \
+                            for (; p < k; p++)                                                           \
+                                lane[p & 15] += a[p * lda + i] * bj[p];                                  \
+                        }                                                                                \
+                        T s = 0;                                                                         \
+                        for (int l = 0; l < 16; l++)                                                     \
+                            s += lane[l];                                                                \
+                        rowacc[j] = s;                                                                      \
+                    }                                                                                    \
+                }                                                                                        \
+                T *cj = ci + j0;                                                                         \
+                if (beta == 0) {                                                                         \
+                    for (int64_t j = 0; j < jn; j++)                                                     \
+                        cj[j] = alpha * rowacc[j];                                                          \
+                } else {                                                                                 \
+                    for (int64_t j = 0; j < jn; j++)                                                     \
+                        cj[j] = alpha * rowacc[j] + beta * cj[j];                                           \
+                }                                                                                        \
+                if (FN(epilogue_active)(ep))                                                             \
+                    FN(epilogue_tile)(cj, ldc, i, j0, 1, (int)jn, ep);                                   \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
+DEFINE_SMALL_M(FN(small_m_portable), )
+#if FNN_X86_SIMD
+DEFINE_SMALL_M(FN(small_m_avx2), FNN_TARGET_AVX2)
+DEFINE_SMALL_M(FN(small_m_avx512), FNN_TARGET_AVX512)
+#endif
+#undef DEFINE_SMALL_M
+
+int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a,
+                 int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc, const fnn_epilogue *ep)
+{
+    if (m > 0 && m <= FNN_GEMM_SMALL_M && n > 0 && k > 0 && alpha != 0) {
+#if FNN_X86_SIMD
+        if (ctx.isa >= FNN_ISA_AVX512)
+            FN(small_m_avx512)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+        else if (ctx.isa >= FNN_ISA_AVX2)
+            FN(small_m_avx2)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+        else
+#endif
+            FN(small_m_portable)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+        return 0;
+    }
+    fnn_matrix_src as = {a, lda, trans_a}, bs = {b, ldb, trans_b};
+    return FN(fnn_gemm_packed)(ctx, m, n, k, alpha, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs, beta, c,
+                               ldc, ep);
+}
+
+#undef FN
+#undef CAT2
+#undef CAT2_

@@ -1,0 +1,297 @@
+# cython: language_level=3
+"""GEMM, linear and convolution: the Cython side of csrc/gemm.c and csrc/conv.c.
+
+The functions below follow docs/BACKEND.md exactly (inputs validated and
+C-contiguous, one dtype); `gemm` is the raw BLAS-like entry point.
+"""
+import numpy as np
+
+cimport numpy as cnp
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+from fastnn._fastnn cimport fnn_ctx
+
+include "_ctx.pxi"
+
+cnp.import_array()
+
+cdef extern from "activation.h" nogil:
+    float fnn_act_grad_from_y_f32(int act, float y, float alpha)
+    double fnn_act_grad_from_y_f64(int act, double y, double alpha)
+
+cdef extern from "gemm.h" nogil:
+    ctypedef struct fnn_epilogue:
+        int bias_mode
+        const void *bias
+        int act
+        double act_alpha
+    int FNN_BIAS_NONE, FNN_BIAS_COL, FNN_BIAS_ROW
+    int fnn_gemm_f32(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                     const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                     int64_t ldc, const fnn_epilogue *ep)
+    int fnn_gemm_f64(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                     const double *a, int64_t lda, const double *b, int64_t ldb, double beta, double *c,
+                     int64_t ldc, const fnn_epilogue *ep)
+    void fnn_gemm_tile_shape(int isa, int dtype_bytes, int *mr, int *nr)
+    void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, int64_t *nc)
+
+cdef extern from "conv.h" nogil:
+    int fnn_conv2d_f32(fnn_ctx ctx, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                       const float *wt, int64_t f, int64_t fh, int64_t fw, const float *bias,
+                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha, float *y)
+    int fnn_conv2d_f64(fnn_ctx ctx, const double *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                       const double *wt, int64_t f, int64_t fh, int64_t fw, const double *bias,
+                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha, double *y)
+    int fnn_conv2d_backward_f32(fnn_ctx ctx, const float *dy, const float *x, int64_t n, int64_t c, int64_t h,
+                                int64_t w, const float *wt, int64_t f, int64_t fh, int64_t fw, int64_t sh,
+                                int64_t sw, int64_t ph, int64_t pw, float *dx, float *dw, float *db)
+    int fnn_conv2d_backward_f64(fnn_ctx ctx, const double *dy, const double *x, int64_t n, int64_t c, int64_t h,
+                                int64_t w, const double *wt, int64_t f, int64_t fh, int64_t fw, int64_t sh,
+                                int64_t sw, int64_t ph, int64_t pw, double *dx, double *dw, double *db)
+
+# Order of enum fnn_act (csrc/activation.h) and fastnn._validate.ACTIVATIONS.
+_ACTIVATIONS = ("identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus")
+
+
+cdef int _act_code(activation) except -1:
+    if activation is None:
+        return 0
+    try:
+        return _ACTIVATIONS.index(activation)
+    except ValueError:
+        raise ValueError(f"unknown activation: expected one of {_ACTIVATIONS} or None, got {activation!r}")
+
+
+def tile_shape(isa, dtype):
+    """(MR, NR) of the microkernel for ISA number `isa` (0 portable, 1 AVX2, 2 AVX-512) and dtype."""
+    cdef int mr = 0, nr = 0
+    fnn_gemm_tile_shape(isa, np.dtype(dtype).itemsize, &mr, &nr)
+    return mr, nr
+
+
+def block_sizes(isa, dtype):
+    """(MC, KC, NC) cache blocks for ISA number `isa` and dtype."""
+    cdef int64_t mc = 0, kc = 0, nc = 0
+    fnn_gemm_block_sizes(isa, np.dtype(dtype).itemsize, &mc, &kc, &nc)
+    return mc, kc, nc
+
+
+# Rows may be strided (the caller guarantees unit stride along a row).
+cdef int _gemm_raw(fnn_ctx ctx, bint ta, bint tb, int64_t m, int64_t n, int64_t k, double alpha,
+                   const floating[:, :] a, const floating[:, :] b, double beta, floating[:, :] c,
+                   const fnn_epilogue *ep) except -1:
+    cdef int rc
+    cdef int64_t lda = a.strides[0] // sizeof(floating) if a.shape[0] > 0 else 1
+    cdef int64_t ldb = b.strides[0] // sizeof(floating) if b.shape[0] > 0 else 1
+    cdef int64_t ldc = c.strides[0] // sizeof(floating) if c.shape[0] > 0 else 1
+    cdef const floating *pa = &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
+    cdef const floating *pb = &b[0, 0] if b.shape[0] > 0 and b.shape[1] > 0 else NULL
+    cdef floating *pc = &c[0, 0] if c.shape[0] > 0 and c.shape[1] > 0 else NULL
+    if m == 0 or n == 0:
+        return 0
+    with nogil:
+        if floating is float:
+            rc = fnn_gemm_f32(ctx, ta, tb, m, n, k, <float>alpha, pa, lda, pb, ldb, <float>beta, pc, ldc, ep)
+        else:
+            rc = fnn_gemm_f64(ctx, ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, ep)
+    if rc != 0:
+        raise MemoryError("gemm: could not allocate packing buffers")
+    return 0
+
+
+def _as_matrix(name, x):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"gemm: expected {name} to be a numpy.ndarray, got {type(x).__name__}")
+    if x.ndim != 2:
+        raise ValueError(f"gemm: expected {name} to be 2-D, got shape {x.shape}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"gemm: expected {name} of dtype float32 or float64, got {x.dtype}")
+    if x.shape[0] > 0 and x.shape[1] > 0 and (x.strides[1] != x.itemsize or x.strides[0] < x.shape[1] * x.itemsize
+                                             or x.strides[0] % x.itemsize):
+        x = np.ascontiguousarray(x)
+    return x
+
+
+def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+    """C = alpha * op(A) @ op(B) + beta * C, op(X) = X.T when trans_x.
+
+    Rows of a, b, c may be strided (sub-matrix views with contiguous rows) and
+    are used without copies. When c is given it is updated in place and
+    returned; otherwise a new array is returned (beta is then irrelevant).
+    """
+    a = _as_matrix("a", a)
+    b = _as_matrix("b", b)
+    if a.dtype != b.dtype:
+        raise TypeError(f"gemm: expected a and b of one dtype, got {a.dtype} and {b.dtype}")
+    m, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if ka != kb:
+        raise ValueError(f"gemm: inner dimensions differ: op(a) is {(m, ka)}, op(b) is {(kb, n)}")
+    if c is None:
+        c = np.empty((m, n), dtype=a.dtype)
+        beta = 0.0
+    else:
+        if not isinstance(c, np.ndarray) or c.dtype != a.dtype:
+            raise TypeError(f"gemm: expected c to be a {a.dtype} ndarray, got {type(c).__name__}"
+                            f"{'' if not isinstance(c, np.ndarray) else ' of ' + str(c.dtype)}")
+        if c.shape != (m, n):
+            raise ValueError(f"gemm: expected c of shape {(m, n)}, got {c.shape}")
+        if m > 0 and n > 0 and (c.strides[1] != c.itemsize or c.strides[0] < n * c.itemsize
+                                or c.strides[0] % c.itemsize):
+            raise ValueError("gemm: c must have contiguous rows (it is written in place)")
+    cdef fnn_ctx ctx = current_ctx()
+    if a.dtype == np.float32:
+        _gemm_raw[float](ctx, trans_a, trans_b, m, n, ka, alpha, a, b, beta, c, NULL)
+    else:
+        _gemm_raw[double](ctx, trans_a, trans_b, m, n, ka, alpha, a, b, beta, c, NULL)
+    return c
+
+
+def matmul(a, b):
+    """(M, K) @ (K, N) -> (M, N)."""
+    cdef fnn_ctx ctx = current_ctx()
+    c = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    if a.dtype == np.float32:
+        _gemm_raw[float](ctx, False, False, a.shape[0], b.shape[1], a.shape[1], 1.0, a, b, 0.0, c, NULL)
+    else:
+        _gemm_raw[double](ctx, False, False, a.shape[0], b.shape[1], a.shape[1], 1.0, a, b, 0.0, c, NULL)
+    return c
+
+
+def linear(x, W, b, activation, alpha):
+    """y = act(x @ W + b), bias and activation fused into the GEMM epilogue."""
+    cdef fnn_ctx ctx = current_ctx()
+    cdef fnn_epilogue ep
+    ep.act = _act_code(activation)
+    ep.act_alpha = alpha
+    ep.bias_mode = FNN_BIAS_NONE
+    ep.bias = NULL
+    y = np.empty((x.shape[0], W.shape[1]), dtype=x.dtype)
+    cdef cnp.ndarray bias_arr
+    if b is not None and b.shape[0] > 0:
+        bias_arr = b
+        ep.bias_mode = FNN_BIAS_COL
+        ep.bias = cnp.PyArray_DATA(bias_arr)
+    if x.dtype == np.float32:
+        _gemm_raw[float](ctx, False, False, x.shape[0], W.shape[1], x.shape[1], 1.0, x, W, 0.0, y, &ep)
+    else:
+        _gemm_raw[double](ctx, False, False, x.shape[0], W.shape[1], x.shape[1], 1.0, x, W, 0.0, y, &ep)
+    return y
+
+
+cdef void _act_grad(const floating[:, ::1] dy, const floating[:, ::1] y, floating[:, ::1] g, int act, double alpha):
+    cdef Py_ssize_t i, j
+    with nogil:
+        for i in range(dy.shape[0]):
+            for j in range(dy.shape[1]):
+                if floating is float:
+                    g[i, j] = dy[i, j] * fnn_act_grad_from_y_f32(act, y[i, j], <float>alpha)
+                else:
+                    g[i, j] = dy[i, j] * fnn_act_grad_from_y_f64(act, y[i, j], alpha)
+
+
+cdef void _column_sums(const floating[:, ::1] g, floating[::1] out):
+    # row by row, so the order of the additions is fixed
+    cdef Py_ssize_t i, j
+    with nogil:
+        for j in range(g.shape[1]):
+            out[j] = 0
+        for i in range(g.shape[0]):
+            for j in range(g.shape[1]):
+                out[j] += g[i, j]
+
+
+def linear_backward(dy, x, W, activation, alpha, y):
+    """(dx, dW, db) of y = act(x @ W + b); dy is the gradient of the activated output y."""
+    cdef fnn_ctx ctx = current_ctx()
+    cdef int act = _act_code(activation)
+    if act != 0:
+        g = np.empty_like(dy)
+        if dy.dtype == np.float32:
+            _act_grad[float](dy, y, g, act, alpha)
+        else:
+            _act_grad[double](dy, y, g, act, alpha)
+    else:
+        g = dy
+    n, d = x.shape
+    m = W.shape[1]
+    dx = np.empty((n, d), dtype=x.dtype)
+    dW = np.empty((d, m), dtype=x.dtype)
+    db = np.empty((m,), dtype=x.dtype)
+    if x.dtype == np.float32:
+        _gemm_raw[float](ctx, False, True, n, d, m, 1.0, g, W, 0.0, dx, NULL)
+        _gemm_raw[float](ctx, True, False, d, m, n, 1.0, x, g, 0.0, dW, NULL)
+        _column_sums[float](g, db)
+    else:
+        _gemm_raw[double](ctx, False, True, n, d, m, 1.0, g, W, 0.0, dx, NULL)
+        _gemm_raw[double](ctx, True, False, d, m, n, 1.0, x, g, 0.0, dW, NULL)
+        _column_sums[double](g, db)
+    return dx, dW, db
+
+
+def conv2d(x, W, b, stride, pad, activation, alpha):
+    """NCHW convolution, y (N, F, oh, ow) = act(W * x + b), with implicit im2col (no col matrix)."""
+    cdef fnn_ctx ctx = current_ctx()
+    cdef int act = _act_code(activation)
+    cdef int64_t n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+    cdef int64_t f = W.shape[0], fh = W.shape[2], fw = W.shape[3]
+    cdef int64_t sh = stride[0], sw = stride[1], ph = pad[0], pw = pad[1]
+    cdef int64_t oh = (h + 2 * ph - fh) // sh + 1, ow = (w + 2 * pw - fw) // sw + 1
+    y = np.empty((n, f, oh, ow), dtype=x.dtype)
+    cdef int rc = 0
+    cdef double aa = alpha
+    cdef cnp.ndarray xa = x, wa = W, ya = y, ba
+    cdef const void *bp = NULL
+    if b is not None:
+        ba = b
+        bp = cnp.PyArray_DATA(ba)
+    cdef const void *xp = cnp.PyArray_DATA(xa)
+    cdef const void *wp = cnp.PyArray_DATA(wa)
+    cdef void *yp = cnp.PyArray_DATA(ya)
+    if n == 0:
+        return y
+    with nogil:
+        if cnp.PyArray_TYPE(xa) == cnp.NPY_FLOAT:
+            rc = fnn_conv2d_f32(ctx, <const float *>xp, n, c, h, w, <const float *>wp, f, fh, fw,
+                                <const float *>bp, sh, sw, ph, pw, act, aa, <float *>yp)
+        else:
+            rc = fnn_conv2d_f64(ctx, <const double *>xp, n, c, h, w, <const double *>wp, f, fh, fw,
+                                <const double *>bp, sh, sw, ph, pw, act, aa, <double *>yp)
+    if rc != 0:
+        raise MemoryError("conv2d: could not allocate scratch memory")
+    return y
+
+
+def conv2d_backward(dy, x, W, stride, pad, need_dx):
+    """(dx or None, dW, db) of the convolution; dy is the gradient of the pre-activation output."""
+    cdef fnn_ctx ctx = current_ctx()
+    cdef int64_t n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+    cdef int64_t f = W.shape[0], fh = W.shape[2], fw = W.shape[3]
+    cdef int64_t sh = stride[0], sw = stride[1], ph = pad[0], pw = pad[1]
+    dW = np.empty_like(W)
+    db = np.empty((f,), dtype=W.dtype)
+    dx = np.empty_like(x) if need_dx else None
+    cdef cnp.ndarray dya = dy, xa = x, wa = W, dwa = dW, dba = db, dxa
+    cdef void *dxp = NULL
+    if need_dx:
+        dxa = dx
+        dxp = cnp.PyArray_DATA(dxa)
+    cdef const void *dyp = cnp.PyArray_DATA(dya)
+    cdef const void *xp = cnp.PyArray_DATA(xa)
+    cdef const void *wp = cnp.PyArray_DATA(wa)
+    cdef void *dwp = cnp.PyArray_DATA(dwa)
+    cdef void *dbp = cnp.PyArray_DATA(dba)
+    cdef int rc = 0
+    with nogil:
+        if cnp.PyArray_TYPE(xa) == cnp.NPY_FLOAT:
+            rc = fnn_conv2d_backward_f32(ctx, <const float *>dyp, <const float *>xp, n, c, h, w,
+                                         <const float *>wp, f, fh, fw, sh, sw, ph, pw,
+                                         <float *>dxp, <float *>dwp, <float *>dbp)
+        else:
+            rc = fnn_conv2d_backward_f64(ctx, <const double *>dyp, <const double *>xp, n, c, h, w,
+                                         <const double *>wp, f, fh, fw, sh, sw, ph, pw,
+                                         <double *>dxp, <double *>dwp, <double *>dbp)
+    if rc != 0:
+        raise MemoryError("conv2d_backward: could not allocate scratch memory")
+    return dx, dW, db

@@ -1,0 +1,236 @@
+"""Native convolution (implicit im2col on the GEMM engine) against a plain
+NumPy im2col computation in float64 and against fastnn._reference: strides,
+padding, non-square kernels, batch 0 and 1, every SIMD path, 1-3 threads
+(batch-parallel and GEMM-parallel paths), fused activations, reproducibility."""
+import contextlib
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _config
+
+from conftest import NATIVE, requires_native
+
+pytestmark = requires_native
+
+if NATIVE:
+    from fastnn import _gemm
+
+ISAS = ("portable", "avx2", "avx512")
+DTYPES = (np.float32, np.float64)
+
+
+@contextlib.contextmanager
+def native_setting(isa=None, threads=None):
+    old_isa, old_threads = fastnn.get_simd(), fastnn.get_num_threads()
+    try:
+        if isa is not None:
+            if ISAS.index(isa) > _config._state.best_isa:
+                pytest.skip(f"{isa} not available on this CPU/build")
+            fastnn.set_simd(isa)
+        if threads is not None:
+            fastnn.set_num_threads(threads)
+        yield
+    finally:
+        fastnn.set_simd(old_isa)
+        fastnn.set_num_threads(old_threads)
+
+
+def im2col64(x, fh, fw, stride, pad):
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw) = stride, pad
+    oh, ow = (h + 2 * ph - fh) // sh + 1, (w + 2 * pw - fw) // sw + 1
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    col = np.zeros((n, c, fh, fw, oh, ow))
+    for i in range(fh):
+        for j in range(fw):
+            col[:, :, i, j] = xp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+    return col.transpose(0, 4, 5, 1, 2, 3).reshape(n * oh * ow, c * fh * fw), oh, ow
+
+
+def conv_forward64(x, w, b, stride, pad):
+    f = w.shape[0]
+    col, oh, ow = im2col64(x, w.shape[2], w.shape[3], stride, pad)
+    y = col @ w.reshape(f, -1).T.astype(np.float64)
+    if b is not None:
+        y = y + b
+    return y.reshape(x.shape[0], oh, ow, f).transpose(0, 3, 1, 2), np.abs(col) @ np.abs(w.reshape(f, -1).T)
+
+
+def conv_backward64(dy, x, w, stride, pad):
+    n, c, h, wd = x.shape
+    f, _, fh, fw = w.shape
+    (sh, sw), (ph, pw) = stride, pad
+    col, oh, ow = im2col64(x, fh, fw, stride, pad)
+    d = dy.astype(np.float64).transpose(0, 2, 3, 1).reshape(n * oh * ow, f)
+    db = d.sum(0)
+    dw = (d.T @ col).reshape(w.shape)
+    dcol = (d @ w.reshape(f, -1).astype(np.float64)).reshape(n, oh, ow, c, fh, fw).transpose(0, 3, 4, 5, 1, 2)
+    dxp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    for i in range(fh):
+        for j in range(fw):
+            dxp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += dcol[:, :, i, j]
+    return dxp[:, :, ph:ph + h, pw:pw + wd], dw, db
+
+
+# (N, C, H, W, F, fh, fw, stride, pad)
+GEOMETRIES = [
+    (2, 3, 7, 6, 4, 3, 2, (1, 1), (0, 0)),       # non-square kernel
+    (1, 1, 5, 5, 2, 5, 5, (1, 1), (0, 0)),       # output 1x1, batch 1
+    (3, 2, 9, 11, 5, 3, 3, (2, 3), (1, 2)),      # strides differ, pads differ
+    (5, 4, 8, 8, 7, 3, 3, (1, 1), (1, 1)),
+    (6, 3, 10, 9, 8, 4, 2, (3, 1), (2, 0)),      # stride 3, pad > kernel/2 in h
+    (2, 2, 4, 4, 3, 3, 3, (1, 1), (2, 2)),       # pad larger than half the kernel
+    (0, 2, 5, 5, 3, 3, 3, (1, 1), (1, 1)),       # empty batch
+    (2, 48, 9, 10, 9, 3, 3, (1, 1), (1, 1)),     # C*fh*fw = 432 > KC: several depth blocks
+    (1, 3, 31, 30, 35, 2, 2, (1, 1), (0, 0)),    # P = 870 > KC for the weight gradient
+    (3, 8, 5, 6, 4, 2, 2, (1, 1), (2, 1)),       # stride 1 but pad > kernel - 1: dx not direct
+    (4, 10, 6, 5, 12, 1, 1, (1, 1), (0, 0)),     # 1x1 kernel
+]
+
+
+def check(got, want, scale, dtype, k):
+    eps = np.finfo(dtype).eps
+    tol = 4 * (k + 3) * eps * (scale + 1.0)
+    assert got.shape == want.shape
+    np.testing.assert_array_less(np.abs(got.astype(np.float64) - want), tol + np.finfo(dtype).tiny)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_forward_backward_against_im2col(isa, dtype, threads, rng):
+    with native_setting(isa, threads):
+        for (n, c, h, wd, f, fh, fw, stride, pad) in GEOMETRIES:
+            x = rng.standard_normal((n, c, h, wd)).astype(dtype)
+            w = rng.standard_normal((f, c, fh, fw)).astype(dtype)
+            b = rng.standard_normal((f,)).astype(dtype)
+            y = _gemm.conv2d(x, w, b, stride, pad, None, 0.0)
+            want, mag = conv_forward64(x, w, b, stride, pad)
+            ck = c * fh * fw
+            assert y.dtype == dtype
+            check(y, want, np.abs(want).max(initial=0) + mag.max(initial=0), dtype, ck)
+            dy = rng.standard_normal(y.shape).astype(dtype)
+            for need_dx in (True, False):
+                dx, dw, db = _gemm.conv2d_backward(dy, x, w, stride, pad, need_dx)
+                rdx, rdw, rdb = conv_backward64(dy, x, w, stride, pad)
+                p = y.shape[2] * y.shape[3]
+                check(dw, rdw, np.abs(rdw).max(initial=0) + 3 * n * p, dtype, n * p)
+                check(db, rdb, n * p, dtype, n * p)
+                if need_dx:
+                    assert dx.dtype == dtype
+                    check(dx, rdx, np.abs(rdx).max(initial=0) + 3 * f * ck, dtype, f * ck)
+                else:
+                    assert dx is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matches_reference_backend(dtype, rng):
+    from fastnn import _reference as R
+    for (n, c, h, wd, f, fh, fw, stride, pad) in GEOMETRIES[:6]:
+        x = rng.standard_normal((n, c, h, wd)).astype(dtype)
+        w = rng.standard_normal((f, c, fh, fw)).astype(dtype)
+        b = rng.standard_normal((f,)).astype(dtype)
+        y = _gemm.conv2d(x, w, b, stride, pad, "relu", 0.0)
+        ry = R.conv2d(x, w, b, stride, pad, "relu", 0.0)
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(y, ry, rtol=tol, atol=tol * c * fh * fw)
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        got = _gemm.conv2d_backward(dy, x, w, stride, pad, True)
+        want = R.conv2d_backward(dy, x, w, stride, pad, True)
+        for g, r in zip(got, want):
+            np.testing.assert_allclose(g, r, rtol=tol * 10, atol=tol * 10 * max(1.0, np.abs(r).max(initial=0)))
+
+
+@pytest.mark.parametrize("act", ["identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus"])
+def test_fused_activation_equals_separate_op(act, rng):
+    from fastnn import _reference as R
+    x = rng.standard_normal((3, 4, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal((6,)).astype(np.float32)
+    fused = _gemm.conv2d(x, w, b, (1, 1), (1, 1), act, 0.3)
+    pre = _gemm.conv2d(x, w, b, (1, 1), (1, 1), None, 0.0)
+    if act == "identity":
+        separate = pre
+    elif act in ("leaky_relu", "elu"):
+        separate = getattr(R, act)(pre, 0.3)
+    else:
+        separate = getattr(R, act)(pre)
+    np.testing.assert_allclose(fused, separate, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_repeats_exactly_at_fixed_thread_count(threads, rng):
+    x = rng.standard_normal((7, 5, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((9, 5, 3, 3)).astype(np.float32)
+    b = rng.standard_normal((9,)).astype(np.float32)
+    with native_setting(threads=threads):
+        y1 = _gemm.conv2d(x, w, b, (1, 1), (1, 1), None, 0.0)
+        y2 = _gemm.conv2d(x, w, b, (1, 1), (1, 1), None, 0.0)
+        dy = rng.standard_normal(y1.shape).astype(np.float32)
+        g1 = _gemm.conv2d_backward(dy, x, w, (1, 1), (1, 1), True)
+        g2 = _gemm.conv2d_backward(dy, x, w, (1, 1), (1, 1), True)
+    np.testing.assert_array_equal(y1, y2)
+    for a, b_ in zip(g1, g2):
+        np.testing.assert_array_equal(a, b_)
+
+
+def test_numerical_gradient_float64(rng):
+    x = rng.standard_normal((2, 2, 5, 4))
+    w = rng.standard_normal((3, 2, 3, 2))
+    b = rng.standard_normal((3,))
+    stride, pad = (2, 1), (1, 1)
+    y = _gemm.conv2d(x, w, b, stride, pad, None, 0.0)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = _gemm.conv2d_backward(dy, x, w, stride, pad, True)
+
+    def loss():
+        return float((_gemm.conv2d(x, w, b, stride, pad, None, 0.0) * dy).sum())
+
+    h = 1e-6
+    for arr, grad in ((x, dx), (w, dw), (b, db)):
+        num = np.zeros_like(arr)
+        for idx in np.ndindex(arr.shape):
+            old = arr[idx]
+            arr[idx] = old + h
+            up = loss()
+            arr[idx] = old - h
+            down = loss()
+            arr[idx] = old
+            num[idx] = (up - down) / (2 * h)
+        np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8)
+
+
+def test_ops_route_to_native_conv(rng):
+    from fastnn import ops as F
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    with fastnn.backend("native"):
+        got = F.conv2d(x, w, None, stride=1, pad=1)
+    want, _ = conv_forward64(x, w, None, (1, 1), (1, 1))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_nan_and_inf_propagate_like_the_reference(threads, rng):
+    # The stride-1 direct paths insert zeros (padding, wide-grid columns); a
+    # non-finite image or filter must still give the reference's NaN/Inf pattern.
+    from fastnn import _reference as R
+    x = rng.standard_normal((4, 3, 7, 7))
+    w = rng.standard_normal((5, 3, 3, 3))
+    x[1, 2, 0, 6] = np.inf
+    x[2, 0, 3, 3] = np.nan
+    w[4, 1, 0, 0] = np.inf
+    with native_setting(threads=threads), np.errstate(invalid="ignore", over="ignore"):
+        y = _gemm.conv2d(x, w, None, (1, 1), (1, 1), None, 0.0)
+        ry = R.conv2d(x, w, None, (1, 1), (1, 1), None, 0.0)
+        dy = rng.standard_normal(y.shape)
+        got = _gemm.conv2d_backward(dy, x, w, (1, 1), (1, 1), True)
+        want = R.conv2d_backward(dy, x, w, (1, 1), (1, 1), True)
+    for g, r in [(y, ry), *zip(got, want)]:
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
+        np.testing.assert_array_equal(np.isposinf(g), np.isposinf(r))
+        np.testing.assert_array_equal(np.isneginf(g), np.isneginf(r))
+        fin = np.isfinite(r)
+        np.testing.assert_allclose(g[fin], r[fin], rtol=1e-10, atol=1e-10)

@@ -1,0 +1,294 @@
+"""The GEMM engine (fastnn._gemm) against NumPy: every op/trans combination,
+alpha/beta, strided sub-matrices, sizes around every register and cache block,
+float32/float64, every compiled SIMD path, 1-3 threads; fused epilogues."""
+import contextlib
+import itertools
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _config
+
+from conftest import NATIVE, requires_native
+
+pytestmark = requires_native
+
+if NATIVE:
+    from fastnn import _gemm
+
+ISAS = ("portable", "avx2", "avx512")
+DTYPES = (np.float32, np.float64)
+
+
+@contextlib.contextmanager
+def native_setting(isa=None, threads=None):
+    old_isa, old_threads = fastnn.get_simd(), fastnn.get_num_threads()
+    try:
+        if isa is not None:
+            if ISAS.index(isa) > _config._state.best_isa:
+                pytest.skip(f"{isa} not available on this CPU/build")
+            fastnn.set_simd(isa)
+        if threads is not None:
+            fastnn.set_num_threads(threads)
+        yield
+    finally:
+        fastnn.set_simd(old_isa)
+        fastnn.set_num_threads(old_threads)
+
+
+def op(x, trans):
+    return x.T if trans else x
+
+
+def expected_and_bound(a, b, c0, ta, tb, alpha, beta):
+    """float64 result and an elementwise forward-error bound of the float computation."""
+    a64, b64 = op(a, ta).astype(np.float64), op(b, tb).astype(np.float64)
+    k = a64.shape[1]
+    eps = np.finfo(a.dtype).eps
+    exact = alpha * (a64 @ b64)
+    mag = abs(alpha) * (np.abs(a64) @ np.abs(b64))
+    if c0 is not None and beta != 0:
+        exact = exact + beta * c0.astype(np.float64)
+        mag = mag + abs(beta) * np.abs(c0.astype(np.float64))
+    return exact, 2 * (k + 3) * eps * mag + np.finfo(a.dtype).tiny
+
+
+def assert_gemm_close(got, exact, bound):
+    assert got.shape == exact.shape
+    err = np.abs(got.astype(np.float64) - exact)
+    worst = np.unravel_index(np.argmax(err - bound), err.shape) if err.size else None
+    assert np.all(err <= bound), f"error {err[worst]} > bound {bound[worst]} at {worst}"
+
+
+def strided(rng, shape, dtype, pad=3):
+    """A random matrix that is a sub-matrix view: rows further apart than their length."""
+    big = rng.standard_normal((shape[0] + 2, shape[1] + pad)).astype(dtype)
+    return big[1:1 + shape[0], 2:2 + shape[1]]
+
+
+def block_edge_sizes(isa, dtype):
+    mr, nr = _gemm.tile_shape(ISAS.index(isa), dtype)
+    mc, kc, nc = _gemm.block_sizes(ISAS.index(isa), dtype)
+    return mr, nr, mc, kc, nc
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_transposes_alpha_beta_strided(isa, dtype, rng):
+    mr, nr, _, _, _ = block_edge_sizes(isa, dtype)
+    shapes = [(1, 1, 1), (3, 70, 40), (4, 300, 17), (5, 2 * nr + 1, 33), (mr + 1, nr - 1, 7),
+              (2 * mr - 1, 2 * nr + 3, 13), (17, 29, 31)]
+    with native_setting(isa, 1):
+        for (m, n, k), ta, tb, (alpha, beta) in itertools.product(
+                shapes, (False, True), (False, True), [(1.0, 0.0), (-0.5, 1.0), (2.0, -3.0)]):
+            a = strided(rng, (k, m) if ta else (m, k), dtype)
+            b = strided(rng, (n, k) if tb else (k, n), dtype)
+            c = strided(rng, (m, n), dtype)
+            c0 = c.copy()
+            exact, bound = expected_and_bound(a, b, c0, ta, tb, alpha, beta)
+            out = _gemm.gemm(a, b, c, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta)
+            assert out is c
+            assert_gemm_close(c, exact, bound)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sizes_around_every_block(isa, dtype, rng):
+    mr, nr, mc, kc, nc = block_edge_sizes(isa, dtype)
+    ms = sorted({1, mr - 1, mr, mr + 1, 3 * mr + 2, mc - 1, mc + 1})
+    ns = sorted({1, nr - 1, nr, nr + 1, nc - 1, nc + 1, 2 * nc + 5})
+    ks = sorted({1, 2, 5, kc - 1, kc, kc + 1, 2 * kc + 3})
+    cases = [(m, 3, 5) for m in ms] + [(5, n, 7) for n in ns] + [(mr + 1, nr + 1, k) for k in ks]
+    cases += [(mc + 1, nc + 1, kc + 1), (0, 5, 3), (5, 0, 3), (4, 6, 0), (0, 0, 0)]
+    with native_setting(isa, 1):
+        for (m, n, k) in cases:
+            a = rng.standard_normal((m, k)).astype(dtype)
+            b = rng.standard_normal((k, n)).astype(dtype)
+            exact, bound = expected_and_bound(a, b, None, False, False, 1.0, 0.0)
+            assert_gemm_close(_gemm.gemm(a, b), exact, bound)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threads_agree_and_repeat_exactly(threads, dtype, rng):
+    # Each element of C is one thread's fixed-order sum, so the result is the
+    # same bits at any thread count, and from run to run.
+    shapes = [(301, 257, 413), (5, 1201, 97), (900, 7, 300), (64, 64, 64), (1100, 70, 45)]
+    for m, n, k in shapes:
+        a = rng.standard_normal((m, k)).astype(dtype)
+        b = rng.standard_normal((n, k)).astype(dtype)
+        with native_setting(threads=1):
+            one = _gemm.gemm(a, b, trans_b=True)
+        with native_setting(threads=threads):
+            first = _gemm.gemm(a, b, trans_b=True)
+            again = _gemm.gemm(a, b, trans_b=True)
+        exact, bound = expected_and_bound(a, b, None, False, True, 1.0, 0.0)
+        assert_gemm_close(first, exact, bound)
+        np.testing.assert_array_equal(first, again)
+        np.testing.assert_array_equal(first, one)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_beta_zero_never_reads_c_and_k_zero_scales(isa, rng):
+    with native_setting(isa, 2):
+        a = rng.standard_normal((9, 11)).astype(np.float32)
+        b = rng.standard_normal((11, 37)).astype(np.float32)
+        c = np.full((9, 37), np.nan, dtype=np.float32)
+        _gemm.gemm(a, b, c, beta=0.0)
+        assert np.all(np.isfinite(c))
+        # k == 0: C = beta * C
+        c = rng.standard_normal((4, 6))
+        expected = 0.5 * c
+        _gemm.gemm(np.empty((4, 0)), np.empty((0, 6)), c, alpha=3.0, beta=0.5)
+        np.testing.assert_array_equal(c, expected)
+        c = np.full((4, 6), np.nan)
+        _gemm.gemm(np.empty((4, 0)), np.empty((0, 6)), c, beta=0.0)
+        np.testing.assert_array_equal(c, np.zeros((4, 6)))
+
+
+def test_nan_and_inf_propagate(rng):
+    a = rng.standard_normal((20, 40))
+    b = rng.standard_normal((40, 50))
+    a[3, 7] = np.nan
+    b[5, 11] = np.inf
+    got = _gemm.gemm(a, b)
+    with np.errstate(invalid="ignore"):
+        want = a @ b
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+
+
+def test_raw_gemm_rejects_bad_arguments():
+    a32 = np.ones((3, 4), np.float32)
+    with pytest.raises(TypeError, match="gemm"):
+        _gemm.gemm(a32, np.ones((4, 2), np.float64))
+    with pytest.raises(ValueError, match="gemm: inner dimensions"):
+        _gemm.gemm(a32, np.ones((3, 2), np.float32))
+    with pytest.raises(ValueError, match="gemm"):
+        _gemm.gemm(a32, np.ones((4, 2), np.float32), np.ones((3, 3), np.float32))
+    with pytest.raises(TypeError, match="gemm"):
+        _gemm.gemm(np.ones((3, 4), np.int64), np.ones((4, 2), np.int64))
+    with pytest.raises(ValueError, match="gemm"):
+        _gemm.gemm(np.ones(3, np.float32), a32)
+    with pytest.raises(TypeError, match="gemm"):
+        _gemm.gemm(a32, np.ones((4, 2), np.float32), [[0.0] * 2] * 3)
+
+
+def test_column_strided_inputs_are_copied_correctly(rng):
+    a = rng.standard_normal((30, 40))[:, ::2]
+    b = rng.standard_normal((20, 9))
+    exact, bound = expected_and_bound(a, b, None, False, False, 1.0, 0.0)
+    assert_gemm_close(_gemm.gemm(a, b), exact, bound)
+
+
+# ---------------------------------------------------------------------------
+# matmul / linear / linear_backward (the backend functions of docs/BACKEND.md)
+
+ACTS = (None, "identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus")
+
+
+def reference_activation(name, z, alpha):
+    from fastnn import _reference as R
+    if name in (None, "identity"):
+        return z
+    if name in ("leaky_relu", "elu"):
+        return getattr(R, name)(z, alpha)
+    return getattr(R, name)(z)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+def test_fused_linear_equals_separate_ops(isa, dtype, act, rng):
+    n, d, m = 37, 53, 70
+    x = rng.standard_normal((n, d)).astype(dtype)
+    w = rng.standard_normal((d, m)).astype(dtype)
+    b = rng.standard_normal((m,)).astype(dtype)
+    with native_setting(isa, 2):
+        fused = _gemm.linear(x, w, b, act, 0.2)
+        pre = _gemm.matmul(x, w) + b
+        nobias = _gemm.linear(x, w, None, act, 0.2)
+    separate = reference_activation(act, pre, 0.2)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(fused, separate, rtol=tol, atol=tol)
+    np.testing.assert_allclose(nobias, reference_activation(act, _gemm.matmul(x, w), 0.2), rtol=tol, atol=tol)
+    assert fused.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+def test_linear_backward_against_formulas(dtype, act, rng):
+    from fastnn import _reference as R
+    n, d, m = 19, 41, 23
+    x = rng.standard_normal((n, d)).astype(dtype)
+    w = rng.standard_normal((d, m)).astype(dtype)
+    b = rng.standard_normal((m,)).astype(dtype)
+    y = _gemm.linear(x, w, b, act, 0.1)
+    dy = rng.standard_normal((n, m)).astype(dtype)
+    yy = None if act in (None, "identity") else y
+    dx, dw, db = _gemm.linear_backward(dy, x, w, act, 0.1, yy)
+    rdx, rdw, rdb = R.linear_backward(dy, x, w, act, 0.1, yy)
+    tol = 2e-5 if dtype == np.float32 else 1e-11
+    for got, want in ((dx, rdx), (dw, rdw), (db, rdb)):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+def test_linear_backward_numerical_gradient(rng):
+    n, d, m = 4, 5, 3
+    x = rng.standard_normal((n, d))
+    w = rng.standard_normal((d, m))
+    b = rng.standard_normal((m,))
+    dy = rng.standard_normal((n, m))
+
+    def loss(x_, w_, b_):
+        return float((_gemm.linear(x_, w_, b_, "tanh", 0.0) * dy).sum())
+
+    y = _gemm.linear(x, w, b, "tanh", 0.0)
+    dx, dw, db = _gemm.linear_backward(dy, x, w, "tanh", 0.0, y)
+    h = 1e-6
+    for arr, grad in ((x, dx), (w, dw), (b, db)):
+        num = np.zeros_like(arr)
+        for idx in np.ndindex(arr.shape):
+            old = arr[idx]
+            arr[idx] = old + h
+            up = loss(x, w, b)
+            arr[idx] = old - h
+            down = loss(x, w, b)
+            arr[idx] = old
+            num[idx] = (up - down) / (2 * h)
+        np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8)
+
+
+def test_matmul_empty_and_vector_shapes(rng):
+    for m, k, n in [(0, 3, 4), (3, 0, 4), (1, 1, 1), (1, 300, 1)]:
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        got = _gemm.matmul(a, b)
+        assert got.shape == (m, n) and got.dtype == np.float32
+        exact, bound = expected_and_bound(a, b, None, False, False, 1.0, 0.0)
+        assert_gemm_close(got, exact, bound)
+
+
+def test_ops_route_to_native_gemm(rng):
+    from fastnn import ops as F
+    x = rng.standard_normal((8, 12)).astype(np.float32)
+    w = rng.standard_normal((12, 5)).astype(np.float32)
+    with fastnn.backend("native"):
+        got = F.linear(x, w, None, activation="relu")
+    np.testing.assert_allclose(got, np.maximum(x @ w, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_read_only_inputs_and_nan_through_fused_relu(rng):
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    w = rng.standard_normal((5, 40)).astype(np.float32)
+    x[2, 3] = np.nan
+    x.setflags(write=False)
+    w.setflags(write=False)
+    y = _gemm.linear(x, w, None, "relu", 0.0)
+    assert np.all(np.isnan(y[2])) and not np.any(np.isnan(np.delete(y, 2, axis=0)))
+    dx, dw, db = _gemm.linear_backward(np.ones_like(y), x, w, "relu", 0.0, y)
+    assert dx.shape == x.shape and dw.shape == w.shape and db.shape == (40,)
+    c = _gemm.gemm(x, w)
+    assert np.isnan(c[2]).all()

@@ -2,13 +2,17 @@
  *
  * The array is cut into fixed chunks; OpenMP shares the chunks among threads and
  * each chunk runs the SIMD version of the op for ctx's ISA when there is one
- * (eltwise_avx2.c, eltwise_avx512.c), else the portable loop below. Each output
+ * (eltwise_simd.c), else the portable loops (eltwise_loops.h, activation.h). Each output
  * element depends only on its own inputs, so results do not depend on the thread
  * count. The scalar math is activation.h's. */
 #include <string.h>
 
 #include "activation.h"
+#include "eltwise_loops.h"
 #include "kernels.h"
+
+FNN_DEFINE_SIMPLE_LOOPS(, portable_simple_f32, float)
+FNN_DEFINE_SIMPLE_LOOPS(, portable_simple_f64, double)
 
 /* Elements per task: large enough to amortise scheduling, small enough that
  * two threads split 1e5-element arrays evenly. */
@@ -20,17 +24,9 @@
                                              int64_t n, T alpha)                                   \
     {                                                                                              \
         int64_t i;                                                                                 \
+        if (portable_simple_##SFX(op, a, b, y, n, alpha)) return;                                   \
         switch (op) {                                                                              \
         case FNN_OP_IDENTITY: memcpy(y, a, (size_t)n * sizeof(T)); break;                          \
-        case FNN_OP_RELU:                                                                          \
-            for (i = 0; i < n; i++) y[i] = a[i] > 0 ? a[i] : (T)0;                                 \
-            break;                                                                                 \
-        case FNN_OP_LEAKY_RELU:                                                                    \
-            for (i = 0; i < n; i++) y[i] = a[i] > 0 ? a[i] : alpha * a[i];                         \
-            break;                                                                                 \
-        case FNN_OP_STEP:                                                                          \
-            for (i = 0; i < n; i++) y[i] = a[i] > 0 ? (T)1 : (T)0;                                 \
-            break;                                                                                 \
         case FNN_OP_ELU:                                                                           \
         case FNN_OP_SIGMOID:                                                                       \
         case FNN_OP_TANH:                                                                          \
@@ -38,23 +34,11 @@
             for (i = 0; i < n; i++) y[i] = fnn_act_##SFX(op, a[i], alpha);                         \
             break;                                                                                 \
         /* backward: a = dy, b = x or y */                                                         \
-        case FNN_OP_RELU_BACKWARD:                                                                 \
-            for (i = 0; i < n; i++) y[i] = b[i] > 0 ? a[i] : (T)0;                                 \
-            break;                                                                                 \
-        case FNN_OP_LEAKY_RELU_BACKWARD:                                                           \
-            for (i = 0; i < n; i++) y[i] = b[i] > 0 ? a[i] : alpha * a[i];                         \
-            break;                                                                                 \
         case FNN_OP_ELU_BACKWARD:                                                                  \
             for (i = 0; i < n; i++) y[i] = b[i] > 0 ? a[i] : a[i] * (alpha * EXP(b[i]));           \
             break;                                                                                 \
         case FNN_OP_SOFTPLUS_BACKWARD:                                                             \
             for (i = 0; i < n; i++) y[i] = a[i] * fnn_sigmoid_##SFX(b[i]);                         \
-            break;                                                                                 \
-        case FNN_OP_SIGMOID_BACKWARD:                                                              \
-            for (i = 0; i < n; i++) y[i] = a[i] * ((T)1 - b[i]) * b[i];                            \
-            break;                                                                                 \
-        case FNN_OP_TANH_BACKWARD:                                                                 \
-            for (i = 0; i < n; i++) y[i] = a[i] * ((T)1 - b[i] * b[i]);                            \
             break;                                                                                 \
         default: break;                                                                            \
         }                                                                                          \

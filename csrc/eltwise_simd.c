@@ -2,9 +2,8 @@
  *
  * Built without -march flags: each function carries its own target attribute
  * and is only called when fnn_ctx.isa selects it (the CPU was checked by
- * fnn_cpu_best_isa). Simple ops are the portable loops compiled for the wider
- * ISA (GCC vectorises them; there is no FMA contraction under -std=c11, so they
- * round exactly as the portable path). Sigmoid and the softmax exponentials use
+ * fnn_cpu_best_isa). Simple ops are the loops of eltwise_loops.h compiled for
+ * the wider ISA. Sigmoid and the softmax exponentials use
  * a vector exp for arguments <= 0 (Cephes expf: range reduction by ln 2 in two
  * parts, degree-6 polynomial, about 1 ulp), which is all these kernels need:
  * they only ever take exp(-|x|) or exp(x - max). */
@@ -12,48 +11,16 @@
 #include <string.h>
 
 #include "activation.h"
+#include "eltwise_loops.h"
 #include "kernels.h"
 
 #if FNN_X86_SIMD
 #include <immintrin.h>
 
-/* The simple ops, shared by both ISAs and dtypes: returns 0 for ops left to the
- * portable path. a = x (forward) or dy (backward), b = x or y (backward). */
-#define DEFINE_SIMPLE_LOOPS(TARGET, NAME, T)                                                      \
-    TARGET static int NAME(int op, const T *FNN_RESTRICT a, const T *FNN_RESTRICT b,              \
-                           T *FNN_RESTRICT y, int64_t n, T alpha)                                 \
-    {                                                                                             \
-        int64_t i;                                                                                \
-        switch (op) {                                                                             \
-        case FNN_OP_RELU:                                                                         \
-            for (i = 0; i < n; i++) y[i] = a[i] > 0 ? a[i] : (T)0;                                \
-            return 1;                                                                             \
-        case FNN_OP_LEAKY_RELU:                                                                   \
-            for (i = 0; i < n; i++) y[i] = a[i] > 0 ? a[i] : alpha * a[i];                        \
-            return 1;                                                                             \
-        case FNN_OP_STEP:                                                                         \
-            for (i = 0; i < n; i++) y[i] = a[i] > 0 ? (T)1 : (T)0;                                \
-            return 1;                                                                             \
-        case FNN_OP_RELU_BACKWARD:                                                                \
-            for (i = 0; i < n; i++) y[i] = b[i] > 0 ? a[i] : (T)0;                                \
-            return 1;                                                                             \
-        case FNN_OP_LEAKY_RELU_BACKWARD:                                                          \
-            for (i = 0; i < n; i++) y[i] = b[i] > 0 ? a[i] : alpha * a[i];                        \
-            return 1;                                                                             \
-        case FNN_OP_SIGMOID_BACKWARD:                                                             \
-            for (i = 0; i < n; i++) y[i] = a[i] * ((T)1 - b[i]) * b[i];                           \
-            return 1;                                                                             \
-        case FNN_OP_TANH_BACKWARD:                                                                \
-            for (i = 0; i < n; i++) y[i] = a[i] * ((T)1 - b[i] * b[i]);                           \
-            return 1;                                                                             \
-        default: return 0;                                                                        \
-        }                                                                                         \
-    }
-
-DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX2, simple_avx2_f32, float)
-DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX2, simple_avx2_f64, double)
-DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX512, simple_avx512_f32, float)
-DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX512, simple_avx512_f64, double)
+FNN_DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX2, simple_avx2_f32, float)
+FNN_DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX2, simple_avx2_f64, double)
+FNN_DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX512, simple_avx512_f32, float)
+FNN_DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX512, simple_avx512_f64, double)
 
 /* Cephes expf constants */
 #define EXP_LO -87.33654f /* below this exp underflows float's normal range: result 0 */

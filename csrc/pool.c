@@ -8,14 +8,29 @@
  *
  * Max: the first maximum in row-major window order wins ties; the first NaN wins
  * over everything (np.argmax semantics). The 2x2 stride-2 unpadded window, the
- * common case, has its own loop. */
+ * common case, has its own loops (AVX-512 in pool_simd.c for float32). */
 #include <string.h>
 
 #include "kernels.h"
 
 
 /* does v replace the current best b? larger, or the first NaN */
-#define MAX_WINS(v, b) ((v) > (b) || ((v) != (v) && (b) == (b)))
+#define MAX_WINS(v, b) (((v) > (b)) | (((v) != (v)) & ((b) == (b))))
+
+static int max_pool_plane_2x2s2_simd_f32(int isa, const float *x, float *y, int64_t *am, int64_t W,
+                                         int64_t oh, int64_t ow)
+{
+    if (isa < FNN_ISA_AVX512) return 0;
+    fnn_max_pool_2x2s2_plane_avx512_f32(x, y, am, W, oh, ow);
+    return 1;
+}
+
+static int max_pool_plane_2x2s2_simd_f64(int isa, const double *x, double *y, int64_t *am, int64_t W,
+                                         int64_t oh, int64_t ow)
+{
+    (void)isa; (void)x; (void)y; (void)am; (void)W; (void)oh; (void)ow;
+    return 0;
+}
 
 #define DEFINE_POOL(T, SFX)                                                                         \
     static void max_pool_plane_2x2s2_##SFX(const T *FNN_RESTRICT x, T *FNN_RESTRICT y,              \
@@ -29,11 +44,13 @@
             const int64_t base = 2 * oy * W;                                                        \
             for (int64_t ox = 0; ox < ow; ox++) {                                                   \
                 const int64_t ix = 2 * ox;                                                          \
-                T b = r0[ix];                                                                       \
-                int64_t bi = base + ix;                                                             \
-                if (MAX_WINS(r0[ix + 1], b)) { b = r0[ix + 1]; bi = base + ix + 1; }                \
-                if (MAX_WINS(r1[ix], b)) { b = r1[ix]; bi = base + W + ix; }                        \
-                if (MAX_WINS(r1[ix + 1], b)) { b = r1[ix + 1]; bi = base + W + ix + 1; }            \
+                /* branch-free selects: random data mispredicts every branch */                     \
+                const T v0 = r0[ix], v1 = r0[ix + 1], v2 = r1[ix], v3 = r1[ix + 1];                \
+                T b = v0;                                                                           \
+                int64_t bi = base + ix, w;                                                          \
+                w = MAX_WINS(v1, b); b = w ? v1 : b; bi = w ? base + ix + 1 : bi;                   \
+                w = MAX_WINS(v2, b); b = w ? v2 : b; bi = w ? base + W + ix : bi;                   \
+                w = MAX_WINS(v3, b); b = w ? v3 : b; bi = w ? base + W + ix + 1 : bi;               \
                 yo[ox] = b;                                                                         \
                 ao[ox] = bi;                                                                        \
             }                                                                                       \
@@ -46,6 +63,7 @@
     {                                                                                               \
         const int64_t oh = (H + 2 * padh - ph) / sh + 1, ow = (W + 2 * padw - pw) / sw + 1;         \
         const int fast = ph == 2 && pw == 2 && sh == 2 && sw == 2 && padh == 0 && padw == 0;        \
+        const int isa = fnn_isa_of(ctx);                                                            \
         int64_t p;                                                                                  \
         (void)ctx;                                                                                  \
         const int64_t par_work = planes * H * W;                                                                  \
@@ -55,7 +73,8 @@
             T *yp = y + p * oh * ow;                                                                \
             int64_t *ap = argmax + p * oh * ow;                                                     \
             if (fast) {                                                                             \
-                max_pool_plane_2x2s2_##SFX(xp, yp, ap, W, oh, ow);                                  \
+                if (!max_pool_plane_2x2s2_simd_##SFX(isa, xp, yp, ap, W, oh, ow))                    \
+                    max_pool_plane_2x2s2_##SFX(xp, yp, ap, W, oh, ow);                              \
                 continue;                                                                           \
             }                                                                                       \
             for (int64_t oy = 0; oy < oh; oy++) {                                                   \

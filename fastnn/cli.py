@@ -14,18 +14,21 @@ SUBCOMMANDS = {
 }
 
 
-def build_parser():
+def build_parser(command=None):
+    """The argument parser; only the chosen subcommand's module is imported (others stay unloaded)."""
     parser = argparse.ArgumentParser(prog="fastnn", description="fastnn: fast CPU neural-network kernels")
     sub = parser.add_subparsers(dest="command")
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if module is not None:
+        if module is not None and name == command:
             importlib.import_module(module).add_arguments(p)
     return parser
 
 
 def main(argv=None):
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

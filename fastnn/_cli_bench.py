@@ -1,0 +1,440 @@
+"""`fastnn bench`: fastnn native, fastnn's NumPy reference and PyTorch side by side.
+
+The workloads and implementations are in fastnn.benchmarks (shared with the
+bench/ pytest-benchmark suite); this module parses options, runs the table in
+one process (warm-up, then medians of several samples, threads fixed), prints it
+and optionally writes JSON and a bar chart.
+"""
+import argparse
+import datetime
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+
+from fastnn import benchmarks as B
+
+DEFAULTS = {"repeat": 10, "warmup": 2, "min_sample_ms": 5.0, "max_seconds": 5.0}
+QUICK = {"repeat": 3, "warmup": 1, "min_sample_ms": 2.0, "max_seconds": 1.5}
+
+
+def _positive_int(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} expects a whole number >= 1, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} expects a whole number >= 1, got {value}")
+        return value
+    return parse
+
+
+def _positive_float(name):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} expects a number > 0, got {text!r}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{name} expects a number > 0, got {text!r}")
+        return value
+    return parse
+
+
+def _workloads(text):
+    try:
+        return B.select_workloads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--only: {exc}") from None
+
+
+def _implementations(text):
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in B.IMPLEMENTATIONS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"--impl: unknown implementation(s) {', '.join(map(repr, bad)) or repr(text)}; "
+            f"choose from: {', '.join(B.IMPLEMENTATIONS)}")
+    return [n for n in B.IMPLEMENTATIONS if n in names]
+
+
+def add_arguments(parser):
+    parser.description = (
+        "Time the workloads of docs/BENCHMARKS.md (forward + backward, float32) on fastnn's native "
+        "kernels, fastnn's NumPy reference backend and PyTorch CPU (when installed), in one process: "
+        "warm-up, then the median of several samples, with the same thread count for all.")
+    parser.add_argument("--threads", type=_positive_int("--threads"), default=1, metavar="N",
+                        help="threads for fastnn, NumPy's BLAS (via threadpoolctl) and torch (default: 1)")
+    parser.add_argument("--only", type=_workloads, default=None, metavar="LIST",
+                        help="comma-separated workloads: letters (A-J), keys (G2), names (relu) or tags "
+                             "(affine, conv, pool, softmax, activation, train, inference, net)")
+    parser.add_argument("--impl", type=_implementations, default=list(B.IMPLEMENTATIONS), metavar="LIST",
+                        help="comma-separated implementations among native, numpy, torch (default: all available)")
+    parser.add_argument("--repeat", type=_positive_int("--repeat"), default=None, metavar="N",
+                        help=f"timed samples per cell (default {DEFAULTS['repeat']}, {QUICK['repeat']} with --quick)")
+    parser.add_argument("--warmup", type=_positive_int("--warmup"), default=None, metavar="N",
+                        help=f"untimed calls before timing (default {DEFAULTS['warmup']}, "
+                             f"{QUICK['warmup']} with --quick), after the checked first call")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"CI smoke run: fewer samples and J on {B.J_IMAGES_QUICK} images instead of "
+                             f"{B.J_IMAGES}")
+    parser.add_argument("--peak-gflops", type=_positive_float("--peak-gflops"), default=None, metavar="X",
+                        help="fp32 FMA peak of the cores used, GFLOP/s (default: from the CPU flags and clock)")
+    parser.add_argument("--json", dest="json_path", default=None, metavar="FILE",
+                        help="write all timings and the machine description as JSON")
+    parser.add_argument("--plot", default=None, metavar="FILE",
+                        help="write a bar chart of speed-ups over NumPy (needs matplotlib)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+# ----------------------------------------------------------------------------
+
+class Progress:
+    """A one-line progress bar on stderr (one line per step when stderr is not a terminal)."""
+
+    def __init__(self, total, stream=None, enabled=True):
+        self.total, self.done = total, 0
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = time.perf_counter()
+
+    def step(self, label):
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        width = 24
+        filled = int(width * self.done / max(self.total, 1))
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {elapsed:6.1f}s  {label}"
+        if self.tty:
+            self.stream.write("\r" + line[:110].ljust(110))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self.done += 1
+
+    def close(self):
+        if self.tty:
+            elapsed = time.perf_counter() - self.start
+            self.stream.write("\r" + f"done: {self.total} cells in {elapsed:.1f}s".ljust(110) + "\n")
+            self.stream.flush()
+
+
+def _fail(message):
+    print(f"fastnn bench: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _command_line(args, settings):
+    parts = ["fastnn", "bench", "--threads", str(args.threads)]
+    if args.only is not None:
+        parts += ["--only", ",".join(w.key for w in args.only)]
+    if args.impl != list(B.IMPLEMENTATIONS):
+        parts += ["--impl", ",".join(args.impl)]
+    if args.repeat is not None:
+        parts += ["--repeat", str(args.repeat)]
+    if args.warmup is not None:
+        parts += ["--warmup", str(args.warmup)]
+    if args.quick:
+        parts.append("--quick")
+    if args.peak_gflops:
+        parts += ["--peak-gflops", f"{args.peak_gflops:g}"]
+    return " ".join(parts)
+
+
+def run_cell(workload, impl, data, settings, reference):
+    """Check one implementation against the reference results, then time it. Returns the JSON dict."""
+    cell = {}
+    with B.implementation_context(impl):
+        fn = B.prepare(workload, impl, data)
+        t0 = time.perf_counter()
+        outputs = fn()
+        first = time.perf_counter() - t0
+        got = B.snapshot(outputs)
+        if reference is None:
+            cell["check"] = "reference"
+        else:
+            ok, err = B.compare_outputs(reference, got)
+            cell["check"] = "ok" if ok else "mismatch"
+            cell["max_rel_err"] = err if math.isfinite(err) else None
+        timing = B.time_callable(fn, settings["repeat"], warmup=settings["warmup"],
+                                 min_sample_s=settings["min_sample_ms"] / 1e3,
+                                 max_seconds=settings["max_seconds"], first_call_s=first)
+    cell.update({"median_ms": timing.median_ms, "min_ms": timing.min_ms, "spread": timing.spread,
+                 "samples_ms": timing.samples_ms, "calls_per_sample": timing.number,
+                 "cpu_util": timing.cpu_util})
+    return cell, got
+
+
+def run_benchmarks(workloads, impls, settings, machine, progress):
+    """The results list of the JSON output (see docs/BENCHMARKS.md)."""
+    results = []
+    for workload in workloads:
+        data = workload.make_data(quick=settings["quick"])
+        row = {"key": workload.key, "name": workload.name, "title": B.workload_title(workload, data),
+               "kind": workload.kind,
+               "flops": workload.flops(data) if workload.flops else None,
+               "bytes": workload.traffic_bytes(data) if workload.traffic_bytes else None,
+               "timings": {}}
+        reference = None
+        for impl in impls:
+            progress.step(f"{workload.key} {workload.name} / {impl}")
+            try:
+                cell, got = run_cell(workload, impl, data, settings, reference)
+            except Exception as exc:  # noqa: BLE001 - one broken cell must not hide the rest of the table
+                row["timings"][impl] = {"error": f"{type(exc).__name__}: {exc}"}
+                continue
+            if reference is None:
+                reference = got
+            cell.update(B.derived_metrics(workload, data, cell["median_ms"], machine.get("peak_gflops"),
+                                          machine.get("copy_gbps")))
+            row["timings"][impl] = cell
+        base = row["timings"].get("numpy", {}).get("median_ms")
+        row["speedup_vs_numpy"] = {impl: base / cell["median_ms"]
+                                   for impl, cell in row["timings"].items()
+                                   if impl != "numpy" and base and "median_ms" in cell}
+        native, torch = (row["timings"].get(k, {}).get("median_ms") for k in ("native", "torch"))
+        row["native_vs_torch"] = torch / native if native and torch else None
+        results.append(row)
+    return results
+
+
+# ----------------------------------------------------------------------------
+# Output
+
+def _ms(value):
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value:.3f}"
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 100:
+        return f"{value:.1f}"
+    return f"{value:.0f}"
+
+
+def _x(value):
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _num(value, fmt):
+    return "-" if value is None else format(value, fmt)
+
+
+def format_machine(machine, settings):
+    lines = [f"fastnn {machine['fastnn']} bench  ({machine['date']})",
+             f"  CPU      : {machine['cpu']} ({machine['usable_cores']} usable cores; "
+             f"{', '.join(machine['isa_flags']) or 'no AVX2/AVX-512'})"]
+    if machine["native_available"]:
+        lines.append(f"  fastnn   : native kernels, SIMD path {machine['simd']}, "
+                     f"OpenMP {'yes' if machine['openmp'] else 'no'}")
+    else:
+        lines.append(f"  fastnn   : native kernels NOT available ({machine['native_error']}); "
+                     "only the NumPy reference backend is timed")
+    applied = machine["threads_applied"] or {}
+    blas = machine.get("blas")
+    if blas is None:
+        blas_text = "unknown (pip install threadpoolctl to see and limit it)"
+    else:
+        blas_text = "; ".join(f"{b['internal_api']} {b['version']} ({b['architecture']}, "
+                              f"{b['threading_layer']}) {b['num_threads']} thread(s)" for b in blas) or "none found"
+    lines += [
+        f"  threads  : {settings['threads']} for fastnn; NumPy BLAS {applied.get('blas')}; "
+        f"torch {applied.get('torch') if applied.get('torch') is not None else '(not used)'}",
+        f"  NumPy    : {machine['numpy']}, BLAS: {blas_text}",
+    ]
+    if machine.get("torch"):
+        lines.append(f"  PyTorch  : {machine['torch']}")
+    peak = machine["peak_gflops"]
+    lines.append(f"  FMA peak : {_num(peak, '.1f')} GFLOP/s fp32 = {machine['peak_basis']}")
+    if "sgemm_gflops" in machine:
+        lines.append(f"  measured : NumPy sgemm 1024^3 {machine['sgemm_gflops']:.1f} GFLOP/s; "
+                     f"1-thread copy {machine['copy_gbps']:.1f} GB/s (read + write)")
+        if peak and machine["sgemm_gflops"] > peak:
+            lines.append("             (the sgemm beats the computed peak: the running clock is above the one "
+                         "assumed; give the real peak with --peak-gflops)")
+    load = machine.get("load_average")
+    if load is not None:
+        busy = load > 0.5
+        lines.append(f"  load     : {load:.2f} (1-minute load average at start on {machine['usable_cores']} cores)"
+                     + ("; other processes are running: expect inflated, noisy timings" if busy else ""))
+    lines.append(f"  timing   : median of {settings['repeat']} samples after {settings['warmup']} warm-up "
+                 f"call(s) and one checked call; a sample lasts >= {settings['min_sample_ms']:g} ms"
+                 f"{' (quick)' if settings['quick'] else ''}")
+    return "\n".join(lines)
+
+
+def format_table(results, impls, primary):
+    """The text table: ms per implementation, speed-ups, and the primary implementation's rates."""
+    has = {impl: any("median_ms" in r["timings"].get(impl, {}) for r in results) for impl in impls}
+    cols = [i for i in B.IMPLEMENTATIONS if has.get(i)]
+    speed_cols = [i for i in cols if i != "numpy" and has.get("numpy")]
+    show_vs_torch = has.get("native") and has.get("torch")
+    head = [("workload", 48)] + [(f"{i} ms", 10) for i in cols] + [(f"{i}/np", 9) for i in speed_cols]
+    if show_vs_torch:
+        head.append(("vs torch", 9))
+    head += [("GFLOP/s", 8), ("%peak", 6), ("GB/s", 7), ("%copy", 6), ("spread", 7)]
+    out = ["  ".join(name.rjust(w) if k else name.ljust(w) for k, (name, w) in enumerate(head))]
+    out.append("-" * len(out[0]))
+    problems = []
+    for r in results:
+        t = r["timings"]
+        cells = [f"{r['key']:<3}{r['title']}"[:48].ljust(48)]
+        for i in cols:
+            c = t.get(i, {})
+            text = _ms(c.get("median_ms")) if "median_ms" in c else ("error" if "error" in c else "-")
+            if c.get("check") == "mismatch":
+                text = "!" + text
+            cells.append(text.rjust(10))
+            if "error" in c:
+                problems.append(f"{r['key']} {i}: {c['error']}")
+            if c.get("check") == "mismatch":
+                problems.append(f"{r['key']} {i}: results differ from the reference "
+                                f"(max error {_num(c.get('max_rel_err'), '.2g')} of scale)")
+        cells += [_x(r["speedup_vs_numpy"].get(i)).rjust(9) for i in speed_cols]
+        if show_vs_torch:
+            cells.append(_x(r["native_vs_torch"]).rjust(9))
+        p = t.get(primary, {})
+        spreads = [c["spread"] for c in t.values() if "spread" in c]
+        cells += [_num(p.get("gflops"), ".1f").rjust(8), _num(p.get("peak_pct"), ".0f").rjust(6),
+                  _num(p.get("gbps"), ".1f").rjust(7), _num(p.get("copy_pct"), ".0f").rjust(6),
+                  (f"{100 * max(spreads):.0f}%" if spreads else "-").rjust(7)]
+        out.append("  ".join(cells))
+    notes = [
+        "",
+        "ms: median per call (forward + backward; I: one SGD step; J: inference).",
+    ]
+    if speed_cols:
+        notes.append("x/np: speed-up over fastnn's NumPy reference backend (NumPy ms / that ms).")
+    if show_vs_torch:
+        notes.append("vs torch: PyTorch ms / fastnn native ms (above 1: fastnn is faster).")
+    notes.append(f"GFLOP/s, %peak (of the FMA peak above), GB/s (compulsory traffic) and %copy (of the "
+                 f"measured copy bandwidth) are those of '{primary}'.")
+    notes.append("spread: the largest interquartile range / median in the row (timing noise).")
+    contended = [f"{r['key']} {i} ({c['cpu_util']:.2f})" for r in results for i, c in r["timings"].items()
+                 if c.get("cpu_util") is not None and c["cpu_util"] < 0.8]
+    if contended:
+        notes.append("contended (this process got less than 0.8 of a core while timing; CPU time / wall time): "
+                     + ", ".join(contended))
+    if problems:
+        notes.append("")
+        notes += [f"PROBLEM {p}" for p in problems]
+    return "\n".join(out + notes)
+
+
+def write_plot(path, results, impls, primary_note):
+    import matplotlib
+    import matplotlib.ticker
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [i for i in impls if i != "numpy" and any(i in r["speedup_vs_numpy"] for r in results)]
+    labels = [f"{r['key']} {r['name']}" for r in results]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(results) + 1.8))
+    height = 0.8 / max(len(series), 1)
+    values = []
+    for k, impl in enumerate(series):
+        for j, r in enumerate(results):
+            x = r["speedup_vs_numpy"].get(impl)
+            if x is None:
+                continue
+            y = j + (k - (len(series) - 1) / 2) * height
+            # Bars grow from 1 (as fast as NumPy), left for slower, right for faster.
+            ax.barh(y, x - 1.0, left=1.0, height=height, color=f"C{k}",
+                    label=B.IMPLEMENTATION_LABELS[impl] if j == 0 or not values else None)
+            ax.annotate(f"{x:.2f}x", (x, y), xytext=(3 if x >= 1 else -3, 0), textcoords="offset points",
+                        ha="left" if x >= 1 else "right", va="center", fontsize=8)
+            values.append(x)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    if values:
+        ax.set_xlim(min(min(values), 1.0) / 2, max(max(values), 1.0) * 2)
+    ax.set_yticks(range(len(results)))
+    ax.set_yticklabels(labels)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ticks = [m * 10.0 ** e for e in range(-3, 4) for m in (1, 2, 5) if lo <= m * 10.0 ** e <= hi]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}x" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("speed-up over fastnn's NumPy reference backend (log scale)")
+    ax.set_title(f"fastnn bench {primary_note}")
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    if unique:
+        ax.legend(unique.values(), unique.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.0 / len(results) / 4),
+                  ncol=len(unique), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------
+
+def run(args):
+    settings = dict(QUICK if args.quick else DEFAULTS)
+    if args.repeat is not None:
+        settings["repeat"] = args.repeat
+    if args.warmup is not None:
+        settings["warmup"] = args.warmup
+    settings.update(threads=args.threads, quick=bool(args.quick))
+    workloads = args.only if args.only is not None else list(B.WORKLOADS)
+
+    # Options that would only fail after minutes of timing are checked first.
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        return _fail("--plot needs matplotlib, which is not installed (pip install matplotlib)")
+    for option, path in (("--json", args.json_path), ("--plot", args.plot)):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            return _fail(f"{option}: the directory of {path!r} does not exist")
+
+    status = B.implementation_status(args.impl)
+    impls = [i for i in args.impl if status[i][0]]
+    # numpy first: its results are the reference the others are checked against.
+    impls.sort(key=lambda i: (i != "numpy", B.IMPLEMENTATIONS.index(i)))
+    if not impls:
+        return _fail("none of the implementations asked for is available: "
+                     + "; ".join(f"{i}: {status[i][1]}" for i in args.impl))
+    primary = "native" if "native" in impls else impls[0]
+
+    with B.thread_limits(args.threads, use_torch="torch" in impls) as applied:
+        machine = B.machine_info(args.threads, args.peak_gflops, applied)
+        machine["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        if "torch" in impls:
+            torch = B.import_torch()
+            machine["torch"] = f"{torch.__version__}, {torch.get_num_threads()} thread(s)"
+        print(format_machine(machine, settings))
+        for impl in args.impl:
+            if not status[impl][0]:
+                print(f"  skipped  : {B.IMPLEMENTATION_LABELS[impl]}: {status[impl][1]}")
+        print(flush=True)
+        progress = Progress(len(workloads) * len(impls), enabled=not args.no_progress)
+        results = run_benchmarks(workloads, impls, settings, machine, progress)
+        progress.close()
+
+    print(format_table(results, impls, primary))
+    report = {
+        "schema": "fastnn-bench/1",
+        "date": machine["date"],
+        "command": _command_line(args, settings),
+        "settings": {**settings, "workloads": [w.key for w in workloads], "implementations": impls},
+        "machine": machine,
+        "implementations": {i: {"label": B.IMPLEMENTATION_LABELS[i], "available": status[i][0],
+                                "reason": status[i][1]} for i in args.impl},
+        "primary": primary,
+        "results": results,
+    }
+    if args.json_path:
+        with open(args.json_path, "w", encoding="utf-8") as fh:
+            json.dump(report, fh, indent=1)
+        print(f"\nwrote {args.json_path}")
+    if args.plot:
+        note = f"({args.threads} thread{'s' if args.threads > 1 else ''}, {machine['date']}"
+        note += ")" if "native" in impls else "; native kernels not built)"
+        write_plot(args.plot, results, impls, note)
+        print(f"wrote {args.plot}")
+    failed = any("error" in c or c.get("check") == "mismatch" for r in results for c in r["timings"].values())
+    return 1 if failed else 0

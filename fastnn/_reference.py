@@ -1,0 +1,410 @@
+"""The NumPy reference backend: the definition of every op's math.
+
+Signatures and guarantees are those of docs/BACKEND.md: fastnn.ops has already
+validated and normalised the arguments (C-contiguous float32/float64 arrays of
+one dtype, (h, w) tuples, consistent shapes), so nothing here checks them.
+Everything is vectorised NumPy computed in the input dtype, and stable for
+large |x| (no overflow warnings). NaN and Inf inputs propagate without warnings.
+"""
+import functools
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def _quiet_nan(func):
+    # inf - inf and 0 * inf from NaN/Inf inputs legitimately give NaN; that is
+    # propagation, not a numerical problem worth a RuntimeWarning.
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with np.errstate(invalid="ignore"):
+            return func(*args, **kwargs)
+    return wrapper
+
+
+# ---------------------------------------------------------------------------
+# Activations
+
+def relu(x):
+    return np.maximum(x, x.dtype.type(0))
+
+
+def leaky_relu(x, alpha):
+    return np.where(x > 0, x, x * x.dtype.type(alpha))
+
+
+def elu(x, alpha):
+    # expm1 of min(x, 0): never overflows, and exact near 0.
+    return np.where(x > 0, x, x.dtype.type(alpha) * np.expm1(np.minimum(x, 0)))
+
+
+def sigmoid(x):
+    e = np.exp(-np.abs(x))  # in (0, 1]
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def tanh(x):
+    return np.tanh(x)
+
+
+def softplus(x):
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def step(x):
+    return (x > 0).astype(x.dtype)
+
+
+def identity(x):
+    return x.copy()
+
+
+def relu_backward(dy, x):
+    return np.where(x > 0, dy, dy.dtype.type(0))
+
+
+def leaky_relu_backward(dy, x, alpha):
+    return np.where(x > 0, dy, dy * dy.dtype.type(alpha))
+
+
+def elu_backward(dy, x, alpha):
+    return np.where(x > 0, dy, dy * (dy.dtype.type(alpha) * np.exp(np.minimum(x, 0))))
+
+
+def softplus_backward(dy, x):
+    return dy * sigmoid(x)
+
+
+def sigmoid_backward(dy, y):
+    return dy * (y * (1 - y))
+
+
+def tanh_backward(dy, y):
+    return dy * (1 - y * y)
+
+
+_FORWARD = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh, "softplus": softplus}
+
+
+def _activate(z, activation, alpha):
+    """act(z) for a fused epilogue (activation already normalised: None = identity)."""
+    if activation is None or activation == "identity":
+        return z
+    if activation == "leaky_relu":
+        return leaky_relu(z, alpha)
+    if activation == "elu":
+        return elu(z, alpha)
+    return _FORWARD[activation](z)
+
+
+def _activation_grad_from_y(activation, y, alpha):
+    """d act / d z written in terms of the output y = act(z), as csrc/activation.h
+    does (alpha >= 0 for leaky_relu and elu, which fastnn.ops enforces)."""
+    t = y.dtype.type
+    if activation == "relu":
+        return (y > 0).astype(y.dtype)
+    if activation == "leaky_relu":
+        return np.where(y > 0, t(1), t(alpha))
+    if activation == "elu":
+        return np.where(y > 0, t(1), y + t(alpha))
+    if activation == "sigmoid":
+        return y * (1 - y)
+    if activation == "tanh":
+        return 1 - y * y
+    if activation == "softplus":
+        return -np.expm1(-y)
+    raise AssertionError(activation)
+
+
+# ---------------------------------------------------------------------------
+# Dense layers
+
+def matmul(a, b):
+    return np.matmul(a, b)
+
+
+@_quiet_nan
+def linear(x, W, b, activation, alpha):
+    y = x @ W
+    if b is not None:
+        y += b
+    return _activate(y, activation, alpha)
+
+
+@_quiet_nan
+def linear_backward(dy, x, W, activation, alpha, y):
+    if activation is not None and activation != "identity":
+        dy = dy * _activation_grad_from_y(activation, y, alpha)
+    dx = dy @ W.T
+    dW = x.T @ dy
+    db = dy.sum(axis=0)
+    return dx, dW, db
+
+
+# ---------------------------------------------------------------------------
+# Convolution
+
+def _pad_hw(x, pad, value=0.0):
+    ph, pw = pad
+    if ph == 0 and pw == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode="constant", constant_values=value)
+
+
+def _out_hw(h, w, fh, fw, stride, pad):
+    return (h + 2 * pad[0] - fh) // stride[0] + 1, (w + 2 * pad[1] - fw) // stride[1] + 1
+
+
+def _windows(xp, fh, fw, stride):
+    """Strided view (N, C, oh, ow, fh, fw) of the windows of a padded input."""
+    return sliding_window_view(xp, (fh, fw), axis=(2, 3))[:, :, ::stride[0], ::stride[1]]
+
+
+def im2col(x, fh, fw, stride, pad):
+    n, c, h, w = x.shape
+    oh, ow = _out_hw(h, w, fh, fw, stride, pad)
+    windows = _windows(_pad_hw(x, pad), fh, fw, stride)
+    # (N, oh, ow, C, fh, fw): the row/column order of the book's common/util.py.
+    return np.ascontiguousarray(windows.transpose(0, 2, 3, 1, 4, 5)).reshape(n * oh * ow, c * fh * fw)
+
+
+def col2im(col, x_shape, fh, fw, stride, pad):
+    n, c, h, w = x_shape
+    (sh, sw), (ph, pw) = stride, pad
+    oh, ow = _out_hw(h, w, fh, fw, stride, pad)
+    cols = col.reshape(n, oh, ow, c, fh, fw).transpose(0, 3, 4, 5, 1, 2)
+    img = np.zeros((n, c, h + 2 * ph + sh - 1, w + 2 * pw + sw - 1), dtype=col.dtype)
+    for i in range(fh):
+        i_end = i + sh * oh
+        for j in range(fw):
+            j_end = j + sw * ow
+            np.add(img[:, :, i:i_end:sh, j:j_end:sw], cols[:, :, i, j], out=img[:, :, i:i_end:sh, j:j_end:sw])
+    return np.ascontiguousarray(img[:, :, ph:ph + h, pw:pw + w])
+
+
+@_quiet_nan
+def conv2d(x, W, b, stride, pad, activation, alpha):
+    n = x.shape[0]
+    f, c, fh, fw = W.shape
+    oh, ow = _out_hw(x.shape[2], x.shape[3], fh, fw, stride, pad)
+    col = im2col(x, fh, fw, stride, pad)
+    out = col @ W.reshape(f, -1).T
+    if b is not None:
+        out += b
+    out = _activate(out, activation, alpha)
+    return np.ascontiguousarray(out.reshape(n, oh, ow, f).transpose(0, 3, 1, 2))
+
+
+@_quiet_nan
+def conv2d_backward(dy, x, W, stride, pad, need_dx):
+    f, c, fh, fw = W.shape
+    dout = dy.transpose(0, 2, 3, 1).reshape(-1, f)
+    db = dout.sum(axis=0)
+    col = im2col(x, fh, fw, stride, pad)
+    dW = (dout.T @ col).reshape(f, c, fh, fw)
+    dx = col2im(dout @ W.reshape(f, -1), x.shape, fh, fw, stride, pad) if need_dx else None
+    return dx, dW, db
+
+
+# ---------------------------------------------------------------------------
+# Pooling
+
+def max_pool2d(x, ph, pw, stride, pad):
+    n, c, h, w = x.shape
+    oh, ow = _out_hw(h, w, ph, pw, stride, pad)
+    windows = _windows(_pad_hw(x, pad, -np.inf), ph, pw, stride).reshape(n, c, oh, ow, ph * pw)
+    # np.argmax: first maximum in row-major window order; a NaN wins (the first one).
+    k = windows.argmax(axis=-1)
+    y = np.take_along_axis(windows, k[..., None], axis=-1)[..., 0]
+    row_start = (np.arange(oh) * stride[0] - pad[0])[:, None]
+    col_start = (np.arange(ow) * stride[1] - pad[1])[None, :]
+    rows = row_start + k // pw
+    cols = col_start + k % pw
+    # Padding only ties for the maximum when every real element of the window is
+    # -inf; the first real element then wins (padding never wins).
+    in_padding = (rows < 0) | (rows >= h) | (cols < 0) | (cols >= w)
+    if in_padding.any():
+        rows = np.where(in_padding, np.maximum(row_start, 0), rows)
+        cols = np.where(in_padding, np.maximum(col_start, 0), cols)
+    argmax = (rows * w + cols).astype(np.int64)
+    return np.ascontiguousarray(y), argmax
+
+
+def max_pool2d_backward(dy, argmax, x_shape, ph, pw, stride, pad):
+    n, c, h, w = x_shape
+    dx = np.zeros(n * c * h * w, dtype=dy.dtype)
+    plane = (np.arange(n * c, dtype=np.int64) * (h * w)).reshape(n, c, 1, 1)
+    # Overlapping windows (stride < pool) may route several gradients to one input.
+    np.add.at(dx, (argmax + plane).ravel(), dy.ravel())
+    return dx.reshape(n, c, h, w)
+
+
+def avg_pool2d(x, ph, pw, stride, pad):
+    n, c, h, w = x.shape
+    (sh, sw) = stride
+    oh, ow = _out_hw(h, w, ph, pw, stride, pad)
+    xp = _pad_hw(x, pad)
+    total = np.zeros((n, c, oh, ow), dtype=x.dtype)
+    for i in range(ph):
+        for j in range(pw):
+            total += xp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+    return total / x.dtype.type(ph * pw)
+
+
+def avg_pool2d_backward(dy, x_shape, ph, pw, stride, pad):
+    n, c, h, w = x_shape
+    (sh, sw), (pad_h, pad_w) = stride, pad
+    oh, ow = dy.shape[2], dy.shape[3]
+    share = dy / dy.dtype.type(ph * pw)
+    dxp = np.zeros((n, c, h + 2 * pad_h + sh - 1, w + 2 * pad_w + sw - 1), dtype=dy.dtype)
+    for i in range(ph):
+        for j in range(pw):
+            dxp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += share
+    return np.ascontiguousarray(dxp[:, :, pad_h:pad_h + h, pad_w:pad_w + w])
+
+
+# ---------------------------------------------------------------------------
+# Softmax and losses
+
+@_quiet_nan
+def softmax(x):
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    e /= e.sum(axis=1, keepdims=True)
+    return e
+
+
+@_quiet_nan
+def log_softmax(x):
+    z = x - x.max(axis=1, keepdims=True)
+    z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return z
+
+
+def _mean_loss(per_element, count):
+    # The loss is a Python float accumulated in float64; an empty batch gives nan.
+    if count == 0:
+        return float("nan")
+    return float(per_element.sum(dtype=np.float64) / count)
+
+
+@_quiet_nan
+def softmax_cross_entropy(logits, target):
+    n, k = logits.shape
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    s = e.sum(axis=1, keepdims=True)
+    log_s = np.log(s)
+    prob = e / s
+    if target.ndim == 1:
+        rows = np.arange(n)
+        per_row = log_s[:, 0] - shifted[rows, target]
+        prob[rows, target] -= 1
+    else:
+        per_row = (target * (log_s - shifted)).sum(axis=1)
+        prob -= target
+    loss = _mean_loss(per_row, n)
+    if n:
+        prob /= logits.dtype.type(n)
+    return loss, prob
+
+
+@_quiet_nan
+def mean_squared_error(y, t):
+    d = y - t
+    loss = _mean_loss(d * d, d.size)
+    return loss, d * (2 / d.dtype.type(max(d.size, 1)))
+
+
+@_quiet_nan
+def sigmoid_binary_cross_entropy(logits, t):
+    z = logits
+    per_element = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
+    loss = _mean_loss(per_element, z.size)
+    return loss, (sigmoid(z) - t) / z.dtype.type(max(z.size, 1))
+
+
+# ---------------------------------------------------------------------------
+# Optimizer updates (in place, in the parameter's dtype)
+
+def _effective_grad(p, g, wd, l1):
+    # The caller's gradient array is never modified.
+    if wd:
+        g = g + wd * p
+    if l1:
+        g = g + l1 * np.sign(p)
+    return g
+
+
+def sgd_update(p, g, lr, wd, l1):
+    g = _effective_grad(p, g, wd, l1)
+    p -= lr * g
+
+
+def momentum_update(p, g, v, lr, momentum, wd, l1):
+    g = _effective_grad(p, g, wd, l1)
+    v[...] = momentum * v - lr * g
+    p += v
+
+
+def nesterov_update(p, g, v, lr, momentum, wd, l1):
+    g = _effective_grad(p, g, wd, l1)
+    v[...] = momentum * v - lr * g
+    p += momentum * momentum * v - (1 + momentum) * lr * g
+
+
+def adagrad_update(p, g, h, lr, eps, wd, l1):
+    g = _effective_grad(p, g, wd, l1)
+    h += g * g
+    p -= lr * g / (np.sqrt(h) + eps)
+
+
+def rmsprop_update(p, g, h, lr, decay, eps, wd, l1):
+    g = _effective_grad(p, g, wd, l1)
+    h[...] = decay * h + (1 - decay) * g * g
+    p -= lr * g / (np.sqrt(h) + eps)
+
+
+def adam_update(p, g, m, v, lr_t, beta1, beta2, eps, wd, l1):
+    g = _effective_grad(p, g, wd, l1)
+    m += (1 - beta1) * (g - m)
+    v += (1 - beta2) * (g * g - v)
+    p -= lr_t * m / (np.sqrt(v) + eps)
+
+
+# ---------------------------------------------------------------------------
+# Batch normalisation (NumPy on both backends; fastnn.ops calls it directly)
+
+def batch_norm_forward(x2, gamma, beta, running_mean, running_var, momentum, eps, train):
+    """x2 is (rows, features). Returns (out, cache); updates the running stats in place when train."""
+    if train:
+        mu = x2.mean(axis=0)
+        xc = x2 - mu
+        var = (xc * xc).mean(axis=0)
+        std = np.sqrt(var + eps)
+        running_mean *= momentum
+        running_mean += (1 - momentum) * mu
+        running_var *= momentum
+        running_var += (1 - momentum) * var
+    else:
+        xc = x2 - running_mean.astype(x2.dtype, copy=False)
+        std = np.sqrt(running_var.astype(x2.dtype, copy=False) + eps)
+    xn = xc / std
+    out = gamma * xn + beta
+    return out, (train, gamma, xc, xn, std)
+
+
+def batch_norm_backward(dout2, cache):
+    train, gamma, xc, xn, std = cache
+    n = dout2.shape[0]
+    dbeta = dout2.sum(axis=0)
+    dgamma = (xn * dout2).sum(axis=0)
+    dxn = gamma * dout2
+    dxc = dxn / std
+    if train:
+        # The book's BatchNormalization.__backward, through the batch statistics.
+        dstd = -(dxn * xc / (std * std)).sum(axis=0)
+        dvar = 0.5 * dstd / std
+        dxc += (2.0 / n) * xc * dvar
+        dmu = dxc.sum(axis=0)
+        dxc -= dmu / n
+    return dxc, dgamma, dbeta

@@ -1,0 +1,220 @@
+"""Argument checking for fastnn.ops: the one place that validates.
+
+Every helper takes the name of the public op first, so each message says which
+op failed, what it expected and what it got. After these checks a backend may
+assume everything docs/BACKEND.md promises (C-contiguous float32/float64 arrays
+of one dtype, consistent shapes, (h, w) tuples of ints, output sizes >= 1).
+"""
+import math
+import numbers
+import os
+
+import numpy as np
+
+# Order matches enum fnn_act in csrc/activation.h.
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus")
+DEFAULT_ALPHA = {"leaky_relu": 0.01, "elu": 1.0}
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _physical_memory_bytes():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 40
+
+
+# An array larger than the machine's memory can never be allocated; refusing it
+# up front gives a clear MemoryError instead of a failed (or swapping) malloc.
+MAX_BYTES = _physical_memory_bytes()
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"array of dtype {value.dtype} and shape {value.shape}"
+    return type(value).__name__
+
+
+def as_float_array(op, name, value):
+    """``value`` as an ndarray of dtype float32 or float64 (lists go through np.asarray)."""
+    if value is None:
+        raise TypeError(f"{op}: expected {name} to be a float32 or float64 array, got None")
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - ragged lists and the like
+        raise TypeError(f"{op}: could not convert {name} to an array ({exc})") from None
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: expected {name} to be a float32 or float64 array, "
+                        f"got dtype {arr.dtype} (shape {arr.shape})")
+    return arr
+
+
+def float_arrays(op, **named):
+    """Check each named float array (None passes through), promote them all to one
+    dtype with np.result_type and make them C-contiguous. Returns (dtype, dict)."""
+    arrays = {k: as_float_array(op, k, v) for k, v in named.items() if v is not None}
+    dtype = np.result_type(*arrays.values()) if arrays else np.dtype(np.float64)
+    out = {k: None for k in named}
+    for k, arr in arrays.items():
+        out[k] = np.asarray(arr, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
+    return dtype, out
+
+
+def check_ndim(op, name, arr, ndims, what=""):
+    if isinstance(ndims, int):
+        ndims = (ndims,)
+    if arr.ndim not in ndims:
+        want = " or ".join(f"{d}-D" for d in ndims)
+        raise ValueError(f"{op}: expected {name} to be {want}{what}, got shape {arr.shape}")
+
+
+def check_same_shape(op, name_a, a, name_b, b):
+    if a.shape != b.shape:
+        raise ValueError(f"{op}: {name_a} and {name_b} must have the same shape, "
+                         f"got {name_a} {a.shape} and {name_b} {b.shape}")
+
+
+def check_nonempty_dims(op, name, arr, first_dim=1):
+    """Every dimension from ``first_dim`` on must be >= 1 (the batch may be 0)."""
+    if any(d < 1 for d in arr.shape[first_dim:]):
+        raise ValueError(f"{op}: expected every dimension of {name} after the batch to be >= 1, "
+                         f"got shape {arr.shape}")
+
+
+def as_int(op, name, value, minimum=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{op}: expected {name} to be an int, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{op}: expected {name} >= {minimum}, got {value}")
+    return value
+
+
+def as_pair(op, name, value, minimum):
+    """An int or an (h, w) pair of ints, each >= minimum, as a tuple of Python ints."""
+    if isinstance(value, (tuple, list, np.ndarray)):
+        items = list(value)
+        if len(items) != 2:
+            raise ValueError(f"{op}: expected {name} to be an int or an (h, w) pair, got {value!r}")
+    else:
+        items = [value, value]
+    h = as_int(op, name, items[0])
+    w = as_int(op, name, items[1])
+    if h < minimum or w < minimum:
+        raise ValueError(f"{op}: expected {name} >= {minimum}, got {value!r}")
+    return (h, w)
+
+
+def as_real(op, name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{op}: expected {name} to be a real number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def check_size(op, what, shape, itemsize):
+    """Refuse an output whose element count overflows int64 or whose bytes exceed memory."""
+    count = 1
+    for d in shape:
+        count *= int(d)
+    if count > _INT64_MAX or count * itemsize > _INT64_MAX:
+        raise ValueError(f"{op}: {what} of shape {tuple(shape)} has more elements than int64 can index")
+    if count * itemsize > MAX_BYTES:
+        raise MemoryError(f"{op}: {what} of shape {tuple(shape)} would need {count * itemsize} bytes, "
+                          f"more than this machine's {MAX_BYTES} bytes of memory")
+
+
+def activation_name(op, activation):
+    """Normalise an activation name: None and 'identity' both give None."""
+    if activation is None:
+        return None
+    if not isinstance(activation, str) or activation.lower() not in ACTIVATIONS:
+        raise ValueError(f"{op}: expected activation to be None or one of {ACTIVATIONS}, got {activation!r}")
+    activation = activation.lower()
+    return None if activation == "identity" else activation
+
+
+def activation_alpha(op, activation, alpha, fused=False):
+    """The alpha passed to the backend: the default of the activation when None, 0.0 when unused.
+
+    A fused activation's backward pass recovers the derivative from the output y,
+    which needs alpha >= 0 for leaky_relu and elu (a negative slope would fold y)."""
+    if activation not in DEFAULT_ALPHA:
+        if alpha is not None:
+            as_real(op, "alpha", alpha)
+        return 0.0
+    if alpha is None:
+        return DEFAULT_ALPHA[activation]
+    alpha = as_real(op, "alpha", alpha)
+    if fused and not alpha >= 0:
+        raise ValueError(f"{op}: a fused {activation} needs alpha >= 0 (its backward pass works from "
+                         f"the output), got alpha={alpha}")
+    return alpha
+
+
+def conv_output_size(op, in_hw, filter_hw, stride, pad, what="filter"):
+    """(oh, ow) of a window of size filter_hw sliding over in_hw padded by pad."""
+    (h, w), (fh, fw), (sh, sw), (ph, pw) = in_hw, filter_hw, stride, pad
+    if fh > h + 2 * ph or fw > w + 2 * pw:
+        raise ValueError(f"{op}: {what} ({fh}, {fw}) is larger than the padded input "
+                         f"({h + 2 * ph}, {w + 2 * pw}) (input ({h}, {w}), pad ({ph}, {pw}))")
+    return (h + 2 * ph - fh) // sh + 1, (w + 2 * pw - fw) // sw + 1
+
+
+def x_shape4(op, value):
+    """A 4-D (N, C, H, W) shape as a tuple of Python ints, N >= 0 and the rest >= 1."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 4:
+        raise ValueError(f"{op}: expected x_shape to be (N, C, H, W), got {value!r}")
+    shape = tuple(as_int(op, "x_shape", d) for d in value)
+    if shape[0] < 0 or any(d < 1 for d in shape[1:]):
+        raise ValueError(f"{op}: expected x_shape (N, C, H, W) with N >= 0 and C, H, W >= 1, got {shape}")
+    return shape
+
+
+def pool_params(op, pool_h, pool_w, stride, pad):
+    """((ph, pw), stride, pad) for a pooling op; stride defaults to the pool size, and
+    2*pad <= pool (as PyTorch) so that every window holds a real element."""
+    ph = as_int(op, "pool_h", pool_h, minimum=1)
+    pw = ph if pool_w is None else as_int(op, "pool_w", pool_w, minimum=1)
+    stride = (ph, pw) if stride is None else as_pair(op, "stride", stride, 1)
+    pad = as_pair(op, "pad", pad, 0)
+    if 2 * pad[0] > ph or 2 * pad[1] > pw:
+        raise ValueError(f"{op}: pad {pad} must be at most half the pool size ({ph}, {pw})")
+    return (ph, pw), stride, pad
+
+
+def int_labels(op, target, n, k):
+    """Integer class labels (N,) in [0, K) as C-contiguous int64."""
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: expected integer class labels (N,) or float rows (N, K), "
+                        f"got a 1-D target of dtype {target.dtype}")
+    if target.shape != (n,):
+        raise ValueError(f"{op}: expected labels of shape ({n},) for logits ({n}, {k}), got {target.shape}")
+    if n:
+        lo, hi = target.min(), target.max()
+        if lo < 0 or hi >= k:
+            raise ValueError(f"{op}: labels must lie in [0, {k}) for logits of shape ({n}, {k}), "
+                             f"got values in [{lo}, {hi}]")
+    return np.ascontiguousarray(target, dtype=np.int64)
+
+
+def writeable_float_array(op, name, value, shape=None):
+    """An ndarray updated in place: must be float32/float64 and writeable."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{op}: expected {name} to be a writeable float ndarray (updated in place), "
+                        f"got {_describe(value)}")
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: expected {name} to be a float32 or float64 array, got dtype {value.dtype}")
+    if not value.flags.writeable:
+        raise TypeError(f"{op}: {name} is read-only, but it is updated in place")
+    if shape is not None and value.shape != tuple(shape):
+        raise ValueError(f"{op}: expected {name} of shape {tuple(shape)}, got {value.shape}")
+    return value
+
+
+def check_finite_scalar(op, name, value):
+    value = as_real(op, name, value)
+    if not math.isfinite(value):
+        raise ValueError(f"{op}: expected a finite {name}, got {value}")
+    return value

@@ -1,0 +1,529 @@
+"""Layers with the interface of "deep learning from scratch" (common/layers.py).
+
+A script written against that book switches to these by changing its imports::
+
+    from fastnn.layers import Affine, Relu, SoftmaxWithLoss, ...
+
+Each layer has the book's class name, constructor arguments, attributes
+(``W``, ``b``, ``dW``, ``db``, ``x``, ``original_x_shape``, ``loss``, ``y``,
+``t``, ``mask``, ``dgamma``, ``dbeta``, ...) and ``forward``/``backward``
+methods; the math runs in :mod:`fastnn.ops`, so it uses the native kernels
+when they are built and the NumPy reference otherwise.
+
+Layers hold the very parameter arrays they were given (no copy, no dtype
+conversion): the book's training loops update ``network.params[key]`` in place
+and assign ``layer.W = ...`` when loading weights, and a layer sees both.
+Differences from the book are listed in docs/LAYERS.md.
+"""
+import numpy as np
+
+from fastnn import ops
+
+__all__ = [
+    "Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Softplus", "Affine", "Flatten",
+    "SoftmaxWithLoss", "IdentityWithLoss", "SigmoidWithLoss", "Dropout", "BatchNormalization",
+    "Convolution", "Pooling", "AvgPooling", "MulLayer", "AddLayer",
+]
+
+# The book's BatchNormalization writes its epsilon as 10e-7 (= 1e-6); keep it so
+# running a book script through fastnn gives the book's numbers.
+BOOK_BATCHNORM_EPS = 10e-7
+
+
+def _require_forward(layer, value):
+    if value is None:
+        raise RuntimeError(f"{type(layer).__name__}.backward: call forward() first")
+
+
+def _as_input(x):
+    """x as an array the ops take: float32/float64 stay as they are; integer, bool or
+    float16 data (raw uint8 images, say) become float64, the dtype NumPy gives the book."""
+    x = np.asarray(x)
+    if x.dtype.kind in "biu" or x.dtype == np.float16:
+        x = x.astype(np.float64)
+    return x      # anything else (complex, object, ...) is left for fastnn.ops to reject by name
+
+
+def _flat(x):
+    # (N, ...) -> (N, D); spelled out so that an empty batch (N = 0) reshapes too
+    return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
+
+
+def _fresh_float(value):
+    arr = np.array(value)
+    return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
+
+
+def _scaled(grad, dout):
+    # Loss layers take the book's `dout=1`; anything else scales the gradient (chain rule).
+    if isinstance(dout, (int, float)) and dout == 1:
+        return grad
+    return grad * dout
+
+
+# ---------------------------------------------------------------- activations
+
+class Relu:
+    """max(0, x). ``mask`` (x <= 0) is computed on first access, as the kernels don't need it."""
+
+    def __init__(self):
+        self.x = None
+
+    @property
+    def mask(self):
+        return None if self.x is None else self.x <= 0
+
+    def forward(self, x):
+        self.x = x = _as_input(x)
+        return ops.relu(x)
+
+    def backward(self, dout):
+        _require_forward(self, self.x)
+        return ops.relu_backward(dout, self.x)
+
+
+class Sigmoid:
+    """1 / (1 + exp(-x)), computed stably; ``out`` is the forward output."""
+
+    def __init__(self):
+        self.out = None
+
+    def forward(self, x):
+        self.out = ops.sigmoid(_as_input(x))
+        return self.out
+
+    def backward(self, dout):
+        _require_forward(self, self.out)
+        return ops.sigmoid_backward(dout, self.out)
+
+
+class Tanh:
+    def __init__(self):
+        self.out = None
+
+    def forward(self, x):
+        self.out = ops.tanh(_as_input(x))
+        return self.out
+
+    def backward(self, dout):
+        _require_forward(self, self.out)
+        return ops.tanh_backward(dout, self.out)
+
+
+class LeakyRelu:
+    """x for x > 0, else alpha * x."""
+
+    def __init__(self, alpha=0.01):
+        self.alpha = alpha
+        self.x = None
+
+    def forward(self, x):
+        self.x = x = _as_input(x)
+        return ops.leaky_relu(x, self.alpha)
+
+    def backward(self, dout):
+        _require_forward(self, self.x)
+        return ops.leaky_relu_backward(dout, self.x, self.alpha)
+
+
+class Elu:
+    """x for x > 0, else alpha * (exp(x) - 1)."""
+
+    def __init__(self, alpha=1.0):
+        self.alpha = alpha
+        self.x = None
+
+    def forward(self, x):
+        self.x = x = _as_input(x)
+        return ops.elu(x, self.alpha)
+
+    def backward(self, dout):
+        _require_forward(self, self.x)
+        return ops.elu_backward(dout, self.x, self.alpha)
+
+
+class Softplus:
+    """log(1 + exp(x)), computed stably."""
+
+    def __init__(self):
+        self.x = None
+
+    def forward(self, x):
+        self.x = x = _as_input(x)
+        return ops.softplus(x)
+
+    def backward(self, dout):
+        _require_forward(self, self.x)
+        return ops.softplus_backward(dout, self.x)
+
+
+# ---------------------------------------------------------------- affine / reshape
+
+class Affine:
+    """out = x @ W + b, with x of any rank flattened to (N, -1) first (the book's "tensor" support)."""
+
+    def __init__(self, W, b):
+        self.W = W
+        self.b = b
+        self.x = None
+        self.original_x_shape = None
+        self.dW = None
+        self.db = None
+
+    def forward(self, x):
+        x = _as_input(x)
+        if x.ndim == 0:
+            raise ValueError("Affine.forward: expected an input of shape (N, ...), got a scalar")
+        self.original_x_shape = x.shape
+        self.x = _flat(x)
+        return ops.linear(self.x, self.W, self.b)
+
+    def backward(self, dout):
+        _require_forward(self, self.x)
+        dx, self.dW, self.db = ops.linear_backward(dout, self.x, self.W)
+        return dx.reshape(self.original_x_shape)
+
+
+class Flatten:
+    """(N, ...) -> (N, -1); backward restores the shape."""
+
+    def __init__(self):
+        self.original_x_shape = None
+
+    def forward(self, x):
+        x = np.asarray(x)
+        if x.ndim == 0:
+            raise ValueError("Flatten.forward: expected an input of shape (N, ...), got a scalar")
+        self.original_x_shape = x.shape
+        return _flat(x)
+
+    def backward(self, dout):
+        _require_forward(self, self.original_x_shape)
+        return np.asarray(dout).reshape(self.original_x_shape)
+
+
+# ---------------------------------------------------------------- losses
+
+def _class_target(op, x, t):
+    """The book's rule: t with as many elements as x is one-hot (or probability) rows, else labels."""
+    t = np.asarray(t)
+    if t.size == x.size:
+        if not np.issubdtype(t.dtype, np.floating):
+            t = t.astype(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64)
+        return t.reshape(x.shape)
+    if not (np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_):
+        raise TypeError(f"{op}: expected integer class labels of shape ({x.shape[0]},) or one-hot rows "
+                        f"of shape {x.shape}, got {t.dtype} array of shape {t.shape}")
+    return t.reshape(-1).astype(np.int64, copy=False)
+
+
+class SoftmaxWithLoss:
+    """Softmax followed by the cross-entropy loss (mean over the batch).
+
+    ``t`` holds one-hot rows (as many elements as ``x``) or integer labels.
+    The loss is the exact, stable log-softmax cross-entropy (the book adds 1e-7
+    inside its log). ``backward()`` returns ``(softmax(x) - t) / batch_size`` as
+    the book does; ``y`` (the softmax) is computed on first access.
+    """
+
+    def __init__(self):
+        self.loss = None
+        self.t = None
+        self._x = None
+        self._y = None
+        self._dx = None
+
+    @property
+    def y(self):
+        if self._y is None and self._x is not None:
+            self._y = ops.softmax(self._x).reshape(self._x_shape)
+        return self._y
+
+    @y.setter
+    def y(self, value):
+        self._y = value
+
+    def forward(self, x, t):
+        x = _as_input(x)
+        self.t = t
+        self._x_shape = x.shape
+        x2 = x.reshape(1, -1) if x.ndim == 1 else x
+        if x2.ndim != 2:
+            raise ValueError(f"SoftmaxWithLoss.forward: expected scores of shape (N, K) or (K,), got shape {x.shape}")
+        self._x = x2
+        self._y = None
+        self.loss, self._dx = ops.softmax_cross_entropy(x2, _class_target("SoftmaxWithLoss.forward", x2, t))
+        return self.loss
+
+    def backward(self, dout=1):
+        _require_forward(self, self._dx)
+        return _scaled(self._dx.reshape(self._x_shape), dout)
+
+
+class IdentityWithLoss:
+    """Identity output with the mean squared error loss, mean((x - t)**2) over all elements."""
+
+    def __init__(self):
+        self.loss = None
+        self.y = None
+        self.t = None
+        self._dx = None
+
+    def forward(self, x, t):
+        x = _as_input(x)
+        t = _as_input(t)
+        if t.shape != x.shape and t.size == x.size:
+            t = t.reshape(x.shape)
+        self.y, self.t = x, t
+        self.loss, self._dx = ops.mean_squared_error(x, t)
+        return self.loss
+
+    def backward(self, dout=1):
+        _require_forward(self, self._dx)
+        return _scaled(self._dx, dout)
+
+
+class SigmoidWithLoss:
+    """Sigmoid followed by the binary cross-entropy (mean over all elements), computed from the logits.
+
+    ``t`` holds 0/1 (or probability) targets of the shape of ``x``; labels of
+    shape (N,) for an (N, 1) output are accepted. ``y`` (the sigmoid) is
+    computed on first access.
+    """
+
+    def __init__(self):
+        self.loss = None
+        self.t = None
+        self._x = None
+        self._y = None
+        self._dx = None
+
+    @property
+    def y(self):
+        if self._y is None and self._x is not None:
+            self._y = ops.sigmoid(self._x)
+        return self._y
+
+    @y.setter
+    def y(self, value):
+        self._y = value
+
+    def forward(self, x, t):
+        x = _as_input(x)
+        t = np.asarray(t)
+        if t.shape != x.shape and t.size == x.size:
+            t = t.reshape(x.shape)
+        if not np.issubdtype(t.dtype, np.floating):
+            t = t.astype(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64)
+        self._x, self.t, self._y = x, t, None
+        self.loss, self._dx = ops.sigmoid_binary_cross_entropy(x, t)
+        return self.loss
+
+    def backward(self, dout=1):
+        _require_forward(self, self._dx)
+        return _scaled(self._dx, dout)
+
+
+# ---------------------------------------------------------------- regularisation
+
+class Dropout:
+    """Zeroes each input with probability ``dropout_ratio`` in training.
+
+    The mask comes from ``np.random.rand`` exactly as in the book, so a script
+    that seeds NumPy's global generator gets the same masks. At test time the
+    output is scaled by ``1 - dropout_ratio`` (the book's non-inverted dropout).
+    """
+
+    def __init__(self, dropout_ratio=0.5):
+        self.dropout_ratio = dropout_ratio
+        self.mask = None
+
+    def forward(self, x, train_flg=True):
+        x = np.asarray(x)
+        if train_flg:
+            self.mask = np.random.rand(*x.shape) > self.dropout_ratio
+            return x * self.mask
+        return x * (1.0 - self.dropout_ratio)
+
+    def backward(self, dout):
+        _require_forward(self, self.mask)
+        return dout * self.mask
+
+
+class BatchNormalization:
+    """Batch normalisation with the book's semantics.
+
+    2-D input (N, D) is normalised per feature; any other input is flattened
+    to (N, -1) first, so a 4-D (N, C, H, W) input is normalised per (c, h, w)
+    element with ``gamma``/``beta`` of size C*H*W, as in the book. ``running_mean``
+    and ``running_var`` start as zeros (float64) on the first forward when not
+    given, and are replaced (not updated in place) by
+    ``momentum * running + (1 - momentum) * batch_statistic``. The epsilon is
+    the book's 10e-7.
+    """
+
+    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
+        self.gamma = gamma
+        self.beta = beta
+        self.momentum = momentum
+        self.input_shape = None
+        self.running_mean = running_mean
+        self.running_var = running_var
+        self.eps = BOOK_BATCHNORM_EPS
+        self.batch_size = None
+        self.dgamma = None
+        self.dbeta = None
+        self._cache = None
+
+    def forward(self, x, train_flg=True):
+        x = _as_input(x)
+        if x.ndim == 0:
+            raise ValueError("BatchNormalization.forward: expected an input of shape (N, ...), got a scalar")
+        self.input_shape = x.shape
+        x2 = _flat(x)
+        if self.running_mean is None:
+            self.running_mean = np.zeros(x2.shape[1])
+        if self.running_var is None:
+            self.running_var = np.zeros(x2.shape[1])
+        # The op updates the running statistics in place; the book rebinds them,
+        # so hand it copies and leave any array a caller holds untouched.
+        running_mean, running_var = _fresh_float(self.running_mean), _fresh_float(self.running_var)
+        out, cache = ops.batch_norm_forward(x2, self.gamma, self.beta, running_mean, running_var,
+                                            momentum=self.momentum, eps=self.eps, train=bool(train_flg))
+        if train_flg:
+            self.running_mean, self.running_var = running_mean, running_var
+            self.batch_size = x2.shape[0]
+            self._cache = cache
+        return out.reshape(self.input_shape)
+
+    def backward(self, dout):
+        _require_forward(self, self._cache)
+        dout = np.asarray(dout)
+        dx, self.dgamma, self.dbeta = ops.batch_norm_backward(_flat(dout), self._cache)
+        return dx.reshape(self.input_shape)
+
+
+# ---------------------------------------------------------------- convolution / pooling
+
+class Convolution:
+    """2-D convolution (cross-correlation) of x (N, C, H, W) with W (FN, C, FH, FW) plus b (FN,).
+
+    The kernels don't materialise the book's im2col matrix; ``col`` is built
+    on first access (an extra pass and N*OH*OW*C*FH*FW elements of memory) and
+    ``col_W`` is a view of W.
+    """
+
+    def __init__(self, W, b, stride=1, pad=0):
+        self.W = W
+        self.b = b
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+        self.dW = None
+        self.db = None
+        self._col = None
+        self._col_x = None
+
+    @property
+    def col(self):
+        if self.x is None:
+            return None
+        if self._col is None or self._col_x is not self.x:
+            _, _, fh, fw = np.shape(self.W)
+            self._col = ops.im2col(self.x, fh, fw, stride=self.stride, pad=self.pad)
+            self._col_x = self.x
+        return self._col
+
+    @property
+    def col_W(self):
+        W = np.asarray(self.W)
+        return W.reshape(W.shape[0], -1).T
+
+    def forward(self, x):
+        self.x = x = _as_input(x)
+        return ops.conv2d(x, self.W, self.b, stride=self.stride, pad=self.pad)
+
+    def backward(self, dout):
+        _require_forward(self, self.x)
+        dx, self.dW, self.db = ops.conv2d_backward(dout, self.x, self.W, stride=self.stride, pad=self.pad)
+        return dx
+
+
+class Pooling:
+    """Max pooling over pool_h x pool_w windows (the book's defaults: stride=1, pad=0).
+
+    ``arg_max`` holds, for each output, the index h*W + w of the winning input
+    in its (H, W) plane (the book keeps the index inside the window instead).
+    Padding never wins (it is -inf, where the book pads with zeros).
+    """
+
+    def __init__(self, pool_h, pool_w, stride=1, pad=0):
+        self.pool_h = pool_h
+        self.pool_w = pool_w
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+        self.arg_max = None
+
+    def forward(self, x):
+        x = _as_input(x)
+        out, self.arg_max = ops.max_pool2d(x, self.pool_h, self.pool_w, stride=self.stride, pad=self.pad)
+        self.x = x
+        return out
+
+    def backward(self, dout):
+        _require_forward(self, self.arg_max)
+        return ops.max_pool2d_backward(dout, self.arg_max, self.x.shape, self.pool_h, self.pool_w,
+                                       stride=self.stride, pad=self.pad)
+
+
+class AvgPooling:
+    """Average pooling; the divisor is pool_h * pool_w (padding counts)."""
+
+    def __init__(self, pool_h, pool_w, stride=1, pad=0):
+        self.pool_h = pool_h
+        self.pool_w = pool_w
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+
+    def forward(self, x):
+        x = _as_input(x)
+        out = ops.avg_pool2d(x, self.pool_h, self.pool_w, stride=self.stride, pad=self.pad)
+        self.x = x
+        return out
+
+    def backward(self, dout):
+        _require_forward(self, self.x)
+        return ops.avg_pool2d_backward(dout, self.x.shape, self.pool_h, self.pool_w,
+                                       stride=self.stride, pad=self.pad)
+
+
+# ---------------------------------------------------------------- computational-graph examples (book ch. 5)
+
+class MulLayer:
+    """out = x * y for scalars or arrays; backward gives (dout * y, dout * x)."""
+
+    def __init__(self):
+        self.x = None
+        self.y = None
+
+    def forward(self, x, y):
+        self.x, self.y = x, y
+        return x * y
+
+    def backward(self, dout):
+        return dout * self.y, dout * self.x
+
+
+class AddLayer:
+    """out = x + y; backward passes dout to both inputs."""
+
+    def __init__(self):
+        pass
+
+    def forward(self, x, y):
+        return x + y
+
+    def backward(self, dout):
+        return dout * 1, dout * 1

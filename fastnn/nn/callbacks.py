@@ -1,0 +1,291 @@
+"""Callbacks for ``Sequential.fit``.
+
+A callback receives ``on_train_begin(logs)``, ``on_epoch_begin(epoch, logs)``,
+``on_batch_begin(batch, logs)``, ``on_batch_end(batch, logs)``, ``on_epoch_end(epoch,
+logs)`` and ``on_train_end(logs)``; ``self.model`` is the model being trained. Setting
+``model.stop_training = True`` ends training after the current epoch.
+
+Epoch logs hold ``loss``, the metrics, and ``val_loss``/``val_<metric>`` when there is
+validation data; batch logs hold the running means over the epoch so far.
+"""
+import inspect
+import math
+import sys
+
+import numpy as np
+
+__all__ = ["Callback", "History", "EarlyStopping", "StopAtThreshold", "TargetAccuracy",
+           "StopOnSmallWeightChange", "LearningRateScheduler", "TerminateOnNaN", "CallbackList"]
+
+
+class Callback:
+    def __init__(self):
+        self.model = None
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_batch_end(self, batch, logs=None):
+        pass
+
+
+class History(Callback):
+    """``history``: dict of lists, one entry per completed epoch (``loss``, ``accuracy``,
+    ``val_loss``, ...); ``epoch``: the epoch numbers. When fit was interrupted (Ctrl-C),
+    ``interrupted`` is True and ``partial_epoch`` holds the running logs of the unfinished
+    epoch (its batches were applied to the weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.history = {}
+        self.epoch = []
+        self.interrupted = False
+        self.partial_epoch = None
+        self.stopped_by = None
+
+    def on_train_begin(self, logs=None):
+        self.interrupted = False
+        self.partial_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(value)
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+
+def _monitor_mode(monitor, mode, owner):
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode == "auto":
+        name = monitor.lower()
+        mode = "max" if any(k in name for k in ("acc", "auc", "precision", "recall")) else "min"
+    return mode
+
+
+def _number(owner, what, value, minimum=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{owner}: {what} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or (minimum is not None and value < minimum):
+        raise ValueError(f"{owner}: {what} must be >= {minimum}, got {value}")
+    return value
+
+
+def _monitored(owner, logs, monitor):
+    value = (logs or {}).get(monitor)
+    if value is None:
+        raise ValueError(f"{owner}: the monitored quantity {monitor!r} is not in the logs "
+                         f"(available: {sorted(logs or {})}); for val_* give validation_data or "
+                         "validation_split to fit")
+    return value
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
+    epochs in a row (``patience=0``: at the first epoch without improvement).
+    ``restore_best_weights``: when it stops, put back the weights of the best epoch.
+    ``baseline``: the value to beat from the start."""
+
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto", baseline=None,
+                 restore_best_weights=False, verbose=0):
+        super().__init__()
+        self.monitor = str(monitor)
+        self.min_delta = abs(_number("EarlyStopping", "min_delta", min_delta))
+        if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
+        self.patience = int(patience)
+        self.mode = _monitor_mode(self.monitor, mode, "EarlyStopping")
+        self.baseline = None if baseline is None else _number("EarlyStopping", "baseline", baseline)
+        self.restore_best_weights = bool(restore_best_weights)
+        self.verbose = verbose
+
+    def _improved(self, value, reference):
+        if self.mode == "min":
+            return value < reference - self.min_delta
+        return value > reference + self.min_delta
+
+    def on_train_begin(self, logs=None):
+        self.wait = 0
+        self.stopped_epoch = None
+        self.best_epoch = None
+        self.best_weights = None
+        if self.baseline is not None:
+            self.best = self.baseline
+        else:
+            self.best = math.inf if self.mode == "min" else -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = _monitored("EarlyStopping", logs, self.monitor)
+        if self._improved(value, self.best):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = [w.copy() for w in self.model.get_weights()]
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            if self.verbose:
+                print(f"EarlyStopping: {self.monitor} did not improve for {self.wait} epochs; "
+                      f"stopping after epoch {epoch + 1}", file=sys.stderr)
+
+    def on_train_end(self, logs=None):
+        if self.stopped_epoch is not None and self.restore_best_weights and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+            if self.verbose:
+                print(f"EarlyStopping: restored the weights of epoch {self.best_epoch + 1}", file=sys.stderr)
+
+
+class StopAtThreshold(Callback):
+    """Stop after the epoch in which ``monitor`` reaches ``threshold``: at or below it for
+    ``mode="min"`` (losses, the default for names without "acc"), at or above it for
+    ``mode="max"``. Example: ``StopAtThreshold(0.05)`` stops once the training loss is <= 0.05."""
+
+    def __init__(self, threshold, monitor="loss", mode="auto", verbose=0):
+        super().__init__()
+        self.threshold = _number(type(self).__name__, "threshold", threshold)
+        self.monitor = str(monitor)
+        self.mode = _monitor_mode(self.monitor, mode, type(self).__name__)
+        self.verbose = verbose
+        self.stopped_epoch = None
+
+    def on_train_begin(self, logs=None):
+        self.stopped_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = _monitored(type(self).__name__, logs, self.monitor)
+        reached = value <= self.threshold if self.mode == "min" else value >= self.threshold
+        if reached:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            if self.verbose:
+                print(f"{type(self).__name__}: {self.monitor} = {value:.4f} reached {self.threshold}; "
+                      f"stopping after epoch {epoch + 1}", file=sys.stderr)
+
+
+class TargetAccuracy(StopAtThreshold):
+    """Stop once the accuracy ``monitor`` (default ``"accuracy"``; ``"val_accuracy"`` for the
+    validation one) is at least ``target``."""
+
+    def __init__(self, target, monitor="accuracy", verbose=0):
+        super().__init__(target, monitor=monitor, mode="max", verbose=verbose)
+
+
+class StopOnSmallWeightChange(Callback):
+    """Stop when an epoch moved the weights little: ``||w_end - w_start|| / ||w_start||``
+    over all trainable parameters together is below ``threshold`` (the absolute norm
+    ``||w_end - w_start||`` when ``relative=False``). The value is logged as ``weight_change``."""
+
+    def __init__(self, threshold, relative=True, verbose=0):
+        super().__init__()
+        self.threshold = _number("StopOnSmallWeightChange", "threshold", threshold, minimum=0.0)
+        self.relative = bool(relative)
+        self.verbose = verbose
+        self.stopped_epoch = None
+
+    def on_train_begin(self, logs=None):
+        self.stopped_epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = [p.astype(np.float64) for p in self.model.trainable_weights()]
+
+    def on_epoch_end(self, epoch, logs=None):
+        end = self.model.trainable_weights()
+        diff = math.sqrt(sum(float(np.sum((e.astype(np.float64) - s) ** 2)) for e, s in zip(end, self._start)))
+        if self.relative:
+            norm = math.sqrt(sum(float(np.sum(s * s)) for s in self._start))
+            diff = diff / norm if norm > 0 else (0.0 if diff == 0 else math.inf)
+        if logs is not None:
+            logs["weight_change"] = diff
+        if diff < self.threshold:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            if self.verbose:
+                print(f"StopOnSmallWeightChange: weight change {diff:.3g} < {self.threshold}; "
+                      f"stopping after epoch {epoch + 1}", file=sys.stderr)
+
+
+class LearningRateScheduler(Callback):
+    """At the start of each epoch set the optimizer's ``lr`` to ``schedule(epoch, lr)``
+    (``schedule(epoch)`` also works). The value used is logged as ``lr``."""
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(f"LearningRateScheduler: schedule must be callable, got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.verbose = verbose
+        try:
+            params = inspect.signature(schedule).parameters.values()
+            positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                          and p.default is p.empty]
+            self._two_args = len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+        except (TypeError, ValueError):
+            self._two_args = True
+
+    def on_train_begin(self, logs=None):
+        optimizer = self.model.optimizer
+        if getattr(optimizer, "schedule", None) is not None:
+            raise ValueError("LearningRateScheduler: the optimizer already has its own schedule; use one or the other")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        lr = float(optimizer.lr)
+        new_lr = self.schedule(epoch, lr) if self._two_args else self.schedule(epoch)
+        new_lr = _number("LearningRateScheduler", "the schedule's learning rate", new_lr, minimum=0.0)
+        if not math.isfinite(new_lr):
+            raise ValueError(f"LearningRateScheduler: the schedule returned {new_lr}")
+        optimizer.lr = new_lr
+        if self.verbose:
+            print(f"LearningRateScheduler: epoch {epoch + 1}, lr = {new_lr:.6g}", file=sys.stderr)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = float(self.model.optimizer.lr)
+
+
+class TerminateOnNaN(Callback):
+    """Stop as soon as a batch loss is NaN or infinite."""
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            print(f"TerminateOnNaN: batch {batch}: loss is {loss}; stopping", file=sys.stderr)
+            self.model.stop_training = True
+
+
+class CallbackList:
+    def __init__(self, callbacks, model):
+        self.callbacks = list(callbacks)
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"fit: callbacks must be fastnn.nn.callbacks.Callback instances, got "
+                                f"{type(cb).__name__}")
+            cb.set_model(model)
+
+    def __getattr__(self, hook):
+        if not hook.startswith("on_"):
+            raise AttributeError(hook)
+
+        def call(*args):
+            for cb in self.callbacks:
+                getattr(cb, hook)(*args)
+        return call

@@ -1,0 +1,213 @@
+"""Weight initializers: ``zeros``, ``ones``, ``constant``, ``uniform``, ``normal``,
+Glorot/Xavier (uniform, normal) and He (uniform, normal).
+
+An initializer is called as ``init(shape, dtype=np.float32, rng=None)``. Values are
+drawn in float64 from ``rng`` (a ``np.random.Generator``; the model passes its own,
+seeded by ``Sequential(seed=...)``) and then cast, so a seed gives the same starting
+point in float32 and float64. An initializer built with ``seed=`` ignores ``rng`` and
+draws the same values on every call.
+
+Fans follow the usual convention: a Dense kernel ``(in, out)`` has fan_in = in and
+fan_out = out; a Conv2D kernel ``(filters, channels, kh, kw)`` has
+fan_in = channels*kh*kw and fan_out = filters*kh*kw.
+"""
+import math
+
+import numpy as np
+
+__all__ = ["Initializer", "Zeros", "Ones", "Constant", "RandomUniform", "RandomNormal",
+           "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "get", "serialize",
+           "compute_fans"]
+
+
+def compute_fans(shape):
+    shape = tuple(shape)
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+class Initializer:
+    """Base class. Subclasses implement ``_sample(shape, rng)`` returning float64 values."""
+
+    def __init__(self, seed=None):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"{type(self).__name__}: seed must be an int or None, got {seed!r}")
+        self.seed = None if seed is None else int(seed)
+
+    def __call__(self, shape, dtype=np.float32, rng=None):
+        shape = tuple(int(s) for s in shape)
+        if self.seed is not None:
+            rng = np.random.default_rng(self.seed)
+        elif rng is None:
+            rng = np.random.default_rng()
+        values = np.asarray(self._sample(shape, rng), dtype=np.float64)
+        return np.ascontiguousarray(values.astype(dtype, copy=False))
+
+    def _sample(self, shape, rng):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"seed": self.seed}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Zeros(Initializer):
+    def _sample(self, shape, rng):
+        return np.zeros(shape)
+
+    def get_config(self):
+        return {}
+
+
+class Ones(Initializer):
+    def _sample(self, shape, rng):
+        return np.ones(shape)
+
+    def get_config(self):
+        return {}
+
+
+class Constant(Initializer):
+    def __init__(self, value=0.0):
+        super().__init__()
+        self.value = _finite_float("Constant", "value", value)
+
+    def _sample(self, shape, rng):
+        return np.full(shape, self.value)
+
+    def get_config(self):
+        return {"value": self.value}
+
+
+class RandomUniform(Initializer):
+    def __init__(self, minval=-0.05, maxval=0.05, seed=None):
+        super().__init__(seed)
+        self.minval = _finite_float("RandomUniform", "minval", minval)
+        self.maxval = _finite_float("RandomUniform", "maxval", maxval)
+        if self.maxval < self.minval:
+            raise ValueError(f"RandomUniform: expected minval <= maxval, got {minval} > {maxval}")
+
+    def _sample(self, shape, rng):
+        return rng.uniform(self.minval, self.maxval, size=shape)
+
+    def get_config(self):
+        return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
+
+
+class RandomNormal(Initializer):
+    def __init__(self, mean=0.0, stddev=0.05, seed=None):
+        super().__init__(seed)
+        self.mean = _finite_float("RandomNormal", "mean", mean)
+        self.stddev = _finite_float("RandomNormal", "stddev", stddev)
+        if self.stddev < 0:
+            raise ValueError(f"RandomNormal: expected stddev >= 0, got {stddev}")
+
+    def _sample(self, shape, rng):
+        return rng.normal(self.mean, self.stddev, size=shape)
+
+    def get_config(self):
+        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
+
+
+class _VarianceScaling(Initializer):
+    """Variance ``scale / fan`` with fan = fan_in or (fan_in + fan_out) / 2."""
+    scale = 1.0
+    mode = "fan_avg"
+    distribution = "uniform"
+
+    def _sample(self, shape, rng):
+        fan_in, fan_out = compute_fans(shape)
+        fan = fan_in if self.mode == "fan_in" else (fan_in + fan_out) / 2.0
+        variance = self.scale / max(1.0, fan)
+        if self.distribution == "uniform":
+            limit = math.sqrt(3.0 * variance)
+            return rng.uniform(-limit, limit, size=shape)
+        # A plain (untruncated) normal, as the He et al. and Glorot & Bengio papers use.
+        return rng.normal(0.0, math.sqrt(variance), size=shape)
+
+
+class GlorotUniform(_VarianceScaling):
+    """U(-l, l) with l = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010; "xavier_uniform")."""
+
+
+class GlorotNormal(_VarianceScaling):
+    """N(0, 2 / (fan_in + fan_out)) ("xavier_normal")."""
+    distribution = "normal"
+
+
+class HeUniform(_VarianceScaling):
+    """U(-l, l) with l = sqrt(6 / fan_in) (He et al. 2015), for ReLU networks."""
+    scale = 2.0
+    mode = "fan_in"
+
+
+class HeNormal(_VarianceScaling):
+    """N(0, 2 / fan_in) (He et al. 2015), for ReLU networks."""
+    scale = 2.0
+    mode = "fan_in"
+    distribution = "normal"
+
+
+_BY_NAME = {
+    "zeros": Zeros, "ones": Ones, "constant": Constant,
+    "uniform": RandomUniform, "random_uniform": RandomUniform,
+    "normal": RandomNormal, "random_normal": RandomNormal,
+    "glorot_uniform": GlorotUniform, "xavier_uniform": GlorotUniform,
+    "glorot_normal": GlorotNormal, "xavier_normal": GlorotNormal,
+    "he_uniform": HeUniform, "he_normal": HeNormal,
+}
+_CLASSES = {cls.__name__: cls for cls in (Zeros, Ones, Constant, RandomUniform, RandomNormal,
+                                          GlorotUniform, GlorotNormal, HeUniform, HeNormal)}
+
+
+def get(identifier):
+    """An initializer from a name (``"he_normal"``), an Initializer, a config dict
+    ``{"class_name": ..., "config": {...}}`` or a callable ``f(shape, dtype, rng)``."""
+    if isinstance(identifier, Initializer):
+        return identifier
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key not in _BY_NAME:
+            raise ValueError(f"initializer: unknown name {identifier!r}; expected one of {sorted(_BY_NAME)}")
+        return _BY_NAME[key]()
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if callable(identifier):
+        return identifier
+    raise TypeError(f"initializer: expected a name, an Initializer or a callable, got {type(identifier).__name__}")
+
+
+def serialize(initializer):
+    if not isinstance(initializer, Initializer) or type(initializer).__name__ not in _CLASSES:
+        raise ValueError(f"initializer: {initializer!r} is a custom callable and cannot be saved; "
+                         "use a fastnn.nn.initializers class")
+    return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
+
+
+def deserialize(config):
+    if (not isinstance(config, dict) or set(config) != {"class_name", "config"}
+            or config["class_name"] not in _CLASSES or not isinstance(config["config"], dict)):
+        raise ValueError(f"initializer: invalid config {config!r}")
+    cls = _CLASSES[config["class_name"]]
+    try:
+        return cls(**config["config"])
+    except TypeError as exc:
+        raise ValueError(f"initializer: invalid config for {cls.__name__}: {exc}") from None
+
+
+def _finite_float(owner, what, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{owner}: {what} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{owner}: {what} must be finite, got {value}")
+    return value

@@ -1,0 +1,643 @@
+"""Keras-style layers for :class:`fastnn.nn.Sequential`.
+
+Every layer is a thin wrapper over :mod:`fastnn.ops`: ``forward`` calls the op and keeps
+what ``backward`` needs; ``backward(dy)`` returns the gradient of the input and stores the
+parameter gradients in ``layer.grads``. Images are NCHW (channels first):
+``Conv2D(input_shape=(channels, height, width))``.
+
+A layer holds
+
+- ``params``: the trainable arrays by name (``kernel``, ``bias``, ``gamma``, ``beta``),
+- ``grads``: their gradients after ``backward`` (same names),
+- ``state``: non-trainable arrays (BatchNorm's ``moving_mean`` and ``moving_variance``),
+- ``input_shape`` / ``output_shape``: per-sample shapes, without the batch axis.
+
+Layers that end with an activation (``Dense``, ``Conv2D``, ``Activation``) accept
+``forward(x, training, logits=True)``, which skips the activation; the model uses it to
+compute a softmax or sigmoid output together with its cross-entropy loss, from the logits.
+"""
+import math
+import re
+
+import numpy as np
+
+from fastnn import ops
+from fastnn.nn import initializers
+
+__all__ = ["Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Dropout",
+           "BatchNorm", "Activation", "ACTIVATIONS", "get_layer_class"]
+
+# The activations fastnn.ops computes (and fuses into linear/conv2d), plus softmax.
+OPS_ACTIVATIONS = ("identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus")
+ACTIVATIONS = OPS_ACTIVATIONS + ("softmax",)
+# Activations whose derivative is a function of their output: Conv2D fuses them into the op.
+_FUSED_FROM_OUTPUT = ("relu", "sigmoid", "tanh")
+
+_LAYER_CLASSES = {}
+
+
+def get_layer_class(name):
+    """The layer class registered under ``name`` (used when loading a saved model)."""
+    if name not in _LAYER_CLASSES:
+        raise ValueError(f"unknown layer class {name!r}; expected one of {sorted(_LAYER_CLASSES)}")
+    return _LAYER_CLASSES[name]
+
+
+def _snake_case(name):
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower().replace("2_d", "2d")
+
+
+class Layer:
+    """Base class of the layers. Subclasses define ``compute_output_shape``,
+    ``param_shapes``/``state_shapes`` (what ``build`` allocates), ``forward``,
+    ``backward`` and ``get_config``."""
+
+    supports_logits = False
+    activation = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            _LAYER_CLASSES[cls.__name__] = cls
+
+    def __init__(self, name=None, input_shape=None):
+        if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", name)):
+            raise ValueError(f"{type(self).__name__}: name must be 1-64 characters of letters, digits, "
+                             f"'_', '.' or '-', got {name!r}")
+        self._auto_name = name is None
+        self.name = name if name is not None else _snake_case(type(self).__name__)
+        self.input_shape = None if input_shape is None else _shape_tuple(self, "input_shape", input_shape)
+        self.output_shape = None
+        self.built = False
+        self.dtype = None
+        self.params = {}
+        self.grads = {}
+        self.state = {}
+        self.rng = None
+
+    # -- shapes and building -------------------------------------------------
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def param_shapes(self, input_shape):
+        """Trainable parameters: name -> shape, for this per-sample input shape."""
+        return {}
+
+    def state_shapes(self, input_shape):
+        """Non-trainable arrays: name -> shape."""
+        return {}
+
+    def weight_shapes(self, input_shape):
+        shapes = dict(self.param_shapes(input_shape))
+        shapes.update(self.state_shapes(input_shape))
+        return shapes
+
+    def _initial_value(self, weight_name, shape, dtype, rng):
+        raise NotImplementedError
+
+    def build(self, input_shape, dtype=np.float32, rng=None):
+        """Allocate the parameters for a per-sample ``input_shape`` (no batch axis)."""
+        input_shape = _shape_tuple(self, "input_shape", input_shape)
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"{self._what()}: dtype must be float32 or float64, got {dtype}")
+        output_shape = self.compute_output_shape(input_shape)
+        rng = np.random.default_rng() if rng is None else rng
+        self.params = {k: self._initial_value(k, s, dtype, rng) for k, s in self.param_shapes(input_shape).items()}
+        self.state = {k: self._initial_value(k, s, dtype, rng) for k, s in self.state_shapes(input_shape).items()}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._build_extra(input_shape, rng)
+        self.input_shape, self.output_shape, self.dtype, self.built = input_shape, output_shape, dtype, True
+        return self
+
+    def _build_extra(self, input_shape, rng):
+        pass
+
+    def __call__(self, x, training=False):
+        x = np.asarray(x)
+        if not self.built:
+            dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
+            self.build(self.input_shape if self.input_shape is not None else x.shape[1:], dtype)
+        if x.dtype.kind in "iub":
+            x = x.astype(self.dtype)
+        return self.forward(x, training=training)
+
+    # -- computation -----------------------------------------------------------
+    def forward(self, x, training=False):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    # -- bookkeeping -------------------------------------------------------------
+    def count_params(self, trainable=True):
+        arrays = self.params if trainable else self.state
+        return int(sum(a.size for a in arrays.values()))
+
+    def get_weights(self):
+        return [self.params[k] for k in self.params] + [self.state[k] for k in self.state]
+
+    def get_config(self):
+        config = {"name": self.name}
+        if self.input_shape is not None:
+            config["input_shape"] = list(self.input_shape)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def _what(self):
+        return f"{type(self).__name__} {self.name!r}"
+
+    def _check_input(self, x):
+        if not self.built:
+            raise RuntimeError(f"{self._what()}: call build(input_shape) or the layer itself before forward")
+        if not isinstance(x, np.ndarray) or x.shape[1:] != self.input_shape:
+            got = getattr(x, "shape", type(x).__name__)
+            raise ValueError(f"{self._what()}: expected input of shape (N, {_fmt(self.input_shape)}), got {got}")
+
+    def _check_backward(self, dy, expected_shape):
+        if not hasattr(self, "_cache") or self._cache is None:
+            raise RuntimeError(f"{self._what()}: backward called before forward")
+        if getattr(dy, "shape", None) != tuple(expected_shape):
+            raise ValueError(f"{self._what()}: backward expected a gradient of shape {tuple(expected_shape)}, "
+                             f"got {getattr(dy, 'shape', type(dy).__name__)}")
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name!r} output_shape={self.output_shape}>"
+
+
+class _ActivationMixin:
+    """Applying an activation after the layer's own op, and its backward."""
+
+    def _set_activation(self, activation, alpha):
+        self.activation = normalize_activation(type(self).__name__, activation)
+        if alpha is not None:
+            if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{type(self).__name__}: alpha must be a number, got {type(alpha).__name__}")
+            alpha = float(alpha)
+            if not math.isfinite(alpha):
+                raise ValueError(f"{type(self).__name__}: alpha must be finite, got {alpha}")
+        self.alpha = alpha
+
+
+def normalize_activation(owner, activation):
+    if activation is None or activation in ("linear", "identity"):
+        return None
+    if not isinstance(activation, str) or activation.lower() not in ACTIVATIONS:
+        raise ValueError(f"{owner}: unknown activation {activation!r}; expected None or one of {ACTIVATIONS}")
+    return activation.lower()
+
+
+def activation_forward(x, name, alpha=None):
+    """``name`` applied to ``x`` (softmax along the last axis)."""
+    if name is None:
+        return x
+    if name == "softmax":
+        return ops.softmax(x, axis=-1)
+    return ops.activation(x, name, alpha=alpha)
+
+
+def activation_backward(dy, name, x, y, alpha=None):
+    if name is None:
+        return dy
+    if name == "softmax":
+        # The Jacobian-vector product of softmax: dx = y * (dy - sum(dy * y)) along the last axis.
+        return y * (dy - np.sum(dy * y, axis=-1, keepdims=True))
+    return ops.activation_backward(dy, name, x=x, y=y, alpha=alpha)
+
+
+class Dense(_ActivationMixin, Layer):
+    """A fully connected layer ``activation(x @ kernel + bias)`` on (N, input_dim) input.
+    ``kernel`` has shape (input_dim, units), as ``fastnn.ops.linear`` takes it."""
+
+    supports_logits = True
+
+    def __init__(self, units, activation=None, input_dim=None, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", use_bias=True, alpha=None, name=None, input_shape=None):
+        if input_dim is not None:
+            if input_shape is not None:
+                raise ValueError("Dense: give input_dim or input_shape, not both")
+            input_shape = (input_dim,)
+        super().__init__(name=name, input_shape=input_shape)
+        self.units = _positive_int(self, "units", units)
+        self._set_activation(activation, alpha)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.use_bias = bool(use_bias)
+        self._cache = None
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(f"{self._what()}: expected 1-D samples (N, features), got per-sample shape "
+                             f"{tuple(input_shape)}; add a Flatten layer before it")
+        return (self.units,)
+
+    def param_shapes(self, input_shape):
+        self.compute_output_shape(input_shape)
+        shapes = {"kernel": (input_shape[0], self.units)}
+        if self.use_bias:
+            shapes["bias"] = (self.units,)
+        return shapes
+
+    def _initial_value(self, weight_name, shape, dtype, rng):
+        init = self.kernel_initializer if weight_name == "kernel" else self.bias_initializer
+        return init(shape, dtype=dtype, rng=rng)
+
+    def forward(self, x, training=False, logits=False):
+        self._check_input(x)
+        act = None if logits else self.activation
+        kernel, bias = self.params["kernel"], self.params.get("bias")
+        if act == "softmax":
+            y = activation_forward(ops.linear(x, kernel, bias), "softmax")
+        else:
+            y = ops.linear(x, kernel, bias, activation=act, alpha=self.alpha)
+        self._cache = (x, y, act)
+        return y
+
+    def backward(self, dy):
+        self._check_backward(dy, (self._cache[0].shape[0], self.units) if self._cache else ())
+        x, y, act = self._cache
+        if act == "softmax":
+            dy, act = activation_backward(dy, "softmax", None, y), None
+        dx, dkernel, dbias = ops.linear_backward(dy, x, self.params["kernel"], activation=act,
+                                                 y=None if act is None else y, alpha=self.alpha)
+        self.grads["kernel"] = dkernel
+        if self.use_bias:
+            self.grads["bias"] = dbias
+        return dx
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, activation=self.activation, alpha=self.alpha,
+                      use_bias=self.use_bias,
+                      kernel_initializer=initializers.serialize(self.kernel_initializer),
+                      bias_initializer=initializers.serialize(self.bias_initializer))
+        return config
+
+
+class Conv2D(_ActivationMixin, Layer):
+    """2-D convolution on NCHW input (channels first). ``kernel`` has shape
+    (filters, channels, kh, kw). ``padding`` is ``"valid"`` (none), ``"same"`` (output
+    size ceil(H / stride), the extra row/column of an odd total padding at the bottom/right,
+    as Keras and TensorFlow do) or an int / (ph, pw) pair of symmetric zero padding."""
+
+    supports_logits = True
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, alpha=None,
+                 use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 name=None, input_shape=None):
+        super().__init__(name=name, input_shape=input_shape)
+        self.filters = _positive_int(self, "filters", filters)
+        self.kernel_size = _pair(self, "kernel_size", kernel_size)
+        self.strides = _pair(self, "strides", strides)
+        if isinstance(padding, str):
+            if padding.lower() not in ("valid", "same"):
+                raise ValueError(f"Conv2D: padding must be 'valid', 'same' or an int pair, got {padding!r}")
+            self.padding = padding.lower()
+        else:
+            self.padding = _pair(self, "padding", padding, minimum=0)
+        self._set_activation(activation, alpha)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.use_bias = bool(use_bias)
+        self._cache = None
+
+    def _geometry(self, input_shape):
+        """(pad, extra, (oh, ow)): the symmetric pad given to ops.conv2d, the extra zero
+        rows/columns appended at the bottom/right ("same" with an odd total), the output size."""
+        if len(input_shape) != 3:
+            raise ValueError(f"{self._what()}: expected NCHW input, i.e. per-sample shape (channels, height, "
+                             f"width), got {tuple(input_shape)}")
+        _, h, w = input_shape
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        if self.padding == "same":
+            pads, extra, out = [], [], []
+            for size, k, s in ((h, kh, sh), (w, kw, sw)):
+                o = -(-size // s)
+                total = max((o - 1) * s + k - size, 0)
+                pads.append(total // 2)
+                extra.append(total - 2 * (total // 2))
+                out.append(o)
+            return tuple(pads), tuple(extra), tuple(out)
+        pad = (0, 0) if self.padding == "valid" else self.padding
+        oh = (h + 2 * pad[0] - kh) // sh + 1
+        ow = (w + 2 * pad[1] - kw) // sw + 1
+        if h + 2 * pad[0] < kh or w + 2 * pad[1] < kw:
+            raise ValueError(f"{self._what()}: kernel {self.kernel_size} is larger than the (padded) input "
+                             f"{(h + 2 * pad[0], w + 2 * pad[1])}")
+        return pad, (0, 0), (oh, ow)
+
+    def compute_output_shape(self, input_shape):
+        _, _, (oh, ow) = self._geometry(input_shape)
+        return (self.filters, oh, ow)
+
+    def param_shapes(self, input_shape):
+        self._geometry(input_shape)
+        shapes = {"kernel": (self.filters, input_shape[0]) + self.kernel_size}
+        if self.use_bias:
+            shapes["bias"] = (self.filters,)
+        return shapes
+
+    def _initial_value(self, weight_name, shape, dtype, rng):
+        init = self.kernel_initializer if weight_name == "kernel" else self.bias_initializer
+        return init(shape, dtype=dtype, rng=rng)
+
+    def _build_extra(self, input_shape, rng):
+        self._pad, self._extra, _ = self._geometry(input_shape)
+
+    def forward(self, x, training=False, logits=False):
+        self._check_input(x)
+        act = None if logits else self.activation
+        if self._extra != (0, 0):
+            x_in = np.pad(x, ((0, 0), (0, 0), (0, self._extra[0]), (0, self._extra[1])))
+        else:
+            x_in = x
+        kernel, bias = self.params["kernel"], self.params.get("bias")
+        if act in _FUSED_FROM_OUTPUT:
+            # The activation runs inside the convolution; its derivative comes from y alone.
+            y = ops.conv2d(x_in, kernel, bias, stride=self.strides, pad=self._pad, activation=act)
+            z = None
+        else:
+            z = ops.conv2d(x_in, kernel, bias, stride=self.strides, pad=self._pad)
+            y = activation_forward(z, act, self.alpha)
+        self._cache = (x_in, z, y, act, x.shape)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        self._check_backward(dy, self._cache[2].shape if self._cache else ())
+        x_in, z, y, act, x_shape = self._cache
+        if act in _FUSED_FROM_OUTPUT:
+            # relu(z) > 0 exactly where z > 0, so y stands in for z in relu's derivative.
+            dz = activation_backward(dy, act, x=y, y=y)
+        else:
+            dz = activation_backward(dy, act, z, y, self.alpha)
+        dx, dkernel, dbias = ops.conv2d_backward(dz, x_in, self.params["kernel"], stride=self.strides,
+                                                 pad=self._pad, need_dx=bool(need_dx))
+        self.grads["kernel"] = dkernel
+        if self.use_bias:
+            self.grads["bias"] = dbias
+        if dx is not None and self._extra != (0, 0):
+            dx = np.ascontiguousarray(dx[:, :, :x_shape[2], :x_shape[3]])
+        return dx
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=list(self.kernel_size), strides=list(self.strides),
+                      padding=self.padding if isinstance(self.padding, str) else list(self.padding),
+                      activation=self.activation, alpha=self.alpha, use_bias=self.use_bias,
+                      kernel_initializer=initializers.serialize(self.kernel_initializer),
+                      bias_initializer=initializers.serialize(self.bias_initializer))
+        return config
+
+
+class _Pool2D(Layer):
+    def __init__(self, pool_size=2, strides=None, padding="valid", name=None, input_shape=None):
+        super().__init__(name=name, input_shape=input_shape)
+        self.pool_size = _pair(self, "pool_size", pool_size)
+        self.strides = self.pool_size if strides is None else _pair(self, "strides", strides)
+        if isinstance(padding, str):
+            if padding.lower() != "valid":
+                raise ValueError(f"{type(self).__name__}: padding must be 'valid' or an int pair, got {padding!r}")
+            self.padding = (0, 0)
+        else:
+            self.padding = _pair(self, "padding", padding, minimum=0)
+        if 2 * self.padding[0] > self.pool_size[0] or 2 * self.padding[1] > self.pool_size[1]:
+            raise ValueError(f"{type(self).__name__}: padding {self.padding} must be at most half the pool "
+                             f"size {self.pool_size}")
+        self._cache = None
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"{self._what()}: expected NCHW input, i.e. per-sample shape (channels, height, "
+                             f"width), got {tuple(input_shape)}")
+        c, h, w = input_shape
+        (ph, pw), (sh, sw), (dh, dw) = self.pool_size, self.strides, self.padding
+        if h + 2 * dh < ph or w + 2 * dw < pw:
+            raise ValueError(f"{self._what()}: pool {self.pool_size} is larger than the input {(h, w)}")
+        return (c, (h + 2 * dh - ph) // sh + 1, (w + 2 * dw - pw) // sw + 1)
+
+    def _pool_args(self):
+        return dict(pool_w=self.pool_size[1], stride=self.strides, pad=self.padding)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pool_size=list(self.pool_size), strides=list(self.strides), padding=list(self.padding))
+        return config
+
+
+class MaxPool2D(_Pool2D):
+    """Max pooling on NCHW input; ``strides`` defaults to ``pool_size``."""
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        y, argmax = ops.max_pool2d(x, self.pool_size[0], **self._pool_args())
+        self._cache = (argmax, x.shape)
+        return y
+
+    def backward(self, dy):
+        self._check_backward(dy, self._cache[0].shape if self._cache else ())
+        argmax, x_shape = self._cache
+        return ops.max_pool2d_backward(dy, argmax, x_shape, self.pool_size[0], **self._pool_args())
+
+
+class AvgPool2D(_Pool2D):
+    """Average pooling on NCHW input (padding counts in the divisor)."""
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        y = ops.avg_pool2d(x, self.pool_size[0], **self._pool_args())
+        self._cache = (x.shape, y.shape)
+        return y
+
+    def backward(self, dy):
+        self._check_backward(dy, self._cache[1] if self._cache else ())
+        return ops.avg_pool2d_backward(dy, self._cache[0], self.pool_size[0], **self._pool_args())
+
+
+class Flatten(Layer):
+    """(N, d1, d2, ...) -> (N, d1*d2*...)."""
+
+    def __init__(self, name=None, input_shape=None):
+        super().__init__(name=name, input_shape=input_shape)
+        self._cache = None
+
+    def compute_output_shape(self, input_shape):
+        return (math.prod(input_shape),)
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        self._cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        self._check_backward(dy, (self._cache[0],) + self.output_shape if self._cache else ())
+        return dy.reshape(self._cache)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training each element is zeroed with probability ``rate``
+    and the rest scaled by 1/(1-rate); at inference it is the identity. (The book's
+    ``fastnn.layers.Dropout`` instead scales at inference; the expected outputs agree.)"""
+
+    def __init__(self, rate, seed=None, name=None, input_shape=None):
+        super().__init__(name=name, input_shape=input_shape)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
+            raise TypeError(f"Dropout: rate must be a number, got {type(rate).__name__}")
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"Dropout: rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"Dropout: seed must be an int or None, got {seed!r}")
+        self.seed = None if seed is None else int(seed)
+        self._cache = None
+
+    def _build_extra(self, input_shape, rng):
+        if self.seed is not None:
+            self.rng = np.random.default_rng(self.seed)
+        else:
+            self.rng = np.random.default_rng(rng.integers(2**63))
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        if not training or self.rate == 0.0:
+            self._cache = (None, x.shape)
+            return x
+        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.rate
+        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
+        self._cache = (mask, x.shape)
+        return x * mask
+
+    def backward(self, dy):
+        self._check_backward(dy, self._cache[1] if self._cache else ())
+        mask = self._cache[0]
+        return dy if mask is None else dy * mask
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rate=self.rate, seed=self.seed)
+        return config
+
+
+class BatchNorm(Layer):
+    """Batch normalization: per feature on (N, D) input, per channel on NCHW input.
+    Training uses the batch statistics and updates the moving averages
+    ``moving = momentum * moving + (1 - momentum) * batch``; inference uses the moving ones."""
+
+    def __init__(self, momentum=0.9, epsilon=1e-5, name=None, input_shape=None):
+        super().__init__(name=name, input_shape=input_shape)
+        self.momentum = float(momentum)
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"BatchNorm: momentum must be in [0, 1], got {momentum}")
+        self.epsilon = float(epsilon)
+        if not (self.epsilon > 0.0 and math.isfinite(self.epsilon)):
+            raise ValueError(f"BatchNorm: epsilon must be positive, got {epsilon}")
+        self._cache = None
+
+    def _features(self, input_shape):
+        if len(input_shape) == 1:
+            return input_shape[0]
+        if len(input_shape) == 3:
+            return input_shape[0]
+        raise ValueError(f"{self._what()}: expected (N, features) or NCHW input, got per-sample shape "
+                         f"{tuple(input_shape)}")
+
+    def param_shapes(self, input_shape):
+        n = self._features(input_shape)
+        return {"gamma": (n,), "beta": (n,)}
+
+    def state_shapes(self, input_shape):
+        n = self._features(input_shape)
+        return {"moving_mean": (n,), "moving_variance": (n,)}
+
+    def _initial_value(self, weight_name, shape, dtype, rng):
+        fill = 1.0 if weight_name in ("gamma", "moving_variance") else 0.0
+        return np.full(shape, fill, dtype=dtype)
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        out, cache = ops.batch_norm_forward(
+            x, self.params["gamma"], self.params["beta"], self.state["moving_mean"],
+            self.state["moving_variance"], momentum=self.momentum, eps=self.epsilon, train=bool(training),
+            per_channel=x.ndim == 4)
+        self._cache = (cache, x.shape)
+        return out
+
+    def backward(self, dy):
+        self._check_backward(dy, self._cache[1] if self._cache else ())
+        dx, dgamma, dbeta = ops.batch_norm_backward(dy, self._cache[0])
+        self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
+        return dx
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(momentum=self.momentum, epsilon=self.epsilon)
+        return config
+
+
+class Activation(_ActivationMixin, Layer):
+    """An activation as a layer: one of ``ACTIVATIONS`` ("softmax" along the last axis)."""
+
+    supports_logits = True
+
+    def __init__(self, activation, alpha=None, name=None, input_shape=None):
+        super().__init__(name=name, input_shape=input_shape)
+        self._set_activation(activation, alpha)
+        self._cache = None
+
+    def forward(self, x, training=False, logits=False):
+        self._check_input(x)
+        act = None if logits else self.activation
+        y = activation_forward(x, act, self.alpha)
+        self._cache = (x, y, act)
+        return y
+
+    def backward(self, dy):
+        self._check_backward(dy, self._cache[0].shape if self._cache else ())
+        x, y, act = self._cache
+        return activation_backward(dy, act, x, y, self.alpha)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(activation=self.activation, alpha=self.alpha)
+        return config
+
+
+# -- argument helpers ----------------------------------------------------------------
+def _fmt(shape):
+    return ", ".join(str(s) for s in shape)
+
+
+def _is_int(v):
+    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+
+
+def _positive_int(layer, what, value):
+    if not _is_int(value):
+        raise TypeError(f"{type(layer).__name__}: {what} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{type(layer).__name__}: {what} must be >= 1, got {value}")
+    return int(value)
+
+
+def _pair(layer, what, value, minimum=1):
+    if _is_int(value):
+        value = (value, value)
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(_is_int(v) for v in value):
+        raise TypeError(f"{type(layer).__name__}: {what} must be an int or a pair of ints, got {value!r}")
+    if min(value) < minimum:
+        raise ValueError(f"{type(layer).__name__}: {what} must be >= {minimum}, got {tuple(value)}")
+    return (int(value[0]), int(value[1]))
+
+
+def _shape_tuple(layer, what, shape):
+    if _is_int(shape):
+        shape = (shape,)
+    if not isinstance(shape, (tuple, list)) or not all(_is_int(s) for s in shape):
+        raise TypeError(f"{type(layer).__name__}: {what} must be a tuple of ints (without the batch axis), "
+                        f"got {shape!r}")
+    shape = tuple(int(s) for s in shape)
+    if any(s < 1 for s in shape):
+        raise ValueError(f"{type(layer).__name__}: {what} must have sizes >= 1, got {shape}")
+    return shape

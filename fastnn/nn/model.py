@@ -1,0 +1,563 @@
+"""``Sequential``: a stack of layers with Keras-style ``compile``, ``fit``, ``evaluate``,
+``predict``, ``summary`` and ``save``.
+
+Training step: the layers' forward passes, the loss (``fastnn.ops``), the backward
+passes in reverse order, then one ``optimizer.update(params, grads)`` (``fastnn.optim``)
+over the dicts ``{"<layer>/<weight>": array}``. With a softmax or sigmoid output and the
+matching cross-entropy loss, the last layer returns its logits and the loss op computes
+the activation and the cross-entropy together (exact and stable for any logits).
+"""
+import signal
+import sys
+import threading
+
+import numpy as np
+
+from fastnn import optim as _optim
+from fastnn.nn import callbacks as _callbacks
+from fastnn.nn import losses as _losses
+from fastnn.nn import metrics as _metrics
+from fastnn.nn.layers import Conv2D, Layer, activation_forward, get_layer_class
+from fastnn.nn.progress import Progbar, format_logs
+
+__all__ = ["Sequential"]
+
+
+class Sequential:
+    """A linear stack of layers.
+
+    ``dtype``: float32 (default) or float64, the dtype of every weight and of the
+    computation (inputs are converted). ``seed``: seeds the weight initialisation, the
+    dropout masks and the shuffling, for reproducible runs (``fit(seed=...)`` reseeds
+    the last two for one call).
+    """
+
+    def __init__(self, layers=None, name=None, dtype="float32", seed=None):
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"Sequential: name must be a string, got {type(name).__name__}")
+        self.name = name or "sequential"
+        self.dtype = _check_dtype("Sequential", dtype)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"Sequential: seed must be an int or None, got {seed!r}")
+        self.seed = None if seed is None else int(seed)
+        self._rng = np.random.default_rng(self.seed)
+        self.layers = []
+        self.built = False
+        self.input_shape = None
+        self.output_shape = None
+        self.optimizer = None
+        self.loss = None
+        self.metrics = []
+        self._metric_specs = []
+        self.compiled = False
+        self.stop_training = False
+        self.history = None
+        self._resolved = False
+        if layers is not None:
+            if isinstance(layers, Layer) or not hasattr(layers, "__iter__"):
+                raise TypeError("Sequential: expected a list of layers")
+            for layer in layers:
+                self.add(layer)
+
+    # ------------------------------------------------------------------ building
+    def add(self, layer):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add: expected a fastnn.nn layer, got {type(layer).__name__}")
+        if any(existing is layer for existing in self.layers):
+            raise ValueError(f"Sequential.add: layer {layer.name!r} is already in the model")
+        names = {existing.name for existing in self.layers}
+        if layer.name in names:
+            if not layer._auto_name:
+                raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
+            base, k = layer.name, 1
+            while f"{base}_{k}" in names:
+                k += 1
+            layer.name = f"{base}_{k}"
+        self.layers.append(layer)
+        if self.built:
+            self._build_from(len(self.layers) - 1, self.output_shape)
+            self.output_shape = layer.output_shape
+        elif self.layers[0].input_shape is not None:
+            self.build()
+        self._resolved = False
+
+    def build(self, input_shape=None):
+        """Build every layer for per-sample ``input_shape`` (default: the first layer's
+        ``input_shape``/``input_dim``)."""
+        if not self.layers:
+            raise ValueError("Sequential.build: the model has no layers")
+        if input_shape is None:
+            input_shape = self.layers[0].input_shape
+            if input_shape is None:
+                raise ValueError("Sequential.build: unknown input shape; give input_dim/input_shape to the "
+                                 "first layer, or call build(input_shape) or fit/predict")
+        if isinstance(input_shape, (int, np.integer)):
+            input_shape = (input_shape,)
+        input_shape = tuple(int(s) for s in input_shape)
+        if any(s < 1 for s in input_shape):
+            raise ValueError(f"Sequential.build: input sizes must be >= 1, got {input_shape}")
+        self.output_shape = self._build_from(0, input_shape)
+        self.input_shape = input_shape
+        self.built = True
+        self._resolved = False
+        return self
+
+    def _build_from(self, start, shape):
+        for i in range(start, len(self.layers)):
+            layer = self.layers[i]
+            if i > 0 and layer.input_shape is not None and not layer.built and layer.input_shape != shape:
+                raise ValueError(f"Sequential: layer {layer.name!r} declares input_shape {layer.input_shape} "
+                                 f"but the previous layer outputs {shape}")
+            if not (layer.built and layer.input_shape == shape and layer.dtype == self.dtype):
+                layer.build(shape, self.dtype, self._rng)
+            shape = layer.output_shape
+        return shape
+
+    # ------------------------------------------------------------------ compiling
+    def compile(self, optimizer="adam", loss=None, metrics=None):
+        """``optimizer``: a name ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"),
+        a ``fastnn.optim`` optimizer or its config dict. ``loss``: "sparse_categorical_crossentropy",
+        "categorical_crossentropy", "binary_crossentropy", "mse" or a ``fastnn.nn.losses.Loss``.
+        ``metrics``: e.g. ``["accuracy"]``."""
+        if loss is None:
+            raise ValueError("compile: a loss is required, e.g. loss='sparse_categorical_crossentropy'")
+        self.optimizer = _optim.get(optimizer)
+        self.loss = _losses.get(loss)
+        if metrics is None:
+            metrics = []
+        elif isinstance(metrics, (str, _metrics.Metric)):
+            metrics = [metrics]
+        self._metric_specs = list(metrics)
+        self.compiled = True
+        self._resolved = False
+        if self.built:
+            self._resolve()
+
+    def _resolve(self):
+        """Check the loss against the output layer, pick the fused path, resolve metrics."""
+        if self._resolved:
+            return
+        last = self.layers[-1]
+        want = self.loss.output_activation
+        final = getattr(last, "activation", None)
+        self._loss_on_logits = False
+        self._output_activation = None
+        if want is not None:
+            if self.loss.from_logits:
+                if final in ("softmax", "sigmoid"):
+                    raise ValueError(f"compile: the loss {self.loss.name!r} was built with from_logits=True but "
+                                     f"the last layer {last.name!r} already applies {final!r}")
+                self._output_activation = want
+            elif last.supports_logits and final == want:
+                self._loss_on_logits = True
+                self._output_activation = want
+            else:
+                cls = type(self.loss).__name__
+                raise ValueError(
+                    f"compile: the loss {self.loss.name!r} is computed from logits together with a final "
+                    f"{want!r}, but the last layer {last.name!r} ({type(last).__name__}) ends with "
+                    f"{final or 'no activation'!r}; give it activation={want!r}, or compile with "
+                    f"loss=fastnn.nn.losses.{cls}(from_logits=True) for a model that outputs logits")
+        self.metrics = [_metrics.get(m, self.loss, self.output_shape) for m in self._metric_specs]
+        names = ["loss"] + [m.name for m in self.metrics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"compile: metric names must be distinct and not 'loss', got {names[1:]}")
+        self._resolved = True
+
+    # ------------------------------------------------------------------ computing
+    def _forward(self, x, training, logits=False):
+        for layer in self.layers[:-1]:
+            x = layer.forward(x, training=training)
+        last = self.layers[-1]
+        if logits:
+            return last.forward(x, training=training, logits=True)
+        return last.forward(x, training=training)
+
+    def _backward(self, dy):
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            if i == 0 and isinstance(layer, Conv2D):
+                layer.backward(dy, need_dx=False)  # nobody needs the gradient of the data
+            else:
+                dy = layer.backward(dy)
+        return dy
+
+    def _loss_forward(self, x, t, training):
+        """(loss, gradient w.r.t. what the last layer returned, the output probabilities)."""
+        out = self._forward(x, training, logits=self._loss_on_logits)
+        loss, grad = self.loss(out, t)
+        outputs = activation_forward(out, self._output_activation) if self._output_activation else out
+        return loss, grad, outputs
+
+    def params(self):
+        """The trainable arrays as ``{"<layer>/<weight>": array}`` (the arrays themselves)."""
+        return {f"{layer.name}/{k}": v for layer in self.layers for k, v in layer.params.items()}
+
+    def grads(self):
+        """The gradients of the last backward pass, keyed like :meth:`params`."""
+        return {f"{layer.name}/{k}": layer.grads[k] for layer in self.layers for k in layer.params}
+
+    def train_on_batch(self, x, y):
+        """One optimisation step on one batch; returns its logs (loss and metrics)."""
+        self._require_compiled("train_on_batch")
+        x = self._prepare_x(x, "train_on_batch")
+        t = self.loss.prepare_target(y, self.output_shape, self.dtype, "train_on_batch")
+        _check_lengths("train_on_batch", x, t)
+        return self._train_step(x, t, None)
+
+    def _train_step(self, x, t, sigint):
+        loss, grad, outputs = self._loss_forward(x, t, training=True)
+        self._backward(grad)
+        params, grads = self.params(), self.grads()
+        if sigint is not None:
+            sigint.in_update = True
+        try:
+            self.optimizer.update(params, grads)
+        finally:
+            if sigint is not None:
+                sigint.in_update = False
+        logs = {"loss": loss}
+        for metric in self.metrics:
+            logs[metric.name] = metric(outputs, t)
+        if sigint is not None:
+            sigint.raise_if_forced()
+        return logs
+
+    # ------------------------------------------------------------------ data
+    def _require_compiled(self, what):
+        if not self.compiled:
+            raise RuntimeError(f"{what}: compile the model first (model.compile(optimizer=..., loss=...))")
+
+    def _prepare_x(self, x, what):
+        if x is None:
+            raise ValueError(f"{what}: x is required")
+        try:
+            x = np.asarray(x)
+        except Exception as exc:  # noqa: BLE001
+            raise TypeError(f"{what}: could not convert x to an array ({exc})") from None
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"{what}: expected numeric x, got dtype {x.dtype}")
+        if x.ndim < 2:
+            raise ValueError(f"{what}: expected x of shape (N, ...) with at least 2 dimensions, got {x.shape}")
+        if not self.built:
+            self.build(x.shape[1:])
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(f"{what}: expected x of shape (N, {', '.join(map(str, self.input_shape))}), "
+                             f"got {x.shape}")
+        if self.compiled:
+            self._resolve()
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, x=None, y=None, epochs=1, batch_size=32, validation_data=None, validation_split=0.0,
+            shuffle=True, verbose=1, callbacks=None, seed=None, initial_epoch=0):
+        """Train for ``epochs`` epochs of mini-batches; returns a ``History``.
+
+        ``verbose``: 0 silent, 1 a progress bar per epoch, 2 one line per epoch (on stdout).
+        ``validation_split``: the last fraction of (x, y), before shuffling, is held out.
+        Ctrl-C stops after the current batch: its update is applied, the model stays
+        consistent and the History so far is returned (``history.interrupted`` is True).
+        """
+        self._require_compiled("fit")
+        x = self._prepare_x(x, "fit")
+        t = self.loss.prepare_target(y, self.output_shape, self.dtype, "fit")
+        _check_lengths("fit", x, t)
+        epochs = _int_arg("fit", "epochs", epochs, 0)
+        initial_epoch = _int_arg("fit", "initial_epoch", initial_epoch, 0)
+        batch_size = _int_arg("fit", "batch_size", batch_size, 1)
+        verbose = _int_arg("fit", "verbose", verbose, 0)
+        val = self._validation_arrays(x, t, validation_data, validation_split)
+        if val is not None and validation_data is None:
+            split = len(x) - len(val[0])
+            x, t = x[:split], t[:split]
+        if len(x) == 0:
+            raise ValueError("fit: no training samples")
+        if seed is not None:
+            rng = np.random.default_rng(seed)
+            for layer in self.layers:
+                if layer.rng is not None:
+                    layer.rng = np.random.default_rng(rng.integers(2**63))
+        else:
+            rng = self._rng
+
+        if isinstance(callbacks, _callbacks.Callback):
+            callbacks = [callbacks]
+        history = _callbacks.History()
+        # History goes last, so it records what the other callbacks add to the logs (lr, weight_change).
+        cbs = _callbacks.CallbackList(list(callbacks or []) + [history], self)
+        self.history = history
+        self.stop_training = False
+        n = len(x)
+        steps = -(-n // batch_size)
+        out = sys.stdout
+        cbs.on_train_begin({})
+        with _SigintDeferral() as sigint:
+            epoch, done, seen, logs, bar = initial_epoch, 0, 0, {}, None
+            try:
+                for epoch in range(initial_epoch, epochs):
+                    seen, logs, sums, done = 0, {}, {}, 0
+                    cbs.on_epoch_begin(epoch, {})
+                    bar = None
+                    if verbose == 1:
+                        out.write(f"Epoch {epoch + 1}/{epochs}\n")
+                        bar = Progbar(n, stream=out)
+                    elif verbose >= 2:
+                        bar = Progbar(n, stream=out, dynamic=False)
+                    order = rng.permutation(n) if shuffle else None
+                    for batch in range(steps):
+                        lo, hi = batch * batch_size, min(n, (batch + 1) * batch_size)
+                        if order is not None:
+                            idx = order[lo:hi]
+                            xb, tb = x[idx], t[idx]
+                        else:
+                            xb, tb = x[lo:hi], t[lo:hi]
+                        cbs.on_batch_begin(batch, {"batch": batch, "size": hi - lo})
+                        step_logs = self._train_step(xb, tb, sigint)
+                        seen += hi - lo
+                        done += 1
+                        for k, v in step_logs.items():
+                            sums[k] = sums.get(k, 0.0) + v * (hi - lo)
+                        logs = {k: s / seen for k, s in sums.items()}
+                        if bar is not None:
+                            bar.update(seen, logs)
+                        cbs.on_batch_end(batch, dict(logs, batch=batch, size=hi - lo))
+                        sigint.raise_if_requested()
+                        if self.stop_training:
+                            break
+                    epoch_logs = dict(logs)
+                    if val is not None:
+                        for k, v in self._evaluate_arrays(val[0], val[1], batch_size).items():
+                            epoch_logs["val_" + k] = v
+                    cbs.on_epoch_end(epoch, epoch_logs)
+                    if bar is not None:
+                        prefix = f"Epoch {epoch + 1}/{epochs}: " if verbose >= 2 else ""
+                        if prefix:
+                            out.write(prefix)
+                        bar.finish(epoch_logs)
+                    sigint.raise_if_requested()
+                    if self.stop_training:
+                        break
+            except KeyboardInterrupt:
+                history.interrupted = True
+                history.partial_epoch = dict(logs, epoch=epoch, batches_done=done, samples_done=seen)
+                if bar is not None and bar.dynamic:
+                    out.write("\n")
+                print(f"fit: interrupted (Ctrl-C) in epoch {epoch + 1}/{epochs} after {seen}/{n} samples; "
+                      "the model holds the weights of the last completed batch"
+                      + (f" (partial epoch{format_logs(logs)})" if logs else ""), file=sys.stderr)
+        cbs.on_train_end({})
+        return history
+
+    def _validation_arrays(self, x, t, validation_data, validation_split):
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("fit: validation_data must be a tuple (x_val, y_val)")
+            xv = self._prepare_x(validation_data[0], "fit (validation_data)")
+            tv = self.loss.prepare_target(validation_data[1], self.output_shape, self.dtype, "fit (validation_data)")
+            _check_lengths("fit (validation_data)", xv, tv)
+            if len(xv) == 0:
+                raise ValueError("fit: validation_data is empty")
+            return xv, tv
+        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float, np.floating)):
+            raise TypeError(f"fit: validation_split must be a number in [0, 1), got {validation_split!r}")
+        if not 0.0 <= float(validation_split) < 1.0:
+            raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split}")
+        if validation_split == 0:
+            return None
+        split = int(len(x) * (1.0 - float(validation_split)))
+        if split <= 0 or split >= len(x):
+            raise ValueError(f"fit: validation_split={validation_split} of {len(x)} samples leaves an empty "
+                             "training or validation set")
+        return x[split:], t[split:]
+
+    # ------------------------------------------------------------------ inference
+    def _evaluate_arrays(self, x, t, batch_size):
+        sums, n = {}, len(x)
+        for lo in range(0, n, batch_size):
+            xb, tb = x[lo:lo + batch_size], t[lo:lo + batch_size]
+            loss, _, outputs = self._loss_forward(xb, tb, training=False)
+            values = {"loss": loss}
+            for metric in self.metrics:
+                values[metric.name] = metric(outputs, tb)
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v * len(xb)
+        return {k: s / n for k, s in sums.items()}
+
+    def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False):
+        """The loss (and metrics) over (x, y) in inference mode: a float when there are no
+        metrics, else ``[loss, metric, ...]`` (a dict with ``return_dict=True``)."""
+        self._require_compiled("evaluate")
+        x = self._prepare_x(x, "evaluate")
+        t = self.loss.prepare_target(y, self.output_shape, self.dtype, "evaluate")
+        _check_lengths("evaluate", x, t)
+        batch_size = _int_arg("evaluate", "batch_size", batch_size, 1)
+        if len(x) == 0:
+            raise ValueError("evaluate: no samples")
+        logs = self._evaluate_arrays(x, t, batch_size)
+        if verbose:
+            print(f"evaluate:{format_logs(logs)}", file=sys.stdout)
+        if return_dict:
+            return logs
+        return logs["loss"] if not self.metrics else list(logs.values())
+
+    def predict(self, x, batch_size=32, verbose=0):
+        """The model's outputs (after the final activation: probabilities for softmax or
+        sigmoid outputs), in inference mode, batch by batch."""
+        x = self._prepare_x(x, "predict")
+        batch_size = _int_arg("predict", "batch_size", batch_size, 1)
+        outputs = [self._forward(x[lo:lo + batch_size], training=False) for lo in range(0, len(x), batch_size)]
+        if not outputs:
+            return np.empty((0,) + self.output_shape, dtype=self.dtype)
+        return np.concatenate(outputs, axis=0)
+
+    def __call__(self, x, training=False):
+        x = self._prepare_x(x, "Sequential")
+        return self._forward(x, training=training)
+
+    # ------------------------------------------------------------------ description
+    def count_params(self):
+        self._require_built("count_params")
+        return sum(layer.count_params() + layer.count_params(trainable=False) for layer in self.layers)
+
+    def _require_built(self, what):
+        if not self.built:
+            raise ValueError(f"{what}: the model is not built yet; give input_dim/input_shape to the first "
+                             "layer, or call build(input_shape), fit or predict first")
+
+    def summary(self, print_fn=None):
+        """Print the layers (name and type), their output shapes and parameter counts, and the totals."""
+        self._require_built("summary")
+        print_fn = print if print_fn is None else print_fn
+        rows = [(f"{layer.name} ({type(layer).__name__})", str((None,) + tuple(layer.output_shape)),
+                 str(layer.count_params() + layer.count_params(trainable=False))) for layer in self.layers]
+        w0 = max(28, max(len(r[0]) for r in rows) + 2)
+        w1 = max(24, max(len(r[1]) for r in rows) + 2)
+        width = w0 + w1 + 12
+        trainable = sum(layer.count_params() for layer in self.layers)
+        frozen = sum(layer.count_params(trainable=False) for layer in self.layers)
+        lines = [f'Model: "{self.name}"', "_" * width,
+                 f"{'Layer (type)':<{w0}}{'Output Shape':<{w1}}Param #", "=" * width]
+        for i, (a, b, c) in enumerate(rows):
+            lines.append(f"{a:<{w0}}{b:<{w1}}{c}")
+            lines.append("_" * width if i < len(rows) - 1 else "=" * width)
+        lines += [f"Total params: {trainable + frozen:,}", f"Trainable params: {trainable:,}",
+                  f"Non-trainable params: {frozen:,}", "_" * width]
+        for line in lines:
+            print_fn(line)
+
+    def get_weights(self):
+        """Copies of every weight, layer by layer (trainable ones, then e.g. BatchNorm's moving stats)."""
+        self._require_built("get_weights")
+        return [w.copy() for layer in self.layers for w in layer.get_weights()]
+
+    def trainable_weights(self):
+        """The trainable arrays themselves, layer by layer."""
+        self._require_built("trainable_weights")
+        return [w for layer in self.layers for w in layer.params.values()]
+
+    def set_weights(self, weights):
+        """Copy ``weights`` (as from :meth:`get_weights`) into the model's arrays, in place."""
+        self._require_built("set_weights")
+        targets = [w for layer in self.layers for w in layer.get_weights()]
+        weights = list(weights)
+        if len(weights) != len(targets):
+            raise ValueError(f"set_weights: expected {len(targets)} arrays, got {len(weights)}")
+        for i, (target, value) in enumerate(zip(targets, weights)):
+            value = np.asarray(value)
+            if value.shape != target.shape:
+                raise ValueError(f"set_weights: array {i} has shape {value.shape}, expected {target.shape}")
+            if value.dtype.kind not in "fiu":
+                raise TypeError(f"set_weights: array {i} has dtype {value.dtype}, expected a float array")
+        for target, value in zip(targets, weights):
+            np.copyto(target, np.asarray(value), casting="unsafe")
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype.name, "seed": self.seed,
+                "input_shape": None if self.input_shape is None else list(self.input_shape),
+                "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
+                           for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config, dtype=None):
+        model = cls(name=config.get("name"), dtype=dtype or config.get("dtype", "float32"), seed=config.get("seed"))
+        for spec in config["layers"]:
+            model.add(get_layer_class(spec["class_name"]).from_config(dict(spec["config"])))
+        if not model.built and config.get("input_shape") is not None:
+            model.build(tuple(config["input_shape"]))
+        return model
+
+    def save(self, path, include_optimizer=True):
+        """Write the architecture (JSON), the weights and the compile settings to one ``.npz``
+        file at ``path``, atomically (see :func:`fastnn.nn.save_model`)."""
+        from fastnn.nn.serialization import save_model
+        save_model(self, path, include_optimizer=include_optimizer)
+
+    def __repr__(self):
+        return f"<Sequential name={self.name!r} layers={len(self.layers)} built={self.built}>"
+
+
+class _SigintDeferral:
+    """During fit, Ctrl-C asks to stop after the current batch instead of raising at once.
+    A second Ctrl-C abandons the batch in progress -- raising at once during the forward and
+    backward passes (nothing changed yet), or right after the optimizer update (so an update
+    is applied to all parameters or to none)."""
+
+    def __init__(self):
+        self.requested = 0
+        self.in_update = False
+        self._previous = None
+        self._installed = False
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._previous = signal.getsignal(signal.SIGINT)
+                signal.signal(signal.SIGINT, self._handler)
+                self._installed = True
+            except (ValueError, OSError, TypeError):
+                self._installed = False
+        return self
+
+    def __exit__(self, *exc):
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
+        return False
+
+    def _handler(self, signum, frame):
+        self.requested += 1
+        if self.requested == 1:
+            print("\nfit: Ctrl-C: stopping after the current batch (press again to abandon it)", file=sys.stderr)
+        elif not self.in_update:
+            raise KeyboardInterrupt
+
+    def raise_if_requested(self):
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def raise_if_forced(self):
+        if self.requested > 1:
+            raise KeyboardInterrupt
+
+
+def _check_dtype(owner, dtype):
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{owner}: dtype must be float32 or float64, got {dtype!r}") from None
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"{owner}: dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def _check_lengths(what, x, t):
+    if len(x) != len(t):
+        raise ValueError(f"{what}: x has {len(x)} samples but y has {len(t)}")
+
+
+def _int_arg(what, name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what}: {name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{what}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+

@@ -1,0 +1,339 @@
+"""Saving and loading models: one ``.npz`` file, no pickle.
+
+The file is a zip archive of ``.npy`` members (what ``np.savez`` writes):
+
+- ``architecture.npy``: a uint8 array holding UTF-8 JSON: the format name and version,
+  the model config (layers and their arguments), the list of weights (member name,
+  layer, weight name, shape, dtype, SHA-256 of the data) and the compile settings
+  (optimizer config, loss, metrics). The optimizer's state (e.g. Adam's moments) is not saved.
+- ``w0.npy``, ``w1.npy``, ...: the weights, layer by layer.
+
+Loading trusts nothing in the file: member names, sizes, npy headers (dtype, shape,
+order), the JSON structure and every layer argument are checked, the expected weight
+shapes are derived from the architecture (before anything is allocated) and compared with
+the stored ones, data is read with ``allow_pickle=False`` semantics (raw bytes of a float
+dtype, never an object array) and checked against its SHA-256. Any problem raises
+``ValueError`` naming the file and what was wrong. Saving writes to a temporary file in
+the target directory and renames it over the target, so a failed save never leaves a
+half-written file where a good one was.
+"""
+import hashlib
+import json
+import math
+import os
+import tempfile
+import zipfile
+import zlib
+
+import numpy as np
+
+__all__ = ["save_model", "load_model", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "fastnn.nn.Sequential"
+FORMAT_VERSION = 1
+ARCHITECTURE_MEMBER = "architecture.npy"
+MAX_ARCHITECTURE_BYTES = 16 << 20
+MAX_LAYERS = 10_000
+DEFAULT_MAX_BYTES = 2 << 30
+_NPY_HEADER_SLACK = 1 << 16
+
+
+def save_model(model, path, include_optimizer=True):
+    """Save ``model`` (a built :class:`~fastnn.nn.Sequential`) to ``path`` (written exactly
+    there; ``.npz`` is the conventional suffix). ``include_optimizer``: also store the
+    compile settings, so :func:`load_model` returns a compiled model."""
+    from fastnn._version import __version__
+    model._require_built("save")
+    path = os.fspath(path)
+    entries, arrays = [], {}
+    for layer in model.layers:
+        for weight_name, array in list(layer.params.items()) + list(layer.state.items()):
+            key = f"w{len(entries)}"
+            array = np.ascontiguousarray(array)
+            entries.append({"key": key, "layer": layer.name, "weight": weight_name, "shape": list(array.shape),
+                            "dtype": array.dtype.name, "sha256": hashlib.sha256(array.tobytes()).hexdigest()})
+            arrays[key] = array
+    document = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastnn_version": __version__,
+                "model": model.get_config(), "weights": entries,
+                "compile": _compile_config(model) if include_optimizer and model.compiled else None}
+    text = json.dumps(document, allow_nan=False, separators=(",", ":"))
+    architecture = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, architecture=architecture, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            mode = os.stat(path).st_mode & 0o777
+        except OSError:
+            mode = 0o644
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _compile_config(model):
+    from fastnn.nn import metrics as _metrics
+    metrics = []
+    for spec in model._metric_specs:
+        if isinstance(spec, str):
+            metrics.append(spec)
+        elif type(spec).__name__ in _BUILTIN_METRICS and type(spec) is getattr(_metrics, type(spec).__name__):
+            metrics.append({"class_name": type(spec).__name__, "name": spec.name})
+        else:
+            raise ValueError(f"save: the metric {spec!r} is a custom class and cannot be saved; "
+                             "use save(path, include_optimizer=False)")
+    return {"optimizer": model.optimizer.get_config(), "loss": model.loss.get_config(), "metrics": metrics}
+
+
+_BUILTIN_METRICS = ("SparseCategoricalAccuracy", "CategoricalAccuracy", "BinaryAccuracy", "MeanAbsoluteError",
+                    "MeanSquaredErrorMetric")
+
+
+# ---------------------------------------------------------------------------------- loading
+class _Invalid(Exception):
+    pass
+
+
+def load_model(path, compile=True, max_bytes=DEFAULT_MAX_BYTES):
+    """Load a model saved by :meth:`Sequential.save`. ``compile``: restore the compile
+    settings when the file has them. ``max_bytes``: refuse files whose weights would take
+    more memory than this. Raises ValueError for anything but a valid fastnn model file."""
+    path = os.fspath(path)
+    try:
+        return _load(path, compile, int(max_bytes))
+    except _Invalid as exc:
+        raise ValueError(f"load_model: {path!r} is not a valid fastnn model file: {exc}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise ValueError(f"load_model: {path!r} is not a valid fastnn model file (corrupt or truncated "
+                         f"archive: {exc})") from None
+
+
+def _load(path, compile, max_bytes):
+    from fastnn.nn.model import Sequential
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"load_model: no such file: {path!r}")
+    if os.path.getsize(path) > max_bytes + MAX_ARCHITECTURE_BYTES + _NPY_HEADER_SLACK:
+        raise _Invalid(f"the file is larger than max_bytes={max_bytes}")
+    if not zipfile.is_zipfile(path):
+        raise _Invalid("not an .npz (zip) archive, or truncated")
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        names = [info.filename for info in infos]
+        if len(set(names)) != len(names):
+            raise _Invalid("the archive has duplicate member names")
+        members = {info.filename: info for info in infos}
+        if ARCHITECTURE_MEMBER not in members:
+            raise _Invalid(f"no {ARCHITECTURE_MEMBER} member")
+        raw = _read_npy(archive, members[ARCHITECTURE_MEMBER], np.dtype(np.uint8), None, MAX_ARCHITECTURE_BYTES)
+        document = _parse_json(raw.tobytes())
+        config, weights, compile_config = _check_document(document)
+
+        dtype = _dtype_of(config)
+        expected, total = _expected_weights(config, weights, dtype)
+        if total > max_bytes:
+            raise _Invalid(f"the architecture's weights need {total} bytes, more than max_bytes={max_bytes}")
+        wanted = {ARCHITECTURE_MEMBER} | {entry["key"] + ".npy" for entry in weights}
+        extra = sorted(set(names) - wanted)
+        if extra:
+            raise _Invalid(f"unexpected members {extra[:5]}")
+        missing = sorted(wanted - set(names))
+        if missing:
+            raise _Invalid(f"missing members {missing[:5]}")
+        values = []
+        for entry, shape in zip(weights, expected):
+            array = _read_npy(archive, members[entry["key"] + ".npy"], dtype, shape, None)
+            if hashlib.sha256(array.tobytes()).hexdigest() != entry["sha256"]:
+                raise _Invalid(f"the data of {entry['layer']}/{entry['weight']} does not match its checksum "
+                               "(the file was altered or corrupted)")
+            values.append(array)
+
+    try:
+        model = Sequential.from_config(config, dtype=dtype)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise _Invalid(f"invalid architecture: {exc}") from None
+    model.set_weights(values)
+    if compile and compile_config is not None:
+        _restore_compile(model, compile_config)
+    return model
+
+
+def _parse_json(data):
+    def reject_constant(name):
+        raise _Invalid(f"the architecture JSON contains {name}")
+    try:
+        text = data.decode("utf-8")
+        return json.loads(text, parse_constant=reject_constant)
+    except _Invalid:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _Invalid(f"the architecture is not valid JSON ({type(exc).__name__})") from None
+
+
+def _check_document(doc):
+    if not isinstance(doc, dict):
+        raise _Invalid("the architecture JSON is not an object")
+    if doc.get("format") != FORMAT:
+        raise _Invalid(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise _Invalid(f"format_version {doc.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+    config, weights, compile_config = doc.get("model"), doc.get("weights"), doc.get("compile")
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        raise _Invalid("the model config has no layer list")
+    layers = config["layers"]
+    if not 1 <= len(layers) <= MAX_LAYERS:
+        raise _Invalid(f"the model must have 1 to {MAX_LAYERS} layers, the file declares {len(layers)}")
+    for spec in layers:
+        if (not isinstance(spec, dict) or set(spec) != {"class_name", "config"}
+                or not isinstance(spec["class_name"], str) or not isinstance(spec["config"], dict)):
+            raise _Invalid("a layer entry is not {class_name, config}")
+    input_shape = config.get("input_shape")
+    if not _is_shape(input_shape):
+        raise _Invalid(f"input_shape {input_shape!r} is not a list of positive ints")
+    if config.get("seed") is not None and not _is_int(config.get("seed")):
+        raise _Invalid("seed is not an int")
+    if config.get("name") is not None and not isinstance(config.get("name"), str):
+        raise _Invalid("the model name is not a string")
+    if not isinstance(weights, list):
+        raise _Invalid("the weight list is missing")
+    for i, entry in enumerate(weights):
+        if (not isinstance(entry, dict) or entry.get("key") != f"w{i}" or not _is_shape(entry.get("shape"), 0)
+                or not all(isinstance(entry.get(k), str) for k in ("layer", "weight", "dtype", "sha256"))):
+            raise _Invalid(f"weight entry {i} is malformed")
+    if compile_config is not None and not isinstance(compile_config, dict):
+        raise _Invalid("the compile settings are malformed")
+    return config, weights, compile_config
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_shape(shape, minimum=1):
+    return (isinstance(shape, list) and len(shape) <= 8
+            and all(_is_int(s) and minimum <= s < 2**40 for s in shape))
+
+
+def _dtype_of(config):
+    name = config.get("dtype", "float32")
+    if name not in ("float32", "float64"):
+        raise _Invalid(f"dtype {name!r} is not float32 or float64")
+    return np.dtype(name)
+
+
+def _expected_weights(config, weights, dtype):
+    """The weight shapes the architecture implies, in file order, without allocating them."""
+    from fastnn.nn.layers import get_layer_class
+    shape = tuple(config["input_shape"])
+    expected, names = [], []
+    seen_names = set()
+    for spec in config["layers"]:
+        try:
+            layer = get_layer_class(spec["class_name"]).from_config(dict(spec["config"]))
+            shapes = layer.weight_shapes(shape)
+            shape = layer.compute_output_shape(shape)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise _Invalid(f"invalid layer {spec['class_name']!r}: {exc}") from None
+        if layer.name in seen_names:
+            raise _Invalid(f"duplicate layer name {layer.name!r}")
+        seen_names.add(layer.name)
+        for weight_name, weight_shape in shapes.items():
+            expected.append(tuple(int(s) for s in weight_shape))
+            names.append((layer.name, weight_name))
+    if len(weights) != len(expected):
+        raise _Invalid(f"the architecture has {len(expected)} weights, the file lists {len(weights)}")
+    total = 0
+    for entry, (layer_name, weight_name), shape in zip(weights, names, expected):
+        if (entry["layer"], entry["weight"]) != (layer_name, weight_name):
+            raise _Invalid(f"weight {entry['key']} is {entry['layer']}/{entry['weight']}, the architecture "
+                           f"expects {layer_name}/{weight_name}")
+        if tuple(entry["shape"]) != shape:
+            raise _Invalid(f"{layer_name}/{weight_name} is listed with shape {tuple(entry['shape'])}, the "
+                           f"architecture implies {shape}")
+        if entry["dtype"] != dtype.name:
+            raise _Invalid(f"{layer_name}/{weight_name} is listed as {entry['dtype']}, the model is {dtype.name}")
+        total += math.prod(shape) * dtype.itemsize
+    return expected, total
+
+
+def _read_npy(archive, info, dtype, shape, max_bytes):
+    """One .npy member, checked: its header (dtype, shape, C order) before reading, then
+    exactly the declared number of bytes (no more, no less)."""
+    name = info.filename
+    if info.flag_bits & 0x1:
+        raise _Invalid(f"{name} is encrypted")
+    with archive.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                header = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                header = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise _Invalid(f"{name}: unsupported .npy version {version}")
+        except _Invalid:
+            raise
+        except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+            raise _Invalid(f"{name}: bad .npy header ({exc})") from None
+        got_shape, fortran, got_dtype = header
+        if got_dtype != dtype or got_dtype.hasobject:
+            raise _Invalid(f"{name}: dtype {got_dtype}, expected {dtype}")
+        if fortran:
+            raise _Invalid(f"{name}: Fortran order is not accepted")
+        if shape is None:
+            if len(got_shape) != 1:
+                raise _Invalid(f"{name}: expected a 1-D array, got shape {got_shape}")
+            shape = got_shape
+        elif tuple(got_shape) != tuple(shape):
+            raise _Invalid(f"{name}: shape {tuple(got_shape)}, expected {tuple(shape)}")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if max_bytes is not None and nbytes > max_bytes:
+            raise _Invalid(f"{name}: {nbytes} bytes is more than the limit of {max_bytes}")
+        if info.file_size > nbytes + _NPY_HEADER_SLACK:
+            raise _Invalid(f"{name}: the member holds {info.file_size} bytes, more than its header declares")
+        data = f.read(nbytes + 1)
+        if len(data) != nbytes:
+            raise _Invalid(f"{name}: {len(data)} bytes of data, expected {nbytes} (truncated or padded)")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+
+
+def _restore_compile(model, config):
+    from fastnn import optim
+    from fastnn.nn import losses, metrics as _metrics
+    try:
+        optimizer = optim.get(dict(config["optimizer"]))
+        loss = losses.get(dict(config["loss"]))
+        specs = []
+        for spec in config.get("metrics", []):
+            if isinstance(spec, str):
+                specs.append(spec)
+            elif (isinstance(spec, dict) and set(spec) == {"class_name", "name"}
+                  and spec["class_name"] in _BUILTIN_METRICS and isinstance(spec["name"], str)):
+                specs.append(getattr(_metrics, spec["class_name"])(name=spec["name"]))
+            else:
+                raise ValueError(f"invalid metric {spec!r}")
+        model.compile(optimizer=optimizer, loss=loss, metrics=specs)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise _Invalid(f"invalid compile settings: {exc}") from None

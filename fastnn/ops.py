@@ -1,0 +1,577 @@
+"""fastnn.ops: the public functional API (stateless).
+
+Each op validates its arguments here, once (see fastnn._validate), normalises
+them (float32/float64 promoted to one dtype by np.result_type, C-contiguous,
+stride/pad as (h, w) tuples) and calls the function of the same name on the
+active backend: the C kernels (``fastnn.set_backend("native")``) or the NumPy
+reference (``"numpy"``). docs/OPS.md documents every op; docs/BACKEND.md is the
+contract the two backends implement.
+"""
+import math
+
+import numpy as np
+
+from fastnn import _config
+from fastnn import _reference
+from fastnn import _validate as V
+
+__all__ = [
+    "matmul", "linear", "linear_backward",
+    "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "step", "identity",
+    "relu_backward", "leaky_relu_backward", "elu_backward", "softplus_backward",
+    "sigmoid_backward", "tanh_backward", "identity_backward", "activation", "activation_backward",
+    "im2col", "col2im", "conv2d", "conv2d_backward",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "softmax", "log_softmax", "softmax_cross_entropy", "mean_squared_error",
+    "sigmoid_binary_cross_entropy",
+    "sgd_update", "momentum_update", "nesterov_update", "adagrad_update", "rmsprop_update",
+    "adam_update", "batch_norm_forward", "batch_norm_backward", "ACTIVATIONS",
+]
+
+ACTIVATIONS = V.ACTIVATIONS
+
+
+def _backend():
+    return _config.active_backend()
+
+
+# ---------------------------------------------------------------------------
+# Dense layers
+
+def matmul(a, b):
+    """(M, K) @ (K, N) -> (M, N)."""
+    op = "matmul"
+    dtype, arrs = V.float_arrays(op, a=a, b=b)
+    a, b = arrs["a"], arrs["b"]
+    V.check_ndim(op, "a", a, 2)
+    V.check_ndim(op, "b", b, 2)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"{op}: inner dimensions differ: a {a.shape} @ b {b.shape}")
+    V.check_size(op, "the output", (a.shape[0], b.shape[1]), dtype.itemsize)
+    return _backend().matmul(a, b)
+
+
+def _flatten_batch(x):
+    return x.reshape(x.shape[0], math.prod(x.shape[1:]))
+
+
+def _check_linear(op, x, W, b=None):
+    if x.ndim < 2:
+        raise ValueError(f"{op}: expected x of shape (N, D) or (N, ...), got shape {x.shape}")
+    V.check_ndim(op, "W", W, 2, " (D, M)")
+    V.check_nonempty_dims(op, "W", W, first_dim=0)
+    d = math.prod(x.shape[1:])
+    if W.shape[0] != d:
+        raise ValueError(f"{op}: x of shape {x.shape} has {d} features per sample, "
+                         f"but W of shape {W.shape} expects {W.shape[0]}")
+    if b is not None and b.shape != (W.shape[1],):
+        raise ValueError(f"{op}: expected b of shape ({W.shape[1]},) for W {W.shape}, got {b.shape}")
+
+
+def linear(x, W, b=None, activation=None, alpha=None):
+    """act(x @ W + b) for x (N, D) or (N, ...) (flattened to (N, D)), W (D, M), b (M,)."""
+    op = "linear"
+    dtype, arrs = V.float_arrays(op, x=x, W=W, b=b)
+    x, W, b = arrs["x"], arrs["W"], arrs["b"]
+    _check_linear(op, x, W, b)
+    act = V.activation_name(op, activation)
+    alpha = V.activation_alpha(op, act, alpha, fused=True)
+    V.check_size(op, "the output", (x.shape[0], W.shape[1]), dtype.itemsize)
+    return _backend().linear(_flatten_batch(x), W, b, act, alpha)
+
+
+def linear_backward(dy, x, W, activation=None, y=None, alpha=None):
+    """(dx shaped like x, dW, db) of linear. With an activation, dy is the gradient of the
+    post-activation output and y (that output) is required."""
+    op = "linear_backward"
+    act = V.activation_name(op, activation)
+    if act is not None and y is None:
+        raise ValueError(f"{op}: activation {act!r} needs y, the output of the forward pass")
+    alpha = V.activation_alpha(op, act, alpha, fused=True)
+    dtype, arrs = V.float_arrays(op, dy=dy, x=x, W=W, y=y if act is not None else None)
+    dy, x, W, y = arrs["dy"], arrs["x"], arrs["W"], arrs["y"]
+    _check_linear(op, x, W)
+    want = (x.shape[0], W.shape[1])
+    if dy.shape != want:
+        raise ValueError(f"{op}: expected dy of shape {want} for x {x.shape} and W {W.shape}, got {dy.shape}")
+    if y is not None and y.shape != want:
+        raise ValueError(f"{op}: expected y of shape {want} (the forward output), got {y.shape}")
+    dx, dW, db = _backend().linear_backward(dy, _flatten_batch(x), W, act, alpha, y)
+    return dx.reshape(x.shape), dW, db
+
+
+# ---------------------------------------------------------------------------
+# Activations (any shape)
+
+def _unary(op, x):
+    return V.float_arrays(op, x=x)[1]["x"]
+
+
+def _binary(op, name_a, a, name_b, b):
+    arrs = V.float_arrays(op, **{name_a: a, name_b: b})[1]
+    a, b = arrs[name_a], arrs[name_b]
+    V.check_same_shape(op, name_a, a, name_b, b)
+    return a, b
+
+
+def _apply(kernel, *arrays_and_scalars):
+    """backend.kernel(...) for an element-wise op; a 0-d array travels as shape (1,),
+    so that backends always get and return real arrays."""
+    args = list(arrays_and_scalars)
+    scalar = isinstance(args[0], np.ndarray) and args[0].ndim == 0
+    if scalar:
+        args = [a.reshape(1) if isinstance(a, np.ndarray) else a for a in args]
+    out = getattr(_backend(), kernel)(*args)
+    if not scalar:
+        return out
+    if isinstance(out, tuple):  # a loss: (value, gradient)
+        return out[0], out[1].reshape(())
+    return out.reshape(())
+
+
+def relu(x):
+    return _apply("relu", _unary("relu", x))
+
+
+def leaky_relu(x, alpha=0.01):
+    return _apply("leaky_relu", _unary("leaky_relu", x), V.as_real("leaky_relu", "alpha", alpha))
+
+
+def elu(x, alpha=1.0):
+    return _apply("elu", _unary("elu", x), V.as_real("elu", "alpha", alpha))
+
+
+def sigmoid(x):
+    return _apply("sigmoid", _unary("sigmoid", x))
+
+
+def tanh(x):
+    return _apply("tanh", _unary("tanh", x))
+
+
+def softplus(x):
+    """log(1 + exp(x)), computed stably as max(x, 0) + log1p(exp(-|x|))."""
+    return _apply("softplus", _unary("softplus", x))
+
+
+def step(x):
+    """(x > 0) in the dtype of x."""
+    return _apply("step", _unary("step", x))
+
+
+def identity(x):
+    """A copy of x."""
+    return _apply("identity", _unary("identity", x))
+
+
+def relu_backward(dy, x):
+    return _apply("relu_backward", *_binary("relu_backward", "dy", dy, "x", x))
+
+
+def leaky_relu_backward(dy, x, alpha=0.01):
+    op = "leaky_relu_backward"
+    return _apply(op, *_binary(op, "dy", dy, "x", x), V.as_real(op, "alpha", alpha))
+
+
+def elu_backward(dy, x, alpha=1.0):
+    op = "elu_backward"
+    return _apply(op, *_binary(op, "dy", dy, "x", x), V.as_real(op, "alpha", alpha))
+
+
+def softplus_backward(dy, x):
+    return _apply("softplus_backward", *_binary("softplus_backward", "dy", dy, "x", x))
+
+
+def sigmoid_backward(dy, y):
+    """dy * y * (1 - y), y being the output of sigmoid."""
+    return _apply("sigmoid_backward", *_binary("sigmoid_backward", "dy", dy, "y", y))
+
+
+def tanh_backward(dy, y):
+    """dy * (1 - y**2), y being the output of tanh."""
+    return _apply("tanh_backward", *_binary("tanh_backward", "dy", dy, "y", y))
+
+
+def identity_backward(dy):
+    return _apply("identity", _unary("identity_backward", dy))
+
+
+_NEEDS_Y = ("sigmoid", "tanh")
+
+
+def activation(x, name, alpha=None):
+    """The activation called ``name`` (one of ACTIVATIONS, or None for identity)."""
+    op = "activation"
+    act = V.activation_name(op, name)
+    alpha = V.activation_alpha(op, act, alpha)
+    if act is None:
+        return identity(x)
+    if act in V.DEFAULT_ALPHA:
+        return globals()[act](x, alpha)
+    return globals()[act](x)
+
+
+def activation_backward(dy, name, x=None, y=None, alpha=None):
+    """Backward of activation(x, name): relu, leaky_relu, elu and softplus need x;
+    sigmoid and tanh need y (or x, from which y is recomputed)."""
+    op = "activation_backward"
+    act = V.activation_name(op, name)
+    alpha = V.activation_alpha(op, act, alpha)
+    if act is None:
+        return identity_backward(dy)
+    if act in _NEEDS_Y:
+        if y is None:
+            if x is None:
+                raise ValueError(f"{op}: {act!r} needs y (the forward output) or x")
+            y = globals()[act](x)
+        return globals()[act + "_backward"](dy, y)
+    if x is None:
+        raise ValueError(f"{op}: {act!r} needs x (the forward input)")
+    if act in V.DEFAULT_ALPHA:
+        return globals()[act + "_backward"](dy, x, alpha)
+    return globals()[act + "_backward"](dy, x)
+
+
+# ---------------------------------------------------------------------------
+# Convolution
+
+def _check_image(op, name, x):
+    V.check_ndim(op, name, x, 4, " (N, C, H, W)")
+    V.check_nonempty_dims(op, name, x)
+
+
+def _conv_geometry(op, x_shape, filter_hw, stride, pad, what="filter"):
+    stride = V.as_pair(op, "stride", stride, 1)
+    pad = V.as_pair(op, "pad", pad, 0)
+    oh, ow = V.conv_output_size(op, x_shape[2:], filter_hw, stride, pad, what)
+    return stride, pad, oh, ow
+
+
+def im2col(x, filter_h, filter_w, stride=1, pad=0):
+    """(N, C, H, W) -> (N*oh*ow, C*filter_h*filter_w), the layout of the book's common/util.py."""
+    op = "im2col"
+    dtype, arrs = V.float_arrays(op, x=x)
+    x = arrs["x"]
+    _check_image(op, "x", x)
+    fh = V.as_int(op, "filter_h", filter_h, minimum=1)
+    fw = V.as_int(op, "filter_w", filter_w, minimum=1)
+    stride, pad, oh, ow = _conv_geometry(op, x.shape, (fh, fw), stride, pad)
+    n, c = x.shape[:2]
+    V.check_size(op, "the column matrix", (n * oh * ow, c * fh * fw), dtype.itemsize)
+    return _backend().im2col(x, fh, fw, stride, pad)
+
+
+def col2im(col, x_shape, filter_h, filter_w, stride=1, pad=0):
+    """Inverse layout of im2col, summing overlapping entries, -> array of shape x_shape."""
+    op = "col2im"
+    dtype, arrs = V.float_arrays(op, col=col)
+    col = arrs["col"]
+    x_shape = V.x_shape4(op, x_shape)
+    fh = V.as_int(op, "filter_h", filter_h, minimum=1)
+    fw = V.as_int(op, "filter_w", filter_w, minimum=1)
+    stride, pad, oh, ow = _conv_geometry(op, x_shape, (fh, fw), stride, pad)
+    n, c = x_shape[:2]
+    want = (n * oh * ow, c * fh * fw)
+    if col.shape != want:
+        raise ValueError(f"{op}: expected col of shape {want} for x_shape {x_shape}, filter ({fh}, {fw}), "
+                         f"stride {stride}, pad {pad}; got {col.shape}")
+    V.check_size(op, "the output", x_shape, dtype.itemsize)
+    return _backend().col2im(col, x_shape, fh, fw, stride, pad)
+
+
+def _check_conv(op, x, W, b, stride, pad):
+    _check_image(op, "x", x)
+    V.check_ndim(op, "W", W, 4, " (F, C, FH, FW)")
+    V.check_nonempty_dims(op, "W", W, first_dim=0)
+    if W.shape[1] != x.shape[1]:
+        raise ValueError(f"{op}: x has {x.shape[1]} channels (shape {x.shape}) but W expects "
+                         f"{W.shape[1]} (shape {W.shape})")
+    if b is not None and b.shape != (W.shape[0],):
+        raise ValueError(f"{op}: expected b of shape ({W.shape[0]},) for W {W.shape}, got {b.shape}")
+    return _conv_geometry(op, x.shape, W.shape[2:], stride, pad)
+
+
+def conv2d(x, W, b=None, stride=1, pad=0, activation=None, alpha=None):
+    """act(conv(x, W) + b): x (N, C, H, W), W (F, C, FH, FW), b (F,) -> (N, F, oh, ow)."""
+    op = "conv2d"
+    dtype, arrs = V.float_arrays(op, x=x, W=W, b=b)
+    x, W, b = arrs["x"], arrs["W"], arrs["b"]
+    stride, pad, oh, ow = _check_conv(op, x, W, b, stride, pad)
+    act = V.activation_name(op, activation)
+    alpha = V.activation_alpha(op, act, alpha, fused=True)
+    V.check_size(op, "the output", (x.shape[0], W.shape[0], oh, ow), dtype.itemsize)
+    V.check_size(op, "the column matrix", (x.shape[0] * oh * ow, math.prod(W.shape[1:])), dtype.itemsize)
+    return _backend().conv2d(x, W, b, stride, pad, act, alpha)
+
+
+def conv2d_backward(dy, x, W, stride=1, pad=0, need_dx=True):
+    """(dx or None, dW, db); dy is the gradient of the pre-activation output (N, F, oh, ow)."""
+    op = "conv2d_backward"
+    dtype, arrs = V.float_arrays(op, dy=dy, x=x, W=W)
+    dy, x, W = arrs["dy"], arrs["x"], arrs["W"]
+    stride, pad, oh, ow = _check_conv(op, x, W, None, stride, pad)
+    want = (x.shape[0], W.shape[0], oh, ow)
+    if dy.shape != want:
+        raise ValueError(f"{op}: expected dy of shape {want} for x {x.shape}, W {W.shape}, "
+                         f"stride {stride}, pad {pad}; got {dy.shape}")
+    V.check_size(op, "the column matrix", (x.shape[0] * oh * ow, math.prod(W.shape[1:])), dtype.itemsize)
+    return _backend().conv2d_backward(dy, x, W, stride, pad, bool(need_dx))
+
+
+# ---------------------------------------------------------------------------
+# Pooling
+
+def _pool_geometry(op, x_shape, pool_h, pool_w, stride, pad):
+    pool, stride, pad = V.pool_params(op, pool_h, pool_w, stride, pad)
+    oh, ow = V.conv_output_size(op, x_shape[2:], pool, stride, pad, what="pool window")
+    return pool, stride, pad, (x_shape[0], x_shape[1], oh, ow)
+
+
+def max_pool2d(x, pool_h, pool_w=None, stride=None, pad=0):
+    """(y, argmax): the window maxima (padding never wins) and their index h*W + w in each
+    (n, c) plane of x, int64; ties go to the first maximum, a NaN wins."""
+    op = "max_pool2d"
+    dtype, arrs = V.float_arrays(op, x=x)
+    x = arrs["x"]
+    _check_image(op, "x", x)
+    (ph, pw), stride, pad, out_shape = _pool_geometry(op, x.shape, pool_h, pool_w, stride, pad)
+    V.check_size(op, "the output", out_shape + (ph * pw,), dtype.itemsize)
+    return _backend().max_pool2d(x, ph, pw, stride, pad)
+
+
+def max_pool2d_backward(dy, argmax, x_shape, pool_h, pool_w=None, stride=None, pad=0):
+    op = "max_pool2d_backward"
+    dtype, arrs = V.float_arrays(op, dy=dy)
+    dy = arrs["dy"]
+    x_shape = V.x_shape4(op, x_shape)
+    (ph, pw), stride, pad, out_shape = _pool_geometry(op, x_shape, pool_h, pool_w, stride, pad)
+    if dy.shape != out_shape:
+        raise ValueError(f"{op}: expected dy of shape {out_shape} for x_shape {x_shape}, pool ({ph}, {pw}), "
+                         f"stride {stride}, pad {pad}; got {dy.shape}")
+    argmax = np.asarray(argmax)
+    if argmax.dtype.kind not in "iu":
+        raise TypeError(f"{op}: expected argmax to be an integer array (from max_pool2d), got dtype {argmax.dtype}")
+    if argmax.shape != out_shape:
+        raise ValueError(f"{op}: expected argmax of shape {out_shape}, got {argmax.shape}")
+    plane = x_shape[2] * x_shape[3]
+    if argmax.size and (argmax.min() < 0 or argmax.max() >= plane):
+        raise ValueError(f"{op}: argmax values must lie in [0, {plane}) for x_shape {x_shape}, "
+                         f"got values in [{argmax.min()}, {argmax.max()}]")
+    V.check_size(op, "the output", x_shape, dtype.itemsize)
+    argmax = np.ascontiguousarray(argmax, dtype=np.int64)
+    return _backend().max_pool2d_backward(dy, argmax, x_shape, ph, pw, stride, pad)
+
+
+def avg_pool2d(x, pool_h, pool_w=None, stride=None, pad=0):
+    """Window means; padding counts as zeros and the divisor is pool_h*pool_w."""
+    op = "avg_pool2d"
+    dtype, arrs = V.float_arrays(op, x=x)
+    x = arrs["x"]
+    _check_image(op, "x", x)
+    (ph, pw), stride, pad, out_shape = _pool_geometry(op, x.shape, pool_h, pool_w, stride, pad)
+    V.check_size(op, "the output", out_shape, dtype.itemsize)
+    return _backend().avg_pool2d(x, ph, pw, stride, pad)
+
+
+def avg_pool2d_backward(dy, x_shape, pool_h, pool_w=None, stride=None, pad=0):
+    op = "avg_pool2d_backward"
+    dtype, arrs = V.float_arrays(op, dy=dy)
+    dy = arrs["dy"]
+    x_shape = V.x_shape4(op, x_shape)
+    (ph, pw), stride, pad, out_shape = _pool_geometry(op, x_shape, pool_h, pool_w, stride, pad)
+    if dy.shape != out_shape:
+        raise ValueError(f"{op}: expected dy of shape {out_shape} for x_shape {x_shape}, pool ({ph}, {pw}), "
+                         f"stride {stride}, pad {pad}; got {dy.shape}")
+    V.check_size(op, "the output", x_shape, dtype.itemsize)
+    return _backend().avg_pool2d_backward(dy, x_shape, ph, pw, stride, pad)
+
+
+# ---------------------------------------------------------------------------
+# Softmax and losses
+
+def _along_last_axis(op, x, axis, kernel_name):
+    dtype, arrs = V.float_arrays(op, x=x)
+    x = arrs["x"]
+    if x.ndim == 0:
+        raise ValueError(f"{op}: expected an array of at least 1 dimension, got a scalar")
+    ax = V.as_int(op, "axis", axis)
+    if not -x.ndim <= ax < x.ndim:
+        raise ValueError(f"{op}: axis {ax} is out of range for an array of shape {x.shape}")
+    if x.size == 0:
+        return np.empty(x.shape, dtype=dtype)
+    moved = np.moveaxis(x, ax, -1)
+    rows = np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
+    out = getattr(_backend(), kernel_name)(rows).reshape(moved.shape)
+    return np.ascontiguousarray(np.moveaxis(out, -1, ax))
+
+
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along axis, stable for any finite logits."""
+    return _along_last_axis("softmax", x, axis, "softmax")
+
+
+def log_softmax(x, axis=-1):
+    return _along_last_axis("log_softmax", x, axis, "log_softmax")
+
+
+def softmax_cross_entropy(logits, target):
+    """(mean cross-entropy loss as a Python float, dlogits). target: integer labels (N,)
+    in [0, K) or float rows (N, K) (one-hot or probabilities)."""
+    op = "softmax_cross_entropy"
+    logits = V.as_float_array(op, "logits", logits)
+    V.check_ndim(op, "logits", logits, 2, " (N, K)")
+    n, k = logits.shape
+    if k < 1:
+        raise ValueError(f"{op}: expected at least one class, got logits of shape {logits.shape}")
+    try:
+        target = np.asarray(target)
+    except Exception as exc:  # noqa: BLE001
+        raise TypeError(f"{op}: could not convert target to an array ({exc})") from None
+    if target.ndim == 1:
+        labels = V.int_labels(op, target, n, k)
+        return _backend().softmax_cross_entropy(np.ascontiguousarray(logits), labels)
+    if target.ndim != 2:
+        raise ValueError(f"{op}: expected target of shape ({n},) (labels) or {logits.shape} (rows), "
+                         f"got {target.shape}")
+    dtype, arrs = V.float_arrays(op, logits=logits, target=target)
+    V.check_same_shape(op, "logits", arrs["logits"], "target", arrs["target"])
+    return _backend().softmax_cross_entropy(arrs["logits"], arrs["target"])
+
+
+def mean_squared_error(y, t):
+    """(mean((y - t)**2) as a Python float, its gradient 2*(y - t)/y.size)."""
+    return _apply("mean_squared_error", *_binary("mean_squared_error", "y", y, "t", t))
+
+
+def sigmoid_binary_cross_entropy(logits, t):
+    """(mean binary cross-entropy of sigmoid(logits) against t, (sigmoid(logits) - t)/size)."""
+    return _apply("sigmoid_binary_cross_entropy", *_binary("sigmoid_binary_cross_entropy",
+                                                          "logits", logits, "t", t))
+
+
+# ---------------------------------------------------------------------------
+# Optimizer updates (in place)
+
+def _update(op, kernel, p, g, states, scalars):
+    p = V.writeable_float_array(op, "p", p)
+    g = V.as_float_array(op, "g", g)
+    if g.shape != p.shape:
+        raise ValueError(f"{op}: g of shape {g.shape} does not match p of shape {p.shape}")
+    states = [V.writeable_float_array(op, name, s, p.shape) for name, s in states]
+    scalars = [V.as_real(op, name, s) for name, s in scalars]
+    arrays = [p, g, *states]
+    # The native kernel needs one dtype and C-contiguous memory; any other layout is
+    # updated in place by the NumPy reference (which works on views and mixed dtypes).
+    fast = all(a.flags.c_contiguous and a.dtype == p.dtype for a in arrays)
+    backend = _backend() if fast else _reference
+    getattr(backend, kernel)(*arrays, *scalars)
+
+
+def sgd_update(p, g, lr, weight_decay=0.0, l1=0.0):
+    """p -= lr * g (g plus weight_decay*p plus l1*sign(p)), in place."""
+    _update("sgd_update", "sgd_update", p, g, [],
+            [("lr", lr), ("weight_decay", weight_decay), ("l1", l1)])
+
+
+def momentum_update(p, g, v, lr, momentum=0.9, weight_decay=0.0, l1=0.0):
+    """v = momentum*v - lr*g; p += v, in place."""
+    _update("momentum_update", "momentum_update", p, g, [("v", v)],
+            [("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay), ("l1", l1)])
+
+
+def nesterov_update(p, g, v, lr, momentum=0.9, weight_decay=0.0, l1=0.0):
+    """v = momentum*v - lr*g; p += momentum**2*v - (1 + momentum)*lr*g, in place."""
+    _update("nesterov_update", "nesterov_update", p, g, [("v", v)],
+            [("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay), ("l1", l1)])
+
+
+def adagrad_update(p, g, h, lr, eps=1e-7, weight_decay=0.0, l1=0.0):
+    """h += g*g; p -= lr*g/(sqrt(h) + eps), in place."""
+    _update("adagrad_update", "adagrad_update", p, g, [("h", h)],
+            [("lr", lr), ("eps", eps), ("weight_decay", weight_decay), ("l1", l1)])
+
+
+def rmsprop_update(p, g, h, lr, decay=0.99, eps=1e-7, weight_decay=0.0, l1=0.0):
+    """h = decay*h + (1 - decay)*g*g; p -= lr*g/(sqrt(h) + eps), in place."""
+    _update("rmsprop_update", "rmsprop_update", p, g, [("h", h)],
+            [("lr", lr), ("decay", decay), ("eps", eps), ("weight_decay", weight_decay), ("l1", l1)])
+
+
+def adam_update(p, g, m, v, lr_t, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0, l1=0.0):
+    """m += (1-beta1)*(g-m); v += (1-beta2)*(g*g-v); p -= lr_t*m/(sqrt(v)+eps), in place.
+    lr_t is the bias-corrected step the caller computes."""
+    _update("adam_update", "adam_update", p, g, [("m", m), ("v", v)],
+            [("lr_t", lr_t), ("beta1", beta1), ("beta2", beta2), ("eps", eps),
+             ("weight_decay", weight_decay), ("l1", l1)])
+
+
+# ---------------------------------------------------------------------------
+# Batch normalisation (NumPy on both backends)
+
+def batch_norm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-7, train=True,
+                       per_channel=False):
+    """(out, cache). x is (N, D) or (N, C, H, W). 4-D input is normalised per C*H*W feature
+    as the book's BatchNormalization does, or per channel C with per_channel=True.
+    gamma, beta, running_mean and running_var have shape (D,) (D = C*H*W, or C).
+    In training the batch statistics normalise and the running ones are updated in place
+    (running = momentum*running + (1-momentum)*batch); otherwise the running ones normalise."""
+    op = "batch_norm_forward"
+    dtype, arrs = V.float_arrays(op, x=x, gamma=gamma, beta=beta)
+    x, gamma, beta = arrs["x"], arrs["gamma"], arrs["beta"]
+    V.check_ndim(op, "x", x, (2, 4))
+    V.check_nonempty_dims(op, "x", x)
+    if x.ndim == 4 and per_channel:
+        n, c, h, w = x.shape
+        x2 = x.transpose(0, 2, 3, 1).reshape(n * h * w, c)
+    else:
+        x2 = _flatten_batch(x)
+    d = x2.shape[1]
+    for name, arr in (("gamma", gamma), ("beta", beta)):
+        if arr.shape != (d,):
+            raise ValueError(f"{op}: expected {name} of shape ({d},) for x {x.shape}"
+                             f"{' per channel' if per_channel and x.ndim == 4 else ''}, got {arr.shape}")
+    running_mean = V.writeable_float_array(op, "running_mean", running_mean, (d,))
+    running_var = V.writeable_float_array(op, "running_var", running_var, (d,))
+    momentum = V.as_real(op, "momentum", momentum)
+    eps = V.as_real(op, "eps", eps)
+    if eps < 0:
+        raise ValueError(f"{op}: expected eps >= 0, got {eps}")
+    train = bool(train)
+    if train and x2.shape[0] == 0:
+        raise ValueError(f"{op}: training needs at least one sample to compute batch statistics, "
+                         f"got x of shape {x.shape}")
+    out2, inner = _reference.batch_norm_forward(x2, gamma, beta, running_mean, running_var,
+                                                momentum, eps, train)
+    if x.ndim == 4 and per_channel:
+        n, c, h, w = x.shape
+        out = np.ascontiguousarray(out2.reshape(n, h, w, c).transpose(0, 3, 1, 2))
+    else:
+        out = out2.reshape(x.shape)
+    cache = {"x_shape": x.shape, "per_channel": bool(per_channel and x.ndim == 4), "dtype": dtype,
+             "inner": inner}
+    return out, cache
+
+
+def batch_norm_backward(dout, cache):
+    """(dx, dgamma, dbeta) from the gradient of the output and the cache of batch_norm_forward."""
+    op = "batch_norm_backward"
+    if not isinstance(cache, dict) or "inner" not in cache:
+        raise TypeError(f"{op}: expected the cache returned by batch_norm_forward, got {type(cache).__name__}")
+    dout = V.as_float_array(op, "dout", dout)
+    x_shape = cache["x_shape"]
+    if dout.shape != x_shape:
+        raise ValueError(f"{op}: expected dout of shape {x_shape} (the forward input's), got {dout.shape}")
+    dtype = np.result_type(dout.dtype, cache["dtype"])
+    dout = dout.astype(dtype, copy=False)
+    if cache["per_channel"]:
+        n, c, h, w = x_shape
+        dout2 = dout.transpose(0, 2, 3, 1).reshape(n * h * w, c)
+    else:
+        dout2 = _flatten_batch(dout)
+    dx2, dgamma, dbeta = _reference.batch_norm_backward(dout2, cache["inner"])
+    if cache["per_channel"]:
+        n, c, h, w = x_shape
+        dx = np.ascontiguousarray(dx2.reshape(n, h, w, c).transpose(0, 3, 1, 2))
+    else:
+        dx = dx2.reshape(x_shape)
+    return dx, dgamma, dbeta

@@ -1,0 +1,370 @@
+"""Optimizers with the interface of "deep learning from scratch" (common/optimizer.py).
+
+``SGD``, ``Momentum``, ``Nesterov``, ``AdaGrad``, ``RMSprop`` and ``Adam`` take the
+book's constructor arguments and have ``update(params, grads)`` over dicts of
+arrays (lists/tuples of arrays work too), updating each parameter in place with
+one fused ``fastnn.ops.*_update`` kernel. Their state is kept like the book's:
+``v`` (Momentum, Nesterov), ``h`` (AdaGrad, RMSprop), ``m``, ``v`` and ``iter`` (Adam),
+dicts keyed by the parameter keys.
+
+Every optimizer also takes:
+
+- ``weight_decay`` (L2: ``weight_decay * p`` is added to the gradient) and ``l1``
+  (``l1 * sign(p)`` is added); the gradient arrays themselves are not modified;
+- ``max_norm``: after each update, a weight whose norm exceeds ``max_norm`` is
+  scaled back onto the ball: a 2-D weight (in, out) per column (the incoming
+  weights of each unit), a weight of higher rank per slice along its first axis
+  (each convolution filter); 0-D and 1-D parameters (biases, BatchNorm's gamma
+  and beta) are left alone;
+- ``schedule``: a learning-rate schedule (:class:`StepDecay`,
+  :class:`ExponentialDecay`, :class:`InverseTimeDecay`, or any callable
+  ``schedule(step, base_lr) -> lr``). ``step`` counts ``update`` calls from 0;
+  before each update ``optimizer.lr`` is set to ``schedule(step, base_lr)``, so it
+  always shows the rate in use. Without a schedule ``lr`` is a plain attribute.
+"""
+import math
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+
+from fastnn import ops
+
+__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
+           "StepDecay", "ExponentialDecay", "InverseTimeDecay", "get"]
+
+
+def _check_number(owner, name, value, minimum=None, allow_none=False, strictly=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: expected {name} to be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{owner}: expected a finite {name}, got {value}")
+    if minimum is not None and (value <= minimum if strictly else value < minimum):
+        relation = ">" if strictly else ">="
+        raise ValueError(f"{owner}: expected {name} {relation} {minimum}, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------- learning-rate schedules
+
+class StepDecay:
+    """lr = base_lr * gamma ** (step // step_size)."""
+
+    def __init__(self, step_size, gamma=0.1):
+        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral) or step_size < 1:
+            raise ValueError(f"StepDecay: expected an integer step_size >= 1, got {step_size!r}")
+        self.step_size = int(step_size)
+        self.gamma = _check_number("StepDecay", "gamma", gamma, minimum=0.0)
+
+    def __call__(self, step, base_lr):
+        return base_lr * self.gamma ** (step // self.step_size)
+
+    def get_config(self):
+        return {"name": "StepDecay", "step_size": self.step_size, "gamma": self.gamma}
+
+
+class ExponentialDecay:
+    """lr = base_lr * decay_rate ** (step / decay_steps) (the exponent floored when ``staircase``)."""
+
+    def __init__(self, decay_rate, decay_steps=1, staircase=False):
+        self.decay_rate = _check_number("ExponentialDecay", "decay_rate", decay_rate, minimum=0.0, strictly=True)
+        self.decay_steps = _check_number("ExponentialDecay", "decay_steps", decay_steps, minimum=0.0, strictly=True)
+        self.staircase = bool(staircase)
+
+    def __call__(self, step, base_lr):
+        exponent = step / self.decay_steps
+        if self.staircase:
+            exponent = math.floor(exponent)
+        return base_lr * self.decay_rate ** exponent
+
+    def get_config(self):
+        return {"name": "ExponentialDecay", "decay_rate": self.decay_rate, "decay_steps": self.decay_steps,
+                "staircase": self.staircase}
+
+
+class InverseTimeDecay:
+    """lr = base_lr / (1 + decay_rate * step / decay_steps) (the ratio floored when ``staircase``)."""
+
+    def __init__(self, decay_rate, decay_steps=1, staircase=False):
+        self.decay_rate = _check_number("InverseTimeDecay", "decay_rate", decay_rate, minimum=0.0)
+        self.decay_steps = _check_number("InverseTimeDecay", "decay_steps", decay_steps, minimum=0.0, strictly=True)
+        self.staircase = bool(staircase)
+
+    def __call__(self, step, base_lr):
+        ratio = step / self.decay_steps
+        if self.staircase:
+            ratio = math.floor(ratio)
+        return base_lr / (1.0 + self.decay_rate * ratio)
+
+    def get_config(self):
+        return {"name": "InverseTimeDecay", "decay_rate": self.decay_rate, "decay_steps": self.decay_steps,
+                "staircase": self.staircase}
+
+
+_SCHEDULES = {cls.__name__: cls for cls in (StepDecay, ExponentialDecay, InverseTimeDecay)}
+
+
+# ---------------------------------------------------------------- optimizers
+
+class Optimizer:
+    """Base class: the loop over parameters, regularisation, max-norm and the schedule."""
+
+    def __init__(self, lr, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None):
+        name = type(self).__name__
+        self.base_lr = _check_number(name, "lr", lr, minimum=0.0)
+        self.weight_decay = _check_number(name, "weight_decay", weight_decay, minimum=0.0)
+        self.l1 = _check_number(name, "l1", l1, minimum=0.0)
+        self.max_norm = _check_number(name, "max_norm", max_norm, minimum=0.0, allow_none=True, strictly=True)
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"{name}: expected schedule to be callable (step, base_lr) -> lr, "
+                            f"got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.iterations = 0
+        self.lr = self.base_lr if schedule is None else float(schedule(0, self.base_lr))
+
+    # -- the public loop ---------------------------------------------------------------------
+    def update(self, params, grads):
+        """Update every array of ``params`` in place from the matching entry of ``grads``.
+
+        Everything is checked before anything changes, so a bad entry leaves
+        all parameters and the optimizer's state as they were."""
+        pairs = [(key, params[key], self._checked_grad(key, params[key], grads[key]))
+                 for key in self._keys(params, grads)]
+        if self.schedule is not None:
+            self.lr = float(self.schedule(self.iterations, self.base_lr))
+        self._begin_step()
+        for key, param, grad in pairs:
+            self._kernel(key, param, grad)
+            if self.max_norm is not None:
+                _clip_norm(param, self.max_norm)
+        self.iterations += 1
+
+    def _checked_grad(self, key, param, grad):
+        name = type(self).__name__
+        if not isinstance(param, np.ndarray) or param.dtype.kind != "f":
+            raise TypeError(f"{name}.update: expected parameter {key!r} to be a float ndarray "
+                            f"(updated in place), got {_describe(param)}")
+        if not param.flags.writeable:
+            raise ValueError(f"{name}.update: parameter {key!r} is read-only")
+        grad = np.asarray(grad)
+        if grad.shape != param.shape:
+            raise ValueError(f"{name}.update: gradient {key!r} has shape {grad.shape}, "
+                             f"expected the parameter's shape {param.shape}")
+        # fastnn.ops runs the fused kernel on C-contiguous arrays of one dtype and
+        # the NumPy reference on anything else (views, a float64 gradient of a
+        # float32 parameter), in place either way.
+        return grad
+
+    def _keys(self, params, grads):
+        name = type(self).__name__
+        if isinstance(params, Mapping):
+            keys = list(params.keys())
+            missing = [k for k in keys if k not in grads]
+            if missing:
+                raise ValueError(f"{name}.update: no gradient for parameter(s) {missing}")
+            return keys
+        if isinstance(params, (list, tuple)):
+            if not isinstance(grads, (list, tuple)) or len(grads) != len(params):
+                raise ValueError(f"{name}.update: expected {len(params)} gradients in a list, got "
+                                 f"{len(grads) if isinstance(grads, (list, tuple)) else type(grads).__name__}")
+            return list(range(len(params)))
+        raise TypeError(f"{name}.update: expected params as a dict (or list) of arrays, got {type(params).__name__}")
+
+    def _state(self, store, key, param):
+        value = store.get(key)
+        if value is None or value.shape != param.shape or value.dtype != param.dtype:
+            value = store[key] = np.zeros(param.shape, dtype=param.dtype)
+        return value
+
+    def _begin_step(self):
+        pass
+
+    def _kernel(self, key, param, grad):
+        raise NotImplementedError
+
+    def _reg(self):
+        return {"weight_decay": self.weight_decay, "l1": self.l1}
+
+    # -- description ---------------------------------------------------------------------------
+    def get_config(self):
+        config = {"name": type(self).__name__, "lr": self.base_lr, "weight_decay": self.weight_decay,
+                  "l1": self.l1, "max_norm": self.max_norm}
+        config.update(self._extra_config())
+        if self.schedule is not None:
+            if not hasattr(self.schedule, "get_config"):
+                raise ValueError(f"{type(self).__name__}.get_config: the schedule {self.schedule!r} "
+                                 f"has no get_config()")
+            config["schedule"] = self.schedule.get_config()
+        return config
+
+    def _extra_config(self):
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array"
+    return type(value).__name__
+
+
+def _clip_norm(param, max_norm):
+    if param.ndim < 2:
+        return
+    if param.ndim == 2:
+        norms = np.sqrt(np.sum(param * param, axis=0, keepdims=True))
+    else:
+        axes = tuple(range(1, param.ndim))
+        norms = np.sqrt(np.sum(param * param, axis=axes, keepdims=True))
+    over = norms > max_norm
+    if np.any(over):
+        scale = np.where(over, max_norm / np.where(over, norms, 1.0), 1.0)
+        param *= scale.astype(param.dtype, copy=False)
+
+
+class SGD(Optimizer):
+    """p -= lr * g."""
+
+    def __init__(self, lr=0.01, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None):
+        super().__init__(lr, weight_decay, l1, max_norm, schedule)
+
+    def _kernel(self, key, param, grad):
+        ops.sgd_update(param, grad, self.lr, **self._reg())
+
+
+class Momentum(Optimizer):
+    """v = momentum * v - lr * g; p += v."""
+
+    def __init__(self, lr=0.01, momentum=0.9, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None):
+        super().__init__(lr, weight_decay, l1, max_norm, schedule)
+        self.momentum = _check_number(type(self).__name__, "momentum", momentum, minimum=0.0)
+        self.v = None
+
+    def _kernel(self, key, param, grad):
+        if self.v is None:
+            self.v = {}
+        v = self._state(self.v, key, param)
+        ops.momentum_update(param, grad, v, self.lr, momentum=self.momentum, **self._reg())
+
+    def _extra_config(self):
+        return {"momentum": self.momentum}
+
+
+class Nesterov(Momentum):
+    """Nesterov's accelerated gradient in the book's form:
+    v = momentum * v - lr * g; p += momentum**2 * v - (1 + momentum) * lr * g."""
+
+    def _kernel(self, key, param, grad):
+        if self.v is None:
+            self.v = {}
+        v = self._state(self.v, key, param)
+        ops.nesterov_update(param, grad, v, self.lr, momentum=self.momentum, **self._reg())
+
+
+class AdaGrad(Optimizer):
+    """h += g*g; p -= lr * g / (sqrt(h) + eps)."""
+
+    def __init__(self, lr=0.01, eps=1e-7, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None):
+        super().__init__(lr, weight_decay, l1, max_norm, schedule)
+        self.eps = _check_number(type(self).__name__, "eps", eps, minimum=0.0)
+        self.h = None
+
+    def _kernel(self, key, param, grad):
+        if self.h is None:
+            self.h = {}
+        h = self._state(self.h, key, param)
+        ops.adagrad_update(param, grad, h, self.lr, eps=self.eps, **self._reg())
+
+    def _extra_config(self):
+        return {"eps": self.eps}
+
+
+class RMSprop(Optimizer):
+    """h = decay_rate * h + (1 - decay_rate) * g*g; p -= lr * g / (sqrt(h) + eps)."""
+
+    def __init__(self, lr=0.01, decay_rate=0.99, eps=1e-7, weight_decay=0.0, l1=0.0, max_norm=None,
+                 schedule=None):
+        super().__init__(lr, weight_decay, l1, max_norm, schedule)
+        self.decay_rate = _check_number(type(self).__name__, "decay_rate", decay_rate, minimum=0.0)
+        if self.decay_rate > 1.0:
+            raise ValueError(f"RMSprop: expected 0 <= decay_rate <= 1, got {self.decay_rate}")
+        self.eps = _check_number(type(self).__name__, "eps", eps, minimum=0.0)
+        self.h = None
+
+    def _kernel(self, key, param, grad):
+        if self.h is None:
+            self.h = {}
+        h = self._state(self.h, key, param)
+        ops.rmsprop_update(param, grad, h, self.lr, decay=self.decay_rate, eps=self.eps, **self._reg())
+
+    def _extra_config(self):
+        return {"decay_rate": self.decay_rate, "eps": self.eps}
+
+
+class Adam(Optimizer):
+    """Adam with the book's bias correction folded into the step size:
+    iter += 1; lr_t = lr * sqrt(1 - beta2**iter) / (1 - beta1**iter);
+    m += (1 - beta1) * (g - m); v += (1 - beta2) * (g*g - v); p -= lr_t * m / (sqrt(v) + eps)."""
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0, l1=0.0, max_norm=None,
+                 schedule=None):
+        super().__init__(lr, weight_decay, l1, max_norm, schedule)
+        name = type(self).__name__
+        self.beta1 = _check_number(name, "beta1", beta1, minimum=0.0)
+        self.beta2 = _check_number(name, "beta2", beta2, minimum=0.0)
+        if self.beta1 >= 1.0 or self.beta2 >= 1.0:
+            raise ValueError(f"Adam: expected 0 <= beta1, beta2 < 1, got beta1={self.beta1}, beta2={self.beta2}")
+        self.eps = _check_number(name, "eps", eps, minimum=0.0)
+        self.iter = 0
+        self.m = None
+        self.v = None
+        self._lr_t = None
+
+    def _begin_step(self):
+        self.iter += 1
+        self._lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
+
+    def _kernel(self, key, param, grad):
+        if self.m is None:
+            self.m, self.v = {}, {}
+        m = self._state(self.m, key, param)
+        v = self._state(self.v, key, param)
+        ops.adam_update(param, grad, m, v, self._lr_t, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                        **self._reg())
+
+    def _extra_config(self):
+        return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+
+_OPTIMIZERS = {cls.__name__.lower(): cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)}
+
+
+def get(identifier, **kwargs):
+    """An optimizer from a name ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"; any case),
+    a config dict from ``get_config()``, or an optimizer (returned as is)."""
+    if isinstance(identifier, Optimizer):
+        if kwargs:
+            raise ValueError("optim.get: keyword arguments given with an optimizer instance")
+        return identifier
+    if isinstance(identifier, dict):
+        config = dict(identifier)
+        name = config.pop("name", None)
+        schedule = config.pop("schedule", None)
+        if schedule is not None:
+            schedule = dict(schedule)
+            sname = schedule.pop("name", None)
+            if sname not in _SCHEDULES:
+                raise ValueError(f"optim.get: unknown schedule {sname!r}, expected one of {sorted(_SCHEDULES)}")
+            config["schedule"] = _SCHEDULES[sname](**schedule)
+        config.update(kwargs)
+        return get(name, **config)
+    if isinstance(identifier, str) and identifier.lower() in _OPTIMIZERS:
+        return _OPTIMIZERS[identifier.lower()](**kwargs)
+    raise ValueError(f"optim.get: expected one of {sorted(_OPTIMIZERS)}, an optimizer or its config, "
+                     f"got {identifier!r}")

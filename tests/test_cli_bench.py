@@ -1,0 +1,298 @@
+"""`fastnn bench` and fastnn.benchmarks: options, JSON structure, checks. No timing assertions."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import benchmarks as B
+from fastnn.cli import main
+
+TORCH = B.torch_installed()
+
+
+def run_bench(argv, capsys):
+    rc = main(["bench", "--no-progress"] + argv)
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_bench_only_g_writes_json(tmp_path, capsys):
+    out = tmp_path / "out.json"
+    rc = main(["bench", "--only", "G", "--repeat", "2", "--quick", "--json", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.out + captured.err
+    report = json.loads(out.read_text())
+
+    assert report["schema"] == "fastnn-bench/1"
+    assert report["settings"]["threads"] == 1
+    assert report["settings"]["repeat"] == 2
+    assert report["settings"]["quick"] is True
+    assert report["settings"]["workloads"] == ["G1", "G2"]
+    assert "--only G1,G2" in report["command"] and "--quick" in report["command"]
+    machine = report["machine"]
+    assert machine["threads"] == 1 and machine["native_available"] == fastnn.config()["native_available"]
+    assert machine["copy_gbps"] > 0 and machine["sgemm_gflops"] > 0
+
+    expected_impls = ["numpy"] + [i for i, ok in (("native", fastnn.config()["native_available"]),
+                                                  ("torch", TORCH)) if ok]
+    assert sorted(report["settings"]["implementations"]) == sorted(expected_impls)
+    assert report["implementations"]["torch"]["available"] == TORCH
+    assert report["primary"] == ("native" if fastnn.config()["native_available"] else "numpy")
+
+    rows = {r["key"]: r for r in report["results"]}
+    assert list(rows) == ["G1", "G2"]
+    for key, k in (("G1", 10), ("G2", 1000)):
+        row = rows[key]
+        assert row["kind"] == "memory" and row["flops"] is None
+        # logits read, gradient written (float32), int64 labels read
+        assert row["bytes"] == 2 * 256 * k * 4 + 256 * 8
+        assert set(row["timings"]) == set(expected_impls)
+        for impl, cell in row["timings"].items():
+            assert "error" not in cell, cell
+            assert len(cell["samples_ms"]) == 2 and all(s > 0 for s in cell["samples_ms"])
+            assert cell["median_ms"] == pytest.approx(float(np.median(cell["samples_ms"])))
+            assert cell["min_ms"] == min(cell["samples_ms"]) and cell["calls_per_sample"] >= 1
+            assert cell["cpu_util"] > 0
+            assert cell["gbps"] == pytest.approx(row["bytes"] / (cell["median_ms"] * 1e-3) / 1e9)
+            assert cell["check"] == ("reference" if impl == "numpy" else "ok")
+        for impl, speedup in row["speedup_vs_numpy"].items():
+            assert speedup == pytest.approx(row["timings"]["numpy"]["median_ms"] / row["timings"][impl]["median_ms"])
+        assert set(row["speedup_vs_numpy"]) == set(expected_impls) - {"numpy"}
+
+    table = captured.out
+    assert "G1 Softmax-CE (256,10)" in table and "G2 Softmax-CE (256,1000)" in table
+    assert "threads  : 1 for fastnn" in table and "PROBLEM" not in table
+    assert f"wrote {out}" in table
+
+
+def test_bench_numpy_only_table_and_threads(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    threads_before = fastnn.get_num_threads()
+    fastnn.set_num_threads(3)
+    try:
+        rc, stdout, _ = run_bench(["--only", "b,relu", "--impl", "numpy", "--repeat", "1", "--warmup", "1",
+                                   "--quick", "--threads", "2", "--peak-gflops", "100", "--json", str(out)], capsys)
+        assert fastnn.get_num_threads() == 3   # restored after the run
+    finally:
+        fastnn.set_num_threads(threads_before)
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["workloads"] == ["B", "H1"]
+    assert report["settings"]["threads"] == 2 and report["machine"]["peak_gflops"] == 100.0
+    b = report["results"][0]
+    assert b["flops"] == 6.0 * 100 * 784 * 50 and b["bytes"] is None
+    cell = b["timings"]["numpy"]
+    assert cell["peak_pct"] == pytest.approx(cell["gflops"])   # peak 100 GFLOP/s: % equals GFLOP/s
+    h = report["results"][1]
+    assert h["bytes"] == 5 * 4 * 4_194_304
+    assert "B  Affine x(100,784) W(784,50)" in stdout and "FMA peak : 100.0 GFLOP/s" in stdout
+
+
+def test_thread_limits_apply_and_restore():
+    before = fastnn.get_num_threads()
+    fastnn.set_num_threads(3)
+    try:
+        with B.thread_limits(1) as applied:
+            assert fastnn.get_num_threads() == 1
+            assert applied["fastnn"] == 1
+            blas = B.blas_info()
+            if blas is not None:
+                assert applied["blas"] == 1
+                assert all(lib["num_threads"] == 1 for lib in blas)
+        assert fastnn.get_num_threads() == 3
+    finally:
+        fastnn.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--threads", "0"], "--threads expects a whole number >= 1, got 0"),
+    (["--threads", "two"], "--threads expects a whole number >= 1, got 'two'"),
+    (["--repeat", "0"], "--repeat expects a whole number >= 1"),
+    (["--only", "Z"], "unknown workload(s) 'Z'; choose from: A, B, C"),
+    (["--only", "conv,nope"], "unknown workload(s) 'nope'"),
+    (["--impl", "cuda"], "--impl: unknown implementation(s) 'cuda'; choose from: native, numpy, torch"),
+    (["--peak-gflops", "-5"], "--peak-gflops expects a number > 0"),
+    (["--peak-gflops", "nan"], "--peak-gflops expects a number > 0"),
+])
+def test_bad_options_exit_2_with_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench"] + argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_output_paths_checked_before_running(tmp_path, capsys):
+    missing = tmp_path / "no" / "such" / "dir" / "out.json"
+    rc, stdout, stderr = run_bench(["--only", "G1", "--json", str(missing)], capsys)
+    assert rc == 2 and "--json: the directory of" in stderr and stdout == ""
+
+
+def test_plot_without_matplotlib_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # import matplotlib now fails
+    rc, stdout, stderr = run_bench(["--only", "G1", "--plot", str(tmp_path / "b.png")], capsys)
+    assert rc == 2 and "--plot needs matplotlib" in stderr and stdout == ""
+
+
+def test_plot_with_matplotlib(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "b.png"
+    rc, _, _ = run_bench(["--only", "G1", "--repeat", "1", "--quick", "--plot", str(png)], capsys)
+    assert rc == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_without_torch(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)   # as if torch were not installed
+    out = tmp_path / "b.json"
+    rc, stdout, _ = run_bench(["--only", "G1", "--repeat", "1", "--quick", "--json", str(out)], capsys)
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["implementations"]["torch"] == {"label": "PyTorch CPU (autograd)", "available": False,
+                                                  "reason": "torch is not installed"}
+    assert "torch" not in report["results"][0]["timings"]
+    assert "skipped  : PyTorch CPU (autograd): torch is not installed" in stdout
+
+
+def test_only_unavailable_implementation_is_an_error(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    rc, _, stderr = run_bench(["--only", "G1", "--impl", "torch"], capsys)
+    assert rc == 2 and "none of the implementations asked for is available" in stderr
+
+
+def test_native_column_path(tmp_path, capsys, monkeypatch):
+    """The native column, speed-ups and 'vs torch' with the reference module standing in for the native backend.
+
+    This exercises the harness (not the kernels) where the extension is not built.
+    """
+    from fastnn import _config, _reference
+    real_config = fastnn.config()
+    fake = dict(real_config, native_available=True, native_error=None, simd_selected="stand-in", openmp=False)
+    monkeypatch.setattr(_config._state, "native", _reference)
+    monkeypatch.setattr(fastnn, "config", lambda: dict(fake))
+    out = tmp_path / "n.json"
+    impls = "native,numpy,torch" if TORCH else "native,numpy"
+    rc, stdout, _ = run_bench(["--only", "G2,A", "--impl", impls, "--repeat", "2", "--quick",
+                               "--json", str(out)], capsys)
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["primary"] == "native"
+    for row in report["results"]:
+        native, numpy_ = row["timings"]["native"], row["timings"]["numpy"]
+        assert native["check"] == "ok" and numpy_["check"] == "reference"
+        assert row["speedup_vs_numpy"]["native"] == pytest.approx(numpy_["median_ms"] / native["median_ms"])
+        if TORCH:
+            assert row["native_vs_torch"] == pytest.approx(row["timings"]["torch"]["median_ms"] / native["median_ms"])
+        else:
+            assert row["native_vs_torch"] is None
+    header = next(line for line in stdout.splitlines() if line.startswith("workload"))
+    assert header.index("native ms") < header.index("numpy ms") and "native/np" in header
+    assert ("vs torch" in header) == TORCH
+    assert "SIMD path stand-in" in stdout
+
+
+def test_python_dash_m_fastnn_bench(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastnn.__file__)))
+    out = tmp_path / "m.json"
+    proc = subprocess.run([sys.executable, "-m", "fastnn", "bench", "--only", "G1", "--impl", "numpy",
+                           "--repeat", "1", "--quick", "--no-progress", "--json", str(out)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["results"][0]["key"] == "G1"
+
+
+# --- fastnn.benchmarks ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("spec", "keys"), [
+    (None, list(B.WORKLOAD_KEYS)),
+    ("conv,pool", ["C", "D", "E", "F"]),
+    ("G", ["G1", "G2"]),
+    ("h2, a", ["A", "H2"]),
+    ("relu,affine-small", ["B", "H1"]),
+    ("net", ["I", "J"]),
+    ("activation", ["H1", "H2"]),
+])
+def test_select_workloads(spec, keys):
+    assert [w.key for w in B.select_workloads(spec)] == keys
+
+
+def test_select_workloads_rejects_unknown():
+    with pytest.raises(ValueError, match="unknown workload"):
+        B.select_workloads("A,K")
+
+
+def test_workload_work_counts():
+    # forward + input gradient + weight gradient: three GEMMs of 2*M*N*K flops each
+    a = B.get_workload("A")
+    assert a.flops(a.make_data()) == 3 * 2 * 128 * 784 * 512
+    d = B.get_workload("D")
+    assert d.flops(d.make_data()) == 3 * 2 * (64 * 28 * 28) * 32 * (16 * 3 * 3)
+    f = B.get_workload("F")
+    x_bytes = 64 * 32 * 28 * 28 * 4
+    y_elems = 64 * 32 * 14 * 14
+    assert f.traffic_bytes(f.make_data()) == 2 * x_bytes + 2 * y_elems * 4 + 2 * y_elems * 8
+
+
+def test_workload_data_is_deterministic_float32():
+    for w in B.WORKLOADS[:3]:
+        first, second = w.make_data(), w.make_data()
+        for name, arr in first.items():
+            if isinstance(arr, np.ndarray):
+                assert arr.dtype in (np.float32, np.int64)
+                np.testing.assert_array_equal(arr, second[name])
+    j = B.get_workload("J")
+    assert j.make_data(quick=True)["x"].shape[0] == B.J_IMAGES_QUICK
+    assert j.make_data(quick=False)["x"].shape[0] == B.J_IMAGES
+
+
+def test_compare_outputs_catches_layout_bugs():
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((50, 50))
+    ok, err = B.compare_outputs([g], [g.T.copy()])
+    assert not ok and err > 0.1
+    ok, err = B.compare_outputs([g], [g.astype(np.float32).astype(np.float64)])
+    assert ok and err < 1e-6
+    assert not B.compare_outputs([g], [g[:49]])[0]
+    assert not B.compare_outputs([g], [np.full_like(g, np.nan)])[0]
+
+
+@pytest.mark.skipif(not TORCH, reason="torch not installed")
+@pytest.mark.parametrize("key", ["A", "D", "F", "H2", "I"])
+def test_torch_matches_numpy_reference(key):
+    workload = B.get_workload(key)
+    data = workload.make_data(quick=True)
+    with B.implementation_context("numpy"):
+        ref = B.snapshot(B.prepare(workload, "numpy", data)())
+    got = B.snapshot(B.prepare(workload, "torch", data)())
+    ok, err = B.compare_outputs(ref, got)
+    assert ok, err
+
+
+@pytest.mark.parametrize(("cpu", "per_cycle"), [
+    ({"flags": ["avx2", "fma", "avx512f"], "vendor": "GenuineIntel", "family": 6}, 64),
+    ({"flags": ["avx2", "fma", "avx512f"], "vendor": "AuthenticAMD", "family": 25}, 32),
+    ({"flags": ["avx2", "fma"], "vendor": "AuthenticAMD", "family": 25}, 32),
+    ({"flags": ["avx"], "vendor": "GenuineIntel", "family": 6}, 16),
+    ({"flags": [], "vendor": None, "family": None}, None),
+])
+def test_fma_flops_per_cycle(cpu, per_cycle):
+    assert B.fma_flops_per_cycle(cpu) == per_cycle
+
+
+def test_fma_peak_scales_with_cores_used():
+    cpu = {"flags": ["avx2", "fma"], "vendor": "AuthenticAMD", "family": 25, "mhz": 3000.0, "usable_cores": 2}
+    assert B.fma_peak(cpu, 1)[0] == pytest.approx(96.0)
+    assert B.fma_peak(cpu, 4)[0] == pytest.approx(192.0)   # capped at the usable cores
+    assert B.fma_peak(cpu, 1, override=50.0) == (50.0, "given with --peak-gflops")
+
+
+@pytest.mark.parametrize("key", ["A", "C", "F", "G2", "H2", "I"])
+def test_fastnn_workloads_stay_float32(key):
+    # A fair NumPy baseline passes float32 through (the book's code silently computes in float64).
+    workload = B.get_workload(key)
+    with B.implementation_context("numpy"):
+        outputs = B.prepare(workload, "numpy", workload.make_data(quick=True))()
+    arrays = [o for o in outputs if isinstance(o, np.ndarray) and o.ndim > 0]
+    assert arrays and all(a.dtype == np.float32 for a in arrays)

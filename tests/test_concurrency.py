@@ -1,0 +1,228 @@
+"""Concurrency (issue 8): many Python threads calling ops, and training separate models,
+at the same time get exactly the results of running the same work one after another.
+
+The native kernels release the GIL, so on the native backend these threads really
+run kernels at once; a kernel with global mutable state (a shared scratch buffer, a
+static cache, a non-thread-safe RNG) would corrupt a neighbour's result. Results
+are compared bit for bit: the kernels are deterministic for a given thread count,
+which no test here changes.
+"""
+import threading
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import nn, ops
+from conftest import NATIVE, requires_native
+
+BACKENDS = [pytest.param("numpy", id="numpy"), pytest.param("native", id="native", marks=requires_native)]
+N_THREADS = 8
+ROUNDS = 6
+
+
+def workload(seed, dtype):
+    """A mix of ops of one imaginary training step, with inputs drawn from `seed`;
+    returns every result as a flat list of arrays and floats."""
+    rng = np.random.default_rng(seed)
+    n, c, h, w = 3, 2, 9 + seed % 3, 8
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    W = rng.standard_normal((4, c, 3, 3)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    out = []
+    y = ops.conv2d(x, W, b, stride=1, pad=1, activation="relu")
+    p, argmax = ops.max_pool2d(y, 2, 2, stride=2)
+    flat = p.reshape(n, -1)
+    W2 = rng.standard_normal((flat.shape[1], 5)).astype(dtype)
+    z = ops.linear(flat, W2, None, "tanh")
+    labels = rng.integers(0, 5, size=n)
+    loss, dz = ops.softmax_cross_entropy(z, labels)
+    dflat, dW2, db2 = ops.linear_backward(dz, flat, W2, "tanh", z)
+    dp = dflat.reshape(p.shape)
+    dy = ops.max_pool2d_backward(dp, argmax, y.shape, 2, 2, stride=2)
+    dy = ops.relu_backward(dy, y)
+    dx, dW, db = ops.conv2d_backward(dy, x, W, stride=1, pad=1)
+    col = ops.im2col(x, 3, 2, stride=(2, 1), pad=(1, 0))
+    back = ops.col2im(col, x.shape, 3, 2, stride=(2, 1), pad=(1, 0))
+    a = ops.avg_pool2d(x, 3, 2, stride=1, pad=1)
+    da = ops.avg_pool2d_backward(a, x.shape, 3, 2, stride=1, pad=1)
+    m = ops.matmul(rng.standard_normal((17, 31)).astype(dtype), rng.standard_normal((31, 13)).astype(dtype))
+    s = ops.log_softmax(m, axis=0)
+    sm = ops.softmax(m)
+    acts = [ops.sigmoid(m), ops.softplus(m), ops.elu(m, 0.5), ops.leaky_relu(m, 0.1)]
+    params = W.copy()
+    vel, mom, sq = np.zeros_like(W), np.zeros_like(W), np.zeros_like(W)
+    for _ in range(3):
+        ops.momentum_update(params, dW, vel, 0.01)
+        ops.adam_update(params, dW, mom, sq, 0.001)
+    out += [y, p, argmax, z, loss, dz, dflat, dW2, db2, dy, dx, dW, db, col, back, a, da, m, s, sm, *acts,
+            params, vel, mom, sq]
+    return out
+
+
+def assert_same(a, b):
+    assert len(a) == len(b)
+    for u, v in zip(a, b):
+        if isinstance(u, float):
+            assert u == v or (u != u and v != v)
+        else:
+            assert u.dtype == v.dtype and u.shape == v.shape
+            np.testing.assert_array_equal(u, v)
+
+
+def run_threads(targets):
+    """Start every target at once (a barrier) and re-raise the first failure."""
+    errors = []
+    barrier = threading.Barrier(len(targets))
+
+    def wrap(fn):
+        def run():
+            try:
+                barrier.wait()
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+        return run
+
+    threads = [threading.Thread(target=wrap(fn)) for fn in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    if errors:
+        raise errors[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threads_calling_ops_match_serial_results(backend, dtype):
+    seeds = list(range(N_THREADS))
+    with fastnn.backend(backend):
+        serial = {s: workload(s, dtype) for s in seeds}
+    got = {s: [] for s in seeds}
+
+    def worker(seed):
+        def fn():
+            with fastnn.backend(backend):
+                for _ in range(ROUNDS):
+                    got[seed].append(workload(seed, dtype))
+        return fn
+
+    run_threads([worker(s) for s in seeds])
+    for s in seeds:
+        assert len(got[s]) == ROUNDS
+        for result in got[s]:
+            assert_same(result, serial[s])
+
+
+@requires_native
+def test_threads_on_different_backends_at_once():
+    """The backend choice of `with fastnn.backend(...)` belongs to the thread that made it."""
+    serial = {}
+    for backend in ("numpy", "native"):
+        with fastnn.backend(backend):
+            serial[backend] = workload(1, np.float64)
+    got = {"numpy": [], "native": []}
+
+    def worker(backend):
+        def fn():
+            for _ in range(ROUNDS):
+                with fastnn.backend(backend):
+                    assert fastnn.get_backend() == backend
+                    got[backend].append(workload(1, np.float64))
+        return fn
+
+    run_threads([worker(b) for b in ("numpy", "native") * (N_THREADS // 2)])
+    for backend, results in got.items():
+        assert len(results) == ROUNDS * N_THREADS // 2
+        for result in results:
+            assert_same(result, serial[backend])
+
+
+def test_backend_context_is_thread_local():
+    """A thread inside `with fastnn.backend("numpy")` does not change what other threads use."""
+    seen = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def holder():
+        with fastnn.backend("numpy"):
+            inside.set()
+            release.wait(10)
+
+    def observer():
+        inside.wait(10)
+        seen.append(fastnn.get_backend())
+        release.set()
+
+    default = fastnn.get_backend()
+    run_threads([holder, observer])
+    assert seen == [default]
+
+
+def make_model(seed, dtype):
+    model = nn.Sequential([
+        nn.Conv2D(4, 3, padding="same", activation="relu", input_shape=(1, 8, 8)),
+        nn.MaxPool2D(2),
+        nn.Flatten(),
+        nn.Dense(16, activation="tanh"),
+        nn.Dropout(0.2),
+        nn.Dense(3, activation="softmax"),
+    ], dtype=dtype, seed=seed)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def train(seed, dtype):
+    rng = np.random.default_rng(100 + seed)
+    x = rng.standard_normal((48, 1, 8, 8))
+    t = rng.integers(0, 3, size=48)
+    model = make_model(seed, dtype)
+    history = model.fit(x, t, epochs=2, batch_size=8, verbose=0, seed=seed)
+    return model.get_weights(), history.history["loss"], model.predict(x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_training_separate_models_in_threads_matches_serial(backend, dtype):
+    seeds = list(range(4))
+    with fastnn.backend(backend):
+        serial = {s: train(s, dtype) for s in seeds}
+    # Different seeds give different models: the comparison below can fail.
+    assert not np.array_equal(serial[0][0][0], serial[1][0][0])
+    got = {}
+
+    def worker(seed):
+        def fn():
+            with fastnn.backend(backend):
+                got[seed] = train(seed, dtype)
+        return fn
+
+    run_threads([worker(s) for s in seeds])
+    for s in seeds:
+        weights, losses, pred = got[s]
+        assert_same(weights, serial[s][0])
+        assert losses == serial[s][1]
+        np.testing.assert_array_equal(pred, serial[s][2])
+
+
+@pytest.mark.skipif(not NATIVE, reason="native extension not built")
+def test_thread_count_setting_is_read_per_call():
+    """set_num_threads between calls takes effect, and any thread count gives results
+    equal to the reference within float tolerance (determinism is per thread count)."""
+    before = fastnn.get_num_threads()
+    try:
+        results = {}
+        for n in (1, 2, 3):
+            fastnn.set_num_threads(n)
+            with fastnn.backend("native"):
+                results[n] = workload(3, np.float64)
+                assert_same(results[n], workload(3, np.float64))
+        with fastnn.backend("numpy"):
+            ref = workload(3, np.float64)
+        for n, res in results.items():
+            for u, v in zip(res, ref):
+                np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-10)
+    finally:
+        fastnn.set_num_threads(before)

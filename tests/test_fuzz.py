@@ -1,0 +1,527 @@
+"""Property fuzzing of every op in fastnn.ops (issue 8).
+
+Hypothesis draws shapes (batch 0 and 1, primes), strides, pads, float32/float64
+(sometimes mixed), memory layouts (C-contiguous, Fortran, strided, negative
+strides) and sprinkles NaN and +-Inf into the data. For every draw:
+
+- on each backend, the op on the drawn view equals, bit for bit, the op on a
+  C-contiguous copy of it; the inputs are not modified (except the arrays an
+  optimizer update owns); no output aliases an input; the output dtype is the
+  promoted float dtype; any exception is a ValueError, TypeError or MemoryError;
+- on the native backend, the result agrees with the NumPy reference within the
+  dtype's tolerance (NaN and Inf in the same places), or both raise the same
+  exception type.
+
+Tolerances: rtol 1e-5 (float32) / 1e-10 (float64), plus an absolute term of
+4 * eps(dtype) * K where K is the reduction length behind that output (the
+inputs lie in [-1, 1] or [-3, 3], so K bounds the magnitude of the sum).
+"""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastnn
+from fastnn import ops
+from conftest import requires_native
+
+BACKENDS = [pytest.param("numpy", id="numpy"), pytest.param("native", id="native", marks=requires_native)]
+FUZZ = settings(max_examples=25, deadline=None, derandomize=False,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])
+RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
+ACTS = [None, "identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus"]
+BATCH = st.sampled_from([0, 1, 2, 3, 5])
+SMALL = st.sampled_from([1, 2, 3, 5, 7])
+SIZE = st.sampled_from([1, 2, 3, 4, 5, 7, 11, 13])
+LAYOUTS = ("c", "fortran", "strided", "reversed")
+
+
+# ---------------------------------------------------------------------------
+# Drawing arrays
+
+def draw_dtype(draw):
+    return np.dtype(draw(st.sampled_from([np.float32, np.float64])))
+
+
+def draw_array(draw, shape, dtype, lo=-1.0, hi=1.0, specials=True, layout=None):
+    """An array of `shape` and `dtype` with values in [lo, hi], maybe some NaN/+-Inf,
+    in a drawn memory layout (the values do not depend on the layout)."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(lo, hi, size=shape).astype(dtype)
+    size = values.size
+    if specials and size and draw(st.integers(0, 3)) == 0:
+        k = draw(st.integers(1, min(size, 3)))
+        flat = values.reshape(-1)
+        for idx in rng.choice(size, size=k, replace=False):
+            flat[idx] = rng.choice([np.nan, np.inf, -np.inf])
+    layout = layout or draw(st.sampled_from(LAYOUTS))
+    return with_layout(values, layout)
+
+
+def with_layout(values, layout):
+    if layout == "fortran":
+        return np.asfortranarray(values)
+    if layout == "strided" and values.ndim:
+        big = np.zeros(values.shape[:-1] + (2 * values.shape[-1] + 1,), dtype=values.dtype)
+        big[..., 1::2] = values
+        view = big[..., 1::2]
+        assert view.shape == values.shape
+        return view
+    if layout == "reversed" and values.ndim:
+        rev = np.ascontiguousarray(values[(slice(None, None, -1),) * values.ndim])
+        return rev[(slice(None, None, -1),) * values.ndim]
+    return np.ascontiguousarray(values)
+
+
+def maybe_pair(draw, lo, hi):
+    if draw(st.booleans()):
+        return draw(st.integers(lo, hi))
+    return (draw(st.integers(lo, hi)), draw(st.integers(lo, hi)))
+
+
+def pair(v):
+    return v if isinstance(v, tuple) else (v, v)
+
+
+def out_size(h, f, s, p):
+    return (h + 2 * p - f) // s + 1 if h + 2 * p >= f else 0
+
+
+# ---------------------------------------------------------------------------
+# One generator per op: returns (kwargs, K) where K maps each output position to
+# its reduction length (an int for all outputs, or a tuple per output).
+
+def gen_matmul(draw):
+    dt = draw_dtype(draw)
+    m, k, n = draw(BATCH), draw(st.sampled_from([0, 1, 3, 7, 13])), draw(st.sampled_from([1, 2, 5, 11]))
+    return dict(a=draw_array(draw, (m, k), dt), b=draw_array(draw, (k, n), draw_dtype(draw), specials=False)), k
+
+
+def _linear_inputs(draw):
+    dt = draw_dtype(draw)
+    n, m = draw(BATCH), draw(SIZE)
+    xshape = draw(st.sampled_from([(n, 5), (n, 1), (n, 2, 3), (n, 13)]))
+    d = math.prod(xshape[1:])
+    act = draw(st.sampled_from(ACTS))
+    alpha = draw(st.sampled_from([None, 0.0, 0.1, 1.0])) if act in ("leaky_relu", "elu") else None
+    x = draw_array(draw, xshape, dt)
+    W = draw_array(draw, (d, m), draw_dtype(draw), specials=False)
+    return n, d, m, act, alpha, x, W
+
+
+def gen_linear(draw):
+    n, d, m, act, alpha, x, W = _linear_inputs(draw)
+    b = None if draw(st.booleans()) else draw_array(draw, (m,), x.dtype, specials=False)
+    return dict(x=x, W=W, b=b, activation=act, alpha=alpha), d + 1
+
+
+def gen_linear_backward(draw):
+    n, d, m, act, alpha, x, W = _linear_inputs(draw)
+    dy = draw_array(draw, (n, m), x.dtype)
+    kwargs = dict(dy=dy, x=x, W=W, activation=act, alpha=alpha)
+    if act not in (None, "identity"):
+        with fastnn.backend("numpy"):
+            y = ops.linear(np.array(x), np.array(W), None, act, alpha)
+        kwargs["y"] = with_layout(y, draw(st.sampled_from(LAYOUTS)))
+    return kwargs, (m, max(n, 1), max(n, 1))
+
+
+def gen_unary(name, lo=-3.0, hi=3.0, alpha=False):
+    def gen(draw):
+        shape = draw(st.sampled_from([(), (0,), (1,), (7,), (3, 5), (2, 3, 4), (1, 2, 3, 5), (2, 0, 3)]))
+        kwargs = dict(x=draw_array(draw, shape, draw_dtype(draw), lo, hi))
+        if alpha:
+            kwargs["alpha"] = draw(st.sampled_from([0.0, 0.01, 0.3, 1.0, 2.5, -0.5]))
+        return kwargs, 1
+    gen.__name__ = f"gen_{name}"
+    return gen
+
+
+def gen_binary(name, second="x", alpha=False, lo=-3.0, hi=3.0):
+    def gen(draw):
+        shape = draw(st.sampled_from([(), (0,), (1,), (7,), (3, 5), (2, 3, 4), (1, 2, 3, 5)]))
+        kwargs = dict(dy=draw_array(draw, shape, draw_dtype(draw)),
+                      **{second: draw_array(draw, shape, draw_dtype(draw), lo, hi)})
+        if alpha:
+            kwargs["alpha"] = draw(st.sampled_from([0.0, 0.01, 0.3, 1.0, 2.5, -0.5]))
+        return kwargs, 1
+    gen.__name__ = f"gen_{name}"
+    return gen
+
+
+def _conv_geometry(draw, max_filter_extra=1):
+    n, c = draw(BATCH), draw(st.sampled_from([1, 2, 3]))
+    h, w = draw(SIZE), draw(SIZE)
+    stride, pad = maybe_pair(draw, 1, 3), maybe_pair(draw, 0, 2)
+    (sh, sw), (ph, pw) = pair(stride), pair(pad)
+    # Up to one more than the padded input, so some draws are invalid (ValueError on both backends).
+    fh = draw(st.integers(1, min(h + 2 * ph + max_filter_extra, 7)))
+    fw = draw(st.integers(1, min(w + 2 * pw + max_filter_extra, 7)))
+    oh, ow = out_size(h, fh, sh, ph), out_size(w, fw, sw, pw)
+    return n, c, h, w, fh, fw, stride, pad, oh, ow
+
+
+def gen_im2col(draw):
+    n, c, h, w, fh, fw, stride, pad, oh, ow = _conv_geometry(draw)
+    x = draw_array(draw, (n, c, h, w), draw_dtype(draw))
+    return dict(x=x, filter_h=fh, filter_w=fw, stride=stride, pad=pad), 1
+
+
+def gen_col2im(draw):
+    n, c, h, w, fh, fw, stride, pad, oh, ow = _conv_geometry(draw)
+    rows = n * max(oh, 1) * max(ow, 1)
+    col = draw_array(draw, (rows, c * fh * fw), draw_dtype(draw))
+    return dict(col=col, x_shape=(n, c, h, w), filter_h=fh, filter_w=fw, stride=stride, pad=pad), fh * fw
+
+
+def gen_conv2d(draw):
+    n, c, h, w, fh, fw, stride, pad, oh, ow = _conv_geometry(draw)
+    f = draw(st.sampled_from([1, 2, 5]))
+    act = draw(st.sampled_from(ACTS))
+    alpha = draw(st.sampled_from([None, 0.0, 0.2, 1.0])) if act in ("leaky_relu", "elu") else None
+    x = draw_array(draw, (n, c, h, w), draw_dtype(draw))
+    W = draw_array(draw, (f, c, fh, fw), draw_dtype(draw), specials=False)
+    b = None if draw(st.booleans()) else draw_array(draw, (f,), x.dtype, specials=False)
+    return dict(x=x, W=W, b=b, stride=stride, pad=pad, activation=act, alpha=alpha), c * fh * fw + 1
+
+
+def gen_conv2d_backward(draw):
+    n, c, h, w, fh, fw, stride, pad, oh, ow = _conv_geometry(draw)
+    f = draw(st.sampled_from([1, 2, 5]))
+    x = draw_array(draw, (n, c, h, w), draw_dtype(draw))
+    W = draw_array(draw, (f, c, fh, fw), draw_dtype(draw), specials=False)
+    dy = draw_array(draw, (n, f, max(oh, 1), max(ow, 1)), draw_dtype(draw))
+    need_dx = draw(st.booleans())
+    rows = max(n * oh * ow, 1)
+    return dict(dy=dy, x=x, W=W, stride=stride, pad=pad, need_dx=need_dx), (f * fh * fw, rows, rows)
+
+
+def _pool_geometry(draw):
+    n, c = draw(BATCH), draw(st.sampled_from([1, 2, 3]))
+    h, w = draw(SIZE), draw(SIZE)
+    ph = draw(st.integers(1, min(h + 1, 5)))
+    pw = draw(st.one_of(st.none(), st.integers(1, min(w + 1, 5))))
+    pw_ = ph if pw is None else pw
+    stride = draw(st.one_of(st.none(), st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    # 2*pad <= pool is the rule; one beyond it sometimes (ValueError on both backends).
+    pad = draw(st.one_of(st.integers(0, ph // 2 + 1),
+                         st.tuples(st.integers(0, ph // 2), st.integers(0, pw_ // 2))))
+    sh, sw = (ph, pw_) if stride is None else pair(stride)
+    pad_h, pad_w = pair(pad)
+    oh, ow = out_size(h, ph, sh, pad_h), out_size(w, pw_, sw, pad_w)
+    return n, c, h, w, ph, pw, stride, pad, oh, ow
+
+
+def gen_max_pool2d(draw):
+    n, c, h, w, ph, pw, stride, pad, oh, ow = _pool_geometry(draw)
+    x = draw_array(draw, (n, c, h, w), draw_dtype(draw))
+    if draw(st.integers(0, 3)) == 0:  # ties and all--inf windows
+        x = with_layout(np.round(np.array(x) * 2) / 2, draw(st.sampled_from(LAYOUTS)))
+        if x.size and draw(st.booleans()):
+            x = np.full_like(x, -np.inf)
+    return dict(x=x, pool_h=ph, pool_w=pw, stride=stride, pad=pad), 1
+
+
+def gen_max_pool2d_backward(draw):
+    n, c, h, w, ph, pw, stride, pad, oh, ow = _pool_geometry(draw)
+    x = draw_array(draw, (n, c, h, w), np.float64, specials=False, layout="c")
+    try:
+        with fastnn.backend("numpy"):
+            _, argmax = ops.max_pool2d(x, ph, pw, stride, pad)
+    except ValueError:
+        argmax = np.zeros((n, c, max(oh, 1), max(ow, 1)), dtype=np.int64)
+    dy = draw_array(draw, argmax.shape, draw_dtype(draw))
+    argmax = with_layout(argmax, draw(st.sampled_from(LAYOUTS)))
+    if draw(st.booleans()):
+        argmax = argmax.astype(np.int32)
+    pw_ = ph if pw is None else pw
+    return dict(dy=dy, argmax=argmax, x_shape=(n, c, h, w), pool_h=ph, pool_w=pw, stride=stride, pad=pad), \
+        ph * pw_
+
+
+def gen_avg_pool2d(draw):
+    n, c, h, w, ph, pw, stride, pad, oh, ow = _pool_geometry(draw)
+    x = draw_array(draw, (n, c, h, w), draw_dtype(draw))
+    return dict(x=x, pool_h=ph, pool_w=pw, stride=stride, pad=pad), ph * (ph if pw is None else pw)
+
+
+def gen_avg_pool2d_backward(draw):
+    n, c, h, w, ph, pw, stride, pad, oh, ow = _pool_geometry(draw)
+    dy = draw_array(draw, (n, c, max(oh, 1), max(ow, 1)), draw_dtype(draw))
+    return dict(dy=dy, x_shape=(n, c, h, w), pool_h=ph, pool_w=pw, stride=stride, pad=pad), \
+        ph * (ph if pw is None else pw)
+
+
+def gen_softmax(draw):
+    shape = draw(st.sampled_from([(1,), (7,), (0, 3), (3, 1), (4, 5), (2, 3, 13), (1, 1, 1)]))
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    x = draw_array(draw, shape, draw_dtype(draw), -5.0, 5.0)
+    return dict(x=x, axis=axis), shape[axis]
+
+
+def gen_softmax_cross_entropy(draw):
+    n, k = draw(BATCH), draw(st.sampled_from([1, 2, 3, 10, 13]))
+    dt = draw_dtype(draw)
+    logits = draw_array(draw, (n, k), dt, -5.0, 5.0)
+    kind = draw(st.sampled_from(["labels", "labels32", "onehot", "probs"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    labels = rng.integers(0, k, size=n)
+    if kind == "labels":
+        target = labels
+    elif kind == "labels32":
+        target = labels.astype(np.int32)[::-1].copy()[::-1]
+    elif kind == "onehot":
+        target = with_layout(np.eye(k, dtype=draw_dtype(draw))[labels], draw(st.sampled_from(LAYOUTS)))
+    else:
+        p = rng.uniform(size=(n, k))
+        target = with_layout(p / p.sum(axis=1, keepdims=True), draw(st.sampled_from(LAYOUTS)))
+    return dict(logits=logits, target=target), (max(n, 1) * k, k)
+
+
+def gen_pairwise_loss(first, t_lo, t_hi):
+    def gen(draw):
+        shape = draw(st.sampled_from([(0,), (1,), (7,), (3, 5), (2, 3, 4), (5, 1)]))
+        kwargs = {first: draw_array(draw, shape, draw_dtype(draw), -3.0, 3.0),
+                  "t": draw_array(draw, shape, draw_dtype(draw), t_lo, t_hi, specials=False)}
+        size = max(math.prod(shape), 1)
+        return kwargs, (size * 9, 1)
+    gen.__name__ = f"gen_loss_{first}"
+    return gen
+
+
+OPTIMIZERS = {
+    "sgd_update": ([], dict(lr=st.floats(1e-4, 1.0))),
+    "momentum_update": (["v"], dict(lr=st.floats(1e-4, 1.0), momentum=st.floats(0.0, 0.99))),
+    "nesterov_update": (["v"], dict(lr=st.floats(1e-4, 1.0), momentum=st.floats(0.0, 0.99))),
+    "adagrad_update": (["h"], dict(lr=st.floats(1e-4, 1.0), eps=st.sampled_from([1e-7, 1e-3]))),
+    "rmsprop_update": (["h"], dict(lr=st.floats(1e-4, 1.0), decay=st.floats(0.0, 0.999),
+                                   eps=st.sampled_from([1e-7, 1e-3]))),
+    "adam_update": (["m", "v"], dict(lr_t=st.floats(1e-4, 1.0), beta1=st.floats(0.0, 0.99),
+                                     beta2=st.floats(0.0, 0.9999), eps=st.sampled_from([1e-7, 1e-3]))),
+}
+
+
+def gen_optimizer(name):
+    states, scalars = OPTIMIZERS[name]
+
+    def gen(draw):
+        shape = draw(st.sampled_from([(0,), (1,), (7,), (3, 5), (2, 3, 4), (1, 1, 3, 3)]))
+        dt = draw_dtype(draw)
+        # Same dtype and layout (C or not) for all, or a mix (the reference path).
+        layout = draw(st.sampled_from(LAYOUTS))
+        kwargs = dict(p=draw_array(draw, shape, dt, layout=layout),
+                      g=draw_array(draw, shape, dt if draw(st.booleans()) else draw_dtype(draw), layout=layout))
+        for s in states:
+            lo = 0.0 if s in ("h",) or (name == "adam_update" and s == "v") else -1.0
+            kwargs[s] = draw_array(draw, shape, dt, lo, 1.0, specials=False, layout=layout)
+        for k, strat in scalars.items():
+            kwargs[k] = draw(strat)
+        kwargs["weight_decay"] = draw(st.sampled_from([0.0, 1e-3, 0.1]))
+        kwargs["l1"] = draw(st.sampled_from([0.0, 1e-3]))
+        return kwargs, 4
+    gen.__name__ = f"gen_{name}"
+    return gen
+
+
+GENERATORS = {
+    "matmul": gen_matmul,
+    "linear": gen_linear,
+    "linear_backward": gen_linear_backward,
+    "relu": gen_unary("relu"),
+    "leaky_relu": gen_unary("leaky_relu", alpha=True),
+    "elu": gen_unary("elu", alpha=True),
+    "sigmoid": gen_unary("sigmoid", -30.0, 30.0),
+    "tanh": gen_unary("tanh", -10.0, 10.0),
+    "softplus": gen_unary("softplus", -30.0, 30.0),
+    "step": gen_unary("step"),
+    "identity": gen_unary("identity"),
+    "relu_backward": gen_binary("relu_backward"),
+    "leaky_relu_backward": gen_binary("leaky_relu_backward", alpha=True),
+    "elu_backward": gen_binary("elu_backward", alpha=True),
+    "softplus_backward": gen_binary("softplus_backward", lo=-30.0, hi=30.0),
+    "sigmoid_backward": gen_binary("sigmoid_backward", second="y", lo=0.0, hi=1.0),
+    "tanh_backward": gen_binary("tanh_backward", second="y", lo=-1.0, hi=1.0),
+    "im2col": gen_im2col,
+    "col2im": gen_col2im,
+    "conv2d": gen_conv2d,
+    "conv2d_backward": gen_conv2d_backward,
+    "max_pool2d": gen_max_pool2d,
+    "max_pool2d_backward": gen_max_pool2d_backward,
+    "avg_pool2d": gen_avg_pool2d,
+    "avg_pool2d_backward": gen_avg_pool2d_backward,
+    "softmax": gen_softmax,
+    "log_softmax": gen_softmax,
+    "softmax_cross_entropy": gen_softmax_cross_entropy,
+    "mean_squared_error": gen_pairwise_loss("y", -3.0, 3.0),
+    "sigmoid_binary_cross_entropy": gen_pairwise_loss("logits", 0.0, 1.0),
+    **{name: gen_optimizer(name) for name in OPTIMIZERS},
+}
+IN_PLACE = {name: ["p"] + states for name, (states, _) in OPTIMIZERS.items()}
+
+
+def test_every_backend_op_is_fuzzed():
+    """A new op in the backend contract must get a generator here."""
+    from fastnn import _reference
+    contract = {name for name in dir(_reference) if not name.startswith("_") and callable(getattr(_reference, name))
+                and getattr(getattr(_reference, name), "__module__", "") == _reference.__name__}
+    contract -= {"batch_norm_forward", "batch_norm_backward"}  # NumPy on both backends, not a kernel
+    assert contract <= set(GENERATORS), sorted(contract - set(GENERATORS))
+
+
+# ---------------------------------------------------------------------------
+# Running and comparing
+
+def deep_copy(kwargs):
+    return {k: (v.copy(order="K") if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+
+
+def contiguous(kwargs):
+    return {k: (np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+
+
+def draw_case(data, name):
+    return data.draw(st.composite(lambda draw: GENERATORS[name](draw))(), label=name)
+
+
+def call(name, backend, kwargs):
+    """('ok', result leaves) or ('raise', exception type, message). Runs on copies of the
+    arguments and checks that the op modified none of them (but those it updates in place)."""
+    args = deep_copy(kwargs)
+    try:
+        with fastnn.backend(backend):
+            result = getattr(ops, name)(**args)
+    except (ValueError, TypeError, MemoryError) as exc:
+        outcome = ("raise", type(exc), str(exc))
+    else:
+        if name in IN_PLACE:
+            assert result is None
+            result = tuple(args[k] for k in IN_PLACE[name])
+        outcome = ("ok", leaves(result))
+    for key, value in kwargs.items():
+        if isinstance(value, np.ndarray) and key not in IN_PLACE.get(name, ()):
+            assert args[key].dtype == value.dtype
+            np.testing.assert_array_equal(args[key], value, err_msg=f"{name} modified its input {key}")
+    return outcome
+
+
+def leaves(result):
+    return list(result) if isinstance(result, tuple) else [result]
+
+
+def expected_dtype(kwargs):
+    floats = [v.dtype for v in kwargs.values() if isinstance(v, np.ndarray) and v.dtype.kind == "f"]
+    return np.result_type(*floats)
+
+
+def assert_identical(a, b, what):
+    assert len(a) == len(b), what
+    for x, y in zip(a, b):
+        if x is None or isinstance(x, float):
+            assert (x is None and y is None) or (math.isnan(x) and math.isnan(y)) or x == y, (what, x, y)
+            continue
+        assert x.shape == y.shape and x.dtype == y.dtype, (what, x.shape, y.shape, x.dtype, y.dtype)
+        np.testing.assert_array_equal(x, y, err_msg=what)
+
+
+def assert_close(native, ref, k, what):
+    ks = k if isinstance(k, tuple) else (k,) * len(ref)
+    assert len(native) == len(ref), what
+    for i, (x, y) in enumerate(zip(native, ref)):
+        if y is None:
+            assert x is None, what
+            continue
+        if isinstance(y, float):
+            assert isinstance(x, float), (what, type(x))
+            tol_dtype = np.dtype(np.float32) if ref[-1].dtype == np.float32 else np.dtype(np.float64)
+            if math.isnan(y) or math.isinf(y):
+                assert (math.isnan(x) and math.isnan(y)) or x == y, (what, x, y)
+            else:
+                atol = 4 * np.finfo(tol_dtype).eps * ks[i]
+                assert abs(x - y) <= RTOL[tol_dtype] * abs(y) + atol, (what, i, x, y)
+            continue
+        assert x.shape == y.shape and x.dtype == y.dtype, (what, i, x.shape, y.shape, x.dtype, y.dtype)
+        if y.dtype.kind != "f":
+            np.testing.assert_array_equal(x, y, err_msg=f"{what} output {i}")
+            continue
+        atol = 4 * np.finfo(y.dtype).eps * ks[i]
+        np.testing.assert_allclose(x, y, rtol=RTOL[y.dtype], atol=atol, equal_nan=True,
+                                   err_msg=f"{what} output {i} (K={ks[i]})")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+@FUZZ
+@given(data=st.data())
+def test_op_fuzz(backend, name, data):
+    kwargs, k = draw_case(data, name)
+    got = call(name, backend, kwargs)
+
+    # The same op on C-contiguous copies gives the same bits (only the layout differs).
+    again = call(name, backend, contiguous(kwargs))
+    assert got[0] == again[0], (got[:2], again[:2])
+    if got[0] == "raise":
+        assert got[1] is again[1]
+        assert name in got[2], got[2]
+    elif name not in IN_PLACE or backend == "numpy":
+        assert_identical(got[1], again[1], f"{name} on {backend}: view vs contiguous copy")
+    else:
+        # A non-contiguous in-place update runs on the reference: agreement within tolerance.
+        assert_close(got[1], again[1], k, f"{name} on {backend}: view vs contiguous copy")
+
+    if got[0] == "ok" and name not in IN_PLACE:
+        dtype = expected_dtype(kwargs)
+        for i, out in enumerate(got[1]):
+            if isinstance(out, np.ndarray):
+                want = np.int64 if (name == "max_pool2d" and i == 1) else dtype
+                assert out.dtype == want, (name, i, out.dtype, want)
+                assert out.flags.c_contiguous, (name, i)
+                for v in kwargs.values():
+                    if isinstance(v, np.ndarray):
+                        assert not np.shares_memory(out, v), (name, i)
+        if name == "max_pool2d" and got[1][1].size:
+            h, w = kwargs["x"].shape[2:]
+            assert 0 <= got[1][1].min() and got[1][1].max() < h * w
+
+    if backend == "native":
+        ref = call(name, "numpy", kwargs)
+        assert got[0] == ref[0], (name, got[:2], ref[:2])
+        if ref[0] == "raise":
+            assert got[1] is ref[1], (name, got[1:], ref[1:])
+        else:
+            assert_close(got[1], ref[1], k, f"{name}: native vs numpy")
+            # Deterministic for a given thread count.
+            assert_identical(got[1], call(name, backend, kwargs)[1], f"{name}: native run twice")
+
+
+BAD_VALUES = [
+    None, "text", np.arange(6, dtype=np.int32).reshape(2, 3), np.zeros((2, 2), dtype=np.complex128),
+    np.zeros((1, 1, 1, 1, 1)), -1, 0, 2.5, (1, 2, 3), [[1.0, 2.0], [3.0]], np.float64(np.nan),
+    np.zeros((3,), dtype=bool), object(), 10**30,
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@FUZZ
+@given(data=st.data())
+def test_bad_argument_raises_value_or_type_error(backend, data):
+    """Any argument replaced by garbage: a ValueError or TypeError naming the op (or a
+    result, where the replacement happens to be valid); the native backend answers
+    exactly as the reference does."""
+    name = data.draw(st.sampled_from(sorted(GENERATORS)), label="op")
+    kwargs, _ = draw_case(data, name)
+    key = data.draw(st.sampled_from(sorted(kwargs)), label="argument")
+    kwargs = dict(kwargs)
+    kwargs[key] = data.draw(st.sampled_from(BAD_VALUES), label="bad value")
+    if name in IN_PLACE and isinstance(kwargs[key], np.ndarray):
+        kwargs[key] = kwargs[key].copy()
+    got = call(name, backend, kwargs)
+    if got[0] == "raise":
+        assert got[1] in (ValueError, TypeError, MemoryError), got
+        assert name in got[2], got[2]
+    if backend == "native":
+        ref = call(name, "numpy", kwargs)
+        assert got[0] == ref[0] and got[1] is ref[1] if got[0] == "raise" else got[0] == ref[0], (got, ref)

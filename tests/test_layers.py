@@ -1,0 +1,562 @@
+"""fastnn.layers against the book's semantics, written out here in plain NumPy,
+on both backends and in float32 and float64, plus central-difference gradient
+checks in float64 and the in-place parameter semantics the book relies on."""
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import layers as L
+from conftest import requires_native
+
+BACKENDS = ["numpy", pytest.param("native", marks=requires_native)]
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    with fastnn.backend(request.param):
+        yield request.param
+
+
+def tol(dtype, scale=1.0):
+    if dtype == np.float32:
+        return dict(rtol=2e-5 * scale, atol=2e-6 * scale)
+    return dict(rtol=1e-10 * scale, atol=1e-12 * scale)
+
+
+def close(actual, expected, dtype, scale=1.0):
+    np.testing.assert_allclose(actual, expected, **tol(dtype, scale))
+
+
+# ---------------------------------------------------------------- formulas (float64)
+
+def sigmoid64(x):
+    x = np.asarray(x, np.float64)
+    return 0.5 * (1.0 + np.tanh(0.5 * x))       # an overflow-free form of 1 / (1 + e^-x)
+
+
+def softmax64(z):
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def pad4(x, p):
+    return np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+
+
+def conv_direct(x, W, b, stride, pad):
+    """Each output pixel as the sum over one receptive field."""
+    x = pad4(np.asarray(x, np.float64), pad)
+    W = np.asarray(W, np.float64)
+    n, _, h, w = x.shape
+    f, _, fh, fw = W.shape
+    oh, ow = (h - fh) // stride + 1, (w - fw) // stride + 1
+    out = np.empty((n, f, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            field = x[:, :, i * stride:i * stride + fh, j * stride:j * stride + fw]
+            out[:, :, i, j] = np.tensordot(field, W, axes=([1, 2, 3], [1, 2, 3])) + b
+    return out
+
+
+def conv_direct_backward(dout, x, W, stride, pad):
+    xp = pad4(np.asarray(x, np.float64), pad)
+    W = np.asarray(W, np.float64)
+    dout = np.asarray(dout, np.float64)
+    f, _, fh, fw = W.shape
+    dxp = np.zeros_like(xp)
+    dW = np.zeros_like(W)
+    for i in range(dout.shape[2]):
+        for j in range(dout.shape[3]):
+            rows, cols = slice(i * stride, i * stride + fh), slice(j * stride, j * stride + fw)
+            g = dout[:, :, i, j]                                   # (N, F)
+            dW += np.tensordot(g, xp[:, :, rows, cols], axes=([0], [0]))
+            dxp[:, :, rows, cols] += np.tensordot(g, W, axes=([1], [0]))
+    h, w = x.shape[2], x.shape[3]
+    return dxp[:, :, pad:pad + h, pad:pad + w], dW, dout.sum(axis=(0, 2, 3))
+
+
+def pool_windows(x, ph, pw, stride):
+    """(N, C, oh, ow, ph*pw) windows of an unpadded input, copied out by loops."""
+    n, c, h, w = x.shape
+    oh, ow = (h - ph) // stride + 1, (w - pw) // stride + 1
+    out = np.empty((n, c, oh, ow, ph * pw), dtype=np.float64)
+    for i in range(oh):
+        for j in range(ow):
+            out[:, :, i, j] = x[:, :, i * stride:i * stride + ph, j * stride:j * stride + pw].reshape(n, c, -1)
+    return out
+
+
+def book_batchnorm(x, gamma, beta, eps=10e-7):
+    """Training-mode batch norm of the book on (N, D), with its backward as a closure."""
+    x = np.asarray(x, np.float64)
+    mu = x.mean(axis=0)
+    xc = x - mu
+    var = (xc ** 2).mean(axis=0)
+    std = np.sqrt(var + eps)
+    xn = xc / std
+    out = gamma * xn + beta
+
+    def backward(dout):
+        n = x.shape[0]
+        dxn = gamma * dout
+        # d/dx of the normalised value through mean and variance, the compact closed form
+        dx = (dxn - dxn.mean(axis=0) - xn * (dxn * xn).mean(axis=0)) / std
+        return dx, (dout * xn).sum(axis=0), dout.sum(axis=0)
+
+    return out, mu, var, backward
+
+
+# ---------------------------------------------------------------- activations
+
+ACTIVATIONS = [
+    (L.Relu, {}, lambda x: np.maximum(x, 0), lambda x: (x > 0).astype(float)),
+    (L.Sigmoid, {}, sigmoid64, lambda x: sigmoid64(x) * (1 - sigmoid64(x))),
+    (L.Tanh, {}, np.tanh, lambda x: 1 - np.tanh(x) ** 2),
+    (L.LeakyRelu, {"alpha": 0.1}, lambda x: np.where(x > 0, x, 0.1 * x), lambda x: np.where(x > 0, 1.0, 0.1)),
+    (L.Elu, {"alpha": 1.5}, lambda x: np.where(x > 0, x, 1.5 * (np.exp(np.minimum(x, 0)) - 1)),
+     lambda x: np.where(x > 0, 1.0, 1.5 * np.exp(np.minimum(x, 0)))),
+    (L.Softplus, {}, lambda x: np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0), sigmoid64),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cls,kwargs,f,df", ACTIVATIONS, ids=[a[0].__name__ for a in ACTIVATIONS])
+def test_activation_forward_backward(backend, dtype, cls, kwargs, f, df, rng):
+    x = (rng.standard_normal((4, 3, 5)) * 3).astype(dtype)
+    x[0, 0, :2] = [40.0, -40.0]                     # far tails: no overflow, exact limits
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    layer = cls(**kwargs)
+    y = layer.forward(x)
+    assert y.dtype == dtype and y.shape == x.shape
+    close(y, f(x.astype(np.float64)), dtype)
+    dx = layer.backward(dout.copy())
+    assert dx.dtype == dtype
+    close(dx, dout.astype(np.float64) * df(x.astype(np.float64)), dtype)
+
+
+def test_relu_mask_and_zero_input(backend):
+    x = np.array([[-1.0, 0.0, 2.0]])
+    layer = L.Relu()
+    layer.forward(x)
+    np.testing.assert_array_equal(layer.mask, [[True, True, False]])
+    # gradient 0 at exactly 0, as the book's mask (x <= 0)
+    np.testing.assert_array_equal(layer.backward(np.ones((1, 3))), [[0.0, 0.0, 1.0]])
+
+
+# ---------------------------------------------------------------- Affine / Flatten
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_affine_flattens_tensor_input(backend, dtype, rng):
+    x = rng.standard_normal((5, 2, 3, 3)).astype(dtype)
+    W = rng.standard_normal((18, 7)).astype(dtype)
+    b = rng.standard_normal(7).astype(dtype)
+    dout = rng.standard_normal((5, 7)).astype(dtype)
+    layer = L.Affine(W, b)
+    y = layer.forward(x)
+    x2 = x.reshape(5, 18).astype(np.float64)
+    close(y, x2 @ W.astype(np.float64) + b, dtype, scale=3)
+    assert layer.original_x_shape == (5, 2, 3, 3) and layer.x.shape == (5, 18)
+    dx = layer.backward(dout)
+    assert dx.shape == x.shape
+    close(dx, (dout.astype(np.float64) @ W.T.astype(np.float64)).reshape(x.shape), dtype, scale=3)
+    close(layer.dW, x2.T @ dout.astype(np.float64), dtype, scale=3)
+    close(layer.db, dout.astype(np.float64).sum(axis=0), dtype, scale=3)
+
+
+def test_affine_keeps_the_given_arrays_and_sees_updates(backend, rng):
+    W = rng.standard_normal((4, 3)).astype(np.float32)
+    b = np.zeros(3, dtype=np.float32)
+    layer = L.Affine(W, b)
+    assert layer.W is W and layer.b is b          # no copy, no dtype conversion
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    W -= 0.5                                       # the book's optimizers update params in place
+    b += 1.0
+    close(layer.forward(x), x.astype(np.float64) @ W.astype(np.float64) + b, np.float32)
+    W2 = rng.standard_normal((4, 3))
+    layer.W = W2                                   # load_params assigns new arrays
+    np.testing.assert_allclose(layer.forward(x), x @ W2 + b, rtol=1e-6)
+    assert layer.W is W2
+
+
+def test_integer_inputs_compute_in_float64_like_numpy(backend, rng):
+    x = rng.integers(0, 256, (3, 1, 4, 4)).astype(np.uint8)     # raw image bytes
+    W = rng.standard_normal((16, 2))
+    y = L.Affine(W, np.zeros(2)).forward(x)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, x.reshape(3, -1).astype(np.float64) @ W, rtol=1e-12)
+    K = rng.standard_normal((2, 1, 3, 3))
+    np.testing.assert_allclose(L.Convolution(K, np.zeros(2)).forward(x), conv_direct(x, K, 0.0, 1, 0), rtol=1e-12)
+    np.testing.assert_array_equal(L.Relu().forward(np.array([[-1, 2]])), [[0.0, 2.0]])
+    assert L.IdentityWithLoss().forward(np.array([[1.0, 2.0]]), np.array([[1, 4]])) == 2.0
+
+
+def test_flatten_round_trip(backend, rng):
+    x = rng.standard_normal((3, 2, 4, 5))
+    layer = L.Flatten()
+    y = layer.forward(x)
+    assert y.shape == (3, 40)
+    np.testing.assert_array_equal(y, x.reshape(3, -1))
+    np.testing.assert_array_equal(layer.backward(y * 2), x * 2)
+
+
+# ---------------------------------------------------------------- losses
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_softmax_with_loss(backend, dtype, one_hot, rng):
+    n, k = 6, 5
+    x = (rng.standard_normal((n, k)) * 4).astype(dtype)
+    labels = rng.integers(0, k, n)
+    t = np.eye(k)[labels] if one_hot else labels
+    layer = L.SoftmaxWithLoss()
+    loss = layer.forward(x, t)
+    p = softmax64(x)
+    expected = -np.mean(np.log(p[np.arange(n), labels]))
+    np.testing.assert_allclose(loss, expected, **tol(dtype))
+    # the book's +1e-7 inside the log moves the loss by about 1e-7 / p per row
+    book_loss = -np.mean(np.log(p[np.arange(n), labels] + 1e-7))
+    assert abs(loss - book_loss) <= 1e-7 * np.mean(1 / p[np.arange(n), labels]) * 1.01
+    close(layer.y, p, dtype)
+    assert layer.t is t
+    dx = layer.backward()
+    close(dx, (p - np.eye(k)[labels]) / n, dtype)
+    close(layer.backward(2.0), 2 * (p - np.eye(k)[labels]) / n, dtype)
+
+
+def test_softmax_with_loss_extreme_logits_stay_finite(backend):
+    x = np.array([[1000.0, -1000.0], [-1000.0, 1000.0]])
+    layer = L.SoftmaxWithLoss()
+    loss = layer.forward(x, np.array([1, 1]))
+    np.testing.assert_allclose(loss, 1000.0)       # exact: (2000 + 0) / 2
+    assert np.isfinite(layer.backward()).all()
+
+
+def test_softmax_with_loss_single_sample_and_bad_labels(backend):
+    layer = L.SoftmaxWithLoss()
+    x = np.array([0.5, 1.5, -1.0])
+    loss = layer.forward(x, np.array([0.0, 1.0, 0.0]))
+    np.testing.assert_allclose(loss, -np.log(softmax64(x)[1]))
+    assert layer.backward().shape == (3,)
+    with pytest.raises(TypeError, match="SoftmaxWithLoss"):
+        layer.forward(np.zeros((2, 3)), np.array([0.5, 1.0]))
+    with pytest.raises(ValueError):
+        layer.forward(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(RuntimeError, match="forward"):
+        L.SoftmaxWithLoss().backward()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_identity_with_loss(backend, dtype, rng):
+    y = rng.standard_normal((4, 3)).astype(dtype)
+    t = rng.standard_normal((4, 3)).astype(dtype)
+    layer = L.IdentityWithLoss()
+    d = y.astype(np.float64) - t
+    np.testing.assert_allclose(layer.forward(y, t), np.mean(d ** 2), **tol(dtype))
+    close(layer.backward(), 2 * d / d.size, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_with_loss(backend, dtype, rng):
+    z = (rng.standard_normal((5, 1)) * 5).astype(dtype)
+    labels = rng.integers(0, 2, 5)
+    layer = L.SigmoidWithLoss()
+    loss = layer.forward(z, labels)                # (N,) labels for an (N, 1) output
+    z64, t = z.astype(np.float64), labels.reshape(5, 1).astype(np.float64)
+    p = sigmoid64(z64)
+    np.testing.assert_allclose(loss, -np.mean(t * np.log(p) + (1 - t) * np.log1p(-p)), **tol(dtype, 10))
+    close(layer.y, p, dtype)
+    close(layer.backward(), (p - t) / 5, dtype)
+
+
+# ---------------------------------------------------------------- Dropout
+
+def test_dropout_uses_the_global_generator_like_the_book(backend, rng):
+    x = rng.standard_normal((50, 8))
+    np.random.seed(3)
+    expected_mask = np.random.rand(*x.shape) > 0.3
+    np.random.seed(3)
+    layer = L.Dropout(0.3)
+    y = layer.forward(x)
+    np.testing.assert_array_equal(layer.mask, expected_mask)
+    np.testing.assert_array_equal(y, x * expected_mask)
+    dout = rng.standard_normal(x.shape)
+    np.testing.assert_array_equal(layer.backward(dout), dout * expected_mask)
+    np.testing.assert_allclose(layer.forward(x, train_flg=False), x * 0.7)
+
+
+# ---------------------------------------------------------------- BatchNormalization
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(8, 5), (4, 2, 3, 3)])
+def test_batchnorm_train_eval_backward(backend, dtype, shape, rng):
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    d = int(np.prod(shape[1:]))
+    gamma = (1 + 0.1 * rng.standard_normal(d)).astype(dtype)
+    beta = (0.1 * rng.standard_normal(d)).astype(dtype)
+    layer = L.BatchNormalization(gamma, beta, momentum=0.8)
+    assert layer.gamma is gamma and layer.beta is beta
+    y = layer.forward(x, train_flg=True)
+    out, mu, var, ref_backward = book_batchnorm(x.reshape(shape[0], -1), gamma.astype(np.float64),
+                                                beta.astype(np.float64))
+    assert y.shape == shape
+    close(y, out.reshape(shape), dtype, scale=5)
+    close(layer.running_mean, 0.2 * mu, dtype)
+    close(layer.running_var, 0.2 * var, dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    dx, dgamma, dbeta = ref_backward(dout.reshape(shape[0], -1).astype(np.float64))
+    got = layer.backward(dout)
+    assert got.shape == shape
+    close(got, dx.reshape(shape), dtype, scale=20)
+    close(layer.dgamma, dgamma, dtype, scale=5)
+    close(layer.dbeta, dbeta, dtype, scale=5)
+    # eval mode normalises with the running statistics
+    y_eval = layer.forward(x, train_flg=False)
+    x2 = x.reshape(shape[0], -1).astype(np.float64)
+    expected = gamma * (x2 - 0.2 * mu) / np.sqrt(0.2 * var + 10e-7) + beta
+    close(y_eval, expected.reshape(shape), dtype, scale=5)
+
+
+def test_batchnorm_running_stats_are_rebound_not_mutated(backend, rng):
+    mean0, var0 = np.ones(3), np.full(3, 2.0)
+    layer = L.BatchNormalization(np.ones(3), np.zeros(3), running_mean=mean0, running_var=var0)
+    layer.forward(rng.standard_normal((6, 3)))
+    np.testing.assert_array_equal(mean0, 1.0)       # the book replaces the arrays
+    np.testing.assert_array_equal(var0, 2.0)
+    assert layer.running_mean is not mean0
+
+
+# ---------------------------------------------------------------- Convolution / pooling
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride,pad", [(1, 0), (2, 1)])
+def test_convolution(backend, dtype, stride, pad, rng):
+    x = rng.standard_normal((2, 3, 7, 6)).astype(dtype)
+    W = rng.standard_normal((4, 3, 3, 2)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    layer = L.Convolution(W, b, stride, pad)
+    y = layer.forward(x)
+    close(y, conv_direct(x, W, b, stride, pad), dtype, scale=5)
+    dout = rng.standard_normal(y.shape).astype(dtype)
+    dx = layer.backward(dout)
+    dx_ref, dW_ref, db_ref = conv_direct_backward(dout, x, W, stride, pad)
+    close(dx, dx_ref, dtype, scale=5)
+    close(layer.dW, dW_ref, dtype, scale=10)
+    close(layer.db, db_ref, dtype, scale=10)
+    # the book's intermediates: col (one receptive field per row) and col_W
+    col = layer.col
+    assert col.shape == (y.shape[0] * y.shape[2] * y.shape[3], 3 * 3 * 2)
+    close(col @ layer.col_W + b, y.transpose(0, 2, 3, 1).reshape(-1, 4), dtype, scale=5)
+
+
+def test_convolution_sees_in_place_and_reassigned_weights(backend, rng):
+    x = rng.standard_normal((1, 1, 4, 4))
+    W = rng.standard_normal((2, 1, 2, 2))
+    b = np.zeros(2)
+    layer = L.Convolution(W, b)
+    W *= 2
+    np.testing.assert_allclose(layer.forward(x), conv_direct(x, W, b, 1, 0), rtol=1e-12)
+    layer.W = W[::-1].copy()
+    np.testing.assert_allclose(layer.forward(x), conv_direct(x, W[::-1], b, 1, 0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pool,stride", [((2, 2), 2), ((3, 2), 1)])
+def test_max_pooling(backend, dtype, pool, stride, rng):
+    x = rng.standard_normal((2, 3, 6, 5)).astype(dtype)
+    layer = L.Pooling(pool[0], pool[1], stride=stride)
+    y = layer.forward(x)
+    windows = pool_windows(x, pool[0], pool[1], stride)
+    np.testing.assert_array_equal(y, windows.max(axis=-1).astype(dtype))
+    dout = rng.standard_normal(y.shape).astype(dtype)
+    # gradient goes to the (first) maximum of each window; overlapping windows add up
+    expected = np.zeros(x.shape)
+    k = windows.argmax(axis=-1)
+    for idx in np.ndindex(y.shape):
+        n, c, i, j = idx
+        r, s = divmod(k[idx], pool[1])
+        expected[n, c, i * stride + r, j * stride + s] += dout[idx]
+    close(layer.backward(dout), expected, dtype)
+
+
+def test_pooling_default_stride_is_the_books(backend, rng):
+    x = rng.standard_normal((1, 1, 4, 4))
+    assert L.Pooling(2, 2).forward(x).shape == (1, 1, 3, 3)     # book: stride=1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_avg_pooling(backend, dtype, rng):
+    x = rng.standard_normal((2, 2, 6, 6)).astype(dtype)
+    layer = L.AvgPooling(2, 3, stride=2)
+    y = layer.forward(x)
+    windows = pool_windows(x, 2, 3, 2)
+    close(y, windows.mean(axis=-1), dtype)
+    dout = rng.standard_normal(y.shape).astype(dtype)
+    expected = np.zeros(x.shape)
+    for n, c, i, j in np.ndindex(y.shape):
+        expected[n, c, 2 * i:2 * i + 2, 2 * j:2 * j + 3] += dout[n, c, i, j] / 6
+    close(layer.backward(dout), expected, dtype)
+
+
+# ---------------------------------------------------------------- computational-graph layers
+
+def test_mul_and_add_layers_buy_apples_and_oranges():
+    apple, apple_num, orange, orange_num, tax = 100, 2, 150, 3, 1.1
+    mul_apple, mul_orange, add, mul_tax = L.MulLayer(), L.MulLayer(), L.AddLayer(), L.MulLayer()
+    price = mul_tax.forward(add.forward(mul_apple.forward(apple, apple_num),
+                                        mul_orange.forward(orange, orange_num)), tax)
+    assert price == pytest.approx(715.0)
+    dall, dtax = mul_tax.backward(1)
+    dapple_price, dorange_price = add.backward(dall)
+    dorange, dorange_num = mul_orange.backward(dorange_price)
+    dapple, dapple_num = mul_apple.backward(dapple_price)
+    assert (dapple, dapple_num, dorange, dorange_num, dtax) == pytest.approx((2.2, 110, 3.3, 165, 650))
+
+
+# ---------------------------------------------------------------- gradient checks (float64)
+
+def numeric_grad(f, x, h=1e-5):
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        keep = x[idx]
+        x[idx] = keep + h
+        up = f()
+        x[idx] = keep - h
+        down = f()
+        x[idx] = keep
+        grad[idx] = (up - down) / (2 * h)
+    return grad
+
+
+def check_layer_gradients(layer, x, params=(), forward_kwargs=None, loss_target=None):
+    """Backprop of sum(R * layer(x)) (or of the loss) against central differences, for x and params."""
+    forward_kwargs = forward_kwargs or {}
+    rng = np.random.default_rng(7)
+    if loss_target is None:
+        probe = rng.standard_normal(np.shape(layer.forward(x, **forward_kwargs)))
+
+        def value():
+            return float(np.sum(probe * layer.forward(x, **forward_kwargs)))
+        value()
+        dx = layer.backward(probe.copy())
+    else:
+        def value():
+            return float(layer.forward(x, loss_target))
+        value()
+        dx = layer.backward()
+    analytic = {"x": dx}
+    for name, grad_name in params:
+        analytic[name] = np.array(getattr(layer, grad_name))
+    numeric = {"x": numeric_grad(value, x)}
+    for name, _ in params:
+        numeric[name] = numeric_grad(value, getattr(layer, name))
+    for key in analytic:
+        np.testing.assert_allclose(analytic[key], numeric[key], rtol=1e-6, atol=1e-8, err_msg=key)
+
+
+def smooth_input(rng, shape):
+    # keep clear of the kinks of relu / leaky relu / max at 0 and of ties
+    x = rng.standard_normal(shape)
+    return x + 0.1 * np.sign(x)
+
+
+GRADCHECK_CASES = {
+    "Relu": lambda rng: (L.Relu(), smooth_input(rng, (3, 4)), ()),
+    "Sigmoid": lambda rng: (L.Sigmoid(), rng.standard_normal((3, 4)), ()),
+    "Tanh": lambda rng: (L.Tanh(), rng.standard_normal((3, 4)), ()),
+    "LeakyRelu": lambda rng: (L.LeakyRelu(0.2), smooth_input(rng, (3, 4)), ()),
+    "Elu": lambda rng: (L.Elu(0.7), smooth_input(rng, (3, 4)), ()),
+    "Softplus": lambda rng: (L.Softplus(), rng.standard_normal((3, 4)), ()),
+    "Flatten": lambda rng: (L.Flatten(), rng.standard_normal((2, 2, 3)), ()),
+    "Affine": lambda rng: (L.Affine(rng.standard_normal((12, 3)), rng.standard_normal(3)),
+                           rng.standard_normal((2, 3, 4)), (("W", "dW"), ("b", "db"))),
+    "Convolution": lambda rng: (L.Convolution(rng.standard_normal((2, 2, 3, 2)), rng.standard_normal(2), 2, 1),
+                                rng.standard_normal((2, 2, 5, 4)), (("W", "dW"), ("b", "db"))),
+    "Pooling": lambda rng: (L.Pooling(2, 2, stride=2), rng.permutation(32).reshape(1, 2, 4, 4) * 0.1, ()),
+    "AvgPooling": lambda rng: (L.AvgPooling(3, 2, stride=1, pad=1), rng.standard_normal((1, 2, 4, 3)), ()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRADCHECK_CASES))
+def test_gradient_check(backend, name):
+    layer, x, params = GRADCHECK_CASES[name](np.random.default_rng(11))
+    check_layer_gradients(layer, x, params)
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (3, 2, 2, 2)])
+def test_gradient_check_batchnorm(backend, shape):
+    rng = np.random.default_rng(5)
+    d = int(np.prod(shape[1:]))
+    layer = L.BatchNormalization(1 + 0.2 * rng.standard_normal(d), 0.1 * rng.standard_normal(d))
+    check_layer_gradients(layer, rng.standard_normal(shape), (("gamma", "dgamma"), ("beta", "dbeta")))
+
+
+def test_gradient_check_dropout(backend):
+    layer = L.Dropout(0.4)
+    x = np.random.default_rng(2).standard_normal((4, 5))
+    layer.forward(x)
+    mask = layer.mask
+    # with the mask frozen, dropout is linear: check backward against it
+    probe = np.random.default_rng(3).standard_normal(x.shape)
+    np.testing.assert_array_equal(layer.backward(probe), probe * mask)
+
+
+@pytest.mark.parametrize("cls,target", [
+    (L.SoftmaxWithLoss, np.array([2, 0, 1])),
+    (L.SoftmaxWithLoss, np.array([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0], [0.1, 0.8, 0.1]])),
+    (L.IdentityWithLoss, np.arange(9.0).reshape(3, 3) / 4),
+    (L.SigmoidWithLoss, np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.3, 1.0, 0.0]])),
+], ids=["softmax-labels", "softmax-soft", "identity", "sigmoid"])
+def test_gradient_check_losses(backend, cls, target):
+    x = np.random.default_rng(4).standard_normal((3, 3))
+    check_layer_gradients(cls(), x, loss_target=target)
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_empty_and_single_batches_flow_through_a_convnet(backend, n, rng):
+    x = rng.standard_normal((n, 2, 5, 5))
+    stack = [L.Convolution(rng.standard_normal((3, 2, 3, 3)), np.zeros(3), 1, 1), L.Relu(), L.Pooling(2, 2, stride=2),
+             L.Flatten(), L.Affine(rng.standard_normal((12, 4)), np.zeros(4))]
+    h = x
+    for layer in stack:
+        h = layer.forward(h)
+    assert h.shape == (n, 4)
+    loss_layer = L.SoftmaxWithLoss()
+    loss = loss_layer.forward(h, np.zeros(n, dtype=int))
+    assert np.isnan(loss) if n == 0 else np.isfinite(loss)
+    d = loss_layer.backward()
+    for layer in reversed(stack):
+        d = layer.backward(d)
+    assert d.shape == x.shape
+    assert stack[0].dW.shape == (3, 2, 3, 3)
+    if n == 0:
+        np.testing.assert_array_equal(stack[0].dW, 0.0)
+        with pytest.raises(ValueError, match="at least one sample"):
+            L.BatchNormalization(np.ones(4), np.zeros(4)).forward(h)
+
+
+def test_non_contiguous_inputs_and_float32_stays_float32(backend, rng):
+    big = rng.standard_normal((3, 4, 12, 9)).astype(np.float32)
+    x = big[:, ::2, ::2, 1:]                         # strided view (3, 2, 6, 8)
+    W = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(2).astype(np.float32)
+    conv = L.Convolution(W, b, stride=1, pad=1)
+    y = conv.forward(x)
+    assert y.dtype == np.float32
+    close(y, conv_direct(x, W, b, 1, 1), np.float32, scale=5)
+    dout = rng.standard_normal(y.shape).astype(np.float32)[:, :, :, ::-1]   # reversed view
+    dx = conv.backward(dout)
+    dx_ref, dW_ref, db_ref = conv_direct_backward(dout, x, W, 1, 1)
+    assert dx.dtype == conv.dW.dtype == conv.db.dtype == np.float32
+    close(dx, dx_ref, np.float32, scale=5)
+    close(conv.dW, dW_ref, np.float32, scale=20)
+    xf = np.asfortranarray(rng.standard_normal((4, 6)).astype(np.float32))
+    Wt = rng.standard_normal((5, 6)).astype(np.float32).T           # a transposed weight view
+    affine = L.Affine(Wt, np.zeros(5, np.float32))
+    out = affine.forward(xf)
+    assert out.dtype == np.float32 and affine.W is Wt
+    close(out, xf.astype(np.float64) @ Wt.astype(np.float64), np.float32, scale=3)
+    affine.backward(np.ones((4, 5), np.float32))
+    assert affine.dW.dtype == np.float32
+    close(affine.dW, xf.astype(np.float64).T @ np.ones((4, 5)), np.float32, scale=3)

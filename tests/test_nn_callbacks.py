@@ -1,0 +1,290 @@
+"""Callbacks (early stopping, thresholds, weight change, learning-rate schedule, NaN) and
+Ctrl-C during fit: a KeyboardInterrupt from a callback, a real SIGINT, and a second SIGINT,
+each leaving the model with exactly the weights of its last completed update."""
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from fastnn import optim
+from fastnn.nn import (BatchNorm, Callback, Dense, EarlyStopping, LearningRateScheduler, Sequential,
+                       StopAtThreshold, StopOnSmallWeightChange, TargetAccuracy, TerminateOnNaN)
+
+
+def data(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 4)).astype(np.float32)
+    t = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    return x, t
+
+
+def make_model(lr=0.1, optimizer=None, seed=0):
+    model = Sequential([Dense(8, activation="tanh", input_dim=4), BatchNorm(), Dense(2, activation="softmax")],
+                       seed=seed)
+    model.compile(optimizer or optim.Momentum(lr=lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+class FakeModel:
+    """Stands in for a model in unit tests of the stopping rules."""
+
+    def __init__(self):
+        self.stop_training = False
+        self.weights = [np.zeros(2)]
+
+    def get_weights(self):
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights):
+        self.weights = [w.copy() for w in weights]
+
+
+def run_epochs(callback, values, monitor="val_loss", model=None):
+    """Feed the callback a scripted sequence of epoch values; return the epoch it stopped at."""
+    model = model or FakeModel()
+    callback.set_model(model)
+    callback.on_train_begin({})
+    for epoch, value in enumerate(values):
+        model.weights = [np.full(2, float(epoch))]
+        callback.on_epoch_begin(epoch, {})
+        callback.on_epoch_end(epoch, {monitor: value})
+        if model.stop_training:
+            callback.on_train_end({})
+            return epoch
+    callback.on_train_end({})
+    return None
+
+
+# ----------------------------------------------------------------------------- stopping rules
+def test_early_stopping_patience_and_min_delta():
+    assert run_epochs(EarlyStopping(patience=2), [1.0, 0.9, 0.95, 0.91, 0.5]) == 3
+    assert run_epochs(EarlyStopping(patience=0), [1.0, 0.9, 0.95]) == 2
+    assert run_epochs(EarlyStopping(patience=2), [1.0, 0.9, 0.8, 0.7, 0.6]) is None
+    # improvements smaller than min_delta do not count
+    assert run_epochs(EarlyStopping(patience=1, min_delta=0.05), [1.0, 0.99, 0.98]) == 1
+    # accuracy-like names are maximised
+    assert run_epochs(EarlyStopping(monitor="val_accuracy", patience=1), [0.5, 0.6, 0.55], "val_accuracy") == 2
+    assert run_epochs(EarlyStopping(patience=1, baseline=0.5), [0.6, 0.55], "val_loss") == 0
+
+
+def test_early_stopping_restores_best_weights():
+    model = FakeModel()
+    cb = EarlyStopping(patience=2, restore_best_weights=True)
+    assert run_epochs(cb, [1.0, 0.7, 0.8, 0.9], model=model) == 3
+    assert cb.best_epoch == 1
+    np.testing.assert_array_equal(model.weights[0], [1.0, 1.0])
+    model = FakeModel()
+    run_epochs(EarlyStopping(patience=2, restore_best_weights=False), [1.0, 0.7, 0.8, 0.9], model=model)
+    np.testing.assert_array_equal(model.weights[0], [3.0, 3.0])
+
+
+def test_early_stopping_needs_the_monitored_value():
+    cb = EarlyStopping(monitor="val_loss")
+    with pytest.raises(ValueError, match="validation_data"):
+        run_epochs(cb, [1.0], monitor="loss")
+
+
+def test_threshold_and_target_accuracy_rules():
+    assert run_epochs(StopAtThreshold(0.3), [1.0, 0.5, 0.3, 0.1], "loss") == 2
+    assert run_epochs(TargetAccuracy(0.9), [0.5, 0.89, 0.95], "accuracy") == 2
+    assert run_epochs(TargetAccuracy(0.9, monitor="val_accuracy"), [0.95], "val_accuracy") == 0
+    assert run_epochs(StopAtThreshold(0.99, monitor="accuracy"), [0.5, 0.6], "accuracy") is None
+
+
+def test_early_stopping_in_fit_with_a_frozen_model():
+    x, t = data()
+    model = make_model(optimizer=optim.SGD(lr=0.0))
+    history = model.fit(x, t, epochs=10, verbose=0, validation_split=0.25,
+                        callbacks=[EarlyStopping(monitor="val_loss", patience=2, min_delta=1e-6)])
+    assert len(history.history["loss"]) == 3  # best at epoch 0, then two epochs without improvement
+
+
+def test_threshold_callbacks_in_fit():
+    x, t = data(400)
+    model = make_model(lr=0.1)
+    cb = StopAtThreshold(0.2, monitor="loss")
+    history = model.fit(x, t, epochs=50, verbose=0, callbacks=[cb])
+    assert cb.stopped_epoch is not None and cb.stopped_epoch < 49
+    assert history.history["loss"][-1] <= 0.2 < min(history.history["loss"][:-1])
+    model = make_model(lr=0.1)
+    cb = TargetAccuracy(0.97)
+    history = model.fit(x, t, epochs=50, verbose=0, callbacks=[cb])
+    assert len(history.epoch) < 50 and history.history["accuracy"][-1] >= 0.97
+    assert all(a < 0.97 for a in history.history["accuracy"][:-1])
+
+
+def test_stop_on_small_weight_change():
+    x, t = data()
+    model = make_model(optimizer=optim.SGD(lr=1e-7))
+    cb = StopOnSmallWeightChange(1e-4)
+    history = model.fit(x, t, epochs=5, verbose=0, callbacks=[cb])
+    assert len(history.epoch) == 1 and 0 < history.history["weight_change"][0] < 1e-4
+    model = make_model(optimizer=optim.SGD(lr=0.5))
+    history = model.fit(x, t, epochs=3, verbose=0, callbacks=[StopOnSmallWeightChange(1e-4)])
+    assert len(history.epoch) == 3 and min(history.history["weight_change"]) > 1e-4
+
+
+def test_learning_rate_scheduler():
+    x, t = data()
+    model = make_model(optimizer=optim.SGD(lr=0.2))
+    seen = []
+
+    class Probe(Callback):
+        def on_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                seen.append(self.model.optimizer.lr)
+
+    history = model.fit(x, t, epochs=3, verbose=0,
+                        callbacks=[LearningRateScheduler(lambda epoch, lr: lr * 0.5), Probe()])
+    assert history.history["lr"] == pytest.approx([0.1, 0.05, 0.025])
+    assert seen == pytest.approx([0.1, 0.05, 0.025])
+    history = model.fit(x, t, epochs=2, verbose=0, callbacks=[LearningRateScheduler(lambda epoch: 0.01 * (epoch + 1))])
+    assert history.history["lr"] == pytest.approx([0.01, 0.02])
+    scheduled = make_model(optimizer=optim.SGD(lr=0.1, schedule=optim.StepDecay(10)))
+    with pytest.raises(ValueError, match="own schedule"):
+        scheduled.fit(x, t, epochs=1, verbose=0, callbacks=[LearningRateScheduler(lambda e, lr: lr)])
+
+
+def test_terminate_on_nan(capsys):
+    x, t = data(64)
+    x[0, 0] = np.inf
+    model = make_model()
+    history = model.fit(x, t, epochs=5, batch_size=16, shuffle=False, verbose=0, callbacks=[TerminateOnNaN()])
+    assert len(history.epoch) == 1 and not math.isfinite(history.history["loss"][0])
+    assert "TerminateOnNaN" in capsys.readouterr().err
+
+
+def test_callback_hooks_order_and_logs():
+    x, t = data(50)
+    events = []
+
+    class Recorder(Callback):
+        def on_train_begin(self, logs=None):
+            events.append("train_begin")
+
+        def on_epoch_begin(self, epoch, logs=None):
+            events.append(f"epoch_begin {epoch}")
+
+        def on_batch_end(self, batch, logs=None):
+            events.append(f"batch_end {batch} {sorted(logs)}")
+
+        def on_epoch_end(self, epoch, logs=None):
+            events.append(f"epoch_end {epoch} {sorted(logs)}")
+
+        def on_train_end(self, logs=None):
+            events.append("train_end")
+
+    make_model().fit(x, t, epochs=2, batch_size=25, verbose=0, validation_data=(x, t), callbacks=[Recorder()])
+    assert events == [
+        "train_begin",
+        "epoch_begin 0", "batch_end 0 ['accuracy', 'batch', 'loss', 'size']",
+        "batch_end 1 ['accuracy', 'batch', 'loss', 'size']",
+        "epoch_end 0 ['accuracy', 'loss', 'val_accuracy', 'val_loss']",
+        "epoch_begin 1", "batch_end 0 ['accuracy', 'batch', 'loss', 'size']",
+        "batch_end 1 ['accuracy', 'batch', 'loss', 'size']",
+        "epoch_end 1 ['accuracy', 'loss', 'val_accuracy', 'val_loss']",
+        "train_end",
+    ]
+    with pytest.raises(TypeError, match="Callback"):
+        make_model().fit(x, t, verbose=0, callbacks=[lambda: None])
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+BATCH = 10
+
+
+def reference_weights(x, t, n_batches):
+    """The weights after the first n_batches updates of an unshuffled fit, step by step."""
+    model = make_model()
+    steps = len(x) // BATCH
+    for k in range(n_batches):
+        lo = (k % steps) * BATCH
+        model.train_on_batch(x[lo:lo + BATCH], t[lo:lo + BATCH])
+    return model
+
+
+def assert_same_weights(model, reference):
+    for a, b in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert model.optimizer.iterations == reference.optimizer.iterations
+
+
+class InterruptAt(Callback):
+    def __init__(self, epoch, batch, hook="on_batch_end", action="raise", times=1):
+        super().__init__()
+        self.at, self.hook, self.action, self.times = (epoch, batch), hook, action, times
+        self.epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def _maybe(self, batch):
+        if (self.epoch, batch) == self.at:
+            for _ in range(self.times):
+                if self.action == "raise":
+                    raise KeyboardInterrupt
+                os.kill(os.getpid(), signal.SIGINT)
+
+    def on_batch_begin(self, batch, logs=None):
+        if self.hook == "on_batch_begin":
+            self._maybe(batch)
+
+    def on_batch_end(self, batch, logs=None):
+        if self.hook == "on_batch_end":
+            self._maybe(batch)
+
+
+@pytest.mark.parametrize("hook, action, times, applied", [
+    ("on_batch_end", "raise", 1, 3),      # raised after batch 2's update: 3 batches applied
+    ("on_batch_begin", "raise", 1, 2),    # raised before batch 2 ran: 2 batches applied
+    ("on_batch_begin", "signal", 1, 3),   # Ctrl-C: batch 2 still completes, then fit stops
+    ("on_batch_end", "signal", 1, 3),
+    ("on_batch_begin", "signal", 2, 2),   # Ctrl-C twice: batch 2 is abandoned before it changes anything
+])
+def test_ctrl_c_stops_after_a_complete_batch(capsys, hook, action, times, applied):
+    x, t = data(60)
+    steps = len(x) // BATCH
+    model = make_model()
+    handler_before = signal.getsignal(signal.SIGINT)
+    history = model.fit(x, t, epochs=4, batch_size=BATCH, shuffle=False, verbose=0,
+                        callbacks=[InterruptAt(1, 2, hook, action, times)])
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    assert history.interrupted
+    assert history.epoch == [0] and len(history.history["loss"]) == 1
+    assert history.partial_epoch["batches_done"] == applied
+    assert "interrupted (Ctrl-C) in epoch 2/4" in capsys.readouterr().err
+    # exactly `applied` batches of epoch 1 were applied, all of them completely
+    assert_same_weights(model, reference_weights(x, t, steps + applied))
+    # the model is usable: it predicts, evaluates and trains on
+    assert np.all(np.isfinite(model.predict(x)))
+    assert len(model.fit(x, t, epochs=1, verbose=0).history["loss"]) == 1
+
+
+def test_second_ctrl_c_during_the_update_is_deferred_until_the_update_is_done(capsys):
+    x, t = data(60)
+    model = make_model()
+    real_update = model.optimizer.update
+    calls = []
+
+    def update_with_interrupts(params, grads):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)   # would raise mid-update if not deferred
+        real_update(params, grads)
+
+    model.optimizer.update = update_with_interrupts
+    history = model.fit(x, t, epochs=2, batch_size=BATCH, shuffle=False, verbose=0)
+    assert history.interrupted and len(calls) == 3
+    assert_same_weights(model, reference_weights(x, t, 3))
+
+
+def test_interrupt_before_the_first_epoch_ends_returns_an_empty_history():
+    x, t = data(60)
+    model = make_model()
+    history = model.fit(x, t, epochs=3, batch_size=BATCH, shuffle=False, verbose=0,
+                        callbacks=[InterruptAt(0, 0, "on_batch_end")])
+    assert history.interrupted and history.history == {} and history.partial_epoch["batches_done"] == 1
+    assert_same_weights(model, reference_weights(x, t, 1))

@@ -1,0 +1,357 @@
+"""fastnn.nn layers and Sequential building: shape inference, summary numbers, the
+"same" padding rule, argument validation, and gradcheck of every layer type in float64."""
+import zlib
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import nn
+from fastnn.nn import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
+                       Sequential, gradcheck)
+from conftest import requires_native
+
+BACKENDS = ["numpy", pytest.param("native", marks=requires_native)]
+
+# float64 central differences with eps=1e-6 reach ~1e-9 here; 1e-6 leaves room for
+# unlucky kinks but still catches any real mistake (see test_gradcheck_detects_a_wrong_gradient).
+GRADCHECK_TOL = 1e-6
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    with fastnn.backend(request.param):
+        yield request.param
+
+
+# ----------------------------------------------------------------------------- building
+def test_mlp_shapes_and_summary_counts():
+    model = Sequential([Dense(64, activation="relu", input_dim=784), Dropout(0.5), Dense(10, activation="softmax")])
+    assert model.built
+    assert model.input_shape == (784,) and model.output_shape == (10,)
+    assert [layer.name for layer in model.layers] == ["dense", "dropout", "dense_1"]
+    assert model.layers[0].params["kernel"].shape == (784, 64)
+    assert model.layers[0].params["kernel"].dtype == np.float32
+    assert model.count_params() == 784 * 64 + 64 + 64 * 10 + 10
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "dense (Dense)" in text and "(None, 64)" in text and "50240" in text
+    assert "dropout (Dropout)" in text and "dense_1 (Dense)" in text and "650" in text
+    assert "Total params: 50,890" in text and "Trainable params: 50,890" in text
+    assert "Non-trainable params: 0" in text
+
+
+def test_cnn_shapes_and_summary_counts():
+    model = Sequential([
+        Conv2D(8, 3, padding="same", activation="relu", input_shape=(1, 28, 28)),
+        BatchNorm(),
+        MaxPool2D(2),
+        Conv2D(16, (3, 5), strides=2),
+        AvgPool2D(2, strides=1),
+        Flatten(),
+        Dense(10, activation="softmax"),
+    ])
+    shapes = [layer.output_shape for layer in model.layers]
+    # same: 28x28; pool: 14x14; valid stride 2: ((14-3)//2+1, (14-5)//2+1) = (6, 5); avg 2 stride 1: (5, 4)
+    assert shapes == [(8, 28, 28), (8, 28, 28), (8, 14, 14), (16, 6, 5), (16, 5, 4), (320,), (10,)]
+    assert model.layers[3].params["kernel"].shape == (16, 8, 3, 5)
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    trainable = (8 * 9 + 8) + 16 + (16 * 8 * 15 + 16) + (320 * 10 + 10)
+    assert f"Total params: {trainable + 16:,}" in text
+    assert f"Trainable params: {trainable:,}" in text
+    assert "Non-trainable params: 16" in text
+    assert "(None, 16, 5, 4)" in text and "batch_norm (BatchNorm)" in text
+
+
+def test_shapes_inferred_at_first_call():
+    model = Sequential([Dense(5, activation="tanh"), Dense(2)])
+    assert not model.built
+    with pytest.raises(ValueError, match="not built"):
+        model.summary()
+    y = model.predict(np.ones((3, 7)))
+    assert model.built and model.input_shape == (7,)
+    assert y.shape == (3, 2) and y.dtype == np.float32
+    with pytest.raises(ValueError, match=r"expected x of shape \(N, 7\)"):
+        model.predict(np.ones((3, 6)))
+
+
+def test_add_names_and_errors():
+    model = Sequential()
+    model.add(Dense(4, input_dim=3))
+    model.add(Dense(4))
+    model.add(Dense(2, name="out"))
+    assert [layer.name for layer in model.layers] == ["dense", "dense_1", "out"]
+    assert model.output_shape == (2,)
+    with pytest.raises(ValueError, match="already"):
+        model.add(Dense(3, name="out"))
+    with pytest.raises(TypeError):
+        model.add("dense")
+    with pytest.raises(ValueError, match="Flatten"):
+        Sequential([Dense(3, input_shape=(2, 4, 4))])
+    with pytest.raises(ValueError, match="NCHW"):
+        Sequential([Conv2D(3, 3, input_shape=(8, 8))])
+    with pytest.raises(ValueError, match="larger"):
+        Sequential([Conv2D(3, 5, input_shape=(1, 4, 4))])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Dense(0), ">= 1"),
+    (lambda: Dense(3.5), "int"),
+    (lambda: Dense(3, activation="swish"), "unknown activation"),
+    (lambda: Conv2D(3, (3, 3, 3)), "pair"),
+    (lambda: Conv2D(3, 3, padding="full"), "padding"),
+    (lambda: Conv2D(3, 3, strides=0), ">= 1"),
+    (lambda: MaxPool2D(2, padding=2), "half"),
+    (lambda: Dropout(1.0), r"\[0, 1\)"),
+    (lambda: Dropout(-0.1), r"\[0, 1\)"),
+    (lambda: BatchNorm(momentum=1.5), "momentum"),
+    (lambda: Dense(3, kernel_initializer="glorious"), "unknown name"),
+    (lambda: Dense(3, name="a b"), "name"),
+])
+def test_bad_arguments(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()
+
+
+def test_dtype_option():
+    model = Sequential([Dense(3, input_dim=2)], dtype="float64")
+    assert model.layers[0].params["kernel"].dtype == np.float64
+    assert model.predict(np.ones((2, 2), dtype=np.float32)).dtype == np.float64
+    with pytest.raises(ValueError, match="float32 or float64"):
+        Sequential(dtype="float16")
+
+
+def test_seed_gives_identical_models_in_both_dtypes():
+    a = Sequential([Dense(6, input_dim=4), Dense(2)], seed=7)
+    b = Sequential([Dense(6, input_dim=4), Dense(2)], seed=7)
+    c = Sequential([Dense(6, input_dim=4), Dense(2)], seed=7, dtype="float64")
+    for wa, wb, wc in zip(a.get_weights(), b.get_weights(), c.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+        np.testing.assert_array_equal(wa, wc.astype(np.float32))
+    d = Sequential([Dense(6, input_dim=4), Dense(2)], seed=8)
+    assert not np.array_equal(a.get_weights()[0], d.get_weights()[0])
+
+
+def test_set_weights_checks_shapes():
+    model = Sequential([Dense(3, input_dim=2)])
+    kernel = model.layers[0].params["kernel"]
+    model.set_weights([np.ones((2, 3)), np.zeros(3)])
+    assert model.layers[0].params["kernel"] is kernel and np.all(kernel == 1)
+    with pytest.raises(ValueError, match="shape"):
+        model.set_weights([np.ones((3, 2)), np.zeros(3)])
+    with pytest.raises(ValueError, match="expected 2 arrays"):
+        model.set_weights([np.ones((2, 3))])
+
+
+# ----------------------------------------------------------------------------- layer semantics
+def _naive_conv_same(x, w, b, stride):
+    """Direct convolution with TensorFlow's "same" rule: output ceil(size/stride), the
+    odd padding row/column at the bottom/right."""
+    n, c, h, wd = x.shape
+    f, _, kh, kw = w.shape
+    sh, sw = stride
+    oh, ow = -(-h // sh), -(-wd // sw)
+    th, tw = max((oh - 1) * sh + kh - h, 0), max((ow - 1) * sw + kw - wd, 0)
+    xp = np.zeros((n, c, h + th, wd + tw))
+    xp[:, :, th // 2:th // 2 + h, tw // 2:tw // 2 + wd] = x
+    y = np.zeros((n, f, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            patch = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+            y[:, :, i, j] = np.tensordot(patch, w, axes=([1, 2, 3], [1, 2, 3])) + b
+    return y
+
+
+@pytest.mark.parametrize("kernel, stride, size", [((3, 3), (1, 1), (7, 6)), ((2, 4), (1, 1), (5, 6)),
+                                                  ((2, 3), (2, 2), (7, 6)), ((3, 3), (2, 3), (8, 9)),
+                                                  ((5, 1), (3, 1), (4, 4))])
+def test_conv_same_padding_matches_the_tensorflow_rule(backend, rng, kernel, stride, size):
+    layer = Conv2D(3, kernel, strides=stride, padding="same", bias_initializer="normal")
+    layer.build((2,) + size, np.float64, rng)
+    x = rng.standard_normal((2, 2) + size)
+    y = layer.forward(x)
+    expected = _naive_conv_same(x, layer.params["kernel"], layer.params["bias"], stride)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_dense_matches_numpy(backend, rng):
+    layer = Dense(4, activation="relu")
+    x = rng.standard_normal((5, 3))
+    y = layer(x)
+    W, b = layer.params["kernel"], layer.params["bias"]
+    np.testing.assert_allclose(y, np.maximum(x @ W + b, 0), rtol=1e-12, atol=1e-14)
+
+
+def test_dropout_train_and_inference(rng):
+    layer = Dropout(0.25, seed=3)
+    layer.build((1000,), np.float64)
+    x = np.ones((20, 1000))
+    assert layer.forward(x, training=False) is x
+    y = layer.forward(x, training=True)
+    kept = y != 0
+    assert abs(kept.mean() - 0.75) < 0.01
+    np.testing.assert_allclose(y[kept], 1 / 0.75)
+    dx = layer.backward(np.full_like(x, 2.0))
+    np.testing.assert_allclose(dx, 2.0 * y)
+
+
+def test_batchnorm_moving_statistics(rng):
+    layer = BatchNorm(momentum=0.5)
+    layer.build((3, 2, 2), np.float64)
+    x = rng.standard_normal((4, 3, 2, 2)) * 2 + 5
+    y = layer.forward(x, training=True)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-4)
+    np.testing.assert_allclose(layer.state["moving_mean"], 0.5 * x.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(layer.state["moving_variance"], 0.5 + 0.5 * x.var(axis=(0, 2, 3)), rtol=1e-12)
+    y_inf = layer.forward(x, training=False)
+    mm, mv = layer.state["moving_mean"], layer.state["moving_variance"]
+    expected = (x - mm[:, None, None]) / np.sqrt(mv[:, None, None] + layer.epsilon)
+    np.testing.assert_allclose(y_inf, expected, rtol=1e-10)
+
+
+def test_softmax_activation_layer(rng):
+    x = rng.standard_normal((4, 5)) * 50
+    y = Activation("softmax")(x)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(y, e / e.sum(axis=1, keepdims=True), rtol=1e-12, atol=1e-300)
+
+
+def test_backward_before_forward_is_an_error():
+    layer = Dense(3, input_dim=2)
+    layer.build((2,))
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer.backward(np.ones((1, 3)))
+    layer.forward(np.ones((2, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match="gradient of shape"):
+        layer.backward(np.ones((2, 4)))
+
+
+# ----------------------------------------------------------------------------- gradcheck
+LAYER_CASES = [
+    ("dense", lambda: Dense(4), (5, 3)),
+    ("dense_relu", lambda: Dense(4, activation="relu"), (5, 3)),
+    ("dense_leaky", lambda: Dense(4, activation="leaky_relu", alpha=0.1), (5, 3)),
+    ("dense_elu", lambda: Dense(4, activation="elu"), (5, 3)),
+    ("dense_sigmoid", lambda: Dense(4, activation="sigmoid"), (5, 3)),
+    ("dense_tanh", lambda: Dense(4, activation="tanh"), (5, 3)),
+    ("dense_softplus", lambda: Dense(4, activation="softplus"), (5, 3)),
+    ("dense_softmax", lambda: Dense(4, activation="softmax"), (5, 3)),
+    ("dense_nobias", lambda: Dense(4, use_bias=False), (5, 3)),
+    ("conv_valid", lambda: Conv2D(3, 3), (2, 2, 5, 6)),
+    ("conv_same_stride2_even", lambda: Conv2D(3, (2, 3), strides=2, padding="same", activation="relu"), (2, 2, 7, 6)),
+    ("conv_pad1_tanh", lambda: Conv2D(2, 3, padding=1, activation="tanh"), (2, 3, 4, 5)),
+    ("conv_softplus", lambda: Conv2D(2, (1, 2), activation="softplus"), (3, 2, 3, 3)),
+    ("conv_sigmoid", lambda: Conv2D(2, 2, strides=(1, 2), activation="sigmoid"), (2, 2, 4, 5)),
+    ("conv_elu", lambda: Conv2D(2, 3, padding="same", activation="elu"), (2, 1, 4, 4)),
+    ("maxpool", lambda: MaxPool2D(2), (2, 3, 4, 6)),
+    ("maxpool_overlap_pad", lambda: MaxPool2D(3, strides=2, padding=1), (2, 2, 5, 5)),
+    ("avgpool", lambda: AvgPool2D((2, 3), strides=1), (2, 2, 4, 5)),
+    ("avgpool_pad", lambda: AvgPool2D(2, padding=1), (2, 2, 3, 3)),
+    ("flatten", lambda: Flatten(), (3, 2, 3, 2)),
+    ("dropout", lambda: Dropout(0.4), (4, 6)),
+    ("batchnorm_2d", lambda: BatchNorm(), (6, 4)),
+    ("batchnorm_4d", lambda: BatchNorm(), (3, 2, 3, 3)),
+    ("act_relu", lambda: Activation("relu"), (4, 5)),
+    ("act_leaky", lambda: Activation("leaky_relu", alpha=0.2), (4, 5)),
+    ("act_elu", lambda: Activation("elu", alpha=0.7), (4, 5)),
+    ("act_sigmoid", lambda: Activation("sigmoid"), (4, 5)),
+    ("act_tanh", lambda: Activation("tanh"), (4, 5)),
+    ("act_softplus", lambda: Activation("softplus"), (4, 5)),
+    ("act_softmax", lambda: Activation("softmax"), (4, 5)),
+]
+
+
+@pytest.mark.parametrize("name, make, shape", LAYER_CASES, ids=[c[0] for c in LAYER_CASES])
+def test_gradcheck_every_layer_type(backend, name, make, shape):
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    layer = make()
+    x = rng.standard_normal(shape)
+    if name.startswith("batchnorm"):
+        layer.build(shape[1:], np.float64, rng)
+        layer.params["gamma"][...] = rng.uniform(0.5, 1.5, layer.params["gamma"].shape)
+        layer.params["beta"][...] = rng.standard_normal(layer.params["beta"].shape)
+    errors = gradcheck(layer, x, verbose=False)
+    expected = {"kernel", "bias"} if name.startswith(("dense", "conv")) else set()
+    if name == "dense_nobias":
+        expected = {"kernel"}
+    if name.startswith("batchnorm"):
+        expected = {"gamma", "beta"}
+    assert set(errors) == expected | {"input"}
+    assert max(errors.values()) < GRADCHECK_TOL, errors
+
+
+def _mlp(activation, units, loss_name):
+    model = Sequential([Dense(6, activation="tanh", input_dim=4), BatchNorm(), Dropout(0.3),
+                        Dense(5, activation="elu"), Dense(units, activation=activation)], seed=1)
+    model.compile("sgd", loss=loss_name)
+    return model
+
+
+@pytest.mark.parametrize("activation, loss_name, make_target", [
+    ("softmax", "sparse_categorical_crossentropy", lambda r: r.integers(0, 3, 8)),
+    ("softmax", "categorical_crossentropy", lambda r: r.dirichlet(np.ones(3), 8)),
+    ("sigmoid", "binary_crossentropy", lambda r: r.uniform(0, 1, (8, 3))),
+    (None, "mse", lambda r: r.standard_normal((8, 3))),
+    ("softmax", "mse", lambda r: r.dirichlet(np.ones(3), 8)),
+])
+def test_gradcheck_models_with_every_loss(backend, rng, activation, loss_name, make_target):
+    model = _mlp(activation, 3, loss_name)
+    errors = gradcheck(model, rng.standard_normal((8, 4)), make_target(rng), verbose=False)
+    assert len(errors) == 8  # kernel+bias of three Dense layers, gamma+beta of BatchNorm
+    assert max(errors.values()) < GRADCHECK_TOL, errors
+
+
+def test_gradcheck_cnn_model(backend, rng):
+    model = Sequential([
+        Conv2D(3, 3, padding="same", activation="relu", input_shape=(2, 6, 6)),
+        BatchNorm(),
+        MaxPool2D(2),
+        Conv2D(4, 2, activation="tanh"),
+        AvgPool2D(2),
+        Flatten(),
+        Dropout(0.2),
+        Dense(3, activation="softmax"),
+    ], seed=3)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    errors = gradcheck(model, rng.standard_normal((4, 2, 6, 6)), rng.integers(0, 3, 4), verbose=False)
+    assert len(errors) == 8
+    assert max(errors.values()) < GRADCHECK_TOL, errors
+
+
+def test_gradcheck_prints_a_table_and_is_reachable_from_fastnn(capsys, rng):
+    assert fastnn.gradcheck is nn.gradcheck
+    model = Sequential([Dense(2, activation="softmax", input_dim=3)])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    fastnn.gradcheck(model, rng.standard_normal((4, 3)), np.array([0, 1, 1, 0]))
+    out = capsys.readouterr().out
+    assert "dense/kernel" in out and "dense/bias" in out and "rel. error" in out
+
+
+def test_gradcheck_detects_a_wrong_gradient(rng, monkeypatch):
+    layer = Dense(3)
+    original = Dense.backward
+
+    def slightly_wrong(self, dy):
+        dx = original(self, dy)
+        self.grads["kernel"] = self.grads["kernel"] * 1.001
+        return dx
+
+    monkeypatch.setattr(Dense, "backward", slightly_wrong)
+    errors = gradcheck(layer, rng.standard_normal((4, 2)), verbose=False)
+    assert errors["kernel"] > 1e-4
+    assert errors["bias"] < GRADCHECK_TOL
+
+
+def test_gradcheck_leaves_the_model_untouched(rng):
+    model = Sequential([Dense(3, input_dim=2), BatchNorm(), Dense(2, activation="softmax")], seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    before = model.get_weights()
+    gradcheck(model, rng.standard_normal((5, 2)), rng.integers(0, 2, 5), verbose=False)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+        assert b.dtype == np.float32

@@ -1,0 +1,370 @@
+"""model.save / fastnn.nn.load_model: identical predictions after a round trip; truncated,
+altered, oversized and hostile files raise ValueError and never run code; a failed save
+leaves the previous file intact and no temporary file behind."""
+import io
+import json
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from fastnn import optim
+from fastnn.nn import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential,
+                       load_model, losses, metrics, serialization)
+
+
+def cnn(dtype="float32"):
+    model = Sequential([
+        Conv2D(4, 3, padding="same", activation="relu", input_shape=(1, 8, 8), kernel_initializer="he_normal"),
+        BatchNorm(momentum=0.8),
+        MaxPool2D(2),
+        Conv2D(6, (2, 3), strides=(1, 2), padding=1, activation="elu", alpha=0.5),
+        AvgPool2D(2, strides=1),
+        Flatten(),
+        Dropout(0.25, seed=3),
+        Dense(16, activation="leaky_relu", alpha=0.05, bias_initializer="ones"),
+        Dense(3),
+        Activation("softmax"),
+    ], dtype=dtype, seed=1, name="cnn")
+    model.compile(optim.Adam(lr=0.002, weight_decay=1e-4), "sparse_categorical_crossentropy",
+                  metrics=["accuracy", metrics.SparseCategoricalAccuracy(name="acc2")])
+    return model
+
+
+@pytest.fixture
+def trained(rng):
+    x = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
+    t = rng.integers(0, 3, 40)
+    model = cnn()
+    model.fit(x, t, epochs=2, batch_size=8, verbose=0)
+    return model, x, t
+
+
+@pytest.fixture
+def saved(trained, tmp_path):
+    model, x, t = trained
+    path = tmp_path / "model.npz"
+    model.save(path)
+    return path
+
+
+def members(path):
+    with zipfile.ZipFile(path) as z:
+        return {info.filename: z.read(info) for info in z.infolist()}
+
+
+def write_members(path, items, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression) as z:
+        for name, data in items:
+            z.writestr(name, data)
+
+
+def npy_bytes(array, **kwargs):
+    buf = io.BytesIO()
+    np.save(buf, array, **kwargs)
+    return buf.getvalue()
+
+
+def document(path):
+    raw = np.load(io.BytesIO(members(path)["architecture.npy"]))
+    return json.loads(raw.tobytes().decode())
+
+
+def with_document(path, out, change):
+    """Copy the model file at ``path`` to ``out`` with its JSON changed by ``change(doc)``."""
+    doc = document(path)
+    change(doc)
+    items = members(path)
+    items["architecture.npy"] = npy_bytes(np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8))
+    write_members(out, items.items())
+    return out
+
+
+# ----------------------------------------------------------------------------- round trip
+def test_round_trip_gives_identical_predictions(trained, saved):
+    model, x, t = trained
+    loaded = load_model(saved)
+    assert [type(layer) for layer in loaded.layers] == [type(layer) for layer in model.layers]
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+    assert loaded.name == "cnn" and loaded.dtype == np.float32
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(model.predict(x), loaded.predict(x))
+    assert model.evaluate(x, t) == loaded.evaluate(x, t)
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    assert loaded.loss.get_config() == model.loss.get_config()
+    assert [m.name for m in loaded.metrics] == ["accuracy", "acc2"]
+    assert loaded.layers[3].get_config() == model.layers[3].get_config()
+    loaded.fit(x, t, epochs=1, verbose=0)  # compiled and trainable
+
+
+def test_round_trip_float64_mse_and_binary(tmp_path, rng):
+    for loss, last in (("mse", Dense(2)), ("binary_crossentropy", Dense(2, activation="sigmoid"))):
+        model = Sequential([Dense(5, activation="softplus", input_dim=3), BatchNorm(), last], dtype="float64")
+        model.compile("rmsprop", loss)
+        x = rng.standard_normal((6, 3))
+        model.fit(x, rng.uniform(0, 1, (6, 2)), epochs=1, verbose=0)
+        model.save(tmp_path / "m.npz")
+        loaded = load_model(tmp_path / "m.npz")
+        assert loaded.dtype == np.float64 and loaded.loss.name == loss
+        np.testing.assert_array_equal(model.predict(x), loaded.predict(x))
+
+
+def test_save_without_optimizer_and_uncompiled(tmp_path, rng):
+    model = Sequential([Dense(2, input_dim=3)])
+    model.save(tmp_path / "a.npz")
+    assert not load_model(tmp_path / "a.npz").compiled
+    compiled = cnn()
+    compiled.save(tmp_path / "b.npz", include_optimizer=False)
+    assert not load_model(tmp_path / "b.npz").compiled
+    compiled.save(tmp_path / "c.npz")
+    assert not load_model(tmp_path / "c.npz", compile=False).compiled
+    with pytest.raises(ValueError, match="not built"):
+        Sequential([Dense(2)]).save(tmp_path / "d.npz")
+
+
+def test_file_layout_is_plain_npz_without_pickle(saved):
+    with np.load(saved, allow_pickle=False) as npz:
+        names = sorted(npz.files)
+        assert names[0] == "architecture" and all(n.startswith("w") for n in names[1:])
+        for name in names:
+            assert npz[name].dtype != object
+    doc = document(saved)
+    assert doc["format"] == "fastnn.nn.Sequential" and doc["format_version"] == 1
+    assert doc["weights"][0]["layer"] == "conv2d" and doc["weights"][0]["weight"] == "kernel"
+
+
+# ----------------------------------------------------------------------------- damaged files
+@pytest.mark.parametrize("keep", [0, 1, 30, 0.5, 0.9, -1, -22, -100])
+def test_truncated_files_are_rejected(saved, tmp_path, keep):
+    data = saved.read_bytes()
+    cut = int(len(data) * keep) if isinstance(keep, float) else (keep if keep >= 0 else len(data) + keep)
+    bad = tmp_path / "truncated.npz"
+    bad.write_bytes(data[:cut])
+    with pytest.raises(ValueError, match="not a valid fastnn model file"):
+        load_model(bad)
+
+
+def test_flipped_bytes_in_weight_data_are_rejected(trained, saved, tmp_path):
+    model = trained[0]
+    data = bytearray(saved.read_bytes())
+    kernel = model.layers[-3].params["kernel"].tobytes()
+    offset = bytes(data).find(kernel)
+    assert offset > 0
+    for position in (offset, offset + len(kernel) // 2, offset + len(kernel) - 1):
+        altered = bytearray(data)
+        altered[position] ^= 0x10
+        bad = tmp_path / "altered.npz"
+        bad.write_bytes(bytes(altered))
+        with pytest.raises(ValueError, match="not a valid fastnn model file"):
+            load_model(bad)
+
+
+def test_replaced_weights_with_a_valid_zip_fail_the_checksum(saved, tmp_path):
+    items = members(saved)
+    w = np.load(io.BytesIO(items["w0.npy"]))
+    items["w0.npy"] = npy_bytes(w + 1)
+    write_members(tmp_path / "swapped.npz", items.items())
+    with pytest.raises(ValueError, match="checksum"):
+        load_model(tmp_path / "swapped.npz")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["model"]["layers"][-3]["config"].update(units=17), "shape"),
+    (lambda d: d["model"]["layers"][0].update(class_name="Lambda"), "unknown layer class"),
+    (lambda d: d["model"]["layers"][0]["config"].update(filters="4"), "filters"),
+    (lambda d: d["model"]["layers"][0]["config"].update(code="import os"), "unexpected keyword"),
+    (lambda d: d["model"].update(dtype="object"), "dtype"),
+    (lambda d: d.update(format="keras"), "format"),
+    (lambda d: d.update(format_version=99), "format_version"),
+    (lambda d: d["weights"].pop(), "weights"),
+    (lambda d: d["weights"][0].update(layer="other"), "expects"),
+    (lambda d: d["model"].update(layers=[]), "layers"),
+    (lambda d: d["model"]["layers"][1]["config"].update(name="conv2d"), "name"),
+    (lambda d: d["compile"]["optimizer"].update(name="pickle"), "compile"),
+    (lambda d: d["compile"]["loss"].update(name="eval"), "compile"),
+    (lambda d: d["model"]["layers"][0]["config"]["kernel_initializer"].update(class_name="os.system"), "initializer"),
+])
+def test_altered_architecture_is_rejected(saved, tmp_path, change, message):
+    bad = with_document(saved, tmp_path / "bad.npz", change)
+    with pytest.raises(ValueError, match=message):
+        load_model(bad)
+
+
+def test_oversized_architecture_is_rejected_before_allocating(saved, tmp_path):
+    def huge(doc):
+        # Dense "dense" with 10**9 units, and every weight entry made consistent with it.
+        doc["model"]["layers"][-3]["config"]["units"] = 10**9
+        for entry in doc["weights"]:
+            if entry["layer"] == "dense":
+                entry["shape"] = [entry["shape"][0], 10**9] if entry["weight"] == "kernel" else [10**9]
+            if entry["layer"] == "dense_1" and entry["weight"] == "kernel":
+                entry["shape"] = [10**9, entry["shape"][1]]
+    bad = with_document(saved, tmp_path / "huge.npz", huge)
+    with pytest.raises(ValueError, match="max_bytes"):
+        load_model(bad)
+    with pytest.raises(ValueError, match="max_bytes"):
+        load_model(saved, max_bytes=1000)
+
+
+def test_weight_member_with_extra_or_missing_data_is_rejected(saved, tmp_path):
+    items = members(saved)
+    for suffix in (b"\0" * 4, b"\0" * 100000):
+        changed = dict(items, **{"w0.npy": items["w0.npy"] + suffix})
+        write_members(tmp_path / "padded.npz", changed.items())
+        with pytest.raises(ValueError, match="truncated or padded|more than its header"):
+            load_model(tmp_path / "padded.npz")
+    changed = dict(items, **{"w0.npy": items["w0.npy"][:-4]})
+    write_members(tmp_path / "short.npz", changed.items())
+    with pytest.raises(ValueError, match="truncated"):
+        load_model(tmp_path / "short.npz")
+
+
+def test_npy_headers_are_checked(saved, tmp_path):
+    items = members(saved)
+    w0 = np.load(io.BytesIO(items["w0.npy"]))
+    cases = {
+        "dtype": npy_bytes(w0.astype(np.float64)),
+        "Fortran": npy_bytes(np.asfortranarray(w0)),
+        "shape": npy_bytes(np.zeros(10, dtype=np.float32)),
+    }
+    for message, data in cases.items():
+        write_members(tmp_path / "h.npz", dict(items, **{"w0.npy": data}).items())
+        with pytest.raises(ValueError, match=message):
+            load_model(tmp_path / "h.npz")
+    # A header declaring an enormous array is refused from the header alone.
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})
+    write_members(tmp_path / "h.npz", dict(items, **{"w0.npy": header.getvalue()}).items())
+    with pytest.raises(ValueError, match="shape"):
+        load_model(tmp_path / "h.npz")
+    write_members(tmp_path / "h.npz", dict(items, **{"w0.npy": b"not an npy file at all"}).items())
+    with pytest.raises(ValueError, match="header"):
+        load_model(tmp_path / "h.npz")
+
+
+class Payload:
+    """Unpickling this runs code: it must never happen when loading."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def test_pickled_payloads_never_run(saved, tmp_path):
+    marker = tmp_path / "PWNED"
+    evil = np.empty(1, dtype=object)
+    evil[0] = Payload(marker)
+    items = members(saved)
+    hostile = {
+        "object_weight.npz": dict(items, **{"w0.npy": npy_bytes(evil, allow_pickle=True)}),
+        "object_architecture.npz": dict(items, **{"architecture.npy": npy_bytes(evil, allow_pickle=True)}),
+    }
+    for name, content in hostile.items():
+        write_members(tmp_path / name, content.items())
+        with pytest.raises(ValueError):
+            load_model(tmp_path / name)
+    (tmp_path / "plain.pkl").write_bytes(pickle.dumps(Payload(marker)))
+    with pytest.raises(ValueError, match="zip"):
+        load_model(tmp_path / "plain.pkl")
+    # a pickle hidden in an extra member is refused, not read
+    write_members(tmp_path / "extra.npz", list(items.items()) + [("payload.npy", npy_bytes(evil, allow_pickle=True))])
+    with pytest.raises(ValueError, match="unexpected members"):
+        load_model(tmp_path / "extra.npz")
+    assert not marker.exists()
+
+
+def test_other_hostile_archives(saved, tmp_path):
+    items = members(saved)
+    write_members(tmp_path / "dup.npz", list(items.items()) + [("w0.npy", items["w0.npy"])])
+    with pytest.raises(ValueError, match="duplicate"):
+        load_model(tmp_path / "dup.npz")
+    write_members(tmp_path / "noarch.npz", [(k, v) for k, v in items.items() if k != "architecture.npy"])
+    with pytest.raises(ValueError, match="architecture"):
+        load_model(tmp_path / "noarch.npz")
+    write_members(tmp_path / "missing.npz", [(k, v) for k, v in items.items() if k != "w3.npy"])
+    with pytest.raises(ValueError, match="missing members"):
+        load_model(tmp_path / "missing.npz")
+    for text in (b"{\"format\": NaN}", b"[" * 100000 + b"]" * 100000, b"\xff\xfe", b"null", b"{}"):
+        arch = npy_bytes(np.frombuffer(text, dtype=np.uint8))
+        write_members(tmp_path / "json.npz", dict(items, **{"architecture.npy": arch}).items())
+        with pytest.raises(ValueError, match="not a valid fastnn model file"):
+            load_model(tmp_path / "json.npz")
+    # a deflate bomb in the architecture member: refused from its declared size
+    write_members(tmp_path / "bomb.npz",
+                  dict(items, **{"architecture.npy": npy_bytes(np.zeros(64 << 20, dtype=np.uint8))}).items(),
+                  compression=zipfile.ZIP_DEFLATED)
+    assert os.path.getsize(tmp_path / "bomb.npz") < 1 << 20
+    with pytest.raises(ValueError, match="limit"):
+        load_model(tmp_path / "bomb.npz")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(ValueError):
+        load_model(tmp_path / "empty.npz")
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "does-not-exist.npz")
+
+
+def test_compressed_npz_is_accepted(saved, tmp_path):
+    write_members(tmp_path / "z.npz", members(saved).items(), compression=zipfile.ZIP_DEFLATED)
+    a, b = load_model(saved), load_model(tmp_path / "z.npz")
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
+# ----------------------------------------------------------------------------- atomic save
+def test_failed_save_keeps_the_previous_file(trained, saved, tmp_path, monkeypatch):
+    model = trained[0]
+    good = saved.read_bytes()
+    real_savez = np.savez
+
+    def crash_midway(file, *args, **kwargs):
+        file.write(b"PK\x03\x04 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(serialization.np, "savez", crash_midway)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(saved)
+    assert saved.read_bytes() == good
+    assert sorted(os.listdir(tmp_path)) == ["model.npz"]
+
+    def interrupted(file, *args, **kwargs):
+        real_savez(file, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(serialization.np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(saved)
+    assert saved.read_bytes() == good and sorted(os.listdir(tmp_path)) == ["model.npz"]
+    monkeypatch.setattr(serialization.np, "savez", real_savez)
+
+    def failing_replace(src, dst):
+        raise OSError("rename failed")
+
+    monkeypatch.setattr(serialization.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="rename failed"):
+        model.save(saved)
+    assert saved.read_bytes() == good and sorted(os.listdir(tmp_path)) == ["model.npz"]
+
+
+def test_save_replaces_an_existing_file_and_keeps_its_mode(trained, tmp_path):
+    model = trained[0]
+    path = tmp_path / "m.npz"
+    path.write_bytes(b"old")
+    os.chmod(path, 0o640)
+    model.save(str(path))
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    load_model(str(path))
+    with pytest.raises(ValueError, match="custom"):
+        bad = Sequential([Dense(2, input_dim=2)])
+
+        class Custom(metrics.Metric):
+            def __call__(self, y, t):
+                return 0.0
+        bad.compile("sgd", losses.MeanSquaredError(), metrics=[Custom(name="c")])
+        bad.save(tmp_path / "c.npz")
+    assert not (tmp_path / "c.npz").exists()

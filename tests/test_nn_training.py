@@ -1,0 +1,300 @@
+"""Training Keras-style models: MLP and CNN on synthetic data, a CNN on real digits
+(the shipped 8x8 set, and an MNIST subset when ../shared/data/mnist exists), every loss,
+fit/evaluate/predict semantics, the progress bar and input validation."""
+import io
+import os
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import optim
+from fastnn.nn import (Activation, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential, losses)
+from fastnn.nn.progress import Progbar
+from conftest import requires_native
+
+BACKENDS = ["numpy", pytest.param("native", marks=requires_native)]
+MNIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    with fastnn.backend(request.param):
+        yield request.param
+
+
+def spirals(n_per_class, seed):
+    """Three interleaved spiral arms in 2-D (not linearly separable)."""
+    rng = np.random.default_rng(seed)
+    xs, ts = [], []
+    for k in range(3):
+        r = np.linspace(0.05, 1.0, n_per_class)
+        theta = k * 2 * np.pi / 3 + 4.0 * r + rng.normal(0, 0.08, n_per_class)
+        xs.append(np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1))
+        ts.append(np.full(n_per_class, k))
+    return np.concatenate(xs).astype(np.float32), np.concatenate(ts)
+
+
+def bars(n, seed, size=8):
+    """1x8x8 images of a horizontal, vertical or diagonal bar at a random place, plus noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.3, (n, 1, size, size)).astype(np.float32)
+    t = rng.integers(0, 3, n)
+    for i in range(n):
+        p = rng.integers(1, size - 1)
+        if t[i] == 0:
+            x[i, 0, p, 1:-1] += 1.5
+        elif t[i] == 1:
+            x[i, 0, 1:-1, p] += 1.5
+        else:
+            idx = np.arange(size)
+            x[i, 0, idx, idx] += 1.5
+            x[i, 0, idx, (idx + p) % size] *= 0.5
+    return x, t
+
+
+def test_mlp_learns_spirals(backend):
+    x, t = spirals(150, seed=0)
+    model = Sequential([Dense(48, activation="relu", input_dim=2), Dense(48, activation="relu"),
+                        Dense(3, activation="softmax")], seed=0)
+    model.compile(optimizer=optim.Adam(lr=0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, t, epochs=60, batch_size=32, verbose=0, seed=0)
+    assert history.history["loss"][-1] < 0.25 * history.history["loss"][0]
+    loss, acc = model.evaluate(x, t)
+    assert acc > 0.95, acc
+    x_new, t_new = spirals(100, seed=1)
+    assert np.mean(np.argmax(model.predict(x_new), axis=1) == t_new) > 0.9
+
+
+def test_cnn_learns_bars(backend):
+    x, t = bars(900, seed=0)
+    model = Sequential([Conv2D(6, 3, padding="same", activation="relu", input_shape=(1, 8, 8)),
+                        MaxPool2D(2), BatchNorm(), Flatten(), Dropout(0.1), Dense(3, activation="softmax")], seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x[:600], t[:600], epochs=8, batch_size=32, validation_data=(x[600:], t[600:]), verbose=0)
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert len(history.history["val_accuracy"]) == 8
+    assert history.history["val_accuracy"][-1] > 0.95, history.history
+
+
+def _load_mnist_subset(n_train, n_test):
+    images = fastnn.datasets.read_idx(os.path.join(MNIST_DIR, "t10k-images-idx3-ubyte.gz"))
+    labels = fastnn.datasets.read_idx(os.path.join(MNIST_DIR, "t10k-labels-idx1-ubyte.gz"))
+    x = (images.astype(np.float32) / 255.0)[:, None]
+    t = labels.astype(np.int64)
+    return (x[:n_train], t[:n_train]), (x[n_train:n_train + n_test], t[n_train:n_train + n_test])
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(MNIST_DIR, "t10k-images-idx3-ubyte.gz")),
+                    reason="MNIST not present in ../shared/data/mnist")
+def test_cnn_on_mnist_subset(backend, capsys):
+    # The t10k file is the one always present in the shared data; train on its first
+    # 4000 images and test on the next 2000 (disjoint).
+    (x, t), (x_test, t_test) = _load_mnist_subset(4000, 2000)
+    model = Sequential([Conv2D(8, 3, strides=2, activation="relu", input_shape=(1, 28, 28)),
+                        Flatten(), Dense(10, activation="softmax")], seed=0)
+    model.compile(optim.Adam(lr=0.005), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, t, epochs=4, batch_size=32, verbose=1, seed=0)
+    out = capsys.readouterr().out
+    assert "Epoch 4/4" in out and "4000/4000 [" in out and "accuracy:" in out
+    _, acc = model.evaluate(x_test, t_test, batch_size=250)
+    assert acc > 0.9, acc
+
+
+def test_cnn_on_shipped_digits(backend):
+    (x, t), (x_test, t_test) = fastnn.datasets.load_digits(flatten=False)
+    model = Sequential([Conv2D(8, 3, padding="same", activation="relu", input_shape=x.shape[1:]),
+                        MaxPool2D(2), Flatten(), Dense(10, activation="softmax")], seed=0)
+    model.compile(optim.Adam(lr=0.005), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, t, epochs=10, batch_size=32, verbose=0, seed=0)
+    _, acc = model.evaluate(x_test, t_test)
+    assert acc > 0.93, acc
+
+
+@pytest.mark.parametrize("loss_name", ["categorical_crossentropy", "binary_crossentropy", "mse"])
+def test_other_losses_train(backend, loss_name):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 5)).astype(np.float32)
+    w = rng.standard_normal((5, 3))
+    labels = np.argmax(x @ w, axis=1)
+    if loss_name == "categorical_crossentropy":
+        y, last = np.eye(3, dtype=np.float32)[labels], Dense(3, activation="softmax")
+    elif loss_name == "binary_crossentropy":
+        y, last = (x @ w[:, 0] > 0).astype(np.float32), Dense(1, activation="sigmoid")
+    else:
+        y, last = (x @ w).astype(np.float32), Dense(3)
+    model = Sequential([Dense(16, activation="tanh", input_dim=5), last], seed=0)
+    model.compile(optim.Adam(lr=0.02), loss_name, metrics=["accuracy"] if loss_name != "mse" else ["mae"])
+    history = model.fit(x, y, epochs=15, batch_size=20, verbose=0)
+    final = history.history["loss"][-1]
+    assert final < 0.3 * history.history["loss"][0]
+    if loss_name != "mse":
+        assert history.history["accuracy"][-1] > 0.95
+    else:
+        assert history.history["mae"][-1] < 0.2
+
+
+def test_fused_cross_entropy_is_stable_for_huge_logits():
+    model = Sequential([Dense(3, activation="softmax", input_dim=2, kernel_initializer="zeros")], dtype="float64")
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.layers[0].params["bias"][...] = [1e4, -1e4, 0.0]
+    loss, acc = model.evaluate(np.zeros((2, 2)), np.array([1, 0]))
+    # label 1 has logit -1e4 against a max of 1e4: loss 2e4 exactly; label 0 costs 0.
+    assert np.isfinite(loss) and abs(loss - 1e4) < 1e-6
+    assert acc == 0.5
+    binary = Sequential([Dense(1, activation="sigmoid", input_dim=1, kernel_initializer="zeros")], dtype="float64")
+    binary.compile("sgd", "binary_crossentropy")
+    binary.layers[0].params["bias"][...] = 1000.0
+    assert abs(binary.evaluate(np.zeros((1, 1)), np.zeros(1)) - 1000.0) < 1e-9
+
+
+def test_loss_must_match_the_output_activation():
+    model = Sequential([Dense(3, activation="relu", input_dim=2)])
+    with pytest.raises(ValueError, match="activation='softmax'"):
+        model.compile("adam", "sparse_categorical_crossentropy")
+    model = Sequential([Dense(3, activation="softmax", input_dim=2)])
+    with pytest.raises(ValueError, match="sigmoid"):
+        model.compile("adam", "binary_crossentropy")
+    with pytest.raises(ValueError, match="from_logits=True"):
+        model.compile("adam", losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(ValueError, match="loss"):
+        model.compile("adam", "hinge")
+
+
+def test_from_logits_model_outputs_logits_and_trains(rng):
+    x = rng.standard_normal((200, 4)).astype(np.float32)
+    t = (x[:, 0] > 0).astype(np.int64)
+    model = Sequential([Dense(2, input_dim=4)], seed=0)
+    model.compile(optim.SGD(lr=0.5), losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(x, t, epochs=10, verbose=0)
+    out = model.predict(x[:3])
+    assert not np.allclose(out.sum(axis=1), 1.0)  # raw scores, not probabilities
+    assert model.evaluate(x, t)[1] > 0.95
+
+
+def test_final_activation_layer_is_fused():
+    model = Sequential([Dense(3, input_dim=2), Activation("softmax")], dtype="float64")
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.layers[0].params["kernel"][...] = 0
+    model.layers[0].params["bias"][...] = [800.0, -800.0, 0.0]
+    assert abs(model.evaluate(np.zeros((1, 2)), np.array([1])) - 1600.0) < 1e-9
+    np.testing.assert_allclose(model.predict(np.zeros((1, 2))), [[1.0, 0.0, 0.0]], atol=1e-300)
+
+
+def test_fit_validation_split_and_shuffle_false(rng):
+    x = rng.standard_normal((100, 3)).astype(np.float32)
+    t = rng.integers(0, 2, 100)
+    model = Sequential([Dense(2, activation="softmax", input_dim=3)], seed=0)
+    model.compile(optim.SGD(lr=0.0), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, t, epochs=2, batch_size=10, validation_split=0.25, shuffle=False, verbose=0)
+    # lr = 0: the reported losses are the fixed model's losses on each part.
+    train = model.evaluate(x[:75], t[:75], return_dict=True)
+    val = model.evaluate(x[75:], t[75:], return_dict=True)
+    np.testing.assert_allclose(history.history["loss"], [train["loss"]] * 2, rtol=1e-6)
+    np.testing.assert_allclose(history.history["val_loss"], [val["loss"]] * 2, rtol=1e-6)
+    assert history.history["val_accuracy"] == [val["accuracy"]] * 2
+    assert history.epoch == [0, 1]
+
+
+def test_fit_with_seed_is_reproducible(rng):
+    x, t = spirals(40, seed=2)
+
+    def run():
+        model = Sequential([Dense(8, activation="relu", input_dim=2), Dropout(0.3), Dense(3, activation="softmax")],
+                           seed=5)
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(x, t, epochs=3, batch_size=16, verbose=0, seed=11)
+        return model.get_weights()
+
+    for a, b in zip(run(), run()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_evaluate_and_predict_batching_do_not_change_results(rng):
+    x = rng.standard_normal((37, 5)).astype(np.float32)
+    t = rng.integers(0, 4, 37)
+    model = Sequential([Dense(7, activation="relu", input_dim=5), BatchNorm(), Dense(4, activation="softmax")],
+                       dtype="float64", seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    p1 = model.predict(x, batch_size=37)
+    p2 = model.predict(x, batch_size=5)
+    np.testing.assert_allclose(p1, p2, rtol=1e-12)
+    np.testing.assert_allclose(p1.sum(axis=1), 1.0, rtol=1e-12)
+    r1 = model.evaluate(x, t, batch_size=37)
+    r2 = model.evaluate(x, t, batch_size=4)
+    np.testing.assert_allclose(r1, r2, rtol=1e-12)
+    probs = p1[np.arange(37), t]
+    np.testing.assert_allclose(r1[0], -np.mean(np.log(probs)), rtol=1e-10)
+    assert r1[1] == np.mean(np.argmax(p1, axis=1) == t)
+    assert model.predict(x[:0]).shape == (0, 4)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, x, t: m.fit(x, t[:5], verbose=0), "samples"),
+    (lambda m, x, t: m.fit(x, t + 3, verbose=0), r"\[0, 3\)"),
+    (lambda m, x, t: m.fit(x, np.eye(3)[t], verbose=0), "one-hot"),
+    (lambda m, x, t: m.fit(x[:, :2], t, verbose=0), r"\(N, 4\)"),
+    (lambda m, x, t: m.fit(x, t, batch_size=0, verbose=0), "batch_size"),
+    (lambda m, x, t: m.fit(x, t, epochs=-1, verbose=0), "epochs"),
+    (lambda m, x, t: m.fit(x, t, validation_split=1.0, verbose=0), "validation_split"),
+    (lambda m, x, t: m.fit(x, t, validation_data=(x,), verbose=0), "validation_data"),
+    (lambda m, x, t: m.fit(x.astype(str), t, verbose=0), "numeric"),
+    (lambda m, x, t: m.fit(x, t.astype(np.float64) + 0.5, verbose=0), "integer"),
+    (lambda m, x, t: m.evaluate(x[:0], t[:0]), "no samples"),
+])
+def test_fit_rejects_bad_input(rng, call, message):
+    model = Sequential([Dense(3, activation="softmax", input_dim=4)])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(model, rng.standard_normal((10, 4)), rng.integers(0, 3, 10))
+
+
+def test_fit_before_compile_is_an_error(rng):
+    model = Sequential([Dense(3, input_dim=4)])
+    with pytest.raises(RuntimeError, match="compile"):
+        model.fit(rng.standard_normal((4, 4)), np.zeros(4, dtype=int))
+
+
+def test_verbose_progress_output(capsys, rng):
+    x = rng.standard_normal((50, 3)).astype(np.float32)
+    t = rng.integers(0, 2, 50)
+    model = Sequential([Dense(2, activation="softmax", input_dim=3)])
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, t, epochs=2, batch_size=16, validation_split=0.2, verbose=1)
+    out = capsys.readouterr().out
+    assert out.count("Epoch ") == 2 and "Epoch 2/2" in out
+    assert "40/40 [==============================]" in out
+    assert "ms/sample" in out and "- loss: " in out and "- accuracy: " in out and "val_accuracy: " in out
+    model.fit(x, t, epochs=2, verbose=2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line]
+    assert len(lines) == 2 and lines[1].startswith("Epoch 2/2: 50/50")
+    model.fit(x, t, epochs=1, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+def test_progbar_redraws_with_eta_on_a_terminal():
+    stream = io.StringIO()
+    bar = Progbar(100, stream=stream, dynamic=True, interval=0.0)
+    bar.update(30, {"loss": 0.5})
+    bar.update(60, {"loss": 0.25})
+    bar.finish({"loss": 0.2, "accuracy": 0.9})
+    text = stream.getvalue()
+    assert text.count("\r") == 3 and text.endswith("\n")
+    assert " 30/100 [=========>" in text and "ETA: " in text and "loss: 0.2500" in text
+    assert "100/100 [==============================]" in text and "accuracy: 0.9000" in text
+
+
+def test_train_on_batch_matches_a_manual_step(rng):
+    x = rng.standard_normal((6, 3))
+    t = rng.integers(0, 2, 6)
+    model = Sequential([Dense(2, activation="softmax", input_dim=3)], dtype="float64", seed=0)
+    model.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy")
+    W0, b0 = (w.copy() for w in model.get_weights())
+    logs = model.train_on_batch(x, t)
+    z = x @ W0 + b0
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    assert abs(logs["loss"] - -np.mean(np.log(p[np.arange(6), t]))) < 1e-12
+    d = (p - np.eye(2)[t]) / 6
+    np.testing.assert_allclose(model.get_weights()[0], W0 - 0.1 * x.T @ d, rtol=1e-12)
+    np.testing.assert_allclose(model.get_weights()[1], b0 - 0.1 * d.sum(axis=0), rtol=1e-12)

@@ -1,0 +1,901 @@
+"""Every op of fastnn.ops, forward and backward, in float32 and float64, on shapes
+hypothesis draws (batch 0 and 1, primes, non-square kernels, strides 1-3, pads 0-2,
+non-contiguous and negative-stride views).
+
+Each test runs on both backends. On "numpy" the reference is checked against
+straightforward loop implementations written here (tiny shapes, float64 math),
+which proves the reference; on "native" the C kernels are checked against the
+reference.
+"""
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastnn
+from fastnn import ops as F
+from helpers import (BACKENDS, FLOAT_DTYPES, assert_close, conv_geometries, float_dtypes, layouts,
+                     matmul_shapes, out_size, pool_geometries, random_array, run_on, with_layout)
+
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+seeds = st.integers(0, 2**32 - 1)
+
+
+def expected(backend, naive, op, *args, **kwargs):
+    """What backend must produce: the loop implementation when testing the reference,
+    the reference when testing the native kernels."""
+    if backend == "numpy":
+        return naive()
+    return run_on("numpy", op, *args, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Straightforward loop implementations, in float64 Python arithmetic
+
+def naive_matmul(a, b):
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    out = np.zeros((a.shape[0], b.shape[1]))
+    for i in range(a.shape[0]):
+        for j in range(b.shape[1]):
+            out[i, j] = math.fsum(a[i, k] * b[k, j] for k in range(a.shape[1]))
+    return out
+
+
+def _elementwise(func, *arrays):
+    arrays = [np.asarray(a, np.float64) for a in arrays]
+    out = np.empty(arrays[0].shape)
+    for idx in np.ndindex(out.shape):
+        out[idx] = func(*(float(a[idx]) for a in arrays))
+    return out
+
+
+def _relu(v):
+    return v if (v > 0 or v != v) else 0.0
+
+
+def _sigmoid(v):
+    if v == math.inf:
+        return 1.0
+    if v == -math.inf:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(-v)) if v > -700 else 0.0
+
+
+def _softplus(v):
+    if v > 30:
+        return v + math.log1p(math.exp(-v))
+    return math.log1p(math.exp(v)) if v == v else v
+
+
+SCALAR_ACT = {
+    "identity": lambda v, a: v,
+    "relu": lambda v, a: _relu(v),
+    "leaky_relu": lambda v, a: v if v > 0 else a * v,
+    "elu": lambda v, a: v if v > 0 else a * math.expm1(v),
+    "sigmoid": lambda v, a: _sigmoid(v),
+    "tanh": lambda v, a: math.tanh(v),
+    "softplus": lambda v, a: _softplus(v),
+}
+# Derivative with respect to the pre-activation input v.
+SCALAR_ACT_GRAD = {
+    "identity": lambda v, a: 1.0,
+    "relu": lambda v, a: 1.0 if v > 0 else 0.0,
+    "leaky_relu": lambda v, a: 1.0 if v > 0 else a,
+    "elu": lambda v, a: 1.0 if v > 0 else a * math.exp(v),
+    "sigmoid": lambda v, a: _sigmoid(v) * (1 - _sigmoid(v)),
+    "tanh": lambda v, a: 1 - math.tanh(v) ** 2,
+    "softplus": lambda v, a: _sigmoid(v),
+}
+
+
+def naive_act(z, name, alpha=0.0):
+    return _elementwise(lambda v: SCALAR_ACT[name or "identity"](v, alpha), z)
+
+
+def naive_linear(x, W, b, act, alpha):
+    z = naive_matmul(np.asarray(x).reshape(x.shape[0], math.prod(x.shape[1:])), W)
+    if b is not None:
+        z = z + np.asarray(b, np.float64)
+    return naive_act(z, act, alpha), z
+
+
+def naive_im2col(x, fh, fw, stride, pad):
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw) = stride, pad
+    oh, ow = out_size(h, fh, sh, ph), out_size(w, fw, sw, pw)
+    col = np.zeros((n * oh * ow, c * fh * fw))
+    for b in range(n):
+        for i in range(oh):
+            for j in range(ow):
+                row = (b * oh + i) * ow + j
+                for ch in range(c):
+                    for di in range(fh):
+                        for dj in range(fw):
+                            hh, ww = i * sh - ph + di, j * sw - pw + dj
+                            if 0 <= hh < h and 0 <= ww < w:
+                                col[row, (ch * fh + di) * fw + dj] = x[b, ch, hh, ww]
+    return col
+
+
+def naive_col2im(col, x_shape, fh, fw, stride, pad):
+    n, c, h, w = x_shape
+    (sh, sw), (ph, pw) = stride, pad
+    oh, ow = out_size(h, fh, sh, ph), out_size(w, fw, sw, pw)
+    img = np.zeros(x_shape)
+    for b in range(n):
+        for i in range(oh):
+            for j in range(ow):
+                row = (b * oh + i) * ow + j
+                for ch in range(c):
+                    for di in range(fh):
+                        for dj in range(fw):
+                            hh, ww = i * sh - ph + di, j * sw - pw + dj
+                            if 0 <= hh < h and 0 <= ww < w:
+                                img[b, ch, hh, ww] += col[row, (ch * fh + di) * fw + dj]
+    return img
+
+
+def _padded(x, pad, value=0.0):
+    ph, pw = pad
+    n, c, h, w = x.shape
+    xp = np.full((n, c, h + 2 * ph, w + 2 * pw), value)
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    return xp
+
+
+def naive_conv2d(x, W, b, stride, pad, act=None, alpha=0.0):
+    n = x.shape[0]
+    f, c, fh, fw = W.shape
+    (sh, sw) = stride
+    oh, ow = out_size(x.shape[2], fh, sh, pad[0]), out_size(x.shape[3], fw, sw, pad[1])
+    xp = _padded(np.asarray(x, np.float64), pad)
+    Wd = np.asarray(W, np.float64)
+    z = np.zeros((n, f, oh, ow))
+    for bi in range(n):
+        for fi in range(f):
+            for i in range(oh):
+                for j in range(ow):
+                    window = xp[bi, :, i * sh:i * sh + fh, j * sw:j * sw + fw]
+                    z[bi, fi, i, j] = math.fsum((window * Wd[fi]).ravel()) + (0.0 if b is None else float(b[fi]))
+    return naive_act(z, act, alpha)
+
+
+def naive_conv2d_backward(dy, x, W, stride, pad):
+    n, c, h, w = x.shape
+    f, _, fh, fw = W.shape
+    (sh, sw), (ph, pw) = stride, pad
+    xp = _padded(np.asarray(x, np.float64), pad)
+    dxp = np.zeros_like(xp)
+    dW = np.zeros(W.shape)
+    dy = np.asarray(dy, np.float64)
+    Wd = np.asarray(W, np.float64)
+    for bi in range(n):
+        for fi in range(f):
+            for i in range(dy.shape[2]):
+                for j in range(dy.shape[3]):
+                    g = dy[bi, fi, i, j]
+                    dW[fi] += g * xp[bi, :, i * sh:i * sh + fh, j * sw:j * sw + fw]
+                    dxp[bi, :, i * sh:i * sh + fh, j * sw:j * sw + fw] += g * Wd[fi]
+    return dxp[:, :, ph:ph + h, pw:pw + w], dW, dy.sum(axis=(0, 2, 3))
+
+
+def naive_max_pool(x, ph, pw, stride, pad):
+    n, c, h, w = x.shape
+    (sh, sw), (pad_h, pad_w) = stride, pad
+    oh, ow = out_size(h, ph, sh, pad_h), out_size(w, pw, sw, pad_w)
+    y = np.zeros((n, c, oh, ow))
+    arg = np.zeros((n, c, oh, ow), dtype=np.int64)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(oh):
+                for j in range(ow):
+                    best, where = None, None
+                    for di in range(ph):
+                        for dj in range(pw):
+                            hh, ww = i * sh - pad_h + di, j * sw - pad_w + dj
+                            if not (0 <= hh < h and 0 <= ww < w):
+                                continue  # padding never wins
+                            v = float(x[b, ch, hh, ww])
+                            if best is None or (best == best and (v != v or v > best)):
+                                best, where = v, hh * w + ww
+                    y[b, ch, i, j], arg[b, ch, i, j] = best, where
+    return y, arg
+
+
+def naive_max_pool_backward(dy, arg, x_shape):
+    n, c, h, w = x_shape
+    dx = np.zeros(x_shape)
+    for idx in np.ndindex(dy.shape):
+        k = int(arg[idx])
+        dx[idx[0], idx[1], k // w, k % w] += dy[idx]
+    return dx
+
+
+def naive_avg_pool(x, ph, pw, stride, pad):
+    n, c, h, w = x.shape
+    (sh, sw), (pad_h, pad_w) = stride, pad
+    oh, ow = out_size(h, ph, sh, pad_h), out_size(w, pw, sw, pad_w)
+    y = np.zeros((n, c, oh, ow))
+    for b, ch, i, j in np.ndindex(y.shape):
+        total = []
+        for di in range(ph):
+            for dj in range(pw):
+                hh, ww = i * sh - pad_h + di, j * sw - pad_w + dj
+                if 0 <= hh < h and 0 <= ww < w:
+                    total.append(float(x[b, ch, hh, ww]))
+        y[b, ch, i, j] = math.fsum(total) / (ph * pw)
+    return y
+
+
+def naive_avg_pool_backward(dy, x_shape, ph, pw, stride, pad):
+    n, c, h, w = x_shape
+    (sh, sw), (pad_h, pad_w) = stride, pad
+    dx = np.zeros(x_shape)
+    for b, ch, i, j in np.ndindex(dy.shape):
+        for di in range(ph):
+            for dj in range(pw):
+                hh, ww = i * sh - pad_h + di, j * sw - pad_w + dj
+                if 0 <= hh < h and 0 <= ww < w:
+                    dx[b, ch, hh, ww] += dy[b, ch, i, j] / (ph * pw)
+    return dx
+
+
+def naive_log_softmax_rows(x):
+    x = np.asarray(x, np.float64)
+    out = np.empty_like(x)
+    for r in range(x.shape[0]):
+        m = max(x[r])
+        log_s = math.log(math.fsum(math.exp(v - m) for v in x[r]))
+        out[r] = [v - m - log_s for v in x[r]]
+    return out
+
+
+def naive_cross_entropy(logits, target):
+    logp = naive_log_softmax_rows(logits)
+    n, k = logits.shape
+    t = np.zeros((n, k))
+    if np.asarray(target).ndim == 1:
+        t[np.arange(n), target] = 1.0
+    else:
+        t[...] = target
+    loss = -math.fsum((t * logp).ravel()) / n if n else math.nan
+    return loss, (np.exp(logp) - t) / max(n, 1)
+
+
+# ---------------------------------------------------------------------------
+# matmul and linear
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(shape=matmul_shapes(), dtype=float_dtypes, la=layouts, lb=layouts, seed=seeds)
+def test_matmul(backend, shape, dtype, la, lb, seed):
+    rng = np.random.default_rng(seed)
+    m, k, n = shape
+    a = random_array(rng, (m, k), dtype, la)
+    b = random_array(rng, (k, n), dtype, lb)
+    got = run_on(backend, F.matmul, a, b)
+    assert_close(got, expected(backend, lambda: naive_matmul(a, b), F.matmul, a, b), dtype, reduction=k)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(shape=matmul_shapes(), extra=st.sampled_from([(), (2,), (1, 3)]), dtype=float_dtypes,
+       act=st.sampled_from([None, *F.ACTIVATIONS]), use_bias=st.booleans(), layout=layouts, seed=seeds)
+def test_linear_forward_and_backward(backend, shape, extra, dtype, act, use_bias, layout, seed):
+    rng = np.random.default_rng(seed)
+    n, d, m = shape
+    x_shape = (n, d) + extra
+    d_flat = math.prod(x_shape[1:])
+    x = random_array(rng, x_shape, dtype, layout)
+    W = random_array(rng, (d_flat, m), dtype, layout, scale=1 / math.sqrt(d_flat))
+    b = random_array(rng, (m,), dtype) if use_bias else None
+    alpha = 0.2 if act in ("leaky_relu", "elu") else None
+    y = run_on(backend, F.linear, x, W, b, activation=act, alpha=alpha)
+    a = alpha or 0.0
+    want_y, z = naive_linear(x, W, b, act, a)
+    if backend != "numpy":
+        want_y = run_on("numpy", F.linear, x, W, b, activation=act, alpha=alpha)
+    assert_close(y, want_y, dtype, reduction=d_flat)
+
+    dy = random_array(rng, (n, m), dtype, layout)
+    y_ref = run_on("numpy", F.linear, x, W, b, activation=act, alpha=alpha)
+    dx, dW, db = run_on(backend, F.linear_backward, dy, x, W, activation=act, y=y_ref, alpha=alpha)
+    if backend == "numpy":
+        dz = np.asarray(dy, np.float64) * _elementwise(lambda v: SCALAR_ACT_GRAD[act or "identity"](v, a), z)
+        x2 = np.asarray(x, np.float64).reshape(n, d_flat)
+        want = (naive_matmul(dz, np.asarray(W, np.float64).T).reshape(x_shape), naive_matmul(x2.T, dz),
+                dz.sum(axis=0))
+    else:
+        want = run_on("numpy", F.linear_backward, dy, x, W, activation=act, y=y_ref, alpha=alpha)
+    # float32: y rounds before the derivative is recomputed from it, hence scale 4.
+    assert_close(dx, want[0], dtype, reduction=m, scale=4)
+    assert_close(dW, want[1], dtype, reduction=n, scale=4)
+    assert_close(db, want[2], dtype, reduction=n, scale=4)
+
+
+@pytest.mark.parametrize("backend", [p for p in BACKENDS if p.id == "native"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("m,k,n", [(67, 131, 45), (1, 257, 1), (129, 1, 97), (200, 300, 70)])
+def test_matmul_and_linear_large_native(backend, dtype, m, k, n, rng):
+    # Shapes past the register and cache blocks of the GEMM, including edge tiles.
+    a = random_array(rng, (m, k), dtype)
+    b = random_array(rng, (k, n), dtype)
+    assert_close(run_on(backend, F.matmul, a, b), run_on("numpy", F.matmul, a, b), dtype, reduction=k)
+    assert_close(run_on(backend, F.matmul, a[::-1].T.copy().T, b), run_on("numpy", F.matmul, a[::-1].T, b),
+                 dtype, reduction=k)
+    bias = random_array(rng, (n,), dtype)
+    for act in F.ACTIVATIONS:
+        assert_close(run_on(backend, F.linear, a, b, bias, activation=act),
+                     run_on("numpy", F.linear, a, b, bias, activation=act), dtype, reduction=k,
+                     err_msg=act)
+
+
+# ---------------------------------------------------------------------------
+# Activations
+
+ACT_CASES = ["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "step", "identity"]
+
+
+def _call_forward(name, x, alpha):
+    func = getattr(F, name)
+    return func(x, alpha) if name in ("leaky_relu", "elu") else func(x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ACT_CASES)
+@settings(max_examples=15, deadline=None)
+@given(shape=st.sampled_from([(), (0,), (1,), (7,), (3, 5), (2, 0, 3), (2, 3, 4, 5)]), dtype=float_dtypes,
+       layout=layouts, alpha=st.sampled_from([0.01, 0.3, 1.0, 2.5]), seed=seeds)
+def test_activation_forward_and_backward(backend, name, shape, dtype, layout, alpha, seed):
+    rng = np.random.default_rng(seed)
+    x = random_array(rng, shape, dtype, layout, scale=4.0)
+    y = run_on(backend, _call_forward, name, x, alpha)
+    if name == "step":
+        want = _elementwise(lambda v: 1.0 if v > 0 else 0.0, x)
+    else:
+        want = naive_act(x, name, alpha)
+    if backend != "numpy":
+        want = run_on("numpy", _call_forward, name, x, alpha)
+    assert_close(y, want, dtype)
+    assert not np.shares_memory(y, x)
+    if name == "step":
+        return
+    dy = random_array(rng, shape, dtype, layout)
+    if name in ("sigmoid", "tanh"):
+        y_in = np.asarray(want, dtype)
+        got = run_on(backend, getattr(F, name + "_backward"), dy, y_in)
+        grad = _elementwise(lambda g, v: g * SCALAR_ACT_GRAD[name](v, alpha), dy, x)
+    elif name == "identity":
+        got = run_on(backend, F.identity_backward, dy)
+        grad = np.asarray(dy, np.float64)
+    elif name in ("leaky_relu", "elu"):
+        got = run_on(backend, getattr(F, name + "_backward"), dy, x, alpha)
+        grad = _elementwise(lambda g, v: g * SCALAR_ACT_GRAD[name](v, alpha), dy, x)
+    else:
+        got = run_on(backend, getattr(F, name + "_backward"), dy, x)
+        grad = _elementwise(lambda g, v: g * SCALAR_ACT_GRAD[name](v, alpha), dy, x)
+    if backend != "numpy":
+        grad = run_on("numpy", F.activation_backward, dy, name, x=x, y=np.asarray(want, dtype), alpha=alpha)
+    assert_close(got, grad, dtype, scale=2)
+    # The generic entry points give the same answers as the named ops.
+    assert_close(run_on(backend, F.activation, x, None if name == "identity" else name, alpha),
+                 y, dtype) if name != "step" else None
+    assert_close(run_on(backend, F.activation_backward, dy, name, x=x, y=y, alpha=alpha), got, dtype)
+
+
+SPECIAL = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e4, -1e4, 1e-30, -1e-30, 88.8, -88.8, 710.0, -710.0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_activations_special_values(backend, dtype):
+    """Known values at NaN, +-inf, +-0 and huge |x|, without any floating-point warning."""
+    x = SPECIAL.astype(dtype) if dtype == np.float64 else SPECIAL[np.abs(np.nan_to_num(SPECIAL)) < 3e38].astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with fastnn.backend(backend):
+            out = {name: _call_forward(name, x, 0.5) for name in ACT_CASES}
+            grads = {
+                "relu": F.relu_backward(np.ones_like(x), x), "leaky_relu": F.leaky_relu_backward(np.ones_like(x), x, 0.5),
+                "elu": F.elu_backward(np.ones_like(x), x, 0.5), "softplus": F.softplus_backward(np.ones_like(x), x),
+            }
+    xs = x.astype(np.float64)
+    nan = np.isnan(xs)
+    for name in ACT_CASES:
+        assert out[name].dtype == dtype
+        if name != "step":
+            assert np.all(np.isnan(out[name][nan])), name  # NaN propagates
+    big, small = xs == 1e4, xs == -1e4
+    assert np.all(out["sigmoid"][big] == 1) and np.all(out["sigmoid"][small] == 0)
+    assert np.all(out["sigmoid"][xs == np.inf] == 1) and np.all(out["sigmoid"][xs == -np.inf] == 0)
+    assert np.all(out["tanh"][xs == np.inf] == 1) and np.all(out["tanh"][xs == -np.inf] == -1)
+    assert np.all(out["softplus"][big] == 1e4) and np.all(out["softplus"][small] == 0)
+    assert np.all(out["softplus"][xs == np.inf] == np.inf) and np.all(out["softplus"][xs == -np.inf] == 0)
+    assert np.all(out["elu"][small] == -0.5) and np.all(out["elu"][xs == -np.inf] == -0.5)
+    assert np.all(out["relu"][small] == 0) and np.all(out["relu"][big] == 1e4)
+    assert np.all(out["leaky_relu"][small] == -5e3)
+    assert out["step"][nan].tolist() == [0.0] and np.all(out["step"][xs == 0] == 0)
+    assert np.all(out["relu"][xs == 0] == 0)
+    assert np.all(grads["relu"][xs == 0] == 0) and np.all(grads["leaky_relu"][xs == 0] == 0.5)
+    assert np.all(grads["softplus"][big] == 1) and np.all(grads["softplus"][small] == 0)
+    assert np.all(grads["elu"][small] == 0) and np.all(grads["elu"][big] == 1)
+    finite = ~nan
+    for name in ("sigmoid", "tanh", "softplus", "elu"):
+        assert not np.any(np.isnan(out[name][finite])), name
+
+
+# ---------------------------------------------------------------------------
+# im2col / col2im / conv2d
+
+def _conv_inputs(rng, g, dtype, layout):
+    x = random_array(rng, (g["n"], g["c"], g["h"], g["w"]), dtype, layout)
+    W = random_array(rng, (g["f"], g["c"], g["fh"], g["fw"]), dtype, layout)
+    b = random_array(rng, (g["f"],), dtype)
+    oh = out_size(g["h"], g["fh"], g["stride"][0], g["pad"][0])
+    ow = out_size(g["w"], g["fw"], g["stride"][1], g["pad"][1])
+    return x, W, b, oh, ow
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(g=conv_geometries(), dtype=float_dtypes, layout=layouts, seed=seeds)
+def test_im2col_col2im(backend, g, dtype, layout, seed):
+    rng = np.random.default_rng(seed)
+    x, W, b, oh, ow = _conv_inputs(rng, g, dtype, layout)
+    fh, fw, stride, pad = g["fh"], g["fw"], g["stride"], g["pad"]
+    # Mixed int/pair forms of stride and pad are the same thing.
+    stride_arg = stride[0] if stride[0] == stride[1] else stride
+    col = run_on(backend, F.im2col, x, fh, fw, stride=stride_arg, pad=pad)
+    assert col.shape == (g["n"] * oh * ow, g["c"] * fh * fw)
+    want = expected(backend, lambda: naive_im2col(x, fh, fw, stride, pad), F.im2col, x, fh, fw, stride, pad)
+    assert_close(col, want, dtype)  # a pure gather: exact in fact
+    assert np.array_equal(col, np.asarray(want, dtype))
+
+    dcol = random_array(rng, col.shape, dtype, layout)
+    img = run_on(backend, F.col2im, dcol, x.shape, fh, fw, stride=stride, pad=pad)
+    want = expected(backend, lambda: naive_col2im(dcol, x.shape, fh, fw, stride, pad),
+                    F.col2im, dcol, x.shape, fh, fw, stride, pad)
+    assert_close(img, want, dtype, reduction=fh * fw)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(g=conv_geometries(), dtype=float_dtypes, layout=layouts, use_bias=st.booleans(),
+       act=st.sampled_from([None, "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus"]), seed=seeds)
+def test_conv2d_forward_and_backward(backend, g, dtype, layout, use_bias, act, seed):
+    rng = np.random.default_rng(seed)
+    x, W, b, oh, ow = _conv_inputs(rng, g, dtype, layout)
+    b = b if use_bias else None
+    stride, pad = g["stride"], g["pad"]
+    k = g["c"] * g["fh"] * g["fw"]
+    y = run_on(backend, F.conv2d, x, W, b, stride=stride, pad=pad, activation=act)
+    assert y.shape == (g["n"], g["f"], oh, ow)
+    alpha = {"leaky_relu": 0.01, "elu": 1.0}.get(act, 0.0)  # the documented defaults
+    want = expected(backend, lambda: naive_conv2d(x, W, b, stride, pad, act, alpha),
+                    F.conv2d, x, W, b, stride=stride, pad=pad, activation=act)
+    assert_close(y, want, dtype, reduction=k)
+
+    dy = random_array(rng, y.shape, dtype, layout)
+    dx, dW, db = run_on(backend, F.conv2d_backward, dy, x, W, stride=stride, pad=pad)
+    want = expected(backend, lambda: naive_conv2d_backward(dy, x, W, stride, pad),
+                    F.conv2d_backward, dy, x, W, stride=stride, pad=pad)
+    assert_close(dx, want[0], dtype, reduction=g["f"] * g["fh"] * g["fw"])
+    assert_close(dW, want[1], dtype, reduction=g["n"] * oh * ow)
+    assert_close(db, want[2], dtype, reduction=g["n"] * oh * ow)
+    none_dx, dW2, db2 = run_on(backend, F.conv2d_backward, dy, x, W, stride=stride, pad=pad, need_dx=False)
+    assert none_dx is None
+    assert np.array_equal(dW2, dW) and np.array_equal(db2, db)
+
+
+@pytest.mark.parametrize("backend", [p for p in BACKENDS if p.id == "native"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("shape,stride,pad", [
+    ((4, 3, 28, 28, 16, 5, 5), 1, 2), ((3, 16, 13, 11, 32, 3, 3), 2, 1), ((2, 5, 17, 19, 7, 7, 1), (3, 1), (3, 0)),
+    ((1, 64, 8, 8, 64, 3, 3), 1, 1)])
+def test_conv2d_large_native(backend, dtype, shape, stride, pad, rng):
+    n, c, h, w, f, fh, fw = shape
+    x = random_array(rng, (n, c, h, w), dtype)
+    W = random_array(rng, (f, c, fh, fw), dtype)
+    b = random_array(rng, (f,), dtype)
+    k = c * fh * fw
+    for act in (None, "relu", "tanh"):
+        assert_close(run_on(backend, F.conv2d, x, W, b, stride, pad, act),
+                     run_on("numpy", F.conv2d, x, W, b, stride, pad, act), dtype, reduction=k)
+    y = run_on("numpy", F.conv2d, x, W, b, stride, pad)
+    dy = random_array(rng, y.shape, dtype)
+    got = run_on(backend, F.conv2d_backward, dy, x, W, stride, pad)
+    want = run_on("numpy", F.conv2d_backward, dy, x, W, stride, pad)
+    red = n * y.shape[2] * y.shape[3]
+    assert_close(got[0], want[0], dtype, reduction=f * fh * fw)
+    assert_close(got[1], want[1], dtype, reduction=red)
+    assert_close(got[2], want[2], dtype, reduction=red)
+
+
+def test_im2col_matches_the_book_layout():
+    """The column layout of common/util.py's im2col, written out for one tiny case."""
+    x = np.arange(2 * 1 * 3 * 3, dtype=np.float64).reshape(2, 1, 3, 3)
+    col = F.im2col(x, 2, 2, stride=1, pad=0)
+    assert col.shape == (8, 4)
+    assert col[0].tolist() == [0, 1, 3, 4]
+    assert col[1].tolist() == [1, 2, 4, 5]
+    assert col[3].tolist() == [4, 5, 7, 8]
+    assert col[4].tolist() == [9, 10, 12, 13]
+    padded = F.im2col(x[:1], 3, 3, stride=2, pad=1)
+    assert padded.shape == (4, 9)
+    assert padded[0].tolist() == [0, 0, 0, 0, 0, 1, 0, 3, 4]
+
+
+# ---------------------------------------------------------------------------
+# Pooling
+
+def _pool_args(g):
+    stride = g["stride"] if g["stride"] is not None else (g["ph"], g["pw"])
+    oh = out_size(g["h"], g["ph"], stride[0], g["pad"][0])
+    ow = out_size(g["w"], g["pw"], stride[1], g["pad"][1])
+    return stride, oh, ow
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(g=pool_geometries(), dtype=float_dtypes, layout=layouts, ties=st.booleans(),
+       specials=st.booleans(), seed=seeds)
+def test_max_pool2d(backend, g, dtype, layout, ties, specials, seed):
+    rng = np.random.default_rng(seed)
+    shape = (g["n"], g["c"], g["h"], g["w"])
+    values = rng.integers(-2, 3, size=shape).astype(np.float64) if ties else rng.standard_normal(shape)
+    if specials and values.size:
+        flat = values.reshape(-1)
+        idx = rng.choice(flat.size, size=min(3, flat.size), replace=False)
+        flat[idx] = rng.choice([np.nan, -np.inf, np.inf], size=idx.size)
+    x = with_layout(values.astype(dtype), layout)
+    stride, oh, ow = _pool_args(g)
+    y, arg = run_on(backend, F.max_pool2d, x, g["ph"], g["pw"], stride=g["stride"], pad=g["pad"])
+    assert y.shape == arg.shape == (g["n"], g["c"], oh, ow)
+    assert arg.dtype == np.int64
+    want_y, want_arg = expected(backend, lambda: naive_max_pool(x, g["ph"], g["pw"], stride, g["pad"]),
+                                F.max_pool2d, x, g["ph"], g["pw"], stride=g["stride"], pad=g["pad"])
+    assert np.array_equal(arg, want_arg)
+    assert np.array_equal(y, np.asarray(want_y, dtype), equal_nan=True)
+
+    dy = random_array(rng, y.shape, dtype, layout)
+    dx = run_on(backend, F.max_pool2d_backward, dy, arg, x.shape, g["ph"], g["pw"], stride=g["stride"],
+                pad=g["pad"])
+    want = expected(backend, lambda: naive_max_pool_backward(dy, arg, x.shape), F.max_pool2d_backward,
+                    dy, arg, x.shape, g["ph"], g["pw"], stride=g["stride"], pad=g["pad"])
+    overlap = math.ceil(g["ph"] / stride[0]) * math.ceil(g["pw"] / stride[1])
+    assert_close(dx, want, dtype, reduction=overlap)
+
+
+def test_max_pool2d_ties_nan_and_padding():
+    x = np.array([[[[1.0, 3.0, 3.0],
+                    [3.0, 2.0, np.nan],
+                    [0.0, np.nan, 5.0]]]])
+    y, arg = F.max_pool2d(x, 2, stride=1)
+    # first maximum in row-major window order (the 3 at index 1, not those at 2 or 3);
+    # a NaN wins, the first one in window order
+    assert arg.tolist() == [[[[1, 5], [7, 5]]]]
+    assert y[0, 0, 0, 0] == 3 and np.isnan(y[0, 0, 0, 1]) and np.isnan(y[0, 0, 1, 0]) and np.isnan(y[0, 0, 1, 1])
+    y, arg = F.max_pool2d(np.full((1, 1, 2, 3), -np.inf), 2, pad=1)
+    assert arg.tolist() == [[[[0, 1], [3, 4]]]]  # all -inf: the first real element, never padding
+    y, arg = F.max_pool2d(-np.ones((1, 1, 2, 2)), 2, pad=1, stride=1)
+    assert np.all(y == -1)  # padding never wins, even over negative values
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(g=pool_geometries(), dtype=float_dtypes, layout=layouts, seed=seeds)
+def test_avg_pool2d(backend, g, dtype, layout, seed):
+    rng = np.random.default_rng(seed)
+    x = random_array(rng, (g["n"], g["c"], g["h"], g["w"]), dtype, layout)
+    stride, oh, ow = _pool_args(g)
+    y = run_on(backend, F.avg_pool2d, x, g["ph"], g["pw"], stride=g["stride"], pad=g["pad"])
+    want = expected(backend, lambda: naive_avg_pool(x, g["ph"], g["pw"], stride, g["pad"]),
+                    F.avg_pool2d, x, g["ph"], g["pw"], stride=g["stride"], pad=g["pad"])
+    assert_close(y, want, dtype, reduction=g["ph"] * g["pw"])
+    dy = random_array(rng, y.shape, dtype, layout)
+    dx = run_on(backend, F.avg_pool2d_backward, dy, x.shape, g["ph"], g["pw"], stride=g["stride"], pad=g["pad"])
+    want = expected(backend, lambda: naive_avg_pool_backward(dy, x.shape, g["ph"], g["pw"], stride, g["pad"]),
+                    F.avg_pool2d_backward, dy, x.shape, g["ph"], g["pw"], stride=g["stride"], pad=g["pad"])
+    assert_close(dx, want, dtype, reduction=g["ph"] * g["pw"])
+
+
+def test_pool_defaults():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    y, _ = F.max_pool2d(x, 2)  # pool_w = pool_h, stride = pool size
+    assert y.tolist() == [[[[5.0, 7.0], [13.0, 15.0]]]]
+    assert F.avg_pool2d(x, 2).tolist() == [[[[2.5, 4.5], [10.5, 12.5]]]]
+    # padding counts in the divisor
+    assert F.avg_pool2d(np.ones((1, 1, 2, 2)), 2, stride=2, pad=1).tolist() == [[[[0.25, 0.25], [0.25, 0.25]]]]
+
+
+# ---------------------------------------------------------------------------
+# Softmax and losses
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(shape=st.sampled_from([(1, 1), (0, 5), (3, 1), (4, 7), (2, 3, 5), (13, 10)]), dtype=float_dtypes,
+       layout=layouts, scale=st.sampled_from([1.0, 30.0, 1e4]), seed=seeds)
+def test_softmax_log_softmax(backend, shape, dtype, layout, scale, seed):
+    rng = np.random.default_rng(seed)
+    x = random_array(rng, shape, dtype, layout, scale=scale)
+    for axis in range(-x.ndim, x.ndim):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            sm = run_on(backend, F.softmax, x, axis=axis)
+            lsm = run_on(backend, F.log_softmax, x, axis=axis)
+        if x.size == 0:
+            assert sm.shape == lsm.shape == x.shape and sm.dtype == lsm.dtype == dtype
+            continue
+        moved = np.moveaxis(np.asarray(x, np.float64), axis, -1)
+        want_l = np.moveaxis(naive_log_softmax_rows(moved.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])).reshape(moved.shape),
+                             -1, axis)
+        want_s = np.exp(want_l)
+        if backend != "numpy":
+            want_s = run_on("numpy", F.softmax, x, axis=axis)
+            want_l = run_on("numpy", F.log_softmax, x, axis=axis)
+        assert_close(sm, want_s, dtype, reduction=x.shape[axis])
+        assert_close(lsm, want_l, dtype, reduction=x.shape[axis], scale=scale)
+        assert np.all(np.isfinite(lsm))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(n=st.sampled_from([0, 1, 2, 7, 16]), k=st.sampled_from([1, 2, 3, 10]), dtype=float_dtypes,
+       labels=st.booleans(), layout=layouts, scale=st.sampled_from([1.0, 1e4]), seed=seeds)
+def test_softmax_cross_entropy(backend, n, k, dtype, labels, layout, scale, seed):
+    rng = np.random.default_rng(seed)
+    logits = random_array(rng, (n, k), dtype, layout, scale=scale)
+    if labels:
+        target = rng.integers(0, k, size=n)
+        target = target.astype(rng.choice([np.int64, np.int32, np.uint8]))
+    else:
+        target = with_layout(rng.dirichlet(np.ones(k), size=n).astype(dtype).reshape(n, k), layout)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss, grad = run_on(backend, F.softmax_cross_entropy, logits, target)
+    assert isinstance(loss, float)
+    want_loss, want_grad = expected(backend, lambda: naive_cross_entropy(logits, target),
+                                    F.softmax_cross_entropy, logits, target)
+    if n == 0:
+        assert math.isnan(loss) and grad.shape == (0, k)
+        return
+    rtol = 1e-5 if dtype == np.float32 else 1e-10
+    assert loss == pytest.approx(want_loss, rel=rtol, abs=8 * np.finfo(dtype).eps * k * scale)
+    assert_close(grad, want_grad, dtype, reduction=k)
+
+
+def test_softmax_cross_entropy_one_hot_equals_labels():
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((5, 4))
+    labels = np.array([0, 3, 1, 1, 2])
+    one_hot = np.eye(4)[labels]
+    a, ga = F.softmax_cross_entropy(logits, labels)
+    b, gb = F.softmax_cross_entropy(logits, one_hot)
+    assert a == pytest.approx(b, rel=1e-12)
+    np.testing.assert_allclose(ga, gb, rtol=1e-12, atol=1e-15)
+
+
+def _naive_mse(y, t):
+    d = np.asarray(y, np.float64) - np.asarray(t, np.float64)
+    loss = math.fsum((d * d).ravel()) / d.size if d.size else math.nan
+    return loss, 2 * d / max(d.size, 1)
+
+
+def _naive_bce(z, t):
+    z = np.asarray(z, np.float64)
+    t = np.asarray(t, np.float64)
+    per = _elementwise(lambda v, tv: -(tv * math.log(_sigmoid(v)) + (1 - tv) * math.log(1 - _sigmoid(v))), z, t)
+    loss = math.fsum(per.ravel()) / z.size if z.size else math.nan
+    return loss, (_elementwise(lambda v: _sigmoid(v), z) - t) / max(z.size, 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("loss_name", ["mean_squared_error", "sigmoid_binary_cross_entropy"])
+@SETTINGS
+@given(shape=st.sampled_from([(0,), (1,), (5,), (3, 4), (2, 3, 5)]), dtype=float_dtypes, layout=layouts,
+       seed=seeds)
+def test_elementwise_losses(backend, loss_name, shape, dtype, layout, seed):
+    rng = np.random.default_rng(seed)
+    y = random_array(rng, shape, dtype, layout, scale=3.0)
+    t = with_layout(rng.uniform(0, 1, size=shape).astype(dtype), layout)
+    func = getattr(F, loss_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss, grad = run_on(backend, func, y, t)
+    assert isinstance(loss, float)
+    naive = _naive_mse if loss_name == "mean_squared_error" else _naive_bce
+    want_loss, want_grad = expected(backend, lambda: naive(y, t), func, y, t)
+    if y.size == 0:
+        assert math.isnan(loss) and grad.shape == shape
+        return
+    rtol = 1e-5 if dtype == np.float32 else 1e-10
+    assert loss == pytest.approx(want_loss, rel=rtol, abs=8 * np.finfo(dtype).eps * 10)
+    assert_close(grad, want_grad, dtype, scale=2)
+
+
+def test_sigmoid_bce_extreme_logits():
+    z = np.array([1e4, -1e4, 50.0, -50.0])
+    t = np.array([1.0, 0.0, 0.0, 1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss, grad = F.sigmoid_binary_cross_entropy(z, t)
+    assert loss == pytest.approx((0 + 0 + 50 + 50) / 4, rel=1e-12)
+    np.testing.assert_allclose(grad, [0, 0, 0.25, -0.25], atol=1e-15)
+
+
+# ---------------------------------------------------------------------------
+# Optimizer updates
+
+def _naive_update(kind, p, g, states, hp):
+    """Per-element Python-float implementation of docs/BACKEND.md's update rules."""
+    p = np.asarray(p, np.float64).copy()
+    g = np.asarray(g, np.float64)
+    states = [np.asarray(s, np.float64).copy() for s in states]
+    for i in np.ndindex(p.shape):
+        gi = g[i] + hp["wd"] * p[i] + hp["l1"] * (1.0 if p[i] > 0 else (-1.0 if p[i] < 0 else 0.0))
+        if kind == "sgd":
+            p[i] -= hp["lr"] * gi
+        elif kind in ("momentum", "nesterov"):
+            v = states[0][i] * hp["momentum"] - hp["lr"] * gi
+            states[0][i] = v
+            p[i] += v if kind == "momentum" else hp["momentum"] ** 2 * v - (1 + hp["momentum"]) * hp["lr"] * gi
+        elif kind == "adagrad":
+            states[0][i] += gi * gi
+            p[i] -= hp["lr"] * gi / (math.sqrt(states[0][i]) + hp["eps"])
+        elif kind == "rmsprop":
+            states[0][i] = hp["decay"] * states[0][i] + (1 - hp["decay"]) * gi * gi
+            p[i] -= hp["lr"] * gi / (math.sqrt(states[0][i]) + hp["eps"])
+        elif kind == "adam":
+            states[0][i] += (1 - hp["beta1"]) * (gi - states[0][i])
+            states[1][i] += (1 - hp["beta2"]) * (gi * gi - states[1][i])
+            p[i] -= hp["lr"] * states[0][i] / (math.sqrt(states[1][i]) + hp["eps"])
+    return p, states
+
+
+def _call_update(kind, p, g, states, hp):
+    common = dict(weight_decay=hp["wd"], l1=hp["l1"])
+    if kind == "sgd":
+        F.sgd_update(p, g, hp["lr"], **common)
+    elif kind == "momentum":
+        F.momentum_update(p, g, states[0], hp["lr"], momentum=hp["momentum"], **common)
+    elif kind == "nesterov":
+        F.nesterov_update(p, g, states[0], hp["lr"], momentum=hp["momentum"], **common)
+    elif kind == "adagrad":
+        F.adagrad_update(p, g, states[0], hp["lr"], eps=hp["eps"], **common)
+    elif kind == "rmsprop":
+        F.rmsprop_update(p, g, states[0], hp["lr"], decay=hp["decay"], eps=hp["eps"], **common)
+    elif kind == "adam":
+        F.adam_update(p, g, states[0], states[1], hp["lr"], beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"],
+                      **common)
+
+
+N_STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adam": 2}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", list(N_STATES))
+@settings(max_examples=12, deadline=None)
+@given(shape=st.sampled_from([(0,), (1,), (7,), (3, 5), (2, 3, 4)]), dtype=float_dtypes, layout=layouts,
+       wd=st.sampled_from([0.0, 0.01]), l1=st.sampled_from([0.0, 0.003]), seed=seeds)
+def test_optimizer_updates(backend, kind, shape, dtype, layout, wd, l1, seed):
+    rng = np.random.default_rng(seed)
+    p = random_array(rng, shape, dtype, layout)
+    g = random_array(rng, shape, dtype, layout)
+    states = [with_layout(np.abs(rng.standard_normal(shape)).astype(dtype), layout) for _ in range(N_STATES[kind])]
+    hp = dict(lr=0.05, momentum=0.8, eps=1e-7, decay=0.9, beta1=0.9, beta2=0.999, wd=wd, l1=l1)
+    g_before = g.copy()
+    if backend == "numpy":
+        want_p, want_states = _naive_update(kind, p, g, states, hp)
+    else:
+        ref_p, ref_states = p.copy(), [s.copy() for s in states]
+        run_on("numpy", _call_update, kind, ref_p, g, ref_states, hp)
+        want_p, want_states = ref_p, ref_states
+    p_id = p.ctypes.data
+    for _ in range(1):
+        run_on(backend, _call_update, kind, p, g, states, hp)
+    assert p.ctypes.data == p_id and p.dtype == dtype  # updated in place
+    assert np.array_equal(g, g_before)  # the gradient is never modified
+    assert_close(p, want_p, dtype, scale=4)
+    for s, w in zip(states, want_states):
+        assert_close(s, w, dtype, scale=4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_optimizer_mixed_dtypes_fall_back(backend):
+    p = np.ones(4, np.float32)
+    g = np.full(4, 0.5)  # float64 gradient: the reference updates p in place, in float32
+    run_on(backend, F.sgd_update, p, g, 0.1)
+    assert p.dtype == np.float32 and np.allclose(p, 0.95)
+    v = np.zeros(4)
+    run_on(backend, F.momentum_update, p, [0.5, 0.5, 0.5, 0.5], v, 0.1, momentum=0.5)
+    assert np.allclose(v, -0.05) and np.allclose(p, 0.9)
+
+
+# ---------------------------------------------------------------------------
+# Batch normalisation (NumPy on both backends)
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape,per_channel", [((5, 3), False), ((1, 4), False), ((4, 2, 3, 3), False),
+                                               ((4, 2, 3, 3), True), ((1, 3, 1, 2), True)])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_batch_norm(backend, shape, per_channel, dtype, rng):
+    x = random_array(rng, shape, dtype, "strided", scale=3.0) + 1.5
+    if len(shape) == 4 and per_channel:
+        rows = np.asarray(x, np.float64).transpose(0, 2, 3, 1).reshape(-1, shape[1])
+    else:
+        rows = np.asarray(x, np.float64).reshape(shape[0], -1)
+    d = rows.shape[1]
+    gamma = rng.uniform(0.5, 2, d).astype(dtype)
+    beta = rng.standard_normal(d).astype(dtype)
+    rm, rv = np.zeros(d, dtype), np.ones(d, dtype)
+    eps, mom = 1e-5, 0.8
+    out, cache = run_on(backend, F.batch_norm_forward, x, gamma, beta, rm, rv, momentum=mom, eps=eps,
+                        per_channel=per_channel)
+    assert out.shape == shape and out.dtype == dtype
+    # loops: per feature mean and biased variance
+    mu = np.array([math.fsum(rows[:, j]) / rows.shape[0] for j in range(d)])
+    var = np.array([math.fsum((rows[:, j] - mu[j]) ** 2) / rows.shape[0] for j in range(d)])
+    want_rows = (rows - mu) / np.sqrt(var + eps) * gamma + beta
+    got_rows = (np.asarray(out, np.float64).transpose(0, 2, 3, 1).reshape(-1, d) if len(shape) == 4 and per_channel
+                else np.asarray(out, np.float64).reshape(shape[0], -1))
+    np.testing.assert_allclose(got_rows, want_rows, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-4 if dtype == np.float32 else 1e-10)
+    np.testing.assert_allclose(rm, (1 - mom) * mu, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rv, mom + (1 - mom) * var, rtol=1e-5, atol=1e-6)
+
+    # backward: the closed form dx = gamma/std * (dout - mean(dout) - xn * mean(dout * xn))
+    dout = random_array(rng, shape, dtype)
+    dx, dgamma, dbeta = run_on(backend, F.batch_norm_backward, dout, cache)
+    drows = (np.asarray(dout, np.float64).transpose(0, 2, 3, 1).reshape(-1, d) if len(shape) == 4 and per_channel
+             else np.asarray(dout, np.float64).reshape(shape[0], -1))
+    std = np.sqrt(var + eps)
+    xn = (rows - mu) / std
+    want_dx = gamma / std * (drows - drows.mean(0) - xn * (drows * xn).mean(0))
+    got_dx = (np.asarray(dx, np.float64).transpose(0, 2, 3, 1).reshape(-1, d) if len(shape) == 4 and per_channel
+              else np.asarray(dx, np.float64).reshape(shape[0], -1))
+    tol = dict(rtol=1e-3, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(got_dx, want_dx, **tol)
+    np.testing.assert_allclose(dgamma, (drows * xn).sum(0), **tol)
+    np.testing.assert_allclose(dbeta, drows.sum(0), **tol)
+
+    # inference uses the running statistics and leaves them alone
+    rm_before, rv_before = rm.copy(), rv.copy()
+    out_eval, cache_eval = run_on(backend, F.batch_norm_forward, x, gamma, beta, rm, rv, eps=eps, train=False,
+                                  per_channel=per_channel)
+    assert np.array_equal(rm, rm_before) and np.array_equal(rv, rv_before)
+    want_eval = (rows - rm.astype(np.float64)) / np.sqrt(rv.astype(np.float64) + eps) * gamma + beta
+    got_eval = (np.asarray(out_eval, np.float64).transpose(0, 2, 3, 1).reshape(-1, d)
+                if len(shape) == 4 and per_channel else np.asarray(out_eval, np.float64).reshape(shape[0], -1))
+    np.testing.assert_allclose(got_eval, want_eval, **tol)
+
+
+# ---------------------------------------------------------------------------
+# dtype promotion and array-likes
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mixed_dtypes_promote_to_float64(backend, rng):
+    x32 = rng.standard_normal((3, 4)).astype(np.float32)
+    W64 = rng.standard_normal((4, 2))
+    with fastnn.backend(backend):
+        assert F.matmul(x32, W64).dtype == np.float64
+        assert F.linear(x32, W64.astype(np.float32), W64[0]).dtype == np.float64
+        assert F.relu_backward(x32, x32.astype(np.float64)).dtype == np.float64
+        xi = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
+        assert F.conv2d(xi, rng.standard_normal((3, 2, 3, 3))).dtype == np.float64
+        assert F.conv2d(xi, rng.standard_normal((3, 2, 3, 3)).astype(np.float32)).dtype == np.float32
+        loss, g = F.softmax_cross_entropy(x32, np.eye(4)[[0, 1, 2]])
+        assert g.dtype == np.float64
+        loss, g = F.softmax_cross_entropy(x32, [0, 1, 2])
+        assert g.dtype == np.float32
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lists_are_accepted(backend):
+    with fastnn.backend(backend):
+        assert F.relu([-1.0, 2.0]).tolist() == [0.0, 2.0]
+        assert F.matmul([[1.0, 2.0]], [[3.0], [4.0]]).tolist() == [[11.0]]
+        loss, g = F.mean_squared_error([1.0, 3.0], [1.0, 1.0])
+        assert loss == 2.0 and g.tolist() == [0.0, 2.0]

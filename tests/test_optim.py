@@ -1,0 +1,233 @@
+"""fastnn.optim against the book's update rules (common/optimizer.py), written out
+here in float64, for several steps, on both backends and in float32/float64;
+plus weight decay, L1, max-norm, learning-rate schedules and argument checks."""
+import math
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import optim
+from conftest import requires_native
+
+BACKENDS = ["numpy", pytest.param("native", marks=requires_native)]
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    with fastnn.backend(request.param):
+        yield request.param
+
+
+def tol(dtype):
+    return dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+
+
+class BookRule:
+    """The book's update rules on float64 copies, with L2 / L1 folded into the gradient."""
+
+    def __init__(self, name, lr, wd=0.0, l1=0.0, **hyper):
+        self.name, self.lr, self.wd, self.l1, self.hyper = name, lr, wd, l1, hyper
+        self.state = {}
+        self.iter = 0
+
+    def step(self, params, grads, lr=None):
+        lr = self.lr if lr is None else lr
+        self.iter += 1
+        for key, p in params.items():
+            g = grads[key] + self.wd * p + self.l1 * np.sign(p)
+            s = self.state.setdefault(key, {"a": np.zeros_like(p), "b": np.zeros_like(p)})
+            if self.name == "SGD":
+                p -= lr * g
+            elif self.name == "Momentum":
+                s["a"] = self.hyper.get("momentum", 0.9) * s["a"] - lr * g
+                p += s["a"]
+            elif self.name == "Nesterov":
+                mom = self.hyper.get("momentum", 0.9)
+                s["a"] = mom * s["a"] - lr * g
+                p += mom * mom * s["a"] - (1 + mom) * lr * g
+            elif self.name == "AdaGrad":
+                s["a"] += g * g
+                p -= lr * g / (np.sqrt(s["a"]) + 1e-7)
+            elif self.name == "RMSprop":
+                rho = self.hyper.get("decay_rate", 0.99)
+                s["a"] = rho * s["a"] + (1 - rho) * g * g
+                p -= lr * g / (np.sqrt(s["a"]) + 1e-7)
+            elif self.name == "Adam":
+                b1, b2 = self.hyper.get("beta1", 0.9), self.hyper.get("beta2", 0.999)
+                s["a"] = b1 * s["a"] + (1 - b1) * g           # first moment
+                s["b"] = b2 * s["b"] + (1 - b2) * g * g       # second moment
+                step = lr * math.sqrt(1 - b2 ** self.iter) / (1 - b1 ** self.iter)
+                p -= step * s["a"] / (np.sqrt(s["b"]) + 1e-7)
+
+
+NAMES = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
+HYPER = {"SGD": {}, "Momentum": {"momentum": 0.8}, "Nesterov": {"momentum": 0.7}, "AdaGrad": {},
+         "RMSprop": {"decay_rate": 0.9}, "Adam": {"beta1": 0.8, "beta2": 0.95}}
+
+
+def make_params(rng, dtype):
+    big = rng.standard_normal((5, 4)).astype(dtype)
+    return {
+        "W1": rng.standard_normal((4, 3)).astype(dtype),
+        "b1": rng.standard_normal(3).astype(dtype),
+        "W2": rng.standard_normal((2, 1, 3, 3)).astype(dtype),
+        "Wt": big.T,                                  # a non-contiguous view, updated in place
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("wd,l1", [(0.0, 0.0), (0.05, 0.01)])
+def test_updates_follow_the_book(backend, dtype, name, wd, l1, rng):
+    params = make_params(rng, dtype)
+    originals = {k: v for k, v in params.items()}
+    ref_params = {k: v.astype(np.float64) for k, v in params.items()}
+    opt = getattr(optim, name)(lr=0.05, weight_decay=wd, l1=l1, **HYPER[name])
+    ref = BookRule(name, 0.05, wd, l1, **HYPER[name])
+    for _ in range(4):
+        grads = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()}
+        saved = {k: g.copy() for k, g in grads.items()}
+        opt.update(params, grads)
+        ref.step(ref_params, {k: g.astype(np.float64) for k, g in grads.items()})
+        for k in params:
+            assert params[k] is originals[k] and params[k].dtype == dtype
+            np.testing.assert_allclose(params[k], ref_params[k], err_msg=k, **tol(dtype))
+            np.testing.assert_array_equal(grads[k], saved[k])     # gradients are never modified
+    # the state is kept as the book keeps it
+    if name in ("Momentum", "Nesterov"):
+        np.testing.assert_allclose(opt.v["W1"], ref.state["W1"]["a"], **tol(dtype))
+    elif name in ("AdaGrad", "RMSprop"):
+        np.testing.assert_allclose(opt.h["W1"], ref.state["W1"]["a"], **tol(dtype))
+    elif name == "Adam":
+        assert opt.iter == 4
+        np.testing.assert_allclose(opt.m["W1"], ref.state["W1"]["a"], **tol(dtype))
+        np.testing.assert_allclose(opt.v["W1"], ref.state["W1"]["b"], **tol(dtype))
+
+
+def test_book_defaults():
+    assert optim.SGD().lr == 0.01
+    m = optim.Momentum()
+    assert (m.lr, m.momentum, m.v) == (0.01, 0.9, None)
+    assert optim.AdaGrad().lr == 0.01 and optim.AdaGrad().h is None
+    r = optim.RMSprop()
+    assert (r.lr, r.decay_rate) == (0.01, 0.99)
+    a = optim.Adam()
+    assert (a.lr, a.beta1, a.beta2, a.iter, a.m, a.v) == (0.001, 0.9, 0.999, 0, None, None)
+
+
+def test_gradient_of_another_dtype_and_list_params(backend, rng):
+    p = rng.standard_normal((3, 2)).astype(np.float32)
+    g = rng.standard_normal((3, 2))
+    expected = p.astype(np.float64) - 0.1 * g
+    optim.SGD(lr=0.1).update([p], [g])
+    assert p.dtype == np.float32
+    np.testing.assert_allclose(p, expected, rtol=1e-6)
+
+
+def test_max_norm_clips_columns_and_filters_but_not_biases(backend):
+    W = np.array([[3.0, 0.1], [4.0, 0.2]])           # column norms 5 and ~0.22
+    K = np.zeros((2, 1, 2, 2))
+    K[0] = 2.0                                       # filter norm 4
+    K[1] = 0.1
+    b = np.array([10.0, -10.0])
+    params = {"W": W, "K": K, "b": b}
+    grads = {k: np.zeros_like(v) for k, v in params.items()}
+    optim.SGD(lr=0.1, max_norm=2.0).update(params, grads)
+    np.testing.assert_allclose(W[:, 0], [1.2, 1.6])
+    np.testing.assert_allclose(W[:, 1], [0.1, 0.2])
+    np.testing.assert_allclose(K[0], 1.0)
+    np.testing.assert_allclose(K[1], 0.1)
+    np.testing.assert_array_equal(b, [10.0, -10.0])
+
+
+def test_max_norm_applies_after_the_update(backend):
+    W = np.array([[0.0], [1.0]])
+    optim.SGD(lr=1.0, max_norm=1.5).update({"W": W}, {"W": np.array([[-3.0], [-3.0]])})
+    # after the step W = (3, 4), norm 5 -> scaled to norm 1.5
+    np.testing.assert_allclose(W[:, 0], [0.9, 1.2])
+
+
+@pytest.mark.parametrize("schedule,expected", [
+    (optim.StepDecay(step_size=2, gamma=0.5), [1.0, 1.0, 0.5, 0.5, 0.25]),
+    (optim.ExponentialDecay(0.25, decay_steps=2), [1.0, 0.5, 0.25, 0.125, 0.0625]),
+    (optim.ExponentialDecay(0.25, decay_steps=2, staircase=True), [1.0, 1.0, 0.25, 0.25, 0.0625]),
+    (optim.InverseTimeDecay(1.0, decay_steps=1), [1.0, 1 / 2, 1 / 3, 1 / 4, 1 / 5]),
+    (optim.InverseTimeDecay(1.0, decay_steps=2, staircase=True), [1.0, 1.0, 0.5, 0.5, 1 / 3]),
+    (lambda step, base: base / (step + 1) ** 2, [1.0, 1 / 4, 1 / 9, 1 / 16, 1 / 25]),
+], ids=["step", "exp", "exp-staircase", "inverse", "inverse-staircase", "callable"])
+def test_schedules_drive_lr(backend, schedule, expected):
+    p = np.zeros(2)
+    opt = optim.SGD(lr=1.0, schedule=schedule)
+    assert opt.lr == pytest.approx(expected[0])
+    total = 0.0
+    for rate in expected:
+        opt.update({"p": p}, {"p": np.ones(2)})
+        assert opt.lr == pytest.approx(rate)        # lr shows the rate of the update just made
+        total += rate
+        np.testing.assert_allclose(p, -total)
+
+
+def test_adam_uses_the_scheduled_rate(backend, rng):
+    p = rng.standard_normal(4)
+    ref = {"p": p.copy()}
+    opt = optim.Adam(lr=0.1, schedule=optim.StepDecay(1, 0.5))
+    book = BookRule("Adam", 0.1)
+    for step in range(3):
+        g = rng.standard_normal(4)
+        opt.update({"p": p}, {"p": g})
+        book.step(ref, {"p": g}, lr=0.1 * 0.5 ** step)
+        np.testing.assert_allclose(p, ref["p"], rtol=1e-12)
+
+
+def test_lr_is_settable_without_schedule(backend):
+    p = np.zeros(1)
+    opt = optim.Momentum(lr=0.1, momentum=0.0)
+    opt.lr = 0.5                                    # e.g. a scheduler callback
+    opt.update({"p": p}, {"p": np.ones(1)})
+    np.testing.assert_allclose(p, [-0.5])
+
+
+def test_get_and_config_round_trip():
+    assert isinstance(optim.get("adam"), optim.Adam)
+    assert isinstance(optim.get("RMSprop", lr=0.1), optim.RMSprop)
+    opt = optim.Nesterov(lr=0.2, momentum=0.5, weight_decay=1e-3, schedule=optim.ExponentialDecay(0.9, 10))
+    clone = optim.get(opt.get_config())
+    assert type(clone) is optim.Nesterov and clone.get_config() == opt.get_config()
+    assert optim.get(opt) is opt
+    with pytest.raises(ValueError, match="optim.get"):
+        optim.get("adadelta")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="SGD.*lr"):
+        optim.SGD(lr=-1)
+    with pytest.raises(TypeError, match="Adam.*beta1"):
+        optim.Adam(beta1="0.9")
+    with pytest.raises(ValueError, match="Adam"):
+        optim.Adam(beta2=1.0)
+    with pytest.raises(ValueError, match="max_norm"):
+        optim.SGD(max_norm=0)
+    with pytest.raises(TypeError, match="schedule"):
+        optim.SGD(schedule=3)
+    with pytest.raises(ValueError, match="StepDecay"):
+        optim.StepDecay(0)
+    p = {"W": np.zeros((2, 2))}
+    with pytest.raises(ValueError, match="no gradient.*'W'"):
+        optim.SGD().update(p, {})
+    with pytest.raises(ValueError, match="shape"):
+        optim.SGD().update(p, {"W": np.zeros(3)})
+    with pytest.raises(TypeError, match="float ndarray"):
+        optim.SGD().update({"W": np.zeros(2, dtype=int)}, {"W": np.zeros(2)})
+    with pytest.raises(TypeError, match="dict"):
+        optim.SGD().update(np.zeros(2), np.zeros(2))
+
+
+def test_a_bad_entry_changes_nothing(backend):
+    params = {"a": np.ones(2), "b": np.ones(3)}
+    opt = optim.Adam(lr=0.1)
+    with pytest.raises(ValueError, match="'b'"):
+        opt.update(params, {"a": np.ones(2), "b": np.ones(4)})
+    np.testing.assert_array_equal(params["a"], 1.0)
+    assert opt.iter == 0 and opt.iterations == 0 and opt.m is None

@@ -35,12 +35,12 @@
     }
 
 #define FNN_DEFINE_SIMPLE_LOOPS(TARGET, PREFIX, T)                                                 \
-    FNN_LOOP1(TARGET, PREFIX##_relu, T, x > 0 ? x : (T)0)                                         \
+    FNN_LOOP1(TARGET, PREFIX##_relu, T, x < 0 ? (T)0 : x) /* np.maximum(x, 0): NaN stays */       \
     FNN_LOOP1(TARGET, PREFIX##_leaky, T, x > 0 ? x : alpha * x)                                   \
     FNN_LOOP1(TARGET, PREFIX##_step, T, x > 0 ? (T)1 : (T)0)                                      \
     FNN_LOOP2(TARGET, PREFIX##_relu_bw, T, v > 0 ? g : (T)0)                                      \
     FNN_LOOP2(TARGET, PREFIX##_leaky_bw, T, v > 0 ? g : alpha * g)                                \
-    FNN_LOOP2(TARGET, PREFIX##_sigmoid_bw, T, g * ((T)1 - v) * v)                                 \
+    FNN_LOOP2(TARGET, PREFIX##_sigmoid_bw, T, g * (v * ((T)1 - v)))                               \
     FNN_LOOP2(TARGET, PREFIX##_tanh_bw, T, g * ((T)1 - v * v))                                    \
     TARGET static int PREFIX(int op, const T *a, const T *b, T *y, int64_t n, T alpha)            \
     {                                                                                             \

@@ -23,7 +23,7 @@ FNN_DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX512, simple_avx512_f32, float)
 FNN_DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX512, simple_avx512_f64, double)
 
 /* Cephes expf constants */
-#define EXP_LO -87.33654f /* below this exp underflows float's normal range: result 0 */
+#define EXP_LO -104.0f /* exp(x) < half the smallest subnormal: the result is 0 */
 #define EXP_LOG2E 1.44269504088896341f
 #define EXP_C1 0.693359375f
 #define EXP_C2 -2.12194440e-4f
@@ -54,9 +54,13 @@ FNN_TARGET_AVX2 static inline __m256 exp_nonpos_avx2(__m256 x)
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P5));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
     p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
-    /* 2^fx with fx in [-126, 0]: build the exponent bits directly */
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    p = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    /* times 2^fx, fx in [-150, 0], as 2^(fx/2) * 2^(fx - fx/2): both factors are
+     * normal floats and only the last product rounds, into the subnormals
+     * where exp(x) is subnormal (as libm's and NumPy's expf) */
+    __m256i k = _mm256_cvtps_epi32(fx), k1 = _mm256_srai_epi32(k, 1), k2 = _mm256_sub_epi32(k, k1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23)));
+    p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, bias), 23)));
     return _mm256_andnot_ps(under, p);
 }
 
@@ -166,7 +170,7 @@ FNN_TARGET_AVX512 static inline __m512 exp_nonpos_avx512(__m512 x)
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P5));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
     p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
-    p = _mm512_scalef_ps(p, fx);
+    p = _mm512_scalef_ps(p, fx); /* rounds once, into the subnormals where exp(x) is subnormal */
     return _mm512_mask_mov_ps(p, under, _mm512_setzero_ps());
 }
 

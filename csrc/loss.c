@@ -138,7 +138,7 @@ static double row_exp_sum_f64(int isa, const double *x, double *e, int64_t n, do
         }                                                                                           \
         for (r = 0; r < N; r++) total += row_loss[r];                                               \
         free(row_loss);                                                                             \
-        return (double)(T)(total / (double)N);                                                      \
+        return total / (double)N;                                                                   \
     }                                                                                               \
                                                                                                     \
     /* fixed blocks; each block's partial sum in double, then a serial sum */                      \
@@ -146,7 +146,7 @@ static double row_exp_sum_f64(int isa, const double *x, double *e, int64_t n, do
                                      int kind)                                                      \
     {                                                                                               \
         const int64_t nblocks = (n + LOSS_BLOCK - 1) / LOSS_BLOCK;                                  \
-        const T fn = (T)n;                                                                          \
+        const T fn = (T)n, two_over_n = (T)2 / fn;                                                  \
         double *part, total = 0;                                                                    \
         int64_t blk;                                                                                \
         if (n <= 0) return NAN;                                                                     \
@@ -161,7 +161,7 @@ static double row_exp_sum_f64(int isa, const double *x, double *e, int64_t n, do
                 for (int64_t i = lo; i < hi; i++) {                                                 \
                     const T d = a[i] - b[i];                                                        \
                     s += (double)(d * d);                                                           \
-                    grad[i] = ((T)2 * d) / fn;                                                      \
+                    grad[i] = d * two_over_n;                                                       \
                 }                                                                                   \
             } else { /* sigmoid binary cross-entropy: a = z, b = t */                               \
                 for (int64_t i = lo; i < hi; i++) {                                                 \
@@ -175,7 +175,7 @@ static double row_exp_sum_f64(int isa, const double *x, double *e, int64_t n, do
         }                                                                                           \
         for (blk = 0; blk < nblocks; blk++) total += part[blk];                                     \
         free(part);                                                                                 \
-        return (double)(T)(total / (double)n);                                                      \
+        return total / (double)n;                                                                   \
     }                                                                                               \
                                                                                                     \
     double fnn_mean_squared_error_##SFX(fnn_ctx ctx, const T *y, const T *t, T *grad, int64_t n)    \

@@ -160,17 +160,17 @@ static int max_pool_plane_2x2s2_simd_f64(int isa, const double *x, double *y, in
             T *d = dx + p * H * W;                                                                  \
             const T *g = dy + p * oh * ow;                                                          \
             memset(d, 0, (size_t)(H * W) * sizeof(T));                                              \
-            for (int64_t oy = 0; oy < oh; oy++) {                                                   \
-                const int64_t y0 = oy * sh - padh;                                                  \
-                const int64_t ys = y0 < 0 ? 0 : y0, ye = y0 + ph > H ? H : y0 + ph;                 \
-                for (int64_t ox = 0; ox < ow; ox++) {                                               \
-                    const int64_t x0 = ox * sw - padw;                                              \
-                    const int64_t xs = x0 < 0 ? 0 : x0, xe = x0 + pw > W ? W : x0 + pw;             \
-                    const T v = g[oy * ow + ox] / div;                                              \
-                    for (int64_t iy = ys; iy < ye; iy++)                                            \
-                        for (int64_t ix = xs; ix < xe; ix++) d[iy * W + ix] += v;                   \
-                }                                                                                   \
-            }                                                                                       \
+            /* window offset outer, as the reference sums: the same rounding */                     \
+            for (int64_t i = 0; i < ph; i++)                                                        \
+                for (int64_t j = 0; j < pw; j++)                                                    \
+                    for (int64_t oy = 0; oy < oh; oy++) {                                           \
+                        const int64_t iy = oy * sh - padh + i;                                      \
+                        if (iy < 0 || iy >= H) continue;                                            \
+                        for (int64_t ox = 0; ox < ow; ox++) {                                       \
+                            const int64_t ix = ox * sw - padw + j;                                  \
+                            if (ix >= 0 && ix < W) d[iy * W + ix] += g[oy * ow + ox] / div;         \
+                        }                                                                           \
+                    }                                                                               \
         }                                                                                           \
     }
 

@@ -78,8 +78,8 @@ static double row_exp_sum_f64(int isa, const double *x, double *e, int64_t n, do
             const T *xr = x + r * K;                                                                \
             T *yr = y + r * K;                                                                      \
             const T m = row_max_##SFX(isa, xr, K);                                                  \
-            const T s = (T)row_exp_sum_##SFX(isa, xr, yr, K, m);                                    \
-            for (int64_t k = 0; k < K; k++) yr[k] = yr[k] / s;                                      \
+            const T inv_s = (T)1 / (T)row_exp_sum_##SFX(isa, xr, yr, K, m);                         \
+            for (int64_t k = 0; k < K; k++) yr[k] *= inv_s;                                         \
         }                                                                                           \
     }                                                                                               \
                                                                                                     \
@@ -102,7 +102,7 @@ static double row_exp_sum_f64(int isa, const double *x, double *e, int64_t n, do
                                            const T *probs, T *dz, int64_t N, int64_t K)             \
     {                                                                                               \
         const int isa = fnn_isa_of(ctx);                                                            \
-        const T fN = (T)N;                                                                          \
+        const double inv_N = 1.0 / (double)N;                                                       \
         double *row_loss, total = 0;                                                                \
         int64_t r;                                                                                  \
         if (N <= 0) return NAN;                                                                     \
@@ -115,25 +115,30 @@ static double row_exp_sum_f64(int isa, const double *x, double *e, int64_t n, do
             T *dr = dz + r * K;                                                                     \
             const T m = row_max_##SFX(isa, zr, K);                                                  \
             const T s = (T)row_exp_sum_##SFX(isa, zr, dr, K, m);                                    \
-            const T ls = LOG(s);                                                                    \
-            for (int64_t k = 0; k < K; k++) dr[k] = dr[k] / s;                                      \
+            const T ls = LOG(s), inv_s = (T)1 / s;                                                  \
+            /* (e/s - t)/N with reciprocals: within an ulp or two of the divisions,  */            \
+            /* and a division per element would cost as much as the exponentials     */            \
             if (labels) {                                                                           \
                 const int64_t l = labels[r];                                                        \
+                const T scale = (T)((double)inv_s * inv_N);                                         \
                 if (l >= 0 && l < K) {                                                              \
+                    const T el = dr[l];                                                             \
                     row_loss[r] = -(double)((zr[l] - m) - ls);                                      \
-                    dr[l] -= (T)1;                                                                  \
+                    for (int64_t k = 0; k < K; k++) dr[k] *= scale;                                 \
+                    dr[l] = (el * inv_s - (T)1) * (T)inv_N;                                         \
                 } else {                                                                            \
                     row_loss[r] = NAN; /* unreachable after validation; never index astray */      \
+                    for (int64_t k = 0; k < K; k++) dr[k] *= scale;                                 \
                 }                                                                                   \
-                for (int64_t k = 0; k < K; k++) dr[k] = dr[k] / fN;                                 \
             } else {                                                                                \
                 const T *tr = probs + r * K;                                                        \
+                const T tN = (T)inv_N;                                                              \
                 double acc = 0;                                                                     \
                 for (int64_t k = 0; k < K; k++) {                                                   \
-                    acc += (double)(tr[k] * ((zr[k] - m) - ls));                                    \
-                    dr[k] = (dr[k] - tr[k]) / fN;                                                   \
+                    acc += (double)(tr[k] * (ls - (zr[k] - m)));                                    \
+                    dr[k] = (dr[k] * inv_s - tr[k]) * tN;                                           \
                 }                                                                                   \
-                row_loss[r] = -acc;                                                                 \
+                row_loss[r] = acc;                                                                  \
             }                                                                                       \
         }                                                                                           \
         for (r = 0; r < N; r++) total += row_loss[r];                                               \

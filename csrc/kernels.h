@@ -108,6 +108,8 @@ float fnn_exp_shift_sum_avx512_f32(const float *x, float *e, int64_t n, float sh
 /* one (H, W) plane of 2x2 stride-2 unpadded max pooling (pool_simd.c) */
 void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float *y, int64_t *am, int64_t W,
                                          int64_t oh, int64_t ow);
+void fnn_max_pool_2x2s2_plane_avx2_f32(const float *x, float *y, int64_t *am, int64_t W,
+                                       int64_t oh, int64_t ow);
 
 /* ---- internal: threading helpers ---- */
 /* The ISA a kernel actually uses: ctx.isa, capped by what this build has. */

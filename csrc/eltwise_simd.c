@@ -8,6 +8,7 @@
  * parts, degree-6 polynomial, about 1 ulp), which is all these kernels need:
  * they only ever take exp(-|x|) or exp(x - max). */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "activation.h"
@@ -85,24 +86,69 @@ FNN_TARGET_AVX2 static inline __m256i tail_mask_avx2(int64_t left)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left), idx);
 }
 
-FNN_TARGET_AVX2 int fnn_eltwise_chunk_avx2_f32(int op, const float *a, const float *b, float *y,
-                                               int64_t n, float alpha)
+/* The ops with a hand-written vector body: a = x (forward) or dy, b = the
+ * forward x or y. Bitwise the same as the loops of eltwise_loops.h (relu keeps
+ * NaN and -0, no FMA in sigmoid_backward). */
+#define OP_BODY_AVX2(op, va, vb)                                                                  \
+    ((op) == FNN_OP_RELU ? _mm256_andnot_ps(_mm256_cmp_ps(va, zero, _CMP_LT_OQ), va)              \
+     : (op) == FNN_OP_RELU_BACKWARD ? _mm256_and_ps(_mm256_cmp_ps(vb, zero, _CMP_GT_OQ), va)     \
+     : (op) == FNN_OP_SIGMOID ? sigmoid_avx2(va)                                                  \
+     : _mm256_mul_ps(va, _mm256_mul_ps(vb, _mm256_sub_ps(_mm256_set1_ps(1.0f), vb))))
+
+/* With stream set (outputs too big to stay in cache), the aligned body uses
+ * non-temporal stores: no read-for-ownership of the output, a third less
+ * memory traffic for a unary op. */
+FNN_TARGET_AVX2 static void vector_op_avx2_f32(int op, const float *a, const float *b, float *y,
+                                               int64_t n, int stream)
 {
-    if (op == FNN_OP_SIGMOID) {
-        int64_t i = 0;
-        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, sigmoid_avx2(_mm256_loadu_ps(a + i)));
-        if (i < n) {
-            __m256i m = tail_mask_avx2(n - i);
-            _mm256_maskstore_ps(y + i, m, sigmoid_avx2(_mm256_maskload_ps(a + i, m)));
+    const __m256 zero = _mm256_setzero_ps();
+    int64_t i = 0;
+    if (stream) {
+        int64_t head = (int64_t)(((32 - ((uintptr_t)y & 31)) & 31) / sizeof(float));
+        head = head > n ? n : head;
+        if (head) {
+            __m256i m = tail_mask_avx2(head);
+            __m256 va = _mm256_maskload_ps(a, m), vb = b ? _mm256_maskload_ps(b, m) : zero;
+            _mm256_maskstore_ps(y, m, OP_BODY_AVX2(op, va, vb));
+            i = head;
         }
+        for (; i + 8 <= n; i += 8) {
+            __m256 va = _mm256_loadu_ps(a + i), vb = b ? _mm256_loadu_ps(b + i) : zero;
+            _mm256_stream_ps(y + i, OP_BODY_AVX2(op, va, vb));
+        }
+        _mm_sfence();
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 va = _mm256_loadu_ps(a + i), vb = b ? _mm256_loadu_ps(b + i) : zero;
+        _mm256_storeu_ps(y + i, OP_BODY_AVX2(op, va, vb));
+    }
+    if (i < n) {
+        __m256i m = tail_mask_avx2(n - i);
+        __m256 va = _mm256_maskload_ps(a + i, m), vb = b ? _mm256_maskload_ps(b + i, m) : zero;
+        _mm256_maskstore_ps(y + i, m, OP_BODY_AVX2(op, va, vb));
+    }
+}
+
+static int has_vector_body(int op)
+{
+    return op == FNN_OP_RELU || op == FNN_OP_RELU_BACKWARD || op == FNN_OP_SIGMOID ||
+           op == FNN_OP_SIGMOID_BACKWARD;
+}
+
+FNN_TARGET_AVX2 int fnn_eltwise_chunk_avx2_f32(int op, const float *a, const float *b, float *y,
+                                               int64_t n, float alpha, int stream)
+{
+    if (has_vector_body(op)) {
+        vector_op_avx2_f32(op, a, b, y, n, stream);
         return 1;
     }
     return simple_avx2_f32(op, a, b, y, n, alpha);
 }
 
 FNN_TARGET_AVX2 int fnn_eltwise_chunk_avx2_f64(int op, const double *a, const double *b, double *y,
-                                               int64_t n, double alpha)
+                                               int64_t n, double alpha, int stream)
 {
+    (void)stream;
     return simple_avx2_f64(op, a, b, y, n, alpha);
 }
 
@@ -192,24 +238,57 @@ FNN_TARGET_AVX512 static inline __m512 sigmoid_avx512(__m512 x)
     return _mm512_mul_ps(num, r);
 }
 
-FNN_TARGET_AVX512 int fnn_eltwise_chunk_avx512_f32(int op, const float *a, const float *b, float *y,
-                                                   int64_t n, float alpha)
+#define OP_BODY_AVX512(op, va, vb)                                                                \
+    ((op) == FNN_OP_RELU ? _mm512_mask_mov_ps(va, _mm512_cmp_ps_mask(va, zero, _CMP_LT_OQ), zero) \
+     : (op) == FNN_OP_RELU_BACKWARD ? _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(vb, zero, _CMP_GT_OQ), va) \
+     : (op) == FNN_OP_SIGMOID ? sigmoid_avx512(va)                                                \
+     : _mm512_mul_ps(va, _mm512_mul_ps(vb, _mm512_sub_ps(_mm512_set1_ps(1.0f), vb))))
+
+FNN_TARGET_AVX512 static void vector_op_avx512_f32(int op, const float *a, const float *b, float *y,
+                                                   int64_t n, int stream)
 {
-    if (op == FNN_OP_SIGMOID) {
-        int64_t i = 0;
-        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, sigmoid_avx512(_mm512_loadu_ps(a + i)));
-        if (i < n) {
-            __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-            _mm512_mask_storeu_ps(y + i, m, sigmoid_avx512(_mm512_maskz_loadu_ps(m, a + i)));
+    const __m512 zero = _mm512_setzero_ps();
+    int64_t i = 0;
+    if (stream) {
+        int64_t head = (int64_t)(((64 - ((uintptr_t)y & 63)) & 63) / sizeof(float));
+        head = head > n ? n : head;
+        if (head) {
+            __mmask16 m = (__mmask16)((1u << head) - 1u);
+            __m512 va = _mm512_maskz_loadu_ps(m, a), vb = b ? _mm512_maskz_loadu_ps(m, b) : zero;
+            _mm512_mask_storeu_ps(y, m, OP_BODY_AVX512(op, va, vb));
+            i = head;
         }
+        for (; i + 16 <= n; i += 16) {
+            __m512 va = _mm512_loadu_ps(a + i), vb = b ? _mm512_loadu_ps(b + i) : zero;
+            _mm512_stream_ps(y + i, OP_BODY_AVX512(op, va, vb));
+        }
+        _mm_sfence();
+    }
+    for (; i + 16 <= n; i += 16) {
+        __m512 va = _mm512_loadu_ps(a + i), vb = b ? _mm512_loadu_ps(b + i) : zero;
+        _mm512_storeu_ps(y + i, OP_BODY_AVX512(op, va, vb));
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        __m512 va = _mm512_maskz_loadu_ps(m, a + i), vb = b ? _mm512_maskz_loadu_ps(m, b + i) : zero;
+        _mm512_mask_storeu_ps(y + i, m, OP_BODY_AVX512(op, va, vb));
+    }
+}
+
+FNN_TARGET_AVX512 int fnn_eltwise_chunk_avx512_f32(int op, const float *a, const float *b, float *y,
+                                                   int64_t n, float alpha, int stream)
+{
+    if (has_vector_body(op)) {
+        vector_op_avx512_f32(op, a, b, y, n, stream);
         return 1;
     }
     return simple_avx512_f32(op, a, b, y, n, alpha);
 }
 
 FNN_TARGET_AVX512 int fnn_eltwise_chunk_avx512_f64(int op, const double *a, const double *b,
-                                                   double *y, int64_t n, double alpha)
+                                                   double *y, int64_t n, double alpha, int stream)
 {
+    (void)stream;
     return simple_avx512_f64(op, a, b, y, n, alpha);
 }
 
@@ -254,14 +333,14 @@ FNN_TARGET_AVX512 float fnn_exp_shift_sum_avx512_f32(const float *x, float *e, i
 
 #else /* no x86 SIMD in this build: the portable path does everything */
 
-int fnn_eltwise_chunk_avx2_f32(int op, const float *a, const float *b, float *y, int64_t n, float alpha)
-{ (void)op; (void)a; (void)b; (void)y; (void)n; (void)alpha; return 0; }
-int fnn_eltwise_chunk_avx2_f64(int op, const double *a, const double *b, double *y, int64_t n, double alpha)
-{ (void)op; (void)a; (void)b; (void)y; (void)n; (void)alpha; return 0; }
-int fnn_eltwise_chunk_avx512_f32(int op, const float *a, const float *b, float *y, int64_t n, float alpha)
-{ (void)op; (void)a; (void)b; (void)y; (void)n; (void)alpha; return 0; }
-int fnn_eltwise_chunk_avx512_f64(int op, const double *a, const double *b, double *y, int64_t n, double alpha)
-{ (void)op; (void)a; (void)b; (void)y; (void)n; (void)alpha; return 0; }
+int fnn_eltwise_chunk_avx2_f32(int op, const float *a, const float *b, float *y, int64_t n, float alpha, int stream)
+{ (void)stream; (void)op; (void)a; (void)b; (void)y; (void)n; (void)alpha; return 0; }
+int fnn_eltwise_chunk_avx2_f64(int op, const double *a, const double *b, double *y, int64_t n, double alpha, int stream)
+{ (void)stream; (void)op; (void)a; (void)b; (void)y; (void)n; (void)alpha; return 0; }
+int fnn_eltwise_chunk_avx512_f32(int op, const float *a, const float *b, float *y, int64_t n, float alpha, int stream)
+{ (void)stream; (void)op; (void)a; (void)b; (void)y; (void)n; (void)alpha; return 0; }
+int fnn_eltwise_chunk_avx512_f64(int op, const double *a, const double *b, double *y, int64_t n, double alpha, int stream)
+{ (void)stream; (void)op; (void)a; (void)b; (void)y; (void)n; (void)alpha; return 0; }
 float fnn_row_max_avx2_f32(const float *x, int64_t n) { (void)x; (void)n; return 0; }
 float fnn_row_max_avx512_f32(const float *x, int64_t n) { (void)x; (void)n; return 0; }
 float fnn_exp_shift_sum_avx2_f32(const float *x, float *e, int64_t n, float shift)

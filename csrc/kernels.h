@@ -93,11 +93,16 @@ FNN_DECLARE_KERNELS(double, f64)
 /* ---- internal: the SIMD halves of the element-wise and softmax kernels ----
  * Each processes one contiguous chunk on the calling thread. The eltwise ones
  * return 0 when they have no vector version of `op` (the caller then runs the
- * portable loop). b is NULL for forward ops. */
-int fnn_eltwise_chunk_avx2_f32(int op, const float *a, const float *b, float *y, int64_t n, float alpha);
-int fnn_eltwise_chunk_avx2_f64(int op, const double *a, const double *b, double *y, int64_t n, double alpha);
-int fnn_eltwise_chunk_avx512_f32(int op, const float *a, const float *b, float *y, int64_t n, float alpha);
-int fnn_eltwise_chunk_avx512_f64(int op, const double *a, const double *b, double *y, int64_t n, double alpha);
+ * portable loop). b is NULL for forward ops. stream: the whole output is large,
+ * use non-temporal stores where the op has them. */
+int fnn_eltwise_chunk_avx2_f32(int op, const float *a, const float *b, float *y, int64_t n, float alpha,
+                                 int stream);
+int fnn_eltwise_chunk_avx2_f64(int op, const double *a, const double *b, double *y, int64_t n, double alpha,
+                                 int stream);
+int fnn_eltwise_chunk_avx512_f32(int op, const float *a, const float *b, float *y, int64_t n, float alpha,
+                                 int stream);
+int fnn_eltwise_chunk_avx512_f64(int op, const double *a, const double *b, double *y, int64_t n, double alpha,
+                                 int stream);
 /* max of x[0..n) (n >= 1), NaN when any element is NaN */
 float fnn_row_max_avx2_f32(const float *x, int64_t n);
 float fnn_row_max_avx512_f32(const float *x, int64_t n);

@@ -9,6 +9,7 @@
  * Max: the first maximum in row-major window order wins ties; the first NaN wins
  * over everything (np.argmax semantics). The 2x2 stride-2 unpadded window, the
  * common case, has its own loops (AVX-512 and AVX2 in pool_simd.c for float32). */
+#include <stdint.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -20,6 +21,7 @@
 static int max_pool_plane_2x2s2_simd_f32(int isa, const float *x, float *y, int64_t *am, int64_t W,
                                          int64_t oh, int64_t ow)
 {
+    if (W > INT32_MAX / 2) return 0; /* the vector code keeps window offsets in int32 */
     if (isa >= FNN_ISA_AVX512)
         fnn_max_pool_2x2s2_plane_avx512_f32(x, y, am, W, oh, ow);
     else if (isa >= FNN_ISA_AVX2)

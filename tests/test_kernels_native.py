@@ -506,3 +506,29 @@ def test_optimizer_kernels_match_reference_and_threads(dtype):
                     assert_close(a, b, dtype)
         for r in results[1:]:
             _assert_identical(results[0], r, name)
+
+
+@pytest.mark.parametrize("offset", [0, 3])
+def test_big_float32_activations_stream_their_output_correctly(offset):
+    """Outputs of 4 MiB and more take the non-temporal-store path; an odd length
+    (and an input not starting on a vector boundary) covers its head and tail."""
+    rng = np.random.default_rng(1)
+    n = (1 << 20) + 4099
+    buf = _randn(rng, n + offset, np.float32, 4.0)
+    x = buf[offset:]  # still C-contiguous
+    x[::1001] = np.nan
+    dy = _randn(rng, n, np.float32)
+    y = ref.sigmoid(x)
+    calls = [("relu", (x,)), ("sigmoid", (x,)), ("relu_backward", (dy, x)), ("sigmoid_backward", (dy, y))]
+    for name, args in calls:
+        want = getattr(ref, name)(*args)
+        first = None
+        for isa in ISAS:
+            for threads in (1, 2):
+                with configured(isa=isa, threads=threads):
+                    got = getattr(K, name)(*args)
+                assert_close(got, want, np.float32, err_msg=f"{name} {isa} {threads}")
+                if first is None or isa != first[0]:
+                    first = (isa, got)
+                else:
+                    _assert_identical([first[1]], [got], f"{name} {isa} threads")

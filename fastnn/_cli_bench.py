@@ -85,6 +85,8 @@ def add_arguments(parser):
                         help="fp32 FMA peak of the cores used, GFLOP/s (default: from the CPU flags and clock)")
     parser.add_argument("--json", dest="json_path", default=None, metavar="FILE",
                         help="write all timings and the machine description as JSON")
+    parser.add_argument("--markdown", default=None, metavar="FILE",
+                        help="write the table as Markdown, with the date, command and machine")
     parser.add_argument("--plot", default=None, metavar="FILE",
                         help="write a bar chart of speed-ups over NumPy (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -268,62 +270,103 @@ def format_machine(machine, settings):
     return "\n".join(lines)
 
 
-def format_table(results, impls, primary):
-    """The text table: ms per implementation, speed-ups, and the primary implementation's rates."""
+def table_rows(results, impls, primary):
+    """(headers, rows, notes) of the table: ms per implementation, speed-ups, the primary implementation's rates."""
     has = {impl: any("median_ms" in r["timings"].get(impl, {}) for r in results) for impl in impls}
     cols = [i for i in B.IMPLEMENTATIONS if has.get(i)]
     speed_cols = [i for i in cols if i != "numpy" and has.get("numpy")]
     show_vs_torch = has.get("native") and has.get("torch")
-    head = [("workload", 48)] + [(f"{i} ms", 10) for i in cols] + [(f"{i}/np", 9) for i in speed_cols]
+    headers = ["workload"] + [f"{i} ms" for i in cols] + [f"{i}/np" for i in speed_cols]
     if show_vs_torch:
-        head.append(("vs torch", 9))
-    head += [("GFLOP/s", 8), ("%peak", 6), ("GB/s", 7), ("%copy", 6), ("spread", 7)]
-    out = ["  ".join(name.rjust(w) if k else name.ljust(w) for k, (name, w) in enumerate(head))]
-    out.append("-" * len(out[0]))
-    problems = []
+        headers.append("vs torch")
+    headers += ["GFLOP/s", "%peak", "GB/s", "%copy", "spread", "cpu"]
+    rows, problems = [], []
     for r in results:
         t = r["timings"]
-        cells = [f"{r['key']:<3}{r['title']}"[:48].ljust(48)]
+        cells = [f"{r['key']:<3}{r['title']}"]
         for i in cols:
             c = t.get(i, {})
             text = _ms(c.get("median_ms")) if "median_ms" in c else ("error" if "error" in c else "-")
             if c.get("check") == "mismatch":
                 text = "!" + text
-            cells.append(text.rjust(10))
+            cells.append(text)
             if "error" in c:
                 problems.append(f"{r['key']} {i}: {c['error']}")
             if c.get("check") == "mismatch":
                 problems.append(f"{r['key']} {i}: results differ from the reference "
                                 f"(max error {_num(c.get('max_rel_err'), '.2g')} of scale)")
-        cells += [_x(r["speedup_vs_numpy"].get(i)).rjust(9) for i in speed_cols]
+        cells += [_x(r["speedup_vs_numpy"].get(i)) for i in speed_cols]
         if show_vs_torch:
-            cells.append(_x(r["native_vs_torch"]).rjust(9))
+            cells.append(_x(r["native_vs_torch"]))
         p = t.get(primary, {})
         spreads = [c["spread"] for c in t.values() if "spread" in c]
-        cells += [_num(p.get("gflops"), ".1f").rjust(8), _num(p.get("peak_pct"), ".0f").rjust(6),
-                  _num(p.get("gbps"), ".1f").rjust(7), _num(p.get("copy_pct"), ".0f").rjust(6),
-                  (f"{100 * max(spreads):.0f}%" if spreads else "-").rjust(7)]
-        out.append("  ".join(cells))
-    notes = [
-        "",
-        "ms: median per call (forward + backward; I: one SGD step; J: inference).",
-    ]
+        shares = [c["cpu_util"] for c in t.values() if c.get("cpu_util") is not None]
+        cells += [_num(p.get("gflops"), ".1f"), _num(p.get("peak_pct"), ".0f"), _num(p.get("gbps"), ".1f"),
+                  _num(p.get("copy_pct"), ".0f"), f"{100 * max(spreads):.0f}%" if spreads else "-",
+                  f"{min(shares):.2f}" if shares else "-"]
+        rows.append(cells)
+    notes = ["ms: median per call (forward + backward; I: one SGD step; J: inference)."]
     if speed_cols:
         notes.append("x/np: speed-up over fastnn's NumPy reference backend (NumPy ms / that ms).")
     if show_vs_torch:
         notes.append("vs torch: PyTorch ms / fastnn native ms (above 1: fastnn is faster).")
-    notes.append(f"GFLOP/s, %peak (of the FMA peak above), GB/s (compulsory traffic) and %copy (of the "
+    notes.append(f"GFLOP/s, %peak (of the FMA peak), GB/s (compulsory traffic) and %copy (of the "
                  f"measured copy bandwidth) are those of '{primary}'.")
-    notes.append("spread: the largest interquartile range / median in the row (timing noise).")
-    contended = [f"{r['key']} {i} ({c['cpu_util']:.2f})" for r in results for i, c in r["timings"].items()
-                 if c.get("cpu_util") is not None and c["cpu_util"] < 0.8]
-    if contended:
+    notes.append("spread: the largest interquartile range / median in the row (timing noise); cpu: the smallest "
+                 "share of CPU this process got while timing the row (CPU time / wall time; about 1 or more on an "
+                 "idle machine, lower when other processes compete).")
+    utils = [(f"{r['key']} {i}", c["cpu_util"]) for r in results for i, c in r["timings"].items()
+             if c.get("cpu_util") is not None]
+    contended = [(name, u) for name, u in utils if u < 0.8]
+    if len(contended) > 8:
+        shares = sorted(u for _, u in contended)
+        notes.append(f"CONTENDED: in {len(contended)} of {len(utils)} cells this process got less than 0.8 of a "
+                     f"core while timing (median CPU time / wall time {shares[len(shares) // 2]:.2f}): other "
+                     "processes were running; re-measure on an idle machine.")
+    elif contended:
         notes.append("contended (this process got less than 0.8 of a core while timing; CPU time / wall time): "
-                     + ", ".join(contended))
-    if problems:
-        notes.append("")
-        notes += [f"PROBLEM {p}" for p in problems]
-    return "\n".join(out + notes)
+                     + ", ".join(f"{name} ({u:.2f})" for name, u in contended))
+    notes += [f"PROBLEM {p}" for p in problems]
+    return headers, rows, notes
+
+
+def format_table(results, impls, primary):
+    """The text table printed by `fastnn bench`."""
+    headers, rows, notes = table_rows(results, impls, primary)
+    widths = [max(len(h), *(len(r[k]) for r in rows)) if rows else len(h) for k, h in enumerate(headers)]
+    widths[0] = max(widths[0], 44)
+
+    def line(cells):
+        return "  ".join(c.ljust(widths[0]) if k == 0 else c.rjust(widths[k]) for k, c in enumerate(cells))
+    out = [line(headers)]
+    out.append("-" * len(out[0]))
+    out += [line(r) for r in rows]
+    return "\n".join(out + [""] + notes)
+
+
+def format_markdown(report):
+    """The table as Markdown with what it was measured on, for docs/BENCHMARKS.md or a README."""
+    m, st = report["machine"], report["settings"]
+    headers, rows, notes = table_rows(report["results"], st["implementations"], report["primary"])
+    blas = "; ".join(f"{b['internal_api']} {b['version']} ({b['architecture']})" for b in m.get("blas") or [])
+    native = (f"native kernels, SIMD {m['simd']}" if m["native_available"]
+              else "native kernels not built (NumPy reference only)")
+    load = m.get("load_average")
+    lines = [
+        f"Measured {report['date']} with `{report['command']}`: {st['threads']} thread(s) for fastnn, "
+        f"NumPy's BLAS and torch; {m['cpu']} ({m['usable_cores']} usable cores, "
+        f"{', '.join(m['isa_flags'])}); fastnn {m['fastnn']}, {native}; NumPy {m['numpy']}"
+        + (f" with {blas}" if blas else "") + (f"; PyTorch {m['torch']}" if m.get("torch") else "")
+        + f". FMA peak {_num(m['peak_gflops'], '.1f')} GFLOP/s ({m['peak_basis']}); measured NumPy sgemm "
+        f"{_num(m.get('sgemm_gflops'), '.1f')} GFLOP/s, copy {_num(m.get('copy_gbps'), '.1f')} GB/s"
+        + (f"; load average {load:.2f} at start" if load is not None else "") + ".",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += [""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
 
 
 def write_plot(path, results, impls, primary_note):
@@ -387,7 +430,7 @@ def run(args):
     # Options that would only fail after minutes of timing are checked first.
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         return _fail("--plot needs matplotlib, which is not installed (pip install matplotlib)")
-    for option, path in (("--json", args.json_path), ("--plot", args.plot)):
+    for option, path in (("--json", args.json_path), ("--markdown", args.markdown), ("--plot", args.plot)):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             return _fail(f"{option}: the directory of {path!r} does not exist")
 
@@ -431,6 +474,10 @@ def run(args):
         with open(args.json_path, "w", encoding="utf-8") as fh:
             json.dump(report, fh, indent=1)
         print(f"\nwrote {args.json_path}")
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as fh:
+            fh.write(format_markdown(report))
+        print(f"wrote {args.markdown}")
     if args.plot:
         note = f"({args.threads} thread{'s' if args.threads > 1 else ''}, {machine['date']}"
         note += ")" if "native" in impls else "; native kernels not built)"

@@ -9,7 +9,6 @@ large |x| (no overflow warnings). NaN and Inf inputs propagate without warnings.
 import functools
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 
 def _quiet_nan(func):
@@ -29,15 +28,18 @@ def relu(x):
     return np.maximum(x, x.dtype.type(0))
 
 
+@_quiet_nan
 def leaky_relu(x, alpha):
     return np.where(x > 0, x, x * x.dtype.type(alpha))
 
 
+@_quiet_nan
 def elu(x, alpha):
     # expm1 of min(x, 0): never overflows, and exact near 0.
     return np.where(x > 0, x, x.dtype.type(alpha) * np.expm1(np.minimum(x, 0)))
 
 
+@_quiet_nan
 def sigmoid(x):
     e = np.exp(-np.abs(x))  # in (0, 1]
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
@@ -47,6 +49,7 @@ def tanh(x):
     return np.tanh(x)
 
 
+@_quiet_nan
 def softplus(x):
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
@@ -59,26 +62,32 @@ def identity(x):
     return x.copy()
 
 
+@_quiet_nan
 def relu_backward(dy, x):
     return np.where(x > 0, dy, dy.dtype.type(0))
 
 
+@_quiet_nan
 def leaky_relu_backward(dy, x, alpha):
     return np.where(x > 0, dy, dy * dy.dtype.type(alpha))
 
 
+@_quiet_nan
 def elu_backward(dy, x, alpha):
     return np.where(x > 0, dy, dy * (dy.dtype.type(alpha) * np.exp(np.minimum(x, 0))))
 
 
+@_quiet_nan
 def softplus_backward(dy, x):
     return dy * sigmoid(x)
 
 
+@_quiet_nan
 def sigmoid_backward(dy, y):
     return dy * (y * (1 - y))
 
 
+@_quiet_nan
 def tanh_backward(dy, y):
     return dy * (1 - y * y)
 
@@ -155,17 +164,18 @@ def _out_hw(h, w, fh, fw, stride, pad):
     return (h + 2 * pad[0] - fh) // stride[0] + 1, (w + 2 * pad[1] - fw) // stride[1] + 1
 
 
-def _windows(xp, fh, fw, stride):
-    """Strided view (N, C, oh, ow, fh, fw) of the windows of a padded input."""
-    return sliding_window_view(xp, (fh, fw), axis=(2, 3))[:, :, ::stride[0], ::stride[1]]
-
-
 def im2col(x, fh, fw, stride, pad):
     n, c, h, w = x.shape
+    (sh, sw) = stride
     oh, ow = _out_hw(h, w, fh, fw, stride, pad)
-    windows = _windows(_pad_hw(x, pad), fh, fw, stride)
-    # (N, oh, ow, C, fh, fw): the row/column order of the book's common/util.py.
-    return np.ascontiguousarray(windows.transpose(0, 2, 3, 1, 4, 5)).reshape(n * oh * ow, c * fh * fw)
+    xp = _pad_hw(x, pad)
+    # Written straight into the layout of the book's common/util.py, rows
+    # (n, oh, ow) and columns (c, fh, fw): one strided copy per filter offset.
+    col = np.empty((n, oh, ow, c, fh, fw), dtype=x.dtype)
+    for i in range(fh):
+        for j in range(fw):
+            col[:, :, :, :, i, j] = xp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw].transpose(0, 2, 3, 1)
+    return col.reshape(n * oh * ow, c * fh * fw)
 
 
 def col2im(col, x_shape, fh, fw, stride, pad):
@@ -211,13 +221,26 @@ def conv2d_backward(dy, x, W, stride, pad, need_dx):
 
 def max_pool2d(x, ph, pw, stride, pad):
     n, c, h, w = x.shape
+    (sh, sw) = stride
     oh, ow = _out_hw(h, w, ph, pw, stride, pad)
-    windows = _windows(_pad_hw(x, pad, -np.inf), ph, pw, stride).reshape(n, c, oh, ow, ph * pw)
-    # np.argmax: first maximum in row-major window order; a NaN wins (the first one).
-    k = windows.argmax(axis=-1)
-    y = np.take_along_axis(windows, k[..., None], axis=-1)[..., 0]
-    row_start = (np.arange(oh) * stride[0] - pad[0])[:, None]
-    col_start = (np.arange(ow) * stride[1] - pad[1])[None, :]
+    xp = _pad_hw(x, pad, -np.inf)
+    # A running maximum over the window offsets in row-major order: a later element
+    # wins only when strictly greater, so ties keep the first maximum; a NaN wins
+    # over any number and then stays (as np.argmax).
+    has_nan = bool(np.isnan(x).any())
+    y = np.array(xp[:, :, 0:sh * oh:sh, 0:sw * ow:sw])
+    k = np.zeros(y.shape, dtype=np.int64)
+    wins = np.empty(y.shape, dtype=bool)
+    for offset in range(1, ph * pw):
+        di, dj = divmod(offset, pw)
+        v = xp[:, :, di:di + sh * oh:sh, dj:dj + sw * ow:sw]
+        np.greater(v, y, out=wins)
+        if has_nan:
+            wins |= np.isnan(v) & ~np.isnan(y)
+        np.copyto(y, v, where=wins)
+        np.copyto(k, offset, where=wins)
+    row_start = (np.arange(oh, dtype=np.int64) * sh - pad[0])[:, None]
+    col_start = (np.arange(ow, dtype=np.int64) * sw - pad[1])[None, :]
     rows = row_start + k // pw
     cols = col_start + k % pw
     # Padding only ties for the maximum when every real element of the window is
@@ -226,8 +249,7 @@ def max_pool2d(x, ph, pw, stride, pad):
     if in_padding.any():
         rows = np.where(in_padding, np.maximum(row_start, 0), rows)
         cols = np.where(in_padding, np.maximum(col_start, 0), cols)
-    argmax = (rows * w + cols).astype(np.int64)
-    return np.ascontiguousarray(y), argmax
+    return y, rows * w + cols
 
 
 def max_pool2d_backward(dy, argmax, x_shape, ph, pw, stride, pad):

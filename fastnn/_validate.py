@@ -39,6 +39,8 @@ def _describe(value):
 
 def as_float_array(op, name, value):
     """``value`` as an ndarray of dtype float32 or float64 (lists go through np.asarray)."""
+    if type(value) is np.ndarray and value.dtype in FLOAT_DTYPES:
+        return value
     if value is None:
         raise TypeError(f"{op}: expected {name} to be a float32 or float64 array, got None")
     try:
@@ -51,11 +53,13 @@ def as_float_array(op, name, value):
     return arr
 
 
-def float_arrays(op, **named):
-    """Check each named float array (None passes through), promote them all to one
-    dtype with np.result_type and make them C-contiguous. Returns (dtype, dict)."""
-    arrays = {k: as_float_array(op, k, v) for k, v in named.items() if v is not None}
-    dtype = np.result_type(*arrays.values()) if arrays else np.dtype(np.float64)
+def float_arrays(op, optional=(), **named):
+    """Check each named float array (None passes through for the names in ``optional``),
+    promote them all to one dtype with np.result_type and make them C-contiguous.
+    Returns (dtype, dict)."""
+    arrays = {k: as_float_array(op, k, v) for k, v in named.items() if v is not None or k not in optional}
+    dtypes = {a.dtype for a in arrays.values()}
+    dtype = dtypes.pop() if len(dtypes) == 1 else np.result_type(*arrays.values())
     out = {k: None for k in named}
     for k, arr in arrays.items():
         out[k] = np.asarray(arr, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
@@ -84,6 +88,10 @@ def check_nonempty_dims(op, name, arr, first_dim=1):
 
 
 def as_int(op, name, value, minimum=None):
+    if type(value) is int:
+        if minimum is not None and value < minimum:
+            raise ValueError(f"{op}: expected {name} >= {minimum}, got {value}")
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         raise TypeError(f"{op}: expected {name} to be an int, got {value!r} ({type(value).__name__})")
     value = int(value)
@@ -108,6 +116,8 @@ def as_pair(op, name, value, minimum):
 
 
 def as_real(op, name, value):
+    if type(value) is float:
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"{op}: expected {name} to be a real number, got {value!r} ({type(value).__name__})")
     return float(value)
@@ -154,12 +164,25 @@ def activation_alpha(op, activation, alpha, fused=False):
 
 
 def conv_output_size(op, in_hw, filter_hw, stride, pad, what="filter"):
-    """(oh, ow) of a window of size filter_hw sliding over in_hw padded by pad."""
+    """((oh, ow), stride) of a window of size filter_hw sliding over in_hw padded by pad.
+
+    A stride past the padded extent gives one window, exactly as stride 1 would when
+    only one fits; such strides are clamped, so that backends get strides that fit
+    in int64 (the result is the same)."""
     (h, w), (fh, fw), (sh, sw), (ph, pw) = in_hw, filter_hw, stride, pad
     if fh > h + 2 * ph or fw > w + 2 * pw:
         raise ValueError(f"{op}: {what} ({fh}, {fw}) is larger than the padded input "
                          f"({h + 2 * ph}, {w + 2 * pw}) (input ({h}, {w}), pad ({ph}, {pw}))")
-    return (h + 2 * ph - fh) // sh + 1, (w + 2 * pw - fw) // sw + 1
+    sh = min(sh, h + 2 * ph - fh + 1)
+    sw = min(sw, w + 2 * pw - fw + 1)
+    return ((h + 2 * ph - fh) // sh + 1, (w + 2 * pw - fw) // sw + 1), (sh, sw)
+
+
+def check_geometry_fits(op, *values):
+    """Every size, filter, stride and pad must be representable in the kernels' int64."""
+    for v in values:
+        if v > _INT64_MAX // 4:
+            raise ValueError(f"{op}: size {v} is too large (int64 index arithmetic would overflow)")
 
 
 def x_shape4(op, value):

@@ -202,7 +202,8 @@ def _download(name, sha256, dest_dir, mirrors):
             if tmp.exists():
                 tmp.unlink()
     raise OSError(f"could not download {name} into {dest_dir}:\n  " + "\n  ".join(errors)
-                  + "\nDownload the file yourself and pass its directory as path=..., or set FASTNN_DATA.")
+                  + f"\nPut the file into {dest_dir} by hand, or pass a directory holding the files "
+                    "(path=... here, --data-dir for `fastnn train`).")
 
 
 def _load_idx_pair(directory, files, split, func):

@@ -71,7 +71,7 @@ def _check_linear(op, x, W, b=None):
 def linear(x, W, b=None, activation=None, alpha=None):
     """act(x @ W + b) for x (N, D) or (N, ...) (flattened to (N, D)), W (D, M), b (M,)."""
     op = "linear"
-    dtype, arrs = V.float_arrays(op, x=x, W=W, b=b)
+    dtype, arrs = V.float_arrays(op, optional=("b",), x=x, W=W, b=b)
     x, W, b = arrs["x"], arrs["W"], arrs["b"]
     _check_linear(op, x, W, b)
     act = V.activation_name(op, activation)
@@ -88,7 +88,7 @@ def linear_backward(dy, x, W, activation=None, y=None, alpha=None):
     if act is not None and y is None:
         raise ValueError(f"{op}: activation {act!r} needs y, the output of the forward pass")
     alpha = V.activation_alpha(op, act, alpha, fused=True)
-    dtype, arrs = V.float_arrays(op, dy=dy, x=x, W=W, y=y if act is not None else None)
+    dtype, arrs = V.float_arrays(op, optional=("y",), dy=dy, x=x, W=W, y=y if act is not None else None)
     dy, x, W, y = arrs["dy"], arrs["x"], arrs["W"], arrs["y"]
     _check_linear(op, x, W)
     want = (x.shape[0], W.shape[1])
@@ -104,6 +104,8 @@ def linear_backward(dy, x, W, activation=None, y=None, alpha=None):
 # Activations (any shape)
 
 def _unary(op, x):
+    if type(x) is np.ndarray and x.dtype in V.FLOAT_DTYPES and x.flags.c_contiguous:
+        return x  # the common case, without the general machinery
     return V.float_arrays(op, x=x)[1]["x"]
 
 
@@ -243,7 +245,8 @@ def _check_image(op, name, x):
 def _conv_geometry(op, x_shape, filter_hw, stride, pad, what="filter"):
     stride = V.as_pair(op, "stride", stride, 1)
     pad = V.as_pair(op, "pad", pad, 0)
-    oh, ow = V.conv_output_size(op, x_shape[2:], filter_hw, stride, pad, what)
+    (oh, ow), stride = V.conv_output_size(op, x_shape[2:], filter_hw, stride, pad, what)
+    V.check_geometry_fits(op, *x_shape, *filter_hw, *pad, x_shape[2] + 2 * pad[0], x_shape[3] + 2 * pad[1])
     return stride, pad, oh, ow
 
 
@@ -294,7 +297,7 @@ def _check_conv(op, x, W, b, stride, pad):
 def conv2d(x, W, b=None, stride=1, pad=0, activation=None, alpha=None):
     """act(conv(x, W) + b): x (N, C, H, W), W (F, C, FH, FW), b (F,) -> (N, F, oh, ow)."""
     op = "conv2d"
-    dtype, arrs = V.float_arrays(op, x=x, W=W, b=b)
+    dtype, arrs = V.float_arrays(op, optional=("b",), x=x, W=W, b=b)
     x, W, b = arrs["x"], arrs["W"], arrs["b"]
     stride, pad, oh, ow = _check_conv(op, x, W, b, stride, pad)
     act = V.activation_name(op, activation)
@@ -323,7 +326,8 @@ def conv2d_backward(dy, x, W, stride=1, pad=0, need_dx=True):
 
 def _pool_geometry(op, x_shape, pool_h, pool_w, stride, pad):
     pool, stride, pad = V.pool_params(op, pool_h, pool_w, stride, pad)
-    oh, ow = V.conv_output_size(op, x_shape[2:], pool, stride, pad, what="pool window")
+    (oh, ow), stride = V.conv_output_size(op, x_shape[2:], pool, stride, pad, what="pool window")
+    V.check_geometry_fits(op, *x_shape, *pool, *pad, x_shape[2] + 2 * pad[0], x_shape[3] + 2 * pad[1])
     return pool, stride, pad, (x_shape[0], x_shape[1], oh, ow)
 
 
@@ -460,6 +464,8 @@ def _update(op, kernel, p, g, states, scalars):
     states = [V.writeable_float_array(op, name, s, p.shape) for name, s in states]
     scalars = [V.as_real(op, name, s) for name, s in scalars]
     arrays = [p, g, *states]
+    if p.ndim == 0:  # 0-d arrays travel as (1,) views, still updated in place
+        arrays = [a.reshape(1) for a in arrays]
     # The native kernel needs one dtype and C-contiguous memory; any other layout is
     # updated in place by the NumPy reference (which works on views and mixed dtypes).
     fast = all(a.flags.c_contiguous and a.dtype == p.dtype for a in arrays)

@@ -92,6 +92,19 @@ def test_bench_numpy_only_table_and_threads(tmp_path, capsys):
     assert "B  Affine x(100,784) W(784,50)" in stdout and "FMA peak : 100.0 GFLOP/s" in stdout
 
 
+def test_markdown_table(tmp_path, capsys):
+    md = tmp_path / "t.md"
+    rc, _, _ = run_bench(["--only", "G1,H2", "--impl", "numpy", "--repeat", "1", "--quick",
+                          "--markdown", str(md)], capsys)
+    assert rc == 0
+    lines = md.read_text().splitlines()
+    assert "`fastnn bench --threads 1 --only G1,H2 --impl numpy --repeat 1 --quick`" in lines[0]
+    header = lines.index("| workload | numpy ms | GFLOP/s | %peak | GB/s | %copy | spread | cpu |")
+    rows = lines[header + 2:header + 4]
+    assert rows[0].startswith("| G1 Softmax-CE (256,10)") and rows[1].startswith("| H2 Sigmoid")
+    assert all(row.count("|") == 9 for row in rows)
+
+
 def test_thread_limits_apply_and_restore():
     before = fastnn.get_num_threads()
     fastnn.set_num_threads(3)

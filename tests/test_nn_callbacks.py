@@ -288,3 +288,97 @@ def test_interrupt_before_the_first_epoch_ends_returns_an_empty_history():
                         callbacks=[InterruptAt(0, 0, "on_batch_end")])
     assert history.interrupted and history.history == {} and history.partial_epoch["batches_done"] == 1
     assert_same_weights(model, reference_weights(x, t, 1))
+
+
+def test_ctrl_c_during_validation_lets_the_epoch_finish(capsys):
+    x, t = data(60)
+    model = make_model()
+
+    class CtrlCInEpochEnd(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    history = model.fit(x, t, epochs=5, batch_size=BATCH, shuffle=False, verbose=0, validation_data=(x, t),
+                        callbacks=[CtrlCInEpochEnd()])
+    assert history.interrupted and history.partial_epoch is None
+    assert history.epoch == [0, 1] and len(history.history["val_loss"]) == 2
+    assert "interrupted (Ctrl-C) after epoch 2/5" in capsys.readouterr().err
+    assert_same_weights(model, reference_weights(x, t, 2 * len(x) // BATCH))
+
+
+def test_abandoned_batch_leaves_batchnorm_statistics_untouched(monkeypatch):
+    """A second Ctrl-C during a batch's forward pass (after BatchNorm has run) abandons the
+    batch: moving statistics included, the model is exactly as after the previous batch."""
+    x, t = data(60)
+    model = make_model()
+    last = model.layers[-1]
+    real_forward = type(last).forward
+    calls = []
+
+    def forward_with_interrupts(self, *args, **kwargs):
+        if self is last:
+            calls.append(1)
+        if self is last and len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(last), "forward", forward_with_interrupts)
+    history = model.fit(x, t, epochs=2, batch_size=BATCH, shuffle=False, verbose=0)
+    monkeypatch.setattr(type(last), "forward", real_forward)
+    assert history.interrupted and history.partial_epoch["batches_done"] == 2
+    assert_same_weights(model, reference_weights(x, t, 2))
+
+
+CHILD = r"""
+import json, sys
+import numpy as np
+from fastnn import optim
+from fastnn.nn import BatchNorm, Callback, Dense, Sequential
+
+class Ready(Callback):
+    def on_batch_end(self, batch, logs=None):
+        if batch == 0 and not getattr(self, "said", False):
+            self.said = True
+            print("READY", flush=True)
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((2000, 20)).astype(np.float32)
+t = (x[:, 0] > 0).astype(np.int64)
+model = Sequential([Dense(32, activation="relu", input_dim=20), BatchNorm(), Dense(2, activation="softmax")], seed=0)
+model.compile(optim.SGD(lr=0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
+history = model.fit(x, t, epochs=100000, batch_size=4, verbose=0, callbacks=[Ready()])
+p = model.predict(x)
+print(json.dumps({"interrupted": history.interrupted, "epochs": len(history.epoch),
+                  "iterations": model.optimizer.iterations,
+                  "batches": (history.partial_epoch or {}).get("batches_done"),
+                  "finite": bool(np.all(np.isfinite(p))), "accuracy": model.evaluate(x, t)[1]}), flush=True)
+"""
+
+
+def test_real_ctrl_c_from_outside_the_process():
+    import json
+    import subprocess
+    import sys
+    import time
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["interrupted"] and result["finite"]
+    steps = 2000 // 4
+    # every applied batch was counted once: completed epochs plus the batches of the partial one
+    assert result["iterations"] == result["epochs"] * steps + (result["batches"] or 0)
+    assert "fit: Ctrl-C: stopping after the current batch" in err and "interrupted (Ctrl-C)" in err
+    assert "Traceback" not in err

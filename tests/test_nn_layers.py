@@ -214,8 +214,9 @@ def test_batchnorm_moving_statistics(rng):
     np.testing.assert_allclose(y_inf, expected, rtol=1e-10)
 
 
-def test_softmax_activation_layer(rng):
-    x = rng.standard_normal((4, 5)) * 50
+@pytest.mark.parametrize("shape", [(4, 5), (2, 3, 4, 2)])
+def test_softmax_activation_layer_runs_over_features_or_channels(rng, shape):
+    x = rng.standard_normal(shape) * 50
     y = Activation("softmax")(x)
     e = np.exp(x - x.max(axis=1, keepdims=True))
     np.testing.assert_allclose(y, e / e.sum(axis=1, keepdims=True), rtol=1e-12, atol=1e-300)
@@ -263,6 +264,8 @@ LAYER_CASES = [
     ("act_tanh", lambda: Activation("tanh"), (4, 5)),
     ("act_softplus", lambda: Activation("softplus"), (4, 5)),
     ("act_softmax", lambda: Activation("softmax"), (4, 5)),
+    ("act_softmax_channels", lambda: Activation("softmax"), (2, 3, 2, 2)),
+    ("conv_softmax", lambda: Conv2D(3, 2, activation="softmax"), (2, 2, 3, 3)),
 ]
 
 

@@ -281,7 +281,8 @@ def test_pickled_payloads_never_run(saved, tmp_path):
 
 def test_other_hostile_archives(saved, tmp_path):
     items = members(saved)
-    write_members(tmp_path / "dup.npz", list(items.items()) + [("w0.npy", items["w0.npy"])])
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        write_members(tmp_path / "dup.npz", list(items.items()) + [("w0.npy", items["w0.npy"])])
     with pytest.raises(ValueError, match="duplicate"):
         load_model(tmp_path / "dup.npz")
     write_members(tmp_path / "noarch.npz", [(k, v) for k, v in items.items() if k != "architecture.npy"])

@@ -298,3 +298,22 @@ def test_train_on_batch_matches_a_manual_step(rng):
     d = (p - np.eye(2)[t]) / 6
     np.testing.assert_allclose(model.get_weights()[0], W0 - 0.1 * x.T @ d, rtol=1e-12)
     np.testing.assert_allclose(model.get_weights()[1], b0 - 0.1 * d.sum(axis=0), rtol=1e-12)
+
+
+@requires_native
+def test_native_and_numpy_backends_train_the_same_model():
+    x, t = bars(64, seed=3)
+    x = x.astype(np.float64)
+    results = {}
+    for name in ("numpy", "native"):
+        with fastnn.backend(name):
+            model = Sequential([Conv2D(4, 3, padding="same", activation="relu", input_shape=(1, 8, 8)),
+                                BatchNorm(), MaxPool2D(2), Conv2D(5, 2, activation="elu"), Flatten(),
+                                Dropout(0.2), Dense(3, activation="softmax")], dtype="float64", seed=0)
+            model.compile(optim.Momentum(lr=0.05), "sparse_categorical_crossentropy", metrics=["accuracy"])
+            history = model.fit(x, t, epochs=2, batch_size=16, verbose=0, seed=1)
+            results[name] = (history.history["loss"], model.get_weights(), model.predict(x))
+    np.testing.assert_allclose(results["native"][0], results["numpy"][0], rtol=1e-9)
+    for a, b in zip(results["native"][1], results["numpy"][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(results["native"][2], results["numpy"][2], rtol=1e-8, atol=1e-12)

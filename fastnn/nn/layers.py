@@ -191,11 +191,12 @@ def normalize_activation(owner, activation):
 
 
 def activation_forward(x, name, alpha=None):
-    """``name`` applied to ``x`` (softmax along the last axis)."""
+    """``name`` applied to ``x``; softmax runs along axis 1, the features of (N, D) input
+    and the channels of NCHW input."""
     if name is None:
         return x
     if name == "softmax":
-        return ops.softmax(x, axis=-1)
+        return ops.softmax(x, axis=1)
     return ops.activation(x, name, alpha=alpha)
 
 
@@ -203,8 +204,8 @@ def activation_backward(dy, name, x, y, alpha=None):
     if name is None:
         return dy
     if name == "softmax":
-        # The Jacobian-vector product of softmax: dx = y * (dy - sum(dy * y)) along the last axis.
-        return y * (dy - np.sum(dy * y, axis=-1, keepdims=True))
+        # The Jacobian-vector product of softmax: dx = y * (dy - sum(dy * y)) along its axis.
+        return y * (dy - np.sum(dy * y, axis=1, keepdims=True))
     return ops.activation_backward(dy, name, x=x, y=y, alpha=alpha)
 
 
@@ -577,7 +578,8 @@ class BatchNorm(Layer):
 
 
 class Activation(_ActivationMixin, Layer):
-    """An activation as a layer: one of ``ACTIVATIONS`` ("softmax" along the last axis)."""
+    """An activation as a layer: one of ``ACTIVATIONS`` ("softmax" along axis 1: the features
+    of (N, D) input, the channels of NCHW input)."""
 
     supports_logits = True
 

@@ -206,8 +206,17 @@ class Sequential:
         return self._train_step(x, t, None)
 
     def _train_step(self, x, t, sigint):
-        loss, grad, outputs = self._loss_forward(x, t, training=True)
-        self._backward(grad)
+        # The forward pass updates BatchNorm's moving statistics; if the step is abandoned
+        # (a second Ctrl-C) before the optimizer update, put them back, so that a batch
+        # changes the model completely or not at all.
+        moving = [(a, a.copy()) for layer in self.layers for a in layer.state.values()] if sigint else []
+        try:
+            loss, grad, outputs = self._loss_forward(x, t, training=True)
+            self._backward(grad)
+        except BaseException:
+            for array, saved in moving:
+                np.copyto(array, saved)
+            raise
         params, grads = self.params(), self.grads()
         if sigint is not None:
             sigint.in_update = True
@@ -287,66 +296,87 @@ class Sequential:
         cbs = _callbacks.CallbackList(list(callbacks or []) + [history], self)
         self.history = history
         self.stop_training = False
-        n = len(x)
-        steps = -(-n // batch_size)
         out = sys.stdout
+        progress = _EpochProgress()
         cbs.on_train_begin({})
         with _SigintDeferral() as sigint:
-            epoch, done, seen, logs, bar = initial_epoch, 0, 0, {}, None
             try:
                 for epoch in range(initial_epoch, epochs):
-                    seen, logs, sums, done = 0, {}, {}, 0
+                    progress.start(epoch)
                     cbs.on_epoch_begin(epoch, {})
-                    bar = None
                     if verbose == 1:
                         out.write(f"Epoch {epoch + 1}/{epochs}\n")
-                        bar = Progbar(n, stream=out)
-                    elif verbose >= 2:
-                        bar = Progbar(n, stream=out, dynamic=False)
-                    order = rng.permutation(n) if shuffle else None
-                    for batch in range(steps):
-                        lo, hi = batch * batch_size, min(n, (batch + 1) * batch_size)
-                        if order is not None:
-                            idx = order[lo:hi]
-                            xb, tb = x[idx], t[idx]
-                        else:
-                            xb, tb = x[lo:hi], t[lo:hi]
-                        cbs.on_batch_begin(batch, {"batch": batch, "size": hi - lo})
-                        step_logs = self._train_step(xb, tb, sigint)
-                        seen += hi - lo
-                        done += 1
-                        for k, v in step_logs.items():
-                            sums[k] = sums.get(k, 0.0) + v * (hi - lo)
-                        logs = {k: s / seen for k, s in sums.items()}
-                        if bar is not None:
-                            bar.update(seen, logs)
-                        cbs.on_batch_end(batch, dict(logs, batch=batch, size=hi - lo))
-                        sigint.raise_if_requested()
-                        if self.stop_training:
-                            break
-                    epoch_logs = dict(logs)
+                    bar = Progbar(len(x), stream=out, dynamic=None if verbose == 1 else False) if verbose else None
+                    progress.open_line = bar is not None and bar.dynamic
+                    order = rng.permutation(len(x)) if shuffle else None
+                    self._run_epoch(x, t, order, batch_size, cbs, bar, sigint, progress)
+                    epoch_logs = dict(progress.logs)
                     if val is not None:
                         for k, v in self._evaluate_arrays(val[0], val[1], batch_size).items():
                             epoch_logs["val_" + k] = v
                     cbs.on_epoch_end(epoch, epoch_logs)
+                    progress.in_epoch = False
                     if bar is not None:
-                        prefix = f"Epoch {epoch + 1}/{epochs}: " if verbose >= 2 else ""
-                        if prefix:
-                            out.write(prefix)
+                        if verbose >= 2:
+                            out.write(f"Epoch {epoch + 1}/{epochs}: ")
                         bar.finish(epoch_logs)
+                        progress.open_line = False
                     sigint.raise_if_requested()
                     if self.stop_training:
                         break
             except KeyboardInterrupt:
-                history.interrupted = True
-                history.partial_epoch = dict(logs, epoch=epoch, batches_done=done, samples_done=seen)
-                if bar is not None and bar.dynamic:
-                    out.write("\n")
-                print(f"fit: interrupted (Ctrl-C) in epoch {epoch + 1}/{epochs} after {seen}/{n} samples; "
-                      "the model holds the weights of the last completed batch"
-                      + (f" (partial epoch{format_logs(logs)})" if logs else ""), file=sys.stderr)
+                self._note_interrupt(history, progress, epochs, len(x), out)
+        self._release_caches()
         cbs.on_train_end({})
         return history
+
+    def _run_epoch(self, x, t, order, batch_size, cbs, bar, sigint, progress):
+        """The batches of one epoch; ``progress`` holds the running means as they go."""
+        n = len(x)
+        sums = {}
+        for batch in range(-(-n // batch_size)):
+            lo, hi = batch * batch_size, min(n, (batch + 1) * batch_size)
+            if order is not None:
+                idx = order[lo:hi]
+                xb, tb = x[idx], t[idx]
+            else:
+                xb, tb = x[lo:hi], t[lo:hi]
+            cbs.on_batch_begin(batch, {"batch": batch, "size": hi - lo})
+            step_logs = self._train_step(xb, tb, sigint)
+            progress.seen += hi - lo
+            progress.batches += 1
+            for k, v in step_logs.items():
+                sums[k] = sums.get(k, 0.0) + v * (hi - lo)
+            progress.logs = {k: s / progress.seen for k, s in sums.items()}
+            if bar is not None:
+                bar.update(progress.seen, progress.logs)
+            cbs.on_batch_end(batch, dict(progress.logs, batch=batch, size=hi - lo))
+            sigint.raise_if_requested()
+            if self.stop_training:
+                break
+
+    @staticmethod
+    def _note_interrupt(history, progress, epochs, n, out):
+        history.interrupted = True
+        if progress.open_line:  # end the progress bar's line before the note
+            out.write("\n")
+        epoch = progress.epoch
+        if progress.in_epoch:
+            history.partial_epoch = dict(progress.logs, epoch=epoch, batches_done=progress.batches,
+                                         samples_done=progress.seen)
+            where = f"in epoch {epoch + 1}/{epochs} after {progress.seen}/{n} samples"
+            if progress.logs:
+                where += f" (partial epoch{format_logs(progress.logs)})"
+        else:
+            where = f"after epoch {epoch + 1}/{epochs}"
+        print(f"fit: interrupted (Ctrl-C) {where}; the model holds the weights of the last completed batch",
+              file=sys.stderr)
+
+    def _release_caches(self):
+        # Forward passes keep their inputs for backward; don't hold a batch after a call returns.
+        for layer in self.layers:
+            if getattr(layer, "_cache", None) is not None:
+                layer._cache = None
 
     def _validation_arrays(self, x, t, validation_data, validation_split):
         if validation_data is not None:
@@ -394,6 +424,7 @@ class Sequential:
         if len(x) == 0:
             raise ValueError("evaluate: no samples")
         logs = self._evaluate_arrays(x, t, batch_size)
+        self._release_caches()
         if verbose:
             print(f"evaluate:{format_logs(logs)}", file=sys.stdout)
         if return_dict:
@@ -406,6 +437,7 @@ class Sequential:
         x = self._prepare_x(x, "predict")
         batch_size = _int_arg("predict", "batch_size", batch_size, 1)
         outputs = [self._forward(x[lo:lo + batch_size], training=False) for lo in range(0, len(x), batch_size)]
+        self._release_caches()
         if not outputs:
             return np.empty((0,) + self.output_shape, dtype=self.dtype)
         return np.concatenate(outputs, axis=0)
@@ -494,6 +526,18 @@ class Sequential:
 
     def __repr__(self):
         return f"<Sequential name={self.name!r} layers={len(self.layers)} built={self.built}>"
+
+
+class _EpochProgress:
+    """Where fit is: the epoch, whether it is under way, and its running logs."""
+
+    def __init__(self):
+        self.epoch, self.in_epoch, self.open_line = 0, False, False
+        self.seen, self.batches, self.logs = 0, 0, {}
+
+    def start(self, epoch):
+        self.epoch, self.in_epoch = epoch, True
+        self.seen, self.batches, self.logs = 0, 0, {}
 
 
 class _SigintDeferral:

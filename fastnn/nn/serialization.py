@@ -21,6 +21,8 @@ import hashlib
 import json
 import math
 import os
+import stat
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -120,26 +122,46 @@ class _Invalid(Exception):
 def load_model(path, compile=True, max_bytes=DEFAULT_MAX_BYTES):
     """Load a model saved by :meth:`Sequential.save`. ``compile``: restore the compile
     settings when the file has them. ``max_bytes``: refuse files whose weights would take
-    more memory than this. Raises ValueError for anything but a valid fastnn model file."""
+    more memory than this. Raises ValueError for anything but a valid fastnn model file
+    (OSError such as FileNotFoundError when the file cannot be opened)."""
     path = os.fspath(path)
-    try:
-        return _load(path, compile, int(max_bytes))
-    except _Invalid as exc:
-        raise ValueError(f"load_model: {path!r} is not a valid fastnn model file: {exc}") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise ValueError(f"load_model: {path!r} is not a valid fastnn model file (corrupt or truncated "
-                         f"archive: {exc})") from None
-
-
-def _load(path, compile, max_bytes):
-    from fastnn.nn.model import Sequential
-    if not os.path.isfile(path):
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
+        raise TypeError(f"load_model: max_bytes must be an int >= 0, got {max_bytes!r}")
+    if not os.path.exists(path):
         raise FileNotFoundError(f"load_model: no such file: {path!r}")
-    if os.path.getsize(path) > max_bytes + MAX_ARCHITECTURE_BYTES + _NPY_HEADER_SLACK:
+    if not os.path.isfile(path):
+        raise ValueError(f"load_model: {path!r} is not a valid fastnn model file: not a regular file")
+    # Open with O_NONBLOCK so that a file swapped for a FIFO after the check cannot block us.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        with os.fdopen(fd, "rb") as f:
+            fd = None
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ValueError(f"load_model: {path!r} is not a valid fastnn model file: not a regular file")
+            try:
+                return _load(f, compile, int(max_bytes))
+            except _Invalid as exc:
+                raise ValueError(f"load_model: {path!r} is not a valid fastnn model file: {exc}") from None
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+                    RuntimeError, struct.error, UnicodeDecodeError, OverflowError) as exc:
+                # Whatever the zip layer trips over in a damaged archive (a bad offset makes
+                # seek fail with EINVAL, an unknown compression method NotImplementedError, ...).
+                raise ValueError(f"load_model: {path!r} is not a valid fastnn model file (corrupt or "
+                                 f"truncated archive: {type(exc).__name__}: {exc})") from None
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _load(f, compile, max_bytes):
+    from fastnn.nn.model import Sequential
+    size = os.fstat(f.fileno()).st_size
+    if size > max_bytes + MAX_ARCHITECTURE_BYTES + _NPY_HEADER_SLACK:
         raise _Invalid(f"the file is larger than max_bytes={max_bytes}")
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(f):
         raise _Invalid("not an .npz (zip) archive, or truncated")
-    with zipfile.ZipFile(path) as archive:
+    f.seek(0)
+    with zipfile.ZipFile(f) as archive:
         infos = archive.infolist()
         names = [info.filename for info in infos]
         if len(set(names)) != len(names):
@@ -295,8 +317,9 @@ def _read_npy(archive, info, dtype, shape, max_bytes):
                 raise _Invalid(f"{name}: unsupported .npy version {version}")
         except _Invalid:
             raise
-        except (ValueError, EOFError, SyntaxError, TypeError) as exc:
-            raise _Invalid(f"{name}: bad .npy header ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - numpy's header parser (a literal_eval, never code)
+            # raises ValueError, SyntaxError, tokenize.TokenError, ... on malformed headers.
+            raise _Invalid(f"{name}: bad .npy header ({type(exc).__name__}: {exc})") from None
         got_shape, fortran, got_dtype = header
         if got_dtype != dtype or got_dtype.hasobject:
             raise _Invalid(f"{name}: dtype {got_dtype}, expected {dtype}")

@@ -1,0 +1,175 @@
+import gzip
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn.cli import main
+
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+def accuracy_from(output):
+    match = re.search(r"test accuracy: ([0-9.]+) \((\d+)/(\d+)\)", output)
+    assert match, output
+    accuracy, correct, total = float(match.group(1)), int(match.group(2)), int(match.group(3))
+    assert abs(accuracy - correct / total) < 1e-3
+    return accuracy, total
+
+
+def seconds_per_epoch_from(output):
+    match = re.search(r"time per epoch: ([0-9.]+) s", output)
+    assert match, output
+    return float(match.group(1))
+
+
+def train(capsys, *argv):
+    rc = main(["train", "--threads", "1", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_default_run_reaches_97_percent_on_digits(capsys):
+    # The main job with its defaults (only --threads 1 to keep a busy test machine's BLAS calm).
+    rc, out, _ = train(capsys, "--quiet")
+    assert rc == 0
+    accuracy, total = accuracy_from(out)
+    assert total == 359
+    assert accuracy >= 0.97
+    assert "cnn on digits" in out and "10 epochs" in out
+    assert seconds_per_epoch_from(out) > 0
+
+
+def test_one_epoch_with_progress_bar(capsys):
+    rc, out, _ = train(capsys, "--epochs", "1")
+    assert rc == 0
+    assert "Epoch 1/1" in out
+    assert re.search(r"1438/1438 \[=+\]", out)          # the progress bar's final line
+    assert "test_accuracy:" in out                        # test accuracy reported per epoch
+    assert "Total params" in out                          # the model summary
+    accuracy, _ = accuracy_from(out)
+    assert accuracy > 0.8
+
+
+@pytest.mark.parametrize("model", ["mlp", "lenet", "simple-convnet"])
+def test_other_models_learn(capsys, model):
+    rc, out, _ = train(capsys, "--quiet", "--model", model, "--epochs", "3", "--batch-size", "16")
+    assert rc == 0, out
+    accuracy, _ = accuracy_from(out)
+    assert accuracy > 0.8, out
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "rmsprop"])
+def test_optimizers_and_lr(capsys, optimizer):
+    rc, out, _ = train(capsys, "--quiet", "--model", "mlp", "--epochs", "3", "--optimizer", optimizer)
+    assert rc == 0
+    assert optimizer in out
+    assert accuracy_from(out)[0] > 0.7
+    rc, out, _ = train(capsys, "--quiet", "--model", "mlp", "--epochs", "1", "--optimizer", optimizer,
+                       "--lr", "1e-9")
+    assert rc == 0 and "lr 1e-09" in out
+    assert accuracy_from(out)[0] < 0.5  # a learning rate of 1e-9 leaves the network untrained
+
+
+def test_seed_makes_runs_repeatable(capsys):
+    outs = [train(capsys, "--quiet", "--model", "mlp", "--epochs", "1", "--seed", "7")[1] for _ in range(2)]
+    other = train(capsys, "--quiet", "--model", "mlp", "--epochs", "1", "--seed", "8")[1]
+    assert accuracy_from(outs[0]) == accuracy_from(outs[1])
+    line = [ln for ln in outs[0].splitlines() if ln.startswith("test accuracy")][0]
+    assert line in outs[1]
+    assert re.search(r"test loss ([0-9.]+)", other).group(1) != re.search(r"test loss ([0-9.]+)", outs[0]).group(1)
+
+
+def test_save_and_plot(capsys, tmp_path):
+    model_path = tmp_path / "model.npz"
+    plot_path = tmp_path / "curves.png"
+    rc, out, err = train(capsys, "--quiet", "--model", "mlp", "--epochs", "2", "--save", str(model_path),
+                         "--plot", str(plot_path))
+    assert rc == 0
+    assert model_path.is_file()
+    accuracy, _ = accuracy_from(out)
+    model = fastnn.nn.load_model(str(model_path))
+    (_, _), (x_test, t_test) = fastnn.datasets.load_digits(flatten=False)
+    predicted = np.argmax(model.predict(x_test), axis=1)
+    assert abs(np.mean(predicted == t_test) - accuracy) < 1e-3
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "needs matplotlib" in err and not plot_path.exists()
+    else:
+        assert plot_path.is_file() and plot_path.stat().st_size > 1000
+
+
+def idx(array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    return gzip.compress(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_from_a_data_dir(capsys, tmp_path):
+    # A learnable toy set in MNIST format: class k is a bright bar at row 2k.
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 200), ("t10k", 50)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 40, (n, 28, 28))
+        for i, k in enumerate(labels):
+            images[i, 2 * k:2 * k + 2, 4:24] = 255
+        (tmp_path / f"{split}-images-idx3-ubyte.gz").write_bytes(idx(images))
+        (tmp_path / f"{split}-labels-idx1-ubyte.gz").write_bytes(idx(labels))
+    rc, out, _ = train(capsys, "--quiet", "--dataset", "mnist", "--data-dir", str(tmp_path), "--model", "mlp",
+                       "--epochs", "5")
+    assert rc == 0, out
+    accuracy, total = accuracy_from(out)
+    assert total == 50 and accuracy >= 0.9
+    assert "200 train / 50 test" in out
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="shared/data/mnist not present")
+def test_shared_mnist_test_set_only_is_split():
+    from fastnn import _cli_train
+    (x_train, t_train), (x_test, t_test), name = _cli_train.load_data("mnist", str(SHARED_MNIST))
+    assert x_train.shape == (8000, 1, 28, 28) and x_test.shape == (2000, 1, 28, 28)
+    assert "8000/2000" in name
+
+
+def test_user_errors_exit_2_with_a_message(capsys, tmp_path):
+    for argv, message in [
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--lr", "-1"], "--lr must be > 0"),
+        (["--data-dir", str(tmp_path)], "--data-dir applies to mnist"),
+        (["--dataset", "mnist", "--data-dir", str(tmp_path)], "no mnist files"),
+        (["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "absent")], "not a directory"),
+    ]:
+        rc, _, err = train(capsys, *argv)
+        assert rc == 2, argv
+        assert message in err, (argv, err)
+    rc = main(["train", "--threads", "0"])
+    assert rc == 2 and "--threads must be >= 1" in capsys.readouterr().err
+
+
+def test_native_backend_request(capsys):
+    if fastnn.config()["native_available"]:
+        rc, out, _ = train(capsys, "--quiet", "--backend", "native", "--model", "mlp", "--epochs", "1")
+        assert rc == 0 and "backend native" in out
+    else:
+        rc, _, err = train(capsys, "--backend", "native")
+        assert rc == 2 and "native backend is not available" in err
+    previous = fastnn.get_backend()
+    try:
+        rc, out, _ = train(capsys, "--quiet", "--backend", "numpy", "--model", "mlp", "--epochs", "1")
+        assert rc == 0 and "backend numpy" in out
+    finally:
+        fastnn.set_backend(previous)
+
+
+def test_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--dataset", "--data-dir", "--model", "--epochs", "--batch-size", "--optimizer", "--lr",
+                   "--backend", "--threads", "--seed", "--save", "--plot"):
+        assert option in out

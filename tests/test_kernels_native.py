@@ -219,14 +219,14 @@ def check_against_reference(fn, args, dtype):
 # ---------------------------------------------------------------------------
 # Against the reference
 
-@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", SMALL_CALLS, ids=[c[0] for c in SMALL_CALLS])
-def test_kernel_matches_reference(case, dtype, isa):
+def test_kernel_matches_reference(case, dtype):
     _, fn, build = case
     args = build(np.random.default_rng(7), dtype)
-    with configured(isa=isa):
-        check_against_reference(fn, args, dtype)
+    for isa in ISAS:
+        with configured(isa=isa):
+            check_against_reference(fn, args, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -255,7 +255,7 @@ def _assert_identical(a, b, what):
 def test_thread_count_and_reruns_do_not_change_results(case, dtype):
     _, fn, build = case
     args = build(np.random.default_rng(3), dtype)
-    for isa in ISAS:
+    for isa in sorted({ISAS[0], ISAS[-1]}):  # the portable loops and the best vector ones
         first = _outputs(fn, args, isa, 1)
         _assert_identical(first, _outputs(fn, args, isa, 1), f"{fn} rerun, {isa}")
         for threads in (2, 3):
@@ -457,12 +457,16 @@ OPTIMIZERS = [
 ]
 
 
-@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("size", [0, 1, 17, 40003])
-@pytest.mark.parametrize("wd,l1", [(0.0, 0.0), (1e-2, 0.0), (0.0, 1e-3), (5e-3, 2e-3)])
+@pytest.mark.parametrize("size", [0, 1, 17, 20011])
+@pytest.mark.parametrize("wd,l1", [(0.0, 0.0), (1e-2, 0.0), (5e-3, 2e-3)])
 @pytest.mark.parametrize("opt", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
-def test_optimizer_kernels_follow_the_book(opt, wd, l1, size, dtype, isa):
+def test_optimizer_kernels_follow_the_book(opt, wd, l1, size, dtype):
+    for isa in ISAS:
+        _check_optimizer_against_book(opt, wd, l1, size, dtype, isa)
+
+
+def _check_optimizer_against_book(opt, wd, l1, size, dtype, isa):
     name, book, nstate, hyper = opt
     rng = np.random.default_rng(size)
     p = _randn(rng, size, dtype)
@@ -479,9 +483,9 @@ def test_optimizer_kernels_follow_the_book(opt, wd, l1, size, dtype, isa):
                 book(p_want, g, *states_want, *hyper, wd, l1)
             np.testing.assert_array_equal(g, g_before)  # the gradient is never modified
     rtol = 2e-5 if dtype == np.float32 else 1e-11
-    np.testing.assert_allclose(p, p_want, rtol=rtol, atol=rtol * 1e-2)
+    np.testing.assert_allclose(p, p_want, rtol=rtol, atol=rtol * 1e-2, err_msg=f"{name} {isa}")
     for s, w in zip(states, states_want):
-        np.testing.assert_allclose(s, w, rtol=rtol, atol=rtol * 1e-2)
+        np.testing.assert_allclose(s, w, rtol=rtol, atol=rtol * 1e-2, err_msg=f"{name} {isa}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

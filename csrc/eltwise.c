@@ -19,9 +19,10 @@ FNN_DEFINE_SIMPLE_LOOPS(, portable_simple_f64, double)
 #define ELTWISE_CHUNK ((int64_t)16384)
 
 /* Outputs of at least this many bytes are written with non-temporal stores
- * (where the SIMD path has them): they would not stay in L2 anyway, and
- * skipping the read-for-ownership saves a third of a unary op's traffic. */
-#define ELTWISE_STREAM_BYTES (4.0 * 1024 * 1024)
+ * (where the SIMD path has them): skipping the read-for-ownership saves a third
+ * of a unary op's traffic. Smaller outputs use normal stores, so that the next
+ * layer can still find them in the L3 cache (typically 16-32 MiB, shared). */
+#define ELTWISE_STREAM_BYTES (8.0 * 1024 * 1024)
 
 #define DEFINE_ELTWISE(T, SFX, EXP, EXPM1)                                                         \
     static void eltwise_chunk_portable_##SFX(int op, const T *FNN_RESTRICT a,                      \

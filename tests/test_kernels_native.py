@@ -514,10 +514,10 @@ def test_optimizer_kernels_match_reference_and_threads(dtype):
 
 @pytest.mark.parametrize("offset", [0, 3])
 def test_big_float32_activations_stream_their_output_correctly(offset):
-    """Outputs of 4 MiB and more take the non-temporal-store path; an odd length
+    """Outputs of 8 MiB and more take the non-temporal-store path; an odd length
     (and an input not starting on a vector boundary) covers its head and tail."""
     rng = np.random.default_rng(1)
-    n = (1 << 20) + 4099
+    n = (1 << 21) + 4099
     buf = _randn(rng, n + offset, np.float32, 4.0)
     x = buf[offset:]  # still C-contiguous
     x[::1001] = np.nan

@@ -70,7 +70,7 @@ FNN_DEFINE_SIMPLE_LOOPS(, portable_simple_f64, double)
             if (n > 0) eltwise_chunk_##SFX(isa, op, a, b, y, n, alpha, stream);                            \
             return;                                                                                \
         }                                                                                          \
-        _Pragma("omp parallel for num_threads(fnn_threads_of(ctx)) schedule(static)")              \
+        FNN_PRAGMA(omp parallel for num_threads(fnn_threads_of(ctx)) schedule(static))              \
         for (c = 0; c < nchunks; c++) {                                                            \
             int64_t lo = c * ELTWISE_CHUNK;                                                        \
             int64_t len = n - lo < ELTWISE_CHUNK ? n - lo : ELTWISE_CHUNK;                         \

@@ -136,8 +136,13 @@ static inline int fnn_threads_of(fnn_ctx ctx) { return ctx.nthreads < 1 ? 1 : ct
 
 /* "parallel for" over the next loop with ctx's thread count, when the local
  * par_work (elements touched) is worth a team. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define FNN_PRAGMA(x) __pragma(x)
+#else
+#define FNN_PRAGMA(x) _Pragma(#x)
+#endif
 #define FNN_OMP_FOR \
-    _Pragma("omp parallel for num_threads(fnn_threads_of(ctx)) schedule(static) if(par_work >= FNN_PARALLEL_MIN_WORK)")
+    FNN_PRAGMA(omp parallel for num_threads(fnn_threads_of(ctx)) schedule(static) if(par_work >= FNN_PARALLEL_MIN_WORK))
 
 #ifdef __cplusplus
 }

@@ -36,16 +36,16 @@
     { EFFECTIVE_GRAD(T, i) s1[i] = c1 * s1[i] - c0 * gi; p[i] += c2 * s1[i] - c3 * gi; }
 /* c0 = lr, c1 = eps */
 #define RULE_ADAGRAD(T, i) \
-    { EFFECTIVE_GRAD(T, i) s1[i] += gi * gi; p[i] -= c0 * gi / (SQRT(s1[i]) + c1); }
+    { EFFECTIVE_GRAD(T, i) s1[i] += gi * gi; p[i] -= c0 * gi / (SQRT(T, s1[i]) + c1); }
 /* c0 = lr, c1 = decay, c2 = 1 - decay, c3 = eps */
 #define RULE_RMSPROP(T, i)                                                                      \
-    { EFFECTIVE_GRAD(T, i) s1[i] = c1 * s1[i] + c2 * gi * gi; p[i] -= c0 * gi / (SQRT(s1[i]) + c3); }
+    { EFFECTIVE_GRAD(T, i) s1[i] = c1 * s1[i] + c2 * gi * gi; p[i] -= c0 * gi / (SQRT(T, s1[i]) + c3); }
 /* c0 = lr_t, c1 = 1 - beta1, c2 = 1 - beta2, c3 = eps */
 #define RULE_ADAM(T, i)                                                                         \
     {                                                                                           \
         EFFECTIVE_GRAD(T, i) s1[i] += c1 * (gi - s1[i]);                                        \
         s2[i] += c2 * (gi * gi - s2[i]);                                                        \
-        p[i] -= c0 * s1[i] / (SQRT(s2[i]) + c3);                                                \
+        p[i] -= c0 * s1[i] / (SQRT(T, s2[i]) + c3);                                                \
     }
 
 #define CHUNK_ARGS(T)                                                                              \
@@ -81,7 +81,7 @@
     const int isa = fnn_isa_of(ctx);                                                               \
     const int64_t nchunks = (n + OPTIM_CHUNK - 1) / OPTIM_CHUNK;                                   \
     int64_t c;                                                                                     \
-    _Pragma("omp parallel for num_threads(fnn_threads_of(ctx)) schedule(static) if(nchunks > 2)") \
+    FNN_PRAGMA(omp parallel for num_threads(fnn_threads_of(ctx)) schedule(static) if(nchunks > 2)) \
     for (c = 0; c < nchunks; c++) {                                                                \
         const int64_t lo = c * OPTIM_CHUNK, len = n - lo < OPTIM_CHUNK ? n - lo : OPTIM_CHUNK;     \
         if (isa >= FNN_ISA_AVX512)                                                                 \
@@ -95,8 +95,10 @@
                                   c1, c2, c3, wd, l1);                                             \
     }
 
-/* type-generic sqrt: the rule bodies are shared by both dtypes */
-#define SQRT(v) _Generic((v), float: sqrtf, default: sqrt)(v)
+/* the rule bodies are shared by both dtypes: SQRT is the dtype's sqrt */
+#define SQRT_float sqrtf
+#define SQRT_double sqrt
+#define SQRT(T, v) SQRT_##T(v)
 
 DEFINE_RULE(sgd, RULE_SGD)
 DEFINE_RULE(momentum, RULE_MOMENTUM)

@@ -72,6 +72,7 @@ static double row_exp_sum_f64(int isa, const double *x, double *e, int64_t n, do
     {                                                                                               \
         const int isa = fnn_isa_of(ctx);                                                            \
         int64_t r;                                                                                  \
+        if (K <= 0) return; /* empty rows: nothing to write, and no element to take a max of */   \
         const int64_t par_work = R * K;                                                                           \
         FNN_OMP_FOR                                                                                \
         for (r = 0; r < R; r++) {                                                                   \
@@ -87,6 +88,7 @@ static double row_exp_sum_f64(int isa, const double *x, double *e, int64_t n, do
     {                                                                                               \
         const int isa = fnn_isa_of(ctx);                                                            \
         int64_t r;                                                                                  \
+        if (K <= 0) return; /* empty rows: nothing to write, and no element to take a max of */   \
         const int64_t par_work = R * K;                                                                           \
         FNN_OMP_FOR                                                                                \
         for (r = 0; r < R; r++) {                                                                   \
@@ -105,7 +107,7 @@ static double row_exp_sum_f64(int isa, const double *x, double *e, int64_t n, do
         const double inv_N = 1.0 / (double)N;                                                       \
         double *row_loss, total = 0;                                                                \
         int64_t r;                                                                                  \
-        if (N <= 0) return NAN;                                                                     \
+        if (N <= 0 || K <= 0) return NAN;                                                           \
         row_loss = (double *)malloc((size_t)N * sizeof(double));                                    \
         if (!row_loss) return NAN;                                                                  \
         const int64_t par_work = N * K;                                                                           \

@@ -176,6 +176,14 @@ def all_calls(size):
 
 
 SMALL_CALLS = list(all_calls("small"))
+
+
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+def test_softmax_of_empty_rows(fn):
+    for isa in ISAS:
+        with configured(isa=isa):
+            y = getattr(K, fn)(np.zeros((3, 0), np.float32))
+        assert y.shape == (3, 0) and y.dtype == np.float32
 LARGE_CALLS = list(all_calls("large"))
 
 

@@ -55,11 +55,15 @@ FNN_TARGET_AVX2 static inline __m256 exp_nonpos_avx2(__m256 x)
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P5));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
     p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    const __m256i bias = _mm256_set1_epi32(127);
+    __m256i k = _mm256_cvtps_epi32(fx);
+    if (!_mm256_movemask_ps(_mm256_cmp_ps(fx, _mm256_set1_ps(-126.0f), _CMP_LT_OQ)))
+        /* the usual case: 2^fx is a normal float, build its bits directly */
+        return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, bias), 23)));
     /* times 2^fx, fx in [-150, 0], as 2^(fx/2) * 2^(fx - fx/2): both factors are
      * normal floats and only the last product rounds, into the subnormals
      * where exp(x) is subnormal (as libm's and NumPy's expf) */
-    __m256i k = _mm256_cvtps_epi32(fx), k1 = _mm256_srai_epi32(k, 1), k2 = _mm256_sub_epi32(k, k1);
-    const __m256i bias = _mm256_set1_epi32(127);
+    __m256i k1 = _mm256_srai_epi32(k, 1), k2 = _mm256_sub_epi32(k, k1);
     p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23)));
     p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, bias), 23)));
     return _mm256_andnot_ps(under, p);
@@ -86,63 +90,67 @@ FNN_TARGET_AVX2 static inline __m256i tail_mask_avx2(int64_t left)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left), idx);
 }
 
-/* The ops with a hand-written vector body: a = x (forward) or dy, b = the
- * forward x or y. Bitwise the same as the loops of eltwise_loops.h (relu keeps
- * NaN and -0, no FMA in sigmoid_backward). */
-#define OP_BODY_AVX2(op, va, vb)                                                                  \
-    ((op) == FNN_OP_RELU ? _mm256_andnot_ps(_mm256_cmp_ps(va, zero, _CMP_LT_OQ), va)              \
-     : (op) == FNN_OP_RELU_BACKWARD ? _mm256_and_ps(_mm256_cmp_ps(vb, zero, _CMP_GT_OQ), va)     \
-     : (op) == FNN_OP_SIGMOID ? sigmoid_avx2(va)                                                  \
-     : _mm256_mul_ps(va, _mm256_mul_ps(vb, _mm256_sub_ps(_mm256_set1_ps(1.0f), vb))))
-
-/* With stream set (outputs too big to stay in cache), the aligned body uses
+/* The ops with a hand-written vector body, one function per op so that the
+ * loop holds no dispatch: a = x (forward) or dy, b = the forward x or y (NULL
+ * for forward ops, never read). Bitwise the same as the loops of
+ * eltwise_loops.h (relu keeps NaN and -0, no FMA in sigmoid_backward).
+ *
+ * With stream set (outputs too big to stay in cache), the aligned body uses
  * non-temporal stores: no read-for-ownership of the output, a third less
  * memory traffic for a unary op. */
-FNN_TARGET_AVX2 static void vector_op_avx2_f32(int op, const float *a, const float *b, float *y,
-                                               int64_t n, int stream)
-{
-    const __m256 zero = _mm256_setzero_ps();
-    int64_t i = 0;
-    if (stream) {
-        int64_t head = (int64_t)(((32 - ((uintptr_t)y & 31)) & 31) / sizeof(float));
-        head = head > n ? n : head;
-        if (head) {
-            __m256i m = tail_mask_avx2(head);
-            __m256 va = _mm256_maskload_ps(a, m), vb = b ? _mm256_maskload_ps(b, m) : zero;
-            _mm256_maskstore_ps(y, m, OP_BODY_AVX2(op, va, vb));
-            i = head;
-        }
-        for (; i + 8 <= n; i += 8) {
-            __m256 va = _mm256_loadu_ps(a + i), vb = b ? _mm256_loadu_ps(b + i) : zero;
-            _mm256_stream_ps(y + i, OP_BODY_AVX2(op, va, vb));
-        }
-        _mm_sfence();
+#define DEFINE_VECTOR_OP_AVX2(NAME, LOAD_B, BODY)                                                 \
+    FNN_TARGET_AVX2 static void NAME(const float *a, const float *b, float *y, int64_t n,         \
+                                     int stream)                                                  \
+    {                                                                                             \
+        const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);                      \
+        int64_t i = 0;                                                                            \
+        (void)zero; (void)one; (void)b;                                                           \
+        if (stream) {                                                                             \
+            int64_t head = (int64_t)(((32 - ((uintptr_t)y & 31)) & 31) / sizeof(float));          \
+            head = head > n ? n : head;                                                           \
+            if (head) {                                                                           \
+                __m256i m = tail_mask_avx2(head);                                                 \
+                __m256 va = _mm256_maskload_ps(a, m), vb = LOAD_B(_mm256_maskload_ps(b, m));      \
+                _mm256_maskstore_ps(y, m, BODY);                                                  \
+                i = head;                                                                         \
+            }                                                                                     \
+            for (; i + 8 <= n; i += 8) {                                                          \
+                __m256 va = _mm256_loadu_ps(a + i), vb = LOAD_B(_mm256_loadu_ps(b + i));          \
+                _mm256_stream_ps(y + i, BODY);                                                    \
+            }                                                                                     \
+            _mm_sfence();                                                                         \
+        }                                                                                         \
+        for (; i + 8 <= n; i += 8) {                                                              \
+            __m256 va = _mm256_loadu_ps(a + i), vb = LOAD_B(_mm256_loadu_ps(b + i));              \
+            _mm256_storeu_ps(y + i, BODY);                                                        \
+        }                                                                                         \
+        if (i < n) {                                                                              \
+            __m256i m = tail_mask_avx2(n - i);                                                    \
+            __m256 va = _mm256_maskload_ps(a + i, m), vb = LOAD_B(_mm256_maskload_ps(b + i, m));  \
+            _mm256_maskstore_ps(y + i, m, BODY);                                                  \
+        }                                                                                         \
     }
-    for (; i + 8 <= n; i += 8) {
-        __m256 va = _mm256_loadu_ps(a + i), vb = b ? _mm256_loadu_ps(b + i) : zero;
-        _mm256_storeu_ps(y + i, OP_BODY_AVX2(op, va, vb));
-    }
-    if (i < n) {
-        __m256i m = tail_mask_avx2(n - i);
-        __m256 va = _mm256_maskload_ps(a + i, m), vb = b ? _mm256_maskload_ps(b + i, m) : zero;
-        _mm256_maskstore_ps(y + i, m, OP_BODY_AVX2(op, va, vb));
-    }
-}
 
-static int has_vector_body(int op)
-{
-    return op == FNN_OP_RELU || op == FNN_OP_RELU_BACKWARD || op == FNN_OP_SIGMOID ||
-           op == FNN_OP_SIGMOID_BACKWARD;
-}
+#define LOAD_NOTHING(expr) zero
+#define LOAD_IT(expr) (expr)
+
+DEFINE_VECTOR_OP_AVX2(relu_avx2, LOAD_NOTHING,
+                      ((void)vb, _mm256_andnot_ps(_mm256_cmp_ps(va, zero, _CMP_LT_OQ), va)))
+DEFINE_VECTOR_OP_AVX2(relu_backward_avx2, LOAD_IT, _mm256_and_ps(_mm256_cmp_ps(vb, zero, _CMP_GT_OQ), va))
+DEFINE_VECTOR_OP_AVX2(sigmoid_fwd_avx2, LOAD_NOTHING, ((void)vb, sigmoid_avx2(va)))
+DEFINE_VECTOR_OP_AVX2(sigmoid_backward_avx2, LOAD_IT,
+                      _mm256_mul_ps(va, _mm256_mul_ps(vb, _mm256_sub_ps(one, vb))))
 
 FNN_TARGET_AVX2 int fnn_eltwise_chunk_avx2_f32(int op, const float *a, const float *b, float *y,
                                                int64_t n, float alpha, int stream)
 {
-    if (has_vector_body(op)) {
-        vector_op_avx2_f32(op, a, b, y, n, stream);
-        return 1;
+    switch (op) {
+    case FNN_OP_RELU: relu_avx2(a, b, y, n, stream); return 1;
+    case FNN_OP_RELU_BACKWARD: relu_backward_avx2(a, b, y, n, stream); return 1;
+    case FNN_OP_SIGMOID: sigmoid_fwd_avx2(a, b, y, n, stream); return 1;
+    case FNN_OP_SIGMOID_BACKWARD: sigmoid_backward_avx2(a, b, y, n, stream); return 1;
+    default: return simple_avx2_f32(op, a, b, y, n, alpha);
     }
-    return simple_avx2_f32(op, a, b, y, n, alpha);
 }
 
 FNN_TARGET_AVX2 int fnn_eltwise_chunk_avx2_f64(int op, const double *a, const double *b, double *y,
@@ -238,51 +246,57 @@ FNN_TARGET_AVX512 static inline __m512 sigmoid_avx512(__m512 x)
     return _mm512_mul_ps(num, r);
 }
 
-#define OP_BODY_AVX512(op, va, vb)                                                                \
-    ((op) == FNN_OP_RELU ? _mm512_mask_mov_ps(va, _mm512_cmp_ps_mask(va, zero, _CMP_LT_OQ), zero) \
-     : (op) == FNN_OP_RELU_BACKWARD ? _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(vb, zero, _CMP_GT_OQ), va) \
-     : (op) == FNN_OP_SIGMOID ? sigmoid_avx512(va)                                                \
-     : _mm512_mul_ps(va, _mm512_mul_ps(vb, _mm512_sub_ps(_mm512_set1_ps(1.0f), vb))))
+#define DEFINE_VECTOR_OP_AVX512(NAME, LOAD_B, BODY)                                               \
+    FNN_TARGET_AVX512 static void NAME(const float *a, const float *b, float *y, int64_t n,       \
+                                       int stream)                                                \
+    {                                                                                             \
+        const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);                      \
+        int64_t i = 0;                                                                            \
+        (void)zero; (void)one; (void)b;                                                           \
+        if (stream) {                                                                             \
+            int64_t head = (int64_t)(((64 - ((uintptr_t)y & 63)) & 63) / sizeof(float));          \
+            head = head > n ? n : head;                                                           \
+            if (head) {                                                                           \
+                __mmask16 m = (__mmask16)((1u << head) - 1u);                                     \
+                __m512 va = _mm512_maskz_loadu_ps(m, a), vb = LOAD_B(_mm512_maskz_loadu_ps(m, b)); \
+                _mm512_mask_storeu_ps(y, m, BODY);                                                \
+                i = head;                                                                         \
+            }                                                                                     \
+            for (; i + 16 <= n; i += 16) {                                                        \
+                __m512 va = _mm512_loadu_ps(a + i), vb = LOAD_B(_mm512_loadu_ps(b + i));          \
+                _mm512_stream_ps(y + i, BODY);                                                    \
+            }                                                                                     \
+            _mm_sfence();                                                                         \
+        }                                                                                         \
+        for (; i + 16 <= n; i += 16) {                                                            \
+            __m512 va = _mm512_loadu_ps(a + i), vb = LOAD_B(_mm512_loadu_ps(b + i));              \
+            _mm512_storeu_ps(y + i, BODY);                                                        \
+        }                                                                                         \
+        if (i < n) {                                                                              \
+            __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);                                      \
+            __m512 va = _mm512_maskz_loadu_ps(m, a + i), vb = LOAD_B(_mm512_maskz_loadu_ps(m, b + i)); \
+            _mm512_mask_storeu_ps(y + i, m, BODY);                                                \
+        }                                                                                         \
+    }
 
-FNN_TARGET_AVX512 static void vector_op_avx512_f32(int op, const float *a, const float *b, float *y,
-                                                   int64_t n, int stream)
-{
-    const __m512 zero = _mm512_setzero_ps();
-    int64_t i = 0;
-    if (stream) {
-        int64_t head = (int64_t)(((64 - ((uintptr_t)y & 63)) & 63) / sizeof(float));
-        head = head > n ? n : head;
-        if (head) {
-            __mmask16 m = (__mmask16)((1u << head) - 1u);
-            __m512 va = _mm512_maskz_loadu_ps(m, a), vb = b ? _mm512_maskz_loadu_ps(m, b) : zero;
-            _mm512_mask_storeu_ps(y, m, OP_BODY_AVX512(op, va, vb));
-            i = head;
-        }
-        for (; i + 16 <= n; i += 16) {
-            __m512 va = _mm512_loadu_ps(a + i), vb = b ? _mm512_loadu_ps(b + i) : zero;
-            _mm512_stream_ps(y + i, OP_BODY_AVX512(op, va, vb));
-        }
-        _mm_sfence();
-    }
-    for (; i + 16 <= n; i += 16) {
-        __m512 va = _mm512_loadu_ps(a + i), vb = b ? _mm512_loadu_ps(b + i) : zero;
-        _mm512_storeu_ps(y + i, OP_BODY_AVX512(op, va, vb));
-    }
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-        __m512 va = _mm512_maskz_loadu_ps(m, a + i), vb = b ? _mm512_maskz_loadu_ps(m, b + i) : zero;
-        _mm512_mask_storeu_ps(y + i, m, OP_BODY_AVX512(op, va, vb));
-    }
-}
+DEFINE_VECTOR_OP_AVX512(relu_avx512, LOAD_NOTHING,
+                        ((void)vb, _mm512_mask_mov_ps(va, _mm512_cmp_ps_mask(va, zero, _CMP_LT_OQ), zero)))
+DEFINE_VECTOR_OP_AVX512(relu_backward_avx512, LOAD_IT,
+                        _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(vb, zero, _CMP_GT_OQ), va))
+DEFINE_VECTOR_OP_AVX512(sigmoid_fwd_avx512, LOAD_NOTHING, ((void)vb, sigmoid_avx512(va)))
+DEFINE_VECTOR_OP_AVX512(sigmoid_backward_avx512, LOAD_IT,
+                        _mm512_mul_ps(va, _mm512_mul_ps(vb, _mm512_sub_ps(one, vb))))
 
 FNN_TARGET_AVX512 int fnn_eltwise_chunk_avx512_f32(int op, const float *a, const float *b, float *y,
                                                    int64_t n, float alpha, int stream)
 {
-    if (has_vector_body(op)) {
-        vector_op_avx512_f32(op, a, b, y, n, stream);
-        return 1;
+    switch (op) {
+    case FNN_OP_RELU: relu_avx512(a, b, y, n, stream); return 1;
+    case FNN_OP_RELU_BACKWARD: relu_backward_avx512(a, b, y, n, stream); return 1;
+    case FNN_OP_SIGMOID: sigmoid_fwd_avx512(a, b, y, n, stream); return 1;
+    case FNN_OP_SIGMOID_BACKWARD: sigmoid_backward_avx512(a, b, y, n, stream); return 1;
+    default: return simple_avx512_f32(op, a, b, y, n, alpha);
     }
-    return simple_avx512_f32(op, a, b, y, n, alpha);
 }
 
 FNN_TARGET_AVX512 int fnn_eltwise_chunk_avx512_f64(int op, const double *a, const double *b,

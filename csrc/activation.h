@@ -30,7 +30,7 @@ enum fnn_act {
     static inline T fnn_act_##SFX(int act, T x, T alpha)                                 \
     {                                                                                    \
         switch (act) {                                                                   \
-        case FNN_ACT_RELU: return x > 0 ? x : (T)0;                                      \
+        case FNN_ACT_RELU: return x < 0 ? (T)0 : x; /* NaN stays NaN */                 \
         case FNN_ACT_LEAKY_RELU: return x > 0 ? x : alpha * x;                           \
         case FNN_ACT_ELU: return x > 0 ? x : alpha * EXPM1(x);                           \
         case FNN_ACT_SIGMOID: return fnn_sigmoid_##SFX(x);                               \

@@ -81,6 +81,10 @@ def add_arguments(parser):
     parser.add_argument("--quick", action="store_true",
                         help=f"CI smoke run: fewer samples and J on {B.J_IMAGES_QUICK} images instead of "
                              f"{B.J_IMAGES}")
+    parser.add_argument("--clock", choices=B.CLOCKS, default="wall",
+                        help="time per call by the wall clock (default) or by this process's CPU time; 'cpu' "
+                             "(with --threads 1 only) estimates idle-machine times on a machine shared with "
+                             "other work")
     parser.add_argument("--peak-gflops", type=_positive_float("--peak-gflops"), default=None, metavar="X",
                         help="fp32 FMA peak of the cores used, GFLOP/s (default: from the CPU flags and clock)")
     parser.add_argument("--json", dest="json_path", default=None, metavar="FILE",
@@ -142,6 +146,8 @@ def _command_line(args, settings):
         parts += ["--warmup", str(args.warmup)]
     if args.quick:
         parts.append("--quick")
+    if args.clock != "wall":
+        parts += ["--clock", args.clock]
     if args.peak_gflops:
         parts += ["--peak-gflops", f"{args.peak_gflops:g}"]
     return " ".join(parts)
@@ -165,9 +171,11 @@ def run_cell(workload, impl, data, settings, reference):
         timing = B.time_callable(fn, settings["repeat"], warmup=settings["warmup"],
                                  min_sample_s=settings["min_sample_ms"] / 1e3,
                                  max_seconds=settings["max_seconds"], first_call_s=first)
-    cell.update({"median_ms": timing.median_ms, "min_ms": timing.min_ms, "spread": timing.spread,
-                 "samples_ms": timing.samples_ms, "calls_per_sample": timing.number,
-                 "cpu_util": timing.cpu_util})
+    clock = settings["clock"]
+    cell.update(B.summarize(timing.samples(clock)))
+    cell.update({"samples_ms": timing.samples(clock), "calls_per_sample": timing.number,
+                 "wall_median_ms": B.summarize(timing.wall_ms)["median_ms"],
+                 "cpu_median_ms": B.summarize(timing.cpu_ms)["median_ms"], "cpu_util": timing.cpu_util})
     return cell, got
 
 
@@ -266,17 +274,19 @@ def format_machine(machine, settings):
                      + ("; other processes are running: expect inflated, noisy timings" if busy else ""))
     lines.append(f"  timing   : median of {settings['repeat']} samples after {settings['warmup']} warm-up "
                  f"call(s) and one checked call; a sample lasts >= {settings['min_sample_ms']:g} ms"
-                 f"{' (quick)' if settings['quick'] else ''}")
+                 f"{' (quick)' if settings['quick'] else ''}"
+                 + ("; times are process CPU time (--clock cpu)" if settings["clock"] == "cpu" else ""))
     return "\n".join(lines)
 
 
-def table_rows(results, impls, primary):
+def table_rows(results, impls, primary, clock="wall"):
     """(headers, rows, notes) of the table: ms per implementation, speed-ups, the primary implementation's rates."""
     has = {impl: any("median_ms" in r["timings"].get(impl, {}) for r in results) for impl in impls}
     cols = [i for i in B.IMPLEMENTATIONS if has.get(i)]
     speed_cols = [i for i in cols if i != "numpy" and has.get("numpy")]
     show_vs_torch = has.get("native") and has.get("torch")
-    headers = ["workload"] + [f"{i} ms" for i in cols] + [f"{i}/np" for i in speed_cols]
+    unit = "cpu ms" if clock == "cpu" else "ms"
+    headers = ["workload"] + [f"{i} {unit}" for i in cols] + [f"{i}/np" for i in speed_cols]
     if show_vs_torch:
         headers.append("vs torch")
     headers += ["GFLOP/s", "%peak", "GB/s", "%copy", "spread", "cpu"]
@@ -305,7 +315,8 @@ def table_rows(results, impls, primary):
                   _num(p.get("copy_pct"), ".0f"), f"{100 * max(spreads):.0f}%" if spreads else "-",
                   f"{min(shares):.2f}" if shares else "-"]
         rows.append(cells)
-    notes = ["ms: median per call (forward + backward; I: one SGD step; J: inference)."]
+    notes = ["ms: median per call (forward + backward; I: one SGD step; J: inference)"
+             + (", measured as this process's CPU time (--clock cpu)." if clock == "cpu" else ".")]
     if speed_cols:
         notes.append("x/np: speed-up over fastnn's NumPy reference backend (NumPy ms / that ms).")
     if show_vs_torch:
@@ -322,7 +333,9 @@ def table_rows(results, impls, primary):
         shares = sorted(u for _, u in contended)
         notes.append(f"CONTENDED: in {len(contended)} of {len(utils)} cells this process got less than 0.8 of a "
                      f"core while timing (median CPU time / wall time {shares[len(shares) // 2]:.2f}): other "
-                     "processes were running; re-measure on an idle machine.")
+                     "processes were running; "
+                     + ("CPU time discounts the waiting but not the shared caches and memory bandwidth."
+                        if clock == "cpu" else "re-measure on an idle machine or with --clock cpu."))
     elif contended:
         notes.append("contended (this process got less than 0.8 of a core while timing; CPU time / wall time): "
                      + ", ".join(f"{name} ({u:.2f})" for name, u in contended))
@@ -330,9 +343,9 @@ def table_rows(results, impls, primary):
     return headers, rows, notes
 
 
-def format_table(results, impls, primary):
+def format_table(results, impls, primary, clock="wall"):
     """The text table printed by `fastnn bench`."""
-    headers, rows, notes = table_rows(results, impls, primary)
+    headers, rows, notes = table_rows(results, impls, primary, clock)
     widths = [max(len(h), *(len(r[k]) for r in rows)) if rows else len(h) for k, h in enumerate(headers)]
     widths[0] = max(widths[0], 44)
 
@@ -344,10 +357,25 @@ def format_table(results, impls, primary):
     return "\n".join(out + [""] + notes)
 
 
+def format_targets(targets):
+    """The issue-6 targets met and missed (with the gap), one line each."""
+    if not targets:
+        return ""
+    what = {"numpy": "speed-up over NumPy", "torch": "vs PyTorch", "copy": "% of copy bandwidth"}
+    lines = [f"targets (fastnn native): {sum(t['met'] for t in targets)} of {len(targets)} met"]
+    for t in sorted(targets, key=lambda t: (t["met"], t["workload"])):
+        unit = "%" if t["against"] == "copy" else "x"
+        status = "met" if t["met"] else f"MISSED by {t['target'] / t['measured']:.2f}x" if t["measured"] > 0 \
+            else "MISSED"
+        lines.append(f"  {t['workload']:<3}{what[t['against']]:<22} {t['measured']:8.2f}{unit}  "
+                     f"(target {t['target']:g}{unit})  {status}")
+    return "\n".join(lines)
+
+
 def format_markdown(report):
     """The table as Markdown with what it was measured on, for docs/BENCHMARKS.md or a README."""
     m, st = report["machine"], report["settings"]
-    headers, rows, notes = table_rows(report["results"], st["implementations"], report["primary"])
+    headers, rows, notes = table_rows(report["results"], st["implementations"], report["primary"], st["clock"])
     blas = "; ".join(f"{b['internal_api']} {b['version']} ({b['architecture']})" for b in m.get("blas") or [])
     native = (f"native kernels, SIMD {m['simd']}" if m["native_available"]
               else "native kernels not built (NumPy reference only)")
@@ -366,6 +394,8 @@ def format_markdown(report):
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += [""] + [f"- {n}" for n in notes]
+    if report.get("targets"):
+        lines += ["", "```", format_targets(report["targets"]), "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -409,7 +439,8 @@ def write_plot(path, results, impls, primary_note):
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles))
     if unique:
-        ax.legend(unique.values(), unique.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.0 / len(results) / 4),
+        below_axis = -0.12 - 0.25 / len(results)
+        ax.legend(unique.values(), unique.keys(), loc="upper center", bbox_to_anchor=(0.5, below_axis),
                   ncol=len(unique), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -424,7 +455,10 @@ def run(args):
         settings["repeat"] = args.repeat
     if args.warmup is not None:
         settings["warmup"] = args.warmup
-    settings.update(threads=args.threads, quick=bool(args.quick))
+    settings.update(threads=args.threads, quick=bool(args.quick), clock=args.clock)
+    if args.clock == "cpu" and args.threads != 1:
+        return _fail("--clock cpu needs --threads 1 (CPU time adds up the threads; it is not a time per call "
+                     "with several)")
     workloads = args.only if args.only is not None else list(B.WORKLOADS)
 
     # Options that would only fail after minutes of timing are checked first.
@@ -444,7 +478,7 @@ def run(args):
     primary = "native" if "native" in impls else impls[0]
 
     with B.thread_limits(args.threads, use_torch="torch" in impls) as applied:
-        machine = B.machine_info(args.threads, args.peak_gflops, applied)
+        machine = B.machine_info(args.threads, args.peak_gflops, applied, clock=args.clock)
         machine["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         if "torch" in impls:
             torch = B.import_torch()
@@ -458,7 +492,10 @@ def run(args):
         results = run_benchmarks(workloads, impls, settings, machine, progress)
         progress.close()
 
-    print(format_table(results, impls, primary))
+    print(format_table(results, impls, primary, args.clock))
+    targets = B.evaluate_targets(results)
+    if targets:
+        print("\n" + format_targets(targets))
     report = {
         "schema": "fastnn-bench/1",
         "date": machine["date"],
@@ -469,6 +506,7 @@ def run(args):
                                 "reason": status[i][1]} for i in args.impl},
         "primary": primary,
         "results": results,
+        "targets": targets,
     }
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as fh:

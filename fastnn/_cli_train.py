@@ -8,6 +8,7 @@ import argparse
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -63,6 +64,12 @@ def _check_args(args):
         raise _Fail(f"--threads must be >= 1, got {args.threads}")
     if args.dataset == "digits" and args.data_dir is not None:
         raise _Fail("--data-dir applies to mnist and fashion-mnist; the digits set is shipped with fastnn")
+    # Refuse an output path that cannot be written before spending the training time.
+    for option, path in (("--save", args.save), ("--plot", args.plot)):
+        if path is not None:
+            parent = Path(path).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise _Fail(f"{option} {path}: directory {parent} does not exist")
 
 
 def _configure_runtime(args):
@@ -195,6 +202,9 @@ def _blas_thread_limit(threads):
 
 
 def run(args):
+    import fastnn
+    # Called in-process (fastnn.cli.main from Python), leave the caller's settings as they were.
+    saved_backend, saved_threads = fastnn.get_backend(), fastnn.get_num_threads()
     try:
         _check_args(args)
         with _blas_thread_limit(args.threads):
@@ -202,6 +212,9 @@ def run(args):
     except _Fail as exc:
         print(f"fastnn train: {exc}", file=sys.stderr)
         return 2
+    finally:
+        fastnn.set_backend(saved_backend)
+        fastnn.set_num_threads(saved_threads)
 
 
 def _run(args):
@@ -236,10 +249,14 @@ def _run(args):
           f"{len(seconds)} epochs)")
 
     if args.save:
-        model.save(args.save)
+        try:
+            model.save(args.save)
+        except OSError as exc:
+            raise _Fail(f"--save {args.save}: {exc}") from None
         print(f"model saved to {args.save}")
-    if args.plot:
-        _plot(args.plot, history.history)
-    args.result = {"test_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
-                   "seconds_per_epoch": per_epoch, "epochs": len(seconds), "backend": backend}
+    if args.plot and history.history.get("loss"):
+        try:
+            _plot(args.plot, history.history)
+        except OSError as exc:
+            raise _Fail(f"--plot {args.plot}: {exc}") from None
     return 0

@@ -543,6 +543,42 @@ WORKLOADS = (
 
 WORKLOAD_KEYS = tuple(w.key for w in WORKLOADS)
 
+# The targets of issue 6 for fastnn native, at 1 and 2 threads: (workload keys, measure, at least).
+# "numpy": speed-up over the NumPy reference; "torch": PyTorch ms / native ms; "copy": % of the copy bandwidth.
+TARGETS = (
+    (("C", "D", "E", "F", "I"), "numpy", 10.0),
+    (("G1", "G2", "H1", "H2"), "numpy", 5.0),
+    (("A", "B"), "torch", 1.05),
+    (("C",), "torch", 4.0),
+    (("D", "E"), "torch", 1.3),
+    (("F",), "torch", 4.0),
+    (("G1", "G2"), "torch", 3.0),
+    (("H1", "H2"), "torch", 1.3),
+    (("I",), "torch", 2.5),
+    (("F", "H1", "H2"), "copy", 70.0),
+)
+
+
+def evaluate_targets(results):
+    """[{workload, against, target, measured, met}] for the targets whose workload and measure are in `results`."""
+    rows = {r["key"]: r for r in results}
+    out = []
+    for keys, against, target in TARGETS:
+        for key in keys:
+            row = rows.get(key)
+            if row is None:
+                continue
+            if against == "numpy":
+                measured = row["speedup_vs_numpy"].get("native")
+            elif against == "torch":
+                measured = row["native_vs_torch"]
+            else:
+                measured = row["timings"].get("native", {}).get("copy_pct")
+            if measured is not None:
+                out.append({"workload": key, "against": against, "target": target, "measured": measured,
+                            "met": measured >= target})
+    return out
+
 
 def workload_title(workload, data):
     """The title with the image count of J, which depends on --quick."""
@@ -788,33 +824,34 @@ def blas_info():
             for lib in threadpoolctl.threadpool_info() if lib.get("user_api") == "blas"]
 
 
-def _median_seconds(fn, repeat):
+def _median_seconds(fn, repeat, clock="wall"):
+    now = time.process_time if clock == "cpu" else time.perf_counter
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = now()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(now() - t0)
     return statistics.median(times)
 
 
-def measure_sgemm_gflops(n=1024):
+def measure_sgemm_gflops(n=1024, clock="wall"):
     """NumPy's float32 GEMM (n x n x n) in GFLOP/s: the BLAS's practical peak, for reference."""
     a = np.ones((n, n), DTYPE)
     b = np.ones((n, n), DTYPE)
     c = np.empty((n, n), DTYPE)
     np.matmul(a, b, out=c)
-    return 2.0 * n ** 3 / _median_seconds(lambda: np.matmul(a, b, out=c), 5) / 1e9
+    return 2.0 * n ** 3 / _median_seconds(lambda: np.matmul(a, b, out=c), 5, clock) / 1e9
 
 
-def measure_copy_gbps(nbytes=128 << 20):
+def measure_copy_gbps(nbytes=128 << 20, clock="wall"):
     """A single-threaded NumPy copy, bytes read + written per second: the memory-bandwidth yardstick."""
     src = np.ones(nbytes // 4, DTYPE)
     dst = np.empty_like(src)
     np.copyto(dst, src)   # page faults happen here, outside the timing
-    return 2.0 * nbytes / _median_seconds(lambda: np.copyto(dst, src), 5) / 1e9
+    return 2.0 * nbytes / _median_seconds(lambda: np.copyto(dst, src), 5, clock) / 1e9
 
 
-def machine_info(threads, peak_override=None, applied=None, measure=True):
+def machine_info(threads, peak_override=None, applied=None, measure=True, clock="wall"):
     cfg = fastnn.config()
     cpu = cpu_info()
     peak, basis = fma_peak(cpu, threads, peak_override)
@@ -844,8 +881,8 @@ def machine_info(threads, peak_override=None, applied=None, measure=True):
         "peak_basis": basis,
     }
     if measure:
-        info["sgemm_gflops"] = measure_sgemm_gflops()
-        info["copy_gbps"] = measure_copy_gbps()
+        info["sgemm_gflops"] = measure_sgemm_gflops(clock=clock)
+        info["copy_gbps"] = measure_copy_gbps(clock=clock)
     return info
 
 
@@ -853,32 +890,36 @@ def machine_info(threads, peak_override=None, applied=None, measure=True):
 # Timing
 # ----------------------------------------------------------------------------
 
+CLOCKS = ("wall", "cpu")
+
+
 @dataclass
 class Timing:
-    samples_ms: list     # per-call milliseconds, one per sample
+    wall_ms: list        # per-call wall-clock milliseconds, one per sample
+    cpu_ms: list         # per-call process CPU milliseconds (all threads), one per sample
     number: int          # calls per sample
     cpu_util: float = None   # process CPU time / wall time while sampling (below ~1: other processes took the CPU)
 
-    @property
-    def median_ms(self):
-        return statistics.median(self.samples_ms)
+    def samples(self, clock="wall"):
+        if clock not in CLOCKS:
+            raise ValueError(f"unknown clock {clock!r}; choose from {CLOCKS}")
+        return self.wall_ms if clock == "wall" else self.cpu_ms
 
-    @property
-    def min_ms(self):
-        return min(self.samples_ms)
 
-    @property
-    def spread(self):
-        """Interquartile range over the median (0 with fewer than 4 samples: then max-min over median)."""
-        s = sorted(self.samples_ms)
-        if len(s) >= 4:
-            q = statistics.quantiles(s, n=4)
-            return (q[2] - q[0]) / statistics.median(s)
-        return (s[-1] - s[0]) / statistics.median(s)
+def summarize(samples_ms):
+    """Median, minimum and spread (interquartile range / median; max - min over median below 4 samples)."""
+    s = sorted(samples_ms)
+    median = statistics.median(s)
+    if len(s) >= 4:
+        q = statistics.quantiles(s, n=4)
+        spread = (q[2] - q[0]) / median if median > 0 else 0.0
+    else:
+        spread = (s[-1] - s[0]) / median if median > 0 else 0.0
+    return {"median_ms": median, "min_ms": s[0], "spread": spread}
 
 
 def time_callable(fn, repeat, warmup=2, min_sample_s=0.005, max_seconds=None, first_call_s=None):
-    """Median-ready timings of fn(): `warmup` untimed calls, then `repeat` samples.
+    """Timings of fn(): `warmup` untimed calls, then `repeat` samples of wall and process CPU time.
 
     A sample times `number` back-to-back calls, with `number` chosen so that a
     sample lasts at least `min_sample_s` (fast ops are otherwise below the timer's
@@ -896,25 +937,27 @@ def time_callable(fn, repeat, warmup=2, min_sample_s=0.005, max_seconds=None, fi
         fn()
         per_call = time.perf_counter() - t0
     number = max(1, int(math.ceil(min_sample_s / max(per_call, 1e-9))))
-    samples = []
+    wall, cpu = [], []
     gc_was_enabled = gc.isenabled()
     gc.disable()
     start = time.perf_counter()
     cpu_start = time.process_time()
     try:
         for _ in range(repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(number):
                 fn()
-            samples.append((time.perf_counter() - t0) / number * 1e3)
-            if max_seconds is not None and len(samples) >= 3 and time.perf_counter() - start > max_seconds:
+            t1, c1 = time.perf_counter(), time.process_time()
+            wall.append((t1 - t0) / number * 1e3)
+            cpu.append((c1 - c0) / number * 1e3)
+            if max_seconds is not None and len(wall) >= 3 and t1 - start > max_seconds:
                 break
-        wall = time.perf_counter() - start
-        cpu_util = (time.process_time() - cpu_start) / wall if wall > 0 else None
+        elapsed = time.perf_counter() - start
+        cpu_util = (time.process_time() - cpu_start) / elapsed if elapsed > 0 else None
     finally:
         if gc_was_enabled:
             gc.enable()
-    return Timing(samples, number, cpu_util)
+    return Timing(wall, cpu, number, cpu_util)
 
 
 def derived_metrics(workload, data, ms, peak_gflops=None, copy_gbps=None):

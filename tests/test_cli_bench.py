@@ -56,7 +56,8 @@ def test_bench_only_g_writes_json(tmp_path, capsys):
             assert len(cell["samples_ms"]) == 2 and all(s > 0 for s in cell["samples_ms"])
             assert cell["median_ms"] == pytest.approx(float(np.median(cell["samples_ms"])))
             assert cell["min_ms"] == min(cell["samples_ms"]) and cell["calls_per_sample"] >= 1
-            assert cell["cpu_util"] > 0
+            assert cell["cpu_util"] > 0 and cell["median_ms"] == cell["wall_median_ms"]
+            assert cell["cpu_median_ms"] > 0
             assert cell["gbps"] == pytest.approx(row["bytes"] / (cell["median_ms"] * 1e-3) / 1e9)
             assert cell["check"] == ("reference" if impl == "numpy" else "ok")
         for impl, speedup in row["speedup_vs_numpy"].items():
@@ -130,12 +131,30 @@ def test_thread_limits_apply_and_restore():
     (["--impl", "cuda"], "--impl: unknown implementation(s) 'cuda'; choose from: native, numpy, torch"),
     (["--peak-gflops", "-5"], "--peak-gflops expects a number > 0"),
     (["--peak-gflops", "nan"], "--peak-gflops expects a number > 0"),
+    (["--clock", "tsc"], "invalid choice: 'tsc'"),
 ])
 def test_bad_options_exit_2_with_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench"] + argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_cpu_clock_needs_one_thread(capsys):
+    rc, stdout, stderr = run_bench(["--only", "G1", "--clock", "cpu", "--threads", "2"], capsys)
+    assert rc == 2 and "--clock cpu needs --threads 1" in stderr and stdout == ""
+
+
+def test_cpu_clock(tmp_path, capsys):
+    out = tmp_path / "c.json"
+    rc, stdout, _ = run_bench(["--only", "H1", "--impl", "numpy", "--repeat", "2", "--quick", "--clock", "cpu",
+                               "--json", str(out)], capsys)
+    assert rc == 0
+    report = json.loads(out.read_text())
+    cell = report["results"][0]["timings"]["numpy"]
+    assert report["settings"]["clock"] == "cpu" and "--clock cpu" in report["command"]
+    assert cell["median_ms"] == cell["cpu_median_ms"] > 0 and cell["wall_median_ms"] > 0
+    assert "numpy cpu ms" in stdout
 
 
 def test_output_paths_checked_before_running(tmp_path, capsys):
@@ -167,6 +186,18 @@ def test_runs_without_torch(tmp_path, capsys, monkeypatch):
                                                   "reason": "torch is not installed"}
     assert "torch" not in report["results"][0]["timings"]
     assert "skipped  : PyTorch CPU (autograd): torch is not installed" in stdout
+
+
+def test_runs_without_threadpoolctl(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)   # as if it were not installed
+    out = tmp_path / "b.json"
+    rc, stdout, _ = run_bench(["--only", "G1", "--impl", "numpy", "--repeat", "1", "--quick",
+                               "--json", str(out)], capsys)
+    assert rc == 0
+    machine = json.loads(out.read_text())["machine"]
+    assert machine["blas"] is None
+    assert machine["threads_applied"]["blas"] == "not controlled (threadpoolctl not installed)"
+    assert "NumPy BLAS not controlled (threadpoolctl not installed)" in stdout
 
 
 def test_only_unavailable_implementation_is_an_error(capsys, monkeypatch):
@@ -309,3 +340,25 @@ def test_fastnn_workloads_stay_float32(key):
         outputs = B.prepare(workload, "numpy", workload.make_data(quick=True))()
     arrays = [o for o in outputs if isinstance(o, np.ndarray) and o.ndim > 0]
     assert arrays and all(a.dtype == np.float32 for a in arrays)
+
+
+def test_evaluate_targets():
+    results = [
+        {"key": "C", "speedup_vs_numpy": {"native": 12.0, "torch": 1.0}, "native_vs_torch": 3.0,
+         "timings": {"native": {}}},
+        {"key": "H1", "speedup_vs_numpy": {"native": 4.0}, "native_vs_torch": None,
+         "timings": {"native": {"copy_pct": 75.0}}},
+    ]
+    got = {(t["workload"], t["against"]): (t["target"], t["met"]) for t in B.evaluate_targets(results)}
+    assert got == {("C", "numpy"): (10.0, True), ("C", "torch"): (4.0, False),
+                   ("H1", "numpy"): (5.0, False), ("H1", "copy"): (70.0, True)}
+    text = __import__("fastnn._cli_bench", fromlist=["format_targets"]).format_targets(B.evaluate_targets(results))
+    assert text.splitlines()[0] == "targets (fastnn native): 2 of 4 met"
+    assert "MISSED by 1.33x" in text and "MISSED by 1.25x" in text
+
+
+def test_no_targets_without_native(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    rc, stdout, _ = run_bench(["--only", "G1", "--impl", "numpy", "--repeat", "1", "--quick", "--json", str(out)],
+                              capsys)
+    assert rc == 0 and json.loads(out.read_text())["targets"] == [] and "targets (fastnn native)" not in stdout

@@ -1,6 +1,8 @@
 import gzip
+import importlib.util
 import re
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,9 +97,7 @@ def test_save_and_plot(capsys, tmp_path):
     (_, _), (x_test, t_test) = fastnn.datasets.load_digits(flatten=False)
     predicted = np.argmax(model.predict(x_test), axis=1)
     assert abs(np.mean(predicted == t_test) - accuracy) < 1e-3
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         assert "needs matplotlib" in err and not plot_path.exists()
     else:
         assert plot_path.is_file() and plot_path.stat().st_size > 1000
@@ -142,6 +142,8 @@ def test_user_errors_exit_2_with_a_message(capsys, tmp_path):
         (["--data-dir", str(tmp_path)], "--data-dir applies to mnist"),
         (["--dataset", "mnist", "--data-dir", str(tmp_path)], "no mnist files"),
         (["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "absent")], "not a directory"),
+        (["--save", str(tmp_path / "no" / "m.npz")], "does not exist"),
+        (["--plot", str(tmp_path / "no" / "c.png")], "does not exist"),
     ]:
         rc, _, err = train(capsys, *argv)
         assert rc == 2, argv
@@ -157,12 +159,10 @@ def test_native_backend_request(capsys):
     else:
         rc, _, err = train(capsys, "--backend", "native")
         assert rc == 2 and "native backend is not available" in err
-    previous = fastnn.get_backend()
-    try:
-        rc, out, _ = train(capsys, "--quiet", "--backend", "numpy", "--model", "mlp", "--epochs", "1")
-        assert rc == 0 and "backend numpy" in out
-    finally:
-        fastnn.set_backend(previous)
+    previous = fastnn.get_backend(), fastnn.get_num_threads()
+    rc, out, _ = train(capsys, "--quiet", "--backend", "numpy", "--model", "mlp", "--epochs", "1")
+    assert rc == 0 and "backend numpy" in out and "1 thread," in out
+    assert (fastnn.get_backend(), fastnn.get_num_threads()) == previous  # the caller's settings are kept
 
 
 def test_help_lists_the_options(capsys):
@@ -173,3 +173,12 @@ def test_help_lists_the_options(capsys):
     for option in ("--dataset", "--data-dir", "--model", "--epochs", "--batch-size", "--optimizer", "--lr",
                    "--backend", "--threads", "--seed", "--save", "--plot"):
         assert option in out
+
+
+def test_plot_without_matplotlib_says_so(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    plot_path = tmp_path / "curves.png"
+    rc, out, err = train(capsys, "--quiet", "--model", "mlp", "--epochs", "1", "--plot", str(plot_path))
+    assert rc == 0
+    assert "--plot needs matplotlib" in err and not plot_path.exists()
+    assert "test accuracy:" in out

@@ -25,6 +25,10 @@ def example(monkeypatch):
         else:
             # The examples' matrices are small: BLAS threads only contend on a busy 2-core machine.
             stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+        # Likewise the native kernels: these tests check results, not speed.
+        threads = fastnn.get_num_threads()
+        fastnn.set_num_threads(1)
+        stack.callback(fastnn.set_num_threads, threads)
 
         def load(name):
             module = importlib.import_module(name)
@@ -170,3 +174,10 @@ def test_every_example_is_tested():
     scripts = {p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_")}
     tested = {name[len("test_"):] for name in globals() if name.startswith("test_")}
     assert scripts <= tested, scripts - tested
+
+
+def test_plots_are_skipped_with_a_message_without_matplotlib(example, capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    saved = example("_common").save_plot(str(tmp_path / "p.png"), "t", "x", "y", {"a": [1.0, 2.0]})
+    assert saved is False and not (tmp_path / "p.png").exists()
+    assert "matplotlib is not installed" in capsys.readouterr().out

@@ -10,12 +10,13 @@ strides) and sprinkles NaN and +-Inf into the data. For every draw:
   promoted float dtype; any exception is a ValueError, TypeError or MemoryError;
 - on the native backend, the result agrees with the NumPy reference within the
   dtype's tolerance (NaN and Inf in the same places), or both raise the same
-  exception type.
+  exception type; on every SIMD path the CPU has (AVX-512, AVX2, portable C).
 
 Tolerances: rtol 1e-5 (float32) / 1e-10 (float64), plus an absolute term of
 4 * eps(dtype) * K where K is the reduction length behind that output (the
 inputs lie in [-1, 1] or [-3, 3], so K bounds the magnitude of the sum).
 """
+import contextlib
 import math
 
 import numpy as np
@@ -375,6 +376,22 @@ def test_every_backend_op_is_fuzzed():
 # ---------------------------------------------------------------------------
 # Running and comparing
 
+def lower_simd_paths():
+    best = fastnn.config().get("simd_cpu_best", "portable")
+    names = list(fastnn._config.ISA_NAMES)
+    return names[:names.index(best)]
+
+
+@contextlib.contextmanager
+def simd(isa):
+    before = fastnn.get_simd()
+    fastnn.set_simd(isa)
+    try:
+        yield
+    finally:
+        fastnn.set_simd(before)
+
+
 def deep_copy(kwargs):
     return {k: (v.copy(order="K") if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
 
@@ -495,6 +512,13 @@ def test_op_fuzz(backend, name, data):
             assert_close(got[1], ref[1], k, f"{name}: native vs numpy")
             # Deterministic for a given thread count.
             assert_identical(got[1], call(name, backend, kwargs)[1], f"{name}: native run twice")
+        # Every SIMD path below the best one (down to portable C) agrees with the reference too.
+        for isa in lower_simd_paths():
+            with simd(isa):
+                other = call(name, backend, kwargs)
+            assert other[0] == ref[0], (name, isa, other[:2], ref[:2])
+            if ref[0] == "ok":
+                assert_close(other[1], ref[1], k, f"{name}: native ({isa}) vs numpy")
 
 
 BAD_VALUES = [

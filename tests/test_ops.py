@@ -951,3 +951,126 @@ def test_optimizer_updates_on_0d_parameters(backend):
         F.adam_update(p, g, m, v, 0.1)
     assert m == pytest.approx(0.05) and v == pytest.approx(0.00025)
     assert p == pytest.approx(0.95 - 0.1 * 0.05 / (math.sqrt(0.00025) + 1e-7))
+
+
+def _frozen(a):
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_read_only_inputs(backend, dtype, rng):
+    """Inputs are only read: read-only arrays (memory maps, frozen datasets) work everywhere."""
+    def r(*shape):
+        return _frozen(rng.standard_normal(shape).astype(dtype))
+
+    x, W, b = r(2, 3, 5, 5), r(4, 3, 3, 3), r(4)
+    results = {}
+    with fastnn.backend(backend):
+        results["matmul"] = F.matmul(r(3, 4), r(4, 2))
+        h = F.linear(r(3, 4), r(4, 2), r(2), activation="tanh")
+        results["linear"] = h
+        results["linear_backward"] = F.linear_backward(r(3, 2), r(3, 4), r(4, 2), activation="tanh", y=_frozen(h))
+        for name in ("relu", "sigmoid", "tanh", "softplus", "step", "identity"):
+            results[name] = getattr(F, name)(r(7))
+        for name in ("relu_backward", "softplus_backward", "sigmoid_backward", "tanh_backward"):
+            results[name] = getattr(F, name)(r(7), r(7))
+        results["elu_backward"] = F.elu_backward(r(7), r(7), 0.5)
+        y = F.conv2d(x, W, b, stride=2, pad=1, activation="relu")
+        results["conv2d"] = y
+        results["conv2d_backward"] = F.conv2d_backward(_frozen(y), x, W, stride=2, pad=1)
+        col = F.im2col(x, 3, 3, 2, 1)
+        results["col2im"] = F.col2im(_frozen(col), x.shape, 3, 3, 2, 1)
+        yp, arg = F.max_pool2d(x, 2)
+        results["max_pool2d_backward"] = F.max_pool2d_backward(_frozen(yp), _frozen(arg), x.shape, 2)
+        results["avg_pool2d_backward"] = F.avg_pool2d_backward(_frozen(F.avg_pool2d(x, 2)), x.shape, 2)
+        results["softmax"] = F.softmax(r(3, 4))
+        results["softmax_cross_entropy"] = F.softmax_cross_entropy(r(3, 4), _frozen(np.array([0, 3, 1])))
+        results["mean_squared_error"] = F.mean_squared_error(r(5), r(5))
+        p, m, v = (np.abs(rng.standard_normal(5)).astype(dtype) for _ in range(3))
+        F.adam_update(p, r(5), m, v, 0.1)
+        F.sgd_update(p, r(5), 0.1)
+    for name, value in results.items():
+        for part in value if isinstance(value, tuple) else (value,):
+            if isinstance(part, np.ndarray):
+                assert part.dtype == dtype and part.flags.writeable, name  # fresh outputs
+
+
+def _isas():
+    if not fastnn.config()["native_available"]:
+        return ["portable"]
+    from fastnn._config import ISA_NAMES
+    best = ISA_NAMES.index(fastnn.config()["simd_cpu_best"])
+    return [name for name in ISA_NAMES[:best + 1] if name in fastnn.config()["simd_compiled"]]
+
+
+def _op_battery(rng, dtype):
+    """(name, callable, reduction length) for a representative call of every op family;
+    the data are drawn once, so each callable computes the same thing every time."""
+    def r(*shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+
+    x, W, b = r(3, 5, 11, 9), r(7, 5, 3, 2), r(7)
+    y = run_on("numpy", F.conv2d, x, W, b, (2, 1), (1, 0))
+    dy, col = r(*y.shape), r(3 * 6 * 5, 30)
+    xl, Wl, bl, dyl = r(37, 29), r(29, 19), r(19), r(37, 19)
+    yl = run_on("numpy", F.linear, xl, Wl, bl, "softplus")
+    a, bm = r(65, 70), r(70, 33)
+    xp = r(2, 3, 9, 8)
+    yp, arg = run_on("numpy", F.max_pool2d, xp, 3, 2, (2, 1), (1, 1))
+    dyp = r(*yp.shape)
+    v, dv = r(1000, scale=5), r(1000)
+    logits, labels = r(33, 10, scale=3), rng.integers(0, 10, 33)
+    return [
+        ("conv2d", lambda: F.conv2d(x, W, b, (2, 1), (1, 0), "elu"), 30),
+        ("conv2d_backward", lambda: F.conv2d_backward(dy, x, W, (2, 1), (1, 0)), 3 * y.shape[2] * y.shape[3]),
+        ("im2col", lambda: F.im2col(x, 3, 2, 2, 1), 1),
+        ("col2im", lambda: F.col2im(col, x.shape, 3, 2, 2, 1), 6),
+        ("linear", lambda: F.linear(xl, Wl, bl, "softplus"), 29),
+        ("linear_backward", lambda: F.linear_backward(dyl, xl, Wl, "softplus", yl), 37),
+        ("matmul", lambda: F.matmul(a, bm), 70),
+        ("max_pool2d", lambda: F.max_pool2d(xp, 3, 2, (2, 1), (1, 1)), 1),
+        ("max_pool2d_backward", lambda: F.max_pool2d_backward(dyp, arg, xp.shape, 3, 2, (2, 1), (1, 1)), 4),
+        ("avg_pool2d", lambda: F.avg_pool2d(xp, 3, 2, (2, 1), (1, 1)), 6),
+        ("avg_pool2d_backward", lambda: F.avg_pool2d_backward(dyp, xp.shape, 3, 2, (2, 1), (1, 1)), 6),
+        *[(name, (lambda name=name: getattr(F, name)(v)), 1)
+          for name in ("relu", "sigmoid", "tanh", "softplus", "step", "identity")],
+        ("leaky_relu", lambda: F.leaky_relu(v, 0.1), 1),
+        ("elu", lambda: F.elu(v, 0.7), 1),
+        *[(name, (lambda name=name: getattr(F, name)(dv, v)), 1)
+          for name in ("relu_backward", "softplus_backward", "sigmoid_backward", "tanh_backward")],
+        ("leaky_relu_backward", lambda: F.leaky_relu_backward(dv, v, 0.1), 1),
+        ("elu_backward", lambda: F.elu_backward(dv, v, 0.7), 1),
+        ("softmax", lambda: F.softmax(logits), 10),
+        ("log_softmax", lambda: F.log_softmax(logits), 10),
+        ("softmax_cross_entropy", lambda: F.softmax_cross_entropy(logits, labels), 10),
+        ("mean_squared_error", lambda: F.mean_squared_error(v, dv), 1),
+        ("sigmoid_binary_cross_entropy", lambda: F.sigmoid_binary_cross_entropy(v, np.abs(np.tanh(dv))), 1),
+    ]
+
+
+@pytest.mark.parametrize("backend", [p for p in BACKENDS if p.id == "native"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_every_simd_path_and_thread_count_matches_the_reference(backend, dtype):
+    old_isa, old_threads = fastnn.get_simd(), fastnn.get_num_threads()
+    rtol = 1e-5 if dtype == np.float32 else 1e-10
+    try:
+        for isa in _isas():
+            for threads in (1, 3):
+                fastnn.set_simd(isa)
+                fastnn.set_num_threads(threads)
+                for name, call, k in _op_battery(np.random.default_rng(7), dtype):
+                    got, want = run_on(backend, call), run_on("numpy", call)
+                    got = got if isinstance(got, tuple) else (got,)
+                    want = want if isinstance(want, tuple) else (want,)
+                    where = f"{name} on {isa}, {threads} threads"
+                    for g, w in zip(got, want):
+                        if isinstance(w, float):
+                            assert g == pytest.approx(w, rel=rtol), where
+                        else:
+                            assert_close(g, w, dtype, reduction=k, scale=4, err_msg=where)
+    finally:
+        fastnn.set_simd(old_isa)
+        fastnn.set_num_threads(old_threads)

@@ -2,7 +2,7 @@
 
 Hypothesis draws shapes (batch 0 and 1, primes), strides, pads, float32/float64
 (sometimes mixed), memory layouts (C-contiguous, Fortran, strided, negative
-strides) and sprinkles NaN and +-Inf into the data. For every draw:
+strides, read-only) and sprinkles NaN and +-Inf into the data. For every draw:
 
 - on each backend, the op on the drawn view equals, bit for bit, the op on a
   C-contiguous copy of it; the inputs are not modified (except the arrays an
@@ -37,7 +37,7 @@ ACTS = [None, "identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softp
 BATCH = st.sampled_from([0, 1, 2, 3, 5])
 SMALL = st.sampled_from([1, 2, 3, 5, 7])
 SIZE = st.sampled_from([1, 2, 3, 4, 5, 7, 11, 13])
-LAYOUTS = ("c", "fortran", "strided", "reversed")
+LAYOUTS = ("c", "fortran", "strided", "reversed", "readonly")
 
 
 # ---------------------------------------------------------------------------
@@ -72,6 +72,10 @@ def with_layout(values, layout):
         view = big[..., 1::2]
         assert view.shape == values.shape
         return view
+    if layout == "readonly":
+        out = np.ascontiguousarray(values).copy()
+        out.flags.writeable = False
+        return out
     if layout == "reversed" and values.ndim:
         rev = np.ascontiguousarray(values[(slice(None, None, -1),) * values.ndim])
         return rev[(slice(None, None, -1),) * values.ndim]
@@ -393,7 +397,13 @@ def simd(isa):
 
 
 def deep_copy(kwargs):
-    return {k: (v.copy(order="K") if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+    return {k: (_copy(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+
+
+def _copy(v):
+    c = v.copy(order="K")
+    c.flags.writeable = v.flags.writeable  # a read-only input stays read-only
+    return c
 
 
 def contiguous(kwargs):

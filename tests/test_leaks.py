@@ -32,7 +32,7 @@ MAX_CALLS = 20_000
 TIME_BUDGET = 0.2             # seconds of calls per op
 MIN_CALLS = 500               # even a slow op is called this often
 RSS_SLACK = 4 << 20           # measured growth without a leak: < 200 KiB
-TRACE_CALLS = 80
+TRACE_CALLS = 60
 TRACE_SLACK = 32 << 10        # measured growth without a leak: < 4 KiB
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

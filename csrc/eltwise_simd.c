@@ -1,0 +1,365 @@
+/* The AVX2+FMA and AVX-512 halves of the element-wise and softmax kernels.
+ *
+ * Built without -march flags: each function carries its own target attribute
+ * and is only called when fnn_ctx.isa selects it (the CPU was checked by
+ * fnn_cpu_best_isa). Simple ops are the loops of eltwise_loops.h compiled for
+ * the wider ISA. Sigmoid and the softmax exponentials use
+ * a vector exp for arguments <= 0 (Cephes expf: range reduction by ln 2 in two
+ * parts, degree-6 polynomial, about 1 ulp), which is all these kernels need:
+ * they only ever take exp(-|x|) or exp(x - max). */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "activation.h"
+#include "eltwise_loops.h"
+#include "kernels.h"
+
+#if FNN_X86_SIMD
+#include <immintrin.h>
+
+FNN_DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX2, simple_avx2_f32, float)
+FNN_DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX2, simple_avx2_f64, double)
+FNN_DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX512, simple_avx512_f32, float)
+FNN_DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX512, simple_avx512_f64, double)
+
+/* Cephes expf constants */
+#define EXP_LO -104.0f /* exp(x) < half the smallest subnormal: the result is 0 */
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_C1 0.693359375f
+#define EXP_C2 -2.12194440e-4f
+#define EXP_P0 1.9875691500e-4f
+#define EXP_P1 1.3981999507e-3f
+#define EXP_P2 8.3334519073e-3f
+#define EXP_P3 4.1665795894e-2f
+#define EXP_P4 1.6666665459e-1f
+#define EXP_P5 5.0000001201e-1f
+
+/* ---------------------------------------------------------------- AVX2 ---- */
+
+/* exp(x) for x <= 0 or NaN (NaN in, NaN out; -inf and x < EXP_LO give 0). */
+FNN_TARGET_AVX2 static inline __m256 exp_nonpos_avx2(__m256 x)
+{
+    const __m256 lo = _mm256_set1_ps(EXP_LO);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(lo, x); /* the second operand wins for NaN: NaN survives */
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(EXP_C1), x);
+    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(EXP_C2), r);
+    __m256 p = _mm256_set1_ps(EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P5));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    const __m256i bias = _mm256_set1_epi32(127);
+    __m256i k = _mm256_cvtps_epi32(fx);
+    if (!_mm256_movemask_ps(_mm256_cmp_ps(fx, _mm256_set1_ps(-126.0f), _CMP_LT_OQ)))
+        /* the usual case: 2^fx is a normal float, build its bits directly */
+        return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, bias), 23)));
+    /* times 2^fx, fx in [-150, 0], as 2^(fx/2) * 2^(fx - fx/2): both factors are
+     * normal floats and only the last product rounds, into the subnormals
+     * where exp(x) is subnormal (as libm's and NumPy's expf) */
+    __m256i k1 = _mm256_srai_epi32(k, 1), k2 = _mm256_sub_epi32(k, k1);
+    p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23)));
+    p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, bias), 23)));
+    return _mm256_andnot_ps(under, p);
+}
+
+FNN_TARGET_AVX2 static inline __m256 sigmoid_avx2(__m256 x)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 e = exp_nonpos_avx2(_mm256_or_ps(x, sign)); /* exp(-|x|) */
+    __m256 nonneg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ);
+    __m256 num = _mm256_blendv_ps(e, one, nonneg); /* x >= 0: 1/(1+e), else e/(1+e) */
+    /* 1/d for d in [1, 2]: the 12-bit estimate and one Newton step (about 1 ulp),
+     * much cheaper than a division */
+    __m256 d = _mm256_add_ps(one, e), r = _mm256_rcp_ps(d);
+    r = _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0f)));
+    return _mm256_mul_ps(num, r);
+}
+
+FNN_TARGET_AVX2 static inline __m256i tail_mask_avx2(int64_t left)
+{
+    /* lanes [0, left) set, left in [1, 7] */
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left), idx);
+}
+
+/* The ops with a hand-written vector body, one function per op so that the
+ * loop holds no dispatch: a = x (forward) or dy, b = the forward x or y (NULL
+ * for forward ops, never read). Bitwise the same as the loops of
+ * eltwise_loops.h (relu keeps NaN and -0, no FMA in sigmoid_backward).
+ *
+ * With stream set (outputs too big to stay in cache), the aligned body uses
+ * non-temporal stores: no read-for-ownership of the output, a third less
+ * memory traffic for a unary op. */
+#define DEFINE_VECTOR_OP_AVX2(NAME, LOAD_B, BODY)                                                 \
+    FNN_TARGET_AVX2 static void NAME(const float *a, const float *b, float *y, int64_t n,         \
+                                     int stream)                                                  \
+    {                                                                                             \
+        const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);                      \
+        int64_t i = 0;                                                                            \
+        (void)zero; (void)one; (void)b;                                                           \
+        if (stream) {                                                                             \
+            int64_t head = (int64_t)(((32 - ((uintptr_t)y & 31)) & 31) / sizeof(float));          \
+            head = head > n ? n : head;                                                           \
+            if (head) {                                                                           \
+                __m256i m = tail_mask_avx2(head);                                                 \
+                __m256 va = _mm256_maskload_ps(a, m), vb = LOAD_B(_mm256_maskload_ps(b, m));      \
+                _mm256_maskstore_ps(y, m, BODY);                                                  \
+                i = head;                                                                         \
+            }                                                                                     \
+            for (; i + 8 <= n; i += 8) {                                                          \
+                __m256 va = _mm256_loadu_ps(a + i), vb = LOAD_B(_mm256_loadu_ps(b + i));          \
+                _mm256_stream_ps(y + i, BODY);                                                    \
+            }                                                                                     \
+            _mm_sfence();                                                                         \
+        }                                                                                         \
+        for (; i + 8 <= n; i += 8) {                                                              \
+            __m256 va = _mm256_loadu_ps(a + i), vb = LOAD_B(_mm256_loadu_ps(b + i));              \
+            _mm256_storeu_ps(y + i, BODY);                                                        \
+        }                                                                                         \
+        if (i < n) {                                                                              \
+            __m256i m = tail_mask_avx2(n - i);                                                    \
+            __m256 va = _mm256_maskload_ps(a + i, m), vb = LOAD_B(_mm256_maskload_ps(b + i, m));  \
+            _mm256_maskstore_ps(y + i, m, BODY);                                                  \
+        }                                                                                         \
+    }
+
+#define LOAD_NOTHING(expr) zero
+#define LOAD_IT(expr) (expr)
+
+DEFINE_VECTOR_OP_AVX2(relu_avx2, LOAD_NOTHING,
+                      ((void)vb, _mm256_andnot_ps(_mm256_cmp_ps(va, zero, _CMP_LT_OQ), va)))
+DEFINE_VECTOR_OP_AVX2(relu_backward_avx2, LOAD_IT, _mm256_and_ps(_mm256_cmp_ps(vb, zero, _CMP_GT_OQ), va))
+DEFINE_VECTOR_OP_AVX2(sigmoid_fwd_avx2, LOAD_NOTHING, ((void)vb, sigmoid_avx2(va)))
+DEFINE_VECTOR_OP_AVX2(sigmoid_backward_avx2, LOAD_IT,
+                      _mm256_mul_ps(va, _mm256_mul_ps(vb, _mm256_sub_ps(one, vb))))
+
+FNN_TARGET_AVX2 int fnn_eltwise_chunk_avx2_f32(int op, const float *a, const float *b, float *y,
+                                               int64_t n, float alpha, int stream)
+{
+    switch (op) {
+    case FNN_OP_RELU: relu_avx2(a, b, y, n, stream); return 1;
+    case FNN_OP_RELU_BACKWARD: relu_backward_avx2(a, b, y, n, stream); return 1;
+    case FNN_OP_SIGMOID: sigmoid_fwd_avx2(a, b, y, n, stream); return 1;
+    case FNN_OP_SIGMOID_BACKWARD: sigmoid_backward_avx2(a, b, y, n, stream); return 1;
+    default: return simple_avx2_f32(op, a, b, y, n, alpha);
+    }
+}
+
+FNN_TARGET_AVX2 int fnn_eltwise_chunk_avx2_f64(int op, const double *a, const double *b, double *y,
+                                               int64_t n, double alpha, int stream)
+{
+    (void)stream;
+    return simple_avx2_f64(op, a, b, y, n, alpha);
+}
+
+FNN_TARGET_AVX2 float fnn_row_max_avx2_f32(const float *x, int64_t n)
+{
+    int64_t i = 0;
+    float m;
+    if (n >= 8) {
+        __m256 vm = _mm256_loadu_ps(x), nan = _mm256_cmp_ps(vm, vm, _CMP_UNORD_Q);
+        for (i = 8; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_loadu_ps(x + i);
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+            vm = _mm256_max_ps(vm, v);
+        }
+        if (_mm256_movemask_ps(nan)) return NAN;
+        float lanes[8];
+        _mm256_storeu_ps(lanes, vm);
+        m = lanes[0];
+        for (int k = 1; k < 8; k++) m = lanes[k] > m ? lanes[k] : m;
+    } else {
+        m = x[0];
+        i = 1;
+    }
+    for (; i < n; i++) {
+        if (x[i] != x[i]) return NAN;
+        m = x[i] > m ? x[i] : m;
+    }
+    return m;
+}
+
+FNN_TARGET_AVX2 float fnn_exp_shift_sum_avx2_f32(const float *x, float *e, int64_t n, float shift)
+{
+    __m256 vs = _mm256_set1_ps(shift), acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = exp_nonpos_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vs));
+        _mm256_storeu_ps(e + i, v);
+        acc = _mm256_add_ps(acc, v);
+    }
+    if (i < n) {
+        __m256i m = tail_mask_avx2(n - i);
+        __m256 v = exp_nonpos_avx2(_mm256_sub_ps(_mm256_maskload_ps(x + i, m), vs));
+        v = _mm256_and_ps(v, _mm256_castsi256_ps(m));
+        _mm256_maskstore_ps(e + i, m, v);
+        acc = _mm256_add_ps(acc, v);
+    }
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* ------------------------------------------------------------- AVX-512 ---- */
+
+FNN_TARGET_AVX512 static inline __m512 exp_nonpos_avx512(__m512 x)
+{
+    const __m512 lo = _mm512_set1_ps(EXP_LO);
+    __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_max_ps(lo, x);
+    __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(EXP_LOG2E)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(EXP_C1), x);
+    r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(EXP_C2), r);
+    __m512 p = _mm512_set1_ps(EXP_P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P5));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
+    p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+    p = _mm512_scalef_ps(p, fx); /* rounds once, into the subnormals where exp(x) is subnormal */
+    return _mm512_mask_mov_ps(p, under, _mm512_setzero_ps());
+}
+
+FNN_TARGET_AVX512 static inline __m512 sigmoid_avx512(__m512 x)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 negabs = _mm512_castsi512_ps(
+        _mm512_or_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u)));
+    __m512 e = exp_nonpos_avx512(negabs);
+    __mmask16 nonneg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
+    __m512 num = _mm512_mask_mov_ps(e, nonneg, one);
+    /* 1/d for d in [1, 2]: the 14-bit estimate and one Newton step */
+    __m512 d = _mm512_add_ps(one, e), r = _mm512_rcp14_ps(d);
+    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+    return _mm512_mul_ps(num, r);
+}
+
+#define DEFINE_VECTOR_OP_AVX512(NAME, LOAD_B, BODY)                                               \
+    FNN_TARGET_AVX512 static void NAME(const float *a, const float *b, float *y, int64_t n,       \
+                                       int stream)                                                \
+    {                                                                                             \
+        const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);                      \
+        int64_t i = 0;                                                                            \
+        (void)zero; (void)one; (void)b;                                                           \
+        if (stream) {                                                                             \
+            int64_t head = (int64_t)(((64 - ((uintptr_t)y & 63)) & 63) / sizeof(float));          \
+            head = head > n ? n : head;                                                           \
+            if (head) {                                                                           \
+                __mmask16 m = (__mmask16)((1u << head) - 1u);                                     \
+                __m512 va = _mm512_maskz_loadu_ps(m, a), vb = LOAD_B(_mm512_maskz_loadu_ps(m, b)); \
+                _mm512_mask_storeu_ps(y, m, BODY);                                                \
+                i = head;                                                                         \
+            }                                                                                     \
+            for (; i + 16 <= n; i += 16) {                                                        \
+                __m512 va = _mm512_loadu_ps(a + i), vb = LOAD_B(_mm512_loadu_ps(b + i));          \
+                _mm512_stream_ps(y + i, BODY);                                                    \
+            }                                                                                     \
+            _mm_sfence();                                                                         \
+        }                                                                                         \
+        for (; i + 16 <= n; i += 16) {                                                            \
+            __m512 va = _mm512_loadu_ps(a + i), vb = LOAD_B(_mm512_loadu_ps(b + i));              \
+            _mm512_storeu_ps(y + i, BODY);                                                        \
+        }                                                                                         \
+        if (i < n) {                                                                              \
+            __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);                                      \
+            __m512 va = _mm512_maskz_loadu_ps(m, a + i), vb = LOAD_B(_mm512_maskz_loadu_ps(m, b + i)); \
+            _mm512_mask_storeu_ps(y + i, m, BODY);                                                \
+        }                                                                                         \
+    }
+
+DEFINE_VECTOR_OP_AVX512(relu_avx512, LOAD_NOTHING,
+                        ((void)vb, _mm512_mask_mov_ps(va, _mm512_cmp_ps_mask(va, zero, _CMP_LT_OQ), zero)))
+DEFINE_VECTOR_OP_AVX512(relu_backward_avx512, LOAD_IT,
+                        _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(vb, zero, _CMP_GT_OQ), va))
+DEFINE_VECTOR_OP_AVX512(sigmoid_fwd_avx512, LOAD_NOTHING, ((void)vb, sigmoid_avx512(va)))
+DEFINE_VECTOR_OP_AVX512(sigmoid_backward_avx512, LOAD_IT,
+                        _mm512_mul_ps(va, _mm512_mul_ps(vb, _mm512_sub_ps(one, vb))))
+
+FNN_TARGET_AVX512 int fnn_eltwise_chunk_avx512_f32(int op, const float *a, const float *b, float *y,
+                                                   int64_t n, float alpha, int stream)
+{
+    switch (op) {
+    case FNN_OP_RELU: relu_avx512(a, b, y, n, stream); return 1;
+    case FNN_OP_RELU_BACKWARD: relu_backward_avx512(a, b, y, n, stream); return 1;
+    case FNN_OP_SIGMOID: sigmoid_fwd_avx512(a, b, y, n, stream); return 1;
+    case FNN_OP_SIGMOID_BACKWARD: sigmoid_backward_avx512(a, b, y, n, stream); return 1;
+    default: return simple_avx512_f32(op, a, b, y, n, alpha);
+    }
+}
+
+FNN_TARGET_AVX512 int fnn_eltwise_chunk_avx512_f64(int op, const double *a, const double *b,
+                                                   double *y, int64_t n, double alpha, int stream)
+{
+    (void)stream;
+    return simple_avx512_f64(op, a, b, y, n, alpha);
+}
+
+FNN_TARGET_AVX512 float fnn_row_max_avx512_f32(const float *x, int64_t n)
+{
+    if (n < 16) return fnn_row_max_avx2_f32(x, n);
+    __m512 vm = _mm512_loadu_ps(x);
+    __mmask16 nan = _mm512_cmp_ps_mask(vm, vm, _CMP_UNORD_Q);
+    int64_t i = 16;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        vm = _mm512_max_ps(vm, v);
+    }
+    if (i < n) {
+        /* the last 16 elements again: overlapping is harmless for a max */
+        __m512 v = _mm512_loadu_ps(x + n - 16);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        vm = _mm512_max_ps(vm, v);
+    }
+    if (nan) return NAN;
+    return _mm512_reduce_max_ps(vm);
+}
+
+FNN_TARGET_AVX512 float fnn_exp_shift_sum_avx512_f32(const float *x, float *e, int64_t n, float shift)
+{
+    __m512 vs = _mm512_set1_ps(shift), acc = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = exp_nonpos_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vs));
+        _mm512_storeu_ps(e + i, v);
+        acc = _mm512_add_ps(acc, v);
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        __m512 v = exp_nonpos_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vs));
+        _mm512_mask_storeu_ps(e + i, m, v);
+        acc = _mm512_mask_add_ps(acc, m, acc, v);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+#else /* no x86 SIMD in this build: the portable path does everything */
+
+int fnn_eltwise_chunk_avx2_f32(int op, const float *a, const float *b, float *y, int64_t n, float alpha, int stream)
+{ (void)stream; (void)op; (void)a; (void)b; (void)y; (void)n; (void)alpha; return 0; }
+int fnn_eltwise_chunk_avx2_f64(int op, const double *a, const double *b, double *y, int64_t n, double alpha, int stream)
+{ (void)stream; (void)op; (void)a; (void)b; (void)y; (void)n; (void)alpha; return 0; }
+int fnn_eltwise_chunk_avx512_f32(int op, const float *a, const float *b, float *y, int64_t n, float alpha, int stream)
+{ (void)stream; (void)op; (void)a; (void)b; (void)y; (void)n; (void)alpha; return 0; }
+int fnn_eltwise_chunk_avx512_f64(int op, const double *a, const double *b, double *y, int64_t n, double alpha, int stream)
+{ (void)stream; (void)op; (void)a; (void)b; (void)y; (void)n; (void)alpha; return 0; }
+float fnn_row_max_avx2_f32(const float *x, int64_t n) { (void)x; (void)n; return 0; }
+float fnn_row_max_avx512_f32(const float *x, int64_t n) { (void)x; (void)n; return 0; }
+float fnn_exp_shift_sum_avx2_f32(const float *x, float *e, int64_t n, float shift)
+{ (void)x; (void)e; (void)n; (void)shift; return 0; }
+float fnn_exp_shift_sum_avx512_f32(const float *x, float *e, int64_t n, float shift)
+{ (void)x; (void)e; (void)n; (void)shift; return 0; }
+
+#endif

@@ -1,0 +1,150 @@
+/* fastnn: the non-GEMM kernels (element-wise activations, im2col/col2im,
+ * pooling, softmax and losses, optimizer updates).
+ *
+ * Every function follows csrc/fastnn.h: C-contiguous arrays validated by the
+ * Python side, int64_t sizes, an fnn_ctx by value (threads, ISA), _f32 and _f64
+ * variants, no global mutable state. The math is defined by fastnn/_reference.py
+ * (docs/BACKEND.md); see docs/KERNELS.md for how each kernel is organised.
+ */
+#ifndef FASTNN_KERNELS_H
+#define FASTNN_KERNELS_H
+
+#include "fastnn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Element-wise operations. The forward ones read x and write y = f(x); the
+ * backward ones read (dy, a) and write dx, where a is the forward input x or the
+ * forward output y as noted. */
+enum fnn_eltwise_op {
+    FNN_OP_IDENTITY = 0, /* these first seven match enum fnn_act */
+    FNN_OP_RELU = 1,
+    FNN_OP_LEAKY_RELU = 2,
+    FNN_OP_ELU = 3,
+    FNN_OP_SIGMOID = 4,
+    FNN_OP_TANH = 5,
+    FNN_OP_SOFTPLUS = 6,
+    FNN_OP_STEP = 7,
+    FNN_OP_RELU_BACKWARD = 16,       /* a = x */
+    FNN_OP_LEAKY_RELU_BACKWARD = 17, /* a = x */
+    FNN_OP_ELU_BACKWARD = 18,        /* a = x */
+    FNN_OP_SOFTPLUS_BACKWARD = 19,   /* a = x */
+    FNN_OP_SIGMOID_BACKWARD = 20,    /* a = y */
+    FNN_OP_TANH_BACKWARD = 21        /* a = y */
+};
+
+#define FNN_DECLARE_KERNELS(T, SFX)                                                              \
+    void fnn_eltwise_##SFX(fnn_ctx ctx, int op, const T *x, T *y, int64_t n, T alpha);          \
+    void fnn_eltwise_backward_##SFX(fnn_ctx ctx, int op, const T *dy, const T *a, T *dx,        \
+                                    int64_t n, T alpha);                                        \
+                                                                                                 \
+    /* col (N*oh*ow, C*fh*fw), the layout of the book's common/util.py */                       \
+    void fnn_im2col_##SFX(fnn_ctx ctx, const T *x, T *col, int64_t N, int64_t C, int64_t H,     \
+                          int64_t W, int64_t fh, int64_t fw, int64_t sh, int64_t sw,            \
+                          int64_t padh, int64_t padw);                                          \
+    void fnn_col2im_##SFX(fnn_ctx ctx, const T *col, T *x, int64_t N, int64_t C, int64_t H,     \
+                          int64_t W, int64_t fh, int64_t fw, int64_t sh, int64_t sw,            \
+                          int64_t padh, int64_t padw);                                          \
+                                                                                                 \
+    /* planes = N*C; argmax is h*W + w in the unpadded plane */                                 \
+    void fnn_max_pool2d_##SFX(fnn_ctx ctx, const T *x, T *y, int64_t *argmax, int64_t planes,   \
+                              int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t sh,         \
+                              int64_t sw, int64_t padh, int64_t padw);                          \
+    void fnn_max_pool2d_backward_##SFX(fnn_ctx ctx, const T *dy, const int64_t *argmax, T *dx,  \
+                                       int64_t planes, int64_t H, int64_t W, int64_t oh,        \
+                                       int64_t ow);                                             \
+    void fnn_avg_pool2d_##SFX(fnn_ctx ctx, const T *x, T *y, int64_t planes, int64_t H,         \
+                              int64_t W, int64_t ph, int64_t pw, int64_t sh, int64_t sw,        \
+                              int64_t padh, int64_t padw);                                      \
+    void fnn_avg_pool2d_backward_##SFX(fnn_ctx ctx, const T *dy, T *dx, int64_t planes,         \
+                                       int64_t H, int64_t W, int64_t ph, int64_t pw,            \
+                                       int64_t sh, int64_t sw, int64_t padh, int64_t padw);     \
+                                                                                                 \
+    /* rows of length K, along the last axis */                                                 \
+    void fnn_softmax_##SFX(fnn_ctx ctx, const T *x, T *y, int64_t R, int64_t K);                \
+    void fnn_log_softmax_##SFX(fnn_ctx ctx, const T *x, T *y, int64_t R, int64_t K);            \
+    /* Return the mean loss; write dlogits. labels (N,) or probs (N,K): exactly one is set. */  \
+    double fnn_softmax_cross_entropy_##SFX(fnn_ctx ctx, const T *z, const int64_t *labels,      \
+                                           const T *probs, T *dz, int64_t N, int64_t K);        \
+    double fnn_mean_squared_error_##SFX(fnn_ctx ctx, const T *y, const T *t, T *grad,           \
+                                        int64_t n);                                             \
+    double fnn_sigmoid_bce_##SFX(fnn_ctx ctx, const T *z, const T *t, T *grad, int64_t n);      \
+                                                                                                 \
+    /* In place, one pass; wd adds wd*p and l1 adds l1*sign(p) to the gradient first. */        \
+    void fnn_sgd_update_##SFX(fnn_ctx ctx, T *p, const T *g, int64_t n, double lr, double wd,   \
+                              double l1);                                                       \
+    void fnn_momentum_update_##SFX(fnn_ctx ctx, T *p, const T *g, T *v, int64_t n, double lr,   \
+                                   double momentum, double wd, double l1);                      \
+    void fnn_nesterov_update_##SFX(fnn_ctx ctx, T *p, const T *g, T *v, int64_t n, double lr,   \
+                                   double momentum, double wd, double l1);                      \
+    void fnn_adagrad_update_##SFX(fnn_ctx ctx, T *p, const T *g, T *h, int64_t n, double lr,    \
+                                  double eps, double wd, double l1);                            \
+    void fnn_rmsprop_update_##SFX(fnn_ctx ctx, T *p, const T *g, T *h, int64_t n, double lr,    \
+                                  double decay, double eps, double wd, double l1);              \
+    void fnn_adam_update_##SFX(fnn_ctx ctx, T *p, const T *g, T *m, T *v, int64_t n,            \
+                               double lr_t, double beta1, double beta2, double eps, double wd,  \
+                               double l1);
+
+FNN_DECLARE_KERNELS(float, f32)
+FNN_DECLARE_KERNELS(double, f64)
+
+/* ---- internal: the SIMD halves of the element-wise and softmax kernels ----
+ * Each processes one contiguous chunk on the calling thread. The eltwise ones
+ * return 0 when they have no vector version of `op` (the caller then runs the
+ * portable loop). b is NULL for forward ops. stream: the whole output is large,
+ * use non-temporal stores where the op has them. */
+int fnn_eltwise_chunk_avx2_f32(int op, const float *a, const float *b, float *y, int64_t n, float alpha,
+                                 int stream);
+int fnn_eltwise_chunk_avx2_f64(int op, const double *a, const double *b, double *y, int64_t n, double alpha,
+                                 int stream);
+int fnn_eltwise_chunk_avx512_f32(int op, const float *a, const float *b, float *y, int64_t n, float alpha,
+                                 int stream);
+int fnn_eltwise_chunk_avx512_f64(int op, const double *a, const double *b, double *y, int64_t n, double alpha,
+                                 int stream);
+/* max of x[0..n) (n >= 1), NaN when any element is NaN */
+float fnn_row_max_avx2_f32(const float *x, int64_t n);
+float fnn_row_max_avx512_f32(const float *x, int64_t n);
+/* e[i] = exp(x[i] - shift) for x[i] <= shift; returns the sum of e */
+float fnn_exp_shift_sum_avx2_f32(const float *x, float *e, int64_t n, float shift);
+float fnn_exp_shift_sum_avx512_f32(const float *x, float *e, int64_t n, float shift);
+
+/* one (H, W) plane of 2x2 stride-2 unpadded max pooling (pool_simd.c) */
+void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float *y, int64_t *am, int64_t W,
+                                         int64_t oh, int64_t ow);
+void fnn_max_pool_2x2s2_plane_avx2_f32(const float *x, float *y, int64_t *am, int64_t W,
+                                       int64_t oh, int64_t ow);
+
+/* ---- internal: threading helpers ---- */
+/* The ISA a kernel actually uses: ctx.isa, capped by what this build has. */
+static inline int fnn_isa_of(fnn_ctx ctx)
+{
+#if FNN_X86_SIMD
+    return ctx.isa < 0 ? 0 : (ctx.isa > FNN_ISA_AVX512 ? FNN_ISA_AVX512 : ctx.isa);
+#else
+    (void)ctx;
+    return FNN_ISA_PORTABLE;
+#endif
+}
+
+static inline int fnn_threads_of(fnn_ctx ctx) { return ctx.nthreads < 1 ? 1 : ctx.nthreads; }
+
+/* Below this many elements of work a kernel stays on one thread: starting the
+ * OpenMP team costs more than it saves. */
+#define FNN_PARALLEL_MIN_WORK ((int64_t)32768)
+
+/* "parallel for" over the next loop with ctx's thread count, when the local
+ * par_work (elements touched) is worth a team. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define FNN_PRAGMA(x) __pragma(x)
+#else
+#define FNN_PRAGMA(x) _Pragma(#x)
+#endif
+#define FNN_OMP_FOR \
+    FNN_PRAGMA(omp parallel for num_threads(fnn_threads_of(ctx)) schedule(static) if(par_work >= FNN_PARALLEL_MIN_WORK))
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTNN_KERNELS_H */

@@ -1,0 +1,199 @@
+/* Softmax, log-softmax and the losses (softmax cross-entropy, mean squared
+ * error, sigmoid binary cross-entropy).
+ *
+ * Rows are shared among threads; a row is always computed the same way whatever
+ * thread runs it. Losses are reduced deterministically: each row (or each fixed
+ * block of LOSS_BLOCK elements) has its partial sum in double, and those are
+ * added serially in index order, so the loss is the same for every thread
+ * count. float32 rows use the vector max and exp of eltwise_simd.c when the ISA
+ * allows; float64 uses libm. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "activation.h"
+#include "kernels.h"
+
+#define LOSS_BLOCK ((int64_t)8192)
+
+
+/* max of a row, NaN when the row has a NaN (as np.max) */
+#define DEFINE_ROW_MAX_PORTABLE(T, SFX)                                                  \
+    static T row_max_portable_##SFX(const T *x, int64_t n)                               \
+    {                                                                                    \
+        T m = x[0];                                                                      \
+        for (int64_t i = 0; i < n; i++) {                                                \
+            if (x[i] != x[i]) return x[i];                                               \
+            m = x[i] > m ? x[i] : m;                                                     \
+        }                                                                                \
+        return m;                                                                        \
+    }
+DEFINE_ROW_MAX_PORTABLE(float, f32)
+DEFINE_ROW_MAX_PORTABLE(double, f64)
+
+static float row_max_f32(int isa, const float *x, int64_t n)
+{
+    if (isa >= FNN_ISA_AVX512) return fnn_row_max_avx512_f32(x, n);
+    if (isa >= FNN_ISA_AVX2) return fnn_row_max_avx2_f32(x, n);
+    return row_max_portable_f32(x, n);
+}
+
+static double row_max_f64(int isa, const double *x, int64_t n)
+{
+    (void)isa;
+    return row_max_portable_f64(x, n);
+}
+
+/* e = exp(x - m), returns sum(e) */
+static double row_exp_sum_f32(int isa, const float *x, float *e, int64_t n, float m)
+{
+    if (isa >= FNN_ISA_AVX512) return fnn_exp_shift_sum_avx512_f32(x, e, n, m);
+    if (isa >= FNN_ISA_AVX2) return fnn_exp_shift_sum_avx2_f32(x, e, n, m);
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        e[i] = expf(x[i] - m);
+        s += e[i];
+    }
+    return (float)s;
+}
+
+static double row_exp_sum_f64(int isa, const double *x, double *e, int64_t n, double m)
+{
+    (void)isa;
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        e[i] = exp(x[i] - m);
+        s += e[i];
+    }
+    return s;
+}
+
+#define DEFINE_LOSS(T, SFX, LOG, LOG1P, EXP)                                                                    \
+    void fnn_softmax_##SFX(fnn_ctx ctx, const T *x, T *y, int64_t R, int64_t K)                     \
+    {                                                                                               \
+        const int isa = fnn_isa_of(ctx);                                                            \
+        int64_t r;                                                                                  \
+        if (K <= 0) return; /* empty rows: nothing to write, and no element to take a max of */   \
+        const int64_t par_work = R * K;                                                                           \
+        FNN_OMP_FOR                                                                                \
+        for (r = 0; r < R; r++) {                                                                   \
+            const T *xr = x + r * K;                                                                \
+            T *yr = y + r * K;                                                                      \
+            const T m = row_max_##SFX(isa, xr, K);                                                  \
+            const T inv_s = (T)1 / (T)row_exp_sum_##SFX(isa, xr, yr, K, m);                         \
+            for (int64_t k = 0; k < K; k++) yr[k] *= inv_s;                                         \
+        }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
+    void fnn_log_softmax_##SFX(fnn_ctx ctx, const T *x, T *y, int64_t R, int64_t K)                 \
+    {                                                                                               \
+        const int isa = fnn_isa_of(ctx);                                                            \
+        int64_t r;                                                                                  \
+        if (K <= 0) return; /* empty rows: nothing to write, and no element to take a max of */   \
+        const int64_t par_work = R * K;                                                                           \
+        FNN_OMP_FOR                                                                                \
+        for (r = 0; r < R; r++) {                                                                   \
+            const T *xr = x + r * K;                                                                \
+            T *yr = y + r * K;                                                                      \
+            const T m = row_max_##SFX(isa, xr, K);                                                  \
+            const T ls = LOG((T)row_exp_sum_##SFX(isa, xr, yr, K, m));                              \
+            for (int64_t k = 0; k < K; k++) yr[k] = (xr[k] - m) - ls;                               \
+        }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
+    double fnn_softmax_cross_entropy_##SFX(fnn_ctx ctx, const T *z, const int64_t *labels,          \
+                                           const T *probs, T *dz, int64_t N, int64_t K)             \
+    {                                                                                               \
+        const int isa = fnn_isa_of(ctx);                                                            \
+        const double inv_N = 1.0 / (double)N;                                                       \
+        double *row_loss, total = 0;                                                                \
+        int64_t r;                                                                                  \
+        if (N <= 0 || K <= 0) return NAN;                                                           \
+        row_loss = (double *)malloc((size_t)N * sizeof(double));                                    \
+        if (!row_loss) return NAN;                                                                  \
+        const int64_t par_work = N * K;                                                                           \
+        FNN_OMP_FOR                                                                                \
+        for (r = 0; r < N; r++) {                                                                   \
+            const T *zr = z + r * K;                                                                \
+            T *dr = dz + r * K;                                                                     \
+            const T m = row_max_##SFX(isa, zr, K);                                                  \
+            const T s = (T)row_exp_sum_##SFX(isa, zr, dr, K, m);                                    \
+            const T ls = LOG(s), inv_s = (T)1 / s;                                                  \
+            /* (e/s - t)/N with reciprocals: within an ulp or two of the divisions,  */            \
+            /* and a division per element would cost as much as the exponentials     */            \
+            if (labels) {                                                                           \
+                const int64_t l = labels[r];                                                        \
+                const T scale = (T)((double)inv_s * inv_N);                                         \
+                if (l >= 0 && l < K) {                                                              \
+                    const T el = dr[l];                                                             \
+                    row_loss[r] = -(double)((zr[l] - m) - ls);                                      \
+                    for (int64_t k = 0; k < K; k++) dr[k] *= scale;                                 \
+                    dr[l] = (el * inv_s - (T)1) * (T)inv_N;                                         \
+                } else {                                                                            \
+                    row_loss[r] = NAN; /* unreachable after validation; never index astray */      \
+                    for (int64_t k = 0; k < K; k++) dr[k] *= scale;                                 \
+                }                                                                                   \
+            } else {                                                                                \
+                const T *tr = probs + r * K;                                                        \
+                const T tN = (T)inv_N;                                                              \
+                double acc = 0;                                                                     \
+                for (int64_t k = 0; k < K; k++) {                                                   \
+                    acc += (double)(tr[k] * (ls - (zr[k] - m)));                                    \
+                    dr[k] = (dr[k] * inv_s - tr[k]) * tN;                                           \
+                }                                                                                   \
+                row_loss[r] = acc;                                                                  \
+            }                                                                                       \
+        }                                                                                           \
+        for (r = 0; r < N; r++) total += row_loss[r];                                               \
+        free(row_loss);                                                                             \
+        return total / (double)N;                                                                   \
+    }                                                                                               \
+                                                                                                    \
+    /* fixed blocks; each block's partial sum in double, then a serial sum */                      \
+    static double blocked_mean_##SFX(fnn_ctx ctx, const T *a, const T *b, T *grad, int64_t n,      \
+                                     int kind)                                                      \
+    {                                                                                               \
+        const int64_t nblocks = (n + LOSS_BLOCK - 1) / LOSS_BLOCK;                                  \
+        const T fn = (T)n, two_over_n = (T)2 / fn;                                                  \
+        double *part, total = 0;                                                                    \
+        int64_t blk;                                                                                \
+        if (n <= 0) return NAN;                                                                     \
+        part = (double *)malloc((size_t)nblocks * sizeof(double));                                  \
+        if (!part) return NAN;                                                                      \
+        const int64_t par_work = n;                                                                               \
+        FNN_OMP_FOR                                                                                \
+        for (blk = 0; blk < nblocks; blk++) {                                                       \
+            const int64_t lo = blk * LOSS_BLOCK, hi = lo + LOSS_BLOCK < n ? lo + LOSS_BLOCK : n;   \
+            double s = 0;                                                                           \
+            if (kind == 0) { /* mean squared error: a = y, b = t */                                 \
+                for (int64_t i = lo; i < hi; i++) {                                                 \
+                    const T d = a[i] - b[i];                                                        \
+                    s += (double)(d * d);                                                           \
+                    grad[i] = d * two_over_n;                                                       \
+                }                                                                                   \
+            } else { /* sigmoid binary cross-entropy: a = z, b = t */                               \
+                for (int64_t i = lo; i < hi; i++) {                                                 \
+                    const T zi = a[i], ti = b[i];                                                   \
+                    const T e = LOG1P(EXP(-(zi > 0 ? zi : -zi)));                                       \
+                    s += (double)((zi > 0 ? zi : (T)0) - zi * ti + e);                              \
+                    grad[i] = (fnn_sigmoid_##SFX(zi) - ti) / fn;                                    \
+                }                                                                                   \
+            }                                                                                       \
+            part[blk] = s;                                                                          \
+        }                                                                                           \
+        for (blk = 0; blk < nblocks; blk++) total += part[blk];                                     \
+        free(part);                                                                                 \
+        return total / (double)n;                                                                   \
+    }                                                                                               \
+                                                                                                    \
+    double fnn_mean_squared_error_##SFX(fnn_ctx ctx, const T *y, const T *t, T *grad, int64_t n)    \
+    {                                                                                               \
+        return blocked_mean_##SFX(ctx, y, t, grad, n, 0);                                           \
+    }                                                                                               \
+                                                                                                    \
+    double fnn_sigmoid_bce_##SFX(fnn_ctx ctx, const T *z, const T *t, T *grad, int64_t n)           \
+    {                                                                                               \
+        return blocked_mean_##SFX(ctx, z, t, grad, n, 1);                                           \
+    }
+
+DEFINE_LOSS(float, f32, logf, log1pf, expf)
+DEFINE_LOSS(double, f64, log, log1p, exp)

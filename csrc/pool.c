@@ -1,0 +1,184 @@
+/* Max and average pooling over (N*C) planes, forward and backward.
+ *
+ * Planes are independent, so OpenMP shares whole planes among threads and every
+ * sum runs in a fixed order inside one plane: results do not depend on the
+ * thread count. Windows are clipped to the real plane, which is how padding
+ * "never wins" a max (ops guarantees every window holds a real element) and
+ * how padding counts as zero in an average (divisor ph*pw regardless).
+ *
+ * Max: the first maximum in row-major window order wins ties; the first NaN wins
+ * over everything (np.argmax semantics). The 2x2 stride-2 unpadded window, the
+ * common case, has its own loops (AVX-512 and AVX2 in pool_simd.c for float32). */
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels.h"
+
+
+/* does v replace the current best b? larger, or the first NaN */
+#define MAX_WINS(v, b) (((v) > (b)) | (((v) != (v)) & ((b) == (b))))
+
+static int max_pool_plane_2x2s2_simd_f32(int isa, const float *x, float *y, int64_t *am, int64_t W,
+                                         int64_t oh, int64_t ow)
+{
+    if (W > INT32_MAX / 2) return 0; /* the vector code keeps window offsets in int32 */
+    if (isa >= FNN_ISA_AVX512)
+        fnn_max_pool_2x2s2_plane_avx512_f32(x, y, am, W, oh, ow);
+    else if (isa >= FNN_ISA_AVX2)
+        fnn_max_pool_2x2s2_plane_avx2_f32(x, y, am, W, oh, ow);
+    else
+        return 0;
+    return 1;
+}
+
+static int max_pool_plane_2x2s2_simd_f64(int isa, const double *x, double *y, int64_t *am, int64_t W,
+                                         int64_t oh, int64_t ow)
+{
+    (void)isa; (void)x; (void)y; (void)am; (void)W; (void)oh; (void)ow;
+    return 0;
+}
+
+#define DEFINE_POOL(T, SFX)                                                                         \
+    static void max_pool_plane_2x2s2_##SFX(const T *FNN_RESTRICT x, T *FNN_RESTRICT y,              \
+                                           int64_t *FNN_RESTRICT am, int64_t W, int64_t oh,         \
+                                           int64_t ow)                                              \
+    {                                                                                               \
+        for (int64_t oy = 0; oy < oh; oy++) {                                                       \
+            const T *r0 = x + 2 * oy * W, *r1 = r0 + W;                                             \
+            T *yo = y + oy * ow;                                                                    \
+            int64_t *ao = am + oy * ow;                                                             \
+            const int64_t base = 2 * oy * W;                                                        \
+            for (int64_t ox = 0; ox < ow; ox++) {                                                   \
+                const int64_t ix = 2 * ox;                                                          \
+                /* branch-free selects: random data mispredicts every branch */                     \
+                const T v0 = r0[ix], v1 = r0[ix + 1], v2 = r1[ix], v3 = r1[ix + 1];                \
+                T b = v0;                                                                           \
+                int64_t bi = base + ix, w;                                                          \
+                w = MAX_WINS(v1, b); b = w ? v1 : b; bi = w ? base + ix + 1 : bi;                   \
+                w = MAX_WINS(v2, b); b = w ? v2 : b; bi = w ? base + W + ix : bi;                   \
+                w = MAX_WINS(v3, b); b = w ? v3 : b; bi = w ? base + W + ix + 1 : bi;               \
+                yo[ox] = b;                                                                         \
+                ao[ox] = bi;                                                                        \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
+    void fnn_max_pool2d_##SFX(fnn_ctx ctx, const T *x, T *y, int64_t *argmax, int64_t planes,       \
+                              int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t sh,             \
+                              int64_t sw, int64_t padh, int64_t padw)                               \
+    {                                                                                               \
+        const int64_t oh = (H + 2 * padh - ph) / sh + 1, ow = (W + 2 * padw - pw) / sw + 1;         \
+        const int fast = ph == 2 && pw == 2 && sh == 2 && sw == 2 && padh == 0 && padw == 0;        \
+        const int isa = fnn_isa_of(ctx);                                                            \
+        int64_t p;                                                                                  \
+        (void)ctx;                                                                                  \
+        const int64_t par_work = planes * H * W;                                                                  \
+        FNN_OMP_FOR                                                                                \
+        for (p = 0; p < planes; p++) {                                                              \
+            const T *xp = x + p * H * W;                                                            \
+            T *yp = y + p * oh * ow;                                                                \
+            int64_t *ap = argmax + p * oh * ow;                                                     \
+            if (fast) {                                                                             \
+                if (!max_pool_plane_2x2s2_simd_##SFX(isa, xp, yp, ap, W, oh, ow))                    \
+                    max_pool_plane_2x2s2_##SFX(xp, yp, ap, W, oh, ow);                              \
+                continue;                                                                           \
+            }                                                                                       \
+            for (int64_t oy = 0; oy < oh; oy++) {                                                   \
+                const int64_t y0 = oy * sh - padh;                                                  \
+                const int64_t ys = y0 < 0 ? 0 : y0, ye = y0 + ph > H ? H : y0 + ph;                 \
+                for (int64_t ox = 0; ox < ow; ox++) {                                               \
+                    const int64_t x0 = ox * sw - padw;                                              \
+                    const int64_t xs = x0 < 0 ? 0 : x0, xe = x0 + pw > W ? W : x0 + pw;             \
+                    int64_t bi = ys * W + xs;                                                       \
+                    T b = xp[bi];                                                                   \
+                    for (int64_t iy = ys; iy < ye; iy++)                                            \
+                        for (int64_t ix = xs; ix < xe; ix++) {                                      \
+                            const T v = xp[iy * W + ix];                                            \
+                            if (MAX_WINS(v, b)) { b = v; bi = iy * W + ix; }                        \
+                        }                                                                           \
+                    yp[oy * ow + ox] = b;                                                           \
+                    ap[oy * ow + ox] = bi;                                                          \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
+    void fnn_max_pool2d_backward_##SFX(fnn_ctx ctx, const T *dy, const int64_t *argmax, T *dx,      \
+                                       int64_t planes, int64_t H, int64_t W, int64_t oh,            \
+                                       int64_t ow)                                                  \
+    {                                                                                               \
+        const int64_t hw = H * W, ohw = oh * ow;                                                    \
+        int64_t p;                                                                                  \
+        (void)ctx;                                                                                  \
+        const int64_t par_work = planes * hw;                                                                     \
+        FNN_OMP_FOR                                                                                \
+        for (p = 0; p < planes; p++) {                                                              \
+            T *d = dx + p * hw;                                                                     \
+            const T *g = dy + p * ohw;                                                              \
+            const int64_t *a = argmax + p * ohw;                                                    \
+            memset(d, 0, (size_t)hw * sizeof(T));                                                   \
+            for (int64_t i = 0; i < ohw; i++) {                                                     \
+                const int64_t k = a[i];                                                             \
+                if (k >= 0 && k < hw) d[k] += g[i]; /* a foreign argmax must not write astray */    \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
+    void fnn_avg_pool2d_##SFX(fnn_ctx ctx, const T *x, T *y, int64_t planes, int64_t H, int64_t W,  \
+                              int64_t ph, int64_t pw, int64_t sh, int64_t sw, int64_t padh,         \
+                              int64_t padw)                                                         \
+    {                                                                                               \
+        const int64_t oh = (H + 2 * padh - ph) / sh + 1, ow = (W + 2 * padw - pw) / sw + 1;         \
+        const T div = (T)(ph * pw);                                                                 \
+        int64_t p;                                                                                  \
+        (void)ctx;                                                                                  \
+        const int64_t par_work = planes * H * W;                                                                  \
+        FNN_OMP_FOR                                                                                \
+        for (p = 0; p < planes; p++) {                                                              \
+            const T *xp = x + p * H * W;                                                            \
+            T *yp = y + p * oh * ow;                                                                \
+            for (int64_t oy = 0; oy < oh; oy++) {                                                   \
+                const int64_t y0 = oy * sh - padh;                                                  \
+                const int64_t ys = y0 < 0 ? 0 : y0, ye = y0 + ph > H ? H : y0 + ph;                 \
+                for (int64_t ox = 0; ox < ow; ox++) {                                               \
+                    const int64_t x0 = ox * sw - padw;                                              \
+                    const int64_t xs = x0 < 0 ? 0 : x0, xe = x0 + pw > W ? W : x0 + pw;             \
+                    T s = 0;                                                                        \
+                    for (int64_t iy = ys; iy < ye; iy++)                                            \
+                        for (int64_t ix = xs; ix < xe; ix++) s += xp[iy * W + ix];                  \
+                    yp[oy * ow + ox] = s / div;                                                     \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
+    void fnn_avg_pool2d_backward_##SFX(fnn_ctx ctx, const T *dy, T *dx, int64_t planes, int64_t H,  \
+                                       int64_t W, int64_t ph, int64_t pw, int64_t sh, int64_t sw,   \
+                                       int64_t padh, int64_t padw)                                  \
+    {                                                                                               \
+        const int64_t oh = (H + 2 * padh - ph) / sh + 1, ow = (W + 2 * padw - pw) / sw + 1;         \
+        const T div = (T)(ph * pw);                                                                 \
+        int64_t p;                                                                                  \
+        (void)ctx;                                                                                  \
+        const int64_t par_work = planes * H * W;                                                                  \
+        FNN_OMP_FOR                                                                                \
+        for (p = 0; p < planes; p++) {                                                              \
+            T *d = dx + p * H * W;                                                                  \
+            const T *g = dy + p * oh * ow;                                                          \
+            memset(d, 0, (size_t)(H * W) * sizeof(T));                                              \
+            /* window offset outer, as the reference sums: the same rounding */                     \
+            for (int64_t i = 0; i < ph; i++)                                                        \
+                for (int64_t j = 0; j < pw; j++)                                                    \
+                    for (int64_t oy = 0; oy < oh; oy++) {                                           \
+                        const int64_t iy = oy * sh - padh + i;                                      \
+                        if (iy < 0 || iy >= H) continue;                                            \
+                        for (int64_t ox = 0; ox < ow; ox++) {                                       \
+                            const int64_t ix = ox * sw - padw + j;                                  \
+                            if (ix >= 0 && ix < W) d[iy * W + ix] += g[oy * ow + ox] / div;         \
+                        }                                                                           \
+                    }                                                                               \
+        }                                                                                           \
+    }
+
+DEFINE_POOL(float, f32)
+DEFINE_POOL(double, f64)

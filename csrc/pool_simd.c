@@ -1,0 +1,149 @@
+/* AVX-512 and AVX2 max pooling for the common 2x2 stride-2 unpadded window
+ * (float32).
+ *
+ * 16 outputs at a time: the two input rows are loaded 32 floats each and split
+ * into even and odd columns, giving the four window elements as four vectors.
+ * They are compared in row-major window order with the scalar rule (a larger
+ * value wins, else the first NaN wins), carrying a 2-bit code of the winner
+ * that becomes the int64 argmax h*W + w. Short rows (ow < 16) and row tails
+ * use masked loads and stores, so no scalar loop is needed. */
+#include "kernels.h"
+
+#if FNN_X86_SIMD
+#include <immintrin.h>
+
+/* lanes where v replaces b: v > b, or v is NaN and b is not */
+FNN_TARGET_AVX512 static inline __mmask16 max_wins_avx512(__m512 v, __m512 b)
+{
+    return _mm512_cmp_ps_mask(v, b, _CMP_GT_OQ) |
+           (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(b, b, _CMP_ORD_Q));
+}
+
+FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float *y, int64_t *am,
+                                                           int64_t W, int64_t oh, int64_t ow)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const __m512i lane2 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14); /* 2*j for j < 8 */
+    const __m512i one = _mm512_set1_epi32(1), offW = _mm512_set1_epi32((int)W),
+                  offW1 = _mm512_set1_epi32((int)W + 1);
+    for (int64_t oy = 0; oy < oh; oy++) {
+        const float *r0 = x + 2 * oy * W, *r1 = r0 + W;
+        float *yo = y + oy * ow;
+        int64_t *ao = am + oy * ow;
+        for (int64_t ox = 0; ox < ow; ox += 16) {
+            const int64_t rem = ow - ox < 16 ? ow - ox : 16;
+            const __mmask16 in_lo = rem >= 8 ? (__mmask16)0xFFFF : (__mmask16)((1u << (2 * rem)) - 1u);
+            const __mmask16 in_hi = rem > 8 ? (__mmask16)((1u << (2 * rem - 16)) - 1u) : (__mmask16)0;
+            const __mmask16 out = (__mmask16)((1u << rem) - 1u);
+            const int64_t ix = 2 * ox;
+            __m512 a0 = _mm512_maskz_loadu_ps(in_lo, r0 + ix), a1 = _mm512_maskz_loadu_ps(in_hi, r0 + ix + 16);
+            __m512 b0 = _mm512_maskz_loadu_ps(in_lo, r1 + ix), b1 = _mm512_maskz_loadu_ps(in_hi, r1 + ix + 16);
+            __m512 v0 = _mm512_permutex2var_ps(a0, even, a1), v1 = _mm512_permutex2var_ps(a0, odd, a1);
+            __m512 v2 = _mm512_permutex2var_ps(b0, even, b1), v3 = _mm512_permutex2var_ps(b0, odd, b1);
+            __m512 best = v0;
+            __m512i off = _mm512_setzero_si512();
+            __mmask16 w = max_wins_avx512(v1, best);
+            best = _mm512_mask_mov_ps(best, w, v1);
+            off = _mm512_mask_mov_epi32(off, w, one);
+            w = max_wins_avx512(v2, best);
+            best = _mm512_mask_mov_ps(best, w, v2);
+            off = _mm512_mask_mov_epi32(off, w, offW);
+            w = max_wins_avx512(v3, best);
+            best = _mm512_mask_mov_ps(best, w, v3);
+            off = _mm512_mask_mov_epi32(off, w, offW1);
+            _mm512_mask_storeu_ps(yo + ox, out, best);
+            /* argmax = 2*oy*W + 2*(ox + j) + off */
+            const __m512i base = _mm512_add_epi64(_mm512_set1_epi64(2 * oy * W + ix), lane2);
+            __m512i lo = _mm512_add_epi64(base, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(off)));
+            __m512i hi = _mm512_add_epi64(_mm512_add_epi64(base, _mm512_set1_epi64(16)),
+                                          _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(off, 1)));
+            _mm512_mask_storeu_epi64(ao + ox, (__mmask8)(out & 0xFF), lo);
+            _mm512_mask_storeu_epi64(ao + ox + 8, (__mmask8)(out >> 8), hi);
+        }
+    }
+}
+
+/* The same with AVX2: 8 outputs at a time. */
+FNN_TARGET_AVX2 static inline __m256 max_wins_avx2(__m256 v, __m256 b)
+{
+    return _mm256_or_ps(_mm256_cmp_ps(v, b, _CMP_GT_OQ),
+                        _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(b, b, _CMP_ORD_Q)));
+}
+
+FNN_TARGET_AVX2 static inline __m256i lanes_below_avx2(int64_t n)
+{
+    /* int32 lanes [0, n) set; n may be <= 0 or >= 8 */
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int k = n < 0 ? 0 : (n > 8 ? 8 : (int)n);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(k), idx);
+}
+
+FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_plane_avx2_f32(const float *x, float *y, int64_t *am,
+                                                       int64_t W, int64_t oh, int64_t ow)
+{
+    const __m256 one = _mm256_castsi256_ps(_mm256_set1_epi32(1)),
+                 offW = _mm256_castsi256_ps(_mm256_set1_epi32((int)W)),
+                 offW1 = _mm256_castsi256_ps(_mm256_set1_epi32((int)W + 1));
+    const __m256i lane2 = _mm256_setr_epi64x(0, 2, 4, 6);
+    for (int64_t oy = 0; oy < oh; oy++) {
+        const float *r0 = x + 2 * oy * W, *r1 = r0 + W;
+        float *yo = y + oy * ow;
+        int64_t *ao = am + oy * ow;
+        for (int64_t ox = 0; ox < ow; ox += 8) {
+            const int64_t rem = ow - ox < 8 ? ow - ox : 8, ix = 2 * ox;
+            __m256 a0, a1, b0, b1;
+            if (rem == 8) {
+                a0 = _mm256_loadu_ps(r0 + ix), a1 = _mm256_loadu_ps(r0 + ix + 8);
+                b0 = _mm256_loadu_ps(r1 + ix), b1 = _mm256_loadu_ps(r1 + ix + 8);
+            } else {
+                const __m256i m0 = lanes_below_avx2(2 * rem), m1 = lanes_below_avx2(2 * rem - 8);
+                a0 = _mm256_maskload_ps(r0 + ix, m0), a1 = _mm256_maskload_ps(r0 + ix + 8, m1);
+                b0 = _mm256_maskload_ps(r1 + ix, m0), b1 = _mm256_maskload_ps(r1 + ix + 8, m1);
+            }
+            /* even and odd columns, in order: shuffle within lanes, then fix the lane order */
+            __m256 v0 = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                _mm256_castps_pd(_mm256_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
+            __m256 v1 = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                _mm256_castps_pd(_mm256_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+            __m256 v2 = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                _mm256_castps_pd(_mm256_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
+            __m256 v3 = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                _mm256_castps_pd(_mm256_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+            __m256 best = v0, off = _mm256_setzero_ps(), w;
+            w = max_wins_avx2(v1, best);
+            best = _mm256_blendv_ps(best, v1, w), off = _mm256_blendv_ps(off, one, w);
+            w = max_wins_avx2(v2, best);
+            best = _mm256_blendv_ps(best, v2, w), off = _mm256_blendv_ps(off, offW, w);
+            w = max_wins_avx2(v3, best);
+            best = _mm256_blendv_ps(best, v3, w), off = _mm256_blendv_ps(off, offW1, w);
+            const __m256i offi = _mm256_castps_si256(off);
+            const __m256i base = _mm256_add_epi64(_mm256_set1_epi64x(2 * oy * W + ix), lane2);
+            __m256i lo = _mm256_add_epi64(base, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(offi)));
+            __m256i hi = _mm256_add_epi64(_mm256_add_epi64(base, _mm256_set1_epi64x(8)),
+                                          _mm256_cvtepi32_epi64(_mm256_extracti128_si256(offi, 1)));
+            if (rem == 8) {
+                _mm256_storeu_ps(yo + ox, best);
+                _mm256_storeu_si256((__m256i *)(ao + ox), lo);
+                _mm256_storeu_si256((__m256i *)(ao + ox + 4), hi);
+            } else {
+                _mm256_maskstore_ps(yo + ox, lanes_below_avx2(rem), best);
+                /* int64 lanes [0, k): int32 pairs [0, 2k) */
+                _mm256_maskstore_epi64((long long *)(ao + ox), lanes_below_avx2(2 * rem), lo);
+                _mm256_maskstore_epi64((long long *)(ao + ox + 4), lanes_below_avx2(2 * rem - 8), hi);
+            }
+        }
+    }
+}
+
+#else
+
+void fnn_max_pool_2x2s2_plane_avx2_f32(const float *x, float *y, int64_t *am, int64_t W, int64_t oh,
+                                       int64_t ow)
+{ (void)x; (void)y; (void)am; (void)W; (void)oh; (void)ow; }
+
+void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float *y, int64_t *am, int64_t W, int64_t oh,
+                                         int64_t ow)
+{ (void)x; (void)y; (void)am; (void)W; (void)oh; (void)ow; }
+
+#endif

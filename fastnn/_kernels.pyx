@@ -1,0 +1,617 @@
+# The non-GEMM native kernels: thin Cython wrappers over csrc/ (kernels.h), with
+# exactly the signatures and semantics of docs/BACKEND.md. fastnn.ops has already
+# validated everything: arrays are C-contiguous, of one float dtype (labels and
+# argmax int64), with consistent shapes. Each wrapper allocates the outputs,
+# reads the thread count and ISA (current_ctx) and calls the C kernel for the
+# dtype (a fused float/double specialisation) with the GIL released. Arrays are
+# passed as flat typed memoryviews: the kernels take the shapes separately.
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+import numpy as np
+
+from fastnn._fastnn cimport fnn_ctx
+
+include "_ctx.pxi"
+
+cdef extern from "kernels.h" nogil:
+    int FNN_OP_IDENTITY, FNN_OP_RELU, FNN_OP_LEAKY_RELU, FNN_OP_ELU, FNN_OP_SIGMOID
+    int FNN_OP_TANH, FNN_OP_SOFTPLUS, FNN_OP_STEP
+    int FNN_OP_RELU_BACKWARD, FNN_OP_LEAKY_RELU_BACKWARD, FNN_OP_ELU_BACKWARD
+    int FNN_OP_SOFTPLUS_BACKWARD, FNN_OP_SIGMOID_BACKWARD, FNN_OP_TANH_BACKWARD
+
+    void fnn_eltwise_f32(fnn_ctx ctx, int op, const float *x, float *y, int64_t n, float alpha)
+    void fnn_eltwise_f64(fnn_ctx ctx, int op, const double *x, double *y, int64_t n, double alpha)
+    void fnn_eltwise_backward_f32(fnn_ctx ctx, int op, const float *dy, const float *a, float *dx,
+                                  int64_t n, float alpha)
+    void fnn_eltwise_backward_f64(fnn_ctx ctx, int op, const double *dy, const double *a, double *dx,
+                                  int64_t n, double alpha)
+
+    void fnn_im2col_f32(fnn_ctx ctx, const float *x, float *col, int64_t N, int64_t C, int64_t H,
+                        int64_t W, int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t padh, int64_t padw)
+    void fnn_im2col_f64(fnn_ctx ctx, const double *x, double *col, int64_t N, int64_t C, int64_t H,
+                        int64_t W, int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t padh, int64_t padw)
+    void fnn_col2im_f32(fnn_ctx ctx, const float *col, float *x, int64_t N, int64_t C, int64_t H,
+                        int64_t W, int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t padh, int64_t padw)
+    void fnn_col2im_f64(fnn_ctx ctx, const double *col, double *x, int64_t N, int64_t C, int64_t H,
+                        int64_t W, int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t padh, int64_t padw)
+
+    void fnn_max_pool2d_f32(fnn_ctx ctx, const float *x, float *y, int64_t *argmax, int64_t planes,
+                            int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t sh, int64_t sw,
+                            int64_t padh, int64_t padw)
+    void fnn_max_pool2d_f64(fnn_ctx ctx, const double *x, double *y, int64_t *argmax, int64_t planes,
+                            int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t sh, int64_t sw,
+                            int64_t padh, int64_t padw)
+    void fnn_max_pool2d_backward_f32(fnn_ctx ctx, const float *dy, const int64_t *argmax, float *dx,
+                                     int64_t planes, int64_t H, int64_t W, int64_t oh, int64_t ow)
+    void fnn_max_pool2d_backward_f64(fnn_ctx ctx, const double *dy, const int64_t *argmax, double *dx,
+                                     int64_t planes, int64_t H, int64_t W, int64_t oh, int64_t ow)
+    void fnn_avg_pool2d_f32(fnn_ctx ctx, const float *x, float *y, int64_t planes, int64_t H, int64_t W,
+                            int64_t ph, int64_t pw, int64_t sh, int64_t sw, int64_t padh, int64_t padw)
+    void fnn_avg_pool2d_f64(fnn_ctx ctx, const double *x, double *y, int64_t planes, int64_t H, int64_t W,
+                            int64_t ph, int64_t pw, int64_t sh, int64_t sw, int64_t padh, int64_t padw)
+    void fnn_avg_pool2d_backward_f32(fnn_ctx ctx, const float *dy, float *dx, int64_t planes, int64_t H,
+                                     int64_t W, int64_t ph, int64_t pw, int64_t sh, int64_t sw,
+                                     int64_t padh, int64_t padw)
+    void fnn_avg_pool2d_backward_f64(fnn_ctx ctx, const double *dy, double *dx, int64_t planes, int64_t H,
+                                     int64_t W, int64_t ph, int64_t pw, int64_t sh, int64_t sw,
+                                     int64_t padh, int64_t padw)
+
+    void fnn_softmax_f32(fnn_ctx ctx, const float *x, float *y, int64_t R, int64_t K)
+    void fnn_softmax_f64(fnn_ctx ctx, const double *x, double *y, int64_t R, int64_t K)
+    void fnn_log_softmax_f32(fnn_ctx ctx, const float *x, float *y, int64_t R, int64_t K)
+    void fnn_log_softmax_f64(fnn_ctx ctx, const double *x, double *y, int64_t R, int64_t K)
+    double fnn_softmax_cross_entropy_f32(fnn_ctx ctx, const float *z, const int64_t *labels,
+                                         const float *probs, float *dz, int64_t N, int64_t K)
+    double fnn_softmax_cross_entropy_f64(fnn_ctx ctx, const double *z, const int64_t *labels,
+                                         const double *probs, double *dz, int64_t N, int64_t K)
+    double fnn_mean_squared_error_f32(fnn_ctx ctx, const float *y, const float *t, float *grad, int64_t n)
+    double fnn_mean_squared_error_f64(fnn_ctx ctx, const double *y, const double *t, double *grad, int64_t n)
+    double fnn_sigmoid_bce_f32(fnn_ctx ctx, const float *z, const float *t, float *grad, int64_t n)
+    double fnn_sigmoid_bce_f64(fnn_ctx ctx, const double *z, const double *t, double *grad, int64_t n)
+
+    void fnn_sgd_update_f32(fnn_ctx ctx, float *p, const float *g, int64_t n, double lr, double wd, double l1)
+    void fnn_sgd_update_f64(fnn_ctx ctx, double *p, const double *g, int64_t n, double lr, double wd, double l1)
+    void fnn_momentum_update_f32(fnn_ctx ctx, float *p, const float *g, float *v, int64_t n, double lr,
+                                 double momentum, double wd, double l1)
+    void fnn_momentum_update_f64(fnn_ctx ctx, double *p, const double *g, double *v, int64_t n, double lr,
+                                 double momentum, double wd, double l1)
+    void fnn_nesterov_update_f32(fnn_ctx ctx, float *p, const float *g, float *v, int64_t n, double lr,
+                                 double momentum, double wd, double l1)
+    void fnn_nesterov_update_f64(fnn_ctx ctx, double *p, const double *g, double *v, int64_t n, double lr,
+                                 double momentum, double wd, double l1)
+    void fnn_adagrad_update_f32(fnn_ctx ctx, float *p, const float *g, float *h, int64_t n, double lr,
+                                double eps, double wd, double l1)
+    void fnn_adagrad_update_f64(fnn_ctx ctx, double *p, const double *g, double *h, int64_t n, double lr,
+                                double eps, double wd, double l1)
+    void fnn_rmsprop_update_f32(fnn_ctx ctx, float *p, const float *g, float *h, int64_t n, double lr,
+                                double decay, double eps, double wd, double l1)
+    void fnn_rmsprop_update_f64(fnn_ctx ctx, double *p, const double *g, double *h, int64_t n, double lr,
+                                double decay, double eps, double wd, double l1)
+    void fnn_adam_update_f32(fnn_ctx ctx, float *p, const float *g, float *m, float *v, int64_t n,
+                             double lr_t, double beta1, double beta2, double eps, double wd, double l1)
+    void fnn_adam_update_f64(fnn_ctx ctx, double *p, const double *g, double *m, double *v, int64_t n,
+                             double lr_t, double beta1, double beta2, double eps, double wd, double l1)
+
+
+cdef inline bint _is_f32(x):
+    return x.dtype == np.float32
+
+
+cdef inline object _flat(a):
+    # a C-contiguous array viewed as 1-D (a view, never a copy)
+    return a.reshape(-1)
+
+
+# ---------------------------------------------------------------- element-wise
+
+cdef void _eltwise(fnn_ctx ctx, int op, const floating[::1] x, floating[::1] y,
+                   double alpha) noexcept nogil:
+    if floating is float:
+        fnn_eltwise_f32(ctx, op, &x[0], &y[0], x.shape[0], <float>alpha)
+    else:
+        fnn_eltwise_f64(ctx, op, &x[0], &y[0], x.shape[0], alpha)
+
+
+cdef void _eltwise_backward(fnn_ctx ctx, int op, const floating[::1] dy, const floating[::1] a,
+                            floating[::1] dx, double alpha) noexcept nogil:
+    if floating is float:
+        fnn_eltwise_backward_f32(ctx, op, &dy[0], &a[0], &dx[0], dy.shape[0], <float>alpha)
+    else:
+        fnn_eltwise_backward_f64(ctx, op, &dy[0], &a[0], &dx[0], dy.shape[0], alpha)
+
+
+cdef object _forward(x, int op, double alpha):
+    cdef fnn_ctx ctx = current_ctx()
+    y = np.empty_like(x)
+    if _is_f32(x):
+        _forward_f32(ctx, op, _flat(x), _flat(y), alpha)
+    else:
+        _forward_f64(ctx, op, _flat(x), _flat(y), alpha)
+    return y
+
+
+cdef void _forward_f32(fnn_ctx ctx, int op, const float[::1] x, float[::1] y, double alpha):
+    with nogil:
+        _eltwise(ctx, op, x, y, alpha)
+
+
+cdef void _forward_f64(fnn_ctx ctx, int op, const double[::1] x, double[::1] y, double alpha):
+    with nogil:
+        _eltwise(ctx, op, x, y, alpha)
+
+
+cdef object _backward(dy, a, int op, double alpha):
+    cdef fnn_ctx ctx = current_ctx()
+    dx = np.empty_like(dy)
+    if _is_f32(dy):
+        _backward_f32(ctx, op, _flat(dy), _flat(a), _flat(dx), alpha)
+    else:
+        _backward_f64(ctx, op, _flat(dy), _flat(a), _flat(dx), alpha)
+    return dx
+
+
+cdef void _backward_f32(fnn_ctx ctx, int op, const float[::1] dy, const float[::1] a, float[::1] dx,
+                        double alpha):
+    with nogil:
+        _eltwise_backward(ctx, op, dy, a, dx, alpha)
+
+
+cdef void _backward_f64(fnn_ctx ctx, int op, const double[::1] dy, const double[::1] a,
+                        double[::1] dx, double alpha):
+    with nogil:
+        _eltwise_backward(ctx, op, dy, a, dx, alpha)
+
+
+def identity(x):
+    return _forward(x, FNN_OP_IDENTITY, 0.0)
+
+
+def relu(x):
+    return _forward(x, FNN_OP_RELU, 0.0)
+
+
+def leaky_relu(x, alpha):
+    return _forward(x, FNN_OP_LEAKY_RELU, alpha)
+
+
+def elu(x, alpha):
+    return _forward(x, FNN_OP_ELU, alpha)
+
+
+def sigmoid(x):
+    return _forward(x, FNN_OP_SIGMOID, 0.0)
+
+
+def tanh(x):
+    return _forward(x, FNN_OP_TANH, 0.0)
+
+
+def softplus(x):
+    return _forward(x, FNN_OP_SOFTPLUS, 0.0)
+
+
+def step(x):
+    return _forward(x, FNN_OP_STEP, 0.0)
+
+
+def relu_backward(dy, x):
+    return _backward(dy, x, FNN_OP_RELU_BACKWARD, 0.0)
+
+
+def leaky_relu_backward(dy, x, alpha):
+    return _backward(dy, x, FNN_OP_LEAKY_RELU_BACKWARD, alpha)
+
+
+def elu_backward(dy, x, alpha):
+    return _backward(dy, x, FNN_OP_ELU_BACKWARD, alpha)
+
+
+def softplus_backward(dy, x):
+    return _backward(dy, x, FNN_OP_SOFTPLUS_BACKWARD, 0.0)
+
+
+def sigmoid_backward(dy, y):
+    return _backward(dy, y, FNN_OP_SIGMOID_BACKWARD, 0.0)
+
+
+def tanh_backward(dy, y):
+    return _backward(dy, y, FNN_OP_TANH_BACKWARD, 0.0)
+
+
+# --------------------------------------------------------------- im2col/col2im
+
+cdef void _im2col(fnn_ctx ctx, const floating[::1] x, floating[::1] col, int64_t[::1] dims) noexcept nogil:
+    # dims: N, C, H, W, fh, fw, sh, sw, padh, padw
+    if floating is float:
+        fnn_im2col_f32(ctx, &x[0], &col[0], dims[0], dims[1], dims[2], dims[3], dims[4], dims[5],
+                       dims[6], dims[7], dims[8], dims[9])
+    else:
+        fnn_im2col_f64(ctx, &x[0], &col[0], dims[0], dims[1], dims[2], dims[3], dims[4], dims[5],
+                       dims[6], dims[7], dims[8], dims[9])
+
+
+cdef void _col2im(fnn_ctx ctx, const floating[::1] col, floating[::1] x, int64_t[::1] dims) noexcept nogil:
+    if floating is float:
+        fnn_col2im_f32(ctx, &col[0], &x[0], dims[0], dims[1], dims[2], dims[3], dims[4], dims[5],
+                       dims[6], dims[7], dims[8], dims[9])
+    else:
+        fnn_col2im_f64(ctx, &col[0], &x[0], dims[0], dims[1], dims[2], dims[3], dims[4], dims[5],
+                       dims[6], dims[7], dims[8], dims[9])
+
+
+def _out_size(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+def im2col(x, fh, fw, stride, pad):
+    cdef fnn_ctx ctx = current_ctx()
+    N, C, H, W = x.shape
+    oh = _out_size(H, fh, stride[0], pad[0])
+    ow = _out_size(W, fw, stride[1], pad[1])
+    col = np.empty((N * oh * ow, C * fh * fw), dtype=x.dtype)
+    cdef int64_t[::1] dims = np.array([N, C, H, W, fh, fw, stride[0], stride[1], pad[0], pad[1]],
+                                      dtype=np.int64)
+    cdef const float[::1] x32
+    cdef float[::1] c32
+    cdef const double[::1] x64
+    cdef double[::1] c64
+    if _is_f32(x):
+        x32, c32 = _flat(x), _flat(col)
+        with nogil:
+            _im2col(ctx, x32, c32, dims)
+    else:
+        x64, c64 = _flat(x), _flat(col)
+        with nogil:
+            _im2col(ctx, x64, c64, dims)
+    return col
+
+
+def col2im(col, x_shape, fh, fw, stride, pad):
+    cdef fnn_ctx ctx = current_ctx()
+    N, C, H, W = x_shape
+    x = np.empty((N, C, H, W), dtype=col.dtype)
+    cdef int64_t[::1] dims = np.array([N, C, H, W, fh, fw, stride[0], stride[1], pad[0], pad[1]],
+                                      dtype=np.int64)
+    cdef const float[::1] c32
+    cdef float[::1] x32
+    cdef const double[::1] c64
+    cdef double[::1] x64
+    if _is_f32(col):
+        c32, x32 = _flat(col), _flat(x)
+        with nogil:
+            _col2im(ctx, c32, x32, dims)
+    else:
+        c64, x64 = _flat(col), _flat(x)
+        with nogil:
+            _col2im(ctx, c64, x64, dims)
+    return x
+
+
+# --------------------------------------------------------------------- pooling
+
+cdef void _max_pool(fnn_ctx ctx, const floating[::1] x, floating[::1] y, int64_t[::1] am,
+                    int64_t[::1] d) noexcept nogil:
+    # d: planes, H, W, ph, pw, sh, sw, padh, padw
+    if floating is float:
+        fnn_max_pool2d_f32(ctx, &x[0], &y[0], &am[0], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
+    else:
+        fnn_max_pool2d_f64(ctx, &x[0], &y[0], &am[0], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
+
+
+cdef void _max_pool_backward(fnn_ctx ctx, const floating[::1] dy, const int64_t[::1] am,
+                             floating[::1] dx, int64_t[::1] d) noexcept nogil:
+    # d: planes, H, W, oh, ow
+    if floating is float:
+        fnn_max_pool2d_backward_f32(ctx, &dy[0], &am[0], &dx[0], d[0], d[1], d[2], d[3], d[4])
+    else:
+        fnn_max_pool2d_backward_f64(ctx, &dy[0], &am[0], &dx[0], d[0], d[1], d[2], d[3], d[4])
+
+
+cdef void _avg_pool(fnn_ctx ctx, const floating[::1] x, floating[::1] y, int64_t[::1] d) noexcept nogil:
+    if floating is float:
+        fnn_avg_pool2d_f32(ctx, &x[0], &y[0], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
+    else:
+        fnn_avg_pool2d_f64(ctx, &x[0], &y[0], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
+
+
+cdef void _avg_pool_backward(fnn_ctx ctx, const floating[::1] dy, floating[::1] dx,
+                             int64_t[::1] d) noexcept nogil:
+    if floating is float:
+        fnn_avg_pool2d_backward_f32(ctx, &dy[0], &dx[0], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
+    else:
+        fnn_avg_pool2d_backward_f64(ctx, &dy[0], &dx[0], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
+
+
+def _pool_dims(x_shape, ph, pw, stride, pad):
+    N, C, H, W = x_shape
+    oh = _out_size(H, ph, stride[0], pad[0])
+    ow = _out_size(W, pw, stride[1], pad[1])
+    dims = np.array([N * C, H, W, ph, pw, stride[0], stride[1], pad[0], pad[1]], dtype=np.int64)
+    return (N, C, oh, ow), dims
+
+
+def max_pool2d(x, ph, pw, stride, pad):
+    cdef fnn_ctx ctx = current_ctx()
+    out_shape, dims_arr = _pool_dims(x.shape, ph, pw, stride, pad)
+    cdef int64_t[::1] dims = dims_arr
+    y = np.empty(out_shape, dtype=x.dtype)
+    argmax = np.empty(out_shape, dtype=np.int64)
+    cdef int64_t[::1] am = _flat(argmax)
+    cdef const float[::1] x32
+    cdef float[::1] y32
+    cdef const double[::1] x64
+    cdef double[::1] y64
+    if _is_f32(x):
+        x32, y32 = _flat(x), _flat(y)
+        with nogil:
+            _max_pool(ctx, x32, y32, am, dims)
+    else:
+        x64, y64 = _flat(x), _flat(y)
+        with nogil:
+            _max_pool(ctx, x64, y64, am, dims)
+    return y, argmax
+
+
+def max_pool2d_backward(dy, argmax, x_shape, ph, pw, stride, pad):
+    cdef fnn_ctx ctx = current_ctx()
+    N, C, H, W = x_shape
+    _, _, oh, ow = dy.shape
+    cdef int64_t[::1] dims = np.array([N * C, H, W, oh, ow], dtype=np.int64)
+    cdef const int64_t[::1] am = _flat(argmax)
+    dx = np.empty((N, C, H, W), dtype=dy.dtype)
+    cdef const float[::1] g32
+    cdef float[::1] d32
+    cdef const double[::1] g64
+    cdef double[::1] d64
+    if _is_f32(dy):
+        g32, d32 = _flat(dy), _flat(dx)
+        with nogil:
+            _max_pool_backward(ctx, g32, am, d32, dims)
+    else:
+        g64, d64 = _flat(dy), _flat(dx)
+        with nogil:
+            _max_pool_backward(ctx, g64, am, d64, dims)
+    return dx
+
+
+def avg_pool2d(x, ph, pw, stride, pad):
+    cdef fnn_ctx ctx = current_ctx()
+    out_shape, dims_arr = _pool_dims(x.shape, ph, pw, stride, pad)
+    cdef int64_t[::1] dims = dims_arr
+    y = np.empty(out_shape, dtype=x.dtype)
+    cdef const float[::1] x32
+    cdef float[::1] y32
+    cdef const double[::1] x64
+    cdef double[::1] y64
+    if _is_f32(x):
+        x32, y32 = _flat(x), _flat(y)
+        with nogil:
+            _avg_pool(ctx, x32, y32, dims)
+    else:
+        x64, y64 = _flat(x), _flat(y)
+        with nogil:
+            _avg_pool(ctx, x64, y64, dims)
+    return y
+
+
+def avg_pool2d_backward(dy, x_shape, ph, pw, stride, pad):
+    cdef fnn_ctx ctx = current_ctx()
+    _, dims_arr = _pool_dims(x_shape, ph, pw, stride, pad)
+    cdef int64_t[::1] dims = dims_arr
+    dx = np.empty(tuple(x_shape), dtype=dy.dtype)
+    cdef const float[::1] g32
+    cdef float[::1] d32
+    cdef const double[::1] g64
+    cdef double[::1] d64
+    if _is_f32(dy):
+        g32, d32 = _flat(dy), _flat(dx)
+        with nogil:
+            _avg_pool_backward(ctx, g32, d32, dims)
+    else:
+        g64, d64 = _flat(dy), _flat(dx)
+        with nogil:
+            _avg_pool_backward(ctx, g64, d64, dims)
+    return dx
+
+
+# ------------------------------------------------------------ softmax, losses
+
+cdef void _softmax(fnn_ctx ctx, const floating[::1] x, floating[::1] y, int64_t R, int64_t K,
+                   bint log) noexcept nogil:
+    if floating is float:
+        if log:
+            fnn_log_softmax_f32(ctx, &x[0], &y[0], R, K)
+        else:
+            fnn_softmax_f32(ctx, &x[0], &y[0], R, K)
+    else:
+        if log:
+            fnn_log_softmax_f64(ctx, &x[0], &y[0], R, K)
+        else:
+            fnn_softmax_f64(ctx, &x[0], &y[0], R, K)
+
+
+cdef object _softmax_any(x, bint log):
+    cdef fnn_ctx ctx = current_ctx()
+    cdef int64_t R = x.shape[0], K = x.shape[1]
+    y = np.empty_like(x)
+    cdef const float[::1] x32
+    cdef float[::1] y32
+    cdef const double[::1] x64
+    cdef double[::1] y64
+    if _is_f32(x):
+        x32, y32 = _flat(x), _flat(y)
+        with nogil:
+            _softmax(ctx, x32, y32, R, K, log)
+    else:
+        x64, y64 = _flat(x), _flat(y)
+        with nogil:
+            _softmax(ctx, x64, y64, R, K, log)
+    return y
+
+
+def softmax(x):
+    return _softmax_any(x, False)
+
+
+def log_softmax(x):
+    return _softmax_any(x, True)
+
+
+cdef double _sce(fnn_ctx ctx, const floating[::1] z, const int64_t *labels, const floating[::1] probs,
+                 floating[::1] dz, int64_t N, int64_t K) noexcept nogil:
+    if floating is float:
+        return fnn_softmax_cross_entropy_f32(ctx, &z[0], labels, &probs[0] if labels == NULL else NULL,
+                                             &dz[0], N, K)
+    else:
+        return fnn_softmax_cross_entropy_f64(ctx, &z[0], labels, &probs[0] if labels == NULL else NULL,
+                                             &dz[0], N, K)
+
+
+def softmax_cross_entropy(logits, target):
+    cdef fnn_ctx ctx = current_ctx()
+    cdef int64_t N = logits.shape[0], K = logits.shape[1]
+    dz = np.empty_like(logits)
+    if N == 0:
+        return float("nan"), dz
+    cdef const int64_t[::1] labels
+    cdef const int64_t *lp = NULL
+    cdef bint by_label = target.ndim == 1
+    if by_label:
+        labels = target
+        lp = &labels[0]
+        target = logits  # a placeholder for the unused probability rows
+    cdef const float[::1] z32, t32
+    cdef float[::1] d32
+    cdef const double[::1] z64, t64
+    cdef double[::1] d64
+    cdef double loss
+    if _is_f32(logits):
+        z32, t32, d32 = _flat(logits), _flat(target), _flat(dz)
+        with nogil:
+            loss = _sce(ctx, z32, lp, t32, d32, N, K)
+    else:
+        z64, t64, d64 = _flat(logits), _flat(target), _flat(dz)
+        with nogil:
+            loss = _sce(ctx, z64, lp, t64, d64, N, K)
+    return loss, dz
+
+
+cdef double _pair_loss(fnn_ctx ctx, const floating[::1] a, const floating[::1] b, floating[::1] g,
+                       bint bce) noexcept nogil:
+    if floating is float:
+        if bce:
+            return fnn_sigmoid_bce_f32(ctx, &a[0], &b[0], &g[0], a.shape[0])
+        return fnn_mean_squared_error_f32(ctx, &a[0], &b[0], &g[0], a.shape[0])
+    else:
+        if bce:
+            return fnn_sigmoid_bce_f64(ctx, &a[0], &b[0], &g[0], a.shape[0])
+        return fnn_mean_squared_error_f64(ctx, &a[0], &b[0], &g[0], a.shape[0])
+
+
+cdef tuple _pair_loss_any(a, b, bint bce):
+    cdef fnn_ctx ctx = current_ctx()
+    grad = np.empty_like(a)
+    cdef const float[::1] a32, b32
+    cdef float[::1] g32
+    cdef const double[::1] a64, b64
+    cdef double[::1] g64
+    cdef double loss
+    if _is_f32(a):
+        a32, b32, g32 = _flat(a), _flat(b), _flat(grad)
+        with nogil:
+            loss = _pair_loss(ctx, a32, b32, g32, bce)
+    else:
+        a64, b64, g64 = _flat(a), _flat(b), _flat(grad)
+        with nogil:
+            loss = _pair_loss(ctx, a64, b64, g64, bce)
+    return loss, grad
+
+
+def mean_squared_error(y, t):
+    return _pair_loss_any(y, t, False)
+
+
+def sigmoid_binary_cross_entropy(logits, t):
+    return _pair_loss_any(logits, t, True)
+
+
+# ------------------------------------------------------------------ optimizers
+
+cdef enum:  # the rule run by _update
+    SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM
+
+
+cdef void _update(fnn_ctx ctx, int kind, floating[::1] p, const floating[::1] g, floating[::1] s1,
+                  floating[::1] s2, double a, double b, double c, double d, double wd,
+                  double l1) noexcept nogil:
+    cdef int64_t n = p.shape[0]
+    if floating is float:
+        if kind == SGD:
+            fnn_sgd_update_f32(ctx, &p[0], &g[0], n, a, wd, l1)
+        elif kind == MOMENTUM:
+            fnn_momentum_update_f32(ctx, &p[0], &g[0], &s1[0], n, a, b, wd, l1)
+        elif kind == NESTEROV:
+            fnn_nesterov_update_f32(ctx, &p[0], &g[0], &s1[0], n, a, b, wd, l1)
+        elif kind == ADAGRAD:
+            fnn_adagrad_update_f32(ctx, &p[0], &g[0], &s1[0], n, a, b, wd, l1)
+        elif kind == RMSPROP:
+            fnn_rmsprop_update_f32(ctx, &p[0], &g[0], &s1[0], n, a, b, c, wd, l1)
+        else:
+            fnn_adam_update_f32(ctx, &p[0], &g[0], &s1[0], &s2[0], n, a, b, c, d, wd, l1)
+    else:
+        if kind == SGD:
+            fnn_sgd_update_f64(ctx, &p[0], &g[0], n, a, wd, l1)
+        elif kind == MOMENTUM:
+            fnn_momentum_update_f64(ctx, &p[0], &g[0], &s1[0], n, a, b, wd, l1)
+        elif kind == NESTEROV:
+            fnn_nesterov_update_f64(ctx, &p[0], &g[0], &s1[0], n, a, b, wd, l1)
+        elif kind == ADAGRAD:
+            fnn_adagrad_update_f64(ctx, &p[0], &g[0], &s1[0], n, a, b, wd, l1)
+        elif kind == RMSPROP:
+            fnn_rmsprop_update_f64(ctx, &p[0], &g[0], &s1[0], n, a, b, c, wd, l1)
+        else:
+            fnn_adam_update_f64(ctx, &p[0], &g[0], &s1[0], &s2[0], n, a, b, c, d, wd, l1)
+
+
+cdef _update_any(int kind, p, g, s1, s2, double a, double b, double c, double d, double wd, double l1):
+    cdef fnn_ctx ctx = current_ctx()
+    cdef float[::1] p32, s1_32, s2_32
+    cdef const float[::1] g32
+    cdef double[::1] p64, s1_64, s2_64
+    cdef const double[::1] g64
+    # unused state arrays alias p: the kernels never touch them
+    s1 = p if s1 is None else s1
+    s2 = p if s2 is None else s2
+    if _is_f32(p):
+        p32, g32, s1_32, s2_32 = _flat(p), _flat(g), _flat(s1), _flat(s2)
+        with nogil:
+            _update(ctx, kind, p32, g32, s1_32, s2_32, a, b, c, d, wd, l1)
+    else:
+        p64, g64, s1_64, s2_64 = _flat(p), _flat(g), _flat(s1), _flat(s2)
+        with nogil:
+            _update(ctx, kind, p64, g64, s1_64, s2_64, a, b, c, d, wd, l1)
+
+
+def sgd_update(p, g, lr, wd=0.0, l1=0.0):
+    _update_any(SGD, p, g, None, None, lr, 0.0, 0.0, 0.0, wd, l1)
+
+
+def momentum_update(p, g, v, lr, momentum, wd=0.0, l1=0.0):
+    _update_any(MOMENTUM, p, g, v, None, lr, momentum, 0.0, 0.0, wd, l1)
+
+
+def nesterov_update(p, g, v, lr, momentum, wd=0.0, l1=0.0):
+    _update_any(NESTEROV, p, g, v, None, lr, momentum, 0.0, 0.0, wd, l1)
+
+
+def adagrad_update(p, g, h, lr, eps, wd=0.0, l1=0.0):
+    _update_any(ADAGRAD, p, g, h, None, lr, eps, 0.0, 0.0, wd, l1)
+
+
+def rmsprop_update(p, g, h, lr, decay, eps, wd=0.0, l1=0.0):
+    _update_any(RMSPROP, p, g, h, None, lr, decay, eps, 0.0, wd, l1)
+
+
+def adam_update(p, g, m, v, lr_t, beta1, beta2, eps, wd=0.0, l1=0.0):
+    _update_any(ADAM, p, g, m, v, lr_t, beta1, beta2, eps, wd, l1)

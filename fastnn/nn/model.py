@@ -219,17 +219,18 @@ class Sequential:
             raise
         params, grads = self.params(), self.grads()
         if sigint is not None:
+            # From here on the batch counts: a second Ctrl-C waits until fit has recorded it
+            # (_run_epoch clears the flag), so the reported batches match the updates applied.
             sigint.in_update = True
         try:
             self.optimizer.update(params, grads)
-        finally:
+        except BaseException:
             if sigint is not None:
                 sigint.in_update = False
+            raise
         logs = {"loss": loss}
         for metric in self.metrics:
             logs[metric.name] = metric(outputs, t)
-        if sigint is not None:
-            sigint.raise_if_forced()
         return logs
 
     # ------------------------------------------------------------------ data
@@ -348,6 +349,8 @@ class Sequential:
             for k, v in step_logs.items():
                 sums[k] = sums.get(k, 0.0) + v * (hi - lo)
             progress.logs = {k: s / progress.seen for k, s in sums.items()}
+            if sigint is not None:
+                sigint.in_update = False
             if bar is not None:
                 bar.update(progress.seen, progress.logs)
             cbs.on_batch_end(batch, dict(progress.logs, batch=batch, size=hi - lo))
@@ -578,9 +581,6 @@ class _SigintDeferral:
         if self.requested:
             raise KeyboardInterrupt
 
-    def raise_if_forced(self):
-        if self.requested > 1:
-            raise KeyboardInterrupt
 
 
 def _check_dtype(owner, dtype):

@@ -39,6 +39,9 @@ def bench_threads_from(config):
 
 def pytest_configure(config):
     config._fastnn_bench_threads = bench_threads_from(config)
+    # As in `fastnn bench`: freed memory stays in the process for every implementation, so no
+    # timing includes the page faults of re-allocated outputs.
+    config._fastnn_malloc_kept = fastnn.keep_freed_memory()
 
 
 def pytest_report_header(config):

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+import fastnn
 from fastnn import benchmarks as B
 
 DEFAULTS = {"repeat": 10, "warmup": 2, "min_sample_ms": 5.0, "max_seconds": 5.0}
@@ -483,7 +484,11 @@ def run(args):
         if "torch" in impls:
             torch = B.import_torch()
             machine["torch"] = f"{torch.__version__}, {torch.get_num_threads()} thread(s)"
+        machine["malloc_keeps_freed_memory"] = fastnn.keep_freed_memory()
         print(format_machine(machine, settings))
+        if machine["malloc_keeps_freed_memory"]:
+            print("  malloc   : freed memory stays in the process for every implementation "
+                  "(fastnn.keep_freed_memory), so no timing includes page faults of re-allocated outputs")
         for impl in args.impl:
             if not status[impl][0]:
                 print(f"  skipped  : {B.IMPLEMENTATION_LABELS[impl]}: {status[impl][1]}")

@@ -33,11 +33,14 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
+    import fastnn
+
     if args.command == "info":
-        import fastnn
         fastnn.show_config()
         return 0
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
+    # train and bench are whole programs: freed arrays stay in the process (no page faults per step).
+    fastnn.keep_freed_memory()
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

@@ -142,3 +142,10 @@ def test_cli_info(capsys):
     from fastnn.cli import main
     assert main(["info"]) == 0
     assert "fastnn" in capsys.readouterr().out
+
+
+def test_keep_freed_memory_applies_on_glibc():
+    import platform
+    applied = run_python("import fastnn; print(fastnn.keep_freed_memory())")
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert applied == str(expected)

@@ -157,6 +157,10 @@ def _command_line(args, settings):
 def run_cell(workload, impl, data, settings, reference):
     """Check one implementation against the reference results, then time it. Returns the JSON dict."""
     cell = {}
+    if settings["threads"] > 1:
+        # Idle worker threads of the implementation timed before (OpenBLAS, torch's OpenMP) spin
+        # for up to ~0.1 s after their last call and would compete with this one's threads.
+        time.sleep(0.3)
     with B.implementation_context(impl):
         fn = B.prepare(workload, impl, data)
         t0 = time.perf_counter()

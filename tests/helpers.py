@@ -25,6 +25,24 @@ def on_backend(name):
         yield
 
 
+@contextlib.contextmanager
+def native_setting(isa=None, threads=None):
+    """Run the block with this SIMD path and native thread count, restoring both after; skips
+    the test when the CPU or build lacks the SIMD path."""
+    old_isa, old_threads = fastnn.get_simd(), fastnn.get_num_threads()
+    try:
+        if isa is not None:
+            if fastnn._config.ISA_NAMES.index(isa) > fastnn._config._state.best_isa:
+                pytest.skip(f"{isa} not available on this CPU/build")
+            fastnn.set_simd(isa)
+        if threads is not None:
+            fastnn.set_num_threads(threads)
+        yield
+    finally:
+        fastnn.set_simd(old_isa)
+        fastnn.set_num_threads(old_threads)
+
+
 def run_on(name, func, *args, **kwargs):
     """func(*args, **kwargs) with the ops running on backend ``name``."""
     with fastnn.backend(name):

@@ -1,16 +1,15 @@
 """The GEMM engine (fastnn._gemm) against NumPy: every op/trans combination,
 alpha/beta, strided sub-matrices, sizes around every register and cache block,
 float32/float64, every compiled SIMD path, 1-3 threads; fused epilogues."""
-import contextlib
 import itertools
 
 import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _config
 
 from conftest import NATIVE, requires_native
+from helpers import native_setting
 
 pytestmark = requires_native
 
@@ -21,20 +20,6 @@ ISAS = ("portable", "avx2", "avx512")
 DTYPES = (np.float32, np.float64)
 
 
-@contextlib.contextmanager
-def native_setting(isa=None, threads=None):
-    old_isa, old_threads = fastnn.get_simd(), fastnn.get_num_threads()
-    try:
-        if isa is not None:
-            if ISAS.index(isa) > _config._state.best_isa:
-                pytest.skip(f"{isa} not available on this CPU/build")
-            fastnn.set_simd(isa)
-        if threads is not None:
-            fastnn.set_num_threads(threads)
-        yield
-    finally:
-        fastnn.set_simd(old_isa)
-        fastnn.set_num_threads(old_threads)
 
 
 def op(x, trans):

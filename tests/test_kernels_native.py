@@ -4,7 +4,6 @@ shapes in float32 and float64, on every SIMD path this CPU has, for several
 thread counts (results must not depend on them), run to run (bit-identical),
 on NaN/Inf/large-value edges, and the optimizer kernels against the book's
 update formulas written out here in NumPy."""
-import contextlib
 import warnings
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 import fastnn
 from conftest import NATIVE, requires_native
 from fastnn import _reference as ref
-from helpers import assert_close
+from helpers import assert_close, native_setting
 
 pytestmark = requires_native
 
@@ -27,19 +26,7 @@ ISAS = [name for name in ("portable", "avx2", "avx512")
 DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
 
 
-@contextlib.contextmanager
-def configured(isa=None, threads=None):
-    """Run the block with this SIMD path and thread count, restoring both after."""
-    old_isa, old_threads = fastnn.get_simd(), fastnn.get_num_threads()
-    try:
-        if isa is not None:
-            fastnn.set_simd(isa)
-        if threads is not None:
-            fastnn.set_num_threads(threads)
-        yield
-    finally:
-        fastnn.set_simd(old_isa)
-        fastnn.set_num_threads(old_threads)
+configured = native_setting
 
 
 def _randn(rng, shape, dtype, scale=1.0):

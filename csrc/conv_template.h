@@ -174,33 +174,10 @@ typedef struct {
     const T *apack; /* the weights as MR-row panels over the whole depth ck */
     const T *bias;
     int act;
-    T act_alpha;
+    double act_alpha;
+    int isa;
 } FN(direct_conv);
 
-/* dst[t] = act(src[t] + b): one loop per activation, so the activation is a
- * constant in each and the loop vectorises without branches. NaN passes through
- * unchanged, as in the reference (activation.h's relu maps NaN to 0). */
-#define BIAS_ACT_CASE(A)                                                                                    \
-    case A:                                                                                                 \
-        for (int64_t t = 0; t < len; t++)                                                                   \
-            dst[t] = src[t] + b == src[t] + b ? FN(fnn_act)(A, src[t] + b, alpha) : src[t] + b;             \
-        break;
-static void FN(bias_act_row)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src, int64_t len, T b, int act, T alpha)
-{
-    switch (act) {
-    BIAS_ACT_CASE(FNN_ACT_RELU)
-    BIAS_ACT_CASE(FNN_ACT_LEAKY_RELU)
-    BIAS_ACT_CASE(FNN_ACT_ELU)
-    BIAS_ACT_CASE(FNN_ACT_SIGMOID)
-    BIAS_ACT_CASE(FNN_ACT_TANH)
-    BIAS_ACT_CASE(FNN_ACT_SOFTPLUS)
-    default:
-        for (int64_t t = 0; t < len; t++)
-            dst[t] = src[t] + b;
-        break;
-    }
-}
-#undef BIAS_ACT_CASE
 
 /* The image, zero-padded to (c, hp, wp), plus zeroed slack after it. */
 static void FN(build_xpad)(const FN(direct_conv) *d, const T *xn, T *xpad)
@@ -231,20 +208,21 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn)
         const int64_t ci = k / (d->fh * d->fw), i = (k / d->fw) % d->fh, j = k % d->fw;
         rows[k] = xpad + ci * plane + i * d->wp + j;
     }
-    for (int64_t pc = 0; pc < d->ck; pc += d->kc) {
-        const int64_t kcur = d->ck - pc < d->kc ? d->ck - pc : d->kc;
-        const T beta = pc == 0 ? (T)0 : (T)1;
-        for (int64_t ir = 0; ir < d->f_alloc; ir += d->mr) {
+    /* one MR-row panel of filters at a time, compacted while its wide rows
+     * (MR x ldy) are still in L1 */
+    for (int64_t ir = 0; ir < d->f_alloc; ir += d->mr) {
+        for (int64_t pc = 0; pc < d->ck; pc += d->kc) {
+            const int64_t kcur = d->ck - pc < d->kc ? d->ck - pc : d->kc;
+            const T beta = pc == 0 ? (T)0 : (T)1;
             const T *ap = d->apack + ir * d->ck + pc * d->mr;
             for (int64_t jr = 0; jr < d->pwide; jr += d->nr)
                 d->ukr(kcur, ap, rows + pc, jr, yw + ir * d->ldy + jr, d->ldy, (T)1, beta);
         }
-    }
-    for (int64_t fi = 0; fi < d->f; fi++) {
-        const T b = d->bias ? d->bias[fi] : (T)0;
-        for (int64_t oy = 0; oy < d->oh; oy++)
-            FN(bias_act_row)(yn + (fi * d->oh + oy) * d->ow, yw + fi * d->ldy + oy * d->wp, d->ow, b, d->act,
-                             d->act_alpha);
+        for (int64_t fi = ir; fi < ir + d->mr && fi < d->f; fi++) {
+            FN(fnn_bias_act)(d->isa, yn + fi * d->oh * d->ow, d->ow, yw + fi * d->ldy, d->wp, NULL,
+                             d->bias ? d->bias + fi : NULL, 0, d->oh,
+                             d->ow, d->act, d->act_alpha);
+        }
     }
     return 0;
 }
@@ -272,7 +250,8 @@ static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, in
     d.ukr = FN(select_ukri)(ctx.isa);
     d.bias = bias;
     d.act = act;
-    d.act_alpha = (T)act_alpha;
+    d.act_alpha = act_alpha;
+    d.isa = ctx.isa;
     T *apack = (T *)fnn_scratch(FNN_SCRATCH_CONV_W, (size_t)(d.f_alloc * d.ck) * sizeof(T));
     if (!apack)
         return -1;
@@ -345,21 +324,14 @@ static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, con
         }
     }
     const int nr = d->nr;
-    /* dy_n (f, oh, ow) -> panels [fp][q][nr]: nr row streams read, one contiguous write stream */
+    /* dy_n (f, oh, ow) -> panels [fp][q][nr], zero on the garbage columns and
+     * on the filters past f: a register transpose of each (nr x ow) row block */
     for (int64_t fp = 0; fp < fpanels; fp++) {
         T *bp = bpack + fp * kdepth * nr;
-        const int live = (int)(d->f - fp * nr < nr ? d->f - fp * nr : nr);
+        const int64_t live = d->f - fp * nr < nr ? d->f - fp * nr : nr;
         for (int64_t oy = 0; oy < d->oh; oy++) {
-            const T *src = dyn + (fp * nr * d->oh + oy) * d->ow;
-            const int64_t fstride = d->oh * d->ow;
             T *dst = bp + oy * d->wp * nr;
-            for (int64_t ox = 0; ox < d->ow; ox++) {
-                T *dq = dst + ox * nr;
-                for (int t = 0; t < live; t++)
-                    dq[t] = src[t * fstride + ox];
-                for (int t = live; t < nr; t++)
-                    dq[t] = 0;
-            }
+            FN(fnn_transpose)(d->isa, dyn + (fp * nr * d->oh + oy) * d->ow, d->oh * d->ow, live, d->ow, nr, dst, nr);
             memset(dst + d->ow * nr, 0, (size_t)((d->wp - d->ow) * nr) * sizeof(T));
         }
     }
@@ -390,6 +362,7 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n,
     d.ck = c * fh * fw;
     fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &d.mr, &d.nr);
     d.pwide = d.oh * d.wp;
+    d.isa = ctx.isa;
     d.xpad_elems = c * d.hp * d.wp + d.fw + 64;
     const int64_t ck_alloc = (d.ck + d.mr - 1) / d.mr * d.mr;
     const int64_t ldw = (f + d.nr - 1) / d.nr * d.nr;

@@ -75,6 +75,29 @@ int fnn_gemm_packed_f64(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, double alp
                          const void *a_src, fnn_pack_f64_fn pack_b, const void *b_src, double beta, double *c,
                          int64_t ldc, const fnn_epilogue *ep);
 
+/* dst[r*ldd + t] = act(src[r*lds + t] + bias) for r < rows, t < len, where bias
+ * is bvec[t] when bvec is set, else bs[r * bstep] when bs is set, else 0; act from enum
+ * fnn_act (alpha: its parameter). dst may be src. The fused epilogue of the GEMM
+ * and the convolution, vectorised for `isa`. */
+void fnn_bias_act_f32(int isa, float *dst, int64_t ldd, const float *src, int64_t lds, const float *bvec,
+                      const float *bs, int64_t bstep, int64_t rows, int64_t len, int act, double alpha);
+void fnn_bias_act_f64(int isa, double *dst, int64_t ldd, const double *src, int64_t lds, const double *bvec,
+                      const double *bs, int64_t bstep, int64_t rows, int64_t len, int act, double alpha);
+
+/* dst[c*ldd + r] = src[r*lds + c] for c < cols and r < rows_out, where source
+ * rows r >= rows read as 0 (zero-padded panels). */
+void fnn_transpose_f32(int isa, const float *src, int64_t lds, int64_t rows, int64_t cols, int64_t rows_out,
+                       float *dst, int64_t ldd);
+void fnn_transpose_f64(int isa, const double *src, int64_t lds, int64_t rows, int64_t cols, int64_t rows_out,
+                       double *dst, int64_t ldd);
+#if FNN_X86_SIMD
+/* rows_out a multiple of 16 (avx512) or 8 (avx2) */
+void fnn_transpose_avx512_f32(const float *src, int64_t lds, int64_t rows, int64_t cols, int64_t rows_out,
+                              float *dst, int64_t ldd);
+void fnn_transpose_avx2_f32(const float *src, int64_t lds, int64_t rows, int64_t cols, int64_t rows_out,
+                            float *dst, int64_t ldd);
+#endif
+
 /* Packers of plain matrices (src: const fnn_matrix_src *). */
 void fnn_pack_matrix_f32(const void *src, int64_t r0, int64_t rows, int64_t k0, int64_t kc, int w, float *dst);
 void fnn_pack_matrix_f64(const void *src, int64_t r0, int64_t rows, int64_t k0, int64_t kc, int w, double *dst);

@@ -124,42 +124,111 @@ void FN(fnn_pack_matrix_b)(const void *srcv, int64_t j0, int64_t cols, int64_t k
 
 /* ---- epilogue on a finished tile (hot in L1) --------------------------- */
 
-/* one loop per activation: the activation is a constant in each, so the loop
- * vectorises without a branch per element. NaN passes through unchanged, as in
- * the reference (activation.h's relu maps NaN to 0; see docs/GEMM.md). */
-#define EPI_ACT_CASE(A)                                                                                     \
+/* dst[r][t] = act(src[r][t] + bias), bias = bvec[t] (bvec != NULL) or bs[r*bstep]: the
+ * epilogue of the GEMM and of the convolution. One loop per activation, so the
+ * activation is a constant in each and the loop vectorises without a branch per
+ * element; compiled once per ISA because the rest of this file is built for the
+ * baseline target. NaN passes through unchanged, as in the reference
+ * (activation.h's relu maps NaN to 0; see docs/GEMM.md). dst may be src. */
+#define BIAS_ACT_CASE(A)                                                                                    \
     case A:                                                                                                 \
-        for (int j = 0; j < nr; j++)                                                                        \
-            ci[j] = ci[j] == ci[j] ? FN(fnn_act)(A, ci[j], aa) : ci[j];                                     \
+        for (int64_t r = 0; r < rows; r++) {                                                                \
+            T *dr = dst + r * ldd;                                                                          \
+            const T *sr = src + r * lds;                                                                    \
+            if (bvec) {                                                                                     \
+                for (int64_t t = 0; t < len; t++) {                                                         \
+                    const T v = sr[t] + bvec[t];                                                            \
+                    dr[t] = v == v ? FN(fnn_act)(A, v, aa) : v;                                             \
+                }                                                                                           \
+            } else {                                                                                        \
+                const T b = bs ? bs[r * bstep] : (T)0;                                                              \
+                for (int64_t t = 0; t < len; t++) {                                                         \
+                    const T v = sr[t] + b;                                                                  \
+                    dr[t] = v == v ? FN(fnn_act)(A, v, aa) : v;                                             \
+                }                                                                                           \
+            }                                                                                               \
+        }                                                                                                   \
         break;
-static void FN(epilogue_tile)(T *c, int64_t ldc, int64_t i0, int64_t j0, int mr, int nr, const fnn_epilogue *ep)
+#define DEFINE_BIAS_ACT(NAME, TARGET)                                                                       \
+    TARGET static void NAME(T *dst, int64_t ldd, const T *src, int64_t lds, const T *bvec, const T *bs,      \
+                            int64_t bstep, int64_t rows, int64_t len, int act, T aa)                                       \
+    {                                                                                                       \
+        switch (act) {                                                                                      \
+        BIAS_ACT_CASE(FNN_ACT_RELU)                                                                         \
+        BIAS_ACT_CASE(FNN_ACT_LEAKY_RELU)                                                                   \
+        BIAS_ACT_CASE(FNN_ACT_ELU)                                                                          \
+        BIAS_ACT_CASE(FNN_ACT_SIGMOID)                                                                      \
+        BIAS_ACT_CASE(FNN_ACT_TANH)                                                                         \
+        BIAS_ACT_CASE(FNN_ACT_SOFTPLUS)                                                                     \
+        default:                                                                                            \
+            for (int64_t r = 0; r < rows; r++) {                                                            \
+                T *dr = dst + r * ldd;                                                                      \
+                const T *sr = src + r * lds;                                                                \
+                const T b = bs ? bs[r * bstep] : (T)0;                                                              \
+                if (bvec) {                                                                                 \
+                    for (int64_t t = 0; t < len; t++)                                                       \
+                        dr[t] = sr[t] + bvec[t];                                                            \
+                } else {                                                                                    \
+                    for (int64_t t = 0; t < len; t++)                                                       \
+                        dr[t] = sr[t] + b;                                                                  \
+                }                                                                                           \
+            }                                                                                               \
+            break;                                                                                          \
+        }                                                                                                   \
+    }
+DEFINE_BIAS_ACT(FN(bias_act_portable), )
+#if FNN_X86_SIMD
+DEFINE_BIAS_ACT(FN(bias_act_avx2), FNN_TARGET_AVX2)
+DEFINE_BIAS_ACT(FN(bias_act_avx512), FNN_TARGET_AVX512)
+#endif
+#undef DEFINE_BIAS_ACT
+#undef BIAS_ACT_CASE
+
+void FN(fnn_bias_act)(int isa, T *dst, int64_t ldd, const T *src, int64_t lds, const T *bvec, const T *bs,
+                      int64_t bstep, int64_t rows, int64_t len, int act, double alpha)
 {
-    const T *bias = (const T *)ep->bias;
-    const T aa = (T)ep->act_alpha;
-    for (int i = 0; i < mr; i++) {
-        T *ci = c + i * ldc;
-        if (ep->bias_mode == FNN_BIAS_COL) {
-            const T *bj = bias + j0;
-            for (int j = 0; j < nr; j++)
-                ci[j] += bj[j];
-        } else if (ep->bias_mode == FNN_BIAS_ROW) {
-            const T bi = bias[i0 + i];
-            for (int j = 0; j < nr; j++)
-                ci[j] += bi;
-        }
-        switch (ep->act) {
-        case FNN_ACT_IDENTITY: break;
-        EPI_ACT_CASE(FNN_ACT_RELU)
-        EPI_ACT_CASE(FNN_ACT_LEAKY_RELU)
-        EPI_ACT_CASE(FNN_ACT_ELU)
-        EPI_ACT_CASE(FNN_ACT_SIGMOID)
-        EPI_ACT_CASE(FNN_ACT_TANH)
-        EPI_ACT_CASE(FNN_ACT_SOFTPLUS)
-        default: break;
-        }
+#if FNN_X86_SIMD
+    if (isa >= FNN_ISA_AVX512) {
+        FN(bias_act_avx512)(dst, ldd, src, lds, bvec, bs, bstep, rows, len, act, (T)alpha);
+        return;
+    }
+    if (isa >= FNN_ISA_AVX2) {
+        FN(bias_act_avx2)(dst, ldd, src, lds, bvec, bs, bstep, rows, len, act, (T)alpha);
+        return;
+    }
+#endif
+    (void)isa;
+    FN(bias_act_portable)(dst, ldd, src, lds, bvec, bs, bstep, rows, len, act, (T)alpha);
+}
+
+void FN(fnn_transpose)(int isa, const T *src, int64_t lds, int64_t rows, int64_t cols, int64_t rows_out, T *dst,
+                       int64_t ldd)
+{
+#if FNN_X86_SIMD
+    if (sizeof(T) == 4 && isa >= FNN_ISA_AVX512 && rows_out % 16 == 0) {
+        fnn_transpose_avx512_f32((const float *)src, lds, rows, cols, rows_out, (float *)dst, ldd);
+        return;
+    }
+    if (sizeof(T) == 4 && isa >= FNN_ISA_AVX2 && rows_out % 8 == 0) {
+        fnn_transpose_avx2_f32((const float *)src, lds, rows, cols, rows_out, (float *)dst, ldd);
+        return;
+    }
+#endif
+    (void)isa;
+    for (int64_t c = 0; c < cols; c++) {
+        T *dc = dst + c * ldd;
+        for (int64_t r = 0; r < rows_out; r++)
+            dc[r] = r < rows ? src[r * lds + c] : (T)0;
     }
 }
-#undef EPI_ACT_CASE
+
+static void FN(epilogue_tile)(int isa, T *c, int64_t ldc, int64_t i0, int64_t j0, int mr, int nr,
+                              const fnn_epilogue *ep)
+{
+    const T *bias = (const T *)ep->bias;
+    FN(fnn_bias_act)(isa, c, ldc, c, ldc, ep->bias_mode == FNN_BIAS_COL ? bias + j0 : NULL,
+                     ep->bias_mode == FNN_BIAS_ROW ? bias + i0 : NULL, 1, mr, nr, ep->act, ep->act_alpha);
+}
 
 static int FN(epilogue_active)(const fnn_epilogue *ep)
 {
@@ -201,6 +270,7 @@ typedef struct {
     int64_t a_stride;
     T *b_packs; /* one KC x NC block per thread, b_stride elements apart */
     int64_t b_stride;
+    int isa;
     int tn, tm; /* thread grid: tn splits the columns, tm the rows of each MC block */
 } FN(gemm_job);
 
@@ -268,7 +338,7 @@ static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
                             }
                         }
                         if (last && use_ep)
-                            FN(epilogue_tile)(ct, job->ldc, ic + ir, jc + jr, mrr, nrr, job->ep);
+                            FN(epilogue_tile)(job->isa, ct, job->ldc, ic + ir, jc + jr, mrr, nrr, job->ep);
                     }
                 }
             }
@@ -294,7 +364,7 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
         if (FN(epilogue_active)(ep))
             for (int64_t i = 0; i < m; i++)
                 for (int64_t j0 = 0; j0 < n; j0 += 1024)
-                    FN(epilogue_tile)(c + i * ldc + j0, ldc, i, j0, 1, (int)(n - j0 < 1024 ? n - j0 : 1024), ep);
+                    FN(epilogue_tile)(ctx.isa, c + i * ldc + j0, ldc, i, j0, 1, (int)(n - j0 < 1024 ? n - j0 : 1024), ep);
         return 0;
     }
     FN(gemm_job) job;
@@ -303,6 +373,7 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
     job.pack_a = pack_a; job.a_src = a_src;
     job.pack_b = pack_b; job.b_src = b_src;
     job.c = c; job.ldc = ldc; job.ep = ep;
+    job.isa = ctx.isa;
     job.ukr = FN(select_ukr)(ctx.isa, &job.mr, &job.nr);
     fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &job.mc, &job.kc, &job.nc);
     {
@@ -390,7 +461,7 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
  * depth step into a row buffer in L1; with B = T, dot products with 16 fixed
  * lanes (a fixed summation order). The same code is compiled per ISA. */
 #define DEFINE_SMALL_M(NAME, TARGET)                                                                     \
-    TARGET static void NAME(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha,        \
+    TARGET static void NAME(int isa, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha,        \
                             const T *FNN_RESTRICT a, int64_t lda, const T *FNN_RESTRICT b, int64_t ldb,  \
                             T beta, T *FNN_RESTRICT c, int64_t ldc, const fnn_epilogue *ep)              \
     {                                                                                                    \
@@ -440,7 +511,7 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
                         cj[j] = alpha * rowacc[j] + beta * cj[j];                                           \
                 }                                                                                        \
                 if (FN(epilogue_active)(ep))                                                             \
-                    FN(epilogue_tile)(cj, ldc, i, j0, 1, (int)jn, ep);                                   \
+                    FN(epilogue_tile)(isa, cj, ldc, i, j0, 1, (int)jn, ep);                                \
             }                                                                                            \
         }                                                                                                \
     }
@@ -458,12 +529,12 @@ int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, in
     if (m > 0 && m <= FNN_GEMM_SMALL_M && n > 0 && k > 0 && alpha != 0) {
 #if FNN_X86_SIMD
         if (ctx.isa >= FNN_ISA_AVX512)
-            FN(small_m_avx512)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+            FN(small_m_avx512)(ctx.isa, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
         else if (ctx.isa >= FNN_ISA_AVX2)
-            FN(small_m_avx2)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+            FN(small_m_avx2)(ctx.isa, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
         else
 #endif
-            FN(small_m_portable)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+            FN(small_m_portable)(ctx.isa, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
         return 0;
     }
     fnn_matrix_src as = {a, lda, trans_a}, bs = {b, ldb, trans_b};

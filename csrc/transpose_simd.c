@@ -1,0 +1,97 @@
+/* Transposes of float32 blocks through registers (16 x 16 with AVX-512, 8 x 8
+ * with AVX2): the convolution's weight gradient needs dy transposed into
+ * NR-wide panels, and element-by-element copies of a transpose cost more than
+ * the multiply-adds of a small-channel convolution. */
+#include "gemm.h"
+
+#if FNN_X86_SIMD
+#include <immintrin.h>
+
+/* dst[c*ldd + r] = src[r*lds + c] for r < 16, c < cols (cols <= 16); source rows
+ * r >= rows read as 0. dst columns are written 16 wide. */
+FNN_TARGET_AVX512 static void block16_avx512(const float *src, int64_t lds, int rows, int cols, float *dst,
+                                             int64_t ldd)
+{
+    const __mmask16 cm = (__mmask16)(cols >= 16 ? 0xFFFF : (1u << cols) - 1u);
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = i < rows ? _mm512_maskz_loadu_ps(cm, src + i * lds) : _mm512_setzero_ps();
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* r[4g + e]: rows 4g..4g+3 of element e + 4L in 128-bit lane L */
+    for (int g = 0; g < 16; g += 4) {
+        __m512d a = _mm512_castps_pd(t[g]), b = _mm512_castps_pd(t[g + 1]);
+        __m512d c = _mm512_castps_pd(t[g + 2]), d = _mm512_castps_pd(t[g + 3]);
+        r[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    /* t[e] (e < 8): rows 0-7 of elements e (even lanes) and e + 8 (odd lanes);
+     * t[8 + e] the same for rows 8-15 */
+    for (int h = 0; h < 16; h += 8)
+        for (int e = 0; e < 4; e++) {
+            t[h + e] = _mm512_shuffle_f32x4(r[h + e], r[h + 4 + e], 0x88);
+            t[h + 4 + e] = _mm512_shuffle_f32x4(r[h + e], r[h + 4 + e], 0xdd);
+        }
+    for (int e = 0; e < 8; e++) {
+        __m512 even = _mm512_shuffle_f32x4(t[e], t[8 + e], 0x88);
+        __m512 odd = _mm512_shuffle_f32x4(t[e], t[8 + e], 0xdd);
+        if (e < cols)
+            _mm512_storeu_ps(dst + e * ldd, even);
+        if (e + 8 < cols)
+            _mm512_storeu_ps(dst + (e + 8) * ldd, odd);
+    }
+}
+
+FNN_TARGET_AVX512 void fnn_transpose_avx512_f32(const float *src, int64_t lds, int64_t rows, int64_t cols,
+                                                int64_t rows_out, float *dst, int64_t ldd)
+{
+    for (int64_t r0 = 0; r0 < rows_out; r0 += 16) {
+        const int64_t live = rows - r0 < 0 ? 0 : (rows - r0 > 16 ? 16 : rows - r0);
+        for (int64_t c0 = 0; c0 < cols; c0 += 16)
+            block16_avx512(src + r0 * lds + c0, lds, (int)live, (int)(cols - c0 < 16 ? cols - c0 : 16),
+                           dst + c0 * ldd + r0, ldd);
+    }
+}
+
+/* The same in 8 x 8 blocks. */
+FNN_TARGET_AVX2 static void block8_avx2(const float *src, int64_t lds, int rows, int cols, float *dst, int64_t ldd)
+{
+    __m256 r[8], t[8];
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i cm = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), lane);
+    for (int i = 0; i < 8; i++)
+        r[i] = i < rows ? (cols >= 8 ? _mm256_loadu_ps(src + i * lds) : _mm256_maskload_ps(src + i * lds, cm))
+                        : _mm256_setzero_ps();
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int g = 0; g < 8; g += 4) {
+        r[g] = _mm256_shuffle_ps(t[g], t[g + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[g + 1] = _mm256_shuffle_ps(t[g], t[g + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[g + 2] = _mm256_shuffle_ps(t[g + 1], t[g + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int e = 0; e < 4; e++) {
+        if (e < cols)
+            _mm256_storeu_ps(dst + e * ldd, _mm256_permute2f128_ps(r[e], r[4 + e], 0x20));
+        if (e + 4 < cols)
+            _mm256_storeu_ps(dst + (e + 4) * ldd, _mm256_permute2f128_ps(r[e], r[4 + e], 0x31));
+    }
+}
+
+FNN_TARGET_AVX2 void fnn_transpose_avx2_f32(const float *src, int64_t lds, int64_t rows, int64_t cols,
+                                            int64_t rows_out, float *dst, int64_t ldd)
+{
+    for (int64_t r0 = 0; r0 < rows_out; r0 += 8) {
+        const int64_t live = rows - r0 < 0 ? 0 : (rows - r0 > 8 ? 8 : rows - r0);
+        for (int64_t c0 = 0; c0 < cols; c0 += 8)
+            block8_avx2(src + r0 * lds + c0, lds, (int)live, (int)(cols - c0 < 8 ? cols - c0 : 8),
+                        dst + c0 * ldd + r0, ldd);
+    }
+}
+#endif

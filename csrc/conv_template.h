@@ -255,7 +255,7 @@ static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, in
     T *apack = (T *)fnn_scratch(FNN_SCRATCH_CONV_W, (size_t)(d.f_alloc * d.ck) * sizeof(T));
     if (!apack)
         return -1;
-    fnn_matrix_src as = {wt, d.ck, 0};
+    fnn_matrix_src as = {wt, d.ck, 0, ctx.isa};
     FN(fnn_pack_matrix)(&as, 0, f, 0, d.ck, d.mr, apack);
     d.apack = apack;
     const int64_t chw = c * h * w, fp = f * d.oh * d.ow;
@@ -453,7 +453,7 @@ static int FN(conv_forward_image)(fnn_ctx ctx, const T *xn, const fnn_conv_geom 
                                   const fnn_epilogue *ep, T *yn)
 {
     const int64_t ck = g->c * g->fh * g->fw, p = g->oh * g->ow;
-    fnn_matrix_src as = {wt, ck, 0};
+    fnn_matrix_src as = {wt, ck, 0, ctx.isa};
     FN(image_src) bs = {xn, *g};
     return FN(fnn_gemm_packed)(ctx, f, p, ck, (T)1, FN(fnn_pack_matrix), &as, FN(pack_image_fwd), &bs, (T)0, yn, p,
                                ep);
@@ -501,7 +501,7 @@ static int FN(conv_wgrad_image)(fnn_ctx ctx, const T *dyn, const T *xn, const fn
                                 T *dw)
 {
     const int64_t ck = g->c * g->fh * g->fw, p = g->oh * g->ow;
-    fnn_matrix_src as = {dyn, p, 0};
+    fnn_matrix_src as = {dyn, p, 0, ctx.isa};
     FN(image_src) bs = {xn, *g};
     return FN(fnn_gemm_packed)(ctx, f, ck, p, (T)1, FN(fnn_pack_matrix), &as, FN(pack_image_wgrad), &bs, beta, dw, ck,
                                NULL);
@@ -524,10 +524,10 @@ static int FN(conv_dgrad_image)(fnn_ctx ctx, const T *dyn, const T *wt, const fn
     if (!dcol)
         return -1;
     memset(dxn, 0, (size_t)(g->c * g->h * g->w) * sizeof(T));
-    fnn_matrix_src as = {wt, ck, 1};
+    fnn_matrix_src as = {wt, ck, 1, ctx.isa};
     for (int64_t p0 = 0; p0 < p; p0 += chunk) {
         const int64_t pc = p - p0 < chunk ? p - p0 : chunk;
-        fnn_matrix_src bs = {dyn + p0, p, 0};
+        fnn_matrix_src bs = {dyn + p0, p, 0, ctx.isa};
         if (FN(fnn_gemm_packed)(ctx, ck, pc, f, (T)1, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs, (T)0,
                                 dcol, pc, NULL))
             return -1;

@@ -45,6 +45,7 @@ typedef struct {
     const void *p;
     int64_t ld;
     int trans;
+    int isa; /* the packer's transposes use this ISA's registers */
 } fnn_matrix_src;
 
 /* The microkernel geometry chosen for (isa, dtype): MR rows x NR columns of C
@@ -139,6 +140,18 @@ void fnn_ukr_avx512_f32(int64_t k, const float *a, const float *b, float *c, int
                         float beta);
 void fnn_ukr_avx512_f64(int64_t k, const double *a, const double *b, double *c, int64_t ldc, double alpha,
                         double beta);
+#endif
+
+/* Half-width microkernels: the first NR/2 columns of the tile only, on the
+ * same NR-wide packed B panel; used for right-edge tiles. */
+#if FNN_X86_SIMD
+void fnn_ukrh_avx2_f32(int64_t k, const float *a, const float *b, float *c, int64_t ldc, float alpha, float beta);
+void fnn_ukrh_avx2_f64(int64_t k, const double *a, const double *b, double *c, int64_t ldc, double alpha,
+                       double beta);
+void fnn_ukrh_avx512_f32(int64_t k, const float *a, const float *b, float *c, int64_t ldc, float alpha,
+                         float beta);
+void fnn_ukrh_avx512_f64(int64_t k, const double *a, const double *b, double *c, int64_t ldc, double alpha,
+                         double beta);
 #endif
 
 /* Indirect-B microkernels: row p of the B micro-panel is brow[p] + boff (NR

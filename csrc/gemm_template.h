@@ -26,6 +26,10 @@ void FN(fnn_pack_matrix)(const void *srcv, int64_t r0, int64_t rows, int64_t k0,
         T *d = dst + (r / w) * kc * w;
         if (!src->trans) {
             /* element (i, k) at p[i*ld + k]: a w x kc transpose into the panel */
+            if (w % 8 == 0) {
+                FN(fnn_transpose)(src->isa, p + (r0 + r) * ld + k0, ld, rr, kc, w, d, w);
+                continue;
+            }
             if (rr == w && w <= 16) {
                 const T *rowp[16];
                 for (int i = 0; i < w; i++)
@@ -47,7 +51,19 @@ void FN(fnn_pack_matrix)(const void *srcv, int64_t r0, int64_t rows, int64_t k0,
                 for (int64_t k = 0; k < kc; k++)
                     d[k * w + i] = 0;
         } else {
-            /* element (i, k) at p[k*ld + i]: rows of the panel are contiguous */
+            /* element (i, k) at p[k*ld + i]: rows of the panel are contiguous
+             * (fixed-size copies for full panels, so they compile to vector moves) */
+            const T *s0 = p + k0 * ld + r0 + r;
+            if (rr == w && w == 8) {
+                for (int64_t k = 0; k < kc; k++)
+                    memcpy(d + k * 8, s0 + k * ld, 8 * sizeof(T));
+                continue;
+            }
+            if (rr == w && w == 16) {
+                for (int64_t k = 0; k < kc; k++)
+                    memcpy(d + k * 16, s0 + k * ld, 16 * sizeof(T));
+                continue;
+            }
             for (int64_t k = 0; k < kc; k++) {
                 const T *s = p + (k0 + k) * ld + r0 + r;
                 T *dk = d + k * w;
@@ -95,8 +111,12 @@ void FN(fnn_pack_matrix_b)(const void *srcv, int64_t j0, int64_t cols, int64_t k
                     dk[i] = 0;
             }
         } else {
-            /* op(B)(k, j) = p[j*ld + k]: read w row streams, write the panel rows
-             * contiguously (a fixed width, so the inner loop unrolls) */
+            /* op(B)(k, j) = p[j*ld + k]: a transpose through registers where the
+             * ISA has one, else w row streams read with a fixed width */
+            if (w % 8 == 0) {
+                FN(fnn_transpose)(src->isa, p + (j0 + j) * ld + k0, ld, jj, kc, w, d, w);
+                continue;
+            }
             if (jj == w && (w == 8 || w == 16 || w == 32)) {
                 const T *rowp[32];
                 for (int i = 0; i < w; i++)
@@ -239,14 +259,21 @@ static int FN(epilogue_active)(const fnn_epilogue *ep)
 
 typedef void (*FN(ukr_fn))(int64_t, const T *, const T *, T *, int64_t, T, T);
 
-static FN(ukr_fn) FN(select_ukr)(int isa, int *mr, int *nr)
+/* The microkernel for `isa`, and in *half its half-width variant (NULL where
+ * there is none: the portable kernel's compiler-vectorised loops gain nothing). */
+static FN(ukr_fn) FN(select_ukr)(int isa, int *mr, int *nr, FN(ukr_fn) *half)
 {
     fnn_gemm_tile_shape(isa, (int)sizeof(T), mr, nr);
+    *half = NULL;
 #if FNN_X86_SIMD
-    if (isa >= FNN_ISA_AVX512)
+    if (isa >= FNN_ISA_AVX512) {
+        *half = FN(fnn_ukrh_avx512);
         return FN(fnn_ukr_avx512);
-    if (isa >= FNN_ISA_AVX2)
+    }
+    if (isa >= FNN_ISA_AVX2) {
+        *half = FN(fnn_ukrh_avx2);
         return FN(fnn_ukr_avx2);
+    }
 #endif
     return FN(fnn_ukr_portable);
 }
@@ -264,6 +291,7 @@ typedef struct {
     int64_t ldc;
     const fnn_epilogue *ep;
     FN(ukr_fn) ukr;
+    FN(ukr_fn) ukr_half; /* right-edge tiles of at most nr/2 columns; may be NULL */
     int mr, nr;
     int64_t mc, kc, nc;
     T *a_packs; /* one A block (its rows of MC x KC) per thread, a_stride elements apart */
@@ -323,8 +351,12 @@ static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
                         if (mrr == mr && nrr == nr) {
                             job->ukr(kcur, ap, bp, ct, job->ldc, job->alpha, beta_eff);
                         } else {
-                            /* edge tile: compute the full tile into a buffer, copy the valid part */
-                            job->ukr(kcur, ap, bp, edge, nr, job->alpha, (T)0);
+                            /* edge tile: compute the tile into a buffer (half width
+                             * when that covers it), copy the valid part */
+                            if (nrr <= nr / 2 && job->ukr_half)
+                                job->ukr_half(kcur, ap, bp, edge, nr, job->alpha, (T)0);
+                            else
+                                job->ukr(kcur, ap, bp, edge, nr, job->alpha, (T)0);
                             for (int i = 0; i < mrr; i++) {
                                 T *ci = ct + i * job->ldc;
                                 const T *ei = edge + i * nr;
@@ -374,7 +406,7 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
     job.pack_b = pack_b; job.b_src = b_src;
     job.c = c; job.ldc = ldc; job.ep = ep;
     job.isa = ctx.isa;
-    job.ukr = FN(select_ukr)(ctx.isa, &job.mr, &job.nr);
+    job.ukr = FN(select_ukr)(ctx.isa, &job.mr, &job.nr, &job.ukr_half);
     fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &job.mc, &job.kc, &job.nc);
     {
         /* equal depth blocks (784 = 3 x 264, not 384 + 384 + 16): no short
@@ -537,7 +569,7 @@ int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, in
             FN(small_m_portable)(ctx.isa, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
         return 0;
     }
-    fnn_matrix_src as = {a, lda, trans_a}, bs = {b, ldb, trans_b};
+    fnn_matrix_src as = {a, lda, trans_a, ctx.isa}, bs = {b, ldb, trans_b, ctx.isa};
     return FN(fnn_gemm_packed)(ctx, m, n, k, alpha, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs, beta, c,
                                ldc, ep);
 }

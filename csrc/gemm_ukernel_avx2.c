@@ -7,7 +7,7 @@
 #if FNN_X86_SIMD
 #include <immintrin.h>
 
-#define DEFINE_AVX2_UKR(NAME, T, VT, VL, MR, SET1, BCAST, FMA, MUL, LOADB, LOADU, STOREU, SETZERO, APARAMS, AVAL, BPARAMS, BROW)  \
+#define DEFINE_AVX2_UKR(NAME, NV, T, VT, VL, MR, SET1, BCAST, FMA, MUL, LOADB, LOADU, STOREU, SETZERO, APARAMS, AVAL, BPARAMS, BROW)  \
     FNN_TARGET_AVX2 void NAME(int64_t k, APARAMS, BPARAMS, T *FNN_RESTRICT c, int64_t ldc, T alpha, \
                               T beta)                                                                            \
     {                                                                                                            \
@@ -15,18 +15,18 @@
         _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                                                     \
         {                                                                                                        \
             acc0[i] = SETZERO();                                                                                 \
-            acc1[i] = SETZERO();                                                                                 \
+            acc1[i] = acc0[i];                                                                                   \
         }                                                                                                        \
         _Pragma("GCC unroll 2") for (int64_t p = 0; p < k; p++)                                                  \
         {                                                                                                        \
             const T *bp = BROW(p);                                                                               \
             VT b0 = LOADB(bp);                                                                                   \
-            VT b1 = LOADB(bp + VL);                                                                              \
+            VT b1 = NV > 1 ? LOADB(bp + VL) : b0;                                                                 \
             _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                                                 \
             {                                                                                                    \
                 VT ai = BCAST(&AVAL(i, p));                                                                            \
                 acc0[i] = FMA(ai, b0, acc0[i]);                                                                  \
-                acc1[i] = FMA(ai, b1, acc1[i]);                                                                  \
+                if (NV > 1) acc1[i] = FMA(ai, b1, acc1[i]);                                                      \
             }                                                                                                    \
         }                                                                                                        \
         VT va = SET1(alpha), vb = SET1(beta);                                                                    \
@@ -35,10 +35,10 @@
             T *ci = c + i * ldc;                                                                                 \
             if (beta == 0) {                                                                                     \
                 STOREU(ci, MUL(va, acc0[i]));                                                                    \
-                STOREU(ci + VL, MUL(va, acc1[i]));                                                               \
+                if (NV > 1) STOREU(ci + VL, MUL(va, acc1[i]));                                                   \
             } else {                                                                                             \
                 STOREU(ci, FMA(vb, LOADU(ci), MUL(va, acc0[i])));                                                \
-                STOREU(ci + VL, FMA(vb, LOADU(ci + VL), MUL(va, acc1[i])));                                      \
+                if (NV > 1) STOREU(ci + VL, FMA(vb, LOADU(ci + VL), MUL(va, acc1[i])));                          \
             }                                                                                                    \
         }                                                                                                        \
     }
@@ -58,22 +58,30 @@
 #define ROW_PACKED_D(p) (b + (p) * 8)
 #define ROW_INDIRECT(p) (brow[p] + boff)
 
-DEFINE_AVX2_UKR(fnn_ukr_avx2_f32, float, __m256, 8, FNN_AVX2_MR_F32, _mm256_set1_ps, _mm256_broadcast_ss,
+DEFINE_AVX2_UKR(fnn_ukr_avx2_f32, 2, float, __m256, 8, FNN_AVX2_MR_F32, _mm256_set1_ps, _mm256_broadcast_ss,
                 _mm256_fmadd_ps, _mm256_mul_ps, _mm256_load_ps, _mm256_loadu_ps, _mm256_storeu_ps,
                 _mm256_setzero_ps, PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX2_UKR(fnn_ukr_avx2_f64, double, __m256d, 4, FNN_AVX2_MR_F64, _mm256_set1_pd, _mm256_broadcast_sd,
+DEFINE_AVX2_UKR(fnn_ukr_avx2_f64, 2, double, __m256d, 4, FNN_AVX2_MR_F64, _mm256_set1_pd, _mm256_broadcast_sd,
                 _mm256_fmadd_pd, _mm256_mul_pd, _mm256_load_pd, _mm256_loadu_pd, _mm256_storeu_pd,
                 _mm256_setzero_pd, PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
-DEFINE_AVX2_UKR(fnn_ukri_avx2_f32, float, __m256, 8, FNN_AVX2_MR_F32, _mm256_set1_ps, _mm256_broadcast_ss,
+DEFINE_AVX2_UKR(fnn_ukri_avx2_f32, 2, float, __m256, 8, FNN_AVX2_MR_F32, _mm256_set1_ps, _mm256_broadcast_ss,
                 _mm256_fmadd_ps, _mm256_mul_ps, _mm256_loadu_ps, _mm256_loadu_ps, _mm256_storeu_ps,
                 _mm256_setzero_ps, PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
-DEFINE_AVX2_UKR(fnn_ukri_avx2_f64, double, __m256d, 4, FNN_AVX2_MR_F64, _mm256_set1_pd, _mm256_broadcast_sd,
+DEFINE_AVX2_UKR(fnn_ukri_avx2_f64, 2, double, __m256d, 4, FNN_AVX2_MR_F64, _mm256_set1_pd, _mm256_broadcast_sd,
                 _mm256_fmadd_pd, _mm256_mul_pd, _mm256_loadu_pd, _mm256_loadu_pd, _mm256_storeu_pd,
                 _mm256_setzero_pd, PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
-DEFINE_AVX2_UKR(fnn_ukra_avx2_f32, float, __m256, 8, FNN_AVX2_MR_F32, _mm256_set1_ps, _mm256_broadcast_ss,
+DEFINE_AVX2_UKR(fnn_ukra_avx2_f32, 2, float, __m256, 8, FNN_AVX2_MR_F32, _mm256_set1_ps, _mm256_broadcast_ss,
                 _mm256_fmadd_ps, _mm256_mul_ps, _mm256_load_ps, _mm256_loadu_ps, _mm256_storeu_ps,
                 _mm256_setzero_ps, INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX2_UKR(fnn_ukra_avx2_f64, double, __m256d, 4, FNN_AVX2_MR_F64, _mm256_set1_pd, _mm256_broadcast_sd,
+DEFINE_AVX2_UKR(fnn_ukra_avx2_f64, 2, double, __m256d, 4, FNN_AVX2_MR_F64, _mm256_set1_pd, _mm256_broadcast_sd,
                 _mm256_fmadd_pd, _mm256_mul_pd, _mm256_load_pd, _mm256_loadu_pd, _mm256_storeu_pd,
                 _mm256_setzero_pd, INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
+/* Half-width tiles (6 x 8 float32, 6 x 4 float64) for right-edge tiles of at
+ * most NR/2 columns (see gemm_ukernel_avx512.c). */
+DEFINE_AVX2_UKR(fnn_ukrh_avx2_f32, 1, float, __m256, 8, FNN_AVX2_MR_F32, _mm256_set1_ps, _mm256_broadcast_ss,
+                _mm256_fmadd_ps, _mm256_mul_ps, _mm256_load_ps, _mm256_loadu_ps, _mm256_storeu_ps,
+                _mm256_setzero_ps, PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX2_UKR(fnn_ukrh_avx2_f64, 1, double, __m256d, 4, FNN_AVX2_MR_F64, _mm256_set1_pd, _mm256_broadcast_sd,
+                _mm256_fmadd_pd, _mm256_mul_pd, _mm256_load_pd, _mm256_loadu_pd, _mm256_storeu_pd,
+                _mm256_setzero_pd, PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
 #endif

@@ -11,7 +11,7 @@
 #if FNN_X86_SIMD
 #include <immintrin.h>
 
-#define DEFINE_AVX512_UKR(NAME, T, VT, VL, MR, SET1, FMA, MUL, LOADB, LOADU, STOREU, SETZERO, APARAMS, AVAL, BPARAMS, BROW) \
+#define DEFINE_AVX512_UKR(NAME, NV, T, VT, VL, MR, SET1, FMA, MUL, LOADB, LOADU, STOREU, SETZERO, APARAMS, AVAL, BPARAMS, BROW) \
     FNN_TARGET_AVX512 void NAME(int64_t k, APARAMS, BPARAMS, T *FNN_RESTRICT c, int64_t ldc,  \
                                 T alpha, T beta)                                                             \
     {                                                                                                        \
@@ -19,7 +19,7 @@
         _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                                \
         {                                                                                                    \
             acc0[i] = SETZERO();                                                                             \
-            acc1[i] = SETZERO();                                                                             \
+            acc1[i] = acc0[i];                                                                               \
             _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);                                          \
             _mm_prefetch((const char *)(c + i * ldc + 2 * VL - 1), _MM_HINT_T0);                             \
         }                                                                                                    \
@@ -27,12 +27,12 @@
         {                                                                                                    \
             const T *bp = BROW(p);                                                                           \
             VT b0 = LOADB(bp);                                                                               \
-            VT b1 = LOADB(bp + VL);                                                                          \
+            VT b1 = NV > 1 ? LOADB(bp + VL) : b0;                                                             \
             _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                            \
             {                                                                                                \
                 VT ai = SET1(AVAL(i, p));                                                                          \
                 acc0[i] = FMA(ai, b0, acc0[i]);                                                              \
-                acc1[i] = FMA(ai, b1, acc1[i]);                                                              \
+                if (NV > 1) acc1[i] = FMA(ai, b1, acc1[i]);                                                  \
             }                                                                                                \
         }                                                                                                    \
         VT va = SET1(alpha), vb = SET1(beta);                                                                \
@@ -41,10 +41,10 @@
             T *ci = c + i * ldc;                                                                             \
             if (beta == 0) {                                                                                 \
                 STOREU(ci, MUL(va, acc0[i]));                                                                \
-                STOREU(ci + VL, MUL(va, acc1[i]));                                                           \
+                if (NV > 1) STOREU(ci + VL, MUL(va, acc1[i]));                                               \
             } else {                                                                                         \
                 STOREU(ci, FMA(vb, LOADU(ci), MUL(va, acc0[i])));                                            \
-                STOREU(ci + VL, FMA(vb, LOADU(ci + VL), MUL(va, acc1[i])));                                  \
+                if (NV > 1) STOREU(ci + VL, FMA(vb, LOADU(ci + VL), MUL(va, acc1[i])));                      \
             }                                                                                                \
         }                                                                                                    \
     }
@@ -64,22 +64,31 @@
 #define ROW_PACKED_D(p) (b + (p) * 16)
 #define ROW_INDIRECT(p) (brow[p] + boff)
 
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f32, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f32, 2, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
                   _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
                   PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f64, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f64, 2, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
                   _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
                   PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f32, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f32, 2, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
                   _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
                   PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f64, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f64, 2, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
                   _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
                   PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f32, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f32, 2, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
                   _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
                   INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f64, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f64, 2, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
                   _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
                   INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
+/* Half-width tiles (8 x 16 float32, 8 x 8 float64) on the same packed panels:
+ * the driver's right-edge tiles of at most NR/2 columns, so a product with
+ * N = 100 does not pay a full 32-wide tile for its last 4 columns. */
+DEFINE_AVX512_UKR(fnn_ukrh_avx512_f32, 1, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
+                  _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                  PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX512_UKR(fnn_ukrh_avx512_f64, 1, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
+                  _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                  PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
 #endif

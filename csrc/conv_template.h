@@ -303,7 +303,7 @@ static FN(ukra_fn) FN(select_ukra)(int isa)
  * A rows are slices of the padded image (indirect), B is dy_n transposed into
  * NR-wide panels with zeros on the wp - ow garbage columns (so they add nothing). */
 static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, const T *xn, const T *dyn,
-                                  int64_t ck_alloc, int64_t ldw, T beta, T *dwt)
+                                  int64_t ck_alloc, int64_t ldw, T beta, T *dwt, T *db)
 {
     const int64_t plane = d->hp * d->wp, kdepth = d->pwide;
     const int64_t fpanels = ldw / d->nr;
@@ -334,6 +334,14 @@ static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, con
             FN(fnn_transpose)(d->isa, dyn + (fp * nr * d->oh + oy) * d->ow, d->oh * d->ow, live, d->ow, nr, dst, nr);
             memset(dst + d->ow * nr, 0, (size_t)((d->wp - d->ow) * nr) * sizeof(T));
         }
+        /* the bias gradient from the panel while it is in L1, so dy is read once:
+         * this image's sum per filter, then added to the group's */
+        T sum[32] = {0};
+        for (int64_t q = 0; q < kdepth; q++)
+            for (int t = 0; t < nr; t++)
+                sum[t] += bp[q * nr + t];
+        for (int t = 0; t < nr; t++)
+            db[fp * nr + t] = beta == 0 ? sum[t] : db[fp * nr + t] + sum[t];
     }
     for (int64_t pc = 0; pc < kdepth; pc += FNN_CONV_WGRAD_KC) {
         const int64_t kcur = kdepth - pc < FNN_CONV_WGRAD_KC ? kdepth - pc : FNN_CONV_WGRAD_KC;
@@ -347,10 +355,15 @@ static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, con
     return 0;
 }
 
-/* dw (F x CK) for stride 1, batch-parallel: per-thread dW^T partials, then a
- * fixed-order sum and transpose. */
+static int FN(conv_dgrad_image)(fnn_ctx ctx, const T *dyn, const T *wt, const fnn_conv_geom *g, int64_t f, T *dxn,
+                                int scratch_slot);
+
+/* dw (F x CK) and db for stride 1, batch-parallel: per-thread dW^T partials,
+ * then a fixed-order sum and transpose. With dx set, also the data gradient by
+ * col2im (conv_dgrad_image), image by image while that image's dy is in cache. */
 static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
-                                int64_t f, int64_t fh, int64_t fw, int64_t ph, int64_t pw, T *dw)
+                                int64_t f, int64_t fh, int64_t fw, int64_t ph, int64_t pw, T *dw, T *db,
+                                const T *wt, const fnn_conv_geom *g, T *dx)
 {
     FN(direct_conv) d;
     memset(&d, 0, sizeof(d));
@@ -376,16 +389,23 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n,
         nth = (int)n;
     int err = 0;
     if (nth <= 1) {
-        T *dwt = (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, (size_t)(ck_alloc * ldw) * sizeof(T));
+        T *dwt = (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, (size_t)(ck_alloc * ldw + ldw) * sizeof(T));
         if (!dwt)
             return -1;
-        for (int64_t i = 0; i < n && !err; i++)
-            err = FN(direct_wgrad_image)(&d, ukr, x + i * chw, dy + i * fp, ck_alloc, ldw, i == 0 ? (T)0 : (T)1, dwt);
+        T *dbt = dwt + ck_alloc * ldw;
+        for (int64_t i = 0; i < n && !err; i++) {
+            err = FN(direct_wgrad_image)(&d, ukr, x + i * chw, dy + i * fp, ck_alloc, ldw, i == 0 ? (T)0 : (T)1, dwt,
+                                         dbt);
+            if (!err && dx)
+                err = FN(conv_dgrad_image)(ctx, dy + i * fp, wt, g, f, dx + i * chw, FNN_SCRATCH_CONV_DCOL);
+        }
         if (err)
             return -1;
-        for (int64_t fi = 0; fi < f; fi++)
+        for (int64_t fi = 0; fi < f; fi++) {
             for (int64_t k = 0; k < d.ck; k++)
                 dw[fi * d.ck + k] = dwt[k * ldw + fi];
+            db[fi] = dbt[fi];
+        }
         return 0;
     }
 #ifdef FASTNN_HAVE_OPENMP
@@ -393,7 +413,7 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n,
      * groups are handed out dynamically (robust to a preempted core) and the
      * partials added in group order, so the result depends only on G, which
      * depends only on the thread count. */
-    const size_t part = (size_t)(ck_alloc * ldw);
+    const size_t part = (size_t)(ck_alloc * ldw + ldw); /* dW^T, then db */
     int64_t groups = 4 * (int64_t)nth;
     const int64_t cap = (int64_t)((64u << 20) / (part * sizeof(T)));
     if (groups > cap)
@@ -405,12 +425,18 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n,
         return -1;
 #pragma omp parallel num_threads(nth) reduction(| : err)
     {
+        fnn_ctx one = ctx;
+        one.nthreads = 1;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t gi = 0; gi < groups; gi++) {
             const int64_t i0 = n * gi / groups, i1 = n * (gi + 1) / groups;
-            for (int64_t i = i0; i < i1 && !err; i++)
+            for (int64_t i = i0; i < i1 && !err; i++) {
                 err |= FN(direct_wgrad_image)(&d, ukr, x + i * chw, dy + i * fp, ck_alloc, ldw,
-                                              i == i0 ? (T)0 : (T)1, parts + (size_t)gi * part) != 0;
+                                              i == i0 ? (T)0 : (T)1, parts + (size_t)gi * part,
+                                              parts + (size_t)gi * part + ck_alloc * ldw) != 0;
+                if (!err && dx)
+                    err |= FN(conv_dgrad_image)(one, dy + i * fp, wt, g, f, dx + i * chw, FNN_SCRATCH_CONV_DCOL) != 0;
+            }
         }
         /* implicit barrier; then rows of dw split over the threads */
 #pragma omp for schedule(static)
@@ -421,6 +447,13 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n,
                     s += parts[(size_t)q * part + (size_t)(k * ldw + fi)];
                 dw[fi * d.ck + k] = s;
             }
+#pragma omp single
+        for (int64_t fi = 0; fi < f; fi++) {
+            T s = parts[ck_alloc * ldw + fi];
+            for (int64_t q = 1; q < groups; q++)
+                s += parts[(size_t)q * part + (size_t)(ck_alloc * ldw + fi)];
+            db[fi] = s;
+        }
     }
 #endif
     return err ? -1 : 0;
@@ -568,8 +601,8 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
 #ifndef FASTNN_HAVE_OPENMP
     nth = 1;
 #endif
-    FN(conv_bias_grad)(dy, n, f, p, db);
     if (n == 0) {
+        FN(conv_bias_grad)(dy, n, f, p, db);
         memset(dw, 0, (size_t)(f * ck) * sizeof(T));
         return 0;
     }
@@ -601,9 +634,14 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     }
     int need_w = 1;
     if (FN(use_direct)(ctx, n, sh, sw, macs) && FN(all_finite)(x, n * chw)) {
-        if (FN(direct_wgrad_run)(ctx, dy, x, n, c, h, w, f, fh, fw, ph, pw, dw))
+        /* db, and dx where the direct path above did not take it, come from the
+         * same pass over dy */
+        if (FN(direct_wgrad_run)(ctx, dy, x, n, c, h, w, f, fh, fw, ph, pw, dw, db, wt, &g, dx))
             return -1;
         need_w = 0;
+        dx = NULL;
+    } else {
+        FN(conv_bias_grad)(dy, n, f, p, db);
     }
     if (!need_w && !dx)
         return 0;

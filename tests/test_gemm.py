@@ -63,7 +63,9 @@ def block_edge_sizes(isa, dtype):
 def test_all_transposes_alpha_beta_strided(isa, dtype, rng):
     mr, nr, _, _, _ = block_edge_sizes(isa, dtype)
     shapes = [(1, 1, 1), (3, 70, 40), (4, 300, 17), (5, 2 * nr + 1, 33), (mr + 1, nr - 1, 7),
-              (2 * mr - 1, 2 * nr + 3, 13), (17, 29, 31)]
+              (2 * mr - 1, 2 * nr + 3, 13), (17, 29, 31),
+              # right-edge tiles exactly at and just past half a tile (the half-width kernels)
+              (mr + 3, nr + nr // 2, 19), (2 * mr, nr // 2 + 1, 23)]
     with native_setting(isa, 1):
         for (m, n, k), ta, tb, (alpha, beta) in itertools.product(
                 shapes, (False, True), (False, True), [(1.0, 0.0), (-0.5, 1.0), (2.0, -3.0)]):

@@ -586,6 +586,24 @@ def test_max_pool2d_ties_nan_and_padding():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_relu_gradient_commutes_with_non_overlapping_max_pool(backend, dtype):
+    # benchmark I takes ReLU's gradient on the pooled side; that is exact (bit for
+    # bit) because each window routes its gradient to its maximum, and that input
+    # is > 0 exactly where the pooled value is; zeros and ties included here
+    rng = np.random.default_rng(5)
+    a = np.maximum(rng.integers(-2, 3, size=(3, 4, 10, 10)), 0).astype(dtype)
+    a[0, 0] = 0
+    df = rng.standard_normal((3, 4, 5, 5)).astype(dtype)
+    with fastnn.backend(backend):
+        p, arg = F.max_pool2d(a, 2, stride=2)
+        unpooled_first = F.relu_backward(F.max_pool2d_backward(df, arg, a.shape, 2, 2, 2, 0), a)
+        pooled_first = F.max_pool2d_backward(F.relu_backward(df, p), arg, a.shape, 2, 2, 2, 0)
+    assert np.count_nonzero(unpooled_first) > 0 and np.count_nonzero(p == 0) > 0
+    np.testing.assert_array_equal(pooled_first, unpooled_first)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @SETTINGS
 @given(g=pool_geometries(), dtype=float_dtypes, layout=layouts, seed=seeds)
 def test_avg_pool2d(backend, g, dtype, layout, seed):

@@ -149,14 +149,21 @@ static int FN(use_batch_parallel)(int nth, int64_t n, double macs_per_image)
 /* ---- stride-1 direct path: indirect-B microkernels, no packing of B ------ */
 
 typedef void (*FN(ukri_fn))(int64_t, const T *, const T *const *, int64_t, T *, int64_t, T, T);
+typedef void (*FN(ukri_rows_fn))(int, int64_t, const T *, const T *const *, int64_t, T *, int64_t, T, T);
 
-static FN(ukri_fn) FN(select_ukri)(int isa)
+/* The indirect-B microkernel for `isa`, and in *rows its fewer-rows variant (or NULL) */
+static FN(ukri_fn) FN(select_ukri)(int isa, FN(ukri_rows_fn) *rows)
 {
+    *rows = NULL;
 #if FNN_X86_SIMD
-    if (isa >= FNN_ISA_AVX512)
+    if (isa >= FNN_ISA_AVX512) {
+        *rows = FN(fnn_ukri_avx512_rows);
         return FN(fnn_ukri_avx512);
-    if (isa >= FNN_ISA_AVX2)
+    }
+    if (isa >= FNN_ISA_AVX2) {
+        *rows = FN(fnn_ukri_avx2_rows);
         return FN(fnn_ukri_avx2);
+    }
 #endif
     return FN(fnn_ukri_portable);
 }
@@ -171,6 +178,7 @@ typedef struct {
     int mr, nr;
     int64_t kc;
     FN(ukri_fn) ukr;
+    FN(ukri_rows_fn) ukr_rows; /* the last filter panel when f is not a multiple of mr; may be NULL */
     const T *apack; /* the weights as MR-row panels over the whole depth ck */
     const T *bias;
     int act;
@@ -215,8 +223,13 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn)
             const int64_t kcur = d->ck - pc < d->kc ? d->ck - pc : d->kc;
             const T beta = pc == 0 ? (T)0 : (T)1;
             const T *ap = d->apack + ir * d->ck + pc * d->mr;
-            for (int64_t jr = 0; jr < d->pwide; jr += d->nr)
-                d->ukr(kcur, ap, rows + pc, jr, yw + ir * d->ldy + jr, d->ldy, (T)1, beta);
+            const int live = (int)(d->f - ir < d->mr ? d->f - ir : d->mr);
+            for (int64_t jr = 0; jr < d->pwide; jr += d->nr) {
+                if (live < d->mr && d->ukr_rows)
+                    d->ukr_rows(live, kcur, ap, rows + pc, jr, yw + ir * d->ldy + jr, d->ldy, (T)1, beta);
+                else
+                    d->ukr(kcur, ap, rows + pc, jr, yw + ir * d->ldy + jr, d->ldy, (T)1, beta);
+            }
         }
         for (int64_t fi = ir; fi < ir + d->mr && fi < d->f; fi++) {
             FN(fnn_bias_act)(d->isa, yn + fi * d->oh * d->ow, d->ow, yw + fi * d->ldy, d->wp, NULL,
@@ -247,7 +260,7 @@ static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, in
     d.f_alloc = (f + d.mr - 1) / d.mr * d.mr;
     /* the last panel of the wide grid reads up to ldy - pwide + fw past the image */
     d.xpad_elems = c * d.hp * d.wp + (d.ldy - d.pwide) + d.fw + 64;
-    d.ukr = FN(select_ukri)(ctx.isa);
+    d.ukr = FN(select_ukri)(ctx.isa, &d.ukr_rows);
     d.bias = bias;
     d.act = act;
     d.act_alpha = act_alpha;
@@ -284,14 +297,21 @@ static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, in
 
 
 typedef void (*FN(ukra_fn))(int64_t, const T *const *, int64_t, const T *, T *, int64_t, T, T);
+typedef void (*FN(ukra_rows_fn))(int, int64_t, const T *const *, int64_t, const T *, T *, int64_t, T, T);
 
-static FN(ukra_fn) FN(select_ukra)(int isa)
+/* The indirect-A microkernel for `isa`, and in *rows its fewer-rows variant (or NULL) */
+static FN(ukra_fn) FN(select_ukra)(int isa, FN(ukra_rows_fn) *rows)
 {
+    *rows = NULL;
 #if FNN_X86_SIMD
-    if (isa >= FNN_ISA_AVX512)
+    if (isa >= FNN_ISA_AVX512) {
+        *rows = FN(fnn_ukra_avx512_rows);
         return FN(fnn_ukra_avx512);
-    if (isa >= FNN_ISA_AVX2)
+    }
+    if (isa >= FNN_ISA_AVX2) {
+        *rows = FN(fnn_ukra_avx2_rows);
         return FN(fnn_ukra_avx2);
+    }
 #endif
     return FN(fnn_ukra_portable);
 }
@@ -302,7 +322,7 @@ static FN(ukra_fn) FN(select_ukra)(int isa)
 /* dwt (ck_alloc x ldw) = beta * dwt + col_n^T @ dy_n^T on the padded-width grid:
  * A rows are slices of the padded image (indirect), B is dy_n transposed into
  * NR-wide panels with zeros on the wp - ow garbage columns (so they add nothing). */
-static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, const T *xn, const T *dyn,
+static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, FN(ukra_rows_fn) ukr_rows, const T *xn, const T *dyn,
                                   int64_t ck_alloc, int64_t ldw, T beta, T *dwt, T *db)
 {
     const int64_t plane = d->hp * d->wp, kdepth = d->pwide;
@@ -348,8 +368,14 @@ static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, con
         const T b = pc == 0 ? beta : (T)1;
         for (int64_t fp = 0; fp < fpanels; fp++) {
             const T *bp = bpack + fp * kdepth * nr + pc * nr;
-            for (int64_t ir = 0; ir < ck_alloc; ir += d->mr)
-                ukr(kcur, rows + ir, pc, bp, dwt + ir * ldw + fp * nr, ldw, (T)1, b);
+            for (int64_t ir = 0; ir < ck_alloc; ir += d->mr) {
+                /* rows of dW^T past ck are never read: the last panel computes only its live rows */
+                const int live = (int)(d->ck - ir < d->mr ? d->ck - ir : d->mr);
+                if (live < d->mr && ukr_rows)
+                    ukr_rows(live, kcur, rows + ir, pc, bp, dwt + ir * ldw + fp * nr, ldw, (T)1, b);
+                else
+                    ukr(kcur, rows + ir, pc, bp, dwt + ir * ldw + fp * nr, ldw, (T)1, b);
+            }
         }
     }
     return 0;
@@ -379,7 +405,8 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n,
     d.xpad_elems = c * d.hp * d.wp + d.fw + 64;
     const int64_t ck_alloc = (d.ck + d.mr - 1) / d.mr * d.mr;
     const int64_t ldw = (f + d.nr - 1) / d.nr * d.nr;
-    FN(ukra_fn) ukr = FN(select_ukra)(ctx.isa);
+    FN(ukra_rows_fn) ukr_rows;
+    FN(ukra_fn) ukr = FN(select_ukra)(ctx.isa, &ukr_rows);
     const int64_t chw = c * h * w, fp = f * d.oh * d.ow;
     int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
 #ifndef FASTNN_HAVE_OPENMP
@@ -394,7 +421,7 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n,
             return -1;
         T *dbt = dwt + ck_alloc * ldw;
         for (int64_t i = 0; i < n && !err; i++) {
-            err = FN(direct_wgrad_image)(&d, ukr, x + i * chw, dy + i * fp, ck_alloc, ldw, i == 0 ? (T)0 : (T)1, dwt,
+            err = FN(direct_wgrad_image)(&d, ukr, ukr_rows, x + i * chw, dy + i * fp, ck_alloc, ldw, i == 0 ? (T)0 : (T)1, dwt,
                                          dbt);
             if (!err && dx)
                 err = FN(conv_dgrad_image)(ctx, dy + i * fp, wt, g, f, dx + i * chw, FNN_SCRATCH_CONV_DCOL);
@@ -431,7 +458,7 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n,
         for (int64_t gi = 0; gi < groups; gi++) {
             const int64_t i0 = n * gi / groups, i1 = n * (gi + 1) / groups;
             for (int64_t i = i0; i < i1 && !err; i++) {
-                err |= FN(direct_wgrad_image)(&d, ukr, x + i * chw, dy + i * fp, ck_alloc, ldw,
+                err |= FN(direct_wgrad_image)(&d, ukr, ukr_rows, x + i * chw, dy + i * fp, ck_alloc, ldw,
                                               i == i0 ? (T)0 : (T)1, parts + (size_t)gi * part,
                                               parts + (size_t)gi * part + ck_alloc * ldw) != 0;
                 if (!err && dx)

@@ -154,6 +154,36 @@ void fnn_ukrh_avx512_f64(int64_t k, const double *a, const double *b, double *c,
                          double beta);
 #endif
 
+/* Bottom-edge variants: the first `rows` (1 <= rows <= MR) rows of the tile only,
+ * same arguments otherwise (rows == MR is the full kernel). Only rows < MR of C
+ * are written. */
+#if FNN_X86_SIMD
+void fnn_ukr_avx2_rows_f32(int rows, int64_t k, const float *a, const float *b, float *c, int64_t ldc, float alpha,
+                          float beta);
+void fnn_ukri_avx2_rows_f32(int rows, int64_t k, const float *a, const float *const *brow, int64_t boff, float *c,
+                           int64_t ldc, float alpha, float beta);
+void fnn_ukra_avx2_rows_f32(int rows, int64_t k, const float *const *arow, int64_t aoff, const float *b, float *c,
+                           int64_t ldc, float alpha, float beta);
+void fnn_ukr_avx2_rows_f64(int rows, int64_t k, const double *a, const double *b, double *c, int64_t ldc, double alpha,
+                          double beta);
+void fnn_ukri_avx2_rows_f64(int rows, int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
+                           int64_t ldc, double alpha, double beta);
+void fnn_ukra_avx2_rows_f64(int rows, int64_t k, const double *const *arow, int64_t aoff, const double *b, double *c,
+                           int64_t ldc, double alpha, double beta);
+void fnn_ukr_avx512_rows_f32(int rows, int64_t k, const float *a, const float *b, float *c, int64_t ldc, float alpha,
+                          float beta);
+void fnn_ukri_avx512_rows_f32(int rows, int64_t k, const float *a, const float *const *brow, int64_t boff, float *c,
+                           int64_t ldc, float alpha, float beta);
+void fnn_ukra_avx512_rows_f32(int rows, int64_t k, const float *const *arow, int64_t aoff, const float *b, float *c,
+                           int64_t ldc, float alpha, float beta);
+void fnn_ukr_avx512_rows_f64(int rows, int64_t k, const double *a, const double *b, double *c, int64_t ldc, double alpha,
+                          double beta);
+void fnn_ukri_avx512_rows_f64(int rows, int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
+                           int64_t ldc, double alpha, double beta);
+void fnn_ukra_avx512_rows_f64(int rows, int64_t k, const double *const *arow, int64_t aoff, const double *b, double *c,
+                           int64_t ldc, double alpha, double beta);
+#endif
+
 /* Indirect-B microkernels: row p of the B micro-panel is brow[p] + boff (NR
  * contiguous elements, any alignment). A stride-1 convolution points the rows
  * into its zero-padded image, so B needs no packing at all. */

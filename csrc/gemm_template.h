@@ -259,19 +259,25 @@ static int FN(epilogue_active)(const fnn_epilogue *ep)
 
 typedef void (*FN(ukr_fn))(int64_t, const T *, const T *, T *, int64_t, T, T);
 
-/* The microkernel for `isa`, and in *half its half-width variant (NULL where
- * there is none: the portable kernel's compiler-vectorised loops gain nothing). */
-static FN(ukr_fn) FN(select_ukr)(int isa, int *mr, int *nr, FN(ukr_fn) *half)
+typedef void (*FN(ukr_rows_fn))(int, int64_t, const T *, const T *, T *, int64_t, T, T);
+
+/* The microkernel for `isa`, in *half its half-width variant and in *rows its
+ * fewer-rows variant (NULL where there is none: the portable kernel's
+ * compiler-vectorised loops gain little from either). */
+static FN(ukr_fn) FN(select_ukr)(int isa, int *mr, int *nr, FN(ukr_fn) *half, FN(ukr_rows_fn) *rows)
 {
     fnn_gemm_tile_shape(isa, (int)sizeof(T), mr, nr);
     *half = NULL;
+    *rows = NULL;
 #if FNN_X86_SIMD
     if (isa >= FNN_ISA_AVX512) {
         *half = FN(fnn_ukrh_avx512);
+        *rows = FN(fnn_ukr_avx512_rows);
         return FN(fnn_ukr_avx512);
     }
     if (isa >= FNN_ISA_AVX2) {
         *half = FN(fnn_ukrh_avx2);
+        *rows = FN(fnn_ukr_avx2_rows);
         return FN(fnn_ukr_avx2);
     }
 #endif
@@ -291,7 +297,8 @@ typedef struct {
     int64_t ldc;
     const fnn_epilogue *ep;
     FN(ukr_fn) ukr;
-    FN(ukr_fn) ukr_half; /* right-edge tiles of at most nr/2 columns; may be NULL */
+    FN(ukr_fn) ukr_half;      /* right-edge tiles of at most nr/2 columns; may be NULL */
+    FN(ukr_rows_fn) ukr_rows; /* bottom-edge tiles of full width; may be NULL */
     int mr, nr;
     int64_t mc, kc, nc;
     T *a_packs; /* one A block (its rows of MC x KC) per thread, a_stride elements apart */
@@ -350,6 +357,8 @@ static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
                         T *ct = job->c + (ic + ir) * job->ldc + jc + jr;
                         if (mrr == mr && nrr == nr) {
                             job->ukr(kcur, ap, bp, ct, job->ldc, job->alpha, beta_eff);
+                        } else if (nrr == nr && job->ukr_rows) {
+                            job->ukr_rows(mrr, kcur, ap, bp, ct, job->ldc, job->alpha, beta_eff);
                         } else {
                             /* edge tile: compute the tile into a buffer (half width
                              * when that covers it), copy the valid part */
@@ -406,7 +415,7 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
     job.pack_b = pack_b; job.b_src = b_src;
     job.c = c; job.ldc = ldc; job.ep = ep;
     job.isa = ctx.isa;
-    job.ukr = FN(select_ukr)(ctx.isa, &job.mr, &job.nr, &job.ukr_half);
+    job.ukr = FN(select_ukr)(ctx.isa, &job.mr, &job.nr, &job.ukr_half, &job.ukr_rows);
     fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &job.mc, &job.kc, &job.nc);
     {
         /* equal depth blocks (784 = 3 x 264, not 384 + 384 + 16): no short

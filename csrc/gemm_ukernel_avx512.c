@@ -91,4 +91,176 @@ DEFINE_AVX512_UKR(fnn_ukrh_avx512_f32, 1, float, __m512, 16, FNN_AVX512_MR_F32, 
 DEFINE_AVX512_UKR(fnn_ukrh_avx512_f64, 1, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
                   _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
                   PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
+
+/* Bottom-edge tiles: the same bodies with fewer rows (rows < MR), so a product
+ * with M = 25 or a convolution with 30 filters does not pay for the zero rows
+ * of its last micro-panel. The packed panels keep their MR-row layout. */
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f32_r1, 2, float, __m512, 16, 1, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f32_r2, 2, float, __m512, 16, 2, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f32_r3, 2, float, __m512, 16, 3, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f32_r4, 2, float, __m512, 16, 4, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f32_r5, 2, float, __m512, 16, 5, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f32_r6, 2, float, __m512, 16, 6, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f32_r7, 2, float, __m512, 16, 7, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
+FNN_TARGET_AVX512 void fnn_ukr_avx512_rows_f32(int rows, int64_t k, PACKED_A_F32, PACKED_B_F32, float *FNN_RESTRICT c, int64_t ldc,
+        float alpha, float beta)
+{
+    switch (rows) {
+    case 1: fnn_ukr_avx512_f32_r1(k, a, b, c, ldc, alpha, beta); break;
+    case 2: fnn_ukr_avx512_f32_r2(k, a, b, c, ldc, alpha, beta); break;
+    case 3: fnn_ukr_avx512_f32_r3(k, a, b, c, ldc, alpha, beta); break;
+    case 4: fnn_ukr_avx512_f32_r4(k, a, b, c, ldc, alpha, beta); break;
+    case 5: fnn_ukr_avx512_f32_r5(k, a, b, c, ldc, alpha, beta); break;
+    case 6: fnn_ukr_avx512_f32_r6(k, a, b, c, ldc, alpha, beta); break;
+    case 7: fnn_ukr_avx512_f32_r7(k, a, b, c, ldc, alpha, beta); break;
+    default: fnn_ukr_avx512_f32(k, a, b, c, ldc, alpha, beta); break;
+    }
+}
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f32_r1, 2, float, __m512, 16, 1, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f32_r2, 2, float, __m512, 16, 2, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f32_r3, 2, float, __m512, 16, 3, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f32_r4, 2, float, __m512, 16, 4, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f32_r5, 2, float, __m512, 16, 5, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f32_r6, 2, float, __m512, 16, 6, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f32_r7, 2, float, __m512, 16, 7, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
+FNN_TARGET_AVX512 void fnn_ukri_avx512_rows_f32(int rows, int64_t k, PACKED_A_F32, INDIRECT_B_F32, float *FNN_RESTRICT c, int64_t ldc,
+        float alpha, float beta)
+{
+    switch (rows) {
+    case 1: fnn_ukri_avx512_f32_r1(k, a, brow, boff, c, ldc, alpha, beta); break;
+    case 2: fnn_ukri_avx512_f32_r2(k, a, brow, boff, c, ldc, alpha, beta); break;
+    case 3: fnn_ukri_avx512_f32_r3(k, a, brow, boff, c, ldc, alpha, beta); break;
+    case 4: fnn_ukri_avx512_f32_r4(k, a, brow, boff, c, ldc, alpha, beta); break;
+    case 5: fnn_ukri_avx512_f32_r5(k, a, brow, boff, c, ldc, alpha, beta); break;
+    case 6: fnn_ukri_avx512_f32_r6(k, a, brow, boff, c, ldc, alpha, beta); break;
+    case 7: fnn_ukri_avx512_f32_r7(k, a, brow, boff, c, ldc, alpha, beta); break;
+    default: fnn_ukri_avx512_f32(k, a, brow, boff, c, ldc, alpha, beta); break;
+    }
+}
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f32_r1, 2, float, __m512, 16, 1, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f32_r2, 2, float, __m512, 16, 2, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f32_r3, 2, float, __m512, 16, 3, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f32_r4, 2, float, __m512, 16, 4, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f32_r5, 2, float, __m512, 16, 5, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f32_r6, 2, float, __m512, 16, 6, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f32_r7, 2, float, __m512, 16, 7, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
+                INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
+FNN_TARGET_AVX512 void fnn_ukra_avx512_rows_f32(int rows, int64_t k, INDIRECT_A_F32, PACKED_B_F32, float *FNN_RESTRICT c, int64_t ldc,
+        float alpha, float beta)
+{
+    switch (rows) {
+    case 1: fnn_ukra_avx512_f32_r1(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    case 2: fnn_ukra_avx512_f32_r2(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    case 3: fnn_ukra_avx512_f32_r3(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    case 4: fnn_ukra_avx512_f32_r4(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    case 5: fnn_ukra_avx512_f32_r5(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    case 6: fnn_ukra_avx512_f32_r6(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    case 7: fnn_ukra_avx512_f32_r7(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    default: fnn_ukra_avx512_f32(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    }
+}
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f64_r1, 2, double, __m512d, 8, 1, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f64_r2, 2, double, __m512d, 8, 2, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f64_r3, 2, double, __m512d, 8, 3, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f64_r4, 2, double, __m512d, 8, 4, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f64_r5, 2, double, __m512d, 8, 5, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f64_r6, 2, double, __m512d, 8, 6, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
+DEFINE_AVX512_UKR(fnn_ukr_avx512_f64_r7, 2, double, __m512d, 8, 7, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
+FNN_TARGET_AVX512 void fnn_ukr_avx512_rows_f64(int rows, int64_t k, PACKED_A_F64, PACKED_B_F64, double *FNN_RESTRICT c, int64_t ldc,
+        double alpha, double beta)
+{
+    switch (rows) {
+    case 1: fnn_ukr_avx512_f64_r1(k, a, b, c, ldc, alpha, beta); break;
+    case 2: fnn_ukr_avx512_f64_r2(k, a, b, c, ldc, alpha, beta); break;
+    case 3: fnn_ukr_avx512_f64_r3(k, a, b, c, ldc, alpha, beta); break;
+    case 4: fnn_ukr_avx512_f64_r4(k, a, b, c, ldc, alpha, beta); break;
+    case 5: fnn_ukr_avx512_f64_r5(k, a, b, c, ldc, alpha, beta); break;
+    case 6: fnn_ukr_avx512_f64_r6(k, a, b, c, ldc, alpha, beta); break;
+    case 7: fnn_ukr_avx512_f64_r7(k, a, b, c, ldc, alpha, beta); break;
+    default: fnn_ukr_avx512_f64(k, a, b, c, ldc, alpha, beta); break;
+    }
+}
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f64_r1, 2, double, __m512d, 8, 1, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f64_r2, 2, double, __m512d, 8, 2, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f64_r3, 2, double, __m512d, 8, 3, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f64_r4, 2, double, __m512d, 8, 4, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f64_r5, 2, double, __m512d, 8, 5, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f64_r6, 2, double, __m512d, 8, 6, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
+DEFINE_AVX512_UKR(fnn_ukri_avx512_f64_r7, 2, double, __m512d, 8, 7, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
+FNN_TARGET_AVX512 void fnn_ukri_avx512_rows_f64(int rows, int64_t k, PACKED_A_F64, INDIRECT_B_F64, double *FNN_RESTRICT c, int64_t ldc,
+        double alpha, double beta)
+{
+    switch (rows) {
+    case 1: fnn_ukri_avx512_f64_r1(k, a, brow, boff, c, ldc, alpha, beta); break;
+    case 2: fnn_ukri_avx512_f64_r2(k, a, brow, boff, c, ldc, alpha, beta); break;
+    case 3: fnn_ukri_avx512_f64_r3(k, a, brow, boff, c, ldc, alpha, beta); break;
+    case 4: fnn_ukri_avx512_f64_r4(k, a, brow, boff, c, ldc, alpha, beta); break;
+    case 5: fnn_ukri_avx512_f64_r5(k, a, brow, boff, c, ldc, alpha, beta); break;
+    case 6: fnn_ukri_avx512_f64_r6(k, a, brow, boff, c, ldc, alpha, beta); break;
+    case 7: fnn_ukri_avx512_f64_r7(k, a, brow, boff, c, ldc, alpha, beta); break;
+    default: fnn_ukri_avx512_f64(k, a, brow, boff, c, ldc, alpha, beta); break;
+    }
+}
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f64_r1, 2, double, __m512d, 8, 1, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f64_r2, 2, double, __m512d, 8, 2, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f64_r3, 2, double, __m512d, 8, 3, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f64_r4, 2, double, __m512d, 8, 4, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f64_r5, 2, double, __m512d, 8, 5, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f64_r6, 2, double, __m512d, 8, 6, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
+DEFINE_AVX512_UKR(fnn_ukra_avx512_f64_r7, 2, double, __m512d, 8, 7, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
+                INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
+FNN_TARGET_AVX512 void fnn_ukra_avx512_rows_f64(int rows, int64_t k, INDIRECT_A_F64, PACKED_B_F64, double *FNN_RESTRICT c, int64_t ldc,
+        double alpha, double beta)
+{
+    switch (rows) {
+    case 1: fnn_ukra_avx512_f64_r1(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    case 2: fnn_ukra_avx512_f64_r2(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    case 3: fnn_ukra_avx512_f64_r3(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    case 4: fnn_ukra_avx512_f64_r4(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    case 5: fnn_ukra_avx512_f64_r5(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    case 6: fnn_ukra_avx512_f64_r6(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    case 7: fnn_ukra_avx512_f64_r7(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    default: fnn_ukra_avx512_f64(k, arow, aoff, b, c, ldc, alpha, beta); break;
+    }
+}
 #endif

@@ -115,6 +115,14 @@ void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float *y, int64_t *am, 
                                          int64_t oh, int64_t ow);
 void fnn_max_pool_2x2s2_plane_avx2_f32(const float *x, float *y, int64_t *am, int64_t W,
                                        int64_t oh, int64_t ow);
+/* its backward for rows [0, 2*oh) of a dx plane; 0 when an argmax lies outside its
+ * 2x2 block (the plane is then partly written and must be redone) */
+int fnn_max_unpool_2x2s2_plane_avx512_f32(const float *g, const int64_t *am, float *dx, int64_t W,
+                                          int64_t oh, int64_t ow);
+int fnn_max_unpool_2x2s2_plane_avx512_f64(const double *g, const int64_t *am, double *dx, int64_t W,
+                                          int64_t oh, int64_t ow);
+int fnn_max_unpool_2x2s2_plane_avx2_f32(const float *g, const int64_t *am, float *dx, int64_t W,
+                                        int64_t oh, int64_t ow);
 
 /* ---- internal: threading helpers ---- */
 /* The ISA a kernel actually uses: ctx.isa, capped by what this build has. */

@@ -38,6 +38,27 @@ static int max_pool_plane_2x2s2_simd_f64(int isa, const double *x, double *y, in
     return 0;
 }
 
+/* The backward of 2x2 stride 2 in one pass (pool_simd.c): 1 when it wrote rows
+ * [0, 2*oh) of the plane, 0 when an argmax lay outside its block, -1 where there is
+ * no vector version worth running. The portable loop is the scatter: a scalar
+ * one-pass loop measured slower than memset + scatter (its stores stall), and so
+ * does the AVX2 one when a row has a long scalar tail (ow % 8 of ow). */
+static int max_unpool_plane_2x2s2_simd_f32(int isa, const float *g, const int64_t *a, float *d, int64_t W,
+                                           int64_t oh, int64_t ow)
+{
+    if (W > INT32_MAX / 2) return -1; /* the AVX-512 code compares block offsets in int32 */
+    if (isa >= FNN_ISA_AVX512) return fnn_max_unpool_2x2s2_plane_avx512_f32(g, a, d, W, oh, ow);
+    if (isa >= FNN_ISA_AVX2 && (ow % 8 == 0 || ow >= 24)) return fnn_max_unpool_2x2s2_plane_avx2_f32(g, a, d, W, oh, ow);
+    return -1;
+}
+
+static int max_unpool_plane_2x2s2_simd_f64(int isa, const double *g, const int64_t *a, double *d, int64_t W,
+                                           int64_t oh, int64_t ow)
+{
+    if (isa >= FNN_ISA_AVX512) return fnn_max_unpool_2x2s2_plane_avx512_f64(g, a, d, W, oh, ow);
+    return -1;
+}
+
 #define DEFINE_POOL(T, SFX)                                                                         \
     static void max_pool_plane_2x2s2_##SFX(const T *FNN_RESTRICT x, T *FNN_RESTRICT y,              \
                                            int64_t *FNN_RESTRICT am, int64_t W, int64_t oh,         \
@@ -108,14 +129,24 @@ static int max_pool_plane_2x2s2_simd_f64(int isa, const double *x, double *y, in
                                        int64_t ow)                                                  \
     {                                                                                               \
         const int64_t hw = H * W, ohw = oh * ow;                                                    \
+        /* The output size of 2x2 stride 2 unpadded (other windows can share it: the              \
+         * block check then sends their planes to the scatter). */                                  \
+        const int blocks = oh >= 1 && ow >= 1 && oh == H / 2 && ow == W / 2;                        \
+        const int isa = fnn_isa_of(ctx);                                                            \
         int64_t p;                                                                                  \
         (void)ctx;                                                                                  \
-        const int64_t par_work = planes * hw;                                                                     \
-        FNN_OMP_FOR                                                                                \
+        const int64_t par_work = planes * hw;                                                       \
+        FNN_OMP_FOR                                                                                 \
         for (p = 0; p < planes; p++) {                                                              \
             T *d = dx + p * hw;                                                                     \
             const T *g = dy + p * ohw;                                                              \
             const int64_t *a = argmax + p * ohw;                                                    \
+            if (blocks) {                                                                           \
+                if (max_unpool_plane_2x2s2_simd_##SFX(isa, g, a, d, W, oh, ow) > 0) {               \
+                    if (H > 2 * oh) memset(d + 2 * oh * W, 0, (size_t)((H - 2 * oh) * W) * sizeof(T)); \
+                    continue;                                                                       \
+                }                                                                                   \
+            }                                                                                       \
             memset(d, 0, (size_t)hw * sizeof(T));                                                   \
             for (int64_t i = 0; i < ohw; i++) {                                                     \
                 const int64_t k = a[i];                                                             \

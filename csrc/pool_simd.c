@@ -136,6 +136,152 @@ FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_plane_avx2_f32(const float *x, float *y,
     }
 }
 
+/* ---- backward of the same window: dx from (dy, argmax) in one pass ----
+ *
+ * Each output's argmax should lie in its own 2x2 block (offset 0, 1, W or W+1
+ * from the block's corner). The blocks are disjoint, so dx is dy (as 0 + dy,
+ * the scatter's rounding: -0.0 becomes +0.0) at the argmax and 0 elsewhere:
+ * both rows of a block row are written once, with no memset and no scatter.
+ * Columns [2*ow, W) of those rows are zeroed here; rows [2*oh, H) by the caller.
+ * Returns 0, having written part of the plane, when some argmax lies outside its
+ * block (a foreign argmax, or another window with the same output size): the
+ * caller then redoes the plane with the general scatter. W <= INT32_MAX / 2. */
+
+/* int32 lanes: 0,16,1,17,... (the low halves interleaved) and 8,24,9,25,... */
+#define FNN_INTERLEAVE_LO_32 _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23)
+#define FNN_INTERLEAVE_HI_32 _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31)
+
+FNN_TARGET_AVX512 int fnn_max_unpool_2x2s2_plane_avx512_f32(const float *g, const int64_t *am, float *dx,
+                                                            int64_t W, int64_t oh, int64_t ow)
+{
+    const __m512i ilo = FNN_INTERLEAVE_LO_32, ihi = FNN_INTERLEAVE_HI_32;
+    const __m512i lane2 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i c1 = _mm512_set1_epi32(1), cW = _mm512_set1_epi32((int)W), cW1 = _mm512_set1_epi32((int)W + 1);
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t oy = 0; oy < oh; oy++) {
+        const float *go = g + oy * ow;
+        const int64_t *ao = am + oy * ow;
+        float *d0 = dx + 2 * oy * W, *d1 = d0 + W;
+        for (int64_t ox = 0; ox < ow; ox += 16) {
+            const int64_t rem = ow - ox < 16 ? ow - ox : 16;
+            const __mmask16 in = (__mmask16)((1u << rem) - 1u);
+            const __mmask16 out_lo = rem >= 8 ? (__mmask16)0xFFFF : (__mmask16)((1u << (2 * rem)) - 1u);
+            const __mmask16 out_hi = rem > 8 ? (__mmask16)((1u << (2 * rem - 16)) - 1u) : (__mmask16)0;
+            const int64_t ix = 2 * ox;
+            const __m512 v = _mm512_add_ps(zero, _mm512_maskz_loadu_ps(in, go + ox));
+            const __m512i base = _mm512_add_epi64(_mm512_set1_epi64(2 * oy * W + ix), lane2);
+            const __m512i a0 = _mm512_maskz_loadu_epi64((__mmask8)(in & 0xFF), ao + ox);
+            const __m512i a1 = _mm512_maskz_loadu_epi64((__mmask8)(in >> 8), ao + ox + 8);
+            /* offsets in the block; saturated to int32, so a far-off index never aliases */
+            const __m256i k0 = _mm512_cvtsepi64_epi32(_mm512_sub_epi64(a0, base));
+            const __m256i k1 = _mm512_cvtsepi64_epi32(
+                _mm512_sub_epi64(a1, _mm512_add_epi64(base, _mm512_set1_epi64(16))));
+            const __m512i k = _mm512_inserti64x4(_mm512_castsi256_si512(k0), k1, 1);
+            const __mmask16 m0 = _mm512_cmpeq_epi32_mask(k, _mm512_setzero_si512()),
+                            m1 = _mm512_cmpeq_epi32_mask(k, c1), m2 = _mm512_cmpeq_epi32_mask(k, cW),
+                            m3 = _mm512_cmpeq_epi32_mask(k, cW1);
+            if ((__mmask16)((m0 | m1 | m2 | m3) & in) != in) return 0;
+            const __m512 e0 = _mm512_maskz_mov_ps(m0, v), o0 = _mm512_maskz_mov_ps(m1, v);
+            const __m512 e1 = _mm512_maskz_mov_ps(m2, v), o1 = _mm512_maskz_mov_ps(m3, v);
+            _mm512_mask_storeu_ps(d0 + ix, out_lo, _mm512_permutex2var_ps(e0, ilo, o0));
+            _mm512_mask_storeu_ps(d0 + ix + 16, out_hi, _mm512_permutex2var_ps(e0, ihi, o0));
+            _mm512_mask_storeu_ps(d1 + ix, out_lo, _mm512_permutex2var_ps(e1, ilo, o1));
+            _mm512_mask_storeu_ps(d1 + ix + 16, out_hi, _mm512_permutex2var_ps(e1, ihi, o1));
+        }
+        for (int64_t c = 2 * ow; c < W; c++) d0[c] = 0.0f, d1[c] = 0.0f;
+    }
+    return 1;
+}
+
+FNN_TARGET_AVX512 int fnn_max_unpool_2x2s2_plane_avx512_f64(const double *g, const int64_t *am, double *dx,
+                                                            int64_t W, int64_t oh, int64_t ow)
+{
+    const __m512i ilo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), ihi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    const __m512i lane2 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i c1 = _mm512_set1_epi64(1), cW = _mm512_set1_epi64(W), cW1 = _mm512_set1_epi64(W + 1);
+    const __m512d zero = _mm512_setzero_pd();
+    for (int64_t oy = 0; oy < oh; oy++) {
+        const double *go = g + oy * ow;
+        const int64_t *ao = am + oy * ow;
+        double *d0 = dx + 2 * oy * W, *d1 = d0 + W;
+        for (int64_t ox = 0; ox < ow; ox += 8) {
+            const int64_t rem = ow - ox < 8 ? ow - ox : 8;
+            const __mmask8 in = (__mmask8)((1u << rem) - 1u);
+            const __mmask8 out_lo = rem >= 4 ? (__mmask8)0xFF : (__mmask8)((1u << (2 * rem)) - 1u);
+            const __mmask8 out_hi = rem > 4 ? (__mmask8)((1u << (2 * rem - 8)) - 1u) : (__mmask8)0;
+            const int64_t ix = 2 * ox;
+            const __m512d v = _mm512_add_pd(zero, _mm512_maskz_loadu_pd(in, go + ox));
+            const __m512i base = _mm512_add_epi64(_mm512_set1_epi64(2 * oy * W + ix), lane2);
+            const __m512i k = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(in, ao + ox), base);
+            const __mmask8 m0 = _mm512_cmpeq_epi64_mask(k, _mm512_setzero_si512()),
+                           m1 = _mm512_cmpeq_epi64_mask(k, c1), m2 = _mm512_cmpeq_epi64_mask(k, cW),
+                           m3 = _mm512_cmpeq_epi64_mask(k, cW1);
+            if ((__mmask8)((m0 | m1 | m2 | m3) & in) != in) return 0;
+            const __m512d e0 = _mm512_maskz_mov_pd(m0, v), o0 = _mm512_maskz_mov_pd(m1, v);
+            const __m512d e1 = _mm512_maskz_mov_pd(m2, v), o1 = _mm512_maskz_mov_pd(m3, v);
+            _mm512_mask_storeu_pd(d0 + ix, out_lo, _mm512_permutex2var_pd(e0, ilo, o0));
+            _mm512_mask_storeu_pd(d0 + ix + 8, out_hi, _mm512_permutex2var_pd(e0, ihi, o0));
+            _mm512_mask_storeu_pd(d1 + ix, out_lo, _mm512_permutex2var_pd(e1, ilo, o1));
+            _mm512_mask_storeu_pd(d1 + ix + 8, out_hi, _mm512_permutex2var_pd(e1, ihi, o1));
+        }
+        for (int64_t c = 2 * ow; c < W; c++) d0[c] = 0.0, d1[c] = 0.0;
+    }
+    return 1;
+}
+
+/* AVX2, float32: 8 outputs at a time; the offset checks in int64. */
+FNN_TARGET_AVX2 int fnn_max_unpool_2x2s2_plane_avx2_f32(const float *g, const int64_t *am, float *dx,
+                                                        int64_t W, int64_t oh, int64_t ow)
+{
+    const __m256i lane2 = _mm256_setr_epi64x(0, 2, 4, 6), eight = _mm256_set1_epi64x(8);
+    const __m256i c1 = _mm256_set1_epi64x(1), cW = _mm256_set1_epi64x(W), cW1 = _mm256_set1_epi64x(W + 1);
+    const __m256i low_dwords = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    const __m256 zero = _mm256_setzero_ps();
+    for (int64_t oy = 0; oy < oh; oy++) {
+        const float *go = g + oy * ow;
+        const int64_t *ao = am + oy * ow;
+        float *d0 = dx + 2 * oy * W, *d1 = d0 + W;
+        int64_t ox = 0;
+        for (; ox + 8 <= ow; ox += 8) {
+            const int64_t ix = 2 * ox;
+            const __m256 v = _mm256_add_ps(zero, _mm256_loadu_ps(go + ox));
+            const __m256i a0 = _mm256_loadu_si256((const __m256i *)(ao + ox));
+            const __m256i a1 = _mm256_loadu_si256((const __m256i *)(ao + ox + 4));
+            const __m256i base = _mm256_add_epi64(_mm256_set1_epi64x(2 * oy * W + ix), lane2);
+            const __m256i k0 = _mm256_sub_epi64(a0, base), k1 = _mm256_sub_epi64(a1, _mm256_add_epi64(base, eight));
+            /* 64-bit lane masks -> 32-bit lane masks, lanes 0-3 from k0 and 4-7 from k1 */
+#define FNN_EQ32(c) _mm256_blend_epi32(                                                  \
+                _mm256_permutevar8x32_epi32(_mm256_cmpeq_epi64(k0, c), low_dwords),     \
+                _mm256_permutevar8x32_epi32(_mm256_cmpeq_epi64(k1, c), low_dwords), 0xF0)
+            const __m256i m0 = FNN_EQ32(_mm256_setzero_si256()), m1 = FNN_EQ32(c1), m2 = FNN_EQ32(cW),
+                          m3 = FNN_EQ32(cW1);
+#undef FNN_EQ32
+            const int ok = _mm256_movemask_ps(_mm256_castsi256_ps(
+                _mm256_or_si256(_mm256_or_si256(m0, m1), _mm256_or_si256(m2, m3))));
+            if (ok != 0xFF) return 0;
+            const __m256 e0 = _mm256_and_ps(_mm256_castsi256_ps(m0), v), o0 = _mm256_and_ps(_mm256_castsi256_ps(m1), v);
+            const __m256 e1 = _mm256_and_ps(_mm256_castsi256_ps(m2), v), o1 = _mm256_and_ps(_mm256_castsi256_ps(m3), v);
+            const __m256 l0 = _mm256_unpacklo_ps(e0, o0), h0 = _mm256_unpackhi_ps(e0, o0);
+            const __m256 l1 = _mm256_unpacklo_ps(e1, o1), h1 = _mm256_unpackhi_ps(e1, o1);
+            _mm256_storeu_ps(d0 + ix, _mm256_permute2f128_ps(l0, h0, 0x20));
+            _mm256_storeu_ps(d0 + ix + 8, _mm256_permute2f128_ps(l0, h0, 0x31));
+            _mm256_storeu_ps(d1 + ix, _mm256_permute2f128_ps(l1, h1, 0x20));
+            _mm256_storeu_ps(d1 + ix + 8, _mm256_permute2f128_ps(l1, h1, 0x31));
+        }
+        /* the tail: masked stores are slow on some CPUs; zero, then one store per block */
+        for (int64_t c = 2 * ox; c < W; c++) d0[c] = 0.0f, d1[c] = 0.0f;
+        int64_t bad = 0;
+        for (; ox < ow; ox++) {
+            const int64_t k = ao[ox] - (2 * oy * W + 2 * ox);
+            const int64_t ok = ((uint64_t)k <= 1) | ((uint64_t)(k - W) <= 1); /* k in {0, 1, W, W+1} */
+            bad |= ok ^ 1;
+            d0[2 * ox + (k & -ok)] = 0.0f + go[ox];
+        }
+        if (bad) return 0;
+    }
+    return 1;
+}
+
 #else
 
 void fnn_max_pool_2x2s2_plane_avx2_f32(const float *x, float *y, int64_t *am, int64_t W, int64_t oh,
@@ -145,5 +291,17 @@ void fnn_max_pool_2x2s2_plane_avx2_f32(const float *x, float *y, int64_t *am, in
 void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float *y, int64_t *am, int64_t W, int64_t oh,
                                          int64_t ow)
 { (void)x; (void)y; (void)am; (void)W; (void)oh; (void)ow; }
+
+int fnn_max_unpool_2x2s2_plane_avx512_f32(const float *g, const int64_t *am, float *dx, int64_t W,
+                                          int64_t oh, int64_t ow)
+{ (void)g; (void)am; (void)dx; (void)W; (void)oh; (void)ow; return 0; }
+
+int fnn_max_unpool_2x2s2_plane_avx512_f64(const double *g, const int64_t *am, double *dx, int64_t W,
+                                          int64_t oh, int64_t ow)
+{ (void)g; (void)am; (void)dx; (void)W; (void)oh; (void)ow; return 0; }
+
+int fnn_max_unpool_2x2s2_plane_avx2_f32(const float *g, const int64_t *am, float *dx, int64_t W,
+                                        int64_t oh, int64_t ow)
+{ (void)g; (void)am; (void)dx; (void)W; (void)oh; (void)ow; return 0; }
 
 #endif

@@ -395,6 +395,62 @@ def test_max_pool_ties_nan_and_padding(dtype, isa):
             np.testing.assert_array_equal(got, want)
 
 
+# (N, C, H, W): the 2x2 stride-2 backward writes dx in one pass when every argmax lies in
+# its own block; odd H/W leave a last row/column no window covers; ow 1..33 exercises
+# full vectors, tails and the AVX2 length rule
+UNPOOL_SHAPES = [(0, 2, 4, 4), (1, 1, 2, 2), (1, 1, 3, 3), (2, 3, 5, 7), (3, 2, 24, 24), (2, 2, 28, 29),
+                 (1, 2, 9, 33), (1, 1, 2, 35), (2, 1, 7, 48), (1, 2, 66, 67)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", UNPOOL_SHAPES, ids=str)
+def test_max_pool_2x2s2_backward_bit_identical(shape, dtype, isa):
+    rng = np.random.default_rng(5)
+    x = _randn(rng, shape, dtype)
+    x[..., ::3, ::2] = np.round(x[..., ::3, ::2])  # ties
+    x[..., 1::5, 1::4] = np.nan
+    _, am = ref.max_pool2d(x, 2, 2, (2, 2), (0, 0))
+    dy = _randn(rng, am.shape, dtype)
+    dy.reshape(-1)[::5] = -0.0  # 0 + -0.0 is +0.0 in the reference's scatter
+    dy.reshape(-1)[1::7] = np.nan
+    dy.reshape(-1)[2::11] = np.inf
+    # the forward's argmax; a foreign one (any index in the plane: must scatter, adding
+    # where indices repeat); one from 3x3 stride 2 pad 1, which has the same output size
+    # on even planes, and one with a single index outside its block
+    foreign = rng.integers(0, shape[2] * shape[3], am.shape) if am.size else am
+    cases = [(am, 2, 2, (2, 2), (0, 0)), (foreign, 2, 2, (2, 2), (0, 0))]
+    if am.size:
+        off = am.copy()
+        off.reshape(-1)[-1] = 0 if off.reshape(-1)[-1] != 0 else shape[3] * shape[2] - 1
+        cases.append((off, 2, 2, (2, 2), (0, 0)))
+    if shape[2] % 2 == 0 and shape[3] % 2 == 0:
+        _, am3 = ref.max_pool2d(x, 3, 3, (2, 2), (1, 1))
+        cases.append((am3, 3, 3, (2, 2), (1, 1)))
+    for a, fh, fw, s, p in cases:
+        want = ref.max_pool2d_backward(dy, a, shape, fh, fw, s, p)
+        for threads in (1, 2, 3):
+            with configured(isa=isa, threads=threads):
+                got = K.max_pool2d_backward(dy, a, shape, fh, fw, s, p)
+            assert got.dtype == dtype and got.shape == want.shape
+            assert got.tobytes() == want.tobytes(), (fh, s, p, threads)  # -0.0 and NaNs included
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_2x2s2_backward_through_ops_non_contiguous(dtype, isa):
+    from fastnn import ops
+    rng = np.random.default_rng(9)
+    x = _randn(rng, (3, 4, 13, 18), dtype)
+    with configured(isa=isa):
+        y, am = ops.max_pool2d(x[:, ::2], 2, 2, stride=2)
+        dy = _randn(rng, (y.shape[0], y.shape[1], y.shape[2], 2 * y.shape[3]), dtype)[..., ::2]
+        am_f = np.asfortranarray(am)
+        got = ops.max_pool2d_backward(dy, am_f, (3, 2, 13, 18), 2, 2, 2, 0)
+    want = ref.max_pool2d_backward(np.ascontiguousarray(dy), am, (3, 2, 13, 18), 2, 2, (2, 2), (0, 0))
+    assert got.tobytes() == want.tobytes()
+
+
 # ---------------------------------------------------------------------------
 # Optimizer kernels against the book's formulas (common/optimizer.py), with L2
 # weight decay and L1 added to the gradient first.

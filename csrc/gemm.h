@@ -155,33 +155,20 @@ void fnn_ukrh_avx512_f64(int64_t k, const double *a, const double *b, double *c,
 #endif
 
 /* Bottom-edge variants: the first `rows` (1 <= rows <= MR) rows of the tile only,
- * same arguments otherwise (rows == MR is the full kernel). Only rows < MR of C
- * are written. */
+ * same arguments otherwise (rows >= MR runs the full kernel). Only those rows of
+ * C are written. */
+#define FNN_DECLARE_ROWS_UKR(ISA, T, SFX)                                                                       \
+    void fnn_ukr_##ISA##_rows_##SFX(int rows, int64_t k, const T *a, const T *b, T *c, int64_t ldc, T alpha,   \
+                                    T beta);                                                                  \
+    void fnn_ukri_##ISA##_rows_##SFX(int rows, int64_t k, const T *a, const T *const *brow, int64_t boff, T *c, \
+                                     int64_t ldc, T alpha, T beta);                                           \
+    void fnn_ukra_##ISA##_rows_##SFX(int rows, int64_t k, const T *const *arow, int64_t aoff, const T *b, T *c, \
+                                     int64_t ldc, T alpha, T beta);
 #if FNN_X86_SIMD
-void fnn_ukr_avx2_rows_f32(int rows, int64_t k, const float *a, const float *b, float *c, int64_t ldc, float alpha,
-                          float beta);
-void fnn_ukri_avx2_rows_f32(int rows, int64_t k, const float *a, const float *const *brow, int64_t boff, float *c,
-                           int64_t ldc, float alpha, float beta);
-void fnn_ukra_avx2_rows_f32(int rows, int64_t k, const float *const *arow, int64_t aoff, const float *b, float *c,
-                           int64_t ldc, float alpha, float beta);
-void fnn_ukr_avx2_rows_f64(int rows, int64_t k, const double *a, const double *b, double *c, int64_t ldc, double alpha,
-                          double beta);
-void fnn_ukri_avx2_rows_f64(int rows, int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
-                           int64_t ldc, double alpha, double beta);
-void fnn_ukra_avx2_rows_f64(int rows, int64_t k, const double *const *arow, int64_t aoff, const double *b, double *c,
-                           int64_t ldc, double alpha, double beta);
-void fnn_ukr_avx512_rows_f32(int rows, int64_t k, const float *a, const float *b, float *c, int64_t ldc, float alpha,
-                          float beta);
-void fnn_ukri_avx512_rows_f32(int rows, int64_t k, const float *a, const float *const *brow, int64_t boff, float *c,
-                           int64_t ldc, float alpha, float beta);
-void fnn_ukra_avx512_rows_f32(int rows, int64_t k, const float *const *arow, int64_t aoff, const float *b, float *c,
-                           int64_t ldc, float alpha, float beta);
-void fnn_ukr_avx512_rows_f64(int rows, int64_t k, const double *a, const double *b, double *c, int64_t ldc, double alpha,
-                          double beta);
-void fnn_ukri_avx512_rows_f64(int rows, int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
-                           int64_t ldc, double alpha, double beta);
-void fnn_ukra_avx512_rows_f64(int rows, int64_t k, const double *const *arow, int64_t aoff, const double *b, double *c,
-                           int64_t ldc, double alpha, double beta);
+FNN_DECLARE_ROWS_UKR(avx2, float, f32)
+FNN_DECLARE_ROWS_UKR(avx2, double, f64)
+FNN_DECLARE_ROWS_UKR(avx512, float, f32)
+FNN_DECLARE_ROWS_UKR(avx512, double, f64)
 #endif
 
 /* Indirect-B microkernels: row p of the B micro-panel is brow[p] + boff (NR

@@ -7,12 +7,13 @@
  * 64-byte aligned), and B "indirect" (row p at brow[p] + boff, unaligned), which
  * lets a stride-1 convolution read B straight from the padded image. */
 #include "gemm.h"
+#include "gemm_ukernel_common.h"
 
 #if FNN_X86_SIMD
 #include <immintrin.h>
 
 #define DEFINE_AVX512_UKR(NAME, NV, T, VT, VL, MR, SET1, FMA, MUL, LOADB, LOADU, STOREU, SETZERO, APARAMS, AVAL, BPARAMS, BROW) \
-    FNN_TARGET_AVX512 void NAME(int64_t k, APARAMS, BPARAMS, T *FNN_RESTRICT c, int64_t ldc,  \
+    FNN_TARGET_AVX512 void NAME(int64_t k, APARAMS(), BPARAMS(), T *FNN_RESTRICT c, int64_t ldc,  \
                                 T alpha, T beta)                                                             \
     {                                                                                                        \
         VT acc0[MR], acc1[MR];                                                                               \
@@ -49,218 +50,57 @@
         }                                                                                                    \
     }
 
-#define PACKED_A_F32 const float *FNN_RESTRICT a
-#define PACKED_A_F64 const double *FNN_RESTRICT a
-#define INDIRECT_A_F32 const float *const *FNN_RESTRICT arow, int64_t aoff
-#define INDIRECT_A_F64 const double *const *FNN_RESTRICT arow, int64_t aoff
 #define AVAL_PACKED_S(i, p) a[(p) * FNN_AVX512_MR_F32 + (i)]
 #define AVAL_PACKED_D(i, p) a[(p) * FNN_AVX512_MR_F64 + (i)]
-#define AVAL_INDIRECT(i, p) arow[i][aoff + (p)]
-#define PACKED_B_F32 const float *FNN_RESTRICT b
-#define PACKED_B_F64 const double *FNN_RESTRICT b
-#define INDIRECT_B_F32 const float *const *FNN_RESTRICT brow, int64_t boff
-#define INDIRECT_B_F64 const double *const *FNN_RESTRICT brow, int64_t boff
 #define ROW_PACKED_S(p) (b + (p) * 32)
 #define ROW_PACKED_D(p) (b + (p) * 16)
-#define ROW_INDIRECT(p) (brow[p] + boff)
 
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f32, 2, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
-                  _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                  PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f64, 2, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
-                  _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                  PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f32, 2, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
-                  _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                  PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f64, 2, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
-                  _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                  PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f32, 2, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
-                  _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                  INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f64, 2, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
-                  _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                  INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
+/* MR = 8: the rows switch also has these */
+#define ROWS_SWITCH_MORE_CASES(BASE, SFX, CALL) \
+    case 6: BASE##_r6_##SFX CALL; break; \
+    case 7: BASE##_r7_##SFX CALL; break;
+
+/* The intrinsics of each dtype, after MR in DEFINE_AVX512_UKR (B loaded aligned
+ * from a packed panel, unaligned from an image row). */
+#define OPS_F32(LOADB) _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, LOADB, _mm512_loadu_ps, _mm512_storeu_ps, \
+                       _mm512_setzero_ps
+#define OPS_F64(LOADB) _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, LOADB, _mm512_loadu_pd, _mm512_storeu_pd, \
+                       _mm512_setzero_pd
+#define PACKED_F32 OPS_F32(_mm512_load_ps), PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S
+#define PACKED_F64 OPS_F64(_mm512_load_pd), PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D
+#define IND_B_F32 OPS_F32(_mm512_loadu_ps), PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT
+#define IND_B_F64 OPS_F64(_mm512_loadu_pd), PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT
+#define IND_A_F32 OPS_F32(_mm512_load_ps), INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S
+#define IND_A_F64 OPS_F64(_mm512_load_pd), INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D
+
+/* One kernel family (BASE_SFX, e.g. fnn_ukr_avx512_f32): the full 8-row kernel
+ * and, for bottom-edge tiles, BASE_rows_SFX(rows, ...), a switch over bodies
+ * compiled for 1-7 rows (same packed layout), so a product with M = 25 or a
+ * convolution with 30 filters does not pay for the zero rows of its last panel. */
+#define DEFINE_AVX512_FAMILY(BASE, SFX, T, VT, VL, KIND, SIG, CALL)                                                 \
+    DEFINE_AVX512_UKR(BASE##_##SFX, 2, T, VT, VL, 8, KIND)                                                      \
+    DEFINE_AVX512_UKR(BASE##_r1_##SFX, 2, T, VT, VL, 1, KIND)                                                   \
+    DEFINE_AVX512_UKR(BASE##_r2_##SFX, 2, T, VT, VL, 2, KIND)                                                   \
+    DEFINE_AVX512_UKR(BASE##_r3_##SFX, 2, T, VT, VL, 3, KIND)                                                   \
+    DEFINE_AVX512_UKR(BASE##_r4_##SFX, 2, T, VT, VL, 4, KIND)                                                   \
+    DEFINE_AVX512_UKR(BASE##_r5_##SFX, 2, T, VT, VL, 5, KIND)                                                   \
+    DEFINE_AVX512_UKR(BASE##_r6_##SFX, 2, T, VT, VL, 6, KIND)                                                   \
+    DEFINE_AVX512_UKR(BASE##_r7_##SFX, 2, T, VT, VL, 7, KIND)                                                   \
+    DEFINE_ROWS_SWITCH(FNN_TARGET_AVX512, BASE, SFX, T, SIG, CALL)
+
+DEFINE_AVX512_FAMILY(fnn_ukr_avx512, f32, float, __m512, 16, PACKED_F32, SIG_PACKED_F32, CALL_PACKED)
+DEFINE_AVX512_FAMILY(fnn_ukr_avx512, f64, double, __m512d, 8, PACKED_F64, SIG_PACKED_F64, CALL_PACKED)
+DEFINE_AVX512_FAMILY(fnn_ukri_avx512, f32, float, __m512, 16, IND_B_F32, SIG_IND_B_F32, CALL_IND_B)
+DEFINE_AVX512_FAMILY(fnn_ukri_avx512, f64, double, __m512d, 8, IND_B_F64, SIG_IND_B_F64, CALL_IND_B)
+DEFINE_AVX512_FAMILY(fnn_ukra_avx512, f32, float, __m512, 16, IND_A_F32, SIG_IND_A_F32, CALL_IND_A)
+DEFINE_AVX512_FAMILY(fnn_ukra_avx512, f64, double, __m512d, 8, IND_A_F64, SIG_IND_A_F64, CALL_IND_A)
+
+/* a kernel from a KIND list (expanded into the macro's arguments first) */
+#define DEFINE_AVX512_UKR_OF(...) DEFINE_AVX512_UKR(__VA_ARGS__)
+
 /* Half-width tiles (8 x 16 float32, 8 x 8 float64) on the same packed panels:
  * the driver's right-edge tiles of at most NR/2 columns, so a product with
  * N = 100 does not pay a full 32-wide tile for its last 4 columns. */
-DEFINE_AVX512_UKR(fnn_ukrh_avx512_f32, 1, float, __m512, 16, FNN_AVX512_MR_F32, _mm512_set1_ps, _mm512_fmadd_ps,
-                  _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                  PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukrh_avx512_f64, 1, double, __m512d, 8, FNN_AVX512_MR_F64, _mm512_set1_pd, _mm512_fmadd_pd,
-                  _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                  PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
-
-/* Bottom-edge tiles: the same bodies with fewer rows (rows < MR), so a product
- * with M = 25 or a convolution with 30 filters does not pay for the zero rows
- * of its last micro-panel. The packed panels keep their MR-row layout. */
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f32_r1, 2, float, __m512, 16, 1, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f32_r2, 2, float, __m512, 16, 2, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f32_r3, 2, float, __m512, 16, 3, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f32_r4, 2, float, __m512, 16, 4, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f32_r5, 2, float, __m512, 16, 5, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f32_r6, 2, float, __m512, 16, 6, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f32_r7, 2, float, __m512, 16, 7, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                PACKED_A_F32, AVAL_PACKED_S, PACKED_B_F32, ROW_PACKED_S)
-FNN_TARGET_AVX512 void fnn_ukr_avx512_rows_f32(int rows, int64_t k, PACKED_A_F32, PACKED_B_F32, float *FNN_RESTRICT c, int64_t ldc,
-        float alpha, float beta)
-{
-    switch (rows) {
-    case 1: fnn_ukr_avx512_f32_r1(k, a, b, c, ldc, alpha, beta); break;
-    case 2: fnn_ukr_avx512_f32_r2(k, a, b, c, ldc, alpha, beta); break;
-    case 3: fnn_ukr_avx512_f32_r3(k, a, b, c, ldc, alpha, beta); break;
-    case 4: fnn_ukr_avx512_f32_r4(k, a, b, c, ldc, alpha, beta); break;
-    case 5: fnn_ukr_avx512_f32_r5(k, a, b, c, ldc, alpha, beta); break;
-    case 6: fnn_ukr_avx512_f32_r6(k, a, b, c, ldc, alpha, beta); break;
-    case 7: fnn_ukr_avx512_f32_r7(k, a, b, c, ldc, alpha, beta); break;
-    default: fnn_ukr_avx512_f32(k, a, b, c, ldc, alpha, beta); break;
-    }
-}
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f32_r1, 2, float, __m512, 16, 1, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f32_r2, 2, float, __m512, 16, 2, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f32_r3, 2, float, __m512, 16, 3, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f32_r4, 2, float, __m512, 16, 4, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f32_r5, 2, float, __m512, 16, 5, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f32_r6, 2, float, __m512, 16, 6, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f32_r7, 2, float, __m512, 16, 7, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                PACKED_A_F32, AVAL_PACKED_S, INDIRECT_B_F32, ROW_INDIRECT)
-FNN_TARGET_AVX512 void fnn_ukri_avx512_rows_f32(int rows, int64_t k, PACKED_A_F32, INDIRECT_B_F32, float *FNN_RESTRICT c, int64_t ldc,
-        float alpha, float beta)
-{
-    switch (rows) {
-    case 1: fnn_ukri_avx512_f32_r1(k, a, brow, boff, c, ldc, alpha, beta); break;
-    case 2: fnn_ukri_avx512_f32_r2(k, a, brow, boff, c, ldc, alpha, beta); break;
-    case 3: fnn_ukri_avx512_f32_r3(k, a, brow, boff, c, ldc, alpha, beta); break;
-    case 4: fnn_ukri_avx512_f32_r4(k, a, brow, boff, c, ldc, alpha, beta); break;
-    case 5: fnn_ukri_avx512_f32_r5(k, a, brow, boff, c, ldc, alpha, beta); break;
-    case 6: fnn_ukri_avx512_f32_r6(k, a, brow, boff, c, ldc, alpha, beta); break;
-    case 7: fnn_ukri_avx512_f32_r7(k, a, brow, boff, c, ldc, alpha, beta); break;
-    default: fnn_ukri_avx512_f32(k, a, brow, boff, c, ldc, alpha, beta); break;
-    }
-}
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f32_r1, 2, float, __m512, 16, 1, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f32_r2, 2, float, __m512, 16, 2, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f32_r3, 2, float, __m512, 16, 3, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f32_r4, 2, float, __m512, 16, 4, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f32_r5, 2, float, __m512, 16, 5, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f32_r6, 2, float, __m512, 16, 6, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f32_r7, 2, float, __m512, 16, 7, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps,
-                INDIRECT_A_F32, AVAL_INDIRECT, PACKED_B_F32, ROW_PACKED_S)
-FNN_TARGET_AVX512 void fnn_ukra_avx512_rows_f32(int rows, int64_t k, INDIRECT_A_F32, PACKED_B_F32, float *FNN_RESTRICT c, int64_t ldc,
-        float alpha, float beta)
-{
-    switch (rows) {
-    case 1: fnn_ukra_avx512_f32_r1(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    case 2: fnn_ukra_avx512_f32_r2(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    case 3: fnn_ukra_avx512_f32_r3(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    case 4: fnn_ukra_avx512_f32_r4(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    case 5: fnn_ukra_avx512_f32_r5(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    case 6: fnn_ukra_avx512_f32_r6(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    case 7: fnn_ukra_avx512_f32_r7(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    default: fnn_ukra_avx512_f32(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    }
-}
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f64_r1, 2, double, __m512d, 8, 1, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f64_r2, 2, double, __m512d, 8, 2, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f64_r3, 2, double, __m512d, 8, 3, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f64_r4, 2, double, __m512d, 8, 4, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f64_r5, 2, double, __m512d, 8, 5, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f64_r6, 2, double, __m512d, 8, 6, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
-DEFINE_AVX512_UKR(fnn_ukr_avx512_f64_r7, 2, double, __m512d, 8, 7, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                PACKED_A_F64, AVAL_PACKED_D, PACKED_B_F64, ROW_PACKED_D)
-FNN_TARGET_AVX512 void fnn_ukr_avx512_rows_f64(int rows, int64_t k, PACKED_A_F64, PACKED_B_F64, double *FNN_RESTRICT c, int64_t ldc,
-        double alpha, double beta)
-{
-    switch (rows) {
-    case 1: fnn_ukr_avx512_f64_r1(k, a, b, c, ldc, alpha, beta); break;
-    case 2: fnn_ukr_avx512_f64_r2(k, a, b, c, ldc, alpha, beta); break;
-    case 3: fnn_ukr_avx512_f64_r3(k, a, b, c, ldc, alpha, beta); break;
-    case 4: fnn_ukr_avx512_f64_r4(k, a, b, c, ldc, alpha, beta); break;
-    case 5: fnn_ukr_avx512_f64_r5(k, a, b, c, ldc, alpha, beta); break;
-    case 6: fnn_ukr_avx512_f64_r6(k, a, b, c, ldc, alpha, beta); break;
-    case 7: fnn_ukr_avx512_f64_r7(k, a, b, c, ldc, alpha, beta); break;
-    default: fnn_ukr_avx512_f64(k, a, b, c, ldc, alpha, beta); break;
-    }
-}
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f64_r1, 2, double, __m512d, 8, 1, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f64_r2, 2, double, __m512d, 8, 2, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f64_r3, 2, double, __m512d, 8, 3, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f64_r4, 2, double, __m512d, 8, 4, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f64_r5, 2, double, __m512d, 8, 5, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f64_r6, 2, double, __m512d, 8, 6, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
-DEFINE_AVX512_UKR(fnn_ukri_avx512_f64_r7, 2, double, __m512d, 8, 7, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_loadu_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                PACKED_A_F64, AVAL_PACKED_D, INDIRECT_B_F64, ROW_INDIRECT)
-FNN_TARGET_AVX512 void fnn_ukri_avx512_rows_f64(int rows, int64_t k, PACKED_A_F64, INDIRECT_B_F64, double *FNN_RESTRICT c, int64_t ldc,
-        double alpha, double beta)
-{
-    switch (rows) {
-    case 1: fnn_ukri_avx512_f64_r1(k, a, brow, boff, c, ldc, alpha, beta); break;
-    case 2: fnn_ukri_avx512_f64_r2(k, a, brow, boff, c, ldc, alpha, beta); break;
-    case 3: fnn_ukri_avx512_f64_r3(k, a, brow, boff, c, ldc, alpha, beta); break;
-    case 4: fnn_ukri_avx512_f64_r4(k, a, brow, boff, c, ldc, alpha, beta); break;
-    case 5: fnn_ukri_avx512_f64_r5(k, a, brow, boff, c, ldc, alpha, beta); break;
-    case 6: fnn_ukri_avx512_f64_r6(k, a, brow, boff, c, ldc, alpha, beta); break;
-    case 7: fnn_ukri_avx512_f64_r7(k, a, brow, boff, c, ldc, alpha, beta); break;
-    default: fnn_ukri_avx512_f64(k, a, brow, boff, c, ldc, alpha, beta); break;
-    }
-}
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f64_r1, 2, double, __m512d, 8, 1, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f64_r2, 2, double, __m512d, 8, 2, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f64_r3, 2, double, __m512d, 8, 3, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f64_r4, 2, double, __m512d, 8, 4, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f64_r5, 2, double, __m512d, 8, 5, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f64_r6, 2, double, __m512d, 8, 6, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
-DEFINE_AVX512_UKR(fnn_ukra_avx512_f64_r7, 2, double, __m512d, 8, 7, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_load_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_setzero_pd,
-                INDIRECT_A_F64, AVAL_INDIRECT, PACKED_B_F64, ROW_PACKED_D)
-FNN_TARGET_AVX512 void fnn_ukra_avx512_rows_f64(int rows, int64_t k, INDIRECT_A_F64, PACKED_B_F64, double *FNN_RESTRICT c, int64_t ldc,
-        double alpha, double beta)
-{
-    switch (rows) {
-    case 1: fnn_ukra_avx512_f64_r1(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    case 2: fnn_ukra_avx512_f64_r2(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    case 3: fnn_ukra_avx512_f64_r3(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    case 4: fnn_ukra_avx512_f64_r4(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    case 5: fnn_ukra_avx512_f64_r5(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    case 6: fnn_ukra_avx512_f64_r6(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    case 7: fnn_ukra_avx512_f64_r7(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    default: fnn_ukra_avx512_f64(k, arow, aoff, b, c, ldc, alpha, beta); break;
-    }
-}
+DEFINE_AVX512_UKR_OF(fnn_ukrh_avx512_f32, 1, float, __m512, 16, 8, PACKED_F32)
+DEFINE_AVX512_UKR_OF(fnn_ukrh_avx512_f64, 1, double, __m512d, 8, 8, PACKED_F64)
 #endif

@@ -1,0 +1,48 @@
+/* What the AVX2 and AVX-512 microkernel files share: how each kernel variant
+ * takes its operands, and the bottom-edge dispatcher. Included by the
+ * gemm_ukernel_*.c files only. */
+#ifndef FASTNN_GEMM_UKERNEL_COMMON_H
+#define FASTNN_GEMM_UKERNEL_COMMON_H
+
+/* parameters: A packed or indirect (row i at arow[i] + aoff), B packed or
+ * indirect (row p at brow[p] + boff). Function-like, so that a list with a
+ * comma passes whole through the nested kernel macros. */
+#define PACKED_A_F32() const float *FNN_RESTRICT a
+#define PACKED_A_F64() const double *FNN_RESTRICT a
+#define INDIRECT_A_F32() const float *const *FNN_RESTRICT arow, int64_t aoff
+#define INDIRECT_A_F64() const double *const *FNN_RESTRICT arow, int64_t aoff
+#define AVAL_INDIRECT(i, p) arow[i][aoff + (p)]
+#define PACKED_B_F32() const float *FNN_RESTRICT b
+#define PACKED_B_F64() const double *FNN_RESTRICT b
+#define INDIRECT_B_F32() const float *const *FNN_RESTRICT brow, int64_t boff
+#define INDIRECT_B_F64() const double *const *FNN_RESTRICT brow, int64_t boff
+#define ROW_INDIRECT(p) (brow[p] + boff)
+
+/* each variant's operand parameters, and the arguments that pass them on */
+#define SIG_PACKED_F32() PACKED_A_F32(), PACKED_B_F32()
+#define SIG_PACKED_F64() PACKED_A_F64(), PACKED_B_F64()
+#define SIG_IND_B_F32() PACKED_A_F32(), INDIRECT_B_F32()
+#define SIG_IND_B_F64() PACKED_A_F64(), INDIRECT_B_F64()
+#define SIG_IND_A_F32() INDIRECT_A_F32(), PACKED_B_F32()
+#define SIG_IND_A_F64() INDIRECT_A_F64(), PACKED_B_F64()
+#define CALL_PACKED (k, a, b, c, ldc, alpha, beta)
+#define CALL_IND_B (k, a, brow, boff, c, ldc, alpha, beta)
+#define CALL_IND_A (k, arow, aoff, b, c, ldc, alpha, beta)
+
+/* BASE_rows_SFX(rows, ...): the tile's first `rows` rows through BASE_rK_SFX
+ * (bodies compiled for K rows); rows >= MR runs the full kernel BASE_SFX. */
+#define DEFINE_ROWS_SWITCH(TARGET, BASE, SFX, T, SIG, CALL)                                             \
+    TARGET void BASE##_rows_##SFX(int rows, int64_t k, SIG(), T *FNN_RESTRICT c, int64_t ldc, T alpha, T beta) \
+    {                                                                                                   \
+        switch (rows) {                                                                                 \
+        case 1: BASE##_r1_##SFX CALL; break;                                                            \
+        case 2: BASE##_r2_##SFX CALL; break;                                                            \
+        case 3: BASE##_r3_##SFX CALL; break;                                                            \
+        case 4: BASE##_r4_##SFX CALL; break;                                                            \
+        case 5: BASE##_r5_##SFX CALL; break;                                                            \
+        ROWS_SWITCH_MORE_CASES(BASE, SFX, CALL)                                                         \
+        default: BASE##_##SFX CALL; break;                                                              \
+        }                                                                                               \
+    }
+
+#endif /* FASTNN_GEMM_UKERNEL_COMMON_H */

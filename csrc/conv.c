@@ -17,6 +17,7 @@
 
 #include "activation.h"
 #include "gemm.h"
+#include "kernels.h"
 
 /* Batch-parallel when the per-image product is below this many multiply-adds
  * (or the batch is large enough to balance): intra-GEMM threading of small

@@ -19,6 +19,25 @@ int fnn_conv2d_f64(fnn_ctx ctx, const double *x, int64_t n, int64_t c, int64_t h
                    int64_t f, int64_t fh, int64_t fw, const double *bias, int64_t sh, int64_t sw, int64_t ph,
                    int64_t pw, int act, double act_alpha, double *y);
 
+/* A max pooling applied to the convolution's output planes: window ph x pw,
+ * stride sh x sw, padding padh x padw that never wins (as in fnn_max_pool2d). */
+typedef struct {
+    int64_t ph, pw, sh, sw, padh, padw;
+} fnn_pool_spec;
+
+/* (y, argmax) = max_pool2d(act(conv(x, wt) + bias)): y and argmax (N, F, poh,
+ * pow) as fnn_max_pool2d gives them for the convolution's output. On the direct
+ * (stride-1) path each output plane is pooled while it is in L1, so the
+ * convolution's output is never written to memory. */
+int fnn_conv2d_max_pool_f32(fnn_ctx ctx, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                            const float *wt, int64_t f, int64_t fh, int64_t fw, const float *bias, int64_t sh,
+                            int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha, const fnn_pool_spec *pool,
+                            float *y, int64_t *argmax);
+int fnn_conv2d_max_pool_f64(fnn_ctx ctx, const double *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                            const double *wt, int64_t f, int64_t fh, int64_t fw, const double *bias, int64_t sh,
+                            int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha, const fnn_pool_spec *pool,
+                            double *y, int64_t *argmax);
+
 /* Gradients from dy (of the pre-activation output): dw (F,C,fh,fw), db (F,),
  * and dx (N,C,H,W) unless dx is NULL. */
 int fnn_conv2d_backward_f32(fnn_ctx ctx, const float *dy, const float *x, int64_t n, int64_t c, int64_t h,

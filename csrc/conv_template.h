@@ -184,6 +184,8 @@ typedef struct {
     int act;
     double act_alpha;
     int isa;
+    const fnn_pool_spec *pool; /* pool each output plane (then amn is set), or NULL */
+    int64_t poh, pow_;         /* the pooled plane */
 } FN(direct_conv);
 
 
@@ -202,20 +204,22 @@ static void FN(build_xpad)(const FN(direct_conv) *d, const T *xn, T *xpad)
  * padded-width grid is the contiguous slice xpad + ci*hp*wp + i*wp + j, so the
  * microkernel reads B straight from the padded image (in L2); the wide result
  * (wp - ow garbage columns per output row) is compacted with the epilogue. */
-static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn)
+static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, int64_t *amn)
 {
     const int64_t plane = d->hp * d->wp;
     const int64_t xpad_elems = d->xpad_elems;
     T *xpad = (T *)fnn_scratch(FNN_SCRATCH_CONV_XPAD, (size_t)xpad_elems * sizeof(T));
     T *yw = (T *)fnn_scratch(FNN_SCRATCH_CONV_YW, (size_t)(d->f_alloc * d->ldy) * sizeof(T));
     const T **rows = (const T **)fnn_scratch(FNN_SCRATCH_CONV_ROWS, (size_t)d->ck * sizeof(T *));
-    if (!xpad || !yw || !rows)
+    T *pl = d->pool ? (T *)fnn_scratch(FNN_SCRATCH_CONV_PLANE, (size_t)(d->oh * d->ow) * sizeof(T)) : NULL;
+    if (!xpad || !yw || !rows || (d->pool && !pl))
         return -1;
     FN(build_xpad)(d, xn, xpad);
     for (int64_t k = 0; k < d->ck; k++) {
         const int64_t ci = k / (d->fh * d->fw), i = (k / d->fw) % d->fh, j = k % d->fw;
         rows[k] = xpad + ci * plane + i * d->wp + j;
     }
+    fnn_ctx one = {1, d->isa};
     /* one MR-row panel of filters at a time, compacted while its wide rows
      * (MR x ldy) are still in L1 */
     for (int64_t ir = 0; ir < d->f_alloc; ir += d->mr) {
@@ -232,9 +236,16 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn)
             }
         }
         for (int64_t fi = ir; fi < ir + d->mr && fi < d->f; fi++) {
-            FN(fnn_bias_act)(d->isa, yn + fi * d->oh * d->ow, d->ow, yw + fi * d->ldy, d->wp, NULL,
-                             d->bias ? d->bias + fi : NULL, 0, d->oh,
-                             d->ow, d->act, d->act_alpha);
+            /* the plane goes to y, or to an L1 buffer that is pooled into y */
+            T *dst = d->pool ? pl : yn + fi * d->oh * d->ow;
+            FN(fnn_bias_act)(d->isa, dst, d->ow, yw + fi * d->ldy, d->wp, NULL, d->bias ? d->bias + fi : NULL, 0,
+                             d->oh, d->ow, d->act, d->act_alpha);
+            if (d->pool) {
+                const fnn_pool_spec *q = d->pool;
+                const int64_t pp = d->poh * d->pow_;
+                FN(fnn_max_pool2d)(one, pl, yn + fi * pp, amn + fi * pp, 1, d->oh, d->ow, q->ph, q->pw, q->sh, q->sw,
+                                   q->padh, q->padw);
+            }
         }
     }
     return 0;
@@ -243,9 +254,10 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn)
 /* y (N, F, oh, ow) = act(conv(x, wt) + bias) for stride 1, batch-parallel. */
 static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt,
                                int64_t f, int64_t fh, int64_t fw, int64_t ph, int64_t pw, const T *bias, int act,
-                               double act_alpha, T *y)
+                               double act_alpha, const fnn_pool_spec *pool, T *y, int64_t *argmax)
 {
     FN(direct_conv) d;
+    d.pool = pool;
     d.c = c; d.h = h; d.w = w; d.f = f; d.fh = fh; d.fw = fw; d.ph = ph; d.pw = pw;
     d.hp = h + 2 * ph;
     d.wp = w + 2 * pw;
@@ -265,13 +277,15 @@ static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, in
     d.act = act;
     d.act_alpha = act_alpha;
     d.isa = ctx.isa;
+    d.poh = pool ? (d.oh + 2 * pool->padh - pool->ph) / pool->sh + 1 : 0;
+    d.pow_ = pool ? (d.ow + 2 * pool->padw - pool->pw) / pool->sw + 1 : 0;
     T *apack = (T *)fnn_scratch(FNN_SCRATCH_CONV_W, (size_t)(d.f_alloc * d.ck) * sizeof(T));
     if (!apack)
         return -1;
     fnn_matrix_src as = {wt, d.ck, 0, ctx.isa};
     FN(fnn_pack_matrix)(&as, 0, f, 0, d.ck, d.mr, apack);
     d.apack = apack;
-    const int64_t chw = c * h * w, fp = f * d.oh * d.ow;
+    const int64_t chw = c * h * w, fp = f * (pool ? d.poh * d.pow_ : d.oh * d.ow);
     int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
 #ifndef FASTNN_HAVE_OPENMP
     nth = 1;
@@ -281,7 +295,7 @@ static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, in
     int err = 0;
     if (nth <= 1) {
         for (int64_t i = 0; i < n && !err; i++)
-            err = FN(direct_conv_image)(&d, x + i * chw, y + i * fp);
+            err = FN(direct_conv_image)(&d, x + i * chw, y + i * fp, pool ? argmax + i * fp : NULL);
         return err ? -1 : 0;
     }
 #ifdef FASTNN_HAVE_OPENMP
@@ -290,7 +304,7 @@ static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, in
 #pragma omp parallel for num_threads(nth) schedule(dynamic, 1) reduction(| : err)
     for (int64_t i = 0; i < n; i++)
         if (!err)
-            err |= FN(direct_conv_image)(&d, x + i * chw, y + i * fp) != 0;
+            err |= FN(direct_conv_image)(&d, x + i * chw, y + i * fp, pool ? argmax + i * fp : NULL) != 0;
 #endif
     return err ? -1 : 0;
 }
@@ -533,7 +547,7 @@ int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
     int err = 0;
     if (FN(use_direct)(ctx, n, sh, sw, macs))
-        return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, ph, pw, bias, act, act_alpha, y);
+        return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, ph, pw, bias, act, act_alpha, NULL, y, NULL);
     if (!FN(use_batch_parallel)(nth, n, macs)) {
         for (int64_t i = 0; i < n && !err; i++)
             err = FN(conv_forward_image)(ctx, x + i * chw, &g, wt, f, &ep, y + i * fp);
@@ -552,6 +566,26 @@ int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int
     }
 #endif
     return err ? -1 : 0;
+}
+
+int FN(fnn_conv2d_max_pool)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt,
+                            int64_t f, int64_t fh, int64_t fw, const T *bias, int64_t sh, int64_t sw, int64_t ph,
+                            int64_t pw, int act, double act_alpha, const fnn_pool_spec *pool, T *y, int64_t *argmax)
+{
+    fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
+    const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
+    if (FN(use_direct)(ctx, n, sh, sw, macs))
+        return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, ph, pw, bias, act, act_alpha, pool, y, argmax);
+    /* elsewhere the two ops one after the other */
+    T *conv = (T *)malloc((size_t)(n * f * g.oh * g.ow) * sizeof(T) + 1);
+    if (!conv)
+        return -1;
+    int rc = FN(fnn_conv2d)(ctx, x, n, c, h, w, wt, f, fh, fw, bias, sh, sw, ph, pw, act, act_alpha, conv);
+    if (!rc)
+        FN(fnn_max_pool2d)(ctx, conv, y, argmax, n * f, g.oh, g.ow, pool->ph, pool->pw, pool->sh, pool->sw,
+                           pool->padh, pool->padw);
+    free(conv);
+    return rc;
 }
 
 /* ---- backward ---------------------------------------------------------- */
@@ -653,7 +687,7 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
                         wflip[((ci * f + fi) * fh + i) * fw + j] =
                             wt[((fi * c + ci) * fh + (fh - 1 - i)) * fw + (fw - 1 - j)];
         int rc = FN(direct_conv_run)(ctx, dy, n, f, g.oh, g.ow, wflip, c, fh, fw, fh - 1 - ph, fw - 1 - pw, NULL,
-                                     FNN_ACT_IDENTITY, 0.0, dx);
+                                     FNN_ACT_IDENTITY, 0.0, NULL, dx, NULL);
         free(wflip);
         if (rc)
             return -1;

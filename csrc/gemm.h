@@ -219,7 +219,8 @@ enum {
     FNN_SCRATCH_CONV_XPAD = 4, /* direct convolution: zero-padded image */
     FNN_SCRATCH_CONV_YW = 5,   /* direct convolution: wide output tile */
     FNN_SCRATCH_CONV_ROWS = 6, /* direct convolution: B row pointers */
-    FNN_SCRATCH_SLOTS = 7
+    FNN_SCRATCH_CONV_PLANE = 7, /* direct convolution + pooling: one output plane */
+    FNN_SCRATCH_SLOTS = 8
 };
 void *fnn_scratch(int slot, size_t bytes);
 

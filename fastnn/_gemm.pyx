@@ -37,6 +37,16 @@ cdef extern from "gemm.h" nogil:
     void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, int64_t *nc)
 
 cdef extern from "conv.h" nogil:
+    ctypedef struct fnn_pool_spec:
+        int64_t ph, pw, sh, sw, padh, padw
+    int fnn_conv2d_max_pool_f32(fnn_ctx ctx, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                                const float *wt, int64_t f, int64_t fh, int64_t fw, const float *bias,
+                                int64_t sh, int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha,
+                                const fnn_pool_spec *pool, float *y, int64_t *argmax)
+    int fnn_conv2d_max_pool_f64(fnn_ctx ctx, const double *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                                const double *wt, int64_t f, int64_t fh, int64_t fw, const double *bias,
+                                int64_t sh, int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha,
+                                const fnn_pool_spec *pool, double *y, int64_t *argmax)
     int fnn_conv2d_f32(fnn_ctx ctx, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
                        const float *wt, int64_t f, int64_t fh, int64_t fw, const float *bias,
                        int64_t sh, int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha, float *y)
@@ -261,6 +271,47 @@ def conv2d(x, W, b, stride, pad, activation, alpha):
     if rc != 0:
         raise MemoryError("conv2d: could not allocate scratch memory")
     return y
+
+
+def conv2d_max_pool2d(x, W, b, stride, pad, activation, alpha, pool_h, pool_w, pool_stride, pool_pad):
+    """(y, argmax) of max_pool2d(conv2d(x, ...)), each conv output plane pooled while it is in cache."""
+    cdef fnn_ctx ctx = current_ctx()
+    cdef int act = _act_code(activation)
+    cdef int64_t n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+    cdef int64_t f = W.shape[0], fh = W.shape[2], fw = W.shape[3]
+    cdef int64_t sh = stride[0], sw = stride[1], ph = pad[0], pw = pad[1]
+    cdef int64_t oh = (h + 2 * ph - fh) // sh + 1, ow = (w + 2 * pw - fw) // sw + 1
+    cdef fnn_pool_spec pool
+    pool.ph, pool.pw = pool_h, pool_w
+    pool.sh, pool.sw = pool_stride
+    pool.padh, pool.padw = pool_pad
+    cdef int64_t poh = (oh + 2 * pool.padh - pool.ph) // pool.sh + 1
+    cdef int64_t pow_ = (ow + 2 * pool.padw - pool.pw) // pool.sw + 1
+    y = np.empty((n, f, poh, pow_), dtype=x.dtype)
+    argmax = np.empty((n, f, poh, pow_), dtype=np.int64)
+    if n == 0:
+        return y, argmax
+    cdef int rc = 0
+    cdef double aa = alpha
+    cdef cnp.ndarray xa = x, wa = W, ya = y, ama = argmax, ba
+    cdef const void *bp = NULL
+    if b is not None:
+        ba = b
+        bp = cnp.PyArray_DATA(ba)
+    cdef const void *xp = cnp.PyArray_DATA(xa)
+    cdef const void *wp = cnp.PyArray_DATA(wa)
+    cdef void *yp = cnp.PyArray_DATA(ya)
+    cdef int64_t *ap = <int64_t *>cnp.PyArray_DATA(ama)
+    with nogil:
+        if cnp.PyArray_TYPE(xa) == cnp.NPY_FLOAT:
+            rc = fnn_conv2d_max_pool_f32(ctx, <const float *>xp, n, c, h, w, <const float *>wp, f, fh, fw,
+                                         <const float *>bp, sh, sw, ph, pw, act, aa, &pool, <float *>yp, ap)
+        else:
+            rc = fnn_conv2d_max_pool_f64(ctx, <const double *>xp, n, c, h, w, <const double *>wp, f, fh, fw,
+                                         <const double *>bp, sh, sw, ph, pw, act, aa, &pool, <double *>yp, ap)
+    if rc != 0:
+        raise MemoryError("conv2d_max_pool2d: could not allocate scratch memory")
+    return y, argmax
 
 
 def conv2d_backward(dy, x, W, stride, pad, need_dx):

@@ -252,6 +252,10 @@ def max_pool2d(x, ph, pw, stride, pad):
     return y, rows * w + cols
 
 
+def conv2d_max_pool2d(x, W, b, stride, pad, activation, alpha, pool_h, pool_w, pool_stride, pool_pad):
+    return max_pool2d(conv2d(x, W, b, stride, pad, activation, alpha), pool_h, pool_w, pool_stride, pool_pad)
+
+
 def max_pool2d_backward(dy, argmax, x_shape, ph, pw, stride, pad):
     n, c, h, w = x_shape
     dx = np.zeros(n * c * h * w, dtype=dy.dtype)

@@ -341,6 +341,15 @@ def _conv_relu(ops):
     return lambda x, W, b, pad: ops.relu(ops.conv2d(x, W, b, stride=1, pad=pad))
 
 
+def _conv_relu_pool(ops):
+    """conv2d, ReLU, 2x2 max pool -> (pooled, argmax): one op where ops has it (each conv
+    output plane pooled while in cache; the same numbers by contract)."""
+    if hasattr(ops, "conv2d_max_pool2d"):
+        return lambda x, W, b: ops.conv2d_max_pool2d(x, W, b, activation="relu", pool_h=2)
+    conv_relu = _conv_relu(ops)
+    return lambda x, W, b: ops.max_pool2d(conv_relu(x, W, b, 0), 2, 2, stride=2)
+
+
 def _sgd(ops):
     if hasattr(ops, "sgd_update"):
         return ops.sgd_update
@@ -371,13 +380,13 @@ def _simple_convnet_data(quick=False):
 def _simple_convnet_fastnn(ops, data):
     x, t = data["x"], data["t"]
     p = {k: v.copy() for k, v in data["params"].items()}   # this implementation's own parameters
-    conv_relu = _conv_relu(ops)
+    conv_relu_pool = _conv_relu_pool(ops)
     sgd = _sgd(ops)
     n = x.shape[0]
+    conv_shape = (n, 30, 24, 24)
 
     def step():
-        a1 = conv_relu(x, p["W1"], p["b1"], 0)                 # (100, 30, 24, 24)
-        p1, argmax = ops.max_pool2d(a1, 2, 2, stride=2)          # (100, 30, 12, 12)
+        p1, argmax = conv_relu_pool(x, p["W1"], p["b1"])         # (100, 30, 12, 12) of (100, 30, 24, 24)
         f = p1.reshape(n, -1)
         a2 = ops.linear(f, p["W2"], p["b2"], activation="relu")
         z = ops.linear(a2, p["W3"], p["b3"])
@@ -389,7 +398,7 @@ def _simple_convnet_fastnn(ops, data):
         # p1 is, so this equals relu_backward(max_pool2d_backward(df), a1), bit for
         # bit, on a quarter of the elements.
         dp1 = ops.relu_backward(df.reshape(p1.shape), p1)
-        dh1 = ops.max_pool2d_backward(dp1, argmax, a1.shape, 2, 2, 2, 0)
+        dh1 = ops.max_pool2d_backward(dp1, argmax, conv_shape, 2, 2, 2, 0)
         # The input gradient of the first layer is not needed (PyTorch skips it too).
         _, dW1, db1 = ops.conv2d_backward(dh1, x, p["W1"], stride=1, pad=0, need_dx=False)
         grads = {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "W3": dW3, "b3": db3}

@@ -20,7 +20,7 @@ __all__ = [
     "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "step", "identity",
     "relu_backward", "leaky_relu_backward", "elu_backward", "softplus_backward",
     "sigmoid_backward", "tanh_backward", "identity_backward", "activation", "activation_backward",
-    "im2col", "col2im", "conv2d", "conv2d_backward",
+    "im2col", "col2im", "conv2d", "conv2d_backward", "conv2d_max_pool2d",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "softmax", "log_softmax", "softmax_cross_entropy", "mean_squared_error",
     "sigmoid_binary_cross_entropy",
@@ -341,6 +341,27 @@ def max_pool2d(x, pool_h, pool_w=None, stride=None, pad=0):
     (ph, pw), stride, pad, out_shape = _pool_geometry(op, x.shape, pool_h, pool_w, stride, pad)
     V.check_size(op, "the output", out_shape + (ph * pw,), dtype.itemsize)
     return _backend().max_pool2d(x, ph, pw, stride, pad)
+
+
+def conv2d_max_pool2d(x, W, b=None, stride=1, pad=0, activation=None, alpha=None, pool_h=2, pool_w=None,
+                      pool_stride=None, pool_pad=0):
+    """(y, argmax) = max_pool2d(conv2d(x, W, b, stride, pad, activation, alpha), pool_h, pool_w,
+    pool_stride, pool_pad), the same numbers and indices (argmax indexes the convolution's
+    output planes, for max_pool2d_backward). Natively each output plane of a stride-1
+    convolution is pooled while it is in cache, so the full output is never written."""
+    op = "conv2d_max_pool2d"
+    dtype, arrs = V.float_arrays(op, optional=("b",), x=x, W=W, b=b)
+    x, W, b = arrs["x"], arrs["W"], arrs["b"]
+    stride, pad, oh, ow = _check_conv(op, x, W, b, stride, pad)
+    act = V.activation_name(op, activation)
+    alpha = V.activation_alpha(op, act, alpha, fused=True)
+    conv_shape = (x.shape[0], W.shape[0], oh, ow)
+    V.check_size(op, "the convolution's output", conv_shape, dtype.itemsize)
+    V.check_size(op, "the column matrix", (x.shape[0] * oh * ow, math.prod(W.shape[1:])), dtype.itemsize)
+    (ph, pw), pool_stride, pool_pad, out_shape = _pool_geometry(op, conv_shape, pool_h, pool_w, pool_stride,
+                                                                pool_pad)
+    V.check_size(op, "the output", out_shape + (ph * pw,), dtype.itemsize)
+    return _backend().conv2d_max_pool2d(x, W, b, stride, pad, act, alpha, ph, pw, pool_stride, pool_pad)
 
 
 def max_pool2d_backward(dy, argmax, x_shape, pool_h, pool_w=None, stride=None, pad=0):

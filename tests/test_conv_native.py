@@ -219,3 +219,33 @@ def test_nan_and_inf_propagate_like_the_reference(threads, rng):
         np.testing.assert_array_equal(np.isneginf(g), np.isneginf(r))
         fin = np.isfinite(r)
         np.testing.assert_allclose(g[fin], r[fin], rtol=1e-10, atol=1e-10)
+
+
+@requires_native
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_max_pool2d_fused_equals_separate_ops(isa, threads, dtype):
+    # batches large enough for the direct (fused) path at every thread count, odd
+    # output sizes (the last row and column fall outside the 2x2 windows), filter
+    # counts that are not a multiple of any MR, NaN and ties in the input
+    from fastnn import ops
+    rng = np.random.default_rng(3)
+    for n, c, hw, f, k, pad in [(7, 1, 28, 30, 5, 0), (5, 3, 12, 13, 3, 1), (4, 2, 9, 5, 2, 0)]:
+        x = rng.standard_normal((n, c, hw, hw)).astype(dtype)
+        x[0, 0, 3, 3] = np.nan
+        x[-1, :, :4, :4] = 0.5  # ties
+        W = rng.standard_normal((f, c, k, k)).astype(dtype)
+        b = rng.standard_normal(f).astype(dtype)
+        with native_setting(isa, threads):
+            y, arg = ops.conv2d_max_pool2d(x, W, b, pad=pad, activation="relu")
+            conv = ops.conv2d(x, W, b, pad=pad, activation="relu")
+            want_y, want_arg = ops.max_pool2d(conv, 2, stride=2)
+            y3, arg3 = ops.conv2d_max_pool2d(x, W, b, pad=pad, activation="relu", pool_h=3, pool_stride=2,
+                                             pool_pad=1)
+            want_y3, want_arg3 = ops.max_pool2d(conv, 3, stride=2, pad=1)
+        np.testing.assert_array_equal(arg, want_arg)
+        np.testing.assert_array_equal(y, want_y)
+        np.testing.assert_array_equal(arg3, want_arg3)
+        np.testing.assert_array_equal(y3, want_y3)
+        assert np.isnan(y[0]).any()

@@ -442,6 +442,44 @@ def _conv_inputs(rng, g, dtype, layout):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @SETTINGS
+@given(g=conv_geometries(max_batch=3, max_hw=11), dtype=float_dtypes, layout=layouts, use_bias=st.booleans(),
+       act=st.sampled_from([None, "relu", "tanh"]), data=st.data(), seed=seeds)
+def test_conv2d_max_pool2d_is_conv_then_pool(backend, g, dtype, layout, use_bias, act, data, seed):
+    rng = np.random.default_rng(seed)
+    x, W, b, oh, ow = _conv_inputs(rng, g, dtype, layout)
+    b = b if use_bias else None
+    ph, pw = data.draw(st.integers(1, min(oh, 3))), data.draw(st.integers(1, min(ow, 3)))
+    pool_stride = data.draw(st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    pool_pad = (data.draw(st.integers(0, ph // 2)), data.draw(st.integers(0, pw // 2)))
+    if data.draw(st.booleans()) and x.size:
+        x = np.array(x)
+        x.flat[rng.integers(0, x.size)] = np.nan  # a NaN window wins, as in max_pool2d
+    kw = dict(stride=g["stride"], pad=g["pad"], activation=act)
+    pool = dict(pool_h=ph, pool_w=pw, pool_stride=pool_stride, pool_pad=pool_pad)
+    y, argmax = run_on(backend, F.conv2d_max_pool2d, x, W, b, **kw, **pool)
+    # the same backend's two ops one after the other: the same arithmetic, so equal
+    conv = run_on(backend, F.conv2d, x, W, b, **kw)
+    want_y, want_arg = run_on(backend, F.max_pool2d, conv, ph, pw, stride=pool_stride, pad=pool_pad)
+    assert y.dtype == dtype and argmax.dtype == np.int64
+    np.testing.assert_array_equal(argmax, want_arg)
+    np.testing.assert_array_equal(y, want_y)
+    if backend == "native":
+        ref_y, _ = run_on("numpy", F.conv2d_max_pool2d, x, W, b, **kw, **pool)
+        assert_close(y, ref_y, dtype, reduction=g["c"] * g["fh"] * g["fw"])
+
+
+def test_conv2d_max_pool2d_validation():
+    x, W = np.zeros((2, 1, 6, 6)), np.zeros((3, 1, 3, 3))
+    with pytest.raises(ValueError, match="conv2d_max_pool2d"):
+        F.conv2d_max_pool2d(x, W, pool_h=5)  # the 4x4 convolution output cannot hold a 5x5 window
+    with pytest.raises(ValueError, match="conv2d_max_pool2d"):
+        F.conv2d_max_pool2d(x, np.zeros((3, 2, 3, 3)))
+    with pytest.raises(TypeError, match="conv2d_max_pool2d"):
+        F.conv2d_max_pool2d(x.astype(np.int32), W)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
 @given(g=conv_geometries(), dtype=float_dtypes, layout=layouts, seed=seeds)
 def test_im2col_col2im(backend, g, dtype, layout, seed):
     rng = np.random.default_rng(seed)

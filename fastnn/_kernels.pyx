@@ -6,13 +6,16 @@
 # dtype (a fused float/double specialisation) with the GIL released. Arrays are
 # passed as flat typed memoryviews: the kernels take the shapes separately.
 from cython cimport floating
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 import numpy as np
 
+cimport numpy as cnp
 from fastnn._fastnn cimport fnn_ctx
 
 include "_ctx.pxi"
+
+cnp.import_array()
 
 cdef extern from "kernels.h" nogil:
     int FNN_OP_IDENTITY, FNN_OP_RELU, FNN_OP_LEAKY_RELU, FNN_OP_ELU, FNN_OP_SIGMOID
@@ -458,42 +461,42 @@ def log_softmax(x):
     return _softmax_any(x, True)
 
 
-cdef double _sce(fnn_ctx ctx, const floating[::1] z, const int64_t *labels, const floating[::1] probs,
-                 floating[::1] dz, int64_t N, int64_t K) noexcept nogil:
-    if floating is float:
-        return fnn_softmax_cross_entropy_f32(ctx, &z[0], labels, &probs[0] if labels == NULL else NULL,
-                                             &dz[0], N, K)
-    else:
-        return fnn_softmax_cross_entropy_f64(ctx, &z[0], labels, &probs[0] if labels == NULL else NULL,
-                                             &dz[0], N, K)
+def labels_in_range(cnp.ndarray labels, int64_t k):
+    """Whether every label of a C-contiguous int64 array lies in [0, k): the check
+    of fastnn._validate.int_labels, where a NumPy reduction would cost more than
+    the softmax cross-entropy of a small batch."""
+    cdef const int64_t *p = <const int64_t *>cnp.PyArray_DATA(labels)
+    cdef int64_t i, n = cnp.PyArray_SIZE(labels)
+    cdef bint ok = True
+    with nogil:
+        for i in range(n):
+            ok &= <uint64_t>p[i] < <uint64_t>k  # a negative label is a huge unsigned one
+    return ok
 
 
-def softmax_cross_entropy(logits, target):
+def softmax_cross_entropy(cnp.ndarray logits, cnp.ndarray target):
     cdef fnn_ctx ctx = current_ctx()
     cdef int64_t N = logits.shape[0], K = logits.shape[1]
-    dz = np.empty_like(logits)
+    cdef cnp.ndarray dz = cnp.PyArray_EMPTY(2, logits.shape, cnp.PyArray_TYPE(logits), 0)
     if N == 0:
         return float("nan"), dz
-    cdef const int64_t[::1] labels
-    cdef const int64_t *lp = NULL
-    cdef bint by_label = target.ndim == 1
-    if by_label:
-        labels = target
-        lp = &labels[0]
-        target = logits  # a placeholder for the unused probability rows
-    cdef const float[::1] z32, t32
-    cdef float[::1] d32
-    cdef const double[::1] z64, t64
-    cdef double[::1] d64
-    cdef double loss
-    if _is_f32(logits):
-        z32, t32, d32 = _flat(logits), _flat(target), _flat(dz)
-        with nogil:
-            loss = _sce(ctx, z32, lp, t32, d32, N, K)
+    cdef bint f32 = cnp.PyArray_TYPE(logits) == cnp.NPY_FLOAT32
+    cdef const int64_t *labels = NULL
+    cdef const void *probs = NULL
+    if cnp.PyArray_NDIM(target) == 1:
+        labels = <const int64_t *>cnp.PyArray_DATA(target)
     else:
-        z64, t64, d64 = _flat(logits), _flat(target), _flat(dz)
-        with nogil:
-            loss = _sce(ctx, z64, lp, t64, d64, N, K)
+        probs = cnp.PyArray_DATA(target)
+    cdef const void *z = cnp.PyArray_DATA(logits)
+    cdef void *d = cnp.PyArray_DATA(dz)
+    cdef double loss
+    with nogil:
+        if f32:
+            loss = fnn_softmax_cross_entropy_f32(ctx, <const float *>z, labels, <const float *>probs,
+                                                 <float *>d, N, K)
+        else:
+            loss = fnn_softmax_cross_entropy_f64(ctx, <const double *>z, labels, <const double *>probs,
+                                                 <double *>d, N, K)
     return loss, dz
 
 

@@ -67,6 +67,40 @@ static double row_exp_sum_f64(int isa, const double *x, double *e, int64_t n, do
     return s;
 }
 
+/* Rows per block of the AVX-512 softmax cross-entropy: the blocks are fixed, so
+ * the loss (block sums added in order) does not depend on the thread count. */
+#define SCE_BLOCK_ROWS ((int64_t)32)
+
+/* float32 rows against labels on AVX-512: the fused kernel of eltwise_simd.c.
+ * Returns 0 (nothing done) on other ISAs. */
+static int sce_labels_fast_f32(fnn_ctx ctx, const float *z, const int64_t *labels, float *dz, int64_t N,
+                               int64_t K, double *loss)
+{
+    const int64_t nblocks = (N + SCE_BLOCK_ROWS - 1) / SCE_BLOCK_ROWS;
+    const double inv_N = 1.0 / (double)N;
+    double part_small[16], *part = part_small, total = 0;
+    int64_t b;
+    if (fnn_isa_of(ctx) < FNN_ISA_AVX512) return 0;
+    if (nblocks > 16 && !(part = (double *)malloc((size_t)nblocks * sizeof(double)))) return 0;
+    const int64_t par_work = N * K;
+    FNN_OMP_FOR
+    for (b = 0; b < nblocks; b++) {
+        const int64_t lo = b * SCE_BLOCK_ROWS, rows = N - lo < SCE_BLOCK_ROWS ? N - lo : SCE_BLOCK_ROWS;
+        part[b] = fnn_sce_labels_avx512_f32(z + lo * K, labels + lo, dz + lo * K, rows, K, inv_N);
+    }
+    for (b = 0; b < nblocks; b++) total += part[b];
+    if (part != part_small) free(part);
+    *loss = total / (double)N;
+    return 1;
+}
+
+static int sce_labels_fast_f64(fnn_ctx ctx, const double *z, const int64_t *labels, double *dz, int64_t N,
+                               int64_t K, double *loss)
+{
+    (void)ctx; (void)z; (void)labels; (void)dz; (void)N; (void)K; (void)loss;
+    return 0;
+}
+
 #define DEFINE_LOSS(T, SFX, LOG, LOG1P, EXP)                                                                    \
     void fnn_softmax_##SFX(fnn_ctx ctx, const T *x, T *y, int64_t R, int64_t K)                     \
     {                                                                                               \
@@ -108,6 +142,7 @@ static double row_exp_sum_f64(int isa, const double *x, double *e, int64_t n, do
         double *row_loss, total = 0;                                                                \
         int64_t r;                                                                                  \
         if (N <= 0 || K <= 0) return NAN;                                                           \
+        if (labels && sce_labels_fast_##SFX(ctx, z, labels, dz, N, K, &total)) return total;       \
         row_loss = (double *)malloc((size_t)N * sizeof(double));                                    \
         if (!row_loss) return NAN;                                                                  \
         const int64_t par_work = N * K;                                                                           \

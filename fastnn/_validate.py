@@ -18,6 +18,14 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 _INT64_MAX = np.iinfo(np.int64).max
 
+try:
+    from fastnn._kernels import labels_in_range as _labels_in_range
+except Exception:  # noqa: BLE001 - no native extension: the same check in NumPy
+    def _labels_in_range(labels, k):
+        # Seen as unsigned, a negative label (or a uint64 one past int64, wrapped
+        # negative by the cast to int64) is larger than any k: one reduction.
+        return labels.view(np.uint64).max() < k
+
 
 def _physical_memory_bytes():
     try:
@@ -214,12 +222,11 @@ def int_labels(op, target, n, k):
                         f"got a 1-D target of dtype {target.dtype}")
     if target.shape != (n,):
         raise ValueError(f"{op}: expected labels of shape ({n},) for logits ({n}, {k}), got {target.shape}")
-    if n:
-        lo, hi = target.min(), target.max()
-        if lo < 0 or hi >= k:
-            raise ValueError(f"{op}: labels must lie in [0, {k}) for logits of shape ({n}, {k}), "
-                             f"got values in [{lo}, {hi}]")
-    return np.ascontiguousarray(target, dtype=np.int64)
+    labels = np.ascontiguousarray(target, dtype=np.int64)
+    if n and not _labels_in_range(labels, k):
+        raise ValueError(f"{op}: labels must lie in [0, {k}) for logits of shape ({n}, {k}), "
+                         f"got values in [{target.min()}, {target.max()}]")
+    return labels
 
 
 def writeable_float_array(op, name, value, shape=None):

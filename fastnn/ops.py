@@ -447,14 +447,16 @@ def softmax_cross_entropy(logits, target):
     in [0, K) or float rows (N, K) (one-hot or probabilities)."""
     op = "softmax_cross_entropy"
     logits = V.as_float_array(op, "logits", logits)
-    V.check_ndim(op, "logits", logits, 2, " (N, K)")
+    if logits.ndim != 2:
+        V.check_ndim(op, "logits", logits, 2, " (N, K)")
     n, k = logits.shape
     if k < 1:
         raise ValueError(f"{op}: expected at least one class, got logits of shape {logits.shape}")
-    try:
-        target = np.asarray(target)
-    except Exception as exc:  # noqa: BLE001
-        raise TypeError(f"{op}: could not convert target to an array ({exc})") from None
+    if type(target) is not np.ndarray:
+        try:
+            target = np.asarray(target)
+        except Exception as exc:  # noqa: BLE001
+            raise TypeError(f"{op}: could not convert target to an array ({exc})") from None
     if target.ndim == 1:
         labels = V.int_labels(op, target, n, k)
         return _backend().softmax_cross_entropy(np.ascontiguousarray(logits), labels)

@@ -194,6 +194,16 @@ def gen_conv2d(draw):
     return dict(x=x, W=W, b=b, stride=stride, pad=pad, activation=act, alpha=alpha), c * fh * fw + 1
 
 
+def gen_conv2d_max_pool2d(draw):
+    kwargs, reduction = gen_conv2d(draw)
+    # pool windows up to one more than the convolution's output (ValueError on both backends)
+    ph = draw(st.integers(1, 4))
+    pw = draw(st.one_of(st.none(), st.integers(1, 4)))
+    pool_stride = draw(st.one_of(st.none(), st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    pool_pad = draw(st.integers(0, ph // 2))
+    return dict(kwargs, pool_h=ph, pool_w=pw, pool_stride=pool_stride, pool_pad=pool_pad), reduction
+
+
 def gen_conv2d_backward(draw):
     n, c, h, w, fh, fw, stride, pad, oh, ow = _conv_geometry(draw)
     f = draw(st.sampled_from([1, 2, 5]))
@@ -354,6 +364,7 @@ GENERATORS = {
     "col2im": gen_col2im,
     "conv2d": gen_conv2d,
     "conv2d_backward": gen_conv2d_backward,
+    "conv2d_max_pool2d": gen_conv2d_max_pool2d,
     "max_pool2d": gen_max_pool2d,
     "max_pool2d_backward": gen_max_pool2d_backward,
     "avg_pool2d": gen_avg_pool2d,
@@ -503,7 +514,7 @@ def test_op_fuzz(backend, name, data):
         dtype = expected_dtype(kwargs)
         for i, out in enumerate(got[1]):
             if isinstance(out, np.ndarray):
-                want = np.int64 if (name == "max_pool2d" and i == 1) else dtype
+                want = np.int64 if (name in ("max_pool2d", "conv2d_max_pool2d") and i == 1) else dtype
                 assert out.dtype == want, (name, i, out.dtype, want)
                 assert out.flags.c_contiguous, (name, i)
                 for v in kwargs.values():

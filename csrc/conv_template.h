@@ -243,8 +243,8 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, i
             if (d->pool) {
                 const fnn_pool_spec *q = d->pool;
                 const int64_t pp = d->poh * d->pow_;
-                FN(fnn_max_pool2d)(one, pl, yn + fi * pp, amn + fi * pp, 1, d->oh, d->ow, q->ph, q->pw, q->sh, q->sw,
-                                   q->padh, q->padw);
+                FN(fnn_max_pool2d_plane)(fnn_isa_of(one), pl, yn + fi * pp, amn + fi * pp, d->oh, d->ow, q->ph, q->pw,
+                                         q->sh, q->sw, q->padh, q->padw);
             }
         }
     }

@@ -84,44 +84,48 @@ static int max_unpool_plane_2x2s2_simd_f64(int isa, const double *g, const int64
         }                                                                                           \
     }                                                                                               \
                                                                                                     \
+    /* one (H, W) plane: y and am (oh, ow) */                                                    \
+    void fnn_max_pool2d_plane_##SFX(int isa, const T *xp, T *yp, int64_t *ap, int64_t H, int64_t W,  \
+                                    int64_t ph, int64_t pw, int64_t sh, int64_t sw, int64_t padh,   \
+                                    int64_t padw)                                                   \
+    {                                                                                               \
+        const int64_t oh = (H + 2 * padh - ph) / sh + 1, ow = (W + 2 * padw - pw) / sw + 1;         \
+        if (ph == 2 && pw == 2 && sh == 2 && sw == 2 && padh == 0 && padw == 0) {                   \
+            if (!max_pool_plane_2x2s2_simd_##SFX(isa, xp, yp, ap, W, oh, ow))                       \
+                max_pool_plane_2x2s2_##SFX(xp, yp, ap, W, oh, ow);                                  \
+            return;                                                                                 \
+        }                                                                                           \
+        for (int64_t oy = 0; oy < oh; oy++) {                                                       \
+            const int64_t y0 = oy * sh - padh;                                                      \
+            const int64_t ys = y0 < 0 ? 0 : y0, ye = y0 + ph > H ? H : y0 + ph;                     \
+            for (int64_t ox = 0; ox < ow; ox++) {                                                   \
+                const int64_t x0 = ox * sw - padw;                                                  \
+                const int64_t xs = x0 < 0 ? 0 : x0, xe = x0 + pw > W ? W : x0 + pw;                 \
+                int64_t bi = ys * W + xs;                                                           \
+                T b = xp[bi];                                                                       \
+                for (int64_t iy = ys; iy < ye; iy++)                                                \
+                    for (int64_t ix = xs; ix < xe; ix++) {                                          \
+                        const T v = xp[iy * W + ix];                                                \
+                        if (MAX_WINS(v, b)) { b = v; bi = iy * W + ix; }                            \
+                    }                                                                               \
+                yp[oy * ow + ox] = b;                                                               \
+                ap[oy * ow + ox] = bi;                                                              \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
     void fnn_max_pool2d_##SFX(fnn_ctx ctx, const T *x, T *y, int64_t *argmax, int64_t planes,       \
                               int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t sh,             \
                               int64_t sw, int64_t padh, int64_t padw)                               \
     {                                                                                               \
         const int64_t oh = (H + 2 * padh - ph) / sh + 1, ow = (W + 2 * padw - pw) / sw + 1;         \
-        const int fast = ph == 2 && pw == 2 && sh == 2 && sw == 2 && padh == 0 && padw == 0;        \
         const int isa = fnn_isa_of(ctx);                                                            \
         int64_t p;                                                                                  \
-        (void)ctx;                                                                                  \
-        const int64_t par_work = planes * H * W;                                                                  \
-        FNN_OMP_FOR                                                                                \
-        for (p = 0; p < planes; p++) {                                                              \
-            const T *xp = x + p * H * W;                                                            \
-            T *yp = y + p * oh * ow;                                                                \
-            int64_t *ap = argmax + p * oh * ow;                                                     \
-            if (fast) {                                                                             \
-                if (!max_pool_plane_2x2s2_simd_##SFX(isa, xp, yp, ap, W, oh, ow))                    \
-                    max_pool_plane_2x2s2_##SFX(xp, yp, ap, W, oh, ow);                              \
-                continue;                                                                           \
-            }                                                                                       \
-            for (int64_t oy = 0; oy < oh; oy++) {                                                   \
-                const int64_t y0 = oy * sh - padh;                                                  \
-                const int64_t ys = y0 < 0 ? 0 : y0, ye = y0 + ph > H ? H : y0 + ph;                 \
-                for (int64_t ox = 0; ox < ow; ox++) {                                               \
-                    const int64_t x0 = ox * sw - padw;                                              \
-                    const int64_t xs = x0 < 0 ? 0 : x0, xe = x0 + pw > W ? W : x0 + pw;             \
-                    int64_t bi = ys * W + xs;                                                       \
-                    T b = xp[bi];                                                                   \
-                    for (int64_t iy = ys; iy < ye; iy++)                                            \
-                        for (int64_t ix = xs; ix < xe; ix++) {                                      \
-                            const T v = xp[iy * W + ix];                                            \
-                            if (MAX_WINS(v, b)) { b = v; bi = iy * W + ix; }                        \
-                        }                                                                           \
-                    yp[oy * ow + ox] = b;                                                           \
-                    ap[oy * ow + ox] = bi;                                                          \
-                }                                                                                   \
-            }                                                                                       \
-        }                                                                                           \
+        const int64_t par_work = planes * H * W;                                                    \
+        FNN_OMP_FOR                                                                                 \
+        for (p = 0; p < planes; p++)                                                                \
+            fnn_max_pool2d_plane_##SFX(isa, x + p * H * W, y + p * oh * ow, argmax + p * oh * ow,   \
+                                       H, W, ph, pw, sh, sw, padh, padw);                           \
     }                                                                                               \
                                                                                                     \
     void fnn_max_pool2d_backward_##SFX(fnn_ctx ctx, const T *dy, const int64_t *argmax, T *dx,      \

@@ -398,12 +398,47 @@ static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, FN(
 static int FN(conv_dgrad_image)(fnn_ctx ctx, const T *dyn, const T *wt, const fnn_conv_geom *g, int64_t f, T *dxn,
                                 int scratch_slot);
 
+/* dy given as the gradient of a max pooling of the convolution's output:
+ * dp and argmax (N, F, poh, pow) as fnn_max_pool2d_backward takes them */
+typedef struct {
+    const T *dp;
+    const int64_t *argmax;
+    int64_t poh, pow_;
+} FN(pooled_grad);
+
+/* Image i of the direct backward: its dW^T and db partials (beta = 0: the
+ * first image of a group), and dx_i when dxi is set. With pg, dy_i is first
+ * un-pooled into a per-thread buffer (L2), so the full dy never exists. */
+static int FN(direct_backward_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, FN(ukra_rows_fn) ukr_rows,
+                                     fnn_ctx one, const T *xi, const T *dyi, const FN(pooled_grad) *pg, int64_t i,
+                                     int64_t ck_alloc, int64_t ldw, T beta, T *dwt, T *dbt, const T *wt,
+                                     const fnn_conv_geom *g, T *dxi)
+{
+    const T *dyn = dyi;
+    if (pg) {
+        const int64_t plane = d->oh * d->ow, pp = pg->poh * pg->pow_;
+        T *buf = (T *)fnn_scratch(FNN_SCRATCH_CONV_DY, (size_t)(d->f * plane) * sizeof(T));
+        if (!buf)
+            return -1;
+        for (int64_t fi = 0; fi < d->f; fi++)
+            FN(fnn_max_pool2d_backward_plane)(fnn_isa_of(one), pg->dp + (i * d->f + fi) * pp,
+                                              pg->argmax + (i * d->f + fi) * pp, buf + fi * plane, d->oh, d->ow,
+                                              pg->poh, pg->pow_);
+        dyn = buf;
+    }
+    int err = FN(direct_wgrad_image)(d, ukr, ukr_rows, xi, dyn, ck_alloc, ldw, beta, dwt, dbt);
+    if (!err && dxi)
+        err = FN(conv_dgrad_image)(one, dyn, wt, g, d->f, dxi, FNN_SCRATCH_CONV_DCOL);
+    return err;
+}
+
 /* dw (F x CK) and db for stride 1, batch-parallel: per-thread dW^T partials,
  * then a fixed-order sum and transpose. With dx set, also the data gradient by
- * col2im (conv_dgrad_image), image by image while that image's dy is in cache. */
-static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
-                                int64_t f, int64_t fh, int64_t fw, int64_t ph, int64_t pw, T *dw, T *db,
-                                const T *wt, const fnn_conv_geom *g, T *dx)
+ * col2im (conv_dgrad_image), image by image while that image's dy is in cache.
+ * dy, or pg (then dy is NULL). */
+static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) *pg, const T *x, int64_t n,
+                                int64_t c, int64_t h, int64_t w, int64_t f, int64_t fh, int64_t fw, int64_t ph,
+                                int64_t pw, T *dw, T *db, const T *wt, const fnn_conv_geom *g, T *dx)
 {
     FN(direct_conv) d;
     memset(&d, 0, sizeof(d));
@@ -434,12 +469,12 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n,
         if (!dwt)
             return -1;
         T *dbt = dwt + ck_alloc * ldw;
-        for (int64_t i = 0; i < n && !err; i++) {
-            err = FN(direct_wgrad_image)(&d, ukr, ukr_rows, x + i * chw, dy + i * fp, ck_alloc, ldw, i == 0 ? (T)0 : (T)1, dwt,
-                                         dbt);
-            if (!err && dx)
-                err = FN(conv_dgrad_image)(ctx, dy + i * fp, wt, g, f, dx + i * chw, FNN_SCRATCH_CONV_DCOL);
-        }
+        fnn_ctx one = ctx;
+        one.nthreads = 1;
+        for (int64_t i = 0; i < n && !err; i++)
+            err = FN(direct_backward_image)(&d, ukr, ukr_rows, one, x + i * chw, dy ? dy + i * fp : NULL, pg, i,
+                                            ck_alloc, ldw, i == 0 ? (T)0 : (T)1, dwt, dbt, wt, g,
+                                            dx ? dx + i * chw : NULL);
         if (err)
             return -1;
         for (int64_t fi = 0; fi < f; fi++) {
@@ -471,13 +506,11 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const T *x, int64_t n,
 #pragma omp for schedule(dynamic, 1)
         for (int64_t gi = 0; gi < groups; gi++) {
             const int64_t i0 = n * gi / groups, i1 = n * (gi + 1) / groups;
-            for (int64_t i = i0; i < i1 && !err; i++) {
-                err |= FN(direct_wgrad_image)(&d, ukr, ukr_rows, x + i * chw, dy + i * fp, ck_alloc, ldw,
-                                              i == i0 ? (T)0 : (T)1, parts + (size_t)gi * part,
-                                              parts + (size_t)gi * part + ck_alloc * ldw) != 0;
-                if (!err && dx)
-                    err |= FN(conv_dgrad_image)(one, dy + i * fp, wt, g, f, dx + i * chw, FNN_SCRATCH_CONV_DCOL) != 0;
-            }
+            for (int64_t i = i0; i < i1 && !err; i++)
+                err |= FN(direct_backward_image)(&d, ukr, ukr_rows, one, x + i * chw, dy ? dy + i * fp : NULL, pg,
+                                                 i, ck_alloc, ldw, i == i0 ? (T)0 : (T)1, parts + (size_t)gi * part,
+                                                 parts + (size_t)gi * part + ck_alloc * ldw, wt, g,
+                                                 dx ? dx + i * chw : NULL) != 0;
         }
         /* implicit barrier; then rows of dw split over the threads */
 #pragma omp for schedule(static)
@@ -652,6 +685,17 @@ static void FN(conv_bias_grad)(const T *dy, int64_t n, int64_t f, int64_t p, T *
     }
 }
 
+/* Stride 1: dx as the direct convolution of dy with the flipped filters (below),
+ * when the padding allows it, C feeds the microkernel's rows and the filters are
+ * finite (the inserted zeros multiply them). */
+static int FN(direct_dgrad_ok)(fnn_ctx ctx, int64_t n, const fnn_conv_geom *g, int64_t f, const T *wt, double macs)
+{
+    int mr, nr;
+    fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
+    return FN(use_direct)(ctx, n, g->sh, g->sw, macs) && g->ph <= g->fh - 1 && g->pw <= g->fw - 1 && g->c >= mr / 2 &&
+           FN(all_finite)(wt, f * g->c * g->fh * g->fw);
+}
+
 int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
                             const T *wt, int64_t f, int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t ph,
                             int64_t pw, T *dx, T *dw, T *db)
@@ -667,13 +711,10 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
         memset(dw, 0, (size_t)(f * ck) * sizeof(T));
         return 0;
     }
-    int mr, nr;
-    fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
     /* Both direct backward paths multiply inserted zeros (dy's padding, its
      * garbage columns) with real values: exact only when those are finite. */
     const double macs = (double)f * (double)p * (double)ck;
-    if (dx && FN(use_direct)(ctx, n, sh, sw, macs) && ph <= fh - 1 && pw <= fw - 1 && c >= mr / 2 &&
-        FN(all_finite)(wt, f * ck)) {
+    if (dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs)) {
         /* stride 1: dx is the convolution of dy (padded by fh-1-ph, fw-1-pw) with
          * the flipped, channel-transposed filters, so it takes the direct path
          * with no col2im scatter at all */
@@ -697,7 +738,7 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     if (FN(use_direct)(ctx, n, sh, sw, macs) && FN(all_finite)(x, n * chw)) {
         /* db, and dx where the direct path above did not take it, come from the
          * same pass over dy */
-        if (FN(direct_wgrad_run)(ctx, dy, x, n, c, h, w, f, fh, fw, ph, pw, dw, db, wt, &g, dx))
+        if (FN(direct_wgrad_run)(ctx, dy, NULL, x, n, c, h, w, f, fh, fw, ph, pw, dw, db, wt, &g, dx))
             return -1;
         need_w = 0;
         dx = NULL;
@@ -760,6 +801,29 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     }
 #endif
     return err ? -1 : 0;
+}
+
+int FN(fnn_conv2d_max_pool_backward)(fnn_ctx ctx, const T *dp, const int64_t *argmax, int64_t poh, int64_t pow_,
+                                     const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt, int64_t f,
+                                     int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, T *dx,
+                                     T *dw, T *db)
+{
+    fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
+    const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
+    /* fused where the direct weight gradient runs and dx (if any) rides along
+     * with it; otherwise the two ops one after the other */
+    if (n > 0 && FN(use_direct)(ctx, n, sh, sw, macs) && FN(all_finite)(x, n * c * h * w) &&
+        !(dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs))) {
+        FN(pooled_grad) pg = {dp, argmax, poh, pow_};
+        return FN(direct_wgrad_run)(ctx, NULL, &pg, x, n, c, h, w, f, fh, fw, ph, pw, dw, db, wt, &g, dx);
+    }
+    T *dz = (T *)malloc((size_t)(n * f * g.oh * g.ow) * sizeof(T) + 1);
+    if (!dz)
+        return -1;
+    FN(fnn_max_pool2d_backward)(ctx, dp, argmax, dz, n * f, g.oh, g.ow, poh, pow_);
+    int rc = FN(fnn_conv2d_backward)(ctx, dz, x, n, c, h, w, wt, f, fh, fw, sh, sw, ph, pw, dx, dw, db);
+    free(dz);
+    return rc;
 }
 
 #undef FN

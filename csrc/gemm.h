@@ -220,7 +220,8 @@ enum {
     FNN_SCRATCH_CONV_YW = 5,   /* direct convolution: wide output tile */
     FNN_SCRATCH_CONV_ROWS = 6, /* direct convolution: B row pointers */
     FNN_SCRATCH_CONV_PLANE = 7, /* direct convolution + pooling: one output plane */
-    FNN_SCRATCH_SLOTS = 8
+    FNN_SCRATCH_CONV_DY = 8,    /* its backward: one image's un-pooled gradient */
+    FNN_SCRATCH_SLOTS = 9
 };
 void *fnn_scratch(int slot, size_t bytes);
 

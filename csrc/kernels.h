@@ -56,6 +56,8 @@ enum fnn_eltwise_op {
     void fnn_max_pool2d_plane_##SFX(int isa, const T *x, T *y, int64_t *argmax, int64_t H,       \
                                     int64_t W, int64_t ph, int64_t pw, int64_t sh, int64_t sw,   \
                                     int64_t padh, int64_t padw);                                 \
+    void fnn_max_pool2d_backward_plane_##SFX(int isa, const T *dy, const int64_t *argmax, T *dx,  \
+                                             int64_t H, int64_t W, int64_t oh, int64_t ow);      \
     void fnn_max_pool2d_backward_##SFX(fnn_ctx ctx, const T *dy, const int64_t *argmax, T *dx,  \
                                        int64_t planes, int64_t H, int64_t W, int64_t oh,        \
                                        int64_t ow);                                             \

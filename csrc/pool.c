@@ -128,35 +128,36 @@ static int max_unpool_plane_2x2s2_simd_f64(int isa, const double *g, const int64
                                        H, W, ph, pw, sh, sw, padh, padw);                           \
     }                                                                                               \
                                                                                                     \
-    void fnn_max_pool2d_backward_##SFX(fnn_ctx ctx, const T *dy, const int64_t *argmax, T *dx,      \
-                                       int64_t planes, int64_t H, int64_t W, int64_t oh,            \
-                                       int64_t ow)                                                  \
+    /* one plane: d (H, W) from g and a (oh, ow), on the calling thread */                        \
+    void fnn_max_pool2d_backward_plane_##SFX(int isa, const T *g, const int64_t *a, T *d, int64_t H,   \
+                                             int64_t W, int64_t oh, int64_t ow)                     \
     {                                                                                               \
         const int64_t hw = H * W, ohw = oh * ow;                                                    \
         /* The output size of 2x2 stride 2 unpadded (other windows can share it: the              \
          * block check then sends their planes to the scatter). */                                  \
-        const int blocks = oh >= 1 && ow >= 1 && oh == H / 2 && ow == W / 2;                        \
+        if (oh >= 1 && ow >= 1 && oh == H / 2 && ow == W / 2 &&                                     \
+            max_unpool_plane_2x2s2_simd_##SFX(isa, g, a, d, W, oh, ow) > 0) {                       \
+            if (H > 2 * oh) memset(d + 2 * oh * W, 0, (size_t)((H - 2 * oh) * W) * sizeof(T));      \
+            return;                                                                                 \
+        }                                                                                           \
+        memset(d, 0, (size_t)hw * sizeof(T));                                                       \
+        for (int64_t i = 0; i < ohw; i++) {                                                         \
+            const int64_t k = a[i];                                                                 \
+            if (k >= 0 && k < hw) d[k] += g[i]; /* a foreign argmax must not write astray */        \
+        }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
+    void fnn_max_pool2d_backward_##SFX(fnn_ctx ctx, const T *dy, const int64_t *argmax, T *dx,      \
+                                       int64_t planes, int64_t H, int64_t W, int64_t oh,            \
+                                       int64_t ow)                                                  \
+    {                                                                                               \
         const int isa = fnn_isa_of(ctx);                                                            \
         int64_t p;                                                                                  \
-        (void)ctx;                                                                                  \
-        const int64_t par_work = planes * hw;                                                       \
+        const int64_t par_work = planes * H * W;                                                    \
         FNN_OMP_FOR                                                                                 \
-        for (p = 0; p < planes; p++) {                                                              \
-            T *d = dx + p * hw;                                                                     \
-            const T *g = dy + p * ohw;                                                              \
-            const int64_t *a = argmax + p * ohw;                                                    \
-            if (blocks) {                                                                           \
-                if (max_unpool_plane_2x2s2_simd_##SFX(isa, g, a, d, W, oh, ow) > 0) {               \
-                    if (H > 2 * oh) memset(d + 2 * oh * W, 0, (size_t)((H - 2 * oh) * W) * sizeof(T)); \
-                    continue;                                                                       \
-                }                                                                                   \
-            }                                                                                       \
-            memset(d, 0, (size_t)hw * sizeof(T));                                                   \
-            for (int64_t i = 0; i < ohw; i++) {                                                     \
-                const int64_t k = a[i];                                                             \
-                if (k >= 0 && k < hw) d[k] += g[i]; /* a foreign argmax must not write astray */    \
-            }                                                                                       \
-        }                                                                                           \
+        for (p = 0; p < planes; p++)                                                                \
+            fnn_max_pool2d_backward_plane_##SFX(isa, dy + p * oh * ow, argmax + p * oh * ow,        \
+                                                dx + p * H * W, H, W, oh, ow);                      \
     }                                                                                               \
                                                                                                     \
     void fnn_avg_pool2d_##SFX(fnn_ctx ctx, const T *x, T *y, int64_t planes, int64_t H, int64_t W,  \

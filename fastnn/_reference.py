@@ -256,6 +256,15 @@ def conv2d_max_pool2d(x, W, b, stride, pad, activation, alpha, pool_h, pool_w, p
     return max_pool2d(conv2d(x, W, b, stride, pad, activation, alpha), pool_h, pool_w, pool_stride, pool_pad)
 
 
+def conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride, pad, activation, alpha, need_dx):
+    if activation is not None and activation != "identity":
+        dy = dy * _activation_grad_from_y(activation, y, alpha)
+    f, _, fh, fw = W.shape
+    conv_shape = (x.shape[0], f) + _out_hw(x.shape[2], x.shape[3], fh, fw, stride, pad)
+    dz = max_pool2d_backward(dy, argmax, conv_shape, None, None, None, None)
+    return conv2d_backward(dz, x, W, stride, pad, need_dx)
+
+
 def max_pool2d_backward(dy, argmax, x_shape, ph, pw, stride, pad):
     n, c, h, w = x_shape
     dx = np.zeros(n * c * h * w, dtype=dy.dtype)

@@ -342,12 +342,23 @@ def _conv_relu(ops):
 
 
 def _conv_relu_pool(ops):
-    """conv2d, ReLU, 2x2 max pool -> (pooled, argmax): one op where ops has it (each conv
-    output plane pooled while in cache; the same numbers by contract)."""
-    if hasattr(ops, "conv2d_max_pool2d"):
-        return lambda x, W, b: ops.conv2d_max_pool2d(x, W, b, activation="relu", pool_h=2)
+    """(forward, backward) of conv2d, ReLU, 2x2 max pool: forward(x, W, b) -> (pooled,
+    argmax), backward(dp, argmax, pooled, x, W) -> (None, dW, db). The fused ops where ops
+    has them (the conv output and its gradient never leave the cache; the same numbers
+    by contract), else the separate ops, with ReLU's gradient taken on the pooled side
+    (the pool routes each gradient to its window's maximum, which is > 0 exactly where
+    the pooled value is: equal bit for bit, on a quarter of the elements)."""
+    if hasattr(ops, "conv2d_max_pool2d_backward"):
+        return (lambda x, W, b: ops.conv2d_max_pool2d(x, W, b, activation="relu", pool_h=2),
+                lambda dp, arg, p, x, W: ops.conv2d_max_pool2d_backward(dp, arg, p, x, W, activation="relu",
+                                                                        pool_h=2, need_dx=False))
     conv_relu = _conv_relu(ops)
-    return lambda x, W, b: ops.max_pool2d(conv_relu(x, W, b, 0), 2, 2, stride=2)
+
+    def backward(dp, arg, p, x, W):
+        conv_shape = (x.shape[0], W.shape[0], x.shape[2] - W.shape[2] + 1, x.shape[3] - W.shape[3] + 1)
+        dh = ops.max_pool2d_backward(ops.relu_backward(dp, p), arg, conv_shape, 2, 2, 2, 0)
+        return ops.conv2d_backward(dh, x, W, stride=1, pad=0, need_dx=False)
+    return lambda x, W, b: ops.max_pool2d(conv_relu(x, W, b, 0), 2, 2, stride=2), backward
 
 
 def _sgd(ops):
@@ -380,10 +391,9 @@ def _simple_convnet_data(quick=False):
 def _simple_convnet_fastnn(ops, data):
     x, t = data["x"], data["t"]
     p = {k: v.copy() for k, v in data["params"].items()}   # this implementation's own parameters
-    conv_relu_pool = _conv_relu_pool(ops)
+    conv_relu_pool, conv_relu_pool_backward = _conv_relu_pool(ops)
     sgd = _sgd(ops)
     n = x.shape[0]
-    conv_shape = (n, 30, 24, 24)
 
     def step():
         p1, argmax = conv_relu_pool(x, p["W1"], p["b1"])         # (100, 30, 12, 12) of (100, 30, 24, 24)
@@ -393,14 +403,8 @@ def _simple_convnet_fastnn(ops, data):
         loss, dz = ops.softmax_cross_entropy(z, t)
         da2, dW3, db3 = ops.linear_backward(dz, a2, p["W3"])
         df, dW2, db2 = ops.linear_backward(da2, f, p["W2"], activation="relu", y=a2)
-        # ReLU's gradient taken on the pooled side: the pool routes each gradient to
-        # its window's maximum, and that input is > 0 exactly where the pooled value
-        # p1 is, so this equals relu_backward(max_pool2d_backward(df), a1), bit for
-        # bit, on a quarter of the elements.
-        dp1 = ops.relu_backward(df.reshape(p1.shape), p1)
-        dh1 = ops.max_pool2d_backward(dp1, argmax, conv_shape, 2, 2, 2, 0)
         # The input gradient of the first layer is not needed (PyTorch skips it too).
-        _, dW1, db1 = ops.conv2d_backward(dh1, x, p["W1"], stride=1, pad=0, need_dx=False)
+        _, dW1, db1 = conv_relu_pool_backward(df.reshape(p1.shape), argmax, p1, x, p["W1"])
         grads = {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "W3": dW3, "b3": db3}
         for k, g in grads.items():
             sgd(p[k], g, I_LR)

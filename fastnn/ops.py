@@ -20,7 +20,7 @@ __all__ = [
     "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "step", "identity",
     "relu_backward", "leaky_relu_backward", "elu_backward", "softplus_backward",
     "sigmoid_backward", "tanh_backward", "identity_backward", "activation", "activation_backward",
-    "im2col", "col2im", "conv2d", "conv2d_backward", "conv2d_max_pool2d",
+    "im2col", "col2im", "conv2d", "conv2d_backward", "conv2d_max_pool2d", "conv2d_max_pool2d_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "softmax", "log_softmax", "softmax_cross_entropy", "mean_squared_error",
     "sigmoid_binary_cross_entropy",
@@ -364,6 +364,34 @@ def conv2d_max_pool2d(x, W, b=None, stride=1, pad=0, activation=None, alpha=None
     return _backend().conv2d_max_pool2d(x, W, b, stride, pad, act, alpha, ph, pw, pool_stride, pool_pad)
 
 
+def conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride=1, pad=0, activation=None, alpha=None, pool_h=2,
+                               pool_w=None, pool_stride=None, pool_pad=0, need_dx=True):
+    """(dx or None, dW, db) of conv2d_max_pool2d, from dy, the gradient of its pooled output
+    y, and its argmax; the same as activation_backward, max_pool2d_backward and
+    conv2d_backward in turn, with the activation's derivative taken at the pooled
+    positions from y (exact: each window passes its gradient to its maximum only).
+    Natively each image's un-pooled gradient stays in cache."""
+    op = "conv2d_max_pool2d_backward"
+    act = V.activation_name(op, activation)
+    alpha = V.activation_alpha(op, act, alpha, fused=True)
+    dtype, arrs = V.float_arrays(op, optional=("y",), dy=dy, x=x, W=W, y=y if act is not None else None)
+    dy, x, W, y = arrs["dy"], arrs["x"], arrs["W"], arrs["y"]
+    if act is not None and y is None:
+        raise ValueError(f"{op}: activation {act!r} needs y, the pooled output of the forward pass")
+    stride, pad, oh, ow = _check_conv(op, x, W, None, stride, pad)
+    conv_shape = (x.shape[0], W.shape[0], oh, ow)
+    V.check_size(op, "the convolution's gradient", conv_shape, dtype.itemsize)
+    V.check_size(op, "the column matrix", (x.shape[0] * oh * ow, math.prod(W.shape[1:])), dtype.itemsize)
+    (ph, pw), pool_stride, pool_pad, out_shape = _pool_geometry(op, conv_shape, pool_h, pool_w, pool_stride,
+                                                                pool_pad)
+    for name, arr in (("dy", dy), ("y", y)):
+        if arr is not None and arr.shape != out_shape:
+            raise ValueError(f"{op}: expected {name} of shape {out_shape} (the pooled output) for x {x.shape}, "
+                             f"W {W.shape}, pool ({ph}, {pw}); got {arr.shape}")
+    argmax = _check_argmax(op, argmax, out_shape, conv_shape)
+    return _backend().conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride, pad, act, alpha, bool(need_dx))
+
+
 def max_pool2d_backward(dy, argmax, x_shape, pool_h, pool_w=None, stride=None, pad=0):
     op = "max_pool2d_backward"
     dtype, arrs = V.float_arrays(op, dy=dy)
@@ -373,6 +401,13 @@ def max_pool2d_backward(dy, argmax, x_shape, pool_h, pool_w=None, stride=None, p
     if dy.shape != out_shape:
         raise ValueError(f"{op}: expected dy of shape {out_shape} for x_shape {x_shape}, pool ({ph}, {pw}), "
                          f"stride {stride}, pad {pad}; got {dy.shape}")
+    argmax = _check_argmax(op, argmax, out_shape, x_shape)
+    V.check_size(op, "the output", x_shape, dtype.itemsize)
+    return _backend().max_pool2d_backward(dy, argmax, x_shape, ph, pw, stride, pad)
+
+
+def _check_argmax(op, argmax, out_shape, x_shape):
+    """argmax as C-contiguous int64, after checking it indexes the (H, W) planes of x_shape."""
     argmax = np.asarray(argmax)
     if argmax.dtype.kind not in "iu":
         raise TypeError(f"{op}: expected argmax to be an integer array (from max_pool2d), got dtype {argmax.dtype}")
@@ -385,9 +420,7 @@ def max_pool2d_backward(dy, argmax, x_shape, pool_h, pool_w=None, stride=None, p
     if argmax.size and unsigned.max() >= plane:
         raise ValueError(f"{op}: argmax values must lie in [0, {plane}) for x_shape {x_shape}, "
                          f"got values in [{argmax.min()}, {argmax.max()}]")
-    V.check_size(op, "the output", x_shape, dtype.itemsize)
-    argmax = np.ascontiguousarray(argmax, dtype=np.int64)
-    return _backend().max_pool2d_backward(dy, argmax, x_shape, ph, pw, stride, pad)
+    return np.ascontiguousarray(argmax, dtype=np.int64)
 
 
 def avg_pool2d(x, pool_h, pool_w=None, stride=None, pad=0):

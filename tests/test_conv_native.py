@@ -249,3 +249,33 @@ def test_conv2d_max_pool2d_fused_equals_separate_ops(isa, threads, dtype):
         np.testing.assert_array_equal(arg3, want_arg3)
         np.testing.assert_array_equal(y3, want_y3)
         assert np.isnan(y[0]).any()
+
+
+@requires_native
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_max_pool2d_backward_fused_equals_chain(isa, threads, dtype):
+    # the fused backward (each image un-pooled in cache) against the chain of ops it
+    # replaces, on the same kernels: the same numbers, and repeatable
+    from fastnn import ops
+    rng = np.random.default_rng(4)
+    for n, c, hw, f, k, pad, act in [(7, 1, 28, 30, 5, 0, "relu"), (5, 2, 11, 13, 3, 1, "tanh"),
+                                     (4, 6, 9, 5, 2, 0, None)]:
+        x = rng.standard_normal((n, c, hw, hw)).astype(dtype)
+        W = rng.standard_normal((f, c, k, k)).astype(dtype)
+        with native_setting(isa, threads):
+            y, arg = ops.conv2d_max_pool2d(x, W, None, pad=pad, activation=act)
+            dy = rng.standard_normal(y.shape).astype(dtype)
+            # an Inf where the activation's slope is not 0 (Inf * 0 is NaN in the fused
+            # derivative, while relu_backward drops the gradient there)
+            dy.flat[int(np.argmax(y.ravel() > 0))] = np.inf
+            got = ops.conv2d_max_pool2d_backward(dy, arg, y, x, W, pad=pad, activation=act)
+            again = ops.conv2d_max_pool2d_backward(dy, arg, y, x, W, pad=pad, activation=act)
+            dz = ops.activation_backward(dy, act, x=y, y=y) if act else dy
+            dh = ops.max_pool2d_backward(dz, arg, (n, f) + ops.conv2d(x, W, pad=pad).shape[2:], 2)
+            want = ops.conv2d_backward(dh, x, W, pad=pad)
+        for name, a, b, r in zip(("dx", "dW", "db"), got, want, again):
+            np.testing.assert_array_equal(a, r, err_msg=name)  # run to run
+            np.testing.assert_allclose(a, b, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=0, err_msg=name)
+        assert not np.isfinite(got[2]).all()

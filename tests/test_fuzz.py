@@ -204,6 +204,27 @@ def gen_conv2d_max_pool2d(draw):
     return dict(kwargs, pool_h=ph, pool_w=pw, pool_stride=pool_stride, pool_pad=pool_pad), reduction
 
 
+def gen_conv2d_max_pool2d_backward(draw):
+    kwargs, _ = gen_conv2d_max_pool2d(draw)
+    x, W, act = kwargs["x"], kwargs["W"], kwargs["activation"]
+    pool = {k: kwargs[k] for k in ("pool_h", "pool_w", "pool_stride", "pool_pad")}
+    try:
+        with fastnn.backend("numpy"):
+            y, argmax = ops.conv2d_max_pool2d(np.asarray(x, np.float64), np.asarray(W, np.float64), None,
+                                              kwargs["stride"], kwargs["pad"], act, kwargs["alpha"], **pool)
+    except ValueError:  # an invalid geometry: both backends must raise the same
+        y = argmax = np.zeros((1, 1, 1, 1))
+    dy = draw_array(draw, y.shape, draw_dtype(draw))
+    y = np.asarray(y, dy.dtype)
+    argmax = with_layout(argmax.astype(np.int64), draw(st.sampled_from(LAYOUTS)))
+    (sh, sw), (ph, pw) = pair(kwargs["stride"]), pair(kwargs["pad"])
+    f, _, fh, fw = W.shape
+    rows = max(x.shape[0] * out_size(x.shape[2], fh, sh, ph) * out_size(x.shape[3], fw, sw, pw), 1)
+    return dict(dy=dy, argmax=argmax, y=y, x=x, W=W, stride=kwargs["stride"], pad=kwargs["pad"],
+                activation=act, alpha=kwargs["alpha"], need_dx=draw(st.booleans()), **pool), \
+        (f * fh * fw, rows, rows)
+
+
 def gen_conv2d_backward(draw):
     n, c, h, w, fh, fw, stride, pad, oh, ow = _conv_geometry(draw)
     f = draw(st.sampled_from([1, 2, 5]))
@@ -365,6 +386,7 @@ GENERATORS = {
     "conv2d": gen_conv2d,
     "conv2d_backward": gen_conv2d_backward,
     "conv2d_max_pool2d": gen_conv2d_max_pool2d,
+    "conv2d_max_pool2d_backward": gen_conv2d_max_pool2d_backward,
     "max_pool2d": gen_max_pool2d,
     "max_pool2d_backward": gen_max_pool2d_backward,
     "avg_pool2d": gen_avg_pool2d,

@@ -103,6 +103,30 @@ CONV_CASES = [
 ]
 
 
+@pytest.mark.parametrize("act", [None, "relu", "tanh"])
+@pytest.mark.parametrize("c, stride, pad, pool", [
+    (1, 1, 0, (2, None, 0)),      # the fused native path, dx by col2im inside it
+    (5, 1, 1, (3, 2, 1)),         # overlapping windows; dx on the direct path (un-fused backward)
+    (2, 2, 1, (2, 1, 0)),         # stride 2: the ops one after the other
+])
+def test_conv2d_max_pool2d_gradient(backend, act, c, stride, pad, pool, rng):
+    pool_h, pool_stride, pool_pad = pool
+    x = rng.standard_normal((4, c, 9, 8))
+    W = rng.standard_normal((3, c, 3, 2)) / np.sqrt(c * 6)
+    b = rng.standard_normal(3)
+    kw = dict(stride=stride, pad=pad, activation=act, pool_h=pool_h, pool_stride=pool_stride, pool_pad=pool_pad)
+    y, argmax = F.conv2d_max_pool2d(x, W, b, **kw)
+    R = _projection(rng, y.shape)
+
+    def loss():
+        return float(np.sum(R * F.conv2d_max_pool2d(x, W, b, **kw)[0]))
+
+    dx, dW, db = F.conv2d_max_pool2d_backward(R, argmax, y, x, W, **kw)
+    _check("dx", dx, numerical_gradient(loss, x))
+    _check("dW", dW, numerical_gradient(loss, W))
+    _check("db", db, numerical_gradient(loss, b))
+
+
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv2d_gradient(backend, case, rng):
     n, c, h, w, f, fh, fw, stride, pad = case

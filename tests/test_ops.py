@@ -468,6 +468,43 @@ def test_conv2d_max_pool2d_is_conv_then_pool(backend, g, dtype, layout, use_bias
         assert_close(y, ref_y, dtype, reduction=g["c"] * g["fh"] * g["fw"])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(g=conv_geometries(max_batch=3, max_hw=11), dtype=float_dtypes, layout=layouts,
+       act=st.sampled_from([None, "relu", "leaky_relu", "sigmoid"]), need_dx=st.booleans(), data=st.data(),
+       seed=seeds)
+def test_conv2d_max_pool2d_backward_is_the_chain(backend, g, dtype, layout, act, need_dx, data, seed):
+    rng = np.random.default_rng(seed)
+    x, W, b, oh, ow = _conv_inputs(rng, g, dtype, layout)
+    ph, pw = data.draw(st.integers(1, min(oh, 3))), data.draw(st.integers(1, min(ow, 3)))
+    pool_stride = data.draw(st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    pool_pad = (data.draw(st.integers(0, ph // 2)), data.draw(st.integers(0, pw // 2)))
+    kw = dict(stride=g["stride"], pad=g["pad"])
+    pool = dict(pool_h=ph, pool_w=pw, pool_stride=pool_stride, pool_pad=pool_pad)
+    y, argmax = run_on(backend, F.conv2d_max_pool2d, x, W, b, activation=act, **kw, **pool)
+    dy = random_array(rng, y.shape, dtype, layout)
+    got = run_on(backend, F.conv2d_max_pool2d_backward, dy, argmax, y, x, W, activation=act, need_dx=need_dx,
+                 **kw, **pool)
+    # the chain of separate ops on the same backend: the activation's derivative from
+    # the pooled output (as linear_backward takes it), the un-pooling, the convolution's
+    # backward; for the native backend also against the reference
+    alpha = {"leaky_relu": 0.01}.get(act)
+    dz = run_on(backend, F.activation_backward, dy, act, x=y, y=y, alpha=alpha) if act else dy
+    dh = run_on(backend, F.max_pool2d_backward, dz, argmax, (g["n"], g["f"], oh, ow), ph, pw, pool_stride, pool_pad)
+    want = run_on(backend, F.conv2d_backward, dh, x, W, need_dx=need_dx, **kw)
+    k = g["n"] * oh * ow
+    assert (got[0] is None) == (not need_dx)
+    if need_dx:
+        assert_close(got[0], want[0], dtype, reduction=g["f"] * g["fh"] * g["fw"])
+    assert_close(got[1], want[1], dtype, reduction=k)
+    assert_close(got[2], want[2], dtype, reduction=k)
+    if backend == "native":
+        ref = run_on("numpy", F.conv2d_max_pool2d_backward, dy, argmax, y, x, W, activation=act, need_dx=need_dx,
+                     **kw, **pool)
+        for a, r in zip(got[1:], ref[1:]):
+            assert_close(a, r, dtype, reduction=k)
+
+
 def test_conv2d_max_pool2d_validation():
     x, W = np.zeros((2, 1, 6, 6)), np.zeros((3, 1, 3, 3))
     with pytest.raises(ValueError, match="conv2d_max_pool2d"):
@@ -476,6 +513,15 @@ def test_conv2d_max_pool2d_validation():
         F.conv2d_max_pool2d(x, np.zeros((3, 2, 3, 3)))
     with pytest.raises(TypeError, match="conv2d_max_pool2d"):
         F.conv2d_max_pool2d(x.astype(np.int32), W)
+    y, arg = F.conv2d_max_pool2d(x, W, activation="relu")
+    with pytest.raises(ValueError, match="conv2d_max_pool2d_backward.*needs y"):
+        F.conv2d_max_pool2d_backward(np.ones_like(y), arg, None, x, W, activation="relu")
+    with pytest.raises(ValueError, match="conv2d_max_pool2d_backward.*dy of shape"):
+        F.conv2d_max_pool2d_backward(np.ones((2, 3, 1, 1)), arg, y, x, W)
+    with pytest.raises(ValueError, match="conv2d_max_pool2d_backward.*argmax values"):
+        F.conv2d_max_pool2d_backward(np.ones_like(y), arg + 16, y, x, W)
+    with pytest.raises(TypeError, match="conv2d_max_pool2d_backward.*integer"):
+        F.conv2d_max_pool2d_backward(np.ones_like(y), arg.astype(float), y, x, W)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -134,6 +134,34 @@ def test_other_losses_train(backend, loss_name):
         assert history.history["mae"][-1] < 0.2
 
 
+@pytest.mark.parametrize("conv", [
+    dict(filters=5, kernel_size=3, activation="relu"),                           # fused
+    dict(filters=4, kernel_size=5, padding="same", activation="sigmoid"),        # fused, symmetric pad
+    dict(filters=3, kernel_size=2, padding="same", activation="tanh"),           # odd "same": not fused
+    dict(filters=4, kernel_size=3, activation="elu"),                            # derivative needs z: not fused
+])
+def test_conv_pool_fusion_changes_no_number(backend, conv):
+    # Sequential runs Conv2D + MaxPool2D as one op; switched off, every layer runs on its
+    # own: the same training trajectory (up to float rounding of the summation order)
+    x, t = bars(64, seed=2)
+    runs = []
+    for fuse in (True, False):
+        model = Sequential([Conv2D(input_shape=(1, 8, 8), **conv), MaxPool2D(2), Conv2D(6, 3, padding=1,
+                            activation="relu"), MaxPool2D(2, strides=1), Flatten(), Dense(3, activation="softmax")],
+                           seed=7)
+        model.fuse_conv_pool = fuse
+        model.compile(optimizer=optim.SGD(lr=0.1), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        losses_seen = [model.train_on_batch(x[i:i + 16], t[i:i + 16])["loss"] for i in range(0, 64, 16)]
+        runs.append((losses_seen, model.get_weights(), model.predict(x[:8], verbose=0)))
+        assert model._fused_last == ({0, 2} if fuse and conv["activation"] != "elu" and conv["kernel_size"] != 2
+                                     else ({2} if fuse else set()))
+    (l1, w1, p1), (l2, w2, p2) = runs
+    np.testing.assert_allclose(l1, l2, rtol=1e-5)
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(p1, p2, rtol=1e-4, atol=1e-6)
+
+
 def test_fused_cross_entropy_is_stable_for_huge_logits():
     model = Sequential([Dense(3, activation="softmax", input_dim=2, kernel_initializer="zeros")], dtype="float64")
     model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])

@@ -304,6 +304,7 @@ class Conv2D(_ActivationMixin, Layer):
         self.bias_initializer = initializers.get(bias_initializer)
         self.use_bias = bool(use_bias)
         self._cache = None
+        self._pooled_cache = None  # (x, pooled y, argmax, pool layer) of forward_max_pool
 
     def _geometry(self, input_shape):
         """(pad, extra, (oh, ow)): the symmetric pad given to ops.conv2d, the extra zero
@@ -364,9 +365,46 @@ class Conv2D(_ActivationMixin, Layer):
             z = ops.conv2d(x_in, kernel, bias, stride=self.strides, pad=self._pad)
             y = activation_forward(z, act, self.alpha)
         self._cache = (x_in, z, y, act, x.shape)
+        self._pooled_cache = None
         return y
 
+    def fuses_with(self, pool):
+        """Whether forward_max_pool can stand for this layer followed by the MaxPool2D `pool`:
+        no bottom/right "same" padding to add and an activation whose derivative comes from
+        its output."""
+        return (isinstance(pool, MaxPool2D) and self._extra == (0, 0)
+                and self.activation in (None,) + _FUSED_FROM_OUTPUT)
+
+    def forward_max_pool(self, x, pool, training=False):
+        """pool.forward(self.forward(x)) in one op: each output plane is pooled while in cache
+        (ops.conv2d_max_pool2d). Then backward_max_pool(dy) is the backward of both."""
+        self._check_input(x)
+        kernel, bias = self.params["kernel"], self.params.get("bias")
+        y, argmax = ops.conv2d_max_pool2d(x, kernel, bias, stride=self.strides, pad=self._pad,
+                                          activation=self.activation, pool_h=pool.pool_size[0],
+                                          pool_w=pool.pool_size[1], pool_stride=pool.strides, pool_pad=pool.padding)
+        self._pooled_cache = self._cache = (x, y, argmax, pool)
+        pool._cache = None
+        return y
+
+    def backward_max_pool(self, dy, need_dx=True):
+        """The backward of forward_max_pool, from the gradient of the pooled output."""
+        if self._pooled_cache is None:
+            raise RuntimeError(f"{self._what()}: backward_max_pool needs forward_max_pool first")
+        x, y, argmax, pool = self._pooled_cache
+        self._check_backward(dy, y.shape)
+        dx, dkernel, dbias = ops.conv2d_max_pool2d_backward(
+            dy, argmax, y, x, self.params["kernel"], stride=self.strides, pad=self._pad, activation=self.activation,
+            pool_h=pool.pool_size[0], pool_w=pool.pool_size[1], pool_stride=pool.strides, pool_pad=pool.padding,
+            need_dx=bool(need_dx))
+        self.grads["kernel"] = dkernel
+        if self.use_bias:
+            self.grads["bias"] = dbias
+        return dx
+
     def backward(self, dy, need_dx=True):
+        if self._pooled_cache is not None:
+            raise RuntimeError(f"{self._what()}: the last forward was fused with pooling; use backward_max_pool")
         self._check_backward(dy, self._cache[2].shape if self._cache else ())
         x_in, z, y, act, x_shape = self._cache
         if act in _FUSED_FROM_OUTPUT:

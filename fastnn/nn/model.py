@@ -53,6 +53,7 @@ class Sequential:
         self.stop_training = False
         self.history = None
         self._resolved = False
+        self._fused_last = set()
         if layers is not None:
             if isinstance(layers, Layer) or not hasattr(layers, "__iter__"):
                 raise TypeError("Sequential: expected a list of layers")
@@ -165,21 +166,52 @@ class Sequential:
         self._resolved = True
 
     # ------------------------------------------------------------------ computing
+    #: Run a Conv2D followed by a MaxPool2D as one op (ops.conv2d_max_pool2d and its
+    #: backward): the same numbers, without writing the convolution's output and its
+    #: gradient to memory. Set to False to run every layer on its own.
+    fuse_conv_pool = True
+
+    def _fused_pairs(self):
+        """Indices i where layers i and i + 1 (not the last layer) run as one conv + pool op."""
+        if not self.fuse_conv_pool:
+            return set()
+        layers = self.layers
+        return {i for i in range(len(layers) - 2)
+                if isinstance(layers[i], Conv2D) and layers[i].fuses_with(layers[i + 1])}
+
     def _forward(self, x, training, logits=False):
-        for layer in self.layers[:-1]:
-            x = layer.forward(x, training=training)
+        fused = self._fused_pairs()
+        self._fused_last = fused
+        i = 0
+        while i < len(self.layers) - 1:
+            if i in fused:
+                x = self.layers[i].forward_max_pool(x, self.layers[i + 1], training=training)
+                i += 2
+                continue
+            x = self.layers[i].forward(x, training=training)
+            i += 1
         last = self.layers[-1]
         if logits:
             return last.forward(x, training=training, logits=True)
         return last.forward(x, training=training)
 
     def _backward(self, dy):
-        for i in range(len(self.layers) - 1, -1, -1):
+        fused = getattr(self, "_fused_last", set())
+        i = len(self.layers) - 1
+        while i >= 0:
             layer = self.layers[i]
-            if i == 0 and isinstance(layer, Conv2D):
-                layer.backward(dy, need_dx=False)  # nobody needs the gradient of the data
+            first = i - 1 if i - 1 in fused else i  # the layer whose input is the data, for this step
+            # nobody needs the gradient of the data
+            need_dx = not (first == 0 and isinstance(self.layers[0], Conv2D))
+            if i - 1 in fused:
+                dy = self.layers[i - 1].backward_max_pool(dy, need_dx=need_dx)
+                i -= 2
+                continue
+            if not need_dx:
+                layer.backward(dy, need_dx=False)
             else:
                 dy = layer.backward(dy)
+            i -= 1
         return dy
 
     def _loss_forward(self, x, t, training):

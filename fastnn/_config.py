@@ -44,12 +44,17 @@ _state = _State()
 
 
 def _load_native():
-    # OpenMP threads that wait by spinning hold their core: on a machine shared with other work
-    # (or with more threads than free cores) a spinning thread can starve the thread it waits for,
-    # and a 0.3 ms GEMM took 120 ms at 2 threads. Sleeping waits cost microseconds per parallel
-    # region instead. The OpenMP runtime reads this once, when it loads with our extension; a
-    # value the user set is kept.
+    # How OpenMP threads wait between parallel regions. Spinning without end holds the core: on
+    # a machine shared with other work a spinning thread can starve the thread it waits for (a
+    # 0.3 ms GEMM took 120 ms at 2 threads). Sleeping at once (PASSIVE) costs a wake-up of
+    # 50-100 us per region on this VM, more than a 30 us op itself. A short spin covers the
+    # gaps between the ops of a training step. Measured at 2 threads (GOMP_SPINCOUNT 0 / 2000 /
+    # 5000): `fastnn train` 0.19 / 0.13 / 0.13 s per epoch on an idle machine, 0.18 / 0.27 /
+    # 0.36 s with a CPU hog on one of the two cores; a 432k-float SGD update 0.10 / 0.03 / 0.03
+    # ms. Runtimes other than GNU's ignore GOMP_SPINCOUNT and sleep (PASSIVE). Read once, when
+    # the runtime loads with our extension; values the user set are kept.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("GOMP_SPINCOUNT", "2000")
     try:
         from fastnn import _info  # noqa: F401
         from fastnn import _native_backend

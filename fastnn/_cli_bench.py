@@ -17,8 +17,8 @@ import time
 import fastnn
 from fastnn import benchmarks as B
 
-DEFAULTS = {"repeat": 10, "warmup": 2, "min_sample_ms": 5.0, "max_seconds": 5.0}
-QUICK = {"repeat": 3, "warmup": 1, "min_sample_ms": 2.0, "max_seconds": 1.5}
+DEFAULTS = {"repeat": 10, "warmup": 2, "min_sample_ms": 5.0, "max_seconds": 5.0, "rounds": 3}
+QUICK = {"repeat": 3, "warmup": 1, "min_sample_ms": 2.0, "max_seconds": 1.5, "rounds": 1}
 
 
 def _positive_int(name):
@@ -79,6 +79,10 @@ def add_arguments(parser):
     parser.add_argument("--warmup", type=_positive_int("--warmup"), default=None, metavar="N",
                         help=f"untimed calls before timing (default {DEFAULTS['warmup']}, "
                              f"{QUICK['warmup']} with --quick), after the checked first call")
+    parser.add_argument("--rounds", type=_positive_int("--rounds"), default=None, metavar="N",
+                        help=f"the implementations take turns N times, each timing repeat/N samples a turn, "
+                             f"so a slow spell of a shared machine does not fall on one of them "
+                             f"(default {DEFAULTS['rounds']}, {QUICK['rounds']} with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help=f"CI smoke run: fewer samples and J on {B.J_IMAGES_QUICK} images instead of "
                              f"{B.J_IMAGES}")
@@ -143,6 +147,8 @@ def _command_line(args, settings):
         parts += ["--impl", ",".join(args.impl)]
     if args.repeat is not None:
         parts += ["--repeat", str(args.repeat)]
+    if args.rounds is not None:
+        parts += ["--rounds", str(args.rounds)]
     if args.warmup is not None:
         parts += ["--warmup", str(args.warmup)]
     if args.quick:
@@ -154,39 +160,56 @@ def _command_line(args, settings):
     return " ".join(parts)
 
 
-def run_cell(workload, impl, data, settings, reference):
-    """Check one implementation against the reference results, then time it. Returns the JSON dict."""
+def check_cell(workload, impl, data, reference):
+    """Build one implementation's callable and check its first results against the reference.
+    Returns (the JSON dict so far, its results, the callable, the first call's seconds)."""
     cell = {}
-    if settings["threads"] > 1:
-        # Idle worker threads of the implementation timed before (OpenBLAS, torch's OpenMP) spin
-        # for up to ~0.1 s after their last call and would compete with this one's threads.
-        time.sleep(0.3)
     with B.implementation_context(impl):
         fn = B.prepare(workload, impl, data)
         t0 = time.perf_counter()
         outputs = fn()
         first = time.perf_counter() - t0
         got = B.snapshot(outputs)
-        if reference is None:
-            cell["check"] = "reference"
-        else:
-            ok, err = B.compare_outputs(reference, got)
-            cell["check"] = "ok" if ok else "mismatch"
-            cell["max_rel_err"] = err if math.isfinite(err) else None
-        timing = B.time_callable(fn, settings["repeat"], warmup=settings["warmup"],
-                                 min_sample_s=settings["min_sample_ms"] / 1e3,
-                                 max_seconds=settings["max_seconds"], first_call_s=first)
-    clock = settings["clock"]
-    cell.update(B.summarize(timing.samples(clock)))
-    cell.update({"samples_ms": timing.samples(clock), "calls_per_sample": timing.number,
-                 "wall_median_ms": B.summarize(timing.wall_ms)["median_ms"],
-                 "cpu_median_ms": B.summarize(timing.cpu_ms)["median_ms"], "cpu_util": timing.cpu_util})
-    return cell, got
+    if reference is None:
+        cell["check"] = "reference"
+    else:
+        ok, err = B.compare_outputs(reference, got)
+        cell["check"] = "ok" if ok else "mismatch"
+        cell["max_rel_err"] = err if math.isfinite(err) else None
+    return cell, got, fn, first
+
+
+def _round_sizes(repeat, rounds):
+    """repeat samples split over at most `rounds` rounds, none empty."""
+    rounds = max(1, min(rounds, repeat))
+    return [repeat // rounds + (1 if r < repeat % rounds else 0) for r in range(rounds)]
+
+
+def time_cells(fns, firsts, settings, progress, label):
+    """Timing of each implementation's callable, in rounds: every round times each
+    implementation in turn, so a slow spell of a shared machine falls on all of them
+    rather than on whichever was being timed, and the ratios stay fair."""
+    timings = {impl: [] for impl in fns}
+    for r, size in enumerate(_round_sizes(settings["repeat"], settings["rounds"])):
+        for impl, fn in fns.items():
+            progress.step(f"{label} / {impl}")
+            if settings["threads"] > 1:
+                # Idle worker threads of the implementation timed before (OpenBLAS, torch's
+                # OpenMP) spin for up to ~0.1 s after their last call and would compete.
+                time.sleep(0.3)
+            with B.implementation_context(impl):
+                timings[impl].append(B.time_callable(
+                    fn, size, warmup=settings["warmup"] if r == 0 else 1,
+                    min_sample_s=settings["min_sample_ms"] / 1e3,
+                    max_seconds=settings["max_seconds"] * size / settings["repeat"],
+                    first_call_s=firsts[impl] if r == 0 else None))
+    return {impl: B.Timing.merge(parts) for impl, parts in timings.items()}
 
 
 def run_benchmarks(workloads, impls, settings, machine, progress):
     """The results list of the JSON output (see docs/BENCHMARKS.md)."""
     results = []
+    clock = settings["clock"]
     for workload in workloads:
         data = workload.make_data(quick=settings["quick"])
         row = {"key": workload.key, "name": workload.name, "title": B.workload_title(workload, data),
@@ -195,18 +218,32 @@ def run_benchmarks(workloads, impls, settings, machine, progress):
                "bytes": workload.traffic_bytes(data) if workload.traffic_bytes else None,
                "timings": {}}
         reference = None
+        cells, fns, firsts = {}, {}, {}
         for impl in impls:
-            progress.step(f"{workload.key} {workload.name} / {impl}")
             try:
-                cell, got = run_cell(workload, impl, data, settings, reference)
+                cells[impl], got, fns[impl], firsts[impl] = check_cell(workload, impl, data, reference)
             except Exception as exc:  # noqa: BLE001 - one broken cell must not hide the rest of the table
                 row["timings"][impl] = {"error": f"{type(exc).__name__}: {exc}"}
                 continue
             if reference is None:
                 reference = got
+        label = f"{workload.key} {workload.name}"
+        try:
+            timings = time_cells(fns, firsts, settings, progress, label)
+        except Exception as exc:  # noqa: BLE001
+            timings = {}
+            for impl in fns:
+                row["timings"][impl] = {"error": f"{type(exc).__name__}: {exc}"}
+        for impl, timing in timings.items():
+            cell = cells[impl]
+            cell.update(B.summarize(timing.samples(clock)))
+            cell.update({"samples_ms": timing.samples(clock), "calls_per_sample": timing.number,
+                         "wall_median_ms": B.summarize(timing.wall_ms)["median_ms"],
+                         "cpu_median_ms": B.summarize(timing.cpu_ms)["median_ms"], "cpu_util": timing.cpu_util})
             cell.update(B.derived_metrics(workload, data, cell["median_ms"], machine.get("peak_gflops"),
                                           machine.get("copy_gbps")))
             row["timings"][impl] = cell
+        row["timings"] = {impl: row["timings"][impl] for impl in impls if impl in row["timings"]}
         base = row["timings"].get("numpy", {}).get("median_ms")
         row["speedup_vs_numpy"] = {impl: base / cell["median_ms"]
                                    for impl, cell in row["timings"].items()
@@ -277,9 +314,11 @@ def format_machine(machine, settings):
         busy = load > 0.5
         lines.append(f"  load     : {load:.2f} (1-minute load average at start on {machine['usable_cores']} cores)"
                      + ("; other processes are running: expect inflated, noisy timings" if busy else ""))
+    rounds = len(_round_sizes(settings["repeat"], settings.get("rounds", 1)))
     lines.append(f"  timing   : median of {settings['repeat']} samples after {settings['warmup']} warm-up "
                  f"call(s) and one checked call; a sample lasts >= {settings['min_sample_ms']:g} ms"
-                 f"{' (quick)' if settings['quick'] else ''}"
+                 + (f"; the implementations take turns in {rounds} rounds" if rounds > 1 else "")
+                 + (" (quick)" if settings["quick"] else "")
                  + ("; times are process CPU time (--clock cpu)" if settings["clock"] == "cpu" else ""))
     return "\n".join(lines)
 
@@ -460,6 +499,8 @@ def run(args):
         settings["repeat"] = args.repeat
     if args.warmup is not None:
         settings["warmup"] = args.warmup
+    if args.rounds is not None:
+        settings["rounds"] = args.rounds
     settings.update(threads=args.threads, quick=bool(args.quick), clock=args.clock)
     if args.clock == "cpu" and args.threads != 1:
         return _fail("--clock cpu needs --threads 1 (CPU time adds up the threads; it is not a time per call "
@@ -497,7 +538,8 @@ def run(args):
             if not status[impl][0]:
                 print(f"  skipped  : {B.IMPLEMENTATION_LABELS[impl]}: {status[impl][1]}")
         print(flush=True)
-        progress = Progress(len(workloads) * len(impls), enabled=not args.no_progress)
+        steps = len(workloads) * len(impls) * len(_round_sizes(settings["repeat"], settings["rounds"]))
+        progress = Progress(steps, enabled=not args.no_progress)
         results = run_benchmarks(workloads, impls, settings, machine, progress)
         progress.close()
 

@@ -917,6 +917,14 @@ class Timing:
     number: int          # calls per sample
     cpu_util: float = None   # process CPU time / wall time while sampling (below ~1: other processes took the CPU)
 
+    @classmethod
+    def merge(cls, parts):
+        """One Timing of several rounds: all their samples; the fewest calls per sample and the
+        lowest CPU share of any round."""
+        utils = [p.cpu_util for p in parts if p.cpu_util is not None]
+        return cls([w for p in parts for w in p.wall_ms], [c for p in parts for c in p.cpu_ms],
+                   min(p.number for p in parts), min(utils) if utils else None)
+
     def samples(self, clock="wall"):
         if clock not in CLOCKS:
             raise ValueError(f"unknown clock {clock!r}; choose from {CLOCKS}")

@@ -250,39 +250,18 @@ def linear_backward(dy, x, W, activation, alpha, y):
 
 def conv2d(x, W, b, stride, pad, activation, alpha):
     """NCHW convolution, y (N, F, oh, ow) = act(W * x + b), with implicit im2col (no col matrix)."""
-    cdef fnn_ctx ctx = current_ctx()
-    cdef int act = _act_code(activation)
-    cdef int64_t n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
-    cdef int64_t f = W.shape[0], fh = W.shape[2], fw = W.shape[3]
-    cdef int64_t sh = stride[0], sw = stride[1], ph = pad[0], pw = pad[1]
-    cdef int64_t oh = (h + 2 * ph - fh) // sh + 1, ow = (w + 2 * pw - fw) // sw + 1
-    y = np.empty((n, f, oh, ow), dtype=x.dtype)
-    cdef int rc = 0
-    cdef double aa = alpha
-    cdef cnp.ndarray xa = x, wa = W, ya = y, ba
-    cdef const void *bp = NULL
-    if b is not None:
-        ba = b
-        bp = cnp.PyArray_DATA(ba)
-    cdef const void *xp = cnp.PyArray_DATA(xa)
-    cdef const void *wp = cnp.PyArray_DATA(wa)
-    cdef void *yp = cnp.PyArray_DATA(ya)
-    if n == 0:
-        return y
-    with nogil:
-        if cnp.PyArray_TYPE(xa) == cnp.NPY_FLOAT:
-            rc = fnn_conv2d_f32(ctx, <const float *>xp, n, c, h, w, <const float *>wp, f, fh, fw,
-                                <const float *>bp, sh, sw, ph, pw, act, aa, <float *>yp)
-        else:
-            rc = fnn_conv2d_f64(ctx, <const double *>xp, n, c, h, w, <const double *>wp, f, fh, fw,
-                                <const double *>bp, sh, sw, ph, pw, act, aa, <double *>yp)
-    if rc != 0:
-        raise MemoryError("conv2d: could not allocate scratch memory")
-    return y
+    return _conv_forward("conv2d", x, W, b, stride, pad, activation, alpha, None)[0]
 
 
 def conv2d_max_pool2d(x, W, b, stride, pad, activation, alpha, pool_h, pool_w, pool_stride, pool_pad):
     """(y, argmax) of max_pool2d(conv2d(x, ...)), each conv output plane pooled while it is in cache."""
+    return _conv_forward("conv2d_max_pool2d", x, W, b, stride, pad, activation, alpha,
+                         (pool_h, pool_w, pool_stride, pool_pad))
+
+
+cdef tuple _conv_forward(str op, x, W, b, stride, pad, activation, alpha, pooling):
+    """(y, argmax or None): the convolution, followed by max pooling when `pooling` is
+    (pool_h, pool_w, pool_stride, pool_pad)."""
     cdef fnn_ctx ctx = current_ctx()
     cdef int act = _act_code(activation)
     cdef int64_t n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
@@ -290,35 +269,48 @@ def conv2d_max_pool2d(x, W, b, stride, pad, activation, alpha, pool_h, pool_w, p
     cdef int64_t sh = stride[0], sw = stride[1], ph = pad[0], pw = pad[1]
     cdef int64_t oh = (h + 2 * ph - fh) // sh + 1, ow = (w + 2 * pw - fw) // sw + 1
     cdef fnn_pool_spec pool
-    pool.ph, pool.pw = pool_h, pool_w
-    pool.sh, pool.sw = pool_stride
-    pool.padh, pool.padw = pool_pad
-    cdef int64_t poh = (oh + 2 * pool.padh - pool.ph) // pool.sh + 1
-    cdef int64_t pow_ = (ow + 2 * pool.padw - pool.pw) // pool.sw + 1
-    y = np.empty((n, f, poh, pow_), dtype=x.dtype)
-    argmax = np.empty((n, f, poh, pow_), dtype=np.int64)
+    cdef bint pooled = pooling is not None
+    argmax = None
+    if pooled:
+        pool.ph, pool.pw = pooling[0], pooling[1]
+        pool.sh, pool.sw = pooling[2]
+        pool.padh, pool.padw = pooling[3]
+        oh, ow = (oh + 2 * pool.padh - pool.ph) // pool.sh + 1, (ow + 2 * pool.padw - pool.pw) // pool.sw + 1
+        argmax = np.empty((n, f, oh, ow), dtype=np.int64)
+    y = np.empty((n, f, oh, ow), dtype=x.dtype)
     if n == 0:
         return y, argmax
     cdef int rc = 0
     cdef double aa = alpha
-    cdef cnp.ndarray xa = x, wa = W, ya = y, ama = argmax, ba
+    cdef cnp.ndarray xa = x, wa = W, ya = y, ba, ama
     cdef const void *bp = NULL
+    cdef int64_t *ap = NULL
     if b is not None:
         ba = b
         bp = cnp.PyArray_DATA(ba)
+    if pooled:
+        ama = argmax
+        ap = <int64_t *>cnp.PyArray_DATA(ama)
     cdef const void *xp = cnp.PyArray_DATA(xa)
     cdef const void *wp = cnp.PyArray_DATA(wa)
     cdef void *yp = cnp.PyArray_DATA(ya)
-    cdef int64_t *ap = <int64_t *>cnp.PyArray_DATA(ama)
     with nogil:
         if cnp.PyArray_TYPE(xa) == cnp.NPY_FLOAT:
-            rc = fnn_conv2d_max_pool_f32(ctx, <const float *>xp, n, c, h, w, <const float *>wp, f, fh, fw,
-                                         <const float *>bp, sh, sw, ph, pw, act, aa, &pool, <float *>yp, ap)
+            if pooled:
+                rc = fnn_conv2d_max_pool_f32(ctx, <const float *>xp, n, c, h, w, <const float *>wp, f, fh, fw,
+                                             <const float *>bp, sh, sw, ph, pw, act, aa, &pool, <float *>yp, ap)
+            else:
+                rc = fnn_conv2d_f32(ctx, <const float *>xp, n, c, h, w, <const float *>wp, f, fh, fw,
+                                    <const float *>bp, sh, sw, ph, pw, act, aa, <float *>yp)
         else:
-            rc = fnn_conv2d_max_pool_f64(ctx, <const double *>xp, n, c, h, w, <const double *>wp, f, fh, fw,
-                                         <const double *>bp, sh, sw, ph, pw, act, aa, &pool, <double *>yp, ap)
+            if pooled:
+                rc = fnn_conv2d_max_pool_f64(ctx, <const double *>xp, n, c, h, w, <const double *>wp, f, fh, fw,
+                                             <const double *>bp, sh, sw, ph, pw, act, aa, &pool, <double *>yp, ap)
+            else:
+                rc = fnn_conv2d_f64(ctx, <const double *>xp, n, c, h, w, <const double *>wp, f, fh, fw,
+                                    <const double *>bp, sh, sw, ph, pw, act, aa, <double *>yp)
     if rc != 0:
-        raise MemoryError("conv2d_max_pool2d: could not allocate scratch memory")
+        raise MemoryError(f"{op}: could not allocate scratch memory")
     return y, argmax
 
 

@@ -296,15 +296,23 @@ def _check_conv(op, x, W, b, stride, pad):
 
 def conv2d(x, W, b=None, stride=1, pad=0, activation=None, alpha=None):
     """act(conv(x, W) + b): x (N, C, H, W), W (F, C, FH, FW), b (F,) -> (N, F, oh, ow)."""
-    op = "conv2d"
+    _, x, W, b, stride, pad, act, alpha, _ = _conv_forward_args("conv2d", x, W, b, stride, pad, activation, alpha,
+                                                                "the output")
+    return _backend().conv2d(x, W, b, stride, pad, act, alpha)
+
+
+def _conv_forward_args(op, x, W, b, stride, pad, activation, alpha, output="the convolution's output"):
+    """The checked arguments of a convolution forward: (dtype, x, W, b, stride, pad,
+    activation, alpha, the convolution's output shape)."""
     dtype, arrs = V.float_arrays(op, optional=("b",), x=x, W=W, b=b)
     x, W, b = arrs["x"], arrs["W"], arrs["b"]
     stride, pad, oh, ow = _check_conv(op, x, W, b, stride, pad)
     act = V.activation_name(op, activation)
     alpha = V.activation_alpha(op, act, alpha, fused=True)
-    V.check_size(op, "the output", (x.shape[0], W.shape[0], oh, ow), dtype.itemsize)
+    out_shape = (x.shape[0], W.shape[0], oh, ow)
+    V.check_size(op, output, out_shape, dtype.itemsize)
     V.check_size(op, "the column matrix", (x.shape[0] * oh * ow, math.prod(W.shape[1:])), dtype.itemsize)
-    return _backend().conv2d(x, W, b, stride, pad, act, alpha)
+    return dtype, x, W, b, stride, pad, act, alpha, out_shape
 
 
 def conv2d_backward(dy, x, W, stride=1, pad=0, need_dx=True):
@@ -350,14 +358,8 @@ def conv2d_max_pool2d(x, W, b=None, stride=1, pad=0, activation=None, alpha=None
     output planes, for max_pool2d_backward). Natively each output plane of a stride-1
     convolution is pooled while it is in cache, so the full output is never written."""
     op = "conv2d_max_pool2d"
-    dtype, arrs = V.float_arrays(op, optional=("b",), x=x, W=W, b=b)
-    x, W, b = arrs["x"], arrs["W"], arrs["b"]
-    stride, pad, oh, ow = _check_conv(op, x, W, b, stride, pad)
-    act = V.activation_name(op, activation)
-    alpha = V.activation_alpha(op, act, alpha, fused=True)
-    conv_shape = (x.shape[0], W.shape[0], oh, ow)
-    V.check_size(op, "the convolution's output", conv_shape, dtype.itemsize)
-    V.check_size(op, "the column matrix", (x.shape[0] * oh * ow, math.prod(W.shape[1:])), dtype.itemsize)
+    dtype, x, W, b, stride, pad, act, alpha, conv_shape = _conv_forward_args(op, x, W, b, stride, pad, activation,
+                                                                            alpha)
     (ph, pw), pool_stride, pool_pad, out_shape = _pool_geometry(op, conv_shape, pool_h, pool_w, pool_stride,
                                                                 pool_pad)
     V.check_size(op, "the output", out_shape + (ph * pw,), dtype.itemsize)

@@ -99,6 +99,13 @@ void fnn_transpose_avx2_f32(const float *src, int64_t lds, int64_t rows, int64_t
                             float *dst, int64_t ldd);
 #endif
 
+/* out[t] = dy[t] * act'(z[t]) for t < n, with the derivative taken from the output
+ * y = act(z) (activation.h), vectorised for `isa`: the backward of a fused activation. */
+void fnn_act_grad_from_y_mul_f32(int isa, const float *dy, const float *y, float *out, int64_t n, int act,
+                                 double alpha);
+void fnn_act_grad_from_y_mul_f64(int isa, const double *dy, const double *y, double *out, int64_t n, int act,
+                                 double alpha);
+
 /* Packers of plain matrices (src: const fnn_matrix_src *). */
 void fnn_pack_matrix_f32(const void *src, int64_t r0, int64_t rows, int64_t k0, int64_t kc, int w, float *dst);
 void fnn_pack_matrix_f64(const void *src, int64_t r0, int64_t rows, int64_t k0, int64_t kc, int w, double *dst);

@@ -242,6 +242,54 @@ void FN(fnn_transpose)(int isa, const T *src, int64_t lds, int64_t rows, int64_t
     }
 }
 
+/* out[t] = dy[t] * act'(z[t]), the derivative written from the output y = act(z)
+ * (activation.h): the backward of a fused activation. One loop per activation,
+ * compiled per ISA, as fnn_bias_act. */
+#define ACT_GRAD_CASE(A)                                                                                    \
+    case A:                                                                                                 \
+        for (int64_t t = 0; t < n; t++)                                                                     \
+            out[t] = dy[t] * FN(fnn_act_grad_from_y)(A, y[t], aa);                                          \
+        break;
+#define DEFINE_ACT_GRAD(NAME, TARGET)                                                                       \
+    TARGET static void NAME(const T *dy, const T *y, T *out, int64_t n, int act, T aa)                      \
+    {                                                                                                       \
+        switch (act) {                                                                                      \
+        ACT_GRAD_CASE(FNN_ACT_RELU)                                                                         \
+        ACT_GRAD_CASE(FNN_ACT_LEAKY_RELU)                                                                   \
+        ACT_GRAD_CASE(FNN_ACT_ELU)                                                                          \
+        ACT_GRAD_CASE(FNN_ACT_SIGMOID)                                                                      \
+        ACT_GRAD_CASE(FNN_ACT_TANH)                                                                         \
+        ACT_GRAD_CASE(FNN_ACT_SOFTPLUS)                                                                     \
+        default:                                                                                            \
+            for (int64_t t = 0; t < n; t++)                                                                 \
+                out[t] = dy[t];                                                                             \
+            break;                                                                                          \
+        }                                                                                                   \
+    }
+DEFINE_ACT_GRAD(FN(act_grad_portable), )
+#if FNN_X86_SIMD
+DEFINE_ACT_GRAD(FN(act_grad_avx2), FNN_TARGET_AVX2)
+DEFINE_ACT_GRAD(FN(act_grad_avx512), FNN_TARGET_AVX512)
+#endif
+#undef DEFINE_ACT_GRAD
+#undef ACT_GRAD_CASE
+
+void FN(fnn_act_grad_from_y_mul)(int isa, const T *dy, const T *y, T *out, int64_t n, int act, double alpha)
+{
+#if FNN_X86_SIMD
+    if (isa >= FNN_ISA_AVX512) {
+        FN(act_grad_avx512)(dy, y, out, n, act, (T)alpha);
+        return;
+    }
+    if (isa >= FNN_ISA_AVX2) {
+        FN(act_grad_avx2)(dy, y, out, n, act, (T)alpha);
+        return;
+    }
+#endif
+    (void)isa;
+    FN(act_grad_portable)(dy, y, out, n, act, (T)alpha);
+}
+
 static void FN(epilogue_tile)(int isa, T *c, int64_t ldc, int64_t i0, int64_t j0, int mr, int nr,
                               const fnn_epilogue *ep)
 {

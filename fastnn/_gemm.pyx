@@ -16,11 +16,11 @@ include "_ctx.pxi"
 
 cnp.import_array()
 
-cdef extern from "activation.h" nogil:
-    float fnn_act_grad_from_y_f32(int act, float y, float alpha)
-    double fnn_act_grad_from_y_f64(int act, double y, double alpha)
-
 cdef extern from "gemm.h" nogil:
+    void fnn_act_grad_from_y_mul_f32(int isa, const float *dy, const float *y, float *out, int64_t n, int act,
+                                     double alpha)
+    void fnn_act_grad_from_y_mul_f64(int isa, const double *dy, const double *y, double *out, int64_t n, int act,
+                                     double alpha)
     ctypedef struct fnn_epilogue:
         int bias_mode
         const void *bias
@@ -198,15 +198,22 @@ def linear(x, W, b, activation, alpha):
     return y
 
 
-cdef void _act_grad(const floating[:, ::1] dy, const floating[:, ::1] y, floating[:, ::1] g, int act, double alpha):
-    cdef Py_ssize_t i, j
+cdef object _act_grad(dy, y, int act, double alpha):
+    """dy * act'(z) from y = act(z), a new array (dy and y C-contiguous, one dtype)."""
+    cdef fnn_ctx ctx = current_ctx()
+    g = np.empty_like(dy)
+    cdef cnp.ndarray da = dy, ya = y, ga = g
+    cdef int64_t n = dy.size
+    cdef const void *dp = cnp.PyArray_DATA(da)
+    cdef const void *yp = cnp.PyArray_DATA(ya)
+    cdef void *gp = cnp.PyArray_DATA(ga)
     with nogil:
-        for i in range(dy.shape[0]):
-            for j in range(dy.shape[1]):
-                if floating is float:
-                    g[i, j] = dy[i, j] * fnn_act_grad_from_y_f32(act, y[i, j], <float>alpha)
-                else:
-                    g[i, j] = dy[i, j] * fnn_act_grad_from_y_f64(act, y[i, j], alpha)
+        if cnp.PyArray_TYPE(da) == cnp.NPY_FLOAT:
+            fnn_act_grad_from_y_mul_f32(ctx.isa, <const float *>dp, <const float *>yp, <float *>gp, n, act, alpha)
+        else:
+            fnn_act_grad_from_y_mul_f64(ctx.isa, <const double *>dp, <const double *>yp, <double *>gp, n, act,
+                                        alpha)
+    return g
 
 
 cdef void _column_sums(const floating[:, ::1] g, floating[::1] out):
@@ -224,14 +231,7 @@ def linear_backward(dy, x, W, activation, alpha, y):
     """(dx, dW, db) of y = act(x @ W + b); dy is the gradient of the activated output y."""
     cdef fnn_ctx ctx = current_ctx()
     cdef int act = _act_code(activation)
-    if act != 0:
-        g = np.empty_like(dy)
-        if dy.dtype == np.float32:
-            _act_grad[float](dy, y, g, act, alpha)
-        else:
-            _act_grad[double](dy, y, g, act, alpha)
-    else:
-        g = dy
+    g = _act_grad(dy, y, act, alpha) if act != 0 else dy
     n, d = x.shape
     m = W.shape[1]
     dx = np.empty((n, d), dtype=x.dtype)
@@ -359,11 +359,7 @@ def conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride, pad, activation, alp
     cdef int64_t poh = dy.shape[2], pow_ = dy.shape[3]
     if act != 0:
         # the activation's derivative at the pooled positions, from the pooled output
-        g = np.empty_like(dy)
-        if dy.dtype == np.float32:
-            _act_grad[float](dy.reshape(1, -1), y.reshape(1, -1), g.reshape(1, -1), act, alpha)
-        else:
-            _act_grad[double](dy.reshape(1, -1), y.reshape(1, -1), g.reshape(1, -1), act, alpha)
+        g = _act_grad(dy, y, act, alpha)
     else:
         g = dy
     dx = np.empty(x.shape, dtype=x.dtype) if need_dx else None

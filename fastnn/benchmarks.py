@@ -943,8 +943,10 @@ def summarize(samples_ms):
     return {"median_ms": median, "min_ms": s[0], "spread": spread}
 
 
-def time_callable(fn, repeat, warmup=2, min_sample_s=0.005, max_seconds=None, first_call_s=None):
-    """Timings of fn(): `warmup` untimed calls, then `repeat` samples of wall and process CPU time.
+def time_callable(fn, repeat, warmup=2, min_sample_s=0.005, max_seconds=None, first_call_s=None,
+                  min_warmup_s=0.0):
+    """Timings of fn(): `warmup` untimed calls (more, until they took `min_warmup_s`), then
+    `repeat` samples of wall and process CPU time.
 
     A sample times `number` back-to-back calls, with `number` chosen so that a
     sample lasts at least `min_sample_s` (fast ops are otherwise below the timer's
@@ -953,10 +955,13 @@ def time_callable(fn, repeat, warmup=2, min_sample_s=0.005, max_seconds=None, fi
     three samples exist (the number of samples is reported).
     """
     per_call = first_call_s
-    for _ in range(warmup):
+    warm_start = time.perf_counter()
+    calls = 0
+    while calls < warmup or time.perf_counter() - warm_start < min_warmup_s:
         t0 = time.perf_counter()
         fn()
         per_call = time.perf_counter() - t0
+        calls += 1
     if per_call is None:
         t0 = time.perf_counter()
         fn()

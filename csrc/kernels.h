@@ -149,10 +149,8 @@ static inline int fnn_isa_of(fnn_ctx ctx)
 static inline int fnn_threads_of(fnn_ctx ctx) { return ctx.nthreads < 1 ? 1 : ctx.nthreads; }
 
 /* Below this many elements of work a kernel stays on one thread: starting the
- * OpenMP team costs more than it saves. Waking a sleeping worker took 50-150 us
- * on the project's VMs, so a 256k-element softmax-CE (60 us on one thread) ran
- * at 0.2 ms on two with the former 32k. */
-#define FNN_PARALLEL_MIN_WORK ((int64_t)1 << 18)
+ * OpenMP team costs more than it saves. */
+#define FNN_PARALLEL_MIN_WORK ((int64_t)32768)
 
 /* "parallel for" over the next loop with ctx's thread count, when the local
  * par_work (elements touched) is worth a team. */

@@ -413,29 +413,14 @@ FNN_TARGET_AVX512 static inline float sce_long_row_avx512(const float *zr, float
     return s;
 }
 
-/* Softmax cross-entropy of R <= 32 rows of K logits against labels in [0, K),
- * one sweep per row that stays in L1: dz = (softmax(z) - onehot) * inv_N.
- * Returns the rows' summed loss, sum(log s - (z[label] - max)), in double: the
- * log of the product of the s (each in [1, K]) is one log per call instead of
- * one per row, which dominated short rows. A NaN anywhere in a row makes its s,
- * its dz and the loss NaN, as in the reference, so the max needs no NaN test.
+/* s[r] = sum(exp(z_r - max)) and shifted[r] = z_r[lab[r]] - max for R rows of
+ * K logits, writing dz_r = (softmax(z_r) - onehot) * inv_N; labels in [0, K).
  * Short rows go four at a time: their dependency chains are long and each
  * row's is independent, so the core overlaps them. */
-FNN_TARGET_AVX512 double fnn_sce_labels_avx512_f32(const float *z, const int64_t *labels, float *dz,
-                                                   int64_t R, int64_t K, double inv_N)
+FNN_TARGET_AVX512 void fnn_sce_rows_avx512_f32(const float *z, const int64_t *lab, float *dz, int64_t R, int64_t K,
+                                              double inv_N, float *s, float *shifted)
 {
-    float s[32], shifted[32];
-    int64_t lab[32];
-    double shifted_sum = 0, prod = 1;
-    int nan = 0, expo = 0;
     int64_t r = 0;
-    if (R > 32) return NAN;
-    for (r = 0; r < R; r++) { /* validation keeps labels in range; a stray one never indexes astray */
-        const int ok = (uint64_t)labels[r] < (uint64_t)K;
-        nan |= !ok;
-        lab[r] = ok ? labels[r] : 0;
-    }
-    r = 0;
     if (K <= 16) {
         const __mmask16 msk = (__mmask16)((1u << K) - 1u);
         for (; r + 4 <= R; r += 4)
@@ -448,18 +433,76 @@ FNN_TARGET_AVX512 double fnn_sce_labels_avx512_f32(const float *z, const int64_t
         for (; r < R; r++)
             s[r] = sce_long_row_avx512(z + r * K, dz + r * K, K, lab[r], inv_N, &shifted[r]);
     }
-    for (r = 0; r < R; r++) {
-        nan |= s[r] != s[r];
-        shifted_sum += (double)shifted[r];
-        prod *= (double)s[r];
-        if (prod > 0x1p900) {
-            int e;
-            prod = frexp(prod, &e);
-            expo += e;
-        }
+}
+
+/* ------------------------------------------------- AVX2 softmax-CE rows ---- */
+
+FNN_TARGET_AVX2 static inline float hsum_avx2(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+FNN_TARGET_AVX2 static inline float hmax_avx2(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+/* One row as sce_long_row_avx512 does it, 8 lanes wide; the tail's e stays in a
+ * register (a masked store is not forwarded to a load). */
+FNN_TARGET_AVX2 static inline float sce_row_avx2(const float *zr, float *dr, int64_t K, int64_t l, double inv_N,
+                                                 float *shifted)
+{
+    const int64_t body = K & ~(int64_t)7;
+    const int64_t nt = K & 7;
+    const __m256i tm = nt ? tail_mask_avx2(nt) : _mm256_setzero_si256();
+    const __m256 tmf = _mm256_castsi256_ps(tm), ninf = _mm256_set1_ps(-INFINITY);
+    __m256 m0 = ninf, m1 = ninf;
+    int64_t i = 0;
+    for (; i + 16 <= body; i += 16) {
+        m0 = _mm256_max_ps(m0, _mm256_loadu_ps(zr + i));
+        m1 = _mm256_max_ps(m1, _mm256_loadu_ps(zr + i + 8));
     }
-    if (nan) return NAN;
-    return (log(prod) + (double)expo * 0.693147180559945309417) - shifted_sum;
+    if (i < body) m0 = _mm256_max_ps(m0, _mm256_loadu_ps(zr + i));
+    const __m256 zt = nt ? _mm256_maskload_ps(zr + body, tm) : _mm256_setzero_ps();
+    if (nt) m1 = _mm256_max_ps(m1, _mm256_blendv_ps(ninf, zt, tmf));
+    const float m = hmax_avx2(_mm256_max_ps(m0, m1));
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, et = s0;
+    for (i = 0; i + 16 <= body; i += 16) {
+        const __m256 e0 = exp_nonpos_avx2(_mm256_sub_ps(_mm256_loadu_ps(zr + i), vm));
+        const __m256 e1 = exp_nonpos_avx2(_mm256_sub_ps(_mm256_loadu_ps(zr + i + 8), vm));
+        _mm256_storeu_ps(dr + i, e0);
+        _mm256_storeu_ps(dr + i + 8, e1);
+        s0 = _mm256_add_ps(s0, e0);
+        s1 = _mm256_add_ps(s1, e1);
+    }
+    if (i < body) {
+        const __m256 e0 = exp_nonpos_avx2(_mm256_sub_ps(_mm256_loadu_ps(zr + i), vm));
+        _mm256_storeu_ps(dr + i, e0);
+        s0 = _mm256_add_ps(s0, e0);
+    }
+    if (nt) et = _mm256_and_ps(exp_nonpos_avx2(_mm256_sub_ps(_mm256_blendv_ps(vm, zt, tmf), vm)), tmf);
+    const float s = hsum_avx2(_mm256_add_ps(_mm256_add_ps(s0, s1), et)), inv_s = 1.0f / s;
+    float tail[8];
+    _mm256_storeu_ps(tail, et);
+    const float el = l < body ? dr[l] : tail[l - body];
+    const __m256 scale = _mm256_set1_ps((float)((double)inv_s * inv_N));
+    for (i = 0; i < body; i += 8) _mm256_storeu_ps(dr + i, _mm256_mul_ps(_mm256_loadu_ps(dr + i), scale));
+    if (nt) _mm256_maskstore_ps(dr + body, tm, _mm256_mul_ps(et, scale));
+    dr[l] = (el * inv_s - 1.0f) * (float)inv_N;
+    *shifted = zr[l] - m;
+    return s;
+}
+
+FNN_TARGET_AVX2 void fnn_sce_rows_avx2_f32(const float *z, const int64_t *lab, float *dz, int64_t R, int64_t K,
+                                          double inv_N, float *s, float *shifted)
+{
+    for (int64_t r = 0; r < R; r++)
+        s[r] = sce_row_avx2(z + r * K, dz + r * K, K, lab[r], inv_N, &shifted[r]);
 }
 
 #else /* no x86 SIMD in this build: the portable path does everything */
@@ -478,8 +521,11 @@ float fnn_exp_shift_sum_avx2_f32(const float *x, float *e, int64_t n, float shif
 { (void)x; (void)e; (void)n; (void)shift; return 0; }
 float fnn_exp_shift_sum_avx512_f32(const float *x, float *e, int64_t n, float shift)
 { (void)x; (void)e; (void)n; (void)shift; return 0; }
-double fnn_sce_labels_avx512_f32(const float *z, const int64_t *labels, float *dz, int64_t R, int64_t K,
-                                 double inv_N)
-{ (void)z; (void)labels; (void)dz; (void)R; (void)K; (void)inv_N; return NAN; }
+void fnn_sce_rows_avx512_f32(const float *z, const int64_t *lab, float *dz, int64_t R, int64_t K, double inv_N,
+                             float *s, float *shifted)
+{ (void)z; (void)lab; (void)dz; (void)R; (void)K; (void)inv_N; (void)s; (void)shifted; }
+void fnn_sce_rows_avx2_f32(const float *z, const int64_t *lab, float *dz, int64_t R, int64_t K, double inv_N,
+                           float *s, float *shifted)
+{ (void)z; (void)lab; (void)dz; (void)R; (void)K; (void)inv_N; (void)s; (void)shifted; }
 
 #endif

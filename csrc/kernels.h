@@ -115,10 +115,12 @@ float fnn_row_max_avx512_f32(const float *x, int64_t n);
 /* e[i] = exp(x[i] - shift) for x[i] <= shift; returns the sum of e */
 float fnn_exp_shift_sum_avx2_f32(const float *x, float *e, int64_t n, float shift);
 float fnn_exp_shift_sum_avx512_f32(const float *x, float *e, int64_t n, float shift);
-/* softmax cross-entropy of R <= 32 rows against labels (loss.c's fast path): writes dz,
- * returns the rows' summed loss */
-double fnn_sce_labels_avx512_f32(const float *z, const int64_t *labels, float *dz, int64_t R, int64_t K,
-                                 double inv_N);
+/* softmax cross-entropy rows against labels in [0, K) (loss.c's fast path): writes
+ * dz = (softmax - onehot) * inv_N, s[r] = sum(exp(z_r - max)), shifted[r] = z_r[lab[r]] - max */
+void fnn_sce_rows_avx512_f32(const float *z, const int64_t *lab, float *dz, int64_t R, int64_t K, double inv_N,
+                             float *s, float *shifted);
+void fnn_sce_rows_avx2_f32(const float *z, const int64_t *lab, float *dz, int64_t R, int64_t K, double inv_N,
+                           float *s, float *shifted);
 
 /* one (H, W) plane of 2x2 stride-2 unpadded max pooling (pool_simd.c) */
 void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float *y, int64_t *am, int64_t W,

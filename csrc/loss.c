@@ -67,26 +67,62 @@ static double row_exp_sum_f64(int isa, const double *x, double *e, int64_t n, do
     return s;
 }
 
-/* Rows per block of the AVX-512 softmax cross-entropy: the blocks are fixed, so
+/* Rows per block of the vector softmax cross-entropy: the blocks are fixed, so
  * the loss (block sums added in order) does not depend on the thread count. */
 #define SCE_BLOCK_ROWS ((int64_t)32)
 
-/* float32 rows against labels on AVX-512: the fused kernel of eltwise_simd.c.
- * Returns 0 (nothing done) on other ISAs. */
+/* One block of R <= 32 rows: dz from the ISA's row kernel (one sweep per row that
+ * stays in L1), and the rows' summed loss, sum(log s - (z[label] - max)), in
+ * double: the log of the product of the s (each in [1, K]) is one log per block
+ * instead of one per row, which dominated short rows. A NaN anywhere in a row
+ * makes its s, its dz and the loss NaN, as in the reference. */
+static double sce_labels_block_f32(int isa, const float *z, const int64_t *labels, float *dz, int64_t R, int64_t K,
+                                   double inv_N)
+{
+    float s[SCE_BLOCK_ROWS], shifted[SCE_BLOCK_ROWS];
+    int64_t lab[SCE_BLOCK_ROWS];
+    double shifted_sum = 0, prod = 1;
+    int nan = 0, expo = 0;
+    for (int64_t r = 0; r < R; r++) { /* validation keeps labels in range; a stray one never indexes astray */
+        const int ok = (uint64_t)labels[r] < (uint64_t)K;
+        nan |= !ok;
+        lab[r] = ok ? labels[r] : 0;
+    }
+    if (isa >= FNN_ISA_AVX512)
+        fnn_sce_rows_avx512_f32(z, lab, dz, R, K, inv_N, s, shifted);
+    else
+        fnn_sce_rows_avx2_f32(z, lab, dz, R, K, inv_N, s, shifted);
+    for (int64_t r = 0; r < R; r++) {
+        nan |= s[r] != s[r];
+        shifted_sum += (double)shifted[r];
+        prod *= (double)s[r];
+        if (prod > 0x1p900) {
+            int e;
+            prod = frexp(prod, &e);
+            expo += e;
+        }
+    }
+    if (nan) return NAN;
+    return (log(prod) + (double)expo * 0.693147180559945309417) - shifted_sum;
+}
+
+/* float32 rows against labels with AVX2 or AVX-512. Returns 0 (nothing done) on
+ * other ISAs. */
 static int sce_labels_fast_f32(fnn_ctx ctx, const float *z, const int64_t *labels, float *dz, int64_t N,
                                int64_t K, double *loss)
 {
     const int64_t nblocks = (N + SCE_BLOCK_ROWS - 1) / SCE_BLOCK_ROWS;
     const double inv_N = 1.0 / (double)N;
+    const int isa = fnn_isa_of(ctx);
     double part_small[16], *part = part_small, total = 0;
     int64_t b;
-    if (fnn_isa_of(ctx) < FNN_ISA_AVX512) return 0;
+    if (isa < FNN_ISA_AVX2) return 0;
     if (nblocks > 16 && !(part = (double *)malloc((size_t)nblocks * sizeof(double)))) return 0;
     const int64_t par_work = N * K;
     FNN_OMP_FOR
     for (b = 0; b < nblocks; b++) {
         const int64_t lo = b * SCE_BLOCK_ROWS, rows = N - lo < SCE_BLOCK_ROWS ? N - lo : SCE_BLOCK_ROWS;
-        part[b] = fnn_sce_labels_avx512_f32(z + lo * K, labels + lo, dz + lo * K, rows, K, inv_N);
+        part[b] = sce_labels_block_f32(isa, z + lo * K, labels + lo, dz + lo * K, rows, K, inv_N);
     }
     for (b = 0; b < nblocks; b++) total += part[b];
     if (part != part_small) free(part);

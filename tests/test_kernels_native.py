@@ -587,3 +587,26 @@ def test_big_float32_activations_stream_their_output_correctly(offset):
                     first = (isa, got)
                 else:
                     _assert_identical([first[1]], [got], f"{name} {isa} threads")
+
+
+def test_softmax_cross_entropy_rows_of_every_length_and_special_values():
+    # the vector row kernels (AVX-512: rows of up to 16 in registers, longer ones in
+    # 16-lane steps; AVX2: 8-lane steps with a masked tail) on every length 1-40
+    # and across a 32-row block, with NaN, Inf and hugely negative rows, per ISA
+    rng = np.random.default_rng(12)
+    n = 37
+    for k in list(range(1, 41)) + [1003]:
+        z = (rng.standard_normal((n, k)) * 5).astype(np.float32)
+        t = rng.integers(0, k, n).astype(np.int64)
+        if k > 3:
+            z[1, 2], z[3, 0], z[4] = np.nan, np.inf, -1e30
+        want_loss, want_d = ref.softmax_cross_entropy(z, t)
+        ok = ~np.isnan(want_d)
+        for isa in ISAS:
+            with configured(isa=isa):
+                loss, d = K.softmax_cross_entropy(z, t)
+            assert (np.isnan(loss) and np.isnan(want_loss)) or abs(loss - want_loss) <= 1e-5 * max(1.0, abs(want_loss))
+            np.testing.assert_array_equal(np.isnan(d), np.isnan(want_d), err_msg=f"{isa} K={k}")
+            # dz = (softmax - onehot) / n: a few float32 roundings of values of at most 1 / n
+            np.testing.assert_allclose(d[ok], want_d[ok], rtol=0, atol=8 * np.finfo(np.float32).eps / n,
+                                       err_msg=f"{isa} K={k}")

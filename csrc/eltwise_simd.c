@@ -23,18 +23,10 @@ FNN_DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX2, simple_avx2_f64, double)
 FNN_DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX512, simple_avx512_f32, float)
 FNN_DEFINE_SIMPLE_LOOPS(FNN_TARGET_AVX512, simple_avx512_f64, double)
 
-/* Cephes expf constants */
+/* exp: range reduction x = fx ln2 + r */
 #define EXP_LO -104.0f /* exp(x) < half the smallest subnormal: the result is 0 */
 #define EXP_LOG2E 1.44269504088896341f
-#define EXP_C1 0.693359375f
-#define EXP_C2 -2.12194440e-4f
 #define EXP_LN2 0.693147182464599609375f /* ln 2 rounded to float */
-#define EXP_P0 1.9875691500e-4f
-#define EXP_P1 1.3981999507e-3f
-#define EXP_P2 8.3334519073e-3f
-#define EXP_P3 4.1665795894e-2f
-#define EXP_P4 1.6666665459e-1f
-#define EXP_P5 5.0000001201e-1f
 /* exp(r) ~ 1 + H1 r + ... + H6 r^6 on [-ln2/2, ln2/2]: fitted for the least
  * maximum relative error (2e-9, under the float rounding) */
 #define EXP_H1 1.0f
@@ -54,16 +46,15 @@ FNN_TARGET_AVX2 static inline __m256 exp_nonpos_avx2(__m256 x)
     x = _mm256_max_ps(lo, x); /* the second operand wins for NaN: NaN survives */
     __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)),
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(EXP_C1), x);
-    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(EXP_C2), r);
-    __m256 p = _mm256_set1_ps(EXP_P0);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P5));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
-    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    /* the reduction and polynomial of exp_nonpos_avx512 (see there) */
+    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(EXP_LN2), x);
+    __m256 p = _mm256_set1_ps(EXP_H6);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_H5));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_H4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_H3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_H2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_H1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     const __m256i bias = _mm256_set1_epi32(127);
     __m256i k = _mm256_cvtps_epi32(fx);
     if (!_mm256_movemask_ps(_mm256_cmp_ps(fx, _mm256_set1_ps(-126.0f), _CMP_LT_OQ)))

@@ -4,7 +4,8 @@
 # argmax int64), with consistent shapes. Each wrapper allocates the outputs,
 # reads the thread count and ISA (current_ctx) and calls the C kernel for the
 # dtype (a fused float/double specialisation) with the GIL released. Arrays are
-# passed as flat typed memoryviews: the kernels take the shapes separately.
+# passed as data pointers (the optimizers as flat typed memoryviews): the kernels
+# take the shapes separately.
 from cython cimport floating
 from libc.stdint cimport int64_t, uint64_t
 
@@ -219,25 +220,64 @@ def tanh_backward(dy, y):
     return _backward(dy, y, FNN_OP_TANH_BACKWARD, 0.0)
 
 
-# --------------------------------------------------------------- im2col/col2im
+# ------------------------------------------------------ im2col/col2im, pooling
 
-cdef void _im2col(fnn_ctx ctx, const floating[::1] x, floating[::1] col, int64_t[::1] dims) noexcept nogil:
-    # dims: N, C, H, W, fh, fw, sh, sw, padh, padw
+# One dispatcher for the kernels that map one array to another over (n, c)
+# planes, with their geometry in d (int64):
+#   IM2COL, COL2IM:             N, C, H, W, fh, fw, sh, sw, padh, padw
+#   MAX_POOL, AVG_POOL(_BW):    planes, H, W, ph, pw, sh, sw, padh, padw
+#   MAX_POOL_BW:                planes, H, W, oh, ow
+cdef enum:
+    IM2COL, COL2IM, MAX_POOL, MAX_POOL_BW, AVG_POOL, AVG_POOL_BW
+
+
+cdef void _planes(int kind, fnn_ctx ctx, const floating *a, floating *b, int64_t *am,
+                  const int64_t *d) noexcept nogil:
     if floating is float:
-        fnn_im2col_f32(ctx, &x[0], &col[0], dims[0], dims[1], dims[2], dims[3], dims[4], dims[5],
-                       dims[6], dims[7], dims[8], dims[9])
+        if kind == IM2COL:
+            fnn_im2col_f32(ctx, a, b, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9])
+        elif kind == COL2IM:
+            fnn_col2im_f32(ctx, a, b, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9])
+        elif kind == MAX_POOL:
+            fnn_max_pool2d_f32(ctx, a, b, am, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
+        elif kind == MAX_POOL_BW:
+            fnn_max_pool2d_backward_f32(ctx, a, am, b, d[0], d[1], d[2], d[3], d[4])
+        elif kind == AVG_POOL:
+            fnn_avg_pool2d_f32(ctx, a, b, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
+        else:
+            fnn_avg_pool2d_backward_f32(ctx, a, b, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
     else:
-        fnn_im2col_f64(ctx, &x[0], &col[0], dims[0], dims[1], dims[2], dims[3], dims[4], dims[5],
-                       dims[6], dims[7], dims[8], dims[9])
+        if kind == IM2COL:
+            fnn_im2col_f64(ctx, a, b, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9])
+        elif kind == COL2IM:
+            fnn_col2im_f64(ctx, a, b, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9])
+        elif kind == MAX_POOL:
+            fnn_max_pool2d_f64(ctx, a, b, am, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
+        elif kind == MAX_POOL_BW:
+            fnn_max_pool2d_backward_f64(ctx, a, am, b, d[0], d[1], d[2], d[3], d[4])
+        elif kind == AVG_POOL:
+            fnn_avg_pool2d_f64(ctx, a, b, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
+        else:
+            fnn_avg_pool2d_backward_f64(ctx, a, b, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
 
 
-cdef void _col2im(fnn_ctx ctx, const floating[::1] col, floating[::1] x, int64_t[::1] dims) noexcept nogil:
-    if floating is float:
-        fnn_col2im_f32(ctx, &col[0], &x[0], dims[0], dims[1], dims[2], dims[3], dims[4], dims[5],
-                       dims[6], dims[7], dims[8], dims[9])
+cdef object _run_planes(int kind, a, out, dims, argmax=None):
+    """out (and argmax) from a by kernel `kind`, with the GIL released; returns out."""
+    cdef fnn_ctx ctx = current_ctx()
+    a = np.ascontiguousarray(a)  # a no-op for what ops passes; direct callers may pass views
+    if argmax is not None:
+        argmax = np.ascontiguousarray(argmax, dtype=np.int64)
+    cdef int64_t[::1] d = np.asarray(dims, dtype=np.int64)
+    cdef int64_t *am = <int64_t *>_ptr(argmax) if argmax is not None else NULL
+    cdef void *ap = _ptr(a)
+    cdef void *op = _ptr(out)
+    if a.dtype == np.float32:
+        with nogil:
+            _planes[float](kind, ctx, <const float *>ap, <float *>op, am, &d[0])
     else:
-        fnn_col2im_f64(ctx, &col[0], &x[0], dims[0], dims[1], dims[2], dims[3], dims[4], dims[5],
-                       dims[6], dims[7], dims[8], dims[9])
+        with nogil:
+            _planes[double](kind, ctx, <const double *>ap, <double *>op, am, &d[0])
+    return out
 
 
 def _out_size(size, k, s, p):
@@ -245,174 +285,47 @@ def _out_size(size, k, s, p):
 
 
 def im2col(x, fh, fw, stride, pad):
-    cdef fnn_ctx ctx = current_ctx()
     N, C, H, W = x.shape
     oh = _out_size(H, fh, stride[0], pad[0])
     ow = _out_size(W, fw, stride[1], pad[1])
     col = np.empty((N * oh * ow, C * fh * fw), dtype=x.dtype)
-    cdef int64_t[::1] dims = np.array([N, C, H, W, fh, fw, stride[0], stride[1], pad[0], pad[1]],
-                                      dtype=np.int64)
-    cdef const float[::1] x32
-    cdef float[::1] c32
-    cdef const double[::1] x64
-    cdef double[::1] c64
-    if _is_f32(x):
-        x32, c32 = _flat(x), _flat(col)
-        with nogil:
-            _im2col(ctx, x32, c32, dims)
-    else:
-        x64, c64 = _flat(x), _flat(col)
-        with nogil:
-            _im2col(ctx, x64, c64, dims)
-    return col
+    return _run_planes(IM2COL, x, col, [N, C, H, W, fh, fw, stride[0], stride[1], pad[0], pad[1]])
 
 
 def col2im(col, x_shape, fh, fw, stride, pad):
-    cdef fnn_ctx ctx = current_ctx()
     N, C, H, W = x_shape
     x = np.empty((N, C, H, W), dtype=col.dtype)
-    cdef int64_t[::1] dims = np.array([N, C, H, W, fh, fw, stride[0], stride[1], pad[0], pad[1]],
-                                      dtype=np.int64)
-    cdef const float[::1] c32
-    cdef float[::1] x32
-    cdef const double[::1] c64
-    cdef double[::1] x64
-    if _is_f32(col):
-        c32, x32 = _flat(col), _flat(x)
-        with nogil:
-            _col2im(ctx, c32, x32, dims)
-    else:
-        c64, x64 = _flat(col), _flat(x)
-        with nogil:
-            _col2im(ctx, c64, x64, dims)
-    return x
-
-
-# --------------------------------------------------------------------- pooling
-
-cdef void _max_pool(fnn_ctx ctx, const floating[::1] x, floating[::1] y, int64_t[::1] am,
-                    int64_t[::1] d) noexcept nogil:
-    # d: planes, H, W, ph, pw, sh, sw, padh, padw
-    if floating is float:
-        fnn_max_pool2d_f32(ctx, &x[0], &y[0], &am[0], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
-    else:
-        fnn_max_pool2d_f64(ctx, &x[0], &y[0], &am[0], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
-
-
-cdef void _max_pool_backward(fnn_ctx ctx, const floating[::1] dy, const int64_t[::1] am,
-                             floating[::1] dx, int64_t[::1] d) noexcept nogil:
-    # d: planes, H, W, oh, ow
-    if floating is float:
-        fnn_max_pool2d_backward_f32(ctx, &dy[0], &am[0], &dx[0], d[0], d[1], d[2], d[3], d[4])
-    else:
-        fnn_max_pool2d_backward_f64(ctx, &dy[0], &am[0], &dx[0], d[0], d[1], d[2], d[3], d[4])
-
-
-cdef void _avg_pool(fnn_ctx ctx, const floating[::1] x, floating[::1] y, int64_t[::1] d) noexcept nogil:
-    if floating is float:
-        fnn_avg_pool2d_f32(ctx, &x[0], &y[0], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
-    else:
-        fnn_avg_pool2d_f64(ctx, &x[0], &y[0], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
-
-
-cdef void _avg_pool_backward(fnn_ctx ctx, const floating[::1] dy, floating[::1] dx,
-                             int64_t[::1] d) noexcept nogil:
-    if floating is float:
-        fnn_avg_pool2d_backward_f32(ctx, &dy[0], &dx[0], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
-    else:
-        fnn_avg_pool2d_backward_f64(ctx, &dy[0], &dx[0], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
+    return _run_planes(COL2IM, col, x, [N, C, H, W, fh, fw, stride[0], stride[1], pad[0], pad[1]])
 
 
 def _pool_dims(x_shape, ph, pw, stride, pad):
     N, C, H, W = x_shape
     oh = _out_size(H, ph, stride[0], pad[0])
     ow = _out_size(W, pw, stride[1], pad[1])
-    dims = np.array([N * C, H, W, ph, pw, stride[0], stride[1], pad[0], pad[1]], dtype=np.int64)
-    return (N, C, oh, ow), dims
+    return (N, C, oh, ow), [N * C, H, W, ph, pw, stride[0], stride[1], pad[0], pad[1]]
 
 
 def max_pool2d(x, ph, pw, stride, pad):
-    cdef fnn_ctx ctx = current_ctx()
-    out_shape, dims_arr = _pool_dims(x.shape, ph, pw, stride, pad)
-    cdef int64_t[::1] dims = dims_arr
-    y = np.empty(out_shape, dtype=x.dtype)
+    out_shape, dims = _pool_dims(x.shape, ph, pw, stride, pad)
     argmax = np.empty(out_shape, dtype=np.int64)
-    cdef int64_t[::1] am = _flat(argmax)
-    cdef const float[::1] x32
-    cdef float[::1] y32
-    cdef const double[::1] x64
-    cdef double[::1] y64
-    if _is_f32(x):
-        x32, y32 = _flat(x), _flat(y)
-        with nogil:
-            _max_pool(ctx, x32, y32, am, dims)
-    else:
-        x64, y64 = _flat(x), _flat(y)
-        with nogil:
-            _max_pool(ctx, x64, y64, am, dims)
-    return y, argmax
+    return _run_planes(MAX_POOL, x, np.empty(out_shape, dtype=x.dtype), dims, argmax), argmax
 
 
 def max_pool2d_backward(dy, argmax, x_shape, ph, pw, stride, pad):
-    cdef fnn_ctx ctx = current_ctx()
     N, C, H, W = x_shape
     _, _, oh, ow = dy.shape
-    cdef int64_t[::1] dims = np.array([N * C, H, W, oh, ow], dtype=np.int64)
-    cdef const int64_t[::1] am = _flat(argmax)
     dx = np.empty((N, C, H, W), dtype=dy.dtype)
-    cdef const float[::1] g32
-    cdef float[::1] d32
-    cdef const double[::1] g64
-    cdef double[::1] d64
-    if _is_f32(dy):
-        g32, d32 = _flat(dy), _flat(dx)
-        with nogil:
-            _max_pool_backward(ctx, g32, am, d32, dims)
-    else:
-        g64, d64 = _flat(dy), _flat(dx)
-        with nogil:
-            _max_pool_backward(ctx, g64, am, d64, dims)
-    return dx
+    return _run_planes(MAX_POOL_BW, dy, dx, [N * C, H, W, oh, ow], argmax)
 
 
 def avg_pool2d(x, ph, pw, stride, pad):
-    cdef fnn_ctx ctx = current_ctx()
-    out_shape, dims_arr = _pool_dims(x.shape, ph, pw, stride, pad)
-    cdef int64_t[::1] dims = dims_arr
-    y = np.empty(out_shape, dtype=x.dtype)
-    cdef const float[::1] x32
-    cdef float[::1] y32
-    cdef const double[::1] x64
-    cdef double[::1] y64
-    if _is_f32(x):
-        x32, y32 = _flat(x), _flat(y)
-        with nogil:
-            _avg_pool(ctx, x32, y32, dims)
-    else:
-        x64, y64 = _flat(x), _flat(y)
-        with nogil:
-            _avg_pool(ctx, x64, y64, dims)
-    return y
+    out_shape, dims = _pool_dims(x.shape, ph, pw, stride, pad)
+    return _run_planes(AVG_POOL, x, np.empty(out_shape, dtype=x.dtype), dims)
 
 
 def avg_pool2d_backward(dy, x_shape, ph, pw, stride, pad):
-    cdef fnn_ctx ctx = current_ctx()
-    _, dims_arr = _pool_dims(x_shape, ph, pw, stride, pad)
-    cdef int64_t[::1] dims = dims_arr
-    dx = np.empty(tuple(x_shape), dtype=dy.dtype)
-    cdef const float[::1] g32
-    cdef float[::1] d32
-    cdef const double[::1] g64
-    cdef double[::1] d64
-    if _is_f32(dy):
-        g32, d32 = _flat(dy), _flat(dx)
-        with nogil:
-            _avg_pool_backward(ctx, g32, d32, dims)
-    else:
-        g64, d64 = _flat(dy), _flat(dx)
-        with nogil:
-            _avg_pool_backward(ctx, g64, d64, dims)
-    return dx
+    _, dims = _pool_dims(x_shape, ph, pw, stride, pad)
+    return _run_planes(AVG_POOL_BW, dy, np.empty(tuple(x_shape), dtype=dy.dtype), dims)
 
 
 # ------------------------------------------------------------ softmax, losses

@@ -402,10 +402,11 @@ typedef struct {
 } FN(pooled_grad);
 
 /* Image i of the direct backward: its dW^T and db partials (beta = 0: the
- * first image of a group), and dx_i when dxi is set. With pg, dy_i is first
- * un-pooled into a per-thread buffer (L2), so the full dy never exists. */
+ * first image of a group), and dx_i when dxi is set (its GEMM with dctx's
+ * threads). With pg, dy_i is first un-pooled into a per-thread buffer (L2), so
+ * the full dy never exists. */
 static int FN(direct_backward_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, FN(ukra_rows_fn) ukr_rows,
-                                     fnn_ctx one, const T *xi, const T *dyi, const FN(pooled_grad) *pg, int64_t i,
+                                     fnn_ctx dctx, const T *xi, const T *dyi, const FN(pooled_grad) *pg, int64_t i,
                                      int64_t ck_alloc, int64_t ldw, T beta, T *dwt, T *dbt, const T *wt,
                                      const fnn_conv_geom *g, T *dxi)
 {
@@ -416,14 +417,14 @@ static int FN(direct_backward_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, 
         if (!buf)
             return -1;
         for (int64_t fi = 0; fi < d->f; fi++)
-            FN(fnn_max_pool2d_backward_plane)(fnn_isa_of(one), pg->dp + (i * d->f + fi) * pp,
+            FN(fnn_max_pool2d_backward_plane)(fnn_isa_of(dctx), pg->dp + (i * d->f + fi) * pp,
                                               pg->argmax + (i * d->f + fi) * pp, buf + fi * plane, d->oh, d->ow,
                                               pg->poh, pg->pow_);
         dyn = buf;
     }
     int err = FN(direct_wgrad_image)(d, ukr, ukr_rows, xi, dyn, ck_alloc, ldw, beta, dwt, dbt);
     if (!err && dxi)
-        err = FN(conv_dgrad_image)(one, dyn, wt, g, d->f, dxi, FNN_SCRATCH_CONV_DCOL);
+        err = FN(conv_dgrad_image)(dctx, dyn, wt, g, d->f, dxi, FNN_SCRATCH_CONV_DCOL);
     return err;
 }
 
@@ -464,10 +465,9 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
         if (!dwt)
             return -1;
         T *dbt = dwt + ck_alloc * ldw;
-        fnn_ctx one = ctx;
-        one.nthreads = 1;
+        /* one image (or one thread): the data gradient's GEMM may still use ctx's threads */
         for (int64_t i = 0; i < n && !err; i++)
-            err = FN(direct_backward_image)(&d, ukr, ukr_rows, one, x + i * chw, dy ? dy + i * fp : NULL, pg, i,
+            err = FN(direct_backward_image)(&d, ukr, ukr_rows, ctx, x + i * chw, dy ? dy + i * fp : NULL, pg, i,
                                             ck_alloc, ldw, i == 0 ? (T)0 : (T)1, dwt, dbt, wt, g,
                                             dx ? dx + i * chw : NULL);
         if (err)

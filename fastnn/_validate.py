@@ -45,16 +45,23 @@ def _describe(value):
     return type(value).__name__
 
 
+def as_array(op, name, value):
+    """``value`` as an ndarray; a ragged list or other unconvertible value raises a TypeError naming op."""
+    if type(value) is np.ndarray:
+        return value
+    try:
+        return np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - ragged lists and the like
+        raise TypeError(f"{op}: could not convert {name} to an array ({exc})") from None
+
+
 def as_float_array(op, name, value):
     """``value`` as an ndarray of dtype float32 or float64 (lists go through np.asarray)."""
     if type(value) is np.ndarray and value.dtype in FLOAT_DTYPES:
         return value
     if value is None:
         raise TypeError(f"{op}: expected {name} to be a float32 or float64 array, got None")
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:  # noqa: BLE001 - ragged lists and the like
-        raise TypeError(f"{op}: could not convert {name} to an array ({exc})") from None
+    arr = as_array(op, name, value)
     if arr.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{op}: expected {name} to be a float32 or float64 array, "
                         f"got dtype {arr.dtype} (shape {arr.shape})")
@@ -93,6 +100,15 @@ def check_nonempty_dims(op, name, arr, first_dim=1):
     if any(d < 1 for d in arr.shape[first_dim:]):
         raise ValueError(f"{op}: expected every dimension of {name} after the batch to be >= 1, "
                          f"got shape {arr.shape}")
+
+
+def as_flag(op, name, value):
+    """A bool (or numpy bool, or the ints 0 and 1): an array or None is a mistake, not False."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (numbers.Integral, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{op}: expected {name} to be True or False, got {_describe(value) if isinstance(value, np.ndarray) else repr(value)}")
 
 
 def as_int(op, name, value, minimum=None):

@@ -326,7 +326,7 @@ def conv2d_backward(dy, x, W, stride=1, pad=0, need_dx=True):
         raise ValueError(f"{op}: expected dy of shape {want} for x {x.shape}, W {W.shape}, "
                          f"stride {stride}, pad {pad}; got {dy.shape}")
     V.check_size(op, "the column matrix", (x.shape[0] * oh * ow, math.prod(W.shape[1:])), dtype.itemsize)
-    return _backend().conv2d_backward(dy, x, W, stride, pad, bool(need_dx))
+    return _backend().conv2d_backward(dy, x, W, stride, pad, V.as_flag(op, "need_dx", need_dx))
 
 
 # ---------------------------------------------------------------------------
@@ -391,7 +391,7 @@ def conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride=1, pad=0, activation=
             raise ValueError(f"{op}: expected {name} of shape {out_shape} (the pooled output) for x {x.shape}, "
                              f"W {W.shape}, pool ({ph}, {pw}); got {arr.shape}")
     argmax = _check_argmax(op, argmax, out_shape, conv_shape)
-    return _backend().conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride, pad, act, alpha, bool(need_dx))
+    return _backend().conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride, pad, act, alpha, V.as_flag(op, "need_dx", need_dx))
 
 
 def max_pool2d_backward(dy, argmax, x_shape, pool_h, pool_w=None, stride=None, pad=0):
@@ -410,7 +410,7 @@ def max_pool2d_backward(dy, argmax, x_shape, pool_h, pool_w=None, stride=None, p
 
 def _check_argmax(op, argmax, out_shape, x_shape):
     """argmax as C-contiguous int64, after checking it indexes the (H, W) planes of x_shape."""
-    argmax = np.asarray(argmax)
+    argmax = V.as_array(op, "argmax", argmax)
     if argmax.dtype.kind not in "iu":
         raise TypeError(f"{op}: expected argmax to be an integer array (from max_pool2d), got dtype {argmax.dtype}")
     if argmax.shape != out_shape:
@@ -487,11 +487,7 @@ def softmax_cross_entropy(logits, target):
     n, k = logits.shape
     if k < 1:
         raise ValueError(f"{op}: expected at least one class, got logits of shape {logits.shape}")
-    if type(target) is not np.ndarray:
-        try:
-            target = np.asarray(target)
-        except Exception as exc:  # noqa: BLE001
-            raise TypeError(f"{op}: could not convert target to an array ({exc})") from None
+    target = V.as_array(op, "target", target)
     if target.ndim == 1:
         labels = V.int_labels(op, target, n, k)
         return _backend().softmax_cross_entropy(np.ascontiguousarray(logits), labels)
@@ -585,6 +581,7 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, 
     op = "batch_norm_forward"
     dtype, arrs = V.float_arrays(op, x=x, gamma=gamma, beta=beta)
     x, gamma, beta = arrs["x"], arrs["gamma"], arrs["beta"]
+    per_channel = V.as_flag(op, "per_channel", per_channel)
     V.check_ndim(op, "x", x, (2, 4))
     V.check_nonempty_dims(op, "x", x)
     if x.ndim == 4 and per_channel:
@@ -603,7 +600,7 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, 
     eps = V.as_real(op, "eps", eps)
     if eps < 0:
         raise ValueError(f"{op}: expected eps >= 0, got {eps}")
-    train = bool(train)
+    train = V.as_flag(op, "train", train)
     if train and x2.shape[0] == 0:
         raise ValueError(f"{op}: training needs at least one sample to compute batch statistics, "
                          f"got x of shape {x.shape}")

@@ -522,6 +522,11 @@ def test_conv2d_max_pool2d_validation():
         F.conv2d_max_pool2d_backward(np.ones_like(y), arg + 16, y, x, W)
     with pytest.raises(TypeError, match="conv2d_max_pool2d_backward.*integer"):
         F.conv2d_max_pool2d_backward(np.ones_like(y), arg.astype(float), y, x, W)
+    # A ragged list cannot become an array: numpy's own ValueError must not escape unnamed.
+    with pytest.raises(TypeError, match="conv2d_max_pool2d_backward.*convert argmax"):
+        F.conv2d_max_pool2d_backward(np.ones_like(y), [[1, 2], [3]], y, x, W)
+    with pytest.raises(TypeError, match="max_pool2d_backward.*convert argmax"):
+        F.max_pool2d_backward(np.ones((1, 1, 2, 2)), [[1, 2], [3]], (1, 1, 4, 4), 2)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -228,7 +228,7 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, i
         const int64_t ci = k / (d->fh * d->fw), i = (k / d->fw) % d->fh, j = k % d->fw;
         rows[k] = xpad + ci * plane + i * d->wp + j;
     }
-    fnn_ctx one = {1, d->isa};
+    fnn_ctx one = {1, d->isa, FNN_CONV_AUTO};
     /* one MR-row panel of filters at a time, compacted while its wide rows
      * (MR x ldy) are still in L1 */
     for (int64_t ir = 0; ir < d->f_alloc; ir += d->mr) {
@@ -574,6 +574,9 @@ int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int
 #endif
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
     int err = 0;
+    if (fnn_winograd_applies(ctx.conv_algo, c, f, h, w, fh, fw, sh, sw, ph, pw) && FN(all_finite)(x, n * chw) &&
+        FN(all_finite)(wt, f * c * fh * fw))
+        return FN(fnn_winograd_conv2d)(ctx, x, n, c, h, w, wt, f, bias, ph, pw, act, act_alpha, y);
     if (FN(use_direct)(ctx, n, sh, sw, macs))
         return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, ph, pw, bias, act, act_alpha, NULL, y, NULL);
     if (!FN(use_batch_parallel)(nth, n, macs)) {
@@ -709,10 +712,14 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     /* Both direct backward paths multiply inserted zeros (dy's padding, its
      * garbage columns) with real values: exact only when those are finite. */
     const double macs = (double)f * (double)p * (double)ck;
-    if (dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs)) {
+    const int dy_finite = FN(all_finite)(dy, n * fp), x_finite = FN(all_finite)(x, n * chw);
+    const int wino_dx = dx && dy_finite && fnn_winograd_applies(ctx.conv_algo, f, c, g.oh, g.ow, fh, fw, sh, sw,
+                                                                 fh - 1 - ph, fw - 1 - pw) &&
+                        FN(all_finite)(wt, f * ck);
+    if (wino_dx || (dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs))) {
         /* stride 1: dx is the convolution of dy (padded by fh-1-ph, fw-1-pw) with
-         * the flipped, channel-transposed filters, so it takes the direct path
-         * with no col2im scatter at all */
+         * the flipped, channel-transposed filters, so it takes the Winograd or the
+         * direct forward path, with no col2im scatter at all */
         T *wflip = (T *)malloc((size_t)(f * ck) * sizeof(T));
         if (!wflip)
             return -1;
@@ -722,15 +729,22 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
                     for (int64_t j = 0; j < fw; j++)
                         wflip[((ci * f + fi) * fh + i) * fw + j] =
                             wt[((fi * c + ci) * fh + (fh - 1 - i)) * fw + (fw - 1 - j)];
-        int rc = FN(direct_conv_run)(ctx, dy, n, f, g.oh, g.ow, wflip, c, fh, fw, fh - 1 - ph, fw - 1 - pw, NULL,
-                                     FNN_ACT_IDENTITY, 0.0, NULL, dx, NULL);
+        int rc = wino_dx ? FN(fnn_winograd_conv2d)(ctx, dy, n, f, g.oh, g.ow, wflip, c, NULL, fh - 1 - ph,
+                                                   fw - 1 - pw, FNN_ACT_IDENTITY, 0.0, dx)
+                         : FN(direct_conv_run)(ctx, dy, n, f, g.oh, g.ow, wflip, c, fh, fw, fh - 1 - ph,
+                                               fw - 1 - pw, NULL, FNN_ACT_IDENTITY, 0.0, NULL, dx, NULL);
         free(wflip);
         if (rc)
             return -1;
         dx = NULL;
     }
     int need_w = 1;
-    if (FN(use_direct)(ctx, n, sh, sw, macs) && FN(all_finite)(x, n * chw)) {
+    if (dy_finite && x_finite && fnn_winograd_applies(ctx.conv_algo, c, f, h, w, fh, fw, sh, sw, ph, pw)) {
+        if (FN(fnn_winograd_wgrad)(ctx, dy, x, n, c, h, w, f, ph, pw, dw))
+            return -1;
+        FN(conv_bias_grad)(dy, n, f, p, db);
+        need_w = 0;
+    } else if (FN(use_direct)(ctx, n, sh, sw, macs) && x_finite) {
         /* db, and dx where the direct path above did not take it, come from the
          * same pass over dy */
         if (FN(direct_wgrad_run)(ctx, dy, NULL, x, n, c, h, w, f, fh, fw, ph, pw, dw, db, wt, &g, dx))

@@ -32,9 +32,17 @@ enum fnn_isa {
     FNN_ISA_AVX512 = 2   /* AVX-512F (+VL, DQ) */
 };
 
+/* Convolution algorithms for 3x3 stride-1 filters. */
+enum fnn_conv_algo {
+    FNN_CONV_AUTO = 0,     /* Winograd where it pays off (fnn_winograd_applies), else GEMM */
+    FNN_CONV_GEMM = 1,     /* never Winograd: direct and implicit-im2col GEMM paths only */
+    FNN_CONV_WINOGRAD = 2  /* Winograd wherever it can run (3x3, stride 1, padding <= 2) */
+};
+
 typedef struct {
-    int nthreads; /* >= 1 */
-    int isa;      /* enum fnn_isa */
+    int nthreads;  /* >= 1 */
+    int isa;       /* enum fnn_isa */
+    int conv_algo; /* enum fnn_conv_algo */
 } fnn_ctx;
 
 /* Run-time CPU detection: the best ISA both compiled in and supported by this

@@ -228,7 +228,11 @@ enum {
     FNN_SCRATCH_CONV_ROWS = 6, /* direct convolution: B row pointers */
     FNN_SCRATCH_CONV_PLANE = 7, /* direct convolution + pooling: one output plane */
     FNN_SCRATCH_CONV_DY = 8,    /* its backward: one image's un-pooled gradient */
-    FNN_SCRATCH_SLOTS = 9
+    FNN_SCRATCH_WINO_V = 9,     /* Winograd: a block's transformed input */
+    FNN_SCRATCH_WINO_M = 10,    /* Winograd: its products, or its transformed gradient */
+    FNN_SCRATCH_WINO_ROWS = 11, /* Winograd: padded rows of one tile row */
+    FNN_SCRATCH_WINO_DU = 12,   /* Winograd: per-thread partial weight gradient */
+    FNN_SCRATCH_SLOTS = 13
 };
 void *fnn_scratch(int slot, size_t bytes);
 

@@ -12,6 +12,7 @@ from fastnn import _reference
 
 BACKENDS = ("native", "numpy")
 ISA_NAMES = ("portable", "avx2", "avx512")
+CONV_ALGORITHMS = ("auto", "gemm", "winograd")  # order of enum fnn_conv_algo (csrc/fastnn.h)
 
 
 def _default_num_threads():
@@ -34,6 +35,7 @@ class _State:
         self.num_threads = _default_num_threads()
         self.isa = 0
         self.best_isa = 0
+        self.conv_algo = 0
         self.backend = "numpy"
         self.native = None          # the native backend module, once loaded
         self.native_error = None    # why it could not be loaded
@@ -71,6 +73,9 @@ def _apply_environment():
     forced_isa = os.environ.get("FASTNN_SIMD", "").strip().lower()
     if forced_isa and _state.native is not None:
         set_simd(forced_isa)
+    forced_algo = os.environ.get("FASTNN_CONV_ALGORITHM", "").strip().lower()
+    if forced_algo:
+        set_conv_algorithm(forced_algo)
     forced_backend = os.environ.get("FASTNN_BACKEND", "").strip().lower()
     if forced_backend:
         set_backend(forced_backend)
@@ -139,6 +144,20 @@ def get_simd():
     return ISA_NAMES[_state.isa]
 
 
+def set_conv_algorithm(name):
+    """How the native kernels run 3x3 stride-1 convolutions: 'auto' (Winograd F(2x2, 3x3)
+    where it pays off: 16+ channels in and out, finite inputs), 'gemm' (never Winograd: the
+    direct and implicit-im2col GEMM paths, whose sums follow the reference's order more
+    closely) or 'winograd' (wherever it can run: 3x3, stride 1, padding <= 2, finite inputs)."""
+    if not isinstance(name, str) or name.lower() not in CONV_ALGORITHMS:
+        raise ValueError(f"set_conv_algorithm: expected one of {CONV_ALGORITHMS}, got {name!r}")
+    _state.conv_algo = CONV_ALGORITHMS.index(name.lower())
+
+
+def get_conv_algorithm():
+    return CONV_ALGORITHMS[_state.conv_algo]
+
+
 def keep_freed_memory():
     """Ask glibc's malloc to keep freed memory in the process instead of returning it to the OS.
 
@@ -192,6 +211,7 @@ def config():
         "native_available": native_available(),
         "native_error": _state.native_error,
         "num_threads": _state.num_threads,
+        "conv_algorithm": get_conv_algorithm(),
     }
     if _state.native is not None:
         from fastnn import _info
@@ -215,6 +235,7 @@ def show_config():
             f"  OpenMP           : {'yes' if info['openmp'] else 'no (single-threaded build)'}",
             f"  SIMD compiled in : {', '.join(info['simd_compiled'])}",
             f"  SIMD on this CPU : {info['simd_cpu_best']} (selected: {info['simd_selected']})",
+            f"  conv algorithm   : {info['conv_algorithm']}",
         ]
     else:
         lines.append(f"  native extension : NOT loaded ({info['native_error']}); using the NumPy backend")

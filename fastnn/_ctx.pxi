@@ -7,4 +7,5 @@ cdef inline fnn_ctx current_ctx():
     state = _fnn_config._state
     ctx.nthreads = state.num_threads
     ctx.isa = state.isa
+    ctx.conv_algo = state.conv_algo
     return ctx

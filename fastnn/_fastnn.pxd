@@ -5,6 +5,7 @@ cdef extern from "fastnn.h" nogil:
     ctypedef struct fnn_ctx:
         int nthreads
         int isa
+        int conv_algo
     int fnn_cpu_best_isa()
     int fnn_compiled_isas()
     int fnn_have_openmp()

@@ -26,11 +26,13 @@ def on_backend(name):
 
 
 @contextlib.contextmanager
-def native_setting(isa=None, threads=None):
-    """Run the block with this SIMD path and native thread count, restoring both after; skips
-    the test when the CPU or build lacks the SIMD path."""
-    old_isa, old_threads = fastnn.get_simd(), fastnn.get_num_threads()
+def native_setting(isa=None, threads=None, conv_algorithm=None):
+    """Run the block with this SIMD path, native thread count and convolution algorithm,
+    restoring all after; skips the test when the CPU or build lacks the SIMD path."""
+    old_isa, old_threads, old_algo = fastnn.get_simd(), fastnn.get_num_threads(), fastnn.get_conv_algorithm()
     try:
+        if conv_algorithm is not None:
+            fastnn.set_conv_algorithm(conv_algorithm)
         if isa is not None:
             if fastnn._config.ISA_NAMES.index(isa) > fastnn._config._state.best_isa:
                 pytest.skip(f"{isa} not available on this CPU/build")
@@ -41,6 +43,7 @@ def native_setting(isa=None, threads=None):
     finally:
         fastnn.set_simd(old_isa)
         fastnn.set_num_threads(old_threads)
+        fastnn.set_conv_algorithm(old_algo)
 
 
 def run_on(name, func, *args, **kwargs):

@@ -1,0 +1,195 @@
+"""Winograd F(2x2, 3x3) convolution (csrc/winograd.c), forced with
+fastnn.set_conv_algorithm("winograd"), against a float64 im2col computation:
+odd and prime sizes, padding 0-2 and asymmetric, batch 0 and 1, blocks that
+span images, every SIMD path, 1-3 threads; its fallback for non-finite inputs,
+its numerical gradient, reproducibility, and the algorithm switch itself."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import ops as F
+
+from conftest import NATIVE, requires_native
+from helpers import native_setting
+from test_conv_native import check, conv_backward64, conv_forward64
+
+pytestmark = requires_native
+
+if NATIVE:
+    from fastnn import _gemm
+
+# (N, C, H, W, F, pad): 3x3 filters, stride 1
+GEOMETRIES = [
+    (0, 3, 5, 5, 2, (1, 1)),        # empty batch
+    (1, 1, 3, 3, 1, (0, 0)),        # one output, one channel
+    (2, 3, 7, 6, 5, (1, 1)),        # odd output height: a half tile row
+    (3, 17, 9, 11, 19, (0, 2)),     # primes, asymmetric padding
+    (2, 5, 4, 4, 3, (2, 2)),        # padding 2 (the data gradient's padding is 0)
+    (1, 33, 13, 8, 40, (1, 0)),     # F not a multiple of the microkernel's rows
+    (9, 4, 5, 6, 3, (1, 1)),        # 3 tile rows per image: blocks span images
+    (2, 150, 10, 9, 130, (1, 1)),   # wide channels: blocks of a few tile rows
+    (1, 16, 33, 35, 16, (1, 1)),    # 17 x 18 tiles: rows longer than 16 lanes
+]
+
+
+def _inputs(rng, geometry, dtype):
+    n, c, h, w, f, pad = geometry
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((f, c, 3, 3)).astype(dtype)
+    b = rng.standard_normal((f,)).astype(dtype)
+    return x, wt, b, pad
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_against_im2col(isa, threads, dtype, rng):
+    with native_setting(isa, threads, conv_algorithm="winograd"):
+        for geometry in GEOMETRIES:
+            x, wt, b, pad = _inputs(rng, geometry, dtype)
+            n, c, f = x.shape[0], x.shape[1], wt.shape[0]
+            y = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
+            want, mag = conv_forward64(x, wt, b, (1, 1), pad)
+            assert y.dtype == dtype
+            check(y, want, np.abs(want).max(initial=0) + mag.max(initial=0), dtype, 9 * c)
+            dy = rng.standard_normal(y.shape).astype(dtype)
+            dx, dw, db = _gemm.conv2d_backward(dy, x, wt, (1, 1), pad, True)
+            rdx, rdw, rdb = conv_backward64(dy, x, wt, (1, 1), pad)
+            p = y.shape[2] * y.shape[3]
+            check(dw, rdw, np.abs(rdw).max(initial=0) + 3 * n * p, dtype, n * p)
+            check(db, rdb, n * p, dtype, n * p)
+            check(dx, rdx, np.abs(rdx).max(initial=0) + 3 * f * 9 * c, dtype, 9 * f)
+
+
+def test_switch_selects_a_different_path(rng):
+    """The two algorithms round differently: the switch really changes the path, and
+    'auto' takes Winograd on a 16-channel layer."""
+    x, wt, b, pad = _inputs(rng, (4, 16, 12, 12, 16, (1, 1)), np.float32)
+    with native_setting(conv_algorithm="gemm"):
+        gemm = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
+    with native_setting(conv_algorithm="winograd"):
+        wino = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
+    with native_setting(conv_algorithm="auto"):
+        auto = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
+    assert not np.array_equal(gemm, wino)
+    np.testing.assert_array_equal(auto, wino)
+    np.testing.assert_allclose(wino, gemm, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus"])
+def test_fused_bias_and_activation(act, rng):
+    from fastnn import _reference as R
+    x, wt, b, pad = _inputs(rng, (3, 16, 9, 8, 18, (1, 1)), np.float64)
+    with native_setting(conv_algorithm="winograd"):
+        fused = _gemm.conv2d(x, wt, b, (1, 1), pad, act, 0.3)
+        pre = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
+    separate = getattr(R, act)(pre, 0.3) if act in ("leaky_relu", "elu") else getattr(R, act)(pre)
+    np.testing.assert_allclose(fused, separate, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_repeats_exactly_at_fixed_thread_count(threads, rng):
+    x, wt, b, pad = _inputs(rng, (7, 20, 12, 13, 24, (1, 1)), np.float32)
+    dy = rng.standard_normal((7, 24, 12, 13)).astype(np.float32)
+    with native_setting(threads=threads, conv_algorithm="winograd"):
+        runs = [(_gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0),) +
+                tuple(_gemm.conv2d_backward(dy, x, wt, (1, 1), pad, True)) for _ in range(2)]
+    for a, b_ in zip(*runs):
+        np.testing.assert_array_equal(a, b_)
+
+
+def test_forward_does_not_depend_on_thread_count(rng):
+    x, wt, b, pad = _inputs(rng, (6, 16, 10, 10, 16, (1, 1)), np.float32)
+    outs = []
+    for threads in (1, 2, 3):
+        with native_setting(threads=threads, conv_algorithm="winograd"):
+            outs.append(_gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0))
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+
+
+def test_numerical_gradient_float64(rng):
+    x, wt, b, pad = _inputs(rng, (2, 3, 5, 4, 2, (1, 2)), np.float64)
+    with native_setting(conv_algorithm="winograd"):
+        y = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
+        dy = rng.standard_normal(y.shape)
+        dx, dw, db = _gemm.conv2d_backward(dy, x, wt, (1, 1), pad, True)
+
+        def loss():
+            return float((_gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0) * dy).sum())
+
+        h = 1e-6
+        for arr, grad in ((x, dx), (wt, dw), (b, db)):
+            num = np.zeros_like(arr)
+            for idx in np.ndindex(arr.shape):
+                old = arr[idx]
+                arr[idx] = old + h
+                up = loss()
+                arr[idx] = old - h
+                down = loss()
+                arr[idx] = old
+                num[idx] = (up - down) / (2 * h)
+            np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("where", ["x", "w", "dy"])
+def test_non_finite_inputs_fall_back_to_the_reference_pattern(where, rng):
+    # Inside a Winograd tile inf - inf = NaN where the direct sum gives inf: such
+    # inputs take the GEMM path and keep the reference's NaN/inf pattern.
+    from fastnn import _reference as R
+    x, wt, _, pad = _inputs(rng, (3, 16, 8, 8, 16, (1, 1)), np.float64)
+    y_shape = (3, 16, 8, 8)
+    dy = rng.standard_normal(y_shape)
+    target = {"x": x, "w": wt, "dy": dy}[where]
+    target.flat[5] = np.inf
+    target.flat[6] = np.inf
+    target.flat[40] = -np.inf
+    with native_setting(conv_algorithm="winograd"), np.errstate(invalid="ignore", over="ignore"):
+        got = (_gemm.conv2d(x, wt, None, (1, 1), pad, None, 0.0),) + tuple(
+            _gemm.conv2d_backward(dy, x, wt, (1, 1), pad, True))
+        want = (R.conv2d(x, wt, None, (1, 1), pad, None, 0.0),) + tuple(
+            R.conv2d_backward(dy, x, wt, (1, 1), pad, True))
+    for g, r in zip(got, want):
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
+        np.testing.assert_array_equal(np.isposinf(g), np.isposinf(r))
+        fin = np.isfinite(r)
+        np.testing.assert_allclose(g[fin], r[fin], rtol=1e-10, atol=1e-10)
+
+
+def test_auto_matches_the_numpy_backend_through_ops(rng):
+    x = rng.standard_normal((5, 32, 11, 10)).astype(np.float32)
+    wt = (rng.standard_normal((24, 32, 3, 3)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    dy = rng.standard_normal((5, 24, 11, 10)).astype(np.float32)
+    with native_setting(conv_algorithm="auto"):
+        got = (F.conv2d(x, wt, b, pad=1, activation="relu"),) + tuple(F.conv2d_backward(dy, x, wt, pad=1))
+    with fastnn.backend("numpy"):
+        want = (F.conv2d(x, wt, b, pad=1, activation="relu"),) + tuple(F.conv2d_backward(dy, x, wt, pad=1))
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * np.abs(r).max())
+
+
+def test_set_conv_algorithm_validates_and_round_trips():
+    old = fastnn.get_conv_algorithm()
+    try:
+        for name in ("gemm", "WINOGRAD", "auto"):
+            fastnn.set_conv_algorithm(name)
+            assert fastnn.get_conv_algorithm() == name.lower()
+            assert fastnn.config()["conv_algorithm"] == name.lower()
+        with pytest.raises(ValueError, match="set_conv_algorithm.*'fft'"):
+            fastnn.set_conv_algorithm("fft")
+        with pytest.raises(ValueError, match="set_conv_algorithm"):
+            fastnn.set_conv_algorithm(2)
+    finally:
+        fastnn.set_conv_algorithm(old)
+
+
+def test_environment_variable_selects_the_algorithm():
+    env = dict(os.environ, FASTNN_CONV_ALGORITHM="gemm")
+    out = subprocess.run([sys.executable, "-c", "import fastnn; print(fastnn.get_conv_algorithm())"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "gemm"

@@ -740,9 +740,8 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     }
     int need_w = 1;
     if (dy_finite && x_finite && fnn_winograd_applies(ctx.conv_algo, c, f, h, w, fh, fw, sh, sw, ph, pw)) {
-        if (FN(fnn_winograd_wgrad)(ctx, dy, x, n, c, h, w, f, ph, pw, dw))
+        if (FN(fnn_winograd_wgrad)(ctx, dy, x, n, c, h, w, f, ph, pw, dw, db))
             return -1;
-        FN(conv_bias_grad)(dy, n, f, p, db);
         need_w = 0;
     } else if (FN(use_direct)(ctx, n, sh, sw, macs) && x_finite) {
         /* db, and dx where the direct path above did not take it, come from the

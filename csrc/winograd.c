@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "gemm.h"
+#include "activation.h"
 #include "kernels.h"
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -109,8 +110,11 @@ int fnn_winograd_applies(int conv_algo, int64_t c, int64_t f, int64_t h, int64_t
     if (conv_algo == FNN_CONV_GEMM || fh != 3 || fw != 3 || sh != 1 || sw != 1 || ph < 0 || pw < 0 || ph > 2 || pw > 2 ||
         h + 2 * ph < 3 || w + 2 * pw < 3)
         return 0;
-    /* below 16 channels on either side the GEMMs are too thin to repay the transforms */
-    return conv_algo == FNN_CONV_WINOGRAD || (c >= 16 && f >= 16);
+    /* The products are F x C by C x tiles: with fewer than 16 input channels or 32
+     * output channels they are too thin to repay the transforms (measured on
+     * 64x16x28x28: the 16 -> 32 forward gains 15%, the 32 -> 16 data gradient
+     * loses 30% against the direct path). */
+    return conv_algo == FNN_CONV_WINOGRAD || (c >= 16 && f >= 32);
 }
 
 #define T float

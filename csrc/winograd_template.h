@@ -233,6 +233,12 @@ static FNN_NO_LIBC_CALLS void FN(wino_split_row)(T *FNN_RESTRICT e, T *FNN_RESTR
         o[k] = src[2 * k + 1 - pad];
 }
 
+static FNN_NO_LIBC_CALLS void FN(wino_copy)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src, int64_t len)
+{
+    for (int64_t q = 0; q < len; q++)
+        dst[q] = src[q];
+}
+
 /* Elements of the per-thread row scratch: the padded input rows of a block's
  * tile rows plus the transforms' temporaries. */
 static int64_t FN(wino_rows_elems)(const fnn_wino_geom *g)
@@ -345,18 +351,22 @@ static void FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_prod
             for (int64_t fp = 0; fp < fa; fp += pr->mr)
                 pr->ukr(c, up + fp * c, brow, j, mp + fp * ldb + j, ldb, (T)1, (T)0);
     }
-    /* the output transform over all the block's lanes at once, then per tile row
-     * the bias and activation on the way to y */
+    /* the output transform, bias and activation over all the block's lanes at
+     * once (one call each per filter: per tile row they would cost more in calls
+     * than in work), then the rows copied to y */
     const int64_t len = (tb + FNN_WINO_LANES - 1) / FNN_WINO_LANES * FNN_WINO_LANES;
     T *o0 = rows, *o1 = rows + 2 * len, *tmp = rows + 4 * len;
+    const int epilogue = bias != NULL || act != FNN_ACT_IDENTITY;
     for (int64_t fi = 0; fi < f; fi++) {
         k->output(m + fi * ldb, wino_slab(g, fa), len, tmp, o0, o1);
+        if (epilogue)
+            FN(fnn_bias_act)(isa, o0, 0, o0, 0, NULL, bias ? bias + fi : NULL, 0, 1, 4 * len, act, act_alpha);
         for (int64_t r = 0; r < nr; r++) {
             const int64_t ni = (r0 + r) / g->th, ty = (r0 + r) % g->th;
-            const int64_t out_rows = g->oh - 2 * ty < 2 ? g->oh - 2 * ty : 2;
             T *yrow = y + ((ni * f + fi) * g->oh + 2 * ty) * g->ow;
-            FN(fnn_bias_act)(isa, yrow, g->ow, o0 + 2 * r * g->tw, o1 - o0, NULL, bias ? bias + fi : NULL, 0, out_rows,
-                             g->ow, act, act_alpha);
+            FN(wino_copy)(yrow, o0 + 2 * r * g->tw, g->ow);
+            if (2 * ty + 1 < g->oh)
+                FN(wino_copy)(yrow + g->ow, o1 + 2 * r * g->tw, g->ow);
         }
     }
 }
@@ -419,15 +429,36 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64
     return err ? -1 : 0;
 }
 
+/* acc[fi] += the sum of row fi of z over lanes [0, tb), in a fixed order (16 lanes, then the lanes) */
+static void FN(wino_row_sums)(const T *z, int64_t ldb, int64_t f, int64_t tb, T *acc)
+{
+    for (int64_t fi = 0; fi < f; fi++) {
+        const T *row = z + fi * ldb;
+        T lanes[16] = {0};
+        int64_t b = 0;
+        for (; b + 16 <= tb; b += 16)
+            for (int l = 0; l < 16; l++)
+                lanes[l] += row[b + l];
+        for (; b < tb; b++)
+            lanes[b % 16] += row[b];
+        T sum = 0;
+        for (int l = 0; l < 16; l++)
+            sum += lanes[l];
+        acc[fi] += sum;
+    }
+}
+
 int FN(fnn_winograd_wgrad)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
-                           int64_t f, int64_t ph, int64_t pw, T *dw)
+                           int64_t f, int64_t ph, int64_t pw, T *dw, T *db)
 {
     const int isa = fnn_isa_of(ctx);
     int nth = FN(wino_threads)(ctx);
     int mr, nr_lanes;
     fnn_gemm_tile_shape(isa, (int)sizeof(T), &mr, &nr_lanes);
     const fnn_wino_geom g = wino_geom(n, c, h, w, f, ph, pw, (int64_t)sizeof(T), nr_lanes, nth);
-    const int64_t du_elems = 16 * f * c;
+    /* the 16 dU matrices, then db: position (1, 1) of A dY A^T is the sum of the
+     * tile's four gradients, so db comes from Z with no pass of its own over dy */
+    const int64_t du_elems = 16 * f * c + f;
     const int64_t nblocks = (g.rows + g.block_rows - 1) / g.block_rows;
     if (nth > nblocks)
         nth = nblocks < 1 ? 1 : (int)nblocks;
@@ -470,6 +501,9 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int6
                 for (int p = 0; p < 16 && !err; p++)
                     err |= FN(fnn_gemm)(one, 0, 1, f, c, tb, (T)1, z + p * wino_slab(&g, f), g.ldb, v + p * wino_slab(&g, c), g.ldb,
                                         b == b0 ? (T)0 : (T)1, mine + p * f * c, c, NULL) != 0;
+                if (b == b0)
+                    memset(mine + 16 * f * c, 0, (size_t)f * sizeof(T));
+                FN(wino_row_sums)(z + 5 * wino_slab(&g, f), g.ldb, f, tb, mine + 16 * f * c);
             }
         }
 #ifdef FASTNN_HAVE_OPENMP
@@ -488,8 +522,11 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int6
             }
         }
     }
-    if (!err)
+    if (!err) {
         FN(wino_filter_grad)(du, f, c, dw);
+        if (db)
+            memcpy(db, du + 16 * f * c, (size_t)f * sizeof(T));
+    }
     free(du);
     return err ? -1 : 0;
 }

@@ -67,8 +67,8 @@ def test_winograd_against_im2col(isa, threads, dtype, rng):
 
 def test_switch_selects_a_different_path(rng):
     """The two algorithms round differently: the switch really changes the path, and
-    'auto' takes Winograd on a 16-channel layer."""
-    x, wt, b, pad = _inputs(rng, (4, 16, 12, 12, 16, (1, 1)), np.float32)
+    'auto' takes Winograd on a 16 -> 32 channel layer."""
+    x, wt, b, pad = _inputs(rng, (4, 16, 12, 12, 32, (1, 1)), np.float32)
     with native_setting(conv_algorithm="gemm"):
         gemm = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
     with native_setting(conv_algorithm="winograd"):

@@ -605,7 +605,9 @@ int FN(fnn_conv2d_max_pool)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64
 {
     fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
-    if (FN(use_direct)(ctx, n, sh, sw, macs))
+    /* where Winograd takes the convolution, its output is pooled afterwards */
+    const int wino = fnn_winograd_applies(ctx.conv_algo, c, f, h, w, fh, fw, sh, sw, ph, pw);
+    if (!wino && FN(use_direct)(ctx, n, sh, sw, macs))
         return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, ph, pw, bias, act, act_alpha, pool, y, argmax);
     /* elsewhere the two ops one after the other */
     T *conv = (T *)malloc((size_t)(n * f * g.oh * g.ow) * sizeof(T) + 1);
@@ -819,8 +821,9 @@ int FN(fnn_conv2d_max_pool_backward)(fnn_ctx ctx, const T *dp, const int64_t *ar
     fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
     /* fused where the direct weight gradient runs and dx (if any) rides along
-     * with it; otherwise the two ops one after the other */
-    if (n > 0 && FN(use_direct)(ctx, n, sh, sw, macs) && FN(all_finite)(x, n * c * h * w) &&
+     * with it; otherwise (Winograd among them) the two ops one after the other */
+    if (n > 0 && !fnn_winograd_applies(ctx.conv_algo, c, f, h, w, fh, fw, sh, sw, ph, pw) &&
+        FN(use_direct)(ctx, n, sh, sw, macs) && FN(all_finite)(x, n * c * h * w) &&
         !(dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs))) {
         FN(pooled_grad) pg = {dp, argmax, poh, pow_};
         return FN(direct_wgrad_run)(ctx, NULL, &pg, x, n, c, h, w, f, fh, fw, ph, pw, dw, db, wt, &g, dx);

@@ -193,3 +193,22 @@ def test_environment_variable_selects_the_algorithm():
     out = subprocess.run([sys.executable, "-c", "import fastnn; print(fastnn.get_conv_algorithm())"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "gemm"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_conv_pool_on_winograd_equals_the_chain(threads, rng):
+    x = rng.standard_normal((6, 16, 10, 11)).astype(np.float32)
+    wt = (rng.standard_normal((33, 16, 3, 3)) * 0.2).astype(np.float32)
+    b = rng.standard_normal(33).astype(np.float32)
+    with native_setting(threads=threads, conv_algorithm="winograd"):
+        y, arg = F.conv2d_max_pool2d(x, wt, b, pad=1, activation="relu")
+        conv = F.conv2d(x, wt, b, pad=1, activation="relu")
+        want_y, want_arg = F.max_pool2d(conv, 2, stride=2)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        got = F.conv2d_max_pool2d_backward(dy, arg, y, x, wt, pad=1, activation="relu")
+        dh = F.max_pool2d_backward(F.relu_backward(dy, y), arg, conv.shape, 2)
+        want = F.conv2d_backward(dh, x, wt, pad=1)
+    np.testing.assert_array_equal(arg, want_arg)
+    np.testing.assert_array_equal(y, want_y)
+    for name, g, r in zip(("dx", "dW", "db"), got, want):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6 * np.abs(r).max(), err_msg=name)

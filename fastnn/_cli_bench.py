@@ -369,7 +369,9 @@ def table_rows(results, impls, primary, clock="wall"):
     if show_vs_torch:
         notes.append("vs torch: PyTorch ms / fastnn native ms (above 1: fastnn is faster).")
     notes.append(f"GFLOP/s, %peak (of the FMA peak), GB/s (compulsory traffic) and %copy (of the "
-                 f"measured copy bandwidth) are those of '{primary}'.")
+                 f"measured copy bandwidth) are those of '{primary}'. GFLOP/s counts the direct "
+                 f"algorithm's flops: Winograd convolutions (3x3, stride 1) do fewer, so they can show "
+                 f"more than 100% of the peak.")
     notes.append("spread: the largest interquartile range / median in the row (timing noise); cpu: the smallest "
                  "share of CPU this process got while timing the row (CPU time / wall time; about 1 or more on an "
                  "idle machine, lower when other processes compete).")

@@ -188,13 +188,14 @@ static void FN(wino_filter_transform)(const T *wt, int64_t f, int64_t c, T *u)
         }
 }
 
-/* dw[fi, ci] = G^T dU G from du laid out as u above */
-static void FN(wino_filter_grad)(const T *du, int64_t f, int64_t c, T *dw)
+/* dw[fi, ci] = G^T dU G from du laid out as u above, or with each dU[p]
+ * transposed (C x F) when `transposed` */
+static void FN(wino_filter_grad)(const T *du, int64_t f, int64_t c, int transposed, T *dw)
 {
     const int64_t fc = f * c;
     for (int64_t fi = 0; fi < f; fi++)
         for (int64_t ci = 0; ci < c; ci++) {
-            const T *src = du + fi * c + ci;
+            const T *src = du + (transposed ? ci * f + fi : fi * c + ci);
             T rows[3][4];
             for (int j = 0; j < 4; j++) {
                 T u0 = src[j * fc], u1 = src[(4 + j) * fc], u2 = src[(8 + j) * fc], u3 = src[(12 + j) * fc];
@@ -459,6 +460,9 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int6
     /* the 16 dU matrices, then db: position (1, 1) of A dY A^T is the sum of the
      * tile's four gradients, so db comes from Z with no pass of its own over dy */
     const int64_t du_elems = 16 * f * c + f;
+    /* dU[p] as C x F when that fills the microkernel's NR-wide tiles better
+     * (16 channels on a 32-wide AVX-512 tile would run the half-width kernel) */
+    const int transposed = (c + nr_lanes - 1) / nr_lanes * nr_lanes - c > (f + nr_lanes - 1) / nr_lanes * nr_lanes - f;
     const int64_t nblocks = (g.rows + g.block_rows - 1) / g.block_rows;
     if (nth > nblocks)
         nth = nblocks < 1 ? 1 : (int)nblocks;
@@ -498,9 +502,14 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int6
                 const int64_t tb = nr * g.tw;
                 FN(wino_input_block)(&k, &g, x, r0, nr, v, rows);
                 FN(wino_grad_block)(&k, &g, dy, r0, nr, z, rows);
-                for (int p = 0; p < 16 && !err; p++)
-                    err |= FN(fnn_gemm)(one, 0, 1, f, c, tb, (T)1, z + p * wino_slab(&g, f), g.ldb, v + p * wino_slab(&g, c), g.ldb,
-                                        b == b0 ? (T)0 : (T)1, mine + p * f * c, c, NULL) != 0;
+                for (int p = 0; p < 16 && !err; p++) {
+                    const T *zp = z + p * wino_slab(&g, f), *vp = v + p * wino_slab(&g, c);
+                    const T beta = b == b0 ? (T)0 : (T)1;
+                    err |= (transposed ? FN(fnn_gemm)(one, 0, 1, c, f, tb, (T)1, vp, g.ldb, zp, g.ldb, beta,
+                                                      mine + p * f * c, f, NULL)
+                                       : FN(fnn_gemm)(one, 0, 1, f, c, tb, (T)1, zp, g.ldb, vp, g.ldb, beta,
+                                                      mine + p * f * c, c, NULL)) != 0;
+                }
                 if (b == b0)
                     memset(mine + 16 * f * c, 0, (size_t)f * sizeof(T));
                 FN(wino_row_sums)(z + 5 * wino_slab(&g, f), g.ldb, f, tb, mine + 16 * f * c);
@@ -523,7 +532,7 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int6
         }
     }
     if (!err) {
-        FN(wino_filter_grad)(du, f, c, dw);
+        FN(wino_filter_grad)(du, f, c, transposed, dw);
         if (db)
             memcpy(db, du + 16 * f * c, (size_t)f * sizeof(T));
     }

@@ -669,19 +669,9 @@ static void FN(conv_bias_grad)(const T *dy, int64_t n, int64_t f, int64_t p, T *
 {
     for (int64_t fi = 0; fi < f; fi++) {
         T lanes[16] = {0};
-        for (int64_t i = 0; i < n; i++) {
-            const T *row = dy + (i * f + fi) * p;
-            int64_t q = 0;
-            for (; q + 16 <= p; q += 16)
-                for (int l = 0; l < 16; l++)
-                    lanes[l] += row[q + l];
-            for (; q < p; q++)
-                lanes[q % 16] += row[q];
-        }
-        T s = 0;
-        for (int l = 0; l < 16; l++)
-            s += lanes[l];
-        db[fi] = s;
+        for (int64_t i = 0; i < n; i++)
+            FN(fnn_lane_acc)(lanes, dy + (i * f + fi) * p, p);
+        db[fi] = FN(fnn_lane_total)(lanes);
     }
 }
 

@@ -136,6 +136,30 @@ int fnn_max_unpool_2x2s2_plane_avx512_f64(const double *g, const int64_t *am, do
 int fnn_max_unpool_2x2s2_plane_avx2_f32(const float *g, const int64_t *am, float *dx, int64_t W,
                                         int64_t oh, int64_t ow);
 
+/* ---- internal: fixed-order sums ---- */
+/* lanes[l] += row[q] for q = l (mod 16): sums whose order does not depend on
+ * the compiler or the thread count; fnn_lane_total_* then adds the 16 lanes. */
+#define FNN_DEFINE_LANE_SUM(T, SFX)                                                  \
+    static inline void fnn_lane_acc_##SFX(T lanes[16], const T *row, int64_t len)   \
+    {                                                                                \
+        int64_t q = 0;                                                               \
+        for (; q + 16 <= len; q += 16)                                               \
+            for (int l = 0; l < 16; l++)                                             \
+                lanes[l] += row[q + l];                                              \
+        for (; q < len; q++)                                                         \
+            lanes[q % 16] += row[q];                                                 \
+    }                                                                                \
+    static inline T fnn_lane_total_##SFX(const T lanes[16])                          \
+    {                                                                                \
+        T s = 0;                                                                     \
+        for (int l = 0; l < 16; l++)                                                 \
+            s += lanes[l];                                                           \
+        return s;                                                                    \
+    }
+FNN_DEFINE_LANE_SUM(float, f32)
+FNN_DEFINE_LANE_SUM(double, f64)
+#undef FNN_DEFINE_LANE_SUM
+
 /* ---- internal: threading helpers ---- */
 /* The ISA a kernel actually uses: ctx.isa, capped by what this build has. */
 static inline int fnn_isa_of(fnn_ctx ctx)

@@ -434,18 +434,9 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64
 static void FN(wino_row_sums)(const T *z, int64_t ldb, int64_t f, int64_t tb, T *acc)
 {
     for (int64_t fi = 0; fi < f; fi++) {
-        const T *row = z + fi * ldb;
         T lanes[16] = {0};
-        int64_t b = 0;
-        for (; b + 16 <= tb; b += 16)
-            for (int l = 0; l < 16; l++)
-                lanes[l] += row[b + l];
-        for (; b < tb; b++)
-            lanes[b % 16] += row[b];
-        T sum = 0;
-        for (int l = 0; l < 16; l++)
-            sum += lanes[l];
-        acc[fi] += sum;
+        FN(fnn_lane_acc)(lanes, z + fi * ldb, tb);
+        acc[fi] += FN(fnn_lane_total)(lanes);
     }
 }
 

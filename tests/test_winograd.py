@@ -14,7 +14,7 @@ import fastnn
 from fastnn import ops as F
 
 from conftest import NATIVE, requires_native
-from helpers import native_setting
+from helpers import native_setting, numerical_gradient
 from test_conv_native import check, conv_backward64, conv_forward64
 
 pytestmark = requires_native
@@ -122,18 +122,8 @@ def test_numerical_gradient_float64(rng):
         def loss():
             return float((_gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0) * dy).sum())
 
-        h = 1e-6
         for arr, grad in ((x, dx), (wt, dw), (b, db)):
-            num = np.zeros_like(arr)
-            for idx in np.ndindex(arr.shape):
-                old = arr[idx]
-                arr[idx] = old + h
-                up = loss()
-                arr[idx] = old - h
-                down = loss()
-                arr[idx] = old
-                num[idx] = (up - down) / (2 * h)
-            np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8)
+            np.testing.assert_allclose(grad, numerical_gradient(loss, arr), rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("where", ["x", "w", "dy"])

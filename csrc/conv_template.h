@@ -528,11 +528,21 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
     return err ? -1 : 0;
 }
 
-static int FN(all_finite)(const T *p, int64_t count)
+/* v - v is 0 exactly when v is finite: unlike isfinite() the compiler
+ * vectorises this, and the check is split over ctx's threads (it runs before
+ * every stride-1 convolution pass, outside the threaded kernels). */
+static int FN(all_finite)(fnn_ctx ctx, const T *p, int64_t count)
 {
     int ok = 1;
+#ifdef FASTNN_HAVE_OPENMP
+    const int64_t par_work = count / 8;
+#pragma omp parallel for num_threads(fnn_threads_of(ctx)) schedule(static) reduction(& : ok) \
+    if(par_work >= FNN_PARALLEL_MIN_WORK)
+#else
+    (void)ctx;
+#endif
     for (int64_t i = 0; i < count; i++)
-        ok &= isfinite(p[i]) != 0;
+        ok &= p[i] - p[i] == (T)0;
     return ok;
 }
 
@@ -574,8 +584,8 @@ int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int
 #endif
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
     int err = 0;
-    if (fnn_winograd_applies(ctx.conv_algo, c, f, h, w, fh, fw, sh, sw, ph, pw) && FN(all_finite)(x, n * chw) &&
-        FN(all_finite)(wt, f * c * fh * fw))
+    if (fnn_winograd_applies(ctx.conv_algo, c, f, h, w, fh, fw, sh, sw, ph, pw) && FN(all_finite)(ctx, x, n * chw) &&
+        FN(all_finite)(ctx, wt, f * c * fh * fw))
         return FN(fnn_winograd_conv2d)(ctx, x, n, c, h, w, wt, f, bias, ph, pw, act, act_alpha, y);
     if (FN(use_direct)(ctx, n, sh, sw, macs))
         return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, ph, pw, bias, act, act_alpha, NULL, y, NULL);
@@ -683,7 +693,7 @@ static int FN(direct_dgrad_ok)(fnn_ctx ctx, int64_t n, const fnn_conv_geom *g, i
     int mr, nr;
     fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
     return FN(use_direct)(ctx, n, g->sh, g->sw, macs) && g->ph <= g->fh - 1 && g->pw <= g->fw - 1 && g->c >= mr / 2 &&
-           FN(all_finite)(wt, f * g->c * g->fh * g->fw);
+           FN(all_finite)(ctx, wt, f * g->c * g->fh * g->fw);
 }
 
 int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
@@ -704,10 +714,13 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     /* Both direct backward paths multiply inserted zeros (dy's padding, its
      * garbage columns) with real values: exact only when those are finite. */
     const double macs = (double)f * (double)p * (double)ck;
-    const int dy_finite = FN(all_finite)(dy, n * fp), x_finite = FN(all_finite)(x, n * chw);
-    const int wino_dx = dx && dy_finite && fnn_winograd_applies(ctx.conv_algo, f, c, g.oh, g.ow, fh, fw, sh, sw,
-                                                                 fh - 1 - ph, fw - 1 - pw) &&
-                        FN(all_finite)(wt, f * ck);
+    /* finiteness is checked only where a path asks (stride 1), once per array */
+    int dy_finite = -1, x_finite = -1;
+#define DY_FINITE() (dy_finite < 0 ? (dy_finite = FN(all_finite)(ctx, dy, n * fp)) : dy_finite)
+#define X_FINITE() (x_finite < 0 ? (x_finite = FN(all_finite)(ctx, x, n * chw)) : x_finite)
+    const int wino_dx = dx && fnn_winograd_applies(ctx.conv_algo, f, c, g.oh, g.ow, fh, fw, sh, sw, fh - 1 - ph,
+                                                   fw - 1 - pw) &&
+                        DY_FINITE() && FN(all_finite)(ctx, wt, f * ck);
     if (wino_dx || (dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs))) {
         /* stride 1: dx is the convolution of dy (padded by fh-1-ph, fw-1-pw) with
          * the flipped, channel-transposed filters, so it takes the Winograd or the
@@ -731,11 +744,11 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
         dx = NULL;
     }
     int need_w = 1;
-    if (dy_finite && x_finite && fnn_winograd_applies(ctx.conv_algo, c, f, h, w, fh, fw, sh, sw, ph, pw)) {
+    if (fnn_winograd_applies(ctx.conv_algo, c, f, h, w, fh, fw, sh, sw, ph, pw) && DY_FINITE() && X_FINITE()) {
         if (FN(fnn_winograd_wgrad)(ctx, dy, x, n, c, h, w, f, ph, pw, dw, db))
             return -1;
         need_w = 0;
-    } else if (FN(use_direct)(ctx, n, sh, sw, macs) && x_finite) {
+    } else if (FN(use_direct)(ctx, n, sh, sw, macs) && X_FINITE()) {
         /* db, and dx where the direct path above did not take it, come from the
          * same pass over dy */
         if (FN(direct_wgrad_run)(ctx, dy, NULL, x, n, c, h, w, f, fh, fw, ph, pw, dw, db, wt, &g, dx))
@@ -745,6 +758,8 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     } else {
         FN(conv_bias_grad)(dy, n, f, p, db);
     }
+#undef DY_FINITE
+#undef X_FINITE
     if (!need_w && !dx)
         return 0;
     int err = 0;
@@ -813,7 +828,7 @@ int FN(fnn_conv2d_max_pool_backward)(fnn_ctx ctx, const T *dp, const int64_t *ar
     /* fused where the direct weight gradient runs and dx (if any) rides along
      * with it; otherwise (Winograd among them) the two ops one after the other */
     if (n > 0 && !fnn_winograd_applies(ctx.conv_algo, c, f, h, w, fh, fw, sh, sw, ph, pw) &&
-        FN(use_direct)(ctx, n, sh, sw, macs) && FN(all_finite)(x, n * c * h * w) &&
+        FN(use_direct)(ctx, n, sh, sw, macs) && FN(all_finite)(ctx, x, n * c * h * w) &&
         !(dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs))) {
         FN(pooled_grad) pg = {dp, argmax, poh, pow_};
         return FN(direct_wgrad_run)(ctx, NULL, &pg, x, n, c, h, w, f, fh, fw, ph, pw, dw, db, wt, &g, dx);

@@ -146,7 +146,7 @@ def get_simd():
 
 def set_conv_algorithm(name):
     """How the native kernels run 3x3 stride-1 convolutions: 'auto' (Winograd F(2x2, 3x3)
-    where it pays off: 16+ channels in and out, finite inputs), 'gemm' (never Winograd: the
+    where it pays off: 16+ channels in, 32+ out, 256+ output tiles, finite inputs), 'gemm' (never Winograd: the
     direct and implicit-im2col GEMM paths, whose sums follow the reference's order more
     closely) or 'winograd' (wherever it can run: 3x3, stride 1, padding <= 2, finite inputs)."""
     if not isinstance(name, str) or name.lower() not in CONV_ALGORITHMS:

@@ -68,7 +68,7 @@ def test_winograd_against_im2col(isa, threads, dtype, rng):
 def test_switch_selects_a_different_path(rng):
     """The two algorithms round differently: the switch really changes the path, and
     'auto' takes Winograd on a 16 -> 32 channel layer."""
-    x, wt, b, pad = _inputs(rng, (4, 16, 12, 12, 32, (1, 1)), np.float32)
+    x, wt, b, pad = _inputs(rng, (8, 16, 12, 12, 32, (1, 1)), np.float32)  # 288 tiles
     with native_setting(conv_algorithm="gemm"):
         gemm = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
     with native_setting(conv_algorithm="winograd"):
@@ -78,6 +78,21 @@ def test_switch_selects_a_different_path(rng):
     assert not np.array_equal(gemm, wino)
     np.testing.assert_array_equal(auto, wino)
     np.testing.assert_allclose(wino, gemm, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("geometry", [
+    (1, 32, 7, 7, 64, (1, 1)),     # 16 tiles: the filter transform would cost more than it saves
+    (8, 8, 12, 12, 32, (1, 1)),    # 8 input channels
+    (8, 16, 12, 12, 16, (1, 1)),   # 16 output channels
+    (8, 16, 12, 12, 32, (3, 3)),   # padding 3
+])
+def test_auto_keeps_unprofitable_shapes_on_the_gemm_path(geometry, rng):
+    x, wt, b, pad = _inputs(rng, geometry, np.float32)
+    with native_setting(conv_algorithm="gemm"):
+        gemm = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
+    with native_setting(conv_algorithm="auto"):
+        auto = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
+    np.testing.assert_array_equal(auto, gemm)
 
 
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus"])

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 import fastnn
 from fastnn import ops
 from conftest import requires_native
+from helpers import native_setting
 
 BACKENDS = [pytest.param("numpy", id="numpy"), pytest.param("native", id="native", marks=requires_native)]
 FUZZ = settings(max_examples=25, deadline=None, derandomize=False,
@@ -562,6 +563,14 @@ def test_op_fuzz(backend, name, data):
             assert other[0] == ref[0], (name, isa, other[:2], ref[:2])
             if ref[0] == "ok":
                 assert_close(other[1], ref[1], k, f"{name}: native ({isa}) vs numpy")
+        if name.startswith("conv2d"):
+            # Winograd wherever it can run (3x3, stride 1, pad <= 2; finite inputs): the same
+            # answers within the same tolerance, and the same exceptions.
+            with native_setting(conv_algorithm="winograd"):
+                other = call(name, backend, kwargs)
+            assert other[0] == ref[0], (name, "winograd", other[:2], ref[:2])
+            if ref[0] == "ok":
+                assert_close(other[1], ref[1], k, f"{name}: native (winograd) vs numpy")
 
 
 BAD_VALUES = [

@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fastnn
 from fastnn import ops as F
@@ -16,6 +18,7 @@ from fastnn import ops as F
 from conftest import NATIVE, requires_native
 from helpers import native_setting, numerical_gradient
 from test_conv_native import check, conv_backward64, conv_forward64
+from test_fuzz import assert_close, call, draw_array, draw_dtype
 
 pytestmark = requires_native
 
@@ -217,3 +220,35 @@ def test_fused_conv_pool_on_winograd_equals_the_chain(threads, rng):
     np.testing.assert_array_equal(y, want_y)
     for name, g, r in zip(("dx", "dW", "db"), got, want):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6 * np.abs(r).max(), err_msg=name)
+
+
+@st.composite
+def winograd_cases(draw):
+    """conv2d or conv2d_backward kwargs on a 3x3, stride-1 geometry (the rare case of the
+    general fuzzing in test_fuzz.py), with NaN/Inf and memory layouts drawn as there."""
+    n, c, f = draw(st.sampled_from([0, 1, 2, 3, 5])), draw(st.integers(1, 20)), draw(st.integers(1, 20))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h, w = draw(st.integers(max(1, 3 - 2 * ph), 13)), draw(st.integers(max(1, 3 - 2 * pw), 13))
+    oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
+    x = draw_array(draw, (n, c, h, w), draw_dtype(draw))
+    W = draw_array(draw, (f, c, 3, 3), draw_dtype(draw), specials=draw(st.booleans()))
+    if draw(st.booleans()):
+        b = draw_array(draw, (f,), x.dtype, specials=False)
+        act = draw(st.sampled_from([None, "relu", "tanh", "elu"]))
+        return "conv2d", dict(x=x, W=W, b=b, stride=1, pad=(ph, pw), activation=act), 9 * c
+    dy = draw_array(draw, (n, f, oh, ow), draw_dtype(draw))
+    rows = max(n * oh * ow, 1)
+    return "conv2d_backward", dict(dy=dy, x=x, W=W, stride=1, pad=(ph, pw), need_dx=draw(st.booleans())), \
+        (9 * f, rows, rows)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=winograd_cases())
+def test_winograd_fuzz_against_the_numpy_backend(case):
+    name, kwargs, k = case
+    with native_setting(conv_algorithm="winograd"):
+        got = call(name, "native", kwargs)
+    ref = call(name, "numpy", kwargs)
+    assert got[0] == ref[0], (got[:2], ref[:2])
+    if ref[0] == "ok":
+        assert_close(got[1], ref[1], k, f"{name}: native (winograd) vs numpy")

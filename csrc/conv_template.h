@@ -148,34 +148,7 @@ static int FN(use_batch_parallel)(int nth, int64_t n, double macs_per_image)
 
 /* ---- stride-1 direct path: indirect-B microkernels, no packing of B ------ */
 
-typedef void (*FN(ukri_fn))(int64_t, const T *, const T *const *, int64_t, T *, int64_t, T, T);
-typedef void (*FN(ukri_rows_fn))(int, int64_t, const T *, const T *const *, int64_t, T *, int64_t, T, T);
-
-/* select_KIND(isa, &rows): the KIND microkernel for `isa`, and in *rows its
- * fewer-rows variant (NULL for the portable kernel) */
-#define DEFINE_SELECT_UKR(KIND)                                                                             \
-    static FN(KIND##_fn) FN(select_##KIND)(int isa, FN(KIND##_rows_fn) *rows)                              \
-    {                                                                                                       \
-        *rows = NULL;                                                                                       \
-        SELECT_SIMD_UKR(KIND)                                                                               \
-        return FN(fnn_##KIND##_portable);                                                                   \
-    }
-#if FNN_X86_SIMD
-#define SELECT_SIMD_UKR(KIND)                                                                               \
-    if (isa >= FNN_ISA_AVX512) {                                                                            \
-        *rows = FN(fnn_##KIND##_avx512_rows);                                                               \
-        return FN(fnn_##KIND##_avx512);                                                                     \
-    }                                                                                                       \
-    if (isa >= FNN_ISA_AVX2) {                                                                              \
-        *rows = FN(fnn_##KIND##_avx2_rows);                                                                 \
-        return FN(fnn_##KIND##_avx2);                                                                       \
-    }
-#else
-#define SELECT_SIMD_UKR(KIND) (void)isa;
-#endif
-
-/* indirect B: a stride-1 convolution's forward reads the padded image in place */
-DEFINE_SELECT_UKR(ukri)
+#include "ukr_select_template.h"
 
 typedef struct {
     int64_t c, h, w, f, fh, fw, ph, pw;
@@ -318,12 +291,6 @@ static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, in
     return err ? -1 : 0;
 }
 
-
-typedef void (*FN(ukra_fn))(int64_t, const T *const *, int64_t, const T *, T *, int64_t, T, T);
-typedef void (*FN(ukra_rows_fn))(int, int64_t, const T *const *, int64_t, const T *, T *, int64_t, T, T);
-
-/* indirect A: its weight gradient takes A's rows from the padded image */
-DEFINE_SELECT_UKR(ukra)
 
 /* Depth block of the direct weight gradient: the B micro-panel KC x NR stays in L1. */
 #define FNN_CONV_WGRAD_KC 128
@@ -842,8 +809,6 @@ int FN(fnn_conv2d_max_pool_backward)(fnn_ctx ctx, const T *dp, const int64_t *ar
     return rc;
 }
 
-#undef DEFINE_SELECT_UKR
-#undef SELECT_SIMD_UKR
 #undef FN
 #undef CAT2
 #undef CAT2_

@@ -14,7 +14,8 @@
  * Tiles run in blocks of whole tile rows, sized so the block's transformed
  * input and output (16 x (C + F) x T values) stay in L2; the transforms are
  * written once and compiled for each ISA (the compiler vectorises them along
- * the tiles of a row), the products run on the GEMM driver. Blocks are split
+ * the tiles of a row). The forward's products run on the indirect-B
+ * microkernel straight from V, the weight gradient's on the GEMM driver. Blocks are split
  * statically over threads, so the forward result does not depend on the thread
  * count and the weight gradient (per-thread partial sums added in thread order)
  * is fixed for a given one.

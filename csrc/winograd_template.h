@@ -296,22 +296,7 @@ static void FN(wino_grad_block)(const FN(wino_kernels) *k, const fnn_wino_geom *
     }
 }
 
-typedef void (*FN(wino_ukri_fn))(int64_t, const T *, const T *const *, int64_t, T *, int64_t, T, T);
-
-/* The indirect-B microkernel: B row k of a micro-panel is brow[k] + boff, so the
- * products read the transformed input V in place, with no packing of B. */
-static FN(wino_ukri_fn) FN(wino_select_ukri)(int isa)
-{
-#if FNN_X86_SIMD
-    if (isa >= FNN_ISA_AVX512)
-        return FN(fnn_ukri_avx512);
-    if (isa >= FNN_ISA_AVX2)
-        return FN(fnn_ukri_avx2);
-#else
-    (void)isa;
-#endif
-    return FN(fnn_ukri_portable);
-}
+#include "ukr_select_template.h"
 
 /* The forward's products: U packed once as MR-row micro-panels over the depth C
  * (up[p * f_alloc * c + (fi / MR) * c * MR + ci * MR + fi % MR], zero rows up to
@@ -320,7 +305,7 @@ typedef struct {
     const T *up;
     int64_t f_alloc;
     int mr, nr;
-    FN(wino_ukri_fn) ukr;
+    FN(ukri_fn) ukr; /* the indirect-B microkernel: it reads V in place, no packing of B */
 } FN(wino_products);
 
 static void FN(wino_pack_u)(const T *u, int64_t f, int64_t c, int mr, int64_t f_alloc, T *up)
@@ -389,7 +374,8 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64
     int nth = FN(wino_threads)(ctx);
     FN(wino_products) pr;
     fnn_gemm_tile_shape(isa, (int)sizeof(T), &pr.mr, &pr.nr);
-    pr.ukr = FN(wino_select_ukri)(isa);
+    FN(ukri_rows_fn) unused_rows; /* U's zero rows pad F up to MR: full tiles only */
+    pr.ukr = FN(select_ukri)(isa, &unused_rows);
     pr.f_alloc = (f + pr.mr - 1) / pr.mr * pr.mr;
     const fnn_wino_geom g = wino_geom(n, c, h, w, f, ph, pw, (int64_t)sizeof(T), pr.nr, nth);
     if (n == 0)

@@ -1,0 +1,39 @@
+/* Selection of the indirect microkernels (csrc/gemm.h) for an ISA, written once
+ * for the templates that use them: conv_template.h and winograd_template.h
+ * include this file with T, SFX and FN(name) defined. Not a public header. */
+
+typedef void (*FN(ukri_fn))(int64_t, const T *, const T *const *, int64_t, T *, int64_t, T, T);
+typedef void (*FN(ukri_rows_fn))(int, int64_t, const T *, const T *const *, int64_t, T *, int64_t, T, T);
+typedef void (*FN(ukra_fn))(int64_t, const T *const *, int64_t, const T *, T *, int64_t, T, T);
+typedef void (*FN(ukra_rows_fn))(int, int64_t, const T *const *, int64_t, const T *, T *, int64_t, T, T);
+
+/* select_KIND(isa, &rows): the KIND microkernel for `isa`, and in *rows its
+ * fewer-rows variant (NULL for the portable kernel) */
+#define DEFINE_SELECT_UKR(KIND)                                                                             \
+    static FN(KIND##_fn) FN(select_##KIND)(int isa, FN(KIND##_rows_fn) *rows)                              \
+    {                                                                                                       \
+        *rows = NULL;                                                                                       \
+        SELECT_SIMD_UKR(KIND)                                                                               \
+        return FN(fnn_##KIND##_portable);                                                                   \
+    }
+#if FNN_X86_SIMD
+#define SELECT_SIMD_UKR(KIND)                                                                               \
+    if (isa >= FNN_ISA_AVX512) {                                                                            \
+        *rows = FN(fnn_##KIND##_avx512_rows);                                                               \
+        return FN(fnn_##KIND##_avx512);                                                                     \
+    }                                                                                                       \
+    if (isa >= FNN_ISA_AVX2) {                                                                              \
+        *rows = FN(fnn_##KIND##_avx2_rows);                                                                 \
+        return FN(fnn_##KIND##_avx2);                                                                       \
+    }
+#else
+#define SELECT_SIMD_UKR(KIND) (void)isa;
+#endif
+
+/* indirect B: B's rows read in place (a padded image, a Winograd block) */
+DEFINE_SELECT_UKR(ukri)
+/* indirect A: A's rows read in place (the direct weight gradient's padded image) */
+DEFINE_SELECT_UKR(ukra)
+
+#undef DEFINE_SELECT_UKR
+#undef SELECT_SIMD_UKR

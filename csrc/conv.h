@@ -64,7 +64,7 @@ int fnn_conv2d_backward_f64(fnn_ctx ctx, const double *dy, const double *x, int6
 
 /* Winograd F(2x2, 3x3) (csrc/winograd.c), taken by the functions above where
  * fnn_winograd_applies (for ctx.conv_algo) and the inputs are finite. */
-int fnn_winograd_applies(int conv_algo, int64_t n, int64_t c, int64_t f, int64_t h, int64_t w, int64_t fh,
+int fnn_winograd_applies(fnn_ctx ctx, int64_t n, int64_t c, int64_t f, int64_t h, int64_t w, int64_t fh,
                          int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw);
 /* y = act(conv(x, wt) + bias) for 3x3 filters, stride 1, padding (ph, pw) */
 int fnn_winograd_conv2d_f32(fnn_ctx ctx, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,

@@ -551,7 +551,7 @@ int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int
 #endif
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
     int err = 0;
-    if (fnn_winograd_applies(ctx.conv_algo, n, c, f, h, w, fh, fw, sh, sw, ph, pw) && FN(all_finite)(ctx, x, n * chw) &&
+    if (fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw) && FN(all_finite)(ctx, x, n * chw) &&
         FN(all_finite)(ctx, wt, f * c * fh * fw))
         return FN(fnn_winograd_conv2d)(ctx, x, n, c, h, w, wt, f, bias, ph, pw, act, act_alpha, y);
     if (FN(use_direct)(ctx, n, sh, sw, macs))
@@ -583,7 +583,7 @@ int FN(fnn_conv2d_max_pool)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64
     fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
     /* where Winograd takes the convolution, its output is pooled afterwards */
-    const int wino = fnn_winograd_applies(ctx.conv_algo, n, c, f, h, w, fh, fw, sh, sw, ph, pw);
+    const int wino = fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw);
     if (!wino && FN(use_direct)(ctx, n, sh, sw, macs))
         return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, ph, pw, bias, act, act_alpha, pool, y, argmax);
     /* elsewhere the two ops one after the other */
@@ -685,7 +685,7 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     int dy_finite = -1, x_finite = -1;
 #define DY_FINITE() (dy_finite < 0 ? (dy_finite = FN(all_finite)(ctx, dy, n * fp)) : dy_finite)
 #define X_FINITE() (x_finite < 0 ? (x_finite = FN(all_finite)(ctx, x, n * chw)) : x_finite)
-    const int wino_dx = dx && fnn_winograd_applies(ctx.conv_algo, n, f, c, g.oh, g.ow, fh, fw, sh, sw, fh - 1 - ph,
+    const int wino_dx = dx && fnn_winograd_applies(ctx, n, f, c, g.oh, g.ow, fh, fw, sh, sw, fh - 1 - ph,
                                                    fw - 1 - pw) &&
                         DY_FINITE() && FN(all_finite)(ctx, wt, f * ck);
     if (wino_dx || (dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs))) {
@@ -711,7 +711,7 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
         dx = NULL;
     }
     int need_w = 1;
-    if (fnn_winograd_applies(ctx.conv_algo, n, c, f, h, w, fh, fw, sh, sw, ph, pw) && DY_FINITE() && X_FINITE()) {
+    if (fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw) && DY_FINITE() && X_FINITE()) {
         if (FN(fnn_winograd_wgrad)(ctx, dy, x, n, c, h, w, f, ph, pw, dw, db))
             return -1;
         need_w = 0;
@@ -794,7 +794,7 @@ int FN(fnn_conv2d_max_pool_backward)(fnn_ctx ctx, const T *dp, const int64_t *ar
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
     /* fused where the direct weight gradient runs and dx (if any) rides along
      * with it; otherwise (Winograd among them) the two ops one after the other */
-    if (n > 0 && !fnn_winograd_applies(ctx.conv_algo, n, c, f, h, w, fh, fw, sh, sw, ph, pw) &&
+    if (n > 0 && !fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw) &&
         FN(use_direct)(ctx, n, sh, sw, macs) && FN(all_finite)(ctx, x, n * c * h * w) &&
         !(dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs))) {
         FN(pooled_grad) pg = {dp, argmax, poh, pow_};

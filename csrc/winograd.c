@@ -105,23 +105,29 @@ static fnn_wino_geom wino_geom(int64_t n, int64_t c, int64_t h, int64_t w, int64
  * L1 set, so the stride is kept 128 bytes off such multiples. */
 static inline int64_t wino_slab(const fnn_wino_geom *g, int64_t rows) { return rows * g->ldb + 32; }
 
-int fnn_winograd_applies(int conv_algo, int64_t n, int64_t c, int64_t f, int64_t h, int64_t w, int64_t fh,
+int fnn_winograd_applies(fnn_ctx ctx, int64_t n, int64_t c, int64_t f, int64_t h, int64_t w, int64_t fh,
                          int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw)
 {
-    if (conv_algo == FNN_CONV_GEMM || fh != 3 || fw != 3 || sh != 1 || sw != 1 || ph < 0 || pw < 0 || ph > 2 ||
-        pw > 2 || h + 2 * ph < 3 || w + 2 * pw < 3)
+    if (ctx.conv_algo == FNN_CONV_GEMM || fh != 3 || fw != 3 || sh != 1 || sw != 1 || ph < 0 || pw < 0 ||
+        ph > 2 || pw > 2 || h + 2 * ph < 3 || w + 2 * pw < 3)
         return 0;
-    if (conv_algo == FNN_CONV_WINOGRAD)
+    if (ctx.conv_algo == FNN_CONV_WINOGRAD)
         return 1;
-    /* The products are F x C by C x tiles: with fewer than 16 input channels or 32
-     * output channels they are too thin to repay the transforms (measured on
-     * 64x16x28x28: the 16 -> 32 forward gains 15%, the 32 -> 16 data gradient
-     * loses 30% against the direct path). The filters are transformed on every
-     * call, about 30 cycles per (F, C) pair, while each tile saves about 0.6
-     * cycles per pair: below 256 tiles that fixed cost wins (1 x 32 x 7 x 7 into
-     * 64 channels ran 4x slower, 8 x 64 x 8 x 8 broke even). */
+    /* The products are F x C by C x tiles: with fewer than 16 input channels they
+     * are too thin to repay the transforms. The filters are transformed on every
+     * call, serially, about 30 cycles per (F, C) pair, while each tile saves about
+     * 0.6 cycles per pair on one thread: below 256 tiles a thread that fixed cost
+     * wins (1 x 32 x 7 x 7 into 64 channels ran 4x slower, 8 x 64 x 8 x 8 broke
+     * even, 8 x 16 x 14 x 14 into 32 lost 16% on 2 threads). 16 output channels
+     * fill the microkernel's rows only half as well: there Winograd needs 32 input
+     * channels and 2048 tiles a thread (64 x 32 x 28 x 28 into 16, the data
+     * gradient of a 16 -> 32 layer, gains 10-12% on 1 and 2 threads; 16 x 32 x 14
+     * x 14 into 16 loses 9% on 1 thread and 46% on 2). */
     const int64_t tiles = n * ((h + 2 * ph - 1) / 2) * ((w + 2 * pw - 1) / 2);
-    return c >= 16 && f >= 32 && tiles >= 256;
+    const int64_t nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+    if (c >= 16 && f >= 32)
+        return tiles >= 256 * nth;
+    return c >= 32 && f >= 16 && tiles >= 2048 * nth;
 }
 
 #define T float

@@ -112,10 +112,38 @@ static FNN_ALWAYS_INLINE void FN(wino_grad_row_body)(const T *FNN_RESTRICT e0, c
     }
 }
 
+/* A row of len values placed at column pad of a zero row, stored split: even
+ * columns in e[0, half), odd ones in o[0, half). Plain loops: the rows are short,
+ * and a call to memset costs more than the fill (GCC would turn the loop into one). */
+static FNN_ALWAYS_INLINE void FN(wino_split_row_body)(T *FNN_RESTRICT e, T *FNN_RESTRICT o, int64_t half,
+                                                 const T *FNN_RESTRICT src, int64_t len, int64_t pad)
+{
+    for (int64_t k = 0; k < half; k++) {
+        e[k] = 0;
+        o[k] = 0;
+    }
+    if (!src)
+        return;
+    /* column q = 2k (even) or 2k + 1 (odd) holds src[q - pad] for 0 <= q - pad < len */
+    const int64_t e0 = (pad + 1) / 2, e1 = (len + pad + 1) / 2, o0 = pad / 2, o1 = (len + pad) / 2;
+    for (int64_t k = e0; k < e1; k++)
+        e[k] = src[2 * k - pad];
+    for (int64_t k = o0; k < o1; k++)
+        o[k] = src[2 * k + 1 - pad];
+}
+
+static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src, int64_t len)
+{
+    for (int64_t q = 0; q < len; q++)
+        dst[q] = src[q];
+}
+
 typedef struct {
     void (*input_row)(const T *, const T *, const T *, const T *, int64_t, T *, T *, int64_t);
     void (*output)(const T *, int64_t, int64_t, T *, T *, T *);
     void (*grad_row)(const T *, const T *, int64_t, T *, T *, int64_t);
+    void (*split_row)(T *, T *, int64_t, const T *, int64_t, int64_t);
+    void (*copy)(T *, const T *, int64_t);
 } FN(wino_kernels);
 
 /* one instance of the three transforms per ISA: the same loops, vectorised by
@@ -134,6 +162,15 @@ typedef struct {
                                                 int64_t ldp)                                                  \
     {                                                                                                         \
         FN(wino_grad_row_body)(e0, e1, tw, tmp, out, ldp);                                                    \
+    }                                                                                                         \
+    TARGET static FNN_NO_LIBC_CALLS void FN(wino_split_row_##ISA)(T *e, T *o, int64_t half, const T *src,       \
+                                                                 int64_t len, int64_t pad)                    \
+    {                                                                                                         \
+        FN(wino_split_row_body)(e, o, half, src, len, pad);                                                   \
+    }                                                                                                         \
+    TARGET static FNN_NO_LIBC_CALLS void FN(wino_copy_##ISA)(T *dst, const T *src, int64_t len)                 \
+    {                                                                                                         \
+        FN(wino_copy_body)(dst, src, len);                                                                    \
     }
 
 DEFINE_WINO_KERNELS(portable, )
@@ -145,16 +182,21 @@ DEFINE_WINO_KERNELS(avx512, FNN_TARGET_AVX512)
 
 static FN(wino_kernels) FN(wino_select)(int isa)
 {
-    FN(wino_kernels) k = {FN(wino_input_row_portable), FN(wino_output_portable), FN(wino_grad_row_portable)};
+    FN(wino_kernels) k = {FN(wino_input_row_portable), FN(wino_output_portable), FN(wino_grad_row_portable),
+                          FN(wino_split_row_portable), FN(wino_copy_portable)};
 #if FNN_X86_SIMD
     if (isa >= FNN_ISA_AVX512) {
         k.input_row = FN(wino_input_row_avx512);
         k.output = FN(wino_output_avx512);
         k.grad_row = FN(wino_grad_row_avx512);
+        k.split_row = FN(wino_split_row_avx512);
+        k.copy = FN(wino_copy_avx512);
     } else if (isa >= FNN_ISA_AVX2) {
         k.input_row = FN(wino_input_row_avx2);
         k.output = FN(wino_output_avx2);
         k.grad_row = FN(wino_grad_row_avx2);
+        k.split_row = FN(wino_split_row_avx2);
+        k.copy = FN(wino_copy_avx2);
     }
 #else
     (void)isa;
@@ -214,32 +256,6 @@ static void FN(wino_filter_grad)(const T *du, int64_t f, int64_t c, int transpos
 
 /* ---- blocks of tile rows -------------------------------------------------- */
 
-/* A row of len values placed at column pad of a zero row, stored split: even
- * columns in e[0, half), odd ones in o[0, half). Plain loops: the rows are short,
- * and a call to memset costs more than the fill (GCC would turn the loop into one). */
-static FNN_NO_LIBC_CALLS void FN(wino_split_row)(T *FNN_RESTRICT e, T *FNN_RESTRICT o, int64_t half,
-                                                 const T *FNN_RESTRICT src, int64_t len, int64_t pad)
-{
-    for (int64_t k = 0; k < half; k++) {
-        e[k] = 0;
-        o[k] = 0;
-    }
-    if (!src)
-        return;
-    /* column q = 2k (even) or 2k + 1 (odd) holds src[q - pad] for 0 <= q - pad < len */
-    const int64_t e0 = (pad + 1) / 2, e1 = (len + pad + 1) / 2, o0 = pad / 2, o1 = (len + pad) / 2;
-    for (int64_t k = e0; k < e1; k++)
-        e[k] = src[2 * k - pad];
-    for (int64_t k = o0; k < o1; k++)
-        o[k] = src[2 * k + 1 - pad];
-}
-
-static FNN_NO_LIBC_CALLS void FN(wino_copy)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src, int64_t len)
-{
-    for (int64_t q = 0; q < len; q++)
-        dst[q] = src[q];
-}
-
 /* Elements of the per-thread row scratch: the padded input rows of a block's
  * tile rows plus the transforms' temporaries. */
 static int64_t FN(wino_rows_elems)(const fnn_wino_geom *g)
@@ -264,7 +280,7 @@ static void FN(wino_input_block)(const FN(wino_kernels) *k, const fnn_wino_geom 
             const T *plane = x + (ni * g->c + ci) * g->h * g->w;
             for (int64_t q = 0; q < prows; q++) {
                 const int64_t hi = 2 * ty0 - g->ph + q;
-                FN(wino_split_row)(rows + q * wpad, rows + q * wpad + wpad / 2, wpad / 2,
+                k->split_row(rows + q * wpad, rows + q * wpad + wpad / 2, wpad / 2,
                                    hi < 0 || hi >= g->h ? NULL : plane + hi * g->w, g->w, g->pw);
             }
             for (int64_t s = 0; s < seg; s++) {
@@ -288,8 +304,8 @@ static void FN(wino_grad_block)(const FN(wino_kernels) *k, const fnn_wino_geom *
         for (int64_t r = 0; r < nr; r++) {
             const int64_t ni = (r0 + r) / g->th, ty = (r0 + r) % g->th;
             const T *plane = dy + (ni * g->f + fi) * g->oh * g->ow;
-            FN(wino_split_row)(e0, e0 + g->twv, g->twv, plane + 2 * ty * g->ow, g->ow, 0);
-            FN(wino_split_row)(e1, e1 + g->twv, g->twv, 2 * ty + 1 < g->oh ? plane + (2 * ty + 1) * g->ow : NULL, g->ow,
+            k->split_row(e0, e0 + g->twv, g->twv, plane + 2 * ty * g->ow, g->ow, 0);
+            k->split_row(e1, e1 + g->twv, g->twv, 2 * ty + 1 < g->oh ? plane + (2 * ty + 1) * g->ow : NULL, g->ow,
                                0);
             k->grad_row(e0, e1, g->twv, rows + 2 * len, z + fi * g->ldb + r * g->tw, wino_slab(g, g->f));
         }
@@ -350,9 +366,9 @@ static void FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_prod
         for (int64_t r = 0; r < nr; r++) {
             const int64_t ni = (r0 + r) / g->th, ty = (r0 + r) % g->th;
             T *yrow = y + ((ni * f + fi) * g->oh + 2 * ty) * g->ow;
-            FN(wino_copy)(yrow, o0 + 2 * r * g->tw, g->ow);
+            k->copy(yrow, o0 + 2 * r * g->tw, g->ow);
             if (2 * ty + 1 < g->oh)
-                FN(wino_copy)(yrow + g->ow, o1 + 2 * r * g->tw, g->ow);
+                k->copy(yrow + g->ow, o1 + 2 * r * g->tw, g->ow);
         }
     }
 }

@@ -72,30 +72,49 @@ def test_switch_selects_a_different_path(rng):
     """The two algorithms round differently: the switch really changes the path, and
     'auto' takes Winograd on a 16 -> 32 channel layer."""
     x, wt, b, pad = _inputs(rng, (8, 16, 12, 12, 32, (1, 1)), np.float32)  # 288 tiles
-    with native_setting(conv_algorithm="gemm"):
+    with native_setting(threads=1, conv_algorithm="gemm"):
         gemm = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
-    with native_setting(conv_algorithm="winograd"):
+    with native_setting(threads=1, conv_algorithm="winograd"):
         wino = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
-    with native_setting(conv_algorithm="auto"):
+    with native_setting(threads=1, conv_algorithm="auto"):
         auto = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
     assert not np.array_equal(gemm, wino)
     np.testing.assert_array_equal(auto, wino)
     np.testing.assert_allclose(wino, gemm, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("geometry", [
-    (1, 32, 7, 7, 64, (1, 1)),     # 16 tiles: the filter transform would cost more than it saves
-    (8, 8, 12, 12, 32, (1, 1)),    # 8 input channels
-    (8, 16, 12, 12, 16, (1, 1)),   # 16 output channels
-    (8, 16, 12, 12, 32, (3, 3)),   # padding 3
+@pytest.mark.parametrize("geometry, threads", [
+    ((1, 32, 7, 7, 64, (1, 1)), 1),      # 16 tiles: the filter transform would cost more than it saves
+    ((8, 8, 12, 12, 32, (1, 1)), 1),     # 8 input channels
+    ((8, 16, 12, 12, 16, (1, 1)), 1),    # 16 output channels from 16
+    ((4, 32, 14, 14, 16, (1, 1)), 1),    # 16 output channels from 32, 196 tiles
+    ((8, 16, 12, 12, 32, (3, 3)), 1),    # padding 3
+    ((8, 16, 12, 12, 32, (1, 1)), 2),    # 288 tiles: Winograd on 1 thread, not on 2
 ])
-def test_auto_keeps_unprofitable_shapes_on_the_gemm_path(geometry, rng):
+def test_auto_keeps_unprofitable_shapes_on_the_gemm_path(geometry, threads, rng):
     x, wt, b, pad = _inputs(rng, geometry, np.float32)
-    with native_setting(conv_algorithm="gemm"):
+    with native_setting(threads=threads, conv_algorithm="gemm"):
         gemm = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
-    with native_setting(conv_algorithm="auto"):
+    with native_setting(threads=threads, conv_algorithm="auto"):
         auto = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
     np.testing.assert_array_equal(auto, gemm)
+
+
+@pytest.mark.parametrize("geometry, threads", [
+    ((8, 16, 12, 12, 32, (1, 1)), 1),    # 16 -> 32 channels, 288 tiles
+    ((16, 16, 12, 12, 32, (1, 1)), 2),   # 576 tiles: at least 256 for each of 2 threads
+    ((8, 32, 32, 32, 16, (1, 1)), 1),    # 32 -> 16 channels (a data gradient's shape), 2048 tiles
+])
+def test_auto_takes_winograd_where_it_pays(geometry, threads, rng):
+    x, wt, b, pad = _inputs(rng, geometry, np.float32)
+    with native_setting(threads=threads, conv_algorithm="winograd"):
+        wino = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
+    with native_setting(threads=threads, conv_algorithm="auto"):
+        auto = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
+    with native_setting(threads=threads, conv_algorithm="gemm"):
+        gemm = _gemm.conv2d(x, wt, b, (1, 1), pad, None, 0.0)
+    assert not np.array_equal(gemm, wino)
+    np.testing.assert_array_equal(auto, wino)
 
 
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus"])

@@ -62,21 +62,22 @@ int fnn_conv2d_backward_f64(fnn_ctx ctx, const double *dy, const double *x, int6
                             int64_t w, const double *wt, int64_t f, int64_t fh, int64_t fw, int64_t sh, int64_t sw,
                             int64_t ph, int64_t pw, double *dx, double *dw, double *db);
 
-/* Winograd F(2x2, 3x3) (csrc/winograd.c), taken by the functions above where
- * fnn_winograd_applies (for ctx.conv_algo) and the inputs are finite. */
+/* Winograd F(m x m, 3x3) (csrc/winograd.c), taken by the functions above where
+ * fnn_winograd_applies (for ctx.conv_algo and ctx.nthreads) returns the tile
+ * size m (2 or 4; 0: not Winograd) and the inputs are finite. */
 int fnn_winograd_applies(fnn_ctx ctx, int64_t n, int64_t c, int64_t f, int64_t h, int64_t w, int64_t fh,
                          int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw);
 /* y = act(conv(x, wt) + bias) for 3x3 filters, stride 1, padding (ph, pw) */
-int fnn_winograd_conv2d_f32(fnn_ctx ctx, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
+int fnn_winograd_conv2d_f32(fnn_ctx ctx, int tile, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
                             const float *wt, int64_t f, const float *bias, int64_t ph, int64_t pw, int act,
                             double act_alpha, float *y);
-int fnn_winograd_conv2d_f64(fnn_ctx ctx, const double *x, int64_t n, int64_t c, int64_t h, int64_t w,
+int fnn_winograd_conv2d_f64(fnn_ctx ctx, int tile, const double *x, int64_t n, int64_t c, int64_t h, int64_t w,
                             const double *wt, int64_t f, const double *bias, int64_t ph, int64_t pw, int act,
                             double act_alpha, double *y);
 /* dw (F, C, 3, 3) and db (F,) unless NULL from dy (N, F, oh, ow) and x */
-int fnn_winograd_wgrad_f32(fnn_ctx ctx, const float *dy, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
+int fnn_winograd_wgrad_f32(fnn_ctx ctx, int tile, const float *dy, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
                            int64_t f, int64_t ph, int64_t pw, float *dw, float *db);
-int fnn_winograd_wgrad_f64(fnn_ctx ctx, const double *dy, const double *x, int64_t n, int64_t c, int64_t h,
+int fnn_winograd_wgrad_f64(fnn_ctx ctx, int tile, const double *dy, const double *x, int64_t n, int64_t c, int64_t h,
                            int64_t w, int64_t f, int64_t ph, int64_t pw, double *dw, double *db);
 
 #ifdef __cplusplus

@@ -551,9 +551,9 @@ int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int
 #endif
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
     int err = 0;
-    if (fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw) && FN(all_finite)(ctx, x, n * chw) &&
-        FN(all_finite)(ctx, wt, f * c * fh * fw))
-        return FN(fnn_winograd_conv2d)(ctx, x, n, c, h, w, wt, f, bias, ph, pw, act, act_alpha, y);
+    const int tile = fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw);
+    if (tile && FN(all_finite)(ctx, x, n * chw) && FN(all_finite)(ctx, wt, f * c * fh * fw))
+        return FN(fnn_winograd_conv2d)(ctx, tile, x, n, c, h, w, wt, f, bias, ph, pw, act, act_alpha, y);
     if (FN(use_direct)(ctx, n, sh, sw, macs))
         return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, ph, pw, bias, act, act_alpha, NULL, y, NULL);
     if (!FN(use_batch_parallel)(nth, n, macs)) {
@@ -685,9 +685,9 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     int dy_finite = -1, x_finite = -1;
 #define DY_FINITE() (dy_finite < 0 ? (dy_finite = FN(all_finite)(ctx, dy, n * fp)) : dy_finite)
 #define X_FINITE() (x_finite < 0 ? (x_finite = FN(all_finite)(ctx, x, n * chw)) : x_finite)
-    const int wino_dx = dx && fnn_winograd_applies(ctx, n, f, c, g.oh, g.ow, fh, fw, sh, sw, fh - 1 - ph,
-                                                   fw - 1 - pw) &&
-                        DY_FINITE() && FN(all_finite)(ctx, wt, f * ck);
+    int wino_dx = dx ? fnn_winograd_applies(ctx, n, f, c, g.oh, g.ow, fh, fw, sh, sw, fh - 1 - ph, fw - 1 - pw) : 0;
+    if (wino_dx && !(DY_FINITE() && FN(all_finite)(ctx, wt, f * ck)))
+        wino_dx = 0;
     if (wino_dx || (dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs))) {
         /* stride 1: dx is the convolution of dy (padded by fh-1-ph, fw-1-pw) with
          * the flipped, channel-transposed filters, so it takes the Winograd or the
@@ -701,7 +701,7 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
                     for (int64_t j = 0; j < fw; j++)
                         wflip[((ci * f + fi) * fh + i) * fw + j] =
                             wt[((fi * c + ci) * fh + (fh - 1 - i)) * fw + (fw - 1 - j)];
-        int rc = wino_dx ? FN(fnn_winograd_conv2d)(ctx, dy, n, f, g.oh, g.ow, wflip, c, NULL, fh - 1 - ph,
+        int rc = wino_dx ? FN(fnn_winograd_conv2d)(ctx, wino_dx, dy, n, f, g.oh, g.ow, wflip, c, NULL, fh - 1 - ph,
                                                    fw - 1 - pw, FNN_ACT_IDENTITY, 0.0, dx)
                          : FN(direct_conv_run)(ctx, dy, n, f, g.oh, g.ow, wflip, c, fh, fw, fh - 1 - ph,
                                                fw - 1 - pw, NULL, FNN_ACT_IDENTITY, 0.0, NULL, dx, NULL);
@@ -711,8 +711,9 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
         dx = NULL;
     }
     int need_w = 1;
-    if (fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw) && DY_FINITE() && X_FINITE()) {
-        if (FN(fnn_winograd_wgrad)(ctx, dy, x, n, c, h, w, f, ph, pw, dw, db))
+    const int wino_w = fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw);
+    if (wino_w && DY_FINITE() && X_FINITE()) {
+        if (FN(fnn_winograd_wgrad)(ctx, wino_w, dy, x, n, c, h, w, f, ph, pw, dw, db))
             return -1;
         need_w = 0;
     } else if (FN(use_direct)(ctx, n, sh, sw, macs) && X_FINITE()) {

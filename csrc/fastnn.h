@@ -36,7 +36,8 @@ enum fnn_isa {
 enum fnn_conv_algo {
     FNN_CONV_AUTO = 0,     /* Winograd where it pays off (fnn_winograd_applies), else GEMM */
     FNN_CONV_GEMM = 1,     /* never Winograd: direct and implicit-im2col GEMM paths only */
-    FNN_CONV_WINOGRAD = 2  /* Winograd wherever it can run (3x3, stride 1, padding <= 2) */
+    FNN_CONV_WINOGRAD = 2, /* Winograd F(2x2, 3x3) wherever it can run (3x3, stride 1, padding <= 2) */
+    FNN_CONV_WINOGRAD4 = 3 /* Winograd F(4x4, 3x3) wherever it can run */
 };
 
 typedef struct {

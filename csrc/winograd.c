@@ -1,11 +1,12 @@
-/* Winograd F(2x2, 3x3) convolution: 3x3 filters, stride 1 (Lavin and Gray,
- * "Fast Algorithms for Convolutional Neural Networks", 2016).
+/* Winograd F(m x m, 3x3) convolution, m = 2 or 4: 3x3 filters, stride 1 (Lavin
+ * and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
  *
- * Each 2x2 output tile comes from a 4x4 input tile d and a filter g as
+ * Each m x m output tile comes from an a x a input tile d (a = m + 2) and a
+ * filter g as
  *     Y = A^T [ (G g G^T) . (B^T d B) ] A         (. elementwise)
- * so the 9 multiply-adds per output of the direct convolution become 4, and
- * for every one of the 16 positions p of the transformed tile the sum over
- * channels is one GEMM:
+ * so the 9 multiply-adds per output of the direct convolution become 4 (m = 2)
+ * or 2.25 (m = 4), and for every one of the a*a positions p of the transformed
+ * tile the sum over channels is one GEMM:
  *     forward   M[p] (F x T) = U[p] (F x C) @ V[p] (C x T)   T tiles
  *     weights   dU[p] (F x C) += Z[p] (F x T) @ V[p]^T       Z = A dY A^T
  * and the data gradient is the forward with the flipped, channel-transposed
@@ -43,31 +44,40 @@
 #define FNN_NO_LIBC_CALLS
 #endif
 
-/* The transforms of a tile row run over twv = tw rounded up to this many tiles,
- * so the compiler's vector loops have no scalar remainder (a row of 14 tiles
- * would otherwise run entirely scalar with 16-lane vectors). The extra lanes
- * hold values of zero padding: row r of a block writes lanes [r*tw, r*tw + twv),
- * and row r + 1, written next, overwrites the ones that are its own. */
+/* The output transform's lanes are rounded up to this many (its results past
+ * the block's tiles are ignored). */
 #define FNN_WINO_LANES 16
 
 /* Bytes of the per-block transformed input and output (fits L2 on the targets,
  * leaving room for the GEMM's packed panels). */
 #define FNN_WINO_BLOCK_BYTES (1024 * 1024)
 
+
+
+/* G of F(2x2, 3x3) and F(4x4, 3x3), a x 3, row-major */
+static const double wino_g2[4 * 3] = {1, 0, 0, 0.5, 0.5, 0.5, 0.5, -0.5, 0.5, 0, 0, 1};
+static const double wino_g4[6 * 3] = {1.0 / 4,  0,         0,         -1.0 / 6, -1.0 / 6, -1.0 / 6,
+                                      -1.0 / 6, 1.0 / 6,   -1.0 / 6,  1.0 / 24, 1.0 / 12, 1.0 / 6,
+                                      1.0 / 24, -1.0 / 12, 1.0 / 6,   0,        0,        1};
+static const double *wino_G(int m) { return m == 4 ? wino_g4 : wino_g2; }
+
 typedef struct {
+    int m, a, np;                  /* output tile m x m, input tile a x a (a = m + 2), np = a*a positions */
     int64_t n, c, f, h, w, ph, pw; /* the convolution: x (n,c,h,w) -> (n,f,oh,ow) */
-    int64_t oh, ow, th, tw;        /* output size; 2x2 tiles per column and row */
-    int64_t twv;                   /* tw rounded up to FNN_WINO_LANES */
+    int64_t oh, ow, th, tw;        /* output size; m x m tiles per column and row */
     int64_t rows;                  /* tile rows over the batch: n * th */
     int64_t block_rows;            /* tile rows per block */
-    int64_t ldb;                   /* lane stride of a block: room for block_rows * tw + twv lanes */
-    int64_t wpad;                  /* length of a zero-padded input row: 2 * twv + 2 */
+    int64_t ldb;                   /* lane stride of a block: room for its NR-wide panels and FNN_WINO_LANES */
+    int nr;                        /* the products' panel width (lanes of V read past the tiles) */
 } fnn_wino_geom;
 
-static fnn_wino_geom wino_geom(int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t ph, int64_t pw,
+static fnn_wino_geom wino_geom(int m, int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t ph, int64_t pw,
                                int64_t dtype_bytes, int nr, int nth)
 {
     fnn_wino_geom g;
+    g.m = m;
+    g.a = m + 2;
+    g.np = g.a * g.a;
     g.n = n;
     g.c = c;
     g.f = f;
@@ -77,11 +87,10 @@ static fnn_wino_geom wino_geom(int64_t n, int64_t c, int64_t h, int64_t w, int64
     g.pw = pw;
     g.oh = h + 2 * ph - 2;
     g.ow = w + 2 * pw - 2;
-    g.th = (g.oh + 1) / 2;
-    g.tw = (g.ow + 1) / 2;
-    g.twv = (g.tw + FNN_WINO_LANES - 1) / FNN_WINO_LANES * FNN_WINO_LANES;
+    g.th = (g.oh + m - 1) / m;
+    g.tw = (g.ow + m - 1) / m;
     g.rows = n * g.th;
-    int64_t tiles = FNN_WINO_BLOCK_BYTES / (16 * (c + f) * dtype_bytes);
+    int64_t tiles = FNN_WINO_BLOCK_BYTES / (g.np * (c + f) * dtype_bytes);
     int64_t br = tiles / g.tw;
     if (br < 1)
         br = 1;
@@ -92,17 +101,17 @@ static fnn_wino_geom wino_geom(int64_t n, int64_t c, int64_t h, int64_t w, int64
     if (br < 1)
         br = 1;
     g.block_rows = br;
-    /* room for the last row's extra lanes, and for the products' last NR-wide panel */
+    /* room for the products' last NR-wide panel and the output transform's lanes */
     const int64_t tb = br * g.tw, panels = (tb + nr - 1) / nr * nr;
-    g.ldb = ((tb + g.twv > panels ? tb + g.twv : panels) + 15) / 16 * 16;
-    g.wpad = 2 * g.twv + 2;
+    g.ldb = ((tb > panels ? tb : panels) + FNN_WINO_LANES - 1) / FNN_WINO_LANES * FNN_WINO_LANES;
+    g.nr = nr;
     return g;
 }
 
-/* Elements between the 16 transformed matrices of a block (rows of ldb lanes
- * each). The transforms write all 16 at once; a stride that is a multiple of
- * 4 KiB (64 channels of 144 lanes is 9 x 4 KiB) would put all 16 streams in one
- * L1 set, so the stride is kept 128 bytes off such multiples. */
+/* Elements between the a*a transformed matrices of a block (rows of ldb lanes
+ * each). The transforms write a of them at once; a stride that is a multiple of
+ * 4 KiB (64 channels of 144 lanes is 9 x 4 KiB) would put all those streams in
+ * one L1 set, so the stride is kept 128 bytes off such multiples. */
 static inline int64_t wino_slab(const fnn_wino_geom *g, int64_t rows) { return rows * g->ldb + 32; }
 
 int fnn_winograd_applies(fnn_ctx ctx, int64_t n, int64_t c, int64_t f, int64_t h, int64_t w, int64_t fh,
@@ -111,23 +120,31 @@ int fnn_winograd_applies(fnn_ctx ctx, int64_t n, int64_t c, int64_t f, int64_t h
     if (ctx.conv_algo == FNN_CONV_GEMM || fh != 3 || fw != 3 || sh != 1 || sw != 1 || ph < 0 || pw < 0 ||
         ph > 2 || pw > 2 || h + 2 * ph < 3 || w + 2 * pw < 3)
         return 0;
-    if (ctx.conv_algo == FNN_CONV_WINOGRAD)
-        return 1;
-    /* The products are F x C by C x tiles: with fewer than 16 input channels they
-     * are too thin to repay the transforms. The filters are transformed on every
-     * call, serially, about 30 cycles per (F, C) pair, while each tile saves about
-     * 0.6 cycles per pair on one thread: below 256 tiles a thread that fixed cost
-     * wins (1 x 32 x 7 x 7 into 64 channels ran 4x slower, 8 x 64 x 8 x 8 broke
-     * even, 8 x 16 x 14 x 14 into 32 lost 16% on 2 threads). 16 output channels
-     * fill the microkernel's rows only half as well: there Winograd needs 32 input
-     * channels and 2048 tiles a thread (64 x 32 x 28 x 28 into 16, the data
-     * gradient of a 16 -> 32 layer, gains 10-12% on 1 and 2 threads; 16 x 32 x 14
-     * x 14 into 16 loses 9% on 1 thread and 46% on 2). */
+    if (ctx.conv_algo == FNN_CONV_WINOGRAD || ctx.conv_algo == FNN_CONV_WINOGRAD4)
+        return ctx.conv_algo == FNN_CONV_WINOGRAD4 ? 4 : 2;
+    /* Measured on 1 and 2 threads, F(4x4, 3x3) against the GEMM paths and
+     * F(2x2, 3x3) (forward of 3x3 pad-1 layers, n x c x h x w into f):
+     * - F(4x4) is the faster Winograd wherever either pays off: 4x fewer
+     *   multiplies instead of 2.25x, and fewer transformed values per output
+     *   (36 per 16 instead of 16 per 4). 64x16x28x28 into 32: 1.6x the GEMM
+     *   paths, F(2x2) 1.1x; 1x64x56x56 into 64: 1.9x and 1.4x.
+     * - The filters are transformed on every call, serially: small problems lose
+     *   (1x32x7x7 into 64: 0.2x). Counted in 2x2 output tiles, Winograd needs 256
+     *   a thread (8x16x12x12 into 32 gains 18% on 1 thread; 8x16x14x14 into 32
+     *   loses 20% on 2).
+     * - Thinner products need more tiles to repay the transforms: 16 output
+     *   channels or 8 input channels want 2048 tiles a thread (64x32x28x28 into
+     *   16, a 16 -> 32 layer's data gradient, gains 27-29% on 1 and 2 threads;
+     *   8x16x32x32 into 16 gains 24% on 1 thread and loses 45% on 2), and 8 output
+     *   channels never gain (64x32x28x28 into 8: 0.9x). */
     const int64_t tiles = n * ((h + 2 * ph - 1) / 2) * ((w + 2 * pw - 1) / 2);
     const int64_t nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+    int take = 0;
     if (c >= 16 && f >= 32)
-        return tiles >= 256 * nth;
-    return c >= 32 && f >= 16 && tiles >= 2048 * nth;
+        take = tiles >= 256 * nth;
+    else if ((c >= 16 && f >= 16) || (c >= 8 && f >= 32))
+        take = tiles >= 2048 * nth;
+    return take ? 4 : 0;
 }
 
 #define T float

@@ -1,135 +1,54 @@
-/* Winograd F(2x2, 3x3), written once for both dtypes: csrc/winograd.c includes
+/* Winograd F(2x2, 3x3) and F(4x4, 3x3), written once for both dtypes: csrc/winograd.c includes
  * this file with T (float/double) and SFX (f32/f64) defined. Not a public header. */
 
 #define CAT2_(a, b) a##_##b
 #define CAT2(a, b) CAT2_(a, b)
 #define FN(name) CAT2(name, SFX)
 
-/* ---- the transforms, along one tile row (tx < tw) ------------------------ */
+/* ---- the transforms, over the lanes of a block -------------------------- */
 
-/* The loops below run over chunks of FNN_WINO_LANES tiles with a fixed inner
- * trip count, so the compiler emits straight-line vector code for each chunk
- * (a row holds only 14 or 16 tiles on the MNIST and CIFAR shapes: the loop
- * set-up of a variable-length vector loop would cost more than its body). */
-#define WINO_CHUNKS(tx0, count) for (int64_t tx0 = 0; tx0 < (count); tx0 += FNN_WINO_LANES)
-#define WINO_LANES(l) _Pragma("GCC ivdep") for (int l = 0; l < FNN_WINO_LANES; l++)
+/* A block's tiles are its lanes: tile tx of the block's tile row r is lane
+ * r*tw + tx, as in V, Z and M. Before a transform, the tiles' values are
+ * gathered into lane arrays (ls elements apart): for the input, the a x a
+ * values of each tile (entry (i, j) of every tile in array a*i + j); for the
+ * gradient, the m x m values of each tile of dy. Both transforms are then small
+ * matrix products along the lanes, on both sides: flat loops over all the
+ * block's lanes, with no tile-row remainder however narrow the image. */
 
-/* V = B^T d B for the tiles of four zero-padded input rows d0..d3, each stored
- * split: its even columns, then its odd ones, twv + 1 of each (tile tx covers
- * columns 2*tx .. 2*tx+3: even[tx], odd[tx], even[tx+1], odd[tx+1], so every
- * access below is unit-stride). out[p * ldp + tx], p = 4*i + j, for tx < twv
- * (a multiple of FNN_WINO_LANES). tmp holds 4 rows. */
-static FNN_ALWAYS_INLINE void FN(wino_input_row_body)(const T *FNN_RESTRICT d0, const T *FNN_RESTRICT d1,
-                                                      const T *FNN_RESTRICT d2, const T *FNN_RESTRICT d3,
-                                                      int64_t twv, T *FNN_RESTRICT tmp, T *FNN_RESTRICT out,
-                                                      int64_t ldp)
+/* The lane arrays of one tile row: dst[(i * nq + q) * ls + tx] = row hi0 + i
+ * of the plane (h x w, zero outside), column m*tx + q - pad (zero outside), for
+ * i < nrows, q < nq and tx < count. The tiles whose columns all lie inside the
+ * row (all but one or two at the edges) take the branch-free loop. */
+static FNN_ALWAYS_INLINE void FN(wino_gather_body)(T *FNN_RESTRICT dst, int64_t ls, int64_t count,
+                                                   const T *FNN_RESTRICT plane, int64_t h, int64_t w, int64_t hi0,
+                                                   int64_t pad, const int m, const int nrows, const int nq)
 {
-    const int64_t half = twv + 1, wpad = 2 * half;
-    T *FNN_RESTRICT t0 = tmp, *FNN_RESTRICT t1 = tmp + wpad, *FNN_RESTRICT t2 = tmp + 2 * wpad,
-                    *FNN_RESTRICT t3 = tmp + 3 * wpad;
-    for (int64_t q = 0; q < wpad; q++) {
-        t0[q] = d0[q] - d2[q];
-        t1[q] = d1[q] + d2[q];
-        t2[q] = d2[q] - d1[q];
-        t3[q] = d1[q] - d3[q];
-    }
-    for (int i = 0; i < 4; i++) {
-        const T *FNN_RESTRICT te = tmp + i * wpad, *FNN_RESTRICT to = te + half;
-        T *FNN_RESTRICT o0 = out + (4 * i) * ldp, *FNN_RESTRICT o1 = o0 + ldp, *FNN_RESTRICT o2 = o1 + ldp,
-                        *FNN_RESTRICT o3 = o2 + ldp;
-        WINO_CHUNKS(tx0, twv)
-        {
-            WINO_LANES(l)
-            {
-                const int64_t tx = tx0 + l;
-                o0[tx] = te[tx] - te[tx + 1];
-                o1[tx] = to[tx] + te[tx + 1];
-                o2[tx] = te[tx + 1] - to[tx];
-                o3[tx] = to[tx] - to[tx + 1];
+    int64_t lo = (pad + m - 1) / m, hi = w + pad - nq < 0 ? 0 : (w + pad - nq) / m + 1;
+    if (lo > count)
+        lo = count;
+    if (hi > count)
+        hi = count;
+    if (hi < lo)
+        hi = lo;
+    for (int i = 0; i < nrows; i++) {
+        T *FNN_RESTRICT d = dst + i * nq * ls;
+        const int64_t row = hi0 + i;
+        if (row < 0 || row >= h) {
+            for (int q = 0; q < nq; q++)
+                for (int64_t tx = 0; tx < count; tx++)
+                    d[q * ls + tx] = 0;
+            continue;
+        }
+        const T *FNN_RESTRICT src = plane + row * w;
+        for (int64_t tx = lo; tx < hi; tx++)
+            for (int q = 0; q < nq; q++)
+                d[q * ls + tx] = src[m * tx + q - pad];
+        for (int64_t tx = 0; tx < count; tx = tx + 1 == lo ? hi : tx + 1)
+            for (int q = 0; q < nq; q++) {
+                const int64_t col = m * tx + q - pad;
+                d[q * ls + tx] = col >= 0 && col < w ? src[col] : (T)0;
             }
-        }
     }
-}
-
-/* Y = A^T M A for one filter, m[p * ldp + b] for the lanes b < len (a multiple
- * of FNN_WINO_LANES: the block's tile rows one after another): o0[2b], o0[2b+1]
- * and o1[2b], o1[2b+1] are the tile's two output rows. tmp holds 8 * len. */
-static FNN_ALWAYS_INLINE void FN(wino_output_body)(const T *FNN_RESTRICT m, int64_t ldp, int64_t len,
-                                                   T *FNN_RESTRICT tmp, T *FNN_RESTRICT o0, T *FNN_RESTRICT o1)
-{
-    /* rows of A^T M: s0[j] = m[j] + m[4+j] + m[8+j], s1[j] = m[4+j] - m[8+j] - m[12+j] */
-    for (int j = 0; j < 4; j++) {
-        const T *FNN_RESTRICT m0 = m + j * ldp, *FNN_RESTRICT m1 = m + (4 + j) * ldp,
-                              *FNN_RESTRICT m2 = m + (8 + j) * ldp, *FNN_RESTRICT m3 = m + (12 + j) * ldp;
-        T *FNN_RESTRICT s0 = tmp + j * len, *FNN_RESTRICT s1 = tmp + (4 + j) * len;
-        for (int64_t b = 0; b < len; b++) {
-            s0[b] = m0[b] + m1[b] + m2[b];
-            s1[b] = m1[b] - m2[b] - m3[b];
-        }
-    }
-    for (int a = 0; a < 2; a++) {
-        const T *FNN_RESTRICT s = tmp + 4 * a * len;
-        T *FNN_RESTRICT o = a ? o1 : o0;
-        for (int64_t b = 0; b < len; b++) {
-            T s0 = s[b], s1 = s[len + b], s2 = s[2 * len + b], s3 = s[3 * len + b];
-            o[2 * b] = s0 + s1 + s2;
-            o[2 * b + 1] = s1 - s2 - s3;
-        }
-    }
-}
-
-/* Z = A dY A^T for the 2x2 tiles of two gradient rows e0, e1, each stored split
- * (twv even columns, then twv odd ones, zero-padded): out[p * ldp + tx]. tmp
- * holds 4 rows of 2*twv. */
-static FNN_ALWAYS_INLINE void FN(wino_grad_row_body)(const T *FNN_RESTRICT e0, const T *FNN_RESTRICT e1,
-                                                     int64_t twv, T *FNN_RESTRICT tmp, T *FNN_RESTRICT out,
-                                                     int64_t ldp)
-{
-    const int64_t len = 2 * twv;
-    T *FNN_RESTRICT r0 = tmp, *FNN_RESTRICT r1 = tmp + len, *FNN_RESTRICT r2 = tmp + 2 * len,
-                    *FNN_RESTRICT r3 = tmp + 3 * len;
-    for (int64_t q = 0; q < len; q++) {
-        r0[q] = e0[q];
-        r1[q] = e0[q] + e1[q];
-        r2[q] = e0[q] - e1[q];
-        r3[q] = -e1[q];
-    }
-    for (int i = 0; i < 4; i++) {
-        const T *FNN_RESTRICT re = tmp + i * len, *FNN_RESTRICT ro = re + twv;
-        T *FNN_RESTRICT o0 = out + (4 * i) * ldp, *FNN_RESTRICT o1 = o0 + ldp, *FNN_RESTRICT o2 = o1 + ldp,
-                        *FNN_RESTRICT o3 = o2 + ldp;
-        WINO_CHUNKS(tx0, twv)
-        {
-            WINO_LANES(l)
-            {
-                const int64_t tx = tx0 + l;
-                o0[tx] = re[tx];
-                o1[tx] = re[tx] + ro[tx];
-                o2[tx] = re[tx] - ro[tx];
-                o3[tx] = -ro[tx];
-            }
-        }
-    }
-}
-
-/* A row of len values placed at column pad of a zero row, stored split: even
- * columns in e[0, half), odd ones in o[0, half). Plain loops: the rows are short,
- * and a call to memset costs more than the fill (GCC would turn the loop into one). */
-static FNN_ALWAYS_INLINE void FN(wino_split_row_body)(T *FNN_RESTRICT e, T *FNN_RESTRICT o, int64_t half,
-                                                 const T *FNN_RESTRICT src, int64_t len, int64_t pad)
-{
-    for (int64_t k = 0; k < half; k++) {
-        e[k] = 0;
-        o[k] = 0;
-    }
-    if (!src)
-        return;
-    /* column q = 2k (even) or 2k + 1 (odd) holds src[q - pad] for 0 <= q - pad < len */
-    const int64_t e0 = (pad + 1) / 2, e1 = (len + pad + 1) / 2, o0 = pad / 2, o1 = (len + pad) / 2;
-    for (int64_t k = e0; k < e1; k++)
-        e[k] = src[2 * k - pad];
-    for (int64_t k = o0; k < o1; k++)
-        o[k] = src[2 * k + 1 - pad];
 }
 
 static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src, int64_t len)
@@ -138,158 +57,359 @@ static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT dst, const T *F
         dst[q] = src[q];
 }
 
+/* B^T (a x a), A (a x m) and A^T (m x a) of each tile size, applied to one lane:
+ * o_k = sum_q X[k][q] c_q */
+#define WINO2_BT(o0, o1, o2, o3, c0, c1, c2, c3)                                                          \
+    do {                                                                                                  \
+        o0 = (c0) - (c2);                                                                                 \
+        o1 = (c1) + (c2);                                                                                 \
+        o2 = (c2) - (c1);                                                                                 \
+        o3 = (c1) - (c3);                                                                                 \
+    } while (0)
+#define WINO2_A(o0, o1, o2, o3, e0, e1)                                                                   \
+    do {                                                                                                  \
+        o0 = (e0);                                                                                        \
+        o1 = (e0) + (e1);                                                                                 \
+        o2 = (e0) - (e1);                                                                                 \
+        o3 = -(e1);                                                                                       \
+    } while (0)
+#define WINO2_AT(o0, o1, s0, s1, s2, s3)                                                                  \
+    do {                                                                                                  \
+        o0 = (s0) + (s1) + (s2);                                                                          \
+        o1 = (s1) - (s2) - (s3);                                                                          \
+    } while (0)
+/* F(4x4, 3x3), Lavin and Gray's points 0, +-1, +-2:
+ *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+ *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1] */
+#define WINO4_BT(o0, o1, o2, o3, o4, o5, c0, c1, c2, c3, c4, c5)                                          \
+    do {                                                                                                  \
+        const T c3m1_ = (c3) - (c1), c4m2_ = (c4) - (c2);                                                 \
+        o0 = (T)4 * (c0) - (T)5 * (c2) + (c4);                                                            \
+        o1 = (c3) + (c4) - (T)4 * ((c1) + (c2));                                                          \
+        o2 = (c4) - (c3) + (T)4 * ((c1) - (c2));                                                          \
+        o3 = c4m2_ + (T)2 * c3m1_;                                                                        \
+        o4 = c4m2_ - (T)2 * c3m1_;                                                                        \
+        o5 = (T)4 * (c1) - (T)5 * (c3) + (c5);                                                            \
+    } while (0)
+#define WINO4_A(o0, o1, o2, o3, o4, o5, e0, e1, e2, e3)                                                   \
+    do {                                                                                                  \
+        const T a02_ = (e0) + (e2), a13_ = (e1) + (e3), b02_ = (e0) + (T)4 * (e2),                        \
+                b13_ = (T)2 * ((e1) + (T)4 * (e3));                                                       \
+        o0 = (e0);                                                                                        \
+        o1 = a02_ + a13_;                                                                                 \
+        o2 = a02_ - a13_;                                                                                 \
+        o3 = b02_ + b13_;                                                                                 \
+        o4 = b02_ - b13_;                                                                                 \
+        o5 = (e3);                                                                                        \
+    } while (0)
+#define WINO4_AT(o0, o1, o2, o3, s0, s1, s2, s3, s4, s5)                                                  \
+    do {                                                                                                  \
+        const T a12_ = (s1) + (s2), d12_ = (s1) - (s2), a34_ = (s3) + (s4), d34_ = (s3) - (s4);           \
+        o0 = a12_ + a34_ + (s0);                                                                          \
+        o1 = d12_ + (T)2 * d34_;                                                                          \
+        o2 = a12_ + (T)4 * a34_;                                                                          \
+        o3 = d12_ + (T)8 * d34_ + (s5);                                                                   \
+    } while (0)
+
+/* the lane arrays of a transform never overlap (GCC otherwise gives up on
+ * proving it for a dozen streams and leaves the loops scalar) */
+#define WINO_IVDEP _Pragma("GCC ivdep")
+/* Lane array k of a transform's input or temporaries */
+#define L_(base, k) ((base) + (k) * ls)
+
+/* V = B^T d B: d and tmp hold a*a lane arrays; out[p * ldp + lane], p = a*i + j */
+static FNN_ALWAYS_INLINE void FN(wino2_input_body)(const T *FNN_RESTRICT d, T *FNN_RESTRICT tmp, int64_t ls,
+                                                   int64_t n, T *FNN_RESTRICT out, int64_t ldp)
+{
+    for (int q = 0; q < 4; q++) {
+        const T *FNN_RESTRICT d0 = L_(d, q), *FNN_RESTRICT d1 = L_(d, 4 + q), *FNN_RESTRICT d2 = L_(d, 8 + q),
+                              *FNN_RESTRICT d3 = L_(d, 12 + q);
+        T *FNN_RESTRICT t0 = L_(tmp, q), *FNN_RESTRICT t1 = L_(tmp, 4 + q), *FNN_RESTRICT t2 = L_(tmp, 8 + q),
+                        *FNN_RESTRICT t3 = L_(tmp, 12 + q);
+        WINO_IVDEP for (int64_t l = 0; l < n; l++)
+            WINO2_BT(t0[l], t1[l], t2[l], t3[l], d0[l], d1[l], d2[l], d3[l]);
+    }
+    for (int i = 0; i < 4; i++) {
+        const T *FNN_RESTRICT c0 = L_(tmp, 4 * i), *FNN_RESTRICT c1 = c0 + ls, *FNN_RESTRICT c2 = c1 + ls,
+                              *FNN_RESTRICT c3 = c2 + ls;
+        T *FNN_RESTRICT o0 = out + (4 * i) * ldp, *FNN_RESTRICT o1 = o0 + ldp, *FNN_RESTRICT o2 = o1 + ldp,
+                        *FNN_RESTRICT o3 = o2 + ldp;
+        WINO_IVDEP for (int64_t l = 0; l < n; l++)
+            WINO2_BT(o0[l], o1[l], o2[l], o3[l], c0[l], c1[l], c2[l], c3[l]);
+    }
+}
+
+static FNN_ALWAYS_INLINE void FN(wino4_input_body)(const T *FNN_RESTRICT d, T *FNN_RESTRICT tmp, int64_t ls,
+                                                   int64_t n, T *FNN_RESTRICT out, int64_t ldp)
+{
+    for (int q = 0; q < 6; q++) {
+        const T *FNN_RESTRICT d0 = L_(d, q), *FNN_RESTRICT d1 = L_(d, 6 + q), *FNN_RESTRICT d2 = L_(d, 12 + q),
+                              *FNN_RESTRICT d3 = L_(d, 18 + q), *FNN_RESTRICT d4 = L_(d, 24 + q),
+                              *FNN_RESTRICT d5 = L_(d, 30 + q);
+        T *FNN_RESTRICT t0 = L_(tmp, q), *FNN_RESTRICT t1 = L_(tmp, 6 + q), *FNN_RESTRICT t2 = L_(tmp, 12 + q),
+                        *FNN_RESTRICT t3 = L_(tmp, 18 + q), *FNN_RESTRICT t4 = L_(tmp, 24 + q),
+                        *FNN_RESTRICT t5 = L_(tmp, 30 + q);
+        WINO_IVDEP for (int64_t l = 0; l < n; l++)
+            WINO4_BT(t0[l], t1[l], t2[l], t3[l], t4[l], t5[l], d0[l], d1[l], d2[l], d3[l], d4[l], d5[l]);
+    }
+    for (int i = 0; i < 6; i++) {
+        const T *FNN_RESTRICT c0 = L_(tmp, 6 * i), *FNN_RESTRICT c1 = c0 + ls, *FNN_RESTRICT c2 = c1 + ls,
+                              *FNN_RESTRICT c3 = c2 + ls, *FNN_RESTRICT c4 = c3 + ls, *FNN_RESTRICT c5 = c4 + ls;
+        T *FNN_RESTRICT o0 = out + (6 * i) * ldp, *FNN_RESTRICT o1 = o0 + ldp, *FNN_RESTRICT o2 = o1 + ldp,
+                        *FNN_RESTRICT o3 = o2 + ldp, *FNN_RESTRICT o4 = o3 + ldp, *FNN_RESTRICT o5 = o4 + ldp;
+        WINO_IVDEP for (int64_t l = 0; l < n; l++)
+            WINO4_BT(o0[l], o1[l], o2[l], o3[l], o4[l], o5[l], c0[l], c1[l], c2[l], c3[l], c4[l], c5[l]);
+    }
+}
+
+/* Z = A dY A^T: e holds the m*m lane arrays of dY (entry (k, q) in m*k + q), tmp
+ * a*m of them; out[p * ldp + lane], p = a*i + j */
+static FNN_ALWAYS_INLINE void FN(wino2_grad_body)(const T *FNN_RESTRICT e, T *FNN_RESTRICT tmp, int64_t ls,
+                                                  int64_t n, T *FNN_RESTRICT out, int64_t ldp)
+{
+    for (int q = 0; q < 2; q++) {
+        const T *FNN_RESTRICT e0 = L_(e, q), *FNN_RESTRICT e1 = L_(e, 2 + q);
+        T *FNN_RESTRICT r0 = L_(tmp, q), *FNN_RESTRICT r1 = L_(tmp, 2 + q), *FNN_RESTRICT r2 = L_(tmp, 4 + q),
+                        *FNN_RESTRICT r3 = L_(tmp, 6 + q);
+        WINO_IVDEP for (int64_t l = 0; l < n; l++)
+            WINO2_A(r0[l], r1[l], r2[l], r3[l], e0[l], e1[l]);
+    }
+    for (int i = 0; i < 4; i++) {
+        const T *FNN_RESTRICT c0 = L_(tmp, 2 * i), *FNN_RESTRICT c1 = c0 + ls;
+        T *FNN_RESTRICT o0 = out + (4 * i) * ldp, *FNN_RESTRICT o1 = o0 + ldp, *FNN_RESTRICT o2 = o1 + ldp,
+                        *FNN_RESTRICT o3 = o2 + ldp;
+        WINO_IVDEP for (int64_t l = 0; l < n; l++)
+            WINO2_A(o0[l], o1[l], o2[l], o3[l], c0[l], c1[l]);
+    }
+}
+
+static FNN_ALWAYS_INLINE void FN(wino4_grad_body)(const T *FNN_RESTRICT e, T *FNN_RESTRICT tmp, int64_t ls,
+                                                  int64_t n, T *FNN_RESTRICT out, int64_t ldp)
+{
+    for (int q = 0; q < 4; q++) {
+        const T *FNN_RESTRICT e0 = L_(e, q), *FNN_RESTRICT e1 = L_(e, 4 + q), *FNN_RESTRICT e2 = L_(e, 8 + q),
+                              *FNN_RESTRICT e3 = L_(e, 12 + q);
+        T *FNN_RESTRICT r0 = L_(tmp, q), *FNN_RESTRICT r1 = L_(tmp, 4 + q), *FNN_RESTRICT r2 = L_(tmp, 8 + q),
+                        *FNN_RESTRICT r3 = L_(tmp, 12 + q), *FNN_RESTRICT r4 = L_(tmp, 16 + q),
+                        *FNN_RESTRICT r5 = L_(tmp, 20 + q);
+        WINO_IVDEP for (int64_t l = 0; l < n; l++)
+            WINO4_A(r0[l], r1[l], r2[l], r3[l], r4[l], r5[l], e0[l], e1[l], e2[l], e3[l]);
+    }
+    for (int i = 0; i < 6; i++) {
+        const T *FNN_RESTRICT c0 = L_(tmp, 4 * i), *FNN_RESTRICT c1 = c0 + ls, *FNN_RESTRICT c2 = c1 + ls,
+                              *FNN_RESTRICT c3 = c2 + ls;
+        T *FNN_RESTRICT o0 = out + (6 * i) * ldp, *FNN_RESTRICT o1 = o0 + ldp, *FNN_RESTRICT o2 = o1 + ldp,
+                        *FNN_RESTRICT o3 = o2 + ldp, *FNN_RESTRICT o4 = o3 + ldp, *FNN_RESTRICT o5 = o4 + ldp;
+        WINO_IVDEP for (int64_t l = 0; l < n; l++)
+            WINO4_A(o0[l], o1[l], o2[l], o3[l], o4[l], o5[l], c0[l], c1[l], c2[l], c3[l]);
+    }
+}
+
+/* Y = A^T M A for one filter, m[p * ldp + b] for the lanes b < len: output row k
+ * of tile b at o[k * m * len + m * b + (0 .. m-1)]. tmp holds a*m*len. */
+static FNN_ALWAYS_INLINE void FN(wino2_output_body)(const T *FNN_RESTRICT m, int64_t ldp, int64_t len,
+                                                    T *FNN_RESTRICT tmp, T *FNN_RESTRICT o)
+{
+    for (int j = 0; j < 4; j++) {
+        const T *FNN_RESTRICT m0 = m + j * ldp, *FNN_RESTRICT m1 = m + (4 + j) * ldp,
+                              *FNN_RESTRICT m2 = m + (8 + j) * ldp, *FNN_RESTRICT m3 = m + (12 + j) * ldp;
+        T *FNN_RESTRICT s0 = tmp + j * len, *FNN_RESTRICT s1 = tmp + (4 + j) * len;
+        WINO_IVDEP for (int64_t b = 0; b < len; b++)
+            WINO2_AT(s0[b], s1[b], m0[b], m1[b], m2[b], m3[b]);
+    }
+    for (int a = 0; a < 2; a++) {
+        const T *FNN_RESTRICT s = tmp + 4 * a * len;
+        T *FNN_RESTRICT oa = o + a * 2 * len;
+        WINO_IVDEP for (int64_t b = 0; b < len; b++)
+            WINO2_AT(oa[2 * b], oa[2 * b + 1], s[b], s[len + b], s[2 * len + b], s[3 * len + b]);
+    }
+}
+
+static FNN_ALWAYS_INLINE void FN(wino4_output_body)(const T *FNN_RESTRICT m, int64_t ldp, int64_t len,
+                                                    T *FNN_RESTRICT tmp, T *FNN_RESTRICT o)
+{
+    for (int j = 0; j < 6; j++) {
+        const T *FNN_RESTRICT m0 = m + j * ldp, *FNN_RESTRICT m1 = m + (6 + j) * ldp,
+                              *FNN_RESTRICT m2 = m + (12 + j) * ldp, *FNN_RESTRICT m3 = m + (18 + j) * ldp,
+                              *FNN_RESTRICT m4 = m + (24 + j) * ldp, *FNN_RESTRICT m5 = m + (30 + j) * ldp;
+        T *FNN_RESTRICT s0 = tmp + j * len, *FNN_RESTRICT s1 = tmp + (6 + j) * len,
+                        *FNN_RESTRICT s2 = tmp + (12 + j) * len, *FNN_RESTRICT s3 = tmp + (18 + j) * len;
+        WINO_IVDEP for (int64_t b = 0; b < len; b++)
+            WINO4_AT(s0[b], s1[b], s2[b], s3[b], m0[b], m1[b], m2[b], m3[b], m4[b], m5[b]);
+    }
+    for (int a = 0; a < 4; a++) {
+        const T *FNN_RESTRICT s = tmp + 6 * a * len;
+        T *FNN_RESTRICT oa = o + a * 4 * len;
+        WINO_IVDEP for (int64_t b = 0; b < len; b++)
+            WINO4_AT(oa[4 * b], oa[4 * b + 1], oa[4 * b + 2], oa[4 * b + 3], s[b], s[len + b], s[2 * len + b],
+                     s[3 * len + b], s[4 * len + b], s[5 * len + b]);
+    }
+}
+#undef L_
+#undef WINO_IVDEP
+#undef WINO2_BT
+#undef WINO2_A
+#undef WINO2_AT
+#undef WINO4_BT
+#undef WINO4_A
+#undef WINO4_AT
+
 typedef struct {
-    void (*input_row)(const T *, const T *, const T *, const T *, int64_t, T *, T *, int64_t);
-    void (*output)(const T *, int64_t, int64_t, T *, T *, T *);
-    void (*grad_row)(const T *, const T *, int64_t, T *, T *, int64_t);
-    void (*split_row)(T *, T *, int64_t, const T *, int64_t, int64_t);
+    /* one tile row's input tiles (a x a) and gradient tiles (m x m) */
+    void (*gather_input)(T *, int64_t, int64_t, const T *, int64_t, int64_t, int64_t, int64_t);
+    void (*gather_grad)(T *, int64_t, int64_t, const T *, int64_t, int64_t, int64_t, int64_t);
+    void (*input)(const T *, T *, int64_t, int64_t, T *, int64_t);
+    void (*grad)(const T *, T *, int64_t, int64_t, T *, int64_t);
+    void (*output)(const T *, int64_t, int64_t, T *, T *);
     void (*copy)(T *, const T *, int64_t);
 } FN(wino_kernels);
 
-/* one instance of the three transforms per ISA: the same loops, vectorised by
- * the compiler for that ISA's registers */
-#define DEFINE_WINO_KERNELS(ISA, TARGET)                                                                      \
-    TARGET static void FN(wino_input_row_##ISA)(const T *d0, const T *d1, const T *d2, const T *d3, int64_t tw, \
-                                                 T *tmp, T *out, int64_t ldp)                                   \
+/* one instance of the transforms per tile size and ISA: the same loops,
+ * vectorised by the compiler for that ISA's registers */
+#define DEFINE_WINO_KERNELS(M, ISA, TARGET)                                                                   \
+    TARGET static FNN_NO_LIBC_CALLS void FN(wino##M##_gather_input_##ISA)(                                    \
+        T *dst, int64_t ls, int64_t count, const T *plane, int64_t h, int64_t w, int64_t hi0, int64_t pad)    \
     {                                                                                                         \
-        FN(wino_input_row_body)(d0, d1, d2, d3, tw, tmp, out, ldp);                                           \
+        FN(wino_gather_body)(dst, ls, count, plane, h, w, hi0, pad, M, M + 2, M + 2);                         \
     }                                                                                                         \
-    TARGET static void FN(wino_output_##ISA)(const T *m, int64_t ldp, int64_t len, T *tmp, T *o0, T *o1)      \
+    TARGET static FNN_NO_LIBC_CALLS void FN(wino##M##_gather_grad_##ISA)(                                     \
+        T *dst, int64_t ls, int64_t count, const T *plane, int64_t h, int64_t w, int64_t hi0, int64_t pad)    \
     {                                                                                                         \
-        FN(wino_output_body)(m, ldp, len, tmp, o0, o1);                                                       \
+        FN(wino_gather_body)(dst, ls, count, plane, h, w, hi0, pad, M, M, M);                                 \
     }                                                                                                         \
-    TARGET static void FN(wino_grad_row_##ISA)(const T *e0, const T *e1, int64_t tw, T *tmp, T *out,           \
-                                                int64_t ldp)                                                  \
+    TARGET static void FN(wino##M##_input_##ISA)(const T *d, T *tmp, int64_t ls, int64_t n, T *out, int64_t ldp) \
     {                                                                                                         \
-        FN(wino_grad_row_body)(e0, e1, tw, tmp, out, ldp);                                                    \
+        FN(wino##M##_input_body)(d, tmp, ls, n, out, ldp);                                                    \
     }                                                                                                         \
-    TARGET static FNN_NO_LIBC_CALLS void FN(wino_split_row_##ISA)(T *e, T *o, int64_t half, const T *src,       \
-                                                                 int64_t len, int64_t pad)                    \
+    TARGET static void FN(wino##M##_grad_##ISA)(const T *e, T *tmp, int64_t ls, int64_t n, T *out, int64_t ldp)  \
     {                                                                                                         \
-        FN(wino_split_row_body)(e, o, half, src, len, pad);                                                   \
+        FN(wino##M##_grad_body)(e, tmp, ls, n, out, ldp);                                                     \
     }                                                                                                         \
+    TARGET static void FN(wino##M##_output_##ISA)(const T *m, int64_t ldp, int64_t len, T *tmp, T *o)           \
+    {                                                                                                         \
+        FN(wino##M##_output_body)(m, ldp, len, tmp, o);                                                       \
+    }
+#define DEFINE_WINO_COPY(ISA, TARGET)                                                                         \
     TARGET static FNN_NO_LIBC_CALLS void FN(wino_copy_##ISA)(T *dst, const T *src, int64_t len)                 \
     {                                                                                                         \
         FN(wino_copy_body)(dst, src, len);                                                                    \
     }
+#define WINO_KERNELS(M, ISA)                                                                                  \
+    (FN(wino_kernels))                                                                                        \
+    {                                                                                                         \
+        FN(wino##M##_gather_input_##ISA), FN(wino##M##_gather_grad_##ISA), FN(wino##M##_input_##ISA),       \
+            FN(wino##M##_grad_##ISA), FN(wino##M##_output_##ISA), FN(wino_copy_##ISA)                         \
+    }
 
-DEFINE_WINO_KERNELS(portable, )
+DEFINE_WINO_KERNELS(2, portable, )
+DEFINE_WINO_KERNELS(4, portable, )
+DEFINE_WINO_COPY(portable, )
 #if FNN_X86_SIMD
-DEFINE_WINO_KERNELS(avx2, FNN_TARGET_AVX2)
-DEFINE_WINO_KERNELS(avx512, FNN_TARGET_AVX512)
+DEFINE_WINO_KERNELS(2, avx2, FNN_TARGET_AVX2)
+DEFINE_WINO_KERNELS(4, avx2, FNN_TARGET_AVX2)
+DEFINE_WINO_COPY(avx2, FNN_TARGET_AVX2)
+DEFINE_WINO_KERNELS(2, avx512, FNN_TARGET_AVX512)
+DEFINE_WINO_KERNELS(4, avx512, FNN_TARGET_AVX512)
+DEFINE_WINO_COPY(avx512, FNN_TARGET_AVX512)
 #endif
 #undef DEFINE_WINO_KERNELS
+#undef DEFINE_WINO_COPY
 
-static FN(wino_kernels) FN(wino_select)(int isa)
+/* the transforms of tile size m (2 or 4) for this ISA */
+static FN(wino_kernels) FN(wino_select)(int isa, int m)
 {
-    FN(wino_kernels) k = {FN(wino_input_row_portable), FN(wino_output_portable), FN(wino_grad_row_portable),
-                          FN(wino_split_row_portable), FN(wino_copy_portable)};
 #if FNN_X86_SIMD
-    if (isa >= FNN_ISA_AVX512) {
-        k.input_row = FN(wino_input_row_avx512);
-        k.output = FN(wino_output_avx512);
-        k.grad_row = FN(wino_grad_row_avx512);
-        k.split_row = FN(wino_split_row_avx512);
-        k.copy = FN(wino_copy_avx512);
-    } else if (isa >= FNN_ISA_AVX2) {
-        k.input_row = FN(wino_input_row_avx2);
-        k.output = FN(wino_output_avx2);
-        k.grad_row = FN(wino_grad_row_avx2);
-        k.split_row = FN(wino_split_row_avx2);
-        k.copy = FN(wino_copy_avx2);
-    }
+    if (isa >= FNN_ISA_AVX512)
+        return m == 4 ? WINO_KERNELS(4, avx512) : WINO_KERNELS(2, avx512);
+    if (isa >= FNN_ISA_AVX2)
+        return m == 4 ? WINO_KERNELS(4, avx2) : WINO_KERNELS(2, avx2);
 #else
     (void)isa;
 #endif
-    return k;
+    return m == 4 ? WINO_KERNELS(4, portable) : WINO_KERNELS(2, portable);
 }
+#undef WINO_KERNELS
 
 /* ---- filter transforms (once per call) ----------------------------------- */
 
-/* u[p * f * c + fi * c + ci] = (G g G^T)[p] for the filter g = wt[fi, ci] */
-static void FN(wino_filter_transform)(const T *wt, int64_t f, int64_t c, T *u)
+/* u[(fi * c + ci) * a*a + p] = (G g G^T)[p] for the filter g = wt[fi, ci] (each
+ * filter's a*a values together: written in one run), in double: G's 1/6 and 1/24
+ * are not exact in float */
+static void FN(wino_filter_transform)(const T *wt, int64_t f, int64_t c, int m, T *u)
 {
-    const int64_t fc = f * c;
+    const int a = m + 2;
+    const double *G = wino_G(m);
     for (int64_t fi = 0; fi < f; fi++)
         for (int64_t ci = 0; ci < c; ci++) {
             const T *g = wt + (fi * c + ci) * 9;
-            T gg[4][3];
-            for (int k = 0; k < 3; k++) {
-                gg[0][k] = g[k];
-                gg[1][k] = (T)0.5 * (g[k] + g[3 + k] + g[6 + k]);
-                gg[2][k] = (T)0.5 * (g[k] - g[3 + k] + g[6 + k]);
-                gg[3][k] = g[6 + k];
-            }
-            T *dst = u + fi * c + ci;
-            for (int i = 0; i < 4; i++) {
-                dst[(4 * i) * fc] = gg[i][0];
-                dst[(4 * i + 1) * fc] = (T)0.5 * (gg[i][0] + gg[i][1] + gg[i][2]);
-                dst[(4 * i + 2) * fc] = (T)0.5 * (gg[i][0] - gg[i][1] + gg[i][2]);
-                dst[(4 * i + 3) * fc] = gg[i][2];
-            }
+            double gg[6][3];
+            for (int i = 0; i < a; i++)
+                for (int k = 0; k < 3; k++)
+                    gg[i][k] = G[3 * i] * g[k] + G[3 * i + 1] * g[3 + k] + G[3 * i + 2] * g[6 + k];
+            T *dst = u + (fi * c + ci) * a * a;
+            for (int i = 0; i < a; i++)
+                for (int j = 0; j < a; j++)
+                    dst[a * i + j] = (T)(gg[i][0] * G[3 * j] + gg[i][1] * G[3 * j + 1] + gg[i][2] * G[3 * j + 2]);
         }
 }
 
-/* dw[fi, ci] = G^T dU G from du laid out as u above, or with each dU[p]
+/* dw[fi, ci] = G^T dU G from du[p * f * c + fi * c + ci], or with each dU[p]
  * transposed (C x F) when `transposed` */
-static void FN(wino_filter_grad)(const T *du, int64_t f, int64_t c, int transposed, T *dw)
+static void FN(wino_filter_grad)(const T *du, int64_t f, int64_t c, int m, int transposed, T *dw)
 {
+    const int a = m + 2;
+    const double *G = wino_G(m);
     const int64_t fc = f * c;
     for (int64_t fi = 0; fi < f; fi++)
         for (int64_t ci = 0; ci < c; ci++) {
             const T *src = du + (transposed ? ci * f + fi : fi * c + ci);
-            T rows[3][4];
-            for (int j = 0; j < 4; j++) {
-                T u0 = src[j * fc], u1 = src[(4 + j) * fc], u2 = src[(8 + j) * fc], u3 = src[(12 + j) * fc];
-                rows[0][j] = u0 + (T)0.5 * (u1 + u2);
-                rows[1][j] = (T)0.5 * (u1 - u2);
-                rows[2][j] = (T)0.5 * (u1 + u2) + u3;
-            }
+            double rows[3][6] = {{0}};
+            for (int i = 0; i < a; i++)
+                for (int j = 0; j < a; j++) {
+                    const double v = src[(a * i + j) * fc];
+                    for (int k = 0; k < 3; k++)
+                        rows[k][j] += G[3 * i + k] * v;
+                }
             T *g = dw + (fi * c + ci) * 9;
-            for (int k = 0; k < 3; k++) {
-                g[3 * k] = rows[k][0] + (T)0.5 * (rows[k][1] + rows[k][2]);
-                g[3 * k + 1] = (T)0.5 * (rows[k][1] - rows[k][2]);
-                g[3 * k + 2] = (T)0.5 * (rows[k][1] + rows[k][2]) + rows[k][3];
-            }
+            for (int k = 0; k < 3; k++)
+                for (int l = 0; l < 3; l++) {
+                    double s = 0;
+                    for (int j = 0; j < a; j++)
+                        s += rows[k][j] * G[3 * j + l];
+                    g[3 * k + l] = (T)s;
+                }
         }
 }
 
 /* ---- blocks of tile rows -------------------------------------------------- */
 
-/* Elements of the per-thread row scratch: the padded input rows of a block's
- * tile rows plus the transforms' temporaries. */
+/* Elements of the per-thread row scratch: the output transform's m rows of
+ * m * len and its a*m temporaries; the input transform's gathered tiles and
+ * temporaries, a*a lane arrays each (the gradient's need less) */
 static int64_t FN(wino_rows_elems)(const fnn_wino_geom *g)
 {
-    const int64_t out = 12 * (g->block_rows * g->tw + FNN_WINO_LANES);
-    const int64_t in = (2 * g->block_rows + 6) * g->wpad;
+    const int64_t out = (g->m * g->m + g->m * g->a) * (g->block_rows * g->tw + FNN_WINO_LANES);
+    const int64_t in = 2 * g->np * g->ldb;
     return out > in ? out : in;
 }
 
-/* V of the tile rows [r0, r0 + nr): v[p * slab(c) + ci * ldb + (r - r0) * tw + tx].
- * Each run of tile rows in one image pads its input rows once per channel. */
+/* V of the tile rows [r0, r0 + nr): v[p * slab(c) + ci * ldb + (r - r0) * tw + tx],
+ * for the lanes up to the products' last NR-wide panel (zero past the tiles) */
 static void FN(wino_input_block)(const FN(wino_kernels) *k, const fnn_wino_geom *g, const T *x, int64_t r0,
                                  int64_t nr, T *v, T *rows)
 {
-    const int64_t wpad = g->wpad;
-    for (int64_t r = 0; r < nr;) {
-        const int64_t ni = (r0 + r) / g->th, ty0 = (r0 + r) % g->th;
-        const int64_t seg = g->th - ty0 < nr - r ? g->th - ty0 : nr - r;
-        const int64_t prows = 2 * seg + 2;
-        T *tmp = rows + prows * wpad;
-        for (int64_t ci = 0; ci < g->c; ci++) {
-            const T *plane = x + (ni * g->c + ci) * g->h * g->w;
-            for (int64_t q = 0; q < prows; q++) {
-                const int64_t hi = 2 * ty0 - g->ph + q;
-                k->split_row(rows + q * wpad, rows + q * wpad + wpad / 2, wpad / 2,
-                                   hi < 0 || hi >= g->h ? NULL : plane + hi * g->w, g->w, g->pw);
-            }
-            for (int64_t s = 0; s < seg; s++) {
-                const T *d = rows + 2 * s * wpad;
-                k->input_row(d, d + wpad, d + 2 * wpad, d + 3 * wpad, g->twv, tmp,
-                             v + ci * g->ldb + (r + s) * g->tw, wino_slab(g, g->c));
-            }
+    const int64_t ls = g->ldb, tb = nr * g->tw, nv = (tb + g->nr - 1) / g->nr * g->nr;
+    T *d = rows, *tmp = rows + g->np * ls;
+    for (int p = 0; p < g->np; p++)
+        for (int64_t l = tb; l < nv; l++)
+            d[p * ls + l] = 0;
+    for (int64_t ci = 0; ci < g->c; ci++) {
+        for (int64_t r = 0; r < nr; r++) {
+            const int64_t ni = (r0 + r) / g->th, ty = (r0 + r) % g->th;
+            k->gather_input(d + r * g->tw, ls, g->tw, x + (ni * g->c + ci) * g->h * g->w, g->h, g->w,
+                            g->m * ty - g->ph, g->pw);
         }
-        r += seg;
+        k->input(d, tmp, ls, nv, v + ci * g->ldb, wino_slab(g, g->c));
     }
 }
 
@@ -297,18 +417,15 @@ static void FN(wino_input_block)(const FN(wino_kernels) *k, const fnn_wino_geom 
 static void FN(wino_grad_block)(const FN(wino_kernels) *k, const fnn_wino_geom *g, const T *dy, int64_t r0,
                                 int64_t nr, T *z, T *rows)
 {
-    const int64_t len = 2 * g->twv;
-    T *e0 = rows, *e1 = rows + len;
-    /* filters outer: the block's rows of one plane are read in one sequential run */
+    const int64_t ls = g->ldb, tb = nr * g->tw;
+    T *e = rows, *tmp = rows + g->m * g->m * ls;
     for (int64_t fi = 0; fi < g->f; fi++) {
         for (int64_t r = 0; r < nr; r++) {
             const int64_t ni = (r0 + r) / g->th, ty = (r0 + r) % g->th;
-            const T *plane = dy + (ni * g->f + fi) * g->oh * g->ow;
-            k->split_row(e0, e0 + g->twv, g->twv, plane + 2 * ty * g->ow, g->ow, 0);
-            k->split_row(e1, e1 + g->twv, g->twv, 2 * ty + 1 < g->oh ? plane + (2 * ty + 1) * g->ow : NULL, g->ow,
-                               0);
-            k->grad_row(e0, e1, g->twv, rows + 2 * len, z + fi * g->ldb + r * g->tw, wino_slab(g, g->f));
+            k->gather_grad(e + r * g->tw, ls, g->tw, dy + (ni * g->f + fi) * g->oh * g->ow, g->oh, g->ow,
+                           g->m * ty, 0);
         }
+        k->grad(e, tmp, ls, tb, z + fi * g->ldb, wino_slab(g, g->f));
     }
 }
 
@@ -324,18 +441,18 @@ typedef struct {
     FN(ukri_fn) ukr; /* the indirect-B microkernel: it reads V in place, no packing of B */
 } FN(wino_products);
 
-static void FN(wino_pack_u)(const T *u, int64_t f, int64_t c, int mr, int64_t f_alloc, T *up)
+static void FN(wino_pack_u)(const T *u, int np, int64_t f, int64_t c, int mr, int64_t f_alloc, T *up)
 {
-    for (int p = 0; p < 16; p++)
+    for (int p = 0; p < np; p++)
         for (int64_t fp = 0; fp < f_alloc; fp += mr) {
             T *dst = up + p * f_alloc * c + fp * c;
             for (int64_t ci = 0; ci < c; ci++)
                 for (int i = 0; i < mr; i++)
-                    dst[ci * mr + i] = fp + i < f ? u[(p * f + fp + i) * c + ci] : (T)0;
+                    dst[ci * mr + i] = fp + i < f ? u[((fp + i) * c + ci) * np + p] : (T)0;
         }
 }
 
-/* y for the tile rows [r0, r0 + nr): transformed input, 16 products, output
+/* y for the tile rows [r0, r0 + nr): transformed input, a*a products, output
  * transform with the fused bias and activation */
 static void FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_products) *pr, const fnn_wino_geom *g,
                                    int isa, const T *x, int64_t r0, int64_t nr, const T *bias, int act,
@@ -343,7 +460,7 @@ static void FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_prod
 {
     const int64_t tb = nr * g->tw, c = g->c, f = g->f, ldb = g->ldb, fa = pr->f_alloc;
     FN(wino_input_block)(k, g, x, r0, nr, v, rows);
-    for (int p = 0; p < 16; p++) {
+    for (int p = 0; p < g->np; p++) {
         for (int64_t ci = 0; ci < c; ci++)
             brow[ci] = v + p * wino_slab(g, c) + ci * ldb;
         const T *up = pr->up + p * fa * c;
@@ -357,18 +474,18 @@ static void FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_prod
      * once (one call each per filter: per tile row they would cost more in calls
      * than in work), then the rows copied to y */
     const int64_t len = (tb + FNN_WINO_LANES - 1) / FNN_WINO_LANES * FNN_WINO_LANES;
-    T *o0 = rows, *o1 = rows + 2 * len, *tmp = rows + 4 * len;
+    const int64_t orow = g->m * len; /* output row q of the block's tiles at o + q * orow */
+    T *o = rows, *tmp = rows + g->m * orow;
     const int epilogue = bias != NULL || act != FNN_ACT_IDENTITY;
     for (int64_t fi = 0; fi < f; fi++) {
-        k->output(m + fi * ldb, wino_slab(g, fa), len, tmp, o0, o1);
+        k->output(m + fi * ldb, wino_slab(g, fa), len, tmp, o);
         if (epilogue)
-            FN(fnn_bias_act)(isa, o0, 0, o0, 0, NULL, bias ? bias + fi : NULL, 0, 1, 4 * len, act, act_alpha);
+            FN(fnn_bias_act)(isa, o, 0, o, 0, NULL, bias ? bias + fi : NULL, 0, 1, g->m * orow, act, act_alpha);
         for (int64_t r = 0; r < nr; r++) {
             const int64_t ni = (r0 + r) / g->th, ty = (r0 + r) % g->th;
-            T *yrow = y + ((ni * f + fi) * g->oh + 2 * ty) * g->ow;
-            k->copy(yrow, o0 + 2 * r * g->tw, g->ow);
-            if (2 * ty + 1 < g->oh)
-                k->copy(yrow + g->ow, o1 + 2 * r * g->tw, g->ow);
+            T *yrow = y + ((ni * f + fi) * g->oh + g->m * ty) * g->ow;
+            for (int q = 0; q < g->m && g->m * ty + q < g->oh; q++)
+                k->copy(yrow + q * g->ow, o + q * orow + g->m * r * g->tw, g->ow);
         }
     }
 }
@@ -383,8 +500,9 @@ static int FN(wino_threads)(fnn_ctx ctx)
 #endif
 }
 
-int FN(fnn_winograd_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt,
-                            int64_t f, const T *bias, int64_t ph, int64_t pw, int act, double act_alpha, T *y)
+int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                            const T *wt, int64_t f, const T *bias, int64_t ph, int64_t pw, int act, double act_alpha,
+                            T *y)
 {
     const int isa = fnn_isa_of(ctx);
     int nth = FN(wino_threads)(ctx);
@@ -393,17 +511,19 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64
     FN(ukri_rows_fn) unused_rows; /* U's zero rows pad F up to MR: full tiles only */
     pr.ukr = FN(select_ukri)(isa, &unused_rows);
     pr.f_alloc = (f + pr.mr - 1) / pr.mr * pr.mr;
-    const fnn_wino_geom g = wino_geom(n, c, h, w, f, ph, pw, (int64_t)sizeof(T), pr.nr, nth);
+    const fnn_wino_geom g = wino_geom(tile, n, c, h, w, f, ph, pw, (int64_t)sizeof(T), pr.nr, nth);
     if (n == 0)
         return 0;
-    T *u = (T *)malloc((size_t)(16 * f * c + 16 * pr.f_alloc * c) * sizeof(T));
+    /* the calling thread's scratch (a fresh allocation of this size would cost a
+     * page fault every 4 KiB on every call); no other path holds this slot now */
+    T *u = (T *)fnn_scratch(FNN_SCRATCH_CONV_W, (size_t)(g.np * f * c + g.np * pr.f_alloc * c) * sizeof(T));
     if (!u)
         return -1;
-    T *up = u + 16 * f * c;
-    FN(wino_filter_transform)(wt, f, c, u);
-    FN(wino_pack_u)(u, f, c, pr.mr, pr.f_alloc, up);
+    T *up = u + g.np * f * c;
+    FN(wino_filter_transform)(wt, f, c, g.m, u);
+    FN(wino_pack_u)(u, g.np, f, c, pr.mr, pr.f_alloc, up);
     pr.up = up;
-    const FN(wino_kernels) k = FN(wino_select)(isa);
+    const FN(wino_kernels) k = FN(wino_select)(isa, g.m);
     const int64_t nblocks = (g.rows + g.block_rows - 1) / g.block_rows;
     if (nth > nblocks)
         nth = (int)nblocks;
@@ -412,8 +532,8 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64
 #pragma omp parallel num_threads(nth) if(nth > 1) reduction(| : err)
 #endif
     {
-        T *v = (T *)fnn_scratch(FNN_SCRATCH_WINO_V, (size_t)(16 * wino_slab(&g, c)) * sizeof(T));
-        T *m = (T *)fnn_scratch(FNN_SCRATCH_WINO_M, (size_t)(16 * wino_slab(&g, pr.f_alloc)) * sizeof(T));
+        T *v = (T *)fnn_scratch(FNN_SCRATCH_WINO_V, (size_t)(g.np * wino_slab(&g, c)) * sizeof(T));
+        T *m = (T *)fnn_scratch(FNN_SCRATCH_WINO_M, (size_t)(g.np * wino_slab(&g, pr.f_alloc)) * sizeof(T));
         T *rows = (T *)fnn_scratch(FNN_SCRATCH_WINO_ROWS, (size_t)FN(wino_rows_elems)(&g) * sizeof(T));
         const T **brow = (const T **)fnn_scratch(FNN_SCRATCH_WINO_DU, (size_t)c * sizeof(T *));
         if (!v || !m || !rows || !brow)
@@ -428,7 +548,6 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64
                 FN(wino_forward_block)(&k, &pr, &g, isa, x, r0, nr, bias, act, act_alpha, y, v, m, rows, brow);
         }
     }
-    free(u);
     return err ? -1 : 0;
 }
 
@@ -442,17 +561,17 @@ static void FN(wino_row_sums)(const T *z, int64_t ldb, int64_t f, int64_t tb, T 
     }
 }
 
-int FN(fnn_winograd_wgrad)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
-                           int64_t f, int64_t ph, int64_t pw, T *dw, T *db)
+int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64_t n, int64_t c, int64_t h,
+                           int64_t w, int64_t f, int64_t ph, int64_t pw, T *dw, T *db)
 {
     const int isa = fnn_isa_of(ctx);
     int nth = FN(wino_threads)(ctx);
     int mr, nr_lanes;
     fnn_gemm_tile_shape(isa, (int)sizeof(T), &mr, &nr_lanes);
-    const fnn_wino_geom g = wino_geom(n, c, h, w, f, ph, pw, (int64_t)sizeof(T), nr_lanes, nth);
-    /* the 16 dU matrices, then db: position (1, 1) of A dY A^T is the sum of the
-     * tile's four gradients, so db comes from Z with no pass of its own over dy */
-    const int64_t du_elems = 16 * f * c + f;
+    const fnn_wino_geom g = wino_geom(tile, n, c, h, w, f, ph, pw, (int64_t)sizeof(T), nr_lanes, nth);
+    /* the a*a dU matrices, then db: position (1, 1) of A dY A^T is the sum of the
+     * tile's gradients, so db comes from Z with no pass of its own over dy */
+    const int64_t pf = (int64_t)g.np * f * c, du_elems = pf + f;
     /* dU[p] as C x F when that fills the microkernel's NR-wide tiles better
      * (16 channels on a 32-wide AVX-512 tile would run the half-width kernel) */
     const int transposed = (c + nr_lanes - 1) / nr_lanes * nr_lanes - c > (f + nr_lanes - 1) / nr_lanes * nr_lanes - f;
@@ -461,7 +580,8 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int6
         nth = nblocks < 1 ? 1 : (int)nblocks;
     if (nth > 256)
         nth = 256;
-    T *du = (T *)malloc((size_t)du_elems * sizeof(T));
+    /* the calling thread's slot: it is thread 0 below, which sums straight into du */
+    T *du = (T *)fnn_scratch(FNN_SCRATCH_WINO_DU, (size_t)du_elems * sizeof(T));
     if (!du)
         return -1;
     T *partials[256];
@@ -475,10 +595,10 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int6
 #else
         const int t = 0, tn = 1;
 #endif
-        const FN(wino_kernels) k = FN(wino_select)(isa);
+        const FN(wino_kernels) k = FN(wino_select)(isa, g.m);
         fnn_ctx one = {1, isa, FNN_CONV_AUTO};
-        T *v = (T *)fnn_scratch(FNN_SCRATCH_WINO_V, (size_t)(16 * wino_slab(&g, c)) * sizeof(T));
-        T *z = (T *)fnn_scratch(FNN_SCRATCH_WINO_M, (size_t)(16 * wino_slab(&g, f)) * sizeof(T));
+        T *v = (T *)fnn_scratch(FNN_SCRATCH_WINO_V, (size_t)(g.np * wino_slab(&g, c)) * sizeof(T));
+        T *z = (T *)fnn_scratch(FNN_SCRATCH_WINO_M, (size_t)(g.np * wino_slab(&g, f)) * sizeof(T));
         T *rows = (T *)fnn_scratch(FNN_SCRATCH_WINO_ROWS, (size_t)FN(wino_rows_elems)(&g) * sizeof(T));
         /* thread 0 sums straight into du */
         T *mine = t == 0 ? du : (T *)fnn_scratch(FNN_SCRATCH_WINO_DU, (size_t)du_elems * sizeof(T));
@@ -495,7 +615,7 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int6
                 const int64_t tb = nr * g.tw;
                 FN(wino_input_block)(&k, &g, x, r0, nr, v, rows);
                 FN(wino_grad_block)(&k, &g, dy, r0, nr, z, rows);
-                for (int p = 0; p < 16 && !err; p++) {
+                for (int p = 0; p < g.np && !err; p++) {
                     const T *zp = z + p * wino_slab(&g, f), *vp = v + p * wino_slab(&g, c);
                     const T beta = b == b0 ? (T)0 : (T)1;
                     err |= (transposed ? FN(fnn_gemm)(one, 0, 1, c, f, tb, (T)1, vp, g.ldb, zp, g.ldb, beta,
@@ -504,8 +624,8 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int6
                                                       mine + p * f * c, c, NULL)) != 0;
                 }
                 if (b == b0)
-                    memset(mine + 16 * f * c, 0, (size_t)f * sizeof(T));
-                FN(wino_row_sums)(z + 5 * wino_slab(&g, f), g.ldb, f, tb, mine + 16 * f * c);
+                    memset(mine + pf, 0, (size_t)f * sizeof(T));
+                FN(wino_row_sums)(z + (g.a + 1) * wino_slab(&g, f), g.ldb, f, tb, mine + pf);
             }
         }
 #ifdef FASTNN_HAVE_OPENMP
@@ -525,11 +645,10 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int6
         }
     }
     if (!err) {
-        FN(wino_filter_grad)(du, f, c, transposed, dw);
+        FN(wino_filter_grad)(du, f, c, g.m, transposed, dw);
         if (db)
-            memcpy(db, du + 16 * f * c, (size_t)f * sizeof(T));
+            memcpy(db, du + pf, (size_t)f * sizeof(T));
     }
-    free(du);
     return err ? -1 : 0;
 }
 

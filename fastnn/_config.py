@@ -12,7 +12,7 @@ from fastnn import _reference
 
 BACKENDS = ("native", "numpy")
 ISA_NAMES = ("portable", "avx2", "avx512")
-CONV_ALGORITHMS = ("auto", "gemm", "winograd")  # order of enum fnn_conv_algo (csrc/fastnn.h)
+CONV_ALGORITHMS = ("auto", "gemm", "winograd", "winograd4x4")  # order of enum fnn_conv_algo (csrc/fastnn.h)
 
 
 def _default_num_threads():
@@ -145,10 +145,21 @@ def get_simd():
 
 
 def set_conv_algorithm(name):
-    """How the native kernels run 3x3 stride-1 convolutions: 'auto' (Winograd F(2x2, 3x3)
-    where it pays off: 16+ channels in, 32+ out, 256+ output tiles, finite inputs), 'gemm' (never Winograd: the
-    direct and implicit-im2col GEMM paths, whose sums follow the reference's order more
-    closely) or 'winograd' (wherever it can run: 3x3, stride 1, padding <= 2, finite inputs)."""
+    """How the native kernels run 3x3 stride-1 convolutions (padding <= 2, finite inputs):
+
+    - 'auto' (the default): Winograd F(4x4, 3x3) where it pays off (16+ channels in and
+      32+ out with 256+ 2x2 output tiles per thread; 16+ in and 16+ out, or 8+ in and 32+
+      out, with 2048+), else 'gemm'. The forward, the data and the weight gradient each
+      choose.
+    - 'gemm': never Winograd: the direct and implicit-im2col GEMM paths, whose sums
+      follow the reference's order most closely.
+    - 'winograd': Winograd F(2x2, 3x3) wherever it can run: 2.25x fewer multiplies, float32
+      results within the elementwise tolerance of the direct sum.
+    - 'winograd4x4': Winograd F(4x4, 3x3) wherever it can run: 4x fewer multiplies; its
+      transforms scale by up to 8, so a float32 output's rounding error is bounded by the
+      size of the terms summed (about 1e-5 of the layer's largest output), not by the
+      output itself.
+    """
     if not isinstance(name, str) or name.lower() not in CONV_ALGORITHMS:
         raise ValueError(f"set_conv_algorithm: expected one of {CONV_ALGORITHMS}, got {name!r}")
     _state.conv_algo = CONV_ALGORITHMS.index(name.lower())

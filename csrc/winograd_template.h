@@ -264,18 +264,30 @@ typedef struct {
     void (*copy)(T *, const T *, int64_t);
 } FN(wino_kernels);
 
+/* a hand-vectorised gather where winograd.c has one (WINO_GATHER_FAST_<ISA>,
+ * returning 0 where it does not apply) */
+#ifdef WINO_GATHER_FAST_AVX512
+#define WINO_GATHER_FAST_avx512(...) WINO_GATHER_FAST_AVX512(__VA_ARGS__)
+#else
+#define WINO_GATHER_FAST_avx512(...) 0
+#endif
+#define WINO_GATHER_FAST_avx2(...) 0
+#define WINO_GATHER_FAST_portable(...) 0
+
 /* one instance of the transforms per tile size and ISA: the same loops,
  * vectorised by the compiler for that ISA's registers */
 #define DEFINE_WINO_KERNELS(M, ISA, TARGET)                                                                   \
     TARGET static FNN_NO_LIBC_CALLS void FN(wino##M##_gather_input_##ISA)(                                    \
         T *dst, int64_t ls, int64_t count, const T *plane, int64_t h, int64_t w, int64_t hi0, int64_t pad)    \
     {                                                                                                         \
-        FN(wino_gather_body)(dst, ls, count, plane, h, w, hi0, pad, M, M + 2, M + 2);                         \
+        if (!WINO_GATHER_FAST_##ISA(M, dst, ls, count, plane, h, w, hi0, pad, M + 2, M + 2))                  \
+            FN(wino_gather_body)(dst, ls, count, plane, h, w, hi0, pad, M, M + 2, M + 2);                     \
     }                                                                                                         \
     TARGET static FNN_NO_LIBC_CALLS void FN(wino##M##_gather_grad_##ISA)(                                     \
         T *dst, int64_t ls, int64_t count, const T *plane, int64_t h, int64_t w, int64_t hi0, int64_t pad)    \
     {                                                                                                         \
-        FN(wino_gather_body)(dst, ls, count, plane, h, w, hi0, pad, M, M, M);                                 \
+        if (!WINO_GATHER_FAST_##ISA(M, dst, ls, count, plane, h, w, hi0, pad, M, M))                          \
+            FN(wino_gather_body)(dst, ls, count, plane, h, w, hi0, pad, M, M, M);                             \
     }                                                                                                         \
     TARGET static void FN(wino##M##_input_##ISA)(const T *d, T *tmp, int64_t ls, int64_t n, T *out, int64_t ldp) \
     {                                                                                                         \
@@ -314,6 +326,9 @@ DEFINE_WINO_COPY(avx512, FNN_TARGET_AVX512)
 #endif
 #undef DEFINE_WINO_KERNELS
 #undef DEFINE_WINO_COPY
+#undef WINO_GATHER_FAST_avx512
+#undef WINO_GATHER_FAST_avx2
+#undef WINO_GATHER_FAST_portable
 
 /* the transforms of tile size m (2 or 4) for this ISA */
 static FN(wino_kernels) FN(wino_select)(int isa, int m)

@@ -147,12 +147,12 @@ int fnn_winograd_applies(fnn_ctx ctx, int64_t n, int64_t c, int64_t f, int64_t h
     return take ? 4 : 0;
 }
 
-/* The gather of F(4x4) tiles in float32 on AVX-512, for rows of up to 15 tiles
- * (the 7 and 8 of 28- and 32-wide images): the compiler leaves the generic loop
- * scalar (a few elements per phase), a quarter of conv D's time. A row is read
- * as four 16-lane vectors (masked: zero outside the row, no access outside
- * it), phases 0..3 are picked by two-source permutes, and phases 4 and 5 are
- * phases 0 and 1 one tile on. Returns 0 where it does not apply. */
+/* The gather of a tile row in float32 on AVX-512, for rows of up to 15 tiles
+ * (the 7 to 14 of 28- and 32-wide images): the compiler leaves the generic loop
+ * scalar (a few elements per phase), a quarter of conv D's time on F(4x4). A
+ * row is read as 16-lane vectors (masked: zero outside the row, no access
+ * outside it), phases q < m are picked by two-source permutes, and phases m
+ * and m + 1 are phases 0 and 1 one tile on. Returns 0 where it does not apply. */
 #if FNN_X86_SIMD
 #include <immintrin.h>
 
@@ -160,14 +160,20 @@ FNN_TARGET_AVX512 static int wino_gather_fast_avx512(int m, float *dst, int64_t 
                                                      const float *plane, int64_t h, int64_t w, int64_t hi0,
                                                      int64_t pad, int nrows, int nq)
 {
-    if (m != 4 || count > 15 || count < 1)
+    if ((m != 2 && m != 4) || count > 15 || count < 1)
         return 0;
     const __mmask16 keep = (__mmask16)((1u << count) - 1);
-    /* lane k of phase q (< 4): element q + 4k of the 32 in (r0, r1), or of (r2, r3) */
+    /* lane k of phase q < m: element q + m*k of the row window. m = 4: the 32
+     * values of (r0, r1) give lanes 0-7, those of (r2, r3) lanes 8-15; m = 2:
+     * (r0, r1) give all 16 */
     __m512i pick[4];
-    for (int q = 0; q < 4; q++)
-        pick[q] = _mm512_setr_epi32(q, q + 4, q + 8, q + 12, q + 16, q + 20, q + 24, q + 28, q, q + 4, q + 8,
-                                    q + 12, q + 16, q + 20, q + 24, q + 28);
+    for (int q = 0; q < m; q++) {
+        int idx[16];
+        for (int k = 0; k < 16; k++)
+            idx[k] = m == 4 ? q + 4 * (k & 7) : q + 2 * k;
+        pick[q] = _mm512_loadu_si512(idx);
+    }
+    const int nregs = m; /* vectors of the row window */
     const __m512 zero = _mm512_setzero_ps();
     for (int i = 0; i < nrows; i++) {
         float *d = dst + (int64_t)i * nq * ls;
@@ -180,7 +186,7 @@ FNN_TARGET_AVX512 static int wino_gather_fast_avx512(int m, float *dst, int64_t 
             /* r[j] lane l = column 16j + l - pad of the row, zero outside [0, w) */
             const float *src = plane + row * w;
             __m512 r[4];
-            for (int j = 0; j < 4; j++) {
+            for (int j = 0; j < nregs; j++) {
                 const int64_t c0 = 16 * j - pad; /* column of lane 0 */
                 int64_t lo = -c0, hi = w - c0;   /* valid lanes [lo, hi) */
                 lo = lo < 0 ? 0 : lo;
@@ -188,13 +194,17 @@ FNN_TARGET_AVX512 static int wino_gather_fast_avx512(int m, float *dst, int64_t 
                 const __mmask16 valid = hi > lo ? (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1)) : 0;
                 r[j] = valid ? _mm512_maskz_loadu_ps(valid, src + c0) : zero;
             }
-            for (int q = 0; q < 4 && q < nq; q++) {
-                const __m512 a = _mm512_permutex2var_ps(r[0], pick[q], r[1]);
-                const __m512 b = _mm512_permutex2var_ps(r[2], pick[q], r[3]);
-                v[q] = _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0));
+            for (int q = 0; q < m && q < nq; q++) {
+                if (m == 4) {
+                    const __m512 a = _mm512_permutex2var_ps(r[0], pick[q], r[1]);
+                    const __m512 b = _mm512_permutex2var_ps(r[2], pick[q], r[3]);
+                    v[q] = _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0));
+                } else {
+                    v[q] = _mm512_permutex2var_ps(r[0], pick[q], r[1]);
+                }
             }
-            for (int q = 4; q < nq; q++)
-                v[q] = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_setzero_si512(), _mm512_castps_si512(v[q - 4]), 1));
+            for (int q = m; q < nq; q++)
+                v[q] = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_setzero_si512(), _mm512_castps_si512(v[q - m]), 1));
         }
         for (int q = 0; q < nq; q++)
             _mm512_mask_storeu_ps(d + q * ls, keep, v[q]);

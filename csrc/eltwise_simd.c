@@ -369,9 +369,11 @@ FNN_TARGET_AVX512 static inline float sce_short_row_avx512(const float *zr, floa
 
 /* One row of K > 16: the max, e = exp(z - max) written to dz, then dz scaled in
  * place; the tail's e stays in a register (a load from a masked store is not
- * forwarded: it would wait for the store to retire). */
+ * forwarded: it would wait for the store to retire). The exp loop also
+ * prefetches the row `ahead` elements on (0 for the last row): the rows stream
+ * from L3, and the next row's max pass would otherwise wait on every line. */
 FNN_TARGET_AVX512 static inline float sce_long_row_avx512(const float *zr, float *dr, int64_t K, int64_t l,
-                                                         double inv_N, float *shifted)
+                                                         double inv_N, float *shifted, int64_t ahead)
 {
     const int64_t body = K & ~(int64_t)15;
     const __mmask16 tail = (__mmask16)((1u << (K & 15)) - 1u);
@@ -386,12 +388,27 @@ FNN_TARGET_AVX512 static inline float sce_long_row_avx512(const float *zr, float
     if (tail) m1 = _mm512_mask_max_ps(m1, tail, m1, _mm512_maskz_loadu_ps(tail, zr + body));
     const float m = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
     const __m512 vm = _mm512_set1_ps(m);
-    __m512 s0 = _mm512_setzero_ps(), et = s0;
-    for (i = 0; i < body; i += 16) {
-        __m512 e = exp_nonpos_avx512(_mm512_sub_ps(_mm512_loadu_ps(zr + i), vm));
-        _mm512_storeu_ps(dr + i, e);
-        s0 = _mm512_add_ps(s0, e);
+    /* two vectors an iteration: the exp's polynomial is a chain of dependent
+     * FMAs, and two independent chains keep the FMA units busier */
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, et = s0;
+    for (i = 0; i + 32 <= body; i += 32) {
+        _mm_prefetch((const char *)(zr + ahead + i), _MM_HINT_T0);
+        _mm_prefetch((const char *)(zr + ahead + i + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(dr + ahead + i), _MM_HINT_T0);
+        _mm_prefetch((const char *)(dr + ahead + i + 16), _MM_HINT_T0);
+        const __m512 e0 = exp_nonpos_avx512(_mm512_sub_ps(_mm512_loadu_ps(zr + i), vm));
+        const __m512 e1 = exp_nonpos_avx512(_mm512_sub_ps(_mm512_loadu_ps(zr + i + 16), vm));
+        _mm512_storeu_ps(dr + i, e0);
+        _mm512_storeu_ps(dr + i + 16, e1);
+        s0 = _mm512_add_ps(s0, e0);
+        s1 = _mm512_add_ps(s1, e1);
     }
+    if (i < body) {
+        const __m512 e = exp_nonpos_avx512(_mm512_sub_ps(_mm512_loadu_ps(zr + i), vm));
+        _mm512_storeu_ps(dr + i, e);
+        s1 = _mm512_add_ps(s1, e);
+    }
+    s0 = _mm512_add_ps(s0, s1);
     if (tail)
         et = _mm512_maskz_mov_ps(tail, exp_nonpos_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, zr + body), vm)));
     const float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, et)), inv_s = 1.0f / s;
@@ -422,7 +439,7 @@ FNN_TARGET_AVX512 void fnn_sce_rows_avx512_f32(const float *z, const int64_t *la
             s[r] = sce_short_row_avx512(z + r * K, dz + r * K, msk, lab[r], inv_N, &shifted[r]);
     } else {
         for (; r < R; r++)
-            s[r] = sce_long_row_avx512(z + r * K, dz + r * K, K, lab[r], inv_N, &shifted[r]);
+            s[r] = sce_long_row_avx512(z + r * K, dz + r * K, K, lab[r], inv_N, &shifted[r], r + 1 < R ? K : 0);
     }
 }
 

@@ -481,13 +481,16 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
     const double macs = (double)m * (double)n * (double)k;
     if (macs < FNN_GEMM_MIN_MACS_PER_THREAD * nth)
         nth = (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD) < 1 ? 1 : (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD);
-    /* thread grid: split the columns when there are enough NR panels, else the rows */
+    /* thread grid: each thread packs all of A for its columns and all of B for
+     * its rows, so split the longer of m and n (a 4320 x 100 weight gradient of
+     * depth 100 split by columns packed all 432K values of A on both threads),
+     * and the rows anyway when there are too few column panels */
     const int64_t n_panels = (n + job.nr - 1) / job.nr, m_panels = (m + job.mr - 1) / job.mr;
     if (nth > n_panels * m_panels)
         nth = (int)(n_panels * m_panels);
     job.tn = nth;
     job.tm = 1;
-    while (job.tn > 1 && n_panels < 2 * job.tn && m_panels >= 2 * job.tm * 2) {
+    while (job.tn > 1 && (n_panels < 2 * job.tn || m > n) && m_panels >= 2 * job.tm * 2) {
         /* move a factor of the grid from columns to rows */
         int f = 2;
         while (job.tn % f)

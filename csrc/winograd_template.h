@@ -57,196 +57,116 @@ static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT dst, const T *F
         dst[q] = src[q];
 }
 
-/* B^T (a x a), A (a x m) and A^T (m x a) of each tile size, applied to one lane:
- * o_k = sum_q X[k][q] c_q */
-#define WINO2_BT(o0, o1, o2, o3, c0, c1, c2, c3)                                                          \
+/* B^T (a x a), A (a x m) and A^T (m x a) of each tile size, applied to one
+ * lane l: output k at o[k * os + l * ol] from input q at i[q * is + l] (macros
+ * of no arguments, so that their names pass through WINO_SIDE unexpanded) */
+#define WINO_IN_(q) (i_[(q) * (is_) + (l_)])
+#define WINO_OUT_(k) (o_[(k) * (os_) + (l_) * (ol_)])
+#define WINO2_BT()                                                                                        \
     do {                                                                                                  \
-        o0 = (c0) - (c2);                                                                                 \
-        o1 = (c1) + (c2);                                                                                 \
-        o2 = (c2) - (c1);                                                                                 \
-        o3 = (c1) - (c3);                                                                                 \
+        const T c0 = WINO_IN_(0), c1 = WINO_IN_(1), c2 = WINO_IN_(2), c3 = WINO_IN_(3);                   \
+        WINO_OUT_(0) = c0 - c2;                                                                           \
+        WINO_OUT_(1) = c1 + c2;                                                                           \
+        WINO_OUT_(2) = c2 - c1;                                                                           \
+        WINO_OUT_(3) = c1 - c3;                                                                           \
     } while (0)
-#define WINO2_A(o0, o1, o2, o3, e0, e1)                                                                   \
+#define WINO2_A()                                                                                         \
     do {                                                                                                  \
-        o0 = (e0);                                                                                        \
-        o1 = (e0) + (e1);                                                                                 \
-        o2 = (e0) - (e1);                                                                                 \
-        o3 = -(e1);                                                                                       \
+        const T e0 = WINO_IN_(0), e1 = WINO_IN_(1);                                                       \
+        WINO_OUT_(0) = e0;                                                                                \
+        WINO_OUT_(1) = e0 + e1;                                                                           \
+        WINO_OUT_(2) = e0 - e1;                                                                           \
+        WINO_OUT_(3) = -e1;                                                                               \
     } while (0)
-#define WINO2_AT(o0, o1, s0, s1, s2, s3)                                                                  \
+#define WINO2_AT()                                                                                        \
     do {                                                                                                  \
-        o0 = (s0) + (s1) + (s2);                                                                          \
-        o1 = (s1) - (s2) - (s3);                                                                          \
+        const T s0 = WINO_IN_(0), s1 = WINO_IN_(1), s2 = WINO_IN_(2), s3 = WINO_IN_(3);                   \
+        WINO_OUT_(0) = s0 + s1 + s2;                                                                      \
+        WINO_OUT_(1) = s1 - s2 - s3;                                                                      \
     } while (0)
 /* F(4x4, 3x3), Lavin and Gray's points 0, +-1, +-2:
  *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
  *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1] */
-#define WINO4_BT(o0, o1, o2, o3, o4, o5, c0, c1, c2, c3, c4, c5)                                          \
+#define WINO4_BT()                                                                                        \
     do {                                                                                                  \
-        const T c3m1_ = (c3) - (c1), c4m2_ = (c4) - (c2);                                                 \
-        o0 = (T)4 * (c0) - (T)5 * (c2) + (c4);                                                            \
-        o1 = (c3) + (c4) - (T)4 * ((c1) + (c2));                                                          \
-        o2 = (c4) - (c3) + (T)4 * ((c1) - (c2));                                                          \
-        o3 = c4m2_ + (T)2 * c3m1_;                                                                        \
-        o4 = c4m2_ - (T)2 * c3m1_;                                                                        \
-        o5 = (T)4 * (c1) - (T)5 * (c3) + (c5);                                                            \
+        const T c0 = WINO_IN_(0), c1 = WINO_IN_(1), c2 = WINO_IN_(2), c3 = WINO_IN_(3), c4 = WINO_IN_(4), \
+                c5 = WINO_IN_(5), c3m1 = c3 - c1, c4m2 = c4 - c2;                                         \
+        WINO_OUT_(0) = (T)4 * c0 - (T)5 * c2 + c4;                                                        \
+        WINO_OUT_(1) = c3 + c4 - (T)4 * (c1 + c2);                                                        \
+        WINO_OUT_(2) = c4 - c3 + (T)4 * (c1 - c2);                                                        \
+        WINO_OUT_(3) = c4m2 + (T)2 * c3m1;                                                                \
+        WINO_OUT_(4) = c4m2 - (T)2 * c3m1;                                                                \
+        WINO_OUT_(5) = (T)4 * c1 - (T)5 * c3 + c5;                                                        \
     } while (0)
-#define WINO4_A(o0, o1, o2, o3, o4, o5, e0, e1, e2, e3)                                                   \
+#define WINO4_A()                                                                                         \
     do {                                                                                                  \
-        const T a02_ = (e0) + (e2), a13_ = (e1) + (e3), b02_ = (e0) + (T)4 * (e2),                        \
-                b13_ = (T)2 * ((e1) + (T)4 * (e3));                                                       \
-        o0 = (e0);                                                                                        \
-        o1 = a02_ + a13_;                                                                                 \
-        o2 = a02_ - a13_;                                                                                 \
-        o3 = b02_ + b13_;                                                                                 \
-        o4 = b02_ - b13_;                                                                                 \
-        o5 = (e3);                                                                                        \
+        const T e0 = WINO_IN_(0), e1 = WINO_IN_(1), e2 = WINO_IN_(2), e3 = WINO_IN_(3);                   \
+        const T a02 = e0 + e2, a13 = e1 + e3, b02 = e0 + (T)4 * e2, b13 = (T)2 * (e1 + (T)4 * e3);       \
+        WINO_OUT_(0) = e0;                                                                                \
+        WINO_OUT_(1) = a02 + a13;                                                                         \
+        WINO_OUT_(2) = a02 - a13;                                                                         \
+        WINO_OUT_(3) = b02 + b13;                                                                         \
+        WINO_OUT_(4) = b02 - b13;                                                                         \
+        WINO_OUT_(5) = e3;                                                                                \
     } while (0)
-#define WINO4_AT(o0, o1, o2, o3, s0, s1, s2, s3, s4, s5)                                                  \
+#define WINO4_AT()                                                                                        \
     do {                                                                                                  \
-        const T a12_ = (s1) + (s2), d12_ = (s1) - (s2), a34_ = (s3) + (s4), d34_ = (s3) - (s4);           \
-        o0 = a12_ + a34_ + (s0);                                                                          \
-        o1 = d12_ + (T)2 * d34_;                                                                          \
-        o2 = a12_ + (T)4 * a34_;                                                                          \
-        o3 = d12_ + (T)8 * d34_ + (s5);                                                                   \
+        const T s0 = WINO_IN_(0), s1 = WINO_IN_(1), s2 = WINO_IN_(2), s3 = WINO_IN_(3), s4 = WINO_IN_(4), \
+                s5 = WINO_IN_(5);                                                                         \
+        const T a12 = s1 + s2, d12 = s1 - s2, a34 = s3 + s4, d34 = s3 - s4;                               \
+        WINO_OUT_(0) = a12 + a34 + s0;                                                                    \
+        WINO_OUT_(1) = d12 + (T)2 * d34;                                                                  \
+        WINO_OUT_(2) = a12 + (T)4 * a34;                                                                  \
+        WINO_OUT_(3) = d12 + (T)8 * d34 + s5;                                                             \
     } while (0)
 
-/* the lane arrays of a transform never overlap (GCC otherwise gives up on
- * proving it for a dozen streams and leaves the loops scalar) */
-#define WINO_IVDEP _Pragma("GCC ivdep")
-/* Lane array k of a transform's input or temporaries */
-#define L_(base, k) ((base) + (k) * ls)
+/* One side of a transform: for each of `count` vectors v (v-th at src + v*sv, its
+ * entries is apart), its entries times X (the macro XF) written from dst + v*dv
+ * (entries os apart), over n lanes (lane stride 1 in, ol out). The lane arrays
+ * never overlap: GCC otherwise gives up on proving it for a dozen streams and
+ * leaves the loops scalar. */
+#define WINO_SIDE(XF, count, src, sv, is, dst, dv, os, ol, n)                                             \
+    for (int v_ = 0; v_ < (count); v_++) {                                                                \
+        const T *FNN_RESTRICT i_ = (src) + v_ * (sv);                                                     \
+        T *FNN_RESTRICT o_ = (dst) + v_ * (dv);                                                           \
+        const int64_t is_ = (is), os_ = (os), ol_ = (ol);                                                 \
+        _Pragma("GCC ivdep") for (int64_t l_ = 0; l_ < (n); l_++) XF();                                     \
+    }
 
-/* V = B^T d B: d and tmp hold a*a lane arrays; out[p * ldp + lane], p = a*i + j */
-static FNN_ALWAYS_INLINE void FN(wino2_input_body)(const T *FNN_RESTRICT d, T *FNN_RESTRICT tmp, int64_t ls,
-                                                   int64_t n, T *FNN_RESTRICT out, int64_t ldp)
-{
-    for (int q = 0; q < 4; q++) {
-        const T *FNN_RESTRICT d0 = L_(d, q), *FNN_RESTRICT d1 = L_(d, 4 + q), *FNN_RESTRICT d2 = L_(d, 8 + q),
-                              *FNN_RESTRICT d3 = L_(d, 12 + q);
-        T *FNN_RESTRICT t0 = L_(tmp, q), *FNN_RESTRICT t1 = L_(tmp, 4 + q), *FNN_RESTRICT t2 = L_(tmp, 8 + q),
-                        *FNN_RESTRICT t3 = L_(tmp, 12 + q);
-        WINO_IVDEP for (int64_t l = 0; l < n; l++)
-            WINO2_BT(t0[l], t1[l], t2[l], t3[l], d0[l], d1[l], d2[l], d3[l]);
+/* A tile size's three transforms, each X D Y on every lane in two sides:
+ * - input, V = B^T d B: d and tmp hold a*a lane arrays (ls apart; entry (i, j)
+ *   of every tile of the block in array a*i + j), V[p] at out + p*ldp;
+ * - gradient, Z = A dY A^T: e holds the m*m lane arrays of dY, tmp a*m;
+ * - output, Y = A^T M A for one filter from M[p] at mm + p*ldp: output row k of
+ *   lane b at o[k * m * len + m * b + (0 .. m-1)]; tmp holds a*m*len. */
+#define DEFINE_WINO_TRANSFORMS(M, BT, A, AT)                                                               \
+    static FNN_ALWAYS_INLINE void FN(wino##M##_input_body)(const T *d, T *tmp, int64_t ls, int64_t n, T *out, \
+                                                           int64_t ldp)                                   \
+    {                                                                                                     \
+        const int a = M + 2;                                                                              \
+        WINO_SIDE(BT, a, d, ls, a * ls, tmp, ls, a * ls, 1, n)                                            \
+        WINO_SIDE(BT, a, tmp, a * ls, ls, out, a * ldp, ldp, 1, n)                                        \
+    }                                                                                                     \
+    static FNN_ALWAYS_INLINE void FN(wino##M##_grad_body)(const T *e, T *tmp, int64_t ls, int64_t n, T *out,  \
+                                                          int64_t ldp)                                    \
+    {                                                                                                     \
+        const int a = M + 2;                                                                              \
+        WINO_SIDE(A, M, e, ls, M * ls, tmp, ls, M * ls, 1, n)                                             \
+        WINO_SIDE(A, a, tmp, M * ls, ls, out, a * ldp, ldp, 1, n)                                         \
+    }                                                                                                     \
+    static FNN_ALWAYS_INLINE void FN(wino##M##_output_body)(const T *mm, int64_t ldp, int64_t len, T *tmp,    \
+                                                            T *o)                                         \
+    {                                                                                                     \
+        const int a = M + 2;                                                                              \
+        WINO_SIDE(AT, a, mm, ldp, a * ldp, tmp, len, a * len, 1, len)                                     \
+        WINO_SIDE(AT, M, tmp, a * len, len, o, M * len, 1, M, len)                                        \
     }
-    for (int i = 0; i < 4; i++) {
-        const T *FNN_RESTRICT c0 = L_(tmp, 4 * i), *FNN_RESTRICT c1 = c0 + ls, *FNN_RESTRICT c2 = c1 + ls,
-                              *FNN_RESTRICT c3 = c2 + ls;
-        T *FNN_RESTRICT o0 = out + (4 * i) * ldp, *FNN_RESTRICT o1 = o0 + ldp, *FNN_RESTRICT o2 = o1 + ldp,
-                        *FNN_RESTRICT o3 = o2 + ldp;
-        WINO_IVDEP for (int64_t l = 0; l < n; l++)
-            WINO2_BT(o0[l], o1[l], o2[l], o3[l], c0[l], c1[l], c2[l], c3[l]);
-    }
-}
-
-static FNN_ALWAYS_INLINE void FN(wino4_input_body)(const T *FNN_RESTRICT d, T *FNN_RESTRICT tmp, int64_t ls,
-                                                   int64_t n, T *FNN_RESTRICT out, int64_t ldp)
-{
-    for (int q = 0; q < 6; q++) {
-        const T *FNN_RESTRICT d0 = L_(d, q), *FNN_RESTRICT d1 = L_(d, 6 + q), *FNN_RESTRICT d2 = L_(d, 12 + q),
-                              *FNN_RESTRICT d3 = L_(d, 18 + q), *FNN_RESTRICT d4 = L_(d, 24 + q),
-                              *FNN_RESTRICT d5 = L_(d, 30 + q);
-        T *FNN_RESTRICT t0 = L_(tmp, q), *FNN_RESTRICT t1 = L_(tmp, 6 + q), *FNN_RESTRICT t2 = L_(tmp, 12 + q),
-                        *FNN_RESTRICT t3 = L_(tmp, 18 + q), *FNN_RESTRICT t4 = L_(tmp, 24 + q),
-                        *FNN_RESTRICT t5 = L_(tmp, 30 + q);
-        WINO_IVDEP for (int64_t l = 0; l < n; l++)
-            WINO4_BT(t0[l], t1[l], t2[l], t3[l], t4[l], t5[l], d0[l], d1[l], d2[l], d3[l], d4[l], d5[l]);
-    }
-    for (int i = 0; i < 6; i++) {
-        const T *FNN_RESTRICT c0 = L_(tmp, 6 * i), *FNN_RESTRICT c1 = c0 + ls, *FNN_RESTRICT c2 = c1 + ls,
-                              *FNN_RESTRICT c3 = c2 + ls, *FNN_RESTRICT c4 = c3 + ls, *FNN_RESTRICT c5 = c4 + ls;
-        T *FNN_RESTRICT o0 = out + (6 * i) * ldp, *FNN_RESTRICT o1 = o0 + ldp, *FNN_RESTRICT o2 = o1 + ldp,
-                        *FNN_RESTRICT o3 = o2 + ldp, *FNN_RESTRICT o4 = o3 + ldp, *FNN_RESTRICT o5 = o4 + ldp;
-        WINO_IVDEP for (int64_t l = 0; l < n; l++)
-            WINO4_BT(o0[l], o1[l], o2[l], o3[l], o4[l], o5[l], c0[l], c1[l], c2[l], c3[l], c4[l], c5[l]);
-    }
-}
-
-/* Z = A dY A^T: e holds the m*m lane arrays of dY (entry (k, q) in m*k + q), tmp
- * a*m of them; out[p * ldp + lane], p = a*i + j */
-static FNN_ALWAYS_INLINE void FN(wino2_grad_body)(const T *FNN_RESTRICT e, T *FNN_RESTRICT tmp, int64_t ls,
-                                                  int64_t n, T *FNN_RESTRICT out, int64_t ldp)
-{
-    for (int q = 0; q < 2; q++) {
-        const T *FNN_RESTRICT e0 = L_(e, q), *FNN_RESTRICT e1 = L_(e, 2 + q);
-        T *FNN_RESTRICT r0 = L_(tmp, q), *FNN_RESTRICT r1 = L_(tmp, 2 + q), *FNN_RESTRICT r2 = L_(tmp, 4 + q),
-                        *FNN_RESTRICT r3 = L_(tmp, 6 + q);
-        WINO_IVDEP for (int64_t l = 0; l < n; l++)
-            WINO2_A(r0[l], r1[l], r2[l], r3[l], e0[l], e1[l]);
-    }
-    for (int i = 0; i < 4; i++) {
-        const T *FNN_RESTRICT c0 = L_(tmp, 2 * i), *FNN_RESTRICT c1 = c0 + ls;
-        T *FNN_RESTRICT o0 = out + (4 * i) * ldp, *FNN_RESTRICT o1 = o0 + ldp, *FNN_RESTRICT o2 = o1 + ldp,
-                        *FNN_RESTRICT o3 = o2 + ldp;
-        WINO_IVDEP for (int64_t l = 0; l < n; l++)
-            WINO2_A(o0[l], o1[l], o2[l], o3[l], c0[l], c1[l]);
-    }
-}
-
-static FNN_ALWAYS_INLINE void FN(wino4_grad_body)(const T *FNN_RESTRICT e, T *FNN_RESTRICT tmp, int64_t ls,
-                                                  int64_t n, T *FNN_RESTRICT out, int64_t ldp)
-{
-    for (int q = 0; q < 4; q++) {
-        const T *FNN_RESTRICT e0 = L_(e, q), *FNN_RESTRICT e1 = L_(e, 4 + q), *FNN_RESTRICT e2 = L_(e, 8 + q),
-                              *FNN_RESTRICT e3 = L_(e, 12 + q);
-        T *FNN_RESTRICT r0 = L_(tmp, q), *FNN_RESTRICT r1 = L_(tmp, 4 + q), *FNN_RESTRICT r2 = L_(tmp, 8 + q),
-                        *FNN_RESTRICT r3 = L_(tmp, 12 + q), *FNN_RESTRICT r4 = L_(tmp, 16 + q),
-                        *FNN_RESTRICT r5 = L_(tmp, 20 + q);
-        WINO_IVDEP for (int64_t l = 0; l < n; l++)
-            WINO4_A(r0[l], r1[l], r2[l], r3[l], r4[l], r5[l], e0[l], e1[l], e2[l], e3[l]);
-    }
-    for (int i = 0; i < 6; i++) {
-        const T *FNN_RESTRICT c0 = L_(tmp, 4 * i), *FNN_RESTRICT c1 = c0 + ls, *FNN_RESTRICT c2 = c1 + ls,
-                              *FNN_RESTRICT c3 = c2 + ls;
-        T *FNN_RESTRICT o0 = out + (6 * i) * ldp, *FNN_RESTRICT o1 = o0 + ldp, *FNN_RESTRICT o2 = o1 + ldp,
-                        *FNN_RESTRICT o3 = o2 + ldp, *FNN_RESTRICT o4 = o3 + ldp, *FNN_RESTRICT o5 = o4 + ldp;
-        WINO_IVDEP for (int64_t l = 0; l < n; l++)
-            WINO4_A(o0[l], o1[l], o2[l], o3[l], o4[l], o5[l], c0[l], c1[l], c2[l], c3[l]);
-    }
-}
-
-/* Y = A^T M A for one filter, m[p * ldp + b] for the lanes b < len: output row k
- * of tile b at o[k * m * len + m * b + (0 .. m-1)]. tmp holds a*m*len. */
-static FNN_ALWAYS_INLINE void FN(wino2_output_body)(const T *FNN_RESTRICT m, int64_t ldp, int64_t len,
-                                                    T *FNN_RESTRICT tmp, T *FNN_RESTRICT o)
-{
-    for (int j = 0; j < 4; j++) {
-        const T *FNN_RESTRICT m0 = m + j * ldp, *FNN_RESTRICT m1 = m + (4 + j) * ldp,
-                              *FNN_RESTRICT m2 = m + (8 + j) * ldp, *FNN_RESTRICT m3 = m + (12 + j) * ldp;
-        T *FNN_RESTRICT s0 = tmp + j * len, *FNN_RESTRICT s1 = tmp + (4 + j) * len;
-        WINO_IVDEP for (int64_t b = 0; b < len; b++)
-            WINO2_AT(s0[b], s1[b], m0[b], m1[b], m2[b], m3[b]);
-    }
-    for (int a = 0; a < 2; a++) {
-        const T *FNN_RESTRICT s = tmp + 4 * a * len;
-        T *FNN_RESTRICT oa = o + a * 2 * len;
-        WINO_IVDEP for (int64_t b = 0; b < len; b++)
-            WINO2_AT(oa[2 * b], oa[2 * b + 1], s[b], s[len + b], s[2 * len + b], s[3 * len + b]);
-    }
-}
-
-static FNN_ALWAYS_INLINE void FN(wino4_output_body)(const T *FNN_RESTRICT m, int64_t ldp, int64_t len,
-                                                    T *FNN_RESTRICT tmp, T *FNN_RESTRICT o)
-{
-    for (int j = 0; j < 6; j++) {
-        const T *FNN_RESTRICT m0 = m + j * ldp, *FNN_RESTRICT m1 = m + (6 + j) * ldp,
-                              *FNN_RESTRICT m2 = m + (12 + j) * ldp, *FNN_RESTRICT m3 = m + (18 + j) * ldp,
-                              *FNN_RESTRICT m4 = m + (24 + j) * ldp, *FNN_RESTRICT m5 = m + (30 + j) * ldp;
-        T *FNN_RESTRICT s0 = tmp + j * len, *FNN_RESTRICT s1 = tmp + (6 + j) * len,
-                        *FNN_RESTRICT s2 = tmp + (12 + j) * len, *FNN_RESTRICT s3 = tmp + (18 + j) * len;
-        WINO_IVDEP for (int64_t b = 0; b < len; b++)
-            WINO4_AT(s0[b], s1[b], s2[b], s3[b], m0[b], m1[b], m2[b], m3[b], m4[b], m5[b]);
-    }
-    for (int a = 0; a < 4; a++) {
-        const T *FNN_RESTRICT s = tmp + 6 * a * len;
-        T *FNN_RESTRICT oa = o + a * 4 * len;
-        WINO_IVDEP for (int64_t b = 0; b < len; b++)
-            WINO4_AT(oa[4 * b], oa[4 * b + 1], oa[4 * b + 2], oa[4 * b + 3], s[b], s[len + b], s[2 * len + b],
-                     s[3 * len + b], s[4 * len + b], s[5 * len + b]);
-    }
-}
-#undef L_
-#undef WINO_IVDEP
+DEFINE_WINO_TRANSFORMS(2, WINO2_BT, WINO2_A, WINO2_AT)
+DEFINE_WINO_TRANSFORMS(4, WINO4_BT, WINO4_A, WINO4_AT)
+#undef DEFINE_WINO_TRANSFORMS
+#undef WINO_SIDE
+#undef WINO_IN_
+#undef WINO_OUT_
 #undef WINO2_BT
 #undef WINO2_A
 #undef WINO2_AT

@@ -48,6 +48,12 @@
  * the block's tiles are ignored). */
 #define FNN_WINO_LANES 16
 
+/* A gather may write up to this many lanes from a tile row's first, past its
+ * last tile (the next row's gather, or the input block's zeroing, rewrites
+ * them): an 8-lane AVX2 store is one instruction where a masked one is slow on
+ * AMD cores. */
+#define FNN_WINO_GATHER_SLACK 8
+
 /* Bytes of the per-block transformed input and output (fits L2 on the targets,
  * leaving room for the GEMM's packed panels). */
 #define FNN_WINO_BLOCK_BYTES (1024 * 1024)
@@ -101,9 +107,10 @@ static fnn_wino_geom wino_geom(int m, int64_t n, int64_t c, int64_t h, int64_t w
     if (br < 1)
         br = 1;
     g.block_rows = br;
-    /* room for the products' last NR-wide panel and the output transform's lanes */
-    const int64_t tb = br * g.tw, panels = (tb + nr - 1) / nr * nr;
-    g.ldb = ((tb > panels ? tb : panels) + FNN_WINO_LANES - 1) / FNN_WINO_LANES * FNN_WINO_LANES;
+    /* room for the products' last NR-wide panel, the output transform's lanes and
+     * the gathers' whole-vector stores past the last tile */
+    const int64_t tb = br * g.tw, panels = (tb + nr - 1) / nr * nr, gathered = tb + FNN_WINO_GATHER_SLACK;
+    g.ldb = ((gathered > panels ? gathered : panels) + FNN_WINO_LANES - 1) / FNN_WINO_LANES * FNN_WINO_LANES;
     g.nr = nr;
     return g;
 }
@@ -212,6 +219,62 @@ FNN_TARGET_AVX512 static int wino_gather_fast_avx512(int m, float *dst, int64_t 
     return 1;
 }
 #define WINO_GATHER_FAST_AVX512(...) wino_gather_fast_avx512(__VA_ARGS__)
+
+/* The same on AVX2 for F(4x4) rows of up to 8 tiles (28- and 32-wide images):
+ * eight values of a row (two tiles) are put phase-major by one permute, a 4x4
+ * transpose of value pairs makes each phase's eight tiles one vector, and
+ * phases 4 and 5 are phases 0 and 1 one tile on (the ninth tile's from a fifth
+ * vector). Each phase is stored as 8 whole lanes (FNN_WINO_GATHER_SLACK): a
+ * masked store (vmaskmovps) made the gather slower than the scalar loop on
+ * this AMD core. */
+FNN_TARGET_AVX2 static int wino_gather_fast_avx2(int m, float *dst, int64_t ls, int64_t count, const float *plane,
+                                                 int64_t h, int64_t w, int64_t hi0, int64_t pad, int nrows, int nq)
+{
+    if (m != 4 || count > 8 || count < 1 || w > 64)
+        return 0;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i pairs = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7); /* (tile 0, tile 1) of phase 0, 1, 2, 3 */
+    const __m256i next = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
+    const int nregs = nq > 4 ? 5 : 4;
+    const __m256 zero = _mm256_setzero_ps();
+    for (int i = 0; i < nrows; i++) {
+        float *d = dst + (int64_t)i * nq * ls;
+        const int64_t row = hi0 + i;
+        __m256 v[6];
+        if (row < 0 || row >= h) {
+            for (int q = 0; q < nq; q++)
+                v[q] = zero;
+        } else {
+            /* r[j] lane l = column 8j + l - pad of the row, zero outside [0, w) */
+            const float *src = plane + row * w;
+            __m256 r[5], p[4];
+            for (int j = 0; j < nregs; j++) {
+                const int c0 = 8 * j - (int)pad;
+                const __m256i col = _mm256_add_epi32(_mm256_set1_epi32(c0), lane);
+                const __m256i ok = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), col),
+                                                       _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), col));
+                r[j] = _mm256_maskload_ps(src + c0, ok);
+            }
+            for (int j = 0; j < 4; j++)
+                p[j] = _mm256_permutevar8x32_ps(r[j], pairs);
+            const __m256d t0 = _mm256_unpacklo_pd(_mm256_castps_pd(p[0]), _mm256_castps_pd(p[1]));
+            const __m256d t1 = _mm256_unpackhi_pd(_mm256_castps_pd(p[0]), _mm256_castps_pd(p[1]));
+            const __m256d t2 = _mm256_unpacklo_pd(_mm256_castps_pd(p[2]), _mm256_castps_pd(p[3]));
+            const __m256d t3 = _mm256_unpackhi_pd(_mm256_castps_pd(p[2]), _mm256_castps_pd(p[3]));
+            v[0] = _mm256_castpd_ps(_mm256_permute2f128_pd(t0, t2, 0x20));
+            v[1] = _mm256_castpd_ps(_mm256_permute2f128_pd(t1, t3, 0x20));
+            v[2] = _mm256_castpd_ps(_mm256_permute2f128_pd(t0, t2, 0x31));
+            v[3] = _mm256_castpd_ps(_mm256_permute2f128_pd(t1, t3, 0x31));
+            for (int q = 4; q < nq; q++)
+                v[q] = _mm256_blend_ps(_mm256_permutevar8x32_ps(v[q - 4], next),
+                                       _mm256_permutevar8x32_ps(r[4], _mm256_set1_epi32(q - 4)), 0x80);
+        }
+        for (int q = 0; q < nq; q++)
+            _mm256_storeu_ps(d + q * ls, v[q]);
+    }
+    return 1;
+}
+#define WINO_GATHER_FAST_AVX2(...) wino_gather_fast_avx2(__VA_ARGS__)
 #endif
 
 #define T float
@@ -220,6 +283,7 @@ FNN_TARGET_AVX512 static int wino_gather_fast_avx512(int m, float *dst, int64_t 
 #undef T
 #undef SFX
 #undef WINO_GATHER_FAST_AVX512
+#undef WINO_GATHER_FAST_AVX2
 
 #define T double
 #define SFX f64

@@ -191,7 +191,11 @@ typedef struct {
 #else
 #define WINO_GATHER_FAST_avx512(...) 0
 #endif
+#ifdef WINO_GATHER_FAST_AVX2
+#define WINO_GATHER_FAST_avx2(...) WINO_GATHER_FAST_AVX2(__VA_ARGS__)
+#else
 #define WINO_GATHER_FAST_avx2(...) 0
+#endif
 #define WINO_GATHER_FAST_portable(...) 0
 
 /* one instance of the transforms per tile size and ISA: the same loops,
@@ -334,9 +338,11 @@ static void FN(wino_input_block)(const FN(wino_kernels) *k, const fnn_wino_geom 
                                  int64_t nr, T *v, T *rows)
 {
     const int64_t ls = g->ldb, tb = nr * g->tw, nv = (tb + g->nr - 1) / g->nr * g->nr;
+    /* the gathers' stores past the last tile reach lane tb + FNN_WINO_GATHER_SLACK */
+    const int64_t spill = tb + FNN_WINO_GATHER_SLACK < nv ? tb + FNN_WINO_GATHER_SLACK : nv;
     T *d = rows, *tmp = rows + g->np * ls;
     for (int p = 0; p < g->np; p++)
-        for (int64_t l = tb; l < nv; l++)
+        for (int64_t l = spill; l < nv; l++)
             d[p * ls + l] = 0;
     for (int64_t ci = 0; ci < g->c; ci++) {
         for (int64_t r = 0; r < nr; r++) {
@@ -344,6 +350,9 @@ static void FN(wino_input_block)(const FN(wino_kernels) *k, const fnn_wino_geom 
             k->gather_input(d + r * g->tw, ls, g->tw, x + (ni * g->c + ci) * g->h * g->w, g->h, g->w,
                             g->m * ty - g->ph, g->pw);
         }
+        for (int p = 0; p < g->np; p++)
+            for (int64_t l = tb; l < spill; l++)
+                d[p * ls + l] = 0;
         k->input(d, tmp, ls, nv, v + ci * g->ldb, wino_slab(g, g->c));
     }
 }

@@ -42,6 +42,8 @@ GEOMETRIES = [
     (2, 7, 11, 14, 9, (1, 2)),      # 11 x 16 outputs: a part 4x4 tile row
     (1, 6, 30, 9, 5, (0, 1)),       # 28 x 9 outputs: a part 4x4 tile column
     (3, 2, 3, 4, 4, (0, 0)),        # 1 x 2 outputs: no tile lies inside the image
+    (1, 4, 6, 32, 3, (1, 1)),       # 32 outputs a row: 8 4x4 tiles, the most AVX2's gather takes
+    (2, 3, 7, 31, 2, (0, 0)),       # 29 outputs a row: 8 tiles, the last one part
     (1, 3, 9, 62, 2, (1, 0)),       # 60 outputs a row: 15 4x4 tiles, the most AVX-512's gather takes
     (1, 3, 6, 63, 2, (1, 1)),       # 63 outputs a row: 16 4x4 tiles, the generic gather
 ]

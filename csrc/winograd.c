@@ -58,8 +58,6 @@
  * leaving room for the GEMM's packed panels). */
 #define FNN_WINO_BLOCK_BYTES (1024 * 1024)
 
-
-
 /* G of F(2x2, 3x3) and F(4x4, 3x3), a x 3, row-major */
 static const double wino_g2[4 * 3] = {1, 0, 0, 0.5, 0.5, 0.5, 0.5, -0.5, 0.5, 0, 0, 1};
 static const double wino_g4[6 * 3] = {1.0 / 4,  0,         0,         -1.0 / 6, -1.0 / 6, -1.0 / 6,

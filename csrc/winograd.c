@@ -133,7 +133,8 @@ int fnn_winograd_applies(fnn_ctx ctx, int64_t n, int64_t c, int64_t f, int64_t h
      *   multiplies instead of 2.25x, and fewer transformed values per output
      *   (36 per 16 instead of 16 per 4). 64x16x28x28 into 32: 1.6x the GEMM
      *   paths, F(2x2) 1.1x; 1x64x56x56 into 64: 1.9x and 1.4x.
-     * - The filters are transformed on every call, serially: small problems lose
+     * - The filters are transformed on every call (serially when this was
+     *   measured; now shared by the threads of the blocks): small problems lose
      *   (1x32x7x7 into 64: 0.2x). Counted in 2x2 output tiles, Winograd needs 256
      *   a thread (8x16x12x12 into 32 gains 18% on 1 thread; 8x16x14x14 into 32
      *   loses 20% on 2).

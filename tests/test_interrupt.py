@@ -193,6 +193,10 @@ CHILD = SETUP + textwrap.dedent("""
     model.save(sys.argv[2])
     print("RESULT " + json.dumps({"interrupted": interrupted, "escaped": escaped, "late": len(late),
                                   "iterations": model.optimizer.iterations}), flush=True)
+    # Stay until the test has pressed all its Ctrl-Cs (it closes stdin then): a press
+    # that came while the interpreter shuts down would find the default handler back
+    # and kill the process, however well fit behaved.
+    sys.stdin.read()
 """)
 
 
@@ -207,8 +211,9 @@ def test_ctrl_c_from_outside(backend, presses, tmp_path):
     path = tmp_path / "child.npz"
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, backend, str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, cwd=tempfile.gettempdir(), text=True)
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, backend, str(path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tempfile.gettempdir(),
+                            text=True)
     try:
         line = proc.stderr.readline()
         assert "TRAINING" in line, line + proc.stderr.read()

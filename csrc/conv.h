@@ -75,10 +75,10 @@ int fnn_winograd_conv2d_f64(fnn_ctx ctx, int tile, const double *x, int64_t n, i
                             const double *wt, int64_t f, const double *bias, int64_t ph, int64_t pw, int act,
                             double act_alpha, double *y);
 /* dw (F, C, 3, 3) and db (F,) unless NULL from dy (N, F, oh, ow) and x */
-int fnn_winograd_wgrad_f32(fnn_ctx ctx, int tile, const float *dy, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
-                           int64_t f, int64_t ph, int64_t pw, float *dw, float *db);
-int fnn_winograd_wgrad_f64(fnn_ctx ctx, int tile, const double *dy, const double *x, int64_t n, int64_t c, int64_t h,
-                           int64_t w, int64_t f, int64_t ph, int64_t pw, double *dw, double *db);
+int fnn_winograd_wgrad_f32(fnn_ctx ctx, int tile, const float *dy, const float *x, int64_t n, int64_t c, int64_t h,
+                           int64_t w, int64_t f, int64_t ph, int64_t pw, float *dw, float *db);
+int fnn_winograd_wgrad_f64(fnn_ctx ctx, int tile, const double *dy, const double *x, int64_t n, int64_t c,
+                           int64_t h, int64_t w, int64_t f, int64_t ph, int64_t pw, double *dw, double *db);
 
 #ifdef __cplusplus
 }

@@ -210,7 +210,8 @@ FNN_TARGET_AVX512 static int wino_gather_fast_avx512(int m, float *dst, int64_t 
                 }
             }
             for (int q = m; q < nq; q++)
-                v[q] = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_setzero_si512(), _mm512_castps_si512(v[q - m]), 1));
+                v[q] = _mm512_castsi512_ps(
+                    _mm512_alignr_epi32(_mm512_setzero_si512(), _mm512_castps_si512(v[q - m]), 1));
         }
         for (int q = 0; q < nq; q++)
             _mm512_mask_storeu_ps(d + q * ls, keep, v[q]);

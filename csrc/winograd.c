@@ -13,10 +13,11 @@
  * filters (padding 2 - pad), as on the direct path.
  *
  * Tiles run in blocks of whole tile rows, sized so the block's transformed
- * input and output (16 x (C + F) x T values) stay in L2; the transforms are
- * written once and compiled for each ISA (the compiler vectorises them along
- * the tiles of a row). The forward's products run on the indirect-B
- * microkernel straight from V, the weight gradient's on the GEMM driver. Blocks are split
+ * input and output (a*a x (C + F) x T values) stay in L2; each tile of a block
+ * is a lane, its values gathered into lane arrays, and the transforms are flat
+ * loops over all the block's lanes, written once and compiled for each ISA.
+ * The forward's products run on the indirect-B microkernel straight from V,
+ * the weight gradient's on the GEMM driver. Blocks are split
  * statically over threads, so the forward result does not depend on the thread
  * count and the weight gradient (per-thread partial sums added in thread order)
  * is fixed for a given one.

@@ -55,9 +55,11 @@
  * AMD cores. */
 #define FNN_WINO_GATHER_SLACK 8
 
-/* Bytes of the per-block transformed input and output (fits L2 on the targets,
- * leaving room for the GEMM's packed panels). */
-#define FNN_WINO_BLOCK_BYTES (1024 * 1024)
+/* Bytes of the per-block transformed input and output: at most this much, at
+ * least half of it (a little over the 1 MiB L2 of the targets: V and M are
+ * each written once and read once per block, and 1 MiB cut conv E's blocks to
+ * 7 tile rows of 8, which pad to 64 lanes as 8 rows do: 8 rows are 10% faster). */
+#define FNN_WINO_BLOCK_BYTES (1280 * 1024)
 
 /* G of F(2x2, 3x3) and F(4x4, 3x3), a x 3, row-major */
 static const double wino_g2[4 * 3] = {1, 0, 0, 0.5, 0.5, 0.5, 0.5, -0.5, 0.5, 0, 0, 1};
@@ -95,16 +97,31 @@ static fnn_wino_geom wino_geom(int m, int64_t n, int64_t c, int64_t h, int64_t w
     g.th = (g.oh + m - 1) / m;
     g.tw = (g.ow + m - 1) / m;
     g.rows = n * g.th;
-    int64_t tiles = FNN_WINO_BLOCK_BYTES / (g.np * (c + f) * dtype_bytes);
-    int64_t br = tiles / g.tw;
-    if (br < 1)
-        br = 1;
+    const int64_t row_bytes = g.np * (c + f) * dtype_bytes * g.tw;
+    int64_t most = FNN_WINO_BLOCK_BYTES / row_bytes;
     /* enough blocks to keep every thread busy */
-    int64_t per_thread = (g.rows + nth - 1) / nth;
-    if (br > per_thread)
-        br = per_thread;
-    if (br < 1)
-        br = 1;
+    const int64_t per_thread = (g.rows + nth - 1) / nth;
+    if (most > per_thread)
+        most = per_thread;
+    if (most < 1)
+        most = 1;
+    /* The products compute whole NR-wide panels of tiles: a block of 56 tiles
+     * costs as much as one of 64. Of the block sizes from half the budget up,
+     * take the one that wastes the smallest share of its lanes, as long as the
+     * busiest thread gets no more tile rows than with the largest. */
+#define WINO_BUSIEST(br_) ((((g.rows + (br_) - 1) / (br_) + nth - 1) / nth) * (br_))
+    int64_t br = most, best_pad = 0, best_tb = 1;
+    for (int64_t cand = most; cand >= 1 && 2 * cand >= most; cand--) {
+        const int64_t tb = cand * g.tw, pad = (tb + nr - 1) / nr * nr - tb;
+        if (WINO_BUSIEST(cand) > WINO_BUSIEST(most))
+            continue;
+        if (cand == most || pad * best_tb < best_pad * tb) {
+            br = cand;
+            best_pad = pad;
+            best_tb = tb;
+        }
+    }
+#undef WINO_BUSIEST
     g.block_rows = br;
     /* room for the products' last NR-wide panel, the output transform's lanes and
      * the gathers' whole-vector stores past the last tile */

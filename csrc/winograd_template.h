@@ -51,6 +51,21 @@ static FNN_ALWAYS_INLINE void FN(wino_gather_body)(T *FNN_RESTRICT dst, int64_t 
     }
 }
 
+/* Rows [hi0, hi0 + nrows) of the plane (h x w): in place where all lie inside
+ * it, else copied to buf with zeros for the rows outside. */
+static FNN_ALWAYS_INLINE const T *FN(wino_row_window)(const T *plane, int64_t h, int64_t w, int64_t hi0, int nrows,
+                                                      T *FNN_RESTRICT buf)
+{
+    if (hi0 >= 0 && hi0 + nrows <= h)
+        return plane + hi0 * w;
+    for (int i = 0; i < nrows; i++) {
+        const int64_t row = hi0 + i;
+        for (int64_t col = 0; col < w; col++)
+            buf[i * w + col] = row >= 0 && row < h ? plane[row * w + col] : (T)0;
+    }
+    return buf;
+}
+
 static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src, int64_t len)
 {
     for (int64_t q = 0; q < len; q++)
@@ -134,18 +149,26 @@ static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT dst, const T *F
     }
 
 /* A tile size's three transforms, each X D Y on every lane in two sides:
- * - input, V = B^T d B: d and tmp hold a*a lane arrays (ls apart; entry (i, j)
- *   of every tile of the block in array a*i + j), V[p] at out + p*ldp;
- * - gradient, Z = A dY A^T: e holds the m*m lane arrays of dY, tmp a*m;
+ * - input, V = B^T d B: the left side B^T is applied to whole image rows
+ *   before the gather (rows_bt: rows of n values is apart in, os apart out),
+ *   since it mixes rows only; d then holds the a*a lane arrays of B^T d (ls
+ *   apart; entry (i, j) of every tile of the block in array a*i + j), and the
+ *   right side writes V[p] at out + p*ldp;
+ * - gradient, Z = A dY A^T: e holds the m*m lane arrays of dY, tmp a*m (the
+ *   left side A makes a rows of m, so it is not applied before the gather);
  * - output, Y = A^T M A for one filter from M[p] at mm + p*ldp: output row k of
  *   lane b at o[k * m * len + m * b + (0 .. m-1)]; tmp holds a*m*len. */
 #define DEFINE_WINO_TRANSFORMS(M, BT, A, AT)                                                               \
-    static FNN_ALWAYS_INLINE void FN(wino##M##_input_body)(const T *d, T *tmp, int64_t ls, int64_t n, T *out, \
+    static FNN_ALWAYS_INLINE void FN(wino##M##_rows_bt_body)(const T *in, int64_t is, T *out, int64_t os,   \
+                                                             int64_t n)                                   \
+    {                                                                                                     \
+        WINO_SIDE(BT, 1, in, 0, is, out, 0, os, 1, n)                                                     \
+    }                                                                                                     \
+    static FNN_ALWAYS_INLINE void FN(wino##M##_input_body)(const T *d, int64_t ls, int64_t n, T *out,       \
                                                            int64_t ldp)                                   \
     {                                                                                                     \
         const int a = M + 2;                                                                              \
-        WINO_SIDE(BT, a, d, ls, a * ls, tmp, ls, a * ls, 1, n)                                            \
-        WINO_SIDE(BT, a, tmp, a * ls, ls, out, a * ldp, ldp, 1, n)                                        \
+        WINO_SIDE(BT, a, d, a * ls, ls, out, a * ldp, ldp, 1, n)                                          \
     }                                                                                                     \
     static FNN_ALWAYS_INLINE void FN(wino##M##_grad_body)(const T *e, T *tmp, int64_t ls, int64_t n, T *out,  \
                                                           int64_t ldp)                                    \
@@ -175,10 +198,11 @@ DEFINE_WINO_TRANSFORMS(4, WINO4_BT, WINO4_A, WINO4_AT)
 #undef WINO4_AT
 
 typedef struct {
-    /* one tile row's input tiles (a x a) and gradient tiles (m x m) */
-    void (*gather_input)(T *, int64_t, int64_t, const T *, int64_t, int64_t, int64_t, int64_t);
+    /* one tile row's input tiles (a x a, times B^T on the left; the last
+     * argument is scratch for 2 * a * w values) and gradient tiles (m x m) */
+    void (*gather_input)(T *, int64_t, int64_t, const T *, int64_t, int64_t, int64_t, int64_t, T *);
     void (*gather_grad)(T *, int64_t, int64_t, const T *, int64_t, int64_t, int64_t, int64_t);
-    void (*input)(const T *, T *, int64_t, int64_t, T *, int64_t);
+    void (*input)(const T *, int64_t, int64_t, T *, int64_t);
     void (*grad)(const T *, T *, int64_t, int64_t, T *, int64_t);
     void (*output)(const T *, int64_t, int64_t, T *, T *);
     void (*copy)(T *, const T *, int64_t);
@@ -202,10 +226,13 @@ typedef struct {
  * vectorised by the compiler for that ISA's registers */
 #define DEFINE_WINO_KERNELS(M, ISA, TARGET)                                                                   \
     TARGET static FNN_NO_LIBC_CALLS void FN(wino##M##_gather_input_##ISA)(                                    \
-        T *dst, int64_t ls, int64_t count, const T *plane, int64_t h, int64_t w, int64_t hi0, int64_t pad)    \
+        T *dst, int64_t ls, int64_t count, const T *plane, int64_t h, int64_t w, int64_t hi0, int64_t pad,    \
+        T *buf)                                                                                               \
     {                                                                                                         \
-        if (!WINO_GATHER_FAST_##ISA(M, dst, ls, count, plane, h, w, hi0, pad, M + 2, M + 2))                  \
-            FN(wino_gather_body)(dst, ls, count, plane, h, w, hi0, pad, M, M + 2, M + 2);                     \
+        const T *in = FN(wino_row_window)(plane, h, w, hi0, M + 2, buf + (M + 2) * w);                        \
+        FN(wino##M##_rows_bt_body)(in, w, buf, w, w);                                                         \
+        if (!WINO_GATHER_FAST_##ISA(M, dst, ls, count, buf, M + 2, w, 0, pad, M + 2, M + 2))                  \
+            FN(wino_gather_body)(dst, ls, count, buf, M + 2, w, 0, pad, M, M + 2, M + 2);                     \
     }                                                                                                         \
     TARGET static FNN_NO_LIBC_CALLS void FN(wino##M##_gather_grad_##ISA)(                                     \
         T *dst, int64_t ls, int64_t count, const T *plane, int64_t h, int64_t w, int64_t hi0, int64_t pad)    \
@@ -213,9 +240,9 @@ typedef struct {
         if (!WINO_GATHER_FAST_##ISA(M, dst, ls, count, plane, h, w, hi0, pad, M, M))                          \
             FN(wino_gather_body)(dst, ls, count, plane, h, w, hi0, pad, M, M, M);                             \
     }                                                                                                         \
-    TARGET static void FN(wino##M##_input_##ISA)(const T *d, T *tmp, int64_t ls, int64_t n, T *out, int64_t ldp) \
+    TARGET static void FN(wino##M##_input_##ISA)(const T *d, int64_t ls, int64_t n, T *out, int64_t ldp)      \
     {                                                                                                         \
-        FN(wino##M##_input_body)(d, tmp, ls, n, out, ldp);                                                    \
+        FN(wino##M##_input_body)(d, ls, n, out, ldp);                                                         \
     }                                                                                                         \
     TARGET static void FN(wino##M##_grad_##ISA)(const T *e, T *tmp, int64_t ls, int64_t n, T *out, int64_t ldp)  \
     {                                                                                                         \
@@ -322,13 +349,16 @@ static void FN(wino_filter_grad)(const T *du, int64_t f, int64_t c, int m, int t
 /* ---- blocks of tile rows -------------------------------------------------- */
 
 /* Elements of the per-thread row scratch: the output transform's m rows of
- * m * len and its a*m temporaries; the input transform's gathered tiles and
- * temporaries, a*a lane arrays each (the gradient's need less) */
+ * m * len and its a*m temporaries; the gathered input tiles (a*a lane arrays)
+ * and the input gather's two windows of a image rows, or the gradient's
+ * gathered tiles and temporaries (m*m + a*m lane arrays) */
 static int64_t FN(wino_rows_elems)(const fnn_wino_geom *g)
 {
     const int64_t out = (g->m * g->m + g->m * g->a) * (g->block_rows * g->tw + FNN_WINO_LANES);
-    const int64_t in = 2 * g->np * g->ldb;
-    return out > in ? out : in;
+    const int64_t in = g->np * g->ldb + 2 * g->a * g->w;
+    const int64_t grad = (g->m * g->m + g->m * g->a) * g->ldb;
+    const int64_t most = out > in ? out : in;
+    return most > grad ? most : grad;
 }
 
 /* V of the tile rows [r0, r0 + nr): v[p * slab(c) + ci * ldb + (r - r0) * tw + tx],
@@ -339,7 +369,7 @@ static void FN(wino_input_block)(const FN(wino_kernels) *k, const fnn_wino_geom 
     const int64_t ls = g->ldb, tb = nr * g->tw, nv = (tb + g->nr - 1) / g->nr * g->nr;
     /* the gathers' stores past the last tile reach lane tb + FNN_WINO_GATHER_SLACK */
     const int64_t spill = tb + FNN_WINO_GATHER_SLACK < nv ? tb + FNN_WINO_GATHER_SLACK : nv;
-    T *d = rows, *tmp = rows + g->np * ls;
+    T *d = rows, *window = rows + g->np * ls;
     for (int p = 0; p < g->np; p++)
         for (int64_t l = spill; l < nv; l++)
             d[p * ls + l] = 0;
@@ -347,12 +377,12 @@ static void FN(wino_input_block)(const FN(wino_kernels) *k, const fnn_wino_geom 
         for (int64_t r = 0; r < nr; r++) {
             const int64_t ni = (r0 + r) / g->th, ty = (r0 + r) % g->th;
             k->gather_input(d + r * g->tw, ls, g->tw, x + (ni * g->c + ci) * g->h * g->w, g->h, g->w,
-                            g->m * ty - g->ph, g->pw);
+                            g->m * ty - g->ph, g->pw, window);
         }
         for (int p = 0; p < g->np; p++)
             for (int64_t l = tb; l < spill; l++)
                 d[p * ls + l] = 0;
-        k->input(d, tmp, ls, nv, v + ci * g->ldb, wino_slab(g, g->c));
+        k->input(d, ls, nv, v + ci * g->ldb, wino_slab(g, g->c));
     }
 }
 

@@ -66,10 +66,22 @@ static FNN_ALWAYS_INLINE const T *FN(wino_row_window)(const T *plane, int64_t h,
     return buf;
 }
 
-static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src, int64_t len)
+/* The output rows of filter fi for the tile rows [r0, r0 + nr) into y (n, f,
+ * oh, ow), from o: output row q of the block's tile row r at o + q * orow +
+ * m * r * tw (all in one call: a call per row cost 4% of conv E's forward). */
+static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT y, const T *FNN_RESTRICT o, int64_t orow, int m,
+                                                 int64_t tw, int64_t th, int64_t f, int64_t oh, int64_t ow,
+                                                 int64_t fi, int64_t r0, int64_t nr)
 {
-    for (int64_t q = 0; q < len; q++)
-        dst[q] = src[q];
+    for (int64_t r = 0; r < nr; r++) {
+        const int64_t ni = (r0 + r) / th, ty = (r0 + r) % th;
+        T *FNN_RESTRICT yrow = y + ((ni * f + fi) * oh + m * ty) * ow;
+        for (int q = 0; q < m && m * ty + q < oh; q++) {
+            const T *FNN_RESTRICT src = o + q * orow + m * r * tw;
+            for (int64_t col = 0; col < ow; col++)
+                yrow[q * ow + col] = src[col];
+        }
+    }
 }
 
 /* B^T (a x a), A (a x m) and A^T (m x a) of each tile size, applied to one
@@ -205,7 +217,8 @@ typedef struct {
     void (*input)(const T *, int64_t, int64_t, T *, int64_t);
     void (*grad)(const T *, T *, int64_t, int64_t, T *, int64_t);
     void (*output)(const T *, int64_t, int64_t, T *, T *);
-    void (*copy)(T *, const T *, int64_t);
+    void (*copy)(T *, const T *, int64_t, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                 int64_t);
 } FN(wino_kernels);
 
 /* a hand-vectorised gather where winograd.c has one (WINO_GATHER_FAST_<ISA>,
@@ -253,9 +266,11 @@ typedef struct {
         FN(wino##M##_output_body)(m, ldp, len, tmp, o);                                                       \
     }
 #define DEFINE_WINO_COPY(ISA, TARGET)                                                                         \
-    TARGET static FNN_NO_LIBC_CALLS void FN(wino_copy_##ISA)(T *dst, const T *src, int64_t len)                 \
+    TARGET static FNN_NO_LIBC_CALLS void FN(wino_copy_##ISA)(T *y, const T *o, int64_t orow, int m, int64_t tw, \
+                                                             int64_t th, int64_t f, int64_t oh, int64_t ow,     \
+                                                             int64_t fi, int64_t r0, int64_t nr)                \
     {                                                                                                         \
-        FN(wino_copy_body)(dst, src, len);                                                                    \
+        FN(wino_copy_body)(y, o, orow, m, tw, th, f, oh, ow, fi, r0, nr);                                     \
     }
 #define WINO_KERNELS(M, ISA)                                                                                  \
     (FN(wino_kernels))                                                                                        \
@@ -468,12 +483,7 @@ static void FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_prod
         k->output(m + fi * ldb, wino_slab(g, fa), len, tmp, o);
         if (epilogue)
             FN(fnn_bias_act)(isa, o, 0, o, 0, NULL, bias ? bias + fi : NULL, 0, 1, g->m * orow, act, act_alpha);
-        for (int64_t r = 0; r < nr; r++) {
-            const int64_t ni = (r0 + r) / g->th, ty = (r0 + r) % g->th;
-            T *yrow = y + ((ni * f + fi) * g->oh + g->m * ty) * g->ow;
-            for (int q = 0; q < g->m && g->m * ty + q < g->oh; q++)
-                k->copy(yrow + q * g->ow, o + q * orow + g->m * r * g->tw, g->ow);
-        }
+        k->copy(y, o, orow, g->m, g->tw, g->th, f, g->oh, g->ow, fi, r0, nr);
     }
 }
 

@@ -105,23 +105,21 @@ static fnn_wino_geom wino_geom(int m, int64_t n, int64_t c, int64_t h, int64_t w
         most = per_thread;
     if (most < 1)
         most = 1;
-    /* The products compute whole NR-wide panels of tiles: a block of 56 tiles
-     * costs as much as one of 64. Of the block sizes from half the budget up,
-     * take the one that wastes the smallest share of its lanes, as long as the
-     * busiest thread gets no more tile rows than with the largest. */
-#define WINO_BUSIEST(br_) ((((g.rows + (br_) - 1) / (br_) + nth - 1) / nth) * (br_))
-    int64_t br = most, best_pad = 0, best_tb = 1;
+    /* The products compute whole NR-wide panels of tiles, so a block of 56
+     * tiles costs as much as one of 64, and the blocks are split evenly over
+     * the threads. Of the block sizes from half the budget up, take the one
+     * whose busiest thread computes the fewest lanes (conv D on 2 threads: 18
+     * tile rows of 7, 13 blocks a thread of 128 lanes, not 9 of 27 rows and 192
+     * lanes). */
+    int64_t br = most, best = -1;
     for (int64_t cand = most; cand >= 1 && 2 * cand >= most; cand--) {
-        const int64_t tb = cand * g.tw, pad = (tb + nr - 1) / nr * nr - tb;
-        if (WINO_BUSIEST(cand) > WINO_BUSIEST(most))
-            continue;
-        if (cand == most || pad * best_tb < best_pad * tb) {
+        const int64_t blocks = (g.rows + cand - 1) / cand, tb = cand * g.tw;
+        const int64_t lanes = (blocks + nth - 1) / nth * ((tb + nr - 1) / nr * nr);
+        if (best < 0 || lanes < best) {
             br = cand;
-            best_pad = pad;
-            best_tb = tb;
+            best = lanes;
         }
     }
-#undef WINO_BUSIEST
     g.block_rows = br;
     /* room for the products' last NR-wide panel, the output transform's lanes and
      * the gathers' whole-vector stores past the last tile */

@@ -45,6 +45,15 @@ def _positive_float(name):
     return parse
 
 
+def _thread_counts(text):
+    """--threads: one count, or several ("1,2,4,8,16") for a scaling run."""
+    parse = _positive_int("--threads")
+    counts = sorted({parse(t.strip()) for t in text.split(",") if t.strip()})
+    if not counts:
+        raise argparse.ArgumentTypeError(f"--threads expects N or a comma-separated list such as 1,2,4, got {text!r}")
+    return counts
+
+
 def _workloads(text):
     try:
         return B.select_workloads(text)
@@ -67,8 +76,10 @@ def add_arguments(parser):
         "Time the workloads of docs/BENCHMARKS.md (forward + backward, float32) on fastnn's native "
         "kernels, fastnn's NumPy reference backend and PyTorch CPU (when installed), in one process: "
         "warm-up, then the median of several samples, with the same thread count for all.")
-    parser.add_argument("--threads", type=_positive_int("--threads"), default=1, metavar="N",
-                        help="threads for fastnn, NumPy's BLAS (via threadpoolctl) and torch (default: 1)")
+    parser.add_argument("--threads", type=_thread_counts, default=[1], metavar="N",
+                        help="threads for fastnn, NumPy's BLAS (via threadpoolctl) and torch (default: 1); "
+                             "a comma-separated list (1,2,4,8,16) runs the table at each count and adds the "
+                             "speed-up of each over 1 thread (or the smallest count)")
     parser.add_argument("--only", type=_workloads, default=None, metavar="LIST",
                         help="comma-separated workloads: letters (A-J), keys (G2), names (relu) or tags "
                              "(affine, conv, pool, softmax, activation, train, inference, net)")
@@ -91,13 +102,15 @@ def add_arguments(parser):
                              "(with --threads 1 only) estimates idle-machine times on a machine shared with "
                              "other work")
     parser.add_argument("--peak-gflops", type=_positive_float("--peak-gflops"), default=None, metavar="X",
-                        help="fp32 FMA peak of the cores used, GFLOP/s (default: from the CPU flags and clock)")
+                        help="fp32 FMA peak of the cores used, GFLOP/s (default: from the CPU flags and clock); "
+                             "with several thread counts, that of the smallest, scaled by the thread count")
     parser.add_argument("--json", dest="json_path", default=None, metavar="FILE",
                         help="write all timings and the machine description as JSON")
     parser.add_argument("--markdown", default=None, metavar="FILE",
                         help="write the table as Markdown, with the date, command and machine")
     parser.add_argument("--plot", default=None, metavar="FILE",
-                        help="write a bar chart of speed-ups over NumPy (needs matplotlib)")
+                        help="write a bar chart of speed-ups over NumPy, or with several thread counts the "
+                             "speed-up over the smallest count per workload (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -140,7 +153,7 @@ def _fail(message):
 
 
 def _command_line(args, settings):
-    parts = ["fastnn", "bench", "--threads", str(args.threads)]
+    parts = ["fastnn", "bench", "--threads", ",".join(map(str, args.threads))]
     if args.only is not None:
         parts += ["--only", ",".join(w.key for w in args.only)]
     if args.impl != list(B.IMPLEMENTATIONS):
@@ -407,13 +420,14 @@ def format_table(results, impls, primary, clock="wall"):
 
 
 def format_targets(targets):
-    """The issue-6 targets met and missed (with the gap), one line each."""
+    """The issue-6 and issue-4 targets met and missed (with the gap), one line each."""
     if not targets:
         return ""
-    what = {"numpy": "speed-up over NumPy", "torch": "vs PyTorch", "copy": "% of copy bandwidth"}
+    what = {"numpy": "speed-up over NumPy", "torch": "vs PyTorch", "copy": "% of copy bandwidth",
+            "peak": "% of FMA peak"}
     lines = [f"targets (fastnn native): {sum(t['met'] for t in targets)} of {len(targets)} met"]
     for t in sorted(targets, key=lambda t: (t["met"], t["workload"])):
-        unit = "%" if t["against"] == "copy" else "x"
+        unit = "%" if t["against"] in ("copy", "peak") else "x"
         status = "met" if t["met"] else f"MISSED by {t['target'] / t['measured']:.2f}x" if t["measured"] > 0 \
             else "MISSED"
         lines.append(f"  {t['workload']:<3}{what[t['against']]:<22} {t['measured']:8.2f}{unit}  "
@@ -446,6 +460,88 @@ def format_markdown(report):
     if report.get("targets"):
         lines += ["", "```", format_targets(report["targets"]), "```"]
     return "\n".join(lines) + "\n"
+
+
+def scaling_rows(runs, impls):
+    """[{key, title, impl, median_ms: {threads: ms}, speedup: {threads: x}}] of a run at several thread
+    counts ({threads: results}), the speed-up over the smallest count."""
+    counts = sorted(runs)
+    first = {r["key"]: r for r in runs[counts[0]]}
+    out = []
+    for key, row in first.items():
+        for impl in impls:
+            ms = {n: next((r["timings"].get(impl, {}).get("median_ms") for r in runs[n] if r["key"] == key), None)
+                  for n in counts}
+            if ms[counts[0]] is None:
+                continue
+            out.append({"key": key, "title": row["title"], "impl": impl, "median_ms": ms,
+                        "speedup": {n: ms[counts[0]] / v for n, v in ms.items() if v}})
+    return out
+
+
+def format_scaling(rows, counts):
+    """The text table of a run at several thread counts: ms and speed-up over the smallest count."""
+    headers = ["workload", "impl"] + [f"{n} thread{'s' if n > 1 else ''}" for n in counts]
+    body = []
+    for r in rows:
+        cells = [f"{r['key']:<3}{r['title']}", r["impl"]]
+        for n in counts:
+            ms = r["median_ms"].get(n)
+            cells.append("-" if ms is None else _ms(ms) if n == counts[0]
+                         else f"{_ms(ms)} ({_x(r['speedup'].get(n))})")
+        body.append(cells)
+    widths = [max(len(h), *(len(b[k]) for b in body)) if body else len(h) for k, h in enumerate(headers)]
+
+    def line(cells):
+        return "  ".join(c.ljust(widths[k]) if k < 2 else c.rjust(widths[k]) for k, c in enumerate(cells))
+    out = [f"scaling: median ms at each thread count (speed-up over {counts[0]} "
+           f"thread{'s' if counts[0] > 1 else ''})", line(headers), "-" * len(line(headers))]
+    return "\n".join(out + [line(b) for b in body])
+
+
+def format_scaling_targets(targets):
+    """Issue 4's thread-scaling targets met and missed, one line each."""
+    if not targets:
+        return ""
+    lines = [f"scaling targets (fastnn native, speed-up over 1 thread): "
+             f"{sum(t['met'] for t in targets)} of {len(targets)} met"]
+    for t in sorted(targets, key=lambda t: (t["met"], t["threads"], t["workload"])):
+        status = "met" if t["met"] else f"MISSED by {t['target'] / t['measured']:.2f}x"
+        lines.append(f"  {t['workload']:<3}{t['threads']:>3} threads {t['measured']:8.2f}x  "
+                     f"(target {t['target']:g}x)  {status}")
+    return "\n".join(lines)
+
+
+def write_scaling_plot(path, rows, counts, impl, note):
+    import matplotlib
+    import matplotlib.ticker
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    mine = [r for r in rows if r["impl"] == impl]
+    for k, r in enumerate(mine):
+        xs = [n for n in counts if n in r["speedup"]]
+        ax.plot(xs, [r["speedup"][n] for n in xs], marker="o", color=f"C{k % 10}",
+                linestyle="-" if k < 10 else "--", label=f"{r['key']} {r['title']}")
+    ax.plot(counts, [n / counts[0] for n in counts], color="black", linewidth=0.8, linestyle=":",
+            label="linear")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xticks(counts)
+    ax.set_xticklabels([str(n) for n in counts])
+    top = max([n / counts[0] for n in counts] + [x for r in mine for x in r["speedup"].values()])
+    ticks = [2.0 ** e for e in range(-3, 8) if 2.0 ** e <= 2 * top]
+    ax.set_yticks(ticks)
+    ax.set_yticklabels([f"{t:g}x" for t in ticks])
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("threads")
+    ax.set_ylabel(f"speed-up over {counts[0]} thread{'s' if counts[0] > 1 else ''}")
+    ax.set_title(f"fastnn bench, {B.IMPLEMENTATION_LABELS[impl]} {note}")
+    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 def write_plot(path, results, impls, primary_note):
@@ -506,8 +602,9 @@ def run(args):
         settings["warmup"] = args.warmup
     if args.rounds is not None:
         settings["rounds"] = args.rounds
-    settings.update(threads=args.threads, quick=bool(args.quick), clock=args.clock)
-    if args.clock == "cpu" and args.threads != 1:
+    settings.update(quick=bool(args.quick), clock=args.clock)
+    counts = args.threads
+    if args.clock == "cpu" and counts != [1]:
         return _fail("--clock cpu needs --threads 1 (CPU time adds up the threads; it is not a time per call "
                      "with several)")
     workloads = args.only if args.only is not None else list(B.WORKLOADS)
@@ -528,8 +625,63 @@ def run(args):
                      + "; ".join(f"{i}: {status[i][1]}" for i in args.impl))
     primary = "native" if "native" in impls else impls[0]
 
-    with B.thread_limits(args.threads, use_torch="torch" in impls) as applied:
-        machine = B.machine_info(args.threads, args.peak_gflops, applied, clock=args.clock)
+    reports = []
+    for n in counts:
+        if len(counts) > 1:
+            print(f"==== {n} thread{'s' if n > 1 else ''} ====", flush=True)
+        peak = args.peak_gflops * n / counts[0] if args.peak_gflops else None
+        reports.append(_run_at(args, dict(settings, threads=n), workloads, impls, primary, status, peak))
+        if len(counts) > 1:
+            print()
+
+    if len(counts) == 1:
+        report = reports[0]
+    else:
+        runs = {r["settings"]["threads"]: r["results"] for r in reports}
+        scaling = scaling_rows(runs, impls)
+        scaling_targets = B.evaluate_scaling_targets(runs) if "native" in impls else []
+        print(format_scaling(scaling, counts))
+        if scaling_targets:
+            print("\n" + format_scaling_targets(scaling_targets))
+        report = {"schema": "fastnn-bench-scaling/1", "date": reports[0]["date"],
+                  "command": _command_line(args, settings), "threads": counts, "runs": reports,
+                  "scaling": [dict(r, median_ms={str(k): v for k, v in r["median_ms"].items()},
+                                   speedup={str(k): v for k, v in r["speedup"].items()}) for r in scaling],
+                  "scaling_targets": scaling_targets}
+    if args.json_path:
+        with open(args.json_path, "w", encoding="utf-8") as fh:
+            json.dump(report, fh, indent=1)
+        print(f"\nwrote {args.json_path}")
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as fh:
+            if len(counts) == 1:
+                fh.write(format_markdown(report))
+            else:
+                for r in reports:
+                    fh.write(f"### {r['settings']['threads']} thread(s)\n\n" + format_markdown(r) + "\n")
+                fh.write("### Scaling\n\n```\n" + format_scaling(scaling, counts) + "\n"
+                         + (("\n" + format_scaling_targets(scaling_targets) + "\n") if scaling_targets else "")
+                         + "```\n")
+        print(f"wrote {args.markdown}")
+    if args.plot:
+        machine = reports[0]["machine"]
+        if len(counts) == 1:
+            note = f"({counts[0]} thread{'s' if counts[0] > 1 else ''}, {machine['date']}"
+            note += ")" if "native" in impls else "; native kernels not built)"
+            write_plot(args.plot, reports[0]["results"], impls, note)
+        else:
+            write_scaling_plot(args.plot, scaling, counts, primary, f"({machine['date']})")
+        print(f"wrote {args.plot}")
+    failed = any("error" in c or c.get("check") == "mismatch"
+                 for r in reports for row in r["results"] for c in row["timings"].values())
+    return 1 if failed else 0
+
+
+def _run_at(args, settings, workloads, impls, primary, status, peak_gflops):
+    """The table at settings["threads"] threads, printed; returns its report (the JSON of one count)."""
+    threads = settings["threads"]
+    with B.thread_limits(threads, use_torch="torch" in impls) as applied:
+        machine = B.machine_info(threads, peak_gflops, applied, clock=args.clock)
         machine["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         if "torch" in impls:
             torch = B.import_torch()
@@ -552,10 +704,11 @@ def run(args):
     targets = B.evaluate_targets(results)
     if targets:
         print("\n" + format_targets(targets))
-    report = {
+    return {
         "schema": "fastnn-bench/1",
         "date": machine["date"],
-        "command": _command_line(args, settings),
+        "command": _command_line(args, settings).replace(
+            "--threads " + ",".join(map(str, args.threads)), f"--threads {threads}"),
         "settings": {**settings, "workloads": [w.key for w in workloads], "implementations": impls},
         "machine": machine,
         "implementations": {i: {"label": B.IMPLEMENTATION_LABELS[i], "available": status[i][0],
@@ -564,18 +717,3 @@ def run(args):
         "results": results,
         "targets": targets,
     }
-    if args.json_path:
-        with open(args.json_path, "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=1)
-        print(f"\nwrote {args.json_path}")
-    if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as fh:
-            fh.write(format_markdown(report))
-        print(f"wrote {args.markdown}")
-    if args.plot:
-        note = f"({args.threads} thread{'s' if args.threads > 1 else ''}, {machine['date']}"
-        note += ")" if "native" in impls else "; native kernels not built)"
-        write_plot(args.plot, results, impls, note)
-        print(f"wrote {args.plot}")
-    failed = any("error" in c or c.get("check") == "mismatch" for r in results for c in r["timings"].values())
-    return 1 if failed else 0

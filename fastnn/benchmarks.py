@@ -524,6 +524,41 @@ def _deep_convnet_flops(data):
     return total + 2.0 * n * data["W7"].size + 2.0 * n * data["W8"].size
 
 
+# --- S: sgemm ------------------------------------------------------------------------------------
+
+# issue 4's GEMM target: 2048^3 float32 against NumPy's BLAS (the reference backend's matmul is
+# np.matmul) and torch.mm; --quick multiplies 512^3
+S_SIZE = 2048
+S_SIZE_QUICK = 512
+
+
+def _sgemm_data(quick=False):
+    rng = _rng("S")
+    n = S_SIZE_QUICK if quick else S_SIZE
+    return {"a": _normal(rng, (n, n)), "b": _normal(rng, (n, n))}
+
+
+def _sgemm_fastnn(ops, data):
+    a, b = data["a"], data["b"]
+
+    def step():
+        return (ops.matmul(a, b),)
+    return step
+
+
+def _sgemm_torch(torch, data):
+    a, b = _torch_tensor(torch, data["a"]), _torch_tensor(torch, data["b"])
+
+    def step():
+        return (torch.mm(a, b).numpy(),)
+    return step
+
+
+def _sgemm_flops(data):
+    (n, k), m = data["a"].shape, data["b"].shape[1]
+    return 2.0 * n * k * m
+
+
 WORKLOADS = (
     Workload("A", "affine-large", "Affine x(128,784) W(784,512)", "compute", ("affine", "linear"),
              _affine_data(128, 784, 512, "A"), _affine_fastnn, _affine_torch, flops=_affine_flops),
@@ -556,12 +591,15 @@ WORKLOADS = (
     Workload("J", "deepconvnet-inference", "DeepConvNet (6 conv) inference", "compute",
              ("inference", "net"), _deep_convnet_data, _deep_convnet_fastnn, _deep_convnet_torch,
              flops=_deep_convnet_flops),
+    Workload("S", "sgemm", "sgemm (float32 matmul)", "compute", ("gemm",),
+             _sgemm_data, _sgemm_fastnn, _sgemm_torch, flops=_sgemm_flops),
 )
 
 WORKLOAD_KEYS = tuple(w.key for w in WORKLOADS)
 
-# The targets of issue 6 for fastnn native, at 1 and 2 threads: (workload keys, measure, at least).
-# "numpy": speed-up over the NumPy reference; "torch": PyTorch ms / native ms; "copy": % of the copy bandwidth.
+# The targets of issues 6 and 4 for fastnn native, at 1 and 2 threads: (workload keys, measure, at
+# least). "numpy": speed-up over the NumPy reference; "torch": PyTorch ms / native ms; "copy": % of
+# the copy bandwidth; "peak": % of the FMA peak.
 TARGETS = (
     (("C", "D", "E", "F", "I"), "numpy", 10.0),
     (("G1", "G2", "H1", "H2"), "numpy", 5.0),
@@ -573,6 +611,16 @@ TARGETS = (
     (("H1", "H2"), "torch", 1.3),
     (("I",), "torch", 2.5),
     (("F", "H1", "H2"), "copy", 70.0),
+    (("S",), "numpy", 0.95),
+    (("S",), "peak", 85.0),
+)
+
+# Issue 4's targets for the thread scaling of fastnn native (`fastnn bench --threads 1,2,...,16`):
+# (workload keys or "compute" for every compute-bound one, thread count, at least this speed-up
+# over 1 thread).
+SCALING_TARGETS = (
+    ("compute", 2, 1.85),
+    (("S", "E"), 16, 12.0),
 )
 
 
@@ -590,9 +638,32 @@ def evaluate_targets(results):
             elif against == "torch":
                 measured = row["native_vs_torch"]
             else:
-                measured = row["timings"].get("native", {}).get("copy_pct")
+                measured = row["timings"].get("native", {}).get(f"{against}_pct")
             if measured is not None:
                 out.append({"workload": key, "against": against, "target": target, "measured": measured,
+                            "met": measured >= target})
+    return out
+
+
+def evaluate_scaling_targets(runs):
+    """[{workload, threads, target, measured, met}] from `runs`, {thread count: results}: the native
+    speed-up at that count over 1 thread, for the SCALING_TARGETS whose counts were measured."""
+    if 1 not in runs:
+        return []
+    base = {r["key"]: r for r in runs[1]}
+    out = []
+    for keys, n, target in SCALING_TARGETS:
+        if n not in runs:
+            continue
+        for row in runs[n]:
+            key = row["key"]
+            if key not in base or (row["kind"] != "compute" if keys == "compute" else key not in keys):
+                continue
+            one = base[key]["timings"].get("native", {}).get("median_ms")
+            many = row["timings"].get("native", {}).get("median_ms")
+            if one and many:
+                measured = one / many
+                out.append({"workload": key, "threads": n, "target": target, "measured": measured,
                             "met": measured >= target})
     return out
 
@@ -601,6 +672,9 @@ def workload_title(workload, data):
     """The title with the image count of J, which depends on --quick."""
     if workload.key == "J":
         return f"{workload.title}, {data['x'].shape[0]:,} images"
+    if workload.key == "S":
+        n = data["a"].shape[0]
+        return f"sgemm {n}^3 (float32 matmul)"
     return workload.title
 
 

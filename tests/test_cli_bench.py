@@ -125,6 +125,8 @@ def test_thread_limits_apply_and_restore():
 @pytest.mark.parametrize(("argv", "message"), [
     (["--threads", "0"], "--threads expects a whole number >= 1, got 0"),
     (["--threads", "two"], "--threads expects a whole number >= 1, got 'two'"),
+    (["--threads", "1,0"], "--threads expects a whole number >= 1, got 0"),
+    (["--threads", ","], "--threads expects N or a comma-separated list such as 1,2,4, got ','"),
     (["--repeat", "0"], "--repeat expects a whole number >= 1"),
     (["--only", "Z"], "unknown workload(s) 'Z'; choose from: A, B, C"),
     (["--only", "conv,nope"], "unknown workload(s) 'nope'"),
@@ -273,6 +275,9 @@ def test_workload_work_counts():
     assert a.flops(a.make_data()) == 3 * 2 * 128 * 784 * 512
     d = B.get_workload("D")
     assert d.flops(d.make_data()) == 3 * 2 * (64 * 28 * 28) * 32 * (16 * 3 * 3)
+    s = B.get_workload("S")
+    assert s.flops(s.make_data()) == 2 * 2048 ** 3
+    assert s.flops(s.make_data(quick=True)) == 2 * 512 ** 3
     f = B.get_workload("F")
     x_bytes = 64 * 32 * 28 * 28 * 4
     y_elems = 64 * 32 * 14 * 14
@@ -303,7 +308,7 @@ def test_compare_outputs_catches_layout_bugs():
 
 
 @pytest.mark.skipif(not TORCH, reason="torch not installed")
-@pytest.mark.parametrize("key", ["A", "D", "F", "H2", "I"])
+@pytest.mark.parametrize("key", ["A", "D", "F", "H2", "I", "S"])
 def test_torch_matches_numpy_reference(key):
     workload = B.get_workload(key)
     data = workload.make_data(quick=True)
@@ -332,7 +337,7 @@ def test_fma_peak_scales_with_cores_used():
     assert B.fma_peak(cpu, 1, override=50.0) == (50.0, "given with --peak-gflops")
 
 
-@pytest.mark.parametrize("key", ["A", "C", "F", "G2", "H2", "I"])
+@pytest.mark.parametrize("key", ["A", "C", "F", "G2", "H2", "I", "S"])
 def test_fastnn_workloads_stay_float32(key):
     # A fair NumPy baseline passes float32 through (the book's code silently computes in float64).
     workload = B.get_workload(key)
@@ -348,13 +353,74 @@ def test_evaluate_targets():
          "timings": {"native": {}}},
         {"key": "H1", "speedup_vs_numpy": {"native": 4.0}, "native_vs_torch": None,
          "timings": {"native": {"copy_pct": 75.0}}},
+        {"key": "S", "speedup_vs_numpy": {"native": 0.9}, "native_vs_torch": 1.1,
+         "timings": {"native": {"peak_pct": 90.0}}},
     ]
     got = {(t["workload"], t["against"]): (t["target"], t["met"]) for t in B.evaluate_targets(results)}
     assert got == {("C", "numpy"): (10.0, True), ("C", "torch"): (4.0, False),
-                   ("H1", "numpy"): (5.0, False), ("H1", "copy"): (70.0, True)}
+                   ("H1", "numpy"): (5.0, False), ("H1", "copy"): (70.0, True),
+                   ("S", "numpy"): (0.95, False), ("S", "peak"): (85.0, True)}
     text = __import__("fastnn._cli_bench", fromlist=["format_targets"]).format_targets(B.evaluate_targets(results))
-    assert text.splitlines()[0] == "targets (fastnn native): 2 of 4 met"
-    assert "MISSED by 1.33x" in text and "MISSED by 1.25x" in text
+    assert text.splitlines()[0] == "targets (fastnn native): 3 of 6 met"
+    assert "MISSED by 1.33x" in text and "MISSED by 1.25x" in text and "MISSED by 1.06x" in text
+    assert "S  % of FMA peak" in text and "90.00%  (target 85%)  met" in text
+
+
+def _scaling_row(key, kind, ms):
+    return {"key": key, "kind": kind, "title": key, "timings": {"native": {"median_ms": ms}}}
+
+
+def test_evaluate_scaling_targets():
+    runs = {1: [_scaling_row("A", "compute", 4.0), _scaling_row("E", "compute", 32.0),
+                _scaling_row("F", "memory", 1.0), _scaling_row("S", "compute", 160.0)],
+            2: [_scaling_row("A", "compute", 2.0), _scaling_row("E", "compute", 20.0),
+                _scaling_row("F", "memory", 1.0), _scaling_row("S", "compute", 85.0)],
+            16: [_scaling_row("A", "compute", 1.0), _scaling_row("E", "compute", 2.5),
+                 _scaling_row("F", "memory", 0.5), _scaling_row("S", "compute", 14.0)]}
+    got = {(t["workload"], t["threads"]): (t["measured"], t["met"]) for t in B.evaluate_scaling_targets(runs)}
+    # 2 threads: every compute-bound workload (F is memory-bound); 16 threads: S and E only
+    assert got == {("A", 2): (2.0, True), ("E", 2): (1.6, False), ("S", 2): (pytest.approx(160 / 85), True),
+                   ("E", 16): (12.8, True), ("S", 16): (pytest.approx(160 / 14), False)}
+    assert B.evaluate_scaling_targets({2: runs[2], 16: runs[16]}) == []   # no 1-thread run to compare with
+    text = __import__("fastnn._cli_bench", fromlist=["f"]).format_scaling_targets(B.evaluate_scaling_targets(runs))
+    assert text.splitlines()[0] == "scaling targets (fastnn native, speed-up over 1 thread): 3 of 5 met"
+    assert "MISSED by 1.16x" in text and "MISSED by 1.05x" in text
+
+
+def test_thread_sweep(tmp_path, capsys):
+    out, md = tmp_path / "s.json", tmp_path / "s.md"
+    rc, stdout, _ = run_bench(["--only", "G1,S", "--impl", "numpy", "--repeat", "1", "--quick", "--threads", "2,1",
+                               "--peak-gflops", "50", "--json", str(out), "--markdown", str(md)], capsys)
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["schema"] == "fastnn-bench-scaling/1" and report["threads"] == [1, 2]
+    assert "--threads 1,2 " in report["command"]
+    assert [r["settings"]["threads"] for r in report["runs"]] == [1, 2]
+    for r, n in zip(report["runs"], (1, 2)):
+        assert r["schema"] == "fastnn-bench/1" and f"--threads {n} " in r["command"]
+        assert r["machine"]["threads"] == n and r["machine"]["peak_gflops"] == pytest.approx(50.0 * n)
+        assert [row["key"] for row in r["results"]] == ["G1", "S"]
+    ms = {(r["settings"]["threads"], row["key"]): row["timings"]["numpy"]["median_ms"]
+          for r in report["runs"] for row in r["results"]}
+    rows = {row["key"]: row for row in report["scaling"]}
+    assert set(rows) == {"G1", "S"} and all(row["impl"] == "numpy" for row in rows.values())
+    for key, row in rows.items():
+        assert row["median_ms"] == {"1": ms[(1, key)], "2": ms[(2, key)]}
+        assert row["speedup"]["2"] == pytest.approx(ms[(1, key)] / ms[(2, key)])
+        assert row["speedup"]["1"] == pytest.approx(1.0)
+    assert report["scaling_targets"] == []   # they are fastnn native's
+    assert "==== 1 thread ====" in stdout and "==== 2 threads ====" in stdout
+    assert "scaling: median ms at each thread count (speed-up over 1 thread)" in stdout
+    text = md.read_text()
+    assert "### 1 thread(s)" in text and "### 2 thread(s)" in text and "### Scaling" in text
+
+
+def test_thread_sweep_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "s.png"
+    rc, _, _ = run_bench(["--only", "G1", "--repeat", "1", "--quick", "--threads", "1,2", "--plot", str(png)],
+                         capsys)
+    assert rc == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_no_targets_without_native(tmp_path, capsys):

@@ -13,9 +13,11 @@
  * filters (padding 2 - pad), as on the direct path.
  *
  * Tiles run in blocks of whole tile rows, sized so the block's transformed
- * input and output (a*a x (C + F) x T values) stay in L2; each tile of a block
- * is a lane, its values gathered into lane arrays, and the transforms are flat
- * loops over all the block's lanes, written once and compiled for each ISA.
+ * input and output (a*a x (C + F) x T values) stay about the size of L2; each
+ * tile of a block is a lane, its values gathered into lane arrays (the input
+ * transform's left side already applied to the image rows), and the
+ * transforms are flat loops over all the block's lanes, written once and
+ * compiled for each ISA.
  * The forward's products run on the indirect-B microkernel straight from V,
  * the weight gradient's on the GEMM driver. Blocks are split
  * statically over threads, so the forward result does not depend on the thread

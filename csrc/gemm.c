@@ -19,6 +19,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "gemm.h"
+#include "kernels.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -100,10 +100,11 @@ void fnn_transpose_avx2_f32(const float *src, int64_t lds, int64_t rows, int64_t
 #endif
 
 /* out[t] = dy[t] * act'(z[t]) for t < n, with the derivative taken from the output
- * y = act(z) (activation.h), vectorised for `isa`: the backward of a fused activation. */
-void fnn_act_grad_from_y_mul_f32(int isa, const float *dy, const float *y, float *out, int64_t n, int act,
+ * y = act(z) (activation.h), vectorised for ctx's ISA and split over its threads:
+ * the backward of a fused activation. */
+void fnn_act_grad_from_y_mul_f32(fnn_ctx ctx, const float *dy, const float *y, float *out, int64_t n, int act,
                                  double alpha);
-void fnn_act_grad_from_y_mul_f64(int isa, const double *dy, const double *y, double *out, int64_t n, int act,
+void fnn_act_grad_from_y_mul_f64(fnn_ctx ctx, const double *dy, const double *y, double *out, int64_t n, int act,
                                  double alpha);
 
 /* Packers of plain matrices (src: const fnn_matrix_src *). */

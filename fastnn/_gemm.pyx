@@ -17,10 +17,10 @@ include "_ctx.pxi"
 cnp.import_array()
 
 cdef extern from "gemm.h" nogil:
-    void fnn_act_grad_from_y_mul_f32(int isa, const float *dy, const float *y, float *out, int64_t n, int act,
-                                     double alpha)
-    void fnn_act_grad_from_y_mul_f64(int isa, const double *dy, const double *y, double *out, int64_t n, int act,
-                                     double alpha)
+    void fnn_act_grad_from_y_mul_f32(fnn_ctx ctx, const float *dy, const float *y, float *out, int64_t n,
+                                     int act, double alpha)
+    void fnn_act_grad_from_y_mul_f64(fnn_ctx ctx, const double *dy, const double *y, double *out, int64_t n,
+                                     int act, double alpha)
     ctypedef struct fnn_epilogue:
         int bias_mode
         const void *bias
@@ -209,10 +209,9 @@ cdef object _act_grad(dy, y, int act, double alpha):
     cdef void *gp = cnp.PyArray_DATA(ga)
     with nogil:
         if cnp.PyArray_TYPE(da) == cnp.NPY_FLOAT:
-            fnn_act_grad_from_y_mul_f32(ctx.isa, <const float *>dp, <const float *>yp, <float *>gp, n, act, alpha)
+            fnn_act_grad_from_y_mul_f32(ctx, <const float *>dp, <const float *>yp, <float *>gp, n, act, alpha)
         else:
-            fnn_act_grad_from_y_mul_f64(ctx.isa, <const double *>dp, <const double *>yp, <double *>gp, n, act,
-                                        alpha)
+            fnn_act_grad_from_y_mul_f64(ctx, <const double *>dp, <const double *>yp, <double *>gp, n, act, alpha)
     return g
 
 

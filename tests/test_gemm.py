@@ -222,6 +222,28 @@ def test_linear_backward_against_formulas(dtype, act, rng):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("act", [a for a in ACTS if a not in (None, "identity")])
+def test_fused_activation_gradient_in_pieces_over_threads(isa, act, rng):
+    # 41 x 1601 outputs: past the size where the activation's derivative is split
+    # over the threads, and not a multiple of its pieces (16384 elements)
+    from fastnn import _reference as R
+    n, d, m = 41, 7, 1601
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    w = rng.standard_normal((d, m)).astype(np.float32)
+    dy = rng.standard_normal((n, m)).astype(np.float32)
+    y = _gemm.linear(x, w, None, act, 0.1)
+    with native_setting(isa, 1):
+        one = _gemm.linear_backward(dy, x, w, act, 0.1, y)
+    with native_setting(isa, 3):
+        three = _gemm.linear_backward(dy, x, w, act, 0.1, y)
+    for a, b in zip(one, three):
+        np.testing.assert_array_equal(a, b)
+    want = R.linear_backward(dy, x, w, act, 0.1, y)
+    for got, ref in zip(three, want):
+        np.testing.assert_allclose(got, ref, rtol=2e-5, atol=2e-5 * np.abs(ref).max())
+
+
 def test_linear_backward_numerical_gradient(rng):
     n, d, m = 4, 5, 3
     x = rng.standard_normal((n, d))

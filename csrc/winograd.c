@@ -108,15 +108,17 @@ static fnn_wino_geom wino_geom(int m, int64_t n, int64_t c, int64_t h, int64_t w
     if (most < 1)
         most = 1;
     /* The products compute whole NR-wide panels of tiles, so a block of 56
-     * tiles costs as much as one of 64, and the blocks are split evenly over
-     * the threads. Of the block sizes from half the budget up, take the one
-     * whose busiest thread computes the fewest lanes (conv D on 2 threads: 18
-     * tile rows of 7, 13 blocks a thread of 128 lanes, not 9 of 27 rows and 192
-     * lanes). */
+     * tiles costs as much as one of 64 there (the transforms do not), and the
+     * blocks are split evenly over the threads. Of the block sizes from half
+     * the budget up, take the one whose busiest thread has the fewest lanes,
+     * counted once padded (products) and once not (transforms): conv D on 2
+     * threads, 13 blocks a thread of 18 tile rows of 7 (126 tiles, 128 lanes),
+     * not 9 of 27 rows (189, 192); 100 8x8 images into 64 channels on 2
+     * threads, 4 blocks a thread of 25 rows of 2 tiles, not 4 and 3 of 32. */
     int64_t br = most, best = -1;
     for (int64_t cand = most; cand >= 1 && 2 * cand >= most; cand--) {
         const int64_t blocks = (g.rows + cand - 1) / cand, tb = cand * g.tw;
-        const int64_t lanes = (blocks + nth - 1) / nth * ((tb + nr - 1) / nr * nr);
+        const int64_t lanes = (blocks + nth - 1) / nth * ((tb + nr - 1) / nr * nr + tb);
         if (best < 0 || lanes < best) {
             br = cand;
             best = lanes;

@@ -153,23 +153,28 @@ int fnn_winograd_applies(fnn_ctx ctx, int64_t n, int64_t c, int64_t f, int64_t h
      *   multiplies instead of 2.25x, and fewer transformed values per output
      *   (36 per 16 instead of 16 per 4). 64x16x28x28 into 32: 1.6x the GEMM
      *   paths, F(2x2) 1.1x; 1x64x56x56 into 64: 1.9x and 1.4x.
-     * - The filters are transformed on every call (serially when this was
-     *   measured; now shared by the threads of the blocks): small problems lose
-     *   (1x32x7x7 into 64: 0.2x). Counted in 2x2 output tiles, Winograd needs 256
-     *   a thread (8x16x12x12 into 32 gains 18% on 1 thread; 8x16x14x14 into 32
-     *   loses 20% on 2).
-     * - Thinner products need more tiles to repay the transforms: 16 output
-     *   channels or 8 input channels want 2048 tiles a thread (64x32x28x28 into
-     *   16, a 16 -> 32 layer's data gradient, gains 27-29% on 1 and 2 threads;
-     *   8x16x32x32 into 16 gains 24% on 1 thread and loses 45% on 2), and 8 output
-     *   channels never gain (64x32x28x28 into 8: 0.9x). */
+     * - The filters are transformed on every call, shared by the threads:
+     *   small problems lose (1x32x7x7 into 64: 0.25x). Counted in 2x2 output
+     *   tiles, Winograd needs about 128 a thread with 16+ input and 32+ output
+     *   channels (8x16x8x8 into 32, 8x64x8x8 into 64: 1.29x and 1.54x on 1
+     *   thread; 4x16x12x12 into 32, 144: 1.00-1.02x; 4x32x8x8 into 32, 64:
+     *   0.82-0.97x). It was 256 while the filters' transform and packing were
+     *   separate passes (0.22 of 0.39 ms of 1x64x14x14 into 64).
+     * - Thinner products (16 output or 8 input channels) repay the transforms
+     *   more slowly: 256 tiles a thread (8x8x12x12 into 32: 1.10x, 16x16x8x8
+     *   into 16: 1.17x; 8x16x12x12 into 16: 1.00x; 2x16x32x32 into 16: 1.23x on
+     *   2 threads), and only when the 4x4 tiles are nearly full: 14x14 outputs
+     *   fill 77% of theirs and never gain (16x16x14x14 into 16: 0.89-0.91x).
+     *   8 output channels never gain (64x32x28x28 into 8: 0.9x). */
     const int64_t tiles = n * ((h + 2 * ph - 1) / 2) * ((w + 2 * pw - 1) / 2);
     const int64_t nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+    const int64_t oh = h + 2 * ph - 2, ow = w + 2 * pw - 2;
+    const int full = 10 * oh * ow >= 9 * 16 * ((oh + 3) / 4) * ((ow + 3) / 4); /* 90% of the 4x4 tiles' outputs */
     int take = 0;
     if (c >= 16 && f >= 32)
-        take = tiles >= 256 * nth;
+        take = tiles >= 128 * nth;
     else if ((c >= 16 && f >= 16) || (c >= 8 && f >= 32))
-        take = tiles >= 2048 * nth;
+        take = full && tiles >= 256 * nth;
     return take ? 4 : 0;
 }
 

@@ -313,32 +313,79 @@ static FN(wino_kernels) FN(wino_select)(int isa, int m)
 
 /* ---- filter transforms (once per call) ----------------------------------- */
 
-/* u[(fi * c + ci) * a*a + p] = (G g G^T)[p] for the filters g = wt[fi, ci] of
- * the output channel fi (each filter's a*a values together: written in one run),
- * in double: G's 1/6 and 1/24 are not exact in float; 16 channels at a time
- * along the innermost loops so that they vectorise */
-static void FN(wino_filter_transform)(const T *wt, int64_t fi, int64_t c, int m, T *u)
+/* U for the forward's products, packed as MR-row micro-panels over the depth
+ * C: up[p * f_alloc * c + (fi / MR) * c * MR + ci * MR + fi % MR] = (G g G^T)[p]
+ * for the filter g = wt[fi, ci] of the output channel fi (zero for fi >= f, up
+ * to f_alloc), one panel of MR filters (from fp) at a time. In double: G's 1/6
+ * and 1/24 are not exact in float. The panel's filters are the vector lanes
+ * (compiled for each ISA), so each position's MR values are stored together,
+ * straight into the packed layout: a separate pack of a plain U read it 36
+ * times over with a stride of 36 (with the baseline build's transform, 56% of
+ * a 1 x 64 x 14 x 14 -> 64 forward), and lanes over channels needed scatters. */
+static FNN_ALWAYS_INLINE void FN(wino_filter_pack_body)(const T *wt, int64_t fp, int64_t f, int64_t c, int m,
+                                                        int mr, int64_t f_alloc, T *up)
 {
     const int a = m + 2;
     const double *G = wino_G(m);
-    for (int64_t c0 = 0; c0 < c; c0 += 16) {
-        const int cb = c - c0 < 16 ? (int)(c - c0) : 16;
-        const T *g = wt + (fi * c + c0) * 9;
+    const int64_t slab = f_alloc * c;
+    const int live = f - fp < mr ? (int)(f - fp) : mr;
+    T *base = up + fp * c;
+    for (int64_t ci = 0; ci < c; ci++) {
         double gk[9][16], gg[6][3][16];
         for (int e = 0; e < 9; e++)
-            for (int q = 0; q < cb; q++)
-                gk[e][q] = (double)g[q * 9 + e];
-        for (int i = 0; i < a; i++)
+            for (int i = 0; i < mr; i++)
+                gk[e][i] = i < live ? (double)wt[((fp + i) * c + ci) * 9 + e] : 0.0;
+        for (int r = 0; r < a; r++)
             for (int k = 0; k < 3; k++)
-                for (int q = 0; q < cb; q++)
-                    gg[i][k][q] = G[3 * i] * gk[k][q] + G[3 * i + 1] * gk[3 + k][q] + G[3 * i + 2] * gk[6 + k][q];
-        T *dst = u + (fi * c + c0) * a * a;
-        for (int i = 0; i < a; i++)
-            for (int j = 0; j < a; j++)
-                for (int q = 0; q < cb; q++)
-                    dst[q * a * a + a * i + j] =
-                        (T)(gg[i][0][q] * G[3 * j] + gg[i][1][q] * G[3 * j + 1] + gg[i][2][q] * G[3 * j + 2]);
+                for (int i = 0; i < mr; i++)
+                    gg[r][k][i] = G[3 * r] * gk[k][i] + G[3 * r + 1] * gk[3 + k][i] + G[3 * r + 2] * gk[6 + k][i];
+        for (int r = 0; r < a; r++)
+            for (int j = 0; j < a; j++) {
+                T *dst = base + (a * r + j) * slab + ci * mr;
+                for (int i = 0; i < mr; i++)
+                    dst[i] = (T)(gg[r][0][i] * G[3 * j] + gg[r][1][i] * G[3 * j + 1] + gg[r][2][i] * G[3 * j + 2]);
+            }
     }
+}
+
+/* the tile size and the panel height as constants where they have the usual
+ * values, so that the loops unroll and G's zeros and ones fold away (a panel
+ * is then one vector of doubles) */
+#define DEFINE_WINO_FILTER_PACK(ISA, TARGET)                                                                  \
+    TARGET static void FN(wino_filter_pack_##ISA)(const T *wt, int64_t fp, int64_t f, int64_t c, int m, int mr, \
+                                                  int64_t f_alloc, T *up)                                     \
+    {                                                                                                         \
+        if (m == 4 && mr == 8)                                                                                \
+            FN(wino_filter_pack_body)(wt, fp, f, c, 4, 8, f_alloc, up);                                       \
+        else if (m == 4 && mr == 6)                                                                           \
+            FN(wino_filter_pack_body)(wt, fp, f, c, 4, 6, f_alloc, up);                                       \
+        else if (m == 4 && mr == 4)                                                                           \
+            FN(wino_filter_pack_body)(wt, fp, f, c, 4, 4, f_alloc, up);                                       \
+        else                                                                                                  \
+            FN(wino_filter_pack_body)(wt, fp, f, c, m, mr, f_alloc, up);                                      \
+    }
+DEFINE_WINO_FILTER_PACK(portable, )
+#if FNN_X86_SIMD
+DEFINE_WINO_FILTER_PACK(avx2, FNN_TARGET_AVX2)
+DEFINE_WINO_FILTER_PACK(avx512, FNN_TARGET_AVX512)
+#endif
+#undef DEFINE_WINO_FILTER_PACK
+
+static void FN(wino_filter_pack)(int isa, const T *wt, int64_t fp, int64_t f, int64_t c, int m, int mr,
+                                 int64_t f_alloc, T *up)
+{
+#if FNN_X86_SIMD
+    if (isa >= FNN_ISA_AVX512) {
+        FN(wino_filter_pack_avx512)(wt, fp, f, c, m, mr, f_alloc, up);
+        return;
+    }
+    if (isa >= FNN_ISA_AVX2) {
+        FN(wino_filter_pack_avx2)(wt, fp, f, c, m, mr, f_alloc, up);
+        return;
+    }
+#endif
+    (void)isa;
+    FN(wino_filter_pack_portable)(wt, fp, f, c, m, mr, f_alloc, up);
 }
 
 /* dw[fi, ci] = G^T dU G for the output channel fi from du[p * f * c + fi * c + ci],
@@ -444,16 +491,6 @@ typedef struct {
     FN(ukri_fn) ukr; /* the indirect-B microkernel: it reads V in place, no packing of B */
 } FN(wino_products);
 
-static void FN(wino_pack_u)(const T *u, int np, int p, int64_t f, int64_t c, int mr, int64_t f_alloc, T *up)
-{
-    for (int64_t fp = 0; fp < f_alloc; fp += mr) {
-        T *dst = up + p * f_alloc * c + fp * c;
-        for (int64_t ci = 0; ci < c; ci++)
-            for (int i = 0; i < mr; i++)
-                dst[ci * mr + i] = fp + i < f ? u[((fp + i) * c + ci) * np + p] : (T)0;
-    }
-}
-
 /* y for the tile rows [r0, r0 + nr): transformed input, a*a products, output
  * transform with the fused bias and activation */
 static void FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_products) *pr, const fnn_wino_geom *g,
@@ -513,10 +550,9 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_
         return 0;
     /* the calling thread's scratch (a fresh allocation of this size would cost a
      * page fault every 4 KiB on every call); no other path holds this slot now */
-    T *u = (T *)fnn_scratch(FNN_SCRATCH_CONV_W, (size_t)(g.np * f * c + g.np * pr.f_alloc * c) * sizeof(T));
-    if (!u)
+    T *up = (T *)fnn_scratch(FNN_SCRATCH_CONV_W, (size_t)(g.np * pr.f_alloc * c) * sizeof(T));
+    if (!up)
         return -1;
-    T *up = u + g.np * f * c;
     pr.up = up;
     const FN(wino_kernels) k = FN(wino_select)(isa, g.m);
     const int64_t nblocks = (g.rows + g.block_rows - 1) / g.block_rows;
@@ -533,19 +569,14 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_
         const T **brow = (const T **)fnn_scratch(FNN_SCRATCH_WINO_DU, (size_t)c * sizeof(T *));
         if (!v || !m || !rows || !brow)
             err = 1;
-        /* the filters are transformed on every call, by all the threads: a
-         * filter's values, then a position's panels, each a thread's (serially,
-         * 0.39 ms of a 100 x 64 x 8 x 8 -> 64 forward's 3.1 on one thread) */
+        /* the filters are transformed on every call, by all the threads, a
+         * panel of MR each (serially, with a separate pack, 0.39 ms of a
+         * 100 x 64 x 8 x 8 -> 64 forward's 3.1 on one thread) */
 #ifdef FASTNN_HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (int64_t fi = 0; fi < f; fi++)
-            FN(wino_filter_transform)(wt, fi, c, g.m, u);
-#ifdef FASTNN_HAVE_OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int p = 0; p < g.np; p++)
-            FN(wino_pack_u)(u, g.np, p, f, c, pr.mr, pr.f_alloc, up);
+        for (int64_t fp = 0; fp < pr.f_alloc; fp += pr.mr)
+            FN(wino_filter_pack)(isa, wt, fp, f, c, g.m, pr.mr, pr.f_alloc, up);
 #ifdef FASTNN_HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif

@@ -148,9 +148,9 @@ def set_conv_algorithm(name):
     """How the native kernels run 3x3 stride-1 convolutions (padding <= 2, finite inputs):
 
     - 'auto' (the default): Winograd F(4x4, 3x3) where it pays off (16+ channels in and
-      32+ out with 256+ 2x2 output tiles per thread; 16+ in and 16+ out, or 8+ in and 32+
-      out, with 2048+), else 'gemm'. The forward, the data and the weight gradient each
-      choose.
+      32+ out with 128+ 2x2 output tiles per thread; 16+ in and 16+ out, or 8+ in and 32+
+      out, with 256+ when the outputs fill 90% of the 4x4 tiles), else 'gemm'. The
+      forward, the data and the weight gradient each choose.
     - 'gemm': never Winograd: the direct and implicit-im2col GEMM paths, whose sums
       follow the reference's order most closely.
     - 'winograd': Winograd F(2x2, 3x3) wherever it can run: 2.25x fewer multiplies, float32

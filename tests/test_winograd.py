@@ -98,12 +98,13 @@ def test_switch_selects_a_different_path(rng):
 
 @pytest.mark.parametrize("geometry, threads", [
     ((1, 32, 7, 7, 64, (1, 1)), 1),      # 16 tiles: the filter transform would cost more than it saves
-    ((8, 8, 12, 12, 32, (1, 1)), 1),     # 8 input channels
-    ((8, 16, 12, 12, 16, (1, 1)), 1),    # 16 output channels from 16
+    ((4, 32, 8, 8, 32, (1, 1)), 1),      # 64 tiles, under 128 a thread
+    ((8, 32, 8, 8, 32, (1, 1)), 2),      # 128 tiles: Winograd on 1 thread, not on 2
+    ((4, 16, 12, 12, 16, (1, 1)), 1),    # 16 -> 16 channels, 144 tiles: under 256
+    ((8, 16, 12, 12, 16, (1, 1)), 2),    # 288 tiles into 16 channels: Winograd on 1 thread, not on 2
+    ((16, 16, 14, 14, 16, (1, 1)), 1),   # 16 -> 16, 784 tiles, but 14x14 fills 77% of the 4x4 tiles
     ((4, 32, 14, 14, 16, (1, 1)), 1),    # 16 output channels from 32, 196 tiles
     ((8, 16, 12, 12, 32, (3, 3)), 1),    # padding 3
-    ((8, 16, 12, 12, 32, (1, 1)), 2),    # 288 tiles: Winograd on 1 thread, not on 2
-    ((8, 32, 32, 32, 16, (1, 1)), 2),    # 2048 tiles into 16 channels: Winograd on 1 thread, not on 2
     ((8, 32, 24, 24, 8, (1, 1)), 1),     # 8 output channels
 ])
 def test_auto_keeps_unprofitable_shapes_on_the_gemm_path(geometry, threads, rng):
@@ -117,8 +118,12 @@ def test_auto_keeps_unprofitable_shapes_on_the_gemm_path(geometry, threads, rng)
 
 @pytest.mark.parametrize("geometry, threads", [
     ((8, 16, 12, 12, 32, (1, 1)), 1),    # 16 -> 32 channels, 288 tiles
-    ((16, 16, 12, 12, 32, (1, 1)), 2),   # 576 tiles: at least 256 for each of 2 threads
+    ((4, 16, 12, 12, 32, (1, 1)), 1),    # 144 tiles: at least 128
+    ((8, 16, 12, 12, 32, (1, 1)), 2),    # 288 tiles: at least 128 for each of 2 threads
     ((8, 32, 32, 32, 16, (1, 1)), 1),    # 32 -> 16 channels (a data gradient's shape), 2048 tiles
+    ((8, 32, 32, 32, 16, (1, 1)), 2),    # the same on 2 threads
+    ((8, 16, 12, 12, 16, (1, 1)), 1),    # 16 -> 16 channels, 288 tiles, 12x12 fills its 4x4 tiles
+    ((8, 8, 12, 12, 32, (1, 1)), 1),     # 8 -> 32 channels, 288 tiles
     ((16, 8, 24, 24, 32, (1, 1)), 1),    # 8 -> 32 channels, 2304 tiles
 ])
 def test_auto_takes_winograd_where_it_pays(geometry, threads, rng):

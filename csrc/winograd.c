@@ -41,6 +41,12 @@
 #else
 #define FNN_ALWAYS_INLINE inline
 #endif
+/* a loop to vectorise as it stands (not folded into the loops around it) */
+#if defined(FASTNN_HAVE_OPENMP)
+#define FNN_SIMD_LOOP _Pragma("omp simd")
+#else
+#define FNN_SIMD_LOOP
+#endif
 #if defined(__GNUC__) && !defined(__clang__)
 #define FNN_NO_LIBC_CALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
 #else

@@ -332,18 +332,25 @@ static FNN_ALWAYS_INLINE void FN(wino_filter_pack_body)(const T *wt, int64_t fp,
     T *base = up + fp * c;
     for (int64_t ci = 0; ci < c; ci++) {
         double gk[9][16], gg[6][3][16];
-        for (int e = 0; e < 9; e++)
-            for (int i = 0; i < mr; i++)
-                gk[e][i] = i < live ? (double)wt[((fp + i) * c + ci) * 9 + e] : 0.0;
+        for (int i = 0; i < mr; i++) {
+            const T *gi = wt + ((fp + i) * c + ci) * 9;
+            for (int e = 0; e < 9; e++)
+                gk[e][i] = i < live ? (double)gi[e] : 0.0;
+        }
         for (int r = 0; r < a; r++)
-            for (int k = 0; k < 3; k++)
+            for (int k = 0; k < 3; k++) {
+                const double g0 = G[3 * r], g1 = G[3 * r + 1], g2 = G[3 * r + 2];
+                FNN_SIMD_LOOP
                 for (int i = 0; i < mr; i++)
-                    gg[r][k][i] = G[3 * r] * gk[k][i] + G[3 * r + 1] * gk[3 + k][i] + G[3 * r + 2] * gk[6 + k][i];
+                    gg[r][k][i] = g0 * gk[k][i] + g1 * gk[3 + k][i] + g2 * gk[6 + k][i];
+            }
         for (int r = 0; r < a; r++)
             for (int j = 0; j < a; j++) {
-                T *dst = base + (a * r + j) * slab + ci * mr;
+                T *FNN_RESTRICT dst = base + (a * r + j) * slab + ci * mr;
+                const double g0 = G[3 * j], g1 = G[3 * j + 1], g2 = G[3 * j + 2];
+                FNN_SIMD_LOOP
                 for (int i = 0; i < mr; i++)
-                    dst[i] = (T)(gg[r][0][i] * G[3 * j] + gg[r][1][i] * G[3 * j + 1] + gg[r][2][i] * G[3 * j + 2]);
+                    dst[i] = (T)(gg[r][0][i] * g0 + gg[r][1][i] * g1 + gg[r][2][i] * g2);
             }
     }
 }

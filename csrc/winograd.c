@@ -43,7 +43,7 @@
 #endif
 /* a loop to vectorise as it stands (not folded into the loops around it) */
 #if defined(FASTNN_HAVE_OPENMP)
-#define FNN_SIMD_LOOP _Pragma("omp simd")
+#define FNN_SIMD_LOOP FNN_PRAGMA(omp simd)
 #else
 #define FNN_SIMD_LOOP
 #endif

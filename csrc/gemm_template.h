@@ -300,10 +300,7 @@ void FN(fnn_act_grad_from_y_mul)(fnn_ctx ctx, const T *dy, const T *y, T *out, i
     const int isa = fnn_isa_of(ctx);
     const int64_t pieces = (n + FNN_ACT_GRAD_PIECE - 1) / FNN_ACT_GRAD_PIECE;
     const int64_t par_work = n;
-    (void)par_work;
-#ifdef FASTNN_HAVE_OPENMP
     FNN_OMP_FOR
-#endif
     for (int64_t p = 0; p < pieces; p++) {
         const int64_t off = p * FNN_ACT_GRAD_PIECE, len = n - off < FNN_ACT_GRAD_PIECE ? n - off : FNN_ACT_GRAD_PIECE;
         FN(act_grad_piece)(isa, dy + off, y + off, out + off, len, act, (T)alpha);

@@ -152,8 +152,9 @@ def _fail(message):
     return 2
 
 
-def _command_line(args, settings):
-    parts = ["fastnn", "bench", "--threads", ",".join(map(str, args.threads))]
+def _command_line(args, threads=None):
+    """The command that reproduces the run (with `threads`, the run at that one count of a sweep)."""
+    parts = ["fastnn", "bench", "--threads", str(threads) if threads else ",".join(map(str, args.threads))]
     if args.only is not None:
         parts += ["--only", ",".join(w.key for w in args.only)]
     if args.impl != list(B.IMPLEMENTATIONS):
@@ -644,7 +645,7 @@ def run(args):
         if scaling_targets:
             print("\n" + format_scaling_targets(scaling_targets))
         report = {"schema": "fastnn-bench-scaling/1", "date": reports[0]["date"],
-                  "command": _command_line(args, settings), "threads": counts, "runs": reports,
+                  "command": _command_line(args), "threads": counts, "runs": reports,
                   "scaling": [dict(r, median_ms={str(k): v for k, v in r["median_ms"].items()},
                                    speedup={str(k): v for k, v in r["speedup"].items()}) for r in scaling],
                   "scaling_targets": scaling_targets}
@@ -707,8 +708,7 @@ def _run_at(args, settings, workloads, impls, primary, status, peak_gflops):
     return {
         "schema": "fastnn-bench/1",
         "date": machine["date"],
-        "command": _command_line(args, settings).replace(
-            "--threads " + ",".join(map(str, args.threads)), f"--threads {threads}"),
+        "command": _command_line(args, threads),
         "settings": {**settings, "workloads": [w.key for w in workloads], "implementations": impls},
         "machine": machine,
         "implementations": {i: {"label": B.IMPLEMENTATION_LABELS[i], "available": status[i][0],

@@ -255,6 +255,75 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_fast_avx512(int m, fl
 }
 #define WINO_GATHER_FAST_AVX512(...) wino_gather_fast_avx512(__VA_ARGS__)
 
+/* Two tile rows of up to 8 tiles each (28- and 32-wide images) as one vector:
+ * their lanes are adjacent in the block (tile row r's from r * count), so
+ * each phase is one 16-lane store for both rows instead of a half-empty store
+ * for each, from two permutes and a blend instead of three permutes each. Row
+ * i of the first tile row is at plane_a + (hi0_a + i) * w, of the second at
+ * plane_b + (hi0_b + i) * w (zero outside [0, h)). Phases q >= m (phases q - m
+ * one tile on) are picked from the row read from column m - pad. Returns 0
+ * where it does not apply. */
+FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE __m512 wino_load16_avx512(const float *src, int64_t c0, int64_t w)
+{
+    int64_t lo = -c0, hi = w - c0; /* valid lanes [lo, hi): columns c0 + lane inside [0, w) */
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > 16 ? 16 : hi;
+    if (!src || hi <= lo)
+        return _mm512_setzero_ps();
+    const __mmask16 valid = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+    return _mm512_maskz_loadu_ps(valid, src + c0);
+}
+
+FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_pair_avx512(int m, float *dst, int64_t ls, int64_t count,
+                                                                        const float *plane_a, const float *plane_b,
+                                                                        int64_t h, int64_t w, int64_t hi0_a,
+                                                                        int64_t hi0_b, int64_t pad, int nrows, int nq)
+{
+    if ((m != 2 && m != 4) || count < 1 || 2 * count > 16)
+        return 0;
+    const __mmask16 keep = (__mmask16)((1u << (2 * count)) - 1), second = (__mmask16)(keep & ~((1u << count) - 1));
+    /* lane l of phase q < m: column m * l + q - pad of the first row's window
+     * (l < count), m * (l - count) + q - pad of the second's (at most 31 from
+     * the window's start, so two vectors hold it) */
+    __m512i pick_a[4], pick_b[4];
+    for (int q = 0; q < m; q++) {
+        int ia[16], ib[16];
+        for (int l = 0; l < 16; l++) {
+            ia[l] = l < count ? q + m * l : 0;
+            ib[l] = l >= count && l < 2 * count ? q + m * (l - count) : 0;
+        }
+        pick_a[q] = _mm512_loadu_si512(ia);
+        pick_b[q] = _mm512_loadu_si512(ib);
+    }
+    for (int i = 0; i < nrows; i++) {
+        float *d = dst + (int64_t)i * nq * ls;
+        const int64_t ra = hi0_a + i, rb = hi0_b + i;
+        const float *src_a = ra >= 0 && ra < h ? plane_a + ra * w : NULL;
+        const float *src_b = rb >= 0 && rb < h ? plane_b + rb * w : NULL;
+        /* the windows from column -pad, and (for phases m, m + 1) from m - pad */
+        const __m512 a0 = wino_load16_avx512(src_a, -pad, w), a1 = wino_load16_avx512(src_a, 16 - pad, w);
+        const __m512 b0 = wino_load16_avx512(src_b, -pad, w), b1 = wino_load16_avx512(src_b, 16 - pad, w);
+        __m512 as0 = a0, as1 = a1, bs0 = b0, bs1 = b1;
+        if (nq > m) {
+            as0 = wino_load16_avx512(src_a, m - pad, w);
+            as1 = wino_load16_avx512(src_a, m + 16 - pad, w);
+            bs0 = wino_load16_avx512(src_b, m - pad, w);
+            bs1 = wino_load16_avx512(src_b, m + 16 - pad, w);
+        }
+        for (int q = 0; q < nq; q++) {
+            const int qq = q < m ? q : q - m;
+            const __m512 va = q < m ? _mm512_permutex2var_ps(a0, pick_a[qq], a1)
+                                    : _mm512_permutex2var_ps(as0, pick_a[qq], as1);
+            const __m512 vb = q < m ? _mm512_permutex2var_ps(b0, pick_b[qq], b1)
+                                    : _mm512_permutex2var_ps(bs0, pick_b[qq], bs1);
+            _mm512_mask_storeu_ps(d + q * ls, keep, _mm512_mask_blend_ps(second, va, vb));
+        }
+    }
+    return 1;
+}
+#define WINO_GATHER_PAIR_FAST_AVX512(...) wino_gather_pair_avx512(__VA_ARGS__)
+
+
 /* The same on AVX2 for F(4x4) rows of up to 8 tiles (28- and 32-wide images):
  * eight values of a row (two tiles) are put phase-major by one permute, a 4x4
  * transpose of value pairs makes each phase's eight tiles one vector, and
@@ -318,6 +387,7 @@ FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE int wino_gather_fast_avx2(int m, float 
 #undef T
 #undef SFX
 #undef WINO_GATHER_FAST_AVX512
+#undef WINO_GATHER_PAIR_FAST_AVX512
 #undef WINO_GATHER_FAST_AVX2
 
 #define T double

@@ -211,9 +211,12 @@ DEFINE_WINO_TRANSFORMS(4, WINO4_BT, WINO4_A, WINO4_AT)
 
 typedef struct {
     /* one tile row's input tiles (a x a, times B^T on the left; the last
-     * argument is scratch for 2 * a * w values) and gradient tiles (m x m) */
-    void (*gather_input)(T *, int64_t, int64_t, const T *, int64_t, int64_t, int64_t, int64_t, T *);
-    void (*gather_grad)(T *, int64_t, int64_t, const T *, int64_t, int64_t, int64_t, int64_t);
+     * argument is scratch for 4 * a * w values) and gradient tiles (m x m),
+     * and the next tile row's after them when the second plane is set
+     * (dst, ls, count, plane, plane2, h, w, hi0, hi0_2, pad[, scratch]) */
+    void (*gather_input)(T *, int64_t, int64_t, const T *, const T *, int64_t, int64_t, int64_t, int64_t, int64_t,
+                         T *);
+    void (*gather_grad)(T *, int64_t, int64_t, const T *, const T *, int64_t, int64_t, int64_t, int64_t, int64_t);
     void (*input)(const T *, int64_t, int64_t, T *, int64_t);
     void (*grad)(const T *, T *, int64_t, int64_t, T *, int64_t);
     void (*output)(const T *, int64_t, int64_t, T *, T *);
@@ -234,24 +237,48 @@ typedef struct {
 #define WINO_GATHER_FAST_avx2(...) 0
 #endif
 #define WINO_GATHER_FAST_portable(...) 0
+/* and one for two tile rows at once (WINO_GATHER_PAIR_FAST_<ISA>) */
+#ifdef WINO_GATHER_PAIR_FAST_AVX512
+#define WINO_GATHER_PAIR_FAST_avx512(...) WINO_GATHER_PAIR_FAST_AVX512(__VA_ARGS__)
+#else
+#define WINO_GATHER_PAIR_FAST_avx512(...) 0
+#endif
+#define WINO_GATHER_PAIR_FAST_avx2(...) 0
+#define WINO_GATHER_PAIR_FAST_portable(...) 0
 
 /* one instance of the transforms per tile size and ISA: the same loops,
  * vectorised by the compiler for that ISA's registers */
 #define DEFINE_WINO_KERNELS(M, ISA, TARGET)                                                                   \
     TARGET static FNN_NO_LIBC_CALLS void FN(wino##M##_gather_input_##ISA)(                                    \
-        T *dst, int64_t ls, int64_t count, const T *plane, int64_t h, int64_t w, int64_t hi0, int64_t pad,    \
-        T *buf)                                                                                               \
+        T *dst, int64_t ls, int64_t count, const T *plane, const T *plane2, int64_t h, int64_t w, int64_t hi0,  \
+        int64_t hi0_2, int64_t pad, T *buf)                                                                   \
     {                                                                                                         \
-        const T *in = FN(wino_row_window)(plane, h, w, hi0, M + 2, buf + (M + 2) * w);                        \
+        const int64_t win = (M + 2) * w;                                                                      \
+        const T *in = FN(wino_row_window)(plane, h, w, hi0, M + 2, buf + win);                                \
         FN(wino##M##_rows_bt_body)(in, w, buf, w, w);                                                         \
+        if (plane2) {                                                                                         \
+            T *buf2 = buf + 2 * win;                                                                          \
+            const T *in2 = FN(wino_row_window)(plane2, h, w, hi0_2, M + 2, buf2 + win);                       \
+            FN(wino##M##_rows_bt_body)(in2, w, buf2, w, w);                                                   \
+            if (WINO_GATHER_PAIR_FAST_##ISA(M, dst, ls, count, buf, buf2, M + 2, w, 0, 0, pad, M + 2, M + 2)) \
+                return;                                                                                       \
+        }                                                                                                     \
         if (!WINO_GATHER_FAST_##ISA(M, dst, ls, count, buf, M + 2, w, 0, pad, M + 2, M + 2))                  \
             FN(wino_gather_body)(dst, ls, count, buf, M + 2, w, 0, pad, M, M + 2, M + 2);                     \
+        if (plane2 && !WINO_GATHER_FAST_##ISA(M, dst + count, ls, count, buf + 2 * win, M + 2, w, 0, pad,     \
+                                              M + 2, M + 2))                                                  \
+            FN(wino_gather_body)(dst + count, ls, count, buf + 2 * win, M + 2, w, 0, pad, M, M + 2, M + 2);   \
     }                                                                                                         \
     TARGET static FNN_NO_LIBC_CALLS void FN(wino##M##_gather_grad_##ISA)(                                     \
-        T *dst, int64_t ls, int64_t count, const T *plane, int64_t h, int64_t w, int64_t hi0, int64_t pad)    \
+        T *dst, int64_t ls, int64_t count, const T *plane, const T *plane2, int64_t h, int64_t w, int64_t hi0,  \
+        int64_t hi0_2, int64_t pad)                                                                           \
     {                                                                                                         \
+        if (plane2 && WINO_GATHER_PAIR_FAST_##ISA(M, dst, ls, count, plane, plane2, h, w, hi0, hi0_2, pad, M, M)) \
+            return;                                                                                           \
         if (!WINO_GATHER_FAST_##ISA(M, dst, ls, count, plane, h, w, hi0, pad, M, M))                          \
             FN(wino_gather_body)(dst, ls, count, plane, h, w, hi0, pad, M, M, M);                             \
+        if (plane2 && !WINO_GATHER_FAST_##ISA(M, dst + count, ls, count, plane2, h, w, hi0_2, pad, M, M))     \
+            FN(wino_gather_body)(dst + count, ls, count, plane2, h, w, hi0_2, pad, M, M, M);                  \
     }                                                                                                         \
     TARGET static void FN(wino##M##_input_##ISA)(const T *d, int64_t ls, int64_t n, T *out, int64_t ldp)      \
     {                                                                                                         \
@@ -295,6 +322,9 @@ DEFINE_WINO_COPY(avx512, FNN_TARGET_AVX512)
 #undef WINO_GATHER_FAST_avx512
 #undef WINO_GATHER_FAST_avx2
 #undef WINO_GATHER_FAST_portable
+#undef WINO_GATHER_PAIR_FAST_avx512
+#undef WINO_GATHER_PAIR_FAST_avx2
+#undef WINO_GATHER_PAIR_FAST_portable
 
 /* the transforms of tile size m (2 or 4) for this ISA */
 static FN(wino_kernels) FN(wino_select)(int isa, int m)
@@ -429,12 +459,12 @@ static void FN(wino_filter_grad)(const T *du, int64_t fi, int64_t f, int64_t c, 
 
 /* Elements of the per-thread row scratch: the output transform's m rows of
  * m * len and its a*m temporaries; the gathered input tiles (a*a lane arrays)
- * and the input gather's two windows of a image rows, or the gradient's
+ * and the input gather's four windows of a image rows, or the gradient's
  * gathered tiles and temporaries (m*m + a*m lane arrays) */
 static int64_t FN(wino_rows_elems)(const fnn_wino_geom *g)
 {
     const int64_t out = (g->m * g->m + g->m * g->a) * (g->block_rows * g->tw + FNN_WINO_LANES);
-    const int64_t in = g->np * g->ldb + 2 * g->a * g->w;
+    const int64_t in = g->np * g->ldb + 4 * g->a * g->w;
     const int64_t grad = (g->m * g->m + g->m * g->a) * g->ldb;
     const int64_t most = out > in ? out : in;
     return most > grad ? most : grad;
@@ -453,10 +483,12 @@ static void FN(wino_input_block)(const FN(wino_kernels) *k, const fnn_wino_geom 
         for (int64_t l = spill; l < nv; l++)
             d[p * ls + l] = 0;
     for (int64_t ci = 0; ci < g->c; ci++) {
-        for (int64_t r = 0; r < nr; r++) {
+        for (int64_t r = 0; r < nr; r += 2) { /* two tile rows a call */
             const int64_t ni = (r0 + r) / g->th, ty = (r0 + r) % g->th;
-            k->gather_input(d + r * g->tw, ls, g->tw, x + (ni * g->c + ci) * g->h * g->w, g->h, g->w,
-                            g->m * ty - g->ph, g->pw, window);
+            const int64_t ni2 = (r0 + r + 1) / g->th, ty2 = (r0 + r + 1) % g->th;
+            k->gather_input(d + r * g->tw, ls, g->tw, x + (ni * g->c + ci) * g->h * g->w,
+                            r + 1 < nr ? x + (ni2 * g->c + ci) * g->h * g->w : NULL, g->h, g->w,
+                            g->m * ty - g->ph, g->m * ty2 - g->ph, g->pw, window);
         }
         for (int p = 0; p < g->np; p++)
             for (int64_t l = tb; l < spill; l++)
@@ -472,10 +504,12 @@ static void FN(wino_grad_block)(const FN(wino_kernels) *k, const fnn_wino_geom *
     const int64_t ls = g->ldb, tb = nr * g->tw;
     T *e = rows, *tmp = rows + g->m * g->m * ls;
     for (int64_t fi = 0; fi < g->f; fi++) {
-        for (int64_t r = 0; r < nr; r++) {
+        for (int64_t r = 0; r < nr; r += 2) {
             const int64_t ni = (r0 + r) / g->th, ty = (r0 + r) % g->th;
-            k->gather_grad(e + r * g->tw, ls, g->tw, dy + (ni * g->f + fi) * g->oh * g->ow, g->oh, g->ow,
-                           g->m * ty, 0);
+            const int64_t ni2 = (r0 + r + 1) / g->th, ty2 = (r0 + r + 1) % g->th;
+            k->gather_grad(e + r * g->tw, ls, g->tw, dy + (ni * g->f + fi) * g->oh * g->ow,
+                           r + 1 < nr ? dy + (ni2 * g->f + fi) * g->oh * g->ow : NULL, g->oh, g->ow, g->m * ty,
+                           g->m * ty2, 0);
         }
         k->grad(e, tmp, ls, tb, z + fi * g->ldb, wino_slab(g, g->f));
     }

@@ -46,6 +46,8 @@ GEOMETRIES = [
     (2, 3, 7, 31, 2, (0, 0)),       # 29 outputs a row: 8 tiles, the last one part
     (1, 3, 9, 62, 2, (1, 0)),       # 60 outputs a row: 15 4x4 tiles, the most AVX-512's gather takes
     (1, 3, 6, 63, 2, (1, 1)),       # 63 outputs a row: 16 4x4 tiles, the generic gather
+    (3, 5, 9, 32, 4, (1, 1)),       # 3 tile rows of 8 a image: AVX-512 gathers pairs of rows across images
+    (2, 3, 28, 28, 4, (1, 1)),      # 7 tile rows of 7 4x4 tiles (conv D's planes), an odd one left
 ]
 
 

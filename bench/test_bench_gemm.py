@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fastnn
+from fastnn import benchmarks as B
 
 pytest.importorskip("pytest_benchmark")
 threadpoolctl = pytest.importorskip("threadpoolctl")
@@ -59,6 +60,9 @@ def threads(request):
 
 def run(benchmark, group, fn, rounds):
     benchmark.group = group
+    # the implementation timed before may leave spinning threads (a 2-thread dgemm 1024 took
+    # 26.6 ms right after torch's turn, 24.4 alone)
+    B.let_idle_threads_settle(fastnn.get_num_threads())
     benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
 
 

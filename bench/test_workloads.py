@@ -33,4 +33,5 @@ def test_workload(benchmark, key, impl, bench_threads, workload_data, reference_
         if impl != "numpy":
             ok, err = B.compare_outputs(reference_outputs(key), got)
             assert ok, f"{impl} results of {key} differ from the NumPy reference (max error {err:.3g} of scale)"
+        B.let_idle_threads_settle(bench_threads)
         benchmark(fn)

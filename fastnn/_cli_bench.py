@@ -207,10 +207,7 @@ def time_cells(fns, firsts, settings, progress, label):
     for r, size in enumerate(_round_sizes(settings["repeat"], settings["rounds"])):
         for impl, fn in fns.items():
             progress.step(f"{label} / {impl}")
-            if settings["threads"] > 1:
-                # Idle worker threads of the implementation timed before (OpenBLAS, torch's
-                # OpenMP) spin for up to ~0.1 s after their last call and would compete.
-                time.sleep(0.3)
+            B.let_idle_threads_settle(settings["threads"])
             with B.implementation_context(impl):
                 timings[impl].append(B.time_callable(
                     fn, size, warmup=settings["warmup"] if r == 0 else 1,

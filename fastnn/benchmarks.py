@@ -796,6 +796,17 @@ def compare_outputs(reference, got, rtol=2e-3):
 # Threads
 # ----------------------------------------------------------------------------
 
+# Idle worker threads of the implementation timed before (OpenBLAS, torch's OpenMP) spin for up
+# to ~0.1 s after their last call and would compete with the next one's threads.
+IDLE_THREADS_SETTLE_S = 0.3
+
+
+def let_idle_threads_settle(threads):
+    """Wait until other libraries' idle worker threads stop spinning (with more than one thread)."""
+    if threads > 1:
+        time.sleep(IDLE_THREADS_SETTLE_S)
+
+
 @contextlib.contextmanager
 def thread_limits(n, use_torch=False):
     """Run the block with `n` threads in fastnn, NumPy's BLAS (threadpoolctl) and torch.

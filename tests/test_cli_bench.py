@@ -122,6 +122,15 @@ def test_thread_limits_apply_and_restore():
         fastnn.set_num_threads(before)
 
 
+def test_idle_threads_settle_only_with_several_threads(monkeypatch):
+    slept = []
+    monkeypatch.setattr(B.time, "sleep", slept.append)
+    B.let_idle_threads_settle(1)
+    assert slept == []
+    B.let_idle_threads_settle(2)
+    assert slept == [B.IDLE_THREADS_SETTLE_S] and slept[0] > 0
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--threads", "0"], "--threads expects a whole number >= 1, got 0"),
     (["--threads", "two"], "--threads expects a whole number >= 1, got 'two'"),

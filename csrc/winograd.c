@@ -184,6 +184,21 @@ int fnn_winograd_applies(fnn_ctx ctx, int64_t n, int64_t c, int64_t f, int64_t h
     return take ? 4 : 0;
 }
 
+#if FNN_X86_SIMD
+#include <immintrin.h>
+
+/* 16 values of a row from column c0 (zero outside [0, w), and for a NULL row) */
+FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE __m512 wino_load16_avx512(const float *src, int64_t c0, int64_t w)
+{
+    int64_t lo = -c0, hi = w - c0; /* valid lanes [lo, hi): columns c0 + lane inside [0, w) */
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > 16 ? 16 : hi;
+    if (!src || hi <= lo)
+        return _mm512_setzero_ps();
+    const __mmask16 valid = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+    return _mm512_maskz_loadu_ps(valid, src + c0);
+}
+
 /* The gather of a tile row in float32 on AVX-512, for rows of up to 15 tiles
  * (the 7 to 14 of 28- and 32-wide images): the compiler leaves the generic loop
  * scalar (a few elements per phase), a quarter of conv D's time on F(4x4). A
@@ -194,12 +209,9 @@ int fnn_winograd_applies(fnn_ctx ctx, int64_t n, int64_t c, int64_t f, int64_t h
  * and nq are constants: called, their loops over those, the spills of v and
  * the mask reloads cost 5% of conv E's forward + backward and 10% of conv D's
  * (one thread, AVX-512). */
-#if FNN_X86_SIMD
-#include <immintrin.h>
-
 FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_fast_avx512(int m, float *dst, int64_t ls, int64_t count,
-                                                     const float *plane, int64_t h, int64_t w, int64_t hi0,
-                                                     int64_t pad, int nrows, int nq)
+                                                                        const float *plane, int64_t h, int64_t w,
+                                                                        int64_t hi0, int64_t pad, int nrows, int nq)
 {
     if ((m != 2 && m != 4) || count > 15 || count < 1)
         return 0;
@@ -227,14 +239,8 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_fast_avx512(int m, fl
             /* r[j] lane l = column 16j + l - pad of the row, zero outside [0, w) */
             const float *src = plane + row * w;
             __m512 r[4];
-            for (int j = 0; j < nregs; j++) {
-                const int64_t c0 = 16 * j - pad; /* column of lane 0 */
-                int64_t lo = -c0, hi = w - c0;   /* valid lanes [lo, hi) */
-                lo = lo < 0 ? 0 : lo;
-                hi = hi > 16 ? 16 : hi;
-                const __mmask16 valid = hi > lo ? (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1)) : 0;
-                r[j] = valid ? _mm512_maskz_loadu_ps(valid, src + c0) : zero;
-            }
+            for (int j = 0; j < nregs; j++)
+                r[j] = wino_load16_avx512(src, 16 * j - pad, w);
             for (int q = 0; q < m && q < nq; q++) {
                 if (m == 4) {
                     const __m512 a = _mm512_permutex2var_ps(r[0], pick[q], r[1]);
@@ -263,17 +269,6 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_fast_avx512(int m, fl
  * plane_b + (hi0_b + i) * w (zero outside [0, h)). Phases q >= m (phases q - m
  * one tile on) are picked from the row read from column m - pad. Returns 0
  * where it does not apply. */
-FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE __m512 wino_load16_avx512(const float *src, int64_t c0, int64_t w)
-{
-    int64_t lo = -c0, hi = w - c0; /* valid lanes [lo, hi): columns c0 + lane inside [0, w) */
-    lo = lo < 0 ? 0 : lo;
-    hi = hi > 16 ? 16 : hi;
-    if (!src || hi <= lo)
-        return _mm512_setzero_ps();
-    const __mmask16 valid = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-    return _mm512_maskz_loadu_ps(valid, src + c0);
-}
-
 FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_pair_avx512(int m, float *dst, int64_t ls, int64_t count,
                                                                         const float *plane_a, const float *plane_b,
                                                                         int64_t h, int64_t w, int64_t hi0_a,
@@ -323,7 +318,6 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_pair_avx512(int m, fl
 }
 #define WINO_GATHER_PAIR_FAST_AVX512(...) wino_gather_pair_avx512(__VA_ARGS__)
 
-
 /* The same on AVX2 for F(4x4) rows of up to 8 tiles (28- and 32-wide images):
  * eight values of a row (two tiles) are put phase-major by one permute, a 4x4
  * transpose of value pairs makes each phase's eight tiles one vector, and
@@ -331,8 +325,9 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_pair_avx512(int m, fl
  * vector). Each phase is stored as 8 whole lanes (FNN_WINO_GATHER_SLACK): a
  * masked store (vmaskmovps) made the gather slower than the scalar loop on
  * this AMD core. */
-FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE int wino_gather_fast_avx2(int m, float *dst, int64_t ls, int64_t count, const float *plane,
-                                                 int64_t h, int64_t w, int64_t hi0, int64_t pad, int nrows, int nq)
+FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE int wino_gather_fast_avx2(int m, float *dst, int64_t ls, int64_t count,
+                                                                    const float *plane, int64_t h, int64_t w,
+                                                                    int64_t hi0, int64_t pad, int nrows, int nq)
 {
     if (m != 4 || count > 8 || count < 1 || w > 64)
         return 0;

@@ -64,7 +64,9 @@ int fnn_conv2d_backward_f64(fnn_ctx ctx, const double *dy, const double *x, int6
 
 /* Winograd F(m x m, 3x3) (csrc/winograd.c), taken by the functions above where
  * fnn_winograd_applies (for ctx.conv_algo and ctx.nthreads) returns the tile
- * size m (2 or 4; 0: not Winograd) and the inputs are finite. */
+ * size m (2 or 4; 0: not Winograd). Both return 0 when done, -1 when out of
+ * memory, and 1 (the outputs then hold garbage) where a result is not finite:
+ * the caller then takes another path, which gives the direct sum's inf and NaN. */
 int fnn_winograd_applies(fnn_ctx ctx, int64_t n, int64_t c, int64_t f, int64_t h, int64_t w, int64_t fh,
                          int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw);
 /* y = act(conv(x, wt) + bias) for 3x3 filters, stride 1, padding (ph, pw) */

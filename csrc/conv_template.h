@@ -495,26 +495,10 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
     return err ? -1 : 0;
 }
 
-/* v - v is 0 exactly when v is finite: unlike isfinite() the compiler
- * vectorises this, compiled per ISA (built for the baseline's SSE2, the check
- * was 4% of conv D's forward + backward on one thread) */
-#define DEFINE_ALL_FINITE(NAME, TARGET)                                                                      \
-    TARGET static int NAME(const T *p, int64_t count)                                                         \
-    {                                                                                                         \
-        int ok = 1;                                                                                           \
-        for (int64_t i = 0; i < count; i++)                                                                   \
-            ok &= p[i] - p[i] == (T)0;                                                                        \
-        return ok;                                                                                            \
-    }
-DEFINE_ALL_FINITE(FN(all_finite_portable), )
-#if FNN_X86_SIMD
-DEFINE_ALL_FINITE(FN(all_finite_avx2), FNN_TARGET_AVX2)
-DEFINE_ALL_FINITE(FN(all_finite_avx512), FNN_TARGET_AVX512)
-#endif
-#undef DEFINE_ALL_FINITE
+#include "finite_template.h"
 
-/* Pieces of this many elements, split over the threads (a stride-1 convolution
- * checks its inputs before every pass, outside the threaded kernels). */
+/* Pieces of this many elements, split over the threads (the direct paths check
+ * their inputs before they run, outside the threaded kernels). */
 #define FNN_FINITE_PIECE ((int64_t)32768)
 
 static int FN(all_finite)(fnn_ctx ctx, const T *p, int64_t count)
@@ -530,16 +514,8 @@ static int FN(all_finite)(fnn_ctx ctx, const T *p, int64_t count)
     for (int64_t q = 0; q < pieces; q++) {
         const T *piece = p + q * FNN_FINITE_PIECE;
         const int64_t len = count - q * FNN_FINITE_PIECE < FNN_FINITE_PIECE ? count - q * FNN_FINITE_PIECE : FNN_FINITE_PIECE;
-#if FNN_X86_SIMD
-        if (isa >= FNN_ISA_AVX512)
-            ok &= FN(all_finite_avx512)(piece, len);
-        else if (isa >= FNN_ISA_AVX2)
-            ok &= FN(all_finite_avx2)(piece, len);
-        else
-#endif
-            ok &= FN(all_finite_portable)(piece, len);
+        ok &= FN(all_finite_serial)(isa, piece, len);
     }
-    (void)isa;
     return ok;
 }
 
@@ -582,8 +558,11 @@ int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
     int err = 0;
     const int tile = fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw);
-    if (tile && FN(all_finite)(ctx, x, n * chw) && FN(all_finite)(ctx, wt, f * c * fh * fw))
-        return FN(fnn_winograd_conv2d)(ctx, tile, x, n, c, h, w, wt, f, bias, ph, pw, act, act_alpha, y);
+    if (tile) {
+        const int rc = FN(fnn_winograd_conv2d)(ctx, tile, x, n, c, h, w, wt, f, bias, ph, pw, act, act_alpha, y);
+        if (rc <= 0) /* 1: a result is not finite, the paths below give the direct sum's */
+            return rc;
+    }
     if (FN(use_direct)(ctx, n, sh, sw, macs))
         return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, ph, pw, bias, act, act_alpha, NULL, y, NULL);
     if (!FN(use_batch_parallel)(nth, n, macs)) {
@@ -711,14 +690,10 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     /* Both direct backward paths multiply inserted zeros (dy's padding, its
      * garbage columns) with real values: exact only when those are finite. */
     const double macs = (double)f * (double)p * (double)ck;
-    /* finiteness is checked only where a path asks (stride 1), once per array */
-    int dy_finite = -1, x_finite = -1;
-#define DY_FINITE() (dy_finite < 0 ? (dy_finite = FN(all_finite)(ctx, dy, n * fp)) : dy_finite)
-#define X_FINITE() (x_finite < 0 ? (x_finite = FN(all_finite)(ctx, x, n * chw)) : x_finite)
-    int wino_dx = dx ? fnn_winograd_applies(ctx, n, f, c, g.oh, g.ow, fh, fw, sh, sw, fh - 1 - ph, fw - 1 - pw) : 0;
-    if (wino_dx && !(DY_FINITE() && FN(all_finite)(ctx, wt, f * ck)))
-        wino_dx = 0;
-    if (wino_dx || (dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs))) {
+    const int wino_dx = dx ? fnn_winograd_applies(ctx, n, f, c, g.oh, g.ow, fh, fw, sh, sw, fh - 1 - ph, fw - 1 - pw)
+                           : 0;
+    const int direct_dx = dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs);
+    if (wino_dx || direct_dx) {
         /* stride 1: dx is the convolution of dy (padded by fh-1-ph, fw-1-pw) with
          * the flipped, channel-transposed filters, so it takes the Winograd or the
          * direct forward path, with no col2im scatter at all */
@@ -731,22 +706,27 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
                     for (int64_t j = 0; j < fw; j++)
                         wflip[((ci * f + fi) * fh + i) * fw + j] =
                             wt[((fi * c + ci) * fh + (fh - 1 - i)) * fw + (fw - 1 - j)];
+        /* rc 1: Winograd's dx is not finite (or not tried) */
         int rc = wino_dx ? FN(fnn_winograd_conv2d)(ctx, wino_dx, dy, n, f, g.oh, g.ow, wflip, c, NULL, fh - 1 - ph,
                                                    fw - 1 - pw, FNN_ACT_IDENTITY, 0.0, dx)
-                         : FN(direct_conv_run)(ctx, dy, n, f, g.oh, g.ow, wflip, c, fh, fw, fh - 1 - ph,
-                                               fw - 1 - pw, NULL, FNN_ACT_IDENTITY, 0.0, NULL, dx, NULL);
+                         : 1;
+        if (rc == 1 && direct_dx)
+            rc = FN(direct_conv_run)(ctx, dy, n, f, g.oh, g.ow, wflip, c, fh, fw, fh - 1 - ph, fw - 1 - pw, NULL,
+                                     FNN_ACT_IDENTITY, 0.0, NULL, dx, NULL);
         free(wflip);
-        if (rc)
+        if (rc < 0)
             return -1;
-        dx = NULL;
+        if (rc == 0)
+            dx = NULL;
     }
     int need_w = 1;
     const int wino_w = fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw);
-    if (wino_w && DY_FINITE() && X_FINITE()) {
-        if (FN(fnn_winograd_wgrad)(ctx, wino_w, dy, x, n, c, h, w, f, ph, pw, dw, db))
-            return -1;
+    const int wino_rc = wino_w ? FN(fnn_winograd_wgrad)(ctx, wino_w, dy, x, n, c, h, w, f, ph, pw, dw, db) : 1;
+    if (wino_rc < 0)
+        return -1;
+    if (wino_rc == 0) {
         need_w = 0;
-    } else if (FN(use_direct)(ctx, n, sh, sw, macs) && X_FINITE()) {
+    } else if (FN(use_direct)(ctx, n, sh, sw, macs) && FN(all_finite)(ctx, x, n * chw)) {
         /* db, and dx where the direct path above did not take it, come from the
          * same pass over dy */
         if (FN(direct_wgrad_run)(ctx, dy, NULL, x, n, c, h, w, f, fh, fw, ph, pw, dw, db, wt, &g, dx))
@@ -756,8 +736,6 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     } else {
         FN(conv_bias_grad)(dy, n, f, p, db);
     }
-#undef DY_FINITE
-#undef X_FINITE
     if (!need_w && !dx)
         return 0;
     int err = 0;

@@ -5,6 +5,8 @@
 #define CAT2(a, b) CAT2_(a, b)
 #define FN(name) CAT2(name, SFX)
 
+#include "finite_template.h"
+
 /* ---- the transforms, over the lanes of a block -------------------------- */
 
 /* A block's tiles are its lanes: tile tx of the block's tile row r is lane
@@ -217,9 +219,13 @@ typedef struct {
     void (*gather_input)(T *, int64_t, int64_t, const T *, const T *, int64_t, int64_t, int64_t, int64_t, int64_t,
                          T *);
     void (*gather_grad)(T *, int64_t, int64_t, const T *, const T *, int64_t, int64_t, int64_t, int64_t, int64_t);
+    /* gather_input and the right side of the input transform at once, straight
+     * into V (out, ldp as input's; the other arguments as gather_input's), where
+     * this ISA has that: returns 0 where not, the same on every call of a layer */
+    int (*gather_v)(T *, int64_t, int64_t, const T *, const T *, int64_t, int64_t, int64_t, int64_t, int64_t, T *);
     void (*input)(const T *, int64_t, int64_t, T *, int64_t);
     void (*grad)(const T *, T *, int64_t, int64_t, T *, int64_t);
-    void (*output)(const T *, int64_t, int64_t, T *, T *);
+    int (*output)(const T *, int64_t, int64_t, int64_t, T *, T *); /* 0: an output of the tb tiles is not finite */
     void (*copy)(T *, const T *, int64_t, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                  int64_t);
 } FN(wino_kernels);
@@ -245,6 +251,18 @@ typedef struct {
 #endif
 #define WINO_GATHER_PAIR_FAST_avx2(...) 0
 #define WINO_GATHER_PAIR_FAST_portable(...) 0
+/* and one of two tile rows straight into V (WINO_GATHER_PAIR_BT_FAST_<ISA>) */
+#ifdef WINO_GATHER_PAIR_BT_FAST_AVX512
+#define WINO_GATHER_PAIR_BT_FAST_avx512(...) WINO_GATHER_PAIR_BT_FAST_AVX512(__VA_ARGS__)
+#define WINO_GATHER_PAIR_BT_FITS_avx512(m, count) WINO_GATHER_PAIR_BT_FITS_AVX512(m, count)
+#else
+#define WINO_GATHER_PAIR_BT_FAST_avx512(...) 0
+#define WINO_GATHER_PAIR_BT_FITS_avx512(m, count) 0
+#endif
+#define WINO_GATHER_PAIR_BT_FAST_avx2(...) 0
+#define WINO_GATHER_PAIR_BT_FITS_avx2(m, count) 0
+#define WINO_GATHER_PAIR_BT_FAST_portable(...) 0
+#define WINO_GATHER_PAIR_BT_FITS_portable(m, count) 0
 
 /* one instance of the transforms per tile size and ISA: the same loops,
  * vectorised by the compiler for that ISA's registers */
@@ -269,6 +287,20 @@ typedef struct {
                                               M + 2, M + 2))                                                  \
             FN(wino_gather_body)(dst + count, ls, count, buf + 2 * win, M + 2, w, 0, pad, M, M + 2, M + 2);   \
     }                                                                                                         \
+    TARGET static FNN_NO_LIBC_CALLS int FN(wino##M##_gather_v_##ISA)(                                         \
+        T *out, int64_t ldp, int64_t count, const T *plane, const T *plane2, int64_t h, int64_t w, int64_t hi0,  \
+        int64_t hi0_2, int64_t pad, T *buf)                                                                   \
+    {                                                                                                         \
+        if (!WINO_GATHER_PAIR_BT_FITS_##ISA(M, count))                                                        \
+            return 0;                                                                                         \
+        const int64_t win = (M + 2) * w;                                                                      \
+        T *buf2 = plane2 ? buf + 2 * win : NULL;                                                              \
+        FN(wino##M##_rows_bt_body)(FN(wino_row_window)(plane, h, w, hi0, M + 2, buf + win), w, buf, w, w);    \
+        if (plane2)                                                                                           \
+            FN(wino##M##_rows_bt_body)(FN(wino_row_window)(plane2, h, w, hi0_2, M + 2, buf2 + win), w, buf2,  \
+                                       w, w);                                                                 \
+        return WINO_GATHER_PAIR_BT_FAST_##ISA(M, out, ldp, count, buf, buf2, w, pad);                         \
+    }                                                                                                         \
     TARGET static FNN_NO_LIBC_CALLS void FN(wino##M##_gather_grad_##ISA)(                                     \
         T *dst, int64_t ls, int64_t count, const T *plane, const T *plane2, int64_t h, int64_t w, int64_t hi0,  \
         int64_t hi0_2, int64_t pad)                                                                           \
@@ -288,9 +320,14 @@ typedef struct {
     {                                                                                                         \
         FN(wino##M##_grad_body)(e, tmp, ls, n, out, ldp);                                                     \
     }                                                                                                         \
-    TARGET static void FN(wino##M##_output_##ISA)(const T *m, int64_t ldp, int64_t len, T *tmp, T *o)           \
+    TARGET static int FN(wino##M##_output_##ISA)(const T *m, int64_t ldp, int64_t len, int64_t tb, T *tmp, T *o) \
     {                                                                                                         \
         FN(wino##M##_output_body)(m, ldp, len, tmp, o);                                                       \
+        int finite = 1; /* v - v is 0 exactly when v is finite, and vectorises */                             \
+        for (int q = 0; q < M; q++)                                                                           \
+            for (int64_t i = 0; i < M * tb; i++)                                                              \
+                finite &= o[q * M * len + i] - o[q * M * len + i] == (T)0;                                    \
+        return finite;                                                                                        \
     }
 #define DEFINE_WINO_COPY(ISA, TARGET)                                                                         \
     TARGET static FNN_NO_LIBC_CALLS void FN(wino_copy_##ISA)(T *y, const T *o, int64_t orow, int m, int64_t tw, \
@@ -302,7 +339,8 @@ typedef struct {
 #define WINO_KERNELS(M, ISA)                                                                                  \
     (FN(wino_kernels))                                                                                        \
     {                                                                                                         \
-        FN(wino##M##_gather_input_##ISA), FN(wino##M##_gather_grad_##ISA), FN(wino##M##_input_##ISA),       \
+        FN(wino##M##_gather_input_##ISA), FN(wino##M##_gather_grad_##ISA), FN(wino##M##_gather_v_##ISA),      \
+            FN(wino##M##_input_##ISA),                                                                        \
             FN(wino##M##_grad_##ISA), FN(wino##M##_output_##ISA), FN(wino_copy_##ISA)                         \
     }
 
@@ -325,6 +363,12 @@ DEFINE_WINO_COPY(avx512, FNN_TARGET_AVX512)
 #undef WINO_GATHER_PAIR_FAST_avx512
 #undef WINO_GATHER_PAIR_FAST_avx2
 #undef WINO_GATHER_PAIR_FAST_portable
+#undef WINO_GATHER_PAIR_BT_FAST_avx512
+#undef WINO_GATHER_PAIR_BT_FAST_avx2
+#undef WINO_GATHER_PAIR_BT_FAST_portable
+#undef WINO_GATHER_PAIR_BT_FITS_avx512
+#undef WINO_GATHER_PAIR_BT_FITS_avx2
+#undef WINO_GATHER_PAIR_BT_FITS_portable
 
 /* the transforms of tile size m (2 or 4) for this ISA */
 static FN(wino_kernels) FN(wino_select)(int isa, int m)
@@ -470,6 +514,22 @@ static int64_t FN(wino_rows_elems)(const fnn_wino_geom *g)
     return most > grad ? most : grad;
 }
 
+/* Rows [hi0, hi0 + rows) of a plane (h x w), clipped to it, towards L1. A
+ * block reads each channel's rows of a few tile rows, one plane after another,
+ * and conv D's and E's inputs do not stay in the caches between passes: the
+ * gathers waited on memory (the check of the inputs for inf and NaN, a pass
+ * over them before the transforms, had hidden that). The next channel's rows
+ * are asked for while this channel's are gathered: conv E's forward + backward
+ * on one thread 1-2% faster than with the old check, 7-9% while other guests
+ * load the memory. */
+static inline void FN(wino_prefetch_rows)(const T *plane, int64_t h, int64_t w, int64_t hi0, int64_t rows)
+{
+    const int64_t lo = hi0 < 0 ? 0 : hi0, hi = hi0 + rows > h ? h : hi0 + rows;
+    const char *end = (const char *)(plane + hi * w);
+    for (const char *p = (const char *)((uintptr_t)(plane + lo * w) & ~(uintptr_t)63); p < end; p += 64)
+        __builtin_prefetch(p, 0, 3);
+}
+
 /* V of the tile rows [r0, r0 + nr): v[p * slab(c) + ci * ldb + (r - r0) * tw + tx],
  * for the lanes up to the products' last NR-wide panel (zero past the tiles) */
 static void FN(wino_input_block)(const FN(wino_kernels) *k, const fnn_wino_geom *g, const T *x, int64_t r0,
@@ -482,18 +542,43 @@ static void FN(wino_input_block)(const FN(wino_kernels) *k, const fnn_wino_geom 
     for (int p = 0; p < g->np; p++)
         for (int64_t l = spill; l < nv; l++)
             d[p * ls + l] = 0;
+    const int64_t plane = g->h * g->w, ldp = wino_slab(g, g->c);
+    /* straight into V where this ISA gathers so (known after the first call) */
+    int straight = 1;
     for (int64_t ci = 0; ci < g->c; ci++) {
+        T *vc = v + ci * g->ldb;
+        /* image and tile row of the block's tile row r, stepped along (no divisions) */
+        int64_t ni = r0 / g->th, ty = r0 % g->th;
         for (int64_t r = 0; r < nr; r += 2) { /* two tile rows a call */
-            const int64_t ni = (r0 + r) / g->th, ty = (r0 + r) % g->th;
-            const int64_t ni2 = (r0 + r + 1) / g->th, ty2 = (r0 + r + 1) % g->th;
-            k->gather_input(d + r * g->tw, ls, g->tw, x + (ni * g->c + ci) * g->h * g->w,
-                            r + 1 < nr ? x + (ni2 * g->c + ci) * g->h * g->w : NULL, g->h, g->w,
-                            g->m * ty - g->ph, g->m * ty2 - g->ph, g->pw, window);
+            const int64_t ni2 = ty + 1 == g->th ? ni + 1 : ni, ty2 = ty + 1 == g->th ? 0 : ty + 1;
+            if (ci + 1 < g->c) {
+                /* a tile row reads a = m + 2 rows, the first m of them its own */
+                FN(wino_prefetch_rows)(x + (ni * g->c + ci + 1) * plane, g->h, g->w, g->m * ty - g->ph,
+                                       ty + 1 == g->th || r + 1 == nr ? g->a : g->m);
+                if (r + 1 < nr)
+                    FN(wino_prefetch_rows)(x + (ni2 * g->c + ci + 1) * plane, g->h, g->w, g->m * ty2 - g->ph,
+                                           ty2 + 1 == g->th || r + 2 == nr ? g->a : g->m);
+            }
+            const T *pa = x + (ni * g->c + ci) * plane, *pb = r + 1 < nr ? x + (ni2 * g->c + ci) * plane : NULL;
+            if (straight)
+                straight = k->gather_v(vc + r * g->tw, ldp, g->tw, pa, pb, g->h, g->w, g->m * ty - g->ph,
+                                       g->m * ty2 - g->ph, g->pw, window);
+            if (!straight)
+                k->gather_input(d + r * g->tw, ls, g->tw, pa, pb, g->h, g->w, g->m * ty - g->ph, g->m * ty2 - g->ph,
+                                g->pw, window);
+            ni = ty2 + 1 == g->th ? ni2 + 1 : ni2;
+            ty = ty2 + 1 == g->th ? 0 : ty2 + 1;
+        }
+        if (straight) { /* V's lanes past the tiles up to the last panel: zero, as below */
+            for (int p = 0; p < g->np; p++)
+                for (int64_t l = tb; l < nv; l++)
+                    vc[p * ldp + l] = 0;
+            continue;
         }
         for (int p = 0; p < g->np; p++)
             for (int64_t l = tb; l < spill; l++)
                 d[p * ls + l] = 0;
-        k->input(d, ls, nv, v + ci * g->ldb, wino_slab(g, g->c));
+        k->input(d, ls, nv, vc, ldp);
     }
 }
 
@@ -503,13 +588,21 @@ static void FN(wino_grad_block)(const FN(wino_kernels) *k, const fnn_wino_geom *
 {
     const int64_t ls = g->ldb, tb = nr * g->tw;
     T *e = rows, *tmp = rows + g->m * g->m * ls;
+    const int64_t plane = g->oh * g->ow;
     for (int64_t fi = 0; fi < g->f; fi++) {
+        int64_t ni = r0 / g->th, ty = r0 % g->th;
         for (int64_t r = 0; r < nr; r += 2) {
-            const int64_t ni = (r0 + r) / g->th, ty = (r0 + r) % g->th;
-            const int64_t ni2 = (r0 + r + 1) / g->th, ty2 = (r0 + r + 1) % g->th;
-            k->gather_grad(e + r * g->tw, ls, g->tw, dy + (ni * g->f + fi) * g->oh * g->ow,
-                           r + 1 < nr ? dy + (ni2 * g->f + fi) * g->oh * g->ow : NULL, g->oh, g->ow, g->m * ty,
-                           g->m * ty2, 0);
+            const int64_t ni2 = ty + 1 == g->th ? ni + 1 : ni, ty2 = ty + 1 == g->th ? 0 : ty + 1;
+            if (fi + 1 < g->f) {
+                FN(wino_prefetch_rows)(dy + (ni * g->f + fi + 1) * plane, g->oh, g->ow, g->m * ty, g->m);
+                if (r + 1 < nr)
+                    FN(wino_prefetch_rows)(dy + (ni2 * g->f + fi + 1) * plane, g->oh, g->ow, g->m * ty2, g->m);
+            }
+            k->gather_grad(e + r * g->tw, ls, g->tw, dy + (ni * g->f + fi) * plane,
+                           r + 1 < nr ? dy + (ni2 * g->f + fi) * plane : NULL, g->oh, g->ow, g->m * ty, g->m * ty2,
+                           0);
+            ni = ty2 + 1 == g->th ? ni2 + 1 : ni2;
+            ty = ty2 + 1 == g->th ? 0 : ty2 + 1;
         }
         k->grad(e, tmp, ls, tb, z + fi * g->ldb, wino_slab(g, g->f));
     }
@@ -528,8 +621,9 @@ typedef struct {
 } FN(wino_products);
 
 /* y for the tile rows [r0, r0 + nr): transformed input, a*a products, output
- * transform with the fused bias and activation */
-static void FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_products) *pr, const fnn_wino_geom *g,
+ * transform with the fused bias and activation. Returns 0 where an output
+ * before the epilogue is not finite (see fnn_winograd_conv2d). */
+static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_products) *pr, const fnn_wino_geom *g,
                                    int isa, const T *x, int64_t r0, int64_t nr, const T *bias, int act,
                                    double act_alpha, T *y, T *v, T *m, T *rows, const T **brow)
 {
@@ -552,12 +646,14 @@ static void FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_prod
     const int64_t orow = g->m * len; /* output row q of the block's tiles at o + q * orow */
     T *o = rows, *tmp = rows + g->m * orow;
     const int epilogue = bias != NULL || act != FNN_ACT_IDENTITY;
+    int finite = 1;
     for (int64_t fi = 0; fi < f; fi++) {
-        k->output(m + fi * ldb, wino_slab(g, fa), len, tmp, o);
+        finite &= k->output(m + fi * ldb, wino_slab(g, fa), len, tb, tmp, o);
         if (epilogue)
             FN(fnn_bias_act)(isa, o, 0, o, 0, NULL, bias ? bias + fi : NULL, 0, 1, g->m * orow, act, act_alpha);
         k->copy(y, o, orow, g->m, g->tw, g->th, f, g->oh, g->ow, fi, r0, nr);
     }
+    return finite;
 }
 
 static int FN(wino_threads)(fnn_ctx ctx)
@@ -570,6 +666,14 @@ static int FN(wino_threads)(fnn_ctx ctx)
 #endif
 }
 
+/* Returns 1 (y then holds garbage) where an output before the epilogue is not
+ * finite: inside a tile inf - inf = NaN, or inf * 0, where the direct sum gives
+ * inf or a number, and the transforms can overflow where it does not, so the
+ * caller takes another path. Checking the outputs suffices: the transforms and
+ * the products pass a non-finite input on to every output that depends on it
+ * (B, A and G have no zero rows, and a product of inf and 0 is NaN), and each
+ * input inside the image reaches an output inside it; the outputs are in L1
+ * here, where a check of the inputs read all of x once more (2% of conv E). */
 int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
                             const T *wt, int64_t f, const T *bias, int64_t ph, int64_t pw, int act, double act_alpha,
                             T *y)
@@ -594,9 +698,9 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_
     const int64_t nblocks = (g.rows + g.block_rows - 1) / g.block_rows;
     if (nth > nblocks)
         nth = (int)nblocks;
-    int err = 0;
+    int err = 0, finite = 1;
 #ifdef FASTNN_HAVE_OPENMP
-#pragma omp parallel num_threads(nth) if(nth > 1) reduction(| : err)
+#pragma omp parallel num_threads(nth) if(nth > 1) reduction(| : err) reduction(& : finite)
 #endif
     {
         T *v = (T *)fnn_scratch(FNN_SCRATCH_WINO_V, (size_t)(g.np * wino_slab(&g, c)) * sizeof(T));
@@ -620,10 +724,11 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_
             const int64_t r0 = b * g.block_rows;
             const int64_t nr = g.rows - r0 < g.block_rows ? g.rows - r0 : g.block_rows;
             if (!err)
-                FN(wino_forward_block)(&k, &pr, &g, isa, x, r0, nr, bias, act, act_alpha, y, v, m, rows, brow);
+                finite &= FN(wino_forward_block)(&k, &pr, &g, isa, x, r0, nr, bias, act, act_alpha, y, v, m, rows,
+                                                 brow);
         }
     }
-    return err ? -1 : 0;
+    return err ? -1 : finite ? 0 : 1;
 }
 
 /* acc[fi] += the sum of row fi of z over lanes [0, tb), in a fixed order (16 lanes, then the lanes) */
@@ -731,9 +836,14 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
                 FN(wino_filter_grad)(du, fi, f, c, g.m, transposed, dw);
         }
     }
-    if (!err && db)
+    if (err)
+        return -1;
+    /* non-finite inputs give non-finite sums (see fnn_winograd_conv2d) */
+    if (!FN(all_finite_serial)(isa, dw, f * c * 9) || !FN(all_finite_serial)(isa, du + pf, f))
+        return 1;
+    if (db)
         memcpy(db, du + pf, (size_t)f * sizeof(T));
-    return err ? -1 : 0;
+    return 0;
 }
 
 #undef FN

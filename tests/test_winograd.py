@@ -221,6 +221,73 @@ def test_non_finite_inputs_fall_back_to_the_reference_pattern(algorithm, where, 
         np.testing.assert_allclose(g[fin], r[fin], rtol=rtol, atol=atol)
 
 
+def _same_pattern_and_values(got, want, rtol, atol):
+    for g, r in zip(got, want):
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
+        np.testing.assert_array_equal(np.isposinf(g), np.isposinf(r))
+        np.testing.assert_array_equal(np.isneginf(g), np.isneginf(r))
+        fin = np.isfinite(r)
+        np.testing.assert_allclose(g[fin], r[fin], rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("algorithm", WINOGRADS)
+@pytest.mark.parametrize("size", [(13, 11), (10, 14)])
+@pytest.mark.parametrize("pad", [(0, 0), (1, 1), (2, 1)])
+@pytest.mark.parametrize("where", ["x", "dy"])
+def test_one_inf_anywhere_in_part_tiles_is_caught(algorithm, size, pad, where, rng):
+    # The Winograd paths check their outputs, not their inputs: an inf must reach
+    # an output they keep wherever it lies. 13 x 11 inputs: the last tiles stick
+    # out of the image in both directions. 10 x 14 without padding: the image's
+    # last row and column are the last of a tile's window, and such a value
+    # reaches only the tile's last output row (or column). One inf gives the
+    # direct sum +-inf and no NaN, which inf - inf inside a tile would break.
+    from fastnn import _reference as R
+    h, w = size
+    x = rng.standard_normal((2, 3, h, w))
+    wt = rng.standard_normal((4, 3, 3, 3))
+    oh, ow = h + 2 * pad[0] - 2, w + 2 * pad[1] - 2
+    dy = rng.standard_normal((2, 4, oh, ow))
+    target = x if where == "x" else dy
+    _, _, th, tw = target.shape
+    for i, j in [(0, 0), (th - 1, tw - 1), (th - 1, 0), (0, tw - 1), (th - 2, tw - 2), (th // 2, tw - 1)]:
+        spot = target.copy()
+        spot[1, 2, i, j] = np.inf
+        xs, dys = (spot, dy) if where == "x" else (x, spot)
+        with native_setting(conv_algorithm=algorithm), np.errstate(invalid="ignore", over="ignore"):
+            got = (_gemm.conv2d(xs, wt, None, (1, 1), pad, None, 0.0),) + tuple(
+                _gemm.conv2d_backward(dys, xs, wt, (1, 1), pad, True))
+            want = (R.conv2d(xs, wt, None, (1, 1), pad, None, 0.0),) + tuple(
+                R.conv2d_backward(dys, xs, wt, (1, 1), pad, True))
+        assert not np.isfinite(want[0] if where == "x" else want[1]).all()
+        _same_pattern_and_values(got, want, 1e-10, 1e-10)
+
+
+@pytest.mark.parametrize("algorithm", WINOGRADS + ["auto"])
+@pytest.mark.parametrize("activation", [None, "sigmoid"])
+def test_transforms_that_overflow_take_another_path(algorithm, activation, rng):
+    # Finite float32 inputs near the top of the range: the input transforms add
+    # up to 4 (F(2x2)) or scale by up to 25 (F(4x4)) and overflow to inf, where
+    # the direct sums (small weights, small dy) stay below 1e38. The outputs are
+    # checked before the activation, which would turn an inf into a finite 1.
+    big = (rng.uniform(0.5, 1.0, (8, 16, 12, 12)) * 2e38).astype(np.float32)
+    wt = (rng.standard_normal((32, 16, 3, 3)) * 1e-2).astype(np.float32)
+    big_dy = (rng.uniform(0.5, 1.0, (8, 32, 12, 12)) * 2e38).astype(np.float32)
+    small_dy = (rng.standard_normal((8, 32, 12, 12)) * 1e-4).astype(np.float32)
+
+    def run():
+        return (_gemm.conv2d(big, wt, None, (1, 1), (1, 1), activation, 0.0),
+                _gemm.conv2d_backward(big_dy, big * np.float32(1e-3), wt, (1, 1), (1, 1), True)[0],
+                _gemm.conv2d_backward(small_dy, big, wt, (1, 1), (1, 1), False)[1])
+
+    with native_setting(conv_algorithm=algorithm), np.errstate(over="ignore", invalid="ignore"):
+        got = run()
+    with native_setting(conv_algorithm="gemm"):
+        want = run()
+    for i, (g, r) in enumerate(zip(got, want)):
+        assert np.isfinite(r).all() and (np.abs(r).max() > 1e36 or i == 0 and activation)
+        np.testing.assert_array_equal(g, r)
+
+
 def test_auto_matches_the_numpy_backend_through_ops(rng):
     x = rng.standard_normal((5, 32, 11, 10)).astype(np.float32)
     wt = (rng.standard_normal((24, 32, 3, 3)) * 0.1).astype(np.float32)

@@ -464,17 +464,19 @@ static void FN(wino_filter_pack)(int isa, const T *wt, int64_t fp, int64_t f, in
     FN(wino_filter_pack_portable)(wt, fp, f, c, m, mr, f_alloc, up);
 }
 
-/* dw[fi, ci] = G^T dU G for the output channel fi from du[p * f * c + fi * c + ci],
- * or with each dU[p] transposed (C x F) when `transposed`; in double, 16
- * channels at a time along the innermost loops so that they vectorise */
-static void FN(wino_filter_grad)(const T *du, int64_t fi, int64_t f, int64_t c, int m, int transposed, T *dw)
+/* dw[fi, ci] = G^T dU G for the output channel fi from du[p * ps + fi * ld + ci],
+ * or du[p * ps + ci * ld + fi] with each dU[p] transposed (C x F) when
+ * `transposed`; in double, 16 channels at a time along the innermost loops so
+ * that they vectorise */
+static void FN(wino_filter_grad)(const T *du, int64_t ps, int64_t ld, int64_t fi, int64_t c, int m, int transposed,
+                                 T *dw)
 {
     const int a = m + 2;
     const double *G = wino_G(m);
-    const int64_t fc = f * c, step = transposed ? f : 1;
+    const int64_t fc = ps, step = transposed ? ld : 1;
     for (int64_t c0 = 0; c0 < c; c0 += 16) {
         const int cb = c - c0 < 16 ? (int)(c - c0) : 16;
-        const T *src = du + (transposed ? c0 * f + fi : fi * c + c0);
+        const T *src = du + (transposed ? c0 * ld + fi : fi * ld + c0);
         double rows[3][6][16] = {{{0}}};
         for (int i = 0; i < a; i++)
             for (int j = 0; j < a; j++) {
@@ -731,6 +733,41 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_
     return err ? -1 : finite ? 0 : 1;
 }
 
+/* The weight gradient's products out (am x bn, leading dimension ld) = beta * out
+ * + A B^T over tb lanes, A (am rows) and B (bn rows) ldb apart with the lanes
+ * contiguous: A's rows read in place by the indirect-A microkernel, B^T packed
+ * into NR-wide panels (zero past bn; out has room for them). fnn_gemm packed
+ * both (transposes of 8 x tb blocks of A: 2% of conv E's forward + backward). */
+typedef struct {
+    FN(ukra_fn) ukr;
+    FN(ukra_rows_fn) ukr_rows; /* NULL: the panel's rows past am read a zero row */
+    int mr, nr, isa;
+    int64_t am, bn, ld, a_alloc;
+} FN(wino_wgrad_products);
+
+static void FN(wino_wgrad_product)(const FN(wino_wgrad_products) *pr, const T *a, const T *b, int64_t ldb,
+                                   int64_t tb, T beta, T *out, T *panels, const T **arow)
+{
+    const int mr = pr->mr, nr = pr->nr;
+    T *zeros = panels + pr->ld * ldb;
+    for (int64_t l = 0; l < tb; l++)
+        zeros[l] = 0;
+    for (int64_t i = 0; i < pr->a_alloc; i++)
+        arow[i] = i < pr->am ? a + i * ldb : zeros;
+    const fnn_matrix_src bs = {b, ldb, 1, pr->isa};
+    FN(fnn_pack_matrix_b)(&bs, 0, pr->bn, 0, tb, nr, panels);
+    for (int64_t j = 0; j < pr->bn; j += nr) {
+        const T *bp = panels + j * tb; /* panel j / nr: tb rows of nr */
+        for (int64_t i = 0; i < pr->am; i += mr) {
+            const int live = (int)(pr->am - i < mr ? pr->am - i : mr);
+            if (live < mr && pr->ukr_rows)
+                pr->ukr_rows(live, tb, arow + i, 0, bp, out + i * pr->ld + j, pr->ld, (T)1, beta);
+            else
+                pr->ukr(tb, arow + i, 0, bp, out + i * pr->ld + j, pr->ld, (T)1, beta);
+        }
+    }
+}
+
 /* acc[fi] += the sum of row fi of z over lanes [0, tb), in a fixed order (16 lanes, then the lanes) */
 static void FN(wino_row_sums)(const T *z, int64_t ldb, int64_t f, int64_t tb, T *acc)
 {
@@ -749,12 +786,22 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
     int mr, nr_lanes;
     fnn_gemm_tile_shape(isa, (int)sizeof(T), &mr, &nr_lanes);
     const fnn_wino_geom g = wino_geom(tile, n, c, h, w, f, ph, pw, (int64_t)sizeof(T), nr_lanes, nth);
-    /* the a*a dU matrices, then db: position (1, 1) of A dY A^T is the sum of the
-     * tile's gradients, so db comes from Z with no pass of its own over dy */
-    const int64_t pf = (int64_t)g.np * f * c, du_elems = pf + f;
     /* dU[p] as C x F when that fills the microkernel's NR-wide tiles better
      * (16 channels on a 32-wide AVX-512 tile would run the half-width kernel) */
     const int transposed = (c + nr_lanes - 1) / nr_lanes * nr_lanes - c > (f + nr_lanes - 1) / nr_lanes * nr_lanes - f;
+    FN(wino_wgrad_products) pr;
+    pr.ukr = FN(select_ukra)(isa, &pr.ukr_rows);
+    pr.mr = mr;
+    pr.nr = nr_lanes;
+    pr.isa = isa;
+    pr.am = transposed ? c : f;
+    pr.bn = transposed ? f : c;
+    pr.ld = (pr.bn + nr_lanes - 1) / nr_lanes * nr_lanes;
+    pr.a_alloc = (pr.am + mr - 1) / mr * mr;
+    /* the a*a dU matrices (a_alloc x ld each), then db: position (1, 1) of A dY A^T
+     * is the sum of the tile's gradients, so db comes from Z with no pass of its
+     * own over dy */
+    const int64_t ps = pr.a_alloc * pr.ld, pf = (int64_t)g.np * ps, du_elems = pf + f;
     const int64_t nblocks = (g.rows + g.block_rows - 1) / g.block_rows;
     if (nth > nblocks)
         nth = nblocks < 1 ? 1 : (int)nblocks;
@@ -776,14 +823,16 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
         const int t = 0, tn = 1;
 #endif
         const FN(wino_kernels) k = FN(wino_select)(isa, g.m);
-        fnn_ctx one = {1, isa, FNN_CONV_AUTO};
         T *v = (T *)fnn_scratch(FNN_SCRATCH_WINO_V, (size_t)(g.np * wino_slab(&g, c)) * sizeof(T));
         T *z = (T *)fnn_scratch(FNN_SCRATCH_WINO_M, (size_t)(g.np * wino_slab(&g, f)) * sizeof(T));
         T *rows = (T *)fnn_scratch(FNN_SCRATCH_WINO_ROWS, (size_t)FN(wino_rows_elems)(&g) * sizeof(T));
         /* thread 0 sums straight into du */
         T *mine = t == 0 ? du : (T *)fnn_scratch(FNN_SCRATCH_WINO_DU, (size_t)du_elems * sizeof(T));
+        /* (no GEMM driver runs here: its slot holds the packed panels, and a zero row of ldb lanes) */
+        T *panels = (T *)fnn_scratch(FNN_SCRATCH_PACK_A, (size_t)((pr.ld + 1) * g.ldb) * sizeof(T));
+        const T **arow = (const T **)fnn_scratch(FNN_SCRATCH_CONV_ROWS, (size_t)pr.a_alloc * sizeof(T *));
         partials[t] = mine;
-        if (!v || !z || !rows || !mine) {
+        if (!v || !z || !rows || !mine || !panels || !arow) {
             err = 1;
         } else {
             const int64_t b0 = nblocks * t / tn, b1 = nblocks * (t + 1) / tn;
@@ -795,13 +844,10 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
                 const int64_t tb = nr * g.tw;
                 FN(wino_input_block)(&k, &g, x, r0, nr, v, rows);
                 FN(wino_grad_block)(&k, &g, dy, r0, nr, z, rows);
-                for (int p = 0; p < g.np && !err; p++) {
+                for (int p = 0; p < g.np; p++) {
                     const T *zp = z + p * wino_slab(&g, f), *vp = v + p * wino_slab(&g, c);
-                    const T beta = b == b0 ? (T)0 : (T)1;
-                    err |= (transposed ? FN(fnn_gemm)(one, 0, 1, c, f, tb, (T)1, vp, g.ldb, zp, g.ldb, beta,
-                                                      mine + p * f * c, f, NULL)
-                                       : FN(fnn_gemm)(one, 0, 1, f, c, tb, (T)1, zp, g.ldb, vp, g.ldb, beta,
-                                                      mine + p * f * c, c, NULL)) != 0;
+                    FN(wino_wgrad_product)(&pr, transposed ? vp : zp, transposed ? zp : vp, g.ldb, tb,
+                                           b == b0 ? (T)0 : (T)1, mine + p * ps, panels, arow);
                 }
                 if (b == b0)
                     memset(mine + pf, 0, (size_t)f * sizeof(T));
@@ -833,7 +879,7 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
 #pragma omp for schedule(static)
 #endif
             for (int64_t fi = 0; fi < f; fi++)
-                FN(wino_filter_grad)(du, fi, f, c, g.m, transposed, dw);
+                FN(wino_filter_grad)(du, ps, pr.ld, fi, c, g.m, transposed, dw);
         }
     }
     if (err)

@@ -264,26 +264,17 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_fast_avx512(int m, fl
 /* Two tile rows of up to 8 tiles each (28- and 32-wide images) as one vector:
  * their lanes are adjacent in the block (tile row r's from r * count), so
  * each phase is one 16-lane store for both rows instead of a half-empty store
- * for each, from two permutes and a blend instead of three permutes each. Row
- * i of the first tile row is at plane_a + (hi0_a + i) * w, of the second at
- * plane_b + (hi0_b + i) * w (zero outside [0, h)). Phases q >= m (phases q - m
- * one tile on) are picked from the row read from column m - pad. Returns 0
- * where it does not apply. */
+ * for each, from two permutes and a blend instead of three permutes each. */
+
 /* whether the pair gathers below take tile rows of count tiles of size m */
 #define WINO_PAIR_FITS_AVX512(m, count) (((m) == 2 || (m) == 4) && (count) >= 1 && 2 * (count) <= 16)
 
-FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_pair_avx512(int m, float *dst, int64_t ls, int64_t count,
-                                                                        const float *plane_a, const float *plane_b,
-                                                                        int64_t h, int64_t w, int64_t hi0_a,
-                                                                        int64_t hi0_b, int64_t pad, int nrows, int nq)
+/* The permutes' indices: lane l of phase q < m is column m * l + q - pad of the
+ * first row's window (l < count), m * (l - count) + q - pad of the second's (at
+ * most 31 from the window's start, so two vectors hold it) */
+FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE void wino_pair_picks_avx512(int m, int64_t count, __m512i pick_a[4],
+                                                                        __m512i pick_b[4])
 {
-    if (!WINO_PAIR_FITS_AVX512(m, count))
-        return 0;
-    const __mmask16 keep = (__mmask16)((1u << (2 * count)) - 1), second = (__mmask16)(keep & ~((1u << count) - 1));
-    /* lane l of phase q < m: column m * l + q - pad of the first row's window
-     * (l < count), m * (l - count) + q - pad of the second's (at most 31 from
-     * the window's start, so two vectors hold it) */
-    __m512i pick_a[4], pick_b[4];
     for (int q = 0; q < m; q++) {
         int ia[16], ib[16];
         for (int l = 0; l < 16; l++) {
@@ -293,29 +284,56 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_pair_avx512(int m, fl
         pick_a[q] = _mm512_loadu_si512(ia);
         pick_b[q] = _mm512_loadu_si512(ib);
     }
+}
+
+/* Phases q < nq of one row of both tile rows (src_a, src_b; NULL: zeros), the
+ * second's lanes from `second` on. Phases q >= m (phases q - m one tile on)
+ * are picked from the rows read from column m - pad. */
+FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE void wino_pair_phases_avx512(int m, int nq, const __m512i pick_a[4],
+                                                                         const __m512i pick_b[4], __mmask16 second,
+                                                                         const float *src_a, const float *src_b,
+                                                                         int64_t w, int64_t pad, __m512 phase[6])
+{
+    const __m512 a0 = wino_load16_avx512(src_a, -pad, w), a1 = wino_load16_avx512(src_a, 16 - pad, w);
+    const __m512 b0 = wino_load16_avx512(src_b, -pad, w), b1 = wino_load16_avx512(src_b, 16 - pad, w);
+    __m512 as0 = a0, as1 = a1, bs0 = b0, bs1 = b1;
+    if (nq > m) {
+        as0 = wino_load16_avx512(src_a, m - pad, w);
+        as1 = wino_load16_avx512(src_a, m + 16 - pad, w);
+        bs0 = wino_load16_avx512(src_b, m - pad, w);
+        bs1 = wino_load16_avx512(src_b, m + 16 - pad, w);
+    }
+    for (int q = 0; q < nq; q++) {
+        const int qq = q < m ? q : q - m;
+        const __m512 va = q < m ? _mm512_permutex2var_ps(a0, pick_a[qq], a1)
+                                : _mm512_permutex2var_ps(as0, pick_a[qq], as1);
+        const __m512 vb = q < m ? _mm512_permutex2var_ps(b0, pick_b[qq], b1)
+                                : _mm512_permutex2var_ps(bs0, pick_b[qq], bs1);
+        phase[q] = _mm512_mask_blend_ps(second, va, vb);
+    }
+}
+
+/* Row i of the first tile row is at plane_a + (hi0_a + i) * w, of the second at
+ * plane_b + (hi0_b + i) * w (zero outside [0, h)). Returns 0 where it does not
+ * apply. */
+FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_pair_avx512(int m, float *dst, int64_t ls, int64_t count,
+                                                                        const float *plane_a, const float *plane_b,
+                                                                        int64_t h, int64_t w, int64_t hi0_a,
+                                                                        int64_t hi0_b, int64_t pad, int nrows, int nq)
+{
+    if (!WINO_PAIR_FITS_AVX512(m, count))
+        return 0;
+    const __mmask16 keep = (__mmask16)((1u << (2 * count)) - 1), second = (__mmask16)(keep & ~((1u << count) - 1));
+    __m512i pick_a[4], pick_b[4];
+    wino_pair_picks_avx512(m, count, pick_a, pick_b);
     for (int i = 0; i < nrows; i++) {
         float *d = dst + (int64_t)i * nq * ls;
         const int64_t ra = hi0_a + i, rb = hi0_b + i;
-        const float *src_a = ra >= 0 && ra < h ? plane_a + ra * w : NULL;
-        const float *src_b = rb >= 0 && rb < h ? plane_b + rb * w : NULL;
-        /* the windows from column -pad, and (for phases m, m + 1) from m - pad */
-        const __m512 a0 = wino_load16_avx512(src_a, -pad, w), a1 = wino_load16_avx512(src_a, 16 - pad, w);
-        const __m512 b0 = wino_load16_avx512(src_b, -pad, w), b1 = wino_load16_avx512(src_b, 16 - pad, w);
-        __m512 as0 = a0, as1 = a1, bs0 = b0, bs1 = b1;
-        if (nq > m) {
-            as0 = wino_load16_avx512(src_a, m - pad, w);
-            as1 = wino_load16_avx512(src_a, m + 16 - pad, w);
-            bs0 = wino_load16_avx512(src_b, m - pad, w);
-            bs1 = wino_load16_avx512(src_b, m + 16 - pad, w);
-        }
-        for (int q = 0; q < nq; q++) {
-            const int qq = q < m ? q : q - m;
-            const __m512 va = q < m ? _mm512_permutex2var_ps(a0, pick_a[qq], a1)
-                                    : _mm512_permutex2var_ps(as0, pick_a[qq], as1);
-            const __m512 vb = q < m ? _mm512_permutex2var_ps(b0, pick_b[qq], b1)
-                                    : _mm512_permutex2var_ps(bs0, pick_b[qq], bs1);
-            _mm512_mask_storeu_ps(d + q * ls, keep, _mm512_mask_blend_ps(second, va, vb));
-        }
+        __m512 phase[6];
+        wino_pair_phases_avx512(m, nq, pick_a, pick_b, second, ra >= 0 && ra < h ? plane_a + ra * w : NULL,
+                                rb >= 0 && rb < h ? plane_b + rb * w : NULL, w, pad, phase);
+        for (int q = 0; q < nq; q++)
+            _mm512_mask_storeu_ps(d + q * ls, keep, phase[q]);
     }
     return 1;
 }
@@ -342,31 +360,12 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_pair_bt_avx512(int m,
     const __mmask16 keep = (__mmask16)((1u << (rows_b ? 2 * count : count)) - 1);
     const __mmask16 second = (__mmask16)(((1u << (2 * count)) - 1) & ~((1u << count) - 1));
     __m512i pick_a[4], pick_b[4];
-    for (int q = 0; q < m; q++) {
-        int ia[16], ib[16];
-        for (int l = 0; l < 16; l++) {
-            ia[l] = l < count ? q + m * l : 0;
-            ib[l] = l >= count && l < 2 * count ? q + m * (l - count) : 0;
-        }
-        pick_a[q] = _mm512_loadu_si512(ia);
-        pick_b[q] = _mm512_loadu_si512(ib);
-    }
+    wino_pair_picks_avx512(m, count, pick_a, pick_b);
     const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
     for (int i = 0; i < a; i++) {
-        const float *src_a = rows_a + i * w, *src_b = rows_b ? rows_b + i * w : NULL;
-        const __m512 a0 = wino_load16_avx512(src_a, -pad, w), a1 = wino_load16_avx512(src_a, 16 - pad, w);
-        const __m512 b0 = wino_load16_avx512(src_b, -pad, w), b1 = wino_load16_avx512(src_b, 16 - pad, w);
-        const __m512 as0 = wino_load16_avx512(src_a, m - pad, w), as1 = wino_load16_avx512(src_a, m + 16 - pad, w);
-        const __m512 bs0 = wino_load16_avx512(src_b, m - pad, w), bs1 = wino_load16_avx512(src_b, m + 16 - pad, w);
         __m512 c[6], o[6];
-        for (int q = 0; q < a; q++) {
-            const int qq = q < m ? q : q - m;
-            const __m512 va = q < m ? _mm512_permutex2var_ps(a0, pick_a[qq], a1)
-                                    : _mm512_permutex2var_ps(as0, pick_a[qq], as1);
-            const __m512 vb = q < m ? _mm512_permutex2var_ps(b0, pick_b[qq], b1)
-                                    : _mm512_permutex2var_ps(bs0, pick_b[qq], bs1);
-            c[q] = _mm512_mask_blend_ps(second, va, vb);
-        }
+        wino_pair_phases_avx512(m, a, pick_a, pick_b, second, rows_a + i * w, rows_b ? rows_b + i * w : NULL, w,
+                                pad, c);
         if (m == 4) {
             const __m512 c3m1 = _mm512_sub_ps(c[3], c[1]), c4m2 = _mm512_sub_ps(c[4], c[2]);
             o[0] = _mm512_add_ps(_mm512_fmsub_ps(four, c[0], _mm512_mul_ps(five, c[2])), c[4]);

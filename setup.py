@@ -67,7 +67,11 @@ def _openmp_flags(compiler):
 def _common_cflags(compiler):
     if _compiler_is_msvc(compiler):
         return ["/O2"]
-    flags = ["-O3", "-std=c11", "-fno-strict-aliasing", "-Wno-unused-function"]
+    # -fno-math-errno: no kernel reads errno, and with it sqrtf is a call (with a
+    # branch for negative arguments) instead of sqrtps, so the Adam, RMSprop and
+    # Adagrad updates stayed scalar (a `#pragma GCC optimize` in optim.c did not
+    # reach its target-specific copies). Results are unchanged.
+    flags = ["-O3", "-std=c11", "-fno-strict-aliasing", "-fno-math-errno", "-Wno-unused-function"]
     if _flag("FASTNN_NATIVE_TUNE"):
         flags.append("-march=native")
     if _flag("FASTNN_SANITIZE"):

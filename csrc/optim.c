@@ -11,11 +11,8 @@
 
 #include "kernels.h"
 
-/* sqrt never sets errno here (its arguments are sums of squares), and without
- * errno GCC vectorises it into sqrtps/sqrtpd. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-math-errno")
-#endif
+/* sqrt never sets errno here (its arguments are sums of squares): setup.py
+ * builds with -fno-math-errno, so that GCC vectorises it into sqrtps/sqrtpd. */
 
 #define OPTIM_CHUNK ((int64_t)16384)
 

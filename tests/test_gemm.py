@@ -206,10 +206,12 @@ def test_fused_linear_equals_separate_ops(isa, dtype, act, rng):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_fused_sigmoid_is_the_elementwise_sigmoid(isa, rng):
-    # float32 sigmoid epilogues (linear and conv2d) run the element-wise kernel on
-    # the biased rows, so fused and separate give the same bits on every ISA; a
-    # NaN stays NaN, and the edges of an odd-sized tile go through it too
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "elu", "softplus", "leaky_relu"])
+def test_fused_exp_activations_are_the_elementwise_ones(isa, act, rng):
+    # float32 sigmoid, tanh, elu and softplus epilogues (linear and conv2d) run the
+    # element-wise kernel on the biased rows, so fused and separate give the same
+    # bits on every ISA; a NaN stays NaN, and the edges of an odd-sized tile go
+    # through it too
     x = rng.standard_normal((37, 53)).astype(np.float32) * 4
     w = rng.standard_normal((53, 70)).astype(np.float32)
     b = rng.standard_normal((70,)).astype(np.float32)
@@ -217,14 +219,66 @@ def test_fused_sigmoid_is_the_elementwise_sigmoid(isa, rng):
     img = rng.standard_normal((3, 5, 9, 11)).astype(np.float32)
     wt = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
     cb = rng.standard_normal((7,)).astype(np.float32)
+    def separate_op(z):
+        return getattr(F, act)(z, 0.7) if act in ("elu", "leaky_relu") else getattr(F, act)(z)
     with native_setting(isa, 2):
-        fused = _gemm.linear(x, w, b, "sigmoid", 0.0)
-        separate = F.sigmoid(_gemm.linear(x, w, b, None, 0.0))
-        conv_fused = _gemm.conv2d(img, wt, cb, (1, 1), (1, 1), "sigmoid", 0.0)
-        conv_separate = F.sigmoid(_gemm.conv2d(img, wt, cb, (1, 1), (1, 1), None, 0.0))
+        fused = _gemm.linear(x, w, b, act, 0.7)
+        separate = separate_op(_gemm.linear(x, w, b, None, 0.0))
+        conv_fused = _gemm.conv2d(img, wt, cb, (1, 1), (1, 1), act, 0.7)
+        conv_separate = separate_op(_gemm.conv2d(img, wt, cb, (1, 1), (1, 1), None, 0.0))
     np.testing.assert_array_equal(fused, separate)
     np.testing.assert_array_equal(conv_fused, conv_separate)
     assert np.isnan(fused[3]).all() and np.isfinite(np.delete(fused, 3, axis=0)).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_float32_tanh_within_3_ulp_of_float64(isa):
+    # the vector tanh (AVX2, AVX-512): Taylor series under |x| = 0.5, (1 - e) / (1 + e)
+    # with e = exp(-2|x|) above; both sides of the switch, tiny and subnormal
+    # inputs, saturation, and the special values
+    x = np.concatenate([np.linspace(-10, 10, 400001), np.geomspace(1e-30, 12, 20001),
+                        -np.geomspace(1e-30, 12, 20001), [0.49999997, 0.5, 0.50000006, 1e-45, 9.0]]).astype(np.float32)
+    with native_setting(isa, 1):
+        got = F.tanh(x).astype(np.float64)
+        special = F.tanh(np.array([np.inf, -np.inf, 0.0, -0.0, np.nan], np.float32))
+    want = np.tanh(x.astype(np.float64))
+    ulp = np.maximum(np.spacing(np.abs(want).astype(np.float32)).astype(np.float64),
+                     np.finfo(np.float32).smallest_subnormal)
+    assert np.max(np.abs(got - want) / ulp) <= 3.0
+    np.testing.assert_array_equal(special[:4], [1.0, -1.0, 0.0, -0.0])
+    assert not np.signbit(special[2]) and np.signbit(special[3]) and np.isnan(special[4])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_float32_elu_and_softplus_within_a_few_ulp_of_float64(isa, rng):
+    # the vector expm1 (Taylor above -0.5, exp - 1 below) and log1p (2 atanh) of
+    # AVX2 and AVX-512 against float64; softplus of x < -30 is exp(x) itself, where
+    # the vector exp's range reduction costs up to 2.5 ulp more, as sigmoid's
+    x = np.concatenate([np.linspace(-25, 25, 400001), -np.geomspace(1e-30, 100, 20001),
+                        np.geomspace(1e-30, 80, 20001), [-0.5, -0.49999997, -0.50000006, -1e-45]]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    with native_setting(isa, 1):
+        got = {"elu": F.elu(x, 0.7), "softplus": F.softplus(x),
+               "elu_backward": F.elu_backward(dy, x, 0.7), "softplus_backward": F.softplus_backward(dy, x)}
+        special_x = np.array([np.inf, -np.inf, 0.0, -0.0, np.nan], np.float32)
+        elu_special, softplus_special = F.elu(special_x, 0.7), F.softplus(special_x)
+    want = {"elu": np.where(x64 > 0, x64, 0.7 * np.expm1(np.minimum(x64, 0))),
+            "softplus": np.maximum(x64, 0) + np.log1p(np.exp(-np.abs(x64)))}
+    for name, bound in (("elu", 3.0), ("softplus", 3.0)):
+        ulp = np.maximum(np.spacing(np.abs(want[name]).astype(np.float32)).astype(np.float64),
+                         np.finfo(np.float32).smallest_subnormal)
+        err = np.abs(got[name].astype(np.float64) - want[name]) / ulp
+        assert err[x > -30].max() <= bound, name
+        assert err.max() <= bound + 2.5, name
+    dy64 = dy.astype(np.float64)
+    np.testing.assert_allclose(got["elu_backward"], np.where(x64 > 0, dy64, dy64 * 0.7 * np.exp(np.minimum(x64, 0))),
+                               rtol=4e-7, atol=1e-37)
+    np.testing.assert_allclose(got["softplus_backward"], dy64 / (1 + np.exp(-x64)), rtol=4e-7, atol=1e-37)
+    np.testing.assert_array_equal(elu_special[:4], np.array([np.inf, -0.7, 0.0, -0.0], np.float32))
+    np.testing.assert_array_equal(softplus_special[:2], [np.inf, 0.0])
+    assert np.signbit(elu_special[3]) and np.isnan(elu_special[4]) and np.isnan(softplus_special[4])
+    assert softplus_special[2] == softplus_special[3] == np.float32(np.log(2))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

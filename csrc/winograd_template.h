@@ -323,10 +323,9 @@ typedef struct {
     TARGET static int FN(wino##M##_output_##ISA)(const T *m, int64_t ldp, int64_t len, int64_t tb, T *tmp, T *o) \
     {                                                                                                         \
         FN(wino##M##_output_body)(m, ldp, len, tmp, o);                                                       \
-        int finite = 1; /* v - v is 0 exactly when v is finite, and vectorises */                             \
+        int finite = 1; /* the tiles' outputs, not the lanes past them */                                    \
         for (int q = 0; q < M; q++)                                                                           \
-            for (int64_t i = 0; i < M * tb; i++)                                                              \
-                finite &= o[q * M * len + i] - o[q * M * len + i] == (T)0;                                    \
+            finite &= FN(all_finite_##ISA)(o + q * M * len, M * tb);                                          \
         return finite;                                                                                        \
     }
 #define DEFINE_WINO_COPY(ISA, TARGET)                                                                         \
@@ -749,9 +748,7 @@ static void FN(wino_wgrad_product)(const FN(wino_wgrad_products) *pr, const T *a
                                    int64_t tb, T beta, T *out, T *panels, const T **arow)
 {
     const int mr = pr->mr, nr = pr->nr;
-    T *zeros = panels + pr->ld * ldb;
-    for (int64_t l = 0; l < tb; l++)
-        zeros[l] = 0;
+    const T *zeros = panels + pr->ld * ldb; /* zeroed once by the thread */
     for (int64_t i = 0; i < pr->a_alloc; i++)
         arow[i] = i < pr->am ? a + i * ldb : zeros;
     const fnn_matrix_src bs = {b, ldb, 1, pr->isa};
@@ -835,6 +832,7 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
         if (!v || !z || !rows || !mine || !panels || !arow) {
             err = 1;
         } else {
+            memset(panels + pr.ld * g.ldb, 0, (size_t)g.ldb * sizeof(T)); /* the zero row */
             const int64_t b0 = nblocks * t / tn, b1 = nblocks * (t + 1) / tn;
             if (b0 == b1)
                 memset(mine, 0, (size_t)du_elems * sizeof(T));

@@ -195,6 +195,15 @@ void fnn_ukri_avx512_f32(int64_t k, const float *a, const float *const *brow, in
                          int64_t ldc, float alpha, float beta);
 void fnn_ukri_avx512_f64(int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
                          int64_t ldc, double alpha, double beta);
+/* their half-width tiles (the first NR/2 columns, as fnn_ukrh_*) */
+void fnn_ukrih_avx2_f32(int64_t k, const float *a, const float *const *brow, int64_t boff, float *c, int64_t ldc,
+                        float alpha, float beta);
+void fnn_ukrih_avx2_f64(int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
+                        int64_t ldc, double alpha, double beta);
+void fnn_ukrih_avx512_f32(int64_t k, const float *a, const float *const *brow, int64_t boff, float *c,
+                          int64_t ldc, float alpha, float beta);
+void fnn_ukrih_avx512_f64(int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
+                          int64_t ldc, double alpha, double beta);
 #endif
 
 /* Indirect-A microkernels: element (i, p) of the A micro-panel is

@@ -90,4 +90,6 @@ DEFINE_AVX2_FAMILY(fnn_ukra_avx2, f64, double, __m256d, 4, IND_A_F64, SIG_IND_A_
  * most NR/2 columns (see gemm_ukernel_avx512.c). */
 DEFINE_AVX2_UKR_OF(fnn_ukrh_avx2_f32, 1, float, __m256, 8, 6, PACKED_F32)
 DEFINE_AVX2_UKR_OF(fnn_ukrh_avx2_f64, 1, double, __m256d, 4, 6, PACKED_F64)
+DEFINE_AVX2_UKR_OF(fnn_ukrih_avx2_f32, 1, float, __m256, 8, 6, IND_B_F32)
+DEFINE_AVX2_UKR_OF(fnn_ukrih_avx2_f64, 1, double, __m256d, 4, 6, IND_B_F64)
 #endif

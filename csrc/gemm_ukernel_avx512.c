@@ -103,4 +103,8 @@ DEFINE_AVX512_FAMILY(fnn_ukra_avx512, f64, double, __m512d, 8, IND_A_F64, SIG_IN
  * N = 100 does not pay a full 32-wide tile for its last 4 columns. */
 DEFINE_AVX512_UKR_OF(fnn_ukrh_avx512_f32, 1, float, __m512, 16, 8, PACKED_F32)
 DEFINE_AVX512_UKR_OF(fnn_ukrh_avx512_f64, 1, double, __m512d, 8, 8, PACKED_F64)
+/* and on indirect B rows: a Winograd block's last panel when it holds at most
+ * NR/2 tiles */
+DEFINE_AVX512_UKR_OF(fnn_ukrih_avx512_f32, 1, float, __m512, 16, 8, IND_B_F32)
+DEFINE_AVX512_UKR_OF(fnn_ukrih_avx512_f64, 1, double, __m512d, 8, 8, IND_B_F64)
 #endif

@@ -35,5 +35,19 @@ DEFINE_SELECT_UKR(ukri)
 /* indirect A: A's rows read in place (the direct weight gradient's padded image) */
 DEFINE_SELECT_UKR(ukra)
 
+/* the indirect-B half-width kernel (NR/2 columns) for an ISA, NULL for the portable one */
+static inline FN(ukri_fn) FN(select_ukri_half)(int isa)
+{
+#if FNN_X86_SIMD
+    if (isa >= FNN_ISA_AVX512)
+        return FN(fnn_ukrih_avx512);
+    if (isa >= FNN_ISA_AVX2)
+        return FN(fnn_ukrih_avx2);
+#else
+    (void)isa;
+#endif
+    return NULL;
+}
+
 #undef DEFINE_SELECT_UKR
 #undef SELECT_SIMD_UKR

@@ -87,7 +87,7 @@ typedef struct {
 } fnn_wino_geom;
 
 static fnn_wino_geom wino_geom(int m, int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t ph, int64_t pw,
-                               int64_t dtype_bytes, int nr, int nth)
+                               int64_t dtype_bytes, int nr, int gran, int nth)
 {
     fnn_wino_geom g;
     g.m = m;
@@ -107,24 +107,26 @@ static fnn_wino_geom wino_geom(int m, int64_t n, int64_t c, int64_t h, int64_t w
     g.rows = n * g.th;
     const int64_t row_bytes = g.np * (c + f) * dtype_bytes * g.tw;
     int64_t most = FNN_WINO_BLOCK_BYTES / row_bytes;
-    /* enough blocks to keep every thread busy */
+    /* a thread's share of the tile rows (wino_thread_rows) */
     const int64_t per_thread = (g.rows + nth - 1) / nth;
     if (most > per_thread)
         most = per_thread;
     if (most < 1)
         most = 1;
-    /* The products compute whole NR-wide panels of tiles, so a block of 56
-     * tiles costs as much as one of 64 there (the transforms do not), and the
-     * blocks are split evenly over the threads. Of the block sizes from half
-     * the budget up, take the one whose busiest thread has the fewest lanes,
-     * counted once padded (products) and once not (transforms): conv D on 2
-     * threads, 13 blocks a thread of 18 tile rows of 7 (126 tiles, 128 lanes),
-     * not 9 of 27 rows (189, 192); 100 8x8 images into 64 channels on 2
-     * threads, 4 blocks a thread of 25 rows of 2 tiles, not 4 and 3 of 32. */
+    /* The forward's products compute whole panels of `gran` tiles (NR, or NR/2
+     * where the ISA has a half-width kernel), so a block of 56 tiles costs as
+     * much as one of 64 there (the transforms do not). Each thread cuts its
+     * share into blocks from its start, the last one shorter. Of the block
+     * sizes from half the budget up, take the largest of those whose busiest
+     * thread computes the fewest padded lanes: 100 8x8 images into 64 channels
+     * on 2 threads (100 rows of 2 tiles a thread) take blocks of 32 rows, 64 +
+     * 64 + 64 + 8 lanes (208 computed), where blocks of 25 rows cut over the
+     * whole batch gave each thread 4 of 50 lanes, padded to 64 (256). */
     int64_t br = most, best = -1;
     for (int64_t cand = most; cand >= 1 && 2 * cand >= most; cand--) {
-        const int64_t blocks = (g.rows + cand - 1) / cand, tb = cand * g.tw;
-        const int64_t lanes = (blocks + nth - 1) / nth * ((tb + nr - 1) / nr * nr + tb);
+        const int64_t full = per_thread / cand, rest = per_thread % cand;
+        const int64_t lanes = full * ((cand * g.tw + gran - 1) / gran * gran) +
+                              (rest * g.tw + gran - 1) / gran * gran;
         if (best < 0 || lanes < best) {
             br = cand;
             best = lanes;
@@ -144,6 +146,15 @@ static fnn_wino_geom wino_geom(int m, int64_t n, int64_t c, int64_t h, int64_t w
  * 4 KiB (64 channels of 144 lanes is 9 x 4 KiB) would put all those streams in
  * one L1 set, so the stride is kept 128 bytes off such multiples. */
 static inline int64_t wino_slab(const fnn_wino_geom *g, int64_t rows) { return rows * g->ldb + 32; }
+
+/* The tile rows [lo, hi) of thread t of tn: an even split of the batch's rows,
+ * which the thread cuts into blocks of g->block_rows from lo (the last one
+ * shorter), so only each thread's last block pads its products' panels. */
+static inline void wino_thread_rows(const fnn_wino_geom *g, int t, int tn, int64_t *lo, int64_t *hi)
+{
+    *lo = g->rows * t / tn;
+    *hi = g->rows * (t + 1) / tn;
+}
 
 int fnn_winograd_applies(fnn_ctx ctx, int64_t n, int64_t c, int64_t f, int64_t h, int64_t w, int64_t fh,
                          int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw)

@@ -619,6 +619,7 @@ typedef struct {
     int64_t f_alloc;
     int mr, nr;
     FN(ukri_fn) ukr; /* the indirect-B microkernel: it reads V in place, no packing of B */
+    FN(ukri_fn) half; /* its NR/2-wide variant, for a last panel of at most NR/2 tiles; may be NULL */
 } FN(wino_products);
 
 /* y for the tile rows [r0, r0 + nr): transformed input, a*a products, output
@@ -635,10 +636,14 @@ static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_produ
             brow[ci] = v + p * wino_slab(g, c) + ci * ldb;
         const T *up = pr->up + p * fa * c;
         T *mp = m + p * wino_slab(g, fa);
-        /* lanes past tb (up to the next multiple of NR, within ldb) are computed and ignored */
-        for (int64_t j = 0; j < tb; j += pr->nr)
+        /* lanes past tb (up to the next multiple of NR or NR/2, within ldb) are
+         * computed and ignored; the output transform reads M's lanes up to a
+         * multiple of FNN_WINO_LANES and ignores those past tb, written or not */
+        for (int64_t j = 0; j < tb; j += pr->nr) {
+            const FN(ukri_fn) ukr = pr->half && 2 * (tb - j) <= pr->nr ? pr->half : pr->ukr;
             for (int64_t fp = 0; fp < fa; fp += pr->mr)
-                pr->ukr(c, up + fp * c, brow, j, mp + fp * ldb + j, ldb, (T)1, (T)0);
+                ukr(c, up + fp * c, brow, j, mp + fp * ldb + j, ldb, (T)1, (T)0);
+        }
     }
     /* the output transform, bias and activation over all the block's lanes at
      * once (one call each per filter: per tile row they would cost more in calls
@@ -685,8 +690,10 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_
     fnn_gemm_tile_shape(isa, (int)sizeof(T), &pr.mr, &pr.nr);
     FN(ukri_rows_fn) unused_rows; /* U's zero rows pad F up to MR: full tiles only */
     pr.ukr = FN(select_ukri)(isa, &unused_rows);
+    pr.half = FN(select_ukri_half)(isa);
     pr.f_alloc = (f + pr.mr - 1) / pr.mr * pr.mr;
-    const fnn_wino_geom g = wino_geom(tile, n, c, h, w, f, ph, pw, (int64_t)sizeof(T), pr.nr, nth);
+    const fnn_wino_geom g = wino_geom(tile, n, c, h, w, f, ph, pw, (int64_t)sizeof(T), pr.nr,
+                                      pr.half ? pr.nr / 2 : pr.nr, nth);
     if (n == 0)
         return 0;
     /* the calling thread's scratch (a fresh allocation of this size would cost a
@@ -696,14 +703,18 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_
         return -1;
     pr.up = up;
     const FN(wino_kernels) k = FN(wino_select)(isa, g.m);
-    const int64_t nblocks = (g.rows + g.block_rows - 1) / g.block_rows;
-    if (nth > nblocks)
-        nth = (int)nblocks;
+    if (nth > g.rows)
+        nth = (int)g.rows;
     int err = 0, finite = 1;
 #ifdef FASTNN_HAVE_OPENMP
 #pragma omp parallel num_threads(nth) if(nth > 1) reduction(| : err) reduction(& : finite)
 #endif
     {
+#ifdef FASTNN_HAVE_OPENMP
+        const int t = omp_get_thread_num(), tn = omp_get_num_threads();
+#else
+        const int t = 0, tn = 1;
+#endif
         T *v = (T *)fnn_scratch(FNN_SCRATCH_WINO_V, (size_t)(g.np * wino_slab(&g, c)) * sizeof(T));
         T *m = (T *)fnn_scratch(FNN_SCRATCH_WINO_M, (size_t)(g.np * wino_slab(&g, pr.f_alloc)) * sizeof(T));
         T *rows = (T *)fnn_scratch(FNN_SCRATCH_WINO_ROWS, (size_t)FN(wino_rows_elems)(&g) * sizeof(T));
@@ -718,15 +729,11 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_
 #endif
         for (int64_t fp = 0; fp < pr.f_alloc; fp += pr.mr)
             FN(wino_filter_pack)(isa, wt, fp, f, c, g.m, pr.mr, pr.f_alloc, up);
-#ifdef FASTNN_HAVE_OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int64_t b = 0; b < nblocks; b++) {
-            const int64_t r0 = b * g.block_rows;
-            const int64_t nr = g.rows - r0 < g.block_rows ? g.rows - r0 : g.block_rows;
-            if (!err)
-                finite &= FN(wino_forward_block)(&k, &pr, &g, isa, x, r0, nr, bias, act, act_alpha, y, v, m, rows,
-                                                 brow);
+        int64_t lo, hi;
+        wino_thread_rows(&g, t, tn, &lo, &hi);
+        for (int64_t r0 = lo; r0 < hi && !err; r0 += g.block_rows) {
+            const int64_t nr = hi - r0 < g.block_rows ? hi - r0 : g.block_rows;
+            finite &= FN(wino_forward_block)(&k, &pr, &g, isa, x, r0, nr, bias, act, act_alpha, y, v, m, rows, brow);
         }
     }
     return err ? -1 : finite ? 0 : 1;
@@ -782,7 +789,8 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
     int nth = FN(wino_threads)(ctx);
     int mr, nr_lanes;
     fnn_gemm_tile_shape(isa, (int)sizeof(T), &mr, &nr_lanes);
-    const fnn_wino_geom g = wino_geom(tile, n, c, h, w, f, ph, pw, (int64_t)sizeof(T), nr_lanes, nth);
+    /* the lanes are the products' depth here: no panel pads them */
+    const fnn_wino_geom g = wino_geom(tile, n, c, h, w, f, ph, pw, (int64_t)sizeof(T), nr_lanes, 1, nth);
     /* dU[p] as C x F when that fills the microkernel's NR-wide tiles better
      * (16 channels on a 32-wide AVX-512 tile would run the half-width kernel) */
     const int transposed = (c + nr_lanes - 1) / nr_lanes * nr_lanes - c > (f + nr_lanes - 1) / nr_lanes * nr_lanes - f;
@@ -799,9 +807,8 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
      * is the sum of the tile's gradients, so db comes from Z with no pass of its
      * own over dy */
     const int64_t ps = pr.a_alloc * pr.ld, pf = (int64_t)g.np * ps, du_elems = pf + f;
-    const int64_t nblocks = (g.rows + g.block_rows - 1) / g.block_rows;
-    if (nth > nblocks)
-        nth = nblocks < 1 ? 1 : (int)nblocks;
+    if (nth > g.rows)
+        nth = g.rows < 1 ? 1 : (int)g.rows;
     if (nth > 256)
         nth = 256;
     /* the calling thread's slot: it is thread 0 below, which sums straight into du */
@@ -833,21 +840,21 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
             err = 1;
         } else {
             memset(panels + pr.ld * g.ldb, 0, (size_t)g.ldb * sizeof(T)); /* the zero row */
-            const int64_t b0 = nblocks * t / tn, b1 = nblocks * (t + 1) / tn;
-            if (b0 == b1)
+            int64_t lo, hi;
+            wino_thread_rows(&g, t, tn, &lo, &hi);
+            if (lo == hi)
                 memset(mine, 0, (size_t)du_elems * sizeof(T));
-            for (int64_t b = b0; b < b1 && !err; b++) {
-                const int64_t r0 = b * g.block_rows;
-                const int64_t nr = g.rows - r0 < g.block_rows ? g.rows - r0 : g.block_rows;
+            for (int64_t r0 = lo; r0 < hi; r0 += g.block_rows) {
+                const int64_t nr = hi - r0 < g.block_rows ? hi - r0 : g.block_rows;
                 const int64_t tb = nr * g.tw;
                 FN(wino_input_block)(&k, &g, x, r0, nr, v, rows);
                 FN(wino_grad_block)(&k, &g, dy, r0, nr, z, rows);
                 for (int p = 0; p < g.np; p++) {
                     const T *zp = z + p * wino_slab(&g, f), *vp = v + p * wino_slab(&g, c);
                     FN(wino_wgrad_product)(&pr, transposed ? vp : zp, transposed ? zp : vp, g.ldb, tb,
-                                           b == b0 ? (T)0 : (T)1, mine + p * ps, panels, arow);
+                                           r0 == lo ? (T)0 : (T)1, mine + p * ps, panels, arow);
                 }
-                if (b == b0)
+                if (r0 == lo)
                     memset(mine + pf, 0, (size_t)f * sizeof(T));
                 FN(wino_row_sums)(z + (g.a + 1) * wino_slab(&g, f), g.ldb, f, tb, mine + pf);
             }

@@ -81,6 +81,31 @@ def test_winograd_against_im2col(algorithm, isa, threads, dtype, rng):
             check(dx, rdx, np.abs(rdx).max(initial=0) + 3 * f * 9 * c, dtype, 9 * f)
 
 
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_width_of_a_block_last_panel(isa, threads, dtype, rng):
+    """One 4x4 tile an image, so a thread's block holds as many tiles as it has
+    images: batches of 1 to 40 leave every width of the last product panel, from one
+    tile to a full one, including those of at most NR/2 tiles that take the
+    half-width microkernel (8, 16 or 32 lanes a panel, by ISA and dtype)."""
+    c, f = 3, 5
+    wt = rng.standard_normal((f, c, 3, 3)).astype(dtype)
+    b = rng.standard_normal((f,)).astype(dtype)
+    with native_setting(isa, threads, conv_algorithm="winograd4x4"):
+        for n in range(1, 41):
+            x = rng.standard_normal((n, c, 4, 4)).astype(dtype)
+            y = _gemm.conv2d(x, wt, b, (1, 1), (1, 1), None, 0.0)
+            want, mag = conv_forward64(x, wt, b, (1, 1), (1, 1))
+            check(y, want, np.abs(want).max() + mag.max(), dtype, 9 * c)
+            dy = rng.standard_normal(y.shape).astype(dtype)
+            dx, dw, db = _gemm.conv2d_backward(dy, x, wt, (1, 1), (1, 1), True)
+            rdx, rdw, rdb = conv_backward64(dy, x, wt, (1, 1), (1, 1))
+            check(dx, rdx, np.abs(rdx).max() + 3 * f * 9 * c, dtype, 9 * f)
+            check(dw, rdw, np.abs(rdw).max() + 3 * n * 16, dtype, n * 16)
+            check(db, rdb, n * 16, dtype, n * 16)
+
+
 def test_switch_selects_a_different_path(rng):
     """The three algorithms round differently: the switch really changes the path, and
     'auto' takes Winograd F(4x4, 3x3) on a 16 -> 32 channel layer."""

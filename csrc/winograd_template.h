@@ -531,7 +531,7 @@ static inline void FN(wino_prefetch_rows)(const T *plane, int64_t h, int64_t w, 
         __builtin_prefetch(p, 0, 3);
 }
 
-/* V of the tile rows [r0, r0 + nr): v[p * slab(c) + ci * ldb + (r - r0) * tw + tx],
+/* V of the tile rows [r0, r0 + nr): v[ci * wino_chan + p * ldb + (r - r0) * tw + tx],
  * for the lanes up to the products' last NR-wide panel (zero past the tiles) */
 static void FN(wino_input_block)(const FN(wino_kernels) *k, const fnn_wino_geom *g, const T *x, int64_t r0,
                                  int64_t nr, T *v, T *rows)
@@ -543,11 +543,11 @@ static void FN(wino_input_block)(const FN(wino_kernels) *k, const fnn_wino_geom 
     for (int p = 0; p < g->np; p++)
         for (int64_t l = spill; l < nv; l++)
             d[p * ls + l] = 0;
-    const int64_t plane = g->h * g->w, ldp = wino_slab(g, g->c);
+    const int64_t plane = g->h * g->w, ldp = g->ldb;
     /* straight into V where this ISA gathers so (known after the first call) */
     int straight = 1;
     for (int64_t ci = 0; ci < g->c; ci++) {
-        T *vc = v + ci * g->ldb;
+        T *vc = v + ci * wino_chan(g);
         /* image and tile row of the block's tile row r, stepped along (no divisions) */
         int64_t ni = r0 / g->th, ty = r0 % g->th;
         for (int64_t r = 0; r < nr; r += 2) { /* two tile rows a call */
@@ -605,7 +605,7 @@ static void FN(wino_grad_block)(const FN(wino_kernels) *k, const fnn_wino_geom *
             ni = ty2 + 1 == g->th ? ni2 + 1 : ni2;
             ty = ty2 + 1 == g->th ? 0 : ty2 + 1;
         }
-        k->grad(e, tmp, ls, tb, z + fi * g->ldb, wino_slab(g, g->f));
+        k->grad(e, tmp, ls, tb, z + fi * wino_chan(g), g->ldb);
     }
 }
 
@@ -633,16 +633,16 @@ static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_produ
     FN(wino_input_block)(k, g, x, r0, nr, v, rows);
     for (int p = 0; p < g->np; p++) {
         for (int64_t ci = 0; ci < c; ci++)
-            brow[ci] = v + p * wino_slab(g, c) + ci * ldb;
+            brow[ci] = v + ci * wino_chan(g) + p * ldb;
         const T *up = pr->up + p * fa * c;
-        T *mp = m + p * wino_slab(g, fa);
+        T *mp = m + p * ldb;
         /* lanes past tb (up to the next multiple of NR or NR/2, within ldb) are
          * computed and ignored; the output transform reads M's lanes up to a
          * multiple of FNN_WINO_LANES and ignores those past tb, written or not */
         for (int64_t j = 0; j < tb; j += pr->nr) {
             const FN(ukri_fn) ukr = pr->half && 2 * (tb - j) <= pr->nr ? pr->half : pr->ukr;
             for (int64_t fp = 0; fp < fa; fp += pr->mr)
-                ukr(c, up + fp * c, brow, j, mp + fp * ldb + j, ldb, (T)1, (T)0);
+                ukr(c, up + fp * c, brow, j, mp + fp * wino_chan(g) + j, wino_chan(g), (T)1, (T)0);
         }
     }
     /* the output transform, bias and activation over all the block's lanes at
@@ -654,7 +654,7 @@ static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_produ
     const int epilogue = bias != NULL || act != FNN_ACT_IDENTITY;
     int finite = 1;
     for (int64_t fi = 0; fi < f; fi++) {
-        finite &= k->output(m + fi * ldb, wino_slab(g, fa), len, tb, tmp, o);
+        finite &= k->output(m + fi * wino_chan(g), ldb, len, tb, tmp, o);
         if (epilogue)
             FN(fnn_bias_act)(isa, o, 0, o, 0, NULL, bias ? bias + fi : NULL, 0, 1, g->m * orow, act, act_alpha);
         k->copy(y, o, orow, g->m, g->tw, g->th, f, g->oh, g->ow, fi, r0, nr);
@@ -715,8 +715,8 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_
 #else
         const int t = 0, tn = 1;
 #endif
-        T *v = (T *)fnn_scratch(FNN_SCRATCH_WINO_V, (size_t)(g.np * wino_slab(&g, c)) * sizeof(T));
-        T *m = (T *)fnn_scratch(FNN_SCRATCH_WINO_M, (size_t)(g.np * wino_slab(&g, pr.f_alloc)) * sizeof(T));
+        T *v = (T *)fnn_scratch(FNN_SCRATCH_WINO_V, (size_t)(c * wino_chan(&g)) * sizeof(T));
+        T *m = (T *)fnn_scratch(FNN_SCRATCH_WINO_M, (size_t)(pr.f_alloc * wino_chan(&g)) * sizeof(T));
         T *rows = (T *)fnn_scratch(FNN_SCRATCH_WINO_ROWS, (size_t)FN(wino_rows_elems)(&g) * sizeof(T));
         const T **brow = (const T **)fnn_scratch(FNN_SCRATCH_WINO_DU, (size_t)c * sizeof(T *));
         if (!v || !m || !rows || !brow)
@@ -749,15 +749,16 @@ typedef struct {
     FN(ukra_rows_fn) ukr_rows; /* NULL: the panel's rows past am read a zero row */
     int mr, nr, isa;
     int64_t am, bn, ld, a_alloc;
+    int64_t lanes; /* a block's lane stride: the packed panels hold ld x lanes values, then a zero row */
 } FN(wino_wgrad_products);
 
-static void FN(wino_wgrad_product)(const FN(wino_wgrad_products) *pr, const T *a, const T *b, int64_t ldb,
-                                   int64_t tb, T beta, T *out, T *panels, const T **arow)
+static void FN(wino_wgrad_product)(const FN(wino_wgrad_products) *pr, const T *a, int64_t lda, const T *b,
+                                   int64_t ldb, int64_t tb, T beta, T *out, T *panels, const T **arow)
 {
     const int mr = pr->mr, nr = pr->nr;
-    const T *zeros = panels + pr->ld * ldb; /* zeroed once by the thread */
+    const T *zeros = panels + pr->ld * pr->lanes; /* zeroed once by the thread */
     for (int64_t i = 0; i < pr->a_alloc; i++)
-        arow[i] = i < pr->am ? a + i * ldb : zeros;
+        arow[i] = i < pr->am ? a + i * lda : zeros;
     const fnn_matrix_src bs = {b, ldb, 1, pr->isa};
     FN(fnn_pack_matrix_b)(&bs, 0, pr->bn, 0, tb, nr, panels);
     for (int64_t j = 0; j < pr->bn; j += nr) {
@@ -803,6 +804,7 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
     pr.bn = transposed ? f : c;
     pr.ld = (pr.bn + nr_lanes - 1) / nr_lanes * nr_lanes;
     pr.a_alloc = (pr.am + mr - 1) / mr * mr;
+    pr.lanes = g.ldb;
     /* the a*a dU matrices (a_alloc x ld each), then db: position (1, 1) of A dY A^T
      * is the sum of the tile's gradients, so db comes from Z with no pass of its
      * own over dy */
@@ -827,8 +829,8 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
         const int t = 0, tn = 1;
 #endif
         const FN(wino_kernels) k = FN(wino_select)(isa, g.m);
-        T *v = (T *)fnn_scratch(FNN_SCRATCH_WINO_V, (size_t)(g.np * wino_slab(&g, c)) * sizeof(T));
-        T *z = (T *)fnn_scratch(FNN_SCRATCH_WINO_M, (size_t)(g.np * wino_slab(&g, f)) * sizeof(T));
+        T *v = (T *)fnn_scratch(FNN_SCRATCH_WINO_V, (size_t)(c * wino_chan(&g)) * sizeof(T));
+        T *z = (T *)fnn_scratch(FNN_SCRATCH_WINO_M, (size_t)(f * wino_chan(&g)) * sizeof(T));
         T *rows = (T *)fnn_scratch(FNN_SCRATCH_WINO_ROWS, (size_t)FN(wino_rows_elems)(&g) * sizeof(T));
         /* thread 0 sums straight into du */
         T *mine = t == 0 ? du : (T *)fnn_scratch(FNN_SCRATCH_WINO_DU, (size_t)du_elems * sizeof(T));
@@ -850,13 +852,14 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
                 FN(wino_input_block)(&k, &g, x, r0, nr, v, rows);
                 FN(wino_grad_block)(&k, &g, dy, r0, nr, z, rows);
                 for (int p = 0; p < g.np; p++) {
-                    const T *zp = z + p * wino_slab(&g, f), *vp = v + p * wino_slab(&g, c);
-                    FN(wino_wgrad_product)(&pr, transposed ? vp : zp, transposed ? zp : vp, g.ldb, tb,
+                    const T *zp = z + p * g.ldb, *vp = v + p * g.ldb;
+                    FN(wino_wgrad_product)(&pr, transposed ? vp : zp, wino_chan(&g), transposed ? zp : vp,
+                                           wino_chan(&g), tb,
                                            r0 == lo ? (T)0 : (T)1, mine + p * ps, panels, arow);
                 }
                 if (r0 == lo)
                     memset(mine + pf, 0, (size_t)f * sizeof(T));
-                FN(wino_row_sums)(z + (g.a + 1) * wino_slab(&g, f), g.ldb, f, tb, mine + pf);
+                FN(wino_row_sums)(z + (g.a + 1) * g.ldb, wino_chan(&g), f, tb, mine + pf);
             }
         }
 #ifdef FASTNN_HAVE_OPENMP

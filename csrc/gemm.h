@@ -182,28 +182,20 @@ FNN_DECLARE_ROWS_UKR(avx512, double, f64)
 /* Indirect-B microkernels: row p of the B micro-panel is brow[p] + boff (NR
  * contiguous elements, any alignment). A stride-1 convolution points the rows
  * into its zero-padded image, so B needs no packing at all. */
-void fnn_ukri_portable_f32(int64_t k, const float *a, const float *const *brow, int64_t boff, float *c,
-                           int64_t ldc, float alpha, float beta);
-void fnn_ukri_portable_f64(int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
-                           int64_t ldc, double alpha, double beta);
+#define FNN_DECLARE_UKRI(NAME, T) \
+    void NAME(int64_t k, const T *a, const T *const *brow, int64_t boff, T *c, int64_t ldc, T alpha, T beta);
+FNN_DECLARE_UKRI(fnn_ukri_portable_f32, float)
+FNN_DECLARE_UKRI(fnn_ukri_portable_f64, double)
 #if FNN_X86_SIMD
-void fnn_ukri_avx2_f32(int64_t k, const float *a, const float *const *brow, int64_t boff, float *c, int64_t ldc,
-                       float alpha, float beta);
-void fnn_ukri_avx2_f64(int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
-                       int64_t ldc, double alpha, double beta);
-void fnn_ukri_avx512_f32(int64_t k, const float *a, const float *const *brow, int64_t boff, float *c,
-                         int64_t ldc, float alpha, float beta);
-void fnn_ukri_avx512_f64(int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
-                         int64_t ldc, double alpha, double beta);
+FNN_DECLARE_UKRI(fnn_ukri_avx2_f32, float)
+FNN_DECLARE_UKRI(fnn_ukri_avx2_f64, double)
+FNN_DECLARE_UKRI(fnn_ukri_avx512_f32, float)
+FNN_DECLARE_UKRI(fnn_ukri_avx512_f64, double)
 /* their half-width tiles (the first NR/2 columns, as fnn_ukrh_*) */
-void fnn_ukrih_avx2_f32(int64_t k, const float *a, const float *const *brow, int64_t boff, float *c, int64_t ldc,
-                        float alpha, float beta);
-void fnn_ukrih_avx2_f64(int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
-                        int64_t ldc, double alpha, double beta);
-void fnn_ukrih_avx512_f32(int64_t k, const float *a, const float *const *brow, int64_t boff, float *c,
-                          int64_t ldc, float alpha, float beta);
-void fnn_ukrih_avx512_f64(int64_t k, const double *a, const double *const *brow, int64_t boff, double *c,
-                          int64_t ldc, double alpha, double beta);
+FNN_DECLARE_UKRI(fnn_ukrih_avx2_f32, float)
+FNN_DECLARE_UKRI(fnn_ukrih_avx2_f64, double)
+FNN_DECLARE_UKRI(fnn_ukrih_avx512_f32, float)
+FNN_DECLARE_UKRI(fnn_ukrih_avx512_f64, double)
 #endif
 
 /* Indirect-A microkernels: element (i, p) of the A micro-panel is

@@ -58,9 +58,11 @@ def _flatten_batch(x):
 def _check_linear(op, x, W, b=None):
     if x.ndim < 2:
         raise ValueError(f"{op}: expected x of shape (N, D) or (N, ...), got shape {x.shape}")
-    V.check_ndim(op, "W", W, 2, " (D, M)")
-    V.check_nonempty_dims(op, "W", W, first_dim=0)
-    d = math.prod(x.shape[1:])
+    if W.ndim != 2:
+        V.check_ndim(op, "W", W, 2, " (D, M)")
+    if W.shape[0] < 1 or W.shape[1] < 1:
+        V.check_nonempty_dims(op, "W", W, first_dim=0)
+    d = x.shape[1] if x.ndim == 2 else math.prod(x.shape[1:])
     if W.shape[0] != d:
         raise ValueError(f"{op}: x of shape {x.shape} has {d} features per sample, "
                          f"but W of shape {W.shape} expects {W.shape[0]}")

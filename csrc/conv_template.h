@@ -636,8 +636,21 @@ static int FN(conv_dgrad_image)(fnn_ctx ctx, const T *dyn, const T *wt, const fn
     T *dcol = (T *)fnn_scratch(scratch_slot, (size_t)(ck * chunk) * sizeof(T));
     if (!dcol)
         return -1;
-    memset(dxn, 0, (size_t)(g->c * g->h * g->w) * sizeof(T));
     fnn_matrix_src as = {wt, ck, 1, ctx.isa};
+#if FNN_X86_SIMD
+    if (sizeof(T) == 4 && ctx.isa >= FNN_ISA_AVX512 && chunk == p && g->sh == 1 && g->sw == 1 &&
+        g->fw <= FNN_COL2IM_MAX_FW) {
+        /* the whole image's dcol at once, gathered into dx through registers */
+        fnn_matrix_src bs = {dyn, p, 0, ctx.isa};
+        if (FN(fnn_gemm_packed)(ctx, ck, p, f, (T)1, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs, (T)0,
+                                dcol, p, NULL))
+            return -1;
+        fnn_col2im_s1_avx512_f32((const float *)dcol, g->c, g->h, g->w, g->fh, g->fw, g->ph, g->pw, g->oh, g->ow,
+                                 (float *)dxn);
+        return 0;
+    }
+#endif
+    memset(dxn, 0, (size_t)(g->c * g->h * g->w) * sizeof(T));
     for (int64_t p0 = 0; p0 < p; p0 += chunk) {
         const int64_t pc = p - p0 < chunk ? p - p0 : chunk;
         fnn_matrix_src bs = {dyn + p0, p, 0, ctx.isa};

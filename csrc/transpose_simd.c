@@ -1,7 +1,8 @@
 /* Transposes of float32 blocks through registers (16 x 16 with AVX-512, 8 x 8
  * with AVX2): the convolution's weight gradient needs dy transposed into
  * NR-wide panels, and element-by-element copies of a transpose cost more than
- * the multiply-adds of a small-channel convolution. */
+ * the multiply-adds of a small-channel convolution. Also the col2im of a
+ * stride-1 data gradient, gathered through registers. */
 #include "gemm.h"
 
 #if FNN_X86_SIMD
@@ -92,6 +93,55 @@ FNN_TARGET_AVX2 void fnn_transpose_avx2_f32(const float *src, int64_t lds, int64
         for (int64_t c0 = 0; c0 < cols; c0 += 8)
             block8_avx2(src + r0 * lds + c0, lds, (int)live, (int)(cols - c0 < 8 ? cols - c0 : 8),
                         dst + c0 * ldd + r0, ldd);
+    }
+}
+
+/* dx (c, h, w) of a stride-1 convolution from dcol (c*fh*fw rows of the oh*ow
+ * output positions): each dx row, 32 columns at a time, is the sum of the taps
+ * that reach it, added in registers in tap order, so it equals the scatter of
+ * the taps into a zeroed dx (conv_template.h) bit for bit; the scatter did a
+ * loop per tap and output row (25 x 24 of 24 values an image for a 5x5 filter
+ * on 28 x 28: 7% of conv C). fw <= FNN_COL2IM_MAX_FW. */
+FNN_TARGET_AVX512 void fnn_col2im_s1_avx512_f32(const float *dcol, int64_t c, int64_t h, int64_t w, int64_t fh,
+                                                int64_t fw, int64_t ph, int64_t pw, int64_t oh, int64_t ow,
+                                                float *dx)
+{
+    const int64_t p = oh * ow;
+    for (int64_t x0 = 0; x0 < w; x0 += 32) {
+        /* tap column j reaches dx columns [j - pw, ow + j - pw): which of this chunk's lanes */
+        __mmask16 valid[FNN_COL2IM_MAX_FW][2];
+        for (int64_t j = 0; j < fw; j++)
+            for (int half = 0; half < 2; half++) {
+                int64_t lo = j - pw - (x0 + 16 * half), hi = ow + j - pw - (x0 + 16 * half);
+                const int64_t end = w - (x0 + 16 * half);
+                hi = hi < end ? hi : end;
+                lo = lo < 0 ? 0 : lo;
+                hi = hi > 16 ? 16 : hi;
+                valid[j][half] = hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+            }
+        const __mmask16 keep0 = (__mmask16)(w - x0 >= 16 ? 0xFFFF : (1u << (w - x0)) - 1u);
+        const __mmask16 keep1 = (__mmask16)(w - x0 >= 32 ? 0xFFFF : w - x0 <= 16 ? 0 : (1u << (w - x0 - 16)) - 1u);
+        for (int64_t ci = 0; ci < c; ci++)
+            for (int64_t iy = 0; iy < h; iy++) {
+                __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+                for (int64_t i = 0; i < fh; i++) {
+                    const int64_t oy = iy + ph - i;
+                    if (oy < 0 || oy >= oh)
+                        continue;
+                    const float *tap = dcol + (ci * fh + i) * fw * p + oy * ow + x0 + pw;
+                    for (int64_t j = 0; j < fw; j++) {
+                        /* dx column x holds output column x + pw - j of tap (i, j) */
+                        const float *src = tap + j * p - j;
+                        acc0 = _mm512_mask_add_ps(acc0, valid[j][0], acc0,
+                                                  _mm512_maskz_loadu_ps(valid[j][0], src));
+                        acc1 = _mm512_mask_add_ps(acc1, valid[j][1], acc1,
+                                                  _mm512_maskz_loadu_ps(valid[j][1], src + 16));
+                    }
+                }
+                float *row = dx + (ci * h + iy) * w + x0;
+                _mm512_mask_storeu_ps(row, keep0, acc0);
+                _mm512_mask_storeu_ps(row + 16, keep1, acc1);
+            }
     }
 }
 #endif

@@ -110,6 +110,30 @@ def test_forward_backward_against_im2col(isa, dtype, threads, rng):
                     assert dx is None
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", [
+    (3, 1, 28, 28, 30, 5, 5, (0, 0)),     # conv C's shape: one input channel, 5x5
+    (2, 3, 9, 11, 4, 3, 5, (1, 2)),       # non-square filter, padding differs
+    (2, 2, 12, 37, 3, 7, 3, (3, 1)),      # 37 columns: a full and a part 32-column chunk
+    (1, 1, 5, 5, 2, 5, 5, (4, 4)),        # padding = filter - 1: every tap at an edge
+    (2, 4, 6, 70, 5, 3, 3, (1, 1)),       # three chunks of columns
+    (1, 2, 3, 4, 3, 1, 1, (0, 0)),        # 1x1 filter
+])
+def test_stride1_data_gradient_is_exact_on_small_integers(isa, dtype, geometry, rng):
+    """Small integers make every product and sum exact in float32, so dx must equal the
+    float64 col2im exactly: a tap added twice, dropped, or read one column off shows."""
+    n, c, h, w, f, fh, fw, pad = geometry
+    x = rng.integers(-3, 4, (n, c, h, w)).astype(dtype)
+    wt = rng.integers(-3, 4, (f, c, fh, fw)).astype(dtype)
+    oh, ow = h + 2 * pad[0] - fh + 1, w + 2 * pad[1] - fw + 1
+    dy = rng.integers(-3, 4, (n, f, oh, ow)).astype(dtype)
+    with native_setting(isa, 1, conv_algorithm="gemm"):
+        dx, _, _ = _gemm.conv2d_backward(dy, x, wt, (1, 1), pad, True)
+    want, _, _ = conv_backward64(dy, x, wt, (1, 1), pad)
+    np.testing.assert_array_equal(dx, want.astype(dtype))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_matches_reference_backend(dtype, rng):
     from fastnn import _reference as R

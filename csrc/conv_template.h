@@ -621,6 +621,48 @@ static int FN(conv_wgrad_image)(fnn_ctx ctx, const T *dyn, const T *xn, const fn
 }
 
 /* dx_n = col2im(W^T @ dy_n), one L2-sized chunk of output positions at a time */
+/* Filters up to which the data gradient reads dy's rows in place (its NR-wide
+ * micro-panel of f rows, 128 B each, then stays in L1 across the row panels). */
+#define FNN_DGRAD_INDIRECT_MAX_F 128
+
+/* dcol (ck x p, leading dimension p) = W^T (ck x f) @ dy_n (f x p). On one
+ * thread and up to FNN_DGRAD_INDIRECT_MAX_F filters, the indirect-B microkernel
+ * reads dy's rows in place over the whole NR-wide panels (packing B was 3% of
+ * conv C), and the GEMM driver takes the last part panel; the sums run over the
+ * filters in the same order either way, so the bits do not change. */
+static int FN(dgrad_dcol)(fnn_ctx ctx, const T *dyn, const T *wt, int64_t ck, int64_t f, int64_t p, T *dcol)
+{
+    int mr, nr;
+    fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
+    const fnn_matrix_src as = {wt, ck, 1, ctx.isa};
+    FN(ukri_rows_fn) ukr_rows;
+    const FN(ukri_fn) ukr = FN(select_ukri)(ctx.isa, &ukr_rows);
+    int64_t done = 0;
+    if (ukr_rows && f <= FNN_DGRAD_INDIRECT_MAX_F && p >= nr && ctx.nthreads <= 1) { /* else the driver threads it */
+        T *ap = (T *)fnn_scratch(FNN_SCRATCH_PACK_A, (size_t)((ck + mr - 1) / mr * mr * f) * sizeof(T));
+        if (!ap)
+            return -1;
+        FN(fnn_pack_matrix)(&as, 0, ck, 0, f, mr, ap);
+        const T *brow[FNN_DGRAD_INDIRECT_MAX_F];
+        for (int64_t k = 0; k < f; k++)
+            brow[k] = dyn + k * p;
+        done = p / nr * nr;
+        for (int64_t j = 0; j < done; j += nr)
+            for (int64_t ir = 0; ir < ck; ir += mr) {
+                const int live = (int)(ck - ir < mr ? ck - ir : mr);
+                if (live < mr)
+                    ukr_rows(live, f, ap + ir * f, brow, j, dcol + ir * p + j, p, (T)1, (T)0);
+                else
+                    ukr(f, ap + ir * f, brow, j, dcol + ir * p + j, p, (T)1, (T)0);
+            }
+    }
+    if (done == p)
+        return 0;
+    const fnn_matrix_src bs = {dyn + done, p, 0, ctx.isa};
+    return FN(fnn_gemm_packed)(ctx, ck, p - done, f, (T)1, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs,
+                               (T)0, dcol + done, p, NULL);
+}
+
 static int FN(conv_dgrad_image)(fnn_ctx ctx, const T *dyn, const T *wt, const fnn_conv_geom *g, int64_t f, T *dxn,
                                 int scratch_slot)
 {
@@ -641,9 +683,7 @@ static int FN(conv_dgrad_image)(fnn_ctx ctx, const T *dyn, const T *wt, const fn
     if (sizeof(T) == 4 && ctx.isa >= FNN_ISA_AVX512 && chunk == p && g->sh == 1 && g->sw == 1 &&
         g->fw <= FNN_COL2IM_MAX_FW) {
         /* the whole image's dcol at once, gathered into dx through registers */
-        fnn_matrix_src bs = {dyn, p, 0, ctx.isa};
-        if (FN(fnn_gemm_packed)(ctx, ck, p, f, (T)1, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs, (T)0,
-                                dcol, p, NULL))
+        if (FN(dgrad_dcol)(ctx, dyn, wt, ck, f, p, dcol))
             return -1;
         fnn_col2im_s1_avx512_f32((const float *)dcol, g->c, g->h, g->w, g->fh, g->fw, g->ph, g->pw, g->oh, g->ow,
                                  (float *)dxn);

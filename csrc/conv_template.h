@@ -631,7 +631,6 @@ static int FN(conv_wgrad_image)(fnn_ctx ctx, const T *dyn, const T *xn, const fn
                                NULL);
 }
 
-/* dx_n = col2im(W^T @ dy_n), one L2-sized chunk of output positions at a time */
 /* Filters up to which the data gradient reads dy's rows in place (its NR-wide
  * micro-panel of f rows, 128 B each, then stays in L1 across the row panels). */
 #define FNN_DGRAD_INDIRECT_MAX_F 128
@@ -674,6 +673,7 @@ static int FN(dgrad_dcol)(fnn_ctx ctx, const T *dyn, const T *wt, int64_t ck, in
                                (T)0, dcol + done, p, NULL);
 }
 
+/* dx_n = col2im(W^T @ dy_n), one L2-sized chunk of output positions at a time */
 static int FN(conv_dgrad_image)(fnn_ctx ctx, const T *dyn, const T *wt, const fnn_conv_geom *g, int64_t f, T *dxn,
                                 int scratch_slot)
 {

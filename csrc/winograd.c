@@ -147,9 +147,9 @@ static fnn_wino_geom wino_geom(int m, int64_t n, int64_t c, int64_t h, int64_t w
  * a*a rows a whole C x T matrix apart (a*a streams for the prefetchers and the
  * L1: the input gather was 13% of conv E's samples, 10.6% so; E 2.5-3% faster
  * with V, M and Z so). The products take their rows through pointers or a
- * leading dimension, in any order. The stride is kept 128 bytes off a multiple
- * of 4 KiB, so that one position's rows (one a channel) do not all fall in one
- * L1 set. */
+ * leading dimension, in any order. The stride is kept 32 elements off a
+ * multiple of 4 KiB, so that one position's rows (one a channel) do not all
+ * fall in one L1 set. */
 static inline int64_t wino_chan(const fnn_wino_geom *g) { return g->np * g->ldb + 32; }
 
 /* The tile rows [lo, hi) of thread t of tn: an even split of the batch's rows,

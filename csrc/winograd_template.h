@@ -740,7 +740,7 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_
 }
 
 /* The weight gradient's products out (am x bn, leading dimension ld) = beta * out
- * + A B^T over tb lanes, A (am rows) and B (bn rows) ldb apart with the lanes
+ * + A B^T over tb lanes, A (am rows) and B (bn rows) ldr apart with the lanes
  * contiguous: A's rows read in place by the indirect-A microkernel, B^T packed
  * into NR-wide panels (zero past bn; out has room for them). fnn_gemm packed
  * both (transposes of 8 x tb blocks of A: 2% of conv E's forward + backward). */
@@ -752,14 +752,14 @@ typedef struct {
     int64_t lanes; /* a block's lane stride: the packed panels hold ld x lanes values, then a zero row */
 } FN(wino_wgrad_products);
 
-static void FN(wino_wgrad_product)(const FN(wino_wgrad_products) *pr, const T *a, int64_t lda, const T *b,
-                                   int64_t ldb, int64_t tb, T beta, T *out, T *panels, const T **arow)
+static void FN(wino_wgrad_product)(const FN(wino_wgrad_products) *pr, const T *a, const T *b, int64_t ldr,
+                                   int64_t tb, T beta, T *out, T *panels, const T **arow)
 {
     const int mr = pr->mr, nr = pr->nr;
     const T *zeros = panels + pr->ld * pr->lanes; /* zeroed once by the thread */
     for (int64_t i = 0; i < pr->a_alloc; i++)
-        arow[i] = i < pr->am ? a + i * lda : zeros;
-    const fnn_matrix_src bs = {b, ldb, 1, pr->isa};
+        arow[i] = i < pr->am ? a + i * ldr : zeros;
+    const fnn_matrix_src bs = {b, ldr, 1, pr->isa};
     FN(fnn_pack_matrix_b)(&bs, 0, pr->bn, 0, tb, nr, panels);
     for (int64_t j = 0; j < pr->bn; j += nr) {
         const T *bp = panels + j * tb; /* panel j / nr: tb rows of nr */
@@ -853,8 +853,7 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
                 FN(wino_grad_block)(&k, &g, dy, r0, nr, z, rows);
                 for (int p = 0; p < g.np; p++) {
                     const T *zp = z + p * g.ldb, *vp = v + p * g.ldb;
-                    FN(wino_wgrad_product)(&pr, transposed ? vp : zp, wino_chan(&g), transposed ? zp : vp,
-                                           wino_chan(&g), tb,
+                    FN(wino_wgrad_product)(&pr, transposed ? vp : zp, transposed ? zp : vp, wino_chan(&g), tb,
                                            r0 == lo ? (T)0 : (T)1, mine + p * ps, panels, arow);
                 }
                 if (r0 == lo)

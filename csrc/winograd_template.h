@@ -637,8 +637,7 @@ static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_produ
         const T *up = pr->up + p * fa * c;
         T *mp = m + p * ldb;
         /* lanes past tb (up to the next multiple of NR or NR/2, within ldb) are
-         * computed and ignored; the output transform reads M's lanes up to a
-         * multiple of FNN_WINO_LANES and ignores those past tb, written or not */
+         * computed and ignored */
         for (int64_t j = 0; j < tb; j += pr->nr) {
             const FN(ukri_fn) ukr = pr->half && 2 * (tb - j) <= pr->nr ? pr->half : pr->ukr;
             for (int64_t fp = 0; fp < fa; fp += pr->mr)
@@ -649,6 +648,15 @@ static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_produ
      * once (one call each per filter: per tile row they would cost more in calls
      * than in work), then the rows copied to y */
     const int64_t len = (tb + FNN_WINO_LANES - 1) / FNN_WINO_LANES * FNN_WINO_LANES;
+    /* it reads M's lanes up to len and ignores those past tb; where the last
+     * panel (NR/2 or NR wide: 8 or 4 lanes in float64 or on AVX2) stopped short
+     * of len, zeros, so that nothing uninitialised is read */
+    const int64_t last = (tb - 1) / pr->nr * pr->nr;
+    const int64_t written = last + (pr->half && 2 * (tb - last) <= pr->nr ? pr->nr / 2 : pr->nr);
+    if (written < len)
+        for (int64_t fi = 0; fi < f; fi++)
+            for (int p = 0; p < g->np; p++)
+                memset(m + fi * wino_chan(g) + p * ldb + written, 0, (size_t)(len - written) * sizeof(T));
     const int64_t orow = g->m * len; /* output row q of the block's tiles at o + q * orow */
     T *o = rows, *tmp = rows + g->m * orow;
     const int epilogue = bias != NULL || act != FNN_ACT_IDENTITY;

@@ -622,6 +622,12 @@ typedef struct {
     FN(ukri_fn) half; /* its NR/2-wide variant, for a last panel of at most NR/2 tiles; may be NULL */
 } FN(wino_products);
 
+/* whether the products' panel from lane j of tb runs the half-width kernel */
+static inline int FN(wino_half_panel)(const FN(wino_products) *pr, int64_t tb, int64_t j)
+{
+    return pr->half && 2 * (tb - j) <= pr->nr;
+}
+
 /* y for the tile rows [r0, r0 + nr): transformed input, a*a products, output
  * transform with the fused bias and activation. Returns 0 where an output
  * before the epilogue is not finite (see fnn_winograd_conv2d). */
@@ -639,7 +645,7 @@ static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_produ
         /* lanes past tb (up to the next multiple of NR or NR/2, within ldb) are
          * computed and ignored */
         for (int64_t j = 0; j < tb; j += pr->nr) {
-            const FN(ukri_fn) ukr = pr->half && 2 * (tb - j) <= pr->nr ? pr->half : pr->ukr;
+            const FN(ukri_fn) ukr = FN(wino_half_panel)(pr, tb, j) ? pr->half : pr->ukr;
             for (int64_t fp = 0; fp < fa; fp += pr->mr)
                 ukr(c, up + fp * c, brow, j, mp + fp * wino_chan(g) + j, wino_chan(g), (T)1, (T)0);
         }
@@ -652,7 +658,7 @@ static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_produ
      * panel (NR/2 or NR wide: 8 or 4 lanes in float64 or on AVX2) stopped short
      * of len, zeros, so that nothing uninitialised is read */
     const int64_t last = (tb - 1) / pr->nr * pr->nr;
-    const int64_t written = last + (pr->half && 2 * (tb - last) <= pr->nr ? pr->nr / 2 : pr->nr);
+    const int64_t written = last + (FN(wino_half_panel)(pr, tb, last) ? pr->nr / 2 : pr->nr);
     if (written < len)
         for (int64_t fi = 0; fi < f; fi++)
             for (int p = 0; p < g->np; p++)

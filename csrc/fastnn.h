@@ -73,9 +73,11 @@ const char *fnn_compiler(void);
 #if defined(__GNUC__) || defined(__clang__)
 #define FNN_RESTRICT __restrict__
 #define FNN_ALIGNED(n) __attribute__((aligned(n)))
+#define FNN_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
 #define FNN_RESTRICT
 #define FNN_ALIGNED(n)
+#define FNN_ALWAYS_INLINE inline
 #endif
 
 #ifdef __cplusplus

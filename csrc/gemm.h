@@ -56,6 +56,12 @@ void fnn_gemm_tile_shape(int isa, int dtype_bytes, int *mr, int *nr);
 void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, int64_t *nc);
 /* Below this many multiply-adds per thread, extra threads cost more than they save. */
 #define FNN_GEMM_MIN_MACS_PER_THREAD (1 << 18)
+/* The shared-operand schedule of the GEMM driver (gemm_template.h): which
+ * operand every thread packs whole, and how large it may be (bytes; in L2) */
+#define FNN_GEMM_SHARED_A 1
+#define FNN_GEMM_SHARED_B 2
+#define FNN_GEMM_SHARED_BYTES (512 * 1024)
+#define FNN_GEMM_SHARED_MAX_THREADS 64
 /* Up to this many rows of C, fnn_gemm_* skip packing (batch 1-4 inference):
  * the packed microkernel would waste most of its MR rows. */
 #define FNN_GEMM_SMALL_M 4
@@ -66,6 +72,11 @@ int fnn_gemm_f32(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, in
 int fnn_gemm_f64(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
                   const double *a, int64_t lda, const double *b, int64_t ldb, double beta, double *c,
                   int64_t ldc, const fnn_epilogue *ep);
+
+/* The schedule the driver takes for an m x n x k product on ctx: 0 (the
+ * thread grid), FNN_GEMM_SHARED_A or FNN_GEMM_SHARED_B; *threads: how many. */
+int fnn_gemm_schedule_f32(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, int *threads);
+int fnn_gemm_schedule_f64(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, int *threads);
 
 /* The general driver: operands given by packers. ctx.nthreads threads at most.
  * Both return 0, or -1 when scratch memory could not be allocated. */

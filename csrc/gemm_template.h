@@ -397,7 +397,44 @@ typedef struct {
     int64_t b_stride;
     int isa;
     int tn, tm; /* thread grid: tn splits the columns, tm the rows of each MC block */
+    int shared_mode; /* FNN_GEMM_SHARED_A or _B: the shared-operand schedule; 0: the grid */
+    int64_t unit;    /* panels per unit of the shared-operand schedule */
 } FN(gemm_job);
+
+/* Tile (i, j) of C (mrr x nrr, at most MR x NR) from the packed micro-panels
+ * ap (MR x kcur) and bp (kcur x NR), with the epilogue after the last depth
+ * block. The same code, and so the same bits, whichever thread takes the tile. */
+static FNN_ALWAYS_INLINE void FN(gemm_tile)(const FN(gemm_job) *job, const T *ap, const T *bp, int64_t kcur,
+                                            int64_t i, int64_t j, int mrr, int nrr, T beta_eff, int last, T *edge)
+{
+    const int mr = job->mr, nr = job->nr;
+    T *ct = job->c + i * job->ldc + j;
+    if (mrr == mr && nrr == nr) {
+        job->ukr(kcur, ap, bp, ct, job->ldc, job->alpha, beta_eff);
+    } else if (nrr == nr && job->ukr_rows) {
+        job->ukr_rows(mrr, kcur, ap, bp, ct, job->ldc, job->alpha, beta_eff);
+    } else {
+        /* edge tile: compute the tile into a buffer (half width when that
+         * covers it), copy the valid part */
+        if (nrr <= nr / 2 && job->ukr_half)
+            job->ukr_half(kcur, ap, bp, edge, nr, job->alpha, (T)0);
+        else
+            job->ukr(kcur, ap, bp, edge, nr, job->alpha, (T)0);
+        for (int r = 0; r < mrr; r++) {
+            T *ci = ct + r * job->ldc;
+            const T *er = edge + r * nr;
+            if (beta_eff == 0) {
+                for (int q = 0; q < nrr; q++)
+                    ci[q] = er[q];
+            } else {
+                for (int q = 0; q < nrr; q++)
+                    ci[q] = er[q] + beta_eff * ci[q];
+            }
+        }
+    }
+    if (last && FN(epilogue_active)(job->ep))
+        FN(epilogue_tile)(job->isa, ct, job->ldc, i, j, mrr, nrr, job->ep);
+}
 
 /* The whole job for thread `tid` of `nth` (nth == 1: no OpenMP involved). */
 static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
@@ -405,7 +442,6 @@ static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
     const int64_t m = job->m, n = job->n, k = job->k;
     const int mr = job->mr, nr = job->nr;
     const int64_t MC = job->mc, KC = job->kc, NC = job->nc;
-    const int use_ep = FN(epilogue_active)(job->ep);
     (void)nth;
     T *b_pack = job->b_packs + (int64_t)tid * job->b_stride;
     T *a_pack = job->a_packs + (int64_t)tid * job->a_stride;
@@ -440,41 +476,181 @@ static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
                 job->pack_b(job->b_src, jc, ncur, pc, kcur, nr, b_pack);
                 for (int64_t ir = ir0; ir < ir1 && ir < mcur; ir += mr) {
                     const int mrr = (int)(mcur - ir < mr ? mcur - ir : mr);
-                    const T *ap = a_pack + (ir - ir0) * kcur;
                     for (int64_t jr = 0; jr < ncur; jr += nr) {
                         const int nrr = (int)(ncur - jr < nr ? ncur - jr : nr);
-                        const T *bp = b_pack + jr * kcur;
-                        T *ct = job->c + (ic + ir) * job->ldc + jc + jr;
-                        if (mrr == mr && nrr == nr) {
-                            job->ukr(kcur, ap, bp, ct, job->ldc, job->alpha, beta_eff);
-                        } else if (nrr == nr && job->ukr_rows) {
-                            job->ukr_rows(mrr, kcur, ap, bp, ct, job->ldc, job->alpha, beta_eff);
-                        } else {
-                            /* edge tile: compute the tile into a buffer (half width
-                             * when that covers it), copy the valid part */
-                            if (nrr <= nr / 2 && job->ukr_half)
-                                job->ukr_half(kcur, ap, bp, edge, nr, job->alpha, (T)0);
-                            else
-                                job->ukr(kcur, ap, bp, edge, nr, job->alpha, (T)0);
-                            for (int i = 0; i < mrr; i++) {
-                                T *ci = ct + i * job->ldc;
-                                const T *ei = edge + i * nr;
-                                if (beta_eff == 0) {
-                                    for (int j = 0; j < nrr; j++)
-                                        ci[j] = ei[j];
-                                } else {
-                                    for (int j = 0; j < nrr; j++)
-                                        ci[j] = ei[j] + beta_eff * ci[j];
-                                }
-                            }
-                        }
-                        if (last && use_ep)
-                            FN(epilogue_tile)(job->isa, ct, job->ldc, ic + ir, jc + jr, mrr, nrr, job->ep);
+                        FN(gemm_tile)(job, a_pack + (ir - ir0) * kcur, b_pack + jr * kcur, kcur, ic + ir, jc + jr,
+                                      mrr, nrr, beta_eff, last, edge);
                     }
                 }
             }
         }
     }
+}
+
+/* The shared-operand schedule: every thread packs all of one operand (op(B)
+ * in row mode, op(A) in column mode: small, at most FNN_GEMM_SHARED_BYTES), and
+ * the other is cut into units of `unit` whole panels (of MR rows, or NR
+ * columns), each done over the whole depth. Each thread starts on an even
+ * share of the units and, when done, takes the last units of the share with
+ * the most left (fnn_gemm_next_unit), so a thread that starts late or runs
+ * slower does fewer, where a static split leaves the others waiting for it
+ * (on this 2-vCPU guest, in spells, one thread of a small product's static
+ * split ran 10-20% longer than the other, the slow one changing from run to
+ * run). A tile's depth blocks are applied in order by the one thread that
+ * takes it: the same bits as on one thread. */
+static void FN(gemm_thread_shared)(const FN(gemm_job) *job, int tid, int nspans, fnn_gemm_span *spans)
+{
+    const int64_t m = job->m, n = job->n, k = job->k, KC = job->kc;
+    const int mr = job->mr, nr = job->nr;
+    const int rows_mode = job->shared_mode == FNN_GEMM_SHARED_B;
+    const int64_t panels = rows_mode ? (m + mr - 1) / mr : (n + nr - 1) / nr;
+    /* the whole operand every thread packs (each depth block's panels after
+     * the last's: block pc at pc * its padded width), then one unit's panels */
+    const int64_t n_pad = (n + nr - 1) / nr * nr, m_pad = (m + mr - 1) / mr * mr;
+    T *whole = job->a_packs + (int64_t)tid * job->a_stride;
+    T *piece = whole + (k * (rows_mode ? n_pad : m_pad) + 63) / 64 * 64;
+    T FNN_ALIGNED(64) edge[32 * 32];
+    for (int64_t pc = 0; pc < k; pc += KC) {
+        const int64_t kcur = k - pc < KC ? k - pc : KC;
+        if (rows_mode)
+            job->pack_b(job->b_src, 0, n, pc, kcur, nr, whole + pc * n_pad);
+        else
+            job->pack_a(job->a_src, 0, m, pc, kcur, mr, whole + pc * m_pad);
+    }
+    for (;;) {
+        const int64_t u = fnn_gemm_next_unit(spans, nspans, tid);
+        if (u < 0)
+            break;
+        const int64_t p0 = u * job->unit, p1 = p0 + job->unit < panels ? p0 + job->unit : panels;
+        /* the unit's rows [r0, r1) and columns [c0, c1) */
+        const int64_t r0 = rows_mode ? p0 * mr : 0, r1 = rows_mode ? (p1 * mr < m ? p1 * mr : m) : m;
+        const int64_t c0 = rows_mode ? 0 : p0 * nr, c1 = rows_mode ? n : (p1 * nr < n ? p1 * nr : n);
+        for (int64_t pc = 0; pc < k; pc += KC) {
+            const int64_t kcur = k - pc < KC ? k - pc : KC;
+            const T beta_eff = pc == 0 ? job->beta : (T)1;
+            const int last = pc + KC >= k;
+            const T *a_blk, *b_blk;
+            if (rows_mode) {
+                job->pack_a(job->a_src, r0, r1 - r0, pc, kcur, mr, piece);
+                a_blk = piece;
+                b_blk = whole + pc * n_pad;
+            } else {
+                job->pack_b(job->b_src, c0, c1 - c0, pc, kcur, nr, piece);
+                a_blk = whole + pc * m_pad;
+                b_blk = piece;
+            }
+            for (int64_t i = r0; i < r1; i += mr) {
+                const int mrr = (int)(r1 - i < mr ? r1 - i : mr);
+                for (int64_t j = c0; j < c1; j += nr) {
+                    const int nrr = (int)(c1 - j < nr ? c1 - j : nr);
+                    FN(gemm_tile)(job, a_blk + (i - r0) * kcur, b_blk + (j - c0) * kcur, kcur, i, j, mrr, nrr,
+                                  beta_eff, last, edge);
+                }
+            }
+        }
+    }
+}
+
+/* The job's geometry and schedule for an m x n x k product on ctx: the
+ * microkernel, the cache blocks, the thread count (returned) and either the
+ * shared-operand schedule or the thread grid. Everything but the operands. */
+static int FN(gemm_plan)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, FN(gemm_job) *job)
+{
+    job->m = m; job->n = n; job->k = k;
+    job->isa = ctx.isa;
+    job->ukr = FN(select_ukr)(ctx.isa, &job->mr, &job->nr, &job->ukr_half, &job->ukr_rows);
+    fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &job->mc, &job->kc, &job->nc);
+    {
+        /* equal depth blocks (784 = 3 x 264, not 384 + 384 + 16): no short
+         * last block paying the full C-tile load/store for little work */
+        const int64_t nb = (k + job->kc - 1) / job->kc;
+        const int64_t kc = (k + nb - 1) / nb;
+        job->kc = (kc + 7) / 8 * 8 < job->kc ? (kc + 7) / 8 * 8 : job->kc;
+    }
+
+    /* threads: only when the work pays for the fork/join and barriers */
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    const double macs = (double)m * (double)n * (double)k;
+    if (macs < FNN_GEMM_MIN_MACS_PER_THREAD * nth)
+        nth = (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD) < 1 ? 1 : (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD);
+    const int64_t n_panels = (n + job->nr - 1) / job->nr, m_panels = (m + job->mr - 1) / job->mr;
+    if (nth > n_panels * m_panels)
+        nth = (int)(n_panels * m_panels);
+
+    /* The shared-operand schedule where one operand, packed whole, is small
+     * (its copy on every thread costs what the grid's did: a row split packs
+     * all of B on every thread too) and the other gives each thread two units
+     * or more; of the two, the one that copies less. */
+    job->shared_mode = 0;
+    job->unit = 1;
+    if (nth > 1 && nth <= FNN_GEMM_SHARED_MAX_THREADS) {
+        const double bytes_b = (double)k * (double)(n_panels * job->nr) * sizeof(T);
+        const double bytes_a = (double)k * (double)(m_panels * job->mr) * sizeof(T);
+        const int rows_ok = m_panels >= 2 * nth && bytes_b <= FNN_GEMM_SHARED_BYTES;
+        const int cols_ok = n_panels >= 2 * nth && bytes_a <= FNN_GEMM_SHARED_BYTES;
+        if (rows_ok && (!cols_ok || bytes_b <= bytes_a))
+            job->shared_mode = FNN_GEMM_SHARED_B;
+        else if (cols_ok)
+            job->shared_mode = FNN_GEMM_SHARED_A;
+    }
+    if (job->shared_mode) {
+        const int64_t panels = job->shared_mode == FNN_GEMM_SHARED_B ? m_panels : n_panels;
+        job->unit = 1 + panels / (16 * nth); /* up to about 16 units a thread */
+        return nth;
+    }
+
+    /* thread grid: each thread packs all of A for its columns and all of B for
+     * its rows, so split the longer of m and n (a 4320 x 100 weight gradient of
+     * depth 100 split by columns packed all 432K values of A on both threads),
+     * and the rows anyway when there are too few column panels */
+    job->tn = nth;
+    job->tm = 1;
+    int rows_even = 0;
+    if (nth > 1 && m_panels >= 2 * nth) {
+        /* the busiest thread's rows or columns (whole panels each, the last
+         * one short): 100 x 100 outputs in 32-wide panels split 64 / 36 by
+         * columns, 56 / 44 by rows in 8-row panels (the SimpleConvNet's
+         * 100 x 4320 by 4320 x 100 product on 2 threads: 575 -> 530 us, with
+         * all of B packed on each thread); a 10% better balance at least, as
+         * a row split packs all of B on every thread (128 x 512 by 512 x 784,
+         * 0.51 by columns, 0.50 by rows: 526 -> 544 us by rows) */
+        int64_t rows = 0, cols = 0;
+        for (int t = 0; t < nth; t++) {
+            const int64_t r1 = m_panels * (t + 1) / nth * job->mr, c1 = n_panels * (t + 1) / nth * job->nr;
+            const int64_t r = (r1 < m ? r1 : m) - m_panels * t / nth * job->mr;
+            const int64_t c = (c1 < n ? c1 : n) - n_panels * t / nth * job->nr;
+            rows = r > rows ? r : rows;
+            cols = c > cols ? c : cols;
+        }
+        rows_even = 1.1 * (double)rows / (double)m < (double)cols / (double)n;
+    }
+    while (job->tn > 1 && (n_panels < 2 * job->tn || m > n || rows_even) && m_panels >= 2 * job->tm * 2) {
+        /* move a factor of the grid from columns to rows */
+        int f = 2;
+        while (job->tn % f)
+            f++;
+        job->tn /= f;
+        job->tm *= f;
+    }
+    if (job->tn > n_panels) {
+        job->tn = (int)n_panels;
+        nth = job->tn * job->tm;
+    }
+    if (job->tm > 1 && job->tm > m_panels) {
+        job->tm = (int)m_panels;
+        nth = job->tn * job->tm;
+    }
+    return nth;
+}
+
+int FN(fnn_gemm_schedule)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, int *threads)
+{
+    FN(gemm_job) job;
+    *threads = m > 0 && n > 0 && k > 0 ? FN(gemm_plan)(ctx, m, n, k, &job) : 1;
+    return m > 0 && n > 0 && k > 0 ? job.shared_mode : 0;
 }
 
 int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
@@ -499,73 +675,36 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
         return 0;
     }
     FN(gemm_job) job;
-    job.m = m; job.n = n; job.k = k;
+    int nth = FN(gemm_plan)(ctx, m, n, k, &job);
     job.alpha = alpha; job.beta = beta;
     job.pack_a = pack_a; job.a_src = a_src;
     job.pack_b = pack_b; job.b_src = b_src;
     job.c = c; job.ldc = ldc; job.ep = ep;
-    job.isa = ctx.isa;
-    job.ukr = FN(select_ukr)(ctx.isa, &job.mr, &job.nr, &job.ukr_half, &job.ukr_rows);
-    fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &job.mc, &job.kc, &job.nc);
-    {
-        /* equal depth blocks (784 = 3 x 264, not 384 + 384 + 16): no short
-         * last block paying the full C-tile load/store for little work */
-        const int64_t nb = (k + job.kc - 1) / job.kc;
-        const int64_t kc = (k + nb - 1) / nb;
-        job.kc = (kc + 7) / 8 * 8 < job.kc ? (kc + 7) / 8 * 8 : job.kc;
-    }
 
-    /* threads: only when the work pays for the fork/join and barriers */
-    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
-#ifndef FASTNN_HAVE_OPENMP
-    nth = 1;
+    if (job.shared_mode) {
+        const int rows_mode = job.shared_mode == FNN_GEMM_SHARED_B;
+        const int64_t panels = rows_mode ? (m + job.mr - 1) / job.mr : (n + job.nr - 1) / job.nr;
+        const int64_t kc_alloc = k < job.kc ? k : job.kc;
+        const int64_t whole = k * (rows_mode ? (n + job.nr - 1) / job.nr * job.nr : (m + job.mr - 1) / job.mr * job.mr);
+        const int64_t piece = kc_alloc * job.unit * (rows_mode ? job.mr : job.nr);
+        /* sizes rounded to 64 elements keep every block 64-byte aligned */
+        job.a_stride = (whole + 63) / 64 * 64 + (piece + 63) / 64 * 64;
+        job.a_packs = (T *)fnn_scratch(FNN_SCRATCH_PACK_A, (size_t)(job.a_stride * nth) * sizeof(T));
+        if (job.a_packs == NULL)
+            return -1;
+        /* each thread's units start as an even split */
+        fnn_gemm_span spans[FNN_GEMM_SHARED_MAX_THREADS];
+        const int64_t units = (panels + job.unit - 1) / job.unit;
+        for (int t = 0; t < nth; t++)
+            spans[t].span = (int64_t)((uint64_t)(units * (t + 1) / nth) << 32 | (uint64_t)(units * t / nth));
+        /* fewer threads than asked (nested regions) take the others' units */
+#ifdef FASTNN_HAVE_OPENMP
+#pragma omp parallel num_threads(nth)
+        FN(gemm_thread_shared)(&job, omp_get_thread_num(), nth, spans);
+#else
+        FN(gemm_thread_shared)(&job, 0, nth, spans);
 #endif
-    const double macs = (double)m * (double)n * (double)k;
-    if (macs < FNN_GEMM_MIN_MACS_PER_THREAD * nth)
-        nth = (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD) < 1 ? 1 : (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD);
-    /* thread grid: each thread packs all of A for its columns and all of B for
-     * its rows, so split the longer of m and n (a 4320 x 100 weight gradient of
-     * depth 100 split by columns packed all 432K values of A on both threads),
-     * and the rows anyway when there are too few column panels */
-    const int64_t n_panels = (n + job.nr - 1) / job.nr, m_panels = (m + job.mr - 1) / job.mr;
-    if (nth > n_panels * m_panels)
-        nth = (int)(n_panels * m_panels);
-    job.tn = nth;
-    job.tm = 1;
-    int rows_even = 0;
-    if (nth > 1 && m_panels >= 2 * nth) {
-        /* the busiest thread's rows or columns (whole panels each, the last
-         * one short): 100 x 100 outputs in 32-wide panels split 64 / 36 by
-         * columns, 56 / 44 by rows in 8-row panels (the SimpleConvNet's
-         * 100 x 4320 by 4320 x 100 product on 2 threads: 575 -> 530 us, with
-         * all of B packed on each thread); a 10% better balance at least, as
-         * a row split packs all of B on every thread (128 x 512 by 512 x 784,
-         * 0.51 by columns, 0.50 by rows: 526 -> 544 us by rows) */
-        int64_t rows = 0, cols = 0;
-        for (int t = 0; t < nth; t++) {
-            const int64_t r1 = m_panels * (t + 1) / nth * job.mr, c1 = n_panels * (t + 1) / nth * job.nr;
-            const int64_t r = (r1 < m ? r1 : m) - m_panels * t / nth * job.mr;
-            const int64_t c = (c1 < n ? c1 : n) - n_panels * t / nth * job.nr;
-            rows = r > rows ? r : rows;
-            cols = c > cols ? c : cols;
-        }
-        rows_even = 1.1 * (double)rows / (double)m < (double)cols / (double)n;
-    }
-    while (job.tn > 1 && (n_panels < 2 * job.tn || m > n || rows_even) && m_panels >= 2 * job.tm * 2) {
-        /* move a factor of the grid from columns to rows */
-        int f = 2;
-        while (job.tn % f)
-            f++;
-        job.tn /= f;
-        job.tm *= f;
-    }
-    if (job.tn > n_panels) {
-        job.tn = (int)n_panels;
-        nth = job.tn * job.tm;
-    }
-    if (job.tm > 1 && job.tm > m_panels) {
-        job.tm = (int)m_panels;
-        nth = job.tn * job.tm;
+        return 0;
     }
 
     /* packed buffers: one A block and one B block per thread, all in the

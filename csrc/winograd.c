@@ -36,11 +36,6 @@
 #include "activation.h"
 #include "kernels.h"
 
-#if defined(__GNUC__) || defined(__clang__)
-#define FNN_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define FNN_ALWAYS_INLINE inline
-#endif
 /* a loop to vectorise as it stands (not folded into the loops around it) */
 #if defined(FASTNN_HAVE_OPENMP)
 #define FNN_SIMD_LOOP FNN_PRAGMA(omp simd)

@@ -119,6 +119,62 @@ def test_threads_agree_and_repeat_exactly(threads, dtype, rng):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_shared_operand_schedule_is_exact_at_any_thread_count(isa, dtype, rng):
+    # Products with one small operand run the shared-operand schedule on several
+    # threads: each thread packs that operand whole and takes panels of the other
+    # as it goes (from the back of another thread's share once its own is done).
+    # Every tile is still one thread's fixed-order sum over all depth blocks, so
+    # the bits equal one thread's however the panels fall; 8 threads on a small
+    # machine make the threads run unevenly, so panels change hands.
+    mr, nr, _, kc, _ = block_edge_sizes(isa, dtype)
+    cases = [  # (m, n, k), the schedule on 2-4 threads
+        ((24 * mr + 3, 2 * nr + 5, kc + 13), "shared_b"),  # rows; two depth blocks; edge tiles both ways
+        ((mr + 3, 30 * nr + 5, kc + 13), "shared_a"),      # columns
+        ((100, 784, 50), "shared_a"),                      # both fit: the smaller copy (A)
+        ((784, 50, 100), "shared_b"),
+        ((mr + 1, 24 * nr + nr // 2, 2 * kc + 50), "shared_a"),  # a half-width last panel; three blocks
+    ]
+    for (m, n, k), schedule in cases:
+        for ta, tb, (alpha, beta) in [(False, False, (1.0, 0.0)), (True, True, (-0.5, 2.0)), (True, False, (2.0, -1.0))]:
+            a = strided(rng, (k, m) if ta else (m, k), dtype)
+            b = strided(rng, (n, k) if tb else (k, n), dtype)
+            c0 = rng.standard_normal((m, n)).astype(dtype)
+            with native_setting(isa, 1):
+                one = _gemm.gemm(a, b, c0.copy(), trans_a=ta, trans_b=tb, alpha=alpha, beta=beta)
+            exact, bound = expected_and_bound(a, b, c0, ta, tb, alpha, beta)
+            assert_gemm_close(one, exact, bound)
+            for threads in (2, 3, 4, 8):
+                with native_setting(isa, threads):
+                    if threads <= 4:
+                        taken, on = _gemm.schedule(m, n, k, dtype)
+                        assert taken == schedule and 2 <= on <= threads, (m, n, k, threads, taken, on)
+                    for _ in range(3):
+                        got = _gemm.gemm(a, b, c0.copy(), trans_a=ta, trans_b=tb, alpha=alpha, beta=beta)
+                        np.testing.assert_array_equal(got, one, err_msg=f"{(m, n, k)} on {threads} threads")
+    # the fused epilogue (bias, activation) runs once per tile, after its last depth block
+    x = rng.standard_normal((24 * mr + 3, kc + 13)).astype(dtype)
+    W = rng.standard_normal((kc + 13, 2 * nr + 5)).astype(dtype)
+    bias = rng.standard_normal(2 * nr + 5).astype(dtype)
+    with native_setting(isa, 1):
+        one = F.linear(x, W, bias, activation="tanh")
+    with native_setting(isa, 3):
+        assert _gemm.schedule(x.shape[0], W.shape[1], x.shape[1], dtype)[0] == "shared_b"
+        np.testing.assert_array_equal(F.linear(x, W, bias, activation="tanh"), one)
+
+
+def test_large_products_and_many_threads_keep_the_grid():
+    with native_setting(threads=2):
+        assert _gemm.schedule(1024, 1024, 1024, np.float32) == ("grid", 2)   # no operand small enough
+        assert _gemm.schedule(100, 50, 784, np.float32)[0] == "shared_b"
+        assert _gemm.schedule(64, 64, 64, np.float32) == ("grid", 1)         # too little work for two
+    with native_setting(threads=1):
+        assert _gemm.schedule(100, 50, 784, np.float32) == ("grid", 1)
+    with native_setting(threads=65):   # more threads than the schedule keeps spans for
+        assert _gemm.schedule(8000, 40, 64, np.float32) == ("grid", 65)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_beta_zero_never_reads_c_and_k_zero_scales(isa, rng):
     with native_setting(isa, 2):
         a = rng.standard_normal((9, 11)).astype(np.float32)

@@ -281,10 +281,15 @@ static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, in
         return err ? -1 : 0;
     }
 #ifdef FASTNN_HAVE_OPENMP
-    /* images are independent here, so a dynamic schedule changes no result and
-     * keeps both cores busy when one of them is preempted */
-#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) reduction(| : err)
-    for (int64_t i = 0; i < n; i++)
+    /* images are independent here, so taking them by work spans changes no
+     * result: each thread does the images of its even share (the same ones
+     * as in the backward's groups), or fewer when it is preempted */
+    fnn_span spans[FNN_SPANS_MAX];
+    if (nth > FNN_SPANS_MAX)
+        nth = FNN_SPANS_MAX;
+    fnn_spans_init(spans, nth, n);
+#pragma omp parallel num_threads(nth) reduction(| : err)
+    for (int64_t i; (i = fnn_spans_next(spans, nth, omp_get_thread_num())) >= 0;)
         if (!err)
             err |= FN(direct_conv_image)(&d, x + i * chw, y + i * fp, pool ? argmax + i * fp : NULL) != 0;
 #endif
@@ -459,9 +464,10 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
     }
 #ifdef FASTNN_HAVE_OPENMP
     /* Images in G fixed groups, each summed into its own dW^T partial; the
-     * groups are handed out dynamically (robust to a preempted core) and the
-     * partials added in group order, so the result depends only on G, which
-     * depends only on the thread count. */
+     * groups are taken by work spans (each thread its even share, the images
+     * its forward took, unless a thread falls behind) and the partials added
+     * in group order, so the result depends only on G, which depends only on
+     * the thread count. */
     const size_t part = (size_t)(ck_alloc * ldw + ldw); /* dW^T, then db */
     int64_t groups = 4 * (int64_t)nth;
     const int64_t cap = (int64_t)((64u << 20) / (part * sizeof(T)));
@@ -472,12 +478,15 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
     T *parts = (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, part * (size_t)groups * sizeof(T));
     if (!parts)
         return -1;
+    if (nth > FNN_SPANS_MAX)
+        nth = FNN_SPANS_MAX;
+    fnn_span spans[FNN_SPANS_MAX];
+    fnn_spans_init(spans, nth, groups);
 #pragma omp parallel num_threads(nth) reduction(| : err)
     {
         fnn_ctx one = ctx;
         one.nthreads = 1;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t gi = 0; gi < groups; gi++) {
+        for (int64_t gi; (gi = fnn_spans_next(spans, nth, omp_get_thread_num())) >= 0;) {
             const int64_t i0 = n * gi / groups, i1 = n * (gi + 1) / groups;
             for (int64_t i = i0; i < i1 && !err; i++)
                 err |= FN(direct_backward_image)(&d, ukr, ukr_rows, one, x + i * chw, dy ? dy + i * fp : NULL, pg,
@@ -485,7 +494,8 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
                                                  parts + (size_t)gi * part + ck_alloc * ldw, wt, g,
                                                  dx ? dx + i * chw : NULL) != 0;
         }
-        /* implicit barrier; then rows of dw split over the threads */
+#pragma omp barrier
+        /* then rows of dw split over the threads */
 #pragma omp for schedule(static)
         for (int64_t fi = 0; fi < f; fi++)
             for (int64_t k = 0; k < d.ck; k++) {

@@ -80,6 +80,24 @@ const char *fnn_compiler(void);
 #define FNN_ALWAYS_INLINE inline
 #endif
 
+/* Work spans (csrc/cpu.c): units [0, units) split evenly over nth threads as
+ * spans [front, back), each in one 64-bit word (front in the low half); thread t
+ * takes its own span's units from the front, then the back unit of the span
+ * with the most left. Without preemption every thread does its even share, so
+ * each thread touches the same data in every call and every pass (images,
+ * rows of C), which stays in its core's caches; a thread that starts late or
+ * runs slower does fewer units instead of holding the others up, and the
+ * units a thread takes stay in few runs (units taken in turn from one counter
+ * put a thread boundary between every two). At most FNN_SPANS_MAX threads and
+ * 2^31 units. */
+#define FNN_SPANS_MAX 64
+typedef struct {
+    FNN_ALIGNED(64) volatile int64_t span; /* a cache line each */
+} fnn_span;
+void fnn_spans_init(fnn_span *spans, int nth, int64_t units);
+/* thread t's next unit, or -1 where none is left */
+int64_t fnn_spans_next(fnn_span *spans, int nth, int t);
+
 #ifdef __cplusplus
 }
 #endif

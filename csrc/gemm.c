@@ -23,9 +23,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#if defined(_MSC_VER)
-#include <intrin.h>
-#endif
 
 #include "activation.h"
 
@@ -153,69 +150,6 @@ void *fnn_scratch(int slot, size_t bytes)
         s->cap[slot] = rounded;
     }
     return s->p[slot];
-}
-
-/* ---- the units of the shared-operand schedule --------------------------- */
-
-/* A thread's units still to do, [front, back) in one 64-bit word (front in the
- * low half), so that the owner taking the front and another thread taking the
- * back never get the same unit. */
-typedef struct {
-    FNN_ALIGNED(64) volatile int64_t span; /* a line each: no sharing between owners */
-} fnn_gemm_span;
-
-static int fnn_cas64(volatile int64_t *p, int64_t *expected, int64_t desired)
-{
-#if defined(_MSC_VER)
-    const int64_t prev = _InterlockedCompareExchange64((volatile __int64 *)p, desired, *expected);
-    if (prev == *expected)
-        return 1;
-    *expected = prev;
-    return 0;
-#else
-    return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-#endif
-}
-
-/* the front unit of s (from_back 0) or its back unit, or -1 where none is left */
-static int64_t fnn_span_take(fnn_gemm_span *s, int from_back)
-{
-    int64_t old = s->span;
-    for (;;) {
-        const int64_t front = old & 0xffffffff, back = (int64_t)((uint64_t)old >> 32);
-        if (front >= back)
-            return -1;
-        const int64_t desired = from_back ? (int64_t)((uint64_t)(back - 1) << 32 | (uint64_t)front)
-                                          : (int64_t)((uint64_t)back << 32 | (uint64_t)(front + 1));
-        if (fnn_cas64(&s->span, &old, desired))
-            return from_back ? back - 1 : front;
-    }
-}
-
-/* Thread t's next unit: the front of its own span, then the back of the span
- * with the most left (the units next to where its owner will stop, so that the
- * threads' rows or columns of C stay in few runs: units taken in turn from one
- * counter put every unit's edge between two threads, and the cache lines
- * across those edges (C is 16 bytes off a line) made the Affine layers' step
- * 15-55% slower). */
-static int64_t fnn_gemm_next_unit(fnn_gemm_span *spans, int nth, int t)
-{
-    int64_t u = fnn_span_take(&spans[t], 0);
-    while (u < 0) {
-        int victim = -1;
-        int64_t most = 0;
-        for (int v = 0; v < nth; v++) {
-            const int64_t sp = spans[v].span, left = (int64_t)((uint64_t)sp >> 32) - (sp & 0xffffffff);
-            if (left > most) {
-                most = left;
-                victim = v;
-            }
-        }
-        if (victim < 0)
-            return -1;
-        u = fnn_span_take(&spans[victim], 1);
-    }
-    return u;
 }
 
 /* ---- the driver, once per dtype ---------------------------------------- */

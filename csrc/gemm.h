@@ -61,7 +61,6 @@ void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, in
 #define FNN_GEMM_SHARED_A 1
 #define FNN_GEMM_SHARED_B 2
 #define FNN_GEMM_SHARED_BYTES (512 * 1024)
-#define FNN_GEMM_SHARED_MAX_THREADS 64
 /* Up to this many rows of C, fnn_gemm_* skip packing (batch 1-4 inference):
  * the packed microkernel would waste most of its MR rows. */
 #define FNN_GEMM_SMALL_M 4

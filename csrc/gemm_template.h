@@ -492,13 +492,13 @@ static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
  * the other is cut into units of `unit` whole panels (of MR rows, or NR
  * columns), each done over the whole depth. Each thread starts on an even
  * share of the units and, when done, takes the last units of the share with
- * the most left (fnn_gemm_next_unit), so a thread that starts late or runs
+ * the most left (fnn_spans_next), so a thread that starts late or runs
  * slower does fewer, where a static split leaves the others waiting for it
  * (on this 2-vCPU guest, in spells, one thread of a small product's static
  * split ran 10-20% longer than the other, the slow one changing from run to
  * run). A tile's depth blocks are applied in order by the one thread that
  * takes it: the same bits as on one thread. */
-static void FN(gemm_thread_shared)(const FN(gemm_job) *job, int tid, int nspans, fnn_gemm_span *spans)
+static void FN(gemm_thread_shared)(const FN(gemm_job) *job, int tid, int nspans, fnn_span *spans)
 {
     const int64_t m = job->m, n = job->n, k = job->k, KC = job->kc;
     const int mr = job->mr, nr = job->nr;
@@ -518,7 +518,7 @@ static void FN(gemm_thread_shared)(const FN(gemm_job) *job, int tid, int nspans,
             job->pack_a(job->a_src, 0, m, pc, kcur, mr, whole + pc * m_pad);
     }
     for (;;) {
-        const int64_t u = fnn_gemm_next_unit(spans, nspans, tid);
+        const int64_t u = fnn_spans_next(spans, nspans, tid);
         if (u < 0)
             break;
         const int64_t p0 = u * job->unit, p1 = p0 + job->unit < panels ? p0 + job->unit : panels;
@@ -586,7 +586,7 @@ static int FN(gemm_plan)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, FN(gemm_j
      * or more; of the two, the one that copies less. */
     job->shared_mode = 0;
     job->unit = 1;
-    if (nth > 1 && nth <= FNN_GEMM_SHARED_MAX_THREADS) {
+    if (nth > 1 && nth <= FNN_SPANS_MAX) {
         const double bytes_b = (double)k * (double)(n_panels * job->nr) * sizeof(T);
         const double bytes_a = (double)k * (double)(m_panels * job->mr) * sizeof(T);
         const int rows_ok = m_panels >= 2 * nth && bytes_b <= FNN_GEMM_SHARED_BYTES;
@@ -693,10 +693,8 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
         if (job.a_packs == NULL)
             return -1;
         /* each thread's units start as an even split */
-        fnn_gemm_span spans[FNN_GEMM_SHARED_MAX_THREADS];
-        const int64_t units = (panels + job.unit - 1) / job.unit;
-        for (int t = 0; t < nth; t++)
-            spans[t].span = (int64_t)((uint64_t)(units * (t + 1) / nth) << 32 | (uint64_t)(units * t / nth));
+        fnn_span spans[FNN_SPANS_MAX];
+        fnn_spans_init(spans, nth, (panels + job.unit - 1) / job.unit);
         /* fewer threads than asked (nested regions) take the others' units */
 #ifdef FASTNN_HAVE_OPENMP
 #pragma omp parallel num_threads(nth)

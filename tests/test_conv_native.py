@@ -185,6 +185,41 @@ def test_repeats_exactly_at_fixed_thread_count(threads, rng):
         np.testing.assert_array_equal(a, b_)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_direct_path_with_more_threads_than_cores(dtype, rng):
+    # The direct path's images (forward) and image groups (weight gradient) are
+    # taken by work spans: each thread its even share, then the back of the share
+    # with the most left. 8 threads on a small machine fall behind each other, so
+    # images change hands; the forward is each image's own sum (the bits of one
+    # thread), the weight gradient the partials of fixed groups added in order
+    # (the same bits on every run at 8 threads), the fused pool likewise.
+    n, c, h, wd, f = 37, 3, 14, 13, 6
+    x = rng.standard_normal((n, c, h, wd)).astype(dtype)
+    w = rng.standard_normal((f, c, 5, 3)).astype(dtype)
+    b = rng.standard_normal((f,)).astype(dtype)
+    with native_setting(threads=1):
+        y1 = _gemm.conv2d(x, w, b, (1, 1), (1, 1), "relu", 0.0)
+        p1, a1 = _gemm.conv2d_max_pool2d(x, w, b, (1, 1), (1, 1), "relu", 0.0, 2, 2, (2, 2), (0, 0))
+    want, mag = conv_forward64(x, w, b, (1, 1), (1, 1))
+    check(y1, np.maximum(want, 0), np.abs(want).max() + mag.max(), dtype, c * 15)
+    dy = rng.standard_normal(y1.shape).astype(dtype)
+    rdx, rdw, rdb = conv_backward64(dy, x, w, (1, 1), (1, 1))
+    p = y1.shape[2] * y1.shape[3]
+    with native_setting(threads=8):
+        runs = [(_gemm.conv2d(x, w, b, (1, 1), (1, 1), "relu", 0.0),
+                 _gemm.conv2d_max_pool2d(x, w, b, (1, 1), (1, 1), "relu", 0.0, 2, 2, (2, 2), (0, 0)),
+                 _gemm.conv2d_backward(dy, x, w, (1, 1), (1, 1), True)) for _ in range(4)]
+    for y8, (p8, a8), (dx, dw, db) in runs:
+        np.testing.assert_array_equal(y8, y1)
+        np.testing.assert_array_equal(p8, p1)
+        np.testing.assert_array_equal(a8, a1)
+        check(dw, rdw, np.abs(rdw).max() + 3 * n * p, dtype, n * p)
+        check(db, rdb, n * p, dtype, n * p)
+        check(dx, rdx, np.abs(rdx).max() + 3 * f * c * 15, dtype, f * c * 15)
+        for got, first in zip((dx, dw, db), runs[0][2]):
+            np.testing.assert_array_equal(got, first)
+
+
 def test_numerical_gradient_float64(rng):
     x = rng.standard_normal((2, 2, 5, 4))
     w = rng.standard_normal((3, 2, 3, 2))

@@ -494,10 +494,10 @@ static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
  * share of the units and, when done, takes the last units of the share with
  * the most left (fnn_spans_next), so a thread that starts late or runs
  * slower does fewer, where a static split leaves the others waiting for it
- * (on this 2-vCPU guest, in spells, one thread of a small product's static
- * split ran 10-20% longer than the other, the slow one changing from run to
- * run). A tile's depth blocks are applied in order by the one thread that
- * takes it: the same bits as on one thread. */
+ * (on this 2-vCPU guest one thread of a small product's static split often
+ * ran 10-20% longer than the other, which one changing from run to run). A
+ * tile's depth blocks are applied in order by the one thread that takes it:
+ * the same bits as on one thread. */
 static void FN(gemm_thread_shared)(const FN(gemm_job) *job, int tid, int nspans, fnn_span *spans)
 {
     const int64_t m = job->m, n = job->n, k = job->k, KC = job->kc;

@@ -61,9 +61,10 @@ void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, in
 #define FNN_GEMM_SHARED_A 1
 #define FNN_GEMM_SHARED_B 2
 #define FNN_GEMM_SHARED_BYTES (512 * 1024)
-/* Up to this many rows of C, fnn_gemm_* skip packing (batch 1-4 inference):
- * the packed microkernel would waste most of its MR rows. */
-#define FNN_GEMM_SMALL_M 4
+/* Up to this many rows of C, fnn_gemm_* skip packing and the microkernels
+ * (batch-1 inference: a product of one row is a GEMV, which reads B's rows in
+ * order); up to MR rows with B = N, they read B in place (gemm_few_rows). */
+#define FNN_GEMM_SMALL_M 1
 
 int fnn_gemm_f32(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,

@@ -813,6 +813,118 @@ DEFINE_SMALL_M(FN(small_m_avx512), FNN_TARGET_AVX512)
 #endif
 #undef DEFINE_SMALL_M
 
+/* ---- one row panel, B = N: B read in place ------------------------------- */
+
+#include "ukr_select_template.h"
+
+/* Tile (0, j0) of C, m rows (at most MR) and the columns [c0, c1) of the
+ * window [j0, j0 + w) (w = NR, or NR/2 with `half`), from the packed A panel
+ * ap and B's rows in place: straight into C where the window is all new
+ * columns and the kernel writes just m rows, else into `edge` and copied. */
+static void FN(few_rows_tile)(const FN(gemm_job) *job, FN(ukri_fn) kern, FN(ukri_rows_fn) kern_rows, int half,
+                              const T *ap, const T *const *brow, int64_t j0, int64_t c0, int64_t c1, T *edge)
+{
+    const int64_t m = job->m, k = job->k;
+    const int mr = job->mr, nr = job->nr, w = half ? nr / 2 : nr;
+    T *ct = job->c + c0;
+    if (c0 == j0 && c1 == j0 + w && !half && (m == mr || kern_rows)) {
+        if (m == mr)
+            kern(k, ap, brow, j0, ct, job->ldc, job->alpha, job->beta);
+        else
+            kern_rows((int)m, k, ap, brow, j0, ct, job->ldc, job->alpha, job->beta);
+    } else {
+        if (m < mr && kern_rows)
+            kern_rows((int)m, k, ap, brow, j0, edge, nr, job->alpha, (T)0);
+        else
+            kern(k, ap, brow, j0, edge, nr, job->alpha, (T)0);
+        for (int64_t i = 0; i < m; i++) {
+            T *ci = ct + i * job->ldc;
+            const T *ei = edge + i * nr + (c0 - j0);
+            if (job->beta == 0) {
+                for (int64_t q = 0; q < c1 - c0; q++)
+                    ci[q] = ei[q];
+            } else {
+                for (int64_t q = 0; q < c1 - c0; q++)
+                    ci[q] = ei[q] + job->beta * ci[q];
+            }
+        }
+    }
+    if (FN(epilogue_active)(job->ep))
+        FN(epilogue_tile)(job->isa, ct, job->ldc, 0, c0, (int)m, (int)(c1 - c0), job->ep);
+}
+
+/* C (m x n, m <= MR, n >= NR) = alpha * op(A) @ B + beta * C with B = N (row p
+ * at b + p * ldb): each value of B is used once, so packing B (all of it, as
+ * the driver does) only copies it. B's rows are read in place by the
+ * indirect-B microkernel over whole NR panels; the last part panel is the NR
+ * (or NR/2) window that ends at column n, inside B's rows, of which only the
+ * new columns are kept. op(A) is packed as one zero-padded MR-row panel. The
+ * panels are split over the threads by work spans where the product is large
+ * enough. Each element is one depth-ordered sum, the same on any thread. */
+static int FN(gemm_few_rows)(fnn_ctx ctx, int trans_a, int64_t m, int64_t n, int64_t k, T alpha, const T *a,
+                             int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc,
+                             const fnn_epilogue *ep)
+{
+    FN(gemm_job) job;
+    memset(&job, 0, sizeof(job));
+    job.m = m; job.n = n; job.k = k;
+    job.alpha = alpha; job.beta = beta;
+    job.c = c; job.ldc = ldc; job.ep = ep;
+    job.isa = ctx.isa;
+    fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &job.mr, &job.nr);
+    FN(ukri_rows_fn) kern_rows;
+    const FN(ukri_fn) kern = FN(select_ukri)(ctx.isa, &kern_rows);
+    const FN(ukri_fn) half = FN(select_ukri_half)(ctx.isa);
+    const size_t a_bytes = ((size_t)(job.mr * k) * sizeof(T) + 63) / 64 * 64;
+    char *mem = (char *)fnn_scratch(FNN_SCRATCH_PACK_A, a_bytes + (size_t)k * sizeof(T *));
+    if (mem == NULL)
+        return -1;
+    T *ap = (T *)mem;
+    const T **brow = (const T **)(mem + a_bytes);
+    const fnn_matrix_src as = {a, lda, trans_a, ctx.isa};
+    FN(fnn_pack_matrix)(&as, 0, m, 0, k, job.mr, ap);
+    for (int64_t p = 0; p < k; p++)
+        brow[p] = b + p * ldb;
+    const int64_t full = n / job.nr, rem = n - full * job.nr;
+    const int64_t units = full + (rem > 0);
+    const int use_half = rem > 0 && rem <= job.nr / 2 && half != NULL;
+
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    const double macs = (double)m * (double)n * (double)k;
+    if (macs < FNN_GEMM_MIN_MACS_PER_THREAD * (double)nth)
+        nth = (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD) < 1 ? 1 : (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD);
+    if (nth > units)
+        nth = (int)units;
+    if (nth > FNN_SPANS_MAX)
+        nth = FNN_SPANS_MAX;
+    fnn_span spans[FNN_SPANS_MAX];
+    fnn_spans_init(spans, nth, units);
+#ifdef FASTNN_HAVE_OPENMP
+#pragma omp parallel num_threads(nth) if(nth > 1)
+#endif
+    {
+        T FNN_ALIGNED(64) edge[32 * 32];
+#ifdef FASTNN_HAVE_OPENMP
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        for (int64_t u; (u = fnn_spans_next(spans, nth, t)) >= 0;) {
+            if (u < full)
+                FN(few_rows_tile)(&job, kern, kern_rows, 0, ap, (const T *const *)brow, u * job.nr, u * job.nr,
+                                  (u + 1) * job.nr, edge);
+            else
+                FN(few_rows_tile)(&job, use_half ? half : kern, use_half ? NULL : kern_rows, use_half, ap,
+                                  (const T *const *)brow, n - (use_half ? job.nr / 2 : job.nr), full * job.nr, n,
+                                  edge);
+        }
+    }
+    return 0;
+}
+
 int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a,
                  int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc, const fnn_epilogue *ep)
 {
@@ -826,6 +938,12 @@ int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, in
 #endif
             FN(small_m_portable)(ctx.isa, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
         return 0;
+    }
+    if (m > 0 && n > 0 && k > 0 && alpha != 0 && !trans_b) {
+        int mr, nr;
+        fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
+        if (m <= mr && n >= nr)
+            return FN(gemm_few_rows)(ctx, trans_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
     }
     fnn_matrix_src as = {a, lda, trans_a, ctx.isa}, bs = {b, ldb, trans_b, ctx.isa};
     return FN(fnn_gemm_packed)(ctx, m, n, k, alpha, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs, beta, c,

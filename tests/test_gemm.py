@@ -163,6 +163,43 @@ def test_shared_operand_schedule_is_exact_at_any_thread_count(isa, dtype, rng):
         np.testing.assert_array_equal(F.linear(x, W, bias, activation="tanh"), one)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_few_rows_read_b_in_place(isa, dtype, rng):
+    # 2 to MR rows of C with B = N: B's rows are read in place (no packing), whole
+    # NR-wide panels, then the NR or NR/2 window that ends at column n, of which
+    # only the new columns are kept. Every remainder width, both depths of A,
+    # alpha/beta, a C that must not be read when beta = 0, the fused epilogue,
+    # and threads (panels split by work spans) giving the bits of one thread.
+    mr, nr, _, _, _ = block_edge_sizes(isa, dtype)
+    widths = sorted({nr, nr + 1, nr + nr // 2 - 1, nr + nr // 2, nr + nr // 2 + 1, 2 * nr - 1, 3 * nr + 5})
+    for m in range(2, mr + 1):
+        for n in widths:
+            k = 37 if n % 2 else 300
+            for ta, (alpha, beta) in [(False, (1.0, 0.0)), (True, (-0.5, 2.0))]:
+                a = strided(rng, (k, m) if ta else (m, k), dtype)
+                b = strided(rng, (k, n), dtype)
+                c0 = rng.standard_normal((m, n)).astype(dtype)
+                c = c0.copy() if beta else np.full((m, n), np.nan, dtype)
+                exact, bound = expected_and_bound(a, b, c0 if beta else None, ta, False, alpha, beta)
+                with native_setting(isa, 1):
+                    got = _gemm.gemm(a, b, c, trans_a=ta, alpha=alpha, beta=beta)
+                assert_gemm_close(got, exact, bound)
+    # the epilogue, and a product large enough for threads
+    x = rng.standard_normal((mr, 900)).astype(dtype)
+    W = rng.standard_normal((900, 9 * nr + nr // 2 + 3)).astype(dtype)
+    bias = rng.standard_normal(W.shape[1]).astype(dtype)
+    exact, bound = expected_and_bound(x, W, None, False, False, 1.0, 0.0)
+    with native_setting(isa, 1):
+        one = F.linear(x, W, bias, activation="tanh")
+    # tanh is 1-Lipschitz: the product's bound, plus the bias add and tanh's rounding
+    eps = np.finfo(dtype).eps
+    assert_gemm_close(one, np.tanh(exact + bias), bound + 8 * eps * (1 + np.abs(exact + bias)))
+    for threads in (2, 3):
+        with native_setting(isa, threads):
+            np.testing.assert_array_equal(F.linear(x, W, bias, activation="tanh"), one)
+
+
 def test_large_products_and_many_threads_keep_the_grid():
     with native_setting(threads=2):
         assert _gemm.schedule(1024, 1024, 1024, np.float32) == ("grid", 2)   # no operand small enough

@@ -63,8 +63,12 @@ void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, in
 #define FNN_GEMM_SHARED_BYTES (512 * 1024)
 /* Up to this many rows of C, fnn_gemm_* skip packing and the microkernels
  * (batch-1 inference: a product of one row is a GEMV, which reads B's rows in
- * order); up to MR rows with B = N, they read B in place (gemm_few_rows). */
+ * order). With B = N, up to FNN_GEMM_FEW_ROW_PANELS row panels of MR on one
+ * thread, or FNN_GEMM_FEW_ROWS_THREADED_PANELS on more, read B in place
+ * (gemm_few_rows). */
 #define FNN_GEMM_SMALL_M 1
+#define FNN_GEMM_FEW_ROW_PANELS 16
+#define FNN_GEMM_FEW_ROWS_THREADED_PANELS 4
 
 int fnn_gemm_f32(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,

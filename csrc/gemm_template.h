@@ -401,6 +401,24 @@ typedef struct {
     int64_t unit;    /* panels per unit of the shared-operand schedule */
 } FN(gemm_job);
 
+/* C's rows x cols at ct = the edge buffer's (computed with beta 0) + beta_eff
+ * * C, as a kernel with beta_eff would (C not read where beta_eff is 0) */
+static FNN_ALWAYS_INLINE void FN(tile_from_edge)(T *ct, int64_t ldc, const T *edge, int lde, int rows, int64_t cols,
+                                                 T beta_eff)
+{
+    for (int r = 0; r < rows; r++) {
+        T *ci = ct + r * ldc;
+        const T *er = edge + r * lde;
+        if (beta_eff == 0) {
+            for (int64_t q = 0; q < cols; q++)
+                ci[q] = er[q];
+        } else {
+            for (int64_t q = 0; q < cols; q++)
+                ci[q] = er[q] + beta_eff * ci[q];
+        }
+    }
+}
+
 /* Tile (i, j) of C (mrr x nrr, at most MR x NR) from the packed micro-panels
  * ap (MR x kcur) and bp (kcur x NR), with the epilogue after the last depth
  * block. The same code, and so the same bits, whichever thread takes the tile. */
@@ -420,17 +438,7 @@ static FNN_ALWAYS_INLINE void FN(gemm_tile)(const FN(gemm_job) *job, const T *ap
             job->ukr_half(kcur, ap, bp, edge, nr, job->alpha, (T)0);
         else
             job->ukr(kcur, ap, bp, edge, nr, job->alpha, (T)0);
-        for (int r = 0; r < mrr; r++) {
-            T *ci = ct + r * job->ldc;
-            const T *er = edge + r * nr;
-            if (beta_eff == 0) {
-                for (int q = 0; q < nrr; q++)
-                    ci[q] = er[q];
-            } else {
-                for (int q = 0; q < nrr; q++)
-                    ci[q] = er[q] + beta_eff * ci[q];
-            }
-        }
+        FN(tile_from_edge)(ct, job->ldc, edge, nr, mrr, nrr, beta_eff);
     }
     if (last && FN(epilogue_active)(job->ep))
         FN(epilogue_tile)(job->isa, ct, job->ldc, i, j, mrr, nrr, job->ep);
@@ -813,54 +821,95 @@ DEFINE_SMALL_M(FN(small_m_avx512), FNN_TARGET_AVX512)
 #endif
 #undef DEFINE_SMALL_M
 
-/* ---- one row panel, B = N: B read in place ------------------------------- */
+/* ---- a few row panels, B = N: B read in place ---------------------------- */
 
 #include "ukr_select_template.h"
 
-/* Tile (0, j0) of C, m rows (at most MR) and the columns [c0, c1) of the
- * window [j0, j0 + w) (w = NR, or NR/2 with `half`), from the packed A panel
- * ap and B's rows in place: straight into C where the window is all new
- * columns and the kernel writes just m rows, else into `edge` and copied. */
-static void FN(few_rows_tile)(const FN(gemm_job) *job, FN(ukri_fn) kern, FN(ukri_rows_fn) kern_rows, int half,
-                              const T *ap, const T *const *brow, int64_t j0, int64_t c0, int64_t c1, T *edge)
+/* Rows [i0, i0 + mrr) of the NR panel at column j0 of C, over the depth block
+ * of kcur from the A panel ap and B's rows brow (both at the block's start),
+ * in place into C (through `edge` where a kernel would write rows past mrr). */
+static void FN(few_rows_panel)(const FN(gemm_job) *job, FN(ukri_fn) kern, FN(ukri_rows_fn) kern_rows, const T *ap,
+                               const T *const *brow, int64_t i0, int mrr, int64_t j0, int64_t kcur, T beta_eff,
+                               int last, T *edge)
 {
-    const int64_t m = job->m, k = job->k;
-    const int mr = job->mr, nr = job->nr, w = half ? nr / 2 : nr;
-    T *ct = job->c + c0;
-    if (c0 == j0 && c1 == j0 + w && !half && (m == mr || kern_rows)) {
-        if (m == mr)
-            kern(k, ap, brow, j0, ct, job->ldc, job->alpha, job->beta);
-        else
-            kern_rows((int)m, k, ap, brow, j0, ct, job->ldc, job->alpha, job->beta);
+    const int mr = job->mr, nr = job->nr;
+    T *ct = job->c + i0 * job->ldc + j0;
+    if (mrr == mr) {
+        kern(kcur, ap, brow, j0, ct, job->ldc, job->alpha, beta_eff);
+    } else if (kern_rows) {
+        kern_rows(mrr, kcur, ap, brow, j0, ct, job->ldc, job->alpha, beta_eff);
     } else {
-        if (m < mr && kern_rows)
-            kern_rows((int)m, k, ap, brow, j0, edge, nr, job->alpha, (T)0);
-        else
-            kern(k, ap, brow, j0, edge, nr, job->alpha, (T)0);
-        for (int64_t i = 0; i < m; i++) {
-            T *ci = ct + i * job->ldc;
-            const T *ei = edge + i * nr + (c0 - j0);
-            if (job->beta == 0) {
-                for (int64_t q = 0; q < c1 - c0; q++)
-                    ci[q] = ei[q];
-            } else {
-                for (int64_t q = 0; q < c1 - c0; q++)
-                    ci[q] = ei[q] + job->beta * ci[q];
-            }
-        }
+        kern(kcur, ap, brow, j0, edge, nr, job->alpha, (T)0);
+        FN(tile_from_edge)(ct, job->ldc, edge, nr, mrr, nr, beta_eff);
     }
-    if (FN(epilogue_active)(job->ep))
-        FN(epilogue_tile)(job->isa, ct, job->ldc, 0, c0, (int)m, (int)(c1 - c0), job->ep);
+    if (last && FN(epilogue_active)(job->ep))
+        FN(epilogue_tile)(job->isa, ct, job->ldc, i0, j0, mrr, nr, job->ep);
 }
 
-/* C (m x n, m <= MR, n >= NR) = alpha * op(A) @ B + beta * C with B = N (row p
- * at b + p * ldb): each value of B is used once, so packing B (all of it, as
- * the driver does) only copies it. B's rows are read in place by the
- * indirect-B microkernel over whole NR panels; the last part panel is the NR
- * (or NR/2) window that ends at column n, inside B's rows, of which only the
- * new columns are kept. op(A) is packed as one zero-padded MR-row panel. The
- * panels are split over the threads by work spans where the product is large
- * enough. Each element is one depth-ordered sum, the same on any thread. */
+/* Rows [i0, i0 + mrr) of the last part panel, columns [c0, n): the window of
+ * w = NR (or NR/2, `half`) columns that ends at column n, inside B's rows, in
+ * the same depth blocks as the whole panels (so the same sums as the driver's
+ * edge tiles: the bits do not depend on the path), each block into `edge` and
+ * added to the columns from c0. ap: the row panel's packed A, whole depth. */
+static void FN(few_rows_tail)(const FN(gemm_job) *job, FN(ukri_fn) kern, FN(ukri_rows_fn) kern_rows, int w,
+                              const T *ap, const T *const *brow, int64_t i0, int mrr, int64_t c0, T *edge)
+{
+    const int64_t n = job->n, k = job->k, j0 = n - w;
+    const int mr = job->mr, nr = job->nr;
+    T *ct = job->c + i0 * job->ldc + c0;
+    for (int64_t pc = 0; pc < k; pc += job->kc) {
+        const int64_t kcur = k - pc < job->kc ? k - pc : job->kc;
+        if (mrr < mr && kern_rows)
+            kern_rows(mrr, kcur, ap + pc * mr, brow + pc, j0, edge, nr, job->alpha, (T)0);
+        else
+            kern(kcur, ap + pc * mr, brow + pc, j0, edge, nr, job->alpha, (T)0);
+        FN(tile_from_edge)(ct, job->ldc, edge + (c0 - j0), nr, mrr, n - c0, pc == 0 ? job->beta : (T)1);
+    }
+    if (FN(epilogue_active)(job->ep))
+        FN(epilogue_tile)(job->isa, ct, job->ldc, i0, c0, mrr, (int)(n - c0), job->ep);
+}
+
+/* The threads gemm_few_rows runs an m x n x k product on, or 0 where it does
+ * not take the product: beyond FNN_GEMM_FEW_ROW_PANELS row panels (B's panels,
+ * read in place, are used by that many row panels: sgemm 512 x 1024 x 1024
+ * took 10.5 ms so, 10.1 packed), and where the product is worth several
+ * threads, beyond FNN_GEMM_FEW_ROWS_THREADED_PANELS or with fewer than two
+ * column panels a thread (the driver's schedules, whose threads split the
+ * rows, then measured faster; threads that share every row of C, a cache
+ * line at their boundary, took 100 x 784 by 784 x 50 from 61 to 278 us). */
+static int FN(few_rows_threads)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k)
+{
+    int mr, nr;
+    fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
+    if (m > FNN_GEMM_FEW_ROW_PANELS * mr || n < nr)
+        return 0;
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    const double macs = (double)m * (double)n * (double)k;
+    if (macs < FNN_GEMM_MIN_MACS_PER_THREAD * (double)nth)
+        nth = (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD) < 1 ? 1 : (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD);
+    if (nth == 1)
+        return 1;
+    const int64_t units = (n + nr - 1) / nr;
+    if (nth > units / 2)
+        nth = (int)(units / 2);
+    if (nth > FNN_SPANS_MAX)
+        nth = FNN_SPANS_MAX;
+    return nth > 1 && m <= FNN_GEMM_FEW_ROWS_THREADED_PANELS * mr ? nth : 0;
+}
+
+/* C (m x n, 2 <= m <= FNN_GEMM_FEW_ROW_PANELS * MR, n >= NR) = alpha * op(A) @ B
+ * + beta * C with B = N (row p at b + p * ldb): each value of B is used by a
+ * few row panels only, so packing B (all of it, as the driver does) would
+ * mostly copy it. op(A) is packed, MR-row panels over the whole depth; the
+ * indirect-B microkernel reads B's rows in place, whole NR panels in depth
+ * blocks of KC (as the driver's: a panel's block stays in L1 across the row
+ * panels); the last part panel is the NR (or NR/2) window that ends at column
+ * n, inside B's rows, of which only the new columns are kept. The column
+ * panels are split over threads by work spans where the product is large
+ * enough; each element is one thread's sum in a fixed order. */
 static int FN(gemm_few_rows)(fnn_ctx ctx, int trans_a, int64_t m, int64_t n, int64_t k, T alpha, const T *a,
                              int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc,
                              const fnn_epilogue *ep)
@@ -872,10 +921,16 @@ static int FN(gemm_few_rows)(fnn_ctx ctx, int trans_a, int64_t m, int64_t n, int
     job.c = c; job.ldc = ldc; job.ep = ep;
     job.isa = ctx.isa;
     fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &job.mr, &job.nr);
+    fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &job.mc, &job.kc, &job.nc);
+    {
+        const int64_t nb = (k + job.kc - 1) / job.kc, kc = (k + nb - 1) / nb; /* equal depth blocks */
+        job.kc = (kc + 7) / 8 * 8 < job.kc ? (kc + 7) / 8 * 8 : job.kc;
+    }
     FN(ukri_rows_fn) kern_rows;
     const FN(ukri_fn) kern = FN(select_ukri)(ctx.isa, &kern_rows);
     const FN(ukri_fn) half = FN(select_ukri_half)(ctx.isa);
-    const size_t a_bytes = ((size_t)(job.mr * k) * sizeof(T) + 63) / 64 * 64;
+    const int64_t m_panels = (m + job.mr - 1) / job.mr;
+    const size_t a_bytes = ((size_t)(m_panels * job.mr * k) * sizeof(T) + 63) / 64 * 64;
     char *mem = (char *)fnn_scratch(FNN_SCRATCH_PACK_A, a_bytes + (size_t)k * sizeof(T *));
     if (mem == NULL)
         return -1;
@@ -885,21 +940,9 @@ static int FN(gemm_few_rows)(fnn_ctx ctx, int trans_a, int64_t m, int64_t n, int
     FN(fnn_pack_matrix)(&as, 0, m, 0, k, job.mr, ap);
     for (int64_t p = 0; p < k; p++)
         brow[p] = b + p * ldb;
-    const int64_t full = n / job.nr, rem = n - full * job.nr;
-    const int64_t units = full + (rem > 0);
+    const int64_t full = n / job.nr, rem = n - full * job.nr, units = full + (rem > 0);
     const int use_half = rem > 0 && rem <= job.nr / 2 && half != NULL;
-
-    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
-#ifndef FASTNN_HAVE_OPENMP
-    nth = 1;
-#endif
-    const double macs = (double)m * (double)n * (double)k;
-    if (macs < FNN_GEMM_MIN_MACS_PER_THREAD * (double)nth)
-        nth = (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD) < 1 ? 1 : (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD);
-    if (nth > units)
-        nth = (int)units;
-    if (nth > FNN_SPANS_MAX)
-        nth = FNN_SPANS_MAX;
+    const int nth = FN(few_rows_threads)(ctx, m, n, k);
     fnn_span spans[FNN_SPANS_MAX];
     fnn_spans_init(spans, nth, units);
 #ifdef FASTNN_HAVE_OPENMP
@@ -912,14 +955,24 @@ static int FN(gemm_few_rows)(fnn_ctx ctx, int trans_a, int64_t m, int64_t n, int
 #else
         const int t = 0;
 #endif
+        const T *const *rows = (const T *const *)brow;
         for (int64_t u; (u = fnn_spans_next(spans, nth, t)) >= 0;) {
-            if (u < full)
-                FN(few_rows_tile)(&job, kern, kern_rows, 0, ap, (const T *const *)brow, u * job.nr, u * job.nr,
-                                  (u + 1) * job.nr, edge);
-            else
-                FN(few_rows_tile)(&job, use_half ? half : kern, use_half ? NULL : kern_rows, use_half, ap,
-                                  (const T *const *)brow, n - (use_half ? job.nr / 2 : job.nr), full * job.nr, n,
-                                  edge);
+            if (u == full) {
+                for (int64_t r = 0; r < m_panels; r++)
+                    FN(few_rows_tail)(&job, use_half ? half : kern, use_half ? NULL : kern_rows,
+                                      use_half ? job.nr / 2 : job.nr, ap + r * job.mr * k, rows, r * job.mr,
+                                      (int)(m - r * job.mr < job.mr ? m - r * job.mr : job.mr), full * job.nr, edge);
+                continue;
+            }
+            for (int64_t pc = 0; pc < k; pc += job.kc) {
+                const int64_t kcur = k - pc < job.kc ? k - pc : job.kc;
+                for (int64_t r = 0; r < m_panels; r++) {
+                    const int mrr = (int)(m - r * job.mr < job.mr ? m - r * job.mr : job.mr);
+                    FN(few_rows_panel)(&job, kern, kern_rows, ap + r * job.mr * k + pc * job.mr, rows + pc,
+                                       r * job.mr, mrr, u * job.nr, kcur, pc == 0 ? beta : (T)1, pc + job.kc >= k,
+                                       edge);
+                }
+            }
         }
     }
     return 0;
@@ -939,12 +992,8 @@ int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, in
             FN(small_m_portable)(ctx.isa, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
         return 0;
     }
-    if (m > 0 && n > 0 && k > 0 && alpha != 0 && !trans_b) {
-        int mr, nr;
-        fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
-        if (m <= mr && n >= nr)
-            return FN(gemm_few_rows)(ctx, trans_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
-    }
+    if (m > 0 && n > 0 && k > 0 && alpha != 0 && !trans_b && FN(few_rows_threads)(ctx, m, n, k) > 0)
+        return FN(gemm_few_rows)(ctx, trans_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
     fnn_matrix_src as = {a, lda, trans_a, ctx.isa}, bs = {b, ldb, trans_b, ctx.isa};
     return FN(fnn_gemm_packed)(ctx, m, n, k, alpha, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs, beta, c,
                                ldc, ep);

@@ -103,16 +103,21 @@ def test_threads_agree_and_repeat_exactly(threads, dtype, rng):
     # Each element of C is one thread's fixed-order sum, so the result is the
     # same bits at any thread count, and from run to run.
     # (100, 100, 500): split by rows, which balance better than 32-wide column panels
-    shapes = [(301, 257, 413), (5, 1201, 97), (900, 7, 300), (64, 64, 64), (1100, 70, 45), (100, 100, 500)]
-    for m, n, k in shapes:
+    # With B = N, up to 16 row panels read B in place on one thread (gemm_few_rows),
+    # while more threads may take the driver's schedules: the same depth blocks,
+    # edge columns included, so the same bits (100 x 50 by 784, 40 x 77, 33 x 20).
+    shapes = [(301, 257, 413), (5, 1201, 97), (900, 7, 300), (64, 64, 64), (1100, 70, 45), (100, 100, 500),
+              (100, 50, 784), (40, 77, 1000), (33, 20, 2000), (9, 40, 900)]
+    for (m, n, k), tb in itertools.product(shapes, (True, False)):
         a = rng.standard_normal((m, k)).astype(dtype)
-        b = rng.standard_normal((n, k)).astype(dtype)
+        b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+        c0 = rng.standard_normal((m, n)).astype(dtype)
         with native_setting(threads=1):
-            one = _gemm.gemm(a, b, trans_b=True)
+            one = _gemm.gemm(a, b, c0.copy(), trans_b=tb, alpha=0.5, beta=-2.0)
         with native_setting(threads=threads):
-            first = _gemm.gemm(a, b, trans_b=True)
-            again = _gemm.gemm(a, b, trans_b=True)
-        exact, bound = expected_and_bound(a, b, None, False, True, 1.0, 0.0)
+            first = _gemm.gemm(a, b, c0.copy(), trans_b=tb, alpha=0.5, beta=-2.0)
+            again = _gemm.gemm(a, b, c0.copy(), trans_b=tb, alpha=0.5, beta=-2.0)
+        exact, bound = expected_and_bound(a, b, c0, False, tb, 0.5, -2.0)
         assert_gemm_close(first, exact, bound)
         np.testing.assert_array_equal(first, again)
         np.testing.assert_array_equal(first, one)
@@ -166,16 +171,16 @@ def test_shared_operand_schedule_is_exact_at_any_thread_count(isa, dtype, rng):
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_few_rows_read_b_in_place(isa, dtype, rng):
-    # 2 to MR rows of C with B = N: B's rows are read in place (no packing), whole
-    # NR-wide panels, then the NR or NR/2 window that ends at column n, of which
-    # only the new columns are kept. Every remainder width, both depths of A,
+    # 2 to 16 MR-row panels of C with B = N: B's rows are read in place (no packing),
+    # whole NR-wide panels, then the NR or NR/2 window that ends at column n, of
+    # which only the new columns are kept. Every remainder width, both layouts of A,
     # alpha/beta, a C that must not be read when beta = 0, the fused epilogue,
     # and threads (panels split by work spans) giving the bits of one thread.
-    mr, nr, _, _, _ = block_edge_sizes(isa, dtype)
+    mr, nr, _, kc, _ = block_edge_sizes(isa, dtype)
     widths = sorted({nr, nr + 1, nr + nr // 2 - 1, nr + nr // 2, nr + nr // 2 + 1, 2 * nr - 1, 3 * nr + 5})
-    for m in range(2, mr + 1):
+    for m in sorted(set(range(2, mr + 1)) | {mr + 1, 2 * mr + 3, 4 * mr, 16 * mr}):
         for n in widths:
-            k = 37 if n % 2 else 300
+            k = 37 if n % 2 else 2 * kc + 5 if m > mr else 300   # several depth blocks
             for ta, (alpha, beta) in [(False, (1.0, 0.0)), (True, (-0.5, 2.0))]:
                 a = strided(rng, (k, m) if ta else (m, k), dtype)
                 b = strided(rng, (k, n), dtype)

@@ -58,8 +58,11 @@ void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, in
 #define FNN_GEMM_MIN_MACS_PER_THREAD (1 << 18)
 /* The shared-operand schedule of the GEMM driver (gemm_template.h): which
  * operand every thread packs whole, and how large it may be (bytes; in L2) */
+#define FNN_GEMM_GRID 0
 #define FNN_GEMM_SHARED_A 1
 #define FNN_GEMM_SHARED_B 2
+#define FNN_GEMM_FEW_ROWS 3
+#define FNN_GEMM_ONE_ROW 4
 #define FNN_GEMM_SHARED_BYTES (512 * 1024)
 /* Up to this many rows of C, fnn_gemm_* skip packing and the microkernels
  * (batch-1 inference: a product of one row is a GEMV, which reads B's rows in
@@ -77,10 +80,12 @@ int fnn_gemm_f64(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, in
                   const double *a, int64_t lda, const double *b, int64_t ldb, double beta, double *c,
                   int64_t ldc, const fnn_epilogue *ep);
 
-/* The schedule the driver takes for an m x n x k product on ctx: 0 (the
- * thread grid), FNN_GEMM_SHARED_A or FNN_GEMM_SHARED_B; *threads: how many. */
-int fnn_gemm_schedule_f32(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, int *threads);
-int fnn_gemm_schedule_f64(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, int *threads);
+/* The path fnn_gemm_* takes for an m x n x k product on ctx (op(B) = B^T
+ * where trans_b): FNN_GEMM_ONE_ROW, FNN_GEMM_FEW_ROWS (B read in place), or the
+ * packed driver's FNN_GEMM_GRID, FNN_GEMM_SHARED_A or FNN_GEMM_SHARED_B;
+ * *threads: on how many threads. */
+int fnn_gemm_schedule_f32(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads);
+int fnn_gemm_schedule_f64(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads);
 
 /* The general driver: operands given by packers. ctx.nthreads threads at most.
  * Both return 0, or -1 when scratch memory could not be allocated. */

@@ -654,12 +654,6 @@ static int FN(gemm_plan)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, FN(gemm_j
     return nth;
 }
 
-int FN(fnn_gemm_schedule)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, int *threads)
-{
-    FN(gemm_job) job;
-    *threads = m > 0 && n > 0 && k > 0 ? FN(gemm_plan)(ctx, m, n, k, &job) : 1;
-    return m > 0 && n > 0 && k > 0 ? job.shared_mode : 0;
-}
 
 int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
                         void (*pack_a)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *),
@@ -976,6 +970,23 @@ static int FN(gemm_few_rows)(fnn_ctx ctx, int trans_a, int64_t m, int64_t n, int
         }
     }
     return 0;
+}
+
+int FN(fnn_gemm_schedule)(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads)
+{
+    *threads = 1;
+    if (m <= 0 || n <= 0 || k <= 0)
+        return FNN_GEMM_GRID;
+    if (m <= FNN_GEMM_SMALL_M)
+        return FNN_GEMM_ONE_ROW;
+    const int few = trans_b ? 0 : FN(few_rows_threads)(ctx, m, n, k);
+    if (few > 0) {
+        *threads = few;
+        return FNN_GEMM_FEW_ROWS;
+    }
+    FN(gemm_job) job;
+    *threads = FN(gemm_plan)(ctx, m, n, k, &job);
+    return job.shared_mode ? job.shared_mode : FNN_GEMM_GRID;
 }
 
 int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a,

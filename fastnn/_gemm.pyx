@@ -35,9 +35,9 @@ cdef extern from "gemm.h" nogil:
                      int64_t ldc, const fnn_epilogue *ep)
     void fnn_gemm_tile_shape(int isa, int dtype_bytes, int *mr, int *nr)
     void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, int64_t *nc)
-    int fnn_gemm_schedule_f32(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, int *threads)
-    int fnn_gemm_schedule_f64(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, int *threads)
-    int FNN_GEMM_SHARED_A, FNN_GEMM_SHARED_B
+    int fnn_gemm_schedule_f32(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads)
+    int fnn_gemm_schedule_f64(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads)
+    int FNN_GEMM_GRID, FNN_GEMM_SHARED_A, FNN_GEMM_SHARED_B, FNN_GEMM_FEW_ROWS, FNN_GEMM_ONE_ROW
 
 cdef extern from "conv.h" nogil:
     ctypedef struct fnn_pool_spec:
@@ -98,18 +98,20 @@ def block_sizes(isa, dtype):
     return mc, kc, nc
 
 
-def schedule(m, n, k, dtype):
-    """(schedule, threads) the GEMM driver takes for an m x n x k product in the current
-    settings: schedule is "grid" (a static split), "shared_a" or "shared_b" (every thread
-    packs all of op(A) or op(B) and takes the other's panels as it goes)."""
+def schedule(m, n, k, dtype, trans_b=False):
+    """(path, threads) that `gemm` takes for an m x n x k product (op(B) = B.T with
+    trans_b) in the current settings: "one_row" (a GEMV, no packing), "few_rows" (B read
+    in place), or the packed driver's "grid" (a static split), "shared_a" or "shared_b"
+    (every thread packs all of op(A) or op(B) and takes the other's panels as it goes)."""
     cdef fnn_ctx ctx = current_ctx()
     cdef int threads = 1, mode
     if np.dtype(dtype) == np.float32:
-        mode = fnn_gemm_schedule_f32(ctx, m, n, k, &threads)
+        mode = fnn_gemm_schedule_f32(ctx, bool(trans_b), m, n, k, &threads)
     else:
-        mode = fnn_gemm_schedule_f64(ctx, m, n, k, &threads)
-    name = "shared_a" if mode == FNN_GEMM_SHARED_A else "shared_b" if mode == FNN_GEMM_SHARED_B else "grid"
-    return name, threads
+        mode = fnn_gemm_schedule_f64(ctx, bool(trans_b), m, n, k, &threads)
+    names = {FNN_GEMM_GRID: "grid", FNN_GEMM_SHARED_A: "shared_a", FNN_GEMM_SHARED_B: "shared_b",
+             FNN_GEMM_FEW_ROWS: "few_rows", FNN_GEMM_ONE_ROW: "one_row"}
+    return names[mode], threads
 
 
 # Rows may be strided (the caller guarantees unit stride along a row).

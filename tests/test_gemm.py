@@ -151,8 +151,8 @@ def test_shared_operand_schedule_is_exact_at_any_thread_count(isa, dtype, rng):
             assert_gemm_close(one, exact, bound)
             for threads in (2, 3, 4, 8):
                 with native_setting(isa, threads):
-                    if threads <= 4:
-                        taken, on = _gemm.schedule(m, n, k, dtype)
+                    if threads <= 4:   # with B = N and few rows, B is read in place instead
+                        taken, on = _gemm.schedule(m, n, k, dtype, trans_b=True)
                         assert taken == schedule and 2 <= on <= threads, (m, n, k, threads, taken, on)
                     for _ in range(3):
                         got = _gemm.gemm(a, b, c0.copy(), trans_a=ta, trans_b=tb, alpha=alpha, beta=beta)
@@ -188,6 +188,7 @@ def test_few_rows_read_b_in_place(isa, dtype, rng):
                 c = c0.copy() if beta else np.full((m, n), np.nan, dtype)
                 exact, bound = expected_and_bound(a, b, c0 if beta else None, ta, False, alpha, beta)
                 with native_setting(isa, 1):
+                    assert _gemm.schedule(m, n, k, dtype) == ("few_rows", 1)
                     got = _gemm.gemm(a, b, c, trans_a=ta, alpha=alpha, beta=beta)
                 assert_gemm_close(got, exact, bound)
     # the epilogue, and a product large enough for threads
@@ -205,13 +206,21 @@ def test_few_rows_read_b_in_place(isa, dtype, rng):
             np.testing.assert_array_equal(F.linear(x, W, bias, activation="tanh"), one)
 
 
-def test_large_products_and_many_threads_keep_the_grid():
+def test_each_product_takes_its_path():
+    mr, nr = _gemm.tile_shape(fastnn._config._state.best_isa, np.float32)
     with native_setting(threads=2):
         assert _gemm.schedule(1024, 1024, 1024, np.float32) == ("grid", 2)   # no operand small enough
-        assert _gemm.schedule(100, 50, 784, np.float32)[0] == "shared_b"
-        assert _gemm.schedule(64, 64, 64, np.float32) == ("grid", 1)         # too little work for two
+        assert _gemm.schedule(100, 50, 784, np.float32) == ("shared_b", 2)
+        assert _gemm.schedule(100, 784, 50, np.float32, trans_b=True) == ("shared_a", 2)
+        assert _gemm.schedule(64, 64, 64, np.float32, trans_b=True) == ("grid", 1)   # too little for two
+        assert _gemm.schedule(4 * mr, 16 * nr, 512, np.float32) == ("few_rows", 2)   # B read in place
+        assert _gemm.schedule(4 * mr + 1, 16 * nr, 512, np.float32)[0] == "shared_a"
+        assert _gemm.schedule(1, 512, 784, np.float32) == ("one_row", 1)
     with native_setting(threads=1):
-        assert _gemm.schedule(100, 50, 784, np.float32) == ("grid", 1)
+        assert _gemm.schedule(100, 50, 784, np.float32) == ("few_rows", 1)
+        assert _gemm.schedule(16 * mr + 1, 50, 784, np.float32) == ("grid", 1)
+        assert _gemm.schedule(100, 50, 784, np.float32, trans_b=True) == ("grid", 1)
+        assert _gemm.schedule(100, nr - 1, 784, np.float32) == ("grid", 1)   # narrower than a panel
     with native_setting(threads=65):   # more threads than the schedule keeps spans for
         assert _gemm.schedule(8000, 40, 64, np.float32) == ("grid", 65)
 

@@ -206,6 +206,38 @@ def test_few_rows_read_b_in_place(isa, dtype, rng):
             np.testing.assert_array_equal(F.linear(x, W, bias, activation="tanh"), one)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_row_products(isa, dtype, rng):
+    # One row of C with B = N (batch-1 inference) keeps 4 vectors of columns in
+    # registers per sweep over B's rows; where n is not a whole number of vectors,
+    # the last vector ends at column n and only its new columns are stored. Every
+    # width around 1-9 vectors, both layouts of A, alpha/beta, a NaN-filled C that
+    # beta = 0 must not read, the fused epilogue.
+    lanes = 64 // np.dtype(dtype).itemsize
+    widths = sorted({lanes, lanes + 1, 2 * lanes - 1, 3 * lanes + 2, 4 * lanes, 4 * lanes + 1, 9 * lanes - 3})
+    for n in widths:
+        for k in (1, 7, 300):
+            for ta, (alpha, beta) in [(False, (1.0, 0.0)), (True, (-0.5, 2.0))]:
+                a = strided(rng, (k, 1) if ta else (1, k), dtype)
+                b = strided(rng, (k, n), dtype)
+                c0 = rng.standard_normal((1, n)).astype(dtype)
+                c = c0.copy() if beta else np.full((1, n), np.nan, dtype)
+                exact, bound = expected_and_bound(a, b, c0 if beta else None, ta, False, alpha, beta)
+                with native_setting(isa, 2):
+                    assert _gemm.schedule(1, n, k, dtype) == ("one_row", 1)
+                    got = _gemm.gemm(a, b, c, trans_a=ta, alpha=alpha, beta=beta)
+                assert_gemm_close(got, exact, bound)
+    x = rng.standard_normal((1, 784)).astype(dtype)
+    W = rng.standard_normal((784, 50)).astype(dtype)
+    bias = rng.standard_normal(50).astype(dtype)
+    exact, bound = expected_and_bound(x, W, None, False, False, 1.0, 0.0)
+    with native_setting(isa, 1):
+        got = F.linear(x, W, bias, activation="relu")
+    eps = np.finfo(dtype).eps
+    assert_gemm_close(got, np.maximum(exact + bias, 0), bound + 4 * eps * np.abs(exact + bias))
+
+
 def test_each_product_takes_its_path():
     mr, nr = _gemm.tile_shape(fastnn._config._state.best_isa, np.float32)
     with native_setting(threads=2):

@@ -70,6 +70,19 @@ const char *fnn_compiler(void);
 #define FNN_TARGET_AVX512
 #endif
 
+/* DEFINE(FN(base_portable), ) and, where the SIMD paths are compiled, its AVX2
+ * and AVX-512 instances: the per-ISA copies of a function whose one C body the
+ * compiler vectorises for each (DEFINE(NAME, TARGET) defines NAME; FN is the
+ * including template's dtype suffixing) */
+#if FNN_X86_SIMD
+#define FNN_SIMD_INSTANCES(DEFINE, base)                                                                     \
+    DEFINE(FN(base##_avx2), FNN_TARGET_AVX2)                                                                 \
+    DEFINE(FN(base##_avx512), FNN_TARGET_AVX512)
+#else
+#define FNN_SIMD_INSTANCES(DEFINE, base)
+#endif
+#define FNN_PER_ISA(DEFINE, base) DEFINE(FN(base##_portable), ) FNN_SIMD_INSTANCES(DEFINE, base)
+
 #if defined(__GNUC__) || defined(__clang__)
 #define FNN_RESTRICT __restrict__
 #define FNN_ALIGNED(n) __attribute__((aligned(n)))

@@ -13,11 +13,7 @@
             ok &= p[i] - p[i] == (T)0;                                                                        \
         return ok;                                                                                            \
     }
-DEFINE_ALL_FINITE(FN(all_finite_portable), )
-#if FNN_X86_SIMD
-DEFINE_ALL_FINITE(FN(all_finite_avx2), FNN_TARGET_AVX2)
-DEFINE_ALL_FINITE(FN(all_finite_avx512), FNN_TARGET_AVX512)
-#endif
+FNN_PER_ISA(DEFINE_ALL_FINITE, all_finite)
 #undef DEFINE_ALL_FINITE
 
 /* on the calling thread, with the ISA's build */

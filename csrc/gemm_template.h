@@ -196,11 +196,7 @@ void FN(fnn_pack_matrix_b)(const void *srcv, int64_t j0, int64_t cols, int64_t k
             break;                                                                                          \
         }                                                                                                   \
     }
-DEFINE_BIAS_ACT(FN(bias_act_portable), )
-#if FNN_X86_SIMD
-DEFINE_BIAS_ACT(FN(bias_act_avx2), FNN_TARGET_AVX2)
-DEFINE_BIAS_ACT(FN(bias_act_avx512), FNN_TARGET_AVX512)
-#endif
+FNN_PER_ISA(DEFINE_BIAS_ACT, bias_act)
 #undef DEFINE_BIAS_ACT
 #undef BIAS_ACT_CASE
 
@@ -291,11 +287,7 @@ void FN(fnn_transpose)(int isa, const T *src, int64_t lds, int64_t rows, int64_t
             break;                                                                                          \
         }                                                                                                   \
     }
-DEFINE_ACT_GRAD(FN(act_grad_portable), )
-#if FNN_X86_SIMD
-DEFINE_ACT_GRAD(FN(act_grad_avx2), FNN_TARGET_AVX2)
-DEFINE_ACT_GRAD(FN(act_grad_avx512), FNN_TARGET_AVX512)
-#endif
+FNN_PER_ISA(DEFINE_ACT_GRAD, act_grad)
 #undef DEFINE_ACT_GRAD
 #undef ACT_GRAD_CASE
 
@@ -801,11 +793,7 @@ typedef T FN(gemv_vec) __attribute__((vector_size(64), aligned(sizeof(T))));
             }                                                                                                \
         }                                                                                                    \
     }
-DEFINE_GEMV_ROW(FN(gemv_row_portable), )
-#if FNN_X86_SIMD
-DEFINE_GEMV_ROW(FN(gemv_row_avx2), FNN_TARGET_AVX2)
-DEFINE_GEMV_ROW(FN(gemv_row_avx512), FNN_TARGET_AVX512)
-#endif
+FNN_PER_ISA(DEFINE_GEMV_ROW, gemv_row)
 #undef DEFINE_GEMV_ROW
 #endif
 
@@ -865,11 +853,7 @@ DEFINE_GEMV_ROW(FN(gemv_row_avx512), FNN_TARGET_AVX512)
         }                                                                                                \
     }
 
-DEFINE_SMALL_M(FN(small_m_portable), )
-#if FNN_X86_SIMD
-DEFINE_SMALL_M(FN(small_m_avx2), FNN_TARGET_AVX2)
-DEFINE_SMALL_M(FN(small_m_avx512), FNN_TARGET_AVX512)
-#endif
+FNN_PER_ISA(DEFINE_SMALL_M, small_m)
 #undef DEFINE_SMALL_M
 
 /* ---- a few row panels, B = N: B read in place ---------------------------- */

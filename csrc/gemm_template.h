@@ -744,59 +744,6 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
 /* Row i of C from row i of op(A) and B read in place: with B = N, an axpy per
  * depth step into a row buffer in L1; with B = T, dot products with 16 fixed
  * lanes (a fixed summation order). The same code is compiled per ISA. */
-/* One row of C (B = N, n >= the lanes of a 64-byte vector): 4 vectors of
- * columns at a time in registers over the whole depth, reading each B row's
- * 4 x 64 bytes in order; where n is not a whole number of vectors, the last
- * vector is the one that ends at column n (inside B's rows), of which only the
- * new columns are stored. The same per-element sums as the row-buffer loop
- * below, which kept the row in memory (a load and a store per vector and depth
- * step) and took the last n % 16 columns one at a time: 1 x 784 by 784 x 50,
- * float32, took 6.4 us so, 3.8 now (NumPy 3.5; 1 x 784 x 512: 35.2 -> 30.8,
- * NumPy 22.5). */
-#if defined(__GNUC__) || defined(__clang__)
-#define FNN_HAVE_GEMV_ROW 1
-typedef T FN(gemv_vec) __attribute__((vector_size(64), aligned(sizeof(T))));
-#define DEFINE_GEMV_ROW(NAME, TARGET)                                                                      \
-    TARGET static void NAME(int64_t n, int64_t k, T alpha, const T *FNN_RESTRICT a, int64_t inca,            \
-                            const T *FNN_RESTRICT b, int64_t ldb, T beta, T *FNN_RESTRICT c)                 \
-    {                                                                                                        \
-        enum { L = 64 / (int)sizeof(T) };                                                                    \
-        const int64_t nv = (n + L - 1) / L;                                                                  \
-        for (int64_t v0 = 0; v0 < nv; v0 += 4) {                                                             \
-            const int cnt = nv - v0 < 4 ? (int)(nv - v0) : 4;                                                \
-            int64_t col[4];                                                                                  \
-            for (int q = 0; q < 4; q++) {                                                                    \
-                const int64_t v = v0 + (q < cnt ? q : 0);                                                    \
-                col[q] = (v + 1) * L <= n ? v * L : n - L;                                                   \
-            }                                                                                                \
-            FN(gemv_vec) acc0 = {0}, acc1 = {0}, acc2 = {0}, acc3 = {0};                                     \
-            for (int64_t p = 0; p < k; p++) {                                                                \
-                const T ap = a[p * inca];                                                                    \
-                const T *bp = b + p * ldb;                                                                   \
-                FN(gemv_vec) b0, b1, b2, b3;                                                                 \
-                memcpy(&b0, bp + col[0], sizeof(b0));                                                        \
-                memcpy(&b1, bp + col[1], sizeof(b1));                                                        \
-                memcpy(&b2, bp + col[2], sizeof(b2));                                                        \
-                memcpy(&b3, bp + col[3], sizeof(b3));                                                        \
-                acc0 += ap * b0;                                                                             \
-                acc1 += ap * b1;                                                                             \
-                acc2 += ap * b2;                                                                             \
-                acc3 += ap * b3;                                                                             \
-            }                                                                                                \
-            const FN(gemv_vec) acc[4] = {acc0, acc1, acc2, acc3};                                            \
-            for (int q = 0; q < cnt; q++) {                                                                  \
-                const int64_t from = (v0 + q) * L; /* columns before it are done */                          \
-                for (int64_t j = from; j < col[q] + L; j++) {                                                \
-                    const T s = acc[q][j - col[q]];                                                          \
-                    c[j] = beta == 0 ? alpha * s : alpha * s + beta * c[j];                                  \
-                }                                                                                            \
-            }                                                                                                \
-        }                                                                                                    \
-    }
-FNN_PER_ISA(DEFINE_GEMV_ROW, gemv_row)
-#undef DEFINE_GEMV_ROW
-#endif
-
 #define DEFINE_SMALL_M(NAME, TARGET)                                                                     \
     TARGET static void NAME(int isa, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha,        \
                             const T *FNN_RESTRICT a, int64_t lda, const T *FNN_RESTRICT b, int64_t ldb,  \
@@ -1033,27 +980,6 @@ int FN(fnn_gemm_schedule)(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_
 int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a,
                  int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc, const fnn_epilogue *ep)
 {
-#ifdef FNN_HAVE_GEMV_ROW
-    if (m > 0 && m <= FNN_GEMM_SMALL_M && k > 0 && alpha != 0 && !trans_b && n >= 64 / (int64_t)sizeof(T)) {
-        for (int64_t i = 0; i < m; i++) {
-            const T *ai = trans_a ? a + i : a + i * lda;
-            const int64_t inca = trans_a ? lda : 1;
-            T *ci = c + i * ldc;
-#if FNN_X86_SIMD
-            if (ctx.isa >= FNN_ISA_AVX512)
-                FN(gemv_row_avx512)(n, k, alpha, ai, inca, b, ldb, beta, ci);
-            else if (ctx.isa >= FNN_ISA_AVX2)
-                FN(gemv_row_avx2)(n, k, alpha, ai, inca, b, ldb, beta, ci);
-            else
-#endif
-                FN(gemv_row_portable)(n, k, alpha, ai, inca, b, ldb, beta, ci);
-            if (FN(epilogue_active)(ep))
-                for (int64_t j0 = 0; j0 < n; j0 += 1024)
-                    FN(epilogue_tile)(ctx.isa, ci + j0, ldc, i, j0, 1, (int)(n - j0 < 1024 ? n - j0 : 1024), ep);
-        }
-        return 0;
-    }
-#endif
     if (m > 0 && m <= FNN_GEMM_SMALL_M && n > 0 && k > 0 && alpha != 0) {
 #if FNN_X86_SIMD
         if (ctx.isa >= FNN_ISA_AVX512)

@@ -551,6 +551,29 @@ static void FN(gemm_thread_shared)(const FN(gemm_job) *job, int tid, int nspans,
     }
 }
 
+/* The driver's depth block for depth k, from the cache's kc: equal blocks
+ * (784 = 3 x 264, not 384 + 384 + 16), so no short last block pays the full
+ * C-tile load/store for little work */
+static int64_t FN(depth_block)(int64_t k, int64_t kc)
+{
+    const int64_t nb = (k + kc - 1) / kc, even = (k + nb - 1) / nb;
+    return (even + 7) / 8 * 8 < kc ? (even + 7) / 8 * 8 : kc;
+}
+
+/* ctx's threads for a product of `macs` multiply-adds: fewer where a thread
+ * would get less than FNN_GEMM_MIN_MACS_PER_THREAD (the fork/join would cost
+ * more than it saves) */
+static int FN(threads_for)(fnn_ctx ctx, double macs)
+{
+    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
+#ifndef FASTNN_HAVE_OPENMP
+    nth = 1;
+#endif
+    if (macs < FNN_GEMM_MIN_MACS_PER_THREAD * (double)nth)
+        nth = (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD) < 1 ? 1 : (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD);
+    return nth;
+}
+
 /* The job's geometry and schedule for an m x n x k product on ctx: the
  * microkernel, the cache blocks, the thread count (returned) and either the
  * shared-operand schedule or the thread grid. Everything but the operands. */
@@ -560,22 +583,8 @@ static int FN(gemm_plan)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, FN(gemm_j
     job->isa = ctx.isa;
     job->ukr = FN(select_ukr)(ctx.isa, &job->mr, &job->nr, &job->ukr_half, &job->ukr_rows);
     fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &job->mc, &job->kc, &job->nc);
-    {
-        /* equal depth blocks (784 = 3 x 264, not 384 + 384 + 16): no short
-         * last block paying the full C-tile load/store for little work */
-        const int64_t nb = (k + job->kc - 1) / job->kc;
-        const int64_t kc = (k + nb - 1) / nb;
-        job->kc = (kc + 7) / 8 * 8 < job->kc ? (kc + 7) / 8 * 8 : job->kc;
-    }
-
-    /* threads: only when the work pays for the fork/join and barriers */
-    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
-#ifndef FASTNN_HAVE_OPENMP
-    nth = 1;
-#endif
-    const double macs = (double)m * (double)n * (double)k;
-    if (macs < FNN_GEMM_MIN_MACS_PER_THREAD * nth)
-        nth = (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD) < 1 ? 1 : (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD);
+    job->kc = FN(depth_block)(k, job->kc);
+    int nth = FN(threads_for)(ctx, (double)m * (double)n * (double)k);
     const int64_t n_panels = (n + job->nr - 1) / job->nr, m_panels = (m + job->mr - 1) / job->mr;
     if (nth > n_panels * m_panels)
         nth = (int)(n_panels * m_panels);
@@ -865,13 +874,7 @@ static int FN(few_rows_threads)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k)
     fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
     if (m > FNN_GEMM_FEW_ROW_PANELS * mr || n < nr)
         return 0;
-    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
-#ifndef FASTNN_HAVE_OPENMP
-    nth = 1;
-#endif
-    const double macs = (double)m * (double)n * (double)k;
-    if (macs < FNN_GEMM_MIN_MACS_PER_THREAD * (double)nth)
-        nth = (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD) < 1 ? 1 : (int)(macs / FNN_GEMM_MIN_MACS_PER_THREAD);
+    int nth = FN(threads_for)(ctx, (double)m * (double)n * (double)k);
     if (nth == 1)
         return 1;
     const int64_t units = (n + nr - 1) / nr;
@@ -890,10 +893,10 @@ static int FN(few_rows_threads)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k)
  * blocks of KC (as the driver's: a panel's block stays in L1 across the row
  * panels); the last part panel is the NR (or NR/2) window that ends at column
  * n, inside B's rows, of which only the new columns are kept. The column
- * panels are split over threads by work spans where the product is large
- * enough; each element is one thread's sum in a fixed order. */
-static int FN(gemm_few_rows)(fnn_ctx ctx, int trans_a, int64_t m, int64_t n, int64_t k, T alpha, const T *a,
-                             int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc,
+ * panels are split over nth threads (few_rows_threads's count) by work spans;
+ * each element is one thread's sum in a fixed order. */
+static int FN(gemm_few_rows)(fnn_ctx ctx, int nth, int trans_a, int64_t m, int64_t n, int64_t k, T alpha,
+                             const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc,
                              const fnn_epilogue *ep)
 {
     FN(gemm_job) job;
@@ -904,10 +907,7 @@ static int FN(gemm_few_rows)(fnn_ctx ctx, int trans_a, int64_t m, int64_t n, int
     job.isa = ctx.isa;
     fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &job.mr, &job.nr);
     fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &job.mc, &job.kc, &job.nc);
-    {
-        const int64_t nb = (k + job.kc - 1) / job.kc, kc = (k + nb - 1) / nb; /* equal depth blocks */
-        job.kc = (kc + 7) / 8 * 8 < job.kc ? (kc + 7) / 8 * 8 : job.kc;
-    }
+    job.kc = FN(depth_block)(k, job.kc);
     FN(ukri_rows_fn) kern_rows;
     const FN(ukri_fn) kern = FN(select_ukri)(ctx.isa, &kern_rows);
     const FN(ukri_fn) half = FN(select_ukri_half)(ctx.isa);
@@ -924,7 +924,6 @@ static int FN(gemm_few_rows)(fnn_ctx ctx, int trans_a, int64_t m, int64_t n, int
         brow[p] = b + p * ldb;
     const int64_t full = n / job.nr, rem = n - full * job.nr, units = full + (rem > 0);
     const int use_half = rem > 0 && rem <= job.nr / 2 && half != NULL;
-    const int nth = FN(few_rows_threads)(ctx, m, n, k);
     fnn_span spans[FNN_SPANS_MAX];
     fnn_spans_init(spans, nth, units);
 #ifdef FASTNN_HAVE_OPENMP
@@ -991,8 +990,9 @@ int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, in
             FN(small_m_portable)(ctx.isa, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
         return 0;
     }
-    if (m > 0 && n > 0 && k > 0 && alpha != 0 && !trans_b && FN(few_rows_threads)(ctx, m, n, k) > 0)
-        return FN(gemm_few_rows)(ctx, trans_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+    const int few = m > 0 && n > 0 && k > 0 && alpha != 0 && !trans_b ? FN(few_rows_threads)(ctx, m, n, k) : 0;
+    if (few > 0)
+        return FN(gemm_few_rows)(ctx, few, trans_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
     fnn_matrix_src as = {a, lda, trans_a, ctx.isa}, bs = {b, ldb, trans_b, ctx.isa};
     return FN(fnn_gemm_packed)(ctx, m, n, k, alpha, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs, beta, c,
                                ldc, ep);

@@ -63,13 +63,18 @@ void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, in
 #define FNN_GEMM_SHARED_B 2
 #define FNN_GEMM_FEW_ROWS 3
 #define FNN_GEMM_ONE_ROW 4
+#define FNN_GEMM_DOTS 5
 #define FNN_GEMM_SHARED_BYTES (512 * 1024)
-/* Up to this many rows of C, fnn_gemm_* skip packing and the microkernels
- * (batch-1 inference: a product of one row is a GEMV, which reads B's rows in
- * order). With B = N, up to FNN_GEMM_FEW_ROW_PANELS row panels of MR on one
- * thread, or FNN_GEMM_FEW_ROWS_THREADED_PANELS on more, read B in place
- * (gemm_few_rows). */
-#define FNN_GEMM_SMALL_M 1
+/* Products that skip the packed driver: one row of C (batch-1 inference, a
+ * GEMV that reads B's rows in order); with B = T, on the AVX2 and AVX-512
+ * paths, up to FNN_GEMM_DOT_ROWS rows of C with a depth of FNN_GEMM_DOT_DEPTH
+ * or more (up to 4 rows from a depth of 96) as dot products of A's and B's rows
+ * (packing B costs more than the product there; each dot product ends in a
+ * sum across the lanes, which shallower products do not pay back). With B = N,
+ * up to FNN_GEMM_FEW_ROW_PANELS row panels of MR on one thread, or
+ * FNN_GEMM_FEW_ROWS_THREADED_PANELS on more, read B in place (gemm_few_rows). */
+#define FNN_GEMM_DOT_ROWS 16
+#define FNN_GEMM_DOT_DEPTH 256
 #define FNN_GEMM_FEW_ROW_PANELS 16
 #define FNN_GEMM_FEW_ROWS_THREADED_PANELS 4
 
@@ -238,6 +243,25 @@ void fnn_ukra_avx512_f32(int64_t k, const float *const *arow, int64_t aoff, cons
                          int64_t ldc, float alpha, float beta);
 void fnn_ukra_avx512_f64(int64_t k, const double *const *arow, int64_t aoff, const double *b, double *c,
                          int64_t ldc, double alpha, double beta);
+#endif
+
+/* GEMV and few-row dot products (csrc/gemv_simd.c, the AVX2 and AVX-512
+ * paths of fnn_gemm_* for one row of C, or B = T with up to FNN_GEMM_DOT_ROWS):
+ * fnn_gemv_n: c[j] = alpha * sum_p a[p*inca] * b[p*ldb + j] + beta * c[j], j < n;
+ * fnn_gemm_dots: C[i, j] = alpha * dot(A[i, :], B[j, :]) + beta * C[i, j] for
+ * i < m, j0 <= j < j1 (A's rows contiguous along k); fnn_tile_from_edge: C's rows x
+ * cols = edge + beta * C (the driver's edge tiles). beta == 0: C is not read. */
+#define FNN_DECLARE_GEMV(SFX, T)                                                                               \
+    void fnn_gemv_n_##SFX(int64_t n, int64_t k, T alpha, const T *a, int64_t inca, const T *b, int64_t ldb,      \
+                          T beta, T *c);                                                                        \
+    void fnn_gemm_dots_##SFX(int64_t m, int64_t j0, int64_t j1, int64_t k, T alpha, const T *a, int64_t lda,     \
+                             const T *b, int64_t ldb, T beta, T *c, int64_t ldc);                       \
+    void fnn_tile_from_edge_##SFX(T *c, int64_t ldc, const T *edge, int64_t lde, int rows, int64_t cols, T beta);
+#if FNN_X86_SIMD
+FNN_DECLARE_GEMV(avx2_f32, float)
+FNN_DECLARE_GEMV(avx2_f64, double)
+FNN_DECLARE_GEMV(avx512_f32, float)
+FNN_DECLARE_GEMV(avx512_f64, double)
 #endif
 
 /* Per-thread scratch memory, reused across calls (page faults are expensive):

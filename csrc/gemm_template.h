@@ -395,9 +395,21 @@ typedef struct {
 
 /* C's rows x cols at ct = the edge buffer's (computed with beta 0) + beta_eff
  * * C, as a kernel with beta_eff would (C not read where beta_eff is 0) */
-static FNN_ALWAYS_INLINE void FN(tile_from_edge)(T *ct, int64_t ldc, const T *edge, int lde, int rows, int64_t cols,
-                                                 T beta_eff)
+static FNN_ALWAYS_INLINE void FN(tile_from_edge)(int isa, T *ct, int64_t ldc, const T *edge, int lde, int rows,
+                                                 int64_t cols, T beta_eff)
 {
+#if FNN_X86_SIMD
+    if (isa >= FNN_ISA_AVX512) {
+        FN(fnn_tile_from_edge_avx512)(ct, ldc, edge, lde, rows, cols, beta_eff);
+        return;
+    }
+    if (isa >= FNN_ISA_AVX2) {
+        FN(fnn_tile_from_edge_avx2)(ct, ldc, edge, lde, rows, cols, beta_eff);
+        return;
+    }
+#else
+    (void)isa;
+#endif
     for (int r = 0; r < rows; r++) {
         T *ci = ct + r * ldc;
         const T *er = edge + r * lde;
@@ -430,7 +442,7 @@ static FNN_ALWAYS_INLINE void FN(gemm_tile)(const FN(gemm_job) *job, const T *ap
             job->ukr_half(kcur, ap, bp, edge, nr, job->alpha, (T)0);
         else
             job->ukr(kcur, ap, bp, edge, nr, job->alpha, (T)0);
-        FN(tile_from_edge)(ct, job->ldc, edge, nr, mrr, nrr, beta_eff);
+        FN(tile_from_edge)(job->isa, ct, job->ldc, edge, nr, mrr, nrr, beta_eff);
     }
     if (last && FN(epilogue_active)(job->ep))
         FN(epilogue_tile)(job->isa, ct, job->ldc, i, j, mrr, nrr, job->ep);
@@ -748,69 +760,140 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
     return 0;
 }
 
-/* ---- few rows (batch 1-4 inference): no packing ------------------------- */
+/* ---- one row (batch-1 inference) on the portable path: no packing ------- */
 
 /* Row i of C from row i of op(A) and B read in place: with B = N, an axpy per
  * depth step into a row buffer in L1; with B = T, dot products with 16 fixed
- * lanes (a fixed summation order). The same code is compiled per ISA. */
-#define DEFINE_SMALL_M(NAME, TARGET)                                                                     \
-    TARGET static void NAME(int isa, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha,        \
-                            const T *FNN_RESTRICT a, int64_t lda, const T *FNN_RESTRICT b, int64_t ldb,  \
-                            T beta, T *FNN_RESTRICT c, int64_t ldc, const fnn_epilogue *ep)              \
-    {                                                                                                    \
-        enum { JB = 256 };                                                                               \
-        T FNN_ALIGNED(64) rowacc[JB];                                                                    \
-        for (int64_t j0 = 0; j0 < n; j0 += JB) {                                                         \
-            const int64_t jn = n - j0 < JB ? n - j0 : JB;                                                \
-            for (int64_t i = 0; i < m; i++) {                                                            \
-                T *ci = c + i * ldc;                                                                     \
-                if (!trans_b) {                                                                          \
-                    for (int64_t j = 0; j < jn; j++)                                                     \
-                        rowacc[j] = 0;                                                                   \
-                    for (int64_t p = 0; p < k; p++) {                                                    \
-                        const T ap = trans_a ? a[p * lda + i] : a[i * lda + p];                          \
-                        const T *FNN_RESTRICT bp = b + p * ldb + j0;                                     \
-                        for (int64_t j = 0; j < jn; j++)                                                 \
-                            rowacc[j] += ap * bp[j];                                                     \
-                    }                                                                                    \
-                } else {                                                                                 \
-                    for (int64_t j = 0; j < jn; j++) {                                                   \
-                        const T *FNN_RESTRICT bj = b + (j0 + j) * ldb;                                   \
-                        T lane[16] = {0};                                                                \
-                        int64_t p = 0;                                                                   \
-                        if (!trans_a) {                                                                  \
-                            const T *FNN_RESTRICT ai = a + i * lda;                                      \
-                            for (; p + 16 <= k; p += 16)                                                 \
-                                for (int l = 0; l < 16; l++)                                             \
-                                    lane[l] += ai[p + l] * bj[p + l];                                    \
-                            for (; p < k; p++)                                                           \
-                                lane[p & 15] += ai[p] * bj[p];                                           \
-                        } else {                                                                         \
-                            for (; p < k; p++)                                                           \
-                                lane[p & 15] += a[p * lda + i] * bj[p];                                  \
-                        }                                                                                \
-                        T s = 0;                                                                         \
-                        for (int l = 0; l < 16; l++)                                                     \
-                            s += lane[l];                                                                \
-                        rowacc[j] = s;                                                                      \
-                    }                                                                                    \
-                }                                                                                        \
-                T *cj = ci + j0;                                                                         \
-                if (beta == 0) {                                                                         \
-                    for (int64_t j = 0; j < jn; j++)                                                     \
-                        cj[j] = alpha * rowacc[j];                                                          \
-                } else {                                                                                 \
-                    for (int64_t j = 0; j < jn; j++)                                                     \
-                        cj[j] = alpha * rowacc[j] + beta * cj[j];                                           \
-                }                                                                                        \
-                if (FN(epilogue_active)(ep))                                                             \
-                    FN(epilogue_tile)(isa, cj, ldc, i, j0, 1, (int)jn, ep);                                \
-            }                                                                                            \
-        }                                                                                                \
+ * lanes (a fixed summation order). The SIMD paths take csrc/gemv_simd.c's
+ * kernels instead (gemv_path), and this only where A is a strided column and
+ * B = T. */
+static void FN(small_m)(int isa, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                        const T *FNN_RESTRICT a, int64_t lda, const T *FNN_RESTRICT b, int64_t ldb, T beta,
+                        T *FNN_RESTRICT c, int64_t ldc, const fnn_epilogue *ep)
+{
+    enum { JB = 256 };
+    T FNN_ALIGNED(64) rowacc[JB];
+    for (int64_t j0 = 0; j0 < n; j0 += JB) {
+        const int64_t jn = n - j0 < JB ? n - j0 : JB;
+        for (int64_t i = 0; i < m; i++) {
+            T *ci = c + i * ldc;
+            if (!trans_b) {
+                for (int64_t j = 0; j < jn; j++)
+                    rowacc[j] = 0;
+                for (int64_t p = 0; p < k; p++) {
+                    const T ap = trans_a ? a[p * lda + i] : a[i * lda + p];
+                    const T *FNN_RESTRICT bp = b + p * ldb + j0;
+                    for (int64_t j = 0; j < jn; j++)
+                        rowacc[j] += ap * bp[j];
+                }
+            } else {
+                for (int64_t j = 0; j < jn; j++) {
+                    const T *FNN_RESTRICT bj = b + (j0 + j) * ldb;
+                    T lane[16] = {0};
+                    int64_t p = 0;
+                    if (!trans_a) {
+                        const T *FNN_RESTRICT ai = a + i * lda;
+                        for (; p + 16 <= k; p += 16)
+                            for (int l = 0; l < 16; l++)
+                                lane[l] += ai[p + l] * bj[p + l];
+                        for (; p < k; p++)
+                            lane[p & 15] += ai[p] * bj[p];
+                    } else {
+                        for (; p < k; p++)
+                            lane[p & 15] += a[p * lda + i] * bj[p];
+                    }
+                    T s = 0;
+                    for (int l = 0; l < 16; l++)
+                        s += lane[l];
+                    rowacc[j] = s;
+                }
+            }
+            T *cj = ci + j0;
+            if (beta == 0) {
+                for (int64_t j = 0; j < jn; j++)
+                    cj[j] = alpha * rowacc[j];
+            } else {
+                for (int64_t j = 0; j < jn; j++)
+                    cj[j] = alpha * rowacc[j] + beta * cj[j];
+            }
+            if (FN(epilogue_active)(ep))
+                FN(epilogue_tile)(isa, cj, ldc, i, j0, 1, (int)jn, ep);
+        }
     }
+}
 
-FNN_PER_ISA(DEFINE_SMALL_M, small_m)
-#undef DEFINE_SMALL_M
+
+/* Where m x n x k (trans_a, trans_b) is one row of C, or B = T with a few rows:
+ * FNN_GEMM_ONE_ROW (fnn_gemv_n, or small_m on the portable path and for a
+ * strided row of A with B = T), FNN_GEMM_DOTS (fnn_gemm_dots), else 0; *threads
+ * (where nonzero): the columns split over that many. */
+static int FN(gemv_path)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, int *threads)
+{
+    *threads = 1;
+    if (m <= 0 || n <= 0 || k <= 0)
+        return 0;
+#if FNN_X86_SIMD
+    const int dots = trans_b && !trans_a &&
+                     (m == 1 || (m <= 4 && k >= 96) || (m <= FNN_GEMM_DOT_ROWS && k >= FNN_GEMM_DOT_DEPTH));
+    if (ctx.isa >= FNN_ISA_AVX2 && ((!trans_b && m == 1) || dots)) {
+        /* units: 64-byte runs of a row of C (threads never share a line of C) */
+        const int64_t units = (n * (int64_t)sizeof(T) + 63) / 64;
+        int nth = FN(threads_for)(ctx, (double)m * (double)n * (double)k);
+        if (nth > units / 2)
+            nth = (int)(units / 2);
+        *threads = nth < 1 ? 1 : nth;
+        return trans_b ? FNN_GEMM_DOTS : FNN_GEMM_ONE_ROW;
+    }
+#endif
+    return m == 1 ? FNN_GEMM_ONE_ROW : 0;
+}
+
+/* The gemv_path product on nth threads, each a run of whole 64-byte units of
+ * the columns (each element of C is one kernel's sum in a fixed order, so any
+ * split gives the same bits); then the epilogue. */
+static void FN(gemv_run)(fnn_ctx ctx, int nth, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                         const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc,
+                         const fnn_epilogue *ep)
+{
+    const int64_t per_unit = 64 / (int64_t)sizeof(T), units = (n + per_unit - 1) / per_unit;
+#if FNN_X86_SIMD
+    const int simd = ctx.isa >= FNN_ISA_AVX2 && !(trans_a && trans_b);
+#else
+    const int simd = 0;
+#endif
+#ifdef FASTNN_HAVE_OPENMP
+#pragma omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1)
+#endif
+    for (int t = 0; t < nth; t++) {
+        const int64_t j0 = units * t / nth * per_unit, j1_ = units * (t + 1) / nth * per_unit;
+        const int64_t j1 = j1_ < n ? j1_ : n;
+        if (j0 >= j1)
+            continue;
+        if (!simd) {
+            FN(small_m)(ctx.isa, trans_a, trans_b, m, j1 - j0, k, alpha, a, lda, trans_b ? b + j0 * ldb : b + j0,
+                        ldb, beta, c + j0, ldc, ep);
+            continue;
+        }
+#if FNN_X86_SIMD
+        if (!trans_b) {
+            const int64_t inca = trans_a ? lda : 1;
+            if (ctx.isa >= FNN_ISA_AVX512)
+                FN(fnn_gemv_n_avx512)(j1 - j0, k, alpha, a, inca, b + j0, ldb, beta, c + j0);
+            else
+                FN(fnn_gemv_n_avx2)(j1 - j0, k, alpha, a, inca, b + j0, ldb, beta, c + j0);
+        } else if (ctx.isa >= FNN_ISA_AVX512) {
+            FN(fnn_gemm_dots_avx512)(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        } else {
+            FN(fnn_gemm_dots_avx2)(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        }
+        if (FN(epilogue_active)(ep))
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = j0; j < j1; j += 1024)
+                    FN(epilogue_tile)(ctx.isa, c + i * ldc + j, ldc, i, j, 1, (int)(j1 - j < 1024 ? j1 - j : 1024),
+                                      ep);
+#endif
+    }
+}
 
 /* ---- a few row panels, B = N: B read in place ---------------------------- */
 
@@ -831,7 +914,7 @@ static void FN(few_rows_panel)(const FN(gemm_job) *job, FN(ukri_fn) kern, FN(ukr
         kern_rows(mrr, kcur, ap, brow, j0, ct, job->ldc, job->alpha, beta_eff);
     } else {
         kern(kcur, ap, brow, j0, edge, nr, job->alpha, (T)0);
-        FN(tile_from_edge)(ct, job->ldc, edge, nr, mrr, nr, beta_eff);
+        FN(tile_from_edge)(job->isa, ct, job->ldc, edge, nr, mrr, nr, beta_eff);
     }
     if (last && FN(epilogue_active)(job->ep))
         FN(epilogue_tile)(job->isa, ct, job->ldc, i0, j0, mrr, nr, job->ep);
@@ -854,7 +937,7 @@ static void FN(few_rows_tail)(const FN(gemm_job) *job, FN(ukri_fn) kern, FN(ukri
             kern_rows(mrr, kcur, ap + pc * mr, brow + pc, j0, edge, nr, job->alpha, (T)0);
         else
             kern(kcur, ap + pc * mr, brow + pc, j0, edge, nr, job->alpha, (T)0);
-        FN(tile_from_edge)(ct, job->ldc, edge + (c0 - j0), nr, mrr, n - c0, pc == 0 ? job->beta : (T)1);
+        FN(tile_from_edge)(job->isa, ct, job->ldc, edge + (c0 - j0), nr, mrr, n - c0, pc == 0 ? job->beta : (T)1);
     }
     if (FN(epilogue_active)(job->ep))
         FN(epilogue_tile)(job->isa, ct, job->ldc, i0, c0, mrr, (int)(n - c0), job->ep);
@@ -874,8 +957,13 @@ static int FN(few_rows_threads)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k)
     fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
     if (m > FNN_GEMM_FEW_ROW_PANELS * mr || n < nr)
         return 0;
-    int nth = FN(threads_for)(ctx, (double)m * (double)n * (double)k);
-    if (nth == 1)
+    const double macs = (double)m * (double)n * (double)k;
+    int nth = FN(threads_for)(ctx, macs);
+    /* B read in place on one thread beats threads that each pack B until each
+     * has twice the usual minimum: 1 / 2 threads, us: 16 x 784 by 784 x 50
+     * 18.5 / 23 (grid), 48 x 256 by 256 x 64 17.2 / 20.3 (shared B); 32 x 784 by
+     * 784 x 50 (1.25M multiply-adds) 33.6-37.2 / 29.8-31.8 */
+    if (nth == 1 || macs < 2.0 * FNN_GEMM_MIN_MACS_PER_THREAD * nth)
         return 1;
     const int64_t units = (n + nr - 1) / nr;
     if (nth > units / 2)
@@ -964,8 +1052,9 @@ int FN(fnn_gemm_schedule)(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_
     *threads = 1;
     if (m <= 0 || n <= 0 || k <= 0)
         return FNN_GEMM_GRID;
-    if (m <= FNN_GEMM_SMALL_M)
-        return FNN_GEMM_ONE_ROW;
+    const int gemv = FN(gemv_path)(ctx, 0, trans_b, m, n, k, threads);
+    if (gemv)
+        return gemv;
     const int few = trans_b ? 0 : FN(few_rows_threads)(ctx, m, n, k);
     if (few > 0) {
         *threads = few;
@@ -979,15 +1068,9 @@ int FN(fnn_gemm_schedule)(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_
 int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a,
                  int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc, const fnn_epilogue *ep)
 {
-    if (m > 0 && m <= FNN_GEMM_SMALL_M && n > 0 && k > 0 && alpha != 0) {
-#if FNN_X86_SIMD
-        if (ctx.isa >= FNN_ISA_AVX512)
-            FN(small_m_avx512)(ctx.isa, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
-        else if (ctx.isa >= FNN_ISA_AVX2)
-            FN(small_m_avx2)(ctx.isa, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
-        else
-#endif
-            FN(small_m_portable)(ctx.isa, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+    int nth;
+    if (alpha != 0 && FN(gemv_path)(ctx, trans_a, trans_b, m, n, k, &nth)) {
+        FN(gemv_run)(ctx, nth, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
         return 0;
     }
     const int few = m > 0 && n > 0 && k > 0 && alpha != 0 && !trans_b ? FN(few_rows_threads)(ctx, m, n, k) : 0;

@@ -37,7 +37,7 @@ cdef extern from "gemm.h" nogil:
     void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, int64_t *nc)
     int fnn_gemm_schedule_f32(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads)
     int fnn_gemm_schedule_f64(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads)
-    int FNN_GEMM_GRID, FNN_GEMM_SHARED_A, FNN_GEMM_SHARED_B, FNN_GEMM_FEW_ROWS, FNN_GEMM_ONE_ROW
+    int FNN_GEMM_GRID, FNN_GEMM_SHARED_A, FNN_GEMM_SHARED_B, FNN_GEMM_FEW_ROWS, FNN_GEMM_ONE_ROW, FNN_GEMM_DOTS
 
 cdef extern from "conv.h" nogil:
     ctypedef struct fnn_pool_spec:
@@ -100,8 +100,8 @@ def block_sizes(isa, dtype):
 
 def schedule(m, n, k, dtype, trans_b=False):
     """(path, threads) that `gemm` takes for an m x n x k product (op(B) = B.T with
-    trans_b) in the current settings: "one_row" (a GEMV, no packing), "few_rows" (B read
-    in place), or the packed driver's "grid" (a static split), "shared_a" or "shared_b"
+    trans_b) in the current settings: "one_row" (a GEMV, no packing), "dots" (B = T and
+    a few rows: dot products of A's and B's rows, no packing), "few_rows" (B read in place), or the packed driver's "grid" (a static split), "shared_a" or "shared_b"
     (every thread packs all of op(A) or op(B) and takes the other's panels as it goes)."""
     cdef fnn_ctx ctx = current_ctx()
     cdef int threads = 1, mode
@@ -110,28 +110,43 @@ def schedule(m, n, k, dtype, trans_b=False):
     else:
         mode = fnn_gemm_schedule_f64(ctx, bool(trans_b), m, n, k, &threads)
     names = {FNN_GEMM_GRID: "grid", FNN_GEMM_SHARED_A: "shared_a", FNN_GEMM_SHARED_B: "shared_b",
-             FNN_GEMM_FEW_ROWS: "few_rows", FNN_GEMM_ONE_ROW: "one_row"}
+             FNN_GEMM_FEW_ROWS: "few_rows", FNN_GEMM_ONE_ROW: "one_row", FNN_GEMM_DOTS: "dots"}
     return names[mode], threads
 
 
-# Rows may be strided (the caller guarantees unit stride along a row).
+# Rows may be strided (the caller guarantees unit stride along a row). Raw
+# pointers, not typed memoryviews: acquiring three memoryviews took about 1 us,
+# most of a batch-1 linear layer's call.
+cdef inline const void *_data_or_null(cnp.ndarray x):
+    return cnp.PyArray_DATA(x) if cnp.PyArray_SIZE(x) > 0 else NULL
+
+
+cdef inline int64_t _row_stride(cnp.ndarray x):
+    return cnp.PyArray_STRIDES(x)[0] // cnp.PyArray_ITEMSIZE(x) if cnp.PyArray_DIMS(x)[0] > 0 else 1
+
+
 cdef int _gemm_raw(fnn_ctx ctx, bint ta, bint tb, int64_t m, int64_t n, int64_t k, double alpha,
-                   const floating[:, :] a, const floating[:, :] b, double beta, floating[:, :] c,
-                   const fnn_epilogue *ep) except -1:
-    cdef int rc
-    cdef int64_t lda = a.strides[0] // sizeof(floating) if a.shape[0] > 0 else 1
-    cdef int64_t ldb = b.strides[0] // sizeof(floating) if b.shape[0] > 0 else 1
-    cdef int64_t ldc = c.strides[0] // sizeof(floating) if c.shape[0] > 0 else 1
-    cdef const floating *pa = &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
-    cdef const floating *pb = &b[0, 0] if b.shape[0] > 0 and b.shape[1] > 0 else NULL
-    cdef floating *pc = &c[0, 0] if c.shape[0] > 0 and c.shape[1] > 0 else NULL
+                   cnp.ndarray a, cnp.ndarray b, double beta, cnp.ndarray c, const fnn_epilogue *ep) except -1:
+    if a is None or b is None or c is None:
+        raise TypeError("gemm: expected three matrices, got None")
+    cdef int rc, typ = cnp.PyArray_TYPE(c)
+    if (cnp.PyArray_TYPE(a) != typ or cnp.PyArray_TYPE(b) != typ or (typ != cnp.NPY_FLOAT and typ != cnp.NPY_DOUBLE)
+            or cnp.PyArray_NDIM(a) != 2 or cnp.PyArray_NDIM(b) != 2 or cnp.PyArray_NDIM(c) != 2):
+        raise TypeError(f"gemm: expected 2-D float32 or float64 matrices of one dtype, got {a.dtype} {np.shape(a)}, "
+                        f"{b.dtype} {np.shape(b)} and {c.dtype} {np.shape(c)}")
     if m == 0 or n == 0:
         return 0
+    cdef int64_t lda = _row_stride(a), ldb = _row_stride(b), ldc = _row_stride(c)
+    cdef const void *pa = _data_or_null(a)
+    cdef const void *pb = _data_or_null(b)
+    cdef void *pc = cnp.PyArray_DATA(c)
     with nogil:
-        if floating is float:
-            rc = fnn_gemm_f32(ctx, ta, tb, m, n, k, <float>alpha, pa, lda, pb, ldb, <float>beta, pc, ldc, ep)
+        if typ == cnp.NPY_FLOAT:
+            rc = fnn_gemm_f32(ctx, ta, tb, m, n, k, <float>alpha, <const float *>pa, lda, <const float *>pb, ldb,
+                              <float>beta, <float *>pc, ldc, ep)
         else:
-            rc = fnn_gemm_f64(ctx, ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, ep)
+            rc = fnn_gemm_f64(ctx, ta, tb, m, n, k, alpha, <const double *>pa, lda, <const double *>pb, ldb, beta,
+                              <double *>pc, ldc, ep)
     if rc != 0:
         raise MemoryError("gemm: could not allocate packing buffers")
     return 0
@@ -178,10 +193,7 @@ def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
                                 or c.strides[0] % c.itemsize):
             raise ValueError("gemm: c must have contiguous rows (it is written in place)")
     cdef fnn_ctx ctx = current_ctx()
-    if a.dtype == np.float32:
-        _gemm_raw[float](ctx, trans_a, trans_b, m, n, ka, alpha, a, b, beta, c, NULL)
-    else:
-        _gemm_raw[double](ctx, trans_a, trans_b, m, n, ka, alpha, a, b, beta, c, NULL)
+    _gemm_raw(ctx, trans_a, trans_b, m, n, ka, alpha, a, b, beta, c, NULL)
     return c
 
 
@@ -189,10 +201,7 @@ def matmul(a, b):
     """(M, K) @ (K, N) -> (M, N)."""
     cdef fnn_ctx ctx = current_ctx()
     c = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-    if a.dtype == np.float32:
-        _gemm_raw[float](ctx, False, False, a.shape[0], b.shape[1], a.shape[1], 1.0, a, b, 0.0, c, NULL)
-    else:
-        _gemm_raw[double](ctx, False, False, a.shape[0], b.shape[1], a.shape[1], 1.0, a, b, 0.0, c, NULL)
+    _gemm_raw(ctx, False, False, a.shape[0], b.shape[1], a.shape[1], 1.0, a, b, 0.0, c, NULL)
     return c
 
 
@@ -210,10 +219,7 @@ def linear(x, W, b, activation, alpha):
         bias_arr = b
         ep.bias_mode = FNN_BIAS_COL
         ep.bias = cnp.PyArray_DATA(bias_arr)
-    if x.dtype == np.float32:
-        _gemm_raw[float](ctx, False, False, x.shape[0], W.shape[1], x.shape[1], 1.0, x, W, 0.0, y, &ep)
-    else:
-        _gemm_raw[double](ctx, False, False, x.shape[0], W.shape[1], x.shape[1], 1.0, x, W, 0.0, y, &ep)
+    _gemm_raw(ctx, False, False, x.shape[0], W.shape[1], x.shape[1], 1.0, x, W, 0.0, y, &ep)
     return y
 
 
@@ -255,13 +261,11 @@ def linear_backward(dy, x, W, activation, alpha, y):
     dx = np.empty((n, d), dtype=x.dtype)
     dW = np.empty((d, m), dtype=x.dtype)
     db = np.empty((m,), dtype=x.dtype)
+    _gemm_raw(ctx, False, True, n, d, m, 1.0, g, W, 0.0, dx, NULL)
+    _gemm_raw(ctx, True, False, d, m, n, 1.0, x, g, 0.0, dW, NULL)
     if x.dtype == np.float32:
-        _gemm_raw[float](ctx, False, True, n, d, m, 1.0, g, W, 0.0, dx, NULL)
-        _gemm_raw[float](ctx, True, False, d, m, n, 1.0, x, g, 0.0, dW, NULL)
         _column_sums[float](g, db)
     else:
-        _gemm_raw[double](ctx, False, True, n, d, m, 1.0, g, W, 0.0, dx, NULL)
-        _gemm_raw[double](ctx, True, False, d, m, n, 1.0, x, g, 0.0, dW, NULL)
         _column_sums[double](g, db)
     return dx, dW, db
 

@@ -135,10 +135,10 @@ def test_shared_operand_schedule_is_exact_at_any_thread_count(isa, dtype, rng):
     mr, nr, _, kc, _ = block_edge_sizes(isa, dtype)
     cases = [  # (m, n, k), the schedule on 2-4 threads
         ((24 * mr + 3, 2 * nr + 5, kc + 13), "shared_b"),  # rows; two depth blocks; edge tiles both ways
-        ((mr + 3, 30 * nr + 5, kc + 13), "shared_a"),      # columns
+        ((3 * mr + 1, 30 * nr + 5, kc + 13), "shared_a"),  # columns (more rows than dot products take)
         ((100, 784, 50), "shared_a"),                      # both fit: the smaller copy (A)
         ((784, 50, 100), "shared_b"),
-        ((mr + 1, 24 * nr + nr // 2, 2 * kc + 50), "shared_a"),  # a half-width last panel; three blocks
+        ((3 * mr + 1, 24 * nr + nr // 2, 2 * kc + 50), "shared_a"),  # a half-width last panel; three blocks
     ]
     for (m, n, k), schedule in cases:
         for ta, tb, (alpha, beta) in [(False, False, (1.0, 0.0)), (True, True, (-0.5, 2.0)), (True, False, (2.0, -1.0))]:
@@ -209,11 +209,12 @@ def test_few_rows_read_b_in_place(isa, dtype, rng):
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_one_row_products(isa, dtype, rng):
-    # One row of C with B = N (batch-1 inference) keeps 4 vectors of columns in
-    # registers per sweep over B's rows; where n is not a whole number of vectors,
-    # the last vector ends at column n and only its new columns are stored. Every
-    # width around 1-9 vectors, both layouts of A, alpha/beta, a NaN-filled C that
-    # beta = 0 must not read, the fused epilogue.
+    # One row of C with B = N (batch-1 inference) keeps up to 8 (AVX-512) or 4
+    # (AVX2) vectors of columns in registers per sweep over B's rows, even and odd
+    # depth steps apart; the last vector is masked where n is not a whole number
+    # of vectors. Every width around 1-9 vectors, odd and even depths, both
+    # layouts of A, alpha/beta, a NaN-filled C that beta = 0 must not read, the
+    # fused epilogue.
     lanes = 64 // np.dtype(dtype).itemsize
     widths = sorted({lanes, lanes + 1, 2 * lanes - 1, 3 * lanes + 2, 4 * lanes, 4 * lanes + 1, 9 * lanes - 3})
     for n in widths:
@@ -228,6 +229,17 @@ def test_one_row_products(isa, dtype, rng):
                     assert _gemm.schedule(1, n, k, dtype) == ("one_row", 1)
                     got = _gemm.gemm(a, b, c, trans_a=ta, alpha=alpha, beta=beta)
                 assert_gemm_close(got, exact, bound)
+    # a wide row is split over the threads in 64-byte runs of columns: the same bits
+    a = strided(rng, (1, 701), dtype)
+    b = strided(rng, (701, 2003), dtype)
+    exact, bound = expected_and_bound(a, b, None, False, False, 1.0, 0.0)
+    results = []
+    for threads in (1, 2, 3):
+        with native_setting(isa, threads):
+            assert _gemm.schedule(1, 2003, 701, dtype) == ("one_row", threads if isa != "portable" else 1)
+            results.append(_gemm.gemm(a, b))
+        assert_gemm_close(results[-1], exact, bound)
+        np.testing.assert_array_equal(results[-1], results[0])
     x = rng.standard_normal((1, 784)).astype(dtype)
     W = rng.standard_normal((784, 50)).astype(dtype)
     bias = rng.standard_normal(50).astype(dtype)
@@ -237,6 +249,46 @@ def test_one_row_products(isa, dtype, rng):
     eps = np.finfo(dtype).eps
     assert_gemm_close(got, np.maximum(exact + bias, 0), bound + 4 * eps * np.abs(exact + bias))
 
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dot_products_of_few_rows(isa, dtype, rng):
+    # With B = T, 1-16 rows of C on the SIMD paths are dot products of A's and B's
+    # rows in tiles of up to 4 x 4 (AVX2: 2 x 4), each summed over L-lane partial
+    # sums with a masked last part: every row count around the tile, column counts
+    # around 4 and 64-byte runs, depths around the lanes, strided operands,
+    # alpha/beta, a NaN-filled C that beta = 0 must not read; 1-3 threads (the
+    # columns split in 64-byte runs) give the same bits.
+    lanes = 64 // np.dtype(dtype).itemsize
+    simd = isa != "portable"
+    cases = [(1, 3, 5), (1, 37, 1), (2, 5, 96 + lanes + 3), (3, 21, 96), (4, 4, 100), (5, 19, 256),
+             (7, 33, 2 * lanes + 1 + 256), (9, 70, 300), (16, 131, 257), (13, 1000, 333)]
+    for (m, n, k) in cases:
+        for alpha, beta in [(1.0, 0.0), (-0.5, 2.0)]:
+            a = strided(rng, (m, k), dtype)
+            b = strided(rng, (n, k), dtype)
+            c0 = rng.standard_normal((m, n)).astype(dtype)
+            exact, bound = expected_and_bound(a, b, c0 if beta else None, False, True, alpha, beta)
+            results = []
+            for threads in (1, 2, 3):
+                c = c0.copy() if beta else np.full((m, n), np.nan, dtype)
+                with native_setting(isa, threads):
+                    path, on = _gemm.schedule(m, n, k, dtype, trans_b=True)
+                    if simd:
+                        assert path == "dots", (m, n, k, path)
+                        units = -(-n * np.dtype(dtype).itemsize // 64)   # 64-byte runs of a row
+                        assert on == max(1, min(threads, m * n * k // 2 ** 18, units // 2)), (m, n, k, threads, on)
+                    got = _gemm.gemm(a, b, c, trans_b=True, alpha=alpha, beta=beta)
+                assert_gemm_close(got, exact, bound)
+                results.append(got)
+            for got in results[1:]:
+                np.testing.assert_array_equal(got, results[0])
+    if simd:   # shallow products of more rows keep the packed driver
+        with native_setting(isa, 1):
+            assert _gemm.schedule(5, 64, 255, dtype, trans_b=True)[0] == "grid"
+            assert _gemm.schedule(17, 64, 1000, dtype, trans_b=True)[0] == "grid"
+            assert _gemm.schedule(4, 64, 95, dtype, trans_b=True)[0] == "grid"
 
 def test_each_product_takes_its_path():
     mr, nr = _gemm.tile_shape(fastnn._config._state.best_isa, np.float32)

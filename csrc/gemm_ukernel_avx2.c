@@ -31,15 +31,21 @@
             }                                                                                                    \
         }                                                                                                        \
         VT va = SET1(alpha), vb = SET1(beta);                                                                    \
+        if (alpha != 1) /* alpha = 1 (almost every call) saves MR * NV multiplies (gemm_ukernel_avx512.c) */     \
+            _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                                                 \
+            {                                                                                                    \
+                acc0[i] = MUL(va, acc0[i]);                                                                      \
+                if (NV > 1) acc1[i] = MUL(va, acc1[i]);                                                          \
+            }                                                                                                    \
         _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                                                     \
         {                                                                                                        \
             T *ci = c + i * ldc;                                                                                 \
             if (beta == 0) {                                                                                     \
-                STOREU(ci, MUL(va, acc0[i]));                                                                    \
-                if (NV > 1) STOREU(ci + VL, MUL(va, acc1[i]));                                                   \
+                STOREU(ci, acc0[i]);                                                                             \
+                if (NV > 1) STOREU(ci + VL, acc1[i]);                                                            \
             } else {                                                                                             \
-                STOREU(ci, FMA(vb, LOADU(ci), MUL(va, acc0[i])));                                                \
-                if (NV > 1) STOREU(ci + VL, FMA(vb, LOADU(ci + VL), MUL(va, acc1[i])));                          \
+                STOREU(ci, FMA(vb, LOADU(ci), acc0[i]));                                                         \
+                if (NV > 1) STOREU(ci + VL, FMA(vb, LOADU(ci + VL), acc1[i]));                                   \
             }                                                                                                    \
         }                                                                                                        \
     }

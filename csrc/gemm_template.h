@@ -822,7 +822,6 @@ static void FN(small_m)(int isa, int trans_a, int trans_b, int64_t m, int64_t n,
     }
 }
 
-
 /* Where m x n x k (trans_a, trans_b) is one row of C, or B = T with a few rows:
  * FNN_GEMM_ONE_ROW (fnn_gemv_n, or small_m on the portable path and for a
  * strided row of A with B = T), FNN_GEMM_DOTS (fnn_gemm_dots), else 0; *threads
@@ -844,6 +843,10 @@ static int FN(gemv_path)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64
         *threads = nth < 1 ? 1 : nth;
         return trans_b ? FNN_GEMM_DOTS : FNN_GEMM_ONE_ROW;
     }
+#else
+    (void)ctx;
+    (void)trans_a;
+    (void)trans_b;
 #endif
     return m == 1 ? FNN_GEMM_ONE_ROW : 0;
 }
@@ -855,12 +858,18 @@ static void FN(gemv_run)(fnn_ctx ctx, int nth, int trans_a, int trans_b, int64_t
                          const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc,
                          const fnn_epilogue *ep)
 {
-    const int64_t per_unit = 64 / (int64_t)sizeof(T), units = (n + per_unit - 1) / per_unit;
 #if FNN_X86_SIMD
     const int simd = ctx.isa >= FNN_ISA_AVX2 && !(trans_a && trans_b);
 #else
     const int simd = 0;
 #endif
+    if (!simd) { /* one row on one thread (gemv_path) */
+        FN(small_m)(ctx.isa, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+        return;
+    }
+    (void)nth;
+#if FNN_X86_SIMD
+    const int64_t per_unit = 64 / (int64_t)sizeof(T), units = (n + per_unit - 1) / per_unit;
 #ifdef FASTNN_HAVE_OPENMP
 #pragma omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1)
 #endif
@@ -869,12 +878,6 @@ static void FN(gemv_run)(fnn_ctx ctx, int nth, int trans_a, int trans_b, int64_t
         const int64_t j1 = j1_ < n ? j1_ : n;
         if (j0 >= j1)
             continue;
-        if (!simd) {
-            FN(small_m)(ctx.isa, trans_a, trans_b, m, j1 - j0, k, alpha, a, lda, trans_b ? b + j0 * ldb : b + j0,
-                        ldb, beta, c + j0, ldc, ep);
-            continue;
-        }
-#if FNN_X86_SIMD
         if (!trans_b) {
             const int64_t inca = trans_a ? lda : 1;
             if (ctx.isa >= FNN_ISA_AVX512)
@@ -891,8 +894,8 @@ static void FN(gemv_run)(fnn_ctx ctx, int nth, int trans_a, int trans_b, int64_t
                 for (int64_t j = j0; j < j1; j += 1024)
                     FN(epilogue_tile)(ctx.isa, c + i * ldc + j, ldc, i, j, 1, (int)(j1 - j < 1024 ? j1 - j : 1024),
                                       ep);
-#endif
     }
+#endif
 }
 
 /* ---- a few row panels, B = N: B read in place ---------------------------- */

@@ -90,53 +90,15 @@ def test_gemm(benchmark, threads, impl, name):
     benchmark.extra_info["gflops"] = 2 * n**3 / benchmark.stats.stats.min / 1e9
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_affine_forward_backward(benchmark, threads, impl):
-    need(impl)
+def affine_step(impl, n, d, m):
+    """One forward + backward of an Affine layer x (n, d) @ W (d, m) + b, float32, for
+    `impl`: fastnn.ops (its Python overhead included, as a user sees it), NumPy on its
+    BLAS, or torch autograd."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((128, 784)).astype(np.float32)
-    w = (rng.standard_normal((784, 512)) * 0.05).astype(np.float32)
-    b = np.zeros(512, np.float32)
-    dy = rng.standard_normal((128, 512)).astype(np.float32)
-    if impl == "fastnn":
-        def fn():
-            _gemm.linear(x, w, b, None, 0.0)
-            return _gemm.linear_backward(dy, x, w, None, 0.0, None)
-    elif impl == "numpy":
-        def fn():
-            x @ w + b
-            return dy @ w.T, x.T @ dy, dy.sum(axis=0)
-    else:
-        tx = torch.from_numpy(x).requires_grad_()
-        tw = torch.from_numpy(w).requires_grad_()
-        tb = torch.from_numpy(b).requires_grad_()
-        tdy = torch.from_numpy(dy)
-
-        def fn():
-            tx.grad = tw.grad = tb.grad = None
-            (tx @ tw + tb).backward(tdy)
-    run(benchmark, f"affine128x784x512 t{threads}", fn, rounds=30)
-
-
-# Small batches (issue 4: batch 1-16 inference without packing overhead dominating):
-# the forward runs the one-row GEMV (batch 1) or reads W in place (few rows), the
-# input gradient dy @ W^T the dot-product path; through fastnn.ops, so the Python
-# overhead of a call is in the time, as a user sees it.
-SMALL_BATCHES = (1, 4, 16)
-SMALL_LAYERS = {"784x50": (784, 50), "784x512": (784, 512)}
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("layer", list(SMALL_LAYERS))
-@pytest.mark.parametrize("batch", SMALL_BATCHES, ids=lambda n: f"batch{n}")
-def test_affine_small_batch(benchmark, threads, impl, layer, batch):
-    need(impl)
-    d, m = SMALL_LAYERS[layer]
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, d)).astype(np.float32)
+    x = rng.standard_normal((n, d)).astype(np.float32)
     w = (rng.standard_normal((d, m)) * 0.05).astype(np.float32)
     b = np.zeros(m, np.float32)
-    dy = rng.standard_normal((batch, m)).astype(np.float32)
+    dy = rng.standard_normal((n, m)).astype(np.float32)
     if impl == "fastnn":
         def fn():
             fastnn.ops.linear(x, w, b)
@@ -154,7 +116,30 @@ def test_affine_small_batch(benchmark, threads, impl, layer, batch):
         def fn():
             tx.grad = tw.grad = tb.grad = None
             (tx @ tw + tb).backward(tdy)
-    run(benchmark, f"affine batch {batch} x {layer} t{threads}", fn, rounds=200)
+    return fn
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_affine_forward_backward(benchmark, threads, impl):
+    need(impl)
+    run(benchmark, f"affine128x784x512 t{threads}", affine_step(impl, 128, 784, 512), rounds=30)
+
+
+# Small batches (issue 4: batch 1-16 inference without packing overhead dominating):
+# the forward runs the one-row GEMV (batch 1) or reads W in place (few rows), the
+# input gradient dy @ W^T the dot-product path.
+SMALL_BATCHES = (1, 4, 16)
+SMALL_LAYERS = {"784x50": (784, 50), "784x512": (784, 512)}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("layer", list(SMALL_LAYERS))
+@pytest.mark.parametrize("batch", SMALL_BATCHES, ids=lambda n: f"batch{n}")
+def test_affine_small_batch(benchmark, threads, impl, layer, batch):
+    need(impl)
+    d, m = SMALL_LAYERS[layer]
+    run(benchmark, f"affine batch {batch} x {layer} t{threads}", affine_step(impl, batch, d, m), rounds=200)
+
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("name", list(CONVS))

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 import fastnn
+from fastnn import _config, _reference
 from conftest import NATIVE, requires_native
 
 
@@ -74,15 +75,23 @@ def test_backend_context_is_per_thread():
             inside.set()
             release.wait(10)
             seen["worker"] = fastnn.get_backend()
+            seen["worker ops"] = _config.active_backend()   # the module fastnn.ops dispatches to
 
     t = threading.Thread(target=worker)
     t.start()
     inside.wait(10)
     seen["main"] = fastnn.get_backend()
+    seen["main ops"] = _config.active_backend()
     release.set()
     t.join()
-    assert seen["worker"] == "numpy"
+    assert seen["worker"] == "numpy" and seen["worker ops"] is _reference
     assert seen["main"] == ("native" if NATIVE else "numpy")
+    assert seen["main ops"] is (_config._state.native if NATIVE else _reference)
+    # the ops skip the per-thread lookup while no block is open anywhere, and find one again
+    assert _config._state.overrides == 0
+    with fastnn.backend("numpy"):
+        assert _config.active_backend() is _reference
+    assert _config.active_backend() is (_config._state.native if NATIVE else _reference)
 
 
 def test_environment_selects_numpy_backend_at_import():

@@ -75,6 +75,10 @@ void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, in
  * FNN_GEMM_FEW_ROWS_THREADED_PANELS on more, read B in place (gemm_few_rows). */
 #define FNN_GEMM_DOT_ROWS 16
 #define FNN_GEMM_DOT_DEPTH 256
+/* From this depth, the last n mod L columns of C (L: the lanes of a vector; up
+ * to L/4 of them) are computed apart, as dot products or GEMVs, not as a vector
+ * mostly of padding (gemm_template.h, tail_columns). */
+#define FNN_GEMM_TAIL_DEPTH 32
 #define FNN_GEMM_FEW_ROW_PANELS 16
 #define FNN_GEMM_FEW_ROWS_THREADED_PANELS 4
 
@@ -282,7 +286,8 @@ enum {
     FNN_SCRATCH_WINO_M = 10,    /* Winograd: its products, or its transformed gradient */
     FNN_SCRATCH_WINO_ROWS = 11, /* Winograd: padded rows of one tile row */
     FNN_SCRATCH_WINO_DU = 12,   /* Winograd: per-thread partial weight gradient */
-    FNN_SCRATCH_SLOTS = 13
+    FNN_SCRATCH_GEMM_TAIL = 13, /* GEMM: the last columns' rows of op(B), or their results */
+    FNN_SCRATCH_SLOTS = 14
 };
 void *fnn_scratch(int slot, size_t bytes);
 

@@ -1050,6 +1050,98 @@ static int FN(gemm_few_rows)(fnn_ctx ctx, int nth, int trans_a, int64_t m, int64
     return 0;
 }
 
+/* The last r = n mod L columns of C (L: the lanes of a vector) that fnn_gemm
+ * computes apart, or 0: a microkernel spends a whole vector on them (n = 50:
+ * 64 lanes for 50 columns), where dot products of op(A)'s rows with those
+ * columns of op(B) (A = N) or GEMVs through A (A = T) do r / L of that work
+ * plus a sum across the lanes each (1 thread, us, without -> with: 100 x 784
+ * by 784 x 50 99.8-102.1 -> 84.1; 784 x 32 by 32 x 34 27.0-28.8 -> 22.4-23.7;
+ * 512 x 128 by 128 x 100 140.9-141.9 -> 127.7-133.7). Up to L/4 of them: 8 of
+ * 16 cost more apart (4000 x 784 by 784 x 24: 2.59-3.29 -> 2.63-3.76 ms); with
+ * A = T each column's GEMV reads all of A, so only where A fits in L2 (with 8
+ * columns, a 12.5 MB A: 2.45-2.50 -> 3.82-4.55 ms). */
+static int64_t FN(tail_columns)(fnn_ctx ctx, int trans_a, int64_t m, int64_t n, int64_t k)
+{
+#if FNN_X86_SIMD
+    if (ctx.isa < FNN_ISA_AVX2 || m < 2 || k < FNN_GEMM_TAIL_DEPTH)
+        return 0;
+    if (trans_a && (double)m * (double)k * sizeof(T) > FNN_GEMM_SHARED_BYTES)
+        return 0;
+    const int64_t lanes = (ctx.isa >= FNN_ISA_AVX512 ? 64 : 32) / (int64_t)sizeof(T), r = n % lanes;
+    return n > lanes && r >= 1 && 4 * r <= lanes ? r : 0;
+#else
+    (void)ctx;
+    (void)trans_a;
+    (void)m;
+    (void)n;
+    (void)k;
+    return 0;
+#endif
+}
+
+#if FNN_X86_SIMD
+/* C[:, n0:n0+r] = alpha * op(A) @ op(B)[:, n0:n0+r] + beta * C[:, n0:n0+r], then
+ * the epilogue (tail_columns), the rows split over the threads: each element
+ * one kernel's sum in a fixed order, so the same bits at any thread count.
+ * Returns -1 where scratch memory could not be allocated. */
+static int FN(gemm_tail)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n0, int64_t r, int64_t k,
+                         T alpha, const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc,
+                         const fnn_epilogue *ep)
+{
+    /* A = N: op(B)'s columns as rows of k values (B's own rows where B = T);
+     * A = T: each column's GEMV through A's rows into a row of `res` first */
+    const int copy_b = !trans_a && !trans_b;
+    const size_t elems = (size_t)(copy_b ? r * k : 0) + (size_t)(trans_a ? r * m : 0);
+    T *mem = (T *)fnn_scratch(FNN_SCRATCH_GEMM_TAIL, elems * sizeof(T));
+    if (!mem)
+        return -1;
+    T *bt = copy_b ? mem : NULL, *res = trans_a ? mem + (copy_b ? r * k : 0) : NULL;
+    if (copy_b)
+        for (int64_t p = 0; p < k; p++)
+            for (int64_t j = 0; j < r; j++)
+                bt[j * k + p] = b[p * ldb + n0 + j];
+    int nth = FN(threads_for)(ctx, (double)m * (double)r * (double)k);
+    if (nth > m / 16)
+        nth = m / 16 < 1 ? 1 : (int)(m / 16);
+    const int avx512 = ctx.isa >= FNN_ISA_AVX512;
+#ifdef FASTNN_HAVE_OPENMP
+#pragma omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1)
+#endif
+    for (int t = 0; t < nth; t++) {
+        const int64_t i0 = m * t / nth, i1 = m * (t + 1) / nth;
+        if (!trans_a) {
+            const T *brows = copy_b ? bt : b + n0 * ldb;
+            const int64_t ldr = copy_b ? k : ldb;
+            if (avx512)
+                FN(fnn_gemm_dots_avx512)(i1 - i0, 0, r, k, alpha, a + i0 * lda, lda, brows, ldr, beta,
+                                         c + i0 * ldc + n0, ldc);
+            else
+                FN(fnn_gemm_dots_avx2)(i1 - i0, 0, r, k, alpha, a + i0 * lda, lda, brows, ldr, beta,
+                                       c + i0 * ldc + n0, ldc);
+        } else {
+            for (int64_t j = 0; j < r; j++) {
+                const T *col = trans_b ? b + (n0 + j) * ldb : b + n0 + j;
+                const int64_t inc = trans_b ? 1 : ldb;
+                if (avx512)
+                    FN(fnn_gemv_n_avx512)(i1 - i0, k, alpha, col, inc, a + i0, lda, (T)0, res + j * m + i0);
+                else
+                    FN(fnn_gemv_n_avx2)(i1 - i0, k, alpha, col, inc, a + i0, lda, (T)0, res + j * m + i0);
+            }
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t j = 0; j < r; j++) {
+                    T *cij = c + i * ldc + n0 + j;
+                    *cij = beta == 0 ? res[j * m + i] : res[j * m + i] + beta * *cij;
+                }
+        }
+        if (FN(epilogue_active)(ep))
+            for (int64_t i = i0; i < i1; i += 1 << 20)
+                FN(epilogue_tile)(ctx.isa, c + i * ldc + n0, ldc, i, n0, (int)(i1 - i < (1 << 20) ? i1 - i : 1 << 20),
+                                  (int)r, ep);
+    }
+    return 0;
+}
+#endif
+
 int FN(fnn_gemm_schedule)(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads)
 {
     *threads = 1;
@@ -1058,6 +1150,7 @@ int FN(fnn_gemm_schedule)(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_
     const int gemv = FN(gemv_path)(ctx, 0, trans_b, m, n, k, threads);
     if (gemv)
         return gemv;
+    n -= FN(tail_columns)(ctx, 0, m, n, k); /* the path of the columns before the tail */
     const int few = trans_b ? 0 : FN(few_rows_threads)(ctx, m, n, k);
     if (few > 0) {
         *threads = few;
@@ -1076,6 +1169,14 @@ int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, in
         FN(gemv_run)(ctx, nth, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
         return 0;
     }
+#if FNN_X86_SIMD
+    const int64_t tail = alpha != 0 ? FN(tail_columns)(ctx, trans_a, m, n, k) : 0;
+    if (tail > 0) {
+        const int rc = FN(fnn_gemm)(ctx, trans_a, trans_b, m, n - tail, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+        return rc ? rc : FN(gemm_tail)(ctx, trans_a, trans_b, m, n - tail, tail, k, alpha, a, lda, b, ldb, beta, c,
+                                       ldc, ep);
+    }
+#endif
     const int few = m > 0 && n > 0 && k > 0 && alpha != 0 && !trans_b ? FN(few_rows_threads)(ctx, m, n, k) : 0;
     if (few > 0)
         return FN(gemm_few_rows)(ctx, few, trans_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);

@@ -1059,16 +1059,19 @@ static int FN(gemm_few_rows)(fnn_ctx ctx, int nth, int trans_a, int64_t m, int64
  * 512 x 128 by 128 x 100 140.9-141.9 -> 127.7-133.7). Up to L/4 of them: 8 of
  * 16 cost more apart (4000 x 784 by 784 x 24: 2.59-3.29 -> 2.63-3.76 ms); with
  * A = T each column's GEMV reads all of A, so only where A fits in L2 (with 8
- * columns, a 12.5 MB A: 2.45-2.50 -> 3.82-4.55 ms). */
+ * columns, a 12.5 MB A: 2.45-2.50 -> 3.82-4.55 ms) or where C has no other
+ * columns: n <= L/4 (a binary classifier's output, say) wastes most of a
+ * vector's lanes otherwise (1 thread, us: 1000 x 64 by 64 x 1 27.8 -> 4.9-7.0,
+ * 5000 x 300 by 300 x 1 641 -> 85-88; with A = T and 6 MB of A 714-760 -> 89). */
 static int64_t FN(tail_columns)(fnn_ctx ctx, int trans_a, int64_t m, int64_t n, int64_t k)
 {
 #if FNN_X86_SIMD
     if (ctx.isa < FNN_ISA_AVX2 || m < 2 || k < FNN_GEMM_TAIL_DEPTH)
         return 0;
-    if (trans_a && (double)m * (double)k * sizeof(T) > FNN_GEMM_SHARED_BYTES)
-        return 0;
     const int64_t lanes = (ctx.isa >= FNN_ISA_AVX512 ? 64 : 32) / (int64_t)sizeof(T), r = n % lanes;
-    return n > lanes && r >= 1 && 4 * r <= lanes ? r : 0;
+    if (trans_a && n > r && (double)m * (double)k * sizeof(T) > FNN_GEMM_SHARED_BYTES)
+        return 0;
+    return (n > lanes || n == r) && r >= 1 && 4 * r <= lanes ? r : 0;
 #else
     (void)ctx;
     (void)trans_a;
@@ -1077,6 +1080,13 @@ static int64_t FN(tail_columns)(fnn_ctx ctx, int trans_a, int64_t m, int64_t n, 
     (void)k;
     return 0;
 #endif
+}
+
+/* the threads of gemm_tail: whole runs of 16 rows at least */
+static int FN(tail_threads)(fnn_ctx ctx, int64_t m, int64_t r, int64_t k)
+{
+    const int nth = FN(threads_for)(ctx, (double)m * (double)r * (double)k);
+    return nth <= m / 16 ? nth : m / 16 < 1 ? 1 : (int)(m / 16);
 }
 
 #if FNN_X86_SIMD
@@ -1100,9 +1110,7 @@ static int FN(gemm_tail)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64
         for (int64_t p = 0; p < k; p++)
             for (int64_t j = 0; j < r; j++)
                 bt[j * k + p] = b[p * ldb + n0 + j];
-    int nth = FN(threads_for)(ctx, (double)m * (double)r * (double)k);
-    if (nth > m / 16)
-        nth = m / 16 < 1 ? 1 : (int)(m / 16);
+    const int nth = FN(tail_threads)(ctx, m, r, k);
     const int avx512 = ctx.isa >= FNN_ISA_AVX512;
 #ifdef FASTNN_HAVE_OPENMP
 #pragma omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1)
@@ -1150,7 +1158,12 @@ int FN(fnn_gemm_schedule)(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_
     const int gemv = FN(gemv_path)(ctx, 0, trans_b, m, n, k, threads);
     if (gemv)
         return gemv;
-    n -= FN(tail_columns)(ctx, 0, m, n, k); /* the path of the columns before the tail */
+    const int64_t tail = FN(tail_columns)(ctx, 0, m, n, k);
+    if (tail == n) { /* all of C: dot products */
+        *threads = FN(tail_threads)(ctx, m, n, k);
+        return FNN_GEMM_DOTS;
+    }
+    n -= tail; /* the path of the columns before the tail */
     const int few = trans_b ? 0 : FN(few_rows_threads)(ctx, m, n, k);
     if (few > 0) {
         *threads = few;
@@ -1172,7 +1185,8 @@ int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, in
 #if FNN_X86_SIMD
     const int64_t tail = alpha != 0 ? FN(tail_columns)(ctx, trans_a, m, n, k) : 0;
     if (tail > 0) {
-        const int rc = FN(fnn_gemm)(ctx, trans_a, trans_b, m, n - tail, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+        const int rc =
+            n > tail ? FN(fnn_gemm)(ctx, trans_a, trans_b, m, n - tail, k, alpha, a, lda, b, ldb, beta, c, ldc, ep) : 0;
         return rc ? rc : FN(gemm_tail)(ctx, trans_a, trans_b, m, n - tail, tail, k, alpha, a, lda, b, ldb, beta, c,
                                        ldc, ep);
     }

@@ -296,28 +296,32 @@ def test_dot_products_of_few_rows(isa, dtype, rng):
 def test_last_columns_apart(isa, dtype, rng):
     # On the SIMD paths the last n mod L columns of C (L: a vector's lanes, up to L/4 of
     # them, from a depth of 32) are dot products of op(A)'s rows with those columns
-    # (A = N) or GEMVs through A's rows (A = T, where A fits in L2), the rest the usual
-    # paths. Every transpose, 1 to L/4 + 1 last columns, depths around the threshold, strided
+    # (A = N) or GEMVs through A's rows (A = T, where A fits in L2 or C has no other
+    # columns), the rest the usual paths. Every transpose, 1 to L/4 + 1 last columns after
+    # whole vectors or alone, depths around the threshold, A above L2, strided
     # operands, alpha/beta, a NaN-filled C that beta = 0 must not read, the fused
     # epilogue; 1-3 threads give the same bits (the rows split over them).
     lanes = (64 if isa == "avx512" else 32) // np.dtype(dtype).itemsize
-    for r in sorted({1, 2, lanes // 4, lanes // 4 + 1}):
-        for (m, k) in [(37, 31), (37, 32), (100, 300), (301, 70), (2003, 300), (512, 256)]:   # the last two: 2-3 threads
-            n = 2 * lanes + r
-            for ta, tb in itertools.product((False, True), repeat=2):
-                alpha, beta = (1.0, 0.0) if (ta + tb) % 2 == 0 else (-0.5, 2.0)
-                a = strided(rng, (k, m) if ta else (m, k), dtype)
-                b = strided(rng, (n, k) if tb else (k, n), dtype)
-                c0 = rng.standard_normal((m, n)).astype(dtype)
-                exact, bound = expected_and_bound(a, b, c0 if beta else None, ta, tb, alpha, beta)
-                results = []
-                for threads in (3, 2, 1):   # most first: no part is left from a call before
-                    c = c0.copy() if beta else np.full((m, n), np.nan, dtype)
-                    with native_setting(isa, threads):
-                        results.append(_gemm.gemm(a, b, c, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta))
-                    assert_gemm_close(results[-1], exact, bound)
-                for got in results[1:]:
-                    np.testing.assert_array_equal(got, results[0], err_msg=f"{(m, n, k, ta, tb)}")
+    shapes = [(37, 31), (37, 32), (100, 300), (301, 70), (2003, 300), (512, 256)]   # the last two: 2-3 threads
+    for r, (m, k), whole in itertools.product(sorted({1, 2, lanes // 4, lanes // 4 + 1}), shapes, (2, 0)):
+        n = whole * lanes + r   # after whole vectors, or all of C
+        if isa != "portable" and whole == 0 and 4 * r <= lanes and k >= 32:
+            with native_setting(isa, 1):
+                assert _gemm.schedule(m, n, k, dtype)[0] == "dots"
+        for ta, tb in itertools.product((False, True), repeat=2):
+            alpha, beta = (1.0, 0.0) if (ta + tb) % 2 == 0 else (-0.5, 2.0)
+            a = strided(rng, (k, m) if ta else (m, k), dtype)
+            b = strided(rng, (n, k) if tb else (k, n), dtype)
+            c0 = rng.standard_normal((m, n)).astype(dtype)
+            exact, bound = expected_and_bound(a, b, c0 if beta else None, ta, tb, alpha, beta)
+            results = []
+            for threads in (3, 2, 1):   # most first: no part is left from a call before
+                c = c0.copy() if beta else np.full((m, n), np.nan, dtype)
+                with native_setting(isa, threads):
+                    results.append(_gemm.gemm(a, b, c, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta))
+                assert_gemm_close(results[-1], exact, bound)
+            for got in results[1:]:
+                np.testing.assert_array_equal(got, results[0], err_msg=f"{(m, n, k, ta, tb)}")
     x = rng.standard_normal((100, 300)).astype(dtype)
     W = rng.standard_normal((300, 2 * lanes + 2)).astype(dtype)
     bias = rng.standard_normal(W.shape[1]).astype(dtype)
@@ -326,6 +330,7 @@ def test_last_columns_apart(isa, dtype, rng):
     with native_setting(isa, 2):
         got = F.linear(x, W, bias, activation="relu")
     assert_gemm_close(got, np.maximum(exact + bias, 0), bound + 4 * eps * np.abs(exact + bias))
+
 
 def test_each_product_takes_its_path():
     mr, nr = _gemm.tile_shape(fastnn._config._state.best_isa, np.float32)

@@ -7,17 +7,19 @@
  * MLOADZ(p, mask) (masked-out lanes read as 0 and are not accessed), MSTORE(p,
  * mask, v), STOREU, FMA(a, b, c) = a*b + c, MUL, ADD, SET1, SETZERO, HSUM
  * (a fixed-order sum of the lanes), G (vectors of columns a GEMV keeps in
- * registers), DA x DB (the rows of A and of B of a dot-product tile, DA <= 4,
- * DB = 4). Undefines the dtype's parameters at its end. */
+ * registers), SPLIT (up to how many of them it splits the depth in two),
+ * DA x DB (the rows of A and of B of a dot-product tile, DA <= 4, DB = 4).
+ * Undefines the dtype's parameters at its end. */
 
 #define GV_CAT2_(a, b) a##b
 #define GV_CAT2(a, b) GV_CAT2_(a, b)
 #define GV(name) GV_CAT2(name, SFX)
 
 /* Columns [0, nv*L) of one row of C (the last vector's lanes limited by
- * `tail` where `masked`): nv vectors in registers over the whole depth, even
- * and odd depth steps into separate accumulators (one chain per vector would
- * wait on the FMA latency), added at the end. */
+ * `tail` where `masked`): nv vectors in registers over the whole depth; up to
+ * SPLIT vectors, even and odd depth steps into separate accumulators (a chain
+ * per vector, fewer than the FMA latency times the FMA units, would wait on
+ * the latency), added at the end. */
 TARGET static FNN_ALWAYS_INLINE void GV(gemv_n_group_)(const int nv, const int masked, MASK_T tail, int64_t k,
                                                        T alpha, const T *FNN_RESTRICT a, int64_t inca,
                                                        const T *FNN_RESTRICT b, int64_t ldb, T beta,
@@ -30,7 +32,7 @@ TARGET static FNN_ALWAYS_INLINE void GV(gemv_n_group_)(const int nv, const int m
         odd[q] = SETZERO();
     }
     int64_t p = 0;
-    for (; p + 2 <= k; p += 2) {
+    for (; nv <= SPLIT && p + 2 <= k; p += 2) {
         const VT a0 = SET1(a[p * inca]), a1 = SET1(a[(p + 1) * inca]);
         const T *b0 = b + p * ldb, *b1 = b0 + ldb;
         _Pragma("GCC unroll 8") for (int q = 0; q < nv; q++)
@@ -40,7 +42,7 @@ TARGET static FNN_ALWAYS_INLINE void GV(gemv_n_group_)(const int nv, const int m
             odd[q] = FMA(a1, part ? MLOADZ(b1 + q * L, tail) : LOADU(b1 + q * L), odd[q]);
         }
     }
-    if (p < k) {
+    for (; p < k; p++) {
         const VT a0 = SET1(a[p * inca]);
         const T *b0 = b + p * ldb;
         _Pragma("GCC unroll 8") for (int q = 0; q < nv; q++)
@@ -53,7 +55,7 @@ TARGET static FNN_ALWAYS_INLINE void GV(gemv_n_group_)(const int nv, const int m
     _Pragma("GCC unroll 8") for (int q = 0; q < nv; q++)
     {
         const int part = masked && q == nv - 1;
-        VT s = MUL(va, ADD(even[q], odd[q]));
+        VT s = MUL(va, nv <= SPLIT ? ADD(even[q], odd[q]) : even[q]);
         if (beta != 0)
             s = FMA(vb, part ? MLOADZ(c + q * L, tail) : LOADU(c + q * L), s);
         if (part)

@@ -79,6 +79,7 @@ void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, in
  * to L/4 of them) are computed apart, as dot products or GEMVs, not as a vector
  * mostly of padding (gemm_template.h, tail_columns). */
 #define FNN_GEMM_TAIL_DEPTH 32
+#define FNN_GEMM_TAIL_DEPTH_GEMV 8 /* with A = T: GEMVs, no sum across the lanes */
 #define FNN_GEMM_FEW_ROW_PANELS 16
 #define FNN_GEMM_FEW_ROWS_THREADED_PANELS 4
 

@@ -1062,11 +1062,14 @@ static int FN(gemm_few_rows)(fnn_ctx ctx, int nth, int trans_a, int64_t m, int64
  * columns, a 12.5 MB A: 2.45-2.50 -> 3.82-4.55 ms) or where C has no other
  * columns: n <= L/4 (a binary classifier's output, say) wastes most of a
  * vector's lanes otherwise (1 thread, us: 1000 x 64 by 64 x 1 27.8 -> 4.9-7.0,
- * 5000 x 300 by 300 x 1 641 -> 85-88; with A = T and 6 MB of A 714-760 -> 89). */
+ * 5000 x 300 by 300 x 1 641 -> 85-88; with A = T and 6 MB of A 714-760 -> 89).
+ * The GEMVs (A = T) end in no sum across the lanes, so they pay from a depth
+ * of 8 (the weight gradient of a batch of 16 on 784 x 50: 20.1 -> 17.8-18.0;
+ * depth 4: 9.0-9.3 -> 9.5-9.6). */
 static int64_t FN(tail_columns)(fnn_ctx ctx, int trans_a, int64_t m, int64_t n, int64_t k)
 {
 #if FNN_X86_SIMD
-    if (ctx.isa < FNN_ISA_AVX2 || m < 2 || k < FNN_GEMM_TAIL_DEPTH)
+    if (ctx.isa < FNN_ISA_AVX2 || m < 2 || k < (trans_a ? FNN_GEMM_TAIL_DEPTH_GEMV : FNN_GEMM_TAIL_DEPTH))
         return 0;
     const int64_t lanes = (ctx.isa >= FNN_ISA_AVX512 ? 64 : 32) / (int64_t)sizeof(T), r = n % lanes;
     if (trans_a && n > r && (double)m * (double)k * sizeof(T) > FNN_GEMM_SHARED_BYTES)

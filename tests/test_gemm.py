@@ -295,14 +295,15 @@ def test_dot_products_of_few_rows(isa, dtype, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_last_columns_apart(isa, dtype, rng):
     # On the SIMD paths the last n mod L columns of C (L: a vector's lanes, up to L/4 of
-    # them, from a depth of 32) are dot products of op(A)'s rows with those columns
-    # (A = N) or GEMVs through A's rows (A = T, where A fits in L2 or C has no other
-    # columns), the rest the usual paths. Every transpose, 1 to L/4 + 1 last columns after
-    # whole vectors or alone, depths around the threshold, A above L2, strided
-    # operands, alpha/beta, a NaN-filled C that beta = 0 must not read, the fused
-    # epilogue; 1-3 threads give the same bits (the rows split over them).
+    # them) are dot products of op(A)'s rows with those columns (A = N, from a depth of
+    # 32) or GEMVs through A's rows (A = T, from a depth of 8, where A fits in L2 or C
+    # has no other columns), the rest the usual paths. Every transpose, 1 to L/4 + 1
+    # last columns after whole vectors or alone, depths around the thresholds, A above
+    # L2, strided operands, alpha/beta, a NaN-filled C that beta = 0 must not read, the
+    # fused epilogue; 1-3 threads give the same bits (the rows split over them).
     lanes = (64 if isa == "avx512" else 32) // np.dtype(dtype).itemsize
-    shapes = [(37, 31), (37, 32), (100, 300), (301, 70), (2003, 300), (512, 256)]   # the last two: 2-3 threads
+    shapes = [(64, 7), (64, 8), (37, 31), (37, 32), (100, 300), (301, 70),
+              (2003, 300), (512, 256)]   # the last two: on 2-3 threads
     for r, (m, k), whole in itertools.product(sorted({1, 2, lanes // 4, lanes // 4 + 1}), shapes, (2, 0)):
         n = whole * lanes + r   # after whole vectors, or all of C
         if isa != "portable" and whole == 0 and 4 * r <= lanes and k >= 32:

@@ -851,6 +851,20 @@ static int FN(gemv_path)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64
     return m == 1 ? FNN_GEMM_ONE_ROW : 0;
 }
 
+#if FNN_X86_SIMD
+typedef void (*FN(gemv_n_fn))(int64_t n, int64_t k, T alpha, const T *a, int64_t inca, const T *b, int64_t ldb,
+                              T beta, T *c);
+typedef void (*FN(dots_fn))(int64_t m, int64_t j0, int64_t j1, int64_t k, T alpha, const T *a, int64_t lda,
+                            const T *b, int64_t ldb, T beta, T *c, int64_t ldc);
+
+/* csrc/gemv_simd.c's GEMV and dot-product kernels for isa (AVX2 or AVX-512) */
+static void FN(gemv_kernels)(int isa, FN(gemv_n_fn) *gemv_n, FN(dots_fn) *dots)
+{
+    *gemv_n = isa >= FNN_ISA_AVX512 ? FN(fnn_gemv_n_avx512) : FN(fnn_gemv_n_avx2);
+    *dots = isa >= FNN_ISA_AVX512 ? FN(fnn_gemm_dots_avx512) : FN(fnn_gemm_dots_avx2);
+}
+#endif
+
 /* The gemv_path product on nth threads, each a run of whole 64-byte units of
  * the columns (each element of C is one kernel's sum in a fixed order, so any
  * split gives the same bits); then the epilogue. */
@@ -870,6 +884,9 @@ static void FN(gemv_run)(fnn_ctx ctx, int nth, int trans_a, int trans_b, int64_t
     (void)nth;
 #if FNN_X86_SIMD
     const int64_t per_unit = 64 / (int64_t)sizeof(T), units = (n + per_unit - 1) / per_unit;
+    FN(gemv_n_fn) gemv_n;
+    FN(dots_fn) dots;
+    FN(gemv_kernels)(ctx.isa, &gemv_n, &dots);
 #ifdef FASTNN_HAVE_OPENMP
 #pragma omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1)
 #endif
@@ -878,22 +895,13 @@ static void FN(gemv_run)(fnn_ctx ctx, int nth, int trans_a, int trans_b, int64_t
         const int64_t j1 = j1_ < n ? j1_ : n;
         if (j0 >= j1)
             continue;
-        if (!trans_b) {
-            const int64_t inca = trans_a ? lda : 1;
-            if (ctx.isa >= FNN_ISA_AVX512)
-                FN(fnn_gemv_n_avx512)(j1 - j0, k, alpha, a, inca, b + j0, ldb, beta, c + j0);
-            else
-                FN(fnn_gemv_n_avx2)(j1 - j0, k, alpha, a, inca, b + j0, ldb, beta, c + j0);
-        } else if (ctx.isa >= FNN_ISA_AVX512) {
-            FN(fnn_gemm_dots_avx512)(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        } else {
-            FN(fnn_gemm_dots_avx2)(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        }
-        if (FN(epilogue_active)(ep))
-            for (int64_t i = 0; i < m; i++)
-                for (int64_t j = j0; j < j1; j += 1024)
-                    FN(epilogue_tile)(ctx.isa, c + i * ldc + j, ldc, i, j, 1, (int)(j1 - j < 1024 ? j1 - j : 1024),
-                                      ep);
+        if (!trans_b)
+            gemv_n(j1 - j0, k, alpha, a, trans_a ? lda : 1, b + j0, ldb, beta, c + j0);
+        else
+            dots(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        if (FN(epilogue_active)(ep)) /* m <= FNN_GEMM_DOT_ROWS rows */
+            for (int64_t j = j0; j < j1; j += 1024)
+                FN(epilogue_tile)(ctx.isa, c + j, ldc, 0, j, (int)m, (int)(j1 - j < 1024 ? j1 - j : 1024), ep);
     }
 #endif
 }
@@ -1114,7 +1122,9 @@ static int FN(gemm_tail)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64
             for (int64_t j = 0; j < r; j++)
                 bt[j * k + p] = b[p * ldb + n0 + j];
     const int nth = FN(tail_threads)(ctx, m, r, k);
-    const int avx512 = ctx.isa >= FNN_ISA_AVX512;
+    FN(gemv_n_fn) gemv_n;
+    FN(dots_fn) dots;
+    FN(gemv_kernels)(ctx.isa, &gemv_n, &dots);
 #ifdef FASTNN_HAVE_OPENMP
 #pragma omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1)
 #endif
@@ -1123,20 +1133,12 @@ static int FN(gemm_tail)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64
         if (!trans_a) {
             const T *brows = copy_b ? bt : b + n0 * ldb;
             const int64_t ldr = copy_b ? k : ldb;
-            if (avx512)
-                FN(fnn_gemm_dots_avx512)(i1 - i0, 0, r, k, alpha, a + i0 * lda, lda, brows, ldr, beta,
-                                         c + i0 * ldc + n0, ldc);
-            else
-                FN(fnn_gemm_dots_avx2)(i1 - i0, 0, r, k, alpha, a + i0 * lda, lda, brows, ldr, beta,
-                                       c + i0 * ldc + n0, ldc);
+            dots(i1 - i0, 0, r, k, alpha, a + i0 * lda, lda, brows, ldr, beta, c + i0 * ldc + n0, ldc);
         } else {
             for (int64_t j = 0; j < r; j++) {
                 const T *col = trans_b ? b + (n0 + j) * ldb : b + n0 + j;
                 const int64_t inc = trans_b ? 1 : ldb;
-                if (avx512)
-                    FN(fnn_gemv_n_avx512)(i1 - i0, k, alpha, col, inc, a + i0, lda, (T)0, res + j * m + i0);
-                else
-                    FN(fnn_gemv_n_avx2)(i1 - i0, k, alpha, col, inc, a + i0, lda, (T)0, res + j * m + i0);
+                gemv_n(i1 - i0, k, alpha, col, inc, a + i0, lda, (T)0, res + j * m + i0);
             }
             for (int64_t i = i0; i < i1; i++)
                 for (int64_t j = 0; j < r; j++) {

@@ -857,11 +857,17 @@ typedef void (*FN(gemv_n_fn))(int64_t n, int64_t k, T alpha, const T *a, int64_t
 typedef void (*FN(dots_fn))(int64_t m, int64_t j0, int64_t j1, int64_t k, T alpha, const T *a, int64_t lda,
                             const T *b, int64_t ldb, T beta, T *c, int64_t ldc);
 
+typedef struct {
+    FN(gemv_n_fn) gemv_n;
+    FN(dots_fn) dots;
+} FN(gemv_kernels_t);
+
 /* csrc/gemv_simd.c's GEMV and dot-product kernels for isa (AVX2 or AVX-512) */
-static void FN(gemv_kernels)(int isa, FN(gemv_n_fn) *gemv_n, FN(dots_fn) *dots)
+static FN(gemv_kernels_t) FN(gemv_kernels)(int isa)
 {
-    *gemv_n = isa >= FNN_ISA_AVX512 ? FN(fnn_gemv_n_avx512) : FN(fnn_gemv_n_avx2);
-    *dots = isa >= FNN_ISA_AVX512 ? FN(fnn_gemm_dots_avx512) : FN(fnn_gemm_dots_avx2);
+    const int avx512 = isa >= FNN_ISA_AVX512;
+    return (FN(gemv_kernels_t)){avx512 ? FN(fnn_gemv_n_avx512) : FN(fnn_gemv_n_avx2),
+                                avx512 ? FN(fnn_gemm_dots_avx512) : FN(fnn_gemm_dots_avx2)};
 }
 #endif
 
@@ -884,9 +890,7 @@ static void FN(gemv_run)(fnn_ctx ctx, int nth, int trans_a, int trans_b, int64_t
     (void)nth;
 #if FNN_X86_SIMD
     const int64_t per_unit = 64 / (int64_t)sizeof(T), units = (n + per_unit - 1) / per_unit;
-    FN(gemv_n_fn) gemv_n;
-    FN(dots_fn) dots;
-    FN(gemv_kernels)(ctx.isa, &gemv_n, &dots);
+    const FN(gemv_kernels_t) kern = FN(gemv_kernels)(ctx.isa);
 #ifdef FASTNN_HAVE_OPENMP
 #pragma omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1)
 #endif
@@ -896,9 +900,9 @@ static void FN(gemv_run)(fnn_ctx ctx, int nth, int trans_a, int trans_b, int64_t
         if (j0 >= j1)
             continue;
         if (!trans_b)
-            gemv_n(j1 - j0, k, alpha, a, trans_a ? lda : 1, b + j0, ldb, beta, c + j0);
+            kern.gemv_n(j1 - j0, k, alpha, a, trans_a ? lda : 1, b + j0, ldb, beta, c + j0);
         else
-            dots(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            kern.dots(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
         if (FN(epilogue_active)(ep)) /* m <= FNN_GEMM_DOT_ROWS rows */
             for (int64_t j = j0; j < j1; j += 1024)
                 FN(epilogue_tile)(ctx.isa, c + j, ldc, 0, j, (int)m, (int)(j1 - j < 1024 ? j1 - j : 1024), ep);
@@ -1122,9 +1126,7 @@ static int FN(gemm_tail)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64
             for (int64_t j = 0; j < r; j++)
                 bt[j * k + p] = b[p * ldb + n0 + j];
     const int nth = FN(tail_threads)(ctx, m, r, k);
-    FN(gemv_n_fn) gemv_n;
-    FN(dots_fn) dots;
-    FN(gemv_kernels)(ctx.isa, &gemv_n, &dots);
+    const FN(gemv_kernels_t) kern = FN(gemv_kernels)(ctx.isa);
 #ifdef FASTNN_HAVE_OPENMP
 #pragma omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1)
 #endif
@@ -1133,12 +1135,12 @@ static int FN(gemm_tail)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64
         if (!trans_a) {
             const T *brows = copy_b ? bt : b + n0 * ldb;
             const int64_t ldr = copy_b ? k : ldb;
-            dots(i1 - i0, 0, r, k, alpha, a + i0 * lda, lda, brows, ldr, beta, c + i0 * ldc + n0, ldc);
+            kern.dots(i1 - i0, 0, r, k, alpha, a + i0 * lda, lda, brows, ldr, beta, c + i0 * ldc + n0, ldc);
         } else {
             for (int64_t j = 0; j < r; j++) {
                 const T *col = trans_b ? b + (n0 + j) * ldb : b + n0 + j;
                 const int64_t inc = trans_b ? 1 : ldb;
-                gemv_n(i1 - i0, k, alpha, col, inc, a + i0, lda, (T)0, res + j * m + i0);
+                kern.gemv_n(i1 - i0, k, alpha, col, inc, a + i0, lda, (T)0, res + j * m + i0);
             }
             for (int64_t i = i0; i < i1; i++)
                 for (int64_t j = 0; j < r; j++) {

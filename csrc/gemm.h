@@ -64,6 +64,7 @@ void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, in
 #define FNN_GEMM_FEW_ROWS 3
 #define FNN_GEMM_ONE_ROW 4
 #define FNN_GEMM_DOTS 5
+#define FNN_GEMM_FEW_ROWS_BY_ROWS 6 /* FNN_GEMM_FEW_ROWS, the threads splitting the rows */
 #define FNN_GEMM_SHARED_BYTES (512 * 1024)
 /* Products that skip the packed driver: one row of C (batch-1 inference, a
  * GEMV that reads B's rows in order); with B = T, on the AVX2 and AVX-512
@@ -91,7 +92,8 @@ int fnn_gemm_f64(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, in
                   int64_t ldc, const fnn_epilogue *ep);
 
 /* The path fnn_gemm_* takes for an m x n x k product on ctx (op(B) = B^T
- * where trans_b): FNN_GEMM_ONE_ROW, FNN_GEMM_FEW_ROWS (B read in place), or the
+ * where trans_b): FNN_GEMM_ONE_ROW, FNN_GEMM_DOTS, FNN_GEMM_FEW_ROWS (B read in place;
+ * FNN_GEMM_FEW_ROWS_BY_ROWS where its threads split the rows), or the
  * packed driver's FNN_GEMM_GRID, FNN_GEMM_SHARED_A or FNN_GEMM_SHARED_B;
  * *threads: on how many threads. */
 int fnn_gemm_schedule_f32(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads);

@@ -368,6 +368,12 @@ static FN(ukr_fn) FN(select_ukr)(int isa, int *mr, int *nr, FN(ukr_fn) *half, FN
 
 /* ---- the blocked loops -------------------------------------------------- */
 
+/* The last columns of a product, computed apart from the others (tail_columns
+ * and tail_rows, below) */
+typedef struct FN(tail_job_s) FN(tail_job);
+static void FN(tail_rows)(const FN(tail_job) *t, int64_t i0, int64_t i1);
+static void FN(tail_run)(fnn_ctx ctx, const FN(tail_job) *t);
+
 typedef struct {
     int64_t m, n, k;
     T alpha, beta;
@@ -391,6 +397,7 @@ typedef struct {
     int tn, tm; /* thread grid: tn splits the columns, tm the rows of each MC block */
     int shared_mode; /* FNN_GEMM_SHARED_A or _B: the shared-operand schedule; 0: the grid */
     int64_t unit;    /* panels per unit of the shared-operand schedule */
+    const FN(tail_job) *tail; /* the last columns, each unit's rows with the unit (shared B only), or NULL */
 } FN(gemm_job);
 
 /* C's rows x cols at ct = the edge buffer's (computed with beta 0) + beta_eff
@@ -560,6 +567,8 @@ static void FN(gemm_thread_shared)(const FN(gemm_job) *job, int tid, int nspans,
                 }
             }
         }
+        if (job->tail) /* rows mode: the unit's rows of the last columns too, not after the others */
+            FN(tail_rows)(job->tail, r0, r1);
     }
 }
 
@@ -668,11 +677,81 @@ static int FN(gemm_plan)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, FN(gemm_j
 }
 
 
-int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
-                        void (*pack_a)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *),
-                        const void *a_src,
-                        void (*pack_b)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *),
-                        const void *b_src, T beta, T *c, int64_t ldc, const fnn_epilogue *ep)
+/* Runs the planned job on nth threads (gemm_plan's count). */
+static int FN(gemm_run_job)(FN(gemm_job) *job, int nth)
+{
+    const int64_t m = job->m, n = job->n, k = job->k;
+    if (job->shared_mode) {
+        const int rows_mode = job->shared_mode == FNN_GEMM_SHARED_B;
+        const int64_t panels = rows_mode ? (m + job->mr - 1) / job->mr : (n + job->nr - 1) / job->nr;
+        const int64_t kc_alloc = k < job->kc ? k : job->kc;
+        const int64_t whole = k * (rows_mode ? (n + job->nr - 1) / job->nr * job->nr : (m + job->mr - 1) / job->mr * job->mr);
+        const int64_t piece = kc_alloc * job->unit * (rows_mode ? job->mr : job->nr);
+        /* sizes rounded to 64 elements keep every block 64-byte aligned */
+        job->a_stride = (whole + 63) / 64 * 64 + (piece + 63) / 64 * 64;
+        job->a_packs = (T *)fnn_scratch(FNN_SCRATCH_PACK_A, (size_t)(job->a_stride * nth) * sizeof(T));
+        if (job->a_packs == NULL)
+            return -1;
+        /* each thread's units start as an even split */
+        fnn_span spans[FNN_SPANS_MAX];
+        fnn_spans_init(spans, nth, (panels + job->unit - 1) / job->unit);
+        /* fewer threads than asked (nested regions) take the others' units */
+#ifdef FASTNN_HAVE_OPENMP
+#pragma omp parallel num_threads(nth)
+        FN(gemm_thread_shared)(job, omp_get_thread_num(), nth, spans);
+#else
+        FN(gemm_thread_shared)(job, 0, nth, spans);
+#endif
+        return 0;
+    }
+
+    /* packed buffers: one A block and one B block per thread, all in the
+     * calling thread's cached scratch, so repeated calls fault no fresh pages */
+    if (nth > 1 && job->mc > 1024)
+        job->mc = 1024 / job->mr * job->mr;
+    const int64_t mc_alloc = (m < job->mc ? (m + job->mr - 1) / job->mr * job->mr : job->mc);
+    const int64_t kc_alloc = k < job->kc ? k : job->kc;
+    const int64_t ncap = (n < job->nc ? n : job->nc);
+    const int64_t nc_alloc = (ncap + job->nr - 1) / job->nr * job->nr;
+    /* sizes rounded to 64 elements keep every block 64-byte aligned */
+    const size_t a_elems = (size_t)((mc_alloc * kc_alloc + 63) / 64 * 64);
+    const size_t b_elems = (size_t)((kc_alloc * nc_alloc + 63) / 64 * 64);
+    T *mem = (T *)fnn_scratch(FNN_SCRATCH_PACK_A, (a_elems + b_elems) * (size_t)nth * sizeof(T));
+    if (mem == NULL)
+        return -1;
+    job->a_packs = mem;
+    job->a_stride = (int64_t)a_elems;
+    job->b_packs = mem + a_elems * (size_t)nth;
+    job->b_stride = (int64_t)b_elems;
+    if (nth == 1) {
+        FN(gemm_thread)(job, 0, 1);
+    } else {
+#ifdef FASTNN_HAVE_OPENMP
+#pragma omp parallel num_threads(nth)
+        {
+            int got = omp_get_num_threads();
+            if (got == nth) {
+                FN(gemm_thread)(job, omp_get_thread_num(), nth);
+            } else if (omp_get_thread_num() == 0) {
+                /* the runtime gave fewer threads (nested or limited): do it alone */
+                FN(gemm_job) solo = *job;
+                solo.tn = 1;
+                solo.tm = 1;
+                FN(gemm_thread)(&solo, 0, 1);
+            }
+        }
+#endif
+    }
+    return 0;
+}
+
+
+static int FN(gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
+                           void (*pack_a)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *),
+                           const void *a_src,
+                           void (*pack_b)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *),
+                           const void *b_src, T beta, T *c, int64_t ldc, const fnn_epilogue *ep,
+                           const FN(tail_job) *tail)
 {
     if (m <= 0 || n <= 0)
         return 0;
@@ -695,69 +774,22 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
     job.pack_a = pack_a; job.a_src = a_src;
     job.pack_b = pack_b; job.b_src = b_src;
     job.c = c; job.ldc = ldc; job.ep = ep;
+    /* the last columns go with each unit's rows where the units are rows
+     * (shared B, on several threads), else after the others */
+    job.tail = tail && nth > 1 && job.shared_mode == FNN_GEMM_SHARED_B ? tail : NULL;
+    const int rc = FN(gemm_run_job)(&job, nth);
+    if (rc == 0 && tail && !job.tail)
+        FN(tail_run)(ctx, tail);
+    return rc;
+}
 
-    if (job.shared_mode) {
-        const int rows_mode = job.shared_mode == FNN_GEMM_SHARED_B;
-        const int64_t panels = rows_mode ? (m + job.mr - 1) / job.mr : (n + job.nr - 1) / job.nr;
-        const int64_t kc_alloc = k < job.kc ? k : job.kc;
-        const int64_t whole = k * (rows_mode ? (n + job.nr - 1) / job.nr * job.nr : (m + job.mr - 1) / job.mr * job.mr);
-        const int64_t piece = kc_alloc * job.unit * (rows_mode ? job.mr : job.nr);
-        /* sizes rounded to 64 elements keep every block 64-byte aligned */
-        job.a_stride = (whole + 63) / 64 * 64 + (piece + 63) / 64 * 64;
-        job.a_packs = (T *)fnn_scratch(FNN_SCRATCH_PACK_A, (size_t)(job.a_stride * nth) * sizeof(T));
-        if (job.a_packs == NULL)
-            return -1;
-        /* each thread's units start as an even split */
-        fnn_span spans[FNN_SPANS_MAX];
-        fnn_spans_init(spans, nth, (panels + job.unit - 1) / job.unit);
-        /* fewer threads than asked (nested regions) take the others' units */
-#ifdef FASTNN_HAVE_OPENMP
-#pragma omp parallel num_threads(nth)
-        FN(gemm_thread_shared)(&job, omp_get_thread_num(), nth, spans);
-#else
-        FN(gemm_thread_shared)(&job, 0, nth, spans);
-#endif
-        return 0;
-    }
-
-    /* packed buffers: one A block and one B block per thread, all in the
-     * calling thread's cached scratch, so repeated calls fault no fresh pages */
-    if (nth > 1 && job.mc > 1024)
-        job.mc = 1024 / job.mr * job.mr;
-    const int64_t mc_alloc = (m < job.mc ? (m + job.mr - 1) / job.mr * job.mr : job.mc);
-    const int64_t kc_alloc = k < job.kc ? k : job.kc;
-    const int64_t ncap = (n < job.nc ? n : job.nc);
-    const int64_t nc_alloc = (ncap + job.nr - 1) / job.nr * job.nr;
-    /* sizes rounded to 64 elements keep every block 64-byte aligned */
-    const size_t a_elems = (size_t)((mc_alloc * kc_alloc + 63) / 64 * 64);
-    const size_t b_elems = (size_t)((kc_alloc * nc_alloc + 63) / 64 * 64);
-    T *mem = (T *)fnn_scratch(FNN_SCRATCH_PACK_A, (a_elems + b_elems) * (size_t)nth * sizeof(T));
-    if (mem == NULL)
-        return -1;
-    job.a_packs = mem;
-    job.a_stride = (int64_t)a_elems;
-    job.b_packs = mem + a_elems * (size_t)nth;
-    job.b_stride = (int64_t)b_elems;
-    if (nth == 1) {
-        FN(gemm_thread)(&job, 0, 1);
-    } else {
-#ifdef FASTNN_HAVE_OPENMP
-#pragma omp parallel num_threads(nth)
-        {
-            int got = omp_get_num_threads();
-            if (got == nth) {
-                FN(gemm_thread)(&job, omp_get_thread_num(), nth);
-            } else if (omp_get_thread_num() == 0) {
-                /* the runtime gave fewer threads (nested or limited): do it alone */
-                FN(gemm_job) solo = job;
-                solo.tn = 1;
-                solo.tm = 1;
-                FN(gemm_thread)(&solo, 0, 1);
-            }
-        }
-#endif
-    }
-    return 0;
+int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
+                        void (*pack_a)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *),
+                        const void *a_src,
+                        void (*pack_b)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *),
+                        const void *b_src, T beta, T *c, int64_t ldc, const fnn_epilogue *ep)
+{
+    return FN(gemm_packed)(ctx, m, n, k, alpha, pack_a, a_src, pack_b, b_src, beta, c, ldc, ep, NULL);
 }
 
 /* ---- one row (batch-1 inference) on the portable path: no packing ------- */
@@ -961,15 +993,21 @@ static void FN(few_rows_tail)(const FN(gemm_job) *job, FN(ukri_fn) kern, FN(ukri
 /* The threads gemm_few_rows runs an m x n x k product on, or 0 where it does
  * not take the product: beyond FNN_GEMM_FEW_ROW_PANELS row panels (B's panels,
  * read in place, are used by that many row panels: sgemm 512 x 1024 x 1024
- * took 10.5 ms so, 10.1 packed), and where the product is worth several
- * threads, beyond FNN_GEMM_FEW_ROWS_THREADED_PANELS or with fewer than two
- * column panels a thread (the driver's schedules, whose threads split the
- * rows, then measured faster; threads that share every row of C, a cache
- * line at their boundary, took 100 x 784 by 784 x 50 from 61 to 278 us). */
-static int FN(few_rows_threads)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k)
+ * took 10.5 ms so, 10.1 packed). On several threads they split the columns
+ * (up to FNN_GEMM_FEW_ROWS_THREADED_PANELS row panels, with two column panels
+ * a thread) or else the rows (*by_rows; two row panels a thread at least),
+ * each thread packing only its rows of op(A), where the driver's row split
+ * packs all of B on every thread, and only where B fits in L2 (each row panel
+ * reads all of it). 2 threads, us, driver -> by rows: 100 x 784 by 784 x 48
+ * 47.5-50.6 -> 42.8-43.5; 32 x 784 by 784 x 50 23.7 -> 18.4; 100 x 4320 by
+ * 4320 x 100 (1.7 MB of B) 484 -> 508-577, hence L2. Threads that share
+ * every row of C, a cache line at their boundary, took 100 x 784 by 784 x 50
+ * from 61 to 278 us, hence no column split of many rows. */
+static int FN(few_rows_threads)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, int *by_rows)
 {
     int mr, nr;
     fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
+    *by_rows = 0;
     if (m > FNN_GEMM_FEW_ROW_PANELS * mr || n < nr)
         return 0;
     const double macs = (double)m * (double)n * (double)k;
@@ -980,12 +1018,15 @@ static int FN(few_rows_threads)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k)
      * 784 x 50 (1.25M multiply-adds) 33.6-37.2 / 29.8-31.8 */
     if (nth == 1 || macs < 2.0 * FNN_GEMM_MIN_MACS_PER_THREAD * nth)
         return 1;
-    const int64_t units = (n + nr - 1) / nr;
-    if (nth > units / 2)
-        nth = (int)(units / 2);
     if (nth > FNN_SPANS_MAX)
         nth = FNN_SPANS_MAX;
-    return nth > 1 && m <= FNN_GEMM_FEW_ROWS_THREADED_PANELS * mr ? nth : 0;
+    const int64_t col_units = (n + nr - 1) / nr, row_units = (m + mr - 1) / mr;
+    if (m <= FNN_GEMM_FEW_ROWS_THREADED_PANELS * mr && col_units >= 4)
+        return nth < col_units / 2 ? nth : (int)(col_units / 2);
+    if (row_units < 4 || (double)k * (double)n * sizeof(T) > FNN_GEMM_SHARED_BYTES)
+        return 0; /* each row panel reads all of B: only from L2 */
+    *by_rows = 1;
+    return nth < row_units / 2 ? nth : (int)(row_units / 2);
 }
 
 /* C (m x n, 2 <= m <= FNN_GEMM_FEW_ROW_PANELS * MR, n >= NR) = alpha * op(A) @ B
@@ -995,12 +1036,14 @@ static int FN(few_rows_threads)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k)
  * indirect-B microkernel reads B's rows in place, whole NR panels in depth
  * blocks of KC (as the driver's: a panel's block stays in L1 across the row
  * panels); the last part panel is the NR (or NR/2) window that ends at column
- * n, inside B's rows, of which only the new columns are kept. The column
- * panels are split over nth threads (few_rows_threads's count) by work spans;
- * each element is one thread's sum in a fixed order. */
-static int FN(gemm_few_rows)(fnn_ctx ctx, int nth, int trans_a, int64_t m, int64_t n, int64_t k, T alpha,
-                             const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc,
-                             const fnn_epilogue *ep)
+ * n, inside B's rows, of which only the new columns are kept. On nth threads
+ * (few_rows_threads's count) the units that work spans hand out are column
+ * panels, or row panels where by_rows (each packed by its thread, then its
+ * rows of the last columns `tail` too); each element is one thread's sum in
+ * a fixed order. */
+static int FN(gemm_few_rows)(fnn_ctx ctx, int nth, int by_rows, int trans_a, int64_t m, int64_t n, int64_t k,
+                             T alpha, const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc,
+                             const fnn_epilogue *ep, const FN(tail_job) *tail)
 {
     FN(gemm_job) job;
     memset(&job, 0, sizeof(job));
@@ -1022,13 +1065,14 @@ static int FN(gemm_few_rows)(fnn_ctx ctx, int nth, int trans_a, int64_t m, int64
     T *ap = (T *)mem;
     const T **brow = (const T **)(mem + a_bytes);
     const fnn_matrix_src as = {a, lda, trans_a, ctx.isa};
-    FN(fnn_pack_matrix)(&as, 0, m, 0, k, job.mr, ap);
+    if (!by_rows)
+        FN(fnn_pack_matrix)(&as, 0, m, 0, k, job.mr, ap);
     for (int64_t p = 0; p < k; p++)
         brow[p] = b + p * ldb;
-    const int64_t full = n / job.nr, rem = n - full * job.nr, units = full + (rem > 0);
+    const int64_t full = n / job.nr, rem = n - full * job.nr, col_units = full + (rem > 0);
     const int use_half = rem > 0 && rem <= job.nr / 2 && half != NULL;
     fnn_span spans[FNN_SPANS_MAX];
-    fnn_spans_init(spans, nth, units);
+    fnn_spans_init(spans, nth, by_rows ? m_panels : col_units);
 #ifdef FASTNN_HAVE_OPENMP
 #pragma omp parallel num_threads(nth) if(nth > 1)
 #endif
@@ -1041,24 +1085,37 @@ static int FN(gemm_few_rows)(fnn_ctx ctx, int nth, int trans_a, int64_t m, int64
 #endif
         const T *const *rows = (const T *const *)brow;
         for (int64_t u; (u = fnn_spans_next(spans, nth, t)) >= 0;) {
-            if (u == full) {
-                for (int64_t r = 0; r < m_panels; r++)
-                    FN(few_rows_tail)(&job, use_half ? half : kern, use_half ? NULL : kern_rows,
-                                      use_half ? job.nr / 2 : job.nr, ap + r * job.mr * k, rows, r * job.mr,
-                                      (int)(m - r * job.mr < job.mr ? m - r * job.mr : job.mr), full * job.nr, edge);
-                continue;
-            }
-            for (int64_t pc = 0; pc < k; pc += job.kc) {
-                const int64_t kcur = k - pc < job.kc ? k - pc : job.kc;
-                for (int64_t r = 0; r < m_panels; r++) {
-                    const int mrr = (int)(m - r * job.mr < job.mr ? m - r * job.mr : job.mr);
-                    FN(few_rows_panel)(&job, kern, kern_rows, ap + r * job.mr * k + pc * job.mr, rows + pc,
-                                       r * job.mr, mrr, u * job.nr, kcur, pc == 0 ? beta : (T)1, pc + job.kc >= k,
-                                       edge);
+            /* row panels [r0, r1) by column units [u0, u1) */
+            const int64_t r0 = by_rows ? u : 0, r1 = by_rows ? u + 1 : m_panels;
+            const int64_t u0 = by_rows ? 0 : u, u1 = by_rows ? col_units : u + 1;
+            if (by_rows)
+                FN(fnn_pack_matrix)(&as, u * job.mr, m - u * job.mr < job.mr ? m - u * job.mr : job.mr, 0, k, job.mr,
+                                    ap + u * job.mr * k);
+            for (int64_t cu = u0; cu < u1; cu++) {
+                if (cu == full) {
+                    for (int64_t r = r0; r < r1; r++)
+                        FN(few_rows_tail)(&job, use_half ? half : kern, use_half ? NULL : kern_rows,
+                                          use_half ? job.nr / 2 : job.nr, ap + r * job.mr * k, rows, r * job.mr,
+                                          (int)(m - r * job.mr < job.mr ? m - r * job.mr : job.mr), full * job.nr,
+                                          edge);
+                    continue;
+                }
+                for (int64_t pc = 0; pc < k; pc += job.kc) {
+                    const int64_t kcur = k - pc < job.kc ? k - pc : job.kc;
+                    for (int64_t r = r0; r < r1; r++) {
+                        const int mrr = (int)(m - r * job.mr < job.mr ? m - r * job.mr : job.mr);
+                        FN(few_rows_panel)(&job, kern, kern_rows, ap + r * job.mr * k + pc * job.mr, rows + pc,
+                                           r * job.mr, mrr, cu * job.nr, kcur, pc == 0 ? beta : (T)1,
+                                           pc + job.kc >= k, edge);
+                    }
                 }
             }
+            if (by_rows && tail)
+                FN(tail_rows)(tail, r0 * job.mr, r1 * job.mr < m ? r1 * job.mr : m);
         }
     }
+    if (tail && !by_rows)
+        FN(tail_run)(ctx, tail);
     return 0;
 }
 
@@ -1104,58 +1161,92 @@ static int FN(tail_threads)(fnn_ctx ctx, int64_t m, int64_t r, int64_t k)
     return nth <= m / 16 ? nth : m / 16 < 1 ? 1 : (int)(m / 16);
 }
 
-#if FNN_X86_SIMD
 /* C[:, n0:n0+r] = alpha * op(A) @ op(B)[:, n0:n0+r] + beta * C[:, n0:n0+r], then
- * the epilogue (tail_columns), the rows split over the threads: each element
- * one kernel's sum in a fixed order, so the same bits at any thread count.
- * Returns -1 where scratch memory could not be allocated. */
-static int FN(gemm_tail)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n0, int64_t r, int64_t k,
-                         T alpha, const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc,
-                         const fnn_epilogue *ep)
+ * the epilogue (tail_columns): A = N takes dot products of A's rows with the
+ * columns' rows `brows` (op(B)'s columns as rows of k values: B's own rows
+ * where B = T, else a copy); A = T a GEMV through A's rows per column into a
+ * row of `res` first. Each element is one kernel's sum in a fixed order, so
+ * any split of the rows gives the same bits. */
+struct FN(tail_job_s) {
+    int trans_a, trans_b, isa;
+    int64_t m, n0, r, k;
+    T alpha, beta;
+    const T *a, *b, *brows;
+    int64_t lda, ldb, ldr;
+    T *res, *c;
+    int64_t ldc;
+    const fnn_epilogue *ep;
+};
+
+/* The tail job of those columns; -1 where scratch memory could not be allocated. */
+static int FN(tail_prepare)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n0, int64_t r, int64_t k,
+                            T alpha, const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc,
+                            const fnn_epilogue *ep, FN(tail_job) *t)
 {
-    /* A = N: op(B)'s columns as rows of k values (B's own rows where B = T);
-     * A = T: each column's GEMV through A's rows into a row of `res` first */
     const int copy_b = !trans_a && !trans_b;
     const size_t elems = (size_t)(copy_b ? r * k : 0) + (size_t)(trans_a ? r * m : 0);
     T *mem = (T *)fnn_scratch(FNN_SCRATCH_GEMM_TAIL, elems * sizeof(T));
     if (!mem)
         return -1;
-    T *bt = copy_b ? mem : NULL, *res = trans_a ? mem + (copy_b ? r * k : 0) : NULL;
-    if (copy_b)
+    *t = (FN(tail_job)){trans_a, trans_b, ctx.isa, m, n0, r, k, alpha, beta, a, b, NULL, lda, ldb, 0,
+                        trans_a ? mem + (copy_b ? r * k : 0) : NULL, c, ldc, ep};
+    if (copy_b) {
         for (int64_t p = 0; p < k; p++)
             for (int64_t j = 0; j < r; j++)
-                bt[j * k + p] = b[p * ldb + n0 + j];
-    const int nth = FN(tail_threads)(ctx, m, r, k);
-    const FN(gemv_kernels_t) kern = FN(gemv_kernels)(ctx.isa);
-#ifdef FASTNN_HAVE_OPENMP
-#pragma omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1)
-#endif
-    for (int t = 0; t < nth; t++) {
-        const int64_t i0 = m * t / nth, i1 = m * (t + 1) / nth;
-        if (!trans_a) {
-            const T *brows = copy_b ? bt : b + n0 * ldb;
-            const int64_t ldr = copy_b ? k : ldb;
-            kern.dots(i1 - i0, 0, r, k, alpha, a + i0 * lda, lda, brows, ldr, beta, c + i0 * ldc + n0, ldc);
-        } else {
-            for (int64_t j = 0; j < r; j++) {
-                const T *col = trans_b ? b + (n0 + j) * ldb : b + n0 + j;
-                const int64_t inc = trans_b ? 1 : ldb;
-                kern.gemv_n(i1 - i0, k, alpha, col, inc, a + i0, lda, (T)0, res + j * m + i0);
-            }
-            for (int64_t i = i0; i < i1; i++)
-                for (int64_t j = 0; j < r; j++) {
-                    T *cij = c + i * ldc + n0 + j;
-                    *cij = beta == 0 ? res[j * m + i] : res[j * m + i] + beta * *cij;
-                }
-        }
-        if (FN(epilogue_active)(ep))
-            for (int64_t i = i0; i < i1; i += 1 << 20)
-                FN(epilogue_tile)(ctx.isa, c + i * ldc + n0, ldc, i, n0, (int)(i1 - i < (1 << 20) ? i1 - i : 1 << 20),
-                                  (int)r, ep);
+                mem[j * k + p] = b[p * ldb + n0 + j];
+        t->brows = mem;
+        t->ldr = k;
+    } else {
+        t->brows = b + n0 * ldb;
+        t->ldr = ldb;
     }
     return 0;
 }
+
+/* Rows [i0, i1) of the tail job's columns. */
+static void FN(tail_rows)(const FN(tail_job) *t, int64_t i0, int64_t i1)
+{
+#if FNN_X86_SIMD
+    const FN(gemv_kernels_t) kern = FN(gemv_kernels)(t->isa);
+    const int64_t m = t->m, n0 = t->n0, r = t->r, ldc = t->ldc;
+    T *c = t->c;
+    if (!t->trans_a) {
+        kern.dots(i1 - i0, 0, r, t->k, t->alpha, t->a + i0 * t->lda, t->lda, t->brows, t->ldr, t->beta,
+                  c + i0 * ldc + n0, ldc);
+    } else {
+        T *res = t->res;
+        for (int64_t j = 0; j < r; j++) {
+            const T *col = t->trans_b ? t->b + (n0 + j) * t->ldb : t->b + n0 + j;
+            kern.gemv_n(i1 - i0, t->k, t->alpha, col, t->trans_b ? 1 : t->ldb, t->a + i0, t->lda, (T)0,
+                        res + j * m + i0);
+        }
+        for (int64_t i = i0; i < i1; i++)
+            for (int64_t j = 0; j < r; j++) {
+                T *cij = c + i * ldc + n0 + j;
+                *cij = t->beta == 0 ? res[j * m + i] : res[j * m + i] + t->beta * *cij;
+            }
+    }
+    if (FN(epilogue_active)(t->ep))
+        for (int64_t i = i0; i < i1; i += 1 << 20)
+            FN(epilogue_tile)(t->isa, c + i * ldc + n0, ldc, i, n0, (int)(i1 - i < (1 << 20) ? i1 - i : 1 << 20),
+                              (int)r, t->ep);
+#else
+    (void)t; /* no tail without SIMD (tail_columns) */
+    (void)i0;
+    (void)i1;
 #endif
+}
+
+/* All rows of the tail job's columns, split over tail_threads. */
+static void FN(tail_run)(fnn_ctx ctx, const FN(tail_job) *t)
+{
+    const int nth = FN(tail_threads)(ctx, t->m, t->r, t->k);
+#ifdef FASTNN_HAVE_OPENMP
+#pragma omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1)
+#endif
+    for (int th = 0; th < nth; th++)
+        FN(tail_rows)(t, t->m * th / nth, t->m * (th + 1) / nth);
+}
 
 int FN(fnn_gemm_schedule)(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads)
 {
@@ -1171,14 +1262,31 @@ int FN(fnn_gemm_schedule)(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_
         return FNN_GEMM_DOTS;
     }
     n -= tail; /* the path of the columns before the tail */
-    const int few = trans_b ? 0 : FN(few_rows_threads)(ctx, m, n, k);
+    int by_rows;
+    const int few = trans_b ? 0 : FN(few_rows_threads)(ctx, m, n, k, &by_rows);
     if (few > 0) {
         *threads = few;
-        return FNN_GEMM_FEW_ROWS;
+        return by_rows ? FNN_GEMM_FEW_ROWS_BY_ROWS : FNN_GEMM_FEW_ROWS;
     }
     FN(gemm_job) job;
     *threads = FN(gemm_plan)(ctx, m, n, k, &job);
     return job.shared_mode ? job.shared_mode : FNN_GEMM_GRID;
+}
+
+/* C = alpha op(A) op(B) + beta C by gemm_few_rows or the packed driver, and
+ * then or with them the last columns `tail` (NULL: none) */
+static int FN(gemm_main)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                         const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc,
+                         const fnn_epilogue *ep, const FN(tail_job) *tail)
+{
+    int by_rows = 0;
+    const int few = m > 0 && n > 0 && k > 0 && alpha != 0 && !trans_b ? FN(few_rows_threads)(ctx, m, n, k, &by_rows)
+                                                                      : 0;
+    if (few > 0)
+        return FN(gemm_few_rows)(ctx, few, by_rows, trans_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep, tail);
+    fnn_matrix_src as = {a, lda, trans_a, ctx.isa}, bs = {b, ldb, trans_b, ctx.isa};
+    return FN(gemm_packed)(ctx, m, n, k, alpha, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs, beta, c, ldc,
+                           ep, tail);
 }
 
 int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a,
@@ -1189,21 +1297,19 @@ int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, in
         FN(gemv_run)(ctx, nth, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
         return 0;
     }
-#if FNN_X86_SIMD
     const int64_t tail = alpha != 0 ? FN(tail_columns)(ctx, trans_a, m, n, k) : 0;
     if (tail > 0) {
-        const int rc =
-            n > tail ? FN(fnn_gemm)(ctx, trans_a, trans_b, m, n - tail, k, alpha, a, lda, b, ldb, beta, c, ldc, ep) : 0;
-        return rc ? rc : FN(gemm_tail)(ctx, trans_a, trans_b, m, n - tail, tail, k, alpha, a, lda, b, ldb, beta, c,
-                                       ldc, ep);
+        FN(tail_job) t;
+        if (FN(tail_prepare)(ctx, trans_a, trans_b, m, n - tail, tail, k, alpha, a, lda, b, ldb, beta, c, ldc, ep,
+                             &t))
+            return -1;
+        if (n == tail) {
+            FN(tail_run)(ctx, &t);
+            return 0;
+        }
+        return FN(gemm_main)(ctx, trans_a, trans_b, m, n - tail, k, alpha, a, lda, b, ldb, beta, c, ldc, ep, &t);
     }
-#endif
-    const int few = m > 0 && n > 0 && k > 0 && alpha != 0 && !trans_b ? FN(few_rows_threads)(ctx, m, n, k) : 0;
-    if (few > 0)
-        return FN(gemm_few_rows)(ctx, few, trans_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
-    fnn_matrix_src as = {a, lda, trans_a, ctx.isa}, bs = {b, ldb, trans_b, ctx.isa};
-    return FN(fnn_gemm_packed)(ctx, m, n, k, alpha, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs, beta, c,
-                               ldc, ep);
+    return FN(gemm_main)(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep, NULL);
 }
 
 #undef FN

@@ -38,6 +38,7 @@ cdef extern from "gemm.h" nogil:
     int fnn_gemm_schedule_f32(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads)
     int fnn_gemm_schedule_f64(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads)
     int FNN_GEMM_GRID, FNN_GEMM_SHARED_A, FNN_GEMM_SHARED_B, FNN_GEMM_FEW_ROWS, FNN_GEMM_ONE_ROW, FNN_GEMM_DOTS
+    int FNN_GEMM_FEW_ROWS_BY_ROWS
 
 cdef extern from "conv.h" nogil:
     ctypedef struct fnn_pool_spec:
@@ -101,7 +102,9 @@ def block_sizes(isa, dtype):
 def schedule(m, n, k, dtype, trans_b=False):
     """(path, threads) that `gemm` takes for an m x n x k product (op(B) = B.T with
     trans_b) in the current settings: "one_row" (a GEMV, no packing), "dots" (B = T and
-    a few rows: dot products of A's and B's rows, no packing), "few_rows" (B read in place), or the packed driver's "grid" (a static split), "shared_a" or "shared_b"
+    a few rows: dot products of A's and B's rows, no packing), "few_rows" (B read in
+    place; "few_rows_by_rows" where the threads split the rows, each packing its rows
+    of A), or the packed driver's "grid" (a static split), "shared_a" or "shared_b"
     (every thread packs all of op(A) or op(B) and takes the other's panels as it goes)."""
     cdef fnn_ctx ctx = current_ctx()
     cdef int threads = 1, mode
@@ -110,7 +113,8 @@ def schedule(m, n, k, dtype, trans_b=False):
     else:
         mode = fnn_gemm_schedule_f64(ctx, bool(trans_b), m, n, k, &threads)
     names = {FNN_GEMM_GRID: "grid", FNN_GEMM_SHARED_A: "shared_a", FNN_GEMM_SHARED_B: "shared_b",
-             FNN_GEMM_FEW_ROWS: "few_rows", FNN_GEMM_ONE_ROW: "one_row", FNN_GEMM_DOTS: "dots"}
+             FNN_GEMM_FEW_ROWS: "few_rows", FNN_GEMM_FEW_ROWS_BY_ROWS: "few_rows_by_rows",
+             FNN_GEMM_ONE_ROW: "one_row", FNN_GEMM_DOTS: "dots"}
     return names[mode], threads
 
 

@@ -300,15 +300,19 @@ def test_last_columns_apart(isa, dtype, rng):
     # has no other columns), the rest the usual paths. Every transpose, 1 to L/4 + 1
     # last columns after whole vectors or alone, depths around the thresholds, A above
     # L2, strided operands, alpha/beta, a NaN-filled C that beta = 0 must not read, the
-    # fused epilogue; 1-3 threads give the same bits (the rows split over them).
+    # fused epilogue; 1-3 threads give the same bits (the rows split over them; where
+    # the threads take row panels, each its rows of the last columns too).
     lanes = (64 if isa == "avx512" else 32) // np.dtype(dtype).itemsize
     shapes = [(64, 7), (64, 8), (37, 31), (37, 32), (100, 300), (301, 70),
-              (2003, 300), (512, 256)]   # the last two: on 2-3 threads
+              (2003, 300), (512, 256), (91, 1500)]   # the last four: on 2-3 threads
     for r, (m, k), whole in itertools.product(sorted({1, 2, lanes // 4, lanes // 4 + 1}), shapes, (2, 0)):
         n = whole * lanes + r   # after whole vectors, or all of C
         if isa != "portable" and whole == 0 and 4 * r <= lanes and k >= 32:
             with native_setting(isa, 1):
                 assert _gemm.schedule(m, n, k, dtype)[0] == "dots"
+        if isa != "portable" and whole and (m, k) in ((91, 1500), (2003, 300)):
+            with native_setting(isa, 2):   # row panels as the threads' units
+                assert _gemm.schedule(m, n, k, dtype) == ("few_rows_by_rows" if m == 91 else "shared_b", 2)
         for ta, tb in itertools.product((False, True), repeat=2):
             alpha, beta = (1.0, 0.0) if (ta + tb) % 2 == 0 else (-0.5, 2.0)
             a = strided(rng, (k, m) if ta else (m, k), dtype)
@@ -337,7 +341,9 @@ def test_each_product_takes_its_path():
     mr, nr = _gemm.tile_shape(fastnn._config._state.best_isa, np.float32)
     with native_setting(threads=2):
         assert _gemm.schedule(1024, 1024, 1024, np.float32) == ("grid", 2)   # no operand small enough
-        assert _gemm.schedule(100, 50, 784, np.float32) == ("shared_b", 2)
+        assert _gemm.schedule(100, 50, 784, np.float32) == ("few_rows_by_rows", 2)   # B in L2, read in place
+        assert _gemm.schedule(100, 100, 4320, np.float32) == ("grid", 2)   # B beyond L2
+        assert _gemm.schedule(16 * mr + 1, 50, 784, np.float32) == ("shared_b", 2)
         assert _gemm.schedule(100, 784, 50, np.float32, trans_b=True) == ("shared_a", 2)
         assert _gemm.schedule(64, 64, 64, np.float32, trans_b=True) == ("grid", 1)   # too little for two
         assert _gemm.schedule(4 * mr, 16 * nr, 512, np.float32) == ("few_rows", 2)   # B read in place

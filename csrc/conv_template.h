@@ -328,6 +328,8 @@ static void FN(panel_sums)(int isa, const T *p, int64_t rows, int nr, T *sum)
         FN(panel_sums_avx2)(p, rows, sum);
         return;
     }
+#else
+    (void)isa;
 #endif
     for (int t = 0; t < nr; t++)
         sum[t] = 0;

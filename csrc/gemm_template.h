@@ -745,7 +745,7 @@ static int FN(gemm_run_job)(FN(gemm_job) *job, int nth)
     return 0;
 }
 
-
+/* fnn_gemm_packed, and then or with it the last columns `tail` (NULL: none) */
 static int FN(gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
                            void (*pack_a)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *),
                            const void *a_src,
@@ -1188,8 +1188,9 @@ static int FN(tail_prepare)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, in
     T *mem = (T *)fnn_scratch(FNN_SCRATCH_GEMM_TAIL, elems * sizeof(T));
     if (!mem)
         return -1;
-    *t = (FN(tail_job)){trans_a, trans_b, ctx.isa, m, n0, r, k, alpha, beta, a, b, NULL, lda, ldb, 0,
-                        trans_a ? mem + (copy_b ? r * k : 0) : NULL, c, ldc, ep};
+    *t = (FN(tail_job)){.trans_a = trans_a, .trans_b = trans_b, .isa = ctx.isa, .m = m, .n0 = n0, .r = r, .k = k,
+                        .alpha = alpha, .beta = beta, .a = a, .b = b, .lda = lda, .ldb = ldb,
+                        .res = trans_a ? mem + (copy_b ? r * k : 0) : NULL, .c = c, .ldc = ldc, .ep = ep};
     if (copy_b) {
         for (int64_t p = 0; p < k; p++)
             for (int64_t j = 0; j < r; j++)

@@ -337,24 +337,26 @@ def test_last_columns_apart(isa, dtype, rng):
     assert_gemm_close(got, np.maximum(exact + bias, 0), bound + 4 * eps * np.abs(exact + bias))
 
 
-def test_each_product_takes_its_path():
-    mr, nr = _gemm.tile_shape(fastnn._config._state.best_isa, np.float32)
-    with native_setting(threads=2):
+@pytest.mark.parametrize("isa", ISAS)
+def test_each_product_takes_its_path(isa):
+    mr, nr = _gemm.tile_shape(ISAS.index(isa), np.float32)
+    few = 12 * mr + 4   # 13 row panels (100 rows on AVX-512)
+    with native_setting(isa, 2):
         assert _gemm.schedule(1024, 1024, 1024, np.float32) == ("grid", 2)   # no operand small enough
-        assert _gemm.schedule(100, 50, 784, np.float32) == ("few_rows_by_rows", 2)   # B in L2, read in place
+        assert _gemm.schedule(few, 50, 784, np.float32) == ("few_rows_by_rows", 2)   # B in L2, read in place
         assert _gemm.schedule(100, 100, 4320, np.float32) == ("grid", 2)   # B beyond L2
         assert _gemm.schedule(16 * mr + 1, 50, 784, np.float32) == ("shared_b", 2)
         assert _gemm.schedule(100, 784, 50, np.float32, trans_b=True) == ("shared_a", 2)
         assert _gemm.schedule(64, 64, 64, np.float32, trans_b=True) == ("grid", 1)   # too little for two
-        assert _gemm.schedule(4 * mr, 16 * nr, 512, np.float32) == ("few_rows", 2)   # B read in place
-        assert _gemm.schedule(4 * mr + 1, 16 * nr, 512, np.float32)[0] == "shared_a"
+        assert _gemm.schedule(4 * mr, 16 * nr, 512, np.float32) == ("few_rows", 2)   # columns split
+        assert _gemm.schedule(4 * mr + 1, 16 * nr, 1024, np.float32) == ("shared_a", 2)   # rows: B beyond L2
         assert _gemm.schedule(1, 512, 784, np.float32) == ("one_row", 1)
-    with native_setting(threads=1):
-        assert _gemm.schedule(100, 50, 784, np.float32) == ("few_rows", 1)
+    with native_setting(isa, 1):
+        assert _gemm.schedule(few, 50, 784, np.float32) == ("few_rows", 1)
         assert _gemm.schedule(16 * mr + 1, 50, 784, np.float32) == ("grid", 1)
         assert _gemm.schedule(100, 50, 784, np.float32, trans_b=True) == ("grid", 1)
         assert _gemm.schedule(100, nr - 1, 784, np.float32) == ("grid", 1)   # narrower than a panel
-    with native_setting(threads=65):   # more threads than the schedule keeps spans for
+    with native_setting(isa, 65):   # more threads than the schedule keeps spans for
         assert _gemm.schedule(8000, 48, 64, np.float32) == ("grid", 65)
 
 

@@ -204,6 +204,26 @@ def test_few_rows_read_b_in_place(isa, dtype, rng):
     for threads in (2, 3):
         with native_setting(isa, threads):
             np.testing.assert_array_equal(F.linear(x, W, bias, activation="tanh"), one)
+    # Many row panels on several threads: each thread takes whole row panels (packing
+    # its rows of op(A); B, in L2, read in place by all; with its rows of the last
+    # columns on the SIMD paths), the last panel part; the bits of one thread.
+    m = 13 * mr - 3
+    for n, ta in itertools.product((nr + nr // 2 + 1, 3 * nr + 5), (False, True)):
+        k = max(2 * kc + 5, 2_000_000 // (m * n))   # several depth blocks; enough work for 3
+        assert k * n * np.dtype(dtype).itemsize <= 512 * 1024   # B in L2
+        a = strided(rng, (k, m) if ta else (m, k), dtype)
+        b = strided(rng, (k, n), dtype)
+        c0 = rng.standard_normal((m, n)).astype(dtype)
+        exact, bound = expected_and_bound(a, b, c0, ta, False, -0.5, 2.0)
+        results = []
+        for threads in (3, 2, 1):
+            with native_setting(isa, threads):
+                assert _gemm.schedule(m, n, k, dtype) == ("few_rows_by_rows" if threads > 1 else "few_rows",
+                                                          threads)
+                results.append(_gemm.gemm(a, b, c0.copy(), trans_a=ta, alpha=-0.5, beta=2.0))
+            assert_gemm_close(results[-1], exact, bound)
+        for got in results[1:]:
+            np.testing.assert_array_equal(got, results[0], err_msg=f"{(m, n, k, ta)}")
 
 
 @pytest.mark.parametrize("isa", ISAS)

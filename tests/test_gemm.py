@@ -347,14 +347,21 @@ def test_last_columns_apart(isa, dtype, rng):
                 assert_gemm_close(results[-1], exact, bound)
             for got in results[1:]:
                 np.testing.assert_array_equal(got, results[0], err_msg=f"{(m, n, k, ta, tb)}")
-    x = rng.standard_normal((100, 300)).astype(dtype)
-    W = rng.standard_normal((300, 2 * lanes + 2)).astype(dtype)
-    bias = rng.standard_normal(W.shape[1]).astype(dtype)
-    exact, bound = expected_and_bound(x, W, None, False, False, 1.0, 0.0)
+    # the fused epilogue on the last columns: after the others (one thread), with each
+    # row panel of the row split, with each unit of the shared-B schedule
     eps = np.finfo(dtype).eps
-    with native_setting(isa, 2):
-        got = F.linear(x, W, bias, activation="relu")
-    assert_gemm_close(got, np.maximum(exact + bias, 0), bound + 4 * eps * np.abs(exact + bias))
+    for m, k in ((100, 300), (91, 1500), (600, 300)):
+        x = rng.standard_normal((m, k)).astype(dtype)
+        W = rng.standard_normal((k, 2 * lanes + lanes // 4)).astype(dtype)
+        bias = rng.standard_normal(W.shape[1]).astype(dtype)
+        exact, bound = expected_and_bound(x, W, None, False, False, 1.0, 0.0)
+        results = []
+        for threads in (3, 2, 1):
+            with native_setting(isa, threads):
+                results.append(F.linear(x, W, bias, activation="relu"))
+            assert_gemm_close(results[-1], np.maximum(exact + bias, 0), bound + 4 * eps * np.abs(exact + bias))
+        for got in results[1:]:
+            np.testing.assert_array_equal(got, results[0])
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -1008,7 +1008,16 @@ static int FN(few_rows_threads)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, in
     int mr, nr;
     fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
     *by_rows = 0;
-    if (m > FNN_GEMM_FEW_ROW_PANELS * mr || n < nr)
+    /* AVX2's indirect-B kernel is bound by its loads (a depth step loads two B
+     * vectors unaligned from B's rows, often across cache lines, and six
+     * broadcasts for twelve FMAs), so the driver's packed B wins from 5 row
+     * panels and wherever threads share the product (the AVX2 path on this Zen
+     * 4, float32, us, few rows / driver: 1 thread 24 x 784 by 784 x 512 220 /
+     * 229, 48 x 784 by 784 x 512 415 / 403, 96 x 784 by 784 x 50 110 / 96,
+     * 90 x 4320 by 4320 x 100 1030 / 915; 2 threads 76 x 784 by 784 x 50 62.6
+     * by rows / 47-55 shared B, 24 x 784 by 784 x 512 123-157 by columns / 119) */
+    const int avx2 = ctx.isa == FNN_ISA_AVX2;
+    if (m > (avx2 ? FNN_GEMM_FEW_ROW_PANELS_AVX2 : FNN_GEMM_FEW_ROW_PANELS) * mr || n < nr)
         return 0;
     const double macs = (double)m * (double)n * (double)k;
     int nth = FN(threads_for)(ctx, macs);
@@ -1018,6 +1027,8 @@ static int FN(few_rows_threads)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, in
      * 784 x 50 (1.25M multiply-adds) 33.6-37.2 / 29.8-31.8 */
     if (nth == 1 || macs < 2.0 * FNN_GEMM_MIN_MACS_PER_THREAD * nth)
         return 1;
+    if (avx2)
+        return 0;
     if (nth > FNN_SPANS_MAX)
         nth = FNN_SPANS_MAX;
     const int64_t col_units = (n + nr - 1) / nr, row_units = (m + mr - 1) / mr;

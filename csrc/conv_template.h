@@ -740,13 +740,13 @@ static int FN(conv_dgrad_image)(fnn_ctx ctx, const T *dyn, const T *wt, const fn
         return -1;
     fnn_matrix_src as = {wt, ck, 1, ctx.isa};
 #if FNN_X86_SIMD
-    if (sizeof(T) == 4 && ctx.isa >= FNN_ISA_AVX512 && chunk == p && g->sh == 1 && g->sw == 1 &&
+    if (sizeof(T) == 4 && ctx.isa >= FNN_ISA_AVX2 && chunk == p && g->sh == 1 && g->sw == 1 &&
         g->fw <= FNN_COL2IM_MAX_FW) {
         /* the whole image's dcol at once, gathered into dx through registers */
         if (FN(dgrad_dcol)(ctx, dyn, wt, ck, f, p, dcol))
             return -1;
-        fnn_col2im_s1_avx512_f32((const float *)dcol, g->c, g->h, g->w, g->fh, g->fw, g->ph, g->pw, g->oh, g->ow,
-                                 (float *)dxn);
+        (ctx.isa >= FNN_ISA_AVX512 ? fnn_col2im_s1_avx512_f32 : fnn_col2im_s1_avx2_f32)(
+            (const float *)dcol, g->c, g->h, g->w, g->fh, g->fw, g->ph, g->pw, g->oh, g->ow, (float *)dxn);
         return 0;
     }
 #endif

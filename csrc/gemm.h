@@ -131,6 +131,8 @@ void fnn_transpose_f64(int isa, const double *src, int64_t lds, int64_t rows, in
 #define FNN_COL2IM_MAX_FW 32
 void fnn_col2im_s1_avx512_f32(const float *dcol, int64_t c, int64_t h, int64_t w, int64_t fh, int64_t fw, int64_t ph,
                               int64_t pw, int64_t oh, int64_t ow, float *dx);
+void fnn_col2im_s1_avx2_f32(const float *dcol, int64_t c, int64_t h, int64_t w, int64_t fh, int64_t fw, int64_t ph,
+                            int64_t pw, int64_t oh, int64_t ow, float *dx);
 void fnn_transpose_avx512_f32(const float *src, int64_t lds, int64_t rows, int64_t cols, int64_t rows_out,
                               float *dst, int64_t ldd);
 void fnn_transpose_avx2_f32(const float *src, int64_t lds, int64_t rows, int64_t cols, int64_t rows_out,

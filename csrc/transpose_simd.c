@@ -144,4 +144,56 @@ FNN_TARGET_AVX512 void fnn_col2im_s1_avx512_f32(const float *dcol, int64_t c, in
             }
     }
 }
+
+/* lanes [lo, hi) of an 8-lane vector as a vmaskmovps mask (all bits set where valid) */
+FNN_TARGET_AVX2 static inline __m256i lanes_mask_avx2(int64_t lo, int64_t hi)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i vlo = _mm256_set1_epi32((int)(lo < 0 ? 0 : lo > 8 ? 8 : lo));
+    const __m256i vhi = _mm256_set1_epi32((int)(hi < 0 ? 0 : hi > 8 ? 8 : hi));
+    /* lo <= idx < hi */
+    return _mm256_andnot_si256(_mm256_cmpgt_epi32(vlo, idx), _mm256_cmpgt_epi32(vhi, idx));
+}
+
+/* fnn_col2im_s1_avx512_f32 with 8-lane vectors, four a pass (32 columns): a
+ * masked load gives 0 in the lanes a tap does not reach, and adding +0 leaves
+ * a sum that started at +0 unchanged (it is never -0), so the same bits as the
+ * masked adds of the AVX-512 version and as the scatter. */
+FNN_TARGET_AVX2 void fnn_col2im_s1_avx2_f32(const float *dcol, int64_t c, int64_t h, int64_t w, int64_t fh,
+                                            int64_t fw, int64_t ph, int64_t pw, int64_t oh, int64_t ow, float *dx)
+{
+    const int64_t p = oh * ow;
+    for (int64_t x0 = 0; x0 < w; x0 += 32) {
+        __m256i valid[FNN_COL2IM_MAX_FW][4], keep[4];
+        for (int q = 0; q < 4; q++) {
+            const int64_t base = x0 + 8 * q, end = w - base;
+            for (int64_t j = 0; j < fw; j++) {
+                /* tap column j reaches dx columns [j - pw, ow + j - pw) */
+                const int64_t hi = ow + j - pw - base;
+                valid[j][q] = lanes_mask_avx2(j - pw - base, hi < end ? hi : end);
+            }
+            keep[q] = lanes_mask_avx2(0, end);
+        }
+        for (int64_t ci = 0; ci < c; ci++)
+            for (int64_t iy = 0; iy < h; iy++) {
+                __m256 acc[4];
+                for (int q = 0; q < 4; q++)
+                    acc[q] = _mm256_setzero_ps();
+                for (int64_t i = 0; i < fh; i++) {
+                    const int64_t oy = iy + ph - i;
+                    if (oy < 0 || oy >= oh)
+                        continue;
+                    const float *tap = dcol + (ci * fh + i) * fw * p + oy * ow + x0 + pw;
+                    for (int64_t j = 0; j < fw; j++) {
+                        const float *src = tap + j * p - j;
+                        for (int q = 0; q < 4; q++)
+                            acc[q] = _mm256_add_ps(acc[q], _mm256_maskload_ps(src + 8 * q, valid[j][q]));
+                    }
+                }
+                float *row = dx + (ci * h + iy) * w + x0;
+                for (int q = 0; q < 4; q++)
+                    _mm256_maskstore_ps(row + 8 * q, keep[q], acc[q]);
+            }
+    }
+}
 #endif

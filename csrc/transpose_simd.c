@@ -96,6 +96,17 @@ FNN_TARGET_AVX2 void fnn_transpose_avx2_f32(const float *src, int64_t lds, int64
     }
 }
 
+/* The dcol row of tap row i that reaches dx row (ci, iy) from column x0 (tap
+ * column j: this + j * p - j, as dx column x holds output column x + pw - j),
+ * or NULL where tap row i does not reach that row. */
+static inline const float *col2im_tap_row(const float *dcol, int64_t p, int64_t fh, int64_t fw, int64_t ph,
+                                          int64_t pw, int64_t oh, int64_t ow, int64_t ci, int64_t iy, int64_t i,
+                                          int64_t x0)
+{
+    const int64_t oy = iy + ph - i;
+    return oy < 0 || oy >= oh ? NULL : dcol + (ci * fh + i) * fw * p + oy * ow + x0 + pw;
+}
+
 /* dx (c, h, w) of a stride-1 convolution from dcol (c*fh*fw rows of the oh*ow
  * output positions): each dx row, 32 columns at a time, is the sum of the taps
  * that reach it, added in registers in tap order, so it equals the scatter of
@@ -125,12 +136,8 @@ FNN_TARGET_AVX512 void fnn_col2im_s1_avx512_f32(const float *dcol, int64_t c, in
             for (int64_t iy = 0; iy < h; iy++) {
                 __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
                 for (int64_t i = 0; i < fh; i++) {
-                    const int64_t oy = iy + ph - i;
-                    if (oy < 0 || oy >= oh)
-                        continue;
-                    const float *tap = dcol + (ci * fh + i) * fw * p + oy * ow + x0 + pw;
-                    for (int64_t j = 0; j < fw; j++) {
-                        /* dx column x holds output column x + pw - j of tap (i, j) */
+                    const float *tap = col2im_tap_row(dcol, p, fh, fw, ph, pw, oh, ow, ci, iy, i, x0);
+                    for (int64_t j = 0; tap && j < fw; j++) {
                         const float *src = tap + j * p - j;
                         acc0 = _mm512_mask_add_ps(acc0, valid[j][0], acc0,
                                                   _mm512_maskz_loadu_ps(valid[j][0], src));
@@ -180,11 +187,8 @@ FNN_TARGET_AVX2 void fnn_col2im_s1_avx2_f32(const float *dcol, int64_t c, int64_
                 for (int q = 0; q < 4; q++)
                     acc[q] = _mm256_setzero_ps();
                 for (int64_t i = 0; i < fh; i++) {
-                    const int64_t oy = iy + ph - i;
-                    if (oy < 0 || oy >= oh)
-                        continue;
-                    const float *tap = dcol + (ci * fh + i) * fw * p + oy * ow + x0 + pw;
-                    for (int64_t j = 0; j < fw; j++) {
+                    const float *tap = col2im_tap_row(dcol, p, fh, fw, ph, pw, oh, ow, ci, iy, i, x0);
+                    for (int64_t j = 0; tap && j < fw; j++) {
                         const float *src = tap + j * p - j;
                         for (int q = 0; q < 4; q++)
                             acc[q] = _mm256_add_ps(acc[q], _mm256_maskload_ps(src + 8 * q, valid[j][q]));

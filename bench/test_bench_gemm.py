@@ -1,5 +1,6 @@
-"""GEMM, linear and convolution benchmarks: fastnn against NumPy's BLAS and
-(when installed) PyTorch, at the same thread count, in one run.
+"""GEMM, linear, convolution and batch-normalisation benchmarks: fastnn against
+NumPy (its BLAS, or the reference backend) and (when installed) PyTorch, at the
+same thread count, in one run.
 
     PYTHONPATH=$PWD python3 -m pytest bench/test_bench_gemm.py --benchmark-columns=min,median,rounds
     ... -k "sgemm and t1"            # a subset
@@ -174,3 +175,45 @@ def test_conv_forward_backward(benchmark, threads, impl, name):
             tx.grad = tw.grad = tb.grad = None
             torch.nn.functional.conv2d(tx, tw, tb, stride=1, padding=pad).backward(tdy)
     run(benchmark, f"{name} t{threads}", fn, rounds=5 if name == "convE" or impl == "numpy" else 10)
+
+
+# Batch normalisation, forward + backward in training, float32: per channel after
+# conv C of the SimpleConvNet and after the `fastnn train` CNN's first convolution
+# (BatchNorm2d), per feature on the book's hidden layer (BatchNormalization).
+BATCH_NORMS = {
+    "bn2d100x30x24x24": ((100, 30, 24, 24), True),
+    "bn2d32x32x8x8": ((32, 32, 8, 8), True),
+    "bn100x100": ((100, 100), False),
+}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("name", list(BATCH_NORMS))
+def test_batch_norm_forward_backward(benchmark, threads, impl, name):
+    need(impl)
+    shape, per_channel = BATCH_NORMS[name]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    d = shape[1] if per_channel else int(np.prod(shape[1:]))
+    gamma, beta = np.ones(d, np.float32), np.zeros(d, np.float32)
+    running_mean, running_var = np.zeros(d, np.float32), np.ones(d, np.float32)
+    if impl == "torch":
+        tx = torch.from_numpy(x).requires_grad_()
+        tg = torch.from_numpy(gamma).requires_grad_()
+        tb = torch.from_numpy(beta).requires_grad_()
+        tm, tv, tdy = torch.from_numpy(running_mean), torch.from_numpy(running_var), torch.from_numpy(dy)
+
+        def fn():
+            tx.grad = tg.grad = tb.grad = None
+            torch.nn.functional.batch_norm(tx, tm, tv, tg, tb, training=True, momentum=0.1,
+                                           eps=1e-7).backward(tdy)
+    else:
+        backend = "native" if impl == "fastnn" else "numpy"
+
+        def fn():
+            with fastnn.backend(backend):
+                out, cache = fastnn.ops.batch_norm_forward(x, gamma, beta, running_mean, running_var,
+                                                           per_channel=per_channel)
+                return fastnn.ops.batch_norm_backward(dy, cache)
+    run(benchmark, f"{name} t{threads}", fn, rounds=30)

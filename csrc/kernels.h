@@ -91,7 +91,19 @@ enum fnn_eltwise_op {
                                   double decay, double eps, double wd, double l1);              \
     void fnn_adam_update_##SFX(fnn_ctx ctx, T *p, const T *g, T *m, T *v, int64_t n,            \
                                double lr_t, double beta1, double beta2, double eps, double wd,  \
-                               double l1);
+                               double l1);                                                      \
+                                                                                                 \
+    /* Batch normalisation of x (N, C, S) per feature c, over N and S (csrc/batchnorm.c).       \
+     * train: take mean and var (biased) from the batch and write them, else read them; both    \
+     * write inv_std = 1/sqrt(var + eps). Backward: dx, dgamma, dbeta from dy, through the      \
+     * batch statistics when train. */                                                          \
+    void fnn_batch_norm_forward_##SFX(fnn_ctx ctx, const T *x, int64_t N, int64_t C, int64_t S, \
+                                      const T *gamma, const T *beta, int train, T *mean,        \
+                                      T *var, T *inv_std, double eps, T *y);                    \
+    void fnn_batch_norm_backward_##SFX(fnn_ctx ctx, const T *dy, const T *x, int64_t N,         \
+                                       int64_t C, int64_t S, const T *gamma, const T *mean,     \
+                                       const T *inv_std, int train, T *dx, T *dgamma,           \
+                                       T *dbeta);
 
 FNN_DECLARE_KERNELS(float, f32)
 FNN_DECLARE_KERNELS(double, f64)

@@ -97,6 +97,20 @@ cdef extern from "kernels.h" nogil:
     void fnn_adam_update_f64(fnn_ctx ctx, double *p, const double *g, double *m, double *v, int64_t n,
                              double lr_t, double beta1, double beta2, double eps, double wd, double l1)
 
+    void fnn_batch_norm_forward_f32(fnn_ctx ctx, const float *x, int64_t N, int64_t C, int64_t S,
+                                    const float *gamma, const float *beta, int train, float *mean,
+                                    float *var, float *inv_std, double eps, float *y)
+    void fnn_batch_norm_forward_f64(fnn_ctx ctx, const double *x, int64_t N, int64_t C, int64_t S,
+                                    const double *gamma, const double *beta, int train, double *mean,
+                                    double *var, double *inv_std, double eps, double *y)
+    void fnn_batch_norm_backward_f32(fnn_ctx ctx, const float *dy, const float *x, int64_t N, int64_t C,
+                                     int64_t S, const float *gamma, const float *mean, const float *inv_std,
+                                     int train, float *dx, float *dgamma, float *dbeta)
+    void fnn_batch_norm_backward_f64(fnn_ctx ctx, const double *dy, const double *x, int64_t N, int64_t C,
+                                     int64_t S, const double *gamma, const double *mean,
+                                     const double *inv_std, int train, double *dx, double *dgamma,
+                                     double *dbeta)
+
 
 cdef inline bint _is_f32(x):
     return x.dtype == np.float32
@@ -521,3 +535,63 @@ def rmsprop_update(p, g, h, lr, decay, eps, wd=0.0, l1=0.0):
 
 def adam_update(p, g, m, v, lr_t, beta1, beta2, eps, wd=0.0, l1=0.0):
     _update_any(ADAM, p, g, m, v, lr_t, beta1, beta2, eps, wd, l1)
+
+
+# ------------------------------------------------------------ batch normalisation
+
+def batch_norm_forward(x, gamma, beta, mean, var, eps):
+    """(y, mean, var, inv_std) of x (N, C, S) normalised per feature c; mean and var
+    None: the batch statistics (computed and returned), else those (C,) arrays."""
+    cdef fnn_ctx ctx = current_ctx()
+    cdef int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
+    cdef bint train = mean is None
+    y = np.empty_like(x)
+    if train:
+        mean, var = np.empty_like(gamma), np.empty_like(gamma)
+    inv_std = np.empty_like(gamma)
+    cdef void *xp = _ptr(x)
+    cdef void *yp = _ptr(y)
+    cdef void *gp = _ptr(gamma)
+    cdef void *bp = _ptr(beta)
+    cdef void *mp = _ptr(mean)
+    cdef void *vp = _ptr(var)
+    cdef void *ip = _ptr(inv_std)
+    cdef double e = eps
+    cdef bint f32 = _is_f32(x)
+    with nogil:
+        if f32:
+            fnn_batch_norm_forward_f32(ctx, <const float *>xp, N, C, S, <const float *>gp, <const float *>bp,
+                                       train, <float *>mp, <float *>vp, <float *>ip, e, <float *>yp)
+        else:
+            fnn_batch_norm_forward_f64(ctx, <const double *>xp, N, C, S, <const double *>gp,
+                                       <const double *>bp, train, <double *>mp, <double *>vp, <double *>ip,
+                                       e, <double *>yp)
+    return y, mean, var, inv_std
+
+
+def batch_norm_backward(dy, x, gamma, mean, inv_std, train):
+    """(dx, dgamma, dbeta) of batch_norm_forward, through the batch statistics when train."""
+    cdef fnn_ctx ctx = current_ctx()
+    cdef int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
+    dx = np.empty_like(x)
+    dgamma, dbeta = np.empty_like(gamma), np.empty_like(gamma)
+    cdef void *dyp = _ptr(dy)
+    cdef void *xp = _ptr(x)
+    cdef void *gp = _ptr(gamma)
+    cdef void *mp = _ptr(mean)
+    cdef void *ip = _ptr(inv_std)
+    cdef void *dxp = _ptr(dx)
+    cdef void *dgp = _ptr(dgamma)
+    cdef void *dbp = _ptr(dbeta)
+    cdef bint tr = train
+    cdef bint f32 = _is_f32(x)
+    with nogil:
+        if f32:
+            fnn_batch_norm_backward_f32(ctx, <const float *>dyp, <const float *>xp, N, C, S, <const float *>gp,
+                                        <const float *>mp, <const float *>ip, tr, <float *>dxp, <float *>dgp,
+                                        <float *>dbp)
+        else:
+            fnn_batch_norm_backward_f64(ctx, <const double *>dyp, <const double *>xp, N, C, S,
+                                        <const double *>gp, <const double *>mp, <const double *>ip, tr,
+                                        <double *>dxp, <double *>dgp, <double *>dbp)
+    return dx, dgamma, dbeta

@@ -407,39 +407,31 @@ def adam_update(p, g, m, v, lr_t, beta1, beta2, eps, wd, l1):
 
 
 # ---------------------------------------------------------------------------
-# Batch normalisation (NumPy on both backends; fastnn.ops calls it directly)
+# Batch normalisation of x (N, C, S) per feature c, over N and S
 
-def batch_norm_forward(x2, gamma, beta, running_mean, running_var, momentum, eps, train):
-    """x2 is (rows, features). Returns (out, cache); updates the running stats in place when train."""
-    if train:
-        mu = x2.mean(axis=0)
-        xc = x2 - mu
-        var = (xc * xc).mean(axis=0)
-        std = np.sqrt(var + eps)
-        running_mean *= momentum
-        running_mean += (1 - momentum) * mu
-        running_var *= momentum
-        running_var += (1 - momentum) * var
+def batch_norm_forward(x, gamma, beta, mean, var, eps):
+    """(y, mean, var, inv_std); mean and var None: the batch statistics (biased
+    variance), computed and returned; else those (C,) arrays normalise."""
+    if mean is None:
+        mean = x.mean(axis=(0, 2))
+        xc = x - mean[:, None]
+        var = (xc * xc).mean(axis=(0, 2))
     else:
-        xc = x2 - running_mean.astype(x2.dtype, copy=False)
-        std = np.sqrt(running_var.astype(x2.dtype, copy=False) + eps)
-    xn = xc / std
-    out = gamma * xn + beta
-    return out, (train, gamma, xc, xn, std)
+        xc = x - mean[:, None]
+    inv_std = 1 / np.sqrt(var + x.dtype.type(eps))
+    y = xc * (gamma * inv_std)[:, None] + beta[:, None]
+    return y, mean, var, inv_std
 
 
-def batch_norm_backward(dout2, cache):
-    train, gamma, xc, xn, std = cache
-    n = dout2.shape[0]
-    dbeta = dout2.sum(axis=0)
-    dgamma = (xn * dout2).sum(axis=0)
-    dxn = gamma * dout2
-    dxc = dxn / std
-    if train:
-        # The book's BatchNormalization.__backward, through the batch statistics.
-        dstd = -(dxn * xc / (std * std)).sum(axis=0)
-        dvar = 0.5 * dstd / std
-        dxc += (2.0 / n) * xc * dvar
-        dmu = dxc.sum(axis=0)
-        dxc -= dmu / n
-    return dxc, dgamma, dbeta
+def batch_norm_backward(dy, x, gamma, mean, inv_std, train):
+    """(dx, dgamma, dbeta); through the batch statistics when train:
+    dx = gamma inv_std (dy - mean(dy) - xn mean(dy xn)) with xn = (x - mean) inv_std."""
+    xc = x - mean[:, None]
+    dbeta = dy.sum(axis=(0, 2))
+    dyxc = (dy * xc).sum(axis=(0, 2))
+    dgamma = dyxc * inv_std
+    k = (gamma * inv_std)[:, None]
+    if not train:
+        return k * dy, dgamma, dbeta
+    m = x.shape[0] * x.shape[2]
+    return k * (dy - (dbeta / m)[:, None] - xc * (dyxc * inv_std * inv_std / m)[:, None]), dgamma, dbeta

@@ -571,7 +571,16 @@ def adam_update(p, g, m, v, lr_t, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay
 
 
 # ---------------------------------------------------------------------------
-# Batch normalisation (NumPy on both backends)
+# Batch normalisation
+
+def _features_view(x, per_channel):
+    """x as (N, C, S), the layout of the backends: per feature (N, D, 1), or per
+    channel of NCHW (N, C, H*W). A view, never a copy (x is C-contiguous)."""
+    if per_channel:
+        n, c, h, w = x.shape
+        return x.reshape(n, c, h * w)
+    return x.reshape(x.shape[0], math.prod(x.shape[1:]), 1)
+
 
 def batch_norm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-7, train=True,
                        per_channel=False):
@@ -579,19 +588,16 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, 
     as the book's BatchNormalization does, or per channel C with per_channel=True.
     gamma, beta, running_mean and running_var have shape (D,) (D = C*H*W, or C).
     In training the batch statistics normalise and the running ones are updated in place
-    (running = momentum*running + (1-momentum)*batch); otherwise the running ones normalise."""
+    (running = momentum*running + (1-momentum)*batch); otherwise the running ones normalise.
+    The cache keeps x: x must not change before batch_norm_backward."""
     op = "batch_norm_forward"
     dtype, arrs = V.float_arrays(op, x=x, gamma=gamma, beta=beta)
     x, gamma, beta = arrs["x"], arrs["gamma"], arrs["beta"]
     per_channel = V.as_flag(op, "per_channel", per_channel)
     V.check_ndim(op, "x", x, (2, 4))
     V.check_nonempty_dims(op, "x", x)
-    if x.ndim == 4 and per_channel:
-        n, c, h, w = x.shape
-        x2 = x.transpose(0, 2, 3, 1).reshape(n * h * w, c)
-    else:
-        x2 = _flatten_batch(x)
-    d = x2.shape[1]
+    x3 = _features_view(x, per_channel and x.ndim == 4)
+    d = x3.shape[1]
     for name, arr in (("gamma", gamma), ("beta", beta)):
         if arr.shape != (d,):
             raise ValueError(f"{op}: expected {name} of shape ({d},) for x {x.shape}"
@@ -603,41 +609,39 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, 
     if eps < 0:
         raise ValueError(f"{op}: expected eps >= 0, got {eps}")
     train = V.as_flag(op, "train", train)
-    if train and x2.shape[0] == 0:
+    if train and x.shape[0] == 0:
         raise ValueError(f"{op}: training needs at least one sample to compute batch statistics, "
                          f"got x of shape {x.shape}")
-    out2, inner = _reference.batch_norm_forward(x2, gamma, beta, running_mean, running_var,
-                                                momentum, eps, train)
-    if x.ndim == 4 and per_channel:
-        n, c, h, w = x.shape
-        out = np.ascontiguousarray(out2.reshape(n, h, w, c).transpose(0, 3, 1, 2))
+    if train:
+        out3, mean, var, inv_std = _backend().batch_norm_forward(x3, gamma, beta, None, None, eps)
+        running_mean *= momentum
+        running_mean += (1 - momentum) * mean
+        running_var *= momentum
+        running_var += (1 - momentum) * var
     else:
-        out = out2.reshape(x.shape)
-    cache = {"x_shape": x.shape, "per_channel": bool(per_channel and x.ndim == 4), "dtype": dtype,
-             "inner": inner}
-    return out, cache
+        mean = np.ascontiguousarray(running_mean, dtype=dtype)
+        var = np.ascontiguousarray(running_var, dtype=dtype)
+        out3, mean, var, inv_std = _backend().batch_norm_forward(x3, gamma, beta, mean, var, eps)
+    cache = {"x_shape": x.shape, "x3": x3, "gamma": gamma, "mean": mean, "inv_std": inv_std, "train": train}
+    return out3.reshape(x.shape), cache
+
+
+_BATCH_NORM_CACHE = ("x_shape", "x3", "gamma", "mean", "inv_std", "train")
 
 
 def batch_norm_backward(dout, cache):
     """(dx, dgamma, dbeta) from the gradient of the output and the cache of batch_norm_forward."""
     op = "batch_norm_backward"
-    if not isinstance(cache, dict) or "inner" not in cache:
+    if not isinstance(cache, dict) or any(key not in cache for key in _BATCH_NORM_CACHE):
         raise TypeError(f"{op}: expected the cache returned by batch_norm_forward, got {type(cache).__name__}")
     dout = V.as_float_array(op, "dout", dout)
     x_shape = cache["x_shape"]
     if dout.shape != x_shape:
         raise ValueError(f"{op}: expected dout of shape {x_shape} (the forward input's), got {dout.shape}")
-    dtype = np.result_type(dout.dtype, cache["dtype"])
-    dout = dout.astype(dtype, copy=False)
-    if cache["per_channel"]:
-        n, c, h, w = x_shape
-        dout2 = dout.transpose(0, 2, 3, 1).reshape(n * h * w, c)
-    else:
-        dout2 = _flatten_batch(dout)
-    dx2, dgamma, dbeta = _reference.batch_norm_backward(dout2, cache["inner"])
-    if cache["per_channel"]:
-        n, c, h, w = x_shape
-        dx = np.ascontiguousarray(dx2.reshape(n, h, w, c).transpose(0, 3, 1, 2))
-    else:
-        dx = dx2.reshape(x_shape)
-    return dx, dgamma, dbeta
+    x3, gamma, mean, inv_std = cache["x3"], cache["gamma"], cache["mean"], cache["inv_std"]
+    dtype = np.result_type(dout.dtype, x3.dtype)
+    if dtype != x3.dtype:
+        x3, gamma, mean, inv_std = (a.astype(dtype) for a in (x3, gamma, mean, inv_std))
+    dy3 = np.ascontiguousarray(dout, dtype=dtype).reshape(x3.shape)
+    dx3, dgamma, dbeta = _backend().batch_norm_backward(dy3, x3, gamma, mean, inv_std, cache["train"])
+    return dx3.reshape(x_shape), dgamma, dbeta

@@ -42,6 +42,10 @@ def workload(seed, dtype):
     dy = ops.max_pool2d_backward(dp, argmax, y.shape, 2, 2, stride=2)
     dy = ops.relu_backward(dy, y)
     dx, dW, db = ops.conv2d_backward(dy, x, W, stride=1, pad=1)
+    gamma, beta = rng.uniform(0.5, 2, 4).astype(dtype), rng.standard_normal(4).astype(dtype)
+    running = [np.zeros(4, dtype), np.ones(4, dtype)]
+    bn, cache = ops.batch_norm_forward(y, gamma, beta, *running, per_channel=True)
+    dbn, dgamma, dbeta = ops.batch_norm_backward(y, cache)
     col = ops.im2col(x, 3, 2, stride=(2, 1), pad=(1, 0))
     back = ops.col2im(col, x.shape, 3, 2, stride=(2, 1), pad=(1, 0))
     a = ops.avg_pool2d(x, 3, 2, stride=1, pad=1)
@@ -55,8 +59,8 @@ def workload(seed, dtype):
     for _ in range(3):
         ops.momentum_update(params, dW, vel, 0.01)
         ops.adam_update(params, dW, mom, sq, 0.001)
-    out += [y, p, argmax, z, loss, dz, dflat, dW2, db2, dy, dx, dW, db, col, back, a, da, m, s, sm, *acts,
-            params, vel, mom, sq]
+    out += [y, p, argmax, z, loss, dz, dflat, dW2, db2, dy, dx, dW, db, bn, *running, dbn, dgamma, dbeta, col,
+            back, a, da, m, s, sm, *acts, params, vel, mom, sq]
     return out
 
 

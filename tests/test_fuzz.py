@@ -407,7 +407,7 @@ def test_every_backend_op_is_fuzzed():
     from fastnn import _reference
     contract = {name for name in dir(_reference) if not name.startswith("_") and callable(getattr(_reference, name))
                 and getattr(getattr(_reference, name), "__module__", "") == _reference.__name__}
-    contract -= {"batch_norm_forward", "batch_norm_backward"}  # NumPy on both backends, not a kernel
+    contract -= {"batch_norm_forward", "batch_norm_backward"}  # one cache between them: test_batch_norm_fuzz
     assert contract <= set(GENERATORS), sorted(contract - set(GENERATORS))
 
 
@@ -621,10 +621,89 @@ def test_every_argument_of_every_op_rejects_every_bad_value(backend, name, data)
             check_bad_argument(name, backend, kwargs, key, bad)
 
 
+# ---------------------------------------------------------------------------
+# Batch normalisation: forward and backward share a cache, so they are fuzzed
+# together here rather than through GENERATORS.
+
+def gen_batch_norm(draw):
+    n = draw(BATCH)
+    shape = draw(st.sampled_from([(n, draw(SIZE)), (n, draw(SMALL), draw(SIZE), draw(SIZE))]))
+    per_channel = draw(st.booleans())
+    d = shape[1] if per_channel and len(shape) == 4 else math.prod(shape[1:])
+    dt = draw_dtype(draw)
+    stats_layout = st.sampled_from(["c", "strided", "reversed"])  # updated in place: writeable
+    kwargs = dict(x=draw_array(draw, shape, dt, -3.0, 3.0),
+                  gamma=draw_array(draw, (d,), draw_dtype(draw), 0.5, 2.0, specials=False),
+                  beta=draw_array(draw, (d,), dt, specials=False),
+                  running_mean=draw_array(draw, (d,), draw_dtype(draw), specials=False, layout=draw(stats_layout)),
+                  running_var=draw_array(draw, (d,), draw_dtype(draw), 0.5, 2.0, specials=False,
+                                         layout=draw(stats_layout)),
+                  momentum=draw(st.floats(0.0, 1.0)), eps=draw(st.sampled_from([1e-7, 1e-5, 1e-3])),
+                  train=n > 0 and draw(st.booleans()), per_channel=per_channel)
+    return kwargs, draw_array(draw, shape, draw_dtype(draw))
+
+
+def run_batch_norm(backend, kwargs, dout):
+    """([y, running_mean, running_var, dx, dgamma, dbeta], cache) on copies of the arguments."""
+    args = deep_copy(kwargs)
+    with fastnn.backend(backend):
+        y, cache = ops.batch_norm_forward(**args)
+        dx, dgamma, dbeta = ops.batch_norm_backward(dout.copy(), cache)
+    for key in ("x", "gamma", "beta"):
+        np.testing.assert_array_equal(args[key], kwargs[key], err_msg=f"batch_norm_forward modified {key}")
+    return [y, args["running_mean"], args["running_var"], dx, dgamma, dbeta], cache
+
+
+def _finite_max(a):
+    a = np.abs(np.asarray(a, np.float64))
+    return a[np.isfinite(a)].max(initial=0.0)
+
+
+@requires_native
+@FUZZ
+@given(data=st.data())
+def test_batch_norm_fuzz(data):
+    """Native against the reference within the dtype's tolerance of each output's own
+    magnitude (y and dx: a few roundings of k = gamma * inv_std times terms of x or dy;
+    dgamma and dbeta: sums of N * S terms), NaN and Inf in the same places; the same
+    bits for a view as for a C-contiguous copy, run twice, on every SIMD path and at
+    1 to 3 threads; the promoted dtypes; the running statistics updated alike."""
+    kwargs, dout = data.draw(st.composite(gen_batch_norm)(), label="batch_norm")
+    want, cache = run_batch_norm("numpy", kwargs, dout)
+    got, _ = run_batch_norm("native", kwargs, dout)
+    dtype = np.result_type(kwargs["x"], kwargs["gamma"], kwargs["beta"])
+    grad_dtype = np.result_type(dtype, dout)
+    for i, dt in enumerate([dtype, kwargs["running_mean"].dtype, kwargs["running_var"].dtype] + [grad_dtype] * 3):
+        assert got[i].dtype == dt and want[i].dtype == dt, (i, got[i].dtype, want[i].dtype, dt)
+
+    x3 = np.asarray(cache["x3"], np.float64)
+    k = _finite_max(cache["gamma"] * cache["inv_std"])
+    xn = _finite_max((x3 - cache["mean"][:, None]) * cache["inv_std"][:, None])
+    big_x, big_dy = _finite_max(x3), _finite_max(dout)
+    terms = x3.shape[0] * x3.shape[2]
+    scales = [k * 2 * big_x + _finite_max(kwargs["beta"]), big_x, big_x * big_x, k * big_dy * (2 + xn),
+              terms * big_dy * xn, terms * big_dy]
+    # A float32 forward's statistics carry float32 rounding into a float64 backward.
+    tol_dtypes = [dtype, dtype, dtype] + [min(dtype, grad_dtype, key=lambda t: t.itemsize)] * 3
+    for name, g, w, scale, tol in zip(["y", "running_mean", "running_var", "dx", "dgamma", "dbeta"], got, want,
+                                      scales, tol_dtypes):
+        np.testing.assert_allclose(g, w, rtol=RTOL[tol], atol=8 * np.finfo(tol).eps * scale,
+                                   equal_nan=True, err_msg=f"batch_norm {name}: native vs numpy")
+
+    for backend, first in (("numpy", want), ("native", got)):
+        again, _ = run_batch_norm(backend, contiguous(kwargs), np.ascontiguousarray(dout))
+        assert_identical(first, again, f"batch_norm on {backend}: view vs contiguous copy")
+    for isa in lower_simd_paths() + [fastnn.get_simd()]:
+        for threads in (1, 2, 3):
+            with simd(isa), native_setting(threads=threads):
+                other, _ = run_batch_norm("native", kwargs, dout)
+            assert_identical(got, other, f"batch_norm native on {isa}, {threads} threads")
+
+
 @pytest.mark.parametrize("shape, per_channel", [((3, 5), False), ((2, 3, 4, 4), False), ((2, 3, 4, 4), True)])
 def test_batch_norm_rejects_every_bad_value(shape, per_channel):
-    """batch_norm_forward is NumPy on both backends, so it is not in GENERATORS; its
-    arguments still get the same sweep (the running statistics are updated in place)."""
+    """batch_norm_forward's arguments get the same sweep as the ops of GENERATORS (the
+    running statistics are updated in place)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape)
     d = shape[1] if per_channel else math.prod(shape[1:])

@@ -4,6 +4,7 @@ shapes in float32 and float64, on every SIMD path this CPU has, for several
 thread counts (results must not depend on them), run to run (bit-identical),
 on NaN/Inf/large-value edges, and the optimizer kernels against the book's
 update formulas written out here in NumPy."""
+import math
 import warnings
 
 import numpy as np
@@ -610,3 +611,91 @@ def test_softmax_cross_entropy_rows_of_every_length_and_special_values():
             # dz = (softmax - onehot) / n: a few float32 roundings of values of at most 1 / n
             np.testing.assert_allclose(d[ok], want_d[ok], rtol=0, atol=8 * np.finfo(np.float32).eps / n,
                                        err_msg=f"{isa} K={k}")
+
+
+# ---------------------------------------------------------------------------
+# Batch normalisation: x (N, C, S), statistics per feature c over N and S. S = 1
+# takes column blocks of 64 features (C around 64 and 131 cross them), S > 1 one
+# feature's rows of S values (S around the 16 lanes of the row sums).
+
+BN_SHAPES = [(1, 1, 1), (2, 3, 1), (7, 5, 1), (5, 63, 1), (3, 64, 1), (4, 65, 1), (3, 131, 1), (2, 3, 5),
+             (1, 2, 16), (3, 2, 17), (5, 3, 35), (2, 1, 576), (0, 3, 7), (0, 70, 1),
+             (64, 700, 1), (100, 30, 576)]  # the last two go parallel (several units, enough work)
+
+
+def _bn_case(shape, dtype, train, seed=0):
+    """(forward args, backward args but for mean and inv_std, which come from the forward)."""
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    x = _randn(rng, shape, dtype, 3.0) + dtype(1.5)
+    gamma, beta = rng.uniform(0.5, 2, c).astype(dtype), _randn(rng, c, dtype)
+    stats = (None, None) if train else (_randn(rng, c, dtype, 0.5), rng.uniform(0.5, 2, c).astype(dtype))
+    return (x, gamma, beta, *stats, 1e-5), (_randn(rng, shape, dtype), x, gamma)
+
+
+def _bn_both(shape, dtype, train, isa=None, threads=None, backend=K):
+    fwd, (dy, x, gamma) = _bn_case(shape, dtype, train)
+    with configured(isa=isa, threads=threads):
+        y, mean, var, inv_std = backend.batch_norm_forward(*fwd)
+        dx, dgamma, dbeta = backend.batch_norm_backward(dy, x, gamma, mean, inv_std, train)
+    return [np.asarray(a) for a in (y, mean, var, inv_std, dx, dgamma, dbeta)]
+
+
+BN_CASES = [pytest.param(shape, train, id=f"{shape}-{'train' if train else 'eval'}")
+            for shape in BN_SHAPES for train in (True, False) if shape[0] or not train]  # N = 0: eval only
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, train", BN_CASES)
+def test_batch_norm_matches_reference(shape, dtype, train):
+    """Forward (batch or given statistics) and backward (through them or not) against
+    the reference, each output within the dtype's tolerance of its own magnitude: dx
+    and y are a few roundings of k * (terms of dy or x), with k = gamma * inv_std;
+    dgamma and dbeta sum N * S terms."""
+    n, c, s = shape
+    want = _bn_both(shape, dtype, train, backend=ref)
+    y, mean, var, inv_std, dx, dgamma, dbeta = want
+    fwd, (dy, x, gamma) = _bn_case(shape, dtype, train)
+    k = np.abs(gamma * inv_std).max()
+    xn = np.abs((x - mean[:, None]) * inv_std[:, None]).max(initial=0)
+    big_x, big_dy = np.abs(x).max(initial=0), np.abs(dy).max(initial=0)
+    scales = [k * big_x + np.abs(fwd[2]).max(), big_x, big_x * big_x, inv_std.max(),
+              k * big_dy * (2 + xn), big_dy * xn, big_dy]
+    reductions = [1, 1, 1, 1, 1, n * s, n * s]
+    names = ["y", "mean", "var", "inv_std", "dx", "dgamma", "dbeta"]
+    for isa in ISAS:
+        got = _bn_both(shape, dtype, train, isa=isa, threads=2)
+        for name, g, w, r, sc in zip(names, got, want, reductions, scales):
+            assert g.dtype == dtype and g.flags.c_contiguous, name
+            assert_close(g, w, dtype, reduction=r, scale=sc, err_msg=f"{name} on {isa}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(64, 700, 1), (100, 30, 576), (7, 5, 1), (3, 2, 17)], ids=str)
+def test_batch_norm_same_bits_on_every_isa_and_thread_count(shape, dtype):
+    """Each feature is computed whole by one thread, its row sums in 16 lanes added in
+    lane order, and no FMA is contracted: the bits depend on neither."""
+    for train in (True, False):
+        first = _bn_both(shape, dtype, train, isa=ISAS[0], threads=1)
+        for isa in ISAS:
+            for threads in (1, 2, 3):
+                _assert_identical(first, _bn_both(shape, dtype, train, isa=isa, threads=threads),
+                                  f"train={train} {isa} threads={threads}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(50, 3, 97), (500, 70, 1)], ids=str)
+def test_batch_norm_variance_survives_a_large_mean(shape, dtype):
+    """x = 1e4 + N(0, 1): the squares about the mean, not E[x^2] - E[x]^2 (which loses
+    every digit of a float32 variance here). Against the variance in float64 fsum."""
+    rng = np.random.default_rng(1)
+    x = (1e4 + rng.standard_normal(shape)).astype(dtype)
+    c = shape[1]
+    rows = np.asarray(x, np.float64).transpose(1, 0, 2).reshape(c, -1)
+    mu = np.array([math.fsum(r) / r.size for r in rows])
+    var = np.array([math.fsum((r - m) ** 2) / r.size for r, m in zip(rows, mu)])
+    for isa in ISAS:
+        with configured(isa=isa):
+            _, mean, got_var, _ = K.batch_norm_forward(x, np.ones(c, dtype), np.zeros(c, dtype), None, None, 0.0)
+        np.testing.assert_allclose(mean, mu, rtol=1e-6 if dtype == np.float32 else 1e-14)
+        np.testing.assert_allclose(got_var, var, rtol=1e-5 if dtype == np.float32 else 1e-10)

@@ -134,6 +134,12 @@ void fnn_sce_rows_avx512_f32(const float *z, const int64_t *lab, float *dz, int6
 void fnn_sce_rows_avx2_f32(const float *z, const int64_t *lab, float *dz, int64_t R, int64_t K, double inv_N,
                            float *s, float *shifted);
 
+/* row pairs [r_begin, r_end) of many (2 oh, 2 ow) planes (ow <= 8, r_begin a multiple of
+ * 16 / ow) of 2x2 stride-2 unpadded max pooling and its backward (pool_simd.c) */
+void fnn_max_pool_2x2s2_small_avx512_f32(const float *x, float *y, int64_t *am, int64_t r_begin, int64_t r_end,
+                                         int64_t oh, int64_t ow);
+int fnn_max_unpool_2x2s2_small_avx512_f32(const float *g, const int64_t *am, float *dx, int64_t r_begin,
+                                          int64_t r_end, int64_t oh, int64_t ow);
 /* one (H, W) plane of 2x2 stride-2 unpadded max pooling (pool_simd.c) */
 void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float *y, int64_t *am, int64_t W,
                                          int64_t oh, int64_t ow);

@@ -14,6 +14,10 @@
 
 #include "kernels.h"
 
+#ifdef FASTNN_HAVE_OPENMP
+#include <omp.h>
+#endif
+
 
 /* does v replace the current best b? larger, or the first NaN */
 #define MAX_WINS(v, b) (((v) > (b)) | (((v) != (v)) & ((b) == (b))))
@@ -57,6 +61,81 @@ static int max_unpool_plane_2x2s2_simd_f64(int isa, const double *g, const int64
 {
     if (isa >= FNN_ISA_AVX512) return fnn_max_unpool_2x2s2_plane_avx512_f64(g, a, d, W, oh, ow);
     return -1;
+}
+
+/* Many small planes at once (pool_simd.c): 2x2 stride 2 unpadded over (2 oh,
+ * 2 ow) planes with ow <= 8, in float32 on AVX-512, where the per-plane kernels
+ * spend a call and a mostly masked vector step on each short row, and the
+ * per-plane backward lost even to the scatter. 1 thread, us, forward / backward
+ * through ops, per plane -> at once: (32, 64, 4, 4) 54-58 / 51-53 -> 13-17 /
+ * 17-22; (32, 32, 8, 8) 51-58 / 48-52 -> 19-24 / 22-30; (32, 32, 14, 14) 82-85 /
+ * 78-79 -> 49-58 / 50-62; (32, 32, 16, 16) 89-97 / 82-88 -> 61-62 / 59-70. The
+ * threads take whole blocks of 16 / ow row pairs; each output is computed alone,
+ * so the thread count does not change it. */
+static int pool_small_applies(int isa, int64_t H, int64_t W, int64_t oh, int64_t ow)
+{
+    return isa >= FNN_ISA_AVX512 && ow >= 1 && ow <= 8 && W == 2 * ow && H == 2 * oh && H * W <= (1 << 30);
+}
+
+/* row pairs [*r0, *r1) of thread t of nth, in whole blocks of g */
+static void pool_small_share(int64_t pairs, int64_t g, int t, int nth, int64_t *r0, int64_t *r1)
+{
+    const int64_t blocks = (pairs + g - 1) / g, b0 = blocks * t / nth, b1 = blocks * (t + 1) / nth;
+    *r0 = b0 * g;
+    *r1 = b1 * g < pairs ? b1 * g : pairs;
+}
+
+#ifdef FASTNN_HAVE_OPENMP
+#define POOL_SMALL_THREAD omp_get_thread_num()
+#define POOL_SMALL_THREADS omp_get_num_threads()
+#else
+#define POOL_SMALL_THREAD 0
+#define POOL_SMALL_THREADS 1
+#endif
+
+static int max_pool_small_f32(fnn_ctx ctx, int isa, const float *x, float *y, int64_t *am, int64_t planes,
+                              int64_t H, int64_t W, int64_t oh, int64_t ow)
+{
+    if (!pool_small_applies(isa, H, W, oh, ow)) return 0;
+    const int64_t par_work = planes * H * W;
+    FNN_PRAGMA(omp parallel num_threads(fnn_threads_of(ctx)) if(par_work >= FNN_PARALLEL_MIN_WORK))
+    {
+        int64_t r0, r1;
+        pool_small_share(planes * oh, 16 / ow, POOL_SMALL_THREAD, POOL_SMALL_THREADS, &r0, &r1);
+        if (r0 < r1) fnn_max_pool_2x2s2_small_avx512_f32(x, y, am, r0, r1, oh, ow);
+    }
+    return 1;
+}
+
+static int max_pool_small_f64(fnn_ctx ctx, int isa, const double *x, double *y, int64_t *am, int64_t planes,
+                              int64_t H, int64_t W, int64_t oh, int64_t ow)
+{
+    (void)ctx; (void)isa; (void)x; (void)y; (void)am; (void)planes; (void)H; (void)W; (void)oh; (void)ow;
+    return 0;
+}
+
+/* 1 when dx is written; 0 when an argmax lies outside its 2x2 block (the caller
+ * then scatters every plane, over what was written) or the path does not apply */
+static int max_unpool_small_f32(fnn_ctx ctx, int isa, const float *g, const int64_t *am, float *dx,
+                                int64_t planes, int64_t H, int64_t W, int64_t oh, int64_t ow)
+{
+    if (!pool_small_applies(isa, H, W, oh, ow)) return 0;
+    const int64_t par_work = planes * H * W;
+    int ok = 1;
+    FNN_PRAGMA(omp parallel num_threads(fnn_threads_of(ctx)) if(par_work >= FNN_PARALLEL_MIN_WORK) reduction(&:ok))
+    {
+        int64_t r0, r1;
+        pool_small_share(planes * oh, 16 / ow, POOL_SMALL_THREAD, POOL_SMALL_THREADS, &r0, &r1);
+        if (r0 < r1) ok &= fnn_max_unpool_2x2s2_small_avx512_f32(g, am, dx, r0, r1, oh, ow);
+    }
+    return ok;
+}
+
+static int max_unpool_small_f64(fnn_ctx ctx, int isa, const double *g, const int64_t *am, double *dx,
+                                int64_t planes, int64_t H, int64_t W, int64_t oh, int64_t ow)
+{
+    (void)ctx; (void)isa; (void)g; (void)am; (void)dx; (void)planes; (void)H; (void)W; (void)oh; (void)ow;
+    return 0;
 }
 
 #define DEFINE_POOL(T, SFX)                                                                         \
@@ -120,6 +199,9 @@ static int max_unpool_plane_2x2s2_simd_f64(int isa, const double *g, const int64
     {                                                                                               \
         const int64_t oh = (H + 2 * padh - ph) / sh + 1, ow = (W + 2 * padw - pw) / sw + 1;         \
         const int isa = fnn_isa_of(ctx);                                                            \
+        if (ph == 2 && pw == 2 && sh == 2 && sw == 2 && padh == 0 && padw == 0 &&                   \
+            max_pool_small_##SFX(ctx, isa, x, y, argmax, planes, H, W, oh, ow))                     \
+            return;                                                                                 \
         int64_t p;                                                                                  \
         const int64_t par_work = planes * H * W;                                                    \
         FNN_OMP_FOR                                                                                 \
@@ -152,6 +234,8 @@ static int max_unpool_plane_2x2s2_simd_f64(int isa, const double *g, const int64
                                        int64_t ow)                                                  \
     {                                                                                               \
         const int isa = fnn_isa_of(ctx);                                                            \
+        if (max_unpool_small_##SFX(ctx, isa, dy, argmax, dx, planes, H, W, oh, ow))                 \
+            return;                                                                                 \
         int64_t p;                                                                                  \
         const int64_t par_work = planes * H * W;                                                    \
         FNN_OMP_FOR                                                                                 \

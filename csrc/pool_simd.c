@@ -64,6 +64,162 @@ FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float
     }
 }
 
+/* Small planes (W = 2 ow, H = 2 oh, ow <= 8), many at once: the planes' row
+ * pairs follow one another in memory, so G = 16 / ow row pairs are one block of
+ * 4 ow G <= 64 floats of x and G ow <= 16 consecutive outputs, wherever the
+ * planes begin and end. One block is four loads and, for each window element,
+ * two two-source permutes and a blend; a plane of 4x4 (ow = 2) took two
+ * mostly masked row steps of the per-plane kernel above and a call. The argmax
+ * is plane-relative: each lane keeps the row pair within its plane (rp), moved
+ * on by G mod oh a block. */
+typedef struct {
+    int64_t G;               /* row pairs a block */
+    __m512i p0;              /* lane j's window, top left, in the block */
+    __mmask16 hi0, hi1;      /* lanes whose p0 (p0 + 1), p0 + W (+ 1) lie in the block's upper 32 */
+    __m512i jr, jc2;         /* lane j's row pair in the block, 2 * its column */
+} small_pool_layout;
+
+FNN_TARGET_AVX512 static small_pool_layout small_pool_layout_of(int64_t ow)
+{
+    small_pool_layout L;
+    int32_t p0[16], jr[16], jc2[16];
+    L.G = 16 / ow;
+    L.hi0 = L.hi1 = 0;
+    for (int j = 0; j < 16; j++) {
+        const int r = j < L.G * ow ? (int)(j / ow) : 0, c = j < L.G * ow ? (int)(j % ow) : 0;
+        jr[j] = r;
+        jc2[j] = 2 * c;
+        p0[j] = (int32_t)(r * 4 * ow + 2 * c);
+        if (p0[j] >= 32) L.hi0 |= (__mmask16)(1u << j);
+        if (p0[j] + 2 * ow >= 32) L.hi1 |= (__mmask16)(1u << j);
+    }
+    L.p0 = _mm512_loadu_si512(p0);
+    L.jr = _mm512_loadu_si512(jr);
+    L.jc2 = _mm512_loadu_si512(jc2);
+    return L;
+}
+
+/* the row pair within its plane of each lane of the block starting at row pair r0 */
+FNN_TARGET_AVX512 static __m512i small_pool_rows_at(const small_pool_layout *L, int64_t r0, int64_t oh)
+{
+    int32_t rp[16], jr[16];
+    _mm512_storeu_si512(jr, L->jr);
+    for (int j = 0; j < 16; j++)
+        rp[j] = (int32_t)((r0 + jr[j]) % oh);
+    return _mm512_loadu_si512(rp);
+}
+
+FNN_TARGET_AVX512 static inline __m512i small_pool_next_rows(__m512i rp, __m512i step, __m512i oh)
+{
+    rp = _mm512_add_epi32(rp, step);
+    return _mm512_mask_sub_epi32(rp, _mm512_cmpge_epi32_mask(rp, oh), rp, oh);
+}
+
+/* the 16 values at block positions p (p < 64) of z0..z3 */
+FNN_TARGET_AVX512 static inline __m512 small_pool_pick(__m512 z0, __m512 z1, __m512 z2, __m512 z3, __m512i p,
+                                                       __mmask16 hi)
+{
+    return _mm512_mask_blend_ps(hi, _mm512_permutex2var_ps(z0, p, z1), _mm512_permutex2var_ps(z2, p, z3));
+}
+
+/* Row pairs [r_begin, r_end) of planes of (2 oh, 2 ow); r_begin a multiple of G. */
+FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_small_avx512_f32(const float *x, float *y, int64_t *am, int64_t r_begin,
+                                                           int64_t r_end, int64_t oh, int64_t ow)
+{
+    const small_pool_layout L = small_pool_layout_of(ow);
+    const int64_t W = 2 * ow;
+    const __m512i c1 = _mm512_set1_epi32(1), cW = _mm512_set1_epi32((int)W), cW1 = _mm512_set1_epi32((int)W + 1);
+    const __m512i p1 = _mm512_add_epi32(L.p0, c1), p2 = _mm512_add_epi32(L.p0, cW), p3 = _mm512_add_epi32(p2, c1);
+    const __mmask16 hi1_0 = L.hi0 | (__mmask16)_mm512_cmpge_epi32_mask(p1, _mm512_set1_epi32(32));
+    const __mmask16 hi3 = L.hi1 | (__mmask16)_mm512_cmpge_epi32_mask(p3, _mm512_set1_epi32(32));
+    const __m512i step = _mm512_set1_epi32((int)(L.G % oh)), ohv = _mm512_set1_epi32((int)oh),
+                  two_w = _mm512_set1_epi32((int)(2 * W));
+    __m512i rp = small_pool_rows_at(&L, r_begin, oh);
+    for (int64_t r0 = r_begin; r0 < r_end; r0 += L.G) {
+        const int64_t pairs = r_end - r0 < L.G ? r_end - r0 : L.G, n_in = pairs * 2 * W, n_out = pairs * ow;
+        const float *xb = x + r0 * 2 * W;
+        const __m512 z0 = _mm512_maskz_loadu_ps(n_in >= 16 ? 0xFFFF : (__mmask16)((1u << n_in) - 1u), xb);
+        const __m512 z1 = _mm512_maskz_loadu_ps(n_in >= 32 ? 0xFFFF : n_in <= 16 ? 0 : (__mmask16)((1u << (n_in - 16)) - 1u), xb + 16);
+        const __m512 z2 = _mm512_maskz_loadu_ps(n_in >= 48 ? 0xFFFF : n_in <= 32 ? 0 : (__mmask16)((1u << (n_in - 32)) - 1u), xb + 32);
+        const __m512 z3 = _mm512_maskz_loadu_ps(n_in >= 64 ? 0xFFFF : n_in <= 48 ? 0 : (__mmask16)((1u << (n_in - 48)) - 1u), xb + 48);
+        const __m512 v0 = small_pool_pick(z0, z1, z2, z3, L.p0, L.hi0), v1 = small_pool_pick(z0, z1, z2, z3, p1, hi1_0);
+        const __m512 v2 = small_pool_pick(z0, z1, z2, z3, p2, L.hi1), v3 = small_pool_pick(z0, z1, z2, z3, p3, hi3);
+        __m512 best = v0;
+        __m512i off = _mm512_setzero_si512();
+        __mmask16 w = max_wins_avx512(v1, best);
+        best = _mm512_mask_mov_ps(best, w, v1);
+        off = _mm512_mask_mov_epi32(off, w, c1);
+        w = max_wins_avx512(v2, best);
+        best = _mm512_mask_mov_ps(best, w, v2);
+        off = _mm512_mask_mov_epi32(off, w, cW);
+        w = max_wins_avx512(v3, best);
+        best = _mm512_mask_mov_ps(best, w, v3);
+        off = _mm512_mask_mov_epi32(off, w, cW1);
+        const __mmask16 out = (__mmask16)((1u << n_out) - 1u);
+        _mm512_mask_storeu_ps(y + r0 * ow, out, best);
+        /* argmax = 2 rp W + 2 column + off, within the plane */
+        const __m512i idx = _mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(rp, two_w), L.jc2), off);
+        _mm512_mask_storeu_epi64(am + r0 * ow, (__mmask8)(out & 0xFF), _mm512_cvtepi32_epi64(_mm512_castsi512_si256(idx)));
+        _mm512_mask_storeu_epi64(am + r0 * ow + 8, (__mmask8)(out >> 8),
+                                 _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(idx, 1)));
+        rp = small_pool_next_rows(rp, step, ohv);
+    }
+}
+
+/* The backward of the above: dx of row pairs [r_begin, r_end) in whole blocks of
+ * 64 floats, each value the dy of its window where the argmax points at it, else
+ * +0 (as the scatter's 0 + dy). 0 where an argmax lies outside its window (the
+ * caller then scatters, as for any foreign argmax). */
+FNN_TARGET_AVX512 int fnn_max_unpool_2x2s2_small_avx512_f32(const float *g, const int64_t *am, float *dx,
+                                                            int64_t r_begin, int64_t r_end, int64_t oh, int64_t ow)
+{
+    const small_pool_layout L = small_pool_layout_of(ow);
+    const int64_t W = 2 * ow;
+    /* for each of the block's 64 positions q*16 + i: its window (lane) and its offset in the window */
+    __m512i lane_of[4], offset_of[4];
+    for (int q = 0; q < 4; q++) {
+        int32_t lane[16], offset[16];
+        for (int i = 0; i < 16; i++) {
+            const int64_t p = 16 * q + i, r = p / (2 * W), c = p % (2 * W), row = c / W, col = c % W;
+            const int in_block = r < L.G;
+            lane[i] = in_block ? (int32_t)(r * ow + col / 2) : 0;
+            offset[i] = in_block ? (int32_t)(row * W + col % 2) : -1;
+        }
+        lane_of[q] = _mm512_loadu_si512(lane);
+        offset_of[q] = _mm512_loadu_si512(offset);
+    }
+    const __m512i step = _mm512_set1_epi32((int)(L.G % oh)), ohv = _mm512_set1_epi32((int)oh),
+                  two_w = _mm512_set1_epi32((int)(2 * W)), c1 = _mm512_set1_epi32(1),
+                  cW = _mm512_set1_epi32((int)W), cW1 = _mm512_set1_epi32((int)W + 1);
+    const __m512 zero = _mm512_setzero_ps();
+    __m512i rp = small_pool_rows_at(&L, r_begin, oh);
+    for (int64_t r0 = r_begin; r0 < r_end; r0 += L.G) {
+        const int64_t pairs = r_end - r0 < L.G ? r_end - r0 : L.G, n_out = pairs * ow, n_dx = pairs * 2 * W;
+        const __mmask16 in = (__mmask16)((1u << n_out) - 1u);
+        const __m512 v = _mm512_add_ps(zero, _mm512_maskz_loadu_ps(in, g + r0 * ow));
+        const __m512i base = _mm512_add_epi32(_mm512_mullo_epi32(rp, two_w), L.jc2);
+        /* argmax - window base, saturated to int32, so a far-off index never aliases */
+        const __m256i k0 = _mm512_cvtsepi64_epi32(_mm512_sub_epi64(
+            _mm512_maskz_loadu_epi64((__mmask8)(in & 0xFF), am + r0 * ow), _mm512_cvtepi32_epi64(_mm512_castsi512_si256(base))));
+        const __m256i k1 = _mm512_cvtsepi64_epi32(_mm512_sub_epi64(
+            _mm512_maskz_loadu_epi64((__mmask8)(in >> 8), am + r0 * ow + 8),
+            _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(base, 1))));
+        const __m512i k = _mm512_inserti64x4(_mm512_castsi256_si512(k0), k1, 1);
+        const __mmask16 ok = _mm512_cmpeq_epi32_mask(k, _mm512_setzero_si512()) | _mm512_cmpeq_epi32_mask(k, c1) |
+                             _mm512_cmpeq_epi32_mask(k, cW) | _mm512_cmpeq_epi32_mask(k, cW1);
+        if ((__mmask16)(ok & in) != in) return 0;
+        float *db = dx + r0 * 2 * W;
+        for (int q = 0; q < 4 && 16 * q < n_dx; q++) {
+            const __mmask16 hit = _mm512_cmpeq_epi32_mask(_mm512_permutexvar_epi32(lane_of[q], k), offset_of[q]);
+            const int64_t left = n_dx - 16 * q;
+            _mm512_mask_storeu_ps(db + 16 * q, left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1u),
+                                  _mm512_maskz_mov_ps(hit, _mm512_permutexvar_ps(lane_of[q], v)));
+        }
+        rp = small_pool_next_rows(rp, step, ohv);
+    }
+    return 1;
+}
+
 /* The same with AVX2: 8 outputs at a time. */
 FNN_TARGET_AVX2 static inline __m256 max_wins_avx2(__m256 v, __m256 b)
 {
@@ -295,6 +451,14 @@ void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float *y, int64_t *am, 
 int fnn_max_unpool_2x2s2_plane_avx512_f32(const float *g, const int64_t *am, float *dx, int64_t W,
                                           int64_t oh, int64_t ow)
 { (void)g; (void)am; (void)dx; (void)W; (void)oh; (void)ow; return 0; }
+
+void fnn_max_pool_2x2s2_small_avx512_f32(const float *x, float *y, int64_t *am, int64_t r_begin, int64_t r_end,
+                                         int64_t oh, int64_t ow)
+{ (void)x; (void)y; (void)am; (void)r_begin; (void)r_end; (void)oh; (void)ow; }
+
+int fnn_max_unpool_2x2s2_small_avx512_f32(const float *g, const int64_t *am, float *dx, int64_t r_begin,
+                                          int64_t r_end, int64_t oh, int64_t ow)
+{ (void)g; (void)am; (void)dx; (void)r_begin; (void)r_end; (void)oh; (void)ow; return 0; }
 
 int fnn_max_unpool_2x2s2_plane_avx512_f64(const double *g, const int64_t *am, double *dx, int64_t W,
                                           int64_t oh, int64_t ow)

@@ -398,9 +398,34 @@ def test_max_pool_ties_nan_and_padding(dtype, isa):
 
 # (N, C, H, W): the 2x2 stride-2 backward writes dx in one pass when every argmax lies in
 # its own block; odd H/W leave a last row/column no window covers; ow 1..33 exercises
-# full vectors, tails and the AVX2 length rule
+# full vectors, tails and the AVX2 length rule. Even planes of ow <= 8 take the AVX-512
+# path that pools many planes at once in blocks of 16 // ow row pairs: ow 1 to 8, blocks
+# that straddle planes (oh < 16 // ow) or end part-filled (planes * oh not a multiple),
+# and enough work for 2 and 3 threads to split the blocks.
 UNPOOL_SHAPES = [(0, 2, 4, 4), (1, 1, 2, 2), (1, 1, 3, 3), (2, 3, 5, 7), (3, 2, 24, 24), (2, 2, 28, 29),
-                 (1, 2, 9, 33), (1, 1, 2, 35), (2, 1, 7, 48), (1, 2, 66, 67)]
+                 (1, 2, 9, 33), (1, 1, 2, 35), (2, 1, 7, 48), (1, 2, 66, 67),
+                 (3, 7, 4, 4), (5, 3, 2, 2), (1, 3, 6, 6), (2, 5, 8, 8), (2, 3, 16, 16), (4, 3, 14, 14),
+                 (7, 11, 10, 10), (1, 1, 2, 16), (2, 3, 12, 6), (64, 33, 4, 4), (60, 13, 8, 6), (9, 40, 14, 14)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", UNPOOL_SHAPES, ids=str)
+def test_max_pool_2x2s2_forward_bit_identical(shape, dtype, isa):
+    """y and argmax exactly as the reference (ties to the first maximum, the first NaN
+    wins, -inf), at 1 to 3 threads."""
+    rng = np.random.default_rng(4)
+    x = _randn(rng, shape, dtype)
+    x[..., ::3, ::2] = np.round(x[..., ::3, ::2])  # ties
+    x[..., 1::5, 1::4] = np.nan
+    x[..., 2::7, ::3] = -np.inf
+    want = ref.max_pool2d(x, 2, 2, (2, 2), (0, 0))
+    for threads in (1, 2, 3):
+        with configured(isa=isa, threads=threads):
+            got = K.max_pool2d(x, 2, 2, (2, 2), (0, 0))
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            assert g.tobytes() == w.tobytes(), threads
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -94,11 +94,11 @@ FNN_TARGET_AVX2 static inline __m256 sigmoid_avx2(__m256 x)
     __m256 e = exp_nonpos_avx2(_mm256_or_ps(x, sign)); /* exp(-|x|) */
     __m256 nonneg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ);
     __m256 num = _mm256_blendv_ps(e, one, nonneg); /* x >= 0: 1/(1+e), else e/(1+e) */
-    /* 1/d for d in [1, 2]: the 12-bit estimate and one Newton step (about 1 ulp),
-     * much cheaper than a division */
-    __m256 d = _mm256_add_ps(one, e), r = _mm256_rcp_ps(d);
-    r = _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0f)));
-    return _mm256_mul_ps(num, r);
+    /* A division: sigmoid(0) is 0.5 and sigmoid(x > 17) is 1 exactly, and it runs on
+     * the divider beside the FMAs of the exp. The 12-bit reciprocal estimate with a
+     * Newton step that it replaces left 0.5 - 2^-25 and 1 - 2^-24 there; fixing
+     * those two made it 10-15% slower in cache, where this is 10-15% faster. */
+    return _mm256_div_ps(num, _mm256_add_ps(one, e));
 }
 
 FNN_TARGET_AVX2 static inline __m256 tanh_avx2(__m256 x)
@@ -347,10 +347,9 @@ FNN_TARGET_AVX512 static inline __m512 sigmoid_avx512(__m512 x)
     __m512 e = exp_nonpos_avx512(negabs);
     __mmask16 nonneg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
     __m512 num = _mm512_mask_mov_ps(e, nonneg, one);
-    /* 1/d for d in [1, 2]: the 14-bit estimate and one Newton step */
-    __m512 d = _mm512_add_ps(one, e), r = _mm512_rcp14_ps(d);
-    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
-    return _mm512_mul_ps(num, r);
+    /* a division, as on AVX2 (same speed here as the 14-bit estimate with a Newton
+     * step it replaced, and correctly rounded) */
+    return _mm512_div_ps(num, _mm512_add_ps(one, e));
 }
 
 FNN_TARGET_AVX512 static inline __m512 tanh_avx512(__m512 x)

@@ -140,6 +140,8 @@ void fnn_max_pool_2x2s2_small_avx512_f32(const float *x, float *y, int64_t *am, 
                                          int64_t oh, int64_t ow);
 int fnn_max_unpool_2x2s2_small_avx512_f32(const float *g, const int64_t *am, float *dx, int64_t r_begin,
                                           int64_t r_end, int64_t oh, int64_t ow);
+void fnn_max_pool_2x2s2_small_avx2_f32(const float *x, float *y, int64_t *am, int64_t r_begin, int64_t r_end,
+                                       int64_t oh, int64_t ow); /* ow <= 4, blocks of 8 / ow */
 /* one (H, W) plane of 2x2 stride-2 unpadded max pooling (pool_simd.c) */
 void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float *y, int64_t *am, int64_t W,
                                          int64_t oh, int64_t ow);

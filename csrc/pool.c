@@ -77,6 +77,12 @@ static int pool_small_applies(int isa, int64_t H, int64_t W, int64_t oh, int64_t
     return isa >= FNN_ISA_AVX512 && ow >= 1 && ow <= 8 && W == 2 * ow && H == 2 * oh && H * W <= (1 << 30);
 }
 
+/* The AVX2 forward: up to 4 outputs a row (8 lanes, G = 8 / ow) */
+static int pool_small_avx2_applies(int isa, int64_t H, int64_t W, int64_t oh, int64_t ow)
+{
+    return isa == FNN_ISA_AVX2 && ow >= 1 && ow <= 4 && W == 2 * ow && H == 2 * oh && H * W <= (1 << 30);
+}
+
 /* row pairs [*r0, *r1) of thread t of nth, in whole blocks of g */
 static void pool_small_share(int64_t pairs, int64_t g, int t, int nth, int64_t *r0, int64_t *r1)
 {
@@ -96,13 +102,15 @@ static void pool_small_share(int64_t pairs, int64_t g, int t, int nth, int64_t *
 static int max_pool_small_f32(fnn_ctx ctx, int isa, const float *x, float *y, int64_t *am, int64_t planes,
                               int64_t H, int64_t W, int64_t oh, int64_t ow)
 {
-    if (!pool_small_applies(isa, H, W, oh, ow)) return 0;
+    const int wide = pool_small_applies(isa, H, W, oh, ow);
+    if (!wide && !pool_small_avx2_applies(isa, H, W, oh, ow)) return 0;
     const int64_t par_work = planes * H * W;
     FNN_PRAGMA(omp parallel num_threads(fnn_threads_of(ctx)) if(par_work >= FNN_PARALLEL_MIN_WORK))
     {
         int64_t r0, r1;
-        pool_small_share(planes * oh, 16 / ow, POOL_SMALL_THREAD, POOL_SMALL_THREADS, &r0, &r1);
-        if (r0 < r1) fnn_max_pool_2x2s2_small_avx512_f32(x, y, am, r0, r1, oh, ow);
+        pool_small_share(planes * oh, (wide ? 16 : 8) / ow, POOL_SMALL_THREAD, POOL_SMALL_THREADS, &r0, &r1);
+        if (r0 < r1 && wide) fnn_max_pool_2x2s2_small_avx512_f32(x, y, am, r0, r1, oh, ow);
+        else if (r0 < r1) fnn_max_pool_2x2s2_small_avx2_f32(x, y, am, r0, r1, oh, ow);
     }
     return 1;
 }

@@ -73,40 +73,24 @@ FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float
  * is plane-relative: each lane keeps the row pair within its plane (rp), moved
  * on by G mod oh a block. */
 typedef struct {
-    int64_t G;               /* row pairs a block */
-    __m512i p0;              /* lane j's window, top left, in the block */
-    __mmask16 hi0, hi1;      /* lanes whose p0 (p0 + 1), p0 + W (+ 1) lie in the block's upper 32 */
-    __m512i jr, jc2;         /* lane j's row pair in the block, 2 * its column */
+    int64_t G;                            /* row pairs a block: lanes / ow */
+    int32_t p0[16], jr[16], jc2[16], rp[16]; /* lane j's window (top left) in the block, its row pair in
+                                             the block, 2 * its column; rp: its row pair in its plane */
 } small_pool_layout;
 
-FNN_TARGET_AVX512 static small_pool_layout small_pool_layout_of(int64_t ow)
+/* The layout of blocks of `lanes` outputs, rp at the block of row pair r0
+ * (unused lanes point at the block's first window). Plain ints: vectors kept
+ * in a struct on the stack need an alignment a sanitizer's fake stack lacks. */
+static void small_pool_layout_of(small_pool_layout *L, int lanes, int64_t ow, int64_t r0, int64_t oh)
 {
-    small_pool_layout L;
-    int32_t p0[16], jr[16], jc2[16];
-    L.G = 16 / ow;
-    L.hi0 = L.hi1 = 0;
+    L->G = lanes / ow;
     for (int j = 0; j < 16; j++) {
-        const int r = j < L.G * ow ? (int)(j / ow) : 0, c = j < L.G * ow ? (int)(j % ow) : 0;
-        jr[j] = r;
-        jc2[j] = 2 * c;
-        p0[j] = (int32_t)(r * 4 * ow + 2 * c);
-        if (p0[j] >= 32) L.hi0 |= (__mmask16)(1u << j);
-        if (p0[j] + 2 * ow >= 32) L.hi1 |= (__mmask16)(1u << j);
+        const int used = j < L->G * ow;
+        L->jr[j] = used ? (int32_t)(j / ow) : 0;
+        L->jc2[j] = used ? (int32_t)(2 * (j % ow)) : 0;
+        L->p0[j] = (int32_t)(L->jr[j] * 4 * ow + L->jc2[j]);
+        L->rp[j] = (int32_t)((r0 + L->jr[j]) % oh);
     }
-    L.p0 = _mm512_loadu_si512(p0);
-    L.jr = _mm512_loadu_si512(jr);
-    L.jc2 = _mm512_loadu_si512(jc2);
-    return L;
-}
-
-/* the row pair within its plane of each lane of the block starting at row pair r0 */
-FNN_TARGET_AVX512 static __m512i small_pool_rows_at(const small_pool_layout *L, int64_t r0, int64_t oh)
-{
-    int32_t rp[16], jr[16];
-    _mm512_storeu_si512(jr, L->jr);
-    for (int j = 0; j < 16; j++)
-        rp[j] = (int32_t)((r0 + jr[j]) % oh);
-    return _mm512_loadu_si512(rp);
 }
 
 FNN_TARGET_AVX512 static inline __m512i small_pool_next_rows(__m512i rp, __m512i step, __m512i oh)
@@ -126,15 +110,19 @@ FNN_TARGET_AVX512 static inline __m512 small_pool_pick(__m512 z0, __m512 z1, __m
 FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_small_avx512_f32(const float *x, float *y, int64_t *am, int64_t r_begin,
                                                            int64_t r_end, int64_t oh, int64_t ow)
 {
-    const small_pool_layout L = small_pool_layout_of(ow);
+    small_pool_layout L;
+    small_pool_layout_of(&L, 16, ow, r_begin, oh);
     const int64_t W = 2 * ow;
-    const __m512i c1 = _mm512_set1_epi32(1), cW = _mm512_set1_epi32((int)W), cW1 = _mm512_set1_epi32((int)W + 1);
-    const __m512i p1 = _mm512_add_epi32(L.p0, c1), p2 = _mm512_add_epi32(L.p0, cW), p3 = _mm512_add_epi32(p2, c1);
-    const __mmask16 hi1_0 = L.hi0 | (__mmask16)_mm512_cmpge_epi32_mask(p1, _mm512_set1_epi32(32));
-    const __mmask16 hi3 = L.hi1 | (__mmask16)_mm512_cmpge_epi32_mask(p3, _mm512_set1_epi32(32));
+    const __m512i c1 = _mm512_set1_epi32(1), cW = _mm512_set1_epi32((int)W), cW1 = _mm512_set1_epi32((int)W + 1),
+                  c32 = _mm512_set1_epi32(32), jc2 = _mm512_loadu_si512(L.jc2);
+    const __m512i p0 = _mm512_loadu_si512(L.p0), p1 = _mm512_add_epi32(p0, c1), p2 = _mm512_add_epi32(p0, cW),
+                  p3 = _mm512_add_epi32(p2, c1);
+    /* lanes whose element lies in the block's upper 32 floats */
+    const __mmask16 hi0 = _mm512_cmpge_epi32_mask(p0, c32), hi1 = _mm512_cmpge_epi32_mask(p1, c32),
+                    hi2 = _mm512_cmpge_epi32_mask(p2, c32), hi3 = _mm512_cmpge_epi32_mask(p3, c32);
     const __m512i step = _mm512_set1_epi32((int)(L.G % oh)), ohv = _mm512_set1_epi32((int)oh),
                   two_w = _mm512_set1_epi32((int)(2 * W));
-    __m512i rp = small_pool_rows_at(&L, r_begin, oh);
+    __m512i rp = _mm512_loadu_si512(L.rp);
     for (int64_t r0 = r_begin; r0 < r_end; r0 += L.G) {
         const int64_t pairs = r_end - r0 < L.G ? r_end - r0 : L.G, n_in = pairs * 2 * W, n_out = pairs * ow;
         const float *xb = x + r0 * 2 * W;
@@ -142,8 +130,8 @@ FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_small_avx512_f32(const float *x, float
         const __m512 z1 = _mm512_maskz_loadu_ps(n_in >= 32 ? 0xFFFF : n_in <= 16 ? 0 : (__mmask16)((1u << (n_in - 16)) - 1u), xb + 16);
         const __m512 z2 = _mm512_maskz_loadu_ps(n_in >= 48 ? 0xFFFF : n_in <= 32 ? 0 : (__mmask16)((1u << (n_in - 32)) - 1u), xb + 32);
         const __m512 z3 = _mm512_maskz_loadu_ps(n_in >= 64 ? 0xFFFF : n_in <= 48 ? 0 : (__mmask16)((1u << (n_in - 48)) - 1u), xb + 48);
-        const __m512 v0 = small_pool_pick(z0, z1, z2, z3, L.p0, L.hi0), v1 = small_pool_pick(z0, z1, z2, z3, p1, hi1_0);
-        const __m512 v2 = small_pool_pick(z0, z1, z2, z3, p2, L.hi1), v3 = small_pool_pick(z0, z1, z2, z3, p3, hi3);
+        const __m512 v0 = small_pool_pick(z0, z1, z2, z3, p0, hi0), v1 = small_pool_pick(z0, z1, z2, z3, p1, hi1);
+        const __m512 v2 = small_pool_pick(z0, z1, z2, z3, p2, hi2), v3 = small_pool_pick(z0, z1, z2, z3, p3, hi3);
         __m512 best = v0;
         __m512i off = _mm512_setzero_si512();
         __mmask16 w = max_wins_avx512(v1, best);
@@ -158,7 +146,7 @@ FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_small_avx512_f32(const float *x, float
         const __mmask16 out = (__mmask16)((1u << n_out) - 1u);
         _mm512_mask_storeu_ps(y + r0 * ow, out, best);
         /* argmax = 2 rp W + 2 column + off, within the plane */
-        const __m512i idx = _mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(rp, two_w), L.jc2), off);
+        const __m512i idx = _mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(rp, two_w), jc2), off);
         _mm512_mask_storeu_epi64(am + r0 * ow, (__mmask8)(out & 0xFF), _mm512_cvtepi32_epi64(_mm512_castsi512_si256(idx)));
         _mm512_mask_storeu_epi64(am + r0 * ow + 8, (__mmask8)(out >> 8),
                                  _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(idx, 1)));
@@ -173,31 +161,28 @@ FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_small_avx512_f32(const float *x, float
 FNN_TARGET_AVX512 int fnn_max_unpool_2x2s2_small_avx512_f32(const float *g, const int64_t *am, float *dx,
                                                             int64_t r_begin, int64_t r_end, int64_t oh, int64_t ow)
 {
-    const small_pool_layout L = small_pool_layout_of(ow);
+    small_pool_layout L;
+    small_pool_layout_of(&L, 16, ow, r_begin, oh);
     const int64_t W = 2 * ow;
     /* for each of the block's 64 positions q*16 + i: its window (lane) and its offset in the window */
-    __m512i lane_of[4], offset_of[4];
-    for (int q = 0; q < 4; q++) {
-        int32_t lane[16], offset[16];
-        for (int i = 0; i < 16; i++) {
-            const int64_t p = 16 * q + i, r = p / (2 * W), c = p % (2 * W), row = c / W, col = c % W;
-            const int in_block = r < L.G;
-            lane[i] = in_block ? (int32_t)(r * ow + col / 2) : 0;
-            offset[i] = in_block ? (int32_t)(row * W + col % 2) : -1;
-        }
-        lane_of[q] = _mm512_loadu_si512(lane);
-        offset_of[q] = _mm512_loadu_si512(offset);
+    int32_t lane_of[64], offset_of[64];
+    for (int64_t p = 0; p < 64; p++) {
+        const int64_t r = p / (2 * W), c = p % (2 * W), row = c / W, col = c % W;
+        const int in_block = r < L.G;
+        lane_of[p] = in_block ? (int32_t)(r * ow + col / 2) : 0;
+        offset_of[p] = in_block ? (int32_t)(row * W + col % 2) : -1;
     }
     const __m512i step = _mm512_set1_epi32((int)(L.G % oh)), ohv = _mm512_set1_epi32((int)oh),
                   two_w = _mm512_set1_epi32((int)(2 * W)), c1 = _mm512_set1_epi32(1),
                   cW = _mm512_set1_epi32((int)W), cW1 = _mm512_set1_epi32((int)W + 1);
     const __m512 zero = _mm512_setzero_ps();
-    __m512i rp = small_pool_rows_at(&L, r_begin, oh);
+    const __m512i jc2 = _mm512_loadu_si512(L.jc2);
+    __m512i rp = _mm512_loadu_si512(L.rp);
     for (int64_t r0 = r_begin; r0 < r_end; r0 += L.G) {
         const int64_t pairs = r_end - r0 < L.G ? r_end - r0 : L.G, n_out = pairs * ow, n_dx = pairs * 2 * W;
         const __mmask16 in = (__mmask16)((1u << n_out) - 1u);
         const __m512 v = _mm512_add_ps(zero, _mm512_maskz_loadu_ps(in, g + r0 * ow));
-        const __m512i base = _mm512_add_epi32(_mm512_mullo_epi32(rp, two_w), L.jc2);
+        const __m512i base = _mm512_add_epi32(_mm512_mullo_epi32(rp, two_w), jc2);
         /* argmax - window base, saturated to int32, so a far-off index never aliases */
         const __m256i k0 = _mm512_cvtsepi64_epi32(_mm512_sub_epi64(
             _mm512_maskz_loadu_epi64((__mmask8)(in & 0xFF), am + r0 * ow), _mm512_cvtepi32_epi64(_mm512_castsi512_si256(base))));
@@ -210,10 +195,12 @@ FNN_TARGET_AVX512 int fnn_max_unpool_2x2s2_small_avx512_f32(const float *g, cons
         if ((__mmask16)(ok & in) != in) return 0;
         float *db = dx + r0 * 2 * W;
         for (int q = 0; q < 4 && 16 * q < n_dx; q++) {
-            const __mmask16 hit = _mm512_cmpeq_epi32_mask(_mm512_permutexvar_epi32(lane_of[q], k), offset_of[q]);
+            const __m512i lane = _mm512_loadu_si512(lane_of + 16 * q);
+            const __mmask16 hit = _mm512_cmpeq_epi32_mask(_mm512_permutexvar_epi32(lane, k),
+                                                          _mm512_loadu_si512(offset_of + 16 * q));
             const int64_t left = n_dx - 16 * q;
             _mm512_mask_storeu_ps(db + 16 * q, left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1u),
-                                  _mm512_maskz_mov_ps(hit, _mm512_permutexvar_ps(lane_of[q], v)));
+                                  _mm512_maskz_mov_ps(hit, _mm512_permutexvar_ps(lane, v)));
         }
         rp = small_pool_next_rows(rp, step, ohv);
     }
@@ -289,6 +276,49 @@ FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_plane_avx2_f32(const float *x, float *y,
                 _mm256_maskstore_epi64((long long *)(ao + ox + 4), lanes_below_avx2(2 * rem - 8), hi);
             }
         }
+    }
+}
+
+/* Small planes at once on AVX2 (ow <= 4): the AVX-512 layout with 8 lanes, G = 8 /
+ * ow row pairs a block, the window elements gathered from the block (two-source
+ * permutes have no 8-lane AVX2 form). 1 thread, us, forward through ops, per
+ * plane -> at once (three alternating processes per build, the machine noisy in
+ * two): (32, 64, 4, 4) 76-126 -> 27-32, (32, 32, 8, 8) 70-115 -> 48-51. */
+FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_small_avx2_f32(const float *x, float *y, int64_t *am, int64_t r_begin,
+                                                       int64_t r_end, int64_t oh, int64_t ow)
+{
+    small_pool_layout L;
+    small_pool_layout_of(&L, 8, ow, r_begin, oh);
+    const int64_t G = L.G, W = 2 * ow;
+    const __m256i p0 = _mm256_loadu_si256((const __m256i *)L.p0), jc2 = _mm256_loadu_si256((const __m256i *)L.jc2);
+    const __m256i c1 = _mm256_set1_epi32(1), cW = _mm256_set1_epi32((int)W), cW1 = _mm256_set1_epi32((int)W + 1);
+    const __m256i p1 = _mm256_add_epi32(p0, c1), p2 = _mm256_add_epi32(p0, cW), p3 = _mm256_add_epi32(p0, cW1);
+    const __m256i step = _mm256_set1_epi32((int)(G % oh)), ohv = _mm256_set1_epi32((int)oh),
+                  ohm1 = _mm256_set1_epi32((int)oh - 1), two_w = _mm256_set1_epi32((int)(2 * W));
+    __m256i rp = _mm256_loadu_si256((const __m256i *)L.rp);
+    for (int64_t r0 = r_begin; r0 < r_end; r0 += G) {
+        const int64_t pairs = r_end - r0 < G ? r_end - r0 : G, n_out = pairs * ow;
+        const float *xb = x + r0 * 2 * W;
+        const __m256i in = lanes_below_avx2(n_out);
+        const __m256 inf = _mm256_castsi256_ps(in), zero = _mm256_setzero_ps();
+        const __m256 v0 = _mm256_mask_i32gather_ps(zero, xb, p0, inf, 4), v1 = _mm256_mask_i32gather_ps(zero, xb, p1, inf, 4);
+        const __m256 v2 = _mm256_mask_i32gather_ps(zero, xb, p2, inf, 4), v3 = _mm256_mask_i32gather_ps(zero, xb, p3, inf, 4);
+        __m256 best = v0, off = _mm256_setzero_ps(), w;
+        w = max_wins_avx2(v1, best);
+        best = _mm256_blendv_ps(best, v1, w), off = _mm256_blendv_ps(off, _mm256_castsi256_ps(c1), w);
+        w = max_wins_avx2(v2, best);
+        best = _mm256_blendv_ps(best, v2, w), off = _mm256_blendv_ps(off, _mm256_castsi256_ps(cW), w);
+        w = max_wins_avx2(v3, best);
+        best = _mm256_blendv_ps(best, v3, w), off = _mm256_blendv_ps(off, _mm256_castsi256_ps(cW1), w);
+        _mm256_maskstore_ps(y + r0 * ow, in, best);
+        const __m256i idx = _mm256_add_epi32(_mm256_add_epi32(_mm256_mullo_epi32(rp, two_w), jc2),
+                                             _mm256_castps_si256(off));
+        _mm256_maskstore_epi64((long long *)(am + r0 * ow), lanes_below_avx2(2 * n_out),
+                               _mm256_cvtepi32_epi64(_mm256_castsi256_si128(idx)));
+        _mm256_maskstore_epi64((long long *)(am + r0 * ow + 4), lanes_below_avx2(2 * n_out - 8),
+                               _mm256_cvtepi32_epi64(_mm256_extracti128_si256(idx, 1)));
+        rp = _mm256_add_epi32(rp, step);
+        rp = _mm256_sub_epi32(rp, _mm256_and_si256(_mm256_cmpgt_epi32(rp, ohm1), ohv));
     }
 }
 
@@ -459,6 +489,10 @@ void fnn_max_pool_2x2s2_small_avx512_f32(const float *x, float *y, int64_t *am, 
 int fnn_max_unpool_2x2s2_small_avx512_f32(const float *g, const int64_t *am, float *dx, int64_t r_begin,
                                           int64_t r_end, int64_t oh, int64_t ow)
 { (void)g; (void)am; (void)dx; (void)r_begin; (void)r_end; (void)oh; (void)ow; return 0; }
+
+void fnn_max_pool_2x2s2_small_avx2_f32(const float *x, float *y, int64_t *am, int64_t r_begin, int64_t r_end,
+                                       int64_t oh, int64_t ow)
+{ (void)x; (void)y; (void)am; (void)r_begin; (void)r_end; (void)oh; (void)ow; }
 
 int fnn_max_unpool_2x2s2_plane_avx512_f64(const double *g, const int64_t *am, double *dx, int64_t W,
                                           int64_t oh, int64_t ow)

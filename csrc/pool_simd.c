@@ -19,6 +19,25 @@ FNN_TARGET_AVX512 static inline __mmask16 max_wins_avx512(__m512 v, __m512 b)
            (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(b, b, _CMP_ORD_Q));
 }
 
+/* the max of the windows' elements v0..v3 (row-major order) and, in *off, the
+ * winner's offset in its window: 0, 1, W or W + 1 (c1, cW, cW1) */
+FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE __m512 window_max_avx512(__m512 v0, __m512 v1, __m512 v2, __m512 v3,
+                                                                   __m512i c1, __m512i cW, __m512i cW1, __m512i *off)
+{
+    __m512 best = v0;
+    __m512i o = _mm512_setzero_si512();
+    __mmask16 w = max_wins_avx512(v1, best);
+    best = _mm512_mask_mov_ps(best, w, v1);
+    o = _mm512_mask_mov_epi32(o, w, c1);
+    w = max_wins_avx512(v2, best);
+    best = _mm512_mask_mov_ps(best, w, v2);
+    o = _mm512_mask_mov_epi32(o, w, cW);
+    w = max_wins_avx512(v3, best);
+    best = _mm512_mask_mov_ps(best, w, v3);
+    *off = _mm512_mask_mov_epi32(o, w, cW1);
+    return best;
+}
+
 FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float *y, int64_t *am,
                                                            int64_t W, int64_t oh, int64_t ow)
 {
@@ -41,17 +60,8 @@ FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float
             __m512 b0 = _mm512_maskz_loadu_ps(in_lo, r1 + ix), b1 = _mm512_maskz_loadu_ps(in_hi, r1 + ix + 16);
             __m512 v0 = _mm512_permutex2var_ps(a0, even, a1), v1 = _mm512_permutex2var_ps(a0, odd, a1);
             __m512 v2 = _mm512_permutex2var_ps(b0, even, b1), v3 = _mm512_permutex2var_ps(b0, odd, b1);
-            __m512 best = v0;
-            __m512i off = _mm512_setzero_si512();
-            __mmask16 w = max_wins_avx512(v1, best);
-            best = _mm512_mask_mov_ps(best, w, v1);
-            off = _mm512_mask_mov_epi32(off, w, one);
-            w = max_wins_avx512(v2, best);
-            best = _mm512_mask_mov_ps(best, w, v2);
-            off = _mm512_mask_mov_epi32(off, w, offW);
-            w = max_wins_avx512(v3, best);
-            best = _mm512_mask_mov_ps(best, w, v3);
-            off = _mm512_mask_mov_epi32(off, w, offW1);
+            __m512i off;
+            const __m512 best = window_max_avx512(v0, v1, v2, v3, one, offW, offW1, &off);
             _mm512_mask_storeu_ps(yo + ox, out, best);
             /* argmax = 2*oy*W + 2*(ox + j) + off */
             const __m512i base = _mm512_add_epi64(_mm512_set1_epi64(2 * oy * W + ix), lane2);
@@ -132,17 +142,8 @@ FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_small_avx512_f32(const float *x, float
         const __m512 z3 = _mm512_maskz_loadu_ps(n_in >= 64 ? 0xFFFF : n_in <= 48 ? 0 : (__mmask16)((1u << (n_in - 48)) - 1u), xb + 48);
         const __m512 v0 = small_pool_pick(z0, z1, z2, z3, p0, hi0), v1 = small_pool_pick(z0, z1, z2, z3, p1, hi1);
         const __m512 v2 = small_pool_pick(z0, z1, z2, z3, p2, hi2), v3 = small_pool_pick(z0, z1, z2, z3, p3, hi3);
-        __m512 best = v0;
-        __m512i off = _mm512_setzero_si512();
-        __mmask16 w = max_wins_avx512(v1, best);
-        best = _mm512_mask_mov_ps(best, w, v1);
-        off = _mm512_mask_mov_epi32(off, w, c1);
-        w = max_wins_avx512(v2, best);
-        best = _mm512_mask_mov_ps(best, w, v2);
-        off = _mm512_mask_mov_epi32(off, w, cW);
-        w = max_wins_avx512(v3, best);
-        best = _mm512_mask_mov_ps(best, w, v3);
-        off = _mm512_mask_mov_epi32(off, w, cW1);
+        __m512i off;
+        const __m512 best = window_max_avx512(v0, v1, v2, v3, c1, cW, cW1, &off);
         const __mmask16 out = (__mmask16)((1u << n_out) - 1u);
         _mm512_mask_storeu_ps(y + r0 * ow, out, best);
         /* argmax = 2 rp W + 2 column + off, within the plane */
@@ -214,6 +215,20 @@ FNN_TARGET_AVX2 static inline __m256 max_wins_avx2(__m256 v, __m256 b)
                         _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(b, b, _CMP_ORD_Q)));
 }
 
+/* window_max_avx512 with 8 lanes; the offsets travel as float bit patterns */
+FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE __m256 window_max_avx2(__m256 v0, __m256 v1, __m256 v2, __m256 v3, __m256 c1,
+                                                               __m256 cW, __m256 cW1, __m256 *off)
+{
+    __m256 best = v0, o = _mm256_setzero_ps(), w;
+    w = max_wins_avx2(v1, best);
+    best = _mm256_blendv_ps(best, v1, w), o = _mm256_blendv_ps(o, c1, w);
+    w = max_wins_avx2(v2, best);
+    best = _mm256_blendv_ps(best, v2, w), o = _mm256_blendv_ps(o, cW, w);
+    w = max_wins_avx2(v3, best);
+    best = _mm256_blendv_ps(best, v3, w), *off = _mm256_blendv_ps(o, cW1, w);
+    return best;
+}
+
 FNN_TARGET_AVX2 static inline __m256i lanes_below_avx2(int64_t n)
 {
     /* int32 lanes [0, n) set; n may be <= 0 or >= 8 */
@@ -253,13 +268,8 @@ FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_plane_avx2_f32(const float *x, float *y,
                 _mm256_castps_pd(_mm256_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
             __m256 v3 = _mm256_castpd_ps(_mm256_permute4x64_pd(
                 _mm256_castps_pd(_mm256_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
-            __m256 best = v0, off = _mm256_setzero_ps(), w;
-            w = max_wins_avx2(v1, best);
-            best = _mm256_blendv_ps(best, v1, w), off = _mm256_blendv_ps(off, one, w);
-            w = max_wins_avx2(v2, best);
-            best = _mm256_blendv_ps(best, v2, w), off = _mm256_blendv_ps(off, offW, w);
-            w = max_wins_avx2(v3, best);
-            best = _mm256_blendv_ps(best, v3, w), off = _mm256_blendv_ps(off, offW1, w);
+            __m256 off;
+            const __m256 best = window_max_avx2(v0, v1, v2, v3, one, offW, offW1, &off);
             const __m256i offi = _mm256_castps_si256(off);
             const __m256i base = _mm256_add_epi64(_mm256_set1_epi64x(2 * oy * W + ix), lane2);
             __m256i lo = _mm256_add_epi64(base, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(offi)));
@@ -303,13 +313,9 @@ FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_small_avx2_f32(const float *x, float *y,
         const __m256 inf = _mm256_castsi256_ps(in), zero = _mm256_setzero_ps();
         const __m256 v0 = _mm256_mask_i32gather_ps(zero, xb, p0, inf, 4), v1 = _mm256_mask_i32gather_ps(zero, xb, p1, inf, 4);
         const __m256 v2 = _mm256_mask_i32gather_ps(zero, xb, p2, inf, 4), v3 = _mm256_mask_i32gather_ps(zero, xb, p3, inf, 4);
-        __m256 best = v0, off = _mm256_setzero_ps(), w;
-        w = max_wins_avx2(v1, best);
-        best = _mm256_blendv_ps(best, v1, w), off = _mm256_blendv_ps(off, _mm256_castsi256_ps(c1), w);
-        w = max_wins_avx2(v2, best);
-        best = _mm256_blendv_ps(best, v2, w), off = _mm256_blendv_ps(off, _mm256_castsi256_ps(cW), w);
-        w = max_wins_avx2(v3, best);
-        best = _mm256_blendv_ps(best, v3, w), off = _mm256_blendv_ps(off, _mm256_castsi256_ps(cW1), w);
+        __m256 off;
+        const __m256 best = window_max_avx2(v0, v1, v2, v3, _mm256_castsi256_ps(c1), _mm256_castsi256_ps(cW),
+                                            _mm256_castsi256_ps(cW1), &off);
         _mm256_maskstore_ps(y + r0 * ow, in, best);
         const __m256i idx = _mm256_add_epi32(_mm256_add_epi32(_mm256_mullo_epi32(rp, two_w), jc2),
                                              _mm256_castps_si256(off));

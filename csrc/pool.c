@@ -146,27 +146,55 @@ static int max_unpool_small_f64(fnn_ctx ctx, int isa, const double *g, const int
     return 0;
 }
 
+/* The portable 2x2 row loop vectorises only where its compares may be
+ * if-converted, which GCC does not do to code that could raise FP exceptions
+ * (-ftrapping-math, the default; the kernels never read the FP flags), and
+ * only with the rule in logical form (the bitwise MAX_WINS mixes int and float
+ * lanes). The portable path, 1 thread, float32 forward through ops, three
+ * alternating processes per build: (32, 32, 28, 28) 2.56-2.60 -> 0.41-0.64 ms,
+ * (64, 32, 28, 28) 5.11-5.17 -> 0.82-1.28 ms. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define POOL_NO_TRAPPING_MATH __attribute__((optimize("no-trapping-math")))
+#else
+#define POOL_NO_TRAPPING_MATH
+#endif
+#define MAX_WINS_LOGICAL(v, b) ((v) > (b) || ((v) != (v) && (b) == (b)))
+#define POOL_ROW_CHUNK 256
+
 #define DEFINE_POOL(T, SFX)                                                                         \
+    /* n windows of a row pair: yo = their max, code = the winner 0..3 (row-major) */            \
+    POOL_NO_TRAPPING_MATH static void max_pool_row_2x2s2_##SFX(const T *FNN_RESTRICT r0,             \
+                                                               const T *FNN_RESTRICT r1,             \
+                                                               T *FNN_RESTRICT yo,                   \
+                                                               T *FNN_RESTRICT code, int64_t n)      \
+    {                                                                                               \
+        for (int64_t j = 0; j < n; j++) {                                                           \
+            const T v0 = r0[2 * j], v1 = r0[2 * j + 1], v2 = r1[2 * j], v3 = r1[2 * j + 1];        \
+            T b = v0, k = 0;                                                                        \
+            if (MAX_WINS_LOGICAL(v1, b)) { b = v1; k = 1; }                                         \
+            if (MAX_WINS_LOGICAL(v2, b)) { b = v2; k = 2; }                                         \
+            if (MAX_WINS_LOGICAL(v3, b)) { b = v3; k = 3; }                                         \
+            yo[j] = b;                                                                              \
+            code[j] = k;                                                                            \
+        }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
     static void max_pool_plane_2x2s2_##SFX(const T *FNN_RESTRICT x, T *FNN_RESTRICT y,              \
                                            int64_t *FNN_RESTRICT am, int64_t W, int64_t oh,         \
                                            int64_t ow)                                              \
     {                                                                                               \
+        T code[POOL_ROW_CHUNK];                                                                     \
         for (int64_t oy = 0; oy < oh; oy++) {                                                       \
             const T *r0 = x + 2 * oy * W, *r1 = r0 + W;                                             \
-            T *yo = y + oy * ow;                                                                    \
-            int64_t *ao = am + oy * ow;                                                             \
             const int64_t base = 2 * oy * W;                                                        \
-            for (int64_t ox = 0; ox < ow; ox++) {                                                   \
-                const int64_t ix = 2 * ox;                                                          \
-                /* branch-free selects: random data mispredicts every branch */                     \
-                const T v0 = r0[ix], v1 = r0[ix + 1], v2 = r1[ix], v3 = r1[ix + 1];                \
-                T b = v0;                                                                           \
-                int64_t bi = base + ix, w;                                                          \
-                w = MAX_WINS(v1, b); b = w ? v1 : b; bi = w ? base + ix + 1 : bi;                   \
-                w = MAX_WINS(v2, b); b = w ? v2 : b; bi = w ? base + W + ix : bi;                   \
-                w = MAX_WINS(v3, b); b = w ? v3 : b; bi = w ? base + W + ix + 1 : bi;               \
-                yo[ox] = b;                                                                         \
-                ao[ox] = bi;                                                                        \
+            for (int64_t c0 = 0; c0 < ow; c0 += POOL_ROW_CHUNK) {                                   \
+                const int64_t n = ow - c0 < POOL_ROW_CHUNK ? ow - c0 : POOL_ROW_CHUNK;              \
+                max_pool_row_2x2s2_##SFX(r0 + 2 * c0, r1 + 2 * c0, y + oy * ow + c0, code, n);      \
+                int64_t *ao = am + oy * ow + c0;                                                    \
+                for (int64_t j = 0; j < n; j++) {                                                   \
+                    const int k = (int)code[j]; /* offset 0, 1, W, W + 1 */                         \
+                    ao[j] = base + 2 * (c0 + j) + (k >> 1) * W + (k & 1);                           \
+                }                                                                                   \
             }                                                                                       \
         }                                                                                           \
     }                                                                                               \

@@ -19,8 +19,10 @@
 #endif
 
 
-/* does v replace the current best b? larger, or the first NaN */
-#define MAX_WINS(v, b) (((v) > (b)) | (((v) != (v)) & ((b) == (b))))
+/* does v replace the current best b? larger, or the first NaN (logical, not
+ * bitwise: the 2x2 row loop below vectorises only in this form, as its bitwise
+ * one mixes int and float lanes) */
+#define MAX_WINS(v, b) ((v) > (b) || ((v) != (v) && (b) == (b)))
 
 static int max_pool_plane_2x2s2_simd_f32(int isa, const float *x, float *y, int64_t *am, int64_t W,
                                          int64_t oh, int64_t ow)
@@ -72,15 +74,13 @@ static int max_unpool_plane_2x2s2_simd_f64(int isa, const double *g, const int64
  * 78-79 -> 49-58 / 50-62; (32, 32, 16, 16) 89-97 / 82-88 -> 61-62 / 59-70. The
  * threads take whole blocks of 16 / ow row pairs; each output is computed alone,
  * so the thread count does not change it. */
-static int pool_small_applies(int isa, int64_t H, int64_t W, int64_t oh, int64_t ow)
+/* The lanes of a block where the small-plane path takes the planes, else 0:
+ * 16 on AVX-512 (ow <= 8), 8 on AVX2 (ow <= 4, the forward only). */
+static int pool_small_lanes(int isa, int backward, int64_t H, int64_t W, int64_t oh, int64_t ow)
 {
-    return isa >= FNN_ISA_AVX512 && ow >= 1 && ow <= 8 && W == 2 * ow && H == 2 * oh && H * W <= (1 << 30);
-}
-
-/* The AVX2 forward: up to 4 outputs a row (8 lanes, G = 8 / ow) */
-static int pool_small_avx2_applies(int isa, int64_t H, int64_t W, int64_t oh, int64_t ow)
-{
-    return isa == FNN_ISA_AVX2 && ow >= 1 && ow <= 4 && W == 2 * ow && H == 2 * oh && H * W <= (1 << 30);
+    if (ow < 1 || W != 2 * ow || H != 2 * oh || H * W > (1 << 30)) return 0;
+    if (isa >= FNN_ISA_AVX512 && ow <= 8) return 16;
+    return isa == FNN_ISA_AVX2 && !backward && ow <= 4 ? 8 : 0;
 }
 
 /* row pairs [*r0, *r1) of thread t of nth, in whole blocks of g */
@@ -102,14 +102,14 @@ static void pool_small_share(int64_t pairs, int64_t g, int t, int nth, int64_t *
 static int max_pool_small_f32(fnn_ctx ctx, int isa, const float *x, float *y, int64_t *am, int64_t planes,
                               int64_t H, int64_t W, int64_t oh, int64_t ow)
 {
-    const int wide = pool_small_applies(isa, H, W, oh, ow);
-    if (!wide && !pool_small_avx2_applies(isa, H, W, oh, ow)) return 0;
+    const int lanes = pool_small_lanes(isa, 0, H, W, oh, ow);
+    if (!lanes) return 0;
     const int64_t par_work = planes * H * W;
     FNN_PRAGMA(omp parallel num_threads(fnn_threads_of(ctx)) if(par_work >= FNN_PARALLEL_MIN_WORK))
     {
         int64_t r0, r1;
-        pool_small_share(planes * oh, (wide ? 16 : 8) / ow, POOL_SMALL_THREAD, POOL_SMALL_THREADS, &r0, &r1);
-        if (r0 < r1 && wide) fnn_max_pool_2x2s2_small_avx512_f32(x, y, am, r0, r1, oh, ow);
+        pool_small_share(planes * oh, lanes / ow, POOL_SMALL_THREAD, POOL_SMALL_THREADS, &r0, &r1);
+        if (r0 < r1 && lanes == 16) fnn_max_pool_2x2s2_small_avx512_f32(x, y, am, r0, r1, oh, ow);
         else if (r0 < r1) fnn_max_pool_2x2s2_small_avx2_f32(x, y, am, r0, r1, oh, ow);
     }
     return 1;
@@ -127,7 +127,7 @@ static int max_pool_small_f64(fnn_ctx ctx, int isa, const double *x, double *y, 
 static int max_unpool_small_f32(fnn_ctx ctx, int isa, const float *g, const int64_t *am, float *dx,
                                 int64_t planes, int64_t H, int64_t W, int64_t oh, int64_t ow)
 {
-    if (!pool_small_applies(isa, H, W, oh, ow)) return 0;
+    if (!pool_small_lanes(isa, 1, H, W, oh, ow)) return 0;
     const int64_t par_work = planes * H * W;
     int ok = 1;
     FNN_PRAGMA(omp parallel num_threads(fnn_threads_of(ctx)) if(par_work >= FNN_PARALLEL_MIN_WORK) reduction(&:ok))
@@ -149,8 +149,7 @@ static int max_unpool_small_f64(fnn_ctx ctx, int isa, const double *g, const int
 /* The portable 2x2 row loop vectorises only where its compares may be
  * if-converted, which GCC does not do to code that could raise FP exceptions
  * (-ftrapping-math, the default; the kernels never read the FP flags), and
- * only with the rule in logical form (the bitwise MAX_WINS mixes int and float
- * lanes). The portable path, 1 thread, float32 forward through ops, three
+ * only with MAX_WINS in logical form. The portable path, 1 thread, float32 forward through ops, three
  * alternating processes per build: (32, 32, 28, 28) 2.56-2.60 -> 0.41-0.64 ms,
  * (64, 32, 28, 28) 5.11-5.17 -> 0.82-1.28 ms. */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -158,7 +157,6 @@ static int max_unpool_small_f64(fnn_ctx ctx, int isa, const double *g, const int
 #else
 #define POOL_NO_TRAPPING_MATH
 #endif
-#define MAX_WINS_LOGICAL(v, b) ((v) > (b) || ((v) != (v) && (b) == (b)))
 #define POOL_ROW_CHUNK 256
 
 #define DEFINE_POOL(T, SFX)                                                                         \
@@ -171,9 +169,9 @@ static int max_unpool_small_f64(fnn_ctx ctx, int isa, const double *g, const int
         for (int64_t j = 0; j < n; j++) {                                                           \
             const T v0 = r0[2 * j], v1 = r0[2 * j + 1], v2 = r1[2 * j], v3 = r1[2 * j + 1];        \
             T b = v0, k = 0;                                                                        \
-            if (MAX_WINS_LOGICAL(v1, b)) { b = v1; k = 1; }                                         \
-            if (MAX_WINS_LOGICAL(v2, b)) { b = v2; k = 2; }                                         \
-            if (MAX_WINS_LOGICAL(v3, b)) { b = v3; k = 3; }                                         \
+            if (MAX_WINS(v1, b)) { b = v1; k = 1; }                                         \
+            if (MAX_WINS(v2, b)) { b = v2; k = 2; }                                         \
+            if (MAX_WINS(v3, b)) { b = v3; k = 3; }                                         \
             yo[j] = b;                                                                              \
             code[j] = k;                                                                            \
         }                                                                                           \

@@ -1,4 +1,4 @@
-"""GEMM, linear, convolution and batch-normalisation benchmarks: fastnn against
+"""GEMM, linear, convolution, batch-normalisation and pooling benchmarks: fastnn against
 NumPy (its BLAS, or the reference backend) and (when installed) PyTorch, at the
 same thread count, in one run.
 
@@ -37,12 +37,16 @@ GEMMS = {
     "dgemm1024": (np.float64, 1024),
     "dgemm2048": (np.float64, 2048),
 }
-# (x shape, W shape, pad): the convolutions of docs/GEMM.md (C, D, E)
+# (x shape, W shape, stride, pad): the convolutions of docs/GEMM.md (C, D, E), and two
+# stride-2 layers of ResNet-style networks (a downsampling 3x3 and the 7x7 stem)
 CONVS = {
-    "convC": ((100, 1, 28, 28), (30, 1, 5, 5), 0),
-    "convD": ((64, 16, 28, 28), (32, 16, 3, 3), 1),
-    "convE": ((32, 64, 32, 32), (64, 64, 3, 3), 1),
+    "convC": ((100, 1, 28, 28), (30, 1, 5, 5), 1, 0),
+    "convD": ((64, 16, 28, 28), (32, 16, 3, 3), 1, 1),
+    "convE": ((32, 64, 32, 32), (64, 64, 3, 3), 1, 1),
+    "conv3x3s2": ((32, 64, 56, 56), (128, 64, 3, 3), 2, 1),
+    "conv7x7s2": ((32, 3, 112, 112), (64, 3, 7, 7), 2, 3),
 }
+SLOW_CONVS = ("convE", "conv3x3s2", "conv7x7s2")
 
 
 @pytest.fixture(params=THREADS, ids=lambda n: f"t{n}")
@@ -147,12 +151,12 @@ def test_affine_small_batch(benchmark, threads, impl, layer, batch):
 def test_conv_forward_backward(benchmark, threads, impl, name):
     """Forward + backward including the input gradient (as the book's layer computes it)."""
     need(impl)
-    xs, ws, pad = CONVS[name]
+    xs, ws, step, pad = CONVS[name]
     rng = np.random.default_rng(0)
     x = rng.standard_normal(xs).astype(np.float32)
     w = (rng.standard_normal(ws) * 0.1).astype(np.float32)
     b = np.zeros(ws[0], np.float32)
-    stride, padding = (1, 1), (pad, pad)
+    stride, padding = (step, step), (pad, pad)
     y = _gemm.conv2d(x, w, b, stride, padding, None, 0.0)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     if impl == "fastnn":
@@ -173,8 +177,8 @@ def test_conv_forward_backward(benchmark, threads, impl, name):
 
         def fn():
             tx.grad = tw.grad = tb.grad = None
-            torch.nn.functional.conv2d(tx, tw, tb, stride=1, padding=pad).backward(tdy)
-    run(benchmark, f"{name} t{threads}", fn, rounds=5 if name == "convE" or impl == "numpy" else 10)
+            torch.nn.functional.conv2d(tx, tw, tb, stride=step, padding=pad).backward(tdy)
+    run(benchmark, f"{name} t{threads}", fn, rounds=5 if name in SLOW_CONVS or impl == "numpy" else 10)
 
 
 # Batch normalisation, forward + backward in training, float32: per channel after
@@ -217,3 +221,34 @@ def test_batch_norm_forward_backward(benchmark, threads, impl, name):
                                                            per_channel=per_channel)
                 return fastnn.ops.batch_norm_backward(dy, cache)
     run(benchmark, f"{name} t{threads}", fn, rounds=30)
+
+
+# Max pooling windows other than 2x2 stride 2 (workload F), forward + backward: the
+# ResNet stem's 3x3 stride 2 pad 1, and a 3x3 stride-1 pad-1 one (Inception-style)
+POOLS = {
+    "pool3x3s2p1": ((32, 64, 56, 56), 3, 2, 1),
+    "pool3x3s1p1": ((32, 64, 28, 28), 3, 1, 1),
+}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("name", list(POOLS))
+def test_max_pool_forward_backward(benchmark, threads, impl, name):
+    need(impl)
+    shape, k, step, pad = POOLS[name]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    if impl == "torch":
+        tx = torch.from_numpy(x).requires_grad_()
+
+        def fn():
+            tx.grad = None
+            y = torch.nn.functional.max_pool2d(tx, k, step, pad)
+            y.backward(y.detach())
+    else:
+        backend = "native" if impl == "fastnn" else "numpy"
+
+        def fn():
+            with fastnn.backend(backend):
+                y, argmax = fastnn.ops.max_pool2d(x, k, stride=step, pad=pad)
+                return fastnn.ops.max_pool2d_backward(y, argmax, x.shape, k, stride=step, pad=pad)
+    run(benchmark, f"{name} t{threads}", fn, rounds=5 if impl == "numpy" else 20)

@@ -146,14 +146,21 @@ static int FN(use_batch_parallel)(int nth, int64_t n, double macs_per_image)
     return n >= nth && macs_per_image < FNN_CONV_MIN_MACS_INNER_PARALLEL;
 }
 
-/* ---- stride-1 direct path: indirect-B microkernels, no packing of B ------ */
+/* ---- direct path: indirect-B microkernels, no packing of B --------------- */
 
 #include "ukr_select_template.h"
 
 typedef struct {
-    int64_t c, h, w, f, fh, fw, ph, pw;
+    int64_t c, h, w, f, fh, fw, ph, pw, sh, sw;
     int64_t hp, wp, oh, ow, ck;
-    int64_t pwide;   /* oh * wp: output positions on the padded-width grid */
+    /* The padded image as sh x sw phase planes per channel, plane (ci, a, b)
+     * holding its rows a, a + sh, ... and columns b, b + sw, ... (gh x gw
+     * each; one plane, the padded image itself, at stride 1). Tap (i, j) of
+     * output (oy, ox) is then element (oy + i / sh, ox + j / sw) of plane (ci,
+     * i % sh, j % sw): on a grid gw wide, one contiguous row of col^T for every
+     * stride. */
+    int64_t gh, gw, gplane;
+    int64_t pwide;   /* oh * gw: output positions on the wide grid (gw - ow garbage columns a row) */
     int64_t ldy;     /* pwide rounded up to NR */
     int64_t f_alloc; /* f rounded up to MR */
     int64_t xpad_elems;
@@ -171,24 +178,77 @@ typedef struct {
 } FN(direct_conv);
 
 
-/* The image, zero-padded to (c, hp, wp), plus zeroed slack after it. */
+/* The geometry of the direct path; xpad_elems covers the furthest element
+ * that the wide grid's last panel of the last row of col^T reads (the
+ * microkernels read whole NR-wide panels, up to lanes lanes of a row) */
+static void FN(direct_geom)(FN(direct_conv) *d, int64_t c, int64_t h, int64_t w, int64_t f, int64_t fh, int64_t fw,
+                            int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t lanes)
+{
+    d->c = c; d->h = h; d->w = w; d->f = f; d->fh = fh; d->fw = fw; d->ph = ph; d->pw = pw;
+    d->sh = sh; d->sw = sw;
+    d->hp = h + 2 * ph;
+    d->wp = w + 2 * pw;
+    d->oh = (d->hp - fh) / sh + 1;
+    d->ow = (d->wp - fw) / sw + 1;
+    d->ck = c * fh * fw;
+    d->gh = (d->hp + sh - 1) / sh;
+    d->gw = (d->wp + sw - 1) / sw;
+    d->gplane = d->gh * d->gw;
+    d->pwide = d->oh * d->gw;
+    const int64_t last = ((((c - 1) * sh + (fh - 1) % sh) * sw + (fw - 1) % sw) * d->gplane +
+                          (fh - 1) / sh * d->gw + (fw - 1) / sw); /* the furthest row of col^T */
+    const int64_t planes = c * sh * sw * d->gplane;
+    d->xpad_elems = (last + lanes > planes ? last + lanes : planes) + 64;
+}
+
+/* row k = (ci, i, j) of col^T on the wide grid: a slice of a phase plane */
+static inline const T *FN(direct_row)(const FN(direct_conv) *d, const T *xpad, int64_t k)
+{
+    const int64_t ci = k / (d->fh * d->fw), i = (k / d->fw) % d->fh, j = k % d->fw;
+    return xpad + ((ci * d->sh + i % d->sh) * d->sw + j % d->sw) * d->gplane + i / d->sh * d->gw + j / d->sw;
+}
+
+/* The image, zero-padded to (c, hp, wp) and split into its phase planes (a
+ * copy at stride 1), plus zeroed slack after it. */
 static void FN(build_xpad)(const FN(direct_conv) *d, const T *xn, T *xpad)
 {
-    const int64_t plane = d->hp * d->wp;
     memset(xpad, 0, (size_t)d->xpad_elems * sizeof(T));
     for (int64_t ci = 0; ci < d->c; ci++)
-        for (int64_t iy = 0; iy < d->h; iy++)
-            memcpy(xpad + ci * plane + (iy + d->ph) * d->wp + d->pw, xn + (ci * d->h + iy) * d->w,
-                   (size_t)d->w * sizeof(T));
+        for (int64_t iy = 0; iy < d->h; iy++) {
+            const int64_t py = iy + d->ph;
+            if (py % d->sh >= d->fh)
+                continue; /* a phase no tap reads (stride above the filter) */
+            T *prow = xpad + (ci * d->sh + py % d->sh) * d->sw * d->gplane + py / d->sh * d->gw;
+            const T *src = xn + (ci * d->h + iy) * d->w;
+            if (d->sw == 1) {
+                memcpy(prow + d->pw, src, (size_t)d->w * sizeof(T));
+                continue;
+            }
+            /* the columns of each phase b: ix = ix0, ix0 + sw, ... into v0, v0 + 1, ...
+             * (stride 2 apart, with a constant step that the compiler vectorises:
+             * as a run-time step this copy took 14% of a stride-2 3x3 forward) */
+            for (int64_t b = 0; b < d->sw && b < d->fw; b++) {
+                const int64_t ix0 = ((b - d->pw) % d->sw + d->sw) % d->sw;
+                const int64_t count = ix0 < d->w ? (d->w - ix0 + d->sw - 1) / d->sw : 0;
+                T *FNN_RESTRICT dst = prow + b * d->gplane + (ix0 + d->pw) / d->sw;
+                const T *FNN_RESTRICT s0 = src + ix0;
+                if (d->sw == 2)
+                    for (int64_t v = 0; v < count; v++)
+                        dst[v] = s0[2 * v];
+                else
+                    for (int64_t v = 0; v < count; v++)
+                        dst[v] = s0[v * d->sw];
+            }
+        }
 }
 
 /* One image: y_n = act(W @ col^T + bias). Row ck = (ci, i, j) of col^T on the
- * padded-width grid is the contiguous slice xpad + ci*hp*wp + i*wp + j, so the
- * microkernel reads B straight from the padded image (in L2); the wide result
- * (wp - ow garbage columns per output row) is compacted with the epilogue. */
+ * wide grid is a contiguous slice of a phase plane (direct_row; at stride 1
+ * xpad + ci*hp*wp + i*wp + j), so the microkernel reads B straight from the
+ * padded image (in L2); the wide result (gw - ow garbage columns per output
+ * row) is compacted with the epilogue. */
 static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, int64_t *amn)
 {
-    const int64_t plane = d->hp * d->wp;
     const int64_t xpad_elems = d->xpad_elems;
     T *xpad = (T *)fnn_scratch(FNN_SCRATCH_CONV_XPAD, (size_t)xpad_elems * sizeof(T));
     T *yw = (T *)fnn_scratch(FNN_SCRATCH_CONV_YW, (size_t)(d->f_alloc * d->ldy) * sizeof(T));
@@ -197,10 +257,8 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, i
     if (!xpad || !yw || !rows || (d->pool && !pl))
         return -1;
     FN(build_xpad)(d, xn, xpad);
-    for (int64_t k = 0; k < d->ck; k++) {
-        const int64_t ci = k / (d->fh * d->fw), i = (k / d->fw) % d->fh, j = k % d->fw;
-        rows[k] = xpad + ci * plane + i * d->wp + j;
-    }
+    for (int64_t k = 0; k < d->ck; k++)
+        rows[k] = FN(direct_row)(d, xpad, k);
     fnn_ctx one = {1, d->isa, FNN_CONV_AUTO};
     /* one MR-row panel of filters at a time, compacted while its wide rows
      * (MR x ldy) are still in L1 */
@@ -220,7 +278,7 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, i
         for (int64_t fi = ir; fi < ir + d->mr && fi < d->f; fi++) {
             /* the plane goes to y, or to an L1 buffer that is pooled into y */
             T *dst = d->pool ? pl : yn + fi * d->oh * d->ow;
-            FN(fnn_bias_act)(d->isa, dst, d->ow, yw + fi * d->ldy, d->wp, NULL, d->bias ? d->bias + fi : NULL, 0,
+            FN(fnn_bias_act)(d->isa, dst, d->ow, yw + fi * d->ldy, d->gw, NULL, d->bias ? d->bias + fi : NULL, 0,
                              d->oh, d->ow, d->act, d->act_alpha);
             if (d->pool) {
                 const fnn_pool_spec *q = d->pool;
@@ -233,27 +291,21 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, i
     return 0;
 }
 
-/* y (N, F, oh, ow) = act(conv(x, wt) + bias) for stride 1, batch-parallel. */
+/* y (N, F, oh, ow) = act(conv(x, wt) + bias), batch-parallel. */
 static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt,
-                               int64_t f, int64_t fh, int64_t fw, int64_t ph, int64_t pw, const T *bias, int act,
-                               double act_alpha, const fnn_pool_spec *pool, T *y, int64_t *argmax)
+                               int64_t f, int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                               const T *bias, int act, double act_alpha, const fnn_pool_spec *pool, T *y,
+                               int64_t *argmax)
 {
     FN(direct_conv) d;
     d.pool = pool;
-    d.c = c; d.h = h; d.w = w; d.f = f; d.fh = fh; d.fw = fw; d.ph = ph; d.pw = pw;
-    d.hp = h + 2 * ph;
-    d.wp = w + 2 * pw;
-    d.oh = d.hp - fh + 1;
-    d.ow = d.wp - fw + 1;
-    d.ck = c * fh * fw;
     fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &d.mr, &d.nr);
     int64_t mc_unused, nc_unused;
     fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &mc_unused, &d.kc, &nc_unused);
-    d.pwide = d.oh * d.wp;
-    d.ldy = (d.pwide + d.nr - 1) / d.nr * d.nr;
+    const int64_t oh = (h + 2 * ph - fh) / sh + 1, gw = (w + 2 * pw + sw - 1) / sw;
+    d.ldy = (oh * gw + d.nr - 1) / d.nr * d.nr;
+    FN(direct_geom)(&d, c, h, w, f, fh, fw, sh, sw, ph, pw, d.ldy);
     d.f_alloc = (f + d.mr - 1) / d.mr * d.mr;
-    /* the last panel of the wide grid reads up to ldy - pwide + fw past the image */
-    d.xpad_elems = c * d.hp * d.wp + (d.ldy - d.pwide) + d.fw + 64;
     d.ukr = FN(select_ukri)(ctx.isa, &d.ukr_rows);
     d.bias = bias;
     d.act = act;
@@ -350,7 +402,7 @@ static void FN(panel_sums)(int isa, const T *p, int64_t rows, int nr, T *sum)
 static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, FN(ukra_rows_fn) ukr_rows, const T *xn, const T *dyn,
                                   int64_t ck_alloc, int64_t ldw, T beta, T *dwt, T *db)
 {
-    const int64_t plane = d->hp * d->wp, kdepth = d->pwide;
+    const int64_t kdepth = d->pwide;
     const int64_t fpanels = ldw / d->nr;
     T *xpad = (T *)fnn_scratch(FNN_SCRATCH_CONV_XPAD, (size_t)(d->xpad_elems + kdepth) * sizeof(T));
     T *bpack = (T *)fnn_scratch(FNN_SCRATCH_CONV_YW, (size_t)(fpanels * kdepth * d->nr) * sizeof(T));
@@ -361,12 +413,7 @@ static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, FN(
     T *zeros = xpad + d->xpad_elems; /* rows past ck read zeros */
     memset(zeros, 0, (size_t)kdepth * sizeof(T));
     for (int64_t k = 0; k < ck_alloc; k++) {
-        if (k < d->ck) {
-            const int64_t ci = k / (d->fh * d->fw), i = (k / d->fw) % d->fh, j = k % d->fw;
-            rows[k] = xpad + ci * plane + i * d->wp + j;
-        } else {
-            rows[k] = zeros;
-        }
+        rows[k] = k < d->ck ? FN(direct_row)(d, xpad, k) : zeros;
     }
     const int nr = d->nr;
     /* dy_n (f, oh, ow) -> panels [fp][q][nr], zero on the garbage columns and
@@ -375,7 +422,7 @@ static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, FN(
         T *bp = bpack + fp * kdepth * nr;
         const int64_t live = d->f - fp * nr < nr ? d->f - fp * nr : nr;
         for (int64_t oy = 0; oy < d->oh; oy++) {
-            T *dst = bp + oy * d->wp * nr;
+            T *dst = bp + oy * d->gw * nr;
             /* dy's rows stream from memory, one stream a filter: more than the
              * prefetchers follow (conv C's backward 2.37 -> 2.31 ms with this) */
             if (oy + FNN_WGRAD_DY_AHEAD < d->oh)
@@ -385,7 +432,7 @@ static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, FN(
                         __builtin_prefetch(row + b, 0, 3);
                 }
             FN(fnn_transpose)(d->isa, dyn + (fp * nr * d->oh + oy) * d->ow, d->oh * d->ow, live, d->ow, nr, dst, nr);
-            memset(dst + d->ow * nr, 0, (size_t)((d->wp - d->ow) * nr) * sizeof(T));
+            memset(dst + d->ow * nr, 0, (size_t)((d->gw - d->ow) * nr) * sizeof(T));
         }
         /* the bias gradient from the panel while it is in L1, so dy is read once:
          * this image's sum per filter, then added to the group's */
@@ -450,7 +497,7 @@ static int FN(direct_backward_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, 
     return err;
 }
 
-/* dw (F x CK) and db for stride 1, batch-parallel: per-thread dW^T partials,
+/* dw (F x CK) and db, batch-parallel: per-thread dW^T partials,
  * then a fixed-order sum and transpose. With dx set, also the data gradient by
  * col2im (conv_dgrad_image), image by image while that image's dy is in cache.
  * dy, or pg (then dy is NULL). */
@@ -460,16 +507,11 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
 {
     FN(direct_conv) d;
     memset(&d, 0, sizeof(d));
-    d.c = c; d.h = h; d.w = w; d.f = f; d.fh = fh; d.fw = fw; d.ph = ph; d.pw = pw;
-    d.hp = h + 2 * ph;
-    d.wp = w + 2 * pw;
-    d.oh = d.hp - fh + 1;
-    d.ow = d.wp - fw + 1;
-    d.ck = c * fh * fw;
     fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &d.mr, &d.nr);
-    d.pwide = d.oh * d.wp;
+    const int64_t oh = (h + 2 * ph - fh) / g->sh + 1, gw = (w + 2 * pw + g->sw - 1) / g->sw;
+    /* the products read each row of col^T over the wide grid's oh * gw positions */
+    FN(direct_geom)(&d, c, h, w, f, fh, fw, g->sh, g->sw, ph, pw, oh * gw);
     d.isa = ctx.isa;
-    d.xpad_elems = c * d.hp * d.wp + d.fw + 64;
     const int64_t ck_alloc = (d.ck + d.mr - 1) / d.mr * d.mr;
     const int64_t ldw = (f + d.nr - 1) / d.nr * d.nr;
     FN(ukra_rows_fn) ukr_rows;
@@ -579,9 +621,9 @@ static int FN(all_finite)(fnn_ctx ctx, const T *p, int64_t count)
     return ok;
 }
 
-/* The direct path needs stride 1, and pays off when the batch feeds every
- * thread (it parallelises over images only). */
-static int FN(use_direct)(fnn_ctx ctx, int64_t n, int64_t sh, int64_t sw, double macs_per_image)
+/* The direct path pays off when the batch feeds every thread (it
+ * parallelises over images only). */
+static int FN(use_direct)(fnn_ctx ctx, int64_t n, double macs_per_image)
 {
     int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
 #ifndef FASTNN_HAVE_OPENMP
@@ -589,7 +631,7 @@ static int FN(use_direct)(fnn_ctx ctx, int64_t n, int64_t sh, int64_t sw, double
 #endif
     /* a small batch of small images: one thread on the direct path beats
      * splitting tiny GEMMs over threads */
-    return sh == 1 && sw == 1 && (n >= nth || macs_per_image * (double)n < FNN_CONV_MIN_MACS_INNER_PARALLEL);
+    return n >= nth || macs_per_image * (double)n < FNN_CONV_MIN_MACS_INNER_PARALLEL;
 }
 
 /* ---- forward ----------------------------------------------------------- */
@@ -623,8 +665,9 @@ int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int
         if (rc <= 0) /* 1: a result is not finite, the paths below give the direct sum's */
             return rc;
     }
-    if (FN(use_direct)(ctx, n, sh, sw, macs))
-        return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, ph, pw, bias, act, act_alpha, NULL, y, NULL);
+    if (FN(use_direct)(ctx, n, macs))
+        return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, sh, sw, ph, pw, bias, act, act_alpha, NULL, y,
+                                   NULL);
     if (!FN(use_batch_parallel)(nth, n, macs)) {
         for (int64_t i = 0; i < n && !err; i++)
             err = FN(conv_forward_image)(ctx, x + i * chw, &g, wt, f, &ep, y + i * fp);
@@ -653,8 +696,9 @@ int FN(fnn_conv2d_max_pool)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
     /* where Winograd takes the convolution, its output is pooled afterwards */
     const int wino = fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw);
-    if (!wino && FN(use_direct)(ctx, n, sh, sw, macs))
-        return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, ph, pw, bias, act, act_alpha, pool, y, argmax);
+    if (!wino && FN(use_direct)(ctx, n, macs))
+        return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, sh, sw, ph, pw, bias, act, act_alpha, pool, y,
+                                   argmax);
     /* elsewhere the two ops one after the other */
     T *conv = (T *)malloc((size_t)(n * f * g.oh * g.ow) * sizeof(T) + 1);
     if (!conv)
@@ -781,7 +825,7 @@ static int FN(direct_dgrad_ok)(fnn_ctx ctx, int64_t n, const fnn_conv_geom *g, i
 {
     int mr, nr;
     fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
-    return FN(use_direct)(ctx, n, g->sh, g->sw, macs) && g->ph <= g->fh - 1 && g->pw <= g->fw - 1 && g->c >= mr / 2 &&
+    return g->sh == 1 && g->sw == 1 && FN(use_direct)(ctx, n, macs) && g->ph <= g->fh - 1 && g->pw <= g->fw - 1 && g->c >= mr / 2 &&
            FN(all_finite)(ctx, wt, f * g->c * g->fh * g->fw);
 }
 
@@ -824,7 +868,7 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
                                                    fw - 1 - pw, FNN_ACT_IDENTITY, 0.0, dx)
                          : 1;
         if (rc == 1 && direct_dx)
-            rc = FN(direct_conv_run)(ctx, dy, n, f, g.oh, g.ow, wflip, c, fh, fw, fh - 1 - ph, fw - 1 - pw, NULL,
+            rc = FN(direct_conv_run)(ctx, dy, n, f, g.oh, g.ow, wflip, c, fh, fw, 1, 1, fh - 1 - ph, fw - 1 - pw, NULL,
                                      FNN_ACT_IDENTITY, 0.0, NULL, dx, NULL);
         free(wflip);
         if (rc < 0)
@@ -839,7 +883,7 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
         return -1;
     if (wino_rc == 0) {
         need_w = 0;
-    } else if (FN(use_direct)(ctx, n, sh, sw, macs) && FN(all_finite)(ctx, x, n * chw)) {
+    } else if (FN(use_direct)(ctx, n, macs) && FN(all_finite)(ctx, x, n * chw)) {
         /* db, and dx where the direct path above did not take it, come from the
          * same pass over dy */
         if (FN(direct_wgrad_run)(ctx, dy, NULL, x, n, c, h, w, f, fh, fw, ph, pw, dw, db, wt, &g, dx))
@@ -917,7 +961,7 @@ int FN(fnn_conv2d_max_pool_backward)(fnn_ctx ctx, const T *dp, const int64_t *ar
     /* fused where the direct weight gradient runs and dx (if any) rides along
      * with it; otherwise (Winograd among them) the two ops one after the other */
     if (n > 0 && !fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw) &&
-        FN(use_direct)(ctx, n, sh, sw, macs) && FN(all_finite)(ctx, x, n * c * h * w) &&
+        FN(use_direct)(ctx, n, macs) && FN(all_finite)(ctx, x, n * c * h * w) &&
         !(dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs))) {
         FN(pooled_grad) pg = {dp, argmax, poh, pow_};
         return FN(direct_wgrad_run)(ctx, NULL, &pg, x, n, c, h, w, f, fh, fw, ph, pw, dw, db, wt, &g, dx);

@@ -294,7 +294,8 @@ enum {
     FNN_SCRATCH_WINO_ROWS = 11, /* Winograd: padded rows of one tile row */
     FNN_SCRATCH_WINO_DU = 12,   /* Winograd: per-thread partial weight gradient */
     FNN_SCRATCH_GEMM_TAIL = 13, /* GEMM: the last columns' rows of op(B), or their results */
-    FNN_SCRATCH_SLOTS = 14
+    FNN_SCRATCH_POOL_ROWS = 14, /* max pooling: the column phases of a row's windows */
+    FNN_SCRATCH_SLOTS = 15
 };
 void *fnn_scratch(int slot, size_t bytes);
 

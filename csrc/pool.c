@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "gemm.h" /* fnn_scratch */
 
 #ifdef FASTNN_HAVE_OPENMP
 #include <omp.h>
@@ -158,6 +159,118 @@ static int max_unpool_small_f64(fnn_ctx ctx, int isa, const double *g, const int
 #define POOL_NO_TRAPPING_MATH
 #endif
 #define POOL_ROW_CHUNK 256
+/* The row kernels run whole vectors: a row of 27 outputs (a 3x3 stride-2 pool
+ * of 56 columns) spent most of its time in the 11-output scalar tail, once per
+ * window offset. A multiple of every ISA's vector length. */
+#define POOL_ROW_ROUND 16
+
+/* Any other window: the outputs of a row whose windows no column edge clips
+ * (all but a few at the ends), window offset by window offset. Offset o of
+ * window j is src[o][j] (unit stride: at stride sw > 1 the rows are first
+ * split into their sw column phases, as the direct convolution splits its
+ * image, since strided loads made GCC end every vector loop in a scalar one);
+ * best[j] is the window's max and code[j] koff[o] of its winning offset o (its
+ * place from the window's top-left element, exact in T). Folding the offsets
+ * in window order keeps the rule (the first maximum, or the first NaN); with
+ * the offsets inner, per output, each compare was an unpredictable branch (a
+ * 3x3 stride-2 pool of (32, 64, 56, 56) took 43 ms). n is a multiple of
+ * POOL_ROW_ROUND: no scalar tail. */
+#define DEFINE_POOL_ROW(T, I, NAME, TARGET, VBYTES)                                                 \
+    TARGET static void NAME(const T *const *src, const T *koff, int64_t offsets, T *best, T *code,  \
+                            int64_t n)                                                              \
+    {                                                                                               \
+        /* a block of windows in registers, as GCC vectors of the ISA's width in a fixed        \
+         * number (the compiler's own vectorisation of this loop stored each offset's winners   \
+         * by masked stores behind an unpredictable any-lane branch; one 64-byte vector on AVX2 \
+         * or SSE2 was slower than the scalar loop) */                                            \
+        typedef T lanes __attribute__((vector_size(VBYTES)));                                      \
+        typedef I mask __attribute__((vector_size(VBYTES)));                                       \
+        enum { L = (VBYTES) / (int)sizeof(T), NV = POOL_ROW_ROUND / L };                            \
+        for (int64_t j0 = 0; j0 < n; j0 += POOL_ROW_ROUND) {                                        \
+            lanes b[NV], c[NV];                                                                     \
+            for (int u = 0; u < NV; u++) {                                                          \
+                memcpy(&b[u], src[0] + j0 + u * L, sizeof(lanes));                                  \
+                c[u] = (lanes){0} + koff[0];                                                        \
+            }                                                                                       \
+            for (int64_t o = 1; o < offsets; o++) {                                                 \
+                const lanes k = (lanes){0} + koff[o];                                               \
+                for (int u = 0; u < NV; u++) {                                                      \
+                    lanes v;                                                                        \
+                    memcpy(&v, src[o] + j0 + u * L, sizeof(lanes));                                 \
+                    /* MAX_WINS, lane by lane: larger, or the first NaN */                        \
+                    const mask win = (v > b[u]) | ((v != v) & (b[u] == b[u]));                      \
+                    b[u] = (lanes)(((mask)v & win) | ((mask)b[u] & ~win));                          \
+                    c[u] = (lanes)(((mask)k & win) | ((mask)c[u] & ~win));                          \
+                }                                                                                   \
+            }                                                                                       \
+            memcpy(best + j0, b, sizeof(b));                                                        \
+            memcpy(code + j0, c, sizeof(c));                                                        \
+        }                                                                                           \
+    }
+/* Rows [ys, ys + rows) of the plane split into column phases: phase p of row r
+ * at dst + (r * sw + p) * len holds columns p, p + sw, ... */
+#define DEFINE_POOL_PHASES(T, NAME, TARGET)                                                         \
+    TARGET static void NAME(const T *FNN_RESTRICT x, int64_t W, int64_t rows, int64_t sw,           \
+                            T *FNN_RESTRICT dst, int64_t len)                                       \
+    {                                                                                               \
+        for (int64_t r = 0; r < rows; r++) {                                                        \
+            const T *FNN_RESTRICT s = x + r * W;                                                    \
+            T *FNN_RESTRICT d = dst + r * sw * len;                                                 \
+            if (sw == 2) {                                                                          \
+                for (int64_t m = 0; m < W / 2; m++) {                                               \
+                    d[m] = s[2 * m];                                                                \
+                    d[len + m] = s[2 * m + 1];                                                      \
+                }                                                                                   \
+                if (W % 2)                                                                          \
+                    d[W / 2] = s[W - 1];                                                            \
+                continue;                                                                           \
+            }                                                                                       \
+            for (int64_t p = 0; p < sw; p++)                                                        \
+                for (int64_t m = 0; m * sw + p < W; m++)                                            \
+                    d[p * len + m] = s[m * sw + p];                                                 \
+        }                                                                                           \
+    }
+#define DEFINE_POOL_ROWS(T, I, SFX)                                                                 \
+    DEFINE_POOL_ROW(T, I, max_pool_row_##SFX##_portable, , 16)                                      \
+    DEFINE_POOL_PHASES(T, pool_phases_##SFX##_portable, )                                           \
+    DEFINE_POOL_ROW_SIMD(T, I, SFX)                                                                 \
+    typedef struct {                                                                                \
+        void (*row)(const T *const *, const T *, int64_t, T *, T *, int64_t);                      \
+        void (*phases)(const T *, int64_t, int64_t, int64_t, T *, int64_t);                        \
+    } pool_rows_##SFX;                                                                              \
+    static pool_rows_##SFX pool_rows_##SFX##_select(int isa)                                        \
+    {                                                                                               \
+        POOL_ROW_SELECT_SIMD(SFX)                                                                   \
+        return (pool_rows_##SFX){max_pool_row_##SFX##_portable, pool_phases_##SFX##_portable};     \
+    }
+#if FNN_X86_SIMD
+#define DEFINE_POOL_ROW_SIMD(T, I, SFX)                                                             \
+    DEFINE_POOL_ROW(T, I, max_pool_row_##SFX##_avx2, FNN_TARGET_AVX2, 32)                           \
+    DEFINE_POOL_PHASES(T, pool_phases_##SFX##_avx2, FNN_TARGET_AVX2)                                \
+    DEFINE_POOL_ROW(T, I, max_pool_row_##SFX##_avx512, FNN_TARGET_AVX512, 64)                       \
+    DEFINE_POOL_PHASES(T, pool_phases_##SFX##_avx512, FNN_TARGET_AVX512)
+#define POOL_ROW_SELECT_SIMD(SFX)                                                                   \
+    if (isa >= FNN_ISA_AVX512)                                                                      \
+        return (pool_rows_##SFX){max_pool_row_##SFX##_avx512, pool_phases_##SFX##_avx512};         \
+    if (isa >= FNN_ISA_AVX2)                                                                        \
+        return (pool_rows_##SFX){max_pool_row_##SFX##_avx2, pool_phases_##SFX##_avx2};
+#else
+#define DEFINE_POOL_ROW_SIMD(T, I, SFX)
+#define POOL_ROW_SELECT_SIMD(SFX) (void)isa;
+#endif
+DEFINE_POOL_ROWS(float, int32_t, f32)
+DEFINE_POOL_ROWS(double, int64_t, f64)
+#undef DEFINE_POOL_ROWS
+#undef DEFINE_POOL_ROW_SIMD
+#undef POOL_ROW_SELECT_SIMD
+#undef DEFINE_POOL_ROW
+#undef DEFINE_POOL_PHASES
+
+/* The window's row-major index -> its offset from the window's top-left
+ * element, for the row kernels' codes (a table: a division per output cost
+ * more than the compares); windows larger than this take the scalar loop. */
+#define POOL_MAX_WINDOW 1024
+
 
 #define DEFINE_POOL(T, SFX)                                                                         \
     /* n windows of a row pair: yo = their max, code = the winner 0..3 (row-major) */            \
@@ -208,10 +321,69 @@ static int max_unpool_small_f64(fnn_ctx ctx, int isa, const double *g, const int
                 max_pool_plane_2x2s2_##SFX(xp, yp, ap, W, oh, ow);                                  \
             return;                                                                                 \
         }                                                                                           \
+        /* the outputs [lo, hi) of each row: windows inside the columns */                          \
+        int64_t lo = (padw + sw - 1) / sw, hi = W + padw - pw >= 0 ? (W + padw - pw) / sw + 1 : 0;   \
+        lo = lo < ow ? lo : ow;                                                                     \
+        hi = hi > ow ? ow : hi < lo ? lo : hi;                                                      \
+        /* at stride sw > 1, the column phases of a row's windows' rows, each len long:          \
+         * the values, then zeros that the lanes past the last window read */                     \
+        const int64_t len = (W + sw - 1) / sw + POOL_ROW_ROUND;                                     \
+        T *phases = NULL;                                                                           \
+        if (hi > lo && sw > 1 && ph * pw <= POOL_MAX_WINDOW) {                                      \
+            phases = (T *)fnn_scratch(FNN_SCRATCH_POOL_ROWS, (size_t)(ph * sw * len) * sizeof(T));  \
+            for (int64_t q = 0; phases && q < ph * sw; q++)                                         \
+                memset(phases + q * len + W / sw, 0, (size_t)(len - W / sw) * sizeof(T));           \
+        }                                                                                           \
+        if (ph * pw > POOL_MAX_WINDOW || (sw > 1 && !phases))                                       \
+            hi = lo; /* the scalar loop below */                                                    \
+        /* the window offsets' codes: their offsets from the window's top-left element,         \
+         * exact in T (else the scalar loop) */                                                   \
+        if ((double)((ph - 1) * W + pw) >= (sizeof(T) == 4 ? 0x1p24 : 0x1p53))                     \
+            hi = lo;                                                                                \
+        T offset[POOL_MAX_WINDOW];                                                                  \
+        int64_t phase_at[POOL_MAX_WINDOW];                                                          \
+        const T *src[POOL_MAX_WINDOW];                                                              \
+        for (int64_t k = 0; hi > lo && k < ph * pw; k++)                                            \
+            offset[k] = (T)(k / pw * W + k % pw);                                                   \
+        /* column q of window lo within its row's phases (window lo + t, t further on) */         \
+        for (int64_t q = 0; phases && hi > lo && q < pw; q++)                                       \
+            phase_at[q] = (lo * sw - padw + q) % sw * len + (lo * sw - padw + q) / sw;              \
+        const pool_rows_##SFX kern = pool_rows_##SFX##_select(isa);                                 \
+        T best[POOL_ROW_CHUNK + POOL_ROW_ROUND] FNN_ALIGNED(64);                                    \
+        T code[POOL_ROW_CHUNK + POOL_ROW_ROUND] FNN_ALIGNED(64);                                    \
         for (int64_t oy = 0; oy < oh; oy++) {                                                       \
             const int64_t y0 = oy * sh - padh;                                                      \
-            const int64_t ys = y0 < 0 ? 0 : y0, ye = y0 + ph > H ? H : y0 + ph;                     \
-            for (int64_t ox = 0; ox < ow; ox++) {                                                   \
+            const int64_t ys = y0 < 0 ? 0 : y0, ye = y0 + ph > H ? H : y0 + ph, rows = ye - ys;     \
+            if (phases && hi > lo)                                                                  \
+                kern.phases(xp + ys * W, W, rows, sw, phases, len);                                 \
+            int64_t done = hi; /* the windows [lo, done) of the row done here */                  \
+            for (int64_t c0 = lo; c0 < hi; c0 += POOL_ROW_CHUNK) {                                  \
+                const int64_t n = hi - c0 < POOL_ROW_CHUNK ? hi - c0 : POOL_ROW_CHUNK;              \
+                const int64_t col = c0 * sw - padw; /* of window c0 */                              \
+                /* whole vectors: nv windows, those past n dropped. At stride 1 they read         \
+                 * the plane itself: where that would run past its end, from nv - n               \
+                 * windows before c0 on, or (a plane too small for that) in the scalar loop. */    \
+                const int64_t nv = (n + POOL_ROW_ROUND - 1) / POOL_ROW_ROUND * POOL_ROW_ROUND;       \
+                int64_t shift = 0;                                                                  \
+                if (!phases && (ys + rows - 1) * W + col + pw - 1 + nv > H * W) {                   \
+                    shift = nv - n;                                                                 \
+                    if (ys * W + col < shift) {                                                     \
+                        done = c0;                                                                  \
+                        break;                                                                      \
+                    }                                                                               \
+                }                                                                                   \
+                for (int64_t r = 0; r < rows; r++)                                                  \
+                    for (int64_t q = 0; q < pw; q++)                                                \
+                        src[r * pw + q] = phases ? phases + r * sw * len + phase_at[q] + (c0 - lo)  \
+                                                 : xp + (ys + r) * W + col + q - shift;             \
+                kern.row(src, offset, rows * pw, best, code, nv);                                   \
+                memcpy(yp + oy * ow + c0, best + shift, (size_t)n * sizeof(T));                     \
+                int64_t *ao = ap + oy * ow + c0;                                                    \
+                const int64_t base = ys * W + col;                                                  \
+                for (int64_t j = 0; j < n; j++)                                                     \
+                    ao[j] = base + j * sw + (int64_t)code[j + shift];                               \
+            }                                                                                       \
+            for (int64_t ox = lo == 0 ? done : 0; ox < ow; ox = ox + 1 == lo ? done : ox + 1) {     \
                 const int64_t x0 = ox * sw - padw;                                                  \
                 const int64_t xs = x0 < 0 ? 0 : x0, xe = x0 + pw > W ? W : x0 + pw;                 \
                 int64_t bi = ys * W + xs;                                                           \

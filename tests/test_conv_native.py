@@ -72,6 +72,13 @@ GEOMETRIES = [
     (1, 3, 31, 30, 35, 2, 2, (1, 1), (0, 0)),    # P = 870 > KC for the weight gradient
     (3, 8, 5, 6, 4, 2, 2, (1, 1), (2, 1)),       # stride 1 but pad > kernel - 1: dx not direct
     (4, 10, 6, 5, 12, 1, 1, (1, 1), (0, 0)),     # 1x1 kernel
+    # strides > 1 on the direct path (the image split into stride phases)
+    (3, 16, 12, 11, 9, 3, 3, (2, 2), (1, 1)),    # a ResNet downsampling layer, odd width
+    (2, 5, 13, 9, 6, 1, 1, (2, 2), (0, 0)),      # 1x1 stride 2: three of four phases unread
+    (2, 3, 17, 15, 4, 7, 7, (2, 2), (3, 3)),     # a 7x7 stride-2 stem
+    (3, 2, 10, 10, 3, 2, 2, (2, 2), (0, 0)),     # kernel = stride: windows do not overlap
+    (2, 3, 11, 13, 5, 3, 3, (4, 3), (1, 0)),     # stride above the kernel in h
+    (2, 48, 9, 10, 7, 3, 3, (2, 2), (1, 1)),     # C*fh*fw = 432 > KC, stride 2
 ]
 
 
@@ -247,9 +254,11 @@ def test_ops_route_to_native_conv(rng):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_nan_and_inf_propagate_like_the_reference(threads, rng):
-    # The stride-1 direct paths insert zeros (padding, wide-grid columns); a
-    # non-finite image or filter must still give the reference's NaN/Inf pattern.
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (2, 1)])
+def test_nan_and_inf_propagate_like_the_reference(threads, stride, rng):
+    # The direct paths insert zeros (padding, wide-grid columns, the stride
+    # phases' padding); a non-finite image or filter must still give the
+    # reference's NaN/Inf pattern.
     from fastnn import _reference as R
     x = rng.standard_normal((4, 3, 7, 7))
     w = rng.standard_normal((5, 3, 3, 3))
@@ -257,11 +266,11 @@ def test_nan_and_inf_propagate_like_the_reference(threads, rng):
     x[2, 0, 3, 3] = np.nan
     w[4, 1, 0, 0] = np.inf
     with native_setting(threads=threads), np.errstate(invalid="ignore", over="ignore"):
-        y = _gemm.conv2d(x, w, None, (1, 1), (1, 1), None, 0.0)
-        ry = R.conv2d(x, w, None, (1, 1), (1, 1), None, 0.0)
+        y = _gemm.conv2d(x, w, None, stride, (1, 1), None, 0.0)
+        ry = R.conv2d(x, w, None, stride, (1, 1), None, 0.0)
         dy = rng.standard_normal(y.shape)
-        got = _gemm.conv2d_backward(dy, x, w, (1, 1), (1, 1), True)
-        want = R.conv2d_backward(dy, x, w, (1, 1), (1, 1), True)
+        got = _gemm.conv2d_backward(dy, x, w, stride, (1, 1), True)
+        want = R.conv2d_backward(dy, x, w, stride, (1, 1), True)
     for g, r in [(y, ry), *zip(got, want)]:
         np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
         np.testing.assert_array_equal(np.isposinf(g), np.isposinf(r))
@@ -280,18 +289,19 @@ def test_conv2d_max_pool2d_fused_equals_separate_ops(isa, threads, dtype):
     # counts that are not a multiple of any MR, NaN and ties in the input
     from fastnn import ops
     rng = np.random.default_rng(3)
-    for n, c, hw, f, k, pad in [(7, 1, 28, 30, 5, 0), (5, 3, 12, 13, 3, 1), (4, 2, 9, 5, 2, 0)]:
+    for n, c, hw, f, k, pad, stride in [(7, 1, 28, 30, 5, 0, 1), (5, 3, 12, 13, 3, 1, 1), (4, 2, 9, 5, 2, 0, 1),
+                                        (5, 4, 23, 11, 3, 1, 2)]:
         x = rng.standard_normal((n, c, hw, hw)).astype(dtype)
         x[0, 0, 3, 3] = np.nan
         x[-1, :, :4, :4] = 0.5  # ties
         W = rng.standard_normal((f, c, k, k)).astype(dtype)
         b = rng.standard_normal(f).astype(dtype)
         with native_setting(isa, threads):
-            y, arg = ops.conv2d_max_pool2d(x, W, b, pad=pad, activation="relu")
-            conv = ops.conv2d(x, W, b, pad=pad, activation="relu")
+            y, arg = ops.conv2d_max_pool2d(x, W, b, stride=stride, pad=pad, activation="relu")
+            conv = ops.conv2d(x, W, b, stride=stride, pad=pad, activation="relu")
             want_y, want_arg = ops.max_pool2d(conv, 2, stride=2)
-            y3, arg3 = ops.conv2d_max_pool2d(x, W, b, pad=pad, activation="relu", pool_h=3, pool_stride=2,
-                                             pool_pad=1)
+            y3, arg3 = ops.conv2d_max_pool2d(x, W, b, stride=stride, pad=pad, activation="relu", pool_h=3,
+                                             pool_stride=2, pool_pad=1)
             want_y3, want_arg3 = ops.max_pool2d(conv, 3, stride=2, pad=1)
         np.testing.assert_array_equal(arg, want_arg)
         np.testing.assert_array_equal(y, want_y)
@@ -309,21 +319,21 @@ def test_conv2d_max_pool2d_backward_fused_equals_chain(isa, threads, dtype):
     # replaces, on the same kernels: the same numbers, and repeatable
     from fastnn import ops
     rng = np.random.default_rng(4)
-    for n, c, hw, f, k, pad, act in [(7, 1, 28, 30, 5, 0, "relu"), (5, 2, 11, 13, 3, 1, "tanh"),
-                                     (4, 6, 9, 5, 2, 0, None)]:
+    for n, c, hw, f, k, pad, act, stride in [(7, 1, 28, 30, 5, 0, "relu", 1), (5, 2, 11, 13, 3, 1, "tanh", 1),
+                                             (4, 6, 9, 5, 2, 0, None, 1), (5, 3, 21, 7, 3, 1, "relu", 2)]:
         x = rng.standard_normal((n, c, hw, hw)).astype(dtype)
         W = rng.standard_normal((f, c, k, k)).astype(dtype)
         with native_setting(isa, threads):
-            y, arg = ops.conv2d_max_pool2d(x, W, None, pad=pad, activation=act)
+            y, arg = ops.conv2d_max_pool2d(x, W, None, stride=stride, pad=pad, activation=act)
             dy = rng.standard_normal(y.shape).astype(dtype)
             # an Inf where the activation's slope is not 0 (Inf * 0 is NaN in the fused
             # derivative, while relu_backward drops the gradient there)
             dy.flat[int(np.argmax(y.ravel() > 0))] = np.inf
-            got = ops.conv2d_max_pool2d_backward(dy, arg, y, x, W, pad=pad, activation=act)
-            again = ops.conv2d_max_pool2d_backward(dy, arg, y, x, W, pad=pad, activation=act)
+            got = ops.conv2d_max_pool2d_backward(dy, arg, y, x, W, stride=stride, pad=pad, activation=act)
+            again = ops.conv2d_max_pool2d_backward(dy, arg, y, x, W, stride=stride, pad=pad, activation=act)
             dz = ops.activation_backward(dy, act, x=y, y=y) if act else dy
-            dh = ops.max_pool2d_backward(dz, arg, (n, f) + ops.conv2d(x, W, pad=pad).shape[2:], 2)
-            want = ops.conv2d_backward(dh, x, W, pad=pad)
+            dh = ops.max_pool2d_backward(dz, arg, (n, f) + ops.conv2d(x, W, stride=stride, pad=pad).shape[2:], 2)
+            want = ops.conv2d_backward(dh, x, W, stride=stride, pad=pad)
         for name, a, b, r in zip(("dx", "dW", "db"), got, want, again):
             np.testing.assert_array_equal(a, r, err_msg=name)  # run to run
             np.testing.assert_allclose(a, b, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=0, err_msg=name)

@@ -398,6 +398,41 @@ def test_max_pool_ties_nan_and_padding(dtype, isa):
             np.testing.assert_array_equal(got, want)
 
 
+# Windows other than 2x2 stride 2: each row's unclipped windows run window offset by
+# window offset over the row (vectorised per ISA), the clipped ones at the ends alone.
+# (N, C, H, W, ph, pw, stride, pad): overlapping and not, strides 1-3, pads on one side
+# or both, rows of more than one 256-output chunk, a window past the 1024-element table,
+# planes smaller than a vector of windows.
+GENERAL_POOLS = [(2, 3, 56, 56, 3, 3, (2, 2), (1, 1)), (1, 2, 55, 55, 3, 3, (2, 2), (0, 0)),
+                 (2, 2, 17, 19, 3, 3, (1, 1), (1, 1)), (1, 3, 13, 29, 2, 3, (1, 3), (1, 1)),
+                 (2, 1, 9, 41, 4, 2, (3, 2), (2, 0)), (1, 1, 5, 600, 1, 3, (1, 2), (0, 1)),
+                 (1, 2, 7, 7, 7, 7, (1, 1), (0, 0)), (1, 1, 34, 35, 33, 33, (1, 1), (0, 0)),
+                 (3, 2, 8, 8, 2, 2, (1, 1), (0, 0)), (1, 1, 3, 40, 3, 5, (2, 4), (1, 2)),
+                 (2, 3, 3, 4, 2, 2, (1, 1), (0, 0)), (1, 2, 2, 9, 2, 3, (1, 1), (0, 1))]  # tiny planes
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", GENERAL_POOLS, ids=str)
+def test_max_pool_general_windows_match_reference(case, dtype, isa, rng):
+    n, c, h, w, ph, pw, stride, pad = case
+    for kind in ("normal", "ties", "specials"):
+        if kind == "ties":
+            x = rng.integers(-2, 3, size=(n, c, h, w)).astype(dtype)
+        else:
+            x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        if kind == "specials":
+            flat = x.reshape(-1)
+            idx = rng.choice(flat.size, size=max(3, flat.size // 50), replace=False)
+            flat[idx] = rng.choice([np.nan, -np.inf, np.inf], size=idx.size)
+            x[0, 0, :2] = -np.inf  # whole windows of -inf: the first real element wins
+        with configured(isa=isa):
+            y, am = K.max_pool2d(x, ph, pw, stride, pad)
+        want_y, want_am = ref.max_pool2d(x, ph, pw, stride, pad)
+        np.testing.assert_array_equal(am, want_am, err_msg=kind)
+        np.testing.assert_array_equal(y, want_y, err_msg=kind)
+
+
 # (N, C, H, W): the 2x2 stride-2 backward writes dx in one pass when every argmax lies in
 # its own block; odd H/W leave a last row/column no window covers; ow 1..33 exercises
 # full vectors, tails and the AVX2 length rule. Even planes of ow <= 8 take the AVX-512

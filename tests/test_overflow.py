@@ -27,6 +27,7 @@ import pytest
 import fastnn
 from fastnn import ops
 from conftest import requires_native
+from helpers import native_setting
 
 BACKENDS = [pytest.param("numpy", id="numpy"), pytest.param("native", id="native", marks=requires_native)]
 HUGE = os.environ.get("FASTNN_TEST_HUGE") == "1"
@@ -247,6 +248,26 @@ def test_huge_im2col_past_2_31(backend):
     assert col.shape == (w - 1, 2)
     np.testing.assert_array_equal(col[-1], [(w - 2) % 1000, (w - 1) % 1000])
     np.testing.assert_array_equal(col[123456789], [123456789 % 1000, 123456790 % 1000])
+
+
+@requires_native
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+def test_max_pool_argmax_past_float32_exact_range(isa):
+    """The vector max pool carries each winner's offset in the value type: offsets past
+    2^24 are not exact in float32, so such planes must take the scalar loop."""
+    h, w = 3, 2**23 + 1
+    x = np.zeros((1, 1, h, w), dtype=np.float32)
+    cols = np.array([2, 4, 12346, w - 1])
+    x[0, 0, 2, cols] = 1.0   # in windows cols - 1 at offset 2 * w + 1 = 2^24 + 3: not a float32
+    x[0, 0, 1, 9] = 1.0      # in window 9 at offset w = 2^23 + 1 (exact)
+    with native_setting(isa):
+        y, argmax = ops.max_pool2d(x, 3, 2, stride=(1, 1))
+    assert y.shape == (1, 1, 1, w - 1)
+    np.testing.assert_array_equal(argmax[0, 0, 0, cols - 1], 2 * w + cols)
+    np.testing.assert_array_equal(argmax[0, 0, 0, cols[:3]], 2 * w + cols[:3])
+    assert argmax[0, 0, 0, 8] == w + 9
+    assert argmax[0, 0, 0, 10] == 10                       # ties: the window's first element
+    assert y[0, 0, 0, cols - 1].tolist() == [1.0] * 4
 
 
 @huge

@@ -291,35 +291,37 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, i
     return 0;
 }
 
-/* y (N, F, oh, ow) = act(conv(x, wt) + bias), batch-parallel. */
-static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt,
-                               int64_t f, int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-                               const T *bias, int act, double act_alpha, const fnn_pool_spec *pool, T *y,
-                               int64_t *argmax)
+/* d for a convolution of (c, h, w) images by f filters (fh x fw), all but its
+ * packed weights (d->apack, FNN_SCRATCH_CONV_W elements: f_alloc * ck) */
+static void FN(direct_conv_setup)(fnn_ctx ctx, FN(direct_conv) *d, int64_t c, int64_t h, int64_t w, int64_t f,
+                                  int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                                  const T *bias, int act, double act_alpha, const fnn_pool_spec *pool)
 {
-    FN(direct_conv) d;
-    d.pool = pool;
-    fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &d.mr, &d.nr);
+    d->pool = pool;
+    fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &d->mr, &d->nr);
     int64_t mc_unused, nc_unused;
-    fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &mc_unused, &d.kc, &nc_unused);
+    fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &mc_unused, &d->kc, &nc_unused);
     const int64_t oh = (h + 2 * ph - fh) / sh + 1, gw = (w + 2 * pw + sw - 1) / sw;
-    d.ldy = (oh * gw + d.nr - 1) / d.nr * d.nr;
-    FN(direct_geom)(&d, c, h, w, f, fh, fw, sh, sw, ph, pw, d.ldy);
-    d.f_alloc = (f + d.mr - 1) / d.mr * d.mr;
-    d.ukr = FN(select_ukri)(ctx.isa, &d.ukr_rows);
-    d.bias = bias;
-    d.act = act;
-    d.act_alpha = act_alpha;
-    d.isa = ctx.isa;
-    d.poh = pool ? (d.oh + 2 * pool->padh - pool->ph) / pool->sh + 1 : 0;
-    d.pow_ = pool ? (d.ow + 2 * pool->padw - pool->pw) / pool->sw + 1 : 0;
-    T *apack = (T *)fnn_scratch(FNN_SCRATCH_CONV_W, (size_t)(d.f_alloc * d.ck) * sizeof(T));
-    if (!apack)
-        return -1;
-    fnn_matrix_src as = {wt, d.ck, 0, ctx.isa};
-    FN(fnn_pack_matrix)(&as, 0, f, 0, d.ck, d.mr, apack);
-    d.apack = apack;
-    const int64_t chw = c * h * w, fp = f * (pool ? d.poh * d.pow_ : d.oh * d.ow);
+    d->ldy = (oh * gw + d->nr - 1) / d->nr * d->nr;
+    FN(direct_geom)(d, c, h, w, f, fh, fw, sh, sw, ph, pw, d->ldy);
+    d->f_alloc = (f + d->mr - 1) / d->mr * d->mr;
+    d->ukr = FN(select_ukri)(ctx.isa, &d->ukr_rows);
+    d->bias = bias;
+    d->act = act;
+    d->act_alpha = act_alpha;
+    d->isa = ctx.isa;
+    d->poh = pool ? (d->oh + 2 * pool->padh - pool->ph) / pool->sh + 1 : 0;
+    d->pow_ = pool ? (d->ow + 2 * pool->padw - pool->pw) / pool->sw + 1 : 0;
+    d->apack = NULL;
+}
+
+/* job(arg, i) for the images i < n, batch-parallel: images are independent
+ * here, so taking them by work spans changes no result; each thread does the
+ * images of its even share (the same ones as in the backward's groups), or
+ * fewer when it is preempted */
+typedef int (*FN(image_job))(const void *arg, int64_t i);
+static int FN(direct_images)(fnn_ctx ctx, int64_t n, FN(image_job) job, const void *arg)
+{
     int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
 #ifndef FASTNN_HAVE_OPENMP
     nth = 1;
@@ -329,13 +331,10 @@ static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, in
     int err = 0;
     if (nth <= 1) {
         for (int64_t i = 0; i < n && !err; i++)
-            err = FN(direct_conv_image)(&d, x + i * chw, y + i * fp, pool ? argmax + i * fp : NULL);
+            err = job(arg, i);
         return err ? -1 : 0;
     }
 #ifdef FASTNN_HAVE_OPENMP
-    /* images are independent here, so taking them by work spans changes no
-     * result: each thread does the images of its even share (the same ones
-     * as in the backward's groups), or fewer when it is preempted */
     fnn_span spans[FNN_SPANS_MAX];
     if (nth > FNN_SPANS_MAX)
         nth = FNN_SPANS_MAX;
@@ -343,11 +342,151 @@ static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, in
 #pragma omp parallel num_threads(nth) reduction(| : err)
     for (int64_t i; (i = fnn_spans_next(spans, nth, omp_get_thread_num())) >= 0;)
         if (!err)
-            err |= FN(direct_conv_image)(&d, x + i * chw, y + i * fp, pool ? argmax + i * fp : NULL) != 0;
+            err |= job(arg, i) != 0;
 #endif
     return err ? -1 : 0;
 }
 
+typedef struct {
+    const FN(direct_conv) *d;
+    const T *x;
+    T *y;
+    int64_t *argmax;
+    int64_t chw, fp;
+} FN(direct_forward_job);
+
+static int FN(direct_forward_image)(const void *arg, int64_t i)
+{
+    const FN(direct_forward_job) *j = (const FN(direct_forward_job) *)arg;
+    return FN(direct_conv_image)(j->d, j->x + i * j->chw, j->y + i * j->fp, j->argmax ? j->argmax + i * j->fp : NULL);
+}
+
+/* y (N, F, oh, ow) = act(conv(x, wt) + bias), batch-parallel. */
+static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt,
+                               int64_t f, int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                               const T *bias, int act, double act_alpha, const fnn_pool_spec *pool, T *y,
+                               int64_t *argmax)
+{
+    FN(direct_conv) d;
+    FN(direct_conv_setup)(ctx, &d, c, h, w, f, fh, fw, sh, sw, ph, pw, bias, act, act_alpha, pool);
+    T *apack = (T *)fnn_scratch(FNN_SCRATCH_CONV_W, (size_t)(d.f_alloc * d.ck) * sizeof(T));
+    if (!apack)
+        return -1;
+    fnn_matrix_src as = {wt, d.ck, 0, ctx.isa};
+    FN(fnn_pack_matrix)(&as, 0, f, 0, d.ck, d.mr, apack);
+    d.apack = apack;
+    FN(direct_forward_job) job = {&d, x, y, pool ? argmax : NULL, c * h * w, f * (pool ? d.poh * d.pow_ : d.oh * d.ow)};
+    return FN(direct_images)(ctx, n, FN(direct_forward_image), &job);
+}
+
+/* Stride above 1: dx by phases. Padded position (py, px) of dx with py = sh P + a,
+ * px = sw Q + b receives the taps i = a + sh u, j = b + sw v from dy[P - u, Q - v],
+ * so each phase (a, b) of dx is a stride-1 convolution of dy (padded by ku - 1,
+ * kv - 1) with the flipped taps of its ku x kv sub-filters, channel-transposed:
+ * every tap read once, no zeros inserted between dy's values, each image's
+ * phases computed in L2 and copied into dx. */
+#define FNN_DGRAD_PHASES_MAX 16
+typedef struct {
+    FN(direct_conv) d[FNN_DGRAD_PHASES_MAX];
+    int64_t a[FNN_DGRAD_PHASES_MAX], b[FNN_DGRAD_PHASES_MAX];
+    int phases;
+    const T *dy;
+    T *dx;
+    const fnn_conv_geom *g;
+    int64_t f, plane_max;
+} FN(strided_dgrad_job);
+
+static int FN(strided_dgrad_image)(const void *arg, int64_t i)
+{
+    const FN(strided_dgrad_job) *j = (const FN(strided_dgrad_job) *)arg;
+    const fnn_conv_geom *g = j->g;
+    const T *dyn = j->dy + i * j->f * g->oh * g->ow;
+    T *dxn = j->dx + i * g->c * g->h * g->w;
+    T *out = (T *)fnn_scratch(FNN_SCRATCH_CONV_DCOL, (size_t)(g->c * j->plane_max) * sizeof(T));
+    if (!out)
+        return -1;
+    /* positions no tap reaches (a phase beyond the filter, rows past the last window) stay 0 */
+    memset(dxn, 0, (size_t)(g->c * g->h * g->w) * sizeof(T));
+    for (int q = 0; q < j->phases; q++) {
+        const FN(direct_conv) *d = &j->d[q];
+        if (FN(direct_conv_image)(d, dyn, out, NULL))
+            return -1;
+        const int64_t P = d->oh, Q = d->ow; /* this phase's plane */
+        /* P, Q range over the phase's rows and columns that lie inside dx */
+        const int64_t p0 = (g->ph - j->a[q] + g->sh - 1) / g->sh, q0 = (g->pw - j->b[q] + g->sw - 1) / g->sw;
+        for (int64_t ci = 0; ci < g->c; ci++)
+            for (int64_t pp = p0; pp < P; pp++) {
+                const int64_t iy = g->sh * pp + j->a[q] - g->ph;
+                if (iy >= g->h)
+                    break;
+                const T *src = out + (ci * P + pp) * Q;
+                T *row = dxn + (ci * g->h + iy) * g->w;
+                for (int64_t qq = q0, ix = g->sw * q0 + j->b[q] - g->pw; qq < Q && ix < g->w; qq++, ix += g->sw)
+                    row[ix] = src[qq];
+            }
+    }
+    return 0;
+}
+
+/* Returns 1 where the phases do not apply (too many), else 0 or -1. */
+static int FN(strided_dgrad_run)(fnn_ctx ctx, const T *dy, const T *wt, const fnn_conv_geom *g, int64_t n, int64_t f,
+                                 T *dx)
+{
+    if (g->sh * g->sw > FNN_DGRAD_PHASES_MAX)
+        return 1;
+    FN(strided_dgrad_job) *job = (FN(strided_dgrad_job) *)malloc(sizeof(*job));
+    if (!job)
+        return -1;
+    job->phases = 0;
+    job->dy = dy;
+    job->dx = dx;
+    job->g = g;
+    job->f = f;
+    job->plane_max = 0;
+    const int64_t c = g->c, fh = g->fh, fw = g->fw;
+    int64_t packed = 0; /* elements of all the phases' packed filters */
+    for (int64_t a = 0; a < g->sh && a < fh; a++)
+        for (int64_t b = 0; b < g->sw && b < fw; b++) {
+            const int64_t ku = (fh - a + g->sh - 1) / g->sh, kv = (fw - b + g->sw - 1) / g->sw;
+            FN(direct_conv) *d = &job->d[job->phases];
+            FN(direct_conv_setup)(ctx, d, f, g->oh, g->ow, c, ku, kv, 1, 1, ku - 1, kv - 1, NULL, FNN_ACT_IDENTITY,
+                                  0.0, NULL);
+            job->a[job->phases] = a;
+            job->b[job->phases] = b;
+            job->phases++;
+            packed += d->f_alloc * d->ck;
+            if (d->oh * d->ow > job->plane_max)
+                job->plane_max = d->oh * d->ow;
+        }
+    int64_t most = 0;
+    for (int q = 0; q < job->phases; q++)
+        most = job->d[q].ck * c > most ? job->d[q].ck * c : most;
+    T *packs = (T *)malloc((size_t)(packed + 1) * sizeof(T));
+    T *sub = (T *)malloc((size_t)(most + 1) * sizeof(T));
+    int rc = packs && sub ? 0 : -1;
+    T *at = packs;
+    for (int q = 0; q < job->phases && rc == 0; q++) {
+        FN(direct_conv) *d = &job->d[q];
+        const int64_t ku = d->fh, kv = d->fw, a = job->a[q], b = job->b[q];
+        /* sub[ci][fi][u][v] = wt[fi][ci][a + sh (ku - 1 - u)][b + sw (kv - 1 - v)] */
+        for (int64_t ci = 0; ci < c; ci++)
+            for (int64_t fi = 0; fi < f; fi++)
+                for (int64_t u = 0; u < ku; u++)
+                    for (int64_t v = 0; v < kv; v++)
+                        sub[((ci * f + fi) * ku + u) * kv + v] =
+                            wt[((fi * c + ci) * fh + a + g->sh * (ku - 1 - u)) * fw + b + g->sw * (kv - 1 - v)];
+        fnn_matrix_src as = {sub, d->ck, 0, ctx.isa};
+        FN(fnn_pack_matrix)(&as, 0, c, 0, d->ck, d->mr, at);
+        d->apack = at;
+        at += d->f_alloc * d->ck;
+    }
+    if (rc == 0)
+        rc = FN(direct_images)(ctx, n, FN(strided_dgrad_image), job);
+    free(sub);
+    free(packs);
+    free(job);
+    return rc;
+}
 
 /* sum[t] = the sum over q of p[q * nr + t] in the order of q, t < nr: the
  * column sums of a weight-gradient B panel (the bias gradient). On the SIMD
@@ -818,15 +957,20 @@ static void FN(conv_bias_grad)(const T *dy, int64_t n, int64_t f, int64_t p, T *
     }
 }
 
-/* Stride 1: dx as the direct convolution of dy with the flipped filters (below),
- * when the padding allows it, C feeds the microkernel's rows and the filters are
- * finite (the inserted zeros multiply them). */
+/* dx as direct convolutions of dy with the flipped filters (below; at stride 1
+ * one, when the padding allows it, else one per stride phase), where C feeds
+ * the microkernel's rows and the filters are finite (the inserted zeros
+ * multiply them). */
 static int FN(direct_dgrad_ok)(fnn_ctx ctx, int64_t n, const fnn_conv_geom *g, int64_t f, const T *wt, double macs)
 {
     int mr, nr;
     fnn_gemm_tile_shape(ctx.isa, (int)sizeof(T), &mr, &nr);
-    return g->sh == 1 && g->sw == 1 && FN(use_direct)(ctx, n, macs) && g->ph <= g->fh - 1 && g->pw <= g->fw - 1 && g->c >= mr / 2 &&
-           FN(all_finite)(ctx, wt, f * g->c * g->fh * g->fw);
+    const int stride1 = g->sh == 1 && g->sw == 1;
+    /* strides above the filter (a 1x1 stride-2 shortcut) leave phases without taps; there
+     * the copies of dy cost more than they save (1 thread: 6.0 -> 7.2 ms) */
+    const int phases_pay = g->sh <= g->fh && g->sw <= g->fw && g->sh * g->sw <= FNN_DGRAD_PHASES_MAX;
+    return (stride1 ? g->ph <= g->fh - 1 && g->pw <= g->fw - 1 : phases_pay) &&
+           FN(use_direct)(ctx, n, macs) && g->c >= mr / 2 && FN(all_finite)(ctx, wt, f * g->c * g->fh * g->fw);
 }
 
 int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
@@ -850,7 +994,13 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     const int wino_dx = dx ? fnn_winograd_applies(ctx, n, f, c, g.oh, g.ow, fh, fw, sh, sw, fh - 1 - ph, fw - 1 - pw)
                            : 0;
     const int direct_dx = dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs);
-    if (wino_dx || direct_dx) {
+    if (direct_dx && (sh > 1 || sw > 1)) {
+        const int rc = FN(strided_dgrad_run)(ctx, dy, wt, &g, n, f, dx);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            dx = NULL;
+    } else if (wino_dx || direct_dx) {
         /* stride 1: dx is the convolution of dy (padded by fh-1-ph, fw-1-pw) with
          * the flipped, channel-transposed filters, so it takes the Winograd or the
          * direct forward path, with no col2im scatter at all */

@@ -79,6 +79,15 @@ GEOMETRIES = [
     (3, 2, 10, 10, 3, 2, 2, (2, 2), (0, 0)),     # kernel = stride: windows do not overlap
     (2, 3, 11, 13, 5, 3, 3, (4, 3), (1, 0)),     # stride above the kernel in h
     (2, 48, 9, 10, 7, 3, 3, (2, 2), (1, 1)),     # C*fh*fw = 432 > KC, stride 2
+    # and dx by stride phases (C >= MR/2, stride <= kernel): strides that differ, pad
+    # above half the kernel, stride = kernel with a last row no window reaches, a 5x5
+    # kernel padded by 4, batch 1; and stride above the kernel (dx by col2im)
+    (2, 8, 11, 13, 6, 3, 3, (2, 3), (1, 2)),
+    (3, 12, 10, 9, 5, 4, 2, (3, 1), (2, 0)),
+    (2, 8, 9, 11, 5, 2, 3, (2, 3), (0, 1)),
+    (2, 8, 9, 9, 5, 2, 2, (4, 4), (0, 0)),
+    (2, 9, 12, 12, 7, 5, 5, (2, 2), (4, 4)),
+    (1, 8, 5, 5, 3, 3, 3, (2, 2), (0, 0)),
 ]
 
 
@@ -255,13 +264,14 @@ def test_ops_route_to_native_conv(rng):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2), (2, 1)])
-def test_nan_and_inf_propagate_like_the_reference(threads, stride, rng):
+@pytest.mark.parametrize("c", [3, 8])
+def test_nan_and_inf_propagate_like_the_reference(threads, stride, c, rng):
     # The direct paths insert zeros (padding, wide-grid columns, the stride
     # phases' padding); a non-finite image or filter must still give the
     # reference's NaN/Inf pattern.
     from fastnn import _reference as R
-    x = rng.standard_normal((4, 3, 7, 7))
-    w = rng.standard_normal((5, 3, 3, 3))
+    x = rng.standard_normal((4, c, 7, 7))
+    w = rng.standard_normal((5, c, 3, 3))
     x[1, 2, 0, 6] = np.inf
     x[2, 0, 3, 3] = np.nan
     w[4, 1, 0, 0] = np.inf

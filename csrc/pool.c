@@ -266,9 +266,8 @@ DEFINE_POOL_ROWS(double, int64_t, f64)
 #undef DEFINE_POOL_ROW
 #undef DEFINE_POOL_PHASES
 
-/* The window's row-major index -> its offset from the window's top-left
- * element, for the row kernels' codes (a table: a division per output cost
- * more than the compares); windows larger than this take the scalar loop. */
+/* The row kernels take a window's offsets as tables on the stack (their
+ * codes and row pointers): larger windows take the scalar loop. */
 #define POOL_MAX_WINDOW 1024
 
 

@@ -491,6 +491,24 @@ DEFINE_POOL_ROWS(double, int64_t, f64)
             T *d = dx + p * H * W;                                                                  \
             const T *g = dy + p * oh * ow;                                                          \
             memset(d, 0, (size_t)(H * W) * sizeof(T));                                              \
+            if ((sh >= ph || oh == 1) && (sw >= pw || ow == 1)) {                                   \
+                /* windows that do not overlap (2x2 stride 2, global pooling): an element takes  \
+                 * at most one share, stored as 0 + share, the reference's sum (the loop below    \
+                 * took 1.3 ms on (32, 512, 7, 7) globally pooled, 3.3 ns an element) */         \
+                for (int64_t oy = 0; oy < oh; oy++)                                                 \
+                    for (int64_t i = 0; i < ph; i++) {                                              \
+                        const int64_t iy = oy * sh - padh + i;                                      \
+                        if (iy < 0 || iy >= H) continue;                                            \
+                        T *drow = d + iy * W;                                                       \
+                        for (int64_t ox = 0; ox < ow; ox++) {                                       \
+                            const T share = (T)0 + g[oy * ow + ox] / div;                           \
+                            const int64_t x0 = ox * sw - padw;                                      \
+                            const int64_t xs = x0 < 0 ? 0 : x0, xe = x0 + pw > W ? W : x0 + pw;     \
+                            for (int64_t ix = xs; ix < xe; ix++) drow[ix] = share;                  \
+                        }                                                                           \
+                    }                                                                               \
+                continue;                                                                           \
+            }                                                                                       \
             /* window offset outer, as the reference sums: the same rounding */                     \
             for (int64_t i = 0; i < ph; i++)                                                        \
                 for (int64_t j = 0; j < pw; j++)                                                    \

@@ -433,6 +433,30 @@ def test_max_pool_general_windows_match_reference(case, dtype, isa, rng):
         np.testing.assert_array_equal(y, want_y, err_msg=kind)
 
 
+# Average pooling whose windows do not overlap (each element takes at most one share):
+# global pooling (also with the stride clamped to 1), 2x2 stride 2 with an uncovered last
+# row and column, padding, gaps between windows.
+NON_OVERLAPPING_AVG = [(2, 3, 7, 7, 7, 7, (7, 7), (0, 0)), (2, 3, 7, 7, 7, 7, (1, 1), (0, 0)),
+                       (1, 2, 9, 11, 2, 2, (2, 2), (0, 0)), (2, 2, 8, 9, 3, 2, (3, 2), (1, 1)),
+                       (1, 1, 6, 6, 2, 2, (3, 3), (0, 0))]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", NON_OVERLAPPING_AVG, ids=str)
+def test_avg_pool_backward_without_overlap_is_the_reference_bit_for_bit(case, dtype, isa, rng):
+    n, c, h, w, ph, pw, stride, pad = case
+    oh = (h + 2 * pad[0] - ph) // stride[0] + 1
+    ow = (w + 2 * pad[1] - pw) // stride[1] + 1
+    dy = rng.standard_normal((n, c, oh, ow)).astype(dtype)
+    dy.flat[::3] = -0.0  # the reference's sum gives +0 for a -0 share
+    with configured(isa=isa):
+        got = K.avg_pool2d_backward(dy, (n, c, h, w), ph, pw, stride, pad)
+    want = ref.avg_pool2d_backward(dy, (n, c, h, w), ph, pw, stride, pad)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{want.itemsize}"))
+
+
 # (N, C, H, W): the 2x2 stride-2 backward writes dx in one pass when every argmax lies in
 # its own block; odd H/W leave a last row/column no window covers; ow 1..33 exercises
 # full vectors, tails and the AVX2 length rule. Even planes of ow <= 8 take the AVX-512

@@ -129,6 +129,30 @@ def test_forward_backward_against_im2col(isa, dtype, threads, rng):
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("geometry", [
+    (1, 3, 96, 96, 32, 7, 7, (2, 2), (3, 3)),    # batch-1 inference of a stem
+    (2, 8, 64, 64, 16, 5, 5, (1, 1), (2, 2)),    # 2 images on 3 threads
+    (1, 3, 90, 61, 19, 7, 5, (2, 1), (3, 0)),    # 19 filters (a part panel), rows not a multiple
+])
+def test_fewer_images_than_threads_share_the_output_rows(isa, dtype, geometry, rng):
+    """With fewer images than threads and small filters, the threads take each image's
+    output rows apart on the direct path: the same bits at every thread count."""
+    n, c, h, w, f, fh, fw, stride, pad = geometry
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((f, c, fh, fw)).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype)
+    outs = []
+    for threads in (1, 2, 3):
+        with native_setting(isa, threads):
+            outs.append(_gemm.conv2d(x, wt, b, stride, pad, "relu", 0.0))
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+    want, mag = conv_forward64(x, wt, b, stride, pad)
+    check(outs[0], np.maximum(want, 0), np.abs(want).max() + mag.max(), dtype, c * fh * fw)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", [
     (3, 1, 28, 28, 30, 5, 5, (0, 0)),     # conv C's shape: one input channel, 5x5
     (2, 3, 9, 11, 4, 3, 5, (1, 2)),       # non-square filter, padding differs
     (2, 2, 12, 37, 3, 7, 3, (3, 1)),      # 37 columns: a full and a part 32-column chunk

@@ -395,8 +395,8 @@ static int FN(direct_forward_image)(const void *arg, int64_t i)
  * every thread then reads whole) of at most half the image's size; elsewhere
  * the general path threads inside the image. Batch-1 inference on 2 threads, ms,
  * general path -> rows: the 7x7 stride-2 stem on (3, 224, 224) 1.78-1.86 ->
- * 1.22-1.25; 3x3 stride 2, 64 -> 128 channels on 56 x 56, 0.78-0.90 ->
- * 0.81-0.84; 128 -> 256 on 28 x 28 (filters 6x the image) 0.74-0.93 -> 0.98-1.02. */
+ * 1.22-1.53; 3x3 stride 2, 64 -> 128 channels on 56 x 56, 0.77-1.06 ->
+ * 0.80-0.86; 128 -> 256 on 28 x 28 (filters 6x the image) 0.74-0.93 -> 0.98-1.02. */
 static int FN(direct_strips_pay)(fnn_ctx ctx, int64_t n, int64_t oh, int pooled, double macs_per_image,
                                  double filter_elems, double image_elems)
 {

@@ -242,11 +242,20 @@ static void FN(build_xpad)(const FN(direct_conv) *d, const T *xn, T *xpad)
         }
 }
 
-/* One image: y_n = act(W @ col^T + bias). Row ck = (ci, i, j) of col^T on the
- * wide grid is a contiguous slice of a phase plane (direct_row; at stride 1
- * xpad + ci*hp*wp + i*wp + j), so the microkernel reads B straight from the
- * padded image (in L2); the wide result (gw - ow garbage columns per output
- * row) is compacted with the epilogue. */
+/* The image's padded phase planes (xpad) and the rows of col^T into them, in
+ * the calling thread's scratch; NULL where it runs out of memory. */
+static const T **FN(direct_prepare)(const FN(direct_conv) *d, const T *xn)
+{
+    T *xpad = (T *)fnn_scratch(FNN_SCRATCH_CONV_XPAD, (size_t)d->xpad_elems * sizeof(T));
+    const T **rows = (const T **)fnn_scratch(FNN_SCRATCH_CONV_ROWS, (size_t)d->ck * sizeof(T *));
+    if (!xpad || !rows)
+        return NULL;
+    FN(build_xpad)(d, xn, xpad);
+    for (int64_t k = 0; k < d->ck; k++)
+        rows[k] = FN(direct_row)(d, xpad, k);
+    return rows;
+}
+
 /* The wide rows (MR x ldy at yw) of the MR filters from ir over the grid
  * positions [p0, p0 + wide): every output is the same sum wherever it falls in
  * a panel, so any split of the positions gives the same bits. */
@@ -286,34 +295,35 @@ static int FN(direct_strip)(const FN(direct_conv) *d, const T **rows, int64_t oy
     return 0;
 }
 
+/* One image: y_n = act(W @ col^T + bias). Row ck = (ci, i, j) of col^T on the
+ * wide grid is a contiguous slice of a phase plane (direct_row; at stride 1
+ * xpad + ci*hp*wp + i*wp + j), so the microkernel reads B straight from the
+ * padded image (in L2); the wide result (gw - ow garbage columns per output
+ * row) is compacted with the epilogue: by direct_strip, or with pooling each
+ * filter's plane into an L1 buffer, pooled from there into y. */
 static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, int64_t *amn)
 {
-    const int64_t xpad_elems = d->xpad_elems;
-    T *xpad = (T *)fnn_scratch(FNN_SCRATCH_CONV_XPAD, (size_t)xpad_elems * sizeof(T));
-    T *yw = (T *)fnn_scratch(FNN_SCRATCH_CONV_YW, (size_t)(d->f_alloc * d->ldy) * sizeof(T));
-    const T **rows = (const T **)fnn_scratch(FNN_SCRATCH_CONV_ROWS, (size_t)d->ck * sizeof(T *));
-    T *pl = d->pool ? (T *)fnn_scratch(FNN_SCRATCH_CONV_PLANE, (size_t)(d->oh * d->ow) * sizeof(T)) : NULL;
-    if (!xpad || !yw || !rows || (d->pool && !pl))
+    const T **rows = FN(direct_prepare)(d, xn);
+    if (!rows)
         return -1;
-    FN(build_xpad)(d, xn, xpad);
-    for (int64_t k = 0; k < d->ck; k++)
-        rows[k] = FN(direct_row)(d, xpad, k);
-    fnn_ctx one = {1, d->isa, FNN_CONV_AUTO};
+    if (!d->pool)
+        return FN(direct_strip)(d, rows, 0, d->oh, yn);
+    T *yw = (T *)fnn_scratch(FNN_SCRATCH_CONV_YW, (size_t)(d->f_alloc * d->ldy) * sizeof(T));
+    T *pl = (T *)fnn_scratch(FNN_SCRATCH_CONV_PLANE, (size_t)(d->oh * d->ow) * sizeof(T));
+    if (!yw || !pl)
+        return -1;
+    const fnn_ctx one = {1, d->isa, FNN_CONV_AUTO};
+    const fnn_pool_spec *q = d->pool;
+    const int64_t pp = d->poh * d->pow_;
     /* one MR-row panel of filters at a time, compacted while its wide rows
      * (MR x ldy) are still in L1 */
     for (int64_t ir = 0; ir < d->f_alloc; ir += d->mr) {
         FN(direct_panel)(d, rows, ir, 0, d->pwide, yw, d->ldy);
         for (int64_t fi = ir; fi < ir + d->mr && fi < d->f; fi++) {
-            /* the plane goes to y, or to an L1 buffer that is pooled into y */
-            T *dst = d->pool ? pl : yn + fi * d->oh * d->ow;
-            FN(fnn_bias_act)(d->isa, dst, d->ow, yw + fi * d->ldy, d->gw, NULL, d->bias ? d->bias + fi : NULL, 0,
+            FN(fnn_bias_act)(d->isa, pl, d->ow, yw + fi * d->ldy, d->gw, NULL, d->bias ? d->bias + fi : NULL, 0,
                              d->oh, d->ow, d->act, d->act_alpha);
-            if (d->pool) {
-                const fnn_pool_spec *q = d->pool;
-                const int64_t pp = d->poh * d->pow_;
-                FN(fnn_max_pool2d_plane)(fnn_isa_of(one), pl, yn + fi * pp, amn + fi * pp, d->oh, d->ow, q->ph, q->pw,
-                                         q->sh, q->sw, q->padh, q->padw);
-            }
+            FN(fnn_max_pool2d_plane)(fnn_isa_of(one), pl, yn + fi * pp, amn + fi * pp, d->oh, d->ow, q->ph, q->pw,
+                                     q->sh, q->sw, q->padh, q->padw);
         }
     }
     return 0;
@@ -350,10 +360,7 @@ static void FN(direct_conv_setup)(fnn_ctx ctx, FN(direct_conv) *d, int64_t c, in
 typedef int (*FN(image_job))(const void *arg, int64_t i);
 static int FN(direct_images)(fnn_ctx ctx, int64_t n, FN(image_job) job, const void *arg)
 {
-    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
-#ifndef FASTNN_HAVE_OPENMP
-    nth = 1;
-#endif
+    int nth = fnn_team_of(ctx);
     if (nth > n)
         nth = (int)n;
     int err = 0;
@@ -400,10 +407,7 @@ static int FN(direct_forward_image)(const void *arg, int64_t i)
 static int FN(direct_strips_pay)(fnn_ctx ctx, int64_t n, int64_t oh, int pooled, double macs_per_image,
                                  double filter_elems, double image_elems)
 {
-    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
-#ifndef FASTNN_HAVE_OPENMP
-    nth = 1;
-#endif
+    int nth = fnn_team_of(ctx);
     return nth > 1 && n < nth && !pooled && oh >= 4 * (int64_t)nth &&
            macs_per_image >= FNN_CONV_MIN_MACS_INNER_PARALLEL && 2 * filter_elems <= image_elems;
 }
@@ -423,24 +427,17 @@ static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, in
     FN(fnn_pack_matrix)(&as, 0, f, 0, d.ck, d.mr, apack);
     d.apack = apack;
     FN(direct_forward_job) job = {&d, x, y, pool ? argmax : NULL, c * h * w, f * (pool ? d.poh * d.pow_ : d.oh * d.ow)};
-    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
-#ifndef FASTNN_HAVE_OPENMP
-    nth = 1;
-#endif
+    int nth = fnn_team_of(ctx);
     if (!FN(direct_strips_pay)(ctx, n, d.oh, pool != NULL, (double)d.f * (double)(d.oh * d.ow) * (double)d.ck,
                                (double)(f * d.ck), (double)(c * h * w)))
         return FN(direct_images)(ctx, n, FN(direct_forward_image), &job);
 #ifdef FASTNN_HAVE_OPENMP
     /* fewer images than threads (batch-1 inference): the threads take each image's
      * output rows apart, over the one padded image */
-    T *xpad = (T *)fnn_scratch(FNN_SCRATCH_CONV_XPAD, (size_t)d.xpad_elems * sizeof(T));
-    const T **rows = (const T **)fnn_scratch(FNN_SCRATCH_CONV_ROWS, (size_t)d.ck * sizeof(T *));
-    if (!xpad || !rows)
-        return -1;
-    for (int64_t k = 0; k < d.ck; k++)
-        rows[k] = FN(direct_row)(&d, xpad, k);
     for (int64_t i = 0; i < n; i++) {
-        FN(build_xpad)(&d, x + i * job.chw, xpad);
+        const T **rows = FN(direct_prepare)(&d, x + i * job.chw);
+        if (!rows)
+            return -1;
         int err = 0;
 #pragma omp parallel num_threads(nth) reduction(| : err)
         {
@@ -467,6 +464,7 @@ typedef struct {
     FN(direct_conv) d[FNN_DGRAD_PHASES_MAX];
     int64_t a[FNN_DGRAD_PHASES_MAX], b[FNN_DGRAD_PHASES_MAX];
     int phases;
+    int covers_all; /* every position of dx lies in some phase's plane */
     const T *dy;
     T *dx;
     const fnn_conv_geom *g;
@@ -482,8 +480,9 @@ static int FN(strided_dgrad_image)(const void *arg, int64_t i)
     T *out = (T *)fnn_scratch(FNN_SCRATCH_CONV_DCOL, (size_t)(g->c * j->plane_max) * sizeof(T));
     if (!out)
         return -1;
-    /* positions no tap reaches (a phase beyond the filter, rows past the last window) stay 0 */
-    memset(dxn, 0, (size_t)(g->c * g->h * g->w) * sizeof(T));
+    /* positions no tap reaches (a phase beyond the filter, rows past the last window) are 0 */
+    if (!j->covers_all)
+        memset(dxn, 0, (size_t)(g->c * g->h * g->w) * sizeof(T));
     for (int q = 0; q < j->phases; q++) {
         const FN(direct_conv) *d = &j->d[q];
         if (FN(direct_conv_image)(d, dyn, out, NULL))
@@ -538,6 +537,17 @@ static int FN(strided_dgrad_run)(fnn_ctx ctx, const T *dy, const T *wt, const fn
     int64_t most = 0;
     for (int q = 0; q < job->phases; q++)
         most = job->d[q].ck * c > most ? job->d[q].ck * c : most;
+    /* row iy of dx (padded: sh P + a) lies in a phase plane when a < fh and P is below
+     * that plane's oh + ku - 1 rows (ku = ceil((fh - a) / sh)); the columns alike */
+    job->covers_all = 1;
+    for (int64_t iy = 0; iy < g->h; iy++) {
+        const int64_t a = (iy + g->ph) % g->sh, P = (iy + g->ph) / g->sh;
+        job->covers_all &= a < fh && P < g->oh + (fh - a + g->sh - 1) / g->sh - 1;
+    }
+    for (int64_t ix = 0; ix < g->w; ix++) {
+        const int64_t b = (ix + g->pw) % g->sw, Q = (ix + g->pw) / g->sw;
+        job->covers_all &= b < fw && Q < g->ow + (fw - b + g->sw - 1) / g->sw - 1;
+    }
     T *packs = (T *)malloc((size_t)(packed + 1) * sizeof(T));
     T *sub = (T *)malloc((size_t)(most + 1) * sizeof(T));
     int rc = packs && sub ? 0 : -1;
@@ -733,10 +743,7 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
     FN(ukra_rows_fn) ukr_rows;
     FN(ukra_fn) ukr = FN(select_ukra)(ctx.isa, &ukr_rows);
     const int64_t chw = c * h * w, fp = f * d.oh * d.ow;
-    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
-#ifndef FASTNN_HAVE_OPENMP
-    nth = 1;
-#endif
+    int nth = fnn_team_of(ctx);
     if (nth > n)
         nth = (int)n;
     int err = 0;
@@ -841,10 +848,7 @@ static int FN(all_finite)(fnn_ctx ctx, const T *p, int64_t count)
  * parallelises over images only). */
 static int FN(use_direct)(fnn_ctx ctx, int64_t n, double macs_per_image)
 {
-    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
-#ifndef FASTNN_HAVE_OPENMP
-    nth = 1;
-#endif
+    int nth = fnn_team_of(ctx);
     /* a small batch of small images: one thread on the direct path beats
      * splitting tiny GEMMs over threads */
     return n >= nth || macs_per_image * (double)n < FNN_CONV_MIN_MACS_INNER_PARALLEL;
@@ -869,10 +873,7 @@ int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int
     fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
     const int64_t chw = c * h * w, fp = f * g.oh * g.ow;
     fnn_epilogue ep = {bias ? FNN_BIAS_ROW : FNN_BIAS_NONE, bias, act, act_alpha};
-    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
-#ifndef FASTNN_HAVE_OPENMP
-    nth = 1;
-#endif
+    int nth = fnn_team_of(ctx);
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
     int err = 0;
     const int tile = fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw);
@@ -1057,10 +1058,7 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
 {
     fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
     const int64_t chw = c * h * w, p = g.oh * g.ow, fp = f * p, ck = c * fh * fw;
-    int nth = ctx.nthreads < 1 ? 1 : ctx.nthreads;
-#ifndef FASTNN_HAVE_OPENMP
-    nth = 1;
-#endif
+    int nth = fnn_team_of(ctx);
     if (n == 0) {
         FN(conv_bias_grad)(dy, n, f, p, db);
         memset(dw, 0, (size_t)(f * ck) * sizeof(T));

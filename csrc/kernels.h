@@ -193,6 +193,16 @@ static inline int fnn_isa_of(fnn_ctx ctx)
 }
 
 static inline int fnn_threads_of(fnn_ctx ctx) { return ctx.nthreads < 1 ? 1 : ctx.nthreads; }
+/* the threads a kernel's own loops may take: ctx's count, or 1 in a build without OpenMP */
+static inline int fnn_team_of(fnn_ctx ctx)
+{
+#ifdef FASTNN_HAVE_OPENMP
+    return fnn_threads_of(ctx);
+#else
+    (void)ctx;
+    return 1;
+#endif
+}
 
 /* Below this many elements of work a kernel stays on one thread: starting the
  * OpenMP team costs more than it saves. */

@@ -676,15 +676,6 @@ static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_produ
     return finite;
 }
 
-static int FN(wino_threads)(fnn_ctx ctx)
-{
-#ifdef FASTNN_HAVE_OPENMP
-    return fnn_threads_of(ctx);
-#else
-    (void)ctx;
-    return 1;
-#endif
-}
 
 /* Returns 1 (y then holds garbage) where an output before the epilogue is not
  * finite: inside a tile inf - inf = NaN, or inf * 0, where the direct sum gives
@@ -699,7 +690,7 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_
                             T *y)
 {
     const int isa = fnn_isa_of(ctx);
-    int nth = FN(wino_threads)(ctx);
+    int nth = fnn_team_of(ctx);
     FN(wino_products) pr;
     fnn_gemm_tile_shape(isa, (int)sizeof(T), &pr.mr, &pr.nr);
     FN(ukri_rows_fn) unused_rows; /* U's zero rows pad F up to MR: full tiles only */
@@ -801,7 +792,7 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
                            int64_t w, int64_t f, int64_t ph, int64_t pw, T *dw, T *db)
 {
     const int isa = fnn_isa_of(ctx);
-    int nth = FN(wino_threads)(ctx);
+    int nth = fnn_team_of(ctx);
     int mr, nr_lanes;
     fnn_gemm_tile_shape(isa, (int)sizeof(T), &mr, &nr_lanes);
     /* the lanes are the products' depth here: no panel pads them */

@@ -7,6 +7,10 @@
 
 #include "finite_template.h"
 
+/* lanes of one 64-byte block: the transforms and the output copy work in whole
+ * blocks, the last one ending at the row's end (see WINO_SIDE) */
+#define WINO_BLOCK_LANES ((int)(64 / sizeof(T)))
+
 /* ---- the transforms, over the lanes of a block -------------------------- */
 
 /* A block's tiles are its lanes: tile tx of the block's tile row r is lane
@@ -80,8 +84,19 @@ static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT y, const T *FNN
         T *FNN_RESTRICT yrow = y + ((ni * f + fi) * oh + m * ty) * ow;
         for (int q = 0; q < m && m * ty + q < oh; q++) {
             const T *FNN_RESTRICT src = o + q * orow + m * r * tw;
-            for (int64_t col = 0; col < ow; col++)
-                yrow[q * ow + col] = src[col];
+            T *FNN_RESTRICT dst = yrow + q * ow;
+            if (ow < WINO_BLOCK_LANES) {
+                for (int64_t col = 0; col < ow; col++)
+                    dst[col] = src[col];
+                continue;
+            }
+            for (int64_t col = 0;; col += WINO_BLOCK_LANES) {
+                if (col + WINO_BLOCK_LANES > ow)
+                    col = ow - WINO_BLOCK_LANES;
+                __builtin_memcpy(dst + col, src + col, 64);
+                if (col + WINO_BLOCK_LANES >= ow)
+                    break;
+            }
         }
     }
 }
@@ -153,13 +168,31 @@ static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT y, const T *FNN
  * entries is apart), its entries times X (the macro XF) written from dst + v*dv
  * (entries os apart), over n lanes (lane stride 1 in, ol out). The lane arrays
  * never overlap: GCC otherwise gives up on proving it for a dozen streams and
- * leaves the loops scalar. */
+ * leaves the loops scalar. The lanes go in blocks of 64 bytes, the last one
+ * ending at lane n (so overlapping the one before where n is not a multiple:
+ * those lanes are written twice with the same values), where a loop to n left
+ * a scalar tail that GCC 12 does not mask: 12 of a 28-wide image row's lanes. */
 #define WINO_SIDE(XF, count, src, sv, is, dst, dv, os, ol, n)                                             \
     for (int v_ = 0; v_ < (count); v_++) {                                                                \
         const T *FNN_RESTRICT i_ = (src) + v_ * (sv);                                                     \
         T *FNN_RESTRICT o_ = (dst) + v_ * (dv);                                                           \
-        const int64_t is_ = (is), os_ = (os), ol_ = (ol);                                                 \
-        _Pragma("GCC ivdep") for (int64_t l_ = 0; l_ < (n); l_++) XF();                                     \
+        const int64_t is_ = (is), os_ = (os), ol_ = (ol), n_ = (n);                                       \
+        if (n_ < WINO_BLOCK_LANES) {                                                                      \
+            for (int64_t l_ = 0; l_ < n_; l_++)                                                           \
+                XF();                                                                                     \
+            continue;                                                                                     \
+        }                                                                                                 \
+        for (int64_t b_ = 0;; b_ += WINO_BLOCK_LANES) {                                                   \
+            if (b_ + WINO_BLOCK_LANES > n_)                                                               \
+                b_ = n_ - WINO_BLOCK_LANES;                                                               \
+            _Pragma("GCC ivdep") for (int j_ = 0; j_ < WINO_BLOCK_LANES; j_++)                            \
+            {                                                                                             \
+                const int64_t l_ = b_ + j_;                                                               \
+                XF();                                                                                     \
+            }                                                                                             \
+            if (b_ + WINO_BLOCK_LANES >= n_)                                                              \
+                break;                                                                                    \
+        }                                                                                                 \
     }
 
 /* A tile size's three transforms, each X D Y on every lane in two sides:
@@ -907,3 +940,4 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
 #undef FN
 #undef CAT2
 #undef CAT2_
+#undef WINO_BLOCK_LANES

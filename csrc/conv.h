@@ -64,9 +64,10 @@ int fnn_conv2d_backward_f64(fnn_ctx ctx, const double *dy, const double *x, int6
 
 /* Winograd F(m x m, 3x3) (csrc/winograd.c), taken by the functions above where
  * fnn_winograd_applies (for ctx.conv_algo and ctx.nthreads) returns the tile
- * size m (2 or 4; 0: not Winograd). Both return 0 when done, -1 when out of
- * memory, and 1 (the outputs then hold garbage) where a result is not finite:
- * the caller then takes another path, which gives the direct sum's inf and NaN. */
+ * size m (2 or 4; 0: not Winograd). They return 0 when done, -1 when out of
+ * memory, and 1 (the outputs then hold garbage) where a result is not finite
+ * (the backward: as said there): the caller then takes another path, which
+ * gives the direct sum's inf and NaN. */
 int fnn_winograd_applies(fnn_ctx ctx, int64_t n, int64_t c, int64_t f, int64_t h, int64_t w, int64_t fh,
                          int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw);
 /* y = act(conv(x, wt) + bias) for 3x3 filters, stride 1, padding (ph, pw) */
@@ -76,11 +77,16 @@ int fnn_winograd_conv2d_f32(fnn_ctx ctx, int tile, const float *x, int64_t n, in
 int fnn_winograd_conv2d_f64(fnn_ctx ctx, int tile, const double *x, int64_t n, int64_t c, int64_t h, int64_t w,
                             const double *wt, int64_t f, const double *bias, int64_t ph, int64_t pw, int act,
                             double act_alpha, double *y);
-/* dw (F, C, 3, 3) and db (F,) unless NULL from dy (N, F, oh, ow) and x */
-int fnn_winograd_wgrad_f32(fnn_ctx ctx, int tile, const float *dy, const float *x, int64_t n, int64_t c, int64_t h,
-                           int64_t w, int64_t f, int64_t ph, int64_t pw, float *dw, float *db);
-int fnn_winograd_wgrad_f64(fnn_ctx ctx, int tile, const double *dy, const double *x, int64_t n, int64_t c,
-                           int64_t h, int64_t w, int64_t f, int64_t ph, int64_t pw, double *dw, double *db);
+/* dw (F, C, 3, 3) and db (F,) unless NULL from dy (N, F, oh, ow) and x, and dx
+ * (N, C, H, W) unless NULL, in one pass. Returns -1 when out of memory, else
+ * the sum of 1 where dw or db is not finite and 2 where dx is not (or was not
+ * computed): those the caller takes another path for. */
+int fnn_winograd_backward_f32(fnn_ctx ctx, int tile, const float *dy, const float *x, const float *wt, int64_t n,
+                              int64_t c, int64_t h, int64_t w, int64_t f, int64_t ph, int64_t pw, float *dw,
+                              float *db, float *dx);
+int fnn_winograd_backward_f64(fnn_ctx ctx, int tile, const double *dy, const double *x, const double *wt, int64_t n,
+                              int64_t c, int64_t h, int64_t w, int64_t f, int64_t ph, int64_t pw, double *dw,
+                              double *db, double *dx);
 
 #ifdef __cplusplus
 }

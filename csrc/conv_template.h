@@ -1067,6 +1067,14 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     /* Both direct backward paths multiply inserted zeros (dy's padding, its
      * garbage columns) with real values: exact only when those are finite. */
     const double macs = (double)f * (double)p * (double)ck;
+    /* Winograd's weight gradient takes dx along where it applies (rc bit 2: not done) */
+    const int wino_w = fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw);
+    const int wino_rc = wino_w ? FN(fnn_winograd_backward)(ctx, wino_w, dy, x, wt, n, c, h, w, f, ph, pw, dw, db, dx)
+                               : 3;
+    if (wino_rc < 0)
+        return -1;
+    if (!(wino_rc & 2))
+        dx = NULL;
     const int wino_dx = dx ? fnn_winograd_applies(ctx, n, f, c, g.oh, g.ow, fh, fw, sh, sw, fh - 1 - ph, fw - 1 - pw)
                            : 0;
     const int direct_dx = dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs);
@@ -1103,11 +1111,7 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
             dx = NULL;
     }
     int need_w = 1;
-    const int wino_w = fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw);
-    const int wino_rc = wino_w ? FN(fnn_winograd_wgrad)(ctx, wino_w, dy, x, n, c, h, w, f, ph, pw, dw, db) : 1;
-    if (wino_rc < 0)
-        return -1;
-    if (wino_rc == 0) {
+    if (!(wino_rc & 1)) {
         need_w = 0;
     } else if (FN(use_direct)(ctx, n, macs) && FN(all_finite)(ctx, x, n * chw)) {
         /* db, and dx where the direct path above did not take it, come from the

@@ -9,8 +9,9 @@
  * tile the sum over channels is one GEMM:
  *     forward   M[p] (F x T) = U[p] (F x C) @ V[p] (C x T)   T tiles
  *     weights   dU[p] (F x C) += Z[p] (F x T) @ V[p]^T       Z = A dY A^T
- * and the data gradient is the forward with the flipped, channel-transposed
- * filters (padding 2 - pad), as on the direct path.
+ *     data      dV[p] (C x T) = U[p]^T (C x F) @ Z[p]        dd = B dV B^T
+ * where the data gradient's input tiles dd overlap (by 2 rows and columns)
+ * and are added up into dx. The two gradients share Z, in one pass.
  *
  * Tiles run in blocks of whole tile rows, sized so the block's transformed
  * input and output (a*a x (C + F) x T values) stay about the size of L2; each
@@ -18,11 +19,12 @@
  * transform's left side already applied to the image rows), and the
  * transforms are flat loops over all the block's lanes, written once and
  * compiled for each ISA.
- * The forward's products run on the indirect-B microkernel straight from V,
- * the weight gradient's on the GEMM driver. Blocks are split
- * statically over threads, so the forward result does not depend on the thread
- * count and the weight gradient (per-thread partial sums added in thread order)
- * is fixed for a given one.
+ * The forward's and the data gradient's products run on the indirect-B
+ * microkernel straight from V or Z, the weight gradient's on the indirect-A
+ * one. Blocks are split statically over threads, so the forward result and the
+ * data gradient (its tiles' overlaps added in tile order, across threads too)
+ * do not depend on the thread count, and the weight gradient (per-thread
+ * partial sums added in thread order) is fixed for a given one.
  *
  * Transforms add and subtract input values, so an inf would meet another in
  * a tile as inf - inf = NaN where the direct convolution gives inf: the callers
@@ -399,6 +401,81 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_pair_bt_avx512(int m,
 #define WINO_GATHER_PAIR_BT_FAST_AVX512(...) wino_gather_pair_bt_avx512(__VA_ARGS__)
 #define WINO_GATHER_PAIR_BT_FITS_AVX512(m, count) WINO_PAIR_FITS_AVX512(m, count)
 
+/* The data gradient's scatter of one tile row (wino_scatter_body in
+ * winograd_template.h) in float32 on AVX-512, for rows of up to 15 tiles: the
+ * a phases of each row of the tiles are one vector each (lane tx: tile tx),
+ * phases m and m + 1 are added to phases 0 and 1 one lane on (tile tx - 1's
+ * share of the columns it shares with tile tx, then the row's last two
+ * columns in lane count), and two-source permutes interleave the m phases
+ * into the row's columns, 16 at a time, stored or added with masks to the
+ * columns inside [0, w). The generic loop went element by element: 17% of
+ * conv D's backward. The sums are those of the generic loop (each of two
+ * terms). Returns -1 where it does not apply, else 0 where a value stored or
+ * added is not finite. */
+FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_scatter_fast_avx512(int m, const float *dd, int64_t ls,
+                                                                         int64_t count, float *plane, float *seam,
+                                                                         int64_t h, int64_t w, int64_t row0,
+                                                                         int64_t pad, int add_rows)
+{
+    const int a = m + 2;
+    if ((m != 2 && m != 4) || count > 15 || count < 1 || pad > 2)
+        return -1;
+    const int64_t span = m * (count + 1);               /* columns -pad .. span - 1 - pad of the row */
+    const int nvec = (int)((span + 15) / 16);           /* at most 4 of 16 */
+    const __mmask16 keep = (__mmask16)((1u << count) - 1);
+    /* idx[k]: vector k of the row from phases (0, 1) and from (2, 3): column
+     * 16k + l is phase l % m of lane 16k/m + l/m (two-source index: phase 1 or 3 from the second) */
+    __m512i idx[4];
+    for (int k = 0; k < nvec; k++) {
+        int ix[16];
+        for (int l = 0; l < 16; l++) {
+            const int lane = (16 * k + l) / m, q = (16 * k + l) % m;
+            ix[l] = (lane & 15) + ((q & 1) ? 16 : 0);
+        }
+        idx[k] = _mm512_loadu_si512(ix);
+    }
+    const __mmask16 odd_pair = m == 4 ? (__mmask16)0xCCCC : (__mmask16)0; /* phases 2, 3 of F(4x4) */
+    /* column masks of each vector: inside [0, w) */
+    __mmask16 cols[4];
+    for (int k = 0; k < nvec; k++) {
+        const int64_t c0 = 16 * k - pad;
+        int64_t lo = -c0, hi = w - c0;
+        lo = lo < 0 ? 0 : lo;
+        hi = hi > 16 ? 16 : hi;
+        cols[k] = hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+    }
+    __mmask16 bad = 0;
+    for (int i = 0; i < a; i++) {
+        const int64_t row = row0 + i;
+        if (row < 0 || row >= h)
+            continue;
+        const float *src = dd + (int64_t)a * i * ls;
+        __m512 ph[6];
+        for (int j = 0; j < a; j++)
+            ph[j] = _mm512_maskz_loadu_ps(keep, src + j * ls);
+        /* lane tx of phase q < 2: tile tx's column m*tx + q plus tile tx-1's (its phase m + q) */
+        for (int q = 0; q < 2; q++)
+            ph[q] = _mm512_add_ps(ph[q], _mm512_castsi512_ps(_mm512_alignr_epi32(
+                                              _mm512_castps_si512(ph[m + q]), _mm512_setzero_si512(), 15)));
+        const int add = i < add_rows && !seam;
+        float *dst = i < add_rows && seam ? seam + i * w : plane + row * w;
+        for (int k = 0; k < nvec; k++) {
+            if (!cols[k])
+                continue;
+            __m512 vals = _mm512_permutex2var_ps(ph[0], idx[k], ph[1]);
+            if (m == 4)
+                vals = _mm512_mask_blend_ps(odd_pair, vals, _mm512_permutex2var_ps(ph[2], idx[k], ph[3]));
+            bad |= _mm512_mask_fpclass_ps_mask(cols[k], vals, 0x99); /* NaN, +inf, -inf */
+            float *d = dst + 16 * k - pad;
+            if (add)
+                vals = _mm512_add_ps(_mm512_maskz_loadu_ps(cols[k], d), vals);
+            _mm512_mask_storeu_ps(d, cols[k], vals);
+        }
+    }
+    return bad ? 0 : 1;
+}
+#define WINO_SCATTER_FAST_AVX512(...) wino_scatter_fast_avx512(__VA_ARGS__)
+
 /* The same on AVX2 for F(4x4) rows of up to 8 tiles (28- and 32-wide images):
  * eight values of a row (two tiles) are put phase-major by one permute, a 4x4
  * transpose of value pairs makes each phase's eight tiles one vector, and
@@ -467,6 +544,7 @@ FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE int wino_gather_fast_avx2(int m, float 
 #undef WINO_GATHER_PAIR_BT_FAST_AVX512
 #undef WINO_GATHER_PAIR_BT_FITS_AVX512
 #undef WINO_GATHER_FAST_AVX2
+#undef WINO_SCATTER_FAST_AVX512
 
 #define T double
 #define SFX f64

@@ -101,6 +101,51 @@ static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT y, const T *FNN
     }
 }
 
+/* The data gradient of one tile row's input tiles into the plane (h x w) of
+ * dx: dd holds the a*a lane arrays of the tiles' gradients (entry (i, j) of
+ * tile tx at dd[(a*i + j) * ls + tx]), tile tx covering rows row0 + i and
+ * columns m*tx - pad + j. Tiles overlap their neighbours by a - m = 2 rows and
+ * columns: each row's values are first summed along the row in rb, the left
+ * tile's share first, then stored, or added where the tile row above has
+ * stored that row (its first `add_rows` rows; into seam, where set, by a
+ * store, for the caller to add once the tile row above is done). Every output
+ * is so the same two- or four-term sum whatever the threads. Returns 0 where
+ * a value stored or added is not finite. */
+static FNN_ALWAYS_INLINE int FN(wino_scatter_body)(const T *FNN_RESTRICT dd, int64_t ls, int64_t count,
+                                                   T *FNN_RESTRICT plane, T *FNN_RESTRICT seam, int64_t h,
+                                                   int64_t w, int64_t row0, int64_t pad, const int m, int add_rows,
+                                                   T *FNN_RESTRICT rb, int (*finite)(const T *, int64_t))
+{
+    const int a = m + 2;
+    int ok = 1;
+    for (int i = 0; i < a; i++) {
+        const int64_t row = row0 + i;
+        if (row < 0 || row >= h)
+            continue;
+        const T *FNN_RESTRICT src = dd + (int64_t)a * i * ls;
+        for (int j = 0; j < a; j++)
+            rb[j] = src[j * ls];
+        for (int64_t tx = 1; tx < count; tx++) {
+            for (int j = 0; j < a - m; j++)
+                rb[m * tx + j] += src[j * ls + tx];
+            for (int j = a - m; j < a; j++)
+                rb[m * tx + j] = src[j * ls + tx];
+        }
+        const T *FNN_RESTRICT vals = rb + pad; /* column 0 of the row */
+        ok &= finite(vals, w);
+        if (i >= add_rows || seam) {
+            T *FNN_RESTRICT dst = i < add_rows ? seam + i * w : plane + row * w;
+            for (int64_t col = 0; col < w; col++)
+                dst[col] = vals[col];
+        } else {
+            T *FNN_RESTRICT dst = plane + row * w;
+            for (int64_t col = 0; col < w; col++)
+                dst[col] += vals[col];
+        }
+    }
+    return ok;
+}
+
 /* B^T (a x a), A (a x m) and A^T (m x a) of each tile size, applied to one
  * lane l: output k at o[k * os + l * ol] from input q at i[q * is + l] (macros
  * of no arguments, so that their names pass through WINO_SIDE unexpanded) */
@@ -128,6 +173,15 @@ static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT y, const T *FNN
         WINO_OUT_(0) = s0 + s1 + s2;                                                                      \
         WINO_OUT_(1) = s1 - s2 - s3;                                                                      \
     } while (0)
+/* B = (B^T)^T, for the adjoint of the input transform (the data gradient) */
+#define WINO2_B()                                                                                         \
+    do {                                                                                                  \
+        const T c0 = WINO_IN_(0), c1 = WINO_IN_(1), c2 = WINO_IN_(2), c3 = WINO_IN_(3);                   \
+        WINO_OUT_(0) = c0;                                                                                \
+        WINO_OUT_(1) = c1 - c2 + c3;                                                                      \
+        WINO_OUT_(2) = c1 + c2 - c0;                                                                      \
+        WINO_OUT_(3) = -c3;                                                                               \
+    } while (0)
 /* F(4x4, 3x3), Lavin and Gray's points 0, +-1, +-2:
  *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
  *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1] */
@@ -141,6 +195,17 @@ static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT y, const T *FNN
         WINO_OUT_(3) = c4m2 + (T)2 * c3m1;                                                                \
         WINO_OUT_(4) = c4m2 - (T)2 * c3m1;                                                                \
         WINO_OUT_(5) = (T)4 * c1 - (T)5 * c3 + c5;                                                        \
+    } while (0)
+#define WINO4_B()                                                                                         \
+    do {                                                                                                  \
+        const T c0 = WINO_IN_(0), c1 = WINO_IN_(1), c2 = WINO_IN_(2), c3 = WINO_IN_(3), c4 = WINO_IN_(4), \
+                c5 = WINO_IN_(5), d12 = c2 - c1, d34 = c3 - c4, s12 = c1 + c2, s34 = c3 + c4;              \
+        WINO_OUT_(0) = (T)4 * c0;                                                                         \
+        WINO_OUT_(1) = (T)4 * (d12 + c5) + (T)2 * (c4 - c3);                                               \
+        WINO_OUT_(2) = -((T)5 * c0 + (T)4 * s12 + s34);                                                   \
+        WINO_OUT_(3) = (T)2 * d34 - d12 - (T)5 * c5;                                                       \
+        WINO_OUT_(4) = c0 + s12 + s34;                                                                    \
+        WINO_OUT_(5) = c5;                                                                                \
     } while (0)
 #define WINO4_A()                                                                                         \
     do {                                                                                                  \
@@ -195,7 +260,7 @@ static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT y, const T *FNN
         }                                                                                                 \
     }
 
-/* A tile size's three transforms, each X D Y on every lane in two sides:
+/* A tile size's four transforms, each X D Y on every lane in two sides:
  * - input, V = B^T d B: the left side B^T is applied to whole image rows
  *   before the gather (rows_bt: rows of n values is apart in, os apart out),
  *   since it mixes rows only; d then holds the a*a lane arrays of B^T d (ls
@@ -204,8 +269,11 @@ static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT y, const T *FNN
  * - gradient, Z = A dY A^T: e holds the m*m lane arrays of dY, tmp a*m (the
  *   left side A makes a rows of m, so it is not applied before the gather);
  * - output, Y = A^T M A for one filter from M[p] at mm + p*ldp: output row k of
- *   lane b at o[k * m * len + m * b + (0 .. m-1)]; tmp holds a*m*len. */
-#define DEFINE_WINO_TRANSFORMS(M, BT, A, AT)                                                               \
+ *   lane b at o[k * m * len + m * b + (0 .. m-1)]; tmp holds a*m*len;
+ * - the input's adjoint, dd = B dV B^T (the data gradient of the input
+ *   tiles, which overlap: wino_scatter_body adds them up), from dV[p] at
+ *   dv + p*ldp into the a*a lane arrays of out (ls apart), through tmp (a*a). */
+#define DEFINE_WINO_TRANSFORMS(M, BT, B, A, AT)                                                            \
     static FNN_ALWAYS_INLINE void FN(wino##M##_rows_bt_body)(const T *in, int64_t is, T *out, int64_t os,   \
                                                              int64_t n)                                   \
     {                                                                                                     \
@@ -230,17 +298,26 @@ static FNN_ALWAYS_INLINE void FN(wino_copy_body)(T *FNN_RESTRICT y, const T *FNN
         const int a = M + 2;                                                                              \
         WINO_SIDE(AT, a, mm, ldp, a * ldp, tmp, len, a * len, 1, len)                                     \
         WINO_SIDE(AT, M, tmp, a * len, len, o, M * len, 1, M, len)                                        \
+    }                                                                                                     \
+    static FNN_ALWAYS_INLINE void FN(wino##M##_adjoint_body)(const T *dv, int64_t ldp, int64_t n, T *tmp,    \
+                                                             T *out, int64_t ls)                          \
+    {                                                                                                     \
+        const int a = M + 2;                                                                              \
+        WINO_SIDE(B, a, dv, ldp, a * ldp, tmp, ls, a * ls, 1, n)                                          \
+        WINO_SIDE(B, a, tmp, a * ls, ls, out, a * ls, ls, 1, n)                                           \
     }
-DEFINE_WINO_TRANSFORMS(2, WINO2_BT, WINO2_A, WINO2_AT)
-DEFINE_WINO_TRANSFORMS(4, WINO4_BT, WINO4_A, WINO4_AT)
+DEFINE_WINO_TRANSFORMS(2, WINO2_BT, WINO2_B, WINO2_A, WINO2_AT)
+DEFINE_WINO_TRANSFORMS(4, WINO4_BT, WINO4_B, WINO4_A, WINO4_AT)
 #undef DEFINE_WINO_TRANSFORMS
 #undef WINO_SIDE
 #undef WINO_IN_
 #undef WINO_OUT_
 #undef WINO2_BT
+#undef WINO2_B
 #undef WINO2_A
 #undef WINO2_AT
 #undef WINO4_BT
+#undef WINO4_B
 #undef WINO4_A
 #undef WINO4_AT
 
@@ -261,6 +338,9 @@ typedef struct {
     int (*output)(const T *, int64_t, int64_t, int64_t, T *, T *); /* 0: an output of the tb tiles is not finite */
     void (*copy)(T *, const T *, int64_t, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                  int64_t);
+    void (*adjoint)(const T *, int64_t, int64_t, T *, T *, int64_t); /* (dv, ldp, n, tmp, out, ls) */
+    /* (dd, ls, count, plane, seam, h, w, row0, pad, add_rows, rb): wino_scatter_body */
+    int (*scatter)(const T *, int64_t, int64_t, T *, T *, int64_t, int64_t, int64_t, int64_t, int, T *);
 } FN(wino_kernels);
 
 /* a hand-vectorised gather where winograd.c has one (WINO_GATHER_FAST_<ISA>,
@@ -276,6 +356,14 @@ typedef struct {
 #define WINO_GATHER_FAST_avx2(...) 0
 #endif
 #define WINO_GATHER_FAST_portable(...) 0
+/* and the data gradient's scatter (WINO_SCATTER_FAST_<ISA>: -1 where it does not apply) */
+#ifdef WINO_SCATTER_FAST_AVX512
+#define WINO_SCATTER_FAST_avx512(...) WINO_SCATTER_FAST_AVX512(__VA_ARGS__)
+#else
+#define WINO_SCATTER_FAST_avx512(...) (-1)
+#endif
+#define WINO_SCATTER_FAST_avx2(...) (-1)
+#define WINO_SCATTER_FAST_portable(...) (-1)
 /* and one for two tile rows at once (WINO_GATHER_PAIR_FAST_<ISA>) */
 #ifdef WINO_GATHER_PAIR_FAST_AVX512
 #define WINO_GATHER_PAIR_FAST_avx512(...) WINO_GATHER_PAIR_FAST_AVX512(__VA_ARGS__)
@@ -353,6 +441,22 @@ typedef struct {
     {                                                                                                         \
         FN(wino##M##_grad_body)(e, tmp, ls, n, out, ldp);                                                     \
     }                                                                                                         \
+    TARGET static void FN(wino##M##_adjoint_##ISA)(const T *dv, int64_t ldp, int64_t n, T *tmp, T *out,       \
+                                                   int64_t ls)                                                \
+    {                                                                                                         \
+        FN(wino##M##_adjoint_body)(dv, ldp, n, tmp, out, ls);                                                 \
+    }                                                                                                         \
+    TARGET static FNN_NO_LIBC_CALLS int FN(wino##M##_scatter_##ISA)(const T *dd, int64_t ls, int64_t count,   \
+                                                                    T *plane, T *seam, int64_t h, int64_t w,  \
+                                                                    int64_t row0, int64_t pad, int add_rows,  \
+                                                                    T *rb)                                    \
+    {                                                                                                         \
+        const int fast = WINO_SCATTER_FAST_##ISA(M, dd, ls, count, plane, seam, h, w, row0, pad, add_rows);   \
+        if (fast >= 0)                                                                                        \
+            return fast;                                                                                      \
+        return FN(wino_scatter_body)(dd, ls, count, plane, seam, h, w, row0, pad, M, add_rows, rb,            \
+                                     FN(all_finite_##ISA));                                                   \
+    }                                                                                                         \
     TARGET static int FN(wino##M##_output_##ISA)(const T *m, int64_t ldp, int64_t len, int64_t tb, T *tmp, T *o) \
     {                                                                                                         \
         FN(wino##M##_output_body)(m, ldp, len, tmp, o);                                                       \
@@ -373,7 +477,8 @@ typedef struct {
     {                                                                                                         \
         FN(wino##M##_gather_input_##ISA), FN(wino##M##_gather_grad_##ISA), FN(wino##M##_gather_v_##ISA),      \
             FN(wino##M##_input_##ISA),                                                                        \
-            FN(wino##M##_grad_##ISA), FN(wino##M##_output_##ISA), FN(wino_copy_##ISA)                         \
+            FN(wino##M##_grad_##ISA), FN(wino##M##_output_##ISA), FN(wino_copy_##ISA),                        \
+            FN(wino##M##_adjoint_##ISA), FN(wino##M##_scatter_##ISA)                                          \
     }
 
 DEFINE_WINO_KERNELS(2, portable, )
@@ -392,6 +497,9 @@ DEFINE_WINO_COPY(avx512, FNN_TARGET_AVX512)
 #undef WINO_GATHER_FAST_avx512
 #undef WINO_GATHER_FAST_avx2
 #undef WINO_GATHER_FAST_portable
+#undef WINO_SCATTER_FAST_avx512
+#undef WINO_SCATTER_FAST_avx2
+#undef WINO_SCATTER_FAST_portable
 #undef WINO_GATHER_PAIR_FAST_avx512
 #undef WINO_GATHER_PAIR_FAST_avx2
 #undef WINO_GATHER_PAIR_FAST_portable
@@ -548,6 +656,13 @@ static int64_t FN(wino_rows_elems)(const fnn_wino_geom *g)
     return most > grad ? most : grad;
 }
 
+/* ... and of the data gradient's: the adjoint's output and temporaries (a*a
+ * lane arrays each), then a row of the scatter */
+static int64_t FN(wino_adjoint_elems)(const fnn_wino_geom *g)
+{
+    return 2 * g->np * g->ldb + g->m * g->tw + g->a + FNN_WINO_LANES;
+}
+
 /* Rows [hi0, hi0 + rows) of a plane (h x w), clipped to it, towards L1. A
  * block reads each channel's rows of a few tile rows, one plane after another,
  * and conv D's and E's inputs do not stay in the caches between passes: the
@@ -661,6 +776,36 @@ static inline int FN(wino_half_panel)(const FN(wino_products) *pr, int64_t tb, i
     return pr->half && 2 * (tb - j) <= pr->nr;
 }
 
+/* The products of position p over a block's tb lanes: out[p] (f_alloc x tb) =
+ * U[p] (f_alloc x depth) @ in[p] (depth x tb), rows of in and out laid out as
+ * V's. Lanes past tb, up to the next multiple of NR or NR/2 (within ldb), are
+ * computed and ignored: in's must be finite. */
+static void FN(wino_products_at)(const FN(wino_products) *pr, const fnn_wino_geom *g, int p, int64_t depth,
+                                 const T *in, T *out, int64_t tb, const T **brow)
+{
+    const int64_t chan = wino_chan(g);
+    for (int64_t d = 0; d < depth; d++)
+        brow[d] = in + d * chan + p * g->ldb;
+    const T *up = pr->up + p * pr->f_alloc * depth;
+    T *op = out + p * g->ldb;
+    for (int64_t j = 0; j < tb; j += pr->nr) {
+        const FN(ukri_fn) ukr = FN(wino_half_panel)(pr, tb, j) ? pr->half : pr->ukr;
+        for (int64_t fp = 0; fp < pr->f_alloc; fp += pr->mr)
+            ukr(depth, up + fp * depth, brow, j, op + fp * chan + j, chan, (T)1, (T)0);
+    }
+}
+
+/* the products' kernels and U's packing for this ISA and dtype, for f_alloc rows */
+static void FN(wino_products_init)(FN(wino_products) *pr, int isa, int64_t rows, const T *up)
+{
+    fnn_gemm_tile_shape(isa, (int)sizeof(T), &pr->mr, &pr->nr);
+    FN(ukri_rows_fn) unused_rows; /* U's zero rows pad its rows up to MR: full tiles only */
+    pr->ukr = FN(select_ukri)(isa, &unused_rows);
+    pr->half = FN(select_ukri_half)(isa);
+    pr->f_alloc = (rows + pr->mr - 1) / pr->mr * pr->mr;
+    pr->up = up;
+}
+
 /* y for the tile rows [r0, r0 + nr): transformed input, a*a products, output
  * transform with the fused bias and activation. Returns 0 where an output
  * before the epilogue is not finite (see fnn_winograd_conv2d). */
@@ -668,21 +813,10 @@ static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_produ
                                    int isa, const T *x, int64_t r0, int64_t nr, const T *bias, int act,
                                    double act_alpha, T *y, T *v, T *m, T *rows, const T **brow)
 {
-    const int64_t tb = nr * g->tw, c = g->c, f = g->f, ldb = g->ldb, fa = pr->f_alloc;
+    const int64_t tb = nr * g->tw, c = g->c, f = g->f, ldb = g->ldb;
     FN(wino_input_block)(k, g, x, r0, nr, v, rows);
-    for (int p = 0; p < g->np; p++) {
-        for (int64_t ci = 0; ci < c; ci++)
-            brow[ci] = v + ci * wino_chan(g) + p * ldb;
-        const T *up = pr->up + p * fa * c;
-        T *mp = m + p * ldb;
-        /* lanes past tb (up to the next multiple of NR or NR/2, within ldb) are
-         * computed and ignored */
-        for (int64_t j = 0; j < tb; j += pr->nr) {
-            const FN(ukri_fn) ukr = FN(wino_half_panel)(pr, tb, j) ? pr->half : pr->ukr;
-            for (int64_t fp = 0; fp < fa; fp += pr->mr)
-                ukr(c, up + fp * c, brow, j, mp + fp * wino_chan(g) + j, wino_chan(g), (T)1, (T)0);
-        }
-    }
+    for (int p = 0; p < g->np; p++)
+        FN(wino_products_at)(pr, g, p, c, v, m, tb, brow);
     /* the output transform, bias and activation over all the block's lanes at
      * once (one call each per filter: per tile row they would cost more in calls
      * than in work), then the rows copied to y */
@@ -725,11 +859,7 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_
     const int isa = fnn_isa_of(ctx);
     int nth = fnn_team_of(ctx);
     FN(wino_products) pr;
-    fnn_gemm_tile_shape(isa, (int)sizeof(T), &pr.mr, &pr.nr);
-    FN(ukri_rows_fn) unused_rows; /* U's zero rows pad F up to MR: full tiles only */
-    pr.ukr = FN(select_ukri)(isa, &unused_rows);
-    pr.half = FN(select_ukri_half)(isa);
-    pr.f_alloc = (f + pr.mr - 1) / pr.mr * pr.mr;
+    FN(wino_products_init)(&pr, isa, f, NULL);
     const fnn_wino_geom g = wino_geom(tile, n, c, h, w, f, ph, pw, (int64_t)sizeof(T), pr.nr,
                                       pr.half ? pr.nr / 2 : pr.nr, nth);
     if (n == 0)
@@ -821,15 +951,58 @@ static void FN(wino_row_sums)(const T *z, int64_t ldb, int64_t f, int64_t tb, T 
     }
 }
 
-int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64_t n, int64_t c, int64_t h,
-                           int64_t w, int64_t f, int64_t ph, int64_t pw, T *dw, T *db)
+/* The data gradient of the block's tile rows [r0, r0 + nr) of every channel
+ * from their dV (in v, laid out as V): the input's adjoint, then each tile
+ * row's tiles added into dx in order, the thread's first tile row's shared
+ * rows (ty > 0: the thread before owns the tile row above) into seam. Returns 0
+ * where a value of dx is not finite. */
+static int FN(wino_dgrad_block)(const FN(wino_kernels) *k, const fnn_wino_geom *g, const T *v, int64_t r0,
+                                int64_t nr, int64_t lo, T *dx, T *seam, T *rows)
+{
+    const int64_t tb = nr * g->tw, ls = g->ldb, plane = g->h * g->w, shared = g->a - g->m;
+    T *dd = rows, *tmp = rows + g->np * ls, *rb = rows + 2 * g->np * ls;
+    int finite = 1;
+    for (int64_t ci = 0; ci < g->c; ci++) {
+        k->adjoint(v + ci * wino_chan(g), g->ldb, tb, tmp, dd, ls);
+        int64_t ni = r0 / g->th, ty = r0 % g->th;
+        for (int64_t r = 0; r < nr; r++) {
+            const int first = r0 + r == lo && ty > 0;
+            finite &= k->scatter(dd + r * g->tw, ls, g->tw, dx + (ni * g->c + ci) * plane,
+                                 first ? seam + ci * shared * g->w : NULL, g->h, g->w, g->m * ty - g->ph, g->pw,
+                                 ty > 0 ? (int)shared : 0, rb);
+            if (++ty == g->th) {
+                ty = 0;
+                ni++;
+            }
+        }
+    }
+    return finite;
+}
+
+/* dw (F, C, 3, 3) and db (F,) from dy (N, F, oh, ow) and x, and dx (N, C, H, W)
+ * where it is set, in one pass over the blocks. Z = A dY A^T of each block
+ * serves both gradients: dU[p] += Z[p] V[p]^T, and the adjoint of the forward
+ * in the input tiles, dV[p] = U[p]^T Z[p] and dd = B dV B^T, added up where
+ * the tiles overlap (Lavin and Gray's backward data). This replaced a
+ * Winograd forward of dy with the flipped filters, whose input transform of
+ * dy's F channels and output copy were about half of its time (conv D: 3.0 of
+ * 8.7 ms for dx, 1 thread). dV takes V's place once dU[p] has used V[p].
+ * Returns -1 when out of memory, else the sum of 1 where dw or db is not
+ * finite and 2 where dx is not (or is not computed: the filters are not
+ * finite): the caller takes another path for those. dx from finite dy and
+ * filters is independent of x, and dy's non-finite values show in db. */
+int FN(fnn_winograd_backward)(fnn_ctx ctx, int tile, const T *dy, const T *x, const T *wt, int64_t n, int64_t c,
+                              int64_t h, int64_t w, int64_t f, int64_t ph, int64_t pw, T *dw, T *db, T *dx)
 {
     const int isa = fnn_isa_of(ctx);
     int nth = fnn_team_of(ctx);
     int mr, nr_lanes;
     fnn_gemm_tile_shape(isa, (int)sizeof(T), &mr, &nr_lanes);
-    /* the lanes are the products' depth here: no panel pads them */
+    /* the lanes are the weight gradient's products' depth: no panel pads them */
     const fnn_wino_geom g = wino_geom(tile, n, c, h, w, f, ph, pw, (int64_t)sizeof(T), nr_lanes, 1, nth);
+    if (dx && !FN(all_finite_serial)(isa, wt, f * c * 9))
+        dx = NULL;
+    const int dx_status = dx ? 0 : 2;
     /* dU[p] as C x F when that fills the microkernel's NR-wide tiles better
      * (16 channels on a 32-wide AVX-512 tile would run the half-width kernel) */
     const int transposed = (c + nr_lanes - 1) / nr_lanes * nr_lanes - c > (f + nr_lanes - 1) / nr_lanes * nr_lanes - f;
@@ -843,6 +1016,24 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
     pr.ld = (pr.bn + nr_lanes - 1) / nr_lanes * nr_lanes;
     pr.a_alloc = (pr.am + mr - 1) / mr * mr;
     pr.lanes = g.ldb;
+    /* the data gradient's products: U^T, packed as the forward's U with the
+     * roles of the filters and the channels swapped (from the channel-transposed
+     * filters), shared by the threads */
+    FN(wino_products) dpr;
+    FN(wino_products_init)(&dpr, isa, c, NULL);
+    T *wt_t = NULL, *upt = NULL;
+    if (dx) {
+        wt_t = (T *)malloc((size_t)(f * c * 9) * sizeof(T));
+        upt = (T *)fnn_scratch(FNN_SCRATCH_CONV_W, (size_t)(g.np * dpr.f_alloc * f) * sizeof(T));
+        if (!wt_t || !upt) {
+            free(wt_t);
+            return -1;
+        }
+        for (int64_t fi = 0; fi < f; fi++)
+            for (int64_t ci = 0; ci < c; ci++)
+                memcpy(wt_t + (ci * f + fi) * 9, wt + (fi * c + ci) * 9, 9 * sizeof(T));
+        dpr.up = upt;
+    }
     /* the a*a dU matrices (a_alloc x ld each), then db: position (1, 1) of A dY A^T
      * is the sum of the tile's gradients, so db comes from Z with no pass of its
      * own over dy */
@@ -853,12 +1044,19 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
         nth = 256;
     /* the calling thread's slot: it is thread 0 below, which sums straight into du */
     T *du = (T *)fnn_scratch(FNN_SCRATCH_WINO_DU, (size_t)du_elems * sizeof(T));
-    if (!du)
+    if (!du) {
+        free(wt_t);
         return -1;
+    }
     T *partials[256];
-    int err = 0;
+    T *seams[256];
+    int64_t firsts[256];
+    int err = 0, dx_finite = 1;
+    const int64_t v_chans = dx ? dpr.f_alloc : c, shared = g.a - g.m;
+    const int64_t rows_elems = FN(wino_rows_elems)(&g) > FN(wino_adjoint_elems)(&g) ? FN(wino_rows_elems)(&g)
+                                                                                   : FN(wino_adjoint_elems)(&g);
 #ifdef FASTNN_HAVE_OPENMP
-#pragma omp parallel num_threads(nth) if(nth > 1) reduction(| : err)
+#pragma omp parallel num_threads(nth) if(nth > 1) reduction(| : err) reduction(& : dx_finite)
 #endif
     {
 #ifdef FASTNN_HAVE_OPENMP
@@ -867,21 +1065,33 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
         const int t = 0, tn = 1;
 #endif
         const FN(wino_kernels) k = FN(wino_select)(isa, g.m);
-        T *v = (T *)fnn_scratch(FNN_SCRATCH_WINO_V, (size_t)(c * wino_chan(&g)) * sizeof(T));
+        T *v = (T *)fnn_scratch(FNN_SCRATCH_WINO_V, (size_t)(v_chans * wino_chan(&g)) * sizeof(T));
         T *z = (T *)fnn_scratch(FNN_SCRATCH_WINO_M, (size_t)(f * wino_chan(&g)) * sizeof(T));
-        T *rows = (T *)fnn_scratch(FNN_SCRATCH_WINO_ROWS, (size_t)FN(wino_rows_elems)(&g) * sizeof(T));
+        T *rows = (T *)fnn_scratch(FNN_SCRATCH_WINO_ROWS, (size_t)rows_elems * sizeof(T));
         /* thread 0 sums straight into du */
         T *mine = t == 0 ? du : (T *)fnn_scratch(FNN_SCRATCH_WINO_DU, (size_t)du_elems * sizeof(T));
         /* (no GEMM driver runs here: its slot holds the packed panels, and a zero row of ldb lanes) */
         T *panels = (T *)fnn_scratch(FNN_SCRATCH_PACK_A, (size_t)((pr.ld + 1) * g.ldb) * sizeof(T));
         const T **arow = (const T **)fnn_scratch(FNN_SCRATCH_CONV_ROWS, (size_t)pr.a_alloc * sizeof(T *));
+        const T **brow = dx ? (const T **)fnn_scratch(FNN_SCRATCH_CONV_PLANE, (size_t)f * sizeof(T *)) : NULL;
+        T *seam = dx ? (T *)fnn_scratch(FNN_SCRATCH_CONV_DCOL, (size_t)(c * shared * g.w) * sizeof(T)) : NULL;
         partials[t] = mine;
-        if (!v || !z || !rows || !mine || !panels || !arow) {
+        seams[t] = seam;
+        int64_t lo, hi;
+        wino_thread_rows(&g, t, tn, &lo, &hi);
+        firsts[t] = lo < hi ? lo : -1;
+        if (!v || !z || !rows || !mine || !panels || !arow || (dx && (!brow || !seam)))
             err = 1;
-        } else {
+        /* U^T, a panel of MR channels each */
+        if (dx) {
+#ifdef FASTNN_HAVE_OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (int64_t cp = 0; cp < dpr.f_alloc; cp += dpr.mr)
+                FN(wino_filter_pack)(isa, wt_t, cp, c, f, g.m, dpr.mr, dpr.f_alloc, upt);
+        }
+        if (!err) {
             memset(panels + pr.ld * g.ldb, 0, (size_t)g.ldb * sizeof(T)); /* the zero row */
-            int64_t lo, hi;
-            wino_thread_rows(&g, t, tn, &lo, &hi);
             if (lo == hi)
                 memset(mine, 0, (size_t)du_elems * sizeof(T));
             for (int64_t r0 = lo; r0 < hi; r0 += g.block_rows) {
@@ -889,14 +1099,23 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
                 const int64_t tb = nr * g.tw;
                 FN(wino_input_block)(&k, &g, x, r0, nr, v, rows);
                 FN(wino_grad_block)(&k, &g, dy, r0, nr, z, rows);
+                const int64_t nv = (tb + dpr.nr - 1) / dpr.nr * dpr.nr, chan = wino_chan(&g);
+                if (dx && nv > tb) /* Z's lanes that the data gradient's last panel reads past tb: zero */
+                    for (int64_t fi = 0; fi < f; fi++)
+                        for (int p = 0; p < g.np; p++)
+                            memset(z + fi * chan + p * g.ldb + tb, 0, (size_t)(nv - tb) * sizeof(T));
                 for (int p = 0; p < g.np; p++) {
                     const T *zp = z + p * g.ldb, *vp = v + p * g.ldb;
                     FN(wino_wgrad_product)(&pr, transposed ? vp : zp, transposed ? zp : vp, wino_chan(&g), tb,
                                            r0 == lo ? (T)0 : (T)1, mine + p * ps, panels, arow);
+                    if (dx) /* dV[p] over V[p] */
+                        FN(wino_products_at)(&dpr, &g, p, f, z, v, tb, brow);
                 }
                 if (r0 == lo)
                     memset(mine + pf, 0, (size_t)f * sizeof(T));
                 FN(wino_row_sums)(z + (g.a + 1) * g.ldb, wino_chan(&g), f, tb, mine + pf);
+                if (dx)
+                    dx_finite &= FN(wino_dgrad_block)(&k, &g, v, r0, nr, lo, dx, seam, rows);
             }
         }
 #ifdef FASTNN_HAVE_OPENMP
@@ -905,7 +1124,7 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
         /* fixed-order sum of the partials, split over elements */
         int ok = 1;
         for (int q = 0; q < tn; q++)
-            ok &= partials[q] != NULL;
+            ok &= partials[q] != NULL && (!dx || seams[q] != NULL);
         if (ok) {
             const int64_t e0 = du_elems * t / tn, e1 = du_elems * (t + 1) / tn;
             for (int q = 1; q < tn; q++) {
@@ -913,6 +1132,21 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
                 for (int64_t e = e0; e < e1; e++)
                     du[e] += pq[e];
             }
+        }
+        /* the shared rows of this thread's first tile row, now that the tile row
+         * above (the thread before's) is in dx: the same sum as on one thread */
+        if (ok && dx && firsts[t] >= 0 && firsts[t] % g.th > 0) {
+            const int64_t ni = firsts[t] / g.th, row0 = g.m * (firsts[t] % g.th) - g.ph;
+            for (int64_t ci = 0; ci < c; ci++)
+                for (int64_t i = 0; i < shared; i++) {
+                    const int64_t row = row0 + i;
+                    if (row < 0 || row >= g.h)
+                        continue;
+                    T *dst = dx + ((ni * c + ci) * g.h + row) * g.w;
+                    const T *add = seam + (ci * shared + i) * g.w;
+                    for (int64_t col = 0; col < g.w; col++)
+                        dst[col] += add[col];
+                }
         }
         /* then dw from du, a filter per thread at a time (serially, 0.3 ms of
          * conv E's 6.3 ms weight gradient on 2 threads) */
@@ -927,14 +1161,15 @@ int FN(fnn_winograd_wgrad)(fnn_ctx ctx, int tile, const T *dy, const T *x, int64
                 FN(wino_filter_grad)(du, ps, pr.ld, fi, c, g.m, transposed, dw);
         }
     }
+    free(wt_t);
     if (err)
         return -1;
     /* non-finite inputs give non-finite sums (see fnn_winograd_conv2d) */
-    if (!FN(all_finite_serial)(isa, dw, f * c * 9) || !FN(all_finite_serial)(isa, du + pf, f))
-        return 1;
-    if (db)
+    const int db_finite = FN(all_finite_serial)(isa, du + pf, f);
+    const int w_status = FN(all_finite_serial)(isa, dw, f * c * 9) && db_finite ? 0 : 1;
+    if (db && db_finite)
         memcpy(db, du + pf, (size_t)f * sizeof(T));
-    return 0;
+    return w_status + (dx_status || !dx_finite || !db_finite ? 2 : 0);
 }
 
 #undef FN

@@ -289,7 +289,8 @@ def test_one_inf_anywhere_in_part_tiles_is_caught(algorithm, size, pad, where, r
 
 @pytest.mark.parametrize("algorithm", WINOGRADS + ["auto"])
 @pytest.mark.parametrize("activation", [None, "sigmoid"])
-def test_transforms_that_overflow_take_another_path(algorithm, activation, rng):
+@pytest.mark.parametrize("isa", ["portable", "avx512"])
+def test_transforms_that_overflow_take_another_path(algorithm, activation, isa, rng):
     # Finite float32 inputs near the top of the range: the input transforms add
     # up to 4 (F(2x2)) or scale by up to 25 (F(4x4)) and overflow to inf, where
     # the direct sums (small weights, small dy) stay below 1e38. The outputs are
@@ -298,15 +299,24 @@ def test_transforms_that_overflow_take_another_path(algorithm, activation, rng):
     wt = (rng.standard_normal((32, 16, 3, 3)) * 1e-2).astype(np.float32)
     big_dy = (rng.uniform(0.5, 1.0, (8, 32, 12, 12)) * 2e38).astype(np.float32)
     small_dy = (rng.standard_normal((8, 32, 12, 12)) * 1e-4).astype(np.float32)
+    # +-1.2e38 in a checkerboard: each tile of dy sums to 0 with no partial sum
+    # past 2.4e38, so Winograd's db (the check that catches an inf in dy) is 0,
+    # while the gradient's transform A dY A^T overflows (its alternating rows
+    # add 4 values of one sign): only the check of dx itself sends the data
+    # gradient elsewhere
+    signs = np.where(np.add.outer(np.arange(12), np.arange(12)) % 2 == 0, 1, -1)
+    checker_dy = np.ascontiguousarray(np.broadcast_to(1.2e38 * signs, (8, 32, 12, 12)), dtype=np.float32)
+    small_x = rng.standard_normal((8, 16, 12, 12)).astype(np.float32)
 
     def run():
         return (_gemm.conv2d(big, wt, None, (1, 1), (1, 1), activation, 0.0),
                 _gemm.conv2d_backward(big_dy, big * np.float32(1e-3), wt, (1, 1), (1, 1), True)[0],
-                _gemm.conv2d_backward(small_dy, big, wt, (1, 1), (1, 1), False)[1])
+                _gemm.conv2d_backward(small_dy, big, wt, (1, 1), (1, 1), False)[1],
+                _gemm.conv2d_backward(checker_dy, small_x, wt, (1, 1), (1, 1), True)[0])
 
-    with native_setting(conv_algorithm=algorithm), np.errstate(over="ignore", invalid="ignore"):
+    with native_setting(isa, conv_algorithm=algorithm), np.errstate(over="ignore", invalid="ignore"):
         got = run()
-    with native_setting(conv_algorithm="gemm"):
+    with native_setting(isa, conv_algorithm="gemm"):
         want = run()
     for i, (g, r) in enumerate(zip(got, want)):
         assert np.isfinite(r).all() and (np.abs(r).max() > 1e36 or i == 0 and activation)

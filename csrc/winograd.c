@@ -476,6 +476,79 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_scatter_fast_avx512(int m, c
 }
 #define WINO_SCATTER_FAST_AVX512(...) wino_scatter_fast_avx512(__VA_ARGS__)
 
+/* The scatter on AVX2 for F(4x4) rows of up to 7 tiles (28-wide images): the
+ * phases as above (lane tx: tile tx, with lane count for the row's last two
+ * columns), a 4 x 8 transpose making each pair of tiles' 8 columns one vector,
+ * stored or added whole where all 8 columns lie inside the row, element by
+ * element at its two ends (a masked store, vmaskmovps, is slow on AMD cores). */
+FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE int wino_scatter_fast_avx2(int m, const float *dd, int64_t ls,
+                                                                     int64_t count, float *plane, float *seam,
+                                                                     int64_t h, int64_t w, int64_t row0,
+                                                                     int64_t pad, int add_rows)
+{
+    if (m != 4 || count > 7 || count < 1 || pad > 2)
+        return -1;
+    const int a = 6;
+    const int nvec = (int)((4 * (count + 1) + 7) / 8);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    /* lanes past the tile row hold the next tile row's tiles (the loads stay
+     * inside the block's lanes: FNN_WINO_GATHER_SLACK): zeroed */
+    const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), lane));
+    const __m256i up = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
+    const __m256 zero = _mm256_setzero_ps();
+    int64_t lo[4], hi[4];
+    __m256 inside[4];
+    for (int k = 0; k < nvec; k++) {
+        const int64_t c0 = 8 * k - pad;
+        lo[k] = c0 < 0 ? -c0 : 0;
+        hi[k] = w - c0 < 8 ? w - c0 : 8;
+        const __m256i col = _mm256_add_epi32(_mm256_set1_epi32((int)c0), lane);
+        inside[k] = _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), col),
+                                                            _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), col)));
+    }
+    __m256 bad = zero;
+    for (int i = 0; i < a; i++) {
+        const int64_t row = row0 + i;
+        if (row < 0 || row >= h)
+            continue;
+        const float *src = dd + (int64_t)a * i * ls;
+        __m256 ph[6];
+        for (int j = 0; j < a; j++)
+            ph[j] = _mm256_and_ps(_mm256_loadu_ps(src + j * ls), keep);
+        for (int q = 0; q < 2; q++)
+            ph[q] = _mm256_add_ps(ph[q], _mm256_blend_ps(_mm256_permutevar8x32_ps(ph[4 + q], up), zero, 0x01));
+        const __m256 t0 = _mm256_unpacklo_ps(ph[0], ph[1]), t1 = _mm256_unpackhi_ps(ph[0], ph[1]);
+        const __m256 t2 = _mm256_unpacklo_ps(ph[2], ph[3]), t3 = _mm256_unpackhi_ps(ph[2], ph[3]);
+        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 vals[4];
+        vals[0] = _mm256_permute2f128_ps(u0, u1, 0x20);
+        vals[1] = _mm256_permute2f128_ps(u2, u3, 0x20);
+        vals[2] = _mm256_permute2f128_ps(u0, u1, 0x31);
+        vals[3] = _mm256_permute2f128_ps(u2, u3, 0x31);
+        const int add = i < add_rows && !seam;
+        float *dst = i < add_rows && seam ? seam + i * w : plane + row * w;
+        for (int k = 0; k < nvec; k++) {
+            if (hi[k] <= lo[k])
+                continue;
+            /* x - x is NaN for an inf or a NaN, 0 otherwise */
+            bad = _mm256_or_ps(bad, _mm256_and_ps(inside[k], _mm256_cmp_ps(_mm256_sub_ps(vals[k], vals[k]), zero,
+                                                                           _CMP_NEQ_UQ)));
+            float *d = dst + 8 * k - pad;
+            if (lo[k] == 0 && hi[k] == 8) {
+                _mm256_storeu_ps(d, add ? _mm256_add_ps(_mm256_loadu_ps(d), vals[k]) : vals[k]);
+            } else {
+                float part[8];
+                _mm256_storeu_ps(part, vals[k]);
+                for (int64_t l = lo[k]; l < hi[k]; l++)
+                    d[l] = add ? d[l] + part[l] : part[l];
+            }
+        }
+    }
+    return _mm256_movemask_ps(bad) ? 0 : 1;
+}
+#define WINO_SCATTER_FAST_AVX2(...) wino_scatter_fast_avx2(__VA_ARGS__)
+
 /* The same on AVX2 for F(4x4) rows of up to 8 tiles (28- and 32-wide images):
  * eight values of a row (two tiles) are put phase-major by one permute, a 4x4
  * transpose of value pairs makes each phase's eight tiles one vector, and
@@ -545,6 +618,7 @@ FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE int wino_gather_fast_avx2(int m, float 
 #undef WINO_GATHER_PAIR_BT_FITS_AVX512
 #undef WINO_GATHER_FAST_AVX2
 #undef WINO_SCATTER_FAST_AVX512
+#undef WINO_SCATTER_FAST_AVX2
 
 #define T double
 #define SFX f64

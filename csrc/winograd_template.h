@@ -362,7 +362,11 @@ typedef struct {
 #else
 #define WINO_SCATTER_FAST_avx512(...) (-1)
 #endif
+#ifdef WINO_SCATTER_FAST_AVX2
+#define WINO_SCATTER_FAST_avx2(...) WINO_SCATTER_FAST_AVX2(__VA_ARGS__)
+#else
 #define WINO_SCATTER_FAST_avx2(...) (-1)
+#endif
 #define WINO_SCATTER_FAST_portable(...) (-1)
 /* and one for two tile rows at once (WINO_GATHER_PAIR_FAST_<ISA>) */
 #ifdef WINO_GATHER_PAIR_FAST_AVX512

@@ -289,7 +289,7 @@ def test_one_inf_anywhere_in_part_tiles_is_caught(algorithm, size, pad, where, r
 
 @pytest.mark.parametrize("algorithm", WINOGRADS + ["auto"])
 @pytest.mark.parametrize("activation", [None, "sigmoid"])
-@pytest.mark.parametrize("isa", ["portable", "avx512"])
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
 def test_transforms_that_overflow_take_another_path(algorithm, activation, isa, rng):
     # Finite float32 inputs near the top of the range: the input transforms add
     # up to 4 (F(2x2)) or scale by up to 25 (F(4x4)) and overflow to inf, where

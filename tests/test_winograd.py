@@ -201,6 +201,24 @@ def test_forward_does_not_depend_on_thread_count(algorithm, rng):
 
 
 @pytest.mark.parametrize("algorithm", WINOGRADS)
+def test_data_gradient_does_not_depend_on_thread_count(algorithm, rng):
+    """dx's input tiles overlap by 2 rows, and a thread's first tile row shares
+    them with the thread before: at 4-7 threads 6 images of 6 (F(4x4)) or 11
+    (F(2x2)) tile rows are cut inside images, and every value must still be the
+    1-thread sum, bit for bit."""
+    x, wt, _, pad = _inputs(rng, (6, 16, 21, 10, 16, (1, 1)), np.float32)
+    dy = rng.standard_normal((6, 16, 21, 10)).astype(np.float32)
+    outs = []
+    for threads in (1, 2, 3, 4, 5, 7):
+        with native_setting(threads=threads, conv_algorithm=algorithm):
+            outs.append(_gemm.conv2d_backward(dy, x, wt, (1, 1), pad, True)[0])
+    rdx = conv_backward64(dy, x, wt, (1, 1), pad)[0]
+    check(outs[0], rdx, np.abs(rdx).max() + 3 * 16 * 9 * 16, np.float32, 9 * 16)
+    for dx in outs[1:]:
+        np.testing.assert_array_equal(dx, outs[0])
+
+
+@pytest.mark.parametrize("algorithm", WINOGRADS)
 def test_numerical_gradient_float64(algorithm, rng):
     x, wt, b, pad = _inputs(rng, (2, 3, 6, 5, 2, (1, 2)), np.float64)
     with native_setting(conv_algorithm=algorithm):

@@ -401,6 +401,73 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_pair_bt_avx512(int m,
 #define WINO_GATHER_PAIR_BT_FAST_AVX512(...) wino_gather_pair_bt_avx512(__VA_ARGS__)
 #define WINO_GATHER_PAIR_BT_FITS_AVX512(m, count) WINO_PAIR_FITS_AVX512(m, count)
 
+/* A (a x m) of F(m x m, 3x3) on m vectors: out[k] = sum_i A[k][i] in[i], as
+ * WINO2_A and WINO4_A in winograd_template.h */
+FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE void wino_a_avx512(int m, const __m512 *in, __m512 *out)
+{
+    if (m == 4) {
+        const __m512 a02 = _mm512_add_ps(in[0], in[2]), a13 = _mm512_add_ps(in[1], in[3]);
+        const __m512 b02 = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), in[2], in[0]);
+        const __m512 b13 = _mm512_mul_ps(_mm512_set1_ps(2.0f), _mm512_fmadd_ps(_mm512_set1_ps(4.0f), in[3], in[1]));
+        out[0] = in[0];
+        out[1] = _mm512_add_ps(a02, a13);
+        out[2] = _mm512_sub_ps(a02, a13);
+        out[3] = _mm512_add_ps(b02, b13);
+        out[4] = _mm512_sub_ps(b02, b13);
+        out[5] = in[3];
+    } else {
+        out[0] = in[0];
+        out[1] = _mm512_add_ps(in[0], in[1]);
+        out[2] = _mm512_sub_ps(in[0], in[1]);
+        out[3] = _mm512_sub_ps(_mm512_setzero_ps(), in[1]);
+    }
+}
+
+/* The pair gather of the gradient dy (pad 0, m phases) followed by both sides
+ * of its transform, Z = A dY A^T, in registers, storing Z's a*a positions of
+ * both tile rows at out + p * ldp (as wino_gather_pair_bt_avx512 does for V):
+ * the gathered tiles and the transform's temporaries are never written and
+ * read back. plane_b NULL: one tile row. Returns 0 where it does not apply
+ * (the same for every call with these m and count). Each lane is computed
+ * alike wherever its tile row falls, so Z does not depend on the pairing. */
+FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_pair_z_avx512(int m, float *out, int64_t ldp,
+                                                                          int64_t count, const float *plane_a,
+                                                                          const float *plane_b, int64_t h, int64_t w,
+                                                                          int64_t hi0_a, int64_t hi0_b)
+{
+    if (!WINO_PAIR_FITS_AVX512(m, count))
+        return 0;
+    const int a = m + 2;
+    const __mmask16 keep = (__mmask16)((1u << (plane_b ? 2 * count : count)) - 1);
+    const __mmask16 second = (__mmask16)(((1u << (2 * count)) - 1) & ~((1u << count) - 1));
+    __m512i pick_a[4], pick_b[4];
+    wino_pair_picks_avx512(m, count, pick_a, pick_b);
+    __m512 e[4][6]; /* e[q][i]: phase q (column) of dy's row i of the tiles */
+    for (int i = 0; i < m; i++) {
+        const int64_t ra = hi0_a + i, rb = hi0_b + i;
+        __m512 phase[6];
+        wino_pair_phases_avx512(m, m, pick_a, pick_b, second, ra >= 0 && ra < h ? plane_a + ra * w : NULL,
+                                plane_b && rb >= 0 && rb < h ? plane_b + rb * w : NULL, w, 0, phase);
+        for (int q = 0; q < m; q++)
+            e[q][i] = phase[q];
+    }
+    __m512 t[6][4]; /* t[k][q] = sum_i A[k][i] e[q][i] */
+    for (int q = 0; q < m; q++) {
+        __m512 col[6];
+        wino_a_avx512(m, e[q], col);
+        for (int k = 0; k < a; k++)
+            t[k][q] = col[k];
+    }
+    for (int k = 0; k < a; k++) {
+        __m512 z[6];
+        wino_a_avx512(m, t[k], z);
+        for (int l = 0; l < a; l++)
+            _mm512_mask_storeu_ps(out + (int64_t)(a * k + l) * ldp, keep, z[l]);
+    }
+    return 1;
+}
+#define WINO_GATHER_PAIR_Z_FAST_AVX512(...) wino_gather_pair_z_avx512(__VA_ARGS__)
+
 /* The data gradient's scatter of one tile row (wino_scatter_body in
  * winograd_template.h) in float32 on AVX-512, for rows of up to 15 tiles: the
  * a phases of each row of the tiles are one vector each (lane tx: tile tx),
@@ -616,6 +683,7 @@ FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE int wino_gather_fast_avx2(int m, float 
 #undef WINO_GATHER_PAIR_FAST_AVX512
 #undef WINO_GATHER_PAIR_BT_FAST_AVX512
 #undef WINO_GATHER_PAIR_BT_FITS_AVX512
+#undef WINO_GATHER_PAIR_Z_FAST_AVX512
 #undef WINO_GATHER_FAST_AVX2
 #undef WINO_SCATTER_FAST_AVX512
 #undef WINO_SCATTER_FAST_AVX2

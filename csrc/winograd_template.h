@@ -329,6 +329,10 @@ typedef struct {
     void (*gather_input)(T *, int64_t, int64_t, const T *, const T *, int64_t, int64_t, int64_t, int64_t, int64_t,
                          T *);
     void (*gather_grad)(T *, int64_t, int64_t, const T *, const T *, int64_t, int64_t, int64_t, int64_t, int64_t);
+    /* gather_grad and both sides of the gradient's transform at once, straight
+     * into Z (out, ldp; the rest as gather_grad's, with no padding), where this
+     * ISA has that: returns 0 where not, the same on every call of a layer */
+    int (*gather_z)(T *, int64_t, int64_t, const T *, const T *, int64_t, int64_t, int64_t, int64_t);
     /* gather_input and the right side of the input transform at once, straight
      * into V (out, ldp as input's; the other arguments as gather_input's), where
      * this ISA has that: returns 0 where not, the same on every call of a layer */
@@ -356,6 +360,14 @@ typedef struct {
 #define WINO_GATHER_FAST_avx2(...) 0
 #endif
 #define WINO_GATHER_FAST_portable(...) 0
+/* and one of two tile rows of the gradient straight into Z (WINO_GATHER_PAIR_Z_FAST_<ISA>) */
+#ifdef WINO_GATHER_PAIR_Z_FAST_AVX512
+#define WINO_GATHER_PAIR_Z_FAST_avx512(...) WINO_GATHER_PAIR_Z_FAST_AVX512(__VA_ARGS__)
+#else
+#define WINO_GATHER_PAIR_Z_FAST_avx512(...) 0
+#endif
+#define WINO_GATHER_PAIR_Z_FAST_avx2(...) 0
+#define WINO_GATHER_PAIR_Z_FAST_portable(...) 0
 /* and the data gradient's scatter (WINO_SCATTER_FAST_<ISA>: -1 where it does not apply) */
 #ifdef WINO_SCATTER_FAST_AVX512
 #define WINO_SCATTER_FAST_avx512(...) WINO_SCATTER_FAST_AVX512(__VA_ARGS__)
@@ -437,6 +449,12 @@ typedef struct {
         if (plane2 && !WINO_GATHER_FAST_##ISA(M, dst + count, ls, count, plane2, h, w, hi0_2, pad, M, M))     \
             FN(wino_gather_body)(dst + count, ls, count, plane2, h, w, hi0_2, pad, M, M, M);                  \
     }                                                                                                         \
+    TARGET static FNN_NO_LIBC_CALLS int FN(wino##M##_gather_z_##ISA)(                                         \
+        T *out, int64_t ldp, int64_t count, const T *plane, const T *plane2, int64_t h, int64_t w, int64_t hi0,  \
+        int64_t hi0_2)                                                                                        \
+    {                                                                                                         \
+        return WINO_GATHER_PAIR_Z_FAST_##ISA(M, out, ldp, count, plane, plane2, h, w, hi0, hi0_2);           \
+    }                                                                                                         \
     TARGET static void FN(wino##M##_input_##ISA)(const T *d, int64_t ls, int64_t n, T *out, int64_t ldp)      \
     {                                                                                                         \
         FN(wino##M##_input_body)(d, ls, n, out, ldp);                                                         \
@@ -479,7 +497,8 @@ typedef struct {
 #define WINO_KERNELS(M, ISA)                                                                                  \
     (FN(wino_kernels))                                                                                        \
     {                                                                                                         \
-        FN(wino##M##_gather_input_##ISA), FN(wino##M##_gather_grad_##ISA), FN(wino##M##_gather_v_##ISA),      \
+        FN(wino##M##_gather_input_##ISA), FN(wino##M##_gather_grad_##ISA), FN(wino##M##_gather_z_##ISA),      \
+            FN(wino##M##_gather_v_##ISA),                                                                     \
             FN(wino##M##_input_##ISA),                                                                        \
             FN(wino##M##_grad_##ISA), FN(wino##M##_output_##ISA), FN(wino_copy_##ISA),                        \
             FN(wino##M##_adjoint_##ISA), FN(wino##M##_scatter_##ISA)                                          \
@@ -504,6 +523,9 @@ DEFINE_WINO_COPY(avx512, FNN_TARGET_AVX512)
 #undef WINO_SCATTER_FAST_avx512
 #undef WINO_SCATTER_FAST_avx2
 #undef WINO_SCATTER_FAST_portable
+#undef WINO_GATHER_PAIR_Z_FAST_avx512
+#undef WINO_GATHER_PAIR_Z_FAST_avx2
+#undef WINO_GATHER_PAIR_Z_FAST_portable
 #undef WINO_GATHER_PAIR_FAST_avx512
 #undef WINO_GATHER_PAIR_FAST_avx2
 #undef WINO_GATHER_PAIR_FAST_portable
@@ -742,7 +764,10 @@ static void FN(wino_grad_block)(const FN(wino_kernels) *k, const fnn_wino_geom *
     const int64_t ls = g->ldb, tb = nr * g->tw;
     T *e = rows, *tmp = rows + g->m * g->m * ls;
     const int64_t plane = g->oh * g->ow;
+    /* straight into Z where this ISA gathers so (known after the first call) */
+    int straight = 1;
     for (int64_t fi = 0; fi < g->f; fi++) {
+        T *zf = z + fi * wino_chan(g);
         int64_t ni = r0 / g->th, ty = r0 % g->th;
         for (int64_t r = 0; r < nr; r += 2) {
             const int64_t ni2 = ty + 1 == g->th ? ni + 1 : ni, ty2 = ty + 1 == g->th ? 0 : ty + 1;
@@ -751,13 +776,16 @@ static void FN(wino_grad_block)(const FN(wino_kernels) *k, const fnn_wino_geom *
                 if (r + 1 < nr)
                     FN(wino_prefetch_rows)(dy + (ni2 * g->f + fi + 1) * plane, g->oh, g->ow, g->m * ty2, g->m);
             }
-            k->gather_grad(e + r * g->tw, ls, g->tw, dy + (ni * g->f + fi) * plane,
-                           r + 1 < nr ? dy + (ni2 * g->f + fi) * plane : NULL, g->oh, g->ow, g->m * ty, g->m * ty2,
-                           0);
+            const T *pa = dy + (ni * g->f + fi) * plane, *pb = r + 1 < nr ? dy + (ni2 * g->f + fi) * plane : NULL;
+            if (straight)
+                straight = k->gather_z(zf + r * g->tw, g->ldb, g->tw, pa, pb, g->oh, g->ow, g->m * ty, g->m * ty2);
+            if (!straight)
+                k->gather_grad(e + r * g->tw, ls, g->tw, pa, pb, g->oh, g->ow, g->m * ty, g->m * ty2, 0);
             ni = ty2 + 1 == g->th ? ni2 + 1 : ni2;
             ty = ty2 + 1 == g->th ? 0 : ty2 + 1;
         }
-        k->grad(e, tmp, ls, tb, z + fi * wino_chan(g), g->ldb);
+        if (!straight)
+            k->grad(e, tmp, ls, tb, zf, g->ldb);
     }
 }
 

@@ -623,55 +623,117 @@ FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE int wino_scatter_fast_avx2(int m, const
  * vector). Each phase is stored as 8 whole lanes (FNN_WINO_GATHER_SLACK): a
  * masked store (vmaskmovps) made the gather slower than the scalar loop on
  * this AMD core. */
+/* Phases q < nq of one row of a tile row of up to 8 F(4x4) tiles (src: the
+ * row, NULL for zeros; w <= 64): lane tx of v[q] is column 4*tx + q - pad */
+FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE void wino_row_phases_avx2(const float *src, int64_t w, int64_t pad, int nq,
+                                                                    __m256 v[6])
+{
+    if (!src) {
+        for (int q = 0; q < nq; q++)
+            v[q] = _mm256_setzero_ps();
+        return;
+    }
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i pairs = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7); /* (tile 0, tile 1) of phase 0, 1, 2, 3 */
+    const __m256i next = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
+    const int nregs = nq > 4 ? 5 : 4;
+    /* r[j] lane l = column 8j + l - pad of the row, zero outside [0, w) */
+    __m256 r[5], p[4];
+    for (int j = 0; j < nregs; j++) {
+        const int c0 = 8 * j - (int)pad;
+        const __m256i col = _mm256_add_epi32(_mm256_set1_epi32(c0), lane);
+        const __m256i ok = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), col),
+                                               _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), col));
+        r[j] = _mm256_maskload_ps(src + c0, ok);
+    }
+    for (int j = 0; j < 4; j++)
+        p[j] = _mm256_permutevar8x32_ps(r[j], pairs);
+    const __m256d t0 = _mm256_unpacklo_pd(_mm256_castps_pd(p[0]), _mm256_castps_pd(p[1]));
+    const __m256d t1 = _mm256_unpackhi_pd(_mm256_castps_pd(p[0]), _mm256_castps_pd(p[1]));
+    const __m256d t2 = _mm256_unpacklo_pd(_mm256_castps_pd(p[2]), _mm256_castps_pd(p[3]));
+    const __m256d t3 = _mm256_unpackhi_pd(_mm256_castps_pd(p[2]), _mm256_castps_pd(p[3]));
+    v[0] = _mm256_castpd_ps(_mm256_permute2f128_pd(t0, t2, 0x20));
+    v[1] = _mm256_castpd_ps(_mm256_permute2f128_pd(t1, t3, 0x20));
+    v[2] = _mm256_castpd_ps(_mm256_permute2f128_pd(t0, t2, 0x31));
+    v[3] = _mm256_castpd_ps(_mm256_permute2f128_pd(t1, t3, 0x31));
+    for (int q = 4; q < nq; q++)
+        v[q] = _mm256_blend_ps(_mm256_permutevar8x32_ps(v[q - 4], next),
+                               _mm256_permutevar8x32_ps(r[4], _mm256_set1_epi32(q - 4)), 0x80);
+}
+
 FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE int wino_gather_fast_avx2(int m, float *dst, int64_t ls, int64_t count,
                                                                     const float *plane, int64_t h, int64_t w,
                                                                     int64_t hi0, int64_t pad, int nrows, int nq)
 {
     if (m != 4 || count > 8 || count < 1 || w > 64)
         return 0;
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i pairs = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7); /* (tile 0, tile 1) of phase 0, 1, 2, 3 */
-    const __m256i next = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
-    const int nregs = nq > 4 ? 5 : 4;
-    const __m256 zero = _mm256_setzero_ps();
     for (int i = 0; i < nrows; i++) {
-        float *d = dst + (int64_t)i * nq * ls;
         const int64_t row = hi0 + i;
         __m256 v[6];
-        if (row < 0 || row >= h) {
-            for (int q = 0; q < nq; q++)
-                v[q] = zero;
-        } else {
-            /* r[j] lane l = column 8j + l - pad of the row, zero outside [0, w) */
-            const float *src = plane + row * w;
-            __m256 r[5], p[4];
-            for (int j = 0; j < nregs; j++) {
-                const int c0 = 8 * j - (int)pad;
-                const __m256i col = _mm256_add_epi32(_mm256_set1_epi32(c0), lane);
-                const __m256i ok = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), col),
-                                                       _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), col));
-                r[j] = _mm256_maskload_ps(src + c0, ok);
-            }
-            for (int j = 0; j < 4; j++)
-                p[j] = _mm256_permutevar8x32_ps(r[j], pairs);
-            const __m256d t0 = _mm256_unpacklo_pd(_mm256_castps_pd(p[0]), _mm256_castps_pd(p[1]));
-            const __m256d t1 = _mm256_unpackhi_pd(_mm256_castps_pd(p[0]), _mm256_castps_pd(p[1]));
-            const __m256d t2 = _mm256_unpacklo_pd(_mm256_castps_pd(p[2]), _mm256_castps_pd(p[3]));
-            const __m256d t3 = _mm256_unpackhi_pd(_mm256_castps_pd(p[2]), _mm256_castps_pd(p[3]));
-            v[0] = _mm256_castpd_ps(_mm256_permute2f128_pd(t0, t2, 0x20));
-            v[1] = _mm256_castpd_ps(_mm256_permute2f128_pd(t1, t3, 0x20));
-            v[2] = _mm256_castpd_ps(_mm256_permute2f128_pd(t0, t2, 0x31));
-            v[3] = _mm256_castpd_ps(_mm256_permute2f128_pd(t1, t3, 0x31));
-            for (int q = 4; q < nq; q++)
-                v[q] = _mm256_blend_ps(_mm256_permutevar8x32_ps(v[q - 4], next),
-                                       _mm256_permutevar8x32_ps(r[4], _mm256_set1_epi32(q - 4)), 0x80);
-        }
+        wino_row_phases_avx2(row >= 0 && row < h ? plane + row * w : NULL, w, pad, nq, v);
         for (int q = 0; q < nq; q++)
-            _mm256_storeu_ps(d + q * ls, v[q]);
+            _mm256_storeu_ps(dst + (int64_t)i * nq * ls + q * ls, v[q]);
     }
     return 1;
 }
 #define WINO_GATHER_FAST_AVX2(...) wino_gather_fast_avx2(__VA_ARGS__)
+
+/* A (6 x 4) of F(4x4, 3x3) on 4 vectors, as WINO4_A */
+FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE void wino4_a_avx2(const __m256 *in, __m256 *out)
+{
+    const __m256 a02 = _mm256_add_ps(in[0], in[2]), a13 = _mm256_add_ps(in[1], in[3]);
+    const __m256 b02 = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), in[2], in[0]);
+    const __m256 b13 = _mm256_mul_ps(_mm256_set1_ps(2.0f), _mm256_fmadd_ps(_mm256_set1_ps(4.0f), in[3], in[1]));
+    out[0] = in[0];
+    out[1] = _mm256_add_ps(a02, a13);
+    out[2] = _mm256_sub_ps(a02, a13);
+    out[3] = _mm256_add_ps(b02, b13);
+    out[4] = _mm256_sub_ps(b02, b13);
+    out[5] = in[3];
+}
+
+/* The gradient's gather with both sides of A dY A^T in registers, straight
+ * into Z, on AVX2 for F(4x4) tile rows of up to 8 tiles, one tile row after
+ * the other (as wino_gather_pair_z_avx512): each position is stored as 8 whole
+ * lanes, the lanes past the tile row (zeros: columns past the row) rewritten
+ * by the next tile row's or lying in the block's slack. */
+FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE int wino_gather_z_avx2(int m, float *out, int64_t ldp, int64_t count,
+                                                                 const float *plane_a, const float *plane_b,
+                                                                 int64_t h, int64_t w, int64_t hi0_a, int64_t hi0_b)
+{
+    if (m != 4 || count > 8 || count < 1 || w > 64)
+        return 0;
+    for (int half = 0; half < 2; half++) {
+        const float *plane = half ? plane_b : plane_a;
+        const int64_t hi0 = half ? hi0_b : hi0_a;
+        if (!plane)
+            break;
+        __m256 e[4][4]; /* e[q][i]: phase q of row i of the tiles */
+        for (int i = 0; i < 4; i++) {
+            const int64_t row = hi0 + i;
+            __m256 v[6];
+            wino_row_phases_avx2(row >= 0 && row < h ? plane + row * w : NULL, w, 0, 4, v);
+            for (int q = 0; q < 4; q++)
+                e[q][i] = v[q];
+        }
+        __m256 t[6][4];
+        for (int q = 0; q < 4; q++) {
+            __m256 col[6];
+            wino4_a_avx2(e[q], col);
+            for (int k = 0; k < 6; k++)
+                t[k][q] = col[k];
+        }
+        float *o = out + half * count;
+        for (int k = 0; k < 6; k++) {
+            __m256 z[6];
+            wino4_a_avx2(t[k], z);
+            for (int l = 0; l < 6; l++)
+                _mm256_storeu_ps(o + (int64_t)(6 * k + l) * ldp, z[l]);
+        }
+    }
+    return 1;
+}
+#define WINO_GATHER_PAIR_Z_FAST_AVX2(...) wino_gather_z_avx2(__VA_ARGS__)
 #endif
 
 #define T float
@@ -685,6 +747,7 @@ FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE int wino_gather_fast_avx2(int m, float 
 #undef WINO_GATHER_PAIR_BT_FITS_AVX512
 #undef WINO_GATHER_PAIR_Z_FAST_AVX512
 #undef WINO_GATHER_FAST_AVX2
+#undef WINO_GATHER_PAIR_Z_FAST_AVX2
 #undef WINO_SCATTER_FAST_AVX512
 #undef WINO_SCATTER_FAST_AVX2
 

@@ -366,7 +366,11 @@ typedef struct {
 #else
 #define WINO_GATHER_PAIR_Z_FAST_avx512(...) 0
 #endif
+#ifdef WINO_GATHER_PAIR_Z_FAST_AVX2
+#define WINO_GATHER_PAIR_Z_FAST_avx2(...) WINO_GATHER_PAIR_Z_FAST_AVX2(__VA_ARGS__)
+#else
 #define WINO_GATHER_PAIR_Z_FAST_avx2(...) 0
+#endif
 #define WINO_GATHER_PAIR_Z_FAST_portable(...) 0
 /* and the data gradient's scatter (WINO_SCATTER_FAST_<ISA>: -1 where it does not apply) */
 #ifdef WINO_SCATTER_FAST_AVX512

@@ -284,10 +284,15 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_fast_avx512(int m, fl
 
 /* The permutes' indices: lane l of phase q < m is column m * l + q - pad of the
  * first row's window (l < count), m * (l - count) + q - pad of the second's (at
- * most 31 from the window's start, so two vectors hold it) */
-FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE void wino_pair_picks_avx512(int m, int64_t count, __m512i pick_a[4],
-                                                                        __m512i pick_b[4])
+ * most 31 from the window's start, so two vectors hold it); and the masks of
+ * the lanes stored (both rows', or with `both` 0 the first's alone) and of the
+ * second row's lanes */
+FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE void wino_pair_picks_avx512(int m, int64_t count, int both,
+                                                                        __m512i pick_a[4], __m512i pick_b[4],
+                                                                        __mmask16 *keep, __mmask16 *second)
 {
+    *keep = (__mmask16)((1u << (both ? 2 * count : count)) - 1);
+    *second = (__mmask16)(((1u << (2 * count)) - 1) & ~((1u << count) - 1));
     for (int q = 0; q < m; q++) {
         int ia[16], ib[16];
         for (int l = 0; l < 16; l++) {
@@ -336,9 +341,9 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_pair_avx512(int m, fl
 {
     if (!WINO_PAIR_FITS_AVX512(m, count))
         return 0;
-    const __mmask16 keep = (__mmask16)((1u << (2 * count)) - 1), second = (__mmask16)(keep & ~((1u << count) - 1));
+    __mmask16 keep, second;
     __m512i pick_a[4], pick_b[4];
-    wino_pair_picks_avx512(m, count, pick_a, pick_b);
+    wino_pair_picks_avx512(m, count, 1, pick_a, pick_b, &keep, &second);
     for (int i = 0; i < nrows; i++) {
         float *d = dst + (int64_t)i * nq * ls;
         const int64_t ra = hi0_a + i, rb = hi0_b + i;
@@ -370,10 +375,9 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_pair_bt_avx512(int m,
     if (!WINO_PAIR_FITS_AVX512(m, count))
         return 0;
     const int a = m + 2;
-    const __mmask16 keep = (__mmask16)((1u << (rows_b ? 2 * count : count)) - 1);
-    const __mmask16 second = (__mmask16)(((1u << (2 * count)) - 1) & ~((1u << count) - 1));
+    __mmask16 keep, second;
     __m512i pick_a[4], pick_b[4];
-    wino_pair_picks_avx512(m, count, pick_a, pick_b);
+    wino_pair_picks_avx512(m, count, rows_b != NULL, pick_a, pick_b, &keep, &second);
     const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
     for (int i = 0; i < a; i++) {
         __m512 c[6], o[6];
@@ -401,26 +405,31 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_pair_bt_avx512(int m,
 #define WINO_GATHER_PAIR_BT_FAST_AVX512(...) wino_gather_pair_bt_avx512(__VA_ARGS__)
 #define WINO_GATHER_PAIR_BT_FITS_AVX512(m, count) WINO_PAIR_FITS_AVX512(m, count)
 
-/* A (a x m) of F(m x m, 3x3) on m vectors: out[k] = sum_i A[k][i] in[i], as
- * WINO2_A and WINO4_A in winograd_template.h */
+/* A (a x m) of F(m x m, 3x3) on m vectors of any width (GCC's vector
+ * arithmetic; the target's FMA contracts b02 and b13): out[k] = sum_i A[k][i]
+ * in[i], as WINO2_A and WINO4_A in winograd_template.h */
+#define WINO_A_VECTORS(m, in, out)                                                                        \
+    do {                                                                                                  \
+        if ((m) == 4) {                                                                                   \
+            const __typeof__((in)[0]) a02 = (in)[0] + (in)[2], a13 = (in)[1] + (in)[3];                   \
+            const __typeof__((in)[0]) b02 = (in)[0] + 4.0f * (in)[2], b13 = 2.0f * ((in)[1] + 4.0f * (in)[3]); \
+            (out)[0] = (in)[0];                                                                           \
+            (out)[1] = a02 + a13;                                                                         \
+            (out)[2] = a02 - a13;                                                                         \
+            (out)[3] = b02 + b13;                                                                         \
+            (out)[4] = b02 - b13;                                                                         \
+            (out)[5] = (in)[3];                                                                           \
+        } else {                                                                                          \
+            (out)[0] = (in)[0];                                                                           \
+            (out)[1] = (in)[0] + (in)[1];                                                                 \
+            (out)[2] = (in)[0] - (in)[1];                                                                 \
+            (out)[3] = -(in)[1];                                                                          \
+        }                                                                                                 \
+    } while (0)
+
 FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE void wino_a_avx512(int m, const __m512 *in, __m512 *out)
 {
-    if (m == 4) {
-        const __m512 a02 = _mm512_add_ps(in[0], in[2]), a13 = _mm512_add_ps(in[1], in[3]);
-        const __m512 b02 = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), in[2], in[0]);
-        const __m512 b13 = _mm512_mul_ps(_mm512_set1_ps(2.0f), _mm512_fmadd_ps(_mm512_set1_ps(4.0f), in[3], in[1]));
-        out[0] = in[0];
-        out[1] = _mm512_add_ps(a02, a13);
-        out[2] = _mm512_sub_ps(a02, a13);
-        out[3] = _mm512_add_ps(b02, b13);
-        out[4] = _mm512_sub_ps(b02, b13);
-        out[5] = in[3];
-    } else {
-        out[0] = in[0];
-        out[1] = _mm512_add_ps(in[0], in[1]);
-        out[2] = _mm512_sub_ps(in[0], in[1]);
-        out[3] = _mm512_sub_ps(_mm512_setzero_ps(), in[1]);
-    }
+    WINO_A_VECTORS(m, in, out);
 }
 
 /* The pair gather of the gradient dy (pad 0, m phases) followed by both sides
@@ -438,10 +447,9 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_gather_pair_z_avx512(int m, 
     if (!WINO_PAIR_FITS_AVX512(m, count))
         return 0;
     const int a = m + 2;
-    const __mmask16 keep = (__mmask16)((1u << (plane_b ? 2 * count : count)) - 1);
-    const __mmask16 second = (__mmask16)(((1u << (2 * count)) - 1) & ~((1u << count) - 1));
+    __mmask16 keep, second;
     __m512i pick_a[4], pick_b[4];
-    wino_pair_picks_avx512(m, count, pick_a, pick_b);
+    wino_pair_picks_avx512(m, count, plane_b != NULL, pick_a, pick_b, &keep, &second);
     __m512 e[4][6]; /* e[q][i]: phase q (column) of dy's row i of the tiles */
     for (int i = 0; i < m; i++) {
         const int64_t ra = hi0_a + i, rb = hi0_b + i;
@@ -678,18 +686,9 @@ FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE int wino_gather_fast_avx2(int m, float 
 }
 #define WINO_GATHER_FAST_AVX2(...) wino_gather_fast_avx2(__VA_ARGS__)
 
-/* A (6 x 4) of F(4x4, 3x3) on 4 vectors, as WINO4_A */
 FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE void wino4_a_avx2(const __m256 *in, __m256 *out)
 {
-    const __m256 a02 = _mm256_add_ps(in[0], in[2]), a13 = _mm256_add_ps(in[1], in[3]);
-    const __m256 b02 = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), in[2], in[0]);
-    const __m256 b13 = _mm256_mul_ps(_mm256_set1_ps(2.0f), _mm256_fmadd_ps(_mm256_set1_ps(4.0f), in[3], in[1]));
-    out[0] = in[0];
-    out[1] = _mm256_add_ps(a02, a13);
-    out[2] = _mm256_sub_ps(a02, a13);
-    out[3] = _mm256_add_ps(b02, b13);
-    out[4] = _mm256_sub_ps(b02, b13);
-    out[5] = in[3];
+    WINO_A_VECTORS(4, in, out);
 }
 
 /* The gradient's gather with both sides of A dY A^T in registers, straight

@@ -1075,8 +1075,11 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
         return -1;
     if (!(wino_rc & 2))
         dx = NULL;
-    const int wino_dx = dx ? fnn_winograd_applies(ctx, n, f, c, g.oh, g.ow, fh, fw, sh, sw, fh - 1 - ph, fw - 1 - pw)
-                           : 0;
+    /* (where Winograd's backward tried dx and found it not finite, its forward on
+     * dy would find the same: not tried again) */
+    const int wino_dx = dx && !wino_w
+                            ? fnn_winograd_applies(ctx, n, f, c, g.oh, g.ow, fh, fw, sh, sw, fh - 1 - ph, fw - 1 - pw)
+                            : 0;
     const int direct_dx = dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs);
     if (direct_dx && (sh > 1 || sw > 1)) {
         const int rc = FN(strided_dgrad_run)(ctx, dy, wt, &g, n, f, dx);

@@ -201,14 +201,20 @@ int fnn_winograd_applies(fnn_ctx ctx, int64_t n, int64_t c, int64_t f, int64_t h
 #include <immintrin.h>
 
 /* 16 values of a row from column c0 (zero outside [0, w), and for a NULL row) */
-FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE __m512 wino_load16_avx512(const float *src, int64_t c0, int64_t w)
+/* the lanes of 16 columns from column c0 that lie inside [0, w) */
+static FNN_ALWAYS_INLINE __mmask16 wino_cols16(int64_t c0, int64_t w)
 {
-    int64_t lo = -c0, hi = w - c0; /* valid lanes [lo, hi): columns c0 + lane inside [0, w) */
+    int64_t lo = -c0, hi = w - c0; /* valid lanes [lo, hi) */
     lo = lo < 0 ? 0 : lo;
     hi = hi > 16 ? 16 : hi;
-    if (!src || hi <= lo)
+    return hi <= lo ? (__mmask16)0 : (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
+FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE __m512 wino_load16_avx512(const float *src, int64_t c0, int64_t w)
+{
+    const __mmask16 valid = wino_cols16(c0, w);
+    if (!src || !valid)
         return _mm512_setzero_ps();
-    const __mmask16 valid = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
     return _mm512_maskz_loadu_ps(valid, src + c0);
 }
 
@@ -512,13 +518,8 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE int wino_scatter_fast_avx512(int m, c
     const __mmask16 odd_pair = m == 4 ? (__mmask16)0xCCCC : (__mmask16)0; /* phases 2, 3 of F(4x4) */
     /* column masks of each vector: inside [0, w) */
     __mmask16 cols[4];
-    for (int k = 0; k < nvec; k++) {
-        const int64_t c0 = 16 * k - pad;
-        int64_t lo = -c0, hi = w - c0;
-        lo = lo < 0 ? 0 : lo;
-        hi = hi > 16 ? 16 : hi;
-        cols[k] = hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-    }
+    for (int k = 0; k < nvec; k++)
+        cols[k] = wino_cols16(16 * k - pad, w);
     __mmask16 bad = 0;
     for (int i = 0; i < a; i++) {
         const int64_t row = row0 + i;

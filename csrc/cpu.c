@@ -118,3 +118,115 @@ int64_t fnn_spans_next(fnn_span *spans, int nth, int t)
     }
     return u;
 }
+
+/* ---- FMA throughput probe ------------------------------------------------ */
+
+#if FNN_X86_SIMD
+#include <immintrin.h>
+#ifndef FASTNN_HAVE_OPENMP
+#include <time.h>
+#endif
+
+/* 12 independent accumulator chains: more than FMA latency x FMA pipes on
+ * every x86 core (4-5 cycles x 2), so the pipes, not the chains, set the pace,
+ * and with the two operands 14 registers, so AVX2's 16 hold them without
+ * spilling. x * m + a with m just under 1 keeps every value finite for any rep
+ * count. */
+#define FNN_PROBE_CHAINS 12
+#define FNN_PROBE_CHAIN_LIST(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define FNN_PROBE_BODY(VT, SET1, FMA, ADD, REDUCE)                                                           \
+    const VT m = SET1(1.0f - 1.0f / 1048576.0f), a = SET1(1.0f / 1024.0f);                                  \
+    FNN_PROBE_CHAIN_LIST(DECLARE)                                                                            \
+    for (int64_t r = 0; r < reps; r++) {                                                                     \
+        FNN_PROBE_CHAIN_LIST(STEP)                                                                           \
+    }                                                                                                        \
+    VT sum = x0;                                                                                             \
+    FNN_PROBE_CHAIN_LIST(SUM)                                                                                \
+    return REDUCE(sum);
+#define DECLARE(i) VT x##i = SET1((float)(i));
+#define STEP(i) x##i = FMA(x##i, m, a);
+#define SUM(i) sum = ADD(sum, x##i);
+
+FNN_TARGET_AVX512 static float probe_avx512(int64_t reps)
+{
+#define VT __m512
+#define SET1 _mm512_set1_ps
+#define FMA _mm512_fmadd_ps
+#define ADD _mm512_add_ps
+    FNN_PROBE_BODY(VT, SET1, FMA, ADD, _mm512_reduce_add_ps)
+#undef VT
+#undef SET1
+#undef FMA
+#undef ADD
+}
+
+FNN_TARGET_AVX2 static float reduce_avx2(__m256 v)
+{
+    float lanes[8];
+    _mm256_storeu_ps(lanes, v);
+    return lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+}
+
+FNN_TARGET_AVX2 static float probe_avx2(int64_t reps)
+{
+#define VT __m256
+#define SET1 _mm256_set1_ps
+#define FMA _mm256_fmadd_ps
+#define ADD _mm256_add_ps
+    FNN_PROBE_BODY(VT, SET1, FMA, ADD, reduce_avx2)
+#undef VT
+#undef SET1
+#undef FMA
+#undef ADD
+}
+#undef DECLARE
+#undef STEP
+#undef SUM
+
+static double probe_now(void)
+{
+#ifdef FASTNN_HAVE_OPENMP
+    return omp_get_wtime();
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#endif
+}
+#endif
+
+double fnn_fma_probe_gflops(int isa, int nthreads, int64_t reps)
+{
+#if FNN_X86_SIMD
+    if (isa > fnn_cpu_best_isa())
+        isa = fnn_cpu_best_isa();
+    if (isa == FNN_ISA_PORTABLE || nthreads < 1 || reps < 1)
+        return 0.0;
+    const int lanes = isa == FNN_ISA_AVX512 ? 16 : 8;
+    double slowest = 0.0;
+    float values = 0.0f;
+    int used = 1;
+#ifdef FASTNN_HAVE_OPENMP
+#pragma omp parallel num_threads(nthreads) reduction(max : slowest) reduction(+ : values)
+#endif
+    {
+#ifdef FASTNN_HAVE_OPENMP
+#pragma omp single
+        used = omp_get_num_threads();
+        /* the single's barrier: every thread starts its chains together */
+#endif
+        const double t0 = probe_now();
+        values += isa == FNN_ISA_AVX512 ? probe_avx512(reps) : probe_avx2(reps);
+        const double t = probe_now() - t0;
+        slowest = t > slowest ? t : slowest;
+    }
+    volatile float sink = values; /* the chains' results are used */
+    (void)sink;
+    return slowest > 0.0 ? (double)used * (double)reps * FNN_PROBE_CHAINS * lanes * 2.0 / slowest / 1e9 : 0.0;
+#else
+    (void)isa;
+    (void)nthreads;
+    (void)reps;
+    return 0.0;
+#endif
+}

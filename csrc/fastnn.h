@@ -55,6 +55,11 @@ int fnn_compiled_isas(void);
 int fnn_have_openmp(void);
 /* omp_get_max_threads() or 1. */
 int fnn_omp_max_threads(void);
+/* fp32 GFLOP/s of nthreads threads each running reps steps of 12 independent
+ * FMA chains on `isa`'s vectors at once: the FMA pipes' measured peak at the
+ * running clock (benchmarks report % of it). 0 for the portable ISA or where
+ * the SIMD paths are not compiled in. */
+double fnn_fma_probe_gflops(int isa, int nthreads, int64_t reps);
 /* The compiler that built the kernels, e.g. "GCC 12.2.0". */
 const char *fnn_compiler(void);
 

@@ -102,7 +102,9 @@ def add_arguments(parser):
                              "(with --threads 1 only) estimates idle-machine times on a machine shared with "
                              "other work")
     parser.add_argument("--peak-gflops", type=_positive_float("--peak-gflops"), default=None, metavar="X",
-                        help="fp32 FMA peak of the cores used, GFLOP/s (default: from the CPU flags and clock); "
+                        help="fp32 FMA peak of the cores used, GFLOP/s (default: measured by running independent FMA "
+                             "chains on fastnn's SIMD path on that many cores at once; on the portable path, "
+                             "the CPU flags times /proc/cpuinfo's clock); "
                              "with several thread counts, that of the smallest, scaled by the thread count")
     parser.add_argument("--json", dest="json_path", default=None, metavar="FILE",
                         help="write all timings and the machine description as JSON")
@@ -321,8 +323,8 @@ def format_machine(machine, settings):
         lines.append(f"  measured : NumPy sgemm 1024^3 {machine['sgemm_gflops']:.1f} GFLOP/s; "
                      f"1-thread copy {machine['copy_gbps']:.1f} GB/s (read + write)")
         if peak and machine["sgemm_gflops"] > peak:
-            lines.append("             (the sgemm beats the computed peak: the running clock is above the one "
-                         "assumed; give the real peak with --peak-gflops)")
+            lines.append("             (the sgemm beats this peak: the running clock is above the one assumed; "
+                         "give the real peak with --peak-gflops)")
     load = machine.get("load_average")
     if load is not None:
         busy = load > 0.5

@@ -10,4 +10,5 @@ cdef extern from "fastnn.h" nogil:
     int fnn_compiled_isas()
     int fnn_have_openmp()
     int fnn_omp_max_threads()
+    double fnn_fma_probe_gflops(int isa, int nthreads, int64_t reps)
     const char *fnn_compiler()

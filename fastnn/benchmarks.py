@@ -903,17 +903,48 @@ def fma_flops_per_cycle(cpu):
     return 8
 
 
-def fma_peak(cpu, threads, override=None):
-    """(peak GFLOP/s for `threads` cores, how it was obtained)."""
+def measure_fma_peak(threads):
+    """fp32 GFLOP/s of `threads` cores running independent FMA chains at once on the vectors of the
+    SIMD path fastnn uses (the native probe), or None where there is none (portable path, no
+    extension). Best of five runs of about 20 ms after a warm-up run: the first runs also pay the
+    threads' start and the clock's ramp."""
+    from fastnn import _config
+
+    cfg = fastnn.config()
+    if not cfg["native_available"] or cfg.get("simd_selected") not in _config.ISA_NAMES[1:]:
+        return None
+    from fastnn import _info
+
+    isa = _config.ISA_NAMES.index(cfg["simd_selected"])
+    reps = 1_000_000
+    first = _info.fma_probe_gflops(isa, threads, reps)
+    if first <= 0:
+        return None
+    # a step of 12 FMAs takes about 12 / (FMA pipes per core) cycles; aim at 20 ms per run
+    reps = max(reps, int(20e-3 * first * 1e9 / threads / (2.0 * 12 * (16 if isa == 2 else 8))))
+    return max(_info.fma_probe_gflops(isa, threads, reps) for _ in range(5))
+
+
+def fma_peak(cpu, threads, override=None, measured=None):
+    """(peak GFLOP/s for `threads` cores, how it was obtained): the --peak-gflops override, else
+    the probe's measurement (measure_fma_peak), else the CPU flags times the clock /proc/cpuinfo
+    reports (which in a VM is often the base clock, below the running one)."""
     if override:
         return float(override), "given with --peak-gflops"
+    cores = min(threads, cpu["usable_cores"])
+    plural = "s" if cores > 1 else ""
+    if measured:
+        per_cycle = fma_flops_per_cycle(cpu)
+        estimate = (f"; flags x cpu MHz would say {per_cycle * cpu['mhz'] / 1000.0 * cores:.1f}"
+                    if per_cycle and cpu["mhz"] else "")
+        return float(measured), (f"measured: {cores} core{plural} running independent FMA chains at once "
+                                 f"(fastnn's SIMD path){estimate}")
     per_cycle = fma_flops_per_cycle(cpu)
     if per_cycle is None or not cpu["mhz"]:
         return None, "unknown (pass --peak-gflops)"
-    cores = min(threads, cpu["usable_cores"])
     peak = per_cycle * cpu["mhz"] / 1000.0 * cores
     return peak, (f"{per_cycle} fp32 flop/cycle x {cpu['mhz'] / 1000:.2f} GHz (cpu MHz of /proc/cpuinfo; "
-                  f"in a VM often the base/TSC clock) x {cores} core{'s' if cores > 1 else ''}")
+                  f"in a VM often the base/TSC clock) x {cores} core{plural}")
 
 
 def blas_info():
@@ -956,7 +987,8 @@ def measure_copy_gbps(nbytes=128 << 20, clock="wall"):
 def machine_info(threads, peak_override=None, applied=None, measure=True, clock="wall"):
     cfg = fastnn.config()
     cpu = cpu_info()
-    peak, basis = fma_peak(cpu, threads, peak_override)
+    measured = measure_fma_peak(min(threads, cpu["usable_cores"])) if measure and not peak_override else None
+    peak, basis = fma_peak(cpu, threads, peak_override, measured)
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):

@@ -346,6 +346,47 @@ def test_fma_peak_scales_with_cores_used():
     assert B.fma_peak(cpu, 1, override=50.0) == (50.0, "given with --peak-gflops")
 
 
+def test_fma_peak_prefers_the_override_then_the_measurement():
+    cpu = {"flags": ["avx2", "fma"], "vendor": "AuthenticAMD", "family": 25, "mhz": 3000.0, "usable_cores": 2}
+    peak, basis = B.fma_peak(cpu, 2, measured=250.0)
+    assert peak == 250.0 and basis.startswith("measured: 2 cores") and "would say 192.0" in basis
+    assert B.fma_peak(cpu, 2, override=50.0, measured=250.0)[0] == 50.0
+
+
+def _simd_isas():
+    if not fastnn.config()["native_available"]:
+        return []
+    from fastnn import _config, _info
+    return [i for i in _info.compiled_isas() if 0 < i <= _config.ISA_NAMES.index(fastnn.config()["simd_cpu_best"])]
+
+
+@pytest.mark.parametrize("isa", _simd_isas())
+def test_fma_probe_counts_real_work(isa):
+    from fastnn import _info
+    lanes = 16 if isa == 2 else 8
+    # a loop the compiler had removed, or a miscounted one, would give far more than two FMA pipes
+    # of any core could (upper bound: 4 pipes at 6 GHz), or nothing
+    ceiling = 4 * lanes * 2 * 6.0
+    for threads in (1, 2):
+        g = _info.fma_probe_gflops(isa, threads, 200_000)
+        assert 0.5 < g < ceiling * threads, (isa, threads, g)
+    assert _info.fma_probe_gflops(0, 1, 200_000) == 0.0        # the portable path has no probe
+    assert _info.fma_probe_gflops(isa, 1, 0) == 0.0
+
+
+@pytest.mark.skipif(not _simd_isas(), reason="needs the native extension with a SIMD path")
+def test_machine_info_measures_the_peak_on_the_simd_path():
+    info = B.machine_info(1, measure=True)
+    assert info["peak_basis"].startswith("measured: 1 core") and info["peak_gflops"] > 0.5
+    assert not B.machine_info(1, measure=False)["peak_basis"].startswith("measured")
+    before = fastnn.get_simd()
+    fastnn.set_simd("portable")
+    try:
+        assert B.measure_fma_peak(1) is None
+    finally:
+        fastnn.set_simd(before)
+
+
 @pytest.mark.parametrize("key", ["A", "C", "F", "G2", "H2", "I", "S"])
 def test_fastnn_workloads_stay_float32(key):
     # A fair NumPy baseline passes float32 through (the book's code silently computes in float64).

@@ -29,6 +29,16 @@ int fnn_cpu_best_isa(void)
     return FNN_ISA_PORTABLE;
 }
 
+int fnn_cpu_is_intel(void)
+{
+#if FNN_X86_SIMD
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel") != 0;
+#else
+    return 0;
+#endif
+}
+
 int fnn_have_openmp(void)
 {
 #ifdef FASTNN_HAVE_OPENMP

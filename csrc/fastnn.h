@@ -49,6 +49,9 @@ typedef struct {
 /* Run-time CPU detection: the best ISA both compiled in and supported by this
  * CPU and OS. */
 int fnn_cpu_best_isa(void);
+/* 1 on an Intel CPU: a tuning fact (gemm_template.h's few-rows limit), never
+ * a correctness one. */
+int fnn_cpu_is_intel(void);
 /* Bit mask (1 << isa) of the ISAs compiled into this build. */
 int fnn_compiled_isas(void);
 /* 1 when built with OpenMP. */

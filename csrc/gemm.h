@@ -73,8 +73,8 @@ void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, in
  * (packing B costs more than the product there; each dot product ends in a
  * sum across the lanes, which shallower products do not pay back). With B = N,
  * up to FNN_GEMM_FEW_ROW_PANELS row panels of MR (on AVX2
- * FNN_GEMM_FEW_ROW_PANELS_AVX2, on one thread only) read B in place
- * (gemm_few_rows). */
+ * FNN_GEMM_FEW_ROW_PANELS_LOAD_BOUND, on one thread only; on AVX-512 on Intel
+ * cores as many) read B in place (gemm_few_rows). */
 #define FNN_GEMM_DOT_ROWS 16
 #define FNN_GEMM_DOT_DEPTH 256
 /* From this depth, the last n mod L columns of C (L: the lanes of a vector; up
@@ -83,7 +83,9 @@ void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, in
 #define FNN_GEMM_TAIL_DEPTH 32
 #define FNN_GEMM_TAIL_DEPTH_GEMV 8 /* with A = T: GEMVs, no sum across the lanes */
 #define FNN_GEMM_FEW_ROW_PANELS 16
-#define FNN_GEMM_FEW_ROW_PANELS_AVX2 4
+/* where the indirect-B kernel's unaligned vector loads of B bind it: AVX2, and
+ * AVX-512 on Intel cores (fnn_cpu_is_intel) */
+#define FNN_GEMM_FEW_ROW_PANELS_LOAD_BOUND 4
 #define FNN_GEMM_FEW_ROWS_THREADED_PANELS 4
 
 int fnn_gemm_f32(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,

@@ -1017,7 +1017,15 @@ static int FN(few_rows_threads)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, in
      * 90 x 4320 by 4320 x 100 1030 / 915; 2 threads 76 x 784 by 784 x 50 62.6
      * by rows / 47-55 shared B, 24 x 784 by 784 x 512 123-157 by columns / 119) */
     const int avx2 = ctx.isa == FNN_ISA_AVX2;
-    if (m > (avx2 ? FNN_GEMM_FEW_ROW_PANELS_AVX2 : FNN_GEMM_FEW_ROW_PANELS) * mr || n < nr)
+    /* AVX-512 on Intel cores (a Xeon with two 512-bit FMA pipes, float32, us,
+     * 1 thread, few rows -> driver, medians of alternating processes): 100 x
+     * 4320 by 4320 x 100 829-836 -> 660-675, 128 x 784 by 784 x 512 650-726
+     * -> 595-636, 100 x 784 by 784 x 50 77-79 -> 66-71, 64 x 384 by 384 x 4096
+     * 2124-3424 -> 1477-1790; 32 x 784 by 784 x 512 (4 panels) 170-194 ->
+     * 204-211 stays. Zen 4, which splits a 512-bit load into two 256-bit
+     * halves, measured the 16 panels. */
+    const int load_bound = avx2 || (ctx.isa == FNN_ISA_AVX512 && fnn_cpu_is_intel());
+    if (m > (load_bound ? FNN_GEMM_FEW_ROW_PANELS_LOAD_BOUND : FNN_GEMM_FEW_ROW_PANELS) * mr || n < nr)
         return 0;
     const double macs = (double)m * (double)n * (double)k;
     int nth = FN(threads_for)(ctx, macs);

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastnn
+from fastnn import benchmarks as B
 from fastnn import ops as F
 
 from conftest import NATIVE, requires_native
@@ -20,9 +21,16 @@ if NATIVE:
 ISAS = ("portable", "avx2", "avx512")
 DTYPES = (np.float32, np.float64)
 # the row panels the few-rows path (B read in place) takes, and whether on several
-# threads: AVX2's indirect-B kernel is bound by its loads, so there only a few and on one
-FEW_ROW_PANELS = {"portable": 16, "avx2": 4, "avx512": 16}
+# threads: AVX2's indirect-B kernel is bound by its loads, so there only a few and on one;
+# AVX-512's on Intel cores by its unaligned loads of B, so there as few (still threaded)
+INTEL = B.cpu_info()["vendor"] == "GenuineIntel"
+FEW_ROW_PANELS = {"portable": 16, "avx2": 4, "avx512": 4 if INTEL else 16}
 FEW_ROWS_THREADED = {"portable": True, "avx2": False, "avx512": True}
+
+
+def few_rows_split_by_rows(isa, m, mr):
+    """whether several threads split m rows of a few-rows product (B in L2) by row panels"""
+    return FEW_ROWS_THREADED[isa] and m <= FEW_ROW_PANELS[isa] * mr
 
 
 
@@ -223,7 +231,7 @@ def test_few_rows_read_b_in_place(isa, dtype, rng):
         results = []
         for threads in (3, 2, 1):
             with native_setting(isa, threads):
-                if FEW_ROWS_THREADED[isa]:   # (AVX2: the driver, shared B)
+                if few_rows_split_by_rows(isa, m, mr):   # (AVX2, and AVX-512 on Intel: the driver)
                     assert _gemm.schedule(m, n, k, dtype) == ("few_rows_by_rows" if threads > 1 else "few_rows",
                                                               threads)
                 results.append(_gemm.gemm(a, b, c0.copy(), trans_a=ta, alpha=-0.5, beta=2.0))
@@ -338,7 +346,7 @@ def test_last_columns_apart(isa, dtype, rng):
                 assert _gemm.schedule(m, n, k, dtype)[0] == "dots"
         if isa != "portable" and whole and (m, k) in ((91, 1500), (2003, 300)):
             with native_setting(isa, 2):   # row panels as the threads' units
-                by_rows = m == 91 and FEW_ROWS_THREADED[isa]
+                by_rows = m == 91 and few_rows_split_by_rows(isa, m, _gemm.tile_shape(ISAS.index(isa), dtype)[0])
                 assert _gemm.schedule(m, n, k, dtype) == ("few_rows_by_rows" if by_rows else "shared_b", 2)
         for ta, tb in itertools.product((False, True), repeat=2):
             alpha, beta = (1.0, 0.0) if (ta + tb) % 2 == 0 else (-0.5, 2.0)
@@ -380,7 +388,8 @@ def test_each_product_takes_its_path(isa):
     with native_setting(isa, 2):
         assert _gemm.schedule(1024, 1024, 1024, np.float32) == ("grid", 2)   # no operand small enough
         # B in L2, read in place, the row panels split (AVX2: beyond its few rows)
-        assert _gemm.schedule(panels13, 50, 784, np.float32) == ("few_rows_by_rows" if threaded else "shared_b", 2)
+        assert _gemm.schedule(panels13, 50, 784, np.float32) == (
+            "few_rows_by_rows" if few_rows_split_by_rows(isa, panels13, mr) else "shared_b", 2)
         assert _gemm.schedule(100, 100, 4320, np.float32) == ("grid", 2)   # B beyond L2
         assert _gemm.schedule(most + 1, 50, 784, np.float32) == ("shared_b", 2)
         assert _gemm.schedule(100, 784, 50, np.float32, trans_b=True) == ("shared_a", 2)

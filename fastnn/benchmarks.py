@@ -937,8 +937,8 @@ def fma_peak(cpu, threads, override=None, measured=None):
         per_cycle = fma_flops_per_cycle(cpu)
         estimate = (f"; flags x cpu MHz would say {per_cycle * cpu['mhz'] / 1000.0 * cores:.1f}"
                     if per_cycle and cpu["mhz"] else "")
-        return float(measured), (f"measured: {cores} core{plural} running independent FMA chains at once "
-                                 f"(fastnn's SIMD path){estimate}")
+        return float(measured), (f"measured: independent FMA chains on {cores} core{plural} at once, "
+                                 f"fastnn's SIMD path{estimate}")
     per_cycle = fma_flops_per_cycle(cpu)
     if per_cycle is None or not cpu["mhz"]:
         return None, "unknown (pass --peak-gflops)"

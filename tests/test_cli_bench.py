@@ -349,7 +349,7 @@ def test_fma_peak_scales_with_cores_used():
 def test_fma_peak_prefers_the_override_then_the_measurement():
     cpu = {"flags": ["avx2", "fma"], "vendor": "AuthenticAMD", "family": 25, "mhz": 3000.0, "usable_cores": 2}
     peak, basis = B.fma_peak(cpu, 2, measured=250.0)
-    assert peak == 250.0 and basis.startswith("measured: 2 cores") and "would say 192.0" in basis
+    assert peak == 250.0 and basis.startswith("measured: independent FMA chains on 2 cores") and "would say 192.0" in basis
     assert B.fma_peak(cpu, 2, override=50.0, measured=250.0)[0] == 50.0
 
 
@@ -377,7 +377,7 @@ def test_fma_probe_counts_real_work(isa):
 @pytest.mark.skipif(not _simd_isas(), reason="needs the native extension with a SIMD path")
 def test_machine_info_measures_the_peak_on_the_simd_path():
     info = B.machine_info(1, measure=True)
-    assert info["peak_basis"].startswith("measured: 1 core") and info["peak_gflops"] > 0.5
+    assert info["peak_basis"].startswith("measured: independent FMA chains on 1 core ") and info["peak_gflops"] > 0.5
     assert not B.machine_info(1, measure=False)["peak_basis"].startswith("measured")
     before = fastnn.get_simd()
     fastnn.set_simd("portable")

@@ -143,32 +143,25 @@ int64_t fnn_spans_next(fnn_span *spans, int nth, int t)
  * spilling. x * m + a with m just under 1 keeps every value finite for any rep
  * count. */
 #define FNN_PROBE_CHAINS 12
-#define FNN_PROBE_CHAIN_LIST(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
-#define FNN_PROBE_BODY(VT, SET1, FMA, ADD, REDUCE)                                                           \
-    const VT m = SET1(1.0f - 1.0f / 1048576.0f), a = SET1(1.0f / 1024.0f);                                  \
-    FNN_PROBE_CHAIN_LIST(DECLARE)                                                                            \
-    for (int64_t r = 0; r < reps; r++) {                                                                     \
-        FNN_PROBE_CHAIN_LIST(STEP)                                                                           \
-    }                                                                                                        \
-    VT sum = x0;                                                                                             \
-    FNN_PROBE_CHAIN_LIST(SUM)                                                                                \
-    return REDUCE(sum);
-#define DECLARE(i) VT x##i = SET1((float)(i));
-#define STEP(i) x##i = FMA(x##i, m, a);
-#define SUM(i) sum = ADD(sum, x##i);
-
-FNN_TARGET_AVX512 static float probe_avx512(int64_t reps)
-{
-#define VT __m512
-#define SET1 _mm512_set1_ps
-#define FMA _mm512_fmadd_ps
-#define ADD _mm512_add_ps
-    FNN_PROBE_BODY(VT, SET1, FMA, ADD, _mm512_reduce_add_ps)
-#undef VT
-#undef SET1
-#undef FMA
-#undef ADD
-}
+#define FNN_PROBE_CHAIN_LIST(X, ...)                                                                         \
+    X(0, __VA_ARGS__) X(1, __VA_ARGS__) X(2, __VA_ARGS__) X(3, __VA_ARGS__) X(4, __VA_ARGS__)                \
+    X(5, __VA_ARGS__) X(6, __VA_ARGS__) X(7, __VA_ARGS__) X(8, __VA_ARGS__) X(9, __VA_ARGS__)                \
+    X(10, __VA_ARGS__) X(11, __VA_ARGS__)
+#define FNN_PROBE_DECLARE(i, VT, SET1, FMA, ADD) VT x##i = SET1((float)(i));
+#define FNN_PROBE_STEP(i, VT, SET1, FMA, ADD) x##i = FMA(x##i, m, a);
+#define FNN_PROBE_SUM(i, VT, SET1, FMA, ADD) sum = ADD(sum, x##i);
+#define FNN_DEFINE_PROBE(NAME, TARGET, VT, SET1, FMA, ADD, REDUCE)                                           \
+    TARGET static float NAME(int64_t reps)                                                                   \
+    {                                                                                                        \
+        const VT m = SET1(1.0f - 1.0f / 1048576.0f), a = SET1(1.0f / 1024.0f);                              \
+        FNN_PROBE_CHAIN_LIST(FNN_PROBE_DECLARE, VT, SET1, FMA, ADD)                                          \
+        for (int64_t r = 0; r < reps; r++) {                                                                 \
+            FNN_PROBE_CHAIN_LIST(FNN_PROBE_STEP, VT, SET1, FMA, ADD)                                         \
+        }                                                                                                    \
+        VT sum = x0;                                                                                         \
+        FNN_PROBE_CHAIN_LIST(FNN_PROBE_SUM, VT, SET1, FMA, ADD)                                              \
+        return REDUCE(sum);                                                                                  \
+    }
 
 FNN_TARGET_AVX2 static float reduce_avx2(__m256 v)
 {
@@ -177,21 +170,9 @@ FNN_TARGET_AVX2 static float reduce_avx2(__m256 v)
     return lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
 }
 
-FNN_TARGET_AVX2 static float probe_avx2(int64_t reps)
-{
-#define VT __m256
-#define SET1 _mm256_set1_ps
-#define FMA _mm256_fmadd_ps
-#define ADD _mm256_add_ps
-    FNN_PROBE_BODY(VT, SET1, FMA, ADD, reduce_avx2)
-#undef VT
-#undef SET1
-#undef FMA
-#undef ADD
-}
-#undef DECLARE
-#undef STEP
-#undef SUM
+FNN_DEFINE_PROBE(probe_avx512, FNN_TARGET_AVX512, __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps,
+                 _mm512_reduce_add_ps)
+FNN_DEFINE_PROBE(probe_avx2, FNN_TARGET_AVX2, __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, reduce_avx2)
 
 static double probe_now(void)
 {

@@ -372,6 +372,14 @@ typedef struct {
 #define WINO_GATHER_PAIR_Z_FAST_avx2(...) 0
 #endif
 #define WINO_GATHER_PAIR_Z_FAST_portable(...) 0
+/* and the output transform (WINO_OUTPUT_FAST_<ISA>: -1 where it does not apply) */
+#ifdef WINO_OUTPUT_FAST_AVX512
+#define WINO_OUTPUT_FAST_avx512(...) WINO_OUTPUT_FAST_AVX512(__VA_ARGS__)
+#else
+#define WINO_OUTPUT_FAST_avx512(...) (-1)
+#endif
+#define WINO_OUTPUT_FAST_avx2(...) (-1)
+#define WINO_OUTPUT_FAST_portable(...) (-1)
 /* and the data gradient's scatter (WINO_SCATTER_FAST_<ISA>: -1 where it does not apply) */
 #ifdef WINO_SCATTER_FAST_AVX512
 #define WINO_SCATTER_FAST_avx512(...) WINO_SCATTER_FAST_AVX512(__VA_ARGS__)
@@ -485,6 +493,9 @@ typedef struct {
     }                                                                                                         \
     TARGET static int FN(wino##M##_output_##ISA)(const T *m, int64_t ldp, int64_t len, int64_t tb, T *tmp, T *o) \
     {                                                                                                         \
+        const int fast = WINO_OUTPUT_FAST_##ISA(M, m, ldp, len, tb, o);                                       \
+        if (fast >= 0)                                                                                        \
+            return fast;                                                                                      \
         FN(wino##M##_output_body)(m, ldp, len, tmp, o);                                                       \
         int finite = 1; /* the tiles' outputs, not the lanes past them */                                    \
         for (int q = 0; q < M; q++)                                                                           \
@@ -527,6 +538,9 @@ DEFINE_WINO_COPY(avx512, FNN_TARGET_AVX512)
 #undef WINO_SCATTER_FAST_avx512
 #undef WINO_SCATTER_FAST_avx2
 #undef WINO_SCATTER_FAST_portable
+#undef WINO_OUTPUT_FAST_avx512
+#undef WINO_OUTPUT_FAST_avx2
+#undef WINO_OUTPUT_FAST_portable
 #undef WINO_GATHER_PAIR_Z_FAST_avx512
 #undef WINO_GATHER_PAIR_Z_FAST_avx2
 #undef WINO_GATHER_PAIR_Z_FAST_portable

@@ -200,7 +200,6 @@ int fnn_winograd_applies(fnn_ctx ctx, int64_t n, int64_t c, int64_t f, int64_t h
 #if FNN_X86_SIMD
 #include <immintrin.h>
 
-/* 16 values of a row from column c0 (zero outside [0, w), and for a NULL row) */
 /* the lanes of 16 columns from column c0 that lie inside [0, w) */
 static FNN_ALWAYS_INLINE __mmask16 wino_cols16(int64_t c0, int64_t w)
 {
@@ -210,6 +209,7 @@ static FNN_ALWAYS_INLINE __mmask16 wino_cols16(int64_t c0, int64_t w)
     return hi <= lo ? (__mmask16)0 : (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
 }
 
+/* 16 values of a row from column c0 (zero outside [0, w), and for a NULL row) */
 FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE __m512 wino_load16_avx512(const float *src, int64_t c0, int64_t w)
 {
     const __mmask16 valid = wino_cols16(c0, w);
@@ -580,7 +580,7 @@ FNN_TARGET_AVX512 static int wino_output_fast_avx512(int m, const float *mm, int
         return -1;
     __mmask16 bad = 0;
     for (int64_t b0 = 0; b0 < len; b0 += 16) {
-        const __mmask16 live = tb - b0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (tb > b0 ? tb - b0 : 0)) - 1);
+        const __mmask16 live = wino_cols16(b0, tb); /* the tiles' lanes, not the padding past them */
         __m512 t[4][6];
         for (int j = 0; j < 6; j++) {
             __m512 s[6], c[4];

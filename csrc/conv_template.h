@@ -201,11 +201,25 @@ static void FN(direct_geom)(FN(direct_conv) *d, int64_t c, int64_t h, int64_t w,
     d->xpad_elems = (last + lanes > planes ? last + lanes : planes) + 64;
 }
 
-/* row k = (ci, i, j) of col^T on the wide grid: a slice of a phase plane */
-static inline const T *FN(direct_row)(const FN(direct_conv) *d, const T *xpad, int64_t k)
+/* rows[k] for the ck rows k = (ci, i, j) of col^T: origin + ci * per_c +
+ * (i % sh) * per_phase_row + (i / sh) * per_row + (j % sw) * per_phase_col +
+ * (j / sw) * per_col, in nested loops (the three divisions a row took 3-5% of
+ * conv C). On the wide grid (direct_wide_rows) each row is a slice of a phase
+ * plane of the padded image. */
+static void FN(direct_rows)(const FN(direct_conv) *d, const T *origin, int64_t per_c, int64_t per_phase_row,
+                            int64_t per_row, int64_t per_phase_col, int64_t per_col, const T **rows)
 {
-    const int64_t ci = k / (d->fh * d->fw), i = (k / d->fw) % d->fh, j = k % d->fw;
-    return xpad + ((ci * d->sh + i % d->sh) * d->sw + j % d->sw) * d->gplane + i / d->sh * d->gw + j / d->sw;
+    int64_t k = 0;
+    for (int64_t ci = 0; ci < d->c; ci++)
+        for (int64_t i = 0; i < d->fh; i++)
+            for (int64_t j = 0; j < d->fw; j++)
+                rows[k++] = origin + ci * per_c + i % d->sh * per_phase_row + i / d->sh * per_row +
+                            j % d->sw * per_phase_col + j / d->sw * per_col;
+}
+
+static void FN(direct_wide_rows)(const FN(direct_conv) *d, const T *xpad, const T **rows)
+{
+    FN(direct_rows)(d, xpad, d->sh * d->sw * d->gplane, d->sw * d->gplane, d->gw, d->gplane, 1, rows);
 }
 
 /* The image, zero-padded to (c, hp, wp) and split into its phase planes (a
@@ -251,8 +265,7 @@ static const T **FN(direct_prepare)(const FN(direct_conv) *d, const T *xn)
     if (!xpad || !rows)
         return NULL;
     FN(build_xpad)(d, xn, xpad);
-    for (int64_t k = 0; k < d->ck; k++)
-        rows[k] = FN(direct_row)(d, xpad, k);
+    FN(direct_wide_rows)(d, xpad, rows);
     return rows;
 }
 
@@ -638,9 +651,9 @@ static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, FN(
     FN(build_xpad)(d, xn, xpad);
     T *zeros = xpad + d->xpad_elems; /* rows past ck read zeros */
     memset(zeros, 0, (size_t)kdepth * sizeof(T));
-    for (int64_t k = 0; k < ck_alloc; k++) {
-        rows[k] = k < d->ck ? FN(direct_row)(d, xpad, k) : zeros;
-    }
+    FN(direct_wide_rows)(d, xpad, rows);
+    for (int64_t k = d->ck; k < ck_alloc; k++)
+        rows[k] = zeros;
     const int nr = d->nr;
     /* dy_n (f, oh, ow) -> panels [fp][q][nr], zero on the garbage columns and
      * on the filters past f: a register transpose of each (nr x ow) row block */
@@ -685,6 +698,98 @@ static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, FN(
     return 0;
 }
 
+/* ---- the weight gradient as dot products (small c * fh * fw) ------------- */
+
+/* Taps (c * fh * fw) up to which the weight gradient is a block of dot products
+ * (dot_wgrad_image) instead of the GEMM above: there the GEMM's tiles, MR taps
+ * by NR filters over the wide grid, are mostly padding (conv C: 25 taps in 32
+ * rows, 30 filters in 32 columns, 28 columns a row for 24 outputs). */
+#define FNN_DOT_WGRAD_MAX_CK 32
+
+/* The blocks of the dot path: dy's rows (filters) by col's rows (the taps,
+ * then a row of ones: the bias gradient), dm x dn at a time; ukr NULL where
+ * the GEMM path takes the weight gradient. */
+typedef struct {
+    FN(ukrd_fn) ukr;
+    int dm, dn, lanes;
+    int64_t fblocks, kblocks;
+} FN(dot_wgrad);
+
+static void FN(dot_wgrad_plan)(int isa, const FN(direct_conv) *d, FN(dot_wgrad) *w)
+{
+    w->ukr = FN(select_ukrd)(isa, &w->dm, &w->dn, &w->lanes);
+    if (d->ck > FNN_DOT_WGRAD_MAX_CK)
+        w->ukr = NULL;
+    w->fblocks = (d->f + w->dm - 1) / w->dm;
+    w->kblocks = (d->ck + 1 + w->dn - 1) / w->dn;
+}
+
+/* Elements of one partial sum of the weight gradient: the dot path's lane
+ * sums, or the GEMM path's dW^T (ck_alloc x ldw) and db. */
+static size_t FN(wgrad_part_elems)(const FN(dot_wgrad) *w, int64_t ck_alloc, int64_t ldw)
+{
+    if (w->ukr)
+        return (size_t)(w->fblocks * w->kblocks * w->dm * w->dn * w->lanes);
+    return (size_t)(ck_alloc * ldw + ldw);
+}
+
+/* Filter fi's gradient for tap k (k = ck: its bias gradient) in one partial sum. */
+static inline T FN(wgrad_part_value)(const FN(dot_wgrad) *w, const T *part, int64_t ck, int64_t ck_alloc, int64_t ldw,
+                                     int64_t fi, int64_t k)
+{
+    if (!w->ukr)
+        return k == ck ? part[ck_alloc * ldw + fi] : part[k * ldw + fi];
+    const T *lane = part + (((fi / w->dm) * w->kblocks + k / w->dn) * w->dm * w->dn + (fi % w->dm) * w->dn +
+                            k % w->dn) * w->lanes;
+    T s = lane[0];
+    for (int t = 1; t < w->lanes; t++)
+        s += lane[t];
+    return s;
+}
+
+/* part += the lane sums of dy_n's rows dotted with col_n's rows (and with a row
+ * of ones) over the oh * ow output positions, in blocks of dm x dn.
+ * col_n is not built row by row: tap (ci, i, j)'s row is plane (ci, i % sh,
+ * j % sw) of the padded image from column j / sw on, compacted to ow columns
+ * ("base" (ci, i % sh, j)), from row i / sh on. So c * min(sh, fh) * fw bases of
+ * oh + (fh - 1) / sh rows hold every tap's row (conv C: 5 bases of 28 x 24
+ * for 25 rows of 24 x 24, in L1). */
+static int FN(dot_wgrad_image)(const FN(direct_conv) *d, const FN(dot_wgrad) *w, const T *xn, const T *dyn, T *part)
+{
+    const int64_t pp = d->oh * d->ow, brows = d->oh + (d->fh - 1) / d->sh, blen = brows * d->ow;
+    const int64_t phases = d->sh < d->fh ? d->sh : d->fh, nbases = d->c * phases * d->fw;
+    const int64_t arows = w->fblocks * w->dm, krows = w->kblocks * w->dn;
+    T *xpad = (T *)fnn_scratch(FNN_SCRATCH_CONV_XPAD, (size_t)d->xpad_elems * sizeof(T));
+    T *bases = (T *)fnn_scratch(FNN_SCRATCH_CONV_YW, (size_t)(nbases * blen + 2 * pp) * sizeof(T));
+    const T **rows = (const T **)fnn_scratch(FNN_SCRATCH_CONV_ROWS, (size_t)(arows + krows) * sizeof(T *));
+    if (!xpad || !bases || !rows)
+        return -1;
+    FN(build_xpad)(d, xn, xpad);
+    for (int64_t ci = 0; ci < d->c; ci++)
+        for (int64_t a = 0; a < phases; a++)
+            for (int64_t j = 0; j < d->fw; j++) {
+                const T *plane = xpad + ((ci * d->sh + a) * d->sw + j % d->sw) * d->gplane + j / d->sw;
+                FN(fnn_bias_act)(d->isa, bases + ((ci * phases + a) * d->fw + j) * blen, d->ow, plane, d->gw, NULL,
+                                 NULL, 0, brows, d->ow, FNN_ACT_IDENTITY, 0.0);
+            }
+    T *zeros = bases + nbases * blen, *ones = zeros + pp;
+    for (int64_t q = 0; q < pp; q++) {
+        zeros[q] = 0;
+        ones[q] = 1;
+    }
+    const T **frow = rows, **krow = rows + arows;
+    for (int64_t fi = 0; fi < arows; fi++)
+        frow[fi] = fi < d->f ? dyn + fi * pp : zeros;
+    FN(direct_rows)(d, bases, phases * d->fw * blen, d->fw * blen, d->ow, blen, d->sw * blen, krow);
+    for (int64_t k = d->ck; k < krows; k++)
+        krow[k] = k == d->ck ? ones : zeros;
+    const int64_t block = w->dm * w->dn * w->lanes;
+    for (int64_t fb = 0; fb < w->fblocks; fb++)
+        for (int64_t kb = 0; kb < w->kblocks; kb++)
+            w->ukr(pp, frow + fb * w->dm, krow + kb * w->dn, part + (fb * w->kblocks + kb) * block);
+    return 0;
+}
+
 static int FN(conv_dgrad_image)(fnn_ctx ctx, const T *dyn, const T *wt, const fnn_conv_geom *g, int64_t f, T *dxn,
                                 int scratch_slot);
 
@@ -700,10 +805,10 @@ typedef struct {
  * first image of a group), and dx_i when dxi is set (its GEMM with dctx's
  * threads). With pg, dy_i is first un-pooled into a per-thread buffer (L2), so
  * the full dy never exists. */
-static int FN(direct_backward_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, FN(ukra_rows_fn) ukr_rows,
-                                     fnn_ctx dctx, const T *xi, const T *dyi, const FN(pooled_grad) *pg, int64_t i,
-                                     int64_t ck_alloc, int64_t ldw, T beta, T *dwt, T *dbt, const T *wt,
-                                     const fnn_conv_geom *g, T *dxi)
+static int FN(direct_backward_image)(const FN(direct_conv) *d, const FN(dot_wgrad) *dot, FN(ukra_fn) ukr,
+                                     FN(ukra_rows_fn) ukr_rows, fnn_ctx dctx, const T *xi, const T *dyi,
+                                     const FN(pooled_grad) *pg, int64_t i, int64_t ck_alloc, int64_t ldw, T beta,
+                                     T *dwt, T *dbt, const T *wt, const fnn_conv_geom *g, T *dxi)
 {
     const T *dyn = dyi;
     if (pg) {
@@ -717,7 +822,14 @@ static int FN(direct_backward_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, 
                                               pg->poh, pg->pow_);
         dyn = buf;
     }
-    int err = FN(direct_wgrad_image)(d, ukr, ukr_rows, xi, dyn, ck_alloc, ldw, beta, dwt, dbt);
+    int err;
+    if (dot->ukr) {
+        if (beta == 0)
+            memset(dwt, 0, FN(wgrad_part_elems)(dot, ck_alloc, ldw) * sizeof(T));
+        err = FN(dot_wgrad_image)(d, dot, xi, dyn, dwt);
+    } else {
+        err = FN(direct_wgrad_image)(d, ukr, ukr_rows, xi, dyn, ck_alloc, ldw, beta, dwt, dbt);
+    }
     if (!err && dxi)
         err = FN(conv_dgrad_image)(dctx, dyn, wt, g, d->f, dxi, FNN_SCRATCH_CONV_DCOL);
     return err;
@@ -742,27 +854,29 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
     const int64_t ldw = (f + d.nr - 1) / d.nr * d.nr;
     FN(ukra_rows_fn) ukr_rows;
     FN(ukra_fn) ukr = FN(select_ukra)(ctx.isa, &ukr_rows);
+    FN(dot_wgrad) dot;
+    FN(dot_wgrad_plan)(ctx.isa, &d, &dot);
+    const size_t part = FN(wgrad_part_elems)(&dot, ck_alloc, ldw); /* dW^T, then db (or the dot path's lane sums) */
     const int64_t chw = c * h * w, fp = f * d.oh * d.ow;
     int nth = fnn_team_of(ctx);
     if (nth > n)
         nth = (int)n;
     int err = 0;
     if (nth <= 1) {
-        T *dwt = (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, (size_t)(ck_alloc * ldw + ldw) * sizeof(T));
+        T *dwt = (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, part * sizeof(T));
         if (!dwt)
             return -1;
-        T *dbt = dwt + ck_alloc * ldw;
         /* one image (or one thread): the data gradient's GEMM may still use ctx's threads */
         for (int64_t i = 0; i < n && !err; i++)
-            err = FN(direct_backward_image)(&d, ukr, ukr_rows, ctx, x + i * chw, dy ? dy + i * fp : NULL, pg, i,
-                                            ck_alloc, ldw, i == 0 ? (T)0 : (T)1, dwt, dbt, wt, g,
-                                            dx ? dx + i * chw : NULL);
+            err = FN(direct_backward_image)(&d, &dot, ukr, ukr_rows, ctx, x + i * chw, dy ? dy + i * fp : NULL,
+                                            pg, i, ck_alloc, ldw, i == 0 ? (T)0 : (T)1, dwt, dwt + ck_alloc * ldw, wt,
+                                            g, dx ? dx + i * chw : NULL);
         if (err)
             return -1;
         for (int64_t fi = 0; fi < f; fi++) {
             for (int64_t k = 0; k < d.ck; k++)
-                dw[fi * d.ck + k] = dwt[k * ldw + fi];
-            db[fi] = dbt[fi];
+                dw[fi * d.ck + k] = FN(wgrad_part_value)(&dot, dwt, d.ck, ck_alloc, ldw, fi, k);
+            db[fi] = FN(wgrad_part_value)(&dot, dwt, d.ck, ck_alloc, ldw, fi, d.ck);
         }
         return 0;
     }
@@ -772,7 +886,6 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
      * its forward took, unless a thread falls behind) and the partials added
      * in group order, so the result depends only on G, which depends only on
      * the thread count. */
-    const size_t part = (size_t)(ck_alloc * ldw + ldw); /* dW^T, then db */
     int64_t groups = 4 * (int64_t)nth;
     const int64_t cap = (int64_t)((64u << 20) / (part * sizeof(T)));
     if (groups > cap)
@@ -793,28 +906,25 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
         for (int64_t gi; (gi = fnn_spans_next(spans, nth, omp_get_thread_num())) >= 0;) {
             const int64_t i0 = n * gi / groups, i1 = n * (gi + 1) / groups;
             for (int64_t i = i0; i < i1 && !err; i++)
-                err |= FN(direct_backward_image)(&d, ukr, ukr_rows, one, x + i * chw, dy ? dy + i * fp : NULL, pg,
-                                                 i, ck_alloc, ldw, i == i0 ? (T)0 : (T)1, parts + (size_t)gi * part,
+                err |= FN(direct_backward_image)(&d, &dot, ukr, ukr_rows, one, x + i * chw,
+                                                 dy ? dy + i * fp : NULL, pg, i, ck_alloc, ldw,
+                                                 i == i0 ? (T)0 : (T)1, parts + (size_t)gi * part,
                                                  parts + (size_t)gi * part + ck_alloc * ldw, wt, g,
                                                  dx ? dx + i * chw : NULL) != 0;
         }
 #pragma omp barrier
-        /* then rows of dw split over the threads */
+        /* then rows of dw (and db, as tap ck) split over the threads */
 #pragma omp for schedule(static)
         for (int64_t fi = 0; fi < f; fi++)
-            for (int64_t k = 0; k < d.ck; k++) {
-                T s = parts[k * ldw + fi];
+            for (int64_t k = 0; k <= d.ck; k++) {
+                T s = FN(wgrad_part_value)(&dot, parts, d.ck, ck_alloc, ldw, fi, k);
                 for (int64_t q = 1; q < groups; q++)
-                    s += parts[(size_t)q * part + (size_t)(k * ldw + fi)];
-                dw[fi * d.ck + k] = s;
+                    s += FN(wgrad_part_value)(&dot, parts + (size_t)q * part, d.ck, ck_alloc, ldw, fi, k);
+                if (k < d.ck)
+                    dw[fi * d.ck + k] = s;
+                else
+                    db[fi] = s;
             }
-#pragma omp single
-        for (int64_t fi = 0; fi < f; fi++) {
-            T s = parts[ck_alloc * ldw + fi];
-            for (int64_t q = 1; q < groups; q++)
-                s += parts[(size_t)q * part + (size_t)(ck_alloc * ldw + fi)];
-            db[fi] = s;
-        }
     }
 #endif
     return err ? -1 : 0;

@@ -177,6 +177,11 @@ typedef void (*fnn_ukr_f64_fn)(int64_t k, const double *a, const double *b, doub
 #define FNN_AVX512_NR_F32 32
 #define FNN_AVX512_MR_F64 8
 #define FNN_AVX512_NR_F64 16
+/* the dot-product microkernels' blocks: DM rows of a by DN rows of b */
+#define FNN_AVX2_DM 3
+#define FNN_AVX2_DN 4
+#define FNN_AVX512_DM 6
+#define FNN_AVX512_DN 4
 
 void fnn_ukr_portable_f32(int64_t k, const float *a, const float *b, float *c, int64_t ldc, float alpha,
                           float beta);
@@ -238,6 +243,16 @@ FNN_DECLARE_UKRI(fnn_ukrih_avx2_f32, float)
 FNN_DECLARE_UKRI(fnn_ukrih_avx2_f64, double)
 FNN_DECLARE_UKRI(fnn_ukrih_avx512_f32, float)
 FNN_DECLARE_UKRI(fnn_ukrih_avx512_f64, double)
+#endif
+
+/* Dot-product microkernels (gemm_ukernel_common.h, DEFINE_UKRD): a DM x DN
+ * block of dot products of rows a[i] and b[j] over k elements, added as
+ * vector-lane sums into part (DM * DN * lanes elements). SIMD paths only. */
+#if FNN_X86_SIMD
+void fnn_ukrd_avx2_f32(int64_t k, const float *const *a, const float *const *b, float *part);
+void fnn_ukrd_avx2_f64(int64_t k, const double *const *a, const double *const *b, double *part);
+void fnn_ukrd_avx512_f32(int64_t k, const float *const *a, const float *const *b, float *part);
+void fnn_ukrd_avx512_f64(int64_t k, const double *const *a, const double *const *b, double *part);
 #endif
 
 /* Indirect-A microkernels: element (i, p) of the A micro-panel is

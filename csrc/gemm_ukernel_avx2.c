@@ -98,4 +98,16 @@ DEFINE_AVX2_UKR_OF(fnn_ukrh_avx2_f32, 1, float, __m256, 8, 6, PACKED_F32)
 DEFINE_AVX2_UKR_OF(fnn_ukrh_avx2_f64, 1, double, __m256d, 4, 6, PACKED_F64)
 DEFINE_AVX2_UKR_OF(fnn_ukrih_avx2_f32, 1, float, __m256, 8, 6, IND_B_F32)
 DEFINE_AVX2_UKR_OF(fnn_ukrih_avx2_f64, 1, double, __m256d, 4, 6, IND_B_F64)
+/* Dot-product blocks of 3 x 4 (12 accumulators, 4 rows of b; a's row is the
+ * FMAs' memory operand). */
+#define UKRD_MASK_F32(rem) \
+    const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(rem)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define UKRD_MASK_F64(rem) \
+    const __m256i tail = _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(rem)), _mm256_setr_epi64x(0, 1, 2, 3))
+#define UKRD_TAIL_F32(p) _mm256_maskload_ps(p, tail)
+#define UKRD_TAIL_F64(p) _mm256_maskload_pd(p, tail)
+DEFINE_UKRD(FNN_TARGET_AVX2, fnn_ukrd_avx2_f32, float, __m256, 8, FNN_AVX2_DM, FNN_AVX2_DN, _mm256_loadu_ps,
+            UKRD_MASK_F32, UKRD_TAIL_F32, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps, _mm256_setzero_ps)
+DEFINE_UKRD(FNN_TARGET_AVX2, fnn_ukrd_avx2_f64, double, __m256d, 4, FNN_AVX2_DM, FNN_AVX2_DN, _mm256_loadu_pd,
+            UKRD_MASK_F64, UKRD_TAIL_F64, _mm256_fmadd_pd, _mm256_add_pd, _mm256_storeu_pd, _mm256_setzero_pd)
 #endif

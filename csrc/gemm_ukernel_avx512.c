@@ -113,4 +113,13 @@ DEFINE_AVX512_UKR_OF(fnn_ukrh_avx512_f64, 1, double, __m512d, 8, 8, PACKED_F64)
  * NR/2 tiles */
 DEFINE_AVX512_UKR_OF(fnn_ukrih_avx512_f32, 1, float, __m512, 16, 8, IND_B_F32)
 DEFINE_AVX512_UKR_OF(fnn_ukrih_avx512_f64, 1, double, __m512d, 8, 8, IND_B_F64)
+/* Dot-product blocks of 6 x 4 (24 accumulators, 4 rows of b, 1 of a). */
+#define UKRD_MASK_F32(rem) const __mmask16 tail = (__mmask16)((1u << (rem)) - 1u)
+#define UKRD_MASK_F64(rem) const __mmask8 tail = (__mmask8)((1u << (rem)) - 1u)
+#define UKRD_TAIL_F32(p) _mm512_maskz_loadu_ps(tail, p)
+#define UKRD_TAIL_F64(p) _mm512_maskz_loadu_pd(tail, p)
+DEFINE_UKRD(FNN_TARGET_AVX512, fnn_ukrd_avx512_f32, float, __m512, 16, FNN_AVX512_DM, FNN_AVX512_DN, _mm512_loadu_ps,
+            UKRD_MASK_F32, UKRD_TAIL_F32, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps, _mm512_setzero_ps)
+DEFINE_UKRD(FNN_TARGET_AVX512, fnn_ukrd_avx512_f64, double, __m512d, 8, FNN_AVX512_DM, FNN_AVX512_DN, _mm512_loadu_pd,
+            UKRD_MASK_F64, UKRD_TAIL_F64, _mm512_fmadd_pd, _mm512_add_pd, _mm512_storeu_pd, _mm512_setzero_pd)
 #endif

@@ -45,4 +45,47 @@
         }                                                                                               \
     }
 
+/* Dot-product microkernel (NAME(k, a, b, part)): the DM x DN block of dot
+ * products of rows a[i] and b[j] (k contiguous elements each, any alignment),
+ * each kept as VL lane sums and added to part[(i * DN + j) * VL + lane].
+ * Both operands are read along the depth, so neither is transposed or packed:
+ * the weight gradient of a convolution with a small c * fh * fw, whose depth is
+ * the output positions (csrc/conv_template.h). The last k % VL elements are
+ * loaded masked (TAIL_MASK(rem) declares the mask, LOAD_TAIL(p) loads with it),
+ * so the rows are never read past their end. */
+#define UKRD_STEP(VT, DM, DN, FMA, LOAD, p)                                                                 \
+    {                                                                                                       \
+        VT bv[DN];                                                                                          \
+        _Pragma("GCC unroll 8") for (int j = 0; j < DN; j++) bv[j] = LOAD(br[j] + (p));                     \
+        _Pragma("GCC unroll 8") for (int i = 0; i < DM; i++)                                                \
+        {                                                                                                   \
+            const VT av = LOAD(ar[i] + (p));                                                                \
+            _Pragma("GCC unroll 8") for (int j = 0; j < DN; j++) acc[i][j] = FMA(av, bv[j], acc[i][j]);     \
+        }                                                                                                   \
+    }
+#define DEFINE_UKRD(TARGET, NAME, T, VT, VL, DM, DN, LOADU, TAIL_MASK, LOAD_TAIL, FMA, ADD, STOREU, SETZERO) \
+    TARGET void NAME(int64_t k, const T *const *FNN_RESTRICT a, const T *const *FNN_RESTRICT b,             \
+                     T *FNN_RESTRICT part)                                                                  \
+    {                                                                                                       \
+        const T *ar[DM], *br[DN];                                                                           \
+        VT acc[DM][DN];                                                                                     \
+        _Pragma("GCC unroll 8") for (int i = 0; i < DM; i++) ar[i] = a[i];                                  \
+        _Pragma("GCC unroll 8") for (int j = 0; j < DN; j++) br[j] = b[j];                                  \
+        _Pragma("GCC unroll 8") for (int i = 0; i < DM; i++)                                                \
+            _Pragma("GCC unroll 8") for (int j = 0; j < DN; j++) acc[i][j] = SETZERO();                     \
+        int64_t p = 0;                                                                                      \
+        for (; p + (VL) <= k; p += (VL))                                                                    \
+            UKRD_STEP(VT, DM, DN, FMA, LOADU, p)                                                            \
+        if (p < k) {                                                                                        \
+            TAIL_MASK(k - p);                                                                               \
+            UKRD_STEP(VT, DM, DN, FMA, LOAD_TAIL, p)                                                        \
+        }                                                                                                   \
+        _Pragma("GCC unroll 8") for (int i = 0; i < DM; i++)                                                \
+            _Pragma("GCC unroll 8") for (int j = 0; j < DN; j++)                                            \
+        {                                                                                                   \
+            T *s = part + (i * (DN) + j) * (VL);                                                            \
+            STOREU(s, ADD(LOADU(s), acc[i][j]));                                                            \
+        }                                                                                                   \
+    }
+
 #endif /* FASTNN_GEMM_UKERNEL_COMMON_H */

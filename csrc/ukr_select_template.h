@@ -49,5 +49,31 @@ static inline FN(ukri_fn) FN(select_ukri_half)(int isa)
     return NULL;
 }
 
+typedef void (*FN(ukrd_fn))(int64_t, const T *const *, const T *const *, T *);
+
+/* the dot-product microkernel for an ISA with its block (dm x dn) and vector
+ * lanes; NULL for the portable path */
+static inline FN(ukrd_fn) FN(select_ukrd)(int isa, int *dm, int *dn, int *lanes)
+{
+#if FNN_X86_SIMD
+    if (isa >= FNN_ISA_AVX512) {
+        *dm = FNN_AVX512_DM;
+        *dn = FNN_AVX512_DN;
+        *lanes = 64 / (int)sizeof(T);
+        return FN(fnn_ukrd_avx512);
+    }
+    if (isa >= FNN_ISA_AVX2) {
+        *dm = FNN_AVX2_DM;
+        *dn = FNN_AVX2_DN;
+        *lanes = 32 / (int)sizeof(T);
+        return FN(fnn_ukrd_avx2);
+    }
+#else
+    (void)isa;
+#endif
+    *dm = *dn = *lanes = 1;
+    return NULL;
+}
+
 #undef DEFINE_SELECT_UKR
 #undef SELECT_SIMD_UKR

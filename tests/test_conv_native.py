@@ -88,6 +88,12 @@ GEOMETRIES = [
     (2, 8, 9, 9, 5, 2, 2, (4, 4), (0, 0)),
     (2, 9, 12, 12, 7, 5, 5, (2, 2), (4, 4)),
     (1, 8, 5, 5, 3, 3, 3, (2, 2), (0, 0)),
+    # the weight gradient as dot products (c * fh * fw <= 32): filters over several
+    # blocks with a part block, positions not a multiple of the vector (masked tail),
+    # a first layer of RGB images at stride 2, every tap's row a different base
+    (3, 1, 28, 27, 13, 5, 5, (1, 1), (0, 0)),
+    (2, 3, 15, 14, 17, 3, 3, (2, 2), (1, 1)),
+    (2, 2, 9, 10, 7, 4, 4, (1, 2), (2, 1)),
 ]
 
 

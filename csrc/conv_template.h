@@ -175,7 +175,21 @@ typedef struct {
     int isa;
     const fnn_pool_spec *pool; /* pool each output plane (then amn is set), or NULL */
     int64_t poh, pow_;         /* the pooled plane */
+    /* The compact layout (compact_geom), where ck <= FNN_CONV_COMPACT_MAX_CK:
+     * col^T's rows over the oh * ow output positions themselves, no garbage
+     * columns. Tap (ci, i, j)'s row is plane (ci, i % sh, j % sw) from column
+     * j / sw on, compacted to ow columns (base (ci, i % sh, j): brows rows of
+     * ow), from its row i / sh on; so c * phases * fw bases hold every row
+     * (conv C: 5 bases of 28 x 24 for 25 rows of 24 x 24). */
+    int compact;
+    int64_t phases, brows, blen, bases_elems;
 } FN(direct_conv);
+
+/* Taps (c * fh * fw) up to which the direct paths use the compact layout: a
+ * first layer's few channels, where the wide grid's garbage columns are a
+ * large share (conv C: 28 columns a row for 24 outputs) and the bases, fw / sw
+ * copies of the image, stay small. */
+#define FNN_CONV_COMPACT_MAX_CK 32
 
 
 /* The geometry of the direct path; xpad_elems covers the furthest element
@@ -222,6 +236,35 @@ static void FN(direct_wide_rows)(const FN(direct_conv) *d, const T *xpad, const 
     FN(direct_rows)(d, xpad, d->sh * d->sw * d->gplane, d->sw * d->gplane, d->gw, d->gplane, 1, rows);
 }
 
+/* The compact layout's sizes (d->compact is left to the caller); lanes: the
+ * elements a microkernel may read past a row's last output position. */
+static void FN(compact_geom)(FN(direct_conv) *d, int64_t lanes)
+{
+    d->phases = d->sh < d->fh ? d->sh : d->fh;
+    d->brows = d->oh + (d->fh - 1) / d->sh;
+    d->blen = d->brows * d->ow;
+    d->bases_elems = d->c * d->phases * d->fw * d->blen + lanes;
+}
+
+/* The bases from the padded phase planes (xpad), and zeros after them. */
+static void FN(build_bases)(const FN(direct_conv) *d, const T *xpad, T *bases)
+{
+    const int64_t used = d->c * d->phases * d->fw * d->blen;
+    for (int64_t ci = 0; ci < d->c; ci++)
+        for (int64_t a = 0; a < d->phases; a++)
+            for (int64_t j = 0; j < d->fw; j++) {
+                const T *plane = xpad + ((ci * d->sh + a) * d->sw + j % d->sw) * d->gplane + j / d->sw;
+                FN(fnn_bias_act)(d->isa, bases + ((ci * d->phases + a) * d->fw + j) * d->blen, d->ow, plane, d->gw,
+                                 NULL, NULL, 0, d->brows, d->ow, FNN_ACT_IDENTITY, 0.0);
+            }
+    memset(bases + used, 0, (size_t)(d->bases_elems - used) * sizeof(T));
+}
+
+static void FN(compact_rows)(const FN(direct_conv) *d, const T *bases, const T **rows)
+{
+    FN(direct_rows)(d, bases, d->phases * d->fw * d->blen, d->fw * d->blen, d->ow, d->blen, d->sw * d->blen, rows);
+}
+
 /* The image, zero-padded to (c, hp, wp) and split into its phase planes (a
  * copy at stride 1), plus zeroed slack after it. */
 static void FN(build_xpad)(const FN(direct_conv) *d, const T *xn, T *xpad)
@@ -256,8 +299,9 @@ static void FN(build_xpad)(const FN(direct_conv) *d, const T *xn, T *xpad)
         }
 }
 
-/* The image's padded phase planes (xpad) and the rows of col^T into them, in
- * the calling thread's scratch; NULL where it runs out of memory. */
+/* The image's padded phase planes (xpad), in the compact layout its bases,
+ * and the rows of col^T into them, in the calling thread's scratch; NULL
+ * where it runs out of memory. */
 static const T **FN(direct_prepare)(const FN(direct_conv) *d, const T *xn)
 {
     T *xpad = (T *)fnn_scratch(FNN_SCRATCH_CONV_XPAD, (size_t)d->xpad_elems * sizeof(T));
@@ -265,7 +309,15 @@ static const T **FN(direct_prepare)(const FN(direct_conv) *d, const T *xn)
     if (!xpad || !rows)
         return NULL;
     FN(build_xpad)(d, xn, xpad);
-    FN(direct_wide_rows)(d, xpad, rows);
+    if (!d->compact) {
+        FN(direct_wide_rows)(d, xpad, rows);
+        return rows;
+    }
+    T *bases = (T *)fnn_scratch(FNN_SCRATCH_CONV_BASES, (size_t)d->bases_elems * sizeof(T));
+    if (!bases)
+        return NULL;
+    FN(build_bases)(d, xpad, bases);
+    FN(compact_rows)(d, bases, rows);
     return rows;
 }
 
@@ -293,8 +345,46 @@ static void FN(direct_panel)(const FN(direct_conv) *d, const T **rows, int64_t i
  * thread's wide tile: threads may take an image's rows apart. The rows of
  * col^T are read from oy0 * gw on; the last panel reads at most NR - 1 values
  * past the whole grid's, within xpad's slack. */
+/* direct_strip in the compact layout: the microkernel writes y's rows in
+ * place (the last part panel through a tile buffer), then the bias and the
+ * activation while they are in L1, so no wide tile is copied out. */
+static int FN(direct_strip_compact)(const FN(direct_conv) *d, const T **rows, int64_t oy0, int64_t oy1, T *yn)
+{
+    const int64_t plane = d->oh * d->ow, q0 = oy0 * d->ow, count = (oy1 - oy0) * d->ow;
+    const int64_t full = count / d->nr * d->nr;
+    T FNN_ALIGNED(64) edge[32 * 32];
+    for (int64_t ir = 0; ir < d->f; ir += d->mr) {
+        const int live = (int)(d->f - ir < d->mr ? d->f - ir : d->mr);
+        T *yr = yn + ir * plane + q0;
+        for (int64_t pc = 0; pc < d->ck; pc += d->kc) {
+            const int64_t kcur = d->ck - pc < d->kc ? d->ck - pc : d->kc;
+            const T beta = pc == 0 ? (T)0 : (T)1;
+            const T *ap = d->apack + ir * d->ck + pc * d->mr;
+            for (int64_t jr = 0; jr <= full; jr += d->nr) {
+                if (jr == count)
+                    break;
+                T *out = jr < full ? yr + jr : edge;
+                const int64_t ldo = jr < full ? plane : d->nr;
+                if (live < d->mr)
+                    d->ukr_rows(live, kcur, ap, rows + pc, q0 + jr, out, ldo, (T)1, beta);
+                else
+                    d->ukr(kcur, ap, rows + pc, q0 + jr, out, ldo, (T)1, beta);
+            }
+        }
+        if (full < count)
+            for (int r = 0; r < live; r++)
+                memcpy(yr + r * plane + full, edge + r * d->nr, (size_t)(count - full) * sizeof(T));
+        if (d->bias || d->act != FNN_ACT_IDENTITY)
+            FN(fnn_bias_act)(d->isa, yr, plane, yr, plane, NULL, d->bias ? d->bias + ir : NULL, 1, live, count,
+                             d->act, d->act_alpha);
+    }
+    return 0;
+}
+
 static int FN(direct_strip)(const FN(direct_conv) *d, const T **rows, int64_t oy0, int64_t oy1, T *yn)
 {
+    if (d->compact)
+        return FN(direct_strip_compact)(d, rows, oy0, oy1, yn);
     const int64_t wide = (oy1 - oy0) * d->gw, ldy = (wide + d->nr - 1) / d->nr * d->nr;
     T *yw = (T *)fnn_scratch(FNN_SCRATCH_CONV_YW, (size_t)(d->f_alloc * ldy) * sizeof(T));
     if (!yw)
@@ -333,9 +423,12 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, i
     for (int64_t ir = 0; ir < d->f_alloc; ir += d->mr) {
         FN(direct_panel)(d, rows, ir, 0, d->pwide, yw, d->ldy);
         for (int64_t fi = ir; fi < ir + d->mr && fi < d->f; fi++) {
-            FN(fnn_bias_act)(d->isa, pl, d->ow, yw + fi * d->ldy, d->gw, NULL, d->bias ? d->bias + fi : NULL, 0,
-                             d->oh, d->ow, d->act, d->act_alpha);
-            FN(fnn_max_pool2d_plane)(fnn_isa_of(one), pl, yn + fi * pp, amn + fi * pp, d->oh, d->ow, q->ph, q->pw,
+            /* in the compact layout each wide row is the filter's plane already:
+             * the bias and activation in place */
+            T *src = yw + fi * d->ldy, *conv = d->compact ? src : pl;
+            FN(fnn_bias_act)(d->isa, conv, d->ow, src, d->compact ? d->ow : d->gw, NULL,
+                             d->bias ? d->bias + fi : NULL, 0, d->oh, d->ow, d->act, d->act_alpha);
+            FN(fnn_max_pool2d_plane)(fnn_isa_of(one), conv, yn + fi * pp, amn + fi * pp, d->oh, d->ow, q->ph, q->pw,
                                      q->sh, q->sw, q->padh, q->padw);
         }
     }
@@ -357,6 +450,14 @@ static void FN(direct_conv_setup)(fnn_ctx ctx, FN(direct_conv) *d, int64_t c, in
     FN(direct_geom)(d, c, h, w, f, fh, fw, sh, sw, ph, pw, d->ldy);
     d->f_alloc = (f + d->mr - 1) / d->mr * d->mr;
     d->ukr = FN(select_ukri)(ctx.isa, &d->ukr_rows);
+    /* the compact layout writes the last filter panel's live rows only: the
+     * SIMD kernels' fewer-rows variants */
+    d->compact = d->ck <= FNN_CONV_COMPACT_MAX_CK && d->ukr_rows != NULL;
+    if (d->compact) {
+        d->pwide = d->oh * d->ow;
+        d->ldy = (d->pwide + d->nr - 1) / d->nr * d->nr;
+        FN(compact_geom)(d, d->nr);
+    }
     d->bias = bias;
     d->act = act;
     d->act_alpha = act_alpha;
@@ -700,12 +801,6 @@ static int FN(direct_wgrad_image)(const FN(direct_conv) *d, FN(ukra_fn) ukr, FN(
 
 /* ---- the weight gradient as dot products (small c * fh * fw) ------------- */
 
-/* Taps (c * fh * fw) up to which the weight gradient is a block of dot products
- * (dot_wgrad_image) instead of the GEMM above: there the GEMM's tiles, MR taps
- * by NR filters over the wide grid, are mostly padding (conv C: 25 taps in 32
- * rows, 30 filters in 32 columns, 28 columns a row for 24 outputs). */
-#define FNN_DOT_WGRAD_MAX_CK 32
-
 /* The blocks of the dot path: dy's rows (filters) by col's rows (the taps,
  * then a row of ones: the bias gradient), dm x dn at a time; ukr NULL where
  * the GEMM path takes the weight gradient. */
@@ -718,7 +813,11 @@ typedef struct {
 static void FN(dot_wgrad_plan)(int isa, const FN(direct_conv) *d, FN(dot_wgrad) *w)
 {
     w->ukr = FN(select_ukrd)(isa, &w->dm, &w->dn, &w->lanes);
-    if (d->ck > FNN_DOT_WGRAD_MAX_CK)
+    /* up to FNN_CONV_COMPACT_MAX_CK taps (measured: 25 and 27 taps 15-20% faster,
+     * 36 and 72 taps slower than the GEMM): there the GEMM's tiles, MR taps by
+     * NR filters over the wide grid, are mostly padding (conv C: 25 taps in 32
+     * rows, 30 filters in 32 columns, 28 columns a row for 24 outputs) */
+    if (d->ck > FNN_CONV_COMPACT_MAX_CK)
         w->ukr = NULL;
     w->fblocks = (d->f + w->dm - 1) / w->dm;
     w->kblocks = (d->ck + 1 + w->dn - 1) / w->dn;
@@ -748,31 +847,20 @@ static inline T FN(wgrad_part_value)(const FN(dot_wgrad) *w, const T *part, int6
 }
 
 /* part += the lane sums of dy_n's rows dotted with col_n's rows (and with a row
- * of ones) over the oh * ow output positions, in blocks of dm x dn.
- * col_n is not built row by row: tap (ci, i, j)'s row is plane (ci, i % sh,
- * j % sw) of the padded image from column j / sw on, compacted to ow columns
- * ("base" (ci, i % sh, j)), from row i / sh on. So c * min(sh, fh) * fw bases of
- * oh + (fh - 1) / sh rows hold every tap's row (conv C: 5 bases of 28 x 24
- * for 25 rows of 24 x 24, in L1). */
+ * of ones) over the oh * ow output positions, in blocks of dm x dn; col_n's
+ * rows in the compact layout (direct_conv). */
 static int FN(dot_wgrad_image)(const FN(direct_conv) *d, const FN(dot_wgrad) *w, const T *xn, const T *dyn, T *part)
 {
-    const int64_t pp = d->oh * d->ow, brows = d->oh + (d->fh - 1) / d->sh, blen = brows * d->ow;
-    const int64_t phases = d->sh < d->fh ? d->sh : d->fh, nbases = d->c * phases * d->fw;
+    const int64_t pp = d->oh * d->ow;
     const int64_t arows = w->fblocks * w->dm, krows = w->kblocks * w->dn;
     T *xpad = (T *)fnn_scratch(FNN_SCRATCH_CONV_XPAD, (size_t)d->xpad_elems * sizeof(T));
-    T *bases = (T *)fnn_scratch(FNN_SCRATCH_CONV_YW, (size_t)(nbases * blen + 2 * pp) * sizeof(T));
+    T *bases = (T *)fnn_scratch(FNN_SCRATCH_CONV_BASES, (size_t)(d->bases_elems + 2 * pp) * sizeof(T));
     const T **rows = (const T **)fnn_scratch(FNN_SCRATCH_CONV_ROWS, (size_t)(arows + krows) * sizeof(T *));
     if (!xpad || !bases || !rows)
         return -1;
     FN(build_xpad)(d, xn, xpad);
-    for (int64_t ci = 0; ci < d->c; ci++)
-        for (int64_t a = 0; a < phases; a++)
-            for (int64_t j = 0; j < d->fw; j++) {
-                const T *plane = xpad + ((ci * d->sh + a) * d->sw + j % d->sw) * d->gplane + j / d->sw;
-                FN(fnn_bias_act)(d->isa, bases + ((ci * phases + a) * d->fw + j) * blen, d->ow, plane, d->gw, NULL,
-                                 NULL, 0, brows, d->ow, FNN_ACT_IDENTITY, 0.0);
-            }
-    T *zeros = bases + nbases * blen, *ones = zeros + pp;
+    FN(build_bases)(d, xpad, bases);
+    T *zeros = bases + d->bases_elems, *ones = zeros + pp;
     for (int64_t q = 0; q < pp; q++) {
         zeros[q] = 0;
         ones[q] = 1;
@@ -780,7 +868,7 @@ static int FN(dot_wgrad_image)(const FN(direct_conv) *d, const FN(dot_wgrad) *w,
     const T **frow = rows, **krow = rows + arows;
     for (int64_t fi = 0; fi < arows; fi++)
         frow[fi] = fi < d->f ? dyn + fi * pp : zeros;
-    FN(direct_rows)(d, bases, phases * d->fw * blen, d->fw * blen, d->ow, blen, d->sw * blen, krow);
+    FN(compact_rows)(d, bases, krow);
     for (int64_t k = d->ck; k < krows; k++)
         krow[k] = k == d->ck ? ones : zeros;
     const int64_t block = w->dm * w->dn * w->lanes;
@@ -856,6 +944,8 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
     FN(ukra_fn) ukr = FN(select_ukra)(ctx.isa, &ukr_rows);
     FN(dot_wgrad) dot;
     FN(dot_wgrad_plan)(ctx.isa, &d, &dot);
+    if (dot.ukr)
+        FN(compact_geom)(&d, 0); /* the dot kernels read no element past a row */
     const size_t part = FN(wgrad_part_elems)(&dot, ck_alloc, ldw); /* dW^T, then db (or the dot path's lane sums) */
     const int64_t chw = c * h * w, fp = f * d.oh * d.ow;
     int nth = fnn_team_of(ctx);

@@ -312,7 +312,8 @@ enum {
     FNN_SCRATCH_WINO_DU = 12,   /* Winograd: per-thread partial weight gradient */
     FNN_SCRATCH_GEMM_TAIL = 13, /* GEMM: the last columns' rows of op(B), or their results */
     FNN_SCRATCH_POOL_ROWS = 14, /* max pooling: the column phases of a row's windows */
-    FNN_SCRATCH_SLOTS = 15
+    FNN_SCRATCH_CONV_BASES = 15, /* direct convolution: the compact layout's bases */
+    FNN_SCRATCH_SLOTS = 16
 };
 void *fnn_scratch(int slot, size_t bytes);
 

@@ -138,6 +138,9 @@ def test_forward_backward_against_im2col(isa, dtype, threads, rng):
     (1, 3, 96, 96, 32, 7, 7, (2, 2), (3, 3)),    # batch-1 inference of a stem
     (2, 8, 64, 64, 16, 5, 5, (1, 1), (2, 2)),    # 2 images on 3 threads
     (1, 3, 90, 61, 19, 7, 5, (2, 1), (3, 0)),    # 19 filters (a part panel), rows not a multiple
+    # c * fh * fw <= 32 (the compact layout: y written in place, a part panel last)
+    (1, 1, 150, 141, 27, 5, 5, (1, 1), (2, 2)),
+    (1, 3, 230, 199, 16, 3, 3, (2, 2), (1, 1)),
 ])
 def test_fewer_images_than_threads_share_the_output_rows(isa, dtype, geometry, rng):
     """With fewer images than threads and small filters, the threads take each image's

@@ -38,20 +38,22 @@ int fnn_conv2d_max_pool_f64(fnn_ctx ctx, const double *x, int64_t n, int64_t c, 
                             int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha, const fnn_pool_spec *pool,
                             double *y, int64_t *argmax);
 
-/* The backward of fnn_conv2d_max_pool from dp, the gradient of the pre-activation
- * values at the pooled positions (the pooled output's gradient times the
- * activation's derivative there), with the argmax of the forward: dw, db, and dx
- * unless NULL, as fnn_conv2d_backward gives them for the un-pooled gradient.
- * Where the direct weight gradient runs, each image's gradient is un-pooled
- * into cache, so it is never written to memory. */
-int fnn_conv2d_max_pool_backward_f32(fnn_ctx ctx, const float *dp, const int64_t *argmax, int64_t poh, int64_t pow_,
-                                     const float *x, int64_t n, int64_t c, int64_t h, int64_t w, const float *wt,
-                                     int64_t f, int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t ph,
-                                     int64_t pw, float *dx, float *dw, float *db);
-int fnn_conv2d_max_pool_backward_f64(fnn_ctx ctx, const double *dp, const int64_t *argmax, int64_t poh, int64_t pow_,
-                                     const double *x, int64_t n, int64_t c, int64_t h, int64_t w, const double *wt,
-                                     int64_t f, int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t ph,
-                                     int64_t pw, double *dx, double *dw, double *db);
+/* The backward of fnn_conv2d_max_pool from dp, the gradient of its pooled
+ * output yp (the activation's derivative, taken from yp at the pooled
+ * positions, is applied here), with the argmax of the forward: dw, db, and dx
+ * unless NULL, as fnn_conv2d_backward gives them for the un-pooled gradient of
+ * the pre-activation output. Where the direct weight gradient runs, each
+ * image's gradient is un-pooled into cache, so it is never written to memory. */
+int fnn_conv2d_max_pool_backward_f32(fnn_ctx ctx, const float *dp, const float *yp, int act, double act_alpha,
+                                     const int64_t *argmax, int64_t poh, int64_t pow_, const float *x, int64_t n,
+                                     int64_t c, int64_t h, int64_t w, const float *wt, int64_t f, int64_t fh,
+                                     int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, float *dx, float *dw,
+                                     float *db);
+int fnn_conv2d_max_pool_backward_f64(fnn_ctx ctx, const double *dp, const double *yp, int act, double act_alpha,
+                                     const int64_t *argmax, int64_t poh, int64_t pow_, const double *x, int64_t n,
+                                     int64_t c, int64_t h, int64_t w, const double *wt, int64_t f, int64_t fh,
+                                     int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, double *dx,
+                                     double *dw, double *db);
 
 /* Gradients from dy (of the pre-activation output): dw (F,C,fh,fw), db (F,),
  * and dx (N,C,H,W) unless dx is NULL. */

@@ -881,10 +881,13 @@ static int FN(dot_wgrad_image)(const FN(direct_conv) *d, const FN(dot_wgrad) *w,
 static int FN(conv_dgrad_image)(fnn_ctx ctx, const T *dyn, const T *wt, const fnn_conv_geom *g, int64_t f, T *dxn,
                                 int scratch_slot);
 
-/* dy given as the gradient of a max pooling of the convolution's output:
- * dp and argmax (N, F, poh, pow) as fnn_max_pool2d_backward takes them */
+/* dy given as the gradient dp of the pooled output yp of a max pooling of the
+ * activated convolution's output: dp, yp and argmax (N, F, poh, pow), the
+ * latter as fnn_max_pool2d_backward takes it */
 typedef struct {
-    const T *dp;
+    const T *dp, *yp;
+    int act;
+    double act_alpha;
     const int64_t *argmax;
     int64_t poh, pow_;
 } FN(pooled_grad);
@@ -904,10 +907,20 @@ static int FN(direct_backward_image)(const FN(direct_conv) *d, const FN(dot_wgra
         T *buf = (T *)fnn_scratch(FNN_SCRATCH_CONV_DY, (size_t)(d->f * plane) * sizeof(T));
         if (!buf)
             return -1;
+        const T *dpi = pg->dp + i * d->f * pp;
+        if (pg->act != FNN_ACT_IDENTITY) {
+            /* the activation's derivative at the pooled positions, where its
+             * maxima are (the image's, in L1: no array of the whole batch) */
+            T *g = (T *)fnn_scratch(FNN_SCRATCH_CONV_PLANE, (size_t)(d->f * pp) * sizeof(T));
+            if (!g)
+                return -1;
+            FN(fnn_act_grad_from_y_mul_serial)(fnn_isa_of(dctx), dpi, pg->yp + i * d->f * pp, g, d->f * pp,
+                                               pg->act, pg->act_alpha);
+            dpi = g;
+        }
         for (int64_t fi = 0; fi < d->f; fi++)
-            FN(fnn_max_pool2d_backward_plane)(fnn_isa_of(dctx), pg->dp + (i * d->f + fi) * pp,
-                                              pg->argmax + (i * d->f + fi) * pp, buf + fi * plane, d->oh, d->ow,
-                                              pg->poh, pg->pow_);
+            FN(fnn_max_pool2d_backward_plane)(fnn_isa_of(dctx), dpi + fi * pp, pg->argmax + (i * d->f + fi) * pp,
+                                              buf + fi * plane, d->oh, d->ow, pg->poh, pg->pow_);
         dyn = buf;
     }
     int err;
@@ -1384,10 +1397,10 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
     return err ? -1 : 0;
 }
 
-int FN(fnn_conv2d_max_pool_backward)(fnn_ctx ctx, const T *dp, const int64_t *argmax, int64_t poh, int64_t pow_,
-                                     const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt, int64_t f,
-                                     int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, T *dx,
-                                     T *dw, T *db)
+int FN(fnn_conv2d_max_pool_backward)(fnn_ctx ctx, const T *dp, const T *yp, int act, double act_alpha,
+                                     const int64_t *argmax, int64_t poh, int64_t pow_, const T *x, int64_t n, int64_t c,
+                                     int64_t h, int64_t w, const T *wt, int64_t f, int64_t fh, int64_t fw, int64_t sh,
+                                     int64_t sw, int64_t ph, int64_t pw, T *dx, T *dw, T *db)
 {
     fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
@@ -1396,13 +1409,20 @@ int FN(fnn_conv2d_max_pool_backward)(fnn_ctx ctx, const T *dp, const int64_t *ar
     if (n > 0 && !fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw) &&
         FN(use_direct)(ctx, n, macs) && FN(all_finite)(ctx, x, n * c * h * w) &&
         !(dx && FN(direct_dgrad_ok)(ctx, n, &g, f, wt, macs))) {
-        FN(pooled_grad) pg = {dp, argmax, poh, pow_};
+        FN(pooled_grad) pg = {dp, yp, act, act_alpha, argmax, poh, pow_};
         return FN(direct_wgrad_run)(ctx, NULL, &pg, x, n, c, h, w, f, fh, fw, ph, pw, dw, db, wt, &g, dx);
     }
-    T *dz = (T *)malloc((size_t)(n * f * g.oh * g.ow) * sizeof(T) + 1);
+    const size_t pooled = (size_t)(n * f * poh * pow_);
+    T *dz = (T *)malloc(((size_t)(n * f * g.oh * g.ow) + (act != FNN_ACT_IDENTITY ? pooled : 0)) * sizeof(T) + 1);
     if (!dz)
         return -1;
-    FN(fnn_max_pool2d_backward)(ctx, dp, argmax, dz, n * f, g.oh, g.ow, poh, pow_);
+    const T *dpz = dp;
+    if (act != FNN_ACT_IDENTITY) {
+        T *gp = dz + n * f * g.oh * g.ow;
+        FN(fnn_act_grad_from_y_mul)(ctx, dp, yp, gp, (int64_t)pooled, act, act_alpha);
+        dpz = gp;
+    }
+    FN(fnn_max_pool2d_backward)(ctx, dpz, argmax, dz, n * f, g.oh, g.ow, poh, pow_);
     int rc = FN(fnn_conv2d_backward)(ctx, dz, x, n, c, h, w, wt, f, fh, fw, sh, sw, ph, pw, dx, dw, db);
     free(dz);
     return rc;

@@ -148,6 +148,11 @@ void fnn_act_grad_from_y_mul_f32(fnn_ctx ctx, const float *dy, const float *y, f
                                  double alpha);
 void fnn_act_grad_from_y_mul_f64(fnn_ctx ctx, const double *dy, const double *y, double *out, int64_t n, int act,
                                  double alpha);
+/* The same on the calling thread, for isa (inside a threaded kernel). */
+void fnn_act_grad_from_y_mul_serial_f32(int isa, const float *dy, const float *y, float *out, int64_t n, int act,
+                                        double alpha);
+void fnn_act_grad_from_y_mul_serial_f64(int isa, const double *dy, const double *y, double *out, int64_t n, int act,
+                                        double alpha);
 
 /* Packers of plain matrices (src: const fnn_matrix_src *). */
 void fnn_pack_matrix_f32(const void *src, int64_t r0, int64_t rows, int64_t k0, int64_t kc, int w, float *dst);

@@ -291,20 +291,20 @@ FNN_PER_ISA(DEFINE_ACT_GRAD, act_grad)
 #undef DEFINE_ACT_GRAD
 #undef ACT_GRAD_CASE
 
-static void FN(act_grad_piece)(int isa, const T *dy, const T *y, T *out, int64_t n, int act, T alpha)
+void FN(fnn_act_grad_from_y_mul_serial)(int isa, const T *dy, const T *y, T *out, int64_t n, int act, double alpha)
 {
 #if FNN_X86_SIMD
     if (isa >= FNN_ISA_AVX512) {
-        FN(act_grad_avx512)(dy, y, out, n, act, alpha);
+        FN(act_grad_avx512)(dy, y, out, n, act, (T)alpha);
         return;
     }
     if (isa >= FNN_ISA_AVX2) {
-        FN(act_grad_avx2)(dy, y, out, n, act, alpha);
+        FN(act_grad_avx2)(dy, y, out, n, act, (T)alpha);
         return;
     }
 #endif
     (void)isa;
-    FN(act_grad_portable)(dy, y, out, n, act, alpha);
+    FN(act_grad_portable)(dy, y, out, n, act, (T)alpha);
 }
 
 /* Pieces of this many elements, split over the threads (elementwise: the result
@@ -320,7 +320,7 @@ void FN(fnn_act_grad_from_y_mul)(fnn_ctx ctx, const T *dy, const T *y, T *out, i
     FNN_OMP_FOR
     for (int64_t p = 0; p < pieces; p++) {
         const int64_t off = p * FNN_ACT_GRAD_PIECE, len = n - off < FNN_ACT_GRAD_PIECE ? n - off : FNN_ACT_GRAD_PIECE;
-        FN(act_grad_piece)(isa, dy + off, y + off, out + off, len, act, (T)alpha);
+        FN(fnn_act_grad_from_y_mul_serial)(isa, dy + off, y + off, out + off, len, act, alpha);
     }
 }
 

@@ -57,14 +57,16 @@ cdef extern from "conv.h" nogil:
     int fnn_conv2d_f64(fnn_ctx ctx, const double *x, int64_t n, int64_t c, int64_t h, int64_t w,
                        const double *wt, int64_t f, int64_t fh, int64_t fw, const double *bias,
                        int64_t sh, int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha, double *y)
-    int fnn_conv2d_max_pool_backward_f32(fnn_ctx ctx, const float *dp, const int64_t *argmax, int64_t poh,
-                                         int64_t pow_, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
-                                         const float *wt, int64_t f, int64_t fh, int64_t fw, int64_t sh, int64_t sw,
-                                         int64_t ph, int64_t pw, float *dx, float *dw, float *db)
-    int fnn_conv2d_max_pool_backward_f64(fnn_ctx ctx, const double *dp, const int64_t *argmax, int64_t poh,
-                                         int64_t pow_, const double *x, int64_t n, int64_t c, int64_t h, int64_t w,
-                                         const double *wt, int64_t f, int64_t fh, int64_t fw, int64_t sh, int64_t sw,
-                                         int64_t ph, int64_t pw, double *dx, double *dw, double *db)
+    int fnn_conv2d_max_pool_backward_f32(fnn_ctx ctx, const float *dp, const float *yp, int act, double act_alpha,
+                                         const int64_t *argmax, int64_t poh, int64_t pow_, const float *x, int64_t n,
+                                         int64_t c, int64_t h, int64_t w, const float *wt, int64_t f, int64_t fh,
+                                         int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, float *dx,
+                                         float *dw, float *db)
+    int fnn_conv2d_max_pool_backward_f64(fnn_ctx ctx, const double *dp, const double *yp, int act, double act_alpha,
+                                         const int64_t *argmax, int64_t poh, int64_t pow_, const double *x, int64_t n,
+                                         int64_t c, int64_t h, int64_t w, const double *wt, int64_t f, int64_t fh,
+                                         int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, double *dx,
+                                         double *dw, double *db)
     int fnn_conv2d_backward_f32(fnn_ctx ctx, const float *dy, const float *x, int64_t n, int64_t c, int64_t h,
                                 int64_t w, const float *wt, int64_t f, int64_t fh, int64_t fw, int64_t sh,
                                 int64_t sw, int64_t ph, int64_t pw, float *dx, float *dw, float *db)
@@ -383,20 +385,18 @@ def conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride, pad, activation, alp
     cdef int64_t f = W.shape[0], fh = W.shape[2], fw = W.shape[3]
     cdef int64_t sh = stride[0], sw = stride[1], ph = pad[0], pw = pad[1]
     cdef int64_t poh = dy.shape[2], pow_ = dy.shape[3]
-    if act != 0:
-        # the activation's derivative at the pooled positions, from the pooled output
-        g = _act_grad(dy, y, act, alpha)
-    else:
-        g = dy
+    cdef double act_alpha = alpha if act != 0 and alpha is not None else 0.0
     dx = np.empty(x.shape, dtype=x.dtype) if need_dx else None
     dW = np.empty(W.shape, dtype=x.dtype)
     db = np.empty((f,), dtype=x.dtype)
-    cdef cnp.ndarray ga = g, ama = argmax, xa = x, wa = W, dWa = dW, dba = db, dxa
+    # the activation's derivative, taken from the pooled output y, is applied in C image by image
+    cdef cnp.ndarray ga = dy, ya = y if act != 0 else dy, ama = argmax, xa = x, wa = W, dWa = dW, dba = db, dxa
     cdef void *dxp = NULL
     if need_dx:
         dxa = dx
         dxp = cnp.PyArray_DATA(dxa)
     cdef const void *gp = cnp.PyArray_DATA(ga)
+    cdef const void *yp = cnp.PyArray_DATA(ya)
     cdef const int64_t *ap = <const int64_t *>cnp.PyArray_DATA(ama)
     cdef const void *xp = cnp.PyArray_DATA(xa)
     cdef const void *wp = cnp.PyArray_DATA(wa)
@@ -405,13 +405,13 @@ def conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride, pad, activation, alp
     cdef int rc = 0
     with nogil:
         if cnp.PyArray_TYPE(xa) == cnp.NPY_FLOAT:
-            rc = fnn_conv2d_max_pool_backward_f32(ctx, <const float *>gp, ap, poh, pow_, <const float *>xp, n, c, h, w,
-                                                  <const float *>wp, f, fh, fw, sh, sw, ph, pw, <float *>dxp,
-                                                  <float *>dWp, <float *>dbp)
+            rc = fnn_conv2d_max_pool_backward_f32(ctx, <const float *>gp, <const float *>yp, act, act_alpha, ap, poh, pow_,
+                                                  <const float *>xp, n, c, h, w, <const float *>wp, f, fh, fw, sh, sw,
+                                                  ph, pw, <float *>dxp, <float *>dWp, <float *>dbp)
         else:
-            rc = fnn_conv2d_max_pool_backward_f64(ctx, <const double *>gp, ap, poh, pow_, <const double *>xp, n, c, h,
-                                                  w, <const double *>wp, f, fh, fw, sh, sw, ph, pw, <double *>dxp,
-                                                  <double *>dWp, <double *>dbp)
+            rc = fnn_conv2d_max_pool_backward_f64(ctx, <const double *>gp, <const double *>yp, act, act_alpha, ap, poh,
+                                                  pow_, <const double *>xp, n, c, h, w, <const double *>wp, f, fh, fw,
+                                                  sh, sw, ph, pw, <double *>dxp, <double *>dWp, <double *>dbp)
     if rc != 0:
         raise MemoryError("conv2d_max_pool2d_backward: could not allocate scratch memory")
     return dx, dW, db

@@ -139,6 +139,11 @@ void fnn_transpose_avx512_f32(const float *src, int64_t lds, int64_t rows, int64
                               float *dst, int64_t ldd);
 void fnn_transpose_avx2_f32(const float *src, int64_t lds, int64_t rows, int64_t cols, int64_t rows_out,
                             float *dst, int64_t ldd);
+/* rows of row_dwords 32-bit words, strides in words (fnn_copy_rows) */
+void fnn_copy_rows_avx512(void *dst, int64_t ldd_dwords, const void *src, int64_t lds_dwords, int64_t rows,
+                          int64_t row_dwords);
+void fnn_copy_rows_avx2(void *dst, int64_t ldd_dwords, const void *src, int64_t lds_dwords, int64_t rows,
+                        int64_t row_dwords);
 #endif
 
 /* out[t] = dy[t] * act'(z[t]) for t < n, with the derivative taken from the output

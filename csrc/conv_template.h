@@ -482,8 +482,12 @@ static void FN(direct_conv_setup)(fnn_ctx ctx, FN(direct_conv) *d, int64_t c, in
     d->f_alloc = (f + d->mr - 1) / d->mr * d->mr;
     d->ukr = FN(select_ukri)(ctx.isa, &d->ukr_rows);
     /* the compact layout writes the last filter panel's live rows only: the
-     * SIMD kernels' fewer-rows variants */
-    d->compact = d->ck <= FNN_CONV_COMPACT_MAX_CK && d->ukr_rows != NULL;
+     * SIMD kernels' fewer-rows variants. Its bases are c * phases * fw copies
+     * of the image, built for every image: at most half as many as filters
+     * (a 2 -> 8 channel 4x4 layer on 100 x 100 images, 8 copies for 8
+     * filters, was 15% slower than the wide grid; conv C has 5 for 30) */
+    const int64_t copies = c * (sh < fh ? sh : fh) * fw;
+    d->compact = d->ck <= FNN_CONV_COMPACT_MAX_CK && d->ukr_rows != NULL && 2 * copies <= f;
     if (d->compact) {
         d->pwide = d->oh * d->ow;
         d->ldy = (d->pwide + d->nr - 1) / d->nr * d->nr;
@@ -844,11 +848,16 @@ typedef struct {
 static void FN(dot_wgrad_plan)(int isa, const FN(direct_conv) *d, FN(dot_wgrad) *w)
 {
     w->ukr = FN(select_ukrd)(isa, &w->dm, &w->dn, &w->lanes);
-    /* up to FNN_CONV_COMPACT_MAX_CK taps (measured: 25 and 27 taps 15-20% faster,
-     * 36 and 72 taps slower than the GEMM): there the GEMM's tiles, MR taps by
-     * NR filters over the wide grid, are mostly padding (conv C: 25 taps in 32
-     * rows, 30 filters in 32 columns, 28 columns a row for 24 outputs) */
-    if (d->ck > FNN_CONV_COMPACT_MAX_CK)
+    /* Up to FNN_CONV_COMPACT_MAX_CK taps, where the GEMM's tiles (MR taps by NR
+     * filters over the wide grid) are a quarter padding or more (conv C: 25
+     * taps in 32 rows, 30 filters in 32 columns, 28 columns a row for 24
+     * outputs: 1.59 times the work). Measured against the GEMM, 1 thread: 25
+     * and 27 taps 15-20% faster, 9 taps of 16 filters 30%; 36 and 72 taps
+     * slower; a 1x1 layer of 32 -> 64 channels, whose tiles have no padding,
+     * 10-20% slower. */
+    const double padding = (double)((d->ck + d->mr - 1) / d->mr * d->mr) / (double)d->ck *
+                           (double)((d->f + d->nr - 1) / d->nr * d->nr) / (double)d->f * (double)d->gw / (double)d->ow;
+    if (d->ck > FNN_CONV_COMPACT_MAX_CK || padding < 1.25)
         w->ukr = NULL;
     w->fblocks = (d->f + w->dm - 1) / w->dm;
     w->kblocks = (d->ck + 1 + w->dn - 1) / w->dn;

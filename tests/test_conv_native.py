@@ -94,6 +94,10 @@ GEOMETRIES = [
     (3, 1, 28, 27, 13, 5, 5, (1, 1), (0, 0)),
     (2, 3, 15, 14, 17, 3, 3, (2, 2), (1, 1)),
     (2, 2, 9, 10, 7, 4, 4, (1, 2), (2, 1)),
+    # and the forward's compact layout (at most f / 2 copies of the image) at strides above 1
+    (2, 1, 17, 19, 12, 3, 3, (2, 2), (1, 1)),
+    (2, 1, 15, 16, 10, 4, 4, (1, 2), (2, 1)),
+    (3, 1, 16, 13, 14, 2, 5, (3, 2), (0, 2)),
 ]
 
 
@@ -140,7 +144,7 @@ def test_forward_backward_against_im2col(isa, dtype, threads, rng):
     (1, 3, 90, 61, 19, 7, 5, (2, 1), (3, 0)),    # 19 filters (a part panel), rows not a multiple
     # c * fh * fw <= 32 (the compact layout: y written in place, a part panel last)
     (1, 1, 150, 141, 27, 5, 5, (1, 1), (2, 2)),
-    (1, 3, 230, 199, 16, 3, 3, (2, 2), (1, 1)),
+    (1, 3, 230, 199, 37, 3, 3, (2, 2), (1, 1)),
 ])
 def test_fewer_images_than_threads_share_the_output_rows(isa, dtype, geometry, rng):
     """With fewer images than threads and small filters, the threads take each image's

@@ -185,10 +185,10 @@ typedef struct {
     int64_t phases, brows, blen, bases_elems;
 } FN(direct_conv);
 
-/* Taps (c * fh * fw) up to which the direct paths use the compact layout: a
- * first layer's few channels, where the wide grid's garbage columns are a
- * large share (conv C: 28 columns a row for 24 outputs) and the bases, fw / sw
- * copies of the image, stay small. */
+/* Taps (c * fh * fw) up to which the direct paths may use the compact layout:
+ * a first layer's few channels, where the wide grid's garbage columns are a
+ * large share (conv C: 28 columns a row for 24 outputs) and the bases stay
+ * small (see direct_conv_setup and dot_wgrad_plan for when each pass uses it). */
 #define FNN_CONV_COMPACT_MAX_CK 32
 
 
@@ -218,8 +218,8 @@ static void FN(direct_geom)(FN(direct_conv) *d, int64_t c, int64_t h, int64_t w,
 /* rows[k] for the ck rows k = (ci, i, j) of col^T: origin + ci * per_c +
  * (i % sh) * per_phase_row + (i / sh) * per_row + (j % sw) * per_phase_col +
  * (j / sw) * per_col, in nested loops without a division (the divisions took
- * 3-5% of conv C). On the wide grid (direct_wide_rows) each row is a slice of a phase
- * plane of the padded image. */
+ * 3-5% of conv C). On the wide grid (direct_wide_rows) each row is a slice of
+ * a phase plane of the padded image. */
 static void FN(direct_rows)(const FN(direct_conv) *d, const T *origin, int64_t per_c, int64_t per_phase_row,
                             int64_t per_row, int64_t per_phase_col, int64_t per_col, const T **rows)
 {
@@ -372,10 +372,6 @@ static void FN(direct_panel)(const FN(direct_conv) *d, const T **rows, int64_t i
     }
 }
 
-/* Output rows [oy0, oy1) of one image for every filter (no pooling), in this
- * thread's wide tile: threads may take an image's rows apart. The rows of
- * col^T are read from oy0 * gw on; the last panel reads at most NR - 1 values
- * past the whole grid's, within xpad's slack. */
 /* direct_strip in the compact layout: the microkernel writes y's rows in
  * place (the last part panel through a tile buffer), then the bias and the
  * activation while they are in L1, so no wide tile is copied out. */
@@ -391,9 +387,7 @@ static int FN(direct_strip_compact)(const FN(direct_conv) *d, const T **rows, in
             const int64_t kcur = d->ck - pc < d->kc ? d->ck - pc : d->kc;
             const T beta = pc == 0 ? (T)0 : (T)1;
             const T *ap = d->apack + ir * d->ck + pc * d->mr;
-            for (int64_t jr = 0; jr <= full; jr += d->nr) {
-                if (jr == count)
-                    break;
+            for (int64_t jr = 0; jr < count; jr += d->nr) {
                 T *out = jr < full ? yr + jr : edge;
                 const int64_t ldo = jr < full ? plane : d->nr;
                 if (live < d->mr)
@@ -403,8 +397,7 @@ static int FN(direct_strip_compact)(const FN(direct_conv) *d, const T **rows, in
             }
         }
         if (full < count)
-            for (int r = 0; r < live; r++)
-                memcpy(yr + r * plane + full, edge + r * d->nr, (size_t)(count - full) * sizeof(T));
+            FN(copy_rows)(d->isa, yr + full, plane, edge, d->nr, live, count - full);
         if (d->bias || d->act != FNN_ACT_IDENTITY)
             FN(fnn_bias_act)(d->isa, yr, plane, yr, plane, NULL, d->bias ? d->bias + ir : NULL, 1, live, count,
                              d->act, d->act_alpha);
@@ -412,6 +405,10 @@ static int FN(direct_strip_compact)(const FN(direct_conv) *d, const T **rows, in
     return 0;
 }
 
+/* Output rows [oy0, oy1) of one image for every filter (no pooling), in this
+ * thread's wide tile: threads may take an image's rows apart. The rows of
+ * col^T are read from oy0 * gw on; the last panel reads at most NR - 1 values
+ * past the whole grid's, within xpad's slack. */
 static int FN(direct_strip)(const FN(direct_conv) *d, const T **rows, int64_t oy0, int64_t oy1, T *yn)
 {
     if (d->compact)

@@ -190,6 +190,10 @@ typedef struct {
  * large share (conv C: 28 columns a row for 24 outputs) and the bases stay
  * small (see direct_conv_setup and dot_wgrad_plan for when each pass uses it). */
 #define FNN_CONV_COMPACT_MAX_CK 32
+/* and up to this many bytes of bases per image (a thread's scratch, beside the
+ * padded image): a 1x1 layer of 32 channels on 1000 x 1000 images would
+ * otherwise hold another 128 MB a thread */
+#define FNN_CONV_COMPACT_MAX_BYTES ((int64_t)8 << 20)
 
 
 /* The geometry of the direct path; xpad_elems covers the furthest element
@@ -267,8 +271,8 @@ static void FN(copy_rows)(int isa, T *dst, int64_t ldd, const T *src, int64_t ld
         memcpy(dst + r * ldd, src + r * lds, (size_t)len * sizeof(T));
 }
 
-/* The compact layout's sizes (d->compact is left to the caller); lanes: the
- * elements a microkernel may read past a row's last output position. */
+/* The compact layout's sizes (whether to use it is the caller's choice);
+ * lanes: the elements a microkernel may read past a row's last output position. */
 static void FN(compact_geom)(FN(direct_conv) *d, int64_t lanes)
 {
     d->phases = d->sh < d->fh ? d->sh : d->fh;
@@ -483,12 +487,13 @@ static void FN(direct_conv_setup)(fnn_ctx ctx, FN(direct_conv) *d, int64_t c, in
      * of the image, built for every image: at most half as many as filters
      * (a 2 -> 8 channel 4x4 layer on 100 x 100 images, 8 copies for 8
      * filters, was 15% slower than the wide grid; conv C has 5 for 30) */
-    const int64_t copies = c * (sh < fh ? sh : fh) * fw;
-    d->compact = d->ck <= FNN_CONV_COMPACT_MAX_CK && d->ukr_rows != NULL && 2 * copies <= f;
+    FN(compact_geom)(d, d->nr);
+    const int64_t copies = c * d->phases * fw;
+    d->compact = d->ck <= FNN_CONV_COMPACT_MAX_CK && d->ukr_rows != NULL && 2 * copies <= f &&
+                 d->bases_elems * (int64_t)sizeof(T) <= FNN_CONV_COMPACT_MAX_BYTES;
     if (d->compact) {
         d->pwide = d->oh * d->ow;
         d->ldy = (d->pwide + d->nr - 1) / d->nr * d->nr;
-        FN(compact_geom)(d, d->nr);
     }
     d->bias = bias;
     d->act = act;
@@ -854,7 +859,8 @@ static void FN(dot_wgrad_plan)(int isa, const FN(direct_conv) *d, FN(dot_wgrad) 
      * 10-20% slower. */
     const double padding = (double)((d->ck + d->mr - 1) / d->mr * d->mr) / (double)d->ck *
                            (double)((d->f + d->nr - 1) / d->nr * d->nr) / (double)d->f * (double)d->gw / (double)d->ow;
-    if (d->ck > FNN_CONV_COMPACT_MAX_CK || padding < 1.25)
+    if (d->ck > FNN_CONV_COMPACT_MAX_CK || padding < 1.25 ||
+        d->bases_elems * (int64_t)sizeof(T) > FNN_CONV_COMPACT_MAX_BYTES)
         w->ukr = NULL;
     w->fblocks = (d->f + w->dm - 1) / w->dm;
     w->kblocks = (d->ck + 1 + w->dn - 1) / w->dn;
@@ -992,10 +998,9 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
     const int64_t ldw = (f + d.nr - 1) / d.nr * d.nr;
     FN(ukra_rows_fn) ukr_rows;
     FN(ukra_fn) ukr = FN(select_ukra)(ctx.isa, &ukr_rows);
+    FN(compact_geom)(&d, 0); /* the dot kernels read no element past a row */
     FN(dot_wgrad) dot;
     FN(dot_wgrad_plan)(ctx.isa, &d, &dot);
-    if (dot.ukr)
-        FN(compact_geom)(&d, 0); /* the dot kernels read no element past a row */
     const size_t part = FN(wgrad_part_elems)(&dot, ck_alloc, ldw); /* dW^T, then db (or the dot path's lane sums) */
     const int64_t chw = c * h * w, fp = f * d.oh * d.ow;
     int nth = fnn_team_of(ctx);

@@ -281,6 +281,14 @@ static void FN(compact_geom)(FN(direct_conv) *d, int64_t lanes)
     d->bases_elems = d->c * d->phases * d->fw * d->blen + lanes;
 }
 
+/* Whether the compact layout may serve d (compact_geom set): few taps, and
+ * bases small enough; each pass adds its own condition (direct_conv_setup,
+ * dot_wgrad_plan). */
+static int FN(compact_fits)(const FN(direct_conv) *d)
+{
+    return d->ck <= FNN_CONV_COMPACT_MAX_CK && d->bases_elems * (int64_t)sizeof(T) <= FNN_CONV_COMPACT_MAX_BYTES;
+}
+
 /* The bases from the padded phase planes (xpad), and zeros after them. */
 static void FN(build_bases)(const FN(direct_conv) *d, const T *xpad, T *bases)
 {
@@ -489,8 +497,7 @@ static void FN(direct_conv_setup)(fnn_ctx ctx, FN(direct_conv) *d, int64_t c, in
      * filters, was 15% slower than the wide grid; conv C has 5 for 30) */
     FN(compact_geom)(d, d->nr);
     const int64_t copies = c * d->phases * fw;
-    d->compact = d->ck <= FNN_CONV_COMPACT_MAX_CK && d->ukr_rows != NULL && 2 * copies <= f &&
-                 d->bases_elems * (int64_t)sizeof(T) <= FNN_CONV_COMPACT_MAX_BYTES;
+    d->compact = FN(compact_fits)(d) && d->ukr_rows != NULL && 2 * copies <= f;
     if (d->compact) {
         d->pwide = d->oh * d->ow;
         d->ldy = (d->pwide + d->nr - 1) / d->nr * d->nr;
@@ -859,8 +866,7 @@ static void FN(dot_wgrad_plan)(int isa, const FN(direct_conv) *d, FN(dot_wgrad) 
      * 10-20% slower. */
     const double padding = (double)((d->ck + d->mr - 1) / d->mr * d->mr) / (double)d->ck *
                            (double)((d->f + d->nr - 1) / d->nr * d->nr) / (double)d->f * (double)d->gw / (double)d->ow;
-    if (d->ck > FNN_CONV_COMPACT_MAX_CK || padding < 1.25 ||
-        d->bases_elems * (int64_t)sizeof(T) > FNN_CONV_COMPACT_MAX_BYTES)
+    if (!FN(compact_fits)(d) || padding < 1.25)
         w->ukr = NULL;
     w->fblocks = (d->f + w->dm - 1) / w->dm;
     w->kblocks = (d->ck + 1 + w->dn - 1) / w->dn;

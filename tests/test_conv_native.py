@@ -239,6 +239,36 @@ def test_repeats_exactly_at_fixed_thread_count(threads, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_few_tap_paths_repeat_exactly_at_fixed_thread_count(dtype, threads, rng):
+    # 25 taps, 13 filters: the dot-product weight gradient (its lane sums kept per
+    # image group, added in a fixed order) and the compact forward; 8 threads on a
+    # small machine make the groups change hands between runs
+    from fastnn import ops
+    x = rng.standard_normal((37, 1, 20, 19)).astype(dtype)
+    w = rng.standard_normal((13, 1, 5, 5)).astype(dtype)
+    b = rng.standard_normal((13,)).astype(dtype)
+    with native_setting(threads=threads):
+        y = _gemm.conv2d(x, w, b, (1, 1), (0, 0), None, 0.0)
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        runs = [_gemm.conv2d_backward(dy, x, w, (1, 1), (0, 0), True) for _ in range(3)]
+        p, arg = ops.conv2d_max_pool2d(x, w, b, activation="relu")
+        dp = rng.standard_normal(p.shape).astype(dtype)
+        pooled = [ops.conv2d_max_pool2d_backward(dp, arg, p, x, w, activation="relu", need_dx=False)
+                  for _ in range(3)]
+    for run in runs[1:]:
+        for a, b_ in zip(run, runs[0]):
+            np.testing.assert_array_equal(a, b_)
+    for run in pooled[1:]:
+        for a, b_ in zip(run[1:], pooled[0][1:]):
+            np.testing.assert_array_equal(a, b_)
+    rdx, rdw, rdb = conv_backward64(dy, x, w, (1, 1), (0, 0))
+    npos = x.shape[0] * y.shape[2] * y.shape[3]
+    check(runs[0][1], rdw, np.abs(rdw).max() + 3 * npos, dtype, npos)
+    check(runs[0][2], rdb, npos, dtype, npos)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_direct_path_with_more_threads_than_cores(dtype, rng):
     # The direct path's images (forward) and image groups (weight gradient) are
     # taken by work spans: each thread its even share, then the back of the share

@@ -83,6 +83,15 @@ void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, in
 #define FNN_GEMM_TAIL_DEPTH 32
 #define FNN_GEMM_TAIL_DEPTH_GEMV 8 /* with A = T: GEMVs, no sum across the lanes */
 #define FNN_GEMM_FEW_ROW_PANELS 16
+/* A = N is read in place by the indirect-A microkernel, not packed, where each
+ * thread's columns are at most this many NR panels: packing A then copies it
+ * for little reuse (AVX-512 float32, 1 thread, us, packed -> in place: 100 x
+ * 4320 by 4320 x 100 714-733 -> 595-640, 1000 x 100 by 500 788-801 -> 616-645,
+ * 512 x 128 by 2048 1775-1787 -> 1515-1543). op(A) = A^T read in place with a
+ * stride (a kernel broadcasting from a[p * lda + i]) was slower than packing
+ * (4320 x 100 by 100 x 100: 715-780 -> 787-859 us): each depth step touches a
+ * new row of A, which no prefetcher follows. */
+#define FNN_GEMM_A_IN_PLACE_PANELS 4
 /* where the indirect-B kernel's unaligned vector loads of B bind it: AVX2, and
  * AVX-512 on Intel cores (fnn_cpu_is_intel) */
 #define FNN_GEMM_FEW_ROW_PANELS_LOAD_BOUND 4

@@ -374,6 +374,8 @@ static FN(ukr_fn) FN(select_ukr)(int isa, int *mr, int *nr, FN(ukr_fn) *half, FN
 
 /* ---- the blocked loops -------------------------------------------------- */
 
+#include "ukr_select_template.h"
+
 /* The last columns of a product, computed apart from the others (tail_columns
  * and tail_rows, below) */
 typedef struct FN(tail_job_s) FN(tail_job);
@@ -403,6 +405,12 @@ typedef struct {
     int tn, tm; /* thread grid: tn splits the columns, tm the rows of each MC block */
     int shared_mode; /* FNN_GEMM_SHARED_A or _B: the shared-operand schedule; 0: the grid */
     int64_t unit;    /* panels per unit of the shared-operand schedule */
+    /* A = N read in place (a_in_place; NULL: packed): row i of A at
+     * a_rows + i * lda, by the indirect-A microkernel */
+    const T *a_rows;
+    int64_t lda;
+    FN(ukra_fn) ukra;
+    FN(ukra_rows_fn) ukra_rows;
     const FN(tail_job) *tail; /* the last columns, each unit's rows with the unit (shared B only), or NULL */
 } FN(gemm_job);
 
@@ -461,6 +469,29 @@ static FNN_ALWAYS_INLINE void FN(gemm_tile)(const FN(gemm_job) *job, const T *ap
         FN(epilogue_tile)(job->isa, ct, job->ldc, i, j, mrr, nrr, job->ep);
 }
 
+/* gemm_tile with A read in place: rows [i, i + mrr) of op(A) from column pc */
+static FNN_ALWAYS_INLINE void FN(gemm_tile_a_rows)(const FN(gemm_job) *job, int64_t pc, const T *bp, int64_t kcur,
+                                                   int64_t i, int64_t j, int mrr, int nrr, T beta_eff, int last,
+                                                   T *edge)
+{
+    const int mr = job->mr, nr = job->nr;
+    const int full = nrr == nr;
+    T *ct = job->c + i * job->ldc + j, *dst = full ? ct : edge;
+    const int64_t ldd = full ? job->ldc : nr;
+    const T beta_k = full ? beta_eff : (T)0;
+    const T *arow[32];
+    for (int r = 0; r < mr; r++) /* rows past mrr repeat the last (their results are dropped) */
+        arow[r] = job->a_rows + (i + (r < mrr ? r : mrr - 1)) * job->lda;
+    if (mrr == mr || !job->ukra_rows)
+        job->ukra(kcur, arow, pc, bp, dst, ldd, job->alpha, beta_k);
+    else
+        job->ukra_rows(mrr, kcur, arow, pc, bp, dst, ldd, job->alpha, beta_k);
+    if (!full)
+        FN(tile_from_edge)(job->isa, ct, job->ldc, edge, nr, mrr, nrr, beta_eff);
+    if (last && FN(epilogue_active)(job->ep))
+        FN(epilogue_tile)(job->isa, ct, job->ldc, i, j, mrr, nrr, job->ep);
+}
+
 /* The whole job for thread `tid` of `nth` (nth == 1: no OpenMP involved). */
 static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
 {
@@ -492,7 +523,7 @@ static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
             /* each thread packs the rows of A it needs: no barrier anywhere, so a
              * preempted thread never stalls the others (A is re-packed once per
              * column group, a small cost next to the product) */
-            if (ir0 < mcur) {
+            if (ir0 < mcur && !job->a_rows) {
                 const int64_t rows = (ir1 < mcur ? ir1 : mcur) - ir0;
                 job->pack_a(job->a_src, ic + ir0, rows, pc, kcur, mr, a_pack);
             }
@@ -503,8 +534,12 @@ static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
                     const int mrr = (int)(mcur - ir < mr ? mcur - ir : mr);
                     for (int64_t jr = 0; jr < ncur; jr += nr) {
                         const int nrr = (int)(ncur - jr < nr ? ncur - jr : nr);
-                        FN(gemm_tile)(job, a_pack + (ir - ir0) * kcur, b_pack + jr * kcur, kcur, ic + ir, jc + jr,
-                                      mrr, nrr, beta_eff, last, edge);
+                        if (job->a_rows)
+                            FN(gemm_tile_a_rows)(job, pc, b_pack + jr * kcur, kcur, ic + ir, jc + jr, mrr, nrr,
+                                                 beta_eff, last, edge);
+                        else
+                            FN(gemm_tile)(job, a_pack + (ir - ir0) * kcur, b_pack + jr * kcur, kcur, ic + ir,
+                                          jc + jr, mrr, nrr, beta_eff, last, edge);
                     }
                 }
             }
@@ -556,7 +591,8 @@ static void FN(gemm_thread_shared)(const FN(gemm_job) *job, int tid, int nspans,
             const int last = pc + KC >= k;
             const T *a_blk, *b_blk;
             if (rows_mode) {
-                job->pack_a(job->a_src, r0, r1 - r0, pc, kcur, mr, piece);
+                if (!job->a_rows)
+                    job->pack_a(job->a_src, r0, r1 - r0, pc, kcur, mr, piece);
                 a_blk = piece;
                 b_blk = whole + pc * n_pad;
             } else {
@@ -568,8 +604,12 @@ static void FN(gemm_thread_shared)(const FN(gemm_job) *job, int tid, int nspans,
                 const int mrr = (int)(r1 - i < mr ? r1 - i : mr);
                 for (int64_t j = c0; j < c1; j += nr) {
                     const int nrr = (int)(c1 - j < nr ? c1 - j : nr);
-                    FN(gemm_tile)(job, a_blk + (i - r0) * kcur, b_blk + (j - c0) * kcur, kcur, i, j, mrr, nrr,
-                                  beta_eff, last, edge);
+                    if (job->a_rows)
+                        FN(gemm_tile_a_rows)(job, pc, b_blk + (j - c0) * kcur, kcur, i, j, mrr, nrr, beta_eff, last,
+                                             edge);
+                    else
+                        FN(gemm_tile)(job, a_blk + (i - r0) * kcur, b_blk + (j - c0) * kcur, kcur, i, j, mrr, nrr,
+                                      beta_eff, last, edge);
                 }
             }
         }
@@ -751,13 +791,29 @@ static int FN(gemm_run_job)(FN(gemm_job) *job, int nth)
     return 0;
 }
 
+/* Whether the job reads A = N in place: where each thread's columns are a
+ * few NR panels (all of them on the grid's one column of threads or in the
+ * shared-B schedule), packing A would copy it for little reuse */
+static int FN(a_in_place)(const FN(gemm_job) *job)
+{
+#if FNN_X86_SIMD
+    if (job->shared_mode == FNN_GEMM_SHARED_A)
+        return 0;
+    const int64_t cols = job->shared_mode ? job->n : (job->n + job->tn - 1) / job->tn;
+    return job->isa >= FNN_ISA_AVX2 && (cols + job->nr - 1) / job->nr <= FNN_GEMM_A_IN_PLACE_PANELS;
+#else
+    (void)job;
+    return 0;
+#endif
+}
+
 /* fnn_gemm_packed, and then or with it the last columns `tail` (NULL: none) */
 static int FN(gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
                            void (*pack_a)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *),
                            const void *a_src,
                            void (*pack_b)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *),
                            const void *b_src, T beta, T *c, int64_t ldc, const fnn_epilogue *ep,
-                           const FN(tail_job) *tail)
+                           const FN(tail_job) *tail, const T *a_rows, int64_t lda)
 {
     if (m <= 0 || n <= 0)
         return 0;
@@ -780,6 +836,12 @@ static int FN(gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha
     job.pack_a = pack_a; job.a_src = a_src;
     job.pack_b = pack_b; job.b_src = b_src;
     job.c = c; job.ldc = ldc; job.ep = ep;
+    job.a_rows = NULL;
+    if (a_rows && FN(a_in_place)(&job)) {
+        job.a_rows = a_rows;
+        job.lda = lda;
+        job.ukra = FN(select_ukra)(ctx.isa, &job.ukra_rows);
+    }
     /* the last columns go with each unit's rows where the units are rows
      * (shared B, on several threads), else after the others */
     job.tail = tail && nth > 1 && job.shared_mode == FNN_GEMM_SHARED_B ? tail : NULL;
@@ -795,7 +857,7 @@ int FN(fnn_gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha,
                         void (*pack_b)(const void *, int64_t, int64_t, int64_t, int64_t, int, T *),
                         const void *b_src, T beta, T *c, int64_t ldc, const fnn_epilogue *ep)
 {
-    return FN(gemm_packed)(ctx, m, n, k, alpha, pack_a, a_src, pack_b, b_src, beta, c, ldc, ep, NULL);
+    return FN(gemm_packed)(ctx, m, n, k, alpha, pack_a, a_src, pack_b, b_src, beta, c, ldc, ep, NULL, NULL, 0);
 }
 
 /* ---- one row (batch-1 inference) on the portable path: no packing ------- */
@@ -949,8 +1011,6 @@ static void FN(gemv_run)(fnn_ctx ctx, int nth, int trans_a, int trans_b, int64_t
 }
 
 /* ---- a few row panels, B = N: B read in place ---------------------------- */
-
-#include "ukr_select_template.h"
 
 /* Rows [i0, i0 + mrr) of the NR panel at column j0 of C, over the depth block
  * of kcur from the A panel ap and B's rows brow (both at the block's start),
@@ -1312,7 +1372,7 @@ static int FN(gemm_main)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64
         return FN(gemm_few_rows)(ctx, few, by_rows, trans_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep, tail);
     fnn_matrix_src as = {a, lda, trans_a, ctx.isa}, bs = {b, ldb, trans_b, ctx.isa};
     return FN(gemm_packed)(ctx, m, n, k, alpha, FN(fnn_pack_matrix), &as, FN(fnn_pack_matrix_b), &bs, beta, c, ldc,
-                           ep, tail);
+                           ep, tail, trans_a ? NULL : a, lda);
 }
 
 int FN(fnn_gemm)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a,

@@ -26,17 +26,18 @@ typedef struct {
 } fnn_pool_spec;
 
 /* (y, argmax) = max_pool2d(act(conv(x, wt) + bias)): y and argmax (N, F, poh,
- * pow) as fnn_max_pool2d gives them for the convolution's output. On the direct
+ * pow) as fnn_max_pool2d gives them for the convolution's output, the argmax as
+ * int32 (each plane of the output below 2^31 elements). On the direct
  * (stride-1) path each output plane is pooled while it is in L1, so the
  * convolution's output is never written to memory. */
 int fnn_conv2d_max_pool_f32(fnn_ctx ctx, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
                             const float *wt, int64_t f, int64_t fh, int64_t fw, const float *bias, int64_t sh,
                             int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha, const fnn_pool_spec *pool,
-                            float *y, int64_t *argmax);
+                            float *y, int32_t *argmax);
 int fnn_conv2d_max_pool_f64(fnn_ctx ctx, const double *x, int64_t n, int64_t c, int64_t h, int64_t w,
                             const double *wt, int64_t f, int64_t fh, int64_t fw, const double *bias, int64_t sh,
                             int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha, const fnn_pool_spec *pool,
-                            double *y, int64_t *argmax);
+                            double *y, int32_t *argmax);
 
 /* The backward of fnn_conv2d_max_pool from dp, the gradient of its pooled
  * output yp (the activation's derivative, taken from yp at the pooled
@@ -45,12 +46,12 @@ int fnn_conv2d_max_pool_f64(fnn_ctx ctx, const double *x, int64_t n, int64_t c, 
  * the pre-activation output. Where the direct weight gradient runs, each
  * image's gradient is un-pooled into cache, so it is never written to memory. */
 int fnn_conv2d_max_pool_backward_f32(fnn_ctx ctx, const float *dp, const float *yp, int act, double act_alpha,
-                                     const int64_t *argmax, int64_t poh, int64_t pow_, const float *x, int64_t n,
+                                     const int32_t *argmax, int64_t poh, int64_t pow_, const float *x, int64_t n,
                                      int64_t c, int64_t h, int64_t w, const float *wt, int64_t f, int64_t fh,
                                      int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, float *dx, float *dw,
                                      float *db);
 int fnn_conv2d_max_pool_backward_f64(fnn_ctx ctx, const double *dp, const double *yp, int act, double act_alpha,
-                                     const int64_t *argmax, int64_t poh, int64_t pow_, const double *x, int64_t n,
+                                     const int32_t *argmax, int64_t poh, int64_t pow_, const double *x, int64_t n,
                                      int64_t c, int64_t h, int64_t w, const double *wt, int64_t f, int64_t fh,
                                      int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, double *dx,
                                      double *dw, double *db);

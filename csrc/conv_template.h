@@ -444,7 +444,7 @@ static int FN(direct_strip)(const FN(direct_conv) *d, const T **rows, int64_t oy
  * padded image (in L2); the wide result (gw - ow garbage columns per output
  * row) is compacted with the epilogue: by direct_strip, or with pooling each
  * filter's plane into an L1 buffer, pooled from there into y. */
-static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, int64_t *amn)
+static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, int32_t *amn)
 {
     const T **rows = FN(direct_prepare)(d, xn);
     if (!rows)
@@ -453,11 +453,12 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, i
         return FN(direct_strip)(d, rows, 0, d->oh, yn);
     T *yw = (T *)fnn_scratch(FNN_SCRATCH_CONV_YW, (size_t)(d->f_alloc * d->ldy) * sizeof(T));
     T *pl = (T *)fnn_scratch(FNN_SCRATCH_CONV_PLANE, (size_t)(d->oh * d->ow) * sizeof(T));
-    if (!yw || !pl)
+    const int64_t pp = d->poh * d->pow_;
+    int64_t *am64 = (int64_t *)fnn_scratch(FNN_SCRATCH_POOL_INDEX, (size_t)pp * sizeof(int64_t));
+    if (!yw || !pl || !am64)
         return -1;
     const fnn_ctx one = {1, d->isa, FNN_CONV_AUTO};
     const fnn_pool_spec *q = d->pool;
-    const int64_t pp = d->poh * d->pow_;
     /* one MR-row panel of filters at a time, compacted while its wide rows
      * (MR x ldy) are still in L1 */
     for (int64_t ir = 0; ir < d->f_alloc; ir += d->mr) {
@@ -468,8 +469,8 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, i
             T *src = yw + fi * d->ldy, *conv = d->compact ? src : pl;
             FN(fnn_bias_act)(d->isa, conv, d->ow, src, d->compact ? d->ow : d->gw, NULL,
                              d->bias ? d->bias + fi : NULL, 0, d->oh, d->ow, d->act, d->act_alpha);
-            FN(fnn_max_pool2d_plane)(fnn_isa_of(one), conv, yn + fi * pp, amn + fi * pp, d->oh, d->ow, q->ph, q->pw,
-                                     q->sh, q->sw, q->padh, q->padw);
+            FN(fnn_max_pool2d_plane_i32)(fnn_isa_of(one), conv, yn + fi * pp, amn + fi * pp, am64, d->oh, d->ow,
+                                         q->ph, q->pw, q->sh, q->sw, q->padh, q->padw);
         }
     }
     return 0;
@@ -544,7 +545,7 @@ typedef struct {
     const FN(direct_conv) *d;
     const T *x;
     T *y;
-    int64_t *argmax;
+    int32_t *argmax;
     int64_t chw, fp;
 } FN(direct_forward_job);
 
@@ -574,7 +575,7 @@ static int FN(direct_strips_pay)(fnn_ctx ctx, int64_t n, int64_t oh, int pooled,
 static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt,
                                int64_t f, int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
                                const T *bias, int act, double act_alpha, const fnn_pool_spec *pool, T *y,
-                               int64_t *argmax)
+                               int32_t *argmax)
 {
     FN(direct_conv) d;
     FN(direct_conv_setup)(ctx, &d, c, h, w, f, fh, fw, sh, sw, ph, pw, bias, act, act_alpha, pool);
@@ -937,7 +938,7 @@ typedef struct {
     const T *dp, *yp;
     int act;
     double act_alpha;
-    const int64_t *argmax;
+    const int32_t *argmax;
     int64_t poh, pow_;
 } FN(pooled_grad);
 
@@ -967,9 +968,12 @@ static int FN(direct_backward_image)(const FN(direct_conv) *d, const FN(dot_wgra
                                                pg->act, pg->act_alpha);
             dpi = g;
         }
+        int64_t *am64 = (int64_t *)fnn_scratch(FNN_SCRATCH_POOL_INDEX, (size_t)pp * sizeof(int64_t));
+        if (!am64)
+            return -1;
         for (int64_t fi = 0; fi < d->f; fi++)
-            FN(fnn_max_pool2d_backward_plane)(fnn_isa_of(dctx), dpi + fi * pp, pg->argmax + (i * d->f + fi) * pp,
-                                              buf + fi * plane, d->oh, d->ow, pg->poh, pg->pow_);
+            FN(fnn_max_pool2d_backward_plane_i32)(fnn_isa_of(dctx), dpi + fi * pp, pg->argmax + (i * d->f + fi) * pp,
+                                                  am64, buf + fi * plane, d->oh, d->ow, pg->poh, pg->pow_);
         dyn = buf;
     }
     int err;
@@ -1169,7 +1173,7 @@ int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int
 
 int FN(fnn_conv2d_max_pool)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt,
                             int64_t f, int64_t fh, int64_t fw, const T *bias, int64_t sh, int64_t sw, int64_t ph,
-                            int64_t pw, int act, double act_alpha, const fnn_pool_spec *pool, T *y, int64_t *argmax)
+                            int64_t pw, int act, double act_alpha, const fnn_pool_spec *pool, T *y, int32_t *argmax)
 {
     fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
@@ -1179,14 +1183,20 @@ int FN(fnn_conv2d_max_pool)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64
         return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, sh, sw, ph, pw, bias, act, act_alpha, pool, y,
                                    argmax);
     /* elsewhere the two ops one after the other */
+    const int64_t pooled = n * f * ((g.oh + 2 * pool->padh - pool->ph) / pool->sh + 1) *
+                           ((g.ow + 2 * pool->padw - pool->pw) / pool->sw + 1);
     T *conv = (T *)malloc((size_t)(n * f * g.oh * g.ow) * sizeof(T) + 1);
-    if (!conv)
-        return -1;
-    int rc = FN(fnn_conv2d)(ctx, x, n, c, h, w, wt, f, fh, fw, bias, sh, sw, ph, pw, act, act_alpha, conv);
+    int64_t *am64 = (int64_t *)malloc((size_t)pooled * sizeof(int64_t) + 1);
+    int rc = conv && am64 ? 0 : -1;
     if (!rc)
-        FN(fnn_max_pool2d)(ctx, conv, y, argmax, n * f, g.oh, g.ow, pool->ph, pool->pw, pool->sh, pool->sw,
+        rc = FN(fnn_conv2d)(ctx, x, n, c, h, w, wt, f, fh, fw, bias, sh, sw, ph, pw, act, act_alpha, conv);
+    if (!rc) {
+        FN(fnn_max_pool2d)(ctx, conv, y, am64, n * f, g.oh, g.ow, pool->ph, pool->pw, pool->sh, pool->sw,
                            pool->padh, pool->padw);
+        fnn_index_narrow(am64, argmax, pooled);
+    }
     free(conv);
+    free(am64);
     return rc;
 }
 
@@ -1446,7 +1456,7 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
 }
 
 int FN(fnn_conv2d_max_pool_backward)(fnn_ctx ctx, const T *dp, const T *yp, int act, double act_alpha,
-                                     const int64_t *argmax, int64_t poh, int64_t pow_, const T *x, int64_t n, int64_t c,
+                                     const int32_t *argmax, int64_t poh, int64_t pow_, const T *x, int64_t n, int64_t c,
                                      int64_t h, int64_t w, const T *wt, int64_t f, int64_t fh, int64_t fw, int64_t sh,
                                      int64_t sw, int64_t ph, int64_t pw, T *dx, T *dw, T *db)
 {
@@ -1462,15 +1472,21 @@ int FN(fnn_conv2d_max_pool_backward)(fnn_ctx ctx, const T *dp, const T *yp, int 
     }
     const size_t pooled = (size_t)(n * f * poh * pow_);
     T *dz = (T *)malloc(((size_t)(n * f * g.oh * g.ow) + (act != FNN_ACT_IDENTITY ? pooled : 0)) * sizeof(T) + 1);
-    if (!dz)
+    int64_t *am64 = (int64_t *)malloc(pooled * sizeof(int64_t) + 1);
+    if (!dz || !am64) {
+        free(dz);
+        free(am64);
         return -1;
+    }
+    fnn_index_widen(argmax, am64, (int64_t)pooled);
     const T *dpz = dp;
     if (act != FNN_ACT_IDENTITY) {
         T *gp = dz + n * f * g.oh * g.ow;
         FN(fnn_act_grad_from_y_mul)(ctx, dp, yp, gp, (int64_t)pooled, act, act_alpha);
         dpz = gp;
     }
-    FN(fnn_max_pool2d_backward)(ctx, dpz, argmax, dz, n * f, g.oh, g.ow, poh, pow_);
+    FN(fnn_max_pool2d_backward)(ctx, dpz, am64, dz, n * f, g.oh, g.ow, poh, pow_);
+    free(am64);
     int rc = FN(fnn_conv2d_backward)(ctx, dz, x, n, c, h, w, wt, f, fh, fw, sh, sw, ph, pw, dx, dw, db);
     free(dz);
     return rc;

@@ -332,7 +332,8 @@ enum {
     FNN_SCRATCH_GEMM_TAIL = 13, /* GEMM: the last columns' rows of op(B), or their results */
     FNN_SCRATCH_POOL_ROWS = 14, /* max pooling: the column phases of a row's windows */
     FNN_SCRATCH_CONV_BASES = 15, /* direct convolution: the compact layout's bases */
-    FNN_SCRATCH_SLOTS = 16
+    FNN_SCRATCH_POOL_INDEX = 16, /* convolution + pooling: one plane's argmax as int64 */
+    FNN_SCRATCH_SLOTS = 17
 };
 void *fnn_scratch(int slot, size_t bytes);
 

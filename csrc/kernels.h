@@ -58,6 +58,14 @@ enum fnn_eltwise_op {
                                     int64_t padh, int64_t padw);                                 \
     void fnn_max_pool2d_backward_plane_##SFX(int isa, const T *dy, const int64_t *argmax, T *dx,  \
                                              int64_t H, int64_t W, int64_t oh, int64_t ow);      \
+    /* the same two with an int32 argmax (the fused convolution + pooling's); wide:          \
+     * scratch of oh * ow int64 for the planes no int32 kernel takes */                       \
+    void fnn_max_pool2d_plane_i32_##SFX(int isa, const T *x, T *y, int32_t *argmax, int64_t *wide, \
+                                        int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t sh,  \
+                                        int64_t sw, int64_t padh, int64_t padw);                   \
+    void fnn_max_pool2d_backward_plane_i32_##SFX(int isa, const T *dy, const int32_t *argmax,     \
+                                                 int64_t *wide, T *dx, int64_t H, int64_t W,      \
+                                                 int64_t oh, int64_t ow);                         \
     void fnn_max_pool2d_backward_##SFX(fnn_ctx ctx, const T *dy, const int64_t *argmax, T *dx,  \
                                        int64_t planes, int64_t H, int64_t W, int64_t oh,        \
                                        int64_t ow);                                             \
@@ -142,11 +150,16 @@ int fnn_max_unpool_2x2s2_small_avx512_f32(const float *g, const int64_t *am, flo
                                           int64_t r_end, int64_t oh, int64_t ow);
 void fnn_max_pool_2x2s2_small_avx2_f32(const float *x, float *y, int64_t *am, int64_t r_begin, int64_t r_end,
                                        int64_t oh, int64_t ow); /* ow <= 4, blocks of 8 / ow */
-/* one (H, W) plane of 2x2 stride-2 unpadded max pooling (pool_simd.c) */
+/* one (H, W) plane of 2x2 stride-2 unpadded max pooling (pool_simd.c); _i32:
+ * with the argmax as int32 (the fused convolution + pooling's) */
 void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float *y, int64_t *am, int64_t W,
                                          int64_t oh, int64_t ow);
 void fnn_max_pool_2x2s2_plane_avx2_f32(const float *x, float *y, int64_t *am, int64_t W,
                                        int64_t oh, int64_t ow);
+void fnn_max_pool_2x2s2_plane_i32_avx512_f32(const float *x, float *y, int32_t *am, int64_t W, int64_t oh,
+                                             int64_t ow);
+void fnn_max_pool_2x2s2_plane_i32_avx2_f32(const float *x, float *y, int32_t *am, int64_t W, int64_t oh,
+                                           int64_t ow);
 /* its backward for rows [0, 2*oh) of a dx plane; 0 when an argmax lies outside its
  * 2x2 block (the plane is then partly written and must be redone) */
 int fnn_max_unpool_2x2s2_plane_avx512_f32(const float *g, const int64_t *am, float *dx, int64_t W,
@@ -155,6 +168,10 @@ int fnn_max_unpool_2x2s2_plane_avx512_f64(const double *g, const int64_t *am, do
                                           int64_t oh, int64_t ow);
 int fnn_max_unpool_2x2s2_plane_avx2_f32(const float *g, const int64_t *am, float *dx, int64_t W,
                                         int64_t oh, int64_t ow);
+int fnn_max_unpool_2x2s2_plane_i32_avx512_f32(const float *g, const int32_t *am, float *dx, int64_t W, int64_t oh,
+                                              int64_t ow);
+int fnn_max_unpool_2x2s2_plane_i32_avx2_f32(const float *g, const int32_t *am, float *dx, int64_t W, int64_t oh,
+                                            int64_t ow);
 
 /* ---- internal: fixed-order sums ---- */
 /* lanes[l] += row[q] for q = l (mod 16): sums whose order does not depend on
@@ -182,6 +199,21 @@ FNN_DEFINE_LANE_SUM(double, f64)
 
 /* ---- internal: threading helpers ---- */
 /* The ISA a kernel actually uses: ctx.isa, capped by what this build has. */
+/* The fused convolution + pooling keeps its argmax as int32 (half the memory
+ * traffic of int64; a plane's indices are below 2^31, checked in Python): its
+ * planes are pooled into an int64 plane in L1 and narrowed, or widened back
+ * for the pooling kernels' backward. */
+static inline void fnn_index_narrow(const int64_t *src, int32_t *dst, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = (int32_t)src[i];
+}
+static inline void fnn_index_widen(const int32_t *src, int64_t *dst, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = src[i];
+}
+
 static inline int fnn_isa_of(fnn_ctx ctx)
 {
 #if FNN_X86_SIMD

@@ -66,6 +66,45 @@ static int max_unpool_plane_2x2s2_simd_f64(int isa, const double *g, const int64
     return -1;
 }
 
+/* The same two with the argmax as int32 (the fused convolution + pooling's;
+ * its planes are below 2^31 elements): 1 (or, for the backward, 0 / 1 as
+ * above) where a vector kernel took the plane. */
+static int max_pool_plane_2x2s2_i32_simd_f32(int isa, const float *x, float *y, int32_t *am, int64_t W,
+                                             int64_t oh, int64_t ow)
+{
+    if (W > INT32_MAX / 2) return 0;
+    if (isa >= FNN_ISA_AVX512)
+        fnn_max_pool_2x2s2_plane_i32_avx512_f32(x, y, am, W, oh, ow);
+    else if (isa >= FNN_ISA_AVX2)
+        fnn_max_pool_2x2s2_plane_i32_avx2_f32(x, y, am, W, oh, ow);
+    else
+        return 0;
+    return 1;
+}
+
+static int max_pool_plane_2x2s2_i32_simd_f64(int isa, const double *x, double *y, int32_t *am, int64_t W,
+                                             int64_t oh, int64_t ow)
+{
+    (void)isa; (void)x; (void)y; (void)am; (void)W; (void)oh; (void)ow;
+    return 0;
+}
+
+static int max_unpool_plane_2x2s2_i32_simd_f32(int isa, const float *g, const int32_t *a, float *d, int64_t W,
+                                               int64_t oh, int64_t ow)
+{
+    if (W > INT32_MAX / 2) return -1;
+    if (isa >= FNN_ISA_AVX512) return fnn_max_unpool_2x2s2_plane_i32_avx512_f32(g, a, d, W, oh, ow);
+    if (isa >= FNN_ISA_AVX2 && (ow % 8 == 0 || ow >= 24)) return fnn_max_unpool_2x2s2_plane_i32_avx2_f32(g, a, d, W, oh, ow);
+    return -1;
+}
+
+static int max_unpool_plane_2x2s2_i32_simd_f64(int isa, const double *g, const int32_t *a, double *d, int64_t W,
+                                               int64_t oh, int64_t ow)
+{
+    (void)isa; (void)g; (void)a; (void)d; (void)W; (void)oh; (void)ow;
+    return -1;
+}
+
 /* Many small planes at once (pool_simd.c): 2x2 stride 2 unpadded over (2 oh,
  * 2 ow) planes with ow <= 8, in float32 on AVX-512, where the per-plane kernels
  * spend a call and a mostly masked vector step on each short row, and the
@@ -432,6 +471,32 @@ DEFINE_POOL_ROWS(double, int64_t, f64)
             const int64_t k = a[i];                                                                 \
             if (k >= 0 && k < hw) d[k] += g[i]; /* a foreign argmax must not write astray */        \
         }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
+    /* fnn_max_pool2d_plane and fnn_max_pool2d_backward_plane with the argmax as int32;   \
+     * `wide` (oh * ow) holds it as int64 where no int32 kernel takes the plane */          \
+    void fnn_max_pool2d_plane_i32_##SFX(int isa, const T *x, T *y, int32_t *argmax, int64_t *wide,   \
+                                        int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t sh,    \
+                                        int64_t sw, int64_t padh, int64_t padw)                      \
+    {                                                                                               \
+        const int64_t oh = (H + 2 * padh - ph) / sh + 1, ow = (W + 2 * padw - pw) / sw + 1;         \
+        if (ph == 2 && pw == 2 && sh == 2 && sw == 2 && padh == 0 && padw == 0 &&                   \
+            max_pool_plane_2x2s2_i32_simd_##SFX(isa, x, y, argmax, W, oh, ow))                      \
+            return;                                                                                 \
+        fnn_max_pool2d_plane_##SFX(isa, x, y, wide, H, W, ph, pw, sh, sw, padh, padw);              \
+        fnn_index_narrow(wide, argmax, oh * ow);                                                    \
+    }                                                                                               \
+                                                                                                    \
+    void fnn_max_pool2d_backward_plane_i32_##SFX(int isa, const T *g, const int32_t *a, int64_t *wide, \
+                                                 T *d, int64_t H, int64_t W, int64_t oh, int64_t ow) \
+    {                                                                                               \
+        if (oh >= 1 && ow >= 1 && oh == H / 2 && ow == W / 2 &&                                     \
+            max_unpool_plane_2x2s2_i32_simd_##SFX(isa, g, a, d, W, oh, ow) > 0) {                   \
+            if (H > 2 * oh) memset(d + 2 * oh * W, 0, (size_t)((H - 2 * oh) * W) * sizeof(T));      \
+            return;                                                                                 \
+        }                                                                                           \
+        fnn_index_widen(a, wide, oh * ow);                                                          \
+        fnn_max_pool2d_backward_plane_##SFX(isa, g, wide, d, H, W, oh, ow);                         \
     }                                                                                               \
                                                                                                     \
     void fnn_max_pool2d_backward_##SFX(fnn_ctx ctx, const T *dy, const int64_t *argmax, T *dx,      \

@@ -8,7 +8,7 @@ import numpy as np
 
 cimport numpy as cnp
 from cython cimport floating
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 
 from fastnn._fastnn cimport fnn_ctx
 
@@ -46,11 +46,11 @@ cdef extern from "conv.h" nogil:
     int fnn_conv2d_max_pool_f32(fnn_ctx ctx, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
                                 const float *wt, int64_t f, int64_t fh, int64_t fw, const float *bias,
                                 int64_t sh, int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha,
-                                const fnn_pool_spec *pool, float *y, int64_t *argmax)
+                                const fnn_pool_spec *pool, float *y, int32_t *argmax)
     int fnn_conv2d_max_pool_f64(fnn_ctx ctx, const double *x, int64_t n, int64_t c, int64_t h, int64_t w,
                                 const double *wt, int64_t f, int64_t fh, int64_t fw, const double *bias,
                                 int64_t sh, int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha,
-                                const fnn_pool_spec *pool, double *y, int64_t *argmax)
+                                const fnn_pool_spec *pool, double *y, int32_t *argmax)
     int fnn_conv2d_f32(fnn_ctx ctx, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
                        const float *wt, int64_t f, int64_t fh, int64_t fw, const float *bias,
                        int64_t sh, int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha, float *y)
@@ -58,12 +58,12 @@ cdef extern from "conv.h" nogil:
                        const double *wt, int64_t f, int64_t fh, int64_t fw, const double *bias,
                        int64_t sh, int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha, double *y)
     int fnn_conv2d_max_pool_backward_f32(fnn_ctx ctx, const float *dp, const float *yp, int act, double act_alpha,
-                                         const int64_t *argmax, int64_t poh, int64_t pow_, const float *x, int64_t n,
+                                         const int32_t *argmax, int64_t poh, int64_t pow_, const float *x, int64_t n,
                                          int64_t c, int64_t h, int64_t w, const float *wt, int64_t f, int64_t fh,
                                          int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, float *dx,
                                          float *dw, float *db)
     int fnn_conv2d_max_pool_backward_f64(fnn_ctx ctx, const double *dp, const double *yp, int act, double act_alpha,
-                                         const int64_t *argmax, int64_t poh, int64_t pow_, const double *x, int64_t n,
+                                         const int32_t *argmax, int64_t poh, int64_t pow_, const double *x, int64_t n,
                                          int64_t c, int64_t h, int64_t w, const double *wt, int64_t f, int64_t fh,
                                          int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, double *dx,
                                          double *dw, double *db)
@@ -304,7 +304,7 @@ cdef tuple _conv_forward(str op, x, W, b, stride, pad, activation, alpha, poolin
         pool.sh, pool.sw = pooling[2]
         pool.padh, pool.padw = pooling[3]
         oh, ow = (oh + 2 * pool.padh - pool.ph) // pool.sh + 1, (ow + 2 * pool.padw - pool.pw) // pool.sw + 1
-        argmax = np.empty((n, f, oh, ow), dtype=np.int64)
+        argmax = np.empty((n, f, oh, ow), dtype=np.int32)
     y = np.empty((n, f, oh, ow), dtype=x.dtype)
     if n == 0:
         return y, argmax
@@ -312,13 +312,13 @@ cdef tuple _conv_forward(str op, x, W, b, stride, pad, activation, alpha, poolin
     cdef double aa = alpha
     cdef cnp.ndarray xa = x, wa = W, ya = y, ba, ama
     cdef const void *bp = NULL
-    cdef int64_t *ap = NULL
+    cdef int32_t *ap = NULL
     if b is not None:
         ba = b
         bp = cnp.PyArray_DATA(ba)
     if pooled:
         ama = argmax
-        ap = <int64_t *>cnp.PyArray_DATA(ama)
+        ap = <int32_t *>cnp.PyArray_DATA(ama)
     cdef const void *xp = cnp.PyArray_DATA(xa)
     cdef const void *wp = cnp.PyArray_DATA(wa)
     cdef void *yp = cnp.PyArray_DATA(ya)
@@ -397,7 +397,7 @@ def conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride, pad, activation, alp
         dxp = cnp.PyArray_DATA(dxa)
     cdef const void *gp = cnp.PyArray_DATA(ga)
     cdef const void *yp = cnp.PyArray_DATA(ya)
-    cdef const int64_t *ap = <const int64_t *>cnp.PyArray_DATA(ama)
+    cdef const int32_t *ap = <const int32_t *>cnp.PyArray_DATA(ama)
     cdef const void *xp = cnp.PyArray_DATA(xa)
     cdef const void *wp = cnp.PyArray_DATA(wa)
     cdef void *dWp = cnp.PyArray_DATA(dWa)

@@ -253,7 +253,8 @@ def max_pool2d(x, ph, pw, stride, pad):
 
 
 def conv2d_max_pool2d(x, W, b, stride, pad, activation, alpha, pool_h, pool_w, pool_stride, pool_pad):
-    return max_pool2d(conv2d(x, W, b, stride, pad, activation, alpha), pool_h, pool_w, pool_stride, pool_pad)
+    y, argmax = max_pool2d(conv2d(x, W, b, stride, pad, activation, alpha), pool_h, pool_w, pool_stride, pool_pad)
+    return y, argmax.astype(np.int32)
 
 
 def conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride, pad, activation, alpha, need_dx):

@@ -357,13 +357,16 @@ def conv2d_max_pool2d(x, W, b=None, stride=1, pad=0, activation=None, alpha=None
                       pool_stride=None, pool_pad=0):
     """(y, argmax) = max_pool2d(conv2d(x, W, b, stride, pad, activation, alpha), pool_h, pool_w,
     pool_stride, pool_pad), the same numbers and indices (argmax indexes the convolution's
-    output planes, for max_pool2d_backward). Natively each output plane of a stride-1
-    convolution is pooled while it is in cache, so the full output is never written."""
+    output planes, for conv2d_max_pool2d_backward or max_pool2d_backward), with argmax as
+    int32, not int64: half the memory and traffic of the state a training step keeps.
+    Natively each output plane of a stride-1 convolution is pooled while it is in cache,
+    so the full output is never written."""
     op = "conv2d_max_pool2d"
     dtype, x, W, b, stride, pad, act, alpha, conv_shape = _conv_forward_args(op, x, W, b, stride, pad, activation,
                                                                             alpha)
     (ph, pw), pool_stride, pool_pad, out_shape = _pool_geometry(op, conv_shape, pool_h, pool_w, pool_stride,
                                                                 pool_pad)
+    _check_int32_plane(op, conv_shape)
     V.check_size(op, "the output", out_shape + (ph * pw,), dtype.itemsize)
     return _backend().conv2d_max_pool2d(x, W, b, stride, pad, act, alpha, ph, pw, pool_stride, pool_pad)
 
@@ -392,7 +395,8 @@ def conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride=1, pad=0, activation=
         if arr is not None and arr.shape != out_shape:
             raise ValueError(f"{op}: expected {name} of shape {out_shape} (the pooled output) for x {x.shape}, "
                              f"W {W.shape}, pool ({ph}, {pw}); got {arr.shape}")
-    argmax = _check_argmax(op, argmax, out_shape, conv_shape)
+    _check_int32_plane(op, conv_shape)
+    argmax = _check_argmax(op, argmax, out_shape, conv_shape, np.int32)
     return _backend().conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride, pad, act, alpha, V.as_flag(op, "need_dx", need_dx))
 
 
@@ -410,8 +414,16 @@ def max_pool2d_backward(dy, argmax, x_shape, pool_h, pool_w=None, stride=None, p
     return _backend().max_pool2d_backward(dy, argmax, x_shape, ph, pw, stride, pad)
 
 
-def _check_argmax(op, argmax, out_shape, x_shape):
-    """argmax as C-contiguous int64, after checking it indexes the (H, W) planes of x_shape."""
+def _check_int32_plane(op, conv_shape):
+    """The fused convolution + pooling's int32 argmax can index its output planes."""
+    plane = conv_shape[2] * conv_shape[3]
+    if plane > np.iinfo(np.int32).max:
+        raise ValueError(f"{op}: its int32 argmax indexes planes of at most 2**31 - 1 elements; the convolution's "
+                         f"output planes {conv_shape[2:]} have {plane} (use conv2d, then max_pool2d)")
+
+
+def _check_argmax(op, argmax, out_shape, x_shape, dtype=np.int64):
+    """argmax as C-contiguous `dtype`, after checking it indexes the (H, W) planes of x_shape."""
     argmax = V.as_array(op, "argmax", argmax)
     if argmax.dtype.kind not in "iu":
         raise TypeError(f"{op}: expected argmax to be an integer array (from max_pool2d), got dtype {argmax.dtype}")
@@ -424,7 +436,7 @@ def _check_argmax(op, argmax, out_shape, x_shape):
     if argmax.size and unsigned.max() >= plane:
         raise ValueError(f"{op}: argmax values must lie in [0, {plane}) for x_shape {x_shape}, "
                          f"got values in [{argmax.min()}, {argmax.max()}]")
-    return np.ascontiguousarray(argmax, dtype=np.int64)
+    return np.ascontiguousarray(argmax, dtype=dtype)
 
 
 def avg_pool2d(x, pool_h, pool_w=None, stride=None, pad=0):

@@ -460,7 +460,7 @@ def test_conv2d_max_pool2d_is_conv_then_pool(backend, g, dtype, layout, use_bias
     # the same backend's two ops one after the other: the same arithmetic, so equal
     conv = run_on(backend, F.conv2d, x, W, b, **kw)
     want_y, want_arg = run_on(backend, F.max_pool2d, conv, ph, pw, stride=pool_stride, pad=pool_pad)
-    assert y.dtype == dtype and argmax.dtype == np.int64
+    assert y.dtype == dtype and argmax.dtype == np.int32  # max_pool2d's int64 halved
     np.testing.assert_array_equal(argmax, want_arg)
     np.testing.assert_array_equal(y, want_y)
     if backend == "native":
@@ -494,6 +494,11 @@ def test_conv2d_max_pool2d_backward_is_the_chain(backend, g, dtype, layout, act,
     want = run_on(backend, F.conv2d_backward, dh, x, W, need_dx=need_dx, **kw)
     k = g["n"] * oh * ow
     assert (got[0] is None) == (not need_dx)
+    # max_pool2d's int64 argmax of the same indices gives the same bits
+    again = run_on(backend, F.conv2d_max_pool2d_backward, dy, argmax.astype(np.int64), y, x, W, activation=act,
+                   need_dx=need_dx, **kw, **pool)
+    for a, b2 in zip(got, again):
+        assert (a is None and b2 is None) or np.array_equal(a, b2, equal_nan=True)
     if need_dx:
         assert_close(got[0], want[0], dtype, reduction=g["f"] * g["fh"] * g["fw"])
     assert_close(got[1], want[1], dtype, reduction=k)
@@ -503,6 +508,26 @@ def test_conv2d_max_pool2d_backward_is_the_chain(backend, g, dtype, layout, act,
                      **kw, **pool)
         for a, r in zip(got[1:], ref[1:]):
             assert_close(a, r, dtype, reduction=k)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_conv2d_max_pool2d_int32_argmax_limit(backend):
+    # The fused op's argmax is int32: output planes past 2**31 - 1 elements are refused
+    # (an empty batch holds the shapes without the memory), and 46340 x 46340 is not.
+    W = np.ones((2, 1, 5, 5), np.float32)
+    for op in ("conv2d_max_pool2d", "conv2d_max_pool2d_backward"):
+        for side, ok in ((46345, False), (46344, True)):
+            x = np.zeros((0, 1, side, side), np.float32)
+            pooled = (0, 2, (side - 4) // 2, (side - 4) // 2)
+            call = (lambda: run_on(backend, F.conv2d_max_pool2d, x, W)) if op == "conv2d_max_pool2d" else (
+                lambda: run_on(backend, F.conv2d_max_pool2d_backward, np.zeros(pooled, np.float32),
+                               np.zeros(pooled, np.int32), None, x, W))
+            if ok:
+                out = call()
+                assert out[1].shape == ((0, 2, 23170, 23170) if op == "conv2d_max_pool2d" else (2, 1, 5, 5))
+            else:
+                with pytest.raises(ValueError, match=f"{op}: its int32 argmax"):
+                    call()
 
 
 def test_conv2d_max_pool2d_validation():

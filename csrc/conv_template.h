@@ -957,23 +957,26 @@ static int FN(direct_backward_image)(const FN(direct_conv) *d, const FN(dot_wgra
         T *buf = (T *)fnn_scratch(FNN_SCRATCH_CONV_DY, (size_t)(d->f * plane) * sizeof(T));
         if (!buf)
             return -1;
-        const T *dpi = pg->dp + i * d->f * pp;
-        if (pg->act != FNN_ACT_IDENTITY) {
-            /* the activation's derivative at the pooled positions, where its
-             * maxima are (the image's, in L1: no array of the whole batch) */
-            T *g = (T *)fnn_scratch(FNN_SCRATCH_CONV_PLANE, (size_t)(d->f * pp) * sizeof(T));
-            if (!g)
-                return -1;
+        const T *dpi = pg->dp + i * d->f * pp, *relu_y = NULL;
+        /* the activation's derivative at the pooled positions, where its maxima
+         * are: ReLU's inside the un-pooling, the others first into L1 (the
+         * image's: no array of the whole batch); g, a plane's where the
+         * un-pooling needs it apart */
+        T *g = (T *)fnn_scratch(FNN_SCRATCH_CONV_PLANE, (size_t)(d->f * pp) * sizeof(T));
+        int64_t *am64 = (int64_t *)fnn_scratch(FNN_SCRATCH_POOL_INDEX, (size_t)pp * sizeof(int64_t));
+        if (!g || !am64)
+            return -1;
+        if (pg->act == FNN_ACT_RELU) {
+            relu_y = pg->yp + i * d->f * pp;
+        } else if (pg->act != FNN_ACT_IDENTITY) {
             FN(fnn_act_grad_from_y_mul_serial)(fnn_isa_of(dctx), dpi, pg->yp + i * d->f * pp, g, d->f * pp,
                                                pg->act, pg->act_alpha);
             dpi = g;
         }
-        int64_t *am64 = (int64_t *)fnn_scratch(FNN_SCRATCH_POOL_INDEX, (size_t)pp * sizeof(int64_t));
-        if (!am64)
-            return -1;
         for (int64_t fi = 0; fi < d->f; fi++)
-            FN(fnn_max_pool2d_backward_plane_i32)(fnn_isa_of(dctx), dpi + fi * pp, pg->argmax + (i * d->f + fi) * pp,
-                                                  am64, buf + fi * plane, d->oh, d->ow, pg->poh, pg->pow_);
+            FN(fnn_max_pool2d_backward_plane_i32)(fnn_isa_of(dctx), dpi + fi * pp, relu_y ? relu_y + fi * pp : NULL,
+                                                  pg->argmax + (i * d->f + fi) * pp, am64, g, buf + fi * plane,
+                                                  d->oh, d->ow, pg->poh, pg->pow_);
         dyn = buf;
     }
     int err;

@@ -59,13 +59,16 @@ enum fnn_eltwise_op {
     void fnn_max_pool2d_backward_plane_##SFX(int isa, const T *dy, const int64_t *argmax, T *dx,  \
                                              int64_t H, int64_t W, int64_t oh, int64_t ow);      \
     /* the same two with an int32 argmax (the fused convolution + pooling's); wide:          \
-     * scratch of oh * ow int64 for the planes no int32 kernel takes */                       \
+     * scratch of oh * ow int64 for the planes no int32 kernel takes; with relu_y (else      \
+     * NULL) the backward takes dy times ReLU's derivative at relu_y (the pooled output),    \
+     * in gbuf (oh * ow) where no vector kernel takes the plane */                           \
     void fnn_max_pool2d_plane_i32_##SFX(int isa, const T *x, T *y, int32_t *argmax, int64_t *wide, \
                                         int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t sh,  \
                                         int64_t sw, int64_t padh, int64_t padw);                   \
-    void fnn_max_pool2d_backward_plane_i32_##SFX(int isa, const T *dy, const int32_t *argmax,     \
-                                                 int64_t *wide, T *dx, int64_t H, int64_t W,      \
-                                                 int64_t oh, int64_t ow);                         \
+    void fnn_max_pool2d_backward_plane_i32_##SFX(int isa, const T *dy, const T *relu_y,           \
+                                                 const int32_t *argmax, int64_t *wide, T *gbuf,   \
+                                                 T *dx, int64_t H, int64_t W, int64_t oh,         \
+                                                 int64_t ow);                                     \
     void fnn_max_pool2d_backward_##SFX(fnn_ctx ctx, const T *dy, const int64_t *argmax, T *dx,  \
                                        int64_t planes, int64_t H, int64_t W, int64_t oh,        \
                                        int64_t ow);                                             \
@@ -161,17 +164,18 @@ void fnn_max_pool_2x2s2_plane_i32_avx512_f32(const float *x, float *y, int32_t *
 void fnn_max_pool_2x2s2_plane_i32_avx2_f32(const float *x, float *y, int32_t *am, int64_t W, int64_t oh,
                                            int64_t ow);
 /* its backward for rows [0, 2*oh) of a dx plane; 0 when an argmax lies outside its
- * 2x2 block (the plane is then partly written and must be redone) */
-int fnn_max_unpool_2x2s2_plane_avx512_f32(const float *g, const int64_t *am, float *dx, int64_t W,
-                                          int64_t oh, int64_t ow);
+ * 2x2 block (the plane is then partly written and must be redone); with relu_y
+ * (else NULL), g times ReLU's derivative at relu_y (the pooled output) */
+int fnn_max_unpool_2x2s2_plane_avx512_f32(const float *g, const float *relu_y, const int64_t *am, float *dx,
+                                          int64_t W, int64_t oh, int64_t ow);
 int fnn_max_unpool_2x2s2_plane_avx512_f64(const double *g, const int64_t *am, double *dx, int64_t W,
                                           int64_t oh, int64_t ow);
-int fnn_max_unpool_2x2s2_plane_avx2_f32(const float *g, const int64_t *am, float *dx, int64_t W,
-                                        int64_t oh, int64_t ow);
-int fnn_max_unpool_2x2s2_plane_i32_avx512_f32(const float *g, const int32_t *am, float *dx, int64_t W, int64_t oh,
-                                              int64_t ow);
-int fnn_max_unpool_2x2s2_plane_i32_avx2_f32(const float *g, const int32_t *am, float *dx, int64_t W, int64_t oh,
-                                            int64_t ow);
+int fnn_max_unpool_2x2s2_plane_avx2_f32(const float *g, const float *relu_y, const int64_t *am, float *dx,
+                                        int64_t W, int64_t oh, int64_t ow);
+int fnn_max_unpool_2x2s2_plane_i32_avx512_f32(const float *g, const float *relu_y, const int32_t *am, float *dx,
+                                              int64_t W, int64_t oh, int64_t ow);
+int fnn_max_unpool_2x2s2_plane_i32_avx2_f32(const float *g, const float *relu_y, const int32_t *am, float *dx,
+                                            int64_t W, int64_t oh, int64_t ow);
 
 /* ---- internal: fixed-order sums ---- */
 /* lanes[l] += row[q] for q = l (mod 16): sums whose order does not depend on

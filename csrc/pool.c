@@ -14,6 +14,7 @@
 
 #include "kernels.h"
 #include "gemm.h" /* fnn_scratch */
+#include "activation.h"
 
 #ifdef FASTNN_HAVE_OPENMP
 #include <omp.h>
@@ -54,8 +55,8 @@ static int max_unpool_plane_2x2s2_simd_f32(int isa, const float *g, const int64_
                                            int64_t oh, int64_t ow)
 {
     if (W > INT32_MAX / 2) return -1; /* the AVX-512 code compares block offsets in int32 */
-    if (isa >= FNN_ISA_AVX512) return fnn_max_unpool_2x2s2_plane_avx512_f32(g, a, d, W, oh, ow);
-    if (isa >= FNN_ISA_AVX2 && (ow % 8 == 0 || ow >= 24)) return fnn_max_unpool_2x2s2_plane_avx2_f32(g, a, d, W, oh, ow);
+    if (isa >= FNN_ISA_AVX512) return fnn_max_unpool_2x2s2_plane_avx512_f32(g, NULL, a, d, W, oh, ow);
+    if (isa >= FNN_ISA_AVX2 && (ow % 8 == 0 || ow >= 24)) return fnn_max_unpool_2x2s2_plane_avx2_f32(g, NULL, a, d, W, oh, ow);
     return -1;
 }
 
@@ -89,19 +90,20 @@ static int max_pool_plane_2x2s2_i32_simd_f64(int isa, const double *x, double *y
     return 0;
 }
 
-static int max_unpool_plane_2x2s2_i32_simd_f32(int isa, const float *g, const int32_t *a, float *d, int64_t W,
-                                               int64_t oh, int64_t ow)
+static int max_unpool_plane_2x2s2_i32_simd_f32(int isa, const float *g, const float *relu_y, const int32_t *a,
+                                               float *d, int64_t W, int64_t oh, int64_t ow)
 {
     if (W > INT32_MAX / 2) return -1;
-    if (isa >= FNN_ISA_AVX512) return fnn_max_unpool_2x2s2_plane_i32_avx512_f32(g, a, d, W, oh, ow);
-    if (isa >= FNN_ISA_AVX2 && (ow % 8 == 0 || ow >= 24)) return fnn_max_unpool_2x2s2_plane_i32_avx2_f32(g, a, d, W, oh, ow);
+    if (isa >= FNN_ISA_AVX512) return fnn_max_unpool_2x2s2_plane_i32_avx512_f32(g, relu_y, a, d, W, oh, ow);
+    if (isa >= FNN_ISA_AVX2 && (ow % 8 == 0 || ow >= 24))
+        return fnn_max_unpool_2x2s2_plane_i32_avx2_f32(g, relu_y, a, d, W, oh, ow);
     return -1;
 }
 
-static int max_unpool_plane_2x2s2_i32_simd_f64(int isa, const double *g, const int32_t *a, double *d, int64_t W,
-                                               int64_t oh, int64_t ow)
+static int max_unpool_plane_2x2s2_i32_simd_f64(int isa, const double *g, const double *relu_y, const int32_t *a,
+                                               double *d, int64_t W, int64_t oh, int64_t ow)
 {
-    (void)isa; (void)g; (void)a; (void)d; (void)W; (void)oh; (void)ow;
+    (void)isa; (void)g; (void)relu_y; (void)a; (void)d; (void)W; (void)oh; (void)ow;
     return -1;
 }
 
@@ -487,13 +489,18 @@ DEFINE_POOL_ROWS(double, int64_t, f64)
         fnn_index_narrow(wide, argmax, oh * ow);                                                    \
     }                                                                                               \
                                                                                                     \
-    void fnn_max_pool2d_backward_plane_i32_##SFX(int isa, const T *g, const int32_t *a, int64_t *wide, \
-                                                 T *d, int64_t H, int64_t W, int64_t oh, int64_t ow) \
+    void fnn_max_pool2d_backward_plane_i32_##SFX(int isa, const T *g, const T *relu_y, const int32_t *a, \
+                                                 int64_t *wide, T *gbuf, T *d, int64_t H, int64_t W,   \
+                                                 int64_t oh, int64_t ow)                                \
     {                                                                                               \
         if (oh >= 1 && ow >= 1 && oh == H / 2 && ow == W / 2 &&                                     \
-            max_unpool_plane_2x2s2_i32_simd_##SFX(isa, g, a, d, W, oh, ow) > 0) {                   \
+            max_unpool_plane_2x2s2_i32_simd_##SFX(isa, g, relu_y, a, d, W, oh, ow) > 0) {           \
             if (H > 2 * oh) memset(d + 2 * oh * W, 0, (size_t)((H - 2 * oh) * W) * sizeof(T));      \
             return;                                                                                 \
+        }                                                                                           \
+        if (relu_y) {                                                                               \
+            fnn_act_grad_from_y_mul_serial_##SFX(isa, g, relu_y, gbuf, oh * ow, FNN_ACT_RELU, 0.0); \
+            g = gbuf;                                                                               \
         }                                                                                           \
         fnn_index_widen(a, wide, oh * ow);                                                          \
         fnn_max_pool2d_backward_plane_##SFX(isa, g, wide, d, H, W, oh, ow);                         \

@@ -384,7 +384,8 @@ FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_small_avx2_f32(const float *x, float *y,
     _mm512_sub_epi32(_mm512_maskz_loadu_epi32(in, ao + ox),                                                  \
                      _mm512_add_epi32(_mm512_set1_epi32((int32_t)(corner)), lane2_32))
 #define DEFINE_MAX_UNPOOL_2X2S2_AVX512(NAME, IDX, BLOCK_OFFSETS)                                             \
-    FNN_TARGET_AVX512 int NAME(const float *g, const IDX *am, float *dx, int64_t W, int64_t oh, int64_t ow) \
+    FNN_TARGET_AVX512 int NAME(const float *g, const float *relu_y, const IDX *am, float *dx, int64_t W,    \
+                               int64_t oh, int64_t ow)                                                       \
     {                                                                                                        \
         const __m512i ilo = FNN_INTERLEAVE_LO_32, ihi = FNN_INTERLEAVE_HI_32;                                \
         const __m512i lane2_64 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);                               \
@@ -404,7 +405,12 @@ FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_small_avx2_f32(const float *x, float *y,
                 const __mmask16 out_lo = rem >= 8 ? (__mmask16)0xFFFF : (__mmask16)((1u << (2 * rem)) - 1u); \
                 const __mmask16 out_hi = rem > 8 ? (__mmask16)((1u << (2 * rem - 16)) - 1u) : (__mmask16)0; \
                 const int64_t ix = 2 * ox;                                                                   \
-                const __m512 v = _mm512_add_ps(zero, _mm512_maskz_loadu_ps(in, go + ox));                    \
+                __m512 v = _mm512_maskz_loadu_ps(in, go + ox);                                               \
+                if (relu_y) /* dy * relu'(y), relu'(y) = y > 0 ? 1 : 0 (as fnn_act_grad_from_y_mul) */    \
+                    v = _mm512_mul_ps(v, _mm512_maskz_mov_ps(                                                \
+                        _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(in, relu_y + oy * ow + ox), zero, _CMP_GT_OQ), \
+                        _mm512_set1_ps(1.0f)));                                                              \
+                v = _mm512_add_ps(zero, v);                                                                  \
                 const __m512i k = BLOCK_OFFSETS(ao, ox, in, 2 * oy * W + ix);                                \
                 const __mmask16 m0 = _mm512_cmpeq_epi32_mask(k, _mm512_setzero_si512()),                     \
                                 m1 = _mm512_cmpeq_epi32_mask(k, c1), m2 = _mm512_cmpeq_epi32_mask(k, cW),    \
@@ -482,7 +488,8 @@ FNN_TARGET_AVX512 int fnn_max_unpool_2x2s2_plane_avx512_f64(const double *g, con
     const __m256i m0 = _mm256_cmpeq_epi32(k, _mm256_setzero_si256()), m1 = _mm256_cmpeq_epi32(k, c1_32),     \
                   m2 = _mm256_cmpeq_epi32(k, cW_32), m3 = _mm256_cmpeq_epi32(k, cW1_32);
 #define DEFINE_MAX_UNPOOL_2X2S2_AVX2(NAME, IDX, BLOCK_MASKS)                                                 \
-    FNN_TARGET_AVX2 int NAME(const float *g, const IDX *am, float *dx, int64_t W, int64_t oh, int64_t ow)   \
+    FNN_TARGET_AVX2 int NAME(const float *g, const float *relu_y, const IDX *am, float *dx, int64_t W,      \
+                             int64_t oh, int64_t ow)                                                         \
     {                                                                                                        \
         const __m256i lane2_64 = _mm256_setr_epi64x(0, 2, 4, 6), eight = _mm256_set1_epi64x(8);              \
         const __m256i c1_64 = _mm256_set1_epi64x(1), cW_64 = _mm256_set1_epi64x(W),                          \
@@ -501,7 +508,12 @@ FNN_TARGET_AVX512 int fnn_max_unpool_2x2s2_plane_avx512_f64(const double *g, con
             int64_t ox = 0;                                                                                  \
             for (; ox + 8 <= ow; ox += 8) {                                                                  \
                 const int64_t ix = 2 * ox;                                                                   \
-                const __m256 v = _mm256_add_ps(zero, _mm256_loadu_ps(go + ox));                              \
+                __m256 v = _mm256_loadu_ps(go + ox);                                                         \
+                if (relu_y) /* dy * relu'(y), as fnn_act_grad_from_y_mul */                                 \
+                    v = _mm256_mul_ps(v, _mm256_and_ps(_mm256_cmp_ps(_mm256_loadu_ps(relu_y + oy * ow + ox), zero, \
+                                                                     _CMP_GT_OQ),                            \
+                                                       _mm256_set1_ps(1.0f)));                               \
+                v = _mm256_add_ps(zero, v);                                                                  \
                 BLOCK_MASKS(ao, ox, 2 * oy * W + ix)                                                         \
                 const int ok = _mm256_movemask_ps(                                                           \
                     _mm256_castsi256_ps(_mm256_or_si256(_mm256_or_si256(m0, m1), _mm256_or_si256(m2, m3)))); \
@@ -524,7 +536,8 @@ FNN_TARGET_AVX512 int fnn_max_unpool_2x2s2_plane_avx512_f64(const double *g, con
                 const int64_t k = (int64_t)ao[ox] - (2 * oy * W + 2 * ox);                                   \
                 const int64_t ok = ((uint64_t)k <= 1) | ((uint64_t)(k - W) <= 1); /* k in {0, 1, W, W+1} */ \
                 bad |= ok ^ 1;                                                                               \
-                d0[2 * ox + (k & -ok)] = 0.0f + go[ox];                                                      \
+                const float gv = relu_y ? go[ox] * (relu_y[oy * ow + ox] > 0 ? 1.0f : 0.0f) : go[ox];        \
+                d0[2 * ox + (k & -ok)] = 0.0f + gv;                                                          \
             }                                                                                                \
             if (bad) return 0;                                                                               \
         }                                                                                                    \
@@ -548,13 +561,13 @@ void fnn_max_pool_2x2s2_plane_i32_avx512_f32(const float *x, float *y, int32_t *
                                              int64_t ow)
 { (void)x; (void)y; (void)am; (void)W; (void)oh; (void)ow; }
 
-int fnn_max_unpool_2x2s2_plane_avx512_f32(const float *g, const int64_t *am, float *dx, int64_t W,
+int fnn_max_unpool_2x2s2_plane_avx512_f32(const float *g, const float *relu_y, const int64_t *am, float *dx, int64_t W,
                                           int64_t oh, int64_t ow)
-{ (void)g; (void)am; (void)dx; (void)W; (void)oh; (void)ow; return 0; }
+{ (void)g; (void)relu_y; (void)am; (void)dx; (void)W; (void)oh; (void)ow; return 0; }
 
-int fnn_max_unpool_2x2s2_plane_i32_avx512_f32(const float *g, const int32_t *am, float *dx, int64_t W,
+int fnn_max_unpool_2x2s2_plane_i32_avx512_f32(const float *g, const float *relu_y, const int32_t *am, float *dx, int64_t W,
                                               int64_t oh, int64_t ow)
-{ (void)g; (void)am; (void)dx; (void)W; (void)oh; (void)ow; return 0; }
+{ (void)g; (void)relu_y; (void)am; (void)dx; (void)W; (void)oh; (void)ow; return 0; }
 
 void fnn_max_pool_2x2s2_small_avx512_f32(const float *x, float *y, int64_t *am, int64_t r_begin, int64_t r_end,
                                          int64_t oh, int64_t ow)
@@ -572,13 +585,13 @@ int fnn_max_unpool_2x2s2_plane_avx512_f64(const double *g, const int64_t *am, do
                                           int64_t oh, int64_t ow)
 { (void)g; (void)am; (void)dx; (void)W; (void)oh; (void)ow; return 0; }
 
-int fnn_max_unpool_2x2s2_plane_avx2_f32(const float *g, const int64_t *am, float *dx, int64_t W,
+int fnn_max_unpool_2x2s2_plane_avx2_f32(const float *g, const float *relu_y, const int64_t *am, float *dx, int64_t W,
                                         int64_t oh, int64_t ow)
-{ (void)g; (void)am; (void)dx; (void)W; (void)oh; (void)ow; return 0; }
+{ (void)g; (void)relu_y; (void)am; (void)dx; (void)W; (void)oh; (void)ow; return 0; }
 
-int fnn_max_unpool_2x2s2_plane_i32_avx2_f32(const float *g, const int32_t *am, float *dx, int64_t W,
+int fnn_max_unpool_2x2s2_plane_i32_avx2_f32(const float *g, const float *relu_y, const int32_t *am, float *dx, int64_t W,
                                             int64_t oh, int64_t ow)
-{ (void)g; (void)am; (void)dx; (void)W; (void)oh; (void)ow; return 0; }
+{ (void)g; (void)relu_y; (void)am; (void)dx; (void)W; (void)oh; (void)ow; return 0; }
 
 void fnn_max_pool_2x2s2_plane_i32_avx2_f32(const float *x, float *y, int32_t *am, int64_t W, int64_t oh,
                                            int64_t ow)

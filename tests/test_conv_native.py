@@ -396,11 +396,13 @@ def test_conv2d_max_pool2d_backward_fused_equals_chain(isa, threads, dtype):
     # replaces, on the same kernels: the same numbers, and repeatable
     from fastnn import ops
     rng = np.random.default_rng(4)
-    # pooled widths 12, 5, 4 and 5, and 8 and 25: the 2x2 un-pooling's vector kernels (int32
-    # argmax) take rows of 8k and from 24 windows on AVX2, any on AVX-512
+    # pooled widths 12, 5, 4 and 5, and 8, 8 and 25: the 2x2 un-pooling's vector kernels
+    # (int32 argmax, ReLU's derivative inside) take rows of 8k and from 24 windows (a
+    # scalar tail past the vectors) on AVX2, any on AVX-512
     for n, c, hw, f, k, pad, act, stride in [(7, 1, 28, 30, 5, 0, "relu", 1), (5, 2, 11, 13, 3, 1, "tanh", 1),
                                              (4, 6, 9, 5, 2, 0, None, 1), (5, 3, 21, 7, 3, 1, "relu", 2),
-                                             (3, 1, 16, 9, 5, 2, "relu", 1), (2, 2, 50, 3, 5, 2, None, 1)]:
+                                             (3, 1, 16, 9, 5, 2, "relu", 1), (2, 1, 16, 4, 5, 2, None, 1),
+                                             (2, 2, 50, 3, 5, 2, "relu", 1)]:
         x = rng.standard_normal((n, c, hw, hw)).astype(dtype)
         W = rng.standard_normal((f, c, k, k)).astype(dtype)
         with native_setting(isa, threads):

@@ -417,7 +417,7 @@ def max_pool2d_backward(dy, argmax, x_shape, pool_h, pool_w=None, stride=None, p
 def _check_int32_plane(op, conv_shape):
     """The fused convolution + pooling's int32 argmax can index its output planes."""
     plane = conv_shape[2] * conv_shape[3]
-    if plane > np.iinfo(np.int32).max:
+    if plane > 2**31 - 1:
         raise ValueError(f"{op}: its int32 argmax indexes planes of at most 2**31 - 1 elements; the convolution's "
                          f"output planes {conv_shape[2:]} have {plane} (use conv2d, then max_pool2d)")
 

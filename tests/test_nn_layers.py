@@ -358,3 +358,20 @@ def test_gradcheck_leaves_the_model_untouched(rng):
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
         assert b.dtype == np.float32
+
+
+def test_conv_pool_fusion_runs_apart_past_the_int32_argmax():
+    # conv2d_max_pool2d's argmax is int32: a Conv2D whose output planes pass 2**31 - 1
+    # elements runs forward_max_pool as the two layers one after the other (an empty
+    # batch holds the shapes without the memory); one element fewer stays fused.
+    for side, apart in ((46345, True), (46344, False)):
+        conv, pool = Conv2D(2, 5, activation="relu"), MaxPool2D(2)
+        conv.build((1, side, side))
+        pool.build(conv.output_shape)
+        x = np.zeros((0, 1, side, side), np.float32)
+        y = conv.forward_max_pool(x, pool, training=True)
+        assert y.shape == (0, 2, (side - 4) // 2, (side - 4) // 2)
+        assert (conv._unfused_pool is pool) == apart and (conv._pooled_cache is None) == apart
+        dx = conv.backward_max_pool(np.zeros_like(y))
+        assert dx.shape == x.shape
+        np.testing.assert_array_equal(conv.grads["kernel"], np.zeros((2, 1, 5, 5), np.float32))

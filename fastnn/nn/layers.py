@@ -305,6 +305,7 @@ class Conv2D(_ActivationMixin, Layer):
         self.use_bias = bool(use_bias)
         self._cache = None
         self._pooled_cache = None  # (x, pooled y, argmax, pool layer) of forward_max_pool
+        self._unfused_pool = None  # the pool layer where forward_max_pool ran the two layers apart
 
     def _geometry(self, input_shape):
         """(pad, extra, (oh, ow)): the symmetric pad given to ops.conv2d, the extra zero
@@ -365,7 +366,7 @@ class Conv2D(_ActivationMixin, Layer):
             z = ops.conv2d(x_in, kernel, bias, stride=self.strides, pad=self._pad)
             y = activation_forward(z, act, self.alpha)
         self._cache = (x_in, z, y, act, x.shape)
-        self._pooled_cache = None
+        self._pooled_cache = self._unfused_pool = None
         return y
 
     def fuses_with(self, pool):
@@ -377,8 +378,15 @@ class Conv2D(_ActivationMixin, Layer):
 
     def forward_max_pool(self, x, pool, training=False):
         """pool.forward(self.forward(x)) in one op: each output plane is pooled while in cache
-        (ops.conv2d_max_pool2d). Then backward_max_pool(dy) is the backward of both."""
+        (ops.conv2d_max_pool2d). Then backward_max_pool(dy) is the backward of both. Output
+        planes past the fused op's int32 argmax (2**31 - 1 elements) run the two layers apart."""
         self._check_input(x)
+        _, _, (oh, ow) = self._geometry(x.shape[1:])
+        if oh * ow > 2**31 - 1:
+            y = pool.forward(self.forward(x, training=training), training=training)
+            self._unfused_pool = pool
+            return y
+        self._unfused_pool = None
         kernel, bias = self.params["kernel"], self.params.get("bias")
         y, argmax = ops.conv2d_max_pool2d(x, kernel, bias, stride=self.strides, pad=self._pad,
                                           activation=self.activation, pool_h=pool.pool_size[0],
@@ -389,6 +397,8 @@ class Conv2D(_ActivationMixin, Layer):
 
     def backward_max_pool(self, dy, need_dx=True):
         """The backward of forward_max_pool, from the gradient of the pooled output."""
+        if self._unfused_pool is not None:
+            return self.backward(self._unfused_pool.backward(dy), need_dx=need_dx)
         if self._pooled_cache is None:
             raise RuntimeError(f"{self._what()}: backward_max_pool needs forward_max_pool first")
         x, y, argmax, pool = self._pooled_cache

@@ -148,8 +148,8 @@ void FN(fnn_pack_matrix_b)(const void *srcv, int64_t j0, int64_t cols, int64_t k
  * epilogue of the GEMM and of the convolution. One loop per activation, so the
  * activation is a constant in each and the loop vectorises without a branch per
  * element; compiled once per ISA because the rest of this file is built for the
- * baseline target. NaN passes through unchanged, as in the reference
- * (activation.h's relu maps NaN to 0; see docs/GEMM.md). dst may be src. */
+ * baseline target. NaN passes through unchanged, as in the reference (see
+ * docs/GEMM.md). dst may be src. */
 #define BIAS_ACT_CASE_OF(A, ACT_OF_V)                                                                       \
     case A:                                                                                                 \
         for (int64_t r = 0; r < rows; r++) {                                                                \
@@ -766,7 +766,7 @@ static int FN(gemm_run_job)(FN(gemm_job) *job, int nth)
     const int64_t ncap = (n < job->nc ? n : job->nc);
     const int64_t nc_alloc = (ncap + job->nr - 1) / job->nr * job->nr;
     /* sizes rounded to 64 elements keep every block 64-byte aligned */
-    const size_t a_elems = (size_t)((mc_alloc * kc_alloc + 63) / 64 * 64);
+    const size_t a_elems = job->a_rows ? 0 : (size_t)((mc_alloc * kc_alloc + 63) / 64 * 64); /* A in place */
     const size_t b_elems = (size_t)((kc_alloc * nc_alloc + 63) / 64 * 64);
     T *mem = (T *)fnn_scratch(FNN_SCRATCH_PACK_A, (a_elems + b_elems) * (size_t)nth * sizeof(T));
     if (mem == NULL)

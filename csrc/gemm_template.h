@@ -7,6 +7,15 @@
 
 /* ---- packing (separate from compute) ---------------------------------- */
 
+/* Full panels that the A^T pack copies a source row at a time (fnn_pack_matrix) */
+#define FNN_PACK_A_RUN 16
+
+/* a run of `panels` full panels of width W from source rows s0, s0 + ld, ... */
+#define PACK_A_RUN(W)                                                                                 \
+    for (int64_t k = 0; k < kc; k++)                                                                  \
+        for (int64_t q = 0; q < panels; q++)                                                          \
+            memcpy(d0 + q * kc * (W) + k * (W), s0 + k * ld + q * (W), (W) * sizeof(T));
+
 /* w x kc block of rows of a row-major matrix into one panel (k-major): read w
  * row streams, write contiguously. W is a compile-time width where it matters. */
 #define PACK_ROWS_T(W)                                                                                \
@@ -21,7 +30,29 @@ void FN(fnn_pack_matrix)(const void *srcv, int64_t r0, int64_t rows, int64_t k0,
     const fnn_matrix_src *src = (const fnn_matrix_src *)srcv;
     const T *p = (const T *)src->p;
     const int64_t ld = src->ld;
-    for (int64_t r = 0; r < rows; r += w) {
+    int64_t r = 0;
+    if (src->trans && (w == 4 || w == 6 || w == 8)) {
+        /* element (i, k) at p[k*ld + i]: each panel row is a contiguous piece of
+         * source row k. Runs of FNN_PACK_A_RUN full panels go source row by
+         * source row, so each row (its own page where ld is large) is visited
+         * once a run, not once a panel: panel by panel, the 4320 x 100 A^T of
+         * the I workload's weight gradient took a TLB miss every 32 bytes. */
+        for (; rows - r >= w; r += FNN_PACK_A_RUN * w) {
+            const int64_t panels = (rows - r) / w < FNN_PACK_A_RUN ? (rows - r) / w : FNN_PACK_A_RUN;
+            T *d0 = dst + (r / w) * kc * w;
+            const T *s0 = p + k0 * ld + r0 + r;
+            switch (w) {
+            case 4: PACK_A_RUN(4) break;
+            case 6: PACK_A_RUN(6) break;
+            default: PACK_A_RUN(8) break;
+            }
+            if (panels < FNN_PACK_A_RUN) {
+                r += panels * w;
+                break;
+            }
+        }
+    }
+    for (; r < rows; r += w) {
         int rr = (int)(rows - r < w ? rows - r : w);
         T *d = dst + (r / w) * kc * w;
         if (!src->trans) {
@@ -51,19 +82,7 @@ void FN(fnn_pack_matrix)(const void *srcv, int64_t r0, int64_t rows, int64_t k0,
                 for (int64_t k = 0; k < kc; k++)
                     d[k * w + i] = 0;
         } else {
-            /* element (i, k) at p[k*ld + i]: rows of the panel are contiguous
-             * (fixed-size copies for full panels, so they compile to vector moves) */
-            const T *s0 = p + k0 * ld + r0 + r;
-            if (rr == w && w == 8) {
-                for (int64_t k = 0; k < kc; k++)
-                    memcpy(d + k * 8, s0 + k * ld, 8 * sizeof(T));
-                continue;
-            }
-            if (rr == w && w == 16) {
-                for (int64_t k = 0; k < kc; k++)
-                    memcpy(d + k * 16, s0 + k * ld, 16 * sizeof(T));
-                continue;
-            }
+            /* element (i, k) at p[k*ld + i]: the panels that the runs above leave */
             for (int64_t k = 0; k < kc; k++) {
                 const T *s = p + (k0 + k) * ld + r0 + r;
                 T *dk = d + k * w;

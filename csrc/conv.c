@@ -19,6 +19,10 @@
 #include "gemm.h"
 #include "kernels.h"
 
+#if FNN_X86_SIMD
+#include <immintrin.h>
+#endif
+
 /* Batch-parallel when the per-image product is below this many multiply-adds
  * (or the batch is large enough to balance): intra-GEMM threading of small
  * products costs more in barriers than it gains. */

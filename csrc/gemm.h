@@ -274,6 +274,21 @@ void fnn_ukrd_avx512_f32(int64_t k, const float *const *a, const float *const *b
 void fnn_ukrd_avx512_f64(int64_t k, const double *const *a, const double *const *b, double *part);
 #endif
 
+/* Gathered-row microkernels (gemm_ukernel_common.h, DEFINE_UKRS): part[0 ..
+ * nv * lanes) += the sum over q < count of g[q] times row idx[q] of rows (ldr
+ * apart), nv <= FNN_UKRS_MAX_NV vectors a row. SIMD paths only. */
+#define FNN_UKRS_MAX_NV 4
+#if FNN_X86_SIMD
+void fnn_ukrs_avx2_f32(int64_t count, const float *g, const int32_t *idx, const float *rows, int64_t ldr, int nv,
+                       float *part);
+void fnn_ukrs_avx2_f64(int64_t count, const double *g, const int32_t *idx, const double *rows, int64_t ldr, int nv,
+                       double *part);
+void fnn_ukrs_avx512_f32(int64_t count, const float *g, const int32_t *idx, const float *rows, int64_t ldr, int nv,
+                         float *part);
+void fnn_ukrs_avx512_f64(int64_t count, const double *g, const int32_t *idx, const double *rows, int64_t ldr,
+                         int nv, double *part);
+#endif
+
 /* Indirect-A microkernels: element (i, p) of the A micro-panel is
  * arow[i][aoff + p] (row i contiguous along the depth); B packed. The weight
  * gradient of a stride-1 convolution points the rows into the padded image. */

@@ -110,4 +110,8 @@ DEFINE_UKRD(FNN_TARGET_AVX2, fnn_ukrd_avx2_f32, float, __m256, 8, FNN_AVX2_DM, F
             UKRD_MASK_F32, UKRD_TAIL_F32, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps, _mm256_setzero_ps)
 DEFINE_UKRD(FNN_TARGET_AVX2, fnn_ukrd_avx2_f64, double, __m256d, 4, FNN_AVX2_DM, FNN_AVX2_DN, _mm256_loadu_pd,
             UKRD_MASK_F64, UKRD_TAIL_F64, _mm256_fmadd_pd, _mm256_add_pd, _mm256_storeu_pd, _mm256_setzero_pd)
+DEFINE_UKRS(FNN_TARGET_AVX2, fnn_ukrs_avx2_f32, float, __m256, 8, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_add_ps,
+            _mm256_storeu_ps, _mm256_setzero_ps, _mm256_set1_ps)
+DEFINE_UKRS(FNN_TARGET_AVX2, fnn_ukrs_avx2_f64, double, __m256d, 4, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_add_pd,
+            _mm256_storeu_pd, _mm256_setzero_pd, _mm256_set1_pd)
 #endif

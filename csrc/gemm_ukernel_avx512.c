@@ -122,4 +122,8 @@ DEFINE_UKRD(FNN_TARGET_AVX512, fnn_ukrd_avx512_f32, float, __m512, 16, FNN_AVX51
             UKRD_MASK_F32, UKRD_TAIL_F32, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps, _mm512_setzero_ps)
 DEFINE_UKRD(FNN_TARGET_AVX512, fnn_ukrd_avx512_f64, double, __m512d, 8, FNN_AVX512_DM, FNN_AVX512_DN, _mm512_loadu_pd,
             UKRD_MASK_F64, UKRD_TAIL_F64, _mm512_fmadd_pd, _mm512_add_pd, _mm512_storeu_pd, _mm512_setzero_pd)
+DEFINE_UKRS(FNN_TARGET_AVX512, fnn_ukrs_avx512_f32, float, __m512, 16, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_add_ps,
+            _mm512_storeu_ps, _mm512_setzero_ps, _mm512_set1_ps)
+DEFINE_UKRS(FNN_TARGET_AVX512, fnn_ukrs_avx512_f64, double, __m512d, 8, _mm512_loadu_pd, _mm512_fmadd_pd, _mm512_add_pd,
+            _mm512_storeu_pd, _mm512_setzero_pd, _mm512_set1_pd)
 #endif

@@ -88,4 +88,43 @@
         }                                                                                                   \
     }
 
+/* Gathered-row microkernel (NAME(count, g, idx, rows, ldr, nv, part)):
+ * part[0 .. nv * VL) += the sum over q < count of g[q] times row idx[q] of
+ * rows (ldr elements apart, nv vectors read from each), the even and odd q in
+ * two chains added at the end. The weight gradient of a convolution from the
+ * gradient of its max-pooled output: each pooled value times the taps of the
+ * position that won its window, where the dense product spends the same work
+ * on every position (4 times as much for 2x2 pooling; csrc/conv_template.h).
+ * 1 <= nv <= FNN_UKRS_MAX_NV. */
+#define UKRS_BODY(T, VT, VL, NV, LOADU, FMA, ADD, STOREU, SETZERO, SET1)                                     \
+    {                                                                                                       \
+        VT even[NV], odd[NV];                                                                               \
+        _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++) even[v] = odd[v] = SETZERO();                \
+        int64_t q = 0;                                                                                      \
+        for (; q + 2 <= count; q += 2) {                                                                    \
+            const T *r0 = rows + (int64_t)idx[q] * ldr, *r1 = rows + (int64_t)idx[q + 1] * ldr;             \
+            const VT g0 = SET1(g[q]), g1 = SET1(g[q + 1]);                                                  \
+            _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++) even[v] = FMA(g0, LOADU(r0 + v * (VL)), even[v]); \
+            _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++) odd[v] = FMA(g1, LOADU(r1 + v * (VL)), odd[v]);   \
+        }                                                                                                   \
+        if (q < count) {                                                                                    \
+            const T *r0 = rows + (int64_t)idx[q] * ldr;                                                     \
+            const VT g0 = SET1(g[q]);                                                                       \
+            _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++) even[v] = FMA(g0, LOADU(r0 + v * (VL)), even[v]); \
+        }                                                                                                   \
+        _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++)                                              \
+            STOREU(part + v * (VL), ADD(LOADU(part + v * (VL)), ADD(even[v], odd[v])));                     \
+    }
+#define DEFINE_UKRS(TARGET, NAME, T, VT, VL, LOADU, FMA, ADD, STOREU, SETZERO, SET1)                         \
+    TARGET void NAME(int64_t count, const T *FNN_RESTRICT g, const int32_t *FNN_RESTRICT idx,               \
+                     const T *FNN_RESTRICT rows, int64_t ldr, int nv, T *FNN_RESTRICT part)                 \
+    {                                                                                                       \
+        switch (nv) {                                                                                       \
+        case 1: UKRS_BODY(T, VT, VL, 1, LOADU, FMA, ADD, STOREU, SETZERO, SET1) break;                      \
+        case 2: UKRS_BODY(T, VT, VL, 2, LOADU, FMA, ADD, STOREU, SETZERO, SET1) break;                      \
+        case 3: UKRS_BODY(T, VT, VL, 3, LOADU, FMA, ADD, STOREU, SETZERO, SET1) break;                      \
+        default: UKRS_BODY(T, VT, VL, 4, LOADU, FMA, ADD, STOREU, SETZERO, SET1) break;                     \
+        }                                                                                                   \
+    }
+
 #endif /* FASTNN_GEMM_UKERNEL_COMMON_H */

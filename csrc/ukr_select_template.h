@@ -75,5 +75,27 @@ static inline FN(ukrd_fn) FN(select_ukrd)(int isa, int *dm, int *dn, int *lanes)
     return NULL;
 }
 
+typedef void (*FN(ukrs_fn))(int64_t, const T *, const int32_t *, const T *, int64_t, int, T *);
+
+/* the gathered-row microkernel for an ISA and its vector lanes; NULL for the
+ * portable path */
+static inline FN(ukrs_fn) FN(select_ukrs)(int isa, int *lanes)
+{
+#if FNN_X86_SIMD
+    if (isa >= FNN_ISA_AVX512) {
+        *lanes = 64 / (int)sizeof(T);
+        return FN(fnn_ukrs_avx512);
+    }
+    if (isa >= FNN_ISA_AVX2) {
+        *lanes = 32 / (int)sizeof(T);
+        return FN(fnn_ukrs_avx2);
+    }
+#else
+    (void)isa;
+#endif
+    *lanes = 1;
+    return NULL;
+}
+
 #undef DEFINE_SELECT_UKR
 #undef SELECT_SIMD_UKR

@@ -345,7 +345,7 @@ def _conv_relu_pool(ops):
     """(forward, backward) of conv2d, ReLU, 2x2 max pool: forward(x, W, b) -> (pooled,
     argmax), backward(dp, argmax, pooled, x, W) -> (None, dW, db). The fused ops where ops
     has them (the conv output and its gradient never leave the cache; the same numbers
-    by contract), else the separate ops, with ReLU's gradient taken on the pooled side
+    to float tolerance), else the separate ops, with ReLU's gradient taken on the pooled side
     (the pool routes each gradient to its window's maximum, which is > 0 exactly where
     the pooled value is: equal bit for bit, on a quarter of the elements)."""
     if hasattr(ops, "conv2d_max_pool2d_backward"):

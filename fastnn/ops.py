@@ -377,7 +377,8 @@ def conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride=1, pad=0, activation=
     y, and its argmax; the same as activation_backward, max_pool2d_backward and
     conv2d_backward in turn, with the activation's derivative taken at the pooled
     positions from y (exact: each window passes its gradient to its maximum only).
-    Natively each image's un-pooled gradient stays in cache."""
+    Natively each image's un-pooled gradient stays in cache; without dx the SIMD paths
+    sum the weight gradient over the pooled values only (equal to float tolerance)."""
     op = "conv2d_max_pool2d_backward"
     act = V.activation_name(op, activation)
     alpha = V.activation_alpha(op, act, alpha, fused=True)

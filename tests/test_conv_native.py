@@ -9,7 +9,7 @@ import pytest
 import fastnn
 
 from conftest import NATIVE, requires_native
-from helpers import native_setting, numerical_gradient
+from helpers import assert_close, native_setting, numerical_gradient
 
 pytestmark = requires_native
 
@@ -420,3 +420,52 @@ def test_conv2d_max_pool2d_backward_fused_equals_chain(isa, threads, dtype):
             np.testing.assert_array_equal(a, r, err_msg=name)  # run to run
             np.testing.assert_allclose(a, b, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=0, err_msg=name)
         assert not np.isfinite(got[2]).all()
+
+
+@requires_native
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_max_pool2d_weight_gradient_without_dx(isa, threads, dtype):
+    # need_dx=False (a first layer): on the SIMD paths dW and db are summed over the
+    # pooled values only, each times the taps of its window's winner (the gathered
+    # path), not over the un-pooled gradient; against the float64 reference and the
+    # chain of separate ops, repeatable, and no dx. Geometries: conv C's; an odd plane
+    # and 2 channels; a stride-2 convolution under overlapping padded 3x3 windows; a
+    # 3 x 10 filter (runs of taps longer than a copy); 1x1 over 20 channels under 2 x 3
+    # windows; batch 1 with 9 taps (AVX2's float64 kernel has room for few taps); a
+    # 4x4 pool of a 6x6 plane.
+    from fastnn import ops
+    rng = np.random.default_rng(5)
+    cases = [(7, 1, (28, 28), 30, (5, 5), 1, 0, "relu", (2, 2, None, 0)),
+             (5, 2, (11, 11), 13, (3, 3), 1, 1, "tanh", (2, 2, None, 0)),
+             (4, 3, (13, 12), 6, (3, 3), 2, 1, "relu", (3, 3, 2, 1)),
+             (3, 1, (20, 23), 5, (3, 10), 1, 0, None, (2, 2, None, 0)),
+             (2, 20, (9, 9), 7, (1, 1), 1, 0, "leaky_relu", (2, 3, (2, 3), 0)),
+             (1, 1, (16, 16), 4, (3, 3), 1, 1, "relu", (2, 2, None, 0)),
+             (6, 1, (7, 7), 3, (2, 2), 1, 0, "sigmoid", (4, 4, None, 0))]
+    for n, c, (h, w), f, (fh, fw), stride, pad, act, (ph, pw, pstride, ppad) in cases:
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        W = rng.standard_normal((f, c, fh, fw)).astype(dtype)
+        b = rng.standard_normal(f).astype(dtype)
+        kw = dict(stride=stride, pad=pad, activation=act)
+        pool = dict(pool_h=ph, pool_w=pw, pool_stride=pstride, pool_pad=ppad)
+        with native_setting(isa, threads):
+            y, arg = ops.conv2d_max_pool2d(x, W, b, **kw, **pool)
+            dy = rng.standard_normal(y.shape).astype(dtype)
+            got = ops.conv2d_max_pool2d_backward(dy, arg, y, x, W, **kw, **pool, need_dx=False)
+            again = ops.conv2d_max_pool2d_backward(dy, arg, y, x, W, **kw, **pool, need_dx=False)
+            dz = ops.activation_backward(dy, act, x=y, y=y) if act else dy
+            conv_shape = (n, f) + ops.conv2d(x, W, stride=stride, pad=pad).shape[2:]
+            dh = ops.max_pool2d_backward(dz, arg, conv_shape, ph, pw, pstride, ppad)
+            chain = ops.conv2d_backward(dh, x, W, stride=stride, pad=pad, need_dx=False)
+        with fastnn.backend("numpy"):
+            truth = ops.conv2d_max_pool2d_backward(dy.astype(np.float64), arg, y.astype(np.float64),
+                                                   x.astype(np.float64), W.astype(np.float64), **kw, **pool,
+                                                   need_dx=False)
+        assert got[0] is None and again[0] is None
+        terms = n * y.shape[2] * y.shape[3]  # the pooled values summed into each element
+        for name, a, r, ch, t in zip(("dW", "db"), got[1:], again[1:], chain[1:], truth[1:]):
+            np.testing.assert_array_equal(a, r, err_msg=name)  # run to run
+            assert_close(a, t, dtype, reduction=terms, err_msg=f"{name} vs float64 {isa} {threads}")
+            assert_close(a, ch, dtype, reduction=terms, err_msg=f"{name} vs the chain {isa} {threads}")

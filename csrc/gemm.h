@@ -65,7 +65,24 @@ void fnn_gemm_block_sizes(int isa, int dtype_bytes, int64_t *mc, int64_t *kc, in
 #define FNN_GEMM_ONE_ROW 4
 #define FNN_GEMM_DOTS 5
 #define FNN_GEMM_FEW_ROWS_BY_ROWS 6 /* FNN_GEMM_FEW_ROWS, the threads splitting the rows */
+#define FNN_GEMM_SPLIT_K 7          /* the packed driver, the threads splitting the depth */
 #define FNN_GEMM_SHARED_BYTES (512 * 1024)
+/* The depth split (FNN_GEMM_SPLIT_K): where the depth is at least
+ * FNN_GEMM_SPLIT_K_RATIO times C's longer side and neither operand is small
+ * enough for the shared-operand schedule, it is cut into
+ * FNN_GEMM_SPLIT_K_SLICES equal slices, each summed (packing only its slice of
+ * the operands) into C or a partial C of its own, and the partials are added
+ * in slice order: the slices are the same at every thread count (the threads
+ * take whole slices; one thread does them in turn), so the bits are too. The
+ * partials take at most FNN_GEMM_SPLIT_K_BYTES. The grid split such products
+ * by rows, every thread packing all of B: the SimpleConvNet's 100 x 4320 by
+ * 4320 x 100 product, AVX-512 float32, 2 threads, 429-523 -> 369-422 us (1
+ * thread 578-663 either way); a 30 x 57600 by 57600 x 30 one 805-855 ->
+ * 627-684 us on 2 threads, but 973-1076 -> 1060-1156 us on 1 (packing B,
+ * from memory, measured slower by the slice). */
+#define FNN_GEMM_SPLIT_K_RATIO 8
+#define FNN_GEMM_SPLIT_K_SLICES 4
+#define FNN_GEMM_SPLIT_K_BYTES (1 << 20)
 /* Products that skip the packed driver: one row of C (batch-1 inference, a
  * GEMV that reads B's rows in order); with B = T, on the AVX2 and AVX-512
  * paths, up to FNN_GEMM_DOT_ROWS rows of C with a depth of FNN_GEMM_DOT_DEPTH
@@ -348,7 +365,8 @@ enum {
     FNN_SCRATCH_POOL_ROWS = 14, /* max pooling: the column phases of a row's windows */
     FNN_SCRATCH_CONV_BASES = 15, /* direct convolution: the compact layout's bases */
     FNN_SCRATCH_POOL_INDEX = 16, /* convolution + pooling: one plane's argmax as int64 */
-    FNN_SCRATCH_SLOTS = 17
+    FNN_SCRATCH_GEMM_SPLIT = 17, /* GEMM: the depth split's partial results */
+    FNN_SCRATCH_SLOTS = 18
 };
 void *fnn_scratch(int slot, size_t bytes);
 

@@ -429,6 +429,9 @@ typedef struct {
     int isa;
     int tn, tm; /* thread grid: tn splits the columns, tm the rows of each MC block */
     int shared_mode; /* FNN_GEMM_SHARED_A or _B: the shared-operand schedule; 0: the grid */
+    int split_k;     /* the depth split (FNN_GEMM_SPLIT_K): its slices, else 0 */
+    int64_t k0;      /* the depth of op(A)'s and op(B)'s column / row 0 of this job (a slice's) */
+    T *partials;     /* the depth split's partial C of slices 1 .. split_k - 1 (m x n each) */
     int64_t unit;    /* panels per unit of the shared-operand schedule */
     /* A = N read in place (a_in_place; NULL: packed): row i of A at
      * a_rows + i * lda, by the indirect-A microkernel */
@@ -550,17 +553,17 @@ static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
              * column group, a small cost next to the product) */
             if (ir0 < mcur && !job->a_rows) {
                 const int64_t rows = (ir1 < mcur ? ir1 : mcur) - ir0;
-                job->pack_a(job->a_src, ic + ir0, rows, pc, kcur, mr, a_pack);
+                job->pack_a(job->a_src, ic + ir0, rows, job->k0 + pc, kcur, mr, a_pack);
             }
             for (int64_t jc = jn0; jc < jn1; jc += NC) {
                 const int64_t ncur = jn1 - jc < NC ? jn1 - jc : NC;
-                job->pack_b(job->b_src, jc, ncur, pc, kcur, nr, b_pack);
+                job->pack_b(job->b_src, jc, ncur, job->k0 + pc, kcur, nr, b_pack);
                 for (int64_t ir = ir0; ir < ir1 && ir < mcur; ir += mr) {
                     const int mrr = (int)(mcur - ir < mr ? mcur - ir : mr);
                     for (int64_t jr = 0; jr < ncur; jr += nr) {
                         const int nrr = (int)(ncur - jr < nr ? ncur - jr : nr);
                         if (job->a_rows)
-                            FN(gemm_tile_a_rows)(job, pc, b_pack + jr * kcur, kcur, ic + ir, jc + jr, mrr, nrr,
+                            FN(gemm_tile_a_rows)(job, job->k0 + pc, b_pack + jr * kcur, kcur, ic + ir, jc + jr, mrr, nrr,
                                                  beta_eff, last, edge);
                         else
                             FN(gemm_tile)(job, a_pack + (ir - ir0) * kcur, b_pack + jr * kcur, kcur, ic + ir,
@@ -570,6 +573,50 @@ static void FN(gemm_thread)(const FN(gemm_job) *job, int tid, int nth)
             }
         }
     }
+}
+
+/* Slice s of the depth split, on one thread with the packing buffers of thread
+ * `tid`: op(A)'s columns and op(B)'s rows [k s / S, k (s + 1) / S) into C
+ * (slice 0, with beta) or partial s (beta 0), no epilogue. */
+static void FN(split_slice)(const FN(gemm_job) *job, int s, int tid)
+{
+    const int S = job->split_k;
+    FN(gemm_job) sub = *job;
+    sub.k0 = job->k * s / S;
+    sub.k = job->k * (s + 1) / S - sub.k0;
+    sub.c = s == 0 ? job->c : job->partials + (int64_t)(s - 1) * job->m * job->n;
+    sub.ldc = s == 0 ? job->ldc : job->n;
+    sub.beta = s == 0 ? job->beta : (T)0;
+    sub.ep = NULL;
+    sub.tn = sub.tm = 1;
+    sub.a_packs = job->a_packs + (int64_t)tid * job->a_stride;
+    sub.b_packs = job->b_packs + (int64_t)tid * job->b_stride;
+    FN(gemm_thread)(&sub, 0, 1);
+}
+
+/* Rows [i0, i1) of C += the partials of slices 1 .. S - 1, in that order, then
+ * the epilogue */
+static void FN(split_sum)(const FN(gemm_job) *job, int64_t i0, int64_t i1)
+{
+    const int64_t n = job->n;
+    for (int64_t i = i0; i < i1; i++) {
+        T *FNN_RESTRICT ci = job->c + i * job->ldc;
+        for (int s = 1; s < job->split_k; s++) {
+            const T *FNN_RESTRICT p = job->partials + (int64_t)(s - 1) * job->m * n + i * n;
+            for (int64_t j = 0; j < n; j++)
+                ci[j] += p[j];
+        }
+    }
+    if (i1 > i0 && FN(epilogue_active)(job->ep))
+        FN(epilogue_tile)(job->isa, job->c + i0 * job->ldc, job->ldc, i0, 0, (int)(i1 - i0), (int)n, job->ep);
+}
+
+/* Thread t of nth's share of the depth split: slices [S t / nth, S (t + 1) / nth). */
+static void FN(split_thread)(const FN(gemm_job) *job, int t, int nth)
+{
+    const int S = job->split_k;
+    for (int s = S * t / nth; s < S * (t + 1) / nth; s++)
+        FN(split_slice)(job, s, t);
 }
 
 /* The shared-operand schedule: every thread packs all of one operand (op(B)
@@ -666,6 +713,16 @@ static int FN(threads_for)(fnn_ctx ctx, double macs)
     return nth;
 }
 
+/* Whether an m x n x k product takes the depth split (FNN_GEMM_SPLIT_K): by
+ * its shape alone, so that every thread count sums the same slices (gemm_main
+ * gives it no other path either) */
+static int FN(split_k_applies)(int64_t m, int64_t n, int64_t k)
+{
+    return k >= FNN_GEMM_SPLIT_K_RATIO * (m > n ? m : n) &&
+           (double)(m < n ? m : n) * (double)k * sizeof(T) > FNN_GEMM_SHARED_BYTES &&
+           (double)m * (double)n * (FNN_GEMM_SPLIT_K_SLICES - 1) * sizeof(T) <= FNN_GEMM_SPLIT_K_BYTES;
+}
+
 /* The job's geometry and schedule for an m x n x k product on ctx: the
  * microkernel, the cache blocks, the thread count (returned) and either the
  * shared-operand schedule or the thread grid. Everything but the operands. */
@@ -687,6 +744,17 @@ static int FN(gemm_plan)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, FN(gemm_j
      * or more; of the two, the one that copies less. */
     job->shared_mode = 0;
     job->unit = 1;
+    job->split_k = 0;
+    job->k0 = 0;
+    job->partials = NULL;
+    job->tn = job->tm = 1;
+    if (FN(split_k_applies)(m, n, k)) {
+        int64_t kc0, mc0, nc0;
+        fnn_gemm_block_sizes(ctx.isa, (int)sizeof(T), &mc0, &kc0, &nc0);
+        job->split_k = FNN_GEMM_SPLIT_K_SLICES;
+        job->kc = FN(depth_block)((k + FNN_GEMM_SPLIT_K_SLICES - 1) / FNN_GEMM_SPLIT_K_SLICES, kc0);
+        return nth < FNN_GEMM_SPLIT_K_SLICES ? nth : FNN_GEMM_SPLIT_K_SLICES;
+    }
     if (nth > 1 && nth <= FNN_SPANS_MAX) {
         const double bytes_b = (double)k * (double)(n_panels * job->nr) * sizeof(T);
         const double bytes_a = (double)k * (double)(m_panels * job->mr) * sizeof(T);
@@ -794,6 +862,33 @@ static int FN(gemm_run_job)(FN(gemm_job) *job, int nth)
     job->a_stride = (int64_t)a_elems;
     job->b_packs = mem + a_elems * (size_t)nth;
     job->b_stride = (int64_t)b_elems;
+    if (job->split_k) {
+        job->partials = (T *)fnn_scratch(FNN_SCRATCH_GEMM_SPLIT,
+                                         (size_t)(m * n * (job->split_k - 1)) * sizeof(T));
+        if (job->partials == NULL)
+            return -1;
+        if (nth == 1) {
+            FN(split_thread)(job, 0, 1);
+            FN(split_sum)(job, 0, m);
+            return 0;
+        }
+#ifdef FASTNN_HAVE_OPENMP
+#pragma omp parallel num_threads(nth)
+        {
+            const int t = omp_get_thread_num(), got = omp_get_num_threads();
+            if (got == nth) {
+                FN(split_thread)(job, t, nth);
+#pragma omp barrier
+                FN(split_sum)(job, m * t / nth, m * (t + 1) / nth);
+            } else if (t == 0) {
+                /* fewer threads than planned: the same slices in turn, the same bits */
+                FN(split_thread)(job, 0, 1);
+                FN(split_sum)(job, 0, m);
+            }
+        }
+#endif
+        return 0;
+    }
     if (nth == 1) {
         FN(gemm_thread)(job, 0, 1);
     } else {
@@ -1374,14 +1469,14 @@ int FN(fnn_gemm_schedule)(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_
     }
     n -= tail; /* the path of the columns before the tail */
     int by_rows;
-    const int few = trans_b ? 0 : FN(few_rows_threads)(ctx, m, n, k, &by_rows);
+    const int few = trans_b || FN(split_k_applies)(m, n, k) ? 0 : FN(few_rows_threads)(ctx, m, n, k, &by_rows);
     if (few > 0) {
         *threads = few;
         return by_rows ? FNN_GEMM_FEW_ROWS_BY_ROWS : FNN_GEMM_FEW_ROWS;
     }
     FN(gemm_job) job;
     *threads = FN(gemm_plan)(ctx, m, n, k, &job);
-    return job.shared_mode ? job.shared_mode : FNN_GEMM_GRID;
+    return job.split_k ? FNN_GEMM_SPLIT_K : job.shared_mode ? job.shared_mode : FNN_GEMM_GRID;
 }
 
 /* C = alpha op(A) op(B) + beta C by gemm_few_rows or the packed driver, and
@@ -1391,8 +1486,9 @@ static int FN(gemm_main)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64
                          const fnn_epilogue *ep, const FN(tail_job) *tail)
 {
     int by_rows = 0;
-    const int few = m > 0 && n > 0 && k > 0 && alpha != 0 && !trans_b ? FN(few_rows_threads)(ctx, m, n, k, &by_rows)
-                                                                      : 0;
+    const int few = m > 0 && n > 0 && k > 0 && alpha != 0 && !trans_b && !FN(split_k_applies)(m, n, k)
+                        ? FN(few_rows_threads)(ctx, m, n, k, &by_rows)
+                        : 0;
     if (few > 0)
         return FN(gemm_few_rows)(ctx, few, by_rows, trans_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep, tail);
     fnn_matrix_src as = {a, lda, trans_a, ctx.isa}, bs = {b, ldb, trans_b, ctx.isa};

@@ -39,6 +39,7 @@ cdef extern from "gemm.h" nogil:
     int fnn_gemm_schedule_f64(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads)
     int FNN_GEMM_GRID, FNN_GEMM_SHARED_A, FNN_GEMM_SHARED_B, FNN_GEMM_FEW_ROWS, FNN_GEMM_ONE_ROW, FNN_GEMM_DOTS
     int FNN_GEMM_FEW_ROWS_BY_ROWS
+    int FNN_GEMM_SPLIT_K
 
 cdef extern from "conv.h" nogil:
     ctypedef struct fnn_pool_spec:
@@ -107,7 +108,9 @@ def schedule(m, n, k, dtype, trans_b=False):
     a few rows: dot products of A's and B's rows, no packing), "few_rows" (B read in
     place; "few_rows_by_rows" where the threads split the rows, each packing its rows
     of A), or the packed driver's "grid" (a static split), "shared_a" or "shared_b"
-    (every thread packs all of op(A) or op(B) and takes the other's panels as it goes)."""
+    (every thread packs all of op(A) or op(B) and takes the other's panels as it goes),
+    "split_k" (each thread a slice of the depth into its own partial C, added in thread
+    order)."""
     cdef fnn_ctx ctx = current_ctx()
     cdef int threads = 1, mode
     if np.dtype(dtype) == np.float32:
@@ -116,7 +119,7 @@ def schedule(m, n, k, dtype, trans_b=False):
         mode = fnn_gemm_schedule_f64(ctx, bool(trans_b), m, n, k, &threads)
     names = {FNN_GEMM_GRID: "grid", FNN_GEMM_SHARED_A: "shared_a", FNN_GEMM_SHARED_B: "shared_b",
              FNN_GEMM_FEW_ROWS: "few_rows", FNN_GEMM_FEW_ROWS_BY_ROWS: "few_rows_by_rows",
-             FNN_GEMM_ONE_ROW: "one_row", FNN_GEMM_DOTS: "dots"}
+             FNN_GEMM_ONE_ROW: "one_row", FNN_GEMM_DOTS: "dots", FNN_GEMM_SPLIT_K: "split_k"}
     return names[mode], threads
 
 

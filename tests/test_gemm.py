@@ -182,6 +182,47 @@ def test_shared_operand_schedule_is_exact_at_any_thread_count(isa, dtype, rng):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_depth_split_gives_the_same_bits_at_every_thread_count(isa, dtype, rng):
+    # A small C over a long depth, with neither operand small enough to share, sums 4
+    # fixed slices of the depth (each into C or a partial of its own, packing only its
+    # slice) and adds them in slice order: threads take whole slices, so 1-8 threads
+    # (more than the slices; on 2 cores, so they run unevenly) give the same bits, from
+    # run to run. Every transpose, alpha/beta, a NaN-filled C that beta = 0 must not
+    # read, edge tiles both ways, a prime depth, the fused epilogue after the sum.
+    mr, nr, _, kc, _ = block_edge_sizes(isa, dtype)
+    for m, n, k in [(100, 100, 4320), (2 * mr + 3, nr + 5, 20011), (45, 7, 30011)]:
+        with native_setting(isa, 2):
+            assert _gemm.schedule(m, n, k, dtype) == ("split_k", 2), (m, n, k)
+        for ta, tb, (alpha, beta) in [(False, False, (1.0, 0.0)), (True, True, (-0.5, 2.0)), (True, False, (2.0, 0.0)),
+                                      (False, True, (1.0, -1.0))]:
+            a = strided(rng, (k, m) if ta else (m, k), dtype)
+            b = strided(rng, (n, k) if tb else (k, n), dtype)
+            c0 = rng.standard_normal((m, n)).astype(dtype)
+            exact, bound = expected_and_bound(a, b, c0 if beta else None, ta, tb, alpha, beta)
+            results = []
+            for threads in (1, 2, 3, 4, 8, 2):
+                c = c0.copy() if beta else np.full((m, n), np.nan, dtype)
+                with native_setting(isa, threads):
+                    results.append(_gemm.gemm(a, b, c, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta))
+            assert_gemm_close(results[0], exact, bound)
+            for got in results[1:]:
+                np.testing.assert_array_equal(got, results[0], err_msg=f"{(m, n, k, ta, tb)}")
+    x = rng.standard_normal((100, 4320)).astype(dtype)
+    W = rng.standard_normal((4320, 100)).astype(dtype)
+    bias = rng.standard_normal(100).astype(dtype)
+    exact, bound = expected_and_bound(x, W, None, False, False, 1.0, 0.0)
+    eps = np.finfo(dtype).eps
+    results = []
+    for threads in (1, 2, 3):
+        with native_setting(isa, threads):
+            results.append(F.linear(x, W, bias, activation="relu"))
+    assert_gemm_close(results[0], np.maximum(exact + bias, 0), bound + 4 * eps * np.abs(exact + bias))
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_few_rows_read_b_in_place(isa, dtype, rng):
     # 2 to 16 (AVX2: 4) MR-row panels of C with B = N: B's rows are read in place (no packing),
     # whole NR-wide panels, then the NR or NR/2 window that ends at column n, of
@@ -390,7 +431,8 @@ def test_each_product_takes_its_path(isa):
         # B in L2, read in place, the row panels split (AVX2: beyond its few rows)
         assert _gemm.schedule(panels13, 50, 784, np.float32) == (
             "few_rows_by_rows" if few_rows_split_by_rows(isa, panels13, mr) else "shared_b", 2)
-        assert _gemm.schedule(100, 100, 4320, np.float32) == ("grid", 2)   # B beyond L2
+        # B beyond L2 and a depth 43 times C's side: the depth split in 4 slices
+        assert _gemm.schedule(100, 100, 4320, np.float32) == ("split_k", 2)
         assert _gemm.schedule(most + 1, 50, 784, np.float32) == ("shared_b", 2)
         assert _gemm.schedule(100, 784, 50, np.float32, trans_b=True) == ("shared_a", 2)
         assert _gemm.schedule(64, 64, 64, np.float32, trans_b=True) == ("grid", 1)   # too little for two
@@ -399,6 +441,7 @@ def test_each_product_takes_its_path(isa):
         assert _gemm.schedule(4 * mr + 1, 16 * nr, 1024, np.float32) == ("shared_a", 2)   # rows: B beyond L2
         assert _gemm.schedule(1, 512, 784, np.float32) == ("one_row", 1)
     with native_setting(isa, 1):
+        assert _gemm.schedule(100, 100, 4320, np.float32) == ("split_k", 1)   # the same slices, in turn
         assert _gemm.schedule(min(panels13, most), 50, 784, np.float32) == ("few_rows", 1)
         assert _gemm.schedule(most + 1, 50, 784, np.float32) == ("grid", 1)
         assert _gemm.schedule(100, 50, 784, np.float32, trans_b=True) == ("grid", 1)

@@ -200,11 +200,11 @@ def test_depth_split_gives_the_same_bits_at_every_thread_count(isa, dtype, rng):
             c0 = rng.standard_normal((m, n)).astype(dtype)
             exact, bound = expected_and_bound(a, b, c0 if beta else None, ta, tb, alpha, beta)
             results = []
-            for threads in (1, 2, 3, 4, 8, 2):
+            for threads in (3, 2, 8, 4, 1, 2):   # most first: no partial is left from a call before
                 c = c0.copy() if beta else np.full((m, n), np.nan, dtype)
                 with native_setting(isa, threads):
                     results.append(_gemm.gemm(a, b, c, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta))
-            assert_gemm_close(results[0], exact, bound)
+                assert_gemm_close(results[-1], exact, bound)
             for got in results[1:]:
                 np.testing.assert_array_equal(got, results[0], err_msg=f"{(m, n, k, ta, tb)}")
     x = rng.standard_normal((100, 4320)).astype(dtype)

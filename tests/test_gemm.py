@@ -59,6 +59,21 @@ def assert_gemm_close(got, exact, bound):
     assert np.all(err <= bound), f"error {err[worst]} > bound {bound[worst]} at {worst}"
 
 
+def gemm_on_threads(isa, thread_counts, a, b, c0, ta, tb, alpha, beta):
+    """_gemm.gemm on each thread count in turn (a NaN-filled C where beta = 0, which
+    must not be read), each result within the forward-error bound, all the same bits."""
+    m, n = c0.shape
+    exact, bound = expected_and_bound(a, b, c0 if beta else None, ta, tb, alpha, beta)
+    results = []
+    for threads in thread_counts:
+        c = c0.copy() if beta else np.full((m, n), np.nan, a.dtype)
+        with native_setting(isa, threads):
+            results.append(_gemm.gemm(a, b, c, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta))
+        assert_gemm_close(results[-1], exact, bound)
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0], err_msg=f"{(m, n, ta, tb)} on {thread_counts} threads")
+
+
 def strided(rng, shape, dtype, pad=3):
     """A random matrix that is a sub-matrix view: rows further apart than their length."""
     big = rng.standard_normal((shape[0] + 2, shape[1] + pad)).astype(dtype)
@@ -198,15 +213,8 @@ def test_depth_split_gives_the_same_bits_at_every_thread_count(isa, dtype, rng):
             a = strided(rng, (k, m) if ta else (m, k), dtype)
             b = strided(rng, (n, k) if tb else (k, n), dtype)
             c0 = rng.standard_normal((m, n)).astype(dtype)
-            exact, bound = expected_and_bound(a, b, c0 if beta else None, ta, tb, alpha, beta)
-            results = []
-            for threads in (3, 2, 8, 4, 1, 2):   # most first: no partial is left from a call before
-                c = c0.copy() if beta else np.full((m, n), np.nan, dtype)
-                with native_setting(isa, threads):
-                    results.append(_gemm.gemm(a, b, c, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta))
-                assert_gemm_close(results[-1], exact, bound)
-            for got in results[1:]:
-                np.testing.assert_array_equal(got, results[0], err_msg=f"{(m, n, k, ta, tb)}")
+            # most first: no partial is left from a call before
+            gemm_on_threads(isa, (3, 2, 8, 4, 1, 2), a, b, c0, ta, tb, alpha, beta)
     x = rng.standard_normal((100, 4320)).astype(dtype)
     W = rng.standard_normal((4320, 100)).astype(dtype)
     bias = rng.standard_normal(100).astype(dtype)
@@ -394,15 +402,7 @@ def test_last_columns_apart(isa, dtype, rng):
             a = strided(rng, (k, m) if ta else (m, k), dtype)
             b = strided(rng, (n, k) if tb else (k, n), dtype)
             c0 = rng.standard_normal((m, n)).astype(dtype)
-            exact, bound = expected_and_bound(a, b, c0 if beta else None, ta, tb, alpha, beta)
-            results = []
-            for threads in (3, 2, 1):   # most first: no part is left from a call before
-                c = c0.copy() if beta else np.full((m, n), np.nan, dtype)
-                with native_setting(isa, threads):
-                    results.append(_gemm.gemm(a, b, c, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta))
-                assert_gemm_close(results[-1], exact, bound)
-            for got in results[1:]:
-                np.testing.assert_array_equal(got, results[0], err_msg=f"{(m, n, k, ta, tb)}")
+            gemm_on_threads(isa, (3, 2, 1), a, b, c0, ta, tb, alpha, beta)   # most first: no part is left
     # the fused epilogue on the last columns: after the others (one thread), with each
     # row panel of the row split, with each unit of the shared-B schedule
     eps = np.finfo(dtype).eps

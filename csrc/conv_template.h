@@ -858,6 +858,8 @@ typedef struct {
     FN(ukrs_fn) gather;
     int nv;
     int64_t kp;
+    int patch_fast; /* float32 rows of 32 on AVX-512: patch_plan builds them */
+    fnn_patch_plan patch_plan;
 } FN(dot_wgrad);
 
 static void FN(dot_wgrad_plan)(int isa, const FN(direct_conv) *d, FN(dot_wgrad) *w)
@@ -957,6 +959,14 @@ typedef struct {
  * vector moves; a run's excess is overwritten by the next run) */
 #define FNN_PATCH_CHUNK 8
 
+/* off[r]: where run r = (ci, i) of a patch row (its fw taps) starts in the
+ * padded copy of the image, from the output position's corner */
+static void FN(patch_offsets)(const FN(direct_conv) *d, int64_t *off)
+{
+    for (int64_t r = 0; r < d->c * d->fh; r++)
+        off[r] = (r / d->fh * d->hp + r % d->fh) * d->wp;
+}
+
 /* With a pooled gradient and no data gradient, dW sums each pooled value
  * times the taps of the position that won its window, rows of the image's
  * patches (im2col's, one a position): pooled positions times the taps, where
@@ -982,6 +992,10 @@ static void FN(gather_wgrad_plan)(int isa, const FN(direct_conv) *d, const FN(po
     w->nv = (int)(kp / lanes);
     w->kp = kp;
     w->fblocks = d->f;
+    int64_t off[FNN_CONV_COMPACT_MAX_CK];
+    FN(patch_offsets)(d, off);
+    w->patch_fast = sizeof(T) == 4 && isa >= FNN_ISA_AVX512 &&
+                    fnn_patch_plan_f32(&w->patch_plan, d->c * d->fh, d->fw, off);
 }
 
 /* Elements of the padded copy of an image that the patch copies read: its
@@ -1010,10 +1024,8 @@ static inline void FN(patch_chunk)(T *dst, const T *src) { memcpy(dst, src, FNN_
 FNN_TARGET_AVX2 static void FN(build_patches)(const FN(direct_conv) *d, const T *xp, int64_t kp, T *patches)
 {
     const int64_t runs = d->c * d->fh, fw = d->fw, last_len = kp - 1 - (runs - 1) * fw;
-    /* the offset in xp of each run (ci, i) */
     int64_t off[FNN_CONV_COMPACT_MAX_CK];
-    for (int64_t r = 0; r < runs; r++)
-        off[r] = (r / d->fh * d->hp + r % d->fh) * d->wp;
+    FN(patch_offsets)(d, off);
     for (int64_t oy = 0; oy < d->oh; oy++)
         for (int64_t ox = 0; ox < d->ow; ox++) {
             T *dst = patches + (oy * d->ow + ox) * kp;
@@ -1055,7 +1067,13 @@ static int FN(gather_wgrad_image)(const FN(direct_conv) *d, const FN(dot_wgrad) 
         for (int64_t iy = 0; iy < d->h; iy++)
             memcpy(xp + (ci * d->hp + iy + d->ph) * d->wp + d->pw, xn + (ci * d->h + iy) * d->w,
                    (size_t)d->w * sizeof(T));
-    FN(build_patches)(d, xp, kp, patches);
+#if FNN_X86_SIMD
+    if (w->patch_fast)
+        fnn_build_patches_avx512_f32(&w->patch_plan, (const float *)xp, d->oh, d->ow, d->sh, d->sw, d->wp,
+                                     (float *)patches);
+    else
+#endif
+        FN(build_patches)(d, xp, kp, patches);
     const T *gi = pg->dp + i * d->f * pp;
     if (pg->act != FNN_ACT_IDENTITY) {
         FN(fnn_act_grad_from_y_mul_serial)(isa, gi, pg->yp + i * d->f * pp, g, d->f * pp, pg->act, pg->act_alpha);

@@ -106,23 +106,21 @@ static int fnn_patch_plan_f32(fnn_patch_plan *pl, int64_t runs, int64_t fw, cons
                                _mm512_permutex2var_ps(_mm512_loadu_ps(src + a##vec[q]), idx##vec[q],       \
                                                       _mm512_loadu_ps(src + b##vec[q])));                  \
     }
+/* vector v's plan (P pairs) into locals: idxvV, maskvV, avV, bvV */
+#define PATCH_PLAN(V, P)                                                                                    \
+    __m512i idxv##V[(P) + 1];                                                                               \
+    __mmask16 maskv##V[(P) + 1];                                                                            \
+    int64_t av##V[(P) + 1], bv##V[(P) + 1];                                                                 \
+    for (int q = 0; q < (P); q++) {                                                                         \
+        idxv##V[q] = _mm512_loadu_si512(pl->idx[V][q]);                                                     \
+        maskv##V[q] = pl->mask[V][q];                                                                       \
+        av##V[q] = pl->off_a[V][q];                                                                         \
+        bv##V[q] = pl->off_b[V][q];                                                                         \
+    }
 #define PATCH_LOOP(P0, P1)                                                                                  \
     {                                                                                                       \
-        __m512i idxv0[(P0) + 1], idxv1[(P1) + 1];                                                           \
-        __mmask16 maskv0[(P0) + 1], maskv1[(P1) + 1];                                                       \
-        int64_t av0[(P0) + 1], bv0[(P0) + 1], av1[(P1) + 1], bv1[(P1) + 1];                                 \
-        for (int q = 0; q < (P0); q++) {                                                                    \
-            idxv0[q] = _mm512_loadu_si512(pl->idx[0][q]);                                                   \
-            maskv0[q] = pl->mask[0][q];                                                                     \
-            av0[q] = pl->off_a[0][q];                                                                       \
-            bv0[q] = pl->off_b[0][q];                                                                       \
-        }                                                                                                   \
-        for (int q = 0; q < (P1); q++) {                                                                    \
-            idxv1[q] = _mm512_loadu_si512(pl->idx[1][q]);                                                   \
-            maskv1[q] = pl->mask[1][q];                                                                     \
-            av1[q] = pl->off_a[1][q];                                                                       \
-            bv1[q] = pl->off_b[1][q];                                                                       \
-        }                                                                                                   \
+        PATCH_PLAN(0, P0)                                                                                   \
+        PATCH_PLAN(1, P1)                                                                                   \
         for (int64_t oy = 0; oy < oh; oy++)                                                                 \
             for (int64_t ox = 0; ox < ow; ox++) {                                                           \
                 const float *src = xp + oy * sh * wp + ox * sw;                                             \
@@ -162,6 +160,7 @@ FNN_TARGET_AVX512 static void fnn_build_patches_avx512_f32(const fnn_patch_plan 
     }
 }
 #undef PATCH_LOOP
+#undef PATCH_PLAN
 #undef PATCH_VECTOR
 #endif
 

@@ -65,7 +65,7 @@ typedef struct {
 static int fnn_patch_plan_f32(fnn_patch_plan *pl, int64_t runs, int64_t fw, const int64_t *off)
 {
     const int64_t ck = runs * fw;
-    if (fw > 16 || ck + 1 > 32 || (ck + 1 + 15) / 16 * 16 != 32)
+    if (fw > 16 || ck + 1 <= 16 || ck + 1 > 32)
         return 0;
     memset(pl, 0, sizeof(*pl));
     for (int v = 0; v < 2; v++) {

@@ -85,7 +85,8 @@ def _sanitize_link_flags(compiler):
 
 
 def _build_macros(omp_cflags):
-    macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+    # NPY_1_23: the memory-handler API (NumPy 1.22+) and the oldest NumPy fastnn runs on.
+    macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION")]
     if omp_cflags:
         macros.append(("FASTNN_HAVE_OPENMP", "1"))
     return macros

@@ -42,6 +42,7 @@ class _State:
         self.local = threading.local()  # per-thread backend override (the context manager)
         self.overrides = 0              # open `backend(...)` blocks, all threads together
         self.overrides_lock = threading.Lock()
+        self.threads_after_fork = False  # False, or why this forked child runs on one thread
 
 
 _state = _State()
@@ -69,9 +70,20 @@ def _load_native():
         _state.native_error = f"{type(exc).__name__}: {exc}"
         return
     _state.native = _native_backend
+    if _info.have_openmp() and _info.compiler().startswith("GCC") and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_one_thread_after_fork)
     _state.best_isa = _info.cpu_best_isa()
     _state.isa = _state.best_isa
     _state.backend = "native"
+
+
+def _one_thread_after_fork():
+    # GNU OpenMP keeps its worker threads in a pool that a fork does not copy; the child's
+    # first parallel region of more than one thread waits for them forever.
+    _state.threads_after_fork = ("this process was forked from one with the native kernels loaded, and GNU "
+                                 "OpenMP cannot run threads after a fork (start workers with 'spawn' or "
+                                 "'forkserver' to use them)")
+    _state.num_threads = 1
 
 
 def _apply_environment():
@@ -81,18 +93,36 @@ def _apply_environment():
     forced_algo = os.environ.get("FASTNN_CONV_ALGORITHM", "").strip().lower()
     if forced_algo:
         set_conv_algorithm(forced_algo)
+    cache_bytes = os.environ.get("FASTNN_MEMORY_CACHE", "").strip()
+    if cache_bytes:
+        try:
+            set_memory_cache(int(cache_bytes))
+        except ValueError as exc:
+            raise ValueError(f"FASTNN_MEMORY_CACHE: expected a number of bytes >= 0, got {cache_bytes!r}") from exc
     forced_backend = os.environ.get("FASTNN_BACKEND", "").strip().lower()
     if forced_backend:
         set_backend(forced_backend)
 
 
 def set_num_threads(n):
-    """Threads the native kernels use (default: OMP_NUM_THREADS, else the usable cores)."""
+    """Threads the native kernels use (default: OMP_NUM_THREADS, else the usable cores).
+
+    In a process forked from one that had loaded the native kernels, built with GNU OpenMP,
+    the kernels run on one thread whatever is asked (with a RuntimeWarning): libgomp's
+    threads do not survive a fork, and its first parallel region in the child would wait
+    for them forever. Start worker processes with "spawn" or "forkserver" to use threads
+    in them.
+    """
     if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
         raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}")
     n = int(n)
     if n < 1:
         raise ValueError(f"set_num_threads: expected n >= 1, got {n}")
+    if n > 1 and _state.threads_after_fork:
+        import warnings
+        warnings.warn(f"set_num_threads({n}): {_state.threads_after_fork}; the native kernels run on 1 thread",
+                      RuntimeWarning, stacklevel=2)
+        n = 1
     _state.num_threads = n
 
 
@@ -183,7 +213,9 @@ def keep_freed_memory():
 
     Training allocates and frees the same large arrays every step; by default glibc gives big
     blocks back to the OS and the next step pays a page fault per 4 KiB (about 2 us each here,
-    e.g. 10 ms of a 23 ms SimpleConvNet step). This is a process-wide setting for programs (the
+    e.g. 10 ms of a 23 ms SimpleConvNet step). The native ops' outputs already reuse freed
+    blocks through fastnn's own cache (set_memory_cache); this covers the process's other
+    arrays, the NumPy backend's included. It is a process-wide setting for programs (the
     fastnn CLI calls it; call it at the top of a training script), never applied by importing
     fastnn. Returns True when applied (Linux with glibc), False elsewhere.
     """
@@ -199,6 +231,44 @@ def keep_freed_memory():
     m_trim_threshold, m_mmap_threshold = -1, -3
     # 32 MiB is the largest mmap threshold glibc accepts; blocks above it are still mapped fresh.
     return bool(mallopt(m_trim_threshold, 1 << 30)) and bool(mallopt(m_mmap_threshold, 32 << 20))
+
+
+def set_memory_cache(max_bytes):
+    """Bytes of freed native outputs fastnn keeps for reuse (default 256 MiB; 0 turns it off).
+
+    The native ops allocate their outputs through a NumPy memory handler of fastnn's. When
+    such an array of at least 128 KiB is freed, its block is kept (the oldest go first past
+    this limit), and the next output of exactly that size takes it: a training or inference
+    loop makes the same sizes every step, and a fresh block faults in each page on first
+    write (a 16 MB ReLU took 3.6 times as long). Only arrays the native ops create use it;
+    other arrays keep NumPy's default handler. The environment variable FASTNN_MEMORY_CACHE
+    sets it at import. Lowering it frees the blocks over the new limit.
+    """
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) and not hasattr(max_bytes, "__index__"):
+        raise TypeError(f"set_memory_cache: expected an int number of bytes, got {type(max_bytes).__name__}")
+    max_bytes = int(max_bytes)
+    if max_bytes < 0:
+        raise ValueError(f"set_memory_cache: expected max_bytes >= 0, got {max_bytes}")
+    if _state.native is not None:
+        from fastnn import _memory
+        _memory.set_limit(min(max_bytes, 2**63 - 1))
+
+
+def memory_cache_info():
+    """The cache of freed native outputs, as a dict: limit and bytes held (bytes), blocks held,
+    hits (outputs that reused a block) and misses (outputs of at least 128 KiB that found
+    none). All 0 without the native extension."""
+    if _state.native is None:
+        return {"limit": 0, "bytes": 0, "blocks": 0, "hits": 0, "misses": 0}
+    from fastnn import _memory
+    return _memory.stats()
+
+
+def empty_memory_cache():
+    """Free the blocks the cache of freed native outputs holds (its limit stays)."""
+    if _state.native is not None:
+        from fastnn import _memory
+        _memory.clear()
 
 
 def active_backend():

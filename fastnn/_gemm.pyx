@@ -13,6 +13,7 @@ from libc.stdint cimport int32_t, int64_t
 from fastnn._fastnn cimport fnn_ctx
 
 include "_ctx.pxi"
+include "_alloc.pxi"
 
 cnp.import_array()
 
@@ -190,7 +191,7 @@ def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
     if ka != kb:
         raise ValueError(f"gemm: inner dimensions differ: op(a) is {(m, ka)}, op(b) is {(kb, n)}")
     if c is None:
-        c = np.empty((m, n), dtype=a.dtype)
+        c = new_array((m, n), a.dtype)
         beta = 0.0
     else:
         if not isinstance(c, np.ndarray) or c.dtype != a.dtype:
@@ -209,7 +210,7 @@ def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
 def matmul(a, b):
     """(M, K) @ (K, N) -> (M, N)."""
     cdef fnn_ctx ctx = current_ctx()
-    c = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    c = new_array((a.shape[0], b.shape[1]), a.dtype)
     _gemm_raw(ctx, False, False, a.shape[0], b.shape[1], a.shape[1], 1.0, a, b, 0.0, c, NULL)
     return c
 
@@ -222,7 +223,7 @@ def linear(x, W, b, activation, alpha):
     ep.act_alpha = alpha
     ep.bias_mode = FNN_BIAS_NONE
     ep.bias = NULL
-    y = np.empty((x.shape[0], W.shape[1]), dtype=x.dtype)
+    y = new_array((x.shape[0], W.shape[1]), x.dtype)
     cdef cnp.ndarray bias_arr
     if b is not None and b.shape[0] > 0:
         bias_arr = b
@@ -235,7 +236,7 @@ def linear(x, W, b, activation, alpha):
 cdef object _act_grad(dy, y, int act, double alpha):
     """dy * act'(z) from y = act(z), a new array (dy and y C-contiguous, one dtype)."""
     cdef fnn_ctx ctx = current_ctx()
-    g = np.empty_like(dy)
+    g = new_array(dy.shape, dy.dtype)
     cdef cnp.ndarray da = dy, ya = y, ga = g
     cdef int64_t n = dy.size
     cdef const void *dp = cnp.PyArray_DATA(da)
@@ -267,9 +268,9 @@ def linear_backward(dy, x, W, activation, alpha, y):
     g = _act_grad(dy, y, act, alpha) if act != 0 else dy
     n, d = x.shape
     m = W.shape[1]
-    dx = np.empty((n, d), dtype=x.dtype)
-    dW = np.empty((d, m), dtype=x.dtype)
-    db = np.empty((m,), dtype=x.dtype)
+    dx = new_array((n, d), x.dtype)
+    dW = new_array((d, m), x.dtype)
+    db = new_array((m,), x.dtype)
     _gemm_raw(ctx, False, True, n, d, m, 1.0, g, W, 0.0, dx, NULL)
     _gemm_raw(ctx, True, False, d, m, n, 1.0, x, g, 0.0, dW, NULL)
     if x.dtype == np.float32:
@@ -307,8 +308,8 @@ cdef tuple _conv_forward(str op, x, W, b, stride, pad, activation, alpha, poolin
         pool.sh, pool.sw = pooling[2]
         pool.padh, pool.padw = pooling[3]
         oh, ow = (oh + 2 * pool.padh - pool.ph) // pool.sh + 1, (ow + 2 * pool.padw - pool.pw) // pool.sw + 1
-        argmax = np.empty((n, f, oh, ow), dtype=np.int32)
-    y = np.empty((n, f, oh, ow), dtype=x.dtype)
+        argmax = new_array((n, f, oh, ow), np.dtype(np.int32))
+    y = new_array((n, f, oh, ow), x.dtype)
     if n == 0:
         return y, argmax
     cdef int rc = 0
@@ -351,9 +352,9 @@ def conv2d_backward(dy, x, W, stride, pad, need_dx):
     cdef int64_t n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
     cdef int64_t f = W.shape[0], fh = W.shape[2], fw = W.shape[3]
     cdef int64_t sh = stride[0], sw = stride[1], ph = pad[0], pw = pad[1]
-    dW = np.empty_like(W)
-    db = np.empty((f,), dtype=W.dtype)
-    dx = np.empty_like(x) if need_dx else None
+    dW = new_array(W.shape, W.dtype)
+    db = new_array((f,), W.dtype)
+    dx = new_array(x.shape, x.dtype) if need_dx else None
     cdef cnp.ndarray dya = dy, xa = x, wa = W, dwa = dW, dba = db, dxa
     cdef void *dxp = NULL
     if need_dx:
@@ -389,9 +390,9 @@ def conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride, pad, activation, alp
     cdef int64_t sh = stride[0], sw = stride[1], ph = pad[0], pw = pad[1]
     cdef int64_t poh = dy.shape[2], pow_ = dy.shape[3]
     cdef double act_alpha = alpha if act != 0 and alpha is not None else 0.0
-    dx = np.empty(x.shape, dtype=x.dtype) if need_dx else None
-    dW = np.empty(W.shape, dtype=x.dtype)
-    db = np.empty((f,), dtype=x.dtype)
+    dx = new_array(x.shape, x.dtype) if need_dx else None
+    dW = new_array(W.shape, x.dtype)
+    db = new_array((f,), x.dtype)
     # the activation's derivative, taken from the pooled output y, is applied in C image by image
     cdef cnp.ndarray ga = dy, ya = y if act != 0 else dy, ama = argmax, xa = x, wa = W, dWa = dW, dba = db, dxa
     cdef void *dxp = NULL

@@ -15,6 +15,7 @@ cimport numpy as cnp
 from fastnn._fastnn cimport fnn_ctx
 
 include "_ctx.pxi"
+include "_alloc.pxi"
 
 cnp.import_array()
 
@@ -149,7 +150,7 @@ cdef void _eltwise_backward(fnn_ctx ctx, int op, const floating *dy, const float
 
 cdef object _forward(x, int op, double alpha):
     cdef fnn_ctx ctx = current_ctx()
-    y = np.empty_like(x)
+    y = new_array(x.shape, x.dtype)
     cdef void *xp = _ptr(x)
     cdef void *yp = _ptr(y)
     cdef int64_t n = x.size
@@ -164,7 +165,7 @@ cdef object _forward(x, int op, double alpha):
 
 cdef object _backward(dy, a, int op, double alpha):
     cdef fnn_ctx ctx = current_ctx()
-    dx = np.empty_like(dy)
+    dx = new_array(dy.shape, dy.dtype)
     cdef void *gp = _ptr(dy)
     cdef void *ap = _ptr(a)
     cdef void *dp = _ptr(dx)
@@ -280,8 +281,8 @@ cdef object _run_planes(int kind, a, out, dims, argmax=None):
     cdef fnn_ctx ctx = current_ctx()
     a = np.ascontiguousarray(a)  # a no-op for what ops passes; direct callers may pass views
     if argmax is not None:
-        argmax = np.ascontiguousarray(argmax, dtype=np.int64)
-    cdef int64_t[::1] d = np.asarray(dims, dtype=np.int64)
+        argmax = np.ascontiguousarray(argmax, np.int64)
+    cdef int64_t[::1] d = np.asarray(dims, np.int64)
     cdef int64_t *am = <int64_t *>_ptr(argmax) if argmax is not None else NULL
     cdef void *ap = _ptr(a)
     cdef void *op = _ptr(out)
@@ -302,13 +303,13 @@ def im2col(x, fh, fw, stride, pad):
     N, C, H, W = x.shape
     oh = _out_size(H, fh, stride[0], pad[0])
     ow = _out_size(W, fw, stride[1], pad[1])
-    col = np.empty((N * oh * ow, C * fh * fw), dtype=x.dtype)
+    col = new_array((N * oh * ow, C * fh * fw), x.dtype)
     return _run_planes(IM2COL, x, col, [N, C, H, W, fh, fw, stride[0], stride[1], pad[0], pad[1]])
 
 
 def col2im(col, x_shape, fh, fw, stride, pad):
     N, C, H, W = x_shape
-    x = np.empty((N, C, H, W), dtype=col.dtype)
+    x = new_array((N, C, H, W), col.dtype)
     return _run_planes(COL2IM, col, x, [N, C, H, W, fh, fw, stride[0], stride[1], pad[0], pad[1]])
 
 
@@ -321,25 +322,25 @@ def _pool_dims(x_shape, ph, pw, stride, pad):
 
 def max_pool2d(x, ph, pw, stride, pad):
     out_shape, dims = _pool_dims(x.shape, ph, pw, stride, pad)
-    argmax = np.empty(out_shape, dtype=np.int64)
-    return _run_planes(MAX_POOL, x, np.empty(out_shape, dtype=x.dtype), dims, argmax), argmax
+    argmax = new_array(out_shape, np.dtype(np.int64))
+    return _run_planes(MAX_POOL, x, new_array(out_shape, x.dtype), dims, argmax), argmax
 
 
 def max_pool2d_backward(dy, argmax, x_shape, ph, pw, stride, pad):
     N, C, H, W = x_shape
     _, _, oh, ow = dy.shape
-    dx = np.empty((N, C, H, W), dtype=dy.dtype)
+    dx = new_array((N, C, H, W), dy.dtype)
     return _run_planes(MAX_POOL_BW, dy, dx, [N * C, H, W, oh, ow], argmax)
 
 
 def avg_pool2d(x, ph, pw, stride, pad):
     out_shape, dims = _pool_dims(x.shape, ph, pw, stride, pad)
-    return _run_planes(AVG_POOL, x, np.empty(out_shape, dtype=x.dtype), dims)
+    return _run_planes(AVG_POOL, x, new_array(out_shape, x.dtype), dims)
 
 
 def avg_pool2d_backward(dy, x_shape, ph, pw, stride, pad):
     _, dims = _pool_dims(x_shape, ph, pw, stride, pad)
-    return _run_planes(AVG_POOL_BW, dy, np.empty(tuple(x_shape), dtype=dy.dtype), dims)
+    return _run_planes(AVG_POOL_BW, dy, new_array(tuple(x_shape), dy.dtype), dims)
 
 
 # ------------------------------------------------------------ softmax, losses
@@ -360,7 +361,7 @@ cdef void _softmax(fnn_ctx ctx, const floating *x, floating *y, int64_t R, int64
 cdef object _softmax_any(x, bint log):
     cdef fnn_ctx ctx = current_ctx()
     cdef int64_t R = x.shape[0], K = x.shape[1]
-    y = np.empty_like(x)
+    y = new_array(x.shape, x.dtype)
     cdef void *xp = _ptr(x)
     cdef void *yp = _ptr(y)
     cdef bint f32 = _is_f32(x)
@@ -433,7 +434,7 @@ cdef double _pair_loss(fnn_ctx ctx, const floating *a, const floating *b, floati
 
 cdef tuple _pair_loss_any(a, b, bint bce):
     cdef fnn_ctx ctx = current_ctx()
-    grad = np.empty_like(a)
+    grad = new_array(a.shape, a.dtype)
     cdef void *ap = _ptr(a)
     cdef void *bp = _ptr(b)
     cdef void *gp = _ptr(grad)
@@ -545,10 +546,10 @@ def batch_norm_forward(x, gamma, beta, mean, var, eps):
     cdef fnn_ctx ctx = current_ctx()
     cdef int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
     cdef bint train = mean is None
-    y = np.empty_like(x)
+    y = new_array(x.shape, x.dtype)
     if train:
-        mean, var = np.empty_like(gamma), np.empty_like(gamma)
-    inv_std = np.empty_like(gamma)
+        mean, var = new_array(gamma.shape, gamma.dtype), new_array(gamma.shape, gamma.dtype)
+    inv_std = new_array(gamma.shape, gamma.dtype)
     cdef void *xp = _ptr(x)
     cdef void *yp = _ptr(y)
     cdef void *gp = _ptr(gamma)
@@ -573,8 +574,8 @@ def batch_norm_backward(dy, x, gamma, mean, inv_std, train):
     """(dx, dgamma, dbeta) of batch_norm_forward, through the batch statistics when train."""
     cdef fnn_ctx ctx = current_ctx()
     cdef int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
-    dx = np.empty_like(x)
-    dgamma, dbeta = np.empty_like(gamma), np.empty_like(gamma)
+    dx = new_array(x.shape, x.dtype)
+    dgamma, dbeta = new_array(gamma.shape, gamma.dtype), new_array(gamma.shape, gamma.dtype)
     cdef void *dyp = _ptr(dy)
     cdef void *xp = _ptr(x)
     cdef void *gp = _ptr(gamma)

@@ -230,3 +230,58 @@ def test_thread_count_setting_is_read_per_call():
                 np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-10)
     finally:
         fastnn.set_num_threads(before)
+
+
+FORK_CHILD = """
+import os, signal, sys, warnings
+import numpy as np
+import fastnn
+from fastnn import ops
+
+fastnn.set_num_threads(2)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((16, 3, 30, 30))
+W = rng.standard_normal((8, 3, 3, 3))
+a, b = rng.standard_normal((200, 300)), rng.standard_normal((300, 100))
+want = ops.conv2d(x, W, None, 1, 1, "relu"), ops.matmul(a, b), ops.relu(x)   # the parent's threads start
+pid = os.fork()
+if pid == 0:
+    status = 1
+    signal.alarm(60)   # a hung child dies (SIGALRM's default action) instead of holding the pipe open
+    try:
+        before = fastnn.get_num_threads()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fastnn.set_num_threads(4)
+        got = ops.conv2d(x, W, None, 1, 1, "relu"), ops.matmul(a, b), ops.relu(x)
+        close = all(np.allclose(g, w, rtol=1e-12, atol=1e-12) for g, w in zip(got, want))
+        warned = [str(c.message) for c in caught if issubclass(c.category, RuntimeWarning)]
+        print("child", before, fastnn.get_num_threads(), close, len(warned), "fork" in "".join(warned), flush=True)
+        status = 0
+    finally:
+        os._exit(status)
+_, code = os.waitpid(pid, 0)
+print("parent", fastnn.get_num_threads(), os.waitstatus_to_exitcode(code), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@requires_native
+def test_a_forked_child_runs_the_kernels_on_one_thread():
+    """GNU OpenMP's threads do not survive a fork: without care the child's first
+    parallel region waits for them forever. The child runs on one thread, says so when
+    asked for more, and gets the parent's results; the parent keeps its threads."""
+    import subprocess
+    import sys
+    import tempfile
+
+    out = subprocess.run([sys.executable, "-c", FORK_CHILD], capture_output=True, text=True,
+                         cwd=tempfile.gettempdir(), timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
+    parent_threads, child_code = lines["parent"].split()
+    assert (parent_threads, child_code) == ("2", "0")
+    if fastnn.config()["compiler"].startswith("GCC") and fastnn.config()["openmp"]:
+        assert lines["child"] == "1 1 True 1 True"
+    else:   # runtimes that survive a fork keep the threads asked for
+        assert lines["child"] == "2 4 True 0 False"

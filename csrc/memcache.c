@@ -1,0 +1,156 @@
+/* The cache of freed output blocks: see memcache.h. */
+#include "memcache.h"
+
+#include <stdlib.h>
+
+#ifdef _WIN32
+#include <windows.h>
+static SRWLOCK cache_lock = SRWLOCK_INIT;
+static void lock_cache(void) { AcquireSRWLockExclusive(&cache_lock); }
+static void unlock_cache(void) { ReleaseSRWLockExclusive(&cache_lock); }
+#else
+#include <pthread.h>
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static void lock_cache(void) { pthread_mutex_lock(&cache_lock); }
+static void unlock_cache(void) { pthread_mutex_unlock(&cache_lock); }
+#endif
+
+typedef struct {
+    void *ptr;
+    size_t size;
+    uint64_t stamp; /* when it was kept: the newest of a size is taken, the oldest evicted */
+} cached_block;
+
+static cached_block blocks[FNN_MEMCACHE_SLOTS];
+static int nblocks;
+static size_t cached_bytes;
+static size_t byte_limit = FNN_MEMCACHE_DEFAULT_LIMIT;
+static uint64_t next_stamp;
+static int64_t hits, misses;
+
+#ifndef _WIN32
+/* A fork while another thread holds the lock would leave the child's copy
+ * locked forever: hold it across the fork, release it on both sides. */
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void register_atfork(void) { pthread_atfork(lock_cache, unlock_cache, unlock_cache); }
+#define ENSURE_ATFORK() pthread_once(&atfork_once, register_atfork)
+#else
+#define ENSURE_ATFORK() ((void)0)
+#endif
+
+static void remove_block(int i)
+{
+    cached_bytes -= blocks[i].size;
+    blocks[i] = blocks[--nblocks];
+}
+
+static int oldest_block(void)
+{
+    int oldest = 0;
+    for (int i = 1; i < nblocks; i++)
+        if (blocks[i].stamp < blocks[oldest].stamp)
+            oldest = i;
+    return oldest;
+}
+
+/* Free the oldest blocks until `room` more bytes and `slots` more blocks fit.
+ * The frees run under the lock: they are rare (the limit is reached) and short. */
+static void evict_until(size_t room, int slots)
+{
+    while (nblocks > 0 && (cached_bytes + room > byte_limit || nblocks + slots > FNN_MEMCACHE_SLOTS)) {
+        int i = oldest_block();
+        free(blocks[i].ptr);
+        remove_block(i);
+    }
+}
+
+void *fnn_memcache_malloc(size_t size)
+{
+    if (size >= FNN_MEMCACHE_MIN_BYTES) {
+        ENSURE_ATFORK();
+        lock_cache();
+        int found = -1;
+        for (int i = 0; i < nblocks; i++)
+            if (blocks[i].size == size && (found < 0 || blocks[i].stamp > blocks[found].stamp))
+                found = i;
+        void *p = NULL;
+        if (found >= 0) {
+            p = blocks[found].ptr;
+            remove_block(found);
+            hits++;
+        } else {
+            misses++;
+        }
+        unlock_cache();
+        if (p != NULL)
+            return p;
+        return malloc(size);
+    }
+    /* malloc(0) may return NULL, which NumPy would take for a failure. */
+    return malloc(size > 0 ? size : 1);
+}
+
+void *fnn_memcache_calloc(size_t nelem, size_t elsize)
+{
+    return calloc(nelem > 0 ? nelem : 1, elsize > 0 ? elsize : 1);
+}
+
+void *fnn_memcache_realloc(void *ptr, size_t new_size)
+{
+    return realloc(ptr, new_size > 0 ? new_size : 1);
+}
+
+void fnn_memcache_free(void *ptr, size_t size)
+{
+    if (ptr == NULL)
+        return;
+    if (size >= FNN_MEMCACHE_MIN_BYTES) {
+        ENSURE_ATFORK();
+        lock_cache();
+        if (size <= byte_limit) {
+            evict_until(size, 1);
+            blocks[nblocks].ptr = ptr;
+            blocks[nblocks].size = size;
+            blocks[nblocks].stamp = next_stamp++;
+            nblocks++;
+            cached_bytes += size;
+            ptr = NULL;
+        }
+        unlock_cache();
+    }
+    free(ptr);
+}
+
+void fnn_memcache_set_limit(size_t limit)
+{
+    ENSURE_ATFORK();
+    lock_cache();
+    byte_limit = limit;
+    evict_until(0, 0);
+    unlock_cache();
+}
+
+void fnn_memcache_clear(void)
+{
+    ENSURE_ATFORK();
+    lock_cache();
+    while (nblocks > 0) {
+        free(blocks[nblocks - 1].ptr);
+        remove_block(nblocks - 1);
+    }
+    unlock_cache();
+}
+
+fnn_memcache_stats fnn_memcache_get_stats(void)
+{
+    fnn_memcache_stats s;
+    ENSURE_ATFORK();
+    lock_cache();
+    s.limit = (int64_t)byte_limit;
+    s.bytes = (int64_t)cached_bytes;
+    s.blocks = nblocks;
+    s.hits = hits;
+    s.misses = misses;
+    unlock_cache();
+    return s;
+}

@@ -30,6 +30,15 @@ typedef struct {
  * int32 (each plane of the output below 2^31 elements). On the direct
  * (stride-1) path each output plane is pooled while it is in L1, so the
  * convolution's output is never written to memory. */
+/* The path fnn_conv2d_max_pool takes for finite inputs in ctx: the Winograd
+ * convolution pooling each block's output rows in cache (2x2 windows of stride
+ * 2), the direct one pooling each output plane in L1, or the two ops one after
+ * the other. */
+enum { FNN_CONV_POOL_SEPARATE = 0, FNN_CONV_POOL_WINOGRAD = 1, FNN_CONV_POOL_DIRECT = 2 };
+int fnn_conv2d_max_pool_path_f32(fnn_ctx ctx, int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t fh,
+                                 int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, const fnn_pool_spec *pool);
+int fnn_conv2d_max_pool_path_f64(fnn_ctx ctx, int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t fh,
+                                 int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, const fnn_pool_spec *pool);
 int fnn_conv2d_max_pool_f32(fnn_ctx ctx, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
                             const float *wt, int64_t f, int64_t fh, int64_t fw, const float *bias, int64_t sh,
                             int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha, const fnn_pool_spec *pool,
@@ -80,6 +89,15 @@ int fnn_winograd_conv2d_f32(fnn_ctx ctx, int tile, const float *x, int64_t n, in
 int fnn_winograd_conv2d_f64(fnn_ctx ctx, int tile, const double *x, int64_t n, int64_t c, int64_t h, int64_t w,
                             const double *wt, int64_t f, const double *bias, int64_t ph, int64_t pw, int act,
                             double act_alpha, double *y);
+/* yp = 2x2 stride-2 max pooling of that y (N, F, oh / 2, ow / 2) and argmax its
+ * indices into y's planes, with y never written: each block's output rows are
+ * pooled while in cache (oh and ow at least 2) */
+int fnn_winograd_conv2d_max_pool_f32(fnn_ctx ctx, int tile, const float *x, int64_t n, int64_t c, int64_t h,
+                                     int64_t w, const float *wt, int64_t f, const float *bias, int64_t ph, int64_t pw,
+                                     int act, double act_alpha, float *yp, int32_t *argmax);
+int fnn_winograd_conv2d_max_pool_f64(fnn_ctx ctx, int tile, const double *x, int64_t n, int64_t c, int64_t h,
+                                     int64_t w, const double *wt, int64_t f, const double *bias, int64_t ph,
+                                     int64_t pw, int act, double act_alpha, double *yp, int32_t *argmax);
 /* dw (F, C, 3, 3) and db (F,) unless NULL from dy (N, F, oh, ow) and x, and dx
  * (N, C, H, W) unless NULL, in one pass. Returns -1 when out of memory, else
  * the sum of 1 where dw or db is not finite and 2 where dx is not (or was not

@@ -1320,15 +1320,36 @@ int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int
     return err ? -1 : 0;
 }
 
+int FN(fnn_conv2d_max_pool_path)(fnn_ctx ctx, int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t fh,
+                                 int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, const fnn_pool_spec *pool)
+{
+    const fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
+    const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
+    /* where Winograd takes the convolution, it pools 2x2 windows of stride 2 in
+     * cache, other windows afterwards */
+    const int wino = fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw);
+    if (wino)
+        return pool->ph == 2 && pool->pw == 2 && pool->sh == 2 && pool->sw == 2 && pool->padh == 0 &&
+                       pool->padw == 0 && g.oh >= 2 && g.ow >= 2
+                   ? FNN_CONV_POOL_WINOGRAD
+                   : FNN_CONV_POOL_SEPARATE;
+    return FN(use_direct)(ctx, n, macs) ? FNN_CONV_POOL_DIRECT : FNN_CONV_POOL_SEPARATE;
+}
+
 int FN(fnn_conv2d_max_pool)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt,
                             int64_t f, int64_t fh, int64_t fw, const T *bias, int64_t sh, int64_t sw, int64_t ph,
                             int64_t pw, int act, double act_alpha, const fnn_pool_spec *pool, T *y, int32_t *argmax)
 {
     fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
-    const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
-    /* where Winograd takes the convolution, its output is pooled afterwards */
-    const int wino = fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw);
-    if (!wino && FN(use_direct)(ctx, n, macs))
+    const int path = FN(fnn_conv2d_max_pool_path)(ctx, n, c, h, w, f, fh, fw, sh, sw, ph, pw, pool);
+    if (path == FNN_CONV_POOL_WINOGRAD) {
+        const int tile = fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw);
+        const int rc = FN(fnn_winograd_conv2d_max_pool)(ctx, tile, x, n, c, h, w, wt, f, bias, ph, pw, act,
+                                                        act_alpha, y, argmax);
+        if (rc <= 0) /* 1: a result is not finite, the ops one after the other below give the direct sum's */
+            return rc;
+    }
+    if (path == FNN_CONV_POOL_DIRECT)
         return FN(direct_conv_run)(ctx, x, n, c, h, w, wt, f, fh, fw, sh, sw, ph, pw, bias, act, act_alpha, pool, y,
                                    argmax);
     /* elsewhere the two ops one after the other */

@@ -366,7 +366,8 @@ enum {
     FNN_SCRATCH_CONV_BASES = 15, /* direct convolution: the compact layout's bases */
     FNN_SCRATCH_POOL_INDEX = 16, /* convolution + pooling: one plane's argmax as int64 */
     FNN_SCRATCH_GEMM_SPLIT = 17, /* GEMM: the depth split's partial results */
-    FNN_SCRATCH_SLOTS = 18
+    FNN_SCRATCH_WINO_POOL = 18,  /* Winograd + pooling: a block's output rows of one filter */
+    FNN_SCRATCH_SLOTS = 19
 };
 void *fnn_scratch(int slot, size_t bytes);
 

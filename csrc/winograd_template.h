@@ -859,9 +859,39 @@ static void FN(wino_products_init)(FN(wino_products) *pr, int isa, int64_t rows,
 /* y for the tile rows [r0, r0 + nr): transformed input, a*a products, output
  * transform with the fused bias and activation. Returns 0 where an output
  * before the epilogue is not finite (see fnn_winograd_conv2d). */
+/* Filter fi's output rows of the block's tile rows (row q of tile row r at o +
+ * q * orow + m * r * tw) max-pooled 2x2 with stride 2 into yp and am (indices
+ * into the convolution's output plane, as max_pool2d gives): each run of tile
+ * rows of one image is copied into strip as rows of ow and pooled by the plane
+ * kernel, whose indices count from the strip's first row. A tile has an even
+ * number of rows, so every window lies in one run. */
+static void FN(wino_pool_block)(int isa, const fnn_wino_geom *g, const T *o, int64_t orow, int64_t fi, int64_t r0,
+                                int64_t nr, T *strip, int64_t *wide, T *yp, int32_t *am)
+{
+    const int m = g->m;
+    const int64_t ow = g->ow, poh = g->oh / 2, pow_ = ow / 2;
+    for (int64_t r = 0; r < nr;) {
+        const int64_t ni = (r0 + r) / g->th, ty = (r0 + r) % g->th;
+        const int64_t run = g->th - ty < nr - r ? g->th - ty : nr - r;
+        const int64_t row0 = m * ty;
+        const int64_t rows = row0 + m * run > g->oh ? g->oh - row0 : m * run;
+        for (int64_t q = 0; q < rows; q++)
+            memcpy(strip + q * ow, o + (q % m) * orow + m * (r + q / m) * g->tw, (size_t)ow * sizeof(T));
+        if (rows >= 2) {
+            const int64_t off = (ni * g->f + fi) * poh * pow_ + row0 / 2 * pow_, pooled = rows / 2 * pow_;
+            FN(fnn_max_pool2d_plane_i32)(isa, strip, yp + off, am + off, wide, rows, ow, 2, 2, 2, 2, 0, 0);
+            const int32_t shift = (int32_t)(row0 * ow);
+            for (int64_t i = 0; i < pooled; i++)
+                am[off + i] += shift;
+        }
+        r += run;
+    }
+}
+
 static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_products) *pr, const fnn_wino_geom *g,
                                    int isa, const T *x, int64_t r0, int64_t nr, const T *bias, int act,
-                                   double act_alpha, T *y, T *v, T *m, T *rows, const T **brow)
+                                   double act_alpha, T *y, T *v, T *m, T *rows, const T **brow, T *strip,
+                                   int64_t *wide, int32_t *am)
 {
     const int64_t tb = nr * g->tw, c = g->c, f = g->f, ldb = g->ldb;
     FN(wino_input_block)(k, g, x, r0, nr, v, rows);
@@ -888,7 +918,10 @@ static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_produ
         finite &= k->output(m + fi * wino_chan(g), ldb, len, tb, tmp, o);
         if (epilogue)
             FN(fnn_bias_act)(isa, o, 0, o, 0, NULL, bias ? bias + fi : NULL, 0, 1, g->m * orow, act, act_alpha);
-        k->copy(y, o, orow, g->m, g->tw, g->th, f, g->oh, g->ow, fi, r0, nr);
+        if (am)
+            FN(wino_pool_block)(isa, g, o, orow, fi, r0, nr, strip, wide, y, am);
+        else
+            k->copy(y, o, orow, g->m, g->tw, g->th, f, g->oh, g->ow, fi, r0, nr);
     }
     return finite;
 }
@@ -902,9 +935,11 @@ static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_produ
  * (B, A and G have no zero rows, and a product of inf and 0 is NaN), and each
  * input inside the image reaches an output inside it; the outputs are in L1
  * here, where a check of the inputs read all of x once more (2% of conv E). */
-int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
-                            const T *wt, int64_t f, const T *bias, int64_t ph, int64_t pw, int act, double act_alpha,
-                            T *y)
+/* y = the convolution's output, or with am its 2x2 stride-2 max pooling (and am
+ * its indices) */
+static int FN(wino_conv2d_run)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                               const T *wt, int64_t f, const T *bias, int64_t ph, int64_t pw, int act,
+                               double act_alpha, T *y, int32_t *am)
 {
     const int isa = fnn_isa_of(ctx);
     int nth = fnn_team_of(ctx);
@@ -937,7 +972,12 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_
         T *m = (T *)fnn_scratch(FNN_SCRATCH_WINO_M, (size_t)(pr.f_alloc * wino_chan(&g)) * sizeof(T));
         T *rows = (T *)fnn_scratch(FNN_SCRATCH_WINO_ROWS, (size_t)FN(wino_rows_elems)(&g) * sizeof(T));
         const T **brow = (const T **)fnn_scratch(FNN_SCRATCH_WINO_DU, (size_t)c * sizeof(T *));
-        if (!v || !m || !rows || !brow)
+        /* pooling: a block's rows of one filter, then room for their pooled indices as int64 */
+        const int64_t strip_elems = g.block_rows * g.m * g.ow;
+        T *strip = am ? (T *)fnn_scratch(FNN_SCRATCH_WINO_POOL, (size_t)strip_elems * (sizeof(T) + sizeof(int64_t)))
+                      : NULL;
+        int64_t *wide = strip ? (int64_t *)(strip + strip_elems) : NULL;
+        if (!v || !m || !rows || !brow || (am && !strip))
             err = 1;
         /* the filters are transformed on every call, by all the threads, a
          * panel of MR each (serially, with a separate pack, 0.39 ms of a
@@ -951,10 +991,25 @@ int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_
         wino_thread_rows(&g, t, tn, &lo, &hi);
         for (int64_t r0 = lo; r0 < hi && !err; r0 += g.block_rows) {
             const int64_t nr = hi - r0 < g.block_rows ? hi - r0 : g.block_rows;
-            finite &= FN(wino_forward_block)(&k, &pr, &g, isa, x, r0, nr, bias, act, act_alpha, y, v, m, rows, brow);
+            finite &= FN(wino_forward_block)(&k, &pr, &g, isa, x, r0, nr, bias, act, act_alpha, y, v, m, rows, brow,
+                                             strip, wide, am);
         }
     }
     return err ? -1 : finite ? 0 : 1;
+}
+
+int FN(fnn_winograd_conv2d)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                            const T *wt, int64_t f, const T *bias, int64_t ph, int64_t pw, int act, double act_alpha,
+                            T *y)
+{
+    return FN(wino_conv2d_run)(ctx, tile, x, n, c, h, w, wt, f, bias, ph, pw, act, act_alpha, y, NULL);
+}
+
+int FN(fnn_winograd_conv2d_max_pool)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                                     const T *wt, int64_t f, const T *bias, int64_t ph, int64_t pw, int act,
+                                     double act_alpha, T *yp, int32_t *argmax)
+{
+    return FN(wino_conv2d_run)(ctx, tile, x, n, c, h, w, wt, f, bias, ph, pw, act, act_alpha, yp, argmax);
 }
 
 /* The weight gradient's products out (am x bn, leading dimension ld) = beta * out

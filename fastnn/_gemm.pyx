@@ -45,6 +45,13 @@ cdef extern from "gemm.h" nogil:
 cdef extern from "conv.h" nogil:
     ctypedef struct fnn_pool_spec:
         int64_t ph, pw, sh, sw, padh, padw
+    int FNN_CONV_POOL_SEPARATE, FNN_CONV_POOL_WINOGRAD, FNN_CONV_POOL_DIRECT
+    int fnn_conv2d_max_pool_path_f32(fnn_ctx ctx, int64_t n, int64_t c, int64_t h, int64_t w, int64_t f,
+                                     int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                                     const fnn_pool_spec *pool)
+    int fnn_conv2d_max_pool_path_f64(fnn_ctx ctx, int64_t n, int64_t c, int64_t h, int64_t w, int64_t f,
+                                     int64_t fh, int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                                     const fnn_pool_spec *pool)
     int fnn_conv2d_max_pool_f32(fnn_ctx ctx, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
                                 const float *wt, int64_t f, int64_t fh, int64_t fw, const float *bias,
                                 int64_t sh, int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha,
@@ -283,6 +290,25 @@ def linear_backward(dy, x, W, activation, alpha, y):
 def conv2d(x, W, b, stride, pad, activation, alpha):
     """NCHW convolution, y (N, F, oh, ow) = act(W * x + b), with implicit im2col (no col matrix)."""
     return _conv_forward("conv2d", x, W, b, stride, pad, activation, alpha, None)[0]
+
+
+def conv_max_pool_path(x_shape, W_shape, stride, pad, pool_h, pool_w, pool_stride, pool_pad, dtype):
+    """The path conv2d_max_pool2d takes for finite inputs in the current settings: "winograd"
+    (each block's output rows pooled in cache), "direct" (each output plane pooled in L1)
+    or "separate" (the convolution's output written, then pooled)."""
+    cdef fnn_ctx ctx = current_ctx()
+    cdef fnn_pool_spec pool
+    pool.ph, pool.pw = pool_h, pool_w
+    pool.sh, pool.sw = pool_stride
+    pool.padh, pool.padw = pool_pad
+    n, c, h, w = x_shape
+    f, _, fh, fw = W_shape
+    cdef int path
+    if np.dtype(dtype) == np.float32:
+        path = fnn_conv2d_max_pool_path_f32(ctx, n, c, h, w, f, fh, fw, stride[0], stride[1], pad[0], pad[1], &pool)
+    else:
+        path = fnn_conv2d_max_pool_path_f64(ctx, n, c, h, w, f, fh, fw, stride[0], stride[1], pad[0], pad[1], &pool)
+    return {FNN_CONV_POOL_SEPARATE: "separate", FNN_CONV_POOL_WINOGRAD: "winograd", FNN_CONV_POOL_DIRECT: "direct"}[path]
 
 
 def conv2d_max_pool2d(x, W, b, stride, pad, activation, alpha, pool_h, pool_w, pool_stride, pool_pad):

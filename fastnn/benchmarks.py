@@ -476,12 +476,18 @@ def _deep_convnet_fastnn(ops, data):
     x, convs = data["x"], data["convs"]
     W7, b7, W8, b8 = data["W7"], data["b7"], data["W8"], data["b8"]
     conv_relu = _conv_relu(ops)
+    # conv, ReLU and 2x2 pool as one op where ops has it (as fastnn.nn runs a Conv2D and its
+    # MaxPool2D): the same numbers, the convolution's output pooled while in cache
+    fused = getattr(ops, "conv2d_max_pool2d", None)
 
     def infer():
         out = np.empty((x.shape[0], 10), DTYPE)
         for s in range(0, x.shape[0], INFERENCE_BATCH):
             h = x[s:s + INFERENCE_BATCH]
             for W, b, pad, pool in convs:
+                if pool and fused is not None:
+                    h, _ = fused(h, W, b, stride=1, pad=pad, activation="relu", pool_h=2)
+                    continue
                 h = conv_relu(h, W, b, pad)
                 if pool:
                     h, _ = ops.max_pool2d(h, 2, 2, stride=2)

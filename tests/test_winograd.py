@@ -454,3 +454,61 @@ def test_winograd_fuzz_against_the_numpy_backend(algorithm, case):
                 mag = call(name, "numpy", absolute)[1]
         assert g.shape == r.shape and g.dtype == r.dtype
         check(g, r.astype(np.float64), np.abs(r).max(initial=0) + np.abs(mag[i]).max(initial=0), r.dtype, kk)
+
+
+@pytest.mark.parametrize("algorithm", WINOGRADS)
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_max_pool_pools_winograds_output_rows_in_cache(algorithm, isa, threads, dtype, rng):
+    # conv2d_max_pool2d with 2x2 windows of stride 2 pools each block's output rows of
+    # Winograd's (never writing the convolution's output): the same values and indices,
+    # bit for bit, as max_pool2d of conv2d (the same convolution and window kernel), with
+    # tile rows split between images and threads, odd output sizes (the last row or
+    # column left out) and ReLU's ties (the first maximum of a window wins).
+    with native_setting(isa, threads, conv_algorithm=algorithm):
+        for geometry in GEOMETRIES:
+            x, wt, b, pad = _inputs(rng, geometry, dtype)
+            oh, ow = x.shape[2] + 2 * pad[0] - 2, x.shape[3] + 2 * pad[1] - 2
+            if oh < 2 or ow < 2:
+                continue
+            assert _gemm.conv_max_pool_path(x.shape, wt.shape, (1, 1), pad, 2, 2, (2, 2), (0, 0), dtype) == "winograd"
+            for act in (None, "relu"):
+                pooled, argmax = F.conv2d_max_pool2d(x, wt, b, stride=1, pad=pad, activation=act, pool_h=2)
+                want, want_argmax = F.max_pool2d(F.conv2d(x, wt, b, stride=1, pad=pad, activation=act), 2, 2, stride=2)
+                assert pooled.dtype == dtype and argmax.dtype == np.int32
+                np.testing.assert_array_equal(pooled, want)
+                np.testing.assert_array_equal(argmax, want_argmax)
+
+
+@pytest.mark.parametrize("pool, path", [((2, 2, (2, 2), (0, 0)), "winograd"), ((3, 3, (2, 2), (0, 0)), "separate"),
+                                        ((2, 2, (1, 1), (0, 0)), "separate"), ((2, 2, (2, 2), (1, 1)), "separate")])
+def test_conv_max_pool_takes_winograds_pooling_only_for_its_windows(pool, path, rng):
+    # other windows: the convolution's output written, then pooled; the same answers
+    x, wt, b, pad = _inputs(rng, (3, 8, 13, 11, 12, (1, 1)), np.float32)
+    ph, pw, stride, ppad = pool
+    with native_setting(threads=2, conv_algorithm="winograd4x4"):
+        assert _gemm.conv_max_pool_path(x.shape, wt.shape, (1, 1), pad, ph, pw, stride, ppad, np.float32) == path
+        pooled, argmax = F.conv2d_max_pool2d(x, wt, b, stride=1, pad=pad, activation="relu", pool_h=ph, pool_w=pw,
+                                             pool_stride=stride, pool_pad=ppad)
+        want, want_argmax = F.max_pool2d(F.conv2d(x, wt, b, stride=1, pad=pad, activation="relu"), ph, pw,
+                                         stride=stride, pad=ppad)
+    np.testing.assert_array_equal(pooled, want)
+    np.testing.assert_array_equal(argmax, want_argmax)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_max_pool_with_non_finite_inputs_takes_the_direct_sum(threads, dtype, rng):
+    # inf - inf inside a tile: the pooled Winograd path gives way to the ops one after the
+    # other on the GEMM path, which keep the direct sum's inf and NaN
+    x, wt, b, pad = _inputs(rng, (4 * threads, 16, 12, 12, 32, (1, 1)), dtype)
+    x.flat[[7, 8]] = np.inf
+    x.flat[-30] = -np.inf
+    with native_setting(threads=threads, conv_algorithm="winograd4x4"), np.errstate(invalid="ignore", over="ignore"):
+        pooled, argmax = F.conv2d_max_pool2d(x, wt, b, stride=1, pad=pad, pool_h=2)
+        fastnn.set_conv_algorithm("gemm")
+        want, want_argmax = F.max_pool2d(F.conv2d(x, wt, b, stride=1, pad=pad), 2, 2, stride=2)
+    assert np.isinf(want).any() and np.isnan(want).any()
+    np.testing.assert_array_equal(pooled, want)
+    np.testing.assert_array_equal(argmax, want_argmax)

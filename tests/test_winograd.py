@@ -51,6 +51,14 @@ GEOMETRIES = [
 ]
 
 
+def every_path(test):
+    """Parametrize a test over both tiles, every SIMD path, 1-3 threads and both dtypes."""
+    for name, values in (("dtype", [np.float32, np.float64]), ("threads", [1, 2, 3]),
+                         ("isa", ["portable", "avx2", "avx512"]), ("algorithm", WINOGRADS)):
+        test = pytest.mark.parametrize(name, values)(test)
+    return test
+
+
 def _inputs(rng, geometry, dtype):
     n, c, h, w, f, pad = geometry
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
@@ -59,10 +67,7 @@ def _inputs(rng, geometry, dtype):
     return x, wt, b, pad
 
 
-@pytest.mark.parametrize("algorithm", WINOGRADS)
-@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
-@pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@every_path
 def test_winograd_against_im2col(algorithm, isa, threads, dtype, rng):
     with native_setting(isa, threads, conv_algorithm=algorithm):
         for geometry in GEOMETRIES:
@@ -456,10 +461,7 @@ def test_winograd_fuzz_against_the_numpy_backend(algorithm, case):
         check(g, r.astype(np.float64), np.abs(r).max(initial=0) + np.abs(mag[i]).max(initial=0), r.dtype, kk)
 
 
-@pytest.mark.parametrize("algorithm", WINOGRADS)
-@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
-@pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@every_path
 def test_conv_max_pool_pools_winograds_output_rows_in_cache(algorithm, isa, threads, dtype, rng):
     # conv2d_max_pool2d with 2x2 windows of stride 2 pools each block's output rows of
     # Winograd's (never writing the convolution's output): the same values and indices,

@@ -295,3 +295,36 @@ def test_a_bad_environment_value_is_named():
                          env=dict(os.environ, FASTNN_MEMORY_CACHE="lots"), timeout=120)
     assert out.returncode != 0
     assert "FASTNN_MEMORY_CACHE" in out.stderr and "lots" in out.stderr
+
+
+def _thp_mode():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _smaps_field(address, field):
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and all(ch in "0123456789abcdef-" for ch in head):
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == field + ":":
+                return int(line.split()[1])
+    return None
+
+
+@pytest.mark.skipif(_thp_mode() != "madvise", reason="needs Linux transparent huge pages in 'madvise' mode")
+@pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""), reason="AddressSanitizer's allocator maps memory itself")
+def test_large_outputs_are_advised_to_use_huge_pages():
+    # as NumPy's own handler does for blocks of 4 MiB or more: without the advice a GEMM
+    # writing a large output goes through 4 KiB pages
+    y = ops.relu(vector(3 << 20))               # 12 MiB
+    inside = address(y) + (6 << 20)             # past the block's first, unadvised page
+    assert _smaps_field(inside, "THPeligible") == 1
+    small = ops.relu(vector(BIG * 8))           # 1 MiB: left to the kernel's default
+    assert _smaps_field(address(small) + (512 << 10), "THPeligible") in (0, None)

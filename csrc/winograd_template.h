@@ -973,7 +973,7 @@ static int FN(wino_conv2d_run)(fnn_ctx ctx, int tile, const T *x, int64_t n, int
         T *rows = (T *)fnn_scratch(FNN_SCRATCH_WINO_ROWS, (size_t)FN(wino_rows_elems)(&g) * sizeof(T));
         const T **brow = (const T **)fnn_scratch(FNN_SCRATCH_WINO_DU, (size_t)c * sizeof(T *));
         /* pooling: a block's rows of one filter, then room for their pooled indices as int64 */
-        const int64_t strip_elems = g.block_rows * g.m * g.ow;
+        const int64_t strip_elems = (g.block_rows * g.m * g.ow + 7) / 8 * 8; /* the indices after it 64-byte aligned */
         T *strip = am ? (T *)fnn_scratch(FNN_SCRATCH_WINO_POOL, (size_t)strip_elems * (sizeof(T) + sizeof(int64_t)))
                       : NULL;
         int64_t *wide = strip ? (int64_t *)(strip + strip_elems) : NULL;

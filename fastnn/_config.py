@@ -313,6 +313,7 @@ def config():
             "simd_compiled": [ISA_NAMES[i] for i in _info.compiled_isas()],
             "simd_cpu_best": ISA_NAMES[_state.best_isa],
             "simd_selected": ISA_NAMES[_state.isa],
+            "memory_cache_limit": memory_cache_info()["limit"],
         })
     return info
 
@@ -328,6 +329,7 @@ def show_config():
             f"  SIMD compiled in : {', '.join(info['simd_compiled'])}",
             f"  SIMD on this CPU : {info['simd_cpu_best']} (selected: {info['simd_selected']})",
             f"  conv algorithm   : {info['conv_algorithm']}",
+            f"  memory cache     : {info['memory_cache_limit'] / 2**20:g} MiB of freed outputs (set_memory_cache)",
         ]
     else:
         lines.append(f"  native extension : NOT loaded ({info['native_error']}); using the NumPy backend")

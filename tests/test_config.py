@@ -126,6 +126,9 @@ def test_show_config_reports_build(capsys):
     if NATIVE:
         assert "native extension : loaded" in out
         assert "OpenMP" in out and "SIMD on this CPU" in out
+        limit = fastnn.memory_cache_info()["limit"]
+        assert f"memory cache     : {limit / 2**20:g} MiB" in out
+        assert fastnn.config()["memory_cache_limit"] == limit
 
 
 @requires_native

@@ -856,9 +856,6 @@ static void FN(wino_products_init)(FN(wino_products) *pr, int isa, int64_t rows,
     pr->up = up;
 }
 
-/* y for the tile rows [r0, r0 + nr): transformed input, a*a products, output
- * transform with the fused bias and activation. Returns 0 where an output
- * before the epilogue is not finite (see fnn_winograd_conv2d). */
 /* Filter fi's output rows of the block's tile rows (row q of tile row r at o +
  * q * orow + m * r * tw) max-pooled 2x2 with stride 2 into yp and am (indices
  * into the convolution's output plane, as max_pool2d gives): each run of tile
@@ -888,6 +885,10 @@ static void FN(wino_pool_block)(int isa, const fnn_wino_geom *g, const T *o, int
     }
 }
 
+/* y for the tile rows [r0, r0 + nr): transformed input, a*a products, output
+ * transform with the fused bias and activation, then the rows copied to y or,
+ * with am, pooled into y and am. Returns 0 where an output
+ * before the epilogue is not finite (see fnn_winograd_conv2d). */
 static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_products) *pr, const fnn_wino_geom *g,
                                    int isa, const T *x, int64_t r0, int64_t nr, const T *bias, int act,
                                    double act_alpha, T *y, T *v, T *m, T *rows, const T **brow, T *strip,
@@ -934,9 +935,9 @@ static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_produ
  * the products pass a non-finite input on to every output that depends on it
  * (B, A and G have no zero rows, and a product of inf and 0 is NaN), and each
  * input inside the image reaches an output inside it; the outputs are in L1
- * here, where a check of the inputs read all of x once more (2% of conv E). */
-/* y = the convolution's output, or with am its 2x2 stride-2 max pooling (and am
- * its indices) */
+ * here, where a check of the inputs read all of x once more (2% of conv E).
+ * y is the convolution's output or, with am, its 2x2 stride-2 max pooling (am
+ * its indices). */
 static int FN(wino_conv2d_run)(fnn_ctx ctx, int tile, const T *x, int64_t n, int64_t c, int64_t h, int64_t w,
                                const T *wt, int64_t f, const T *bias, int64_t ph, int64_t pw, int act,
                                double act_alpha, T *y, int32_t *am)

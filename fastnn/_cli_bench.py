@@ -15,6 +15,7 @@ import sys
 import time
 
 import fastnn
+from fastnn import _plot
 from fastnn import benchmarks as B
 
 DEFAULTS = {"repeat": 10, "warmup": 2, "min_sample_ms": 5.0, "max_seconds": 5.0, "rounds": 3}
@@ -512,13 +513,12 @@ def format_scaling_targets(targets):
     return "\n".join(lines)
 
 
-def write_scaling_plot(path, rows, counts, impl, note):
-    import matplotlib
+def scaling_figure(rows, counts, impl, note):
+    """Speed-up over the smallest thread count, one line per workload of `impl` (log-log)."""
     import matplotlib.ticker
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig = _plot.figure(7, 5)
+    ax = fig.subplots()
     mine = [r for r in rows if r["impl"] == impl]
     for k, r in enumerate(mine):
         xs = [n for n in counts if n in r["speedup"]]
@@ -539,23 +539,26 @@ def write_scaling_plot(path, rows, counts, impl, note):
     ax.set_ylabel(f"speed-up over {counts[0]} thread{'s' if counts[0] > 1 else ''}")
     ax.set_title(f"fastnn bench, {B.IMPLEMENTATION_LABELS[impl]} {note}")
     ax.legend(fontsize=7, loc="upper left", frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    return fig
 
 
-def write_plot(path, results, impls, primary_note):
-    import matplotlib
+def write_scaling_plot(path, rows, counts, impl, note):
+    _plot.save(scaling_figure(rows, counts, impl, note), path)
+
+
+def speedup_figure(results, impls, primary_note):
+    """Horizontal bars of each implementation's speed-up over the NumPy reference, per
+    workload, on a log scale around 1x (left of it: slower than NumPy)."""
     import matplotlib.ticker
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     series = [i for i in impls if i != "numpy" and any(i in r["speedup_vs_numpy"] for r in results)]
     labels = [f"{r['key']} {r['name']}" for r in results]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(results) + 1.8))
+    fig = _plot.figure(8, 0.45 * len(results) + 1.8)
+    ax = fig.subplots()
     height = 0.8 / max(len(series), 1)
     values = []
     for k, impl in enumerate(series):
+        labelled = False
         for j, r in enumerate(results):
             x = r["speedup_vs_numpy"].get(impl)
             if x is None:
@@ -563,7 +566,8 @@ def write_plot(path, results, impls, primary_note):
             y = j + (k - (len(series) - 1) / 2) * height
             # Bars grow from 1 (as fast as NumPy), left for slower, right for faster.
             ax.barh(y, x - 1.0, left=1.0, height=height, color=f"C{k}",
-                    label=B.IMPLEMENTATION_LABELS[impl] if j == 0 or not values else None)
+                    label=None if labelled else B.IMPLEMENTATION_LABELS[impl])
+            labelled = True
             ax.annotate(f"{x:.2f}x", (x, y), xytext=(3 if x >= 1 else -3, 0), textcoords="offset points",
                         ha="left" if x >= 1 else "right", va="center", fontsize=8)
             values.append(x)
@@ -581,15 +585,14 @@ def write_plot(path, results, impls, primary_note):
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("speed-up over fastnn's NumPy reference backend (log scale)")
     ax.set_title(f"fastnn bench {primary_note}")
-    handles, names = ax.get_legend_handles_labels()
-    unique = dict(zip(names, handles))
-    if unique:
+    if series and values:
         below_axis = -0.12 - 0.25 / len(results)
-        ax.legend(unique.values(), unique.keys(), loc="upper center", bbox_to_anchor=(0.5, below_axis),
-                  ncol=len(unique), frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, below_axis), ncol=len(series), frameon=False)
+    return fig
+
+
+def write_plot(path, results, impls, primary_note):
+    _plot.save(speedup_figure(results, impls, primary_note), path)
 
 
 # ----------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastnn import _plot
+
 MODELS = ("cnn", "mlp", "lenet", "simple-convnet")
 DATASETS = ("digits", "mnist", "fashion-mnist")
 OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov", "adagrad", "rmsprop")
@@ -161,30 +163,28 @@ def _epoch_reporter(x_test, t_test, batch_size):
     return EpochReport()
 
 
-def _plot(path, history):
+def curves_figure(history):
+    """Loss and accuracy per epoch, train and test, side by side."""
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig = _plot.figure(10, 4)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+        ax.plot(epochs, history[key], label="train")
+        ax.plot(epochs, history[f"test_{key}"], label="test")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.legend()
+    return fig
+
+
+def _plot_curves(path, history):
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        fig = curves_figure(history)
     except ImportError:
         print(f"fastnn train: --plot needs matplotlib, which is not installed (pip install matplotlib); "
               f"{path} was not written", file=sys.stderr)
         return False
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, history["loss"], label="train")
-    ax_loss.plot(epochs, history["test_loss"], label="test")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("loss")
-    ax_loss.legend()
-    ax_acc.plot(epochs, history["accuracy"], label="train")
-    ax_acc.plot(epochs, history["test_accuracy"], label="test")
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("accuracy")
-    ax_acc.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _plot.save(fig, path)
     print(f"curves saved to {path}")
     return True
 
@@ -256,7 +256,7 @@ def _run(args):
         print(f"model saved to {args.save}")
     if args.plot and history.history.get("loss"):
         try:
-            _plot(args.plot, history.history)
+            _plot_curves(args.plot, history.history)
         except OSError as exc:
             raise _Fail(f"--plot {args.plot}: {exc}") from None
     return 0

@@ -1,3 +1,4 @@
+import importlib
 import os
 
 import numpy as np
@@ -12,6 +13,15 @@ if os.environ.get("FASTNN_REQUIRE_NATIVE") == "1" and not fastnn.config()["nativ
 
 NATIVE = fastnn.config()["native_available"]
 requires_native = pytest.mark.skipif(not NATIVE, reason="native extension not built")
+
+
+def optional_module(name):
+    """The optional dependency `name` (a test without it skips), except where
+    FASTNN_REQUIRE_OPTIONAL (comma-separated) names it: CI's stage with the extras
+    installed sets it, so a missing or broken install fails there instead of skipping."""
+    if name in os.environ.get("FASTNN_REQUIRE_OPTIONAL", "").split(","):
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
 
 
 @pytest.fixture

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 import fastnn
+from fastnn import _cli_bench, _cli_train
 from fastnn import benchmarks as B
 from fastnn.cli import main
+from conftest import optional_module
 
 TORCH = B.torch_installed()
 
@@ -181,10 +183,63 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path, capsys, monkeypatch)
 
 
 def test_plot_with_matplotlib(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+    optional_module("matplotlib")
     png = tmp_path / "b.png"
     rc, _, _ = run_bench(["--only", "G1", "--repeat", "1", "--quick", "--plot", str(png)], capsys)
     assert rc == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _result(key, name, **speedups):
+    return {"key": key, "name": name, "speedup_vs_numpy": speedups}
+
+
+def test_speedup_figure_draws_one_bar_per_implementation_and_workload():
+    optional_module("matplotlib")
+    results = [_result("A", "affine", native=3.0, torch=0.5), _result("B", "conv", native=12.0)]
+    fig = _cli_bench.speedup_figure(results, ["numpy", "native", "torch"], "(note)")
+    ax = fig.axes[0]
+    # two series share each workload's row: native 0.2 above its centre, torch 0.2 below
+    bars = sorted((round(p.get_y() + p.get_height() / 2, 6), p.get_x(), p.get_x() + p.get_width())
+                  for p in ax.patches)
+    assert bars == [(-0.2, 1.0, 3.0), (0.2, 1.0, 0.5), (0.8, 1.0, 12.0)]
+    assert sorted(t.get_text() for t in ax.texts) == ["0.50x", "12.00x", "3.00x"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["A affine", "B conv"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fastnn native", "PyTorch CPU (autograd)"]
+    lo, hi = ax.get_xlim()
+    assert lo == pytest.approx(0.25) and hi == pytest.approx(24.0)
+    assert ax.get_title() == "fastnn bench (note)"
+
+
+def test_scaling_figure_draws_the_implementations_curves_and_linear():
+    optional_module("matplotlib")
+    rows = [{"impl": "native", "key": "A", "title": "affine", "speedup": {1: 1.0, 2: 1.9, 4: 3.5}},
+            {"impl": "numpy", "key": "A", "title": "affine", "speedup": {1: 1.0, 2: 1.2, 4: 1.3}},
+            {"impl": "native", "key": "C", "title": "conv", "speedup": {1: 1.0, 2: 1.7}}]
+    fig = _cli_bench.scaling_figure(rows, [1, 2, 4], "native", "(note)")
+    ax = fig.axes[0]
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+    assert lines == {"A affine": ([1, 2, 4], [1.0, 1.9, 3.5]), "C conv": ([1, 2], [1.0, 1.7]),
+                     "linear": ([1, 2, 4], [1.0, 2.0, 4.0])}
+    assert ax.get_xlabel() == "threads" and ax.get_ylabel() == "speed-up over 1 thread"
+
+
+def test_plotting_leaves_the_callers_matplotlib_state_alone(tmp_path):
+    matplotlib = optional_module("matplotlib")
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        import matplotlib.pyplot as plt
+        figures = plt.get_fignums()
+        _cli_bench.write_plot(tmp_path / "b.png", [_result("A", "affine", native=2.0)], ["native"], "(note)")
+        _cli_bench.write_scaling_plot(tmp_path / "s.png", [{"impl": "native", "key": "A", "title": "affine",
+                                                            "speedup": {1: 1.0, 2: 2.0}}], [1, 2], "native", "")
+        assert _cli_train._plot_curves(tmp_path / "t.png", {"loss": [1.0], "test_loss": [1.0], "accuracy": [0.5],
+                                                            "test_accuracy": [0.5]})
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == figures
+        for name in ("b.png", "s.png", "t.png"):
+            assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        matplotlib.use(previous)
 
 
 def test_runs_without_torch(tmp_path, capsys, monkeypatch):
@@ -467,7 +522,7 @@ def test_thread_sweep(tmp_path, capsys):
 
 
 def test_thread_sweep_plot(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+    optional_module("matplotlib")
     png = tmp_path / "s.png"
     rc, _, _ = run_bench(["--only", "G1", "--repeat", "1", "--quick", "--threads", "1,2", "--plot", str(png)],
                          capsys)

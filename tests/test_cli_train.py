@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import fastnn
+from fastnn import _cli_train
 from fastnn.cli import main
+from conftest import optional_module
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -173,6 +175,19 @@ def test_help_lists_the_options(capsys):
     for option in ("--dataset", "--data-dir", "--model", "--epochs", "--batch-size", "--optimizer", "--lr",
                    "--backend", "--threads", "--seed", "--save", "--plot"):
         assert option in out
+
+
+def test_curves_figure_plots_train_and_test_per_epoch():
+    optional_module("matplotlib")
+    history = {"loss": [0.9, 0.5, 0.3], "test_loss": [1.0, 0.6, 0.4],
+               "accuracy": [0.7, 0.85, 0.9], "test_accuracy": [0.65, 0.8, 0.88]}
+    loss_ax, accuracy_ax = _cli_train.curves_figure(history).axes
+
+    def curves(ax):
+        return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+    assert curves(loss_ax) == {"train": ([1, 2, 3], [0.9, 0.5, 0.3]), "test": ([1, 2, 3], [1.0, 0.6, 0.4])}
+    assert curves(accuracy_ax) == {"train": ([1, 2, 3], [0.7, 0.85, 0.9]), "test": ([1, 2, 3], [0.65, 0.8, 0.88])}
+    assert (loss_ax.get_ylabel(), accuracy_ax.get_ylabel()) == ("loss", "accuracy")
 
 
 def test_plot_without_matplotlib_says_so(capsys, tmp_path, monkeypatch):

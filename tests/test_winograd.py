@@ -48,6 +48,7 @@ GEOMETRIES = [
     (1, 3, 6, 63, 2, (1, 1)),       # 63 outputs a row: 16 4x4 tiles, the generic gather
     (3, 5, 9, 32, 4, (1, 1)),       # 3 tile rows of 8 a image: AVX-512 gathers pairs of rows across images
     (2, 3, 28, 28, 4, (1, 1)),      # 7 tile rows of 7 4x4 tiles (conv D's planes), an odd one left
+    (9, 64, 16, 16, 64, (1, 1)),    # 36 tile rows of 4 over 1.25 MiB: several blocks, the last one short
 ]
 
 

@@ -113,10 +113,10 @@ static fnn_wino_geom wino_geom(int m, int64_t n, int64_t c, int64_t h, int64_t w
     /* The forward's products (and the backward's data gradient's) compute whole
      * panels of `gran` tiles (NR, or NR/2 where the ISA has a half-width kernel),
      * so a block of 56 tiles costs as much as one of 64 there (the transforms do
-     * not). Each thread cuts its
-     * share into blocks from its start, the last one shorter. Of the block
-     * sizes from half the budget up, take the largest of those whose busiest
-     * thread computes the fewest padded lanes: 100 8x8 images into 64 channels
+     * not). Each thread cuts its share into blocks from its start, the last
+     * one shorter. Of the block sizes from half the budget up, take the
+     * largest of those whose busiest thread computes the fewest padded lanes
+     * (gran 1, the weight gradient alone: the largest): 100 8x8 images into 64 channels
      * on 2 threads (100 rows of 2 tiles a thread) take blocks of 32 rows, 64 +
      * 64 + 64 + 8 lanes (208 computed), where blocks of 25 rows cut over the
      * whole batch gave each thread 4 of 50 lanes, padded to 64 (256). */

@@ -826,6 +826,13 @@ static inline int FN(wino_half_panel)(const FN(wino_products) *pr, int64_t tb, i
     return pr->half && 2 * (tb - j) <= pr->nr;
 }
 
+/* the lanes the products compute at a time: a panel of NR, or NR/2 where the
+ * ISA has the half-width kernel (the granularity of wino_geom's block search) */
+static inline int FN(wino_panel_lanes)(const FN(wino_products) *pr)
+{
+    return pr->half ? pr->nr / 2 : pr->nr;
+}
+
 /* The products of position p over a block's tb lanes: out[p] (f_alloc x tb) =
  * U[p] (f_alloc x depth) @ in[p] (depth x tb), rows of in and out laid out as
  * V's. Lanes past tb, up to the next multiple of NR or NR/2 (within ldb), are
@@ -947,7 +954,7 @@ static int FN(wino_conv2d_run)(fnn_ctx ctx, int tile, const T *x, int64_t n, int
     FN(wino_products) pr;
     FN(wino_products_init)(&pr, isa, f, NULL);
     const fnn_wino_geom g = wino_geom(tile, n, c, h, w, f, ph, pw, (int64_t)sizeof(T), pr.nr,
-                                      pr.half ? pr.nr / 2 : pr.nr, nth);
+                                      FN(wino_panel_lanes)(&pr), nth);
     if (n == 0)
         return 0;
     /* the calling thread's scratch (a fresh allocation of this size would cost a
@@ -1118,7 +1125,7 @@ int FN(fnn_winograd_backward)(fnn_ctx ctx, int tile, const T *dy, const T *x, co
      * on one thread (AVX-512), blocks of 27 tile rows (189 lanes) -> 16 (112):
      * 0.87-0.90x the time; 100 7x7 images of 64 channels, 35 rows (70 lanes,
      * padded to 80) -> 32 (64): 0.89x. */
-    const int gran = dx ? (dpr.half ? dpr.nr / 2 : dpr.nr) : 1;
+    const int gran = dx ? FN(wino_panel_lanes)(&dpr) : 1;
     const fnn_wino_geom g = wino_geom(tile, n, c, h, w, f, ph, pw, (int64_t)sizeof(T), nr_lanes, gran, nth);
     /* dU[p] as C x F when that fills the microkernel's NR-wide tiles better
      * (16 channels on a 32-wide AVX-512 tile would run the half-width kernel) */

@@ -87,6 +87,20 @@ static void *advise_huge_pages(void *p, size_t size)
     return p;
 }
 
+/* Blocks on a cache line, so that rows of a multiple of 16 floats are aligned
+ * for the kernels' 64-byte loads and stores (malloc gives 16 bytes: every
+ * AVX-512 access to such a row then splits across two lines). free() takes
+ * them, as the NumPy handler's realloc and free do. */
+static void *aligned_block(size_t size)
+{
+#ifdef _WIN32
+    return malloc(size); /* _aligned_malloc's blocks need _aligned_free */
+#else
+    void *p = NULL;
+    return posix_memalign(&p, 64, size) == 0 ? p : NULL;
+#endif
+}
+
 void *fnn_memcache_malloc(size_t size)
 {
     if (size >= FNN_MEMCACHE_MIN_BYTES) {
@@ -107,7 +121,7 @@ void *fnn_memcache_malloc(size_t size)
         unlock_cache();
         if (p != NULL)
             return p;
-        return advise_huge_pages(malloc(size), size);
+        return advise_huge_pages(aligned_block(size), size);
     }
     /* malloc(0) may return NULL, which NumPy would take for a failure. */
     return malloc(size > 0 ? size : 1);

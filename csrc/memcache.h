@@ -11,7 +11,8 @@
  *
  * Unlike the kernels this holds global state: one cache per process, behind a
  * lock, so every function may be called from any thread. Blocks come from
- * malloc and go back to free; sizes are exact byte counts as NumPy passes them.
+ * posix_memalign on a 64-byte line (malloc on Windows) and go back to free;
+ * sizes are exact byte counts as NumPy passes them.
  * Blocks of 4 MiB or more are advised to use transparent huge pages (Linux), as
  * NumPy's default handler does.
  */

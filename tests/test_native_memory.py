@@ -104,6 +104,20 @@ def test_small_outputs_use_numpys_handler():
     assert fastnn.memory_cache_info() == info
 
 
+@pytest.mark.skipif(os.name == "nt", reason="Windows blocks come from malloc: _aligned_malloc's need _aligned_free")
+def test_outputs_start_on_a_cache_line_fresh_or_reused():
+    # rows of a multiple of 16 floats are then aligned for the kernels' 64-byte vectors;
+    # malloc's blocks start 16 bytes past a line, as NumPy's own arrays do here
+    sizes = [BIG * k + 1 for k in (1, 2, 3)] + [BIG * 5]
+    fresh = [ops.relu(vector(n, n)) for n in sizes]
+    assert [address(y) % 64 for y in fresh] == [0] * len(sizes)
+    del fresh
+    hits = fastnn.memory_cache_info()["hits"]
+    reused = [ops.relu(vector(n, n + 1)) for n in sizes]
+    assert fastnn.memory_cache_info()["hits"] == hits + len(sizes)
+    assert [address(y) % 64 for y in reused] == [0] * len(sizes)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_every_kind_of_output_reuses_blocks(dtype):
     rng = np.random.default_rng(5)

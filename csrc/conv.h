@@ -25,11 +25,6 @@ typedef struct {
     int64_t ph, pw, sh, sw, padh, padw;
 } fnn_pool_spec;
 
-/* (y, argmax) = max_pool2d(act(conv(x, wt) + bias)): y and argmax (N, F, poh,
- * pow) as fnn_max_pool2d gives them for the convolution's output, the argmax as
- * int32 (each plane of the output below 2^31 elements). On the direct
- * (stride-1) path each output plane is pooled while it is in L1, so the
- * convolution's output is never written to memory. */
 /* The path fnn_conv2d_max_pool takes for finite inputs in ctx: the Winograd
  * convolution pooling each block's output rows in cache (2x2 windows of stride
  * 2), the direct one pooling each output plane in L1, or the two ops one after
@@ -39,6 +34,11 @@ int fnn_conv2d_max_pool_path_f32(fnn_ctx ctx, int64_t n, int64_t c, int64_t h, i
                                  int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, const fnn_pool_spec *pool);
 int fnn_conv2d_max_pool_path_f64(fnn_ctx ctx, int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t fh,
                                  int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, const fnn_pool_spec *pool);
+/* (y, argmax) = max_pool2d(act(conv(x, wt) + bias)): y and argmax (N, F, poh,
+ * pow) as fnn_max_pool2d gives them for the convolution's output, the argmax as
+ * int32 (each plane of the output below 2^31 elements). On the Winograd and
+ * direct paths (above) the output is pooled while it is in cache, so the
+ * convolution's output is never written to memory. */
 int fnn_conv2d_max_pool_f32(fnn_ctx ctx, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
                             const float *wt, int64_t f, int64_t fh, int64_t fw, const float *bias, int64_t sh,
                             int64_t sw, int64_t ph, int64_t pw, int act, double act_alpha, const fnn_pool_spec *pool,

@@ -1320,14 +1320,17 @@ int FN(fnn_conv2d)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int
     return err ? -1 : 0;
 }
 
-int FN(fnn_conv2d_max_pool_path)(fnn_ctx ctx, int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t fh,
-                                 int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, const fnn_pool_spec *pool)
+/* fnn_conv2d_max_pool_path, and in *tile Winograd's tile where it takes the convolution (else 0) */
+static int FN(conv_pool_path)(fnn_ctx ctx, int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t fh,
+                              int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, const fnn_pool_spec *pool,
+                              int *tile)
 {
     const fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
     const double macs = (double)f * (double)(g.oh * g.ow) * (double)(c * fh * fw);
     /* where Winograd takes the convolution, it pools 2x2 windows of stride 2 in
      * cache, other windows afterwards */
     const int wino = fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw);
+    *tile = wino;
     if (wino)
         return pool->ph == 2 && pool->pw == 2 && pool->sh == 2 && pool->sw == 2 && pool->padh == 0 &&
                        pool->padw == 0 && g.oh >= 2 && g.ow >= 2
@@ -1336,14 +1339,21 @@ int FN(fnn_conv2d_max_pool_path)(fnn_ctx ctx, int64_t n, int64_t c, int64_t h, i
     return FN(use_direct)(ctx, n, macs) ? FNN_CONV_POOL_DIRECT : FNN_CONV_POOL_SEPARATE;
 }
 
+int FN(fnn_conv2d_max_pool_path)(fnn_ctx ctx, int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t fh,
+                                 int64_t fw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, const fnn_pool_spec *pool)
+{
+    int tile;
+    return FN(conv_pool_path)(ctx, n, c, h, w, f, fh, fw, sh, sw, ph, pw, pool, &tile);
+}
+
 int FN(fnn_conv2d_max_pool)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, int64_t h, int64_t w, const T *wt,
                             int64_t f, int64_t fh, int64_t fw, const T *bias, int64_t sh, int64_t sw, int64_t ph,
                             int64_t pw, int act, double act_alpha, const fnn_pool_spec *pool, T *y, int32_t *argmax)
 {
     fnn_conv_geom g = conv_geom(c, h, w, fh, fw, sh, sw, ph, pw);
-    const int path = FN(fnn_conv2d_max_pool_path)(ctx, n, c, h, w, f, fh, fw, sh, sw, ph, pw, pool);
+    int tile;
+    const int path = FN(conv_pool_path)(ctx, n, c, h, w, f, fh, fw, sh, sw, ph, pw, pool, &tile);
     if (path == FNN_CONV_POOL_WINOGRAD) {
-        const int tile = fnn_winograd_applies(ctx, n, c, f, h, w, fh, fw, sh, sw, ph, pw);
         const int rc = FN(fnn_winograd_conv2d_max_pool)(ctx, tile, x, n, c, h, w, wt, f, bias, ph, pw, act,
                                                         act_alpha, y, argmax);
         if (rc <= 0) /* 1: a result is not finite, the ops one after the other below give the direct sum's */

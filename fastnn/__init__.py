@@ -14,7 +14,8 @@ from fastnn._version import __version__
 __all__ = [
     "__version__", "show_config", "config", "set_num_threads", "get_num_threads", "set_backend",
     "get_backend", "backend", "set_simd", "get_simd", "set_conv_algorithm", "get_conv_algorithm",
-    "keep_freed_memory", "set_memory_cache", "memory_cache_info", "empty_memory_cache", "ops", "layers", "optim", "functions", "nn", "datasets", "gradcheck",
+    "keep_freed_memory", "set_memory_cache", "memory_cache_info", "empty_memory_cache", "ops", "layers", "optim",
+    "functions", "nn", "datasets", "gradcheck",
 ]
 
 _SUBMODULES = ("ops", "layers", "optim", "functions", "nn", "datasets", "cli")

@@ -130,6 +130,29 @@ def test_affine_forward_backward(benchmark, threads, impl):
     run(benchmark, f"affine128x784x512 t{threads}", affine_step(impl, 128, 784, 512), rounds=30)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", [(100, 4320, 100), (256, 1024, 1024)], ids=lambda s: "x".join(map(str, s)))
+def test_transposed_view_products(benchmark, threads, impl, shape):
+    """The book's Affine.backward written with fastnn.ops.matmul on transposed views,
+    dout @ W.T and x.T @ dout: read in place (op = T) where that gives the C copy's
+    bits, else copied to C order by a blocked transpose (NumPy's strided copy of a
+    1024 x 1024 transposed view took twice the product)."""
+    need(impl)
+    n, d, m = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    w = rng.standard_normal((d, m)).astype(np.float32)
+    dout = rng.standard_normal((n, m)).astype(np.float32)
+    if impl == "fastnn":
+        fn = lambda: (fastnn.ops.matmul(dout, w.T), fastnn.ops.matmul(x.T, dout))  # noqa: E731
+    elif impl == "numpy":
+        fn = lambda: (dout @ w.T, x.T @ dout)  # noqa: E731
+    else:
+        tx, tw, tdout = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(dout)
+        fn = lambda: (tdout @ tw.T, tx.T @ tdout)  # noqa: E731
+    run(benchmark, f"transposed views {n}x{d}x{m} t{threads}", fn, rounds=15)
+
+
 # Small batches (issue 4: batch 1-16 inference without packing overhead dominating):
 # the forward runs the one-row GEMV (batch 1) or reads W in place (few rows), the
 # input gradient dy @ W^T the dot-product path.

@@ -129,6 +129,21 @@ int fnn_gemm_f64(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, in
 int fnn_gemm_schedule_f32(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads);
 int fnn_gemm_schedule_f64(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads);
 
+/* Whether an m x n x k product with these flags is computed by the packed driver
+ * alone (no GEMV, dot-product, few-rows or tail-column kernel). There the flags
+ * change only how the panels are packed (or the kernel that reads A in place,
+ * which does the same multiply-adds in the same order), so an operand given
+ * transposed (op = T) gives the bits of its copy in C order (op = N):
+ * fastnn.ops.matmul reads a transposed view in place where both flag sets take
+ * this route, and copies it otherwise. */
+int fnn_gemm_packed_only_f32(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k);
+int fnn_gemm_packed_only_f64(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k);
+
+/* dst (cols x rows, C order) = the transpose of src (rows x cols, row stride lds):
+ * a transposed view copied to C order, in cache-sized blocks. */
+void fnn_transpose_copy_f32(fnn_ctx ctx, const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst);
+void fnn_transpose_copy_f64(fnn_ctx ctx, const double *src, int64_t lds, int64_t rows, int64_t cols, double *dst);
+
 /* The general driver: operands given by packers. ctx.nthreads threads at most.
  * Both return 0, or -1 when scratch memory could not be allocated. */
 int fnn_gemm_packed_f32(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, float alpha, fnn_pack_f32_fn pack_a,

@@ -1479,6 +1479,48 @@ int FN(fnn_gemm_schedule)(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_
     return job.split_k ? FNN_GEMM_SPLIT_K : job.shared_mode ? job.shared_mode : FNN_GEMM_GRID;
 }
 
+int FN(fnn_gemm_packed_only)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k)
+{
+    int threads, by_rows;
+    if (m <= 0 || n <= 0 || k <= 0)
+        return 1; /* no product: C is beta C whatever the flags */
+    if (FN(gemv_path)(ctx, trans_a, trans_b, m, n, k, &threads) || FN(tail_columns)(ctx, trans_a, m, n, k) > 0)
+        return 0;
+    return trans_b || FN(split_k_applies)(m, n, k) || FN(few_rows_threads)(ctx, m, n, k, &by_rows) <= 0;
+}
+
+/* Square blocks of the transpose stay in L1 while one side is read and the other
+ * written along rows; element by element a large matrix's columns are walked
+ * through memory (NumPy's copy of a transposed 1024 x 1024 float32 view took 6.7
+ * ms, each element of a column on another line of the same cache sets). The
+ * threads take bands of columns of src, so each writes whole rows of dst. */
+#define FNN_TRANSPOSE_COPY_BLOCK 32
+#define FNN_TRANSPOSE_COPY_BAND 64
+
+void FN(fnn_transpose_copy)(fnn_ctx ctx, const T *src, int64_t lds, int64_t rows, int64_t cols, T *dst)
+{
+    const int isa = fnn_isa_of(ctx);
+    const int64_t simd_rows = sizeof(T) == 4 && isa >= FNN_ISA_AVX2 ? rows / 16 * 16 : 0;
+    const int64_t bands = (cols + FNN_TRANSPOSE_COPY_BAND - 1) / FNN_TRANSPOSE_COPY_BAND;
+    const int64_t par_work = rows * cols;
+    FNN_OMP_FOR
+    for (int64_t band = 0; band < bands; band++) {
+        const int64_t c0 = band * FNN_TRANSPOSE_COPY_BAND;
+        const int64_t c1 = cols - c0 < FNN_TRANSPOSE_COPY_BAND ? cols : c0 + FNN_TRANSPOSE_COPY_BAND;
+        if (simd_rows > 0)
+            FN(fnn_transpose)(isa, src + c0, lds, simd_rows, c1 - c0, simd_rows, dst + c0 * rows, rows);
+        for (int64_t r0 = simd_rows; r0 < rows; r0 += FNN_TRANSPOSE_COPY_BLOCK) {
+            const int64_t r1 = rows - r0 < FNN_TRANSPOSE_COPY_BLOCK ? rows : r0 + FNN_TRANSPOSE_COPY_BLOCK;
+            for (int64_t cb = c0; cb < c1; cb += FNN_TRANSPOSE_COPY_BLOCK) {
+                const int64_t cb1 = c1 - cb < FNN_TRANSPOSE_COPY_BLOCK ? c1 : cb + FNN_TRANSPOSE_COPY_BLOCK;
+                for (int64_t c = cb; c < cb1; c++)
+                    for (int64_t r = r0; r < r1; r++)
+                        dst[c * rows + r] = src[r * lds + c];
+            }
+        }
+    }
+}
+
 /* C = alpha op(A) op(B) + beta C by gemm_few_rows or the packed driver, and
  * then or with them the last columns `tail` (NULL: none) */
 static int FN(gemm_main)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha,

@@ -2,7 +2,8 @@
 """GEMM, linear and convolution: the Cython side of csrc/gemm.c and csrc/conv.c.
 
 The functions below follow docs/BACKEND.md exactly (inputs validated and
-C-contiguous, one dtype); `gemm` is the raw BLAS-like entry point.
+C-contiguous, one dtype, except the matrices the GEMM reads in place as op = N
+or op = T); `gemm` is the raw BLAS-like entry point.
 """
 import numpy as np
 
@@ -11,6 +12,7 @@ from cython cimport floating
 from libc.stdint cimport int32_t, int64_t
 
 from fastnn._fastnn cimport fnn_ctx
+from fastnn._validate import gemm_readable
 
 include "_ctx.pxi"
 include "_alloc.pxi"
@@ -40,6 +42,11 @@ cdef extern from "gemm.h" nogil:
     int fnn_gemm_schedule_f64(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads)
     int FNN_GEMM_GRID, FNN_GEMM_SHARED_A, FNN_GEMM_SHARED_B, FNN_GEMM_FEW_ROWS, FNN_GEMM_ONE_ROW, FNN_GEMM_DOTS
     int FNN_GEMM_FEW_ROWS_BY_ROWS
+    int fnn_gemm_packed_only_f32(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k)
+    int fnn_gemm_packed_only_f64(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k)
+    void fnn_transpose_copy_f32(fnn_ctx ctx, const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst)
+    void fnn_transpose_copy_f64(fnn_ctx ctx, const double *src, int64_t lds, int64_t rows, int64_t cols,
+                                double *dst)
     int FNN_GEMM_SPLIT_K
 
 cdef extern from "conv.h" nogil:
@@ -139,7 +146,58 @@ cdef inline const void *_data_or_null(cnp.ndarray x):
 
 
 cdef inline int64_t _row_stride(cnp.ndarray x):
-    return cnp.PyArray_STRIDES(x)[0] // cnp.PyArray_ITEMSIZE(x) if cnp.PyArray_DIMS(x)[0] > 0 else 1
+    # a single row's stride is never used, and NumPy may give it any value
+    if cnp.PyArray_DIMS(x)[0] <= 1:
+        return cnp.PyArray_DIMS(x)[1] if cnp.PyArray_DIMS(x)[1] > 0 else 1
+    return cnp.PyArray_STRIDES(x)[0] // cnp.PyArray_ITEMSIZE(x)
+
+
+cdef inline object _with_unit_rows(cnp.ndarray x, bint *trans):
+    """x, a matrix the GEMM reads in place (_validate.gemm_readable), as one whose rows
+    are contiguous: x itself (*trans = 0), or x.T (*trans = 1) where x's columns are"""
+    if cnp.PyArray_DIMS(x)[1] <= 1 or cnp.PyArray_STRIDES(x)[1] == cnp.PyArray_ITEMSIZE(x):
+        trans[0] = 0
+        return x
+    trans[0] = 1
+    return x.T
+
+
+cdef object _c_order_copy(fnn_ctx ctx, cnp.ndarray xt):
+    """A C-order copy of xt.T, for xt with contiguous rows (a transposed view's base)."""
+    cdef int64_t rows = cnp.PyArray_DIMS(xt)[0], cols = cnp.PyArray_DIMS(xt)[1], lds = _row_stride(xt)
+    out = new_array((cols, rows), xt.dtype)
+    cdef cnp.ndarray oa = out
+    cdef const void *src = cnp.PyArray_DATA(xt)
+    cdef void *dst = cnp.PyArray_DATA(oa)
+    with nogil:
+        if cnp.PyArray_TYPE(xt) == cnp.NPY_FLOAT:
+            fnn_transpose_copy_f32(ctx, <const float *>src, lds, rows, cols, <float *>dst)
+        else:
+            fnn_transpose_copy_f64(ctx, <const double *>src, lds, rows, cols, <double *>dst)
+    return out
+
+
+cdef bint _packed_only(fnn_ctx ctx, int typ, bint ta, bint tb, int64_t m, int64_t n, int64_t k):
+    if typ == cnp.NPY_FLOAT:
+        return fnn_gemm_packed_only_f32(ctx, ta, tb, m, n, k)
+    return fnn_gemm_packed_only_f64(ctx, ta, tb, m, n, k)
+
+
+cdef tuple _gemm_operands(fnn_ctx ctx, a, bint ta, b, bint tb, int64_t m, int64_t n, int64_t k):
+    """(A, trans_a, B, trans_b) for the GEMM of op(a) op(b), where (ta, tb) are the flags
+    for a and b in C order and a, b may be any layout it reads in place
+    (_validate.gemm_readable). A transposed view flips its flag and is read in place
+    where both flag sets take the packed driver alone (fnn_gemm_packed_only: the same
+    bits), else copied to C order: the layout never changes the result."""
+    cdef bint fa, fb
+    ar = _with_unit_rows(a, &fa)
+    br = _with_unit_rows(b, &fb)
+    if not (fa or fb):
+        return ar, ta, br, tb
+    cdef int typ = cnp.PyArray_TYPE(<cnp.ndarray>a)
+    if _packed_only(ctx, typ, ta != fa, tb != fb, m, n, k) and _packed_only(ctx, typ, ta, tb, m, n, k):
+        return ar, ta != fa, br, tb != fb
+    return (_c_order_copy(ctx, ar) if fa else ar), ta, (_c_order_copy(ctx, br) if fb else br), tb
 
 
 cdef int _gemm_raw(fnn_ctx ctx, bint ta, bint tb, int64_t m, int64_t n, int64_t k, double alpha,
@@ -176,18 +234,17 @@ def _as_matrix(name, x):
         raise ValueError(f"gemm: expected {name} to be 2-D, got shape {x.shape}")
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"gemm: expected {name} of dtype float32 or float64, got {x.dtype}")
-    if x.shape[0] > 0 and x.shape[1] > 0 and (x.strides[1] != x.itemsize or x.strides[0] < x.shape[1] * x.itemsize
-                                             or x.strides[0] % x.itemsize):
-        x = np.ascontiguousarray(x)
-    return x
+    return x if gemm_readable(x) else np.ascontiguousarray(x)
 
 
 def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
     """C = alpha * op(A) @ op(B) + beta * C, op(X) = X.T when trans_x.
 
-    Rows of a, b, c may be strided (sub-matrix views with contiguous rows) and
-    are used without copies. When c is given it is updated in place and
-    returned; otherwise a new array is returned (beta is then irrelevant).
+    a and b are read without copies where their rows are contiguous (sub-matrix
+    views), and so are transposed views where that gives the bits of their
+    C-order copies (_gemm_operands); c's rows may be strided. When c is given it
+    is updated in place and returned; otherwise a new array is returned (beta is
+    then irrelevant).
     """
     a = _as_matrix("a", a)
     b = _as_matrix("b", b)
@@ -210,15 +267,19 @@ def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
                                 or c.strides[0] % c.itemsize):
             raise ValueError("gemm: c must have contiguous rows (it is written in place)")
     cdef fnn_ctx ctx = current_ctx()
+    a, trans_a, b, trans_b = _gemm_operands(ctx, a, trans_a, b, trans_b, m, n, ka)
     _gemm_raw(ctx, trans_a, trans_b, m, n, ka, alpha, a, b, beta, c, NULL)
     return c
 
 
 def matmul(a, b):
-    """(M, K) @ (K, N) -> (M, N)."""
+    """(M, K) @ (K, N) -> (M, N); a and b in any layout the GEMM reads in place (a
+    transposed view is op = T)."""
     cdef fnn_ctx ctx = current_ctx()
-    c = new_array((a.shape[0], b.shape[1]), a.dtype)
-    _gemm_raw(ctx, False, False, a.shape[0], b.shape[1], a.shape[1], 1.0, a, b, 0.0, c, NULL)
+    cdef int64_t m = a.shape[0], n = b.shape[1], k = a.shape[1]
+    a_rows, ta, b_rows, tb = _gemm_operands(ctx, a, False, b, False, m, n, k)
+    c = new_array((m, n), a.dtype)
+    _gemm_raw(ctx, ta, tb, m, n, k, 1.0, a_rows, b_rows, 0.0, c, NULL)
     return c
 
 
@@ -236,7 +297,8 @@ def linear(x, W, b, activation, alpha):
         bias_arr = b
         ep.bias_mode = FNN_BIAS_COL
         ep.bias = cnp.PyArray_DATA(bias_arr)
-    _gemm_raw(ctx, False, False, x.shape[0], W.shape[1], x.shape[1], 1.0, x, W, 0.0, y, &ep)
+    x_rows, tx, w_rows, tw = _gemm_operands(ctx, x, False, W, False, x.shape[0], W.shape[1], x.shape[1])
+    _gemm_raw(ctx, tx, tw, x.shape[0], W.shape[1], x.shape[1], 1.0, x_rows, w_rows, 0.0, y, &ep)
     return y
 
 
@@ -278,7 +340,8 @@ def linear_backward(dy, x, W, activation, alpha, y):
     dx = new_array((n, d), x.dtype)
     dW = new_array((d, m), x.dtype)
     db = new_array((m,), x.dtype)
-    _gemm_raw(ctx, False, True, n, d, m, 1.0, g, W, 0.0, dx, NULL)
+    g_rows, tg, w_rows, tw = _gemm_operands(ctx, g, False, W, True, n, d, m)
+    _gemm_raw(ctx, tg, tw, n, d, m, 1.0, g_rows, w_rows, 0.0, dx, NULL)
     _gemm_raw(ctx, True, False, d, m, n, 1.0, x, g, 0.0, dW, NULL)
     if x.dtype == np.float32:
         _column_sums[float](g, db)

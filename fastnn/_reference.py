@@ -128,13 +128,16 @@ def _activation_grad_from_y(activation, y, alpha):
 # ---------------------------------------------------------------------------
 # Dense layers
 
+# matmul's operands and linear's W may arrive in any layout the native GEMM reads in
+# place (docs/BACKEND.md); NumPy's BLAS takes other kernels for a transposed view, so
+# C-order copies keep the promise that the layout never changes the bits.
 def matmul(a, b):
-    return np.matmul(a, b)
+    return np.matmul(np.ascontiguousarray(a), np.ascontiguousarray(b))
 
 
 @_quiet_nan
 def linear(x, W, b, activation, alpha):
-    y = x @ W
+    y = x @ np.ascontiguousarray(W)
     if b is not None:
         y += b
     return _activate(y, activation, alpha)
@@ -144,7 +147,7 @@ def linear(x, W, b, activation, alpha):
 def linear_backward(dy, x, W, activation, alpha, y):
     if activation is not None and activation != "identity":
         dy = dy * _activation_grad_from_y(activation, y, alpha)
-    dx = dy @ W.T
+    dx = dy @ np.ascontiguousarray(W).T
     dW = x.T @ dy
     db = dy.sum(axis=0)
     return dx, dW, db

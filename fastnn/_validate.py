@@ -68,10 +68,29 @@ def as_float_array(op, name, value):
     return arr
 
 
-def float_arrays(op, optional=(), **named):
+def gemm_readable(arr):
+    """Whether the GEMM reads the 2-D array ``arr`` in place: unit stride along its rows
+    (a C-contiguous array, or a block of columns of a wider one) or along its columns
+    (a transposed view, a Fortran array), with the other stride a whole number of items
+    that keeps the rows (or columns) apart. Empty arrays, whose memory is never read,
+    qualify."""
+    rows, cols = arr.shape
+    if rows == 0 or cols == 0:
+        return True
+    s0, s1 = arr.strides
+    item = arr.itemsize
+    if (cols == 1 or s1 == item) and (rows == 1 or (s0 >= cols * item and s0 % item == 0)):
+        return True
+    return (rows == 1 or s0 == item) and (cols == 1 or (s1 >= rows * item and s1 % item == 0))
+
+
+def float_arrays(op, optional=(), matrices=(), **named):
     """Check each named float array (None passes through for the names in ``optional``),
-    promote them all to one dtype with np.result_type and make them C-contiguous.
-    Returns (dtype, dict)."""
+    promote them all to one dtype with np.result_type and make them C-contiguous; the
+    2-D arrays named in ``matrices`` keep any layout the GEMM reads in place
+    (gemm_readable: transposed views, column blocks), where copying would cost more
+    than the product (NumPy's transposing copy of a 1024 x 1024 float32 matrix took
+    longer than multiplying it by 256 rows). Returns (dtype, dict)."""
     # The common case first: C-contiguous ndarrays of one float dtype pass as they are
     # (a small op's whole call costs a few microseconds, and the general path one more).
     dtype = None
@@ -80,7 +99,8 @@ def float_arrays(op, optional=(), **named):
             if k in optional:
                 continue
             break
-        if type(v) is not np.ndarray or not v.flags.c_contiguous or (
+        if type(v) is not np.ndarray or not (v.flags.c_contiguous or (
+                k in matrices and v.ndim == 2 and gemm_readable(v))) or (
                 v.dtype not in FLOAT_DTYPES if dtype is None else v.dtype != dtype):
             break
         dtype = v.dtype
@@ -92,7 +112,10 @@ def float_arrays(op, optional=(), **named):
     dtype = dtypes.pop() if len(dtypes) == 1 else np.result_type(*arrays.values())
     out = {k: None for k in named}
     for k, arr in arrays.items():
-        out[k] = np.asarray(arr, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
+        if k in matrices and arr.dtype == dtype and arr.ndim == 2 and gemm_readable(arr):
+            out[k] = arr
+        else:
+            out[k] = np.asarray(arr, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
     return dtype, out
 
 

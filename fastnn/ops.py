@@ -41,7 +41,7 @@ def _backend():
 def matmul(a, b):
     """(M, K) @ (K, N) -> (M, N)."""
     op = "matmul"
-    dtype, arrs = V.float_arrays(op, a=a, b=b)
+    dtype, arrs = V.float_arrays(op, matrices=("a", "b"), a=a, b=b)
     a, b = arrs["a"], arrs["b"]
     V.check_ndim(op, "a", a, 2)
     V.check_ndim(op, "b", b, 2)
@@ -73,7 +73,7 @@ def _check_linear(op, x, W, b=None):
 def linear(x, W, b=None, activation=None, alpha=None):
     """act(x @ W + b) for x (N, D) or (N, ...) (flattened to (N, D)), W (D, M), b (M,)."""
     op = "linear"
-    dtype, arrs = V.float_arrays(op, optional=("b",), x=x, W=W, b=b)
+    dtype, arrs = V.float_arrays(op, optional=("b",), matrices=("W",), x=x, W=W, b=b)
     x, W, b = arrs["x"], arrs["W"], arrs["b"]
     _check_linear(op, x, W, b)
     act = V.activation_name(op, activation)
@@ -90,7 +90,8 @@ def linear_backward(dy, x, W, activation=None, y=None, alpha=None):
     if act is not None and y is None:
         raise ValueError(f"{op}: activation {act!r} needs y, the output of the forward pass")
     alpha = V.activation_alpha(op, act, alpha, fused=True)
-    dtype, arrs = V.float_arrays(op, optional=("y",), dy=dy, x=x, W=W, y=y if act is not None else None)
+    dtype, arrs = V.float_arrays(op, optional=("y",), matrices=("W",), dy=dy, x=x, W=W,
+                                 y=y if act is not None else None)
     dy, x, W, y = arrs["dy"], arrs["x"], arrs["W"], arrs["y"]
     _check_linear(op, x, W)
     want = (x.shape[0], W.shape[1])

@@ -116,7 +116,11 @@ LAYOUTS = ("c", "fortran", "strided", "reversed")
 def with_layout(a, layout):
     """An array equal to ``a`` (values and shape) with the given memory layout:
     'c' (contiguous), 'fortran', 'strided' (every other element of a larger array),
-    'reversed' (negative strides on every axis)."""
+    'reversed' (negative strides on every axis), 'sliced' (a block of a larger
+    C-contiguous array: unit stride along the last axis only, the others wider than
+    the block), 'fortran_sliced' (the same of a Fortran array: unit stride along the
+    first axis only). For a matrix, 'fortran' is a transposed view and the two
+    slices are the column and row blocks the GEMM reads in place."""
     a = np.asarray(a)
     if a.ndim == 0:
         return a.copy()  # a 0-d array has one layout
@@ -127,6 +131,12 @@ def with_layout(a, layout):
     elif layout == "strided":
         big = np.full(tuple(2 * d for d in a.shape), np.nan, dtype=a.dtype)
         view = big[tuple(slice(None, None, 2) for _ in a.shape)]
+        view[...] = a
+        out = view
+    elif layout in ("sliced", "fortran_sliced"):
+        order = "C" if layout == "sliced" else "F"
+        big = np.full(tuple(d + 3 for d in a.shape), np.nan, dtype=a.dtype, order=order)
+        view = big[tuple(slice(1, 1 + d) for d in a.shape)]
         view[...] = a
         out = view
     elif layout == "reversed":

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 import fastnn
 from fastnn import ops as F
 from helpers import (BACKENDS, FLOAT_DTYPES, assert_close, conv_geometries, float_dtypes, layouts,
-                     matmul_shapes, out_size, pool_geometries, random_array, run_on, with_layout)
+                     matmul_shapes, native_setting, out_size, pool_geometries, random_array, run_on,
+                     with_layout)
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 seeds = st.integers(0, 2**32 - 1)
@@ -332,6 +333,111 @@ def test_matmul_and_linear_large_native(backend, dtype, m, k, n, rng):
         assert_close(run_on(backend, F.linear, a, b, bias, activation=act),
                      run_on("numpy", F.linear, a, b, bias, activation=act), dtype, reduction=k,
                      err_msg=act)
+
+
+MATRIX_LAYOUTS = ("c", "fortran", "sliced", "fortran_sliced", "strided", "reversed")
+
+
+@pytest.mark.parametrize("backend", [p for p in BACKENDS if p.id == "native"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("m,k,n", [(0, 5, 3), (4, 0, 3), (1, 1, 1), (1, 9, 1), (7, 1, 5), (1, 33, 17),
+                                   (67, 131, 45), (129, 257, 97)])
+def test_matmul_and_linear_every_operand_layout(backend, dtype, m, k, n, rng):
+    """matmul with each operand, and linear / linear_backward with W, in each layout: a
+    transposed view (Fortran), a block of columns or of rows of a larger matrix (read in
+    place as op = T or with a leading dimension), or a copied layout (strided, reversed),
+    give the reference's results for the same values."""
+    a0 = random_array(rng, (m, k), dtype)
+    b0 = random_array(rng, (k, n), dtype, scale=1 / math.sqrt(max(k, 1)))
+    want = run_on("numpy", F.matmul, a0, b0)
+    for la in MATRIX_LAYOUTS:
+        for lb in MATRIX_LAYOUTS:
+            got = run_on(backend, F.matmul, with_layout(a0, la), with_layout(b0, lb))
+            assert_close(got, want, dtype, reduction=k, err_msg=f"a {la}, b {lb}")
+    if k == 0:
+        return   # linear takes D >= 1 features
+    bias = random_array(rng, (n,), dtype)
+    y_want = run_on("numpy", F.linear, a0, b0, bias, activation="relu")
+    dy = random_array(rng, (m, n), dtype)
+    grads_want = run_on("numpy", F.linear_backward, dy, a0, b0, activation="relu", y=y_want)
+    for lw in MATRIX_LAYOUTS:
+        W = with_layout(b0, lw)
+        assert_close(run_on(backend, F.linear, a0, W, bias, activation="relu"), y_want, dtype, reduction=k,
+                     err_msg=lw)
+        grads = run_on(backend, F.linear_backward, dy, a0, W, activation="relu", y=y_want)
+        for name, got, exp, red in zip(("dx", "dW", "db"), grads, grads_want, (n, m, m)):
+            assert_close(got, exp, dtype, reduction=max(red, 1), err_msg=f"{name}, W {lw}")
+
+
+@pytest.mark.parametrize("backend", [p for p in BACKENDS if p.id == "native"])
+def test_matmul_reads_transposed_operands_without_copying_them(backend):
+    """The book's backward products, x.T @ dout and dout @ W.T, on a batch of 256 read
+    the transposed view in place: no copy of it is allocated (NumPy's transposing copy
+    of a 1024 x 1024 float32 W takes longer than the product)."""
+    import tracemalloc
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((1024, 1024)).astype(np.float32)
+    dout = rng.standard_normal((256, 1024)).astype(np.float32)
+    x = rng.standard_normal((1024, 256)).astype(np.float32)
+    cases = {"dout @ W.T": (dout, W.T), "x.T @ W": (x.T, W), "x.T @ W[:, :512]": (x.T, W[:, :512])}
+    for name, (a, b) in cases.items():
+        with native_setting(threads=1):
+            run_on(backend, F.matmul, a, b)   # scratch allocated before measuring
+            tracemalloc.start()
+            try:
+                got = run_on(backend, F.matmul, a, b)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+        assert peak < 2 * got.nbytes, f"{name}: {peak} bytes allocated for a {got.nbytes}-byte result"
+        assert_close(got, np.asarray(a, np.float64) @ np.asarray(b, np.float64), np.float32,
+                     reduction=a.shape[1], err_msg=name)
+
+
+@pytest.mark.parametrize("backend", [p for p in BACKENDS if p.id == "native"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("m,k,n", [(1, 300, 40), (3, 300, 50), (12, 64, 37), (12, 300, 70), (40, 90, 100),
+                                   (70, 40, 36), (129, 257, 97), (200, 1100, 48)])
+def test_matmul_and_linear_layout_never_changes_the_bits(backend, dtype, m, k, n, rng):
+    """A transposed view (read in place where both layouts take the packed driver alone,
+    else copied to C order first) or a block of a larger matrix gives the bits of the C
+    copy, on each thread count; the shapes take each route of the GEMM: one row, dot
+    products, few rows with B in place, tail columns, the packed driver, the depth split."""
+    a0 = random_array(rng, (m, k), dtype)
+    b0 = random_array(rng, (k, n), dtype)
+    dy = random_array(rng, (m, n), dtype)
+    for threads in (1, 2, 3):
+        with native_setting(threads=threads):
+            want = run_on(backend, F.matmul, a0, b0)
+            y_want = run_on(backend, F.linear, a0, b0)
+            grads_want = run_on(backend, F.linear_backward, dy, a0, b0)
+            for la in ("c", "fortran", "sliced", "fortran_sliced"):
+                for lb in ("c", "fortran", "sliced", "fortran_sliced"):
+                    got = run_on(backend, F.matmul, with_layout(a0, la), with_layout(b0, lb))
+                    np.testing.assert_array_equal(got, want, err_msg=f"a {la}, b {lb}, {threads} threads")
+                W = with_layout(b0, lb)
+                np.testing.assert_array_equal(run_on(backend, F.linear, a0, W), y_want, err_msg=f"W {lb}")
+                for got, exp in zip(run_on(backend, F.linear_backward, dy, a0, W), grads_want):
+                    np.testing.assert_array_equal(got, exp, err_msg=f"backward, W {lb}, {threads} threads")
+
+
+def test_gemm_readable_layouts():
+    """Which 2-D layouts the GEMM reads in place: a unit stride along rows or columns,
+    the other stride keeping rows (columns) apart; anything else is copied first."""
+    from fastnn._validate import gemm_readable
+    from numpy.lib.stride_tricks import as_strided
+    base = np.zeros((6, 8), np.float32)
+    readable = {"C": base, "transposed": base.T, "column block": base[:, 2:5], "row block of F": base.T[1:4],
+                "one row, any stride": as_strided(base, (1, 8), (0, 4)),
+                "one column, row stride 2": base.reshape(-1)[::2].reshape(24, 1),
+                "empty": base[:0], "empty, odd strides": as_strided(base, (0, 5), (4, 64))}
+    copied = {"every other column": base[:, ::2], "reversed rows": base[::-1], "reversed columns": base[:, ::-1],
+              "overlapping rows": as_strided(base, (4, 8), (4, 4)), "broadcast rows": np.broadcast_to(base[0], (6, 8)),
+              "strides not whole items": as_strided(base.view(np.uint8)[2:].view(np.float32)[:, :7], (5, 7), (34, 4))}
+    for name, arr in readable.items():
+        assert gemm_readable(arr), name
+    for name, arr in copied.items():
+        assert not gemm_readable(arr), name
 
 
 # ---------------------------------------------------------------------------

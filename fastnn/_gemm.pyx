@@ -319,15 +319,14 @@ cdef object _act_grad(dy, y, int act, double alpha):
     return g
 
 
-cdef void _column_sums(const floating[:, ::1] g, floating[::1] out):
+cdef void _column_sums(const floating *g, int64_t rows, int64_t cols, floating *out) noexcept nogil:
     # row by row, so the order of the additions is fixed
-    cdef Py_ssize_t i, j
-    with nogil:
-        for j in range(g.shape[1]):
-            out[j] = 0
-        for i in range(g.shape[0]):
-            for j in range(g.shape[1]):
-                out[j] += g[i, j]
+    cdef int64_t i, j
+    for j in range(cols):
+        out[j] = 0
+    for i in range(rows):
+        for j in range(cols):
+            out[j] += g[i * cols + j]
 
 
 def linear_backward(dy, x, W, activation, alpha, y):
@@ -343,10 +342,15 @@ def linear_backward(dy, x, W, activation, alpha, y):
     g_rows, tg, w_rows, tw = _gemm_operands(ctx, g, False, W, True, n, d, m)
     _gemm_raw(ctx, tg, tw, n, d, m, 1.0, g_rows, w_rows, 0.0, dx, NULL)
     _gemm_raw(ctx, True, False, d, m, n, 1.0, x, g, 0.0, dW, NULL)
-    if x.dtype == np.float32:
-        _column_sums[float](g, db)
-    else:
-        _column_sums[double](g, db)
+    cdef cnp.ndarray ga = g, dba = db
+    cdef int64_t rows = n, cols = m
+    cdef const void *gp = cnp.PyArray_DATA(ga)
+    cdef void *dbp = cnp.PyArray_DATA(dba)
+    with nogil:
+        if cnp.PyArray_TYPE(ga) == cnp.NPY_FLOAT:
+            _column_sums[float](<const float *>gp, rows, cols, <float *>dbp)
+        else:
+            _column_sums[double](<const double *>gp, rows, cols, <double *>dbp)
     return dx, dW, db
 
 

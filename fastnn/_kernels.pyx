@@ -114,12 +114,7 @@ cdef extern from "kernels.h" nogil:
 
 
 cdef inline bint _is_f32(x):
-    return x.dtype == np.float32
-
-
-cdef inline object _flat(a):
-    # a C-contiguous array viewed as 1-D (a view, never a copy)
-    return a.reshape(-1)
+    return cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT
 
 
 # ---------------------------------------------------------------- element-wise
@@ -282,11 +277,14 @@ cdef object _run_planes(int kind, a, out, dims, argmax=None):
     a = np.ascontiguousarray(a)  # a no-op for what ops passes; direct callers may pass views
     if argmax is not None:
         argmax = np.ascontiguousarray(argmax, np.int64)
-    cdef int64_t[::1] d = np.asarray(dims, np.int64)
+    cdef int64_t d[10]   # the most any kernel takes (im2col, col2im)
+    cdef Py_ssize_t i
+    for i in range(len(dims)):
+        d[i] = dims[i]
     cdef int64_t *am = <int64_t *>_ptr(argmax) if argmax is not None else NULL
     cdef void *ap = _ptr(a)
     cdef void *op = _ptr(out)
-    if a.dtype == np.float32:
+    if _is_f32(a):
         with nogil:
             _planes[float](kind, ctx, <const float *>ap, <float *>op, am, &d[0])
     else:
@@ -463,55 +461,54 @@ cdef enum:  # the rule run by _update
     SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM
 
 
-cdef void _update(fnn_ctx ctx, int kind, floating[::1] p, const floating[::1] g, floating[::1] s1,
-                  floating[::1] s2, double a, double b, double c, double d, double wd,
-                  double l1) noexcept nogil:
-    cdef int64_t n = p.shape[0]
+cdef void _update(fnn_ctx ctx, int kind, floating *p, const floating *g, floating *s1, floating *s2, int64_t n,
+                  double a, double b, double c, double d, double wd, double l1) noexcept nogil:
     if floating is float:
         if kind == SGD:
-            fnn_sgd_update_f32(ctx, &p[0], &g[0], n, a, wd, l1)
+            fnn_sgd_update_f32(ctx, p, g, n, a, wd, l1)
         elif kind == MOMENTUM:
-            fnn_momentum_update_f32(ctx, &p[0], &g[0], &s1[0], n, a, b, wd, l1)
+            fnn_momentum_update_f32(ctx, p, g, s1, n, a, b, wd, l1)
         elif kind == NESTEROV:
-            fnn_nesterov_update_f32(ctx, &p[0], &g[0], &s1[0], n, a, b, wd, l1)
+            fnn_nesterov_update_f32(ctx, p, g, s1, n, a, b, wd, l1)
         elif kind == ADAGRAD:
-            fnn_adagrad_update_f32(ctx, &p[0], &g[0], &s1[0], n, a, b, wd, l1)
+            fnn_adagrad_update_f32(ctx, p, g, s1, n, a, b, wd, l1)
         elif kind == RMSPROP:
-            fnn_rmsprop_update_f32(ctx, &p[0], &g[0], &s1[0], n, a, b, c, wd, l1)
+            fnn_rmsprop_update_f32(ctx, p, g, s1, n, a, b, c, wd, l1)
         else:
-            fnn_adam_update_f32(ctx, &p[0], &g[0], &s1[0], &s2[0], n, a, b, c, d, wd, l1)
+            fnn_adam_update_f32(ctx, p, g, s1, s2, n, a, b, c, d, wd, l1)
     else:
         if kind == SGD:
-            fnn_sgd_update_f64(ctx, &p[0], &g[0], n, a, wd, l1)
+            fnn_sgd_update_f64(ctx, p, g, n, a, wd, l1)
         elif kind == MOMENTUM:
-            fnn_momentum_update_f64(ctx, &p[0], &g[0], &s1[0], n, a, b, wd, l1)
+            fnn_momentum_update_f64(ctx, p, g, s1, n, a, b, wd, l1)
         elif kind == NESTEROV:
-            fnn_nesterov_update_f64(ctx, &p[0], &g[0], &s1[0], n, a, b, wd, l1)
+            fnn_nesterov_update_f64(ctx, p, g, s1, n, a, b, wd, l1)
         elif kind == ADAGRAD:
-            fnn_adagrad_update_f64(ctx, &p[0], &g[0], &s1[0], n, a, b, wd, l1)
+            fnn_adagrad_update_f64(ctx, p, g, s1, n, a, b, wd, l1)
         elif kind == RMSPROP:
-            fnn_rmsprop_update_f64(ctx, &p[0], &g[0], &s1[0], n, a, b, c, wd, l1)
+            fnn_rmsprop_update_f64(ctx, p, g, s1, n, a, b, c, wd, l1)
         else:
-            fnn_adam_update_f64(ctx, &p[0], &g[0], &s1[0], &s2[0], n, a, b, c, d, wd, l1)
+            fnn_adam_update_f64(ctx, p, g, s1, s2, n, a, b, c, d, wd, l1)
 
 
 cdef _update_any(int kind, p, g, s1, s2, double a, double b, double c, double d, double wd, double l1):
+    # Raw pointers (the arrays are validated, C-contiguous, of one dtype): four typed
+    # memoryviews and reshapes cost as much as a bias's whole update, and the first
+    # update after a large op paid twice that with its code out of cache.
     cdef fnn_ctx ctx = current_ctx()
-    cdef float[::1] p32, s1_32, s2_32
-    cdef const float[::1] g32
-    cdef double[::1] p64, s1_64, s2_64
-    cdef const double[::1] g64
+    cdef int64_t n = cnp.PyArray_SIZE(<cnp.ndarray>p)
+    cdef void *pp = _ptr(p)
+    cdef const void *gp = _ptr(g)
     # unused state arrays alias p: the kernels never touch them
-    s1 = p if s1 is None else s1
-    s2 = p if s2 is None else s2
-    if _is_f32(p):
-        p32, g32, s1_32, s2_32 = _flat(p), _flat(g), _flat(s1), _flat(s2)
-        with nogil:
-            _update(ctx, kind, p32, g32, s1_32, s2_32, a, b, c, d, wd, l1)
-    else:
-        p64, g64, s1_64, s2_64 = _flat(p), _flat(g), _flat(s1), _flat(s2)
-        with nogil:
-            _update(ctx, kind, p64, g64, s1_64, s2_64, a, b, c, d, wd, l1)
+    cdef void *s1p = pp if s1 is None else _ptr(s1)
+    cdef void *s2p = pp if s2 is None else _ptr(s2)
+    cdef bint f32 = cnp.PyArray_TYPE(<cnp.ndarray>p) == cnp.NPY_FLOAT
+    with nogil:
+        if f32:
+            _update(ctx, kind, <float *>pp, <const float *>gp, <float *>s1p, <float *>s2p, n, a, b, c, d, wd, l1)
+        else:
+            _update(ctx, kind, <double *>pp, <const double *>gp, <double *>s1p, <double *>s2p, n, a, b, c, d, wd,
+                    l1)
 
 
 def sgd_update(p, g, lr, wd=0.0, l1=0.0):

@@ -135,7 +135,7 @@ def check_same_shape(op, name_a, a, name_b, b):
 
 def check_nonempty_dims(op, name, arr, first_dim=1):
     """Every dimension from ``first_dim`` on must be >= 1 (the batch may be 0)."""
-    if any(d < 1 for d in arr.shape[first_dim:]):
+    if min(arr.shape[first_dim:], default=1) < 1:
         raise ValueError(f"{op}: expected every dimension of {name} after the batch to be >= 1, "
                          f"got shape {arr.shape}")
 
@@ -164,6 +164,8 @@ def as_int(op, name, value, minimum=None):
 
 def as_pair(op, name, value, minimum):
     """An int or an (h, w) pair of ints, each >= minimum, as a tuple of Python ints."""
+    if type(value) is int and value >= minimum:   # the common case, checked in full below
+        return (value, value)
     if isinstance(value, (tuple, list, np.ndarray)):
         items = list(value)
         if len(items) != 2:
@@ -187,9 +189,7 @@ def as_real(op, name, value):
 
 def check_size(op, what, shape, itemsize):
     """Refuse an output whose element count overflows int64 or whose bytes exceed memory."""
-    count = 1
-    for d in shape:
-        count *= int(d)
+    count = math.prod(map(int, shape))   # Python ints: no wraparound
     if count > _INT64_MAX or count * itemsize > _INT64_MAX:
         raise ValueError(f"{op}: {what} of shape {tuple(shape)} has more elements than int64 can index")
     if count * itemsize > MAX_BYTES:
@@ -242,6 +242,8 @@ def conv_output_size(op, in_hw, filter_hw, stride, pad, what="filter"):
 
 def check_geometry_fits(op, *values):
     """Every size, filter, stride and pad must be representable in the kernels' int64."""
+    if max(values) <= _INT64_MAX // 4:
+        return
     for v in values:
         if v > _INT64_MAX // 4:
             raise ValueError(f"{op}: size {v} is too large (int64 index arithmetic would overflow)")

@@ -479,6 +479,8 @@ def _along_last_axis(op, x, axis, kernel_name):
         raise ValueError(f"{op}: axis {ax} is out of range for an array of shape {x.shape}")
     if x.size == 0:
         return np.empty(x.shape, dtype=dtype)
+    if ax == -1 or ax == x.ndim - 1:   # rows already: np.moveaxis costs more than a small softmax
+        return getattr(_backend(), kernel_name)(x.reshape(-1, x.shape[-1])).reshape(x.shape)
     moved = np.moveaxis(x, ax, -1)
     rows = np.ascontiguousarray(moved).reshape(-1, moved.shape[-1])
     out = getattr(_backend(), kernel_name)(rows).reshape(moved.shape)

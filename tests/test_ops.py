@@ -397,12 +397,15 @@ def test_matmul_reads_transposed_operands_without_copying_them(backend):
 @pytest.mark.parametrize("backend", [p for p in BACKENDS if p.id == "native"])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("m,k,n", [(1, 300, 40), (3, 300, 50), (12, 64, 37), (12, 300, 70), (40, 90, 100),
-                                   (70, 40, 36), (129, 257, 97), (200, 1100, 48)])
+                                   (70, 40, 36), (129, 257, 97), (200, 1100, 48), (96, 300, 160),
+                                   (100, 2000, 96)])
 def test_matmul_and_linear_layout_never_changes_the_bits(backend, dtype, m, k, n, rng):
     """A transposed view (read in place where both layouts take the packed driver alone,
     else copied to C order first) or a block of a larger matrix gives the bits of the C
     copy, on each thread count; the shapes take each route of the GEMM: one row, dot
-    products, few rows with B in place, tail columns, the packed driver, the depth split."""
+    products, few rows with B in place, tail columns, and the packed driver (on its
+    grid, its shared schedules and the depth split), where op(A) = A is read in place
+    by the indirect-A kernel and op(A) = A^T packed."""
     a0 = random_array(rng, (m, k), dtype)
     b0 = random_array(rng, (k, n), dtype)
     dy = random_array(rng, (m, n), dtype)

@@ -1491,7 +1491,7 @@ int FN(fnn_gemm_packed_only)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, i
 
 /* Square blocks of the transpose stay in L1 while one side is read and the other
  * written along rows; element by element a large matrix's columns are walked
- * through memory (NumPy's copy of a transposed 1024 x 1024 float32 view took 6.7
+ * through memory (NumPy's copy of a transposed 1024 x 1024 float32 view took 6.9
  * ms, each element of a column on another line of the same cache sets). The
  * threads take bands of columns of src, so each writes whole rows of dst. */
 #define FNN_TRANSPOSE_COPY_BLOCK 32

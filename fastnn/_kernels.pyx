@@ -279,6 +279,8 @@ cdef object _run_planes(int kind, a, out, dims, argmax=None):
         argmax = np.ascontiguousarray(argmax, np.int64)
     cdef int64_t d[10]   # the most any kernel takes (im2col, col2im)
     cdef Py_ssize_t i
+    if len(dims) > 10:
+        raise ValueError(f"_run_planes: at most 10 dimensions, got {len(dims)}")
     for i in range(len(dims)):
         d[i] = dims[i]
     cdef int64_t *am = <int64_t *>_ptr(argmax) if argmax is not None else NULL

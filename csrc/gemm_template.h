@@ -401,11 +401,32 @@ static FN(ukr_fn) FN(select_ukr)(int isa, int *mr, int *nr, FN(ukr_fn) *half, FN
 
 #include "ukr_select_template.h"
 
-/* The last columns of a product, computed apart from the others (tail_columns
- * and tail_rows, below) */
+/* The last columns of a product, computed apart from the others (tail_columns,
+ * below): */
+/* C[:, n0:n0+r] = alpha * op(A) @ op(B)[:, n0:n0+r] + beta * C[:, n0:n0+r], then
+ * the epilogue (tail_columns): A = N takes dot products of A's rows with the
+ * columns' rows `brows` (op(B)'s columns as rows of k values: B's own rows
+ * where B = T, else a copy); A = T a GEMV through A's rows per column into a
+ * row of `res` first. Each element is one kernel's sum in a fixed order, so
+ * any split of the rows gives the same bits. */
+struct FN(tail_job_s) {
+    int trans_a, trans_b, isa;
+    int64_t m, n0, r, k;
+    T alpha, beta;
+    const T *a, *b, *brows;
+    int64_t lda, ldb, ldr;
+    T *res, *c;
+    int64_t ldc;
+    const fnn_epilogue *ep;
+    /* the depth split's slices take the columns (A = N; tail_slice), each
+     * copying its depth of B's columns to `bcopy` (B = N), else NULL */
+    int slices;
+    T *bcopy;
+};
 typedef struct FN(tail_job_s) FN(tail_job);
 static void FN(tail_rows)(const FN(tail_job) *t, int64_t i0, int64_t i1);
 static void FN(tail_run)(fnn_ctx ctx, const FN(tail_job) *t);
+static void FN(tail_slice)(const FN(tail_job) *t, int64_t k0, int64_t ks, T *c, int64_t ldc, T beta);
 
 typedef struct {
     int64_t m, n, k;
@@ -431,7 +452,8 @@ typedef struct {
     int shared_mode; /* FNN_GEMM_SHARED_A or _B: the shared-operand schedule; 0: the grid */
     int split_k;     /* the depth split (FNN_GEMM_SPLIT_K): its slices, else 0 */
     int64_t k0;      /* the depth of op(A)'s and op(B)'s column / row 0 of this job (a slice's) */
-    T *partials;     /* the depth split's partial C of slices 1 .. split_k - 1 (m x n each) */
+    T *partials;     /* the depth split's partial C of slices 1 .. split_k - 1 (m x ldp each) */
+    int64_t ldp;     /* their row length: n, and the last columns' r where the slices take them */
     int64_t unit;    /* panels per unit of the shared-operand schedule */
     /* A = N read in place (a_in_place; NULL: packed): row i of A at
      * a_rows + i * lda, by the indirect-A microkernel */
@@ -439,7 +461,9 @@ typedef struct {
     int64_t lda;
     FN(ukra_fn) ukra;
     FN(ukra_rows_fn) ukra_rows;
-    const FN(tail_job) *tail; /* the last columns, each unit's rows with the unit (shared B only), or NULL */
+    /* the last columns, or NULL: in the depth split each slice's depth of them
+     * (A = N), in the shared-B schedule each unit's rows with the unit */
+    const FN(tail_job) *tail;
 } FN(gemm_job);
 
 /* C's rows x cols at ct = the edge buffer's (computed with beta 0) + beta_eff
@@ -584,21 +608,25 @@ static void FN(split_slice)(const FN(gemm_job) *job, int s, int tid)
     FN(gemm_job) sub = *job;
     sub.k0 = job->k * s / S;
     sub.k = job->k * (s + 1) / S - sub.k0;
-    sub.c = s == 0 ? job->c : job->partials + (int64_t)(s - 1) * job->m * job->n;
-    sub.ldc = s == 0 ? job->ldc : job->n;
+    sub.c = s == 0 ? job->c : job->partials + (int64_t)(s - 1) * job->m * job->ldp;
+    sub.ldc = s == 0 ? job->ldc : job->ldp;
     sub.beta = s == 0 ? job->beta : (T)0;
     sub.ep = NULL;
     sub.tn = sub.tm = 1;
     sub.a_packs = job->a_packs + (int64_t)tid * job->a_stride;
     sub.b_packs = job->b_packs + (int64_t)tid * job->b_stride;
     FN(gemm_thread)(&sub, 0, 1);
+    /* the slice's depth of the last columns, while its rows of A are in cache
+     * (after the slice, not after the whole product: A would come from memory) */
+    if (job->tail)
+        FN(tail_slice)(job->tail, sub.k0, sub.k, sub.c, sub.ldc, sub.beta);
 }
 
 /* Rows [i0, i1) of C += the partials of slices 1 .. S - 1, in that order, then
  * the epilogue */
 static void FN(split_sum)(const FN(gemm_job) *job, int64_t i0, int64_t i1)
 {
-    const int64_t n = job->n;
+    const int64_t n = job->ldp; /* the last columns too, where the slices took them */
     for (int64_t i = i0; i < i1; i++) {
         T *FNN_RESTRICT ci = job->c + i * job->ldc;
         for (int s = 1; s < job->split_k; s++) {
@@ -747,6 +775,7 @@ static int FN(gemm_plan)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, FN(gemm_j
     job->split_k = 0;
     job->k0 = 0;
     job->partials = NULL;
+    job->ldp = n;
     job->tn = job->tm = 1;
     if (FN(split_k_applies)(m, n, k)) {
         int64_t kc0, mc0, nc0;
@@ -863,8 +892,9 @@ static int FN(gemm_run_job)(FN(gemm_job) *job, int nth)
     job->b_packs = mem + a_elems * (size_t)nth;
     job->b_stride = (int64_t)b_elems;
     if (job->split_k) {
+        job->ldp = n + (job->tail ? job->tail->r : 0);
         job->partials = (T *)fnn_scratch(FNN_SCRATCH_GEMM_SPLIT,
-                                         (size_t)(m * n * (job->split_k - 1)) * sizeof(T));
+                                         (size_t)(m * job->ldp * (job->split_k - 1)) * sizeof(T));
         if (job->partials == NULL)
             return -1;
         if (nth == 1) {
@@ -962,9 +992,10 @@ static int FN(gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha
         job.lda = lda;
         job.ukra = FN(select_ukra)(ctx.isa, &job.ukra_rows);
     }
-    /* the last columns go with each unit's rows where the units are rows
-     * (shared B, on several threads), else after the others */
-    job.tail = tail && nth > 1 && job.shared_mode == FNN_GEMM_SHARED_B ? tail : NULL;
+    /* the last columns go with each slice's depth in the depth split (where
+     * tail_prepare left B's copy to the slices), with each unit's rows where the
+     * units are rows (shared B, on several threads), else after the others */
+    job.tail = tail && (tail->slices || (nth > 1 && job.shared_mode == FNN_GEMM_SHARED_B)) ? tail : NULL;
     const int rc = FN(gemm_run_job)(&job, nth);
     if (rc == 0 && tail && !job.tail)
         FN(tail_run)(ctx, tail);
@@ -1366,22 +1397,6 @@ static int FN(tail_threads)(fnn_ctx ctx, int64_t m, int64_t r, int64_t k)
     return nth <= m / 16 ? nth : m / 16 < 1 ? 1 : (int)(m / 16);
 }
 
-/* C[:, n0:n0+r] = alpha * op(A) @ op(B)[:, n0:n0+r] + beta * C[:, n0:n0+r], then
- * the epilogue (tail_columns): A = N takes dot products of A's rows with the
- * columns' rows `brows` (op(B)'s columns as rows of k values: B's own rows
- * where B = T, else a copy); A = T a GEMV through A's rows per column into a
- * row of `res` first. Each element is one kernel's sum in a fixed order, so
- * any split of the rows gives the same bits. */
-struct FN(tail_job_s) {
-    int trans_a, trans_b, isa;
-    int64_t m, n0, r, k;
-    T alpha, beta;
-    const T *a, *b, *brows;
-    int64_t lda, ldb, ldr;
-    T *res, *c;
-    int64_t ldc;
-    const fnn_epilogue *ep;
-};
 
 /* The tail job of those columns; -1 where scratch memory could not be allocated. */
 static int FN(tail_prepare)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n0, int64_t r, int64_t k,
@@ -1389,14 +1404,23 @@ static int FN(tail_prepare)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, in
                             const fnn_epilogue *ep, FN(tail_job) *t)
 {
     const int copy_b = !trans_a && !trans_b;
+    /* the other columns take the depth split (by shape alone, gemm_plan):
+     * with A = N its slices take these too (the GEMVs of A = T would need a
+     * row of results per slice) */
+    const int slices = !trans_a && n0 > 0 && FN(split_k_applies)(m, n0, k);
     const size_t elems = (size_t)(copy_b ? r * k : 0) + (size_t)(trans_a ? r * m : 0);
     T *mem = (T *)fnn_scratch(FNN_SCRATCH_GEMM_TAIL, elems * sizeof(T));
     if (!mem)
         return -1;
     *t = (FN(tail_job)){.trans_a = trans_a, .trans_b = trans_b, .isa = ctx.isa, .m = m, .n0 = n0, .r = r, .k = k,
                         .alpha = alpha, .beta = beta, .a = a, .b = b, .lda = lda, .ldb = ldb,
-                        .res = trans_a ? mem + (copy_b ? r * k : 0) : NULL, .c = c, .ldc = ldc, .ep = ep};
-    if (copy_b) {
+                        .res = trans_a ? mem + (copy_b ? r * k : 0) : NULL, .c = c, .ldc = ldc, .ep = ep,
+                        .slices = slices, .bcopy = NULL};
+    if (copy_b && slices) {
+        t->bcopy = mem;
+        t->brows = mem;
+        t->ldr = k;
+    } else if (copy_b) {
         for (int64_t p = 0; p < k; p++)
             for (int64_t j = 0; j < r; j++)
                 mem[j * k + p] = b[p * ldb + n0 + j];
@@ -1441,6 +1465,32 @@ static void FN(tail_rows)(const FN(tail_job) *t, int64_t i0, int64_t i1)
     (void)i0;
     (void)i1;
 #endif
+}
+
+/* Depth [k0, k0 + ks) of the tail job's columns (A = N), all rows, into c
+ * (ldc; columns from n0) with beta, no epilogue: a slice of the depth split,
+ * which sums them into C with the other columns. The slice first copies its
+ * depth of B's columns (bcopy): B's rows it has just packed are in cache. */
+static void FN(tail_slice)(const FN(tail_job) *t, int64_t k0, int64_t ks, T *c, int64_t ldc, T beta)
+{
+    if (t->bcopy) {
+        /* locals: the build may not assume that stores of T leave t alone */
+        const int64_t r = t->r, k = t->k, ldb = t->ldb;
+        const T *FNN_RESTRICT src = t->b + t->n0;
+        T *FNN_RESTRICT dst = t->bcopy;
+        for (int64_t p = k0; p < k0 + ks; p++)
+            for (int64_t j = 0; j < r; j++)
+                dst[j * k + p] = src[p * ldb + j];
+    }
+    FN(tail_job) part = *t;
+    part.a = t->a + k0;
+    part.brows = t->brows + k0;
+    part.k = ks;
+    part.c = c;
+    part.ldc = ldc;
+    part.beta = beta;
+    part.ep = NULL;
+    FN(tail_rows)(&part, 0, t->m);
 }
 
 /* All rows of the tail job's columns, split over tail_threads. */

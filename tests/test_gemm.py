@@ -204,8 +204,13 @@ def test_depth_split_gives_the_same_bits_at_every_thread_count(isa, dtype, rng):
     # (more than the slices; on 2 cores, so they run unevenly) give the same bits, from
     # run to run. Every transpose, alpha/beta, a NaN-filled C that beta = 0 must not
     # read, edge tiles both ways, a prime depth, the fused epilogue after the sum.
+    # On the SIMD paths, with A = N, each slice also takes its depth of the last
+    # n mod L columns (1 to L/4 of them, L a vector's lanes) as dot products, summed
+    # with the others.
     mr, nr, _, kc, _ = block_edge_sizes(isa, dtype)
-    for m, n, k in [(100, 100, 4320), (2 * mr + 3, nr + 5, 20011), (45, 7, 30011)]:
+    lanes = (64 if isa == "avx512" else 32) // np.dtype(dtype).itemsize
+    tails = [(45, 2 * lanes + r, 30011) for r in sorted({1, lanes // 4})]
+    for m, n, k in [(100, 100, 4320), (2 * mr + 3, nr + 5, 20011), (45, 7, 30011)] + tails:
         with native_setting(isa, 2):
             assert _gemm.schedule(m, n, k, dtype) == ("split_k", 2), (m, n, k)
         for ta, tb, (alpha, beta) in [(False, False, (1.0, 0.0)), (True, True, (-0.5, 2.0)), (True, False, (2.0, 0.0)),
@@ -215,18 +220,22 @@ def test_depth_split_gives_the_same_bits_at_every_thread_count(isa, dtype, rng):
             c0 = rng.standard_normal((m, n)).astype(dtype)
             # most first: no partial is left from a call before
             gemm_on_threads(isa, (3, 2, 8, 4, 1, 2), a, b, c0, ta, tb, alpha, beta)
-    x = rng.standard_normal((100, 4320)).astype(dtype)
-    W = rng.standard_normal((4320, 100)).astype(dtype)
-    bias = rng.standard_normal(100).astype(dtype)
-    exact, bound = expected_and_bound(x, W, None, False, False, 1.0, 0.0)
-    eps = np.finfo(dtype).eps
-    results = []
-    for threads in (1, 2, 3):
-        with native_setting(isa, threads):
-            results.append(F.linear(x, W, bias, activation="relu"))
-    assert_gemm_close(results[0], np.maximum(exact + bias, 0), bound + 4 * eps * np.abs(exact + bias))
-    for got in results[1:]:
-        np.testing.assert_array_equal(got, results[0])
+    # the SimpleConvNet's 4320 -> 100 layer, and one with the last columns on every path
+    for k, n in ((4320, 100), (9000, 2 * lanes + lanes // 4)):
+        x = rng.standard_normal((100, k)).astype(dtype)
+        W = rng.standard_normal((k, n)).astype(dtype)
+        bias = rng.standard_normal(n).astype(dtype)
+        with native_setting(isa, 2):
+            assert _gemm.schedule(100, n, k, dtype) == ("split_k", 2), (k, n)
+        exact, bound = expected_and_bound(x, W, None, False, False, 1.0, 0.0)
+        eps = np.finfo(dtype).eps
+        results = []
+        for threads in (1, 2, 3):
+            with native_setting(isa, threads):
+                results.append(F.linear(x, W, bias, activation="relu"))
+        assert_gemm_close(results[0], np.maximum(exact + bias, 0), bound + 4 * eps * np.abs(exact + bias))
+        for got in results[1:]:
+            np.testing.assert_array_equal(got, results[0])
 
 
 @pytest.mark.parametrize("isa", ISAS)

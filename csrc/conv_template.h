@@ -1187,49 +1187,63 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
 #ifdef FASTNN_HAVE_OPENMP
     /* Images in G fixed groups, each summed into its own dW^T partial; the
      * groups are taken by work spans (each thread its even share, the images
-     * its forward took, unless a thread falls behind) and the partials added
-     * in group order, so the result depends only on G, which depends only on
-     * the thread count. */
+     * its forward took, unless a thread falls behind), each group's values
+     * read out of its partial by the thread that summed it (the dot path's
+     * lane sums are 16 times the values: read by the other core, they cost
+     * more than the sum), and the thread that ends the last group adds the
+     * groups' values in group order: no barrier, at which a thread that waits
+     * longer than OpenMP's spin would sleep and be woken late. The result
+     * depends only on G, which depends only on the thread count. */
     int64_t groups = 4 * (int64_t)nth;
-    const int64_t cap = (int64_t)((64u << 20) / (part * sizeof(T)));
+    const int64_t vals = f * (d.ck + 1); /* a group's values: f rows of ck taps and the bias */
+    const int64_t cap = (int64_t)((64u << 20) / ((part + (size_t)vals) * sizeof(T)));
     if (groups > cap)
         groups = cap > nth ? cap : nth;
     if (groups > n)
         groups = n;
-    T *parts = (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, part * (size_t)groups * sizeof(T));
+    T *parts = (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, (part + (size_t)vals) * (size_t)groups * sizeof(T));
     if (!parts)
         return -1;
+    T *values = parts + part * (size_t)groups;
     if (nth > FNN_SPANS_MAX)
         nth = FNN_SPANS_MAX;
     fnn_span spans[FNN_SPANS_MAX];
     fnn_spans_init(spans, nth, groups);
-#pragma omp parallel num_threads(nth) reduction(| : err)
+    int64_t done = 0;
+    int failed = 0;
+#pragma omp parallel num_threads(nth)
     {
         fnn_ctx one = ctx;
         one.nthreads = 1;
         for (int64_t gi; (gi = fnn_spans_next(spans, nth, omp_get_thread_num())) >= 0;) {
             const int64_t i0 = n * gi / groups, i1 = n * (gi + 1) / groups;
-            for (int64_t i = i0; i < i1 && !err; i++)
-                err |= FN(direct_backward_image)(&d, &dot, ukr, ukr_rows, one, x + i * chw,
-                                                 dy ? dy + i * fp : NULL, pg, i, ck_alloc, ldw,
-                                                 i == i0 ? (T)0 : (T)1, parts + (size_t)gi * part,
-                                                 parts + (size_t)gi * part + ck_alloc * ldw, wt, g,
-                                                 dx ? dx + i * chw : NULL) != 0;
+            T *mine = parts + (size_t)gi * part;
+            int e = 0;
+            for (int64_t i = i0; i < i1 && !e; i++)
+                e = FN(direct_backward_image)(&d, &dot, ukr, ukr_rows, one, x + i * chw, dy ? dy + i * fp : NULL,
+                                              pg, i, ck_alloc, ldw, i == i0 ? (T)0 : (T)1, mine,
+                                              mine + ck_alloc * ldw, wt, g, dx ? dx + i * chw : NULL) != 0;
+            T *v = values + gi * vals;
+            for (int64_t fi = 0; fi < f && !e; fi++)
+                for (int64_t k = 0; k <= d.ck; k++)
+                    v[fi * (d.ck + 1) + k] = FN(wgrad_part_value)(&dot, mine, d.ck, ck_alloc, ldw, fi, k);
+            if (e)
+                __atomic_store_n(&failed, 1, __ATOMIC_RELAXED);
+            /* acquire-release: the last sees every group's values and failure */
+            if (__atomic_add_fetch(&done, 1, __ATOMIC_ACQ_REL) == groups && !__atomic_load_n(&failed, __ATOMIC_RELAXED))
+                for (int64_t fi = 0; fi < f; fi++)
+                    for (int64_t k = 0; k <= d.ck; k++) {
+                        T s = values[fi * (d.ck + 1) + k];
+                        for (int64_t q = 1; q < groups; q++)
+                            s += values[q * vals + fi * (d.ck + 1) + k];
+                        if (k < d.ck)
+                            dw[fi * d.ck + k] = s;
+                        else
+                            db[fi] = s;
+                    }
         }
-#pragma omp barrier
-        /* then rows of dw (and db, as tap ck) split over the threads */
-#pragma omp for schedule(static)
-        for (int64_t fi = 0; fi < f; fi++)
-            for (int64_t k = 0; k <= d.ck; k++) {
-                T s = FN(wgrad_part_value)(&dot, parts, d.ck, ck_alloc, ldw, fi, k);
-                for (int64_t q = 1; q < groups; q++)
-                    s += FN(wgrad_part_value)(&dot, parts + (size_t)q * part, d.ck, ck_alloc, ldw, fi, k);
-                if (k < d.ck)
-                    dw[fi * d.ck + k] = s;
-                else
-                    db[fi] = s;
-            }
     }
+    err = failed;
 #endif
     return err ? -1 : 0;
 }

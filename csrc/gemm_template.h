@@ -402,9 +402,8 @@ static FN(ukr_fn) FN(select_ukr)(int isa, int *mr, int *nr, FN(ukr_fn) *half, FN
 #include "ukr_select_template.h"
 
 /* The last columns of a product, computed apart from the others (tail_columns,
- * below): */
-/* C[:, n0:n0+r] = alpha * op(A) @ op(B)[:, n0:n0+r] + beta * C[:, n0:n0+r], then
- * the epilogue (tail_columns): A = N takes dot products of A's rows with the
+ * below): C[:, n0:n0+r] = alpha * op(A) @ op(B)[:, n0:n0+r] + beta * C[:, n0:n0+r],
+ * then the epilogue. A = N takes dot products of A's rows with the
  * columns' rows `brows` (op(B)'s columns as rows of k values: B's own rows
  * where B = T, else a copy); A = T a GEMV through A's rows per column into a
  * row of `res` first. Each element is one kernel's sum in a fixed order, so
@@ -427,6 +426,7 @@ typedef struct FN(tail_job_s) FN(tail_job);
 static void FN(tail_rows)(const FN(tail_job) *t, int64_t i0, int64_t i1);
 static void FN(tail_run)(fnn_ctx ctx, const FN(tail_job) *t);
 static void FN(tail_slice)(const FN(tail_job) *t, int64_t k0, int64_t ks, T *c, int64_t ldc, T beta);
+static void FN(tail_copy_b)(const FN(tail_job) *t, int64_t k0, int64_t ks);
 
 typedef struct {
     int64_t m, n, k;
@@ -995,10 +995,13 @@ static int FN(gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha
     /* the last columns go with each slice's depth in the depth split (where
      * tail_prepare left B's copy to the slices), with each unit's rows where the
      * units are rows (shared B, on several threads), else after the others */
-    job.tail = tail && (tail->slices || (nth > 1 && job.shared_mode == FNN_GEMM_SHARED_B)) ? tail : NULL;
+    job.tail = tail && (job.split_k ? tail->slices : nth > 1 && job.shared_mode == FNN_GEMM_SHARED_B) ? tail : NULL;
     const int rc = FN(gemm_run_job)(&job, nth);
-    if (rc == 0 && tail && !job.tail)
+    if (rc == 0 && tail && !job.tail) {
+        if (tail->bcopy) /* left to slices that did not run (tail_prepare's split is gemm_plan's) */
+            FN(tail_copy_b)(tail, 0, tail->k);
         FN(tail_run)(ctx, tail);
+    }
     return rc;
 }
 
@@ -1397,7 +1400,6 @@ static int FN(tail_threads)(fnn_ctx ctx, int64_t m, int64_t r, int64_t k)
     return nth <= m / 16 ? nth : m / 16 < 1 ? 1 : (int)(m / 16);
 }
 
-
 /* The tail job of those columns; -1 where scratch memory could not be allocated. */
 static int FN(tail_prepare)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, int64_t n0, int64_t r, int64_t k,
                             T alpha, const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc,
@@ -1473,15 +1475,8 @@ static void FN(tail_rows)(const FN(tail_job) *t, int64_t i0, int64_t i1)
  * depth of B's columns (bcopy): B's rows it has just packed are in cache. */
 static void FN(tail_slice)(const FN(tail_job) *t, int64_t k0, int64_t ks, T *c, int64_t ldc, T beta)
 {
-    if (t->bcopy) {
-        /* locals: the build may not assume that stores of T leave t alone */
-        const int64_t r = t->r, k = t->k, ldb = t->ldb;
-        const T *FNN_RESTRICT src = t->b + t->n0;
-        T *FNN_RESTRICT dst = t->bcopy;
-        for (int64_t p = k0; p < k0 + ks; p++)
-            for (int64_t j = 0; j < r; j++)
-                dst[j * k + p] = src[p * ldb + j];
-    }
+    if (t->bcopy)
+        FN(tail_copy_b)(t, k0, ks);
     FN(tail_job) part = *t;
     part.a = t->a + k0;
     part.brows = t->brows + k0;
@@ -1491,6 +1486,18 @@ static void FN(tail_slice)(const FN(tail_job) *t, int64_t k0, int64_t ks, T *c, 
     part.beta = beta;
     part.ep = NULL;
     FN(tail_rows)(&part, 0, t->m);
+}
+
+/* Rows [k0, k0 + ks) of B's last columns into their rows of bcopy. */
+static void FN(tail_copy_b)(const FN(tail_job) *t, int64_t k0, int64_t ks)
+{
+    /* locals: the build may not assume that stores of T leave t alone */
+    const int64_t r = t->r, k = t->k, ldb = t->ldb;
+    const T *FNN_RESTRICT src = t->b + t->n0;
+    T *FNN_RESTRICT dst = t->bcopy;
+    for (int64_t p = k0; p < k0 + ks; p++)
+        for (int64_t j = 0; j < r; j++)
+            dst[j * k + p] = src[p * ldb + j];
 }
 
 /* All rows of the tail job's columns, split over tail_threads. */

@@ -1209,8 +1209,7 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
         nth = FNN_SPANS_MAX;
     fnn_span spans[FNN_SPANS_MAX];
     fnn_spans_init(spans, nth, groups);
-    int64_t done = 0;
-    int failed = 0;
+    volatile int64_t done = 0, failed = 0;
 #pragma omp parallel num_threads(nth)
     {
         fnn_ctx one = ctx;
@@ -1228,9 +1227,9 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
                 for (int64_t k = 0; k <= d.ck; k++)
                     v[fi * (d.ck + 1) + k] = FN(wgrad_part_value)(&dot, mine, d.ck, ck_alloc, ldw, fi, k);
             if (e)
-                __atomic_store_n(&failed, 1, __ATOMIC_RELAXED);
-            /* acquire-release: the last sees every group's values and failure */
-            if (__atomic_add_fetch(&done, 1, __ATOMIC_ACQ_REL) == groups && !__atomic_load_n(&failed, __ATOMIC_RELAXED))
+                fnn_count_up(&failed);
+            /* the last to count a group sees every group's values and failure */
+            if (fnn_count_up(&done) == groups && !failed)
                 for (int64_t fi = 0; fi < f; fi++)
                     for (int64_t k = 0; k <= d.ck; k++) {
                         T s = values[fi * (d.ck + 1) + k];
@@ -1243,7 +1242,7 @@ static int FN(direct_wgrad_run)(fnn_ctx ctx, const T *dy, const FN(pooled_grad) 
                     }
         }
     }
-    err = failed;
+    err = failed != 0;
 #endif
     return err ? -1 : 0;
 }

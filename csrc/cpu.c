@@ -88,6 +88,15 @@ static int span_cas(volatile int64_t *p, int64_t *expected, int64_t desired)
 #endif
 }
 
+int64_t fnn_count_up(volatile int64_t *p)
+{
+#if defined(_MSC_VER)
+    return _InterlockedIncrement64((volatile __int64 *)p); /* a full barrier */
+#else
+    return __atomic_add_fetch(p, 1, __ATOMIC_ACQ_REL);
+#endif
+}
+
 static int64_t span_word(int64_t front, int64_t back) { return (int64_t)((uint64_t)back << 32 | (uint64_t)front); }
 
 void fnn_spans_init(fnn_span *spans, int nth, int64_t units)

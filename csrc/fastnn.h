@@ -118,6 +118,10 @@ typedef struct {
 void fnn_spans_init(fnn_span *spans, int nth, int64_t units);
 /* thread t's next unit, or -1 where none is left */
 int64_t fnn_spans_next(fnn_span *spans, int nth, int t);
+/* ++*p, atomically, returning the new count. Acquire-release: what a thread wrote
+ * before its increment is seen by the thread whose increment comes later, so
+ * the thread that makes the last of a team's increments sees all of theirs. */
+int64_t fnn_count_up(volatile int64_t *p);
 
 #ifdef __cplusplus
 }

@@ -426,7 +426,7 @@ typedef struct FN(tail_job_s) FN(tail_job);
 static void FN(tail_rows)(const FN(tail_job) *t, int64_t i0, int64_t i1);
 static void FN(tail_run)(fnn_ctx ctx, const FN(tail_job) *t);
 static void FN(tail_slice)(const FN(tail_job) *t, int64_t k0, int64_t ks, T *c, int64_t ldc, T beta);
-static void FN(tail_copy_b)(const FN(tail_job) *t, int64_t k0, int64_t ks);
+static void FN(tail_copy_b)(const FN(tail_job) *t, T *dst, int64_t k0, int64_t ks);
 
 typedef struct {
     int64_t m, n, k;
@@ -999,7 +999,7 @@ static int FN(gemm_packed)(fnn_ctx ctx, int64_t m, int64_t n, int64_t k, T alpha
     const int rc = FN(gemm_run_job)(&job, nth);
     if (rc == 0 && tail && !job.tail) {
         if (tail->bcopy) /* left to slices that did not run (tail_prepare's split is gemm_plan's) */
-            FN(tail_copy_b)(tail, 0, tail->k);
+            FN(tail_copy_b)(tail, tail->bcopy, 0, tail->k);
         FN(tail_run)(ctx, tail);
     }
     return rc;
@@ -1418,16 +1418,13 @@ static int FN(tail_prepare)(fnn_ctx ctx, int trans_a, int trans_b, int64_t m, in
                         .alpha = alpha, .beta = beta, .a = a, .b = b, .lda = lda, .ldb = ldb,
                         .res = trans_a ? mem + (copy_b ? r * k : 0) : NULL, .c = c, .ldc = ldc, .ep = ep,
                         .slices = slices, .bcopy = NULL};
-    if (copy_b && slices) {
-        t->bcopy = mem;
+    if (copy_b) {
         t->brows = mem;
         t->ldr = k;
-    } else if (copy_b) {
-        for (int64_t p = 0; p < k; p++)
-            for (int64_t j = 0; j < r; j++)
-                mem[j * k + p] = b[p * ldb + n0 + j];
-        t->brows = mem;
-        t->ldr = k;
+        if (slices)
+            t->bcopy = mem;
+        else
+            FN(tail_copy_b)(t, mem, 0, k);
     } else {
         t->brows = b + n0 * ldb;
         t->ldr = ldb;
@@ -1476,7 +1473,7 @@ static void FN(tail_rows)(const FN(tail_job) *t, int64_t i0, int64_t i1)
 static void FN(tail_slice)(const FN(tail_job) *t, int64_t k0, int64_t ks, T *c, int64_t ldc, T beta)
 {
     if (t->bcopy)
-        FN(tail_copy_b)(t, k0, ks);
+        FN(tail_copy_b)(t, t->bcopy, k0, ks);
     FN(tail_job) part = *t;
     part.a = t->a + k0;
     part.brows = t->brows + k0;
@@ -1488,13 +1485,12 @@ static void FN(tail_slice)(const FN(tail_job) *t, int64_t k0, int64_t ks, T *c, 
     FN(tail_rows)(&part, 0, t->m);
 }
 
-/* Rows [k0, k0 + ks) of B's last columns into their rows of bcopy. */
-static void FN(tail_copy_b)(const FN(tail_job) *t, int64_t k0, int64_t ks)
+/* Rows [k0, k0 + ks) of B's last columns (B = N) into dst, as r rows of k. */
+static void FN(tail_copy_b)(const FN(tail_job) *t, T *FNN_RESTRICT dst, int64_t k0, int64_t ks)
 {
     /* locals: the build may not assume that stores of T leave t alone */
     const int64_t r = t->r, k = t->k, ldb = t->ldb;
     const T *FNN_RESTRICT src = t->b + t->n0;
-    T *FNN_RESTRICT dst = t->bcopy;
     for (int64_t p = k0; p < k0 + ks; p++)
         for (int64_t j = 0; j < r; j++)
             dst[j * k + p] = src[p * ldb + j];

@@ -206,10 +206,15 @@ static int sce_labels_fast_f64(fnn_ctx ctx, const double *z, const int64_t *labe
             } else {                                                                                \
                 const T *tr = probs + r * K;                                                        \
                 const T tN = (T)inv_N;                                                              \
-                double acc = 0;                                                                     \
+                double acc = 0, t_sum = 0;                                                          \
+                for (int64_t k = 0; k < K; k++) t_sum += (double)tr[k];                             \
+                /* d/dz of -sum(t log p) is p * sum(t) - t: rows that are not */                   \
+                /* distributions get the gradient of the loss returned; one-hot rows */            \
+                /* (sum exactly 1) get the bits of p - t */                                         \
+                const T p_scale = (T)((double)inv_s * t_sum);                                       \
                 for (int64_t k = 0; k < K; k++) {                                                   \
                     acc += (double)(tr[k] * (ls - (zr[k] - m)));                                    \
-                    dr[k] = (dr[k] * inv_s - tr[k]) * tN;                                           \
+                    dr[k] = (dr[k] * p_scale - tr[k]) * tN;                                         \
                 }                                                                                   \
                 row_loss[r] = acc;                                                                  \
             }                                                                                       \

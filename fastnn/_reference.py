@@ -340,6 +340,8 @@ def softmax_cross_entropy(logits, target):
         prob[rows, target] -= 1
     else:
         per_row = (target * (log_s - shifted)).sum(axis=1)
+        # d/dz of -sum(t log p) is p * sum(t) - t, for rows that are not distributions too
+        prob *= target.sum(axis=1, keepdims=True)
         prob -= target
     loss = _mean_loss(per_row, n)
     if n:

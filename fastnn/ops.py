@@ -498,7 +498,8 @@ def log_softmax(x, axis=-1):
 
 def softmax_cross_entropy(logits, target):
     """(mean cross-entropy loss as a Python float, dlogits). target: integer labels (N,)
-    in [0, K) or float rows (N, K) (one-hot or probabilities)."""
+    in [0, K) or float rows (N, K) (one-hot or probabilities; the loss is -sum(t log p)
+    over a row and dlogits its gradient, (p * sum(t) - t) / N, for any rows)."""
     op = "softmax_cross_entropy"
     logits = V.as_float_array(op, "logits", logits)
     if logits.ndim != 2:

@@ -224,12 +224,16 @@ def test_avg_pool2d_gradient(backend, case, rng):
 # ---------------------------------------------------------------------------
 # Losses
 
-@pytest.mark.parametrize("target_kind", ["labels", "one_hot", "probabilities"])
+@pytest.mark.parametrize("target_kind", ["labels", "one_hot", "probabilities", "unnormalised", "signed"])
 def test_softmax_cross_entropy_gradient(backend, target_kind, rng):
     logits = rng.standard_normal((5, 4)) * 2
     labels = rng.integers(0, 4, size=5)
+    # rows that are not distributions (multi-hot, sums of 0.3-2, negative entries): the
+    # gradient is still that of the loss returned, -sum(t log p)
     target = {"labels": labels, "one_hot": np.eye(4)[labels],
-              "probabilities": rng.dirichlet(np.ones(4), size=5)}[target_kind]
+              "probabilities": rng.dirichlet(np.ones(4), size=5),
+              "unnormalised": rng.uniform(0.0, 0.5, size=(5, 4)) + np.eye(4)[labels],
+              "signed": rng.standard_normal((5, 4))}[target_kind]
     _, grad = F.softmax_cross_entropy(logits, target)
     _check("dlogits", grad, numerical_gradient(lambda: F.softmax_cross_entropy(logits, target)[0], logits))
 

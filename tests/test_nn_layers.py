@@ -108,6 +108,10 @@ def test_add_names_and_errors():
     (lambda: Dropout(1.0), r"\[0, 1\)"),
     (lambda: Dropout(-0.1), r"\[0, 1\)"),
     (lambda: BatchNorm(momentum=1.5), "momentum"),
+    (lambda: BatchNorm(momentum="a"), "BatchNorm: expected momentum"),
+    (lambda: BatchNorm(momentum=None), "BatchNorm: expected momentum"),
+    (lambda: BatchNorm(epsilon="x"), "BatchNorm: expected epsilon"),
+    (lambda: BatchNorm(epsilon=0.0), "BatchNorm: expected epsilon > 0"),
     (lambda: Dense(3, kernel_initializer="glorious"), "unknown name"),
     (lambda: Dense(3, name="a b"), "name"),
 ])

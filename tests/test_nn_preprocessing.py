@@ -43,6 +43,19 @@ def test_standard_scaler_uses_training_statistics(correlated, rng):
         pp.StandardScaler().fit(np.array([[np.nan, 1.0]]))
 
 
+def test_standard_scaler_only_centres_constant_features_whose_mean_rounds():
+    # The float64 mean of ten 0.1s is not 0.1, so their computed std is about 1e-17, not 0.
+    x = np.column_stack([np.arange(10.0), np.full(10, 0.1), np.full(10, 1 / 3)])
+    assert x.std(axis=0)[1] > 0
+    scaler = pp.StandardScaler().fit(x)
+    np.testing.assert_array_equal(scaler.scale_[1:], 1.0)
+    out = scaler.transform([[0.0, 0.2, 1.0], [0.0, 0.1, 1 / 3]])
+    np.testing.assert_allclose(out[:, 1:], [[0.1, 2 / 3], [0.0, 0.0]], atol=1e-15)
+    # a feature of tiny but real spread is still scaled
+    tiny = np.column_stack([1.0 + 1e-9 * np.arange(10.0), np.arange(10.0)])
+    np.testing.assert_allclose(pp.StandardScaler().fit_transform(tiny).std(axis=0), 1, rtol=1e-6)
+
+
 def test_per_channel_scaling_of_images(rng):
     x = rng.standard_normal((10, 3, 4, 5)) * np.array([1.0, 2.0, 3.0])[:, None, None] + 7
     out = pp.StandardScaler(per_channel=True).fit_transform(x)
@@ -70,7 +83,12 @@ def test_pca_whitening_decorrelates_to_unit_variance(correlated):
     assert np.all(np.diff(white.explained_variance_) <= 0)
     reduced = pp.PCAWhitening(n_components=2).fit(correlated)
     assert reduced.transform(correlated).shape == (2000, 2)
-    np.testing.assert_allclose(white.inverse_transform(out), correlated, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(white.inverse_transform(out), correlated, rtol=1e-10)
+    assert white.inverse_transform(out.astype(np.float32)).dtype == np.float32
+    with pytest.raises(ValueError, match="shape"):
+        reduced.inverse_transform(out)
+    with pytest.raises(RuntimeError, match="fit"):
+        pp.PCAWhitening().inverse_transform(out)
     with pytest.raises(ValueError, match="n_components"):
         pp.PCAWhitening(n_components=5).fit(correlated)
 
@@ -89,7 +107,12 @@ def test_zca_whitening_keeps_shape_and_stays_close(rng):
     s, u = np.linalg.eigh(cov)
     w = u @ np.diag(1 / np.sqrt(s)) @ u.T
     np.testing.assert_allclose(flat, centred @ w, rtol=1e-7, atol=1e-8)
-    np.testing.assert_allclose(zca.inverse_transform(out), images, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(zca.inverse_transform(out), images, rtol=1e-10, atol=1e-12)
+    assert zca.inverse_transform(out.astype(np.float32)).dtype == np.float32
+    with pytest.raises(ValueError, match="shape"):
+        zca.inverse_transform(out[:, :1])
+    with pytest.raises(RuntimeError, match="fit"):
+        pp.ZCAWhitening().inverse_transform(out)
 
 
 def test_one_hot():

@@ -187,6 +187,7 @@ def test_replaced_weights_with_a_valid_zip_fail_the_checksum(saved, tmp_path):
     (lambda d: d["compile"]["optimizer"].update(name="pickle"), "compile"),
     (lambda d: d["compile"]["loss"].update(name="eval"), "compile"),
     (lambda d: d["model"]["layers"][0]["config"]["kernel_initializer"].update(class_name="os.system"), "initializer"),
+    (lambda d: d["model"]["layers"][0]["config"].update(input_shape=[2, 8, 8]), "model file: the weights do not fit"),
 ])
 def test_altered_architecture_is_rejected(saved, tmp_path, change, message):
     bad = with_document(saved, tmp_path / "bad.npz", change)
@@ -350,6 +351,32 @@ def test_failed_save_keeps_the_previous_file(trained, saved, tmp_path, monkeypat
     with pytest.raises(OSError, match="rename failed"):
         model.save(saved)
     assert saved.read_bytes() == good and sorted(os.listdir(tmp_path)) == ["model.npz"]
+
+
+def test_a_new_file_gets_the_umask(trained, tmp_path):
+    old = os.umask(0o077)
+    try:
+        trained[0].save(tmp_path / "private.npz")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "private.npz").st_mode & 0o777 == 0o600
+    os.umask(0o022)
+    try:
+        trained[0].save(tmp_path / "shared.npz")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "shared.npz").st_mode & 0o777 == 0o644
+
+
+def test_metric_settings_survive_save_and_load(tmp_path, rng):
+    model = Sequential([Dense(1, activation="sigmoid", input_dim=3)], seed=0)
+    model.compile("sgd", "binary_crossentropy", metrics=[metrics.BinaryAccuracy(name="hit", threshold=0.7)])
+    model.save(tmp_path / "b.npz")
+    loaded = load_model(tmp_path / "b.npz")
+    assert loaded.metrics[0].name == "hit" and loaded.metrics[0].threshold == 0.7
+    x = rng.standard_normal((20, 3)).astype(np.float32)
+    t = rng.integers(0, 2, 20)
+    assert loaded.evaluate(x, t) == model.evaluate(x, t)
 
 
 def test_save_replaces_an_existing_file_and_keeps_its_mode(trained, tmp_path):

@@ -9,7 +9,8 @@ import pytest
 
 import fastnn
 from fastnn import optim
-from fastnn.nn import (Activation, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential, losses)
+from fastnn.nn import (Activation, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential, losses,
+                       metrics)
 from fastnn.nn.progress import Progbar
 from conftest import requires_native
 
@@ -187,6 +188,47 @@ def test_loss_must_match_the_output_activation():
         model.compile("adam", losses.SparseCategoricalCrossentropy(from_logits=True))
     with pytest.raises(ValueError, match="loss"):
         model.compile("adam", "hinge")
+
+
+def test_a_failed_compile_leaves_the_model_as_it_was(rng):
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    t = np.array([0, 1, 2, 0, 1, 2])
+    model = Sequential([Dense(8, activation="relu", input_dim=4), Dense(3, activation="softmax")], seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    before = model.evaluate(x, t)
+    for loss, metric_names in (("binary_crossentropy", None), ("sparse_categorical_crossentropy", ["f1"]),
+                          ("sparse_categorical_crossentropy", ["mae"])):
+        with pytest.raises(ValueError, match="compile"):
+            model.compile("adam", loss, metrics=metric_names)
+        assert model.loss.name == "sparse_categorical_crossentropy" and type(model.optimizer).__name__ == "SGD"
+        assert model.evaluate(x, t) == before
+    # checked at compile even before the model is built
+    unbuilt = Sequential([Dense(8), Dense(3, activation="softmax")])
+    for loss, metric_names in (("binary_crossentropy", None), ("sparse_categorical_crossentropy", ["f1"])):
+        with pytest.raises(ValueError, match="compile"):
+            unbuilt.compile("adam", loss, metrics=metric_names)
+    assert not unbuilt.compiled
+
+
+def test_elementwise_metrics_need_targets_of_the_outputs_shape(rng):
+    x = rng.standard_normal((9, 4))
+    t = np.array([0, 1, 2] * 3)
+    model = Sequential([Dense(3, activation="softmax", input_dim=4)], seed=0, dtype="float64")
+    for metric in ("mae", "mse", metrics.MeanAbsoluteError()):
+        with pytest.raises(ValueError, match="integer labels"):
+            model.compile("sgd", "sparse_categorical_crossentropy", metrics=[metric])
+    model.compile("sgd", "categorical_crossentropy", metrics=["mae", "mse"])
+    onehot = np.eye(3)[t]
+    p = model.predict(x)
+    for batch_size in (3, 4, 9):
+        _, mae, mse = model.evaluate(x, onehot, batch_size=batch_size)
+        assert mae == pytest.approx(np.mean(np.abs(p - onehot)), rel=1e-12)
+        assert mse == pytest.approx(np.mean((p - onehot) ** 2), rel=1e-12)
+    binary = Sequential([Dense(1, activation="sigmoid", input_dim=4)], seed=0, dtype="float64")
+    binary.compile("sgd", "binary_crossentropy", metrics=["mae"])
+    labels = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1])
+    assert binary.evaluate(x, labels, batch_size=4)[1] == pytest.approx(
+        np.mean(np.abs(binary.predict(x)[:, 0] - labels)), rel=1e-12)
 
 
 def test_from_logits_model_outputs_logits_and_trains(rng):

@@ -235,8 +235,7 @@ class LearningRateScheduler(Callback):
         self.verbose = verbose
         try:
             params = inspect.signature(schedule).parameters.values()
-            positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                          and p.default is p.empty]
+            positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
             self._two_args = len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
         except (TypeError, ValueError):
             self._two_args = True

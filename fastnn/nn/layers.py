@@ -22,6 +22,7 @@ import re
 import numpy as np
 
 from fastnn import ops
+from fastnn.optim import _check_number
 from fastnn.nn import initializers
 
 __all__ = ["Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Dropout",
@@ -576,12 +577,10 @@ class BatchNorm(Layer):
 
     def __init__(self, momentum=0.9, epsilon=1e-5, name=None, input_shape=None):
         super().__init__(name=name, input_shape=input_shape)
-        self.momentum = float(momentum)
-        if not 0.0 <= self.momentum <= 1.0:
+        self.momentum = _check_number("BatchNorm", "momentum", momentum, minimum=0.0)
+        if self.momentum > 1.0:
             raise ValueError(f"BatchNorm: momentum must be in [0, 1], got {momentum}")
-        self.epsilon = float(epsilon)
-        if not (self.epsilon > 0.0 and math.isfinite(self.epsilon)):
-            raise ValueError(f"BatchNorm: epsilon must be positive, got {epsilon}")
+        self.epsilon = _check_number("BatchNorm", "epsilon", epsilon, minimum=0.0, strictly=True)
         self._cache = None
 
     def _features(self, input_shape):

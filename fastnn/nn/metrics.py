@@ -12,6 +12,8 @@ binary for one unit.
 """
 import numpy as np
 
+from fastnn.optim import _check_number
+
 __all__ = ["Metric", "SparseCategoricalAccuracy", "CategoricalAccuracy", "BinaryAccuracy",
            "MeanAbsoluteError", "MeanSquaredErrorMetric", "get"]
 
@@ -26,8 +28,12 @@ class Metric:
     def __call__(self, y, t):
         raise NotImplementedError
 
+    def get_config(self):
+        """The keyword arguments that rebuild this metric (what ``Sequential.save`` stores)."""
+        return {"name": self.name}
+
     def __repr__(self):
-        return f"{type(self).__name__}(name={self.name!r})"
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
 
 
 class SparseCategoricalAccuracy(Metric):
@@ -53,7 +59,10 @@ class BinaryAccuracy(Metric):
 
     def __init__(self, name=None, threshold=0.5):
         super().__init__(name)
-        self.threshold = float(threshold)
+        self.threshold = _check_number("BinaryAccuracy", "threshold", threshold)
+
+    def get_config(self):
+        return {"name": self.name, "threshold": self.threshold}
 
     def __call__(self, y, t):
         if y.size == 0:
@@ -61,14 +70,18 @@ class BinaryAccuracy(Metric):
         return float(np.mean((y > self.threshold) == (t > 0.5)))
 
 
-class MeanAbsoluteError(Metric):
+class _Elementwise(Metric):
+    """Compares the output with a target of its own shape (not with integer labels)."""
+
+
+class MeanAbsoluteError(_Elementwise):
     name = "mae"
 
     def __call__(self, y, t):
         return float(np.mean(np.abs(y - t))) if y.size else float("nan")
 
 
-class MeanSquaredErrorMetric(Metric):
+class MeanSquaredErrorMetric(_Elementwise):
     name = "mse"
 
     def __call__(self, y, t):
@@ -85,14 +98,14 @@ _BY_NAME = {
 
 
 def get(identifier, loss, output_shape):
-    """The metric for a name given to compile (``"accuracy"`` resolved against the loss)
-    or a Metric instance. Its ``name`` is the key in the logs and the history."""
+    """The metric for a name given to compile (``"accuracy"`` resolved against the loss and
+    the per-sample ``output_shape``, None while the model is not built) or a Metric instance.
+    Its ``name`` is the key in the logs and the history."""
     if isinstance(identifier, Metric):
-        return identifier
-    if not isinstance(identifier, str):
+        metric = identifier
+    elif not isinstance(identifier, str):
         raise TypeError(f"compile: a metric must be a name or a fastnn.nn.metrics.Metric, got {identifier!r}")
-    key = identifier.lower()
-    if key in ("accuracy", "acc"):
+    elif identifier.lower() in ("accuracy", "acc"):
         if loss.name == "sparse_categorical_crossentropy":
             cls = SparseCategoricalAccuracy
         elif loss.name == "categorical_crossentropy":
@@ -100,8 +113,15 @@ def get(identifier, loss, output_shape):
         elif loss.name == "binary_crossentropy":
             cls = BinaryAccuracy
         else:
-            cls = CategoricalAccuracy if int(np.prod(output_shape)) > 1 else BinaryAccuracy
-        return cls(name=identifier)
-    if key not in _BY_NAME:
+            several = output_shape is None or int(np.prod(output_shape)) > 1
+            cls = CategoricalAccuracy if several else BinaryAccuracy
+        metric = cls(name=identifier)
+    elif identifier.lower() in _BY_NAME:
+        metric = _BY_NAME[identifier.lower()](name=identifier)
+    else:
         raise ValueError(f"compile: unknown metric {identifier!r}; expected 'accuracy' or one of {sorted(_BY_NAME)}")
-    return _BY_NAME[key](name=identifier)
+    if isinstance(metric, _Elementwise) and loss.name == "sparse_categorical_crossentropy":
+        raise ValueError(f"compile: the metric {metric.name!r} compares the output with a target of its shape, "
+                         f"but {loss.name}'s targets are integer labels (N,); use categorical_crossentropy "
+                         "with one-hot targets for it")
+    return metric

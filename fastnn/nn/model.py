@@ -122,48 +122,58 @@ class Sequential:
         ``metrics``: e.g. ``["accuracy"]``."""
         if loss is None:
             raise ValueError("compile: a loss is required, e.g. loss='sparse_categorical_crossentropy'")
-        self.optimizer = _optim.get(optimizer)
-        self.loss = _losses.get(loss)
+        optimizer = _optim.get(optimizer)
+        loss = _losses.get(loss)
         if metrics is None:
             metrics = []
         elif isinstance(metrics, (str, _metrics.Metric)):
             metrics = [metrics]
-        self._metric_specs = list(metrics)
+        specs = list(metrics)
+        # Checked before anything is set, so a compile that fails leaves the model as it was.
+        resolved = self._resolution(loss, specs, self.output_shape) if self.layers else None
+        self.optimizer, self.loss, self._metric_specs = optimizer, loss, specs
         self.compiled = True
         self._resolved = False
         if self.built:
-            self._resolve()
+            self._loss_on_logits, self._output_activation, self.metrics = resolved
+            self._resolved = True
 
     def _resolve(self):
-        """Check the loss against the output layer, pick the fused path, resolve metrics."""
-        if self._resolved:
-            return
+        if not self._resolved:
+            self._loss_on_logits, self._output_activation, self.metrics = self._resolution(
+                self.loss, self._metric_specs, self.output_shape)
+            self._resolved = True
+
+    def _resolution(self, loss, metric_specs, output_shape):
+        """Check the loss against the output layer; return whether the loss fuses with the
+        final activation, that activation, and the metrics (``output_shape`` None: not built
+        yet, the metrics are only checked)."""
         last = self.layers[-1]
-        want = self.loss.output_activation
+        want = loss.output_activation
         final = getattr(last, "activation", None)
-        self._loss_on_logits = False
-        self._output_activation = None
+        loss_on_logits = False
+        output_activation = None
         if want is not None:
-            if self.loss.from_logits:
+            if loss.from_logits:
                 if final in ("softmax", "sigmoid"):
-                    raise ValueError(f"compile: the loss {self.loss.name!r} was built with from_logits=True but "
+                    raise ValueError(f"compile: the loss {loss.name!r} was built with from_logits=True but "
                                      f"the last layer {last.name!r} already applies {final!r}")
-                self._output_activation = want
+                output_activation = want
             elif last.supports_logits and final == want:
-                self._loss_on_logits = True
-                self._output_activation = want
+                loss_on_logits = True
+                output_activation = want
             else:
-                cls = type(self.loss).__name__
+                cls = type(loss).__name__
                 raise ValueError(
-                    f"compile: the loss {self.loss.name!r} is computed from logits together with a final "
+                    f"compile: the loss {loss.name!r} is computed from logits together with a final "
                     f"{want!r}, but the last layer {last.name!r} ({type(last).__name__}) ends with "
                     f"{final or 'no activation'!r}; give it activation={want!r}, or compile with "
                     f"loss=fastnn.nn.losses.{cls}(from_logits=True) for a model that outputs logits")
-        self.metrics = [_metrics.get(m, self.loss, self.output_shape) for m in self._metric_specs]
-        names = ["loss"] + [m.name for m in self.metrics]
+        metrics = [_metrics.get(m, loss, output_shape) for m in metric_specs]
+        names = ["loss"] + [m.name for m in metrics]
         if len(set(names)) != len(names):
             raise ValueError(f"compile: metric names must be distinct and not 'loss', got {names[1:]}")
-        self._resolved = True
+        return loss_on_logits, output_activation, metrics
 
     # ------------------------------------------------------------------ computing
     #: Run a Conv2D followed by a MaxPool2D as one op (ops.conv2d_max_pool2d and its

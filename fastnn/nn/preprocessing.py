@@ -89,7 +89,11 @@ class StandardScaler(_Scaler):
         mean = x.mean(axis=axes, keepdims=True)[0]
         std = x.std(axis=axes, keepdims=True)[0] if self.with_std else np.ones_like(mean)
         self.mean_ = mean if self.with_mean else np.zeros_like(mean)
-        self.scale_ = np.where(std > 0, std, 1.0)
+        # The mean of n equal values is off by up to about n * eps * |mean|, which leaves a
+        # "std" of that size in a constant feature; dividing by it would blow the feature up.
+        count = x.size // mean.size
+        rounding = count * np.finfo(np.float64).eps * np.abs(mean)
+        self.scale_ = np.where(std > rounding, std, 1.0)
 
     def _transform(self, x):
         return (x - self.mean_) / self.scale_
@@ -163,12 +167,20 @@ class PCAWhitening:
     def fit_transform(self, x):
         return self.fit(x).transform(x)
 
-    def _flat(self, x):
+    def _checked(self, x, inverse=False):
         if self.mean_ is None:
             raise RuntimeError(f"{type(self).__name__}: call fit first")
         x = _as_float(type(self).__name__, x)
-        if x.shape[1:] != self.sample_shape:
-            raise ValueError(f"{type(self).__name__}: fitted on samples of shape {self.sample_shape}, got {x.shape}")
+        sample_shape = self._output_shape() if inverse else self.sample_shape
+        if x.shape[1:] != sample_shape:
+            raise ValueError(f"{type(self).__name__}: expected data of shape (N,) + {sample_shape}, got {x.shape}")
+        return x
+
+    def _output_shape(self):
+        return (self.k_,)
+
+    def _flat(self, x):
+        x = self._checked(x)
         return x, x.reshape(len(x), -1).astype(np.float64) - self.mean_
 
     def transform(self, x):
@@ -177,10 +189,10 @@ class PCAWhitening:
         return (centred @ u / np.sqrt(self.explained_variance_[:self.k_] + self.epsilon)).astype(x.dtype)
 
     def inverse_transform(self, z):
-        z = np.asarray(z, dtype=np.float64)
+        z = self._checked(z, inverse=True)
         u = self.components_[:, :self.k_]
-        flat = (z * np.sqrt(self.explained_variance_[:self.k_] + self.epsilon)) @ u.T + self.mean_
-        return flat.reshape((len(z),) + self.sample_shape).astype(np.float32)
+        flat = (z.astype(np.float64) * np.sqrt(self.explained_variance_[:self.k_] + self.epsilon)) @ u.T + self.mean_
+        return flat.reshape((len(z),) + self.sample_shape).astype(z.dtype)
 
 
 class ZCAWhitening(PCAWhitening):
@@ -191,6 +203,9 @@ class ZCAWhitening(PCAWhitening):
     def __init__(self, epsilon=1e-5):
         super().__init__(None, epsilon)
 
+    def _output_shape(self):
+        return self.sample_shape
+
     def transform(self, x):
         x, centred = self._flat(x)
         u = self.components_
@@ -198,10 +213,11 @@ class ZCAWhitening(PCAWhitening):
         return white.reshape(x.shape).astype(x.dtype)
 
     def inverse_transform(self, z):
-        z = np.asarray(z, dtype=np.float64)
+        z = self._checked(z, inverse=True)
         u = self.components_
-        flat = (z.reshape(len(z), -1) @ u * np.sqrt(self.explained_variance_ + self.epsilon)) @ u.T + self.mean_
-        return flat.reshape(z.shape).astype(np.float32)
+        flat = (z.reshape(len(z), -1).astype(np.float64) @ u
+                * np.sqrt(self.explained_variance_ + self.epsilon)) @ u.T + self.mean_
+        return flat.reshape(z.shape).astype(z.dtype)
 
 
 def one_hot(labels, num_classes=None, dtype=np.float32):

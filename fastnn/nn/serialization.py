@@ -21,9 +21,9 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import stat
 import struct
-import tempfile
 import zipfile
 import zlib
 
@@ -62,17 +62,16 @@ def save_model(model, path, include_optimizer=True):
     architecture = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    fd, tmp = _create_beside(path, directory)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, architecture=architecture, **arrays)
             f.flush()
             os.fsync(f.fileno())
         try:
-            mode = os.stat(path).st_mode & 0o777
-        except OSError:
-            mode = 0o644
-        os.chmod(tmp, mode)
+            os.chmod(tmp, os.stat(path).st_mode & 0o777)  # replacing a file keeps its permissions
+        except FileNotFoundError:
+            pass
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -81,6 +80,18 @@ def save_model(model, path, include_optimizer=True):
             pass
         raise
     _fsync_directory(directory)
+
+
+def _create_beside(path, directory):
+    """A new temporary file next to ``path``, created with mode 0o666 so that the umask
+    applies to it as to any new file (tempfile.mkstemp would make it 0o600)."""
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"save: could not create a temporary file in {directory}")
 
 
 def _fsync_directory(directory):
@@ -103,7 +114,7 @@ def _compile_config(model):
         if isinstance(spec, str):
             metrics.append(spec)
         elif type(spec).__name__ in _BUILTIN_METRICS and type(spec) is getattr(_metrics, type(spec).__name__):
-            metrics.append({"class_name": type(spec).__name__, "name": spec.name})
+            metrics.append({"class_name": type(spec).__name__, **spec.get_config()})
         else:
             raise ValueError(f"save: the metric {spec!r} is a custom class and cannot be saved; "
                              "use save(path, include_optimizer=False)")
@@ -196,7 +207,10 @@ def _load(f, compile, max_bytes):
         model = Sequential.from_config(config, dtype=dtype)
     except (TypeError, ValueError, KeyError) as exc:
         raise _Invalid(f"invalid architecture: {exc}") from None
-    model.set_weights(values)
+    try:
+        model.set_weights(values)
+    except (TypeError, ValueError) as exc:  # the layers built differently from what the entries say
+        raise _Invalid(f"the weights do not fit the architecture: {exc}") from None
     if compile and compile_config is not None:
         _restore_compile(model, compile_config)
     return model
@@ -352,9 +366,13 @@ def _restore_compile(model, config):
         for spec in config.get("metrics", []):
             if isinstance(spec, str):
                 specs.append(spec)
-            elif (isinstance(spec, dict) and set(spec) == {"class_name", "name"}
-                  and spec["class_name"] in _BUILTIN_METRICS and isinstance(spec["name"], str)):
-                specs.append(getattr(_metrics, spec["class_name"])(name=spec["name"]))
+            elif (isinstance(spec, dict) and spec.get("class_name") in _BUILTIN_METRICS
+                  and isinstance(spec.get("name"), str)):
+                cls = getattr(_metrics, spec["class_name"])
+                kwargs = {k: v for k, v in spec.items() if k != "class_name"}
+                if set(kwargs) != set(cls().get_config()):
+                    raise ValueError(f"invalid metric {spec!r}")
+                specs.append(cls(**kwargs))
             else:
                 raise ValueError(f"invalid metric {spec!r}")
         model.compile(optimizer=optimizer, loss=loss, metrics=specs)

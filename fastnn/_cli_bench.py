@@ -7,10 +7,8 @@ and optionally writes JSON and a bar chart.
 """
 import argparse
 import datetime
-import importlib.util
 import json
 import math
-import os
 import sys
 import time
 
@@ -613,11 +611,18 @@ def run(args):
     workloads = args.only if args.only is not None else list(B.WORKLOADS)
 
     # Options that would only fail after minutes of timing are checked first.
-    if args.plot and importlib.util.find_spec("matplotlib") is None:
-        return _fail("--plot needs matplotlib, which is not installed (pip install matplotlib)")
-    for option, path in (("--json", args.json_path), ("--markdown", args.markdown), ("--plot", args.plot)):
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            return _fail(f"{option}: the directory of {path!r} does not exist")
+    if args.plot:
+        why = _plot.matplotlib_error()
+        if why is not None:
+            return _fail(f"--plot needs matplotlib, which could not be imported ({why}; pip install matplotlib)")
+    for option, path in (("--plot", args.plot), ("--json", args.json_path), ("--markdown", args.markdown)):
+        try:
+            if path and option == "--plot":
+                args.plot = _plot.plot_path(path)
+            elif path:
+                _plot.check_writable(path)
+        except ValueError as exc:
+            return _fail(f"{option} {exc}")
 
     status = B.implementation_status(args.impl)
     impls = [i for i in args.impl if status[i][0]]
@@ -651,12 +656,12 @@ def run(args):
                   "scaling": [dict(r, median_ms={str(k): v for k, v in r["median_ms"].items()},
                                    speedup={str(k): v for k, v in r["speedup"].items()}) for r in scaling],
                   "scaling_targets": scaling_targets}
-    if args.json_path:
-        with open(args.json_path, "w", encoding="utf-8") as fh:
+    def write_json(path):
+        with open(path, "w", encoding="utf-8") as fh:
             json.dump(report, fh, indent=1)
-        print(f"\nwrote {args.json_path}")
-    if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as fh:
+
+    def write_markdown(path):
+        with open(path, "w", encoding="utf-8") as fh:
             if len(counts) == 1:
                 fh.write(format_markdown(report))
             else:
@@ -665,19 +670,30 @@ def run(args):
                 fh.write("### Scaling\n\n```\n" + format_scaling(scaling, counts) + "\n"
                          + (("\n" + format_scaling_targets(scaling_targets) + "\n") if scaling_targets else "")
                          + "```\n")
-        print(f"wrote {args.markdown}")
-    if args.plot:
+
+    def write_figure(path):
         machine = reports[0]["machine"]
         if len(counts) == 1:
             note = f"({counts[0]} thread{'s' if counts[0] > 1 else ''}, {machine['date']}"
             note += ")" if "native" in impls else "; native kernels not built)"
-            write_plot(args.plot, reports[0]["results"], impls, note)
+            write_plot(path, reports[0]["results"], impls, note)
         else:
-            write_scaling_plot(args.plot, scaling, counts, primary, f"({machine['date']})")
-        print(f"wrote {args.plot}")
+            write_scaling_plot(path, scaling, counts, primary, f"({machine['date']})")
+
+    print()
+    unwritten = False
+    for option, path, write in (("--json", args.json_path, write_json), ("--markdown", args.markdown, write_markdown),
+                                ("--plot", args.plot, write_figure)):
+        if path:
+            try:
+                write(path)
+                print(f"wrote {path}")
+            except (OSError, ValueError) as exc:  # checked before the run; the disk may still fill up
+                print(f"fastnn bench: error: {option} {path} was not written: {exc}", file=sys.stderr)
+                unwritten = True
     failed = any("error" in c or c.get("check") == "mismatch"
                  for r in reports for row in r["results"] for c in row["timings"].values())
-    return 1 if failed else 0
+    return 1 if failed or unwritten else 0
 
 
 def _run_at(args, settings, workloads, impls, primary, status, peak_gflops):

@@ -5,14 +5,15 @@ offline on a fresh machine. Built on fastnn.nn (Sequential, fit); this module on
 chooses the data, the model and the options.
 """
 import argparse
+import math
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 from fastnn import _plot
+from fastnn._config import usable_cores
 
 MODELS = ("cnn", "mlp", "lenet", "simple-convnet")
 DATASETS = ("digits", "mnist", "fashion-mnist")
@@ -60,18 +61,32 @@ def _check_args(args):
         raise _Fail(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch_size < 1:
         raise _Fail(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.lr is not None and not args.lr > 0:
-        raise _Fail(f"--lr must be > 0, got {args.lr}")
-    if args.threads is not None and args.threads < 1:
-        raise _Fail(f"--threads must be >= 1, got {args.threads}")
+    if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
+        raise _Fail(f"--lr must be a finite number > 0, got {args.lr}")
+    most_threads = 4 * usable_cores()
+    if args.threads is not None and not 1 <= args.threads <= most_threads:
+        raise _Fail(f"--threads must be between 1 and {most_threads} (4 x the cores this process may use), "
+                    f"got {args.threads}")
+    if args.seed < 0:
+        raise _Fail(f"--seed must be >= 0, got {args.seed}")
     if args.dataset == "digits" and args.data_dir is not None:
         raise _Fail("--data-dir applies to mnist and fashion-mnist; the digits set is shipped with fastnn")
     # Refuse an output path that cannot be written before spending the training time.
+    if args.plot is not None:
+        why = _plot.matplotlib_error()
+        if why is not None:
+            print(f"fastnn train: --plot needs matplotlib, which could not be imported ({why}; pip install "
+                  f"matplotlib); training without writing {args.plot}", file=sys.stderr)
+            args.plot = None
     for option, path in (("--save", args.save), ("--plot", args.plot)):
         if path is not None:
-            parent = Path(path).expanduser().resolve().parent
-            if not parent.is_dir():
-                raise _Fail(f"{option} {path}: directory {parent} does not exist")
+            try:
+                if option == "--plot":
+                    args.plot = _plot.plot_path(path)
+                else:
+                    _plot.check_writable(path)
+            except ValueError as exc:
+                raise _Fail(f"{option} {exc}") from None
 
 
 def _configure_runtime(args):
@@ -104,10 +119,18 @@ def load_data(dataset, data_dir):
         raise _Fail(f"{where} has the {dataset} training set but no test set (t10k-* files)")
     if x_train is None:
         # A directory with only the t10k files (such as the project's shared/data/mnist):
-        # train on its first 8,000 images and test on the other 2,000, and say so.
-        print(f"note: {where} holds only the {dataset} test set; training on its first 8,000 images "
-              "and testing on the last 2,000")
-        return (x_test[:8000], t_test[:8000]), (x_test[8000:], t_test[8000:]), f"{dataset} (t10k split 8000/2000)"
+        # train on its first 80% and test on the rest (8,000 / 2,000 of the real set), and say so.
+        n = len(x_test)
+        if n < 2:
+            raise _Fail(f"{where} holds only the {dataset} test set, of {n} image(s): too few to split")
+        cut = min(n - 1, max(1, round(0.8 * n)))
+        print(f"note: {where} holds only the {dataset} test set; training on its first {cut:,} images "
+              f"and testing on the last {n - cut:,}")
+        return ((x_test[:cut], t_test[:cut]), (x_test[cut:], t_test[cut:]),
+                f"{dataset} (t10k split {cut}/{n - cut})")
+    for name, x in (("training", x_train), ("test", x_test)):
+        if len(x) == 0:
+            raise _Fail(f"{where}: the {dataset} {name} set has no images")
     return (x_train, t_train), (x_test, t_test), dataset
 
 
@@ -169,8 +192,8 @@ def curves_figure(history):
     fig = _plot.figure(10, 4)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
-        ax.plot(epochs, history[key], label="train")
-        ax.plot(epochs, history[f"test_{key}"], label="test")
+        ax.plot(epochs, history[key], marker="o", label="train")  # markers: one epoch is one point
+        ax.plot(epochs, history[f"test_{key}"], marker="o", label="test")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.legend()
@@ -178,15 +201,8 @@ def curves_figure(history):
 
 
 def _plot_curves(path, history):
-    try:
-        fig = curves_figure(history)
-    except ImportError:
-        print(f"fastnn train: --plot needs matplotlib, which is not installed (pip install matplotlib); "
-              f"{path} was not written", file=sys.stderr)
-        return False
-    _plot.save(fig, path)
+    _plot.save(curves_figure(history), path)
     print(f"curves saved to {path}")
-    return True
 
 
 def _blas_thread_limit(threads):
@@ -257,6 +273,6 @@ def _run(args):
     if args.plot and history.history.get("loss"):
         try:
             _plot_curves(args.plot, history.history)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # checked before training; the disk may still fill up
             raise _Fail(f"--plot {args.plot}: {exc}") from None
     return 0

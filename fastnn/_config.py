@@ -5,6 +5,7 @@ This module is the one place that holds them. The Cython kernels read
 ``fastnn.ops`` asks :func:`active_backend` which implementation to run.
 """
 import contextlib
+import importlib.util
 import os
 import threading
 
@@ -24,6 +25,11 @@ def _default_num_threads():
                 return n
         except ValueError:
             pass
+    return usable_cores()
+
+
+def usable_cores():
+    """The cores this process may run on (its affinity mask where the OS has one)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
@@ -68,6 +74,10 @@ def _load_native():
         from fastnn import _native_backend
     except Exception as exc:  # noqa: BLE001 - any failure leaves the NumPy backend usable
         _state.native_error = f"{type(exc).__name__}: {exc}"
+        if importlib.util.find_spec("fastnn._info") is None:
+            # without this, Python says "partially initialized module ... circular import"
+            _state.native_error = (f"the compiled extension is not built: no fastnn._info module in "
+                                   f"{os.path.dirname(os.path.abspath(__file__))}")
         return
     _state.native = _native_backend
     if _info.have_openmp() and _info.compiler().startswith("GCC") and hasattr(os, "register_at_fork"):
@@ -87,21 +97,19 @@ def _one_thread_after_fork():
 
 
 def _apply_environment():
-    forced_isa = os.environ.get("FASTNN_SIMD", "").strip().lower()
-    if forced_isa and _state.native is not None:
-        set_simd(forced_isa)
-    forced_algo = os.environ.get("FASTNN_CONV_ALGORITHM", "").strip().lower()
-    if forced_algo:
-        set_conv_algorithm(forced_algo)
-    cache_bytes = os.environ.get("FASTNN_MEMORY_CACHE", "").strip()
-    if cache_bytes:
-        try:
-            set_memory_cache(int(cache_bytes))
-        except ValueError as exc:
-            raise ValueError(f"FASTNN_MEMORY_CACHE: expected a number of bytes >= 0, got {cache_bytes!r}") from exc
-    forced_backend = os.environ.get("FASTNN_BACKEND", "").strip().lower()
-    if forced_backend:
-        set_backend(forced_backend)
+    """FASTNN_SIMD, FASTNN_CONV_ALGORITHM, FASTNN_MEMORY_CACHE and FASTNN_BACKEND, at import;
+    a bad value fails the import with a ValueError that names the variable."""
+    settings = (("FASTNN_SIMD", lambda v: set_simd(v.lower()) if _state.native is not None else None),
+                ("FASTNN_CONV_ALGORITHM", lambda v: set_conv_algorithm(v.lower())),
+                ("FASTNN_MEMORY_CACHE", lambda v: set_memory_cache(int(v))),
+                ("FASTNN_BACKEND", lambda v: set_backend(v.lower())))
+    for variable, apply in settings:
+        value = os.environ.get(variable, "").strip()
+        if value:
+            try:
+                apply(value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"the environment variable {variable}={value!r} is not valid: {exc}") from None
 
 
 def set_num_threads(n):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import fastnn
+from fastnn import _config
 
 IMPLEMENTATIONS = ("native", "numpy", "torch")
 IMPLEMENTATION_LABELS = {
@@ -867,10 +868,7 @@ def _proc_cpuinfo():
 
 def cpu_info():
     raw = _proc_cpuinfo()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
+    cores = _config.usable_cores()
     try:
         family = int(raw.get("cpu family", ""))
     except ValueError:
@@ -914,8 +912,6 @@ def measure_fma_peak(threads):
     SIMD path fastnn uses (the native probe), or None where there is none (portable path, no
     extension). Best of five runs of about 20 ms after a warm-up run: the first runs also pay the
     threads' start and the clock's ramp."""
-    from fastnn import _config
-
     cfg = fastnn.config()
     if not cfg["native_available"] or cfg.get("simd_selected") not in _config.ISA_NAMES[1:]:
         return None

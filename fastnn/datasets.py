@@ -11,6 +11,7 @@ See docs/DATASETS.md for sources, licences, splits and the download cache.
 """
 import gzip
 import hashlib
+import math
 import os
 import tempfile
 import urllib.error
@@ -80,7 +81,7 @@ def read_idx(path):
         raise ValueError(f"read_idx: {path} is truncated: {len(data)} bytes, the header alone needs {header_len}")
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = _IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: dims of 2^22 x 2^21 x 2^21 would wrap int64 to 0
     actual = len(data) - header_len
     if actual != expected:
         what = "truncated" if actual < expected else "longer than its header says"

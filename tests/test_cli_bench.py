@@ -170,10 +170,40 @@ def test_cpu_clock(tmp_path, capsys):
     assert "numpy cpu ms" in stdout
 
 
-def test_output_paths_checked_before_running(tmp_path, capsys):
-    missing = tmp_path / "no" / "such" / "dir" / "out.json"
-    rc, stdout, stderr = run_bench(["--only", "G1", "--json", str(missing)], capsys)
-    assert rc == 2 and "--json: the directory of" in stderr and stdout == ""
+@pytest.mark.parametrize("option, where, message", [
+    ("--json", "no/such/dir/out.json", "does not exist"),
+    ("--markdown", "a_file/out.md", "does not exist"),
+    ("--json", ".", "is a directory"),
+    ("--markdown", ".", "is a directory"),
+    ("--plot", ".", "is a directory"),
+    ("--plot", "b.xyz", "matplotlib cannot write .xyz files"),
+])
+def test_output_paths_checked_before_running(tmp_path, capsys, option, where, message):
+    if option == "--plot":
+        optional_module("matplotlib")
+    (tmp_path / "a_file").write_text("")
+    rc, stdout, stderr = run_bench(["--only", "G1", option, str(tmp_path / where)], capsys)
+    assert rc == 2 and stdout == ""
+    assert f"fastnn bench: error: {option} " in stderr and message in stderr
+
+
+def test_plot_with_a_broken_matplotlib_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    # installed but failing to import (find_spec alone would not see it)
+    (tmp_path / "shim" / "matplotlib").mkdir(parents=True)
+    (tmp_path / "shim" / "matplotlib" / "__init__.py").write_text("raise RuntimeError('broken install')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "shim"))
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    rc, stdout, stderr = run_bench(["--only", "G1", "--plot", str(tmp_path / "b.png")], capsys)
+    assert rc == 2 and stdout == ""
+    assert "--plot needs matplotlib, which could not be imported (RuntimeError: broken install" in stderr
+
+
+def test_plot_without_an_extension_says_where_it_went(tmp_path, capsys):
+    optional_module("matplotlib")
+    rc, stdout, _ = run_bench(["--only", "G1", "--repeat", "1", "--quick", "--plot", str(tmp_path / "bars")], capsys)
+    assert rc == 0 and f"wrote {tmp_path / 'bars.png'}" in stdout
+    assert (tmp_path / "bars.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_without_matplotlib_is_a_clear_error(tmp_path, capsys, monkeypatch):
@@ -233,8 +263,8 @@ def test_plotting_leaves_the_callers_matplotlib_state_alone(tmp_path):
         _cli_bench.write_plot(tmp_path / "b.png", [_result("A", "affine", native=2.0)], ["native"], "(note)")
         _cli_bench.write_scaling_plot(tmp_path / "s.png", [{"impl": "native", "key": "A", "title": "affine",
                                                             "speedup": {1: 1.0, 2: 2.0}}], [1, 2], "native", "")
-        assert _cli_train._plot_curves(tmp_path / "t.png", {"loss": [1.0], "test_loss": [1.0], "accuracy": [0.5],
-                                                            "test_accuracy": [0.5]})
+        _cli_train._plot_curves(tmp_path / "t.png", {"loss": [1.0], "test_loss": [1.0], "accuracy": [0.5],
+                                                     "test_accuracy": [0.5]})
         assert matplotlib.get_backend() == "svg" and plt.get_fignums() == figures
         for name in ("b.png", "s.png", "t.png"):
             assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

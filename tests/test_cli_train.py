@@ -10,6 +10,7 @@ import pytest
 
 import fastnn
 from fastnn import _cli_train
+from fastnn._config import usable_cores
 from fastnn.cli import main
 from conftest import optional_module
 
@@ -128,6 +129,30 @@ def test_mnist_from_a_data_dir(capsys, tmp_path):
     assert "200 train / 50 test" in out
 
 
+def test_a_small_test_set_only_is_split_in_proportion(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 45)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(idx(rng.integers(0, 255, (45, 28, 28))))
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(idx(labels))
+    (x_train, t_train), (x_test, t_test), name = _cli_train.load_data("mnist", str(tmp_path))
+    assert len(x_train) == 36 and len(x_test) == 9 and name == "mnist (t10k split 36/9)"
+    np.testing.assert_array_equal(np.concatenate([t_train, t_test]), labels)
+    assert "training on its first 36 images and testing on the last 9" in capsys.readouterr().out
+    for n in (1, 0):
+        (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(idx(np.zeros((n, 28, 28))))
+        (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(idx(np.zeros(n)))
+        rc, _, err = train(capsys, "--dataset", "mnist", "--data-dir", str(tmp_path))
+        assert rc == 2 and "too few to split" in err
+
+
+def test_an_empty_training_set_is_refused(capsys, tmp_path):
+    for split, n in (("train", 0), ("t10k", 5)):
+        (tmp_path / f"{split}-images-idx3-ubyte.gz").write_bytes(idx(np.zeros((n, 28, 28))))
+        (tmp_path / f"{split}-labels-idx1-ubyte.gz").write_bytes(idx(np.zeros(n)))
+    rc, _, err = train(capsys, "--dataset", "mnist", "--data-dir", str(tmp_path))
+    assert rc == 2 and "the mnist training set has no images" in err
+
+
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="shared/data/mnist not present")
 def test_shared_mnist_test_set_only_is_split():
     from fastnn import _cli_train
@@ -140,7 +165,12 @@ def test_user_errors_exit_2_with_a_message(capsys, tmp_path):
     for argv, message in [
         (["--epochs", "0"], "--epochs must be >= 1"),
         (["--batch-size", "0"], "--batch-size must be >= 1"),
-        (["--lr", "-1"], "--lr must be > 0"),
+        (["--lr", "-1"], "--lr must be a finite number > 0, got -1.0"),
+        (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+        (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+        (["--seed", "-1"], "--seed must be >= 0, got -1"),
+        (["--threads", str(4 * usable_cores() + 1)], f"--threads must be between 1 and {4 * usable_cores()}"),
+        (["--save", str(tmp_path)], "is a directory"),
         (["--data-dir", str(tmp_path)], "--data-dir applies to mnist"),
         (["--dataset", "mnist", "--data-dir", str(tmp_path)], "no mnist files"),
         (["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "absent")], "not a directory"),
@@ -151,7 +181,17 @@ def test_user_errors_exit_2_with_a_message(capsys, tmp_path):
         assert rc == 2, argv
         assert message in err, (argv, err)
     rc = main(["train", "--threads", "0"])
-    assert rc == 2 and "--threads must be >= 1" in capsys.readouterr().err
+    assert rc == 2 and "--threads must be between 1 and" in capsys.readouterr().err
+
+
+def test_plot_paths_are_checked_before_training(capsys, tmp_path):
+    optional_module("matplotlib")
+    for where, message in ((tmp_path, "is a directory"), (tmp_path / "c.xyz", "matplotlib cannot write .xyz")):
+        rc, out, err = train(capsys, "--quiet", "--model", "mlp", "--plot", str(where))
+        assert rc == 2 and out == "" and message in err
+    rc, out, _ = train(capsys, "--quiet", "--model", "mlp", "--epochs", "1", "--plot", str(tmp_path / "curves"))
+    assert rc == 0 and f"curves saved to {tmp_path / 'curves.png'}" in out
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_native_backend_request(capsys):
@@ -187,6 +227,8 @@ def test_curves_figure_plots_train_and_test_per_epoch():
         return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
     assert curves(loss_ax) == {"train": ([1, 2, 3], [0.9, 0.5, 0.3]), "test": ([1, 2, 3], [1.0, 0.6, 0.4])}
     assert curves(accuracy_ax) == {"train": ([1, 2, 3], [0.7, 0.85, 0.9]), "test": ([1, 2, 3], [0.65, 0.8, 0.88])}
+    # a single epoch is a point, visible only with a marker
+    assert all(line.get_marker() not in (None, "None", "", " ") for line in loss_ax.get_lines())
     assert (loss_ax.get_ylabel(), accuracy_ax.get_ylabel()) == ("loss", "accuracy")
 
 

@@ -6,6 +6,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -98,6 +99,15 @@ def test_environment_selects_numpy_backend_at_import():
     assert run_python("import fastnn; print(fastnn.get_backend())", FASTNN_BACKEND="numpy") == "numpy"
 
 
+@pytest.mark.parametrize("variable", ["FASTNN_BACKEND", "FASTNN_CONV_ALGORITHM", "FASTNN_MEMORY_CACHE"]
+                         + (["FASTNN_SIMD"] if NATIVE else []))
+def test_a_bad_environment_value_fails_the_import_naming_the_variable(variable):
+    out = subprocess.run([sys.executable, "-c", "import fastnn"], capture_output=True, text=True,
+                         env=dict(os.environ, **{variable: "bogus"}), cwd=tempfile.gettempdir(), timeout=120)
+    assert out.returncode != 0
+    assert f"ValueError: the environment variable {variable}='bogus' is not valid" in out.stderr
+
+
 def test_missing_extension_falls_back_with_reason():
     code = """
         import sys
@@ -161,3 +171,17 @@ def test_keep_freed_memory_applies_on_glibc():
     applied = run_python("import fastnn; print(fastnn.keep_freed_memory())")
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert applied == str(expected)
+
+
+def test_a_package_without_its_extension_says_it_is_not_built(tmp_path):
+    import shutil
+    package = Path(fastnn.__file__).parent
+    shutil.copytree(package, tmp_path / "fastnn",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "*.c", "__pycache__"))
+    out = subprocess.run([sys.executable, "-c", "import fastnn; print(fastnn.config()['native_error']); "
+                          "print(fastnn.get_backend())"], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=str(tmp_path)), cwd=tempfile.gettempdir())
+    assert out.returncode == 0, out.stderr
+    error, backend = out.stdout.strip().splitlines()
+    assert error.startswith("the compiled extension is not built: no fastnn._info module in")
+    assert "circular import" not in error and backend == "numpy"

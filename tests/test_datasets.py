@@ -87,6 +87,8 @@ def test_read_idx_detects_gzip_by_content_not_name(tmp_path):
     (lambda b: b[:9], "truncated"),
     (lambda b: b[:2], "4-byte header"),
     (lambda b: b"", "4-byte header"),
+    # dims 2^22 x 2^21 x 2^21: 2^64 items, 0 in int64 arithmetic
+    (lambda b: b[:4] + bytes.fromhex("00400000" "00200000" "00200000"), r"need 18446744073709551616 data bytes"),
 ])
 def test_read_idx_rejects_bad_files(tmp_path, compress, mutate, message):
     good = idx_bytes(np.zeros((2, 3, 3), dtype=np.uint8))

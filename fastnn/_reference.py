@@ -11,12 +11,13 @@ import functools
 import numpy as np
 
 
-def _quiet_nan(func):
-    # inf - inf and 0 * inf from NaN/Inf inputs legitimately give NaN; that is
-    # propagation, not a numerical problem worth a RuntimeWarning.
+def _quiet(func):
+    # inf - inf and 0 * inf from NaN/Inf inputs legitimately give NaN, and inputs near the
+    # float range give inf (3e38 - (-3e38) in float32): that is propagation, as in the C
+    # kernels, not a numerical problem worth a RuntimeWarning. Every op is wrapped (below).
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        with np.errstate(invalid="ignore"):
+        with np.errstate(all="ignore"):
             return func(*args, **kwargs)
     return wrapper
 
@@ -28,18 +29,15 @@ def relu(x):
     return np.maximum(x, x.dtype.type(0))
 
 
-@_quiet_nan
 def leaky_relu(x, alpha):
     return np.where(x > 0, x, x * x.dtype.type(alpha))
 
 
-@_quiet_nan
 def elu(x, alpha):
     # expm1 of min(x, 0): never overflows, and exact near 0.
     return np.where(x > 0, x, x.dtype.type(alpha) * np.expm1(np.minimum(x, 0)))
 
 
-@_quiet_nan
 def sigmoid(x):
     e = np.exp(-np.abs(x))  # in (0, 1]
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
@@ -49,7 +47,6 @@ def tanh(x):
     return np.tanh(x)
 
 
-@_quiet_nan
 def softplus(x):
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
@@ -62,32 +59,26 @@ def identity(x):
     return x.copy()
 
 
-@_quiet_nan
 def relu_backward(dy, x):
     return np.where(x > 0, dy, dy.dtype.type(0))
 
 
-@_quiet_nan
 def leaky_relu_backward(dy, x, alpha):
     return np.where(x > 0, dy, dy * dy.dtype.type(alpha))
 
 
-@_quiet_nan
 def elu_backward(dy, x, alpha):
     return np.where(x > 0, dy, dy * (dy.dtype.type(alpha) * np.exp(np.minimum(x, 0))))
 
 
-@_quiet_nan
 def softplus_backward(dy, x):
     return dy * sigmoid(x)
 
 
-@_quiet_nan
 def sigmoid_backward(dy, y):
     return dy * (y * (1 - y))
 
 
-@_quiet_nan
 def tanh_backward(dy, y):
     return dy * (1 - y * y)
 
@@ -135,7 +126,6 @@ def matmul(a, b):
     return np.matmul(np.ascontiguousarray(a), np.ascontiguousarray(b))
 
 
-@_quiet_nan
 def linear(x, W, b, activation, alpha):
     y = x @ np.ascontiguousarray(W)
     if b is not None:
@@ -143,7 +133,6 @@ def linear(x, W, b, activation, alpha):
     return _activate(y, activation, alpha)
 
 
-@_quiet_nan
 def linear_backward(dy, x, W, activation, alpha, y):
     if activation is not None and activation != "identity":
         dy = dy * _activation_grad_from_y(activation, y, alpha)
@@ -195,7 +184,6 @@ def col2im(col, x_shape, fh, fw, stride, pad):
     return np.ascontiguousarray(img[:, :, ph:ph + h, pw:pw + w])
 
 
-@_quiet_nan
 def conv2d(x, W, b, stride, pad, activation, alpha):
     n = x.shape[0]
     f, c, fh, fw = W.shape
@@ -208,7 +196,6 @@ def conv2d(x, W, b, stride, pad, activation, alpha):
     return np.ascontiguousarray(out.reshape(n, oh, ow, f).transpose(0, 3, 1, 2))
 
 
-@_quiet_nan
 def conv2d_backward(dy, x, W, stride, pad, need_dx):
     f, c, fh, fw = W.shape
     dout = dy.transpose(0, 2, 3, 1).reshape(-1, f)
@@ -305,14 +292,12 @@ def avg_pool2d_backward(dy, x_shape, ph, pw, stride, pad):
 # ---------------------------------------------------------------------------
 # Softmax and losses
 
-@_quiet_nan
 def softmax(x):
     e = np.exp(x - x.max(axis=1, keepdims=True))
     e /= e.sum(axis=1, keepdims=True)
     return e
 
 
-@_quiet_nan
 def log_softmax(x):
     z = x - x.max(axis=1, keepdims=True)
     z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
@@ -326,7 +311,6 @@ def _mean_loss(per_element, count):
     return float(per_element.sum(dtype=np.float64) / count)
 
 
-@_quiet_nan
 def softmax_cross_entropy(logits, target):
     n, k = logits.shape
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -349,14 +333,12 @@ def softmax_cross_entropy(logits, target):
     return loss, prob
 
 
-@_quiet_nan
 def mean_squared_error(y, t):
     d = y - t
     loss = _mean_loss(d * d, d.size)
     return loss, d * (2 / d.dtype.type(max(d.size, 1)))
 
 
-@_quiet_nan
 def sigmoid_binary_cross_entropy(logits, t):
     z = logits
     per_element = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
@@ -441,3 +423,8 @@ def batch_norm_backward(dy, x, gamma, mean, inv_std, train):
         return k * dy, dgamma, dbeta
     m = x.shape[0] * x.shape[2]
     return k * (dy - (dbeta / m)[:, None] - xc * (dyxc * inv_std * inv_std / m)[:, None]), dgamma, dbeta
+
+
+for _name, _func in list(globals().items()):
+    if not _name.startswith("_") and callable(_func) and getattr(_func, "__module__", None) == __name__:
+        globals()[_name] = _quiet(_func)

@@ -39,7 +39,7 @@ def _physical_memory_bytes():
 MAX_BYTES = _physical_memory_bytes()
 
 
-def _describe(value):
+def describe(value):
     if isinstance(value, np.ndarray):
         return f"array of dtype {value.dtype} and shape {value.shape}"
     return type(value).__name__
@@ -62,6 +62,8 @@ def as_float_array(op, name, value):
     if value is None:
         raise TypeError(f"{op}: expected {name} to be a float32 or float64 array, got None")
     arr = as_array(op, name, value)
+    if arr.dtype.kind == "f" and not arr.dtype.isnative and arr.dtype.newbyteorder("=") in FLOAT_DTYPES:
+        arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian data (FITS, HDF5, foreign .npy files)
     if arr.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{op}: expected {name} to be a float32 or float64 array, "
                         f"got dtype {arr.dtype} (shape {arr.shape})")
@@ -146,7 +148,7 @@ def as_flag(op, name, value):
         return bool(value)
     if isinstance(value, (numbers.Integral, np.integer)) and value in (0, 1):
         return bool(value)
-    raise TypeError(f"{op}: expected {name} to be True or False, got {_describe(value) if isinstance(value, np.ndarray) else repr(value)}")
+    raise TypeError(f"{op}: expected {name} to be True or False, got {describe(value) if isinstance(value, np.ndarray) else repr(value)}")
 
 
 def as_int(op, name, value, minimum=None):
@@ -154,6 +156,8 @@ def as_int(op, name, value, minimum=None):
         if minimum is not None and value < minimum:
             raise ValueError(f"{op}: expected {name} >= {minimum}, got {value}")
         return value
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]                             # np.array(2) is the int 2, as np.int64(2) is
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         raise TypeError(f"{op}: expected {name} to be an int, got {value!r} ({type(value).__name__})")
     value = int(value)
@@ -166,6 +170,8 @@ def as_pair(op, name, value, minimum):
     """An int or an (h, w) pair of ints, each >= minimum, as a tuple of Python ints."""
     if type(value) is int and value >= minimum:   # the common case, checked in full below
         return (value, value)
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]                             # np.array(2) is the int 2, as np.int64(2) is
     if isinstance(value, (tuple, list, np.ndarray)):
         items = list(value)
         if len(items) != 2:
@@ -251,7 +257,8 @@ def check_geometry_fits(op, *values):
 
 def x_shape4(op, value):
     """A 4-D (N, C, H, W) shape as a tuple of Python ints, N >= 0 and the rest >= 1."""
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 4:
+    if (isinstance(value, (str, bytes)) or not hasattr(value, "__len__")
+            or (isinstance(value, np.ndarray) and value.ndim != 1) or len(value) != 4):
         raise ValueError(f"{op}: expected x_shape to be (N, C, H, W), got {value!r}")
     shape = tuple(as_int(op, "x_shape", d) for d in value)
     if shape[0] < 0 or any(d < 1 for d in shape[1:]):
@@ -289,7 +296,7 @@ def writeable_float_array(op, name, value, shape=None):
     """An ndarray updated in place: must be float32/float64 and writeable."""
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{op}: expected {name} to be a writeable float ndarray (updated in place), "
-                        f"got {_describe(value)}")
+                        f"got {describe(value)}")
     if value.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{op}: expected {name} to be a float32 or float64 array, got dtype {value.dtype}")
     if not value.flags.writeable:

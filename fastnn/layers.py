@@ -71,12 +71,20 @@ class Relu:
 
     def __init__(self):
         self.x = None
+        self._mask = None
 
     @property
     def mask(self):
+        if self._mask is not None:
+            return self._mask
         return None if self.x is None else self.x <= 0
 
+    @mask.setter
+    def mask(self, value):  # assignable, as in the book (a subclass's own forward may set it)
+        self._mask = value
+
     def forward(self, x):
+        self._mask = None
         self.x = x = _as_input(x)
         return ops.relu(x)
 
@@ -179,12 +187,21 @@ class Affine:
             raise ValueError("Affine.forward: expected an input of shape (N, ...), got a scalar")
         self.original_x_shape = x.shape
         self.x = _flat(x)
-        return ops.linear(self.x, self.W, self.b)
+        return ops.linear(self.x, self.W, _row_bias(self.b))
 
     def backward(self, dout):
         _require_forward(self, self.x)
         dx, self.dW, self.db = ops.linear_backward(dout, self.x, self.W)
+        if np.ndim(self.b) == 2:  # a (1, M) bias gets a gradient of its own shape, for the optimizers
+            self.db = self.db.reshape(1, -1)
         return dx.reshape(self.original_x_shape)
+
+
+def _row_bias(b):
+    """A bias of shape (1, M), which the book's broadcasting accepts, as the (M,) view ops take."""
+    if isinstance(b, np.ndarray) and b.ndim == 2 and b.shape[0] == 1:
+        return b.reshape(-1)
+    return b
 
 
 class Flatten:
@@ -426,23 +443,37 @@ class Convolution:
         self.db = None
         self._col = None
         self._col_x = None
+        self._col_W = None
 
+    # col and col_W are assignable, as in the book (a subclass's own forward may set them, or
+    # code may clear them); what was assigned is read back until the next forward.
     @property
     def col(self):
         if self.x is None:
-            return None
+            return self._col
         if self._col is None or self._col_x is not self.x:
             _, _, fh, fw = np.shape(self.W)
             self._col = ops.im2col(self.x, fh, fw, stride=self.stride, pad=self.pad)
             self._col_x = self.x
         return self._col
 
+    @col.setter
+    def col(self, value):
+        self._col, self._col_x = value, self.x
+
     @property
     def col_W(self):
+        if self._col_W is not None:
+            return self._col_W
         W = np.asarray(self.W)
         return W.reshape(W.shape[0], -1).T
 
+    @col_W.setter
+    def col_W(self, value):
+        self._col_W = value
+
     def forward(self, x):
+        self._col_W = None
         self.x = x = _as_input(x)
         return ops.conv2d(x, self.W, self.b, stride=self.stride, pad=self.pad)
 

@@ -335,10 +335,13 @@ def conv2d_backward(dy, x, W, stride=1, pad=0, need_dx=True):
 # ---------------------------------------------------------------------------
 # Pooling
 
-def _pool_geometry(op, x_shape, pool_h, pool_w, stride, pad):
+def _pool_geometry(op, x_shape, pool_h, pool_w, stride, pad, itemsize):
     pool, stride, pad = V.pool_params(op, pool_h, pool_w, stride, pad)
     (oh, ow), stride = V.conv_output_size(op, x_shape[2:], pool, stride, pad, what="pool window")
     V.check_geometry_fits(op, *x_shape, *pool, *pad, x_shape[2] + 2 * pad[0], x_shape[3] + 2 * pad[1])
+    # The reference pads a copy of the input, so both backends refuse a padding it cannot hold.
+    V.check_size(op, "the padded input", (x_shape[0], x_shape[1], x_shape[2] + 2 * pad[0],
+                                          x_shape[3] + 2 * pad[1]), itemsize)
     return pool, stride, pad, (x_shape[0], x_shape[1], oh, ow)
 
 
@@ -349,8 +352,8 @@ def max_pool2d(x, pool_h, pool_w=None, stride=None, pad=0):
     dtype, arrs = V.float_arrays(op, x=x)
     x = arrs["x"]
     _check_image(op, "x", x)
-    (ph, pw), stride, pad, out_shape = _pool_geometry(op, x.shape, pool_h, pool_w, stride, pad)
-    V.check_size(op, "the output", out_shape + (ph * pw,), dtype.itemsize)
+    (ph, pw), stride, pad, out_shape = _pool_geometry(op, x.shape, pool_h, pool_w, stride, pad, dtype.itemsize)
+    V.check_size(op, "the output's windows", out_shape + (ph * pw,), dtype.itemsize)
     return _backend().max_pool2d(x, ph, pw, stride, pad)
 
 
@@ -367,9 +370,9 @@ def conv2d_max_pool2d(x, W, b=None, stride=1, pad=0, activation=None, alpha=None
     dtype, x, W, b, stride, pad, act, alpha, conv_shape = _conv_forward_args(op, x, W, b, stride, pad, activation,
                                                                             alpha)
     (ph, pw), pool_stride, pool_pad, out_shape = _pool_geometry(op, conv_shape, pool_h, pool_w, pool_stride,
-                                                                pool_pad)
+                                                                pool_pad, dtype.itemsize)
     _check_int32_plane(op, conv_shape)
-    V.check_size(op, "the output", out_shape + (ph * pw,), dtype.itemsize)
+    V.check_size(op, "the output's windows", out_shape + (ph * pw,), dtype.itemsize)
     return _backend().conv2d_max_pool2d(x, W, b, stride, pad, act, alpha, ph, pw, pool_stride, pool_pad)
 
 
@@ -393,7 +396,7 @@ def conv2d_max_pool2d_backward(dy, argmax, y, x, W, stride=1, pad=0, activation=
     V.check_size(op, "the convolution's gradient", conv_shape, dtype.itemsize)
     V.check_size(op, "the column matrix", (x.shape[0] * oh * ow, math.prod(W.shape[1:])), dtype.itemsize)
     (ph, pw), pool_stride, pool_pad, out_shape = _pool_geometry(op, conv_shape, pool_h, pool_w, pool_stride,
-                                                                pool_pad)
+                                                                pool_pad, dtype.itemsize)
     for name, arr in (("dy", dy), ("y", y)):
         if arr is not None and arr.shape != out_shape:
             raise ValueError(f"{op}: expected {name} of shape {out_shape} (the pooled output) for x {x.shape}, "
@@ -408,7 +411,7 @@ def max_pool2d_backward(dy, argmax, x_shape, pool_h, pool_w=None, stride=None, p
     dtype, arrs = V.float_arrays(op, dy=dy)
     dy = arrs["dy"]
     x_shape = V.x_shape4(op, x_shape)
-    (ph, pw), stride, pad, out_shape = _pool_geometry(op, x_shape, pool_h, pool_w, stride, pad)
+    (ph, pw), stride, pad, out_shape = _pool_geometry(op, x_shape, pool_h, pool_w, stride, pad, dtype.itemsize)
     if dy.shape != out_shape:
         raise ValueError(f"{op}: expected dy of shape {out_shape} for x_shape {x_shape}, pool ({ph}, {pw}), "
                          f"stride {stride}, pad {pad}; got {dy.shape}")
@@ -448,7 +451,7 @@ def avg_pool2d(x, pool_h, pool_w=None, stride=None, pad=0):
     dtype, arrs = V.float_arrays(op, x=x)
     x = arrs["x"]
     _check_image(op, "x", x)
-    (ph, pw), stride, pad, out_shape = _pool_geometry(op, x.shape, pool_h, pool_w, stride, pad)
+    (ph, pw), stride, pad, out_shape = _pool_geometry(op, x.shape, pool_h, pool_w, stride, pad, dtype.itemsize)
     V.check_size(op, "the output", out_shape, dtype.itemsize)
     return _backend().avg_pool2d(x, ph, pw, stride, pad)
 
@@ -458,7 +461,7 @@ def avg_pool2d_backward(dy, x_shape, pool_h, pool_w=None, stride=None, pad=0):
     dtype, arrs = V.float_arrays(op, dy=dy)
     dy = arrs["dy"]
     x_shape = V.x_shape4(op, x_shape)
-    (ph, pw), stride, pad, out_shape = _pool_geometry(op, x_shape, pool_h, pool_w, stride, pad)
+    (ph, pw), stride, pad, out_shape = _pool_geometry(op, x_shape, pool_h, pool_w, stride, pad, dtype.itemsize)
     if dy.shape != out_shape:
         raise ValueError(f"{op}: expected dy of shape {out_shape} for x_shape {x_shape}, pool ({ph}, {pw}), "
                          f"stride {stride}, pad {pad}; got {dy.shape}")
@@ -540,6 +543,8 @@ def _update(op, kernel, p, g, states, scalars):
         raise ValueError(f"{op}: g of shape {g.shape} does not match p of shape {p.shape}")
     states = [V.writeable_float_array(op, name, s, p.shape) for name, s in states]
     scalars = [V.as_real(op, name, s) for name, s in scalars]
+    if any(np.may_share_memory(g, a) for a in (p, *states)):
+        g = g.copy()  # the kernel writes p as it reads g: NumPy's p -= lr * g reads all of g first
     arrays = [p, g, *states]
     if p.ndim == 0:  # 0-d arrays travel as (1,) views, still updated in place
         arrays = [a.reshape(1) for a in arrays]
@@ -653,13 +658,37 @@ def batch_norm_backward(dout, cache):
     if not isinstance(cache, dict) or any(key not in cache for key in _BATCH_NORM_CACHE):
         raise TypeError(f"{op}: expected the cache returned by batch_norm_forward, got {type(cache).__name__}")
     dout = V.as_float_array(op, "dout", dout)
-    x_shape = cache["x_shape"]
+    x_shape, x3, gamma, mean, inv_std, train = _checked_batch_norm_cache(op, cache)
     if dout.shape != x_shape:
         raise ValueError(f"{op}: expected dout of shape {x_shape} (the forward input's), got {dout.shape}")
-    x3, gamma, mean, inv_std = cache["x3"], cache["gamma"], cache["mean"], cache["inv_std"]
     dtype = np.result_type(dout.dtype, x3.dtype)
     if dtype != x3.dtype:
         x3, gamma, mean, inv_std = (a.astype(dtype) for a in (x3, gamma, mean, inv_std))
     dy3 = np.ascontiguousarray(dout, dtype=dtype).reshape(x3.shape)
-    dx3, dgamma, dbeta = _backend().batch_norm_backward(dy3, x3, gamma, mean, inv_std, cache["train"])
+    dx3, dgamma, dbeta = _backend().batch_norm_backward(dy3, x3, gamma, mean, inv_std, train)
     return dx3.reshape(x_shape), dgamma, dbeta
+
+
+def _checked_batch_norm_cache(op, cache):
+    """The cache's entries, checked against each other as batch_norm_forward made them: the
+    kernel reads gamma, mean and inv_std for every feature of x3, so an edited cache must
+    not reach it."""
+    x_shape, x3, train = cache["x_shape"], cache["x3"], cache["train"]
+    if not (isinstance(x3, np.ndarray) and x3.ndim == 3 and x3.dtype in (np.float32, np.float64)):
+        raise TypeError(f"{op}: the cache's x3 is not the (N, D, S) float array batch_norm_forward stored, "
+                        f"got {V.describe(x3)}")
+    if not (isinstance(x_shape, tuple) and all(isinstance(n, int) for n in x_shape)
+            and math.prod(x_shape) == x3.size and x_shape[:1] == x3.shape[:1]):
+        raise ValueError(f"{op}: the cache's x_shape {x_shape!r} does not match its x3 of shape {x3.shape}")
+    d = x3.shape[1]
+    arrays = []
+    for name in ("gamma", "mean", "inv_std"):
+        arr = cache[name]
+        if not (isinstance(arr, np.ndarray) and arr.dtype == x3.dtype):
+            raise TypeError(f"{op}: expected the cache's {name} to be a {x3.dtype} array like its x3, "
+                            f"got {V.describe(arr)}")
+        if arr.shape != (d,):
+            raise ValueError(f"{op}: expected the cache's {name} of shape ({d},) for its x3 of shape {x3.shape}, "
+                             f"got {arr.shape}")
+        arrays.append(np.ascontiguousarray(arr))
+    return (x_shape, np.ascontiguousarray(x3), *arrays, V.as_flag(op, "the cache's train", train))

@@ -24,7 +24,7 @@ Every optimizer also takes:
 """
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
 import numpy as np
 
@@ -131,15 +131,28 @@ class Optimizer:
 
         Everything is checked before anything changes, so a bad entry leaves
         all parameters and the optimizer's state as they were."""
-        pairs = [(key, params[key], self._checked_grad(key, params[key], grads[key]))
-                 for key in self._keys(params, grads)]
+        pairs = []
+        for key in self._keys(params, grads):
+            param = scalar = params[key]
+            if _is_scalar(param):
+                # The book's chapter 6 keeps plain floats in params (params['x'] = -7.0) and
+                # rebinds them (params[key] -= ...): update a 0-d copy and store it back.
+                if not isinstance(params, MutableMapping) and not isinstance(params, list):
+                    raise TypeError(f"{type(self).__name__}.update: parameter {key!r} is a number in a "
+                                    f"{type(params).__name__}, which cannot take its new value")
+                param = np.array(param, dtype=param.dtype if isinstance(param, np.floating) else np.float64)
+            else:
+                scalar = None
+            pairs.append((key, param, self._checked_grad(key, param, grads[key]), scalar))
         if self.schedule is not None:
             self.lr = float(self.schedule(self.iterations, self.base_lr))
         self._begin_step()
-        for key, param, grad in pairs:
+        for key, param, grad, scalar in pairs:
             self._kernel(key, param, grad)
             if self.max_norm is not None:
                 _clip_norm(param, self.max_norm)
+            if scalar is not None:
+                params[key] = type(scalar)(param[()]) if isinstance(scalar, np.floating) else float(param)
         self.iterations += 1
 
     def _checked_grad(self, key, param, grad):
@@ -206,6 +219,10 @@ class Optimizer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
         return f"{type(self).__name__}({args})"
+
+
+def _is_scalar(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_, np.ndarray))
 
 
 def _describe(value):

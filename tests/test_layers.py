@@ -145,6 +145,32 @@ def test_relu_mask_and_zero_input(backend):
     np.testing.assert_array_equal(layer.backward(np.ones((1, 3))), [[0.0, 0.0, 1.0]])
 
 
+def test_relu_mask_is_assignable_as_in_the_book(backend):
+    class BookRelu(L.Relu):  # chapter 5's Relu, written over fastnn's class
+        def forward(self, x):
+            self.mask = (x <= 0)
+            out = x.copy()
+            out[self.mask] = 0
+            return out
+
+        def backward(self, dout):
+            dout = dout.copy()
+            dout[self.mask] = 0
+            return dout
+
+    x = np.array([[-1.0, 0.0, 2.0]])
+    layer = BookRelu()
+    np.testing.assert_array_equal(layer.forward(x), [[0.0, 0.0, 2.0]])
+    np.testing.assert_array_equal(layer.backward(np.ones((1, 3))), [[0.0, 0.0, 1.0]])
+    plain = L.Relu()
+    plain.forward(x)
+    plain.mask = None              # cleared (e.g. before pickling): computed again when read
+    np.testing.assert_array_equal(plain.mask, [[True, True, False]])
+    plain.mask = np.array([[False, False, False]])
+    plain.forward(-x)              # a new forward drops what was assigned
+    np.testing.assert_array_equal(plain.mask, [[False, True, True]])
+
+
 # ---------------------------------------------------------------- Affine / Flatten
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -327,6 +353,22 @@ def test_batchnorm_running_stats_are_rebound_not_mutated(backend, rng):
     assert layer.running_mean is not mean0
 
 
+def test_affine_takes_a_row_bias_and_gives_its_gradient_that_shape(backend, rng):
+    # the book's broadcasting accepts b of shape (1, M); its gradient keeps b's shape so
+    # that the optimizers (which check shapes) update it
+    x = rng.standard_normal((4, 3))
+    W = rng.standard_normal((3, 5))
+    b = rng.standard_normal((1, 5))
+    layer = L.Affine(W, b)
+    np.testing.assert_allclose(layer.forward(x), x @ W + b, rtol=1e-12)
+    dout = rng.standard_normal((4, 5))
+    layer.backward(dout)
+    assert layer.db.shape == (1, 5)
+    np.testing.assert_allclose(layer.db, dout.sum(axis=0, keepdims=True), rtol=1e-12)
+    fastnn.optim.SGD(lr=0.1).update({"b": b}, {"b": layer.db})
+    assert layer.b is b and b.shape == (1, 5)
+
+
 # ---------------------------------------------------------------- Convolution / pooling
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -348,6 +390,41 @@ def test_convolution(backend, dtype, stride, pad, rng):
     col = layer.col
     assert col.shape == (y.shape[0] * y.shape[2] * y.shape[3], 3 * 3 * 2)
     close(col @ layer.col_W + b, y.transpose(0, 2, 3, 1).reshape(-1, 4), dtype, scale=5)
+
+
+def test_convolution_col_and_col_w_are_assignable_as_in_the_book(backend, rng):
+    class BookConvolution(L.Convolution):  # chapter 7's forward and backward, over fastnn's class
+        def forward(self, x):
+            FN, C, FH, FW = self.W.shape
+            N, C, H, W = x.shape
+            out_h = 1 + (H + 2 * self.pad - FH) // self.stride
+            out_w = 1 + (W + 2 * self.pad - FW) // self.stride
+            col = fastnn.functions.im2col(x, FH, FW, self.stride, self.pad)
+            col_W = self.W.reshape(FN, -1).T
+            self.x, self.col, self.col_W = x, col, col_W
+            return (np.dot(col, col_W) + self.b).reshape(N, out_h, out_w, -1).transpose(0, 3, 1, 2)
+
+        def backward(self, dout):
+            FN, C, FH, FW = self.W.shape
+            dout = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
+            self.db = np.sum(dout, axis=0)
+            self.dW = np.dot(self.col.T, dout).transpose(1, 0).reshape(FN, C, FH, FW)
+            dcol = np.dot(dout, self.col_W.T)
+            return fastnn.functions.col2im(dcol, self.x.shape, FH, FW, self.stride, self.pad)
+
+    x = rng.standard_normal((2, 3, 6, 5))
+    W = rng.standard_normal((4, 3, 3, 2))
+    b = rng.standard_normal(4)
+    book, ours = BookConvolution(W, b, 2, 1), L.Convolution(W, b, 2, 1)
+    np.testing.assert_allclose(book.forward(x), ours.forward(x), rtol=1e-12, atol=1e-12)
+    dout = rng.standard_normal(ours.forward(x).shape)
+    np.testing.assert_allclose(book.backward(dout), ours.backward(dout), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(book.dW, ours.dW, rtol=1e-12, atol=1e-12)
+    ours.col = None                # cleared: built again when read
+    np.testing.assert_array_equal(ours.col, book.col)
+    ours.col_W = "stale"
+    ours.forward(x)                # a new forward drops what was assigned
+    np.testing.assert_array_equal(ours.col_W, book.col_W)
 
 
 def test_convolution_sees_in_place_and_reassigned_weights(backend, rng):

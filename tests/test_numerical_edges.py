@@ -257,3 +257,19 @@ def test_training_a_one_class_problem_stays_finite(backend):
     hist = model.fit(x * 1e3, np.zeros(32, dtype=np.int64), epochs=3, batch_size=8, verbose=0)
     losses = hist.history["loss"]
     assert all(math.isfinite(v) for v in losses)
+
+
+def test_inputs_at_the_float_range_and_non_finite_inputs_warn_nowhere(backend):
+    # results that are finite stay exact; inf/NaN propagate as the kernels propagate them
+    z = np.array([[3e38, 3e38, -3e38]], dtype=np.float32)
+    np.testing.assert_allclose(ops.softmax(z), [[0.5, 0.5, 0.0]], rtol=1e-6)
+    assert ops.softmax_cross_entropy(z, np.array([0]))[0] == pytest.approx(math.log(2), rel=1e-6)
+    x = np.array([[-1.0, np.inf], [1.0, 0.0]])
+    y, _ = ops.batch_norm_forward(x, np.ones(2), np.zeros(2), np.zeros(2), np.ones(2))
+    np.testing.assert_allclose(y[:, 0], [-1, 1], rtol=1e-6)
+    assert np.isnan(y[:, 1]).all()
+    assert ops.tanh_backward(np.array([1e30], np.float32), np.array([1e30], np.float32))[0] == -np.inf
+    assert ops.leaky_relu(np.array([-1e300]), alpha=1e10)[0] == -np.inf
+    for p in (np.ones(3), np.ones(6)[::2]):        # strided: updated by the reference on either backend
+        ops.adagrad_update(p, np.array([1.0, np.inf, 0.0]), np.zeros(3), 0.1)
+        assert p[0] == pytest.approx(0.9, rel=1e-6) and np.isnan(p[1]) and p[2] == 1.0

@@ -369,6 +369,30 @@ def test_matmul_and_linear_every_operand_layout(backend, dtype, m, k, n, rng):
             assert_close(got, exp, dtype, reduction=max(red, 1), err_msg=f"{name}, W {lw}")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_big_endian_arrays_give_the_native_order_bits(backend, dtype, rng):
+    # as NumPy computes on them: data read from FITS, HDF5 or a .npy written on another machine
+    def swapped(a):
+        return a.astype(a.dtype.newbyteorder(">" if a.dtype.isnative and np.little_endian else "<"))
+
+    x = rng.standard_normal((3, 2, 6, 5)).astype(dtype)
+    W = rng.standard_normal((4, 2, 3, 3)).astype(dtype)
+    A = rng.standard_normal((7, 5)).astype(dtype)
+    B = rng.standard_normal((5, 3)).astype(dtype)
+    labels = np.array([0, 2, 1])
+    calls = [(F.relu, (x,)), (F.conv2d, (x, W)), (F.matmul, (A, B)), (F.max_pool2d, (x, 2)),
+             (F.softmax_cross_entropy, (A[:3], labels)), (F.linear_backward, (A @ B, A, B))]
+    for op, args in calls:
+        expected = run_on(backend, op, *args)
+        got = run_on(backend, op, *[swapped(a) if isinstance(a, np.ndarray) else a for a in args])
+        for e, g in zip(expected if isinstance(expected, tuple) else (expected,),
+                        got if isinstance(got, tuple) else (got,)):
+            if isinstance(e, np.ndarray):
+                assert g.dtype == e.dtype and g.dtype.isnative, op.__name__
+            np.testing.assert_array_equal(g, e, err_msg=op.__name__)
+
+
 @pytest.mark.parametrize("backend", [p for p in BACKENDS if p.id == "native"])
 def test_matmul_reads_transposed_operands_without_copying_them(backend):
     """The book's backward products, x.T @ dout and dout @ W.T, on a batch of 256 read

@@ -106,6 +106,31 @@ def test_updates_follow_the_book(backend, dtype, name, wd, l1, rng):
         np.testing.assert_allclose(opt.v["W1"], ref.state["W1"]["b"], **tol(dtype))
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_python_numbers_as_parameters_are_rebound_as_in_the_book(backend, name):
+    # chapter 6's optimizer_compare_naive.py: params = {'x': -7.0, 'y': 2.0}, a path recorded
+    # by appending params['x'] after each update
+    params = {"x": -7.0, "y": 2}
+    ref_params = {"x": np.array(-7.0), "y": np.array(2.0)}
+    opt = getattr(optim, name)(lr=0.3, **HYPER[name])
+    ref = BookRule(name, 0.3, **HYPER[name])
+    path = []
+    for _ in range(30):
+        grads = {"x": params["x"] / 10.0, "y": 2.0 * params["y"]}
+        opt.update(params, grads)
+        ref.step(ref_params, {k: np.array(g) for k, g in grads.items()})
+        path.append(params["x"])
+        assert type(params["x"]) is float and type(params["y"]) is float
+        assert params["x"] == pytest.approx(float(ref_params["x"]), rel=1e-12, abs=1e-300)
+        assert params["y"] == pytest.approx(float(ref_params["y"]), rel=1e-12, abs=1e-300)
+    assert len(set(path)) > 1
+    scalar32 = {"w": np.float32(1.5)}
+    opt.update(scalar32, {"w": 1.0})
+    assert type(scalar32["w"]) is np.float32
+    with pytest.raises(TypeError, match="number in a tuple"):
+        optim.SGD().update((1.0,), [1.0])
+
+
 def test_book_defaults():
     assert optim.SGD().lr == 0.01
     m = optim.Momentum()
@@ -231,3 +256,17 @@ def test_a_bad_entry_changes_nothing(backend):
         opt.update(params, {"a": np.ones(2), "b": np.ones(4)})
     np.testing.assert_array_equal(params["a"], 1.0)
     assert opt.iter == 0 and opt.iterations == 0 and opt.m is None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_gradient_overlapping_the_parameter_reads_as_numpy_reads_it(backend, name):
+    # p = a[1:], g = a[:-1]: NumPy's p -= lr * g reads all of g before writing p
+    a = np.arange(1.0, 40.0)
+    b = a.copy()
+    p, g = a[1:], a[:-1]
+    ref_p, ref_g = b[1:].copy(), b[:-1].copy()
+    opt = getattr(optim, name)(lr=0.5, **HYPER[name])
+    ref = BookRule(name, 0.5, **HYPER[name])
+    opt.update({"p": p}, {"p": g})
+    ref.step({"p": ref_p}, {"p": ref_g})
+    np.testing.assert_allclose(p, ref_p, rtol=1e-12)

@@ -29,6 +29,16 @@ def _bn(**overrides):
     return lambda: F.batch_norm_forward(**args)
 
 
+def _bn_edited_cache(**changes):
+    """batch_norm_backward with a cache edited after batch_norm_forward made it (the kernel
+    must never see arrays shorter than the features or of another dtype)."""
+    def call():
+        _, cache = _bn()()
+        cache.update(changes)
+        return F.batch_norm_backward(np.ones((4, 3)), cache)
+    return call
+
+
 # (op name expected in the message, exception type, call)
 CASES = [
     # dtypes: integer, bool, complex, float16, object, strings -> TypeError
@@ -158,6 +168,15 @@ CASES = [
     ("batch_norm_forward", ValueError, _bn(x=np.ones((2, 3, 2, 2)))),    # gamma (3,) but C*H*W = 12
     ("batch_norm_backward", TypeError, lambda: F.batch_norm_backward(np.ones((4, 3)), None)),
     ("batch_norm_backward", ValueError, lambda: F.batch_norm_backward(np.ones((3, 3)), _bn()()[1])),
+    ("batch_norm_backward", TypeError, _bn_edited_cache(mean=None)),
+    ("batch_norm_backward", TypeError, _bn_edited_cache(inv_std=None)),
+    ("batch_norm_backward", TypeError, _bn_edited_cache(gamma=np.ones(3, np.float32))),
+    ("batch_norm_backward", ValueError, _bn_edited_cache(gamma=np.ones(1))),
+    ("batch_norm_backward", ValueError, _bn_edited_cache(mean=np.zeros((3, 1)))),
+    ("batch_norm_backward", TypeError, _bn_edited_cache(x3=[[1.0]])),
+    ("batch_norm_backward", ValueError, _bn_edited_cache(x3=np.ones((4, 2, 1)))),
+    ("batch_norm_backward", ValueError, _bn_edited_cache(x_shape=(4, 2))),
+    ("batch_norm_backward", TypeError, _bn_edited_cache(train="yes")),
     # sizes that overflow int64 or cannot fit in memory are refused before allocating
     ("matmul", MemoryError, lambda: F.matmul(np.empty((1 << 21, 1)), np.empty((1, 1 << 21)))),
     ("conv2d", MemoryError, lambda: F.conv2d(np.ones((1, 1, 1, 1)), np.ones((1, 1, 1, 1)), pad=10**6)),
@@ -165,6 +184,13 @@ CASES = [
     ("im2col", MemoryError, lambda: F.im2col(np.ones((1, 1, 1, 1)), 1, 1, pad=(10**6, 10**6))),
     ("avg_pool2d_backward", ValueError,
      lambda: F.avg_pool2d_backward(np.ones((1, 1, 1, 1)), (1, 1, 10**10, 10**10), 10**10)),
+    ("avg_pool2d_backward", ValueError, lambda: F.avg_pool2d_backward(np.ones((1, 1, 2, 2)), np.array(5), 2)),
+    ("avg_pool2d_backward", ValueError,
+     lambda: F.avg_pool2d_backward(np.ones((1, 1, 2, 2)), np.ones((2, 2), np.int64), 2)),
+    # a legal pad of half a 2^33 window: the padded input the reference would copy is refused on both backends
+    ("avg_pool2d", MemoryError, lambda: F.avg_pool2d(np.ones((1, 1, 3, 3)), 2**33, 1, stride=1, pad=(2**32, 0))),
+    ("avg_pool2d_backward", MemoryError,
+     lambda: F.avg_pool2d_backward(np.ones((1, 1, 1, 3)), (1, 1, 3, 3), 2**33, 1, stride=1, pad=(2**32, 0))),
     ("max_pool2d_backward", MemoryError,
      lambda: F.max_pool2d_backward(np.ones((1, 1, 1, 1)), np.zeros((1, 1, 1, 1), np.int64), (1, 1, 10**6, 10**6),
                                    10**6)),
@@ -293,3 +319,16 @@ def test_optimizer_layouts_route_to_the_reference(monkeypatch):
     F.sgd_update(p, np.ones((4, 4), np.float32), 0.5)    # mixed dtypes: the reference
     assert spy.calls == ["sgd_update"]
     assert np.all(p[:, ::2] == -0.5) and np.all(p[:, 1::2] == 0.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_dimensional_integer_arrays_are_ints(backend):
+    x = np.arange(50.0).reshape(1, 2, 5, 5)
+    W = np.ones((1, 2, 3, 3))
+    with fastnn.backend(backend):
+        np.testing.assert_array_equal(F.conv2d(x, W, stride=np.array(2), pad=np.array(1)),
+                                      F.conv2d(x, W, stride=2, pad=1))
+        for a, b in zip(F.max_pool2d(x, np.array(2), pad=np.array(1)), F.max_pool2d(x, 2, pad=1)):
+            np.testing.assert_array_equal(a, b)
+        with pytest.raises(TypeError, match=r"^conv2d: expected stride to be an int"):
+            F.conv2d(x, W, stride=np.array(2.0))

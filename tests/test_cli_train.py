@@ -175,7 +175,6 @@ def test_user_errors_exit_2_with_a_message(capsys, tmp_path):
         (["--dataset", "mnist", "--data-dir", str(tmp_path)], "no mnist files"),
         (["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "absent")], "not a directory"),
         (["--save", str(tmp_path / "no" / "m.npz")], "does not exist"),
-        (["--plot", str(tmp_path / "no" / "c.png")], "does not exist"),
     ]:
         rc, _, err = train(capsys, *argv)
         assert rc == 2, argv
@@ -186,7 +185,8 @@ def test_user_errors_exit_2_with_a_message(capsys, tmp_path):
 
 def test_plot_paths_are_checked_before_training(capsys, tmp_path):
     optional_module("matplotlib")
-    for where, message in ((tmp_path, "is a directory"), (tmp_path / "c.xyz", "matplotlib cannot write .xyz")):
+    for where, message in ((tmp_path, "is a directory"), (tmp_path / "c.xyz", "matplotlib cannot write .xyz"),
+                           (tmp_path / "no" / "c.png", "does not exist")):
         rc, out, err = train(capsys, "--quiet", "--model", "mlp", "--plot", str(where))
         assert rc == 2 and out == "" and message in err
     rc, out, _ = train(capsys, "--quiet", "--model", "mlp", "--epochs", "1", "--plot", str(tmp_path / "curves"))

@@ -382,7 +382,8 @@ enum {
     FNN_SCRATCH_POOL_INDEX = 16, /* convolution + pooling: one plane's argmax as int64 */
     FNN_SCRATCH_GEMM_SPLIT = 17, /* GEMM: the depth split's partial results */
     FNN_SCRATCH_WINO_POOL = 18,  /* Winograd + pooling: a block's output rows of one filter */
-    FNN_SCRATCH_SLOTS = 19
+    FNN_SCRATCH_WINO_ZERO = 19,  /* Winograd: which of a block's outputs have an all-zero window */
+    FNN_SCRATCH_SLOTS = 20
 };
 void *fnn_scratch(int slot, size_t bytes);
 

@@ -2,6 +2,7 @@
 #define _DEFAULT_SOURCE /* madvise and MADV_HUGEPAGE under -std=c11 */
 #include "memcache.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 #if defined(__linux__)
@@ -101,6 +102,16 @@ static void *aligned_block(size_t size)
 #endif
 }
 
+static int is_cache_aligned(const void *p)
+{
+#ifdef _WIN32
+    (void)p;
+    return 1; /* aligned_block is malloc there */
+#else
+    return ((uintptr_t)p & 63) == 0;
+#endif
+}
+
 void *fnn_memcache_malloc(size_t size)
 {
     if (size >= FNN_MEMCACHE_MIN_BYTES) {
@@ -141,7 +152,10 @@ void fnn_memcache_free(void *ptr, size_t size)
 {
     if (ptr == NULL)
         return;
-    if (size >= FNN_MEMCACHE_MIN_BYTES) {
+    /* Only blocks on a cache line are kept: calloc's (np.zeros) and realloc's (ndarray.resize)
+     * are not, and a cached block goes to the next output of its size, which the kernels
+     * expect aligned (see aligned_block). */
+    if (size >= FNN_MEMCACHE_MIN_BYTES && is_cache_aligned(ptr)) {
         ENSURE_ATFORK();
         lock_cache();
         if (size <= byte_limit) {

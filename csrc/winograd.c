@@ -801,9 +801,11 @@ FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE int wino_gather_z_avx2(int m, float *ou
 #endif
 
 #define T float
+#define TBITS uint32_t /* T's bits, for the masks of wino_zero_windows */
 #define SFX f32
 #include "winograd_template.h"
 #undef T
+#undef TBITS
 #undef SFX
 #undef WINO_GATHER_FAST_AVX512
 #undef WINO_GATHER_PAIR_FAST_AVX512
@@ -817,7 +819,9 @@ FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE int wino_gather_z_avx2(int m, float *ou
 #undef WINO_SCATTER_FAST_AVX2
 
 #define T double
+#define TBITS uint64_t
 #define SFX f64
 #include "winograd_template.h"
 #undef T
+#undef TBITS
 #undef SFX

@@ -345,6 +345,9 @@ typedef struct {
     void (*adjoint)(const T *, int64_t, int64_t, T *, T *, int64_t); /* (dv, ldp, n, tmp, out, ls) */
     /* (dd, ls, count, plane, seam, h, w, row0, pad, add_rows, rb): wino_scatter_body */
     int (*scatter)(const T *, int64_t, int64_t, T *, T *, int64_t, int64_t, int64_t, int64_t, int, T *);
+    /* dst[i] |= src[i], and dst[i] &= src[i], over len values' bits (wino_zero_or, the masking) */
+    void (*bits_or)(TBITS *, const TBITS *, int64_t);
+    void (*bits_and)(TBITS *, const TBITS *, int64_t);
 } FN(wino_kernels);
 
 /* a hand-vectorised gather where winograd.c has one (WINO_GATHER_FAST_<ISA>,
@@ -502,6 +505,17 @@ typedef struct {
             finite &= FN(all_finite_##ISA)(o + q * M * len, M * tb);                                          \
         return finite;                                                                                        \
     }
+#define DEFINE_WINO_BITS(ISA, TARGET)                                                                         \
+    TARGET static void FN(wino_bits_or_##ISA)(TBITS *FNN_RESTRICT dst, const TBITS *FNN_RESTRICT src, int64_t len) \
+    {                                                                                                         \
+        for (int64_t i = 0; i < len; i++)                                                                     \
+            dst[i] |= src[i];                                                                                 \
+    }                                                                                                         \
+    TARGET static void FN(wino_bits_and_##ISA)(TBITS *FNN_RESTRICT dst, const TBITS *FNN_RESTRICT src, int64_t len) \
+    {                                                                                                         \
+        for (int64_t i = 0; i < len; i++)                                                                     \
+            dst[i] &= src[i];                                                                                 \
+    }
 #define DEFINE_WINO_COPY(ISA, TARGET)                                                                         \
     TARGET static FNN_NO_LIBC_CALLS void FN(wino_copy_##ISA)(T *y, const T *o, int64_t orow, int m, int64_t tw, \
                                                              int64_t th, int64_t f, int64_t oh, int64_t ow,     \
@@ -516,22 +530,27 @@ typedef struct {
             FN(wino##M##_gather_v_##ISA),                                                                     \
             FN(wino##M##_input_##ISA),                                                                        \
             FN(wino##M##_grad_##ISA), FN(wino##M##_output_##ISA), FN(wino_copy_##ISA),                        \
-            FN(wino##M##_adjoint_##ISA), FN(wino##M##_scatter_##ISA)                                          \
+            FN(wino##M##_adjoint_##ISA), FN(wino##M##_scatter_##ISA), FN(wino_bits_or_##ISA),                \
+            FN(wino_bits_and_##ISA)                                                                           \
     }
 
 DEFINE_WINO_KERNELS(2, portable, )
 DEFINE_WINO_KERNELS(4, portable, )
 DEFINE_WINO_COPY(portable, )
+DEFINE_WINO_BITS(portable, )
 #if FNN_X86_SIMD
 DEFINE_WINO_KERNELS(2, avx2, FNN_TARGET_AVX2)
 DEFINE_WINO_KERNELS(4, avx2, FNN_TARGET_AVX2)
 DEFINE_WINO_COPY(avx2, FNN_TARGET_AVX2)
+DEFINE_WINO_BITS(avx2, FNN_TARGET_AVX2)
 DEFINE_WINO_KERNELS(2, avx512, FNN_TARGET_AVX512)
 DEFINE_WINO_KERNELS(4, avx512, FNN_TARGET_AVX512)
 DEFINE_WINO_COPY(avx512, FNN_TARGET_AVX512)
+DEFINE_WINO_BITS(avx512, FNN_TARGET_AVX512)
 #endif
 #undef DEFINE_WINO_KERNELS
 #undef DEFINE_WINO_COPY
+#undef DEFINE_WINO_BITS
 #undef WINO_GATHER_FAST_avx512
 #undef WINO_GATHER_FAST_avx2
 #undef WINO_GATHER_FAST_portable
@@ -723,10 +742,140 @@ static inline void FN(wino_prefetch_rows)(const T *plane, int64_t h, int64_t w, 
         __builtin_prefetch(p, 0, 3);
 }
 
+/* Which outputs of the tile rows [r0, r0 + nr) have a 3 x 3 window of zeros in
+ * every channel (or outside the image). The direct sum gives such an output
+ * exactly 0 (then the bias and activation); Winograd's transforms leave a
+ * rounding residue there, of the size of the tile's largest output (1e-16 in
+ * float64), which a ReLU then lets through where the direct sum gives 0: images
+ * with empty borders and dead units (the book's DeepConvNet on MNIST) took other
+ * bias gradients on their first step. Two steps: wino_zero_or ORs the bits of
+ * channel ci's input rows into `ored` (-0 counts as 0, as in the sum) right after
+ * the gathers have read them, from the cache (a pass of its own over x waited
+ * on memory: 8% of conv E's forward); wino_zero_keep then makes keep, all zero
+ * bits for such outputs and all ones for the others, laid out as the output
+ * transform's rows (keep[q * orow + m * r * tw + col]), to AND them with. The
+ * block's tile rows go in runs of one image each, whose input rows are one
+ * stretch of each channel's plane; ored holds each run's rows, w apart, one run
+ * after another. */
+static void FN(wino_zero_or)(const FN(wino_kernels) *k, const fnn_wino_geom *g, const T *x, int64_t r0, int64_t nr,
+                             int64_t ci, TBITS *ored)
+{
+    const int m = g->m;
+    const int64_t w = g->w, plane = g->h * g->w;
+    for (int64_t r = 0; r < nr;) {
+        const int64_t ni = (r0 + r) / g->th, ty0 = (r0 + r) % g->th;
+        const int64_t run = g->th - ty0 < nr - r ? g->th - ty0 : nr - r;
+        const int64_t first = m * ty0 - g->ph, count = m * run + 2; /* input rows [first, first + count) */
+        const int64_t lo = first < 0 ? 0 : first, hi = first + count > g->h ? g->h : first + count;
+        if (hi > lo)
+            k->bits_or(ored + (lo - first) * w, (const TBITS *)(x + (ni * g->c + ci) * plane + lo * w), (hi - lo) * w);
+        ored += count * w;
+        r += run;
+    }
+}
+
+/* Whether an input inside the image, in the rows wino_zero_or has ORed so far,
+ * is 0 in every channel ORed: if none is, no window can be all zero (each holds
+ * an input inside the image, pads being at most 2), and the rest of the
+ * channels need not be ORed. */
+static int FN(wino_zero_any)(const fnn_wino_geom *g, int64_t r0, int64_t nr, const TBITS *ored)
+{
+    const int m = g->m;
+    const int64_t w = g->w;
+    const TBITS magnitude = ~((TBITS)1 << (8 * sizeof(TBITS) - 1));
+    for (int64_t r = 0; r < nr;) {
+        const int64_t ty0 = (r0 + r) % g->th;
+        const int64_t run = g->th - ty0 < nr - r ? g->th - ty0 : nr - r;
+        const int64_t first = m * ty0 - g->ph, count = m * run + 2;
+        const int64_t lo = first < 0 ? 0 : first, hi = first + count > g->h ? g->h : first + count;
+        TBITS all = ~(TBITS)0;
+        for (int64_t i = (lo - first) * w; i < (hi - first) * w; i++)
+            all &= -(TBITS)((ored[i] & magnitude) != 0);
+        if (!all)
+            return 1;
+        ored += count * w;
+        r += run;
+    }
+    return 0;
+}
+
+/* Returns 0 when no output of the block has an all-zero window (nothing to mask);
+ * span[2 * q] and the next are the first and one past the last offset from
+ * q * orow of output row q's values (its tile rows one after another, m * tw
+ * apart) with such a window (equal: none), so that a filter's outputs are masked
+ * there only, in one stretch a row (keep is all ones between the row's ow values
+ * and the next tile row's). scratch: a padded row (w + 4) and a run's rows'
+ * column ORs. */
+static int FN(wino_zero_keep)(const fnn_wino_geom *g, int64_t r0, int64_t nr, int64_t orow, const TBITS *ored,
+                              TBITS *keep, int64_t *span, TBITS *scratch)
+{
+    const int m = g->m;
+    const int64_t w = g->w, ow = g->ow;
+    const TBITS magnitude = ~((TBITS)1 << (8 * sizeof(TBITS) - 1));
+    TBITS *FNN_RESTRICT padded = scratch, *hrows = scratch + w + 4;
+    TBITS zero_seen = 0;
+    padded[0] = padded[1] = padded[w + 2] = padded[w + 3] = 0; /* pads are at most 2 */
+    for (int q = 0; q < m; q++)
+        span[2 * q] = span[2 * q + 1] = 0;
+    for (int64_t r = 0; r < nr;) {
+        const int64_t ty0 = (r0 + r) % g->th;
+        const int64_t run = g->th - ty0 < nr - r ? g->th - ty0 : nr - r, count = m * run + 2;
+        /* each row's three columns per output: input columns col - pw + j */
+        for (int64_t i = 0; i < count; i++) {
+            for (int64_t col = 0; col < w; col++)
+                padded[2 + col] = ored[i * w + col] & magnitude;
+            const TBITS *left = padded + 2 - g->pw;
+            TBITS *FNN_RESTRICT hrow = hrows + i * ow;
+            for (int64_t col = 0; col < ow; col++)
+                hrow[col] = left[col] | left[col + 1] | left[col + 2];
+        }
+        for (int64_t t = 0; t < run; t++)
+            for (int q = 0; q < m; q++) {
+                TBITS *FNN_RESTRICT kr = keep + q * orow + m * (r + t) * g->tw;
+                const TBITS *h0 = hrows + (m * t + q) * ow, *h1 = h0 + ow, *h2 = h1 + ow;
+                TBITS all = ~(TBITS)0;
+                for (int64_t col = 0; col < ow; col++) {
+                    kr[col] = -(TBITS)((h0[col] | h1[col] | h2[col]) != 0);
+                    all &= kr[col];
+                }
+                for (int64_t col = ow; col < m * g->tw; col++)
+                    kr[col] = ~(TBITS)0;
+                if (!all && m * (ty0 + t) + q < g->oh) { /* a part tile's rows past the image are not outputs */
+                    int64_t first = 0, last = ow;
+                    while (first < ow && kr[first])
+                        first++;
+                    while (last > first && kr[last - 1])
+                        last--;
+                    const int64_t at = m * (r + t) * g->tw;
+                    if (first < last) {
+                        if (span[2 * q] == span[2 * q + 1])
+                            span[2 * q] = at + first;
+                        span[2 * q + 1] = at + last;
+                        zero_seen = 1;
+                    }
+                }
+            }
+        ored += count * w;
+        r += run;
+    }
+    return zero_seen != 0;
+}
+
+/* keep (m * orow), the ORed rows of the block's runs, and wino_zero_keep's scratch */
+static int64_t FN(wino_zero_elems)(const fnn_wino_geom *g, int64_t *keep_elems, int64_t *ored_elems)
+{
+    const int64_t len = (g->block_rows * g->tw + FNN_WINO_LANES - 1) / FNN_WINO_LANES * FNN_WINO_LANES;
+    *keep_elems = g->m * g->m * len;
+    *ored_elems = (g->m + 2) * g->block_rows * g->w; /* runs of m * run + 2 rows: at most (m + 2) per tile row */
+    /* then the spans (int64 pairs, as many TBITS), a padded row and a run's column ORs */
+    return *keep_elems + *ored_elems + 2 * g->m * (int64_t)(8 / sizeof(TBITS)) + (g->w + 4) +
+           (g->m * g->block_rows + 2) * g->ow;
+}
+
 /* V of the tile rows [r0, r0 + nr): v[ci * wino_chan + p * ldb + (r - r0) * tw + tx],
  * for the lanes up to the products' last NR-wide panel (zero past the tiles) */
 static void FN(wino_input_block)(const FN(wino_kernels) *k, const fnn_wino_geom *g, const T *x, int64_t r0,
-                                 int64_t nr, T *v, T *rows)
+                                 int64_t nr, T *v, T *rows, TBITS *ored, int *zeros)
 {
     const int64_t ls = g->ldb, tb = nr * g->tw, nv = (tb + g->nr - 1) / g->nr * g->nr;
     /* the gathers' stores past the last tile reach lane tb + FNN_WINO_GATHER_SLACK */
@@ -761,6 +910,13 @@ static void FN(wino_input_block)(const FN(wino_kernels) *k, const fnn_wino_geom 
                                 g->pw, window);
             ni = ty2 + 1 == g->th ? ni2 + 1 : ni2;
             ty = ty2 + 1 == g->th ? 0 : ty2 + 1;
+        }
+        if (ored && *zeros) {
+            FN(wino_zero_or)(k, g, x, r0, nr, ci, ored);
+            /* after 1, 2, 4, 8, ... channels: random data has no zero left after the first,
+             * a ReLU's output (half zeros) none after a few */
+            if ((ci & (ci + 1)) == 0)
+                *zeros = FN(wino_zero_any)(g, r0, nr, ored);
         }
         if (straight) { /* V's lanes past the tiles up to the last panel: zero, as below */
             for (int p = 0; p < g->np; p++)
@@ -899,10 +1055,15 @@ static void FN(wino_pool_block)(int isa, const fnn_wino_geom *g, const T *o, int
 static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_products) *pr, const fnn_wino_geom *g,
                                    int isa, const T *x, int64_t r0, int64_t nr, const T *bias, int act,
                                    double act_alpha, T *y, T *v, T *m, T *rows, const T **brow, T *strip,
-                                   int64_t *wide, int32_t *am)
+                                   int64_t *wide, int32_t *am, TBITS *keep)
 {
     const int64_t tb = nr * g->tw, c = g->c, f = g->f, ldb = g->ldb;
-    FN(wino_input_block)(k, g, x, r0, nr, v, rows);
+    int64_t keep_elems, ored_elems;
+    FN(wino_zero_elems)(g, &keep_elems, &ored_elems);
+    TBITS *ored = keep + keep_elems;
+    memset(ored, 0, (size_t)ored_elems * sizeof(TBITS));
+    int zeros = 1;
+    FN(wino_input_block)(k, g, x, r0, nr, v, rows, ored, &zeros);
     for (int p = 0; p < g->np; p++)
         FN(wino_products_at)(pr, g, p, c, v, m, tb, brow);
     /* the output transform, bias and activation over all the block's lanes at
@@ -921,9 +1082,17 @@ static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_produ
     const int64_t orow = g->m * len; /* output row q of the block's tiles at o + q * orow */
     T *o = rows, *tmp = rows + g->m * orow;
     const int epilogue = bias != NULL || act != FNN_ACT_IDENTITY;
+    int64_t *span = (int64_t *)(ored + ored_elems);
+    const int masked = zeros && FN(wino_zero_keep)(g, r0, nr, orow, ored, keep, span,
+                                                   ored + ored_elems + 2 * g->m * (int64_t)(8 / sizeof(TBITS)));
     int finite = 1;
     for (int64_t fi = 0; fi < f; fi++) {
         finite &= k->output(m + fi * wino_chan(g), ldb, len, tb, tmp, o);
+        if (masked) /* the direct sum's exact zeros where every input of the window is 0 */
+            for (int q = 0; q < g->m; q++)
+                if (span[2 * q] < span[2 * q + 1])
+                    k->bits_and((TBITS *)(o + q * orow) + span[2 * q], keep + q * orow + span[2 * q],
+                                span[2 * q + 1] - span[2 * q]);
         if (epilogue)
             FN(fnn_bias_act)(isa, o, 0, o, 0, NULL, bias ? bias + fi : NULL, 0, 1, g->m * orow, act, act_alpha);
         if (am)
@@ -985,7 +1154,11 @@ static int FN(wino_conv2d_run)(fnn_ctx ctx, int tile, const T *x, int64_t n, int
         T *strip = am ? (T *)fnn_scratch(FNN_SCRATCH_WINO_POOL, (size_t)strip_elems * (sizeof(T) + sizeof(int64_t)))
                       : NULL;
         int64_t *wide = strip ? (int64_t *)(strip + strip_elems) : NULL;
-        if (!v || !m || !rows || !brow || (am && !strip))
+        int64_t keep_elems, ored_elems;
+        TBITS *keep = (TBITS *)fnn_scratch(FNN_SCRATCH_WINO_ZERO, (size_t)FN(wino_zero_elems)(&g, &keep_elems,
+                                                                                             &ored_elems) *
+                                                                  sizeof(TBITS));
+        if (!v || !m || !rows || !brow || (am && !strip) || !keep)
             err = 1;
         /* the filters are transformed on every call, by all the threads, a
          * panel of MR each (serially, with a separate pack, 0.39 ms of a
@@ -1000,7 +1173,7 @@ static int FN(wino_conv2d_run)(fnn_ctx ctx, int tile, const T *x, int64_t n, int
         for (int64_t r0 = lo; r0 < hi && !err; r0 += g.block_rows) {
             const int64_t nr = hi - r0 < g.block_rows ? hi - r0 : g.block_rows;
             finite &= FN(wino_forward_block)(&k, &pr, &g, isa, x, r0, nr, bias, act, act_alpha, y, v, m, rows, brow,
-                                             strip, wide, am);
+                                             strip, wide, am, keep);
         }
     }
     return err ? -1 : finite ? 0 : 1;
@@ -1216,7 +1389,7 @@ int FN(fnn_winograd_backward)(fnn_ctx ctx, int tile, const T *dy, const T *x, co
             for (int64_t r0 = lo; r0 < hi; r0 += g.block_rows) {
                 const int64_t nr = hi - r0 < g.block_rows ? hi - r0 : g.block_rows;
                 const int64_t tb = nr * g.tw;
-                FN(wino_input_block)(&k, &g, x, r0, nr, v, rows);
+                FN(wino_input_block)(&k, &g, x, r0, nr, v, rows, NULL, NULL);
                 FN(wino_grad_block)(&k, &g, dy, r0, nr, z, rows);
                 const int64_t nv = (tb + dpr.nr - 1) / dpr.nr * dpr.nr, chan = wino_chan(&g);
                 if (dx && nv > tb) /* Z's lanes that the data gradient's last panel reads past tb: zero */

@@ -20,11 +20,20 @@ import math
 import numpy as np
 
 from fastnn import ops
+from fastnn.functions import (col2im, cross_entropy_error, identity_function, im2col, mean_squared_error, relu,
+                              relu_grad, sigmoid, sigmoid_grad, softmax, softmax_loss, step_function,
+                              sum_squared_error)
 
 __all__ = [
     "Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Softplus", "Affine", "Flatten",
     "SoftmaxWithLoss", "IdentityWithLoss", "SigmoidWithLoss", "Dropout", "BatchNormalization",
     "Convolution", "Pooling", "AvgPooling", "MulLayer", "AddLayer",
+    # What the book's `from common.layers import *` also brings, since common/layers.py has
+    # no __all__: its `import numpy as np`, `from common.functions import *` and im2col,
+    # col2im. Book scripts use them without importing them (ch06/optimizer_compare_mnist.py
+    # uses np after `from common.optimizer import *` alone).
+    "np", "identity_function", "step_function", "sigmoid", "sigmoid_grad", "relu", "relu_grad", "softmax",
+    "sum_squared_error", "mean_squared_error", "cross_entropy_error", "softmax_loss", "im2col", "col2im",
 ]
 
 # The book's BatchNormalization writes its epsilon as 10e-7 (= 1e-6); keep it so

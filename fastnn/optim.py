@@ -31,7 +31,8 @@ import numpy as np
 from fastnn import ops
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
-           "StepDecay", "ExponentialDecay", "InverseTimeDecay", "get"]
+           "StepDecay", "ExponentialDecay", "InverseTimeDecay", "get",
+           "np"]  # as common/optimizer.py's star import: ch06/optimizer_compare_mnist.py uses np without importing it
 
 
 def _check_number(owner, name, value, minimum=None, allow_none=False, strictly=False):

@@ -434,3 +434,20 @@ def test_loading_weights_by_assignment(backend):
         fresh.layers[name].W = fresh.params[f"W{i}"]
         fresh.layers[name].b = fresh.params[f"b{i}"]
     np.testing.assert_array_equal(fresh.predict(x), trained.predict(x))
+
+
+@pytest.mark.parametrize("module, names", [
+    ("fastnn.layers", ["np", "softmax", "cross_entropy_error", "sigmoid", "relu", "im2col", "col2im", "Affine"]),
+    ("fastnn.optim", ["np", "SGD", "Adam"]),
+    ("fastnn.functions", ["np", "softmax", "numerical_gradient", "im2col"]),
+])
+def test_star_imports_bring_what_the_books_bring(module, names):
+    # the book's common/*.py have no __all__: `from common.layers import *` also brings np and
+    # common.functions' functions, and book scripts use them without importing them
+    # (ch06/optimizer_compare_mnist.py uses np after `from common.optimizer import *` alone)
+    namespace = {}
+    exec(f"from {module} import *", namespace)  # noqa: S102
+    assert set(names) <= set(namespace)
+    assert namespace["np"] is np
+    if module == "fastnn.layers":
+        assert namespace["softmax"] is fastnn.functions.softmax and namespace["im2col"] is fastnn.functions.im2col

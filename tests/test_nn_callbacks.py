@@ -337,6 +337,30 @@ def test_abandoned_batch_leaves_batchnorm_statistics_untouched(monkeypatch):
     assert_same_weights(model, reference_weights(x, t, 2))
 
 
+
+@pytest.mark.parametrize("moment", ["params", "grads"])
+def test_batch_abandoned_between_backward_and_update_leaves_batchnorm_statistics_untouched(monkeypatch, moment):
+    """The same, with the second Ctrl-C after the backward pass, while the step collects
+    the parameters and gradients for the update."""
+    x, t = data(60)
+    model = make_model()
+    real = getattr(type(model), moment)
+    calls = []
+
+    def collect_with_interrupts(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), moment, collect_with_interrupts)
+    history = model.fit(x, t, epochs=2, batch_size=BATCH, shuffle=False, verbose=0)
+    monkeypatch.setattr(type(model), moment, real)
+    assert history.interrupted and history.partial_epoch["batches_done"] == 2
+    assert_same_weights(model, reference_weights(x, t, 2))
+
+
 CHILD = r"""
 import json, sys
 import numpy as np

@@ -515,3 +515,43 @@ def test_conv_max_pool_with_non_finite_inputs_takes_the_direct_sum(threads, dtyp
     assert np.isinf(want).any() and np.isnan(want).any()
     np.testing.assert_array_equal(pooled, want)
     np.testing.assert_array_equal(argmax, want_argmax)
+
+
+@every_path
+def test_outputs_whose_window_is_all_zeros_are_exactly_the_directs(algorithm, isa, threads, dtype, rng):
+    # the direct sum gives exactly 0 (then the bias and activation) where a 3x3 window is zero
+    # in every channel; the transforms leave a residue there that a ReLU lets through (the
+    # book's DeepConvNet on MNIST's empty borders took other bias gradients). Empty columns
+    # and rows at the image edges, a zero image, zero patches inside tiles, one channel
+    # nonzero at a single pixel.
+    with native_setting(isa, threads, conv_algorithm=algorithm):
+        for n, c, h, w, f, pad in [(3, 16, 14, 14, 8, (1, 1)), (2, 5, 11, 9, 7, (0, 2)), (4, 33, 8, 8, 40, (1, 1))]:
+            x = rng.random((n, c, h, w)).astype(dtype)
+            x[:, :, :, : w // 2] = 0
+            x[:, :, : h // 3] = 0
+            x[1] = 0
+            x[-1, :, 2:6, 3:7] = 0
+            x[0, :, h - 2, w - 2] = 0
+            x[0, c // 2, h - 2, w - 2] = 1
+            wt = rng.standard_normal((f, c, 3, 3)).astype(dtype)
+            window_any = conv_forward64((x != 0).astype(np.float64), np.ones((1, c, 3, 3)), None, (1, 1), pad)[0] > 0
+            b = rng.standard_normal(f).astype(dtype)
+            for bias, act in ((None, None), (b, None), (b, "relu")):
+                y = _gemm.conv2d(x, wt, bias, (1, 1), pad, act, 0.0)
+                want = np.broadcast_to(np.zeros(f, dtype) if bias is None else bias, (n, *y.shape[2:], f))
+                want = np.moveaxis(want, -1, 1)
+                if act == "relu":
+                    want = np.maximum(want, 0)
+                empty = np.broadcast_to(~window_any, y.shape)
+                assert empty.any() and (~empty).any()
+                np.testing.assert_array_equal(y[empty], want[empty])
+                # the pooled path too: zero windows tie, and the first element wins as in the direct sum
+                pooled, argmax = F.conv2d_max_pool2d(x, wt, bias, stride=1, pad=pad, activation=act, pool_h=2)
+                fastnn.set_conv_algorithm("gemm")
+                direct_pooled, direct_argmax = F.max_pool2d(F.conv2d(x, wt, bias, stride=1, pad=pad,
+                                                                     activation=act), 2, 2, stride=2)
+                fastnn.set_conv_algorithm(algorithm)
+                tied = np.broadcast_to(~(conv_forward64(window_any.astype(np.float64), np.ones((1, 1, 2, 2)), None,
+                                                        (2, 2), (0, 0))[0] > 0), pooled.shape)
+                np.testing.assert_array_equal(pooled[tied], direct_pooled[tied])
+                np.testing.assert_array_equal(argmax[tied], direct_argmax[tied])

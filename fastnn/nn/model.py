@@ -255,15 +255,15 @@ class Sequential:
         try:
             loss, grad, outputs = self._loss_forward(x, t, training=True)
             self._backward(grad)
+            params, grads = self.params(), self.grads()
+            if sigint is not None:
+                # From here on the batch counts: a second Ctrl-C waits until fit has recorded it
+                # (_run_epoch clears the flag), so the reported batches match the updates applied.
+                sigint.in_update = True
         except BaseException:
             for array, saved in moving:
                 np.copyto(array, saved)
             raise
-        params, grads = self.params(), self.grads()
-        if sigint is not None:
-            # From here on the batch counts: a second Ctrl-C waits until fit has recorded it
-            # (_run_epoch clears the flag), so the reported batches match the updates applied.
-            sigint.in_update = True
         try:
             self.optimizer.update(params, grads)
         except BaseException:

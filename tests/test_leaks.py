@@ -63,6 +63,11 @@ def make_cases():
     state = {k: np.zeros(1024) for k in ("v", "h", "m", "s")}
     p = rng.standard_normal(1024)
     g = rng.standard_normal(1024) * 1e-3
+    x_bn = rng.standard_normal((32, 64))
+    bn_stats = (np.zeros(64), np.ones(64))
+    _, bn_cache = ops.batch_norm_forward(x_bn, np.ones(64), np.zeros(64), *bn_stats)
+    fused, fused_argmax = ops.conv2d_max_pool2d(x4, W4, b4, 1, 1, "relu", pool_h=2)
+    dfused = rng.standard_normal(fused.shape)
     return {
         "matmul": lambda: ops.matmul(a, b),
         "linear": lambda: ops.linear(a, b, b[0], "relu"),
@@ -102,6 +107,11 @@ def make_cases():
         "adagrad_update": lambda: ops.adagrad_update(p, g, state["h"], 1e-3),
         "rmsprop_update": lambda: ops.rmsprop_update(p, g, state["s"], 1e-3),
         "adam_update": lambda: ops.adam_update(p, g, state["m"], state["s"], 1e-3),
+        "batch_norm_forward": lambda: ops.batch_norm_forward(x_bn, np.ones(64), np.zeros(64), *bn_stats),
+        "batch_norm_backward": lambda: ops.batch_norm_backward(x_bn, bn_cache),
+        "conv2d_max_pool2d": lambda: ops.conv2d_max_pool2d(x4, W4, b4, 1, 1, "relu", pool_h=2),
+        "conv2d_max_pool2d_backward": lambda: ops.conv2d_max_pool2d_backward(dfused, fused_argmax, fused, x4, W4, 1, 1,
+                                                                             "relu", pool_h=2),
         "invalid_argument": lambda: _raises(lambda: ops.conv2d(x4, W4[:, :2], b4)),
         "float32_promotion": lambda: ops.linear(a.astype(np.float32), b, None, "tanh"),
         "non_contiguous": lambda: ops.conv2d(x4[:, :, ::2, ::-1], W4, None, 1, 1),
@@ -117,6 +127,14 @@ def _raises(fn):
 
 
 CASES = make_cases()
+
+
+def test_every_backend_op_is_called_for_leaks():
+    """A new op in the backend contract must get a case here (GUARANTEES.md says "any op")."""
+    from fastnn import _reference
+    contract = {name for name in dir(_reference) if not name.startswith("_") and callable(getattr(_reference, name))
+                and getattr(getattr(_reference, name), "__module__", "") == _reference.__name__}
+    assert contract <= set(CASES), sorted(contract - set(CASES))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -216,13 +234,16 @@ def test_repeated_fit_keeps_memory_flat(backend):
                 model.fit(x, t, epochs=1, batch_size=8, verbose=0)
             gc.collect()
             before = tracemalloc.get_traced_memory()[0]
+            rss_before = rss_bytes()
             for _ in range(30):
                 model.fit(x, t, epochs=1, batch_size=8, verbose=0)
             gc.collect()
             traced = tracemalloc.get_traced_memory()[0] - before
+            growth = rss_bytes() - rss_before
         finally:
             tracemalloc.stop()
     assert traced <= TRACE_SLACK, f"traced memory grew by {traced} bytes over 30 fits"
+    assert growth <= RSS_SLACK, f"RSS grew by {growth / 2**20:.1f} MiB over 30 fits"
 
 
 def test_failed_loads_leak_no_file_descriptors(tmp_path):

@@ -8,6 +8,7 @@ import signal
 import numpy as np
 import pytest
 
+import fastnn
 from fastnn import optim
 from fastnn.nn import (BatchNorm, Callback, Dense, EarlyStopping, LearningRateScheduler, Sequential,
                        StopAtThreshold, StopOnSmallWeightChange, TargetAccuracy, TerminateOnNaN)
@@ -392,8 +393,9 @@ def test_real_ctrl_c_from_outside_the_process():
     import subprocess
     import sys
     import time
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                                       os.environ.get("PYTHONPATH", "")]))
+    # the fastnn under test (installed, or a checkout on PYTHONPATH), not the checkout these tests sit in
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
     proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     try:

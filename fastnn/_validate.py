@@ -170,9 +170,7 @@ def as_pair(op, name, value, minimum):
     """An int or an (h, w) pair of ints, each >= minimum, as a tuple of Python ints."""
     if type(value) is int and value >= minimum:   # the common case, checked in full below
         return (value, value)
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value[()]                             # np.array(2) is the int 2, as np.int64(2) is
-    if isinstance(value, (tuple, list, np.ndarray)):
+    if isinstance(value, (tuple, list)) or (isinstance(value, np.ndarray) and value.ndim > 0):
         items = list(value)
         if len(items) != 2:
             raise ValueError(f"{op}: expected {name} to be an int or an (h, w) pair, got {value!r}")

@@ -16,6 +16,7 @@ and assign ``layer.W = ...`` when loading weights, and a layer sees both.
 Differences from the book are listed in docs/LAYERS.md.
 """
 import math
+import numbers
 
 import numpy as np
 
@@ -66,6 +67,15 @@ def _fresh_float(value):
     return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
 
 
+def _dout_like(dout, ref):
+    """A number as dout (the book's element-wise layers broadcast it: Sigmoid().backward(1.0))
+    as an array of the layer's output shape and dtype; arrays pass as they are."""
+    if isinstance(dout, numbers.Real) and not isinstance(dout, (bool, np.bool_)) or (
+            isinstance(dout, np.ndarray) and dout.ndim == 0 and dout.dtype.kind in "fiu"):
+        return np.full(np.shape(ref), dout, dtype=ref.dtype)
+    return dout
+
+
 def _scaled(grad, dout):
     # Loss layers take the book's `dout=1`; anything else scales the gradient (chain rule).
     if isinstance(dout, (int, float)) and dout == 1:
@@ -99,7 +109,7 @@ class Relu:
 
     def backward(self, dout):
         _require_forward(self, self.x)
-        return ops.relu_backward(dout, self.x)
+        return ops.relu_backward(_dout_like(dout, self.x), self.x)
 
 
 class Sigmoid:
@@ -114,7 +124,7 @@ class Sigmoid:
 
     def backward(self, dout):
         _require_forward(self, self.out)
-        return ops.sigmoid_backward(dout, self.out)
+        return ops.sigmoid_backward(_dout_like(dout, self.out), self.out)
 
 
 class Tanh:
@@ -127,7 +137,7 @@ class Tanh:
 
     def backward(self, dout):
         _require_forward(self, self.out)
-        return ops.tanh_backward(dout, self.out)
+        return ops.tanh_backward(_dout_like(dout, self.out), self.out)
 
 
 class LeakyRelu:
@@ -143,7 +153,7 @@ class LeakyRelu:
 
     def backward(self, dout):
         _require_forward(self, self.x)
-        return ops.leaky_relu_backward(dout, self.x, self.alpha)
+        return ops.leaky_relu_backward(_dout_like(dout, self.x), self.x, self.alpha)
 
 
 class Elu:
@@ -159,7 +169,7 @@ class Elu:
 
     def backward(self, dout):
         _require_forward(self, self.x)
-        return ops.elu_backward(dout, self.x, self.alpha)
+        return ops.elu_backward(_dout_like(dout, self.x), self.x, self.alpha)
 
 
 class Softplus:
@@ -174,7 +184,7 @@ class Softplus:
 
     def backward(self, dout):
         _require_forward(self, self.x)
-        return ops.softplus_backward(dout, self.x)
+        return ops.softplus_backward(_dout_like(dout, self.x), self.x)
 
 
 # ---------------------------------------------------------------- affine / reshape

@@ -637,3 +637,22 @@ def test_non_contiguous_inputs_and_float32_stays_float32(backend, rng):
     affine.backward(np.ones((4, 5), np.float32))
     assert affine.dW.dtype == np.float32
     close(affine.dW, xf.astype(np.float64).T @ np.ones((4, 5)), np.float32, scale=3)
+
+
+@pytest.mark.parametrize("cls, derivative", [
+    (L.Sigmoid, lambda x: 1 / (1 + np.exp(-x)) * (1 - 1 / (1 + np.exp(-x)))),
+    (L.Tanh, lambda x: 1 - np.tanh(x) ** 2),
+    (L.Relu, lambda x: (x > 0).astype(float)),
+    (L.Softplus, lambda x: 1 / (1 + np.exp(-x))),
+])
+def test_a_number_as_dout_is_broadcast_as_the_book_does(backend, cls, derivative, rng):
+    # the book's Sigmoid.backward computes dout * (1 - out) * out, so backward(1.0) is the derivative
+    x = rng.standard_normal((3, 4))
+    for dtype in (np.float32, np.float64):
+        layer = cls()
+        layer.forward(x.astype(dtype))
+        for dout in (1, 2.0, np.float64(0.5)):
+            dx = layer.backward(dout)
+            assert dx.dtype == dtype and dx.shape == x.shape
+            np.testing.assert_allclose(dx, float(dout) * derivative(x), rtol=2e-6 if dtype == np.float32 else 1e-12,
+                                       atol=1e-7 if dtype == np.float32 else 0)

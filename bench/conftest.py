@@ -39,6 +39,8 @@ def bench_threads_from(config):
 
 def pytest_configure(config):
     config._fastnn_bench_threads = bench_threads_from(config)
+    config._fastnn_bench_threads_given = (config.getoption("--threads") is not None
+                                          or os.environ.get(THREADS_ENV) is not None)
     # As in `fastnn bench`: freed memory stays in the process for every implementation, so no
     # timing includes the page faults of re-allocated outputs.
     config._fastnn_malloc_kept = fastnn.keep_freed_memory()
@@ -49,8 +51,9 @@ def pytest_report_header(config):
     status = B.implementation_status()
     native = (f"native kernels, SIMD {cfg.get('simd_selected')}" if cfg["native_available"]
               else f"native kernels NOT available ({cfg['native_error']})")
-    return [f"fastnn {cfg['version']}: {native}; threads fixed to {config._fastnn_bench_threads} "
-            "(fastnn, NumPy BLAS, torch)",
+    counts = (f"threads fixed to {config._fastnn_bench_threads}" if config._fastnn_bench_threads_given
+              else "1 thread (test_bench_gemm.py: 1 and 2 in turn; --threads N fixes one count)")
+    return [f"fastnn {cfg['version']}: {native}; {counts} (fastnn, NumPy BLAS, torch)",
             "implementations: " + ", ".join(f"{k} ({'yes' if ok else why})" for k, (ok, why) in status.items())]
 
 

@@ -6,7 +6,9 @@ same thread count, in one run.
     ... -k "sgemm and t1"            # a subset
 
 Each pytest-benchmark group is one workload at one thread count, so the table
-of a group gives the ratios between implementations measured side by side.
+of a group gives the ratios between implementations measured side by side. Every
+case runs at 1 and at 2 threads, or only at the count --threads N (or
+$FASTNN_BENCH_THREADS) gives.
 NumPy's BLAS is limited with threadpoolctl, PyTorch with torch.set_num_threads.
 """
 import numpy as np
@@ -28,7 +30,6 @@ pytestmark = pytest.mark.skipif(not NATIVE, reason="native extension not built")
 if NATIVE:
     from fastnn import _gemm
 
-THREADS = (1, 2)
 IMPLS = ("fastnn", "numpy", "torch")
 
 GEMMS = {
@@ -49,7 +50,15 @@ CONVS = {
 SLOW_CONVS = ("convE", "conv3x3s2", "conv7x7s2")
 
 
-@pytest.fixture(params=THREADS, ids=lambda n: f"t{n}")
+def pytest_generate_tests(metafunc):
+    # 1 and 2 threads in turn, or the one count given with --threads / $FASTNN_BENCH_THREADS
+    if "threads" in metafunc.fixturenames:
+        config = metafunc.config
+        counts = [config._fastnn_bench_threads] if config._fastnn_bench_threads_given else [1, 2]
+        metafunc.parametrize("threads", counts, ids=lambda n: f"t{n}", indirect=True)
+
+
+@pytest.fixture
 def threads(request):
     old = fastnn.get_num_threads()
     fastnn.set_num_threads(request.param)
@@ -63,7 +72,23 @@ def threads(request):
         torch.set_num_threads(old_torch)
 
 
-def run(benchmark, group, fn, rounds):
+def check(fn, want):
+    """Run fn once and compare its results with ``want`` (float64, computed by the test) before
+    anything is timed: a benchmark of a wrong answer fails. float32 tolerance, relative to
+    each result's largest magnitude (sums of up to a few thousand terms)."""
+    got = fn()
+    got = got if isinstance(got, (tuple, list)) else (got,)
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        g = g.detach().numpy() if hasattr(g, "detach") else np.asarray(g)
+        assert g.shape == w.shape, (i, g.shape, w.shape)
+        np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(w).max(initial=0))),
+                                   err_msg=f"result {i}")
+
+
+def run(benchmark, group, fn, rounds, want=None):
+    if want is not None:
+        check(fn, want)
     benchmark.group = group
     # the implementation timed before may leave spinning threads (a 2-thread dgemm 1024 took
     # 26.6 ms right after torch's turn, 24.4 alone)
@@ -91,14 +116,16 @@ def test_gemm(benchmark, threads, impl, name):
     else:
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         fn = lambda: torch.mm(ta, tb)  # noqa: E731
-    run(benchmark, f"{name} t{threads}", fn, rounds=7 if n <= 1024 else 4)
-    benchmark.extra_info["gflops"] = 2 * n**3 / benchmark.stats.stats.min / 1e9
+    run(benchmark, f"{name} t{threads}", fn, rounds=7 if n <= 1024 else 4,
+        want=(a.astype(np.float64) @ b.astype(np.float64),))
+    if benchmark.stats is not None:  # None with --benchmark-disable (a run that only checks the results)
+        benchmark.extra_info["gflops"] = 2 * n**3 / benchmark.stats.stats.min / 1e9
 
 
 def affine_step(impl, n, d, m):
     """One forward + backward of an Affine layer x (n, d) @ W (d, m) + b, float32, for
     `impl`: fastnn.ops (its Python overhead included, as a user sees it), NumPy on its
-    BLAS, or torch autograd."""
+    BLAS, or torch autograd; and the float64 (dx, dW, db) it must give."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, d)).astype(np.float32)
     w = (rng.standard_normal((d, m)) * 0.05).astype(np.float32)
@@ -121,13 +148,16 @@ def affine_step(impl, n, d, m):
         def fn():
             tx.grad = tw.grad = tb.grad = None
             (tx @ tw + tb).backward(tdy)
-    return fn
+            return tx.grad, tw.grad, tb.grad
+    x, w, dy = (a.astype(np.float64) for a in (x, w, dy))
+    return fn, (dy @ w.T, x.T @ dy, dy.sum(axis=0))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_affine_forward_backward(benchmark, threads, impl):
     need(impl)
-    run(benchmark, f"affine128x784x512 t{threads}", affine_step(impl, 128, 784, 512), rounds=30)
+    fn, want = affine_step(impl, 128, 784, 512)
+    run(benchmark, f"affine128x784x512 t{threads}", fn, rounds=30, want=want)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -150,7 +180,8 @@ def test_transposed_view_products(benchmark, threads, impl, shape):
     else:
         tx, tw, tdout = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(dout)
         fn = lambda: (tdout @ tw.T, tx.T @ tdout)  # noqa: E731
-    run(benchmark, f"transposed views {n}x{d}x{m} t{threads}", fn, rounds=15)
+    x, w, dout = (a.astype(np.float64) for a in (x, w, dout))
+    run(benchmark, f"transposed views {n}x{d}x{m} t{threads}", fn, rounds=15, want=(dout @ w.T, x.T @ dout))
 
 
 # Small batches (issue 4: batch 1-16 inference without packing overhead dominating):
@@ -166,7 +197,8 @@ SMALL_LAYERS = {"784x50": (784, 50), "784x512": (784, 512)}
 def test_affine_small_batch(benchmark, threads, impl, layer, batch):
     need(impl)
     d, m = SMALL_LAYERS[layer]
-    run(benchmark, f"affine batch {batch} x {layer} t{threads}", affine_step(impl, batch, d, m), rounds=200)
+    fn, want = affine_step(impl, batch, d, m)
+    run(benchmark, f"affine batch {batch} x {layer} t{threads}", fn, rounds=200, want=want)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -201,7 +233,10 @@ def test_conv_forward_backward(benchmark, threads, impl, name):
         def fn():
             tx.grad = tw.grad = tb.grad = None
             torch.nn.functional.conv2d(tx, tw, tb, stride=step, padding=pad).backward(tdy)
-    run(benchmark, f"{name} t{threads}", fn, rounds=5 if name in SLOW_CONVS or impl == "numpy" else 10)
+            return tx.grad, tw.grad, tb.grad
+    from fastnn import _reference as R
+    want = R.conv2d_backward(*(a.astype(np.float64) for a in (dy, x, w)), stride, padding, True)
+    run(benchmark, f"{name} t{threads}", fn, rounds=5 if name in SLOW_CONVS or impl == "numpy" else 10, want=want)
 
 
 # Batch normalisation, forward + backward in training, float32: per channel after
@@ -235,6 +270,7 @@ def test_batch_norm_forward_backward(benchmark, threads, impl, name):
             tx.grad = tg.grad = tb.grad = None
             torch.nn.functional.batch_norm(tx, tm, tv, tg, tb, training=True, momentum=0.1,
                                            eps=1e-7).backward(tdy)
+            return tx.grad, tg.grad, tb.grad
     else:
         backend = "native" if impl == "fastnn" else "numpy"
 
@@ -243,7 +279,12 @@ def test_batch_norm_forward_backward(benchmark, threads, impl, name):
                 out, cache = fastnn.ops.batch_norm_forward(x, gamma, beta, running_mean, running_var,
                                                            per_channel=per_channel)
                 return fastnn.ops.batch_norm_backward(dy, cache)
-    run(benchmark, f"{name} t{threads}", fn, rounds=30)
+    with fastnn.backend("numpy"):
+        _, cache = fastnn.ops.batch_norm_forward(x.astype(np.float64), gamma.astype(np.float64),
+                                                 beta.astype(np.float64), np.zeros(d), np.ones(d),
+                                                 per_channel=per_channel)
+        want = fastnn.ops.batch_norm_backward(dy.astype(np.float64), cache)
+    run(benchmark, f"{name} t{threads}", fn, rounds=30, want=want)
 
 
 # Max pooling windows other than 2x2 stride 2 (workload F), forward + backward: the
@@ -267,6 +308,7 @@ def test_max_pool_forward_backward(benchmark, threads, impl, name):
             tx.grad = None
             y = torch.nn.functional.max_pool2d(tx, k, step, pad)
             y.backward(y.detach())
+            return tx.grad
     else:
         backend = "native" if impl == "fastnn" else "numpy"
 
@@ -274,4 +316,7 @@ def test_max_pool_forward_backward(benchmark, threads, impl, name):
             with fastnn.backend(backend):
                 y, argmax = fastnn.ops.max_pool2d(x, k, stride=step, pad=pad)
                 return fastnn.ops.max_pool2d_backward(y, argmax, x.shape, k, stride=step, pad=pad)
-    run(benchmark, f"{name} t{threads}", fn, rounds=5 if impl == "numpy" else 20)
+    with fastnn.backend("numpy"):
+        y, argmax = fastnn.ops.max_pool2d(x.astype(np.float64), k, stride=step, pad=pad)
+        want = (fastnn.ops.max_pool2d_backward(y, argmax, x.shape, k, stride=step, pad=pad),)
+    run(benchmark, f"{name} t{threads}", fn, rounds=5 if impl == "numpy" else 20, want=want)

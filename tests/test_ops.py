@@ -1339,3 +1339,26 @@ def test_every_simd_path_and_thread_count_matches_the_reference(backend, dtype):
     finally:
         fastnn.set_simd(old_isa)
         fastnn.set_num_threads(old_threads)
+
+
+def test_reference_reuses_the_forwards_column_matrix_only_for_the_same_x(rng):
+    # the NumPy reference keeps its last conv2d forward's im2col for the backward (as the book's
+    # Convolution keeps self.col); an x changed in place, or another x, gets its own
+    x = rng.standard_normal((2, 3, 7, 6))
+    W = rng.standard_normal((4, 3, 3, 2))
+    dy = rng.standard_normal((2, 4, 7, 7))
+    with fastnn.backend("numpy"):
+        fresh = F.conv2d_backward(dy, x, W, stride=1, pad=1)
+        F.conv2d(x, W, None, stride=1, pad=1)
+        for a, b in zip(F.conv2d_backward(dy, x, W, stride=1, pad=1), fresh):
+            np.testing.assert_array_equal(a, b)
+        F.conv2d(x, W, None, stride=1, pad=1)
+        x[0, 1, 2, 3] += 1.0                                  # changed between forward and backward
+        changed = F.conv2d_backward(dy, x, W, stride=1, pad=1)
+        F.conv2d(x + 0, W, None, stride=1, pad=1)             # a forward of other memory, equal values
+        again = F.conv2d_backward(dy, x, W, stride=1, pad=1)
+    from test_layers import conv_direct_backward
+    want = conv_direct_backward(dy, x, W, 1, 1)
+    for got in (changed, again):
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

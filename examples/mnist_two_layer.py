@@ -55,7 +55,7 @@ class TwoLayerNet:
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     add_data_dir(p)
-    p.add_argument("--iters", type=int, default=None, help="SGD steps (default 10000, fast mode 600)")
+    p.add_argument("--iters", type=int, default=None, help="SGD steps (default 10000, fast mode 800)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=0.1)
     args = p.parse_args(argv)

@@ -18,7 +18,7 @@ def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--plot", default=None, help="save the fitted curve and the loss curve here (matplotlib)")
+    p.add_argument("--plot", default=None, help="save the training loss curve here (matplotlib)")
     args = p.parse_args(argv)
     fast_mode_requested(args.fast)  # 1000 full-batch steps on 100 points take well under a second anyway
 

@@ -379,3 +379,126 @@ def test_conv_pool_fusion_runs_apart_past_the_int32_argmax():
         dx = conv.backward_max_pool(np.zeros_like(y))
         assert dx.shape == x.shape
         np.testing.assert_array_equal(conv.grads["kernel"], np.zeros((2, 1, 5, 5), np.float32))
+
+
+def test_an_add_that_raises_leaves_the_model_as_it_was():
+    model = Sequential([Conv2D(2, 3, input_shape=(1, 6, 6))])
+    with pytest.raises(ValueError, match="Flatten"):
+        model.add(Dense(3))
+    with pytest.raises(ValueError, match="declares input_shape"):
+        model.add(Flatten(input_shape=(7,)))
+    assert [layer.name for layer in model.layers] == ["conv2d"]
+    model.add(Flatten())
+    model.add(Dense(2))
+    assert model.predict(np.ones((1, 1, 6, 6))).shape == (1, 2)
+    empty = Sequential()
+    with pytest.raises(ValueError, match="larger"):
+        empty.add(Conv2D(2, 5, input_shape=(1, 3, 3)))
+    assert empty.layers == [] and not empty.built
+    empty.add(Dense(2, input_dim=3))
+    assert empty.output_shape == (2,)
+
+
+def test_a_built_layer_keeps_its_weights_or_is_refused():
+    d = Dense(2)
+    d.build((3,))
+    d.params["kernel"][:] = 1.0
+    shared = Sequential([d])                               # same shape and dtype: the same arrays
+    assert shared.layers[0].params["kernel"] is d.params["kernel"]
+    np.testing.assert_array_equal(shared.predict(np.ones((1, 3))), [[3.0, 3.0]])
+    for model in (Sequential(dtype="float64"), Sequential([Dense(4, input_dim=3, name="first")])):
+        with pytest.raises(ValueError, match="is built for inputs"):
+            model.add(d)
+    with pytest.raises(ValueError, match="already in the model"):
+        Sequential([Dense(2, input_dim=2, name="dense"), Dense(2)]).add(d)   # renaming would rename its weights
+    np.testing.assert_array_equal(d.params["kernel"], 1.0)
+    assert d.name == "dense" and d.dtype == np.float32
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "elu"])
+def test_dense_with_a_negative_alpha_runs_unfused(activation, rng):
+    # linear's fused leaky_relu/elu need alpha >= 0 (their backward works from y); Dense then
+    # applies the activation to the pre-activation itself, as Conv2D and Activation do
+    model = Sequential([Dense(4, activation=activation, alpha=-0.5, input_dim=3), Dense(2)], seed=0,
+                       dtype="float64")
+    x = rng.standard_normal((5, 3))
+    z = x @ model.layers[0].params["kernel"] + model.layers[0].params["bias"]
+    want = np.where(z > 0, z, -0.5 * z) if activation == "leaky_relu" else np.where(z > 0, z, -0.5 * np.expm1(z))
+    np.testing.assert_allclose(model.layers[0](x), want, rtol=1e-12)
+    model.compile("sgd", "mse")
+    errors = gradcheck(model, x, rng.standard_normal((5, 2)), verbose=False)
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_a_frozen_layer_is_not_trained(rng, tmp_path):
+    x = rng.standard_normal((40, 4)).astype(np.float32)
+    t = rng.integers(0, 3, 40)
+    model = Sequential([Dense(8, activation="relu", input_dim=4, name="base"), BatchNorm(name="bn"),
+                        Dense(3, activation="softmax", name="head")], seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    base, bn, head = model.layers
+    base.trainable = bn.trainable = False
+    before = [w.copy() for layer in (base, bn) for w in layer.get_weights()]
+    head_before = head.get_weights()
+    model.fit(x, t, epochs=2, batch_size=8, verbose=0)
+    for a, b in zip([w for layer in (base, bn) for w in layer.get_weights()], before):
+        np.testing.assert_array_equal(a, b)          # frozen BatchNorm: moving statistics kept too (Keras)
+    assert any(not np.array_equal(a, b) for a, b in zip(head.get_weights(), head_before))
+    assert set(model.params()) == {"head/kernel", "head/bias"}
+    trainable, total = head.count_params(), model.count_params()
+    assert model.summary(print_fn=lambda line: None) is None
+    assert base.count_params() == 0 and base.count_params(trainable=False) == 4 * 8 + 8
+    assert total == sum(layer.count_params() + layer.count_params(trainable=False) for layer in model.layers)
+    assert trainable == 8 * 3 + 3
+    model.save(tmp_path / "frozen.npz")                # the flag survives a save and a load
+    loaded = nn.load_model(tmp_path / "frozen.npz")
+    assert [layer.trainable for layer in loaded.layers] == [False, False, True]
+
+
+def test_layer_weights_get_set_and_model_get_layer_pop():
+    model = Sequential([Dense(3, input_dim=2, name="a"), Dense(2, name="b")], seed=0)
+    a = model.get_layer("a")
+    assert a is model.get_layer(index=0) and model.get_layer(index=-1).name == "b"
+    weights = a.get_weights()
+    weights[0][...] = 7.0                             # copies, as Keras's: the model is unchanged
+    assert not np.any(a.params["kernel"] == 7.0)
+    a.set_weights([np.ones((2, 3)), np.zeros(3)])
+    np.testing.assert_array_equal(a.params["kernel"], 1.0)
+    with pytest.raises(ValueError, match="shape"):
+        a.set_weights([np.ones((3, 2)), np.zeros(3)])
+    with pytest.raises(ValueError, match="no layer named"):
+        model.get_layer("c")
+    with pytest.raises(ValueError, match="out of range"):
+        model.get_layer(index=2)
+    assert model.pop().name == "b" and model.output_shape == (3,)
+    model.add(Dense(4, name="c"))
+    assert model.predict(np.ones((1, 2))).shape == (1, 4)
+
+
+def test_custom_initializers_are_cast_and_checked_and_classes_instantiated():
+    model = Sequential([Dense(3, input_dim=4, kernel_initializer=lambda shape, dtype, rng: np.ones(shape))])
+    assert model.layers[0].params["kernel"].dtype == np.float32          # the model's dtype
+    listed = Sequential([Dense(3, input_dim=4, kernel_initializer=lambda s, dtype, rng: [[1.0] * 3] * 4)])
+    assert listed.count_params() == 15
+    kept = np.ones((4, 3), np.float32)
+    shared = Sequential([Dense(3, input_dim=4, kernel_initializer=lambda s, dtype, rng: kept)])
+    assert shared.layers[0].params["kernel"] is not kept                  # trained in place: our own copy
+    with pytest.raises(ValueError, match=r"returned shape \(2, 2\), expected \(4, 3\)"):
+        Sequential([Dense(3, input_dim=4, kernel_initializer=lambda s, dtype, rng: np.ones((2, 2)))])
+    with pytest.raises(TypeError, match="not an array of numbers"):
+        Sequential([Dense(3, input_dim=4, kernel_initializer=lambda s, dtype, rng: "ones")])
+    from fastnn.nn import initializers
+    cls_init = Sequential([Dense(3, input_dim=4, kernel_initializer=initializers.GlorotUniform)], seed=0)
+    obj_init = Sequential([Dense(3, input_dim=4, kernel_initializer=initializers.GlorotUniform())], seed=0)
+    np.testing.assert_array_equal(cls_init.get_weights()[0], obj_init.get_weights()[0])
+
+
+@pytest.mark.parametrize("shape, error", [((None, 3), None), ((3.7,), TypeError), ("3", TypeError), ((), TypeError),
+                                          ((3, 0), ValueError)])
+def test_build_takes_a_per_sample_shape(shape, error):
+    model = Sequential([Dense(2)])
+    if error is None:
+        assert model.build(shape).input_shape == (3,)       # Keras's leading batch axis is dropped
+    else:
+        with pytest.raises(error, match="Sequential.build"):
+            model.build(shape)

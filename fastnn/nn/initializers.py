@@ -181,6 +181,8 @@ def get(identifier):
         return _BY_NAME[key]()
     if isinstance(identifier, dict):
         return deserialize(identifier)
+    if isinstance(identifier, type) and issubclass(identifier, Initializer):
+        return identifier()   # the class with its defaults, as Keras's initializers.get does
     if callable(identifier):
         return identifier
     raise TypeError(f"initializer: expected a name, an Initializer or a callable, got {type(identifier).__name__}")

@@ -75,6 +75,10 @@ class Layer:
         self.grads = {}
         self.state = {}
         self.rng = None
+        # False freezes the layer (Keras's layer.trainable): fit leaves its parameters as they are
+        # (Sequential.params() leaves them out), and a frozen BatchNorm normalises with its
+        # moving statistics, as in Keras.
+        self.trainable = True
 
     # -- shapes and building -------------------------------------------------
     def compute_output_shape(self, input_shape):
@@ -104,8 +108,8 @@ class Layer:
             raise ValueError(f"{self._what()}: dtype must be float32 or float64, got {dtype}")
         output_shape = self.compute_output_shape(input_shape)
         rng = np.random.default_rng() if rng is None else rng
-        self.params = {k: self._initial_value(k, s, dtype, rng) for k, s in self.param_shapes(input_shape).items()}
-        self.state = {k: self._initial_value(k, s, dtype, rng) for k, s in self.state_shapes(input_shape).items()}
+        self.params = {k: self._checked_initial(k, s, dtype, rng) for k, s in self.param_shapes(input_shape).items()}
+        self.state = {k: self._checked_initial(k, s, dtype, rng) for k, s in self.state_shapes(input_shape).items()}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._build_extra(input_shape, rng)
         self.input_shape, self.output_shape, self.dtype, self.built = input_shape, output_shape, dtype, True
@@ -113,6 +117,20 @@ class Layer:
 
     def _build_extra(self, input_shape, rng):
         pass
+
+    def _checked_initial(self, weight_name, shape, dtype, rng):
+        """The initial value as a fresh array of the model's dtype: a custom initializer may
+        return a list, another dtype, or an array it keeps (trained in place, it must be ours)."""
+        value = self._initial_value(weight_name, tuple(shape), dtype, rng)
+        try:
+            value = np.array(value, dtype=dtype, order="C", copy=True)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{self._what()}: the initializer of {weight_name!r} returned "
+                            f"{type(value).__name__}, not an array of numbers ({exc})") from None
+        if value.shape != tuple(shape):
+            raise ValueError(f"{self._what()}: the initializer of {weight_name!r} returned shape {value.shape}, "
+                             f"expected {tuple(shape)}")
+        return value
 
     def __call__(self, x, training=False):
         x = np.asarray(x)
@@ -132,21 +150,44 @@ class Layer:
 
     # -- bookkeeping -------------------------------------------------------------
     def count_params(self, trainable=True):
-        arrays = self.params if trainable else self.state
-        return int(sum(a.size for a in arrays.values()))
+        """Trainable parameters (``trainable=True``), or the rest: the state, and the
+        parameters of a frozen layer (``layer.trainable = False``)."""
+        if trainable:
+            return int(sum(a.size for a in self.params.values())) if self.trainable else 0
+        frozen = 0 if self.trainable else sum(a.size for a in self.params.values())
+        return int(frozen + sum(a.size for a in self.state.values()))
+
+    def _weights(self):
+        """The weight arrays themselves: parameters, then state."""
+        return [self.params[k] for k in self.params] + [self.state[k] for k in self.state]
 
     def get_weights(self):
-        return [self.params[k] for k in self.params] + [self.state[k] for k in self.state]
+        """Copies of the weights (parameters, then state), as Keras's ``layer.get_weights()``."""
+        return [w.copy() for w in self._weights()]
+
+    def set_weights(self, weights):
+        """Copy ``weights`` (as from :meth:`get_weights`) into the layer's arrays, in place."""
+        if not self.built:
+            raise RuntimeError(f"{self._what()}: set_weights needs a built layer")
+        _copy_into(f"{self._what()}: set_weights", self._weights(), weights)
 
     def get_config(self):
         config = {"name": self.name}
         if self.input_shape is not None:
             config["input_shape"] = list(self.input_shape)
+        if not self.trainable:
+            config["trainable"] = False
         return config
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        config = dict(config)
+        trainable = config.pop("trainable", True)
+        if not isinstance(trainable, bool):
+            raise TypeError(f"{cls.__name__}: trainable must be True or False, got {trainable!r}")
+        layer = cls(**config)
+        layer.trainable = trainable
+        return layer
 
     def _what(self):
         return f"{type(self).__name__} {self.name!r}"
@@ -251,18 +292,25 @@ class Dense(_ActivationMixin, Layer):
         self._check_input(x)
         act = None if logits else self.activation
         kernel, bias = self.params["kernel"], self.params.get("bias")
+        z = None
         if act == "softmax":
             y = activation_forward(ops.linear(x, kernel, bias), "softmax")
+        elif act in ("leaky_relu", "elu") and self.alpha is not None and self.alpha < 0:
+            # a negative slope folds y, so the derivative needs z: not fused into linear
+            z = ops.linear(x, kernel, bias)
+            y = activation_forward(z, act, self.alpha)
         else:
             y = ops.linear(x, kernel, bias, activation=act, alpha=self.alpha)
-        self._cache = (x, y, act)
+        self._cache = (x, y, act, z)
         return y
 
     def backward(self, dy):
         self._check_backward(dy, (self._cache[0].shape[0], self.units) if self._cache else ())
-        x, y, act = self._cache
+        x, y, act, z = self._cache
         if act == "softmax":
             dy, act = activation_backward(dy, "softmax", None, y), None
+        elif z is not None:
+            dy, act = activation_backward(dy, act, z, y, self.alpha), None
         dx, dkernel, dbias = ops.linear_backward(dy, x, self.params["kernel"], activation=act,
                                                  y=None if act is None else y, alpha=self.alpha)
         self.grads["kernel"] = dkernel
@@ -607,7 +655,8 @@ class BatchNorm(Layer):
         self._check_input(x)
         out, cache = ops.batch_norm_forward(
             x, self.params["gamma"], self.params["beta"], self.state["moving_mean"],
-            self.state["moving_variance"], momentum=self.momentum, eps=self.epsilon, train=bool(training),
+            self.state["moving_variance"], momentum=self.momentum, eps=self.epsilon,
+            train=bool(training) and self.trainable,
             per_channel=x.ndim == 4)
         self._cache = (cache, x.shape)
         return out
@@ -654,6 +703,23 @@ class Activation(_ActivationMixin, Layer):
 
 
 # -- argument helpers ----------------------------------------------------------------
+def _copy_into(what, targets, weights):
+    """Check ``weights`` against the arrays ``targets`` (count, shapes, numeric dtypes), then copy."""
+    weights = list(weights)
+    if len(weights) != len(targets):
+        raise ValueError(f"{what}: expected {len(targets)} arrays, got {len(weights)}")
+    values = []
+    for i, (target, value) in enumerate(zip(targets, weights)):
+        value = np.asarray(value)
+        if value.shape != target.shape:
+            raise ValueError(f"{what}: array {i} has shape {value.shape}, expected {target.shape}")
+        if value.dtype.kind not in "fiu":
+            raise TypeError(f"{what}: array {i} has dtype {value.dtype}, expected a float array")
+        values.append(value)
+    for target, value in zip(targets, values):
+        np.copyto(target, value, casting="unsafe")
+
+
 def _fmt(shape):
     return ", ".join(str(s) for s in shape)
 

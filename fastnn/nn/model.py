@@ -17,7 +17,7 @@ from fastnn import optim as _optim
 from fastnn.nn import callbacks as _callbacks
 from fastnn.nn import losses as _losses
 from fastnn.nn import metrics as _metrics
-from fastnn.nn.layers import Conv2D, Layer, activation_forward, get_layer_class
+from fastnn.nn.layers import _copy_into, Conv2D, Layer, activation_forward, get_layer_class
 from fastnn.nn.progress import Progbar, format_logs
 
 __all__ = ["Sequential"]
@@ -67,16 +67,29 @@ class Sequential:
         if any(existing is layer for existing in self.layers):
             raise ValueError(f"Sequential.add: layer {layer.name!r} is already in the model")
         names = {existing.name for existing in self.layers}
-        if layer.name in names:
-            if not layer._auto_name:
+        name = layer.name
+        if name in names:
+            if not layer._auto_name or layer.built:  # a built layer's weights are named after it elsewhere
                 raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
-            base, k = layer.name, 1
-            while f"{base}_{k}" in names:
+            k = 1
+            while f"{layer.name}_{k}" in names:
                 k += 1
-            layer.name = f"{base}_{k}"
+            name = f"{layer.name}_{k}"
+        if layer.built:
+            # never rebuilt with fresh weights: a built layer joins where its shape and dtype fit
+            given = self.output_shape if self.layers else layer.input_shape
+            if not (self.built or not self.layers) or given != layer.input_shape or layer.dtype != self.dtype:
+                raise ValueError(f"Sequential.add: layer {layer.name!r} is built for inputs {layer.input_shape} of "
+                                 f"{layer.dtype}, but this model gives it {given} of {self.dtype}; add an unbuilt "
+                                 "layer (a built one keeps its weights, and fits only where those match)")
+        # Built before the model changes, so that an add that raises leaves the model as it was.
+        if self.built:
+            self._build_from_layer(layer, self.output_shape)
+        elif not self.layers and layer.input_shape is not None:
+            self._build_from_layer(layer, layer.input_shape)
+        layer.name = name
         self.layers.append(layer)
         if self.built:
-            self._build_from(len(self.layers) - 1, self.output_shape)
             self.output_shape = layer.output_shape
         elif self.layers[0].input_shape is not None:
             self.build()
@@ -84,7 +97,7 @@ class Sequential:
 
     def build(self, input_shape=None):
         """Build every layer for per-sample ``input_shape`` (default: the first layer's
-        ``input_shape``/``input_dim``)."""
+        ``input_shape``/``input_dim``); a leading None (Keras's batch axis) is dropped."""
         if not self.layers:
             raise ValueError("Sequential.build: the model has no layers")
         if input_shape is None:
@@ -92,8 +105,14 @@ class Sequential:
             if input_shape is None:
                 raise ValueError("Sequential.build: unknown input shape; give input_dim/input_shape to the "
                                  "first layer, or call build(input_shape) or fit/predict")
-        if isinstance(input_shape, (int, np.integer)):
+        if isinstance(input_shape, (int, np.integer)) and not isinstance(input_shape, bool):
             input_shape = (input_shape,)
+        if isinstance(input_shape, (tuple, list)) and input_shape and input_shape[0] is None:
+            input_shape = tuple(input_shape[1:])
+        if (not isinstance(input_shape, (tuple, list)) or not input_shape
+                or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in input_shape)):
+            raise TypeError(f"Sequential.build: expected the per-sample input shape as a tuple of ints "
+                            f"(without the batch axis), got {input_shape!r}")
         input_shape = tuple(int(s) for s in input_shape)
         if any(s < 1 for s in input_shape):
             raise ValueError(f"Sequential.build: input sizes must be >= 1, got {input_shape}")
@@ -105,14 +124,18 @@ class Sequential:
 
     def _build_from(self, start, shape):
         for i in range(start, len(self.layers)):
-            layer = self.layers[i]
-            if i > 0 and layer.input_shape is not None and not layer.built and layer.input_shape != shape:
-                raise ValueError(f"Sequential: layer {layer.name!r} declares input_shape {layer.input_shape} "
-                                 f"but the previous layer outputs {shape}")
-            if not (layer.built and layer.input_shape == shape and layer.dtype == self.dtype):
-                layer.build(shape, self.dtype, self._rng)
-            shape = layer.output_shape
+            shape = self._build_from_layer(self.layers[i], shape, first=i == 0)
         return shape
+
+    def _build_from_layer(self, layer, shape, first=False):
+        """Build ``layer`` for per-sample input ``shape`` (kept as it is where it is built for
+        that already); returns its output shape."""
+        if not first and layer.input_shape is not None and not layer.built and layer.input_shape != shape:
+            raise ValueError(f"Sequential: layer {layer.name!r} declares input_shape {layer.input_shape} "
+                             f"but the previous layer outputs {shape}")
+        if not (layer.built and layer.input_shape == shape and layer.dtype == self.dtype):
+            layer.build(shape, self.dtype, self._rng)
+        return layer.output_shape
 
     # ------------------------------------------------------------------ compiling
     def compile(self, optimizer="adam", loss=None, metrics=None):
@@ -232,12 +255,14 @@ class Sequential:
         return loss, grad, outputs
 
     def params(self):
-        """The trainable arrays as ``{"<layer>/<weight>": array}`` (the arrays themselves)."""
-        return {f"{layer.name}/{k}": v for layer in self.layers for k, v in layer.params.items()}
+        """The trainable arrays as ``{"<layer>/<weight>": array}`` (the arrays themselves;
+        a frozen layer's, ``layer.trainable = False``, are left out)."""
+        return {f"{layer.name}/{k}": v for layer in self.layers if layer.trainable for k, v in layer.params.items()}
 
     def grads(self):
         """The gradients of the last backward pass, keyed like :meth:`params`."""
-        return {f"{layer.name}/{k}": layer.grads[k] for layer in self.layers for k in layer.params}
+        return {f"{layer.name}/{k}": layer.grads[k] for layer in self.layers if layer.trainable
+                for k in layer.params}
 
     def train_on_batch(self, x, y):
         """One optimisation step on one batch; returns its logs (loss and metrics)."""
@@ -525,28 +550,44 @@ class Sequential:
     def get_weights(self):
         """Copies of every weight, layer by layer (trainable ones, then e.g. BatchNorm's moving stats)."""
         self._require_built("get_weights")
-        return [w.copy() for layer in self.layers for w in layer.get_weights()]
+        return [w for layer in self.layers for w in layer.get_weights()]
 
     def trainable_weights(self):
-        """The trainable arrays themselves, layer by layer."""
+        """The trainable arrays themselves, layer by layer (frozen layers left out)."""
         self._require_built("trainable_weights")
-        return [w for layer in self.layers for w in layer.params.values()]
+        return [w for layer in self.layers if layer.trainable for w in layer.params.values()]
 
     def set_weights(self, weights):
         """Copy ``weights`` (as from :meth:`get_weights`) into the model's arrays, in place."""
         self._require_built("set_weights")
-        targets = [w for layer in self.layers for w in layer.get_weights()]
-        weights = list(weights)
-        if len(weights) != len(targets):
-            raise ValueError(f"set_weights: expected {len(targets)} arrays, got {len(weights)}")
-        for i, (target, value) in enumerate(zip(targets, weights)):
-            value = np.asarray(value)
-            if value.shape != target.shape:
-                raise ValueError(f"set_weights: array {i} has shape {value.shape}, expected {target.shape}")
-            if value.dtype.kind not in "fiu":
-                raise TypeError(f"set_weights: array {i} has dtype {value.dtype}, expected a float array")
-        for target, value in zip(targets, weights):
-            np.copyto(target, np.asarray(value), casting="unsafe")
+        _copy_into("set_weights", [w for layer in self.layers for w in layer._weights()], weights)
+
+    def get_layer(self, name=None, index=None):
+        """The layer named ``name``, or at position ``index`` (one of the two)."""
+        if (name is None) == (index is None):
+            raise ValueError("get_layer: give a name or an index")
+        if index is not None:
+            if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+                raise TypeError(f"get_layer: index must be an int, got {index!r}")
+            if not -len(self.layers) <= index < len(self.layers):
+                raise ValueError(f"get_layer: index {index} is out of range for {len(self.layers)} layers")
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"get_layer: no layer named {name!r}; the model has {[layer.name for layer in self.layers]}")
+
+    def pop(self):
+        """Remove the last layer and return it (the model stays built if it was)."""
+        if not self.layers:
+            raise ValueError("pop: the model has no layers")
+        layer = self.layers.pop()
+        if not self.layers:
+            self.built, self.input_shape, self.output_shape = False, None, None
+        elif self.built:
+            self.output_shape = self.layers[-1].output_shape
+        self._resolved = False
+        return layer
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype.name, "seed": self.seed,

@@ -615,12 +615,11 @@ def run(args):
         why = _plot.matplotlib_error()
         if why is not None:
             return _fail(f"--plot needs matplotlib, which could not be imported ({why}; pip install matplotlib)")
-    for option, path in (("--plot", args.plot), ("--json", args.json_path), ("--markdown", args.markdown)):
+    for option, attr in (("--plot", "plot"), ("--json", "json_path"), ("--markdown", "markdown")):
+        path = getattr(args, attr)
         try:
-            if path and option == "--plot":
-                args.plot = _plot.plot_path(path)
-            elif path:
-                _plot.check_writable(path)
+            if path:  # the paths written are the checked ones, ~ expanded
+                setattr(args, attr, _plot.plot_path(path) if option == "--plot" else _plot.check_writable(path))
         except ValueError as exc:
             return _fail(f"{option} {exc}")
 

@@ -84,7 +84,7 @@ def _check_args(args):
                 if option == "--plot":
                     args.plot = _plot.plot_path(path)
                 else:
-                    _plot.check_writable(path)
+                    args.save = _plot.check_writable(path, replace=True)
             except ValueError as exc:
                 raise _Fail(f"{option} {exc}") from None
 

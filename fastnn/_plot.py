@@ -9,8 +9,11 @@ import tempfile
 from pathlib import Path
 
 
-def check_writable(path):
-    """Raise ValueError saying why ``path`` cannot be written as a file."""
+def check_writable(path, replace=False):
+    """``path`` with ``~`` expanded (the writers get this path), or ValueError saying why it
+    cannot be written as a file. ``replace``: it is written as a new file in its directory
+    and renamed over the old one (Sequential.save), so the directory must take a new file
+    (a read-only old file does not matter); else it is opened for writing."""
     target = Path(path).expanduser()
     if target.is_dir():
         raise ValueError(f"{path} is a directory")
@@ -18,7 +21,7 @@ def check_writable(path):
     if not parent.is_dir():
         raise ValueError(f"directory {parent} does not exist")
     try:
-        if target.exists():
+        if target.exists() and not replace:
             with open(target, "ab"):
                 pass
         else:
@@ -27,6 +30,7 @@ def check_writable(path):
                 pass
     except OSError as exc:
         raise ValueError(f"{path} cannot be written ({exc.strerror or exc})") from None
+    return str(target)
 
 
 def matplotlib_error():
@@ -44,8 +48,8 @@ def plot_path(path):
     Call after matplotlib_error() returned None."""
     import matplotlib
     from matplotlib.figure import Figure
-    path = os.fspath(path)
-    if Path(path).expanduser().is_dir():
+    path = os.path.expanduser(os.fspath(path))
+    if Path(path).is_dir():
         raise ValueError(f"{path} is a directory")
     extension = os.path.splitext(path)[1][1:].lower()
     if not extension:
@@ -55,8 +59,7 @@ def plot_path(path):
     if extension not in formats:
         raise ValueError(f"{path}: matplotlib cannot write .{extension} files (it writes "
                          f"{', '.join('.' + f for f in sorted(formats))})")
-    check_writable(path)
-    return path
+    return check_writable(path)
 
 
 def figure(width, height):

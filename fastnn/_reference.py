@@ -189,7 +189,8 @@ def col2im(col, x_shape, fh, fw, stride, pad):
 # book's Convolution keeps self.col: without it the reference built it twice a training step
 # (15-22% of conv C's and D's time), slower than the classic im2col code it stands for. It is
 # reused only for an x with the same values (compared with a copy taken at the forward), and
-# only one is kept, of at most _SAVED_COL_BYTES, so that inference does not hold large ones.
+# only one is kept, of at most _SAVED_COL_BYTES with the copy, so that inference does not hold
+# large ones.
 _saved_col = threading.local()
 _SAVED_COL_BYTES = 128 << 20
 
@@ -201,7 +202,7 @@ def _conv_col(x, fh, fw, stride, pad, forward):
     if not forward and saved is not None and saved[0] == key and np.array_equal(saved[1], x):
         return saved[2]
     col = im2col(x, fh, fw, stride, pad)
-    if forward and col.nbytes <= _SAVED_COL_BYTES:
+    if forward and col.nbytes + x.nbytes <= _SAVED_COL_BYTES:
         _saved_col.entry = (key, x.copy(), col)
     return col
 

@@ -108,6 +108,10 @@ class Relu:
         return ops.relu(x)
 
     def backward(self, dout):
+        if self._mask is not None:
+            # an assigned mask decides, as the book's backward (dout[self.mask] = 0) does
+            dout = np.asarray(dout)
+            return np.where(self._mask, dout.dtype.type(0) if dout.dtype.kind == "f" else 0.0, dout)
         _require_forward(self, self.x)
         return ops.relu_backward(_dout_like(dout, self.x), self.x)
 
@@ -262,7 +266,9 @@ class SoftmaxWithLoss:
     ``t`` holds one-hot rows (as many elements as ``x``) or integer labels.
     The loss is the exact, stable log-softmax cross-entropy (the book adds 1e-7
     inside its log). ``backward()`` returns ``(softmax(x) - t) / batch_size`` as
-    the book does; ``y`` (the softmax) is computed on first access.
+    the book does for one-hot rows and labels (for rows that do not sum to 1, the
+    gradient of the loss returned, ``(softmax(x) * sum(t) - t) / batch_size``);
+    ``y`` (the softmax) is computed on first access.
     """
 
     def __init__(self):

@@ -167,6 +167,11 @@ class Optimizer:
         if grad.shape != param.shape:
             raise ValueError(f"{name}.update: gradient {key!r} has shape {grad.shape}, "
                              f"expected the parameter's shape {param.shape}")
+        if param.ndim == 0 and grad.dtype.kind in "iu":
+            grad = grad.astype(param.dtype)  # the book's numbers: params['y'] -= lr * 4
+        if grad.dtype.kind != "f":
+            # checked here, before any parameter changes (the kernels would refuse it midway)
+            raise TypeError(f"{name}.update: gradient {key!r} must be a float array, got dtype {grad.dtype}")
         # fastnn.ops runs the fused kernel on C-contiguous arrays of one dtype and
         # the NumPy reference on anything else (views, a float64 gradient of a
         # float32 parameter), in place either way.

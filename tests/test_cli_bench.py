@@ -564,3 +564,11 @@ def test_no_targets_without_native(tmp_path, capsys):
     rc, stdout, _ = run_bench(["--only", "G1", "--impl", "numpy", "--repeat", "1", "--quick", "--json", str(out)],
                               capsys)
     assert rc == 0 and json.loads(out.read_text())["targets"] == [] and "targets (fastnn native)" not in stdout
+
+
+def test_a_home_relative_output_path_is_written_where_it_was_checked(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    rc, stdout, _ = run_bench(["--only", "G1", "--impl", "numpy", "--repeat", "1", "--quick", "--json", "~/b.json"],
+                              capsys)
+    assert rc == 0 and json.loads((tmp_path / "b.json").read_text())["results"]
+    assert f"wrote {tmp_path / 'b.json'}" in stdout

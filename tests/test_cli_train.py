@@ -239,3 +239,11 @@ def test_plot_without_matplotlib_says_so(capsys, tmp_path, monkeypatch):
     assert rc == 0
     assert "--plot needs matplotlib" in err and not plot_path.exists()
     assert "test accuracy:" in out
+
+
+def test_a_home_relative_save_path_is_written_where_it_was_checked(capsys, tmp_path, monkeypatch):
+    # the shell does not expand ~ in --save=~/m.npz, nor does a call from Python
+    monkeypatch.setenv("HOME", str(tmp_path))
+    rc, out, _ = train(capsys, "--quiet", "--model", "mlp", "--epochs", "1", "--save=~/m.npz")
+    assert rc == 0 and (tmp_path / "m.npz").is_file()
+    assert f"model saved to {tmp_path / 'm.npz'}" in out

@@ -166,9 +166,22 @@ def test_relu_mask_is_assignable_as_in_the_book(backend):
     plain.forward(x)
     plain.mask = None              # cleared (e.g. before pickling): computed again when read
     np.testing.assert_array_equal(plain.mask, [[True, True, False]])
-    plain.mask = np.array([[False, False, False]])
+    plain.mask = np.array([[True, False, True]])  # an assigned mask decides the backward, as in the book
+    np.testing.assert_array_equal(plain.backward(np.full((1, 3), 2.0)), [[0.0, 2.0, 0.0]])
     plain.forward(-x)              # a new forward drops what was assigned
     np.testing.assert_array_equal(plain.mask, [[False, True, True]])
+    np.testing.assert_array_equal(plain.backward(np.ones((1, 3))), [[1.0, 0.0, 0.0]])
+
+    class ForwardOnly(L.Relu):     # a book-style forward that sets only the mask; the inherited backward
+        def forward(self, x):
+            self.mask = (x <= 0)
+            out = x.copy()
+            out[self.mask] = 0
+            return out
+
+    layer = ForwardOnly()
+    layer.forward(x)
+    np.testing.assert_array_equal(layer.backward(np.ones((1, 3))), [[0.0, 0.0, 1.0]])
 
 
 # ---------------------------------------------------------------- Affine / Flatten

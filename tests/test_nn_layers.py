@@ -470,9 +470,17 @@ def test_layer_weights_get_set_and_model_get_layer_pop():
         model.get_layer("c")
     with pytest.raises(ValueError, match="out of range"):
         model.get_layer(index=2)
+    model.compile("sgd", "mse")
     assert model.pop().name == "b" and model.output_shape == (3,)
+    assert model.predict(np.ones((1, 2))).shape == (1, 3)   # Keras's pop-then-predict: features
     model.add(Dense(4, name="c"))
     assert model.predict(np.ones((1, 2))).shape == (1, 4)
+    classifier = Sequential([Dense(3, input_dim=2, activation="relu"), Dense(2, activation="softmax")])
+    classifier.compile("sgd", "sparse_categorical_crossentropy")
+    classifier.pop()
+    assert classifier.predict(np.ones((1, 2))).shape == (1, 3)
+    with pytest.raises(ValueError, match="softmax"):        # training still needs a fitting last layer
+        classifier.evaluate(np.ones((1, 2)), np.zeros(1))
 
 
 def test_custom_initializers_are_cast_and_checked_and_classes_instantiated():

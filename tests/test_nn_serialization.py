@@ -368,6 +368,19 @@ def test_a_new_file_gets_the_umask(trained, tmp_path):
     assert os.stat(tmp_path / "shared.npz").st_mode & 0o777 == 0o644
 
 
+def test_a_metric_saved_without_its_settings_loads_with_their_defaults(tmp_path):
+    # files written before BinaryAccuracy's threshold was saved
+    model = Sequential([Dense(1, activation="sigmoid", input_dim=3)], seed=0)
+    model.compile("sgd", "binary_crossentropy", metrics=[metrics.BinaryAccuracy(name="hit")])
+    model.save(tmp_path / "new.npz")
+
+    def drop_threshold(doc):
+        del doc["compile"]["metrics"][0]["threshold"]
+    old = with_document(tmp_path / "new.npz", tmp_path / "old.npz", drop_threshold)
+    loaded = load_model(old)
+    assert loaded.metrics[0].name == "hit" and loaded.metrics[0].threshold == 0.5
+
+
 def test_metric_settings_survive_save_and_load(tmp_path, rng):
     model = Sequential([Dense(1, activation="sigmoid", input_dim=3)], seed=0)
     model.compile("sgd", "binary_crossentropy", metrics=[metrics.BinaryAccuracy(name="hit", threshold=0.7)])

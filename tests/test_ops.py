@@ -1362,3 +1362,17 @@ def test_reference_reuses_the_forwards_column_matrix_only_for_the_same_x(rng):
     for got in (changed, again):
         for a, b in zip(got, want):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_reference_keeps_no_column_matrix_past_its_budget_with_the_copy_of_x(monkeypatch, rng):
+    from fastnn import _reference
+    monkeypatch.setattr(_reference, "_SAVED_COL_BYTES", 2 << 20)
+    x = rng.standard_normal((1, 1, 512, 512))           # 2 MiB of x for a 128 KiB column matrix (1x1, stride 4)
+    W = rng.standard_normal((2, 1, 1, 1))
+    with fastnn.backend("numpy"):
+        F.conv2d(x, W, None, stride=4)
+        assert _reference._saved_col.entry is None
+        F.conv2d(x[:, :, :256, :256], W, None, stride=4)  # 512 KiB with its column matrix: kept
+        assert _reference._saved_col.entry is not None
+        F.conv2d_backward(np.ones((1, 2, 64, 64)), x[:, :, :256, :256], W, stride=4)
+        assert _reference._saved_col.entry is None       # used once, then dropped

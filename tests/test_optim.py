@@ -129,6 +129,12 @@ def test_python_numbers_as_parameters_are_rebound_as_in_the_book(backend, name):
     assert type(scalar32["w"]) is np.float32
     with pytest.raises(TypeError, match="number in a tuple"):
         optim.SGD().update((1.0,), [1.0])
+    numbers = {"x": 3.0, "y": 1.0}
+    optim.SGD(lr=0.5).update(numbers, {"x": 1, "y": 2})            # integer gradients of numbers, as the book's
+    assert numbers == {"x": 2.5, "y": 0.0}
+    with pytest.raises(TypeError, match="gradient 'y' must be a float array"):
+        optim.SGD(lr=0.5).update(numbers, {"x": 1.0, "y": np.array("a")})
+    assert numbers == {"x": 2.5, "y": 0.0}                         # nothing changed: all or nothing
 
 
 def test_book_defaults():

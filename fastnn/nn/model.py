@@ -321,8 +321,8 @@ class Sequential:
         if x.shape[1:] != self.input_shape:
             raise ValueError(f"{what}: expected x of shape (N, {', '.join(map(str, self.input_shape))}), "
                              f"got {x.shape}")
-        if self.compiled:
-            self._resolve()
+        if self.compiled and what not in ("predict", "Sequential"):
+            self._resolve()   # the loss and metrics; predict needs neither (after pop(), say)
         return np.ascontiguousarray(x, dtype=self.dtype)
 
     # ------------------------------------------------------------------ training

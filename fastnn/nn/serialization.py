@@ -370,7 +370,7 @@ def _restore_compile(model, config):
                   and isinstance(spec.get("name"), str)):
                 cls = getattr(_metrics, spec["class_name"])
                 kwargs = {k: v for k, v in spec.items() if k != "class_name"}
-                if set(kwargs) != set(cls().get_config()):
+                if not set(kwargs) <= set(cls().get_config()):  # files from before a setting was saved lack it
                     raise ValueError(f"invalid metric {spec!r}")
                 specs.append(cls(**kwargs))
             else:

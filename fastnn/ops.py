@@ -637,10 +637,11 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, 
                          f"got x of shape {x.shape}")
     if train:
         out3, mean, var, inv_std = _backend().batch_norm_forward(x3, gamma, beta, None, None, eps)
-        running_mean *= momentum
-        running_mean += (1 - momentum) * mean
-        running_var *= momentum
-        running_var += (1 - momentum) * var
+        with np.errstate(invalid="ignore", over="ignore"):  # inf statistics (inf inputs) propagate quietly
+            running_mean *= momentum
+            running_mean += (1 - momentum) * mean
+            running_var *= momentum
+            running_var += (1 - momentum) * var
     else:
         mean = np.ascontiguousarray(running_mean, dtype=dtype)
         var = np.ascontiguousarray(running_var, dtype=dtype)

@@ -273,3 +273,13 @@ def test_inputs_at_the_float_range_and_non_finite_inputs_warn_nowhere(backend):
     for p in (np.ones(3), np.ones(6)[::2]):        # strided: updated by the reference on either backend
         ops.adagrad_update(p, np.array([1.0, np.inf, 0.0]), np.zeros(3), 0.1)
         assert p[0] == pytest.approx(0.9, rel=1e-6) and np.isnan(p[1]) and p[2] == 1.0
+
+
+def test_batch_norm_running_statistics_of_infinite_inputs_warn_nowhere(backend):
+    # momentum 1 keeps the running statistics: (1 - momentum) * inf must not warn either
+    x = np.array([[np.inf, 1.0], [1.0, 2.0]])
+    for momentum in (0.9, 1.0, 0.0):
+        running_mean, running_var = np.zeros(2), np.ones(2)
+        ops.batch_norm_forward(x, np.ones(2), np.zeros(2), running_mean, running_var, momentum=momentum)
+        assert running_mean[1] == pytest.approx((1 - momentum) * 1.5)
+        assert np.isnan(running_mean[0]) or np.isinf(running_mean[0]) or momentum == 1.0

@@ -153,6 +153,31 @@ static inline int64_t wino_chan(const fnn_wino_geom *g) { return g->np * g->ldb 
 /* The tile rows [lo, hi) of thread t of tn: an even split of the batch's rows,
  * which the thread cuts into blocks of g->block_rows from lo (the last one
  * shorter), so only each thread's last block pads its products' panels. */
+/* A run of a block's tile rows in one image, from tile row r0 + r (of at most nr - r):
+ * image ni, its first tile row ty0, run tile rows; their windows read the input rows
+ * [first, first + count), of which [lo, hi) lie inside the image. */
+typedef struct {
+    int64_t ni, ty0, run, first, count, lo, hi;
+} wino_run;
+
+static inline wino_run wino_run_at(const fnn_wino_geom *g, int64_t r0, int64_t r, int64_t nr)
+{
+    wino_run u;
+    u.ni = (r0 + r) / g->th;
+    u.ty0 = (r0 + r) % g->th;
+    u.run = g->th - u.ty0 < nr - r ? g->th - u.ty0 : nr - r;
+    u.first = g->m * u.ty0 - g->ph;
+    u.count = g->m * u.run + 2;
+    u.lo = u.first < 0 ? 0 : u.first;
+    u.hi = u.first + u.count > g->h ? g->h : u.first + u.count;
+    return u;
+}
+
+/* Offsets of the zero-window mask's scratch (winograd_template.h, wino_zero_layout_of). */
+typedef struct {
+    int64_t ored, ored_elems, span, scratch, total;
+} wino_zero_layout;
+
 static inline void wino_thread_rows(const fnn_wino_geom *g, int t, int tn, int64_t *lo, int64_t *hi)
 {
     *lo = g->rows * t / tn;

@@ -760,17 +760,14 @@ static inline void FN(wino_prefetch_rows)(const T *plane, int64_t h, int64_t w, 
 static void FN(wino_zero_or)(const FN(wino_kernels) *k, const fnn_wino_geom *g, const T *x, int64_t r0, int64_t nr,
                              int64_t ci, TBITS *ored)
 {
-    const int m = g->m;
     const int64_t w = g->w, plane = g->h * g->w;
     for (int64_t r = 0; r < nr;) {
-        const int64_t ni = (r0 + r) / g->th, ty0 = (r0 + r) % g->th;
-        const int64_t run = g->th - ty0 < nr - r ? g->th - ty0 : nr - r;
-        const int64_t first = m * ty0 - g->ph, count = m * run + 2; /* input rows [first, first + count) */
-        const int64_t lo = first < 0 ? 0 : first, hi = first + count > g->h ? g->h : first + count;
-        if (hi > lo)
-            k->bits_or(ored + (lo - first) * w, (const TBITS *)(x + (ni * g->c + ci) * plane + lo * w), (hi - lo) * w);
-        ored += count * w;
-        r += run;
+        const wino_run u = wino_run_at(g, r0, r, nr);
+        if (u.hi > u.lo)
+            k->bits_or(ored + (u.lo - u.first) * w, (const TBITS *)(x + (u.ni * g->c + ci) * plane + u.lo * w),
+                       (u.hi - u.lo) * w);
+        ored += u.count * w;
+        r += u.run;
     }
 }
 
@@ -780,21 +777,17 @@ static void FN(wino_zero_or)(const FN(wino_kernels) *k, const fnn_wino_geom *g, 
  * channels need not be ORed. */
 static int FN(wino_zero_any)(const fnn_wino_geom *g, int64_t r0, int64_t nr, const TBITS *ored)
 {
-    const int m = g->m;
     const int64_t w = g->w;
     const TBITS magnitude = ~((TBITS)1 << (8 * sizeof(TBITS) - 1));
     for (int64_t r = 0; r < nr;) {
-        const int64_t ty0 = (r0 + r) % g->th;
-        const int64_t run = g->th - ty0 < nr - r ? g->th - ty0 : nr - r;
-        const int64_t first = m * ty0 - g->ph, count = m * run + 2;
-        const int64_t lo = first < 0 ? 0 : first, hi = first + count > g->h ? g->h : first + count;
+        const wino_run u = wino_run_at(g, r0, r, nr);
         TBITS all = ~(TBITS)0;
-        for (int64_t i = (lo - first) * w; i < (hi - first) * w; i++)
+        for (int64_t i = (u.lo - u.first) * w; i < (u.hi - u.first) * w; i++)
             all &= -(TBITS)((ored[i] & magnitude) != 0);
         if (!all)
             return 1;
-        ored += count * w;
-        r += run;
+        ored += u.count * w;
+        r += u.run;
     }
     return 0;
 }
@@ -818,8 +811,8 @@ static int FN(wino_zero_keep)(const fnn_wino_geom *g, int64_t r0, int64_t nr, in
     for (int q = 0; q < m; q++)
         span[2 * q] = span[2 * q + 1] = 0;
     for (int64_t r = 0; r < nr;) {
-        const int64_t ty0 = (r0 + r) % g->th;
-        const int64_t run = g->th - ty0 < nr - r ? g->th - ty0 : nr - r, count = m * run + 2;
+        const wino_run u = wino_run_at(g, r0, r, nr);
+        const int64_t ty0 = u.ty0, run = u.run, count = u.count;
         /* each row's three columns per output: input columns col - pw + j */
         for (int64_t i = 0; i < count; i++) {
             for (int64_t col = 0; col < w; col++)
@@ -861,15 +854,21 @@ static int FN(wino_zero_keep)(const fnn_wino_geom *g, int64_t r0, int64_t nr, in
     return zero_seen != 0;
 }
 
-/* keep (m * orow), the ORed rows of the block's runs, and wino_zero_keep's scratch */
-static int64_t FN(wino_zero_elems)(const fnn_wino_geom *g, int64_t *keep_elems, int64_t *ored_elems)
+/* Where the zero-window mask's scratch lies, in TBITS from its start, one after another:
+ * keep (m * orow) at 0, the ORed rows of the block's runs (runs of m * run + 2 rows: at
+ * most m + 2 per tile row), the spans (int64 pairs; m + 2 and len are even, so they are
+ * 8-byte aligned for float too), then wino_zero_keep's scratch (a padded row and a
+ * run's column ORs); total: the elements of all. */
+static wino_zero_layout FN(wino_zero_layout_of)(const fnn_wino_geom *g)
 {
     const int64_t len = (g->block_rows * g->tw + FNN_WINO_LANES - 1) / FNN_WINO_LANES * FNN_WINO_LANES;
-    *keep_elems = g->m * g->m * len;
-    *ored_elems = (g->m + 2) * g->block_rows * g->w; /* runs of m * run + 2 rows: at most (m + 2) per tile row */
-    /* then the spans (int64 pairs, as many TBITS), a padded row and a run's column ORs */
-    return *keep_elems + *ored_elems + 2 * g->m * (int64_t)(8 / sizeof(TBITS)) + (g->w + 4) +
-           (g->m * g->block_rows + 2) * g->ow;
+    wino_zero_layout z;
+    z.ored = g->m * g->m * len;
+    z.ored_elems = (g->m + 2) * g->block_rows * g->w;
+    z.span = z.ored + z.ored_elems;
+    z.scratch = z.span + 2 * g->m * (int64_t)(sizeof(int64_t) / sizeof(TBITS));
+    z.total = z.scratch + (g->w + 4) + (g->m * g->block_rows + 2) * g->ow;
+    return z;
 }
 
 /* V of the tile rows [r0, r0 + nr): v[ci * wino_chan + p * ldb + (r - r0) * tw + tx],
@@ -1055,13 +1054,12 @@ static void FN(wino_pool_block)(int isa, const fnn_wino_geom *g, const T *o, int
 static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_products) *pr, const fnn_wino_geom *g,
                                    int isa, const T *x, int64_t r0, int64_t nr, const T *bias, int act,
                                    double act_alpha, T *y, T *v, T *m, T *rows, const T **brow, T *strip,
-                                   int64_t *wide, int32_t *am, TBITS *keep)
+                                   int64_t *wide, int32_t *am, TBITS *zero_base)
 {
     const int64_t tb = nr * g->tw, c = g->c, f = g->f, ldb = g->ldb;
-    int64_t keep_elems, ored_elems;
-    FN(wino_zero_elems)(g, &keep_elems, &ored_elems);
-    TBITS *ored = keep + keep_elems;
-    memset(ored, 0, (size_t)ored_elems * sizeof(TBITS));
+    const wino_zero_layout z = FN(wino_zero_layout_of)(g);
+    TBITS *keep = zero_base, *ored = zero_base + z.ored;
+    memset(ored, 0, (size_t)z.ored_elems * sizeof(TBITS));
     int zeros = 1;
     FN(wino_input_block)(k, g, x, r0, nr, v, rows, ored, &zeros);
     for (int p = 0; p < g->np; p++)
@@ -1082,9 +1080,8 @@ static int FN(wino_forward_block)(const FN(wino_kernels) *k, const FN(wino_produ
     const int64_t orow = g->m * len; /* output row q of the block's tiles at o + q * orow */
     T *o = rows, *tmp = rows + g->m * orow;
     const int epilogue = bias != NULL || act != FNN_ACT_IDENTITY;
-    int64_t *span = (int64_t *)(ored + ored_elems);
-    const int masked = zeros && FN(wino_zero_keep)(g, r0, nr, orow, ored, keep, span,
-                                                   ored + ored_elems + 2 * g->m * (int64_t)(8 / sizeof(TBITS)));
+    int64_t *span = (int64_t *)(zero_base + z.span);
+    const int masked = zeros && FN(wino_zero_keep)(g, r0, nr, orow, ored, keep, span, zero_base + z.scratch);
     int finite = 1;
     for (int64_t fi = 0; fi < f; fi++) {
         finite &= k->output(m + fi * wino_chan(g), ldb, len, tb, tmp, o);
@@ -1154,11 +1151,9 @@ static int FN(wino_conv2d_run)(fnn_ctx ctx, int tile, const T *x, int64_t n, int
         T *strip = am ? (T *)fnn_scratch(FNN_SCRATCH_WINO_POOL, (size_t)strip_elems * (sizeof(T) + sizeof(int64_t)))
                       : NULL;
         int64_t *wide = strip ? (int64_t *)(strip + strip_elems) : NULL;
-        int64_t keep_elems, ored_elems;
-        TBITS *keep = (TBITS *)fnn_scratch(FNN_SCRATCH_WINO_ZERO, (size_t)FN(wino_zero_elems)(&g, &keep_elems,
-                                                                                             &ored_elems) *
-                                                                  sizeof(TBITS));
-        if (!v || !m || !rows || !brow || (am && !strip) || !keep)
+        TBITS *zero_base =
+            (TBITS *)fnn_scratch(FNN_SCRATCH_WINO_ZERO, (size_t)FN(wino_zero_layout_of)(&g).total * sizeof(TBITS));
+        if (!v || !m || !rows || !brow || (am && !strip) || !zero_base)
             err = 1;
         /* the filters are transformed on every call, by all the threads, a
          * panel of MR each (serially, with a separate pack, 0.39 ms of a
@@ -1173,7 +1168,7 @@ static int FN(wino_conv2d_run)(fnn_ctx ctx, int tile, const T *x, int64_t n, int
         for (int64_t r0 = lo; r0 < hi && !err; r0 += g.block_rows) {
             const int64_t nr = hi - r0 < g.block_rows ? hi - r0 : g.block_rows;
             finite &= FN(wino_forward_block)(&k, &pr, &g, isa, x, r0, nr, bias, act, act_alpha, y, v, m, rows, brow,
-                                             strip, wide, am, keep);
+                                             strip, wide, am, zero_base);
         }
     }
     return err ? -1 : finite ? 0 : 1;

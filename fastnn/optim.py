@@ -28,6 +28,7 @@ from collections.abc import Mapping, MutableMapping
 
 import numpy as np
 
+from fastnn import _validate as V
 from fastnn import ops
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
@@ -160,7 +161,7 @@ class Optimizer:
         name = type(self).__name__
         if not isinstance(param, np.ndarray) or param.dtype.kind != "f":
             raise TypeError(f"{name}.update: expected parameter {key!r} to be a float ndarray "
-                            f"(updated in place), got {_describe(param)}")
+                            f"(updated in place), got {V.describe(param)}")
         if not param.flags.writeable:
             raise ValueError(f"{name}.update: parameter {key!r} is read-only")
         grad = np.asarray(grad)
@@ -229,12 +230,6 @@ class Optimizer:
 
 def _is_scalar(value):
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_, np.ndarray))
-
-
-def _describe(value):
-    if isinstance(value, np.ndarray):
-        return f"{value.dtype} array"
-    return type(value).__name__
 
 
 def _clip_norm(param, max_norm):

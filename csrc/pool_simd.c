@@ -20,12 +20,27 @@ FNN_TARGET_AVX512 static inline __mmask16 max_wins_avx512(__m512 v, __m512 b)
 }
 
 /* the max of the windows' elements v0..v3 (row-major order) and, in *off, the
- * winner's offset in its window: 0, 1, W or W + 1 (c1, cW, cW1) */
+ * winner's offset in its window: 0, 1, W or W + 1 (c1, cW, cW1). Without a NaN
+ * among them the rule is a plain v > best, one compare a step instead of three
+ * (compares into masks share one port with the permutes: the 2x2 pooling of
+ * the fused convolution was bound by it); two compares find any NaN. */
 FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE __m512 window_max_avx512(__m512 v0, __m512 v1, __m512 v2, __m512 v3,
                                                                    __m512i c1, __m512i cW, __m512i cW1, __m512i *off)
 {
     __m512 best = v0;
     __m512i o = _mm512_setzero_si512();
+    if (!(_mm512_cmp_ps_mask(v0, v1, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v2, v3, _CMP_UNORD_Q))) {
+        __mmask16 w = _mm512_cmp_ps_mask(v1, best, _CMP_GT_OQ);
+        best = _mm512_mask_mov_ps(best, w, v1);
+        o = _mm512_mask_mov_epi32(o, w, c1);
+        w = _mm512_cmp_ps_mask(v2, best, _CMP_GT_OQ);
+        best = _mm512_mask_mov_ps(best, w, v2);
+        o = _mm512_mask_mov_epi32(o, w, cW);
+        w = _mm512_cmp_ps_mask(v3, best, _CMP_GT_OQ);
+        best = _mm512_mask_mov_ps(best, w, v3);
+        *off = _mm512_mask_mov_epi32(o, w, cW1);
+        return best;
+    }
     __mmask16 w = max_wins_avx512(v1, best);
     best = _mm512_mask_mov_ps(best, w, v1);
     o = _mm512_mask_mov_epi32(o, w, c1);
@@ -53,17 +68,28 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE __m512 window_max_avx512(__m512 v0, _
     }
 #define STORE_INDEX_I32(ao, ox, out, corner, off)                                                            \
     _mm512_mask_storeu_epi32(ao + ox, out, _mm512_add_epi32(_mm512_add_epi32(_mm512_set1_epi32((int32_t)(corner)), even), off));
-#define DEFINE_MAX_POOL_2X2S2_AVX512(NAME, IDX, STORE_INDEX)                                                 \
-    FNN_TARGET_AVX512 void NAME(const float *x, float *y, IDX *am, int64_t W, int64_t oh, int64_t ow)       \
+/* What the plane's elements are before they are pooled: as they are (POOL_AS_IS),
+ * or for the fused convolution + pooling the convolution's raw sums plus the
+ * filter's bias (POOL_BIASED), then ReLU'd (POOL_BIASED_RELU), which saves
+ * the epilogue's own pass over the plane (6-7% of conv + ReLU + pool). ReLU
+ * is applied after the window's max: max and first argmax of relu(u) are those
+ * of u where that max is > 0 or NaN, else (all u <= 0) relu(u_0) at offset 0,
+ * as the window's first zero wins its ties; max(0, u) is relu bit for bit
+ * (-0 stays -0, NaN stays NaN). */
+enum { POOL_AS_IS, POOL_BIASED, POOL_BIASED_RELU };
+#define DEFINE_MAX_POOL_2X2S2_AVX512(NAME, IDX, STORE_INDEX, PRE)                                            \
+    FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE void NAME##_rows_avx512(const float *x, int64_t ldx, float bias, float *y, \
+                                                                IDX *am, int64_t W, int64_t oh, int64_t ow)  \
     {                                                                                                        \
         const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);  \
         const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));                                    \
         const __m512i lane2_64 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14); /* 2*j for j < 8 */         \
         const __m512i one = _mm512_set1_epi32(1), offW = _mm512_set1_epi32((int)W),                          \
                       offW1 = _mm512_set1_epi32((int)W + 1);                                                 \
-        (void)lane2_64;                                                                                      \
+        const __m512 bv = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();                                  \
+        (void)lane2_64; (void)bv; (void)zero;                                                                \
         for (int64_t oy = 0; oy < oh; oy++) {                                                                \
-            const float *r0 = x + 2 * oy * W, *r1 = r0 + W;                                                  \
+            const float *r0 = x + 2 * oy * ldx, *r1 = r0 + ldx;                                              \
             float *yo = y + oy * ow;                                                                         \
             IDX *ao = am + oy * ow;                                                                          \
             for (int64_t ox = 0; ox < ow; ox += 16) {                                                        \
@@ -74,18 +100,51 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE __m512 window_max_avx512(__m512 v0, _
                 const int64_t ix = 2 * ox;                                                                   \
                 __m512 a0 = _mm512_maskz_loadu_ps(in_lo, r0 + ix), a1 = _mm512_maskz_loadu_ps(in_hi, r0 + ix + 16); \
                 __m512 b0 = _mm512_maskz_loadu_ps(in_lo, r1 + ix), b1 = _mm512_maskz_loadu_ps(in_hi, r1 + ix + 16); \
+                if (PRE != POOL_AS_IS) {                                                                     \
+                    a0 = _mm512_add_ps(a0, bv), a1 = _mm512_add_ps(a1, bv);                                  \
+                    b0 = _mm512_add_ps(b0, bv), b1 = _mm512_add_ps(b1, bv);                                  \
+                }                                                                                            \
                 __m512 v0 = _mm512_permutex2var_ps(a0, even, a1), v1 = _mm512_permutex2var_ps(a0, odd, a1);  \
                 __m512 v2 = _mm512_permutex2var_ps(b0, even, b1), v3 = _mm512_permutex2var_ps(b0, odd, b1);  \
                 __m512i off;                                                                                 \
-                const __m512 best = window_max_avx512(v0, v1, v2, v3, one, offW, offW1, &off);               \
+                __m512 best = window_max_avx512(v0, v1, v2, v3, one, offW, offW1, &off);                     \
+                if (PRE == POOL_BIASED_RELU) {                                                               \
+                    const __mmask16 keep = _mm512_cmp_ps_mask(best, zero, _CMP_NLE_UQ);                      \
+                    best = _mm512_mask_mov_ps(_mm512_max_ps(zero, v0), keep, best);                          \
+                    off = _mm512_maskz_mov_epi32(keep, off);                                                 \
+                }                                                                                            \
                 _mm512_mask_storeu_ps(yo + ox, out, best);                                                   \
                 /* argmax = 2*oy*W + 2*(ox + j) + off */                                                   \
                 STORE_INDEX(ao, ox, out, 2 * oy * W + ix, off)                                               \
             }                                                                                                \
         }                                                                                                    \
     }
-DEFINE_MAX_POOL_2X2S2_AVX512(fnn_max_pool_2x2s2_plane_avx512_f32, int64_t, STORE_INDEX_I64)
-DEFINE_MAX_POOL_2X2S2_AVX512(fnn_max_pool_2x2s2_plane_i32_avx512_f32, int32_t, STORE_INDEX_I32)
+DEFINE_MAX_POOL_2X2S2_AVX512(plane_i64, int64_t, STORE_INDEX_I64, POOL_AS_IS)
+DEFINE_MAX_POOL_2X2S2_AVX512(plane_i32, int32_t, STORE_INDEX_I32, POOL_AS_IS)
+DEFINE_MAX_POOL_2X2S2_AVX512(plane_i32_biased, int32_t, STORE_INDEX_I32, POOL_BIASED)
+DEFINE_MAX_POOL_2X2S2_AVX512(plane_i32_biased_relu, int32_t, STORE_INDEX_I32, POOL_BIASED_RELU)
+
+FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float *y, int64_t *am, int64_t W,
+                                                           int64_t oh, int64_t ow)
+{
+    plane_i64_rows_avx512(x, W, 0.0f, y, am, W, oh, ow);
+}
+
+FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_plane_i32_avx512_f32(const float *x, float *y, int32_t *am, int64_t W,
+                                                               int64_t oh, int64_t ow)
+{
+    plane_i32_rows_avx512(x, W, 0.0f, y, am, W, oh, ow);
+}
+
+FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_bias_act_i32_avx512_f32(const float *x, int64_t ldx, float bias, int relu,
+                                                                  float *y, int32_t *am, int64_t W, int64_t oh,
+                                                                  int64_t ow)
+{
+    if (relu)
+        plane_i32_biased_relu_rows_avx512(x, ldx, bias, y, am, W, oh, ow);
+    else
+        plane_i32_biased_rows_avx512(x, ldx, bias, y, am, W, oh, ow);
+}
 
 /* Small planes (W = 2 ow, H = 2 oh, ow <= 8), many at once: the planes' row
  * pairs follow one another in memory, so G = 16 / ow row pairs are one block of
@@ -228,11 +287,21 @@ FNN_TARGET_AVX2 static inline __m256 max_wins_avx2(__m256 v, __m256 b)
                         _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(b, b, _CMP_ORD_Q)));
 }
 
-/* window_max_avx512 with 8 lanes; the offsets travel as float bit patterns */
+/* window_max_avx512 with 8 lanes (and its path without NaN); the offsets travel
+ * as float bit patterns */
 FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE __m256 window_max_avx2(__m256 v0, __m256 v1, __m256 v2, __m256 v3, __m256 c1,
                                                                __m256 cW, __m256 cW1, __m256 *off)
 {
     __m256 best = v0, o = _mm256_setzero_ps(), w;
+    if (!_mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v0, v1, _CMP_UNORD_Q), _mm256_cmp_ps(v2, v3, _CMP_UNORD_Q)))) {
+        w = _mm256_cmp_ps(v1, best, _CMP_GT_OQ);
+        best = _mm256_blendv_ps(best, v1, w), o = _mm256_blendv_ps(o, c1, w);
+        w = _mm256_cmp_ps(v2, best, _CMP_GT_OQ);
+        best = _mm256_blendv_ps(best, v2, w), o = _mm256_blendv_ps(o, cW, w);
+        w = _mm256_cmp_ps(v3, best, _CMP_GT_OQ);
+        best = _mm256_blendv_ps(best, v3, w), *off = _mm256_blendv_ps(o, cW1, w);
+        return best;
+    }
     w = max_wins_avx2(v1, best);
     best = _mm256_blendv_ps(best, v1, w), o = _mm256_blendv_ps(o, c1, w);
     w = max_wins_avx2(v2, best);
@@ -272,9 +341,13 @@ FNN_TARGET_AVX2 static inline __m256i lanes_below_avx2(int64_t n)
         else                                                                                                 \
             _mm256_maskstore_epi32((int *)(ao + ox), lanes_below_avx2(rem), idx);                           \
     }
-#define DEFINE_MAX_POOL_2X2S2_AVX2(NAME, IDX, STORE_INDEX)                                                   \
-    FNN_TARGET_AVX2 void NAME(const float *x, float *y, IDX *am, int64_t W, int64_t oh, int64_t ow)         \
+#define DEFINE_MAX_POOL_2X2S2_AVX2(NAME, IDX, STORE_INDEX, PRE)                                              \
+    FNN_TARGET_AVX2 static FNN_ALWAYS_INLINE void NAME##_rows_avx2(const float *x, int64_t ldx, float bias,   \
+                                                                   float *y, IDX *am, int64_t W, int64_t oh, \
+                                                                   int64_t ow)                               \
     {                                                                                                        \
+        const __m256 bv = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();                                  \
+        (void)bv; (void)zero;                                                                                \
         const __m256 one = _mm256_castsi256_ps(_mm256_set1_epi32(1)),                                        \
                      offW = _mm256_castsi256_ps(_mm256_set1_epi32((int)W)),                                  \
                      offW1 = _mm256_castsi256_ps(_mm256_set1_epi32((int)W + 1));                             \
@@ -283,7 +356,7 @@ FNN_TARGET_AVX2 static inline __m256i lanes_below_avx2(int64_t n)
         (void)lane2_64;                                                                                      \
         (void)lane2_32;                                                                                      \
         for (int64_t oy = 0; oy < oh; oy++) {                                                                \
-            const float *r0 = x + 2 * oy * W, *r1 = r0 + W;                                                  \
+            const float *r0 = x + 2 * oy * ldx, *r1 = r0 + ldx;                                              \
             float *yo = y + oy * ow;                                                                         \
             IDX *ao = am + oy * ow;                                                                          \
             for (int64_t ox = 0; ox < ow; ox += 8) {                                                         \
@@ -297,6 +370,10 @@ FNN_TARGET_AVX2 static inline __m256i lanes_below_avx2(int64_t n)
                     a0 = _mm256_maskload_ps(r0 + ix, m0), a1 = _mm256_maskload_ps(r0 + ix + 8, m1);          \
                     b0 = _mm256_maskload_ps(r1 + ix, m0), b1 = _mm256_maskload_ps(r1 + ix + 8, m1);          \
                 }                                                                                            \
+                if (PRE != POOL_AS_IS) {                                                                     \
+                    a0 = _mm256_add_ps(a0, bv), a1 = _mm256_add_ps(a1, bv);                                  \
+                    b0 = _mm256_add_ps(b0, bv), b1 = _mm256_add_ps(b1, bv);                                  \
+                }                                                                                            \
                 /* even and odd columns, in order: shuffle within lanes, then fix the lane order */         \
                 __m256 v0 = _mm256_castpd_ps(_mm256_permute4x64_pd(                                         \
                     _mm256_castps_pd(_mm256_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0))); \
@@ -307,7 +384,12 @@ FNN_TARGET_AVX2 static inline __m256i lanes_below_avx2(int64_t n)
                 __m256 v3 = _mm256_castpd_ps(_mm256_permute4x64_pd(                                         \
                     _mm256_castps_pd(_mm256_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0))); \
                 __m256 off;                                                                                  \
-                const __m256 best = window_max_avx2(v0, v1, v2, v3, one, offW, offW1, &off);                 \
+                __m256 best = window_max_avx2(v0, v1, v2, v3, one, offW, offW1, &off);                       \
+                if (PRE == POOL_BIASED_RELU) {                                                               \
+                    const __m256 keep = _mm256_cmp_ps(best, zero, _CMP_NLE_UQ);                              \
+                    best = _mm256_blendv_ps(_mm256_max_ps(zero, v0), best, keep);                            \
+                    off = _mm256_and_ps(off, keep);                                                          \
+                }                                                                                            \
                 const __m256i offi = _mm256_castps_si256(off);                                               \
                 if (rem == 8)                                                                                \
                     _mm256_storeu_ps(yo + ox, best);                                                         \
@@ -317,8 +399,32 @@ FNN_TARGET_AVX2 static inline __m256i lanes_below_avx2(int64_t n)
             }                                                                                                \
         }                                                                                                    \
     }
-DEFINE_MAX_POOL_2X2S2_AVX2(fnn_max_pool_2x2s2_plane_avx2_f32, int64_t, STORE_INDEX_AVX2_I64)
-DEFINE_MAX_POOL_2X2S2_AVX2(fnn_max_pool_2x2s2_plane_i32_avx2_f32, int32_t, STORE_INDEX_AVX2_I32)
+DEFINE_MAX_POOL_2X2S2_AVX2(plane_i64, int64_t, STORE_INDEX_AVX2_I64, POOL_AS_IS)
+DEFINE_MAX_POOL_2X2S2_AVX2(plane_i32, int32_t, STORE_INDEX_AVX2_I32, POOL_AS_IS)
+DEFINE_MAX_POOL_2X2S2_AVX2(plane_i32_biased, int32_t, STORE_INDEX_AVX2_I32, POOL_BIASED)
+DEFINE_MAX_POOL_2X2S2_AVX2(plane_i32_biased_relu, int32_t, STORE_INDEX_AVX2_I32, POOL_BIASED_RELU)
+
+FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_plane_avx2_f32(const float *x, float *y, int64_t *am, int64_t W, int64_t oh,
+                                                       int64_t ow)
+{
+    plane_i64_rows_avx2(x, W, 0.0f, y, am, W, oh, ow);
+}
+
+FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_plane_i32_avx2_f32(const float *x, float *y, int32_t *am, int64_t W,
+                                                           int64_t oh, int64_t ow)
+{
+    plane_i32_rows_avx2(x, W, 0.0f, y, am, W, oh, ow);
+}
+
+FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_bias_act_i32_avx2_f32(const float *x, int64_t ldx, float bias, int relu,
+                                                              float *y, int32_t *am, int64_t W, int64_t oh,
+                                                              int64_t ow)
+{
+    if (relu)
+        plane_i32_biased_relu_rows_avx2(x, ldx, bias, y, am, W, oh, ow);
+    else
+        plane_i32_biased_rows_avx2(x, ldx, bias, y, am, W, oh, ow);
+}
 
 FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_small_avx2_f32(const float *x, float *y, int64_t *am, int64_t r_begin,
                                                        int64_t r_end, int64_t oh, int64_t ow)
@@ -560,6 +666,14 @@ void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float *y, int64_t *am, 
 void fnn_max_pool_2x2s2_plane_i32_avx512_f32(const float *x, float *y, int32_t *am, int64_t W, int64_t oh,
                                              int64_t ow)
 { (void)x; (void)y; (void)am; (void)W; (void)oh; (void)ow; }
+
+void fnn_max_pool_2x2s2_bias_act_i32_avx512_f32(const float *x, int64_t ldx, float bias, int relu, float *y,
+                                                int32_t *am, int64_t W, int64_t oh, int64_t ow)
+{ (void)x; (void)ldx; (void)bias; (void)relu; (void)y; (void)am; (void)W; (void)oh; (void)ow; }
+
+void fnn_max_pool_2x2s2_bias_act_i32_avx2_f32(const float *x, int64_t ldx, float bias, int relu, float *y,
+                                              int32_t *am, int64_t W, int64_t oh, int64_t ow)
+{ (void)x; (void)ldx; (void)bias; (void)relu; (void)y; (void)am; (void)W; (void)oh; (void)ow; }
 
 int fnn_max_unpool_2x2s2_plane_avx512_f32(const float *g, const float *relu_y, const int64_t *am, float *dx, int64_t W,
                                           int64_t oh, int64_t ow)

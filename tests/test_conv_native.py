@@ -389,6 +389,40 @@ def test_conv2d_max_pool2d_fused_equals_separate_ops(isa, threads, dtype):
 
 @requires_native
 @pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("act", [None, "relu"])
+@pytest.mark.parametrize("bias", ["none", "random", "minus_zero"])
+def test_conv2d_max_pool2d_bias_and_relu_in_the_pooling_pass(isa, threads, act, bias):
+    # On AVX-512 float32 the 2x2 pooling adds the bias and applies ReLU itself (after
+    # the window's max): the bits and argmax of conv2d then max_pool2d wherever ReLU
+    # makes ties of zeros (all-negative windows: the first element, -0.0 kept), where
+    # a NaN or an infinity wins, and where positive values tie. Compact rows (up to 32
+    # taps) and the wide grid (more), odd sizes, filters past any MR.
+    from fastnn import ops
+    rng = np.random.default_rng(11)
+    for n, c, hw, f, k, pad in [(6, 1, 28, 30, 5, 0), (5, 1, 13, 9, 3, 1), (4, 4, 17, 11, 5, 2), (3, 2, 40, 17, 5, 0)]:
+        x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
+        x[0, :, :8, :8] = 0.0        # windows of exact zeros
+        x[1, 0, 5, 5] = np.nan
+        x[1, 0, 9, 2] = np.inf
+        x[2, :, 6:, 6:] = 0.25        # windows of equal positive sums
+        W = rng.standard_normal((f, c, k, k)).astype(np.float32)
+        W[0] = -np.abs(W[0])
+        b = {"none": None, "random": rng.standard_normal(f).astype(np.float32),
+             "minus_zero": np.full(f, -0.0, np.float32)}[bias]
+        with native_setting(isa, threads, conv_algorithm="gemm"):
+            y, arg = ops.conv2d_max_pool2d(x, W, b, pad=pad, activation=act)
+            conv = ops.conv2d(x, W, b, pad=pad, activation=act)
+        want_y, want_arg = ops.max_pool2d(conv, 2, stride=2)
+        np.testing.assert_array_equal(arg, want_arg)
+        np.testing.assert_array_equal(y.view(np.int32), want_y.view(np.int32))  # -0.0 and NaN payloads too
+        assert np.isnan(y).any() and np.isposinf(y).any()
+        if act == "relu":
+            assert ((y == 0) & (arg % conv.shape[3] % 2 == 0)).any()
+
+
+@requires_native
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv2d_max_pool2d_backward_fused_equals_chain(isa, threads, dtype):

@@ -124,27 +124,29 @@ DEFINE_MAX_POOL_2X2S2_AVX512(plane_i32, int32_t, STORE_INDEX_I32, POOL_AS_IS)
 DEFINE_MAX_POOL_2X2S2_AVX512(plane_i32_biased, int32_t, STORE_INDEX_I32, POOL_BIASED)
 DEFINE_MAX_POOL_2X2S2_AVX512(plane_i32_biased_relu, int32_t, STORE_INDEX_I32, POOL_BIASED_RELU)
 
-FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_plane_avx512_f32(const float *x, float *y, int64_t *am, int64_t W,
-                                                           int64_t oh, int64_t ow)
-{
-    plane_i64_rows_avx512(x, W, 0.0f, y, am, W, oh, ow);
-}
-
-FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_plane_i32_avx512_f32(const float *x, float *y, int32_t *am, int64_t W,
-                                                               int64_t oh, int64_t ow)
-{
-    plane_i32_rows_avx512(x, W, 0.0f, y, am, W, oh, ow);
-}
-
-FNN_TARGET_AVX512 void fnn_max_pool_2x2s2_bias_act_i32_avx512_f32(const float *x, int64_t ldx, float bias, int relu,
-                                                                  float *y, int32_t *am, int64_t W, int64_t oh,
-                                                                  int64_t ow)
-{
-    if (relu)
-        plane_i32_biased_relu_rows_avx512(x, ldx, bias, y, am, W, oh, ow);
-    else
-        plane_i32_biased_rows_avx512(x, ldx, bias, y, am, W, oh, ow);
-}
+/* The entry points of one ISA's 2x2 kernels: the plane as it is (int64 or
+ * int32 argmax), and the fused convolution's biased (and ReLU'd) plane */
+#define DEFINE_MAX_POOL_2X2S2_ENTRIES(TARGET, ISA)                                                           \
+    TARGET void fnn_max_pool_2x2s2_plane_##ISA##_f32(const float *x, float *y, int64_t *am, int64_t W,       \
+                                                     int64_t oh, int64_t ow)                                 \
+    {                                                                                                        \
+        plane_i64_rows_##ISA(x, W, 0.0f, y, am, W, oh, ow);                                                  \
+    }                                                                                                        \
+    TARGET void fnn_max_pool_2x2s2_plane_i32_##ISA##_f32(const float *x, float *y, int32_t *am, int64_t W,   \
+                                                         int64_t oh, int64_t ow)                             \
+    {                                                                                                        \
+        plane_i32_rows_##ISA(x, W, 0.0f, y, am, W, oh, ow);                                                  \
+    }                                                                                                        \
+    TARGET void fnn_max_pool_2x2s2_bias_act_i32_##ISA##_f32(const float *x, int64_t ldx, float bias, int relu, \
+                                                            float *y, int32_t *am, int64_t W, int64_t oh,    \
+                                                            int64_t ow)                                      \
+    {                                                                                                        \
+        if (relu)                                                                                            \
+            plane_i32_biased_relu_rows_##ISA(x, ldx, bias, y, am, W, oh, ow);                                \
+        else                                                                                                 \
+            plane_i32_biased_rows_##ISA(x, ldx, bias, y, am, W, oh, ow);                                     \
+    }
+DEFINE_MAX_POOL_2X2S2_ENTRIES(FNN_TARGET_AVX512, avx512)
 
 /* Small planes (W = 2 ow, H = 2 oh, ow <= 8), many at once: the planes' row
  * pairs follow one another in memory, so G = 16 / ow row pairs are one block of
@@ -404,27 +406,7 @@ DEFINE_MAX_POOL_2X2S2_AVX2(plane_i32, int32_t, STORE_INDEX_AVX2_I32, POOL_AS_IS)
 DEFINE_MAX_POOL_2X2S2_AVX2(plane_i32_biased, int32_t, STORE_INDEX_AVX2_I32, POOL_BIASED)
 DEFINE_MAX_POOL_2X2S2_AVX2(plane_i32_biased_relu, int32_t, STORE_INDEX_AVX2_I32, POOL_BIASED_RELU)
 
-FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_plane_avx2_f32(const float *x, float *y, int64_t *am, int64_t W, int64_t oh,
-                                                       int64_t ow)
-{
-    plane_i64_rows_avx2(x, W, 0.0f, y, am, W, oh, ow);
-}
-
-FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_plane_i32_avx2_f32(const float *x, float *y, int32_t *am, int64_t W,
-                                                           int64_t oh, int64_t ow)
-{
-    plane_i32_rows_avx2(x, W, 0.0f, y, am, W, oh, ow);
-}
-
-FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_bias_act_i32_avx2_f32(const float *x, int64_t ldx, float bias, int relu,
-                                                              float *y, int32_t *am, int64_t W, int64_t oh,
-                                                              int64_t ow)
-{
-    if (relu)
-        plane_i32_biased_relu_rows_avx2(x, ldx, bias, y, am, W, oh, ow);
-    else
-        plane_i32_biased_rows_avx2(x, ldx, bias, y, am, W, oh, ow);
-}
+DEFINE_MAX_POOL_2X2S2_ENTRIES(FNN_TARGET_AVX2, avx2)
 
 FNN_TARGET_AVX2 void fnn_max_pool_2x2s2_small_avx2_f32(const float *x, float *y, int64_t *am, int64_t r_begin,
                                                        int64_t r_end, int64_t oh, int64_t ow)

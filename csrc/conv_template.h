@@ -476,7 +476,9 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, i
             T *src = yw + fi * d->ldy;
             const int64_t lds = d->compact ? d->ow : d->gw;
 #if FNN_X86_SIMD
-            if (fused_pool) {
+            /* a NaN bias on a NaN sum: which NaN an add returns is the compiler's
+             * choice of operand order, so such a filter takes fnn_bias_act's */
+            if (fused_pool && !(d->bias && d->bias[fi] != d->bias[fi])) {
                 (d->isa >= FNN_ISA_AVX512 ? fnn_max_pool_2x2s2_bias_act_i32_avx512_f32
                                           : fnn_max_pool_2x2s2_bias_act_i32_avx2_f32)(
                     (const float *)src, lds, d->bias ? (float)d->bias[fi] : 0.0f, d->act == FNN_ACT_RELU,

@@ -419,6 +419,15 @@ def test_conv2d_max_pool2d_bias_and_relu_in_the_pooling_pass(isa, threads, act, 
         assert np.isnan(y).any() and np.isposinf(y).any()
         if act == "relu":
             assert ((y == 0) & (arg % conv.shape[3] % 2 == 0)).any()
+    # a NaN bias on a NaN sum (inf - inf): of two NaNs the bias's, as bias_act gives it
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    x[0, 0, 0, :2] = np.inf, -np.inf
+    b = np.array([np.nan], np.float32) if bias != "none" else None
+    with native_setting(isa, threads, conv_algorithm="gemm"):
+        y, arg = ops.conv2d_max_pool2d(x, np.ones((1, 1, 1, 2), np.float32), b, activation=act)
+        want_y, want_arg = ops.max_pool2d(ops.conv2d(x, np.ones((1, 1, 1, 2), np.float32), b, activation=act), 2)
+    np.testing.assert_array_equal(y.view(np.int32), want_y.view(np.int32))
+    np.testing.assert_array_equal(arg, want_arg)
 
 
 @requires_native

@@ -481,7 +481,7 @@ static int FN(direct_conv_image)(const FN(direct_conv) *d, const T *xn, T *yn, i
             if (fused_pool && !(d->bias && d->bias[fi] != d->bias[fi])) {
                 (d->isa >= FNN_ISA_AVX512 ? fnn_max_pool_2x2s2_bias_act_i32_avx512_f32
                                           : fnn_max_pool_2x2s2_bias_act_i32_avx2_f32)(
-                    (const float *)src, lds, d->bias ? (float)d->bias[fi] : 0.0f, d->act == FNN_ACT_RELU,
+                    (const float *)src, lds, d->bias ? (const float *)(d->bias + fi) : NULL, d->act == FNN_ACT_RELU,
                     (float *)(yn + fi * pp), amn + fi * pp, d->ow, d->poh, d->pow_);
                 continue;
             }

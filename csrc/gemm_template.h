@@ -179,10 +179,15 @@ void FN(fnn_pack_matrix_b)(const void *srcv, int64_t j0, int64_t cols, int64_t k
                     const T v = sr[t] + bvec[t];                                                            \
                     dr[t] = ACT_OF_V;                                                                       \
                 }                                                                                           \
-            } else {                                                                                        \
-                const T b = bs ? bs[r * bstep] : (T)0;                                                              \
+            } else if (bs) {                                                                                \
+                const T b = bs[r * bstep];                                                                  \
                 for (int64_t t = 0; t < len; t++) {                                                         \
                     const T v = sr[t] + b;                                                                  \
+                    dr[t] = ACT_OF_V;                                                                       \
+                }                                                                                           \
+            } else { /* no bias: nothing added (+0 would turn a -0 sum into +0) */                         \
+                for (int64_t t = 0; t < len; t++) {                                                         \
+                    const T v = sr[t];                                                                      \
                     dr[t] = ACT_OF_V;                                                                       \
                 }                                                                                           \
             }                                                                                               \
@@ -208,13 +213,15 @@ void FN(fnn_pack_matrix_b)(const void *srcv, int64_t j0, int64_t cols, int64_t k
             for (int64_t r = 0; r < rows; r++) {                                                            \
                 T *dr = dst + r * ldd;                                                                      \
                 const T *sr = src + r * lds;                                                                \
-                const T b = bs ? bs[r * bstep] : (T)0;                                                              \
                 if (bvec) {                                                                                 \
                     for (int64_t t = 0; t < len; t++)                                                       \
                         dr[t] = sr[t] + bvec[t];                                                            \
-                } else {                                                                                    \
+                } else if (bs) {                                                                            \
+                    const T b = bs[r * bstep];                                                              \
                     for (int64_t t = 0; t < len; t++)                                                       \
                         dr[t] = sr[t] + b;                                                                  \
+                } else if (dr != sr) {                                                                      \
+                    memcpy(dr, sr, (size_t)len * sizeof(T));                                                \
                 }                                                                                           \
             }                                                                                               \
             break;                                                                                          \

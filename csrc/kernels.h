@@ -163,12 +163,13 @@ void fnn_max_pool_2x2s2_plane_i32_avx512_f32(const float *x, float *y, int32_t *
                                              int64_t ow);
 void fnn_max_pool_2x2s2_plane_i32_avx2_f32(const float *x, float *y, int32_t *am, int64_t W, int64_t oh,
                                            int64_t ow);
-/* the fused convolution + pooling's plane of raw sums, rows ldx apart, plus bias,
- * then ReLU where relu is set, pooled: the same values and argmax (into planes W
- * wide) as fnn_bias_act and then the _i32 kernel on the plane it writes */
-void fnn_max_pool_2x2s2_bias_act_i32_avx512_f32(const float *x, int64_t ldx, float bias, int relu, float *y,
+/* the fused convolution + pooling's plane of raw sums, rows ldx apart, plus *bias
+ * (NULL: none), then ReLU where relu is set, pooled: the same values and argmax
+ * (into planes W wide) as fnn_bias_act and then the _i32 kernel on the plane it
+ * writes */
+void fnn_max_pool_2x2s2_bias_act_i32_avx512_f32(const float *x, int64_t ldx, const float *bias, int relu, float *y,
                                                 int32_t *am, int64_t W, int64_t oh, int64_t ow);
-void fnn_max_pool_2x2s2_bias_act_i32_avx2_f32(const float *x, int64_t ldx, float bias, int relu, float *y,
+void fnn_max_pool_2x2s2_bias_act_i32_avx2_f32(const float *x, int64_t ldx, const float *bias, int relu, float *y,
                                               int32_t *am, int64_t W, int64_t oh, int64_t ow);
 /* its backward for rows [0, 2*oh) of a dx plane; 0 when an argmax lies outside its
  * 2x2 block (the plane is then partly written and must be redone); with relu_y

@@ -70,13 +70,14 @@ FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE __m512 window_max_avx512(__m512 v0, _
     _mm512_mask_storeu_epi32(ao + ox, out, _mm512_add_epi32(_mm512_add_epi32(_mm512_set1_epi32((int32_t)(corner)), even), off));
 /* What the plane's elements are before they are pooled: as they are (POOL_AS_IS),
  * or for the fused convolution + pooling the convolution's raw sums plus the
- * filter's bias (POOL_BIASED), then ReLU'd (POOL_BIASED_RELU), which saves
+ * filter's bias where it has one (POOL_BIASED: none is no add, which keeps a
+ * -0 sum), then ReLU'd (POOL_RELU), which saves
  * the epilogue's own pass over the plane (6-7% of conv + ReLU + pool). ReLU
  * is applied after the window's max: max and first argmax of relu(u) are those
  * of u where that max is > 0 or NaN, else (all u <= 0) relu(u_0) at offset 0,
  * as the window's first zero wins its ties; max(0, u) is relu bit for bit
  * (-0 stays -0, NaN stays NaN). */
-enum { POOL_AS_IS, POOL_BIASED, POOL_BIASED_RELU };
+enum { POOL_AS_IS = 0, POOL_BIASED = 1, POOL_RELU = 2, POOL_BIASED_RELU = 3 };
 #define DEFINE_MAX_POOL_2X2S2_AVX512(NAME, IDX, STORE_INDEX, PRE)                                            \
     FNN_TARGET_AVX512 static FNN_ALWAYS_INLINE void NAME##_rows_avx512(const float *x, int64_t ldx, float bias, float *y, \
                                                                 IDX *am, int64_t W, int64_t oh, int64_t ow)  \
@@ -100,7 +101,7 @@ enum { POOL_AS_IS, POOL_BIASED, POOL_BIASED_RELU };
                 const int64_t ix = 2 * ox;                                                                   \
                 __m512 a0 = _mm512_maskz_loadu_ps(in_lo, r0 + ix), a1 = _mm512_maskz_loadu_ps(in_hi, r0 + ix + 16); \
                 __m512 b0 = _mm512_maskz_loadu_ps(in_lo, r1 + ix), b1 = _mm512_maskz_loadu_ps(in_hi, r1 + ix + 16); \
-                if (PRE != POOL_AS_IS) {                                                                     \
+                if (PRE & POOL_BIASED) {                                                                     \
                     a0 = _mm512_add_ps(a0, bv), a1 = _mm512_add_ps(a1, bv);                                  \
                     b0 = _mm512_add_ps(b0, bv), b1 = _mm512_add_ps(b1, bv);                                  \
                 }                                                                                            \
@@ -108,7 +109,7 @@ enum { POOL_AS_IS, POOL_BIASED, POOL_BIASED_RELU };
                 __m512 v2 = _mm512_permutex2var_ps(b0, even, b1), v3 = _mm512_permutex2var_ps(b0, odd, b1);  \
                 __m512i off;                                                                                 \
                 __m512 best = window_max_avx512(v0, v1, v2, v3, one, offW, offW1, &off);                     \
-                if (PRE == POOL_BIASED_RELU) {                                                               \
+                if (PRE & POOL_RELU) {                                                               \
                     const __mmask16 keep = _mm512_cmp_ps_mask(best, zero, _CMP_NLE_UQ);                      \
                     best = _mm512_mask_mov_ps(_mm512_max_ps(zero, v0), keep, best);                          \
                     off = _mm512_maskz_mov_epi32(keep, off);                                                 \
@@ -123,6 +124,7 @@ DEFINE_MAX_POOL_2X2S2_AVX512(plane_i64, int64_t, STORE_INDEX_I64, POOL_AS_IS)
 DEFINE_MAX_POOL_2X2S2_AVX512(plane_i32, int32_t, STORE_INDEX_I32, POOL_AS_IS)
 DEFINE_MAX_POOL_2X2S2_AVX512(plane_i32_biased, int32_t, STORE_INDEX_I32, POOL_BIASED)
 DEFINE_MAX_POOL_2X2S2_AVX512(plane_i32_biased_relu, int32_t, STORE_INDEX_I32, POOL_BIASED_RELU)
+DEFINE_MAX_POOL_2X2S2_AVX512(plane_i32_relu, int32_t, STORE_INDEX_I32, POOL_RELU)
 
 /* The entry points of one ISA's 2x2 kernels: the plane as it is (int64 or
  * int32 argmax), and the fused convolution's biased (and ReLU'd) plane */
@@ -137,14 +139,18 @@ DEFINE_MAX_POOL_2X2S2_AVX512(plane_i32_biased_relu, int32_t, STORE_INDEX_I32, PO
     {                                                                                                        \
         plane_i32_rows_##ISA(x, W, 0.0f, y, am, W, oh, ow);                                                  \
     }                                                                                                        \
-    TARGET void fnn_max_pool_2x2s2_bias_act_i32_##ISA##_f32(const float *x, int64_t ldx, float bias, int relu, \
-                                                            float *y, int32_t *am, int64_t W, int64_t oh,    \
-                                                            int64_t ow)                                      \
+    TARGET void fnn_max_pool_2x2s2_bias_act_i32_##ISA##_f32(const float *x, int64_t ldx, const float *bias,  \
+                                                            int relu, float *y, int32_t *am, int64_t W,      \
+                                                            int64_t oh, int64_t ow)                          \
     {                                                                                                        \
-        if (relu)                                                                                            \
-            plane_i32_biased_relu_rows_##ISA(x, ldx, bias, y, am, W, oh, ow);                                \
+        if (bias && relu)                                                                                    \
+            plane_i32_biased_relu_rows_##ISA(x, ldx, *bias, y, am, W, oh, ow);                               \
+        else if (bias)                                                                                       \
+            plane_i32_biased_rows_##ISA(x, ldx, *bias, y, am, W, oh, ow);                                    \
+        else if (relu)                                                                                       \
+            plane_i32_relu_rows_##ISA(x, ldx, 0.0f, y, am, W, oh, ow);                                       \
         else                                                                                                 \
-            plane_i32_biased_rows_##ISA(x, ldx, bias, y, am, W, oh, ow);                                     \
+            plane_i32_rows_##ISA(x, ldx, 0.0f, y, am, W, oh, ow);                                            \
     }
 DEFINE_MAX_POOL_2X2S2_ENTRIES(FNN_TARGET_AVX512, avx512)
 
@@ -372,7 +378,7 @@ FNN_TARGET_AVX2 static inline __m256i lanes_below_avx2(int64_t n)
                     a0 = _mm256_maskload_ps(r0 + ix, m0), a1 = _mm256_maskload_ps(r0 + ix + 8, m1);          \
                     b0 = _mm256_maskload_ps(r1 + ix, m0), b1 = _mm256_maskload_ps(r1 + ix + 8, m1);          \
                 }                                                                                            \
-                if (PRE != POOL_AS_IS) {                                                                     \
+                if (PRE & POOL_BIASED) {                                                                     \
                     a0 = _mm256_add_ps(a0, bv), a1 = _mm256_add_ps(a1, bv);                                  \
                     b0 = _mm256_add_ps(b0, bv), b1 = _mm256_add_ps(b1, bv);                                  \
                 }                                                                                            \
@@ -387,7 +393,7 @@ FNN_TARGET_AVX2 static inline __m256i lanes_below_avx2(int64_t n)
                     _mm256_castps_pd(_mm256_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0))); \
                 __m256 off;                                                                                  \
                 __m256 best = window_max_avx2(v0, v1, v2, v3, one, offW, offW1, &off);                       \
-                if (PRE == POOL_BIASED_RELU) {                                                               \
+                if (PRE & POOL_RELU) {                                                               \
                     const __m256 keep = _mm256_cmp_ps(best, zero, _CMP_NLE_UQ);                              \
                     best = _mm256_blendv_ps(_mm256_max_ps(zero, v0), best, keep);                            \
                     off = _mm256_and_ps(off, keep);                                                          \
@@ -405,6 +411,7 @@ DEFINE_MAX_POOL_2X2S2_AVX2(plane_i64, int64_t, STORE_INDEX_AVX2_I64, POOL_AS_IS)
 DEFINE_MAX_POOL_2X2S2_AVX2(plane_i32, int32_t, STORE_INDEX_AVX2_I32, POOL_AS_IS)
 DEFINE_MAX_POOL_2X2S2_AVX2(plane_i32_biased, int32_t, STORE_INDEX_AVX2_I32, POOL_BIASED)
 DEFINE_MAX_POOL_2X2S2_AVX2(plane_i32_biased_relu, int32_t, STORE_INDEX_AVX2_I32, POOL_BIASED_RELU)
+DEFINE_MAX_POOL_2X2S2_AVX2(plane_i32_relu, int32_t, STORE_INDEX_AVX2_I32, POOL_RELU)
 
 DEFINE_MAX_POOL_2X2S2_ENTRIES(FNN_TARGET_AVX2, avx2)
 
@@ -649,11 +656,11 @@ void fnn_max_pool_2x2s2_plane_i32_avx512_f32(const float *x, float *y, int32_t *
                                              int64_t ow)
 { (void)x; (void)y; (void)am; (void)W; (void)oh; (void)ow; }
 
-void fnn_max_pool_2x2s2_bias_act_i32_avx512_f32(const float *x, int64_t ldx, float bias, int relu, float *y,
+void fnn_max_pool_2x2s2_bias_act_i32_avx512_f32(const float *x, int64_t ldx, const float *bias, int relu, float *y,
                                                 int32_t *am, int64_t W, int64_t oh, int64_t ow)
 { (void)x; (void)ldx; (void)bias; (void)relu; (void)y; (void)am; (void)W; (void)oh; (void)ow; }
 
-void fnn_max_pool_2x2s2_bias_act_i32_avx2_f32(const float *x, int64_t ldx, float bias, int relu, float *y,
+void fnn_max_pool_2x2s2_bias_act_i32_avx2_f32(const float *x, int64_t ldx, const float *bias, int relu, float *y,
                                               int32_t *am, int64_t W, int64_t oh, int64_t ow)
 { (void)x; (void)ldx; (void)bias; (void)relu; (void)y; (void)am; (void)W; (void)oh; (void)ow; }
 

@@ -138,8 +138,8 @@ def check_same_shape(op, name_a, a, name_b, b):
 def check_nonempty_dims(op, name, arr, first_dim=1):
     """Every dimension from ``first_dim`` on must be >= 1 (the batch may be 0)."""
     if min(arr.shape[first_dim:], default=1) < 1:
-        raise ValueError(f"{op}: expected every dimension of {name} after the batch to be >= 1, "
-                         f"got shape {arr.shape}")
+        which = "after the batch " if first_dim == 1 else "" if first_dim == 0 else f"from axis {first_dim} on "
+        raise ValueError(f"{op}: expected every dimension of {name} {which}to be >= 1, got shape {arr.shape}")
 
 
 def as_flag(op, name, value):

@@ -503,6 +503,14 @@ def test_raw_gemm_rejects_bad_arguments():
         _gemm.gemm(np.ones(3, np.float32), a32)
     with pytest.raises(TypeError, match="gemm"):
         _gemm.gemm(a32, np.ones((4, 2), np.float32), [[0.0] * 2] * 3)
+    # a read-only c, and one over immutable bytes, are refused and left as they were
+    c = np.zeros((3, 2), np.float32)
+    c.setflags(write=False)
+    blob = bytes(24)
+    for ro in (c, np.frombuffer(blob, np.float32).reshape(3, 2)):
+        with pytest.raises(ValueError, match="gemm: c is read-only"):
+            _gemm.gemm(a32, np.ones((4, 2), np.float32), ro)
+    assert not c.any() and blob == bytes(24)
 
 
 def test_column_strided_inputs_are_copied_correctly(rng):
@@ -544,6 +552,36 @@ def test_fused_linear_equals_separate_ops(isa, dtype, act, rng):
     np.testing.assert_allclose(fused, separate, rtol=tol, atol=tol)
     np.testing.assert_allclose(nobias, reference_activation(act, _gemm.matmul(x, w), 0.2), rtol=tol, atol=tol)
     assert fused.dtype == dtype
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "elu", None])
+def test_fused_activation_without_bias_keeps_a_minus_zero_sum(isa, dtype, act):
+    # products that underflow leave sums of -0.0; with no bias nothing is added to
+    # them (+0 would make them +0), so linear, conv2d and conv2d_max_pool2d with
+    # a fused activation give the separate ops' bits
+    small = np.sqrt(np.finfo(dtype).tiny) * np.finfo(dtype).eps   # small * small rounds to 0
+    x = np.full((3, 2), -small, dtype)
+    w = np.full((2, 5), small, dtype)
+    img = np.full((2, 1, 6, 6), -small, dtype)
+    filt = np.full((3, 1, 3, 3), small, dtype)
+    def act_of(z):
+        return z if act is None else F.activation(z, act)
+    with native_setting(isa, 1, conv_algorithm="gemm"):
+        z = F.linear(x, w)
+        fused = F.linear(x, w, None, act)
+        separate = act_of(z)
+        conv = F.conv2d(img, filt)
+        fused_conv = F.conv2d(img, filt, None, activation=act)
+        pooled, arg = F.conv2d_max_pool2d(img, filt, None, activation=act)
+        want_pooled, want_arg = F.max_pool2d(act_of(conv), 2)
+    if isa != "portable":  # the SIMD paths' FMAs round each sum to -0.0
+        assert np.signbit(z).all() and np.signbit(conv).all()
+    np.testing.assert_array_equal(fused.view(f"i{fused.itemsize}"), separate.view(f"i{fused.itemsize}"))
+    np.testing.assert_array_equal(fused_conv.view(f"i{fused.itemsize}"), act_of(conv).view(f"i{fused.itemsize}"))
+    np.testing.assert_array_equal(pooled.view(f"i{fused.itemsize}"), want_pooled.view(f"i{fused.itemsize}"))
+    np.testing.assert_array_equal(arg, want_arg)
 
 
 @pytest.mark.parametrize("isa", ISAS)

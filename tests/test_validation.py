@@ -332,3 +332,11 @@ def test_zero_dimensional_integer_arrays_are_ints(backend):
             np.testing.assert_array_equal(a, b)
         with pytest.raises(TypeError, match=r"^conv2d: expected stride to be an int"):
             F.conv2d(x, W, stride=np.array(2.0))
+
+
+def test_an_empty_weight_dimension_is_named_without_a_batch():
+    # W has no batch axis: the message names every dimension of it
+    with pytest.raises(ValueError, match=r"linear: expected every dimension of W to be >= 1, got shape \(4, 0\)"):
+        F.linear(np.ones((2, 4), np.float32), np.ones((4, 0), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d: expected every dimension of W to be >= 1"):
+        F.conv2d(np.ones((2, 1, 4, 4), np.float32), np.ones((0, 1, 3, 3), np.float32))

@@ -109,7 +109,7 @@ enum { POOL_AS_IS = 0, POOL_BIASED = 1, POOL_RELU = 2, POOL_BIASED_RELU = 3 };
                 __m512 v2 = _mm512_permutex2var_ps(b0, even, b1), v3 = _mm512_permutex2var_ps(b0, odd, b1);  \
                 __m512i off;                                                                                 \
                 __m512 best = window_max_avx512(v0, v1, v2, v3, one, offW, offW1, &off);                     \
-                if (PRE & POOL_RELU) {                                                               \
+                if (PRE & POOL_RELU) {                                                                       \
                     const __mmask16 keep = _mm512_cmp_ps_mask(best, zero, _CMP_NLE_UQ);                      \
                     best = _mm512_mask_mov_ps(_mm512_max_ps(zero, v0), keep, best);                          \
                     off = _mm512_maskz_mov_epi32(keep, off);                                                 \
@@ -393,7 +393,7 @@ FNN_TARGET_AVX2 static inline __m256i lanes_below_avx2(int64_t n)
                     _mm256_castps_pd(_mm256_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0))); \
                 __m256 off;                                                                                  \
                 __m256 best = window_max_avx2(v0, v1, v2, v3, one, offW, offW1, &off);                       \
-                if (PRE & POOL_RELU) {                                                               \
+                if (PRE & POOL_RELU) {                                                                       \
                     const __m256 keep = _mm256_cmp_ps(best, zero, _CMP_NLE_UQ);                              \
                     best = _mm256_blendv_ps(_mm256_max_ps(zero, v0), best, keep);                            \
                     off = _mm256_and_ps(off, keep);                                                          \

@@ -264,7 +264,7 @@ def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
         if c.shape != (m, n):
             raise ValueError(f"gemm: expected c of shape {(m, n)}, got {c.shape}")
         if not c.flags.writeable:
-            raise ValueError("gemm: c is read-only, but it is written in place")
+            raise TypeError("gemm: c is read-only, but it is written in place")
         if m > 0 and n > 0 and (c.strides[1] != c.itemsize or c.strides[0] < n * c.itemsize
                                 or c.strides[0] % c.itemsize):
             raise ValueError("gemm: c must have contiguous rows (it is written in place)")

@@ -135,7 +135,7 @@ def numerical_gradient(f, x, h=1e-4):
         raise TypeError(f"numerical_gradient: expected x to be an ndarray (changed in place), got "
                         f"{type(x).__name__}")
     if not x.flags.writeable:
-        raise ValueError("numerical_gradient: x is read-only, but it is changed in place")
+        raise TypeError("numerical_gradient: x is read-only, but it is changed in place")
     grad = np.zeros_like(x)
     for idx in np.ndindex(x.shape):
         saved = x[idx]

@@ -163,7 +163,8 @@ class Optimizer:
             raise TypeError(f"{name}.update: expected parameter {key!r} to be a float ndarray "
                             f"(updated in place), got {V.describe(param)}")
         if not param.flags.writeable:
-            raise ValueError(f"{name}.update: parameter {key!r} is read-only")
+            # the type fastnn.ops raises for a read-only array it updates in place
+            raise TypeError(f"{name}.update: parameter {key!r} is read-only, but it is updated in place")
         grad = np.asarray(grad)
         if grad.shape != param.shape:
             raise ValueError(f"{name}.update: gradient {key!r} has shape {grad.shape}, "

@@ -107,6 +107,10 @@ def test_numerical_gradient_any_shape_through_an_alias(rng):
     np.testing.assert_allclose(grad, A * np.cos(W), rtol=1e-7, atol=1e-9)
     with pytest.raises(TypeError, match="numerical_gradient"):
         F.numerical_gradient(lambda v: v, [1.0])
+    frozen = np.ones(2)
+    frozen.flags.writeable = False
+    with pytest.raises(TypeError, match="numerical_gradient: x is read-only"):
+        F.numerical_gradient(lambda v: float(np.sum(v)), frozen)
 
 
 # ---------------------------------------------------------------- im2col / col2im

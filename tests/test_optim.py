@@ -255,6 +255,20 @@ def test_bad_arguments():
         optim.SGD().update(np.zeros(2), np.zeros(2))
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_read_only_parameter_is_a_type_error_and_nothing_changes(backend, name):
+    # the type fastnn.ops raises for a read-only array it updates in place
+    frozen = np.ones(3)
+    frozen.flags.writeable = False
+    params = {"a": np.ones(2), "b": frozen}
+    opt = getattr(optim, name)(lr=0.1, **HYPER[name])
+    with pytest.raises(TypeError, match=f"{name}.update: parameter 'b' is read-only"):
+        opt.update(params, {"a": np.ones(2), "b": np.ones(3)})
+    np.testing.assert_array_equal(params["a"], 1.0)
+    np.testing.assert_array_equal(frozen, 1.0)
+    assert opt.iterations == 0
+
+
 def test_a_bad_entry_changes_nothing(backend):
     params = {"a": np.ones(2), "b": np.ones(3)}
     opt = optim.Adam(lr=0.1)

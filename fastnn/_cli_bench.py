@@ -54,6 +54,9 @@ def _thread_counts(text):
 
 
 def _workloads(text):
+    if not text.strip(",").strip():  # an empty shell variable, say: leaving --only out selects all
+        raise argparse.ArgumentTypeError(f"--only: expected a comma-separated list of workloads, got {text!r}; "
+                                         f"choose from: {', '.join(B.selection_tokens())}")
     try:
         return B.select_workloads(text)
     except ValueError as exc:

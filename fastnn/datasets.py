@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastnn import _validate as V
+
 __all__ = [
     "load_digits", "load_mnist", "load_fashion_mnist", "read_idx", "data_home",
     "logic_gate", "noisy_parabola", "spirals", "blobs", "tabular_binary",
@@ -102,6 +104,9 @@ def load_digits(normalize=True, flatten=True, one_hot_label=False):
     images (20% of each class held out). Pixels are counts 0..16; ``normalize``
     divides by 16 to give float32 in [0, 1]. Images are (N, 64) or (N, 1, 8, 8).
     """
+    normalize = V.as_flag("load_digits", "normalize", normalize)
+    flatten = V.as_flag("load_digits", "flatten", flatten)
+    one_hot_label = V.as_flag("load_digits", "one_hot_label", one_hot_label)
     with np.load(_DATA_DIR / "digits.npz") as f:
         x_train, t_train, x_test, t_test = f["x_train"], f["t_train"], f["x_test"], f["t_test"]
 
@@ -244,6 +249,9 @@ def _find(directory, gz_name):
 
 def _load_28x28(kind, files, path, normalize, flatten, one_hot_label):
     func = "load_mnist" if kind == "mnist" else "load_fashion_mnist"
+    normalize = V.as_flag(func, "normalize", normalize)
+    flatten = V.as_flag(func, "flatten", flatten)
+    one_hot_label = V.as_flag(func, "one_hot_label", one_hot_label)
     if path is None:
         directory = data_home() / kind
         for key, (name, sha256) in files.items():
@@ -324,10 +332,29 @@ def _check_count(func, name, value, minimum=1):
     return int(value)
 
 
+def _check_scale(func, name, value):
+    """A noise level, spread or standard deviation: a finite real number >= 0."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{func}: {name} must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{func}: {name} must be finite and >= 0, got {value!r}")
+    return float(value)
+
+
+def _generator(func, seed):
+    """NumPy's generator for ``seed`` (an int >= 0, or None for fresh entropy)."""
+    if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"{func}: seed must be an int >= 0 or None, got {seed!r}")
+    if seed is not None and seed < 0:
+        raise ValueError(f"{func}: seed must be an int >= 0 or None, got {seed!r}")
+    return np.random.default_rng(seed)
+
+
 def noisy_parabola(n_samples=100, noise=0.1, seed=0):
     """Regression data y = x^2 - 0.5 + noise, x uniform in [-1, 1]: x, y both (n, 1) float32."""
     n = _check_count("noisy_parabola", "n_samples", n_samples)
-    rng = np.random.default_rng(seed)
+    noise = _check_scale("noisy_parabola", "noise", noise)
+    rng = _generator("noisy_parabola", seed)
     x = rng.uniform(-1.0, 1.0, size=(n, 1))
     y = x ** 2 - 0.5 + noise * rng.standard_normal((n, 1))
     return x.astype(np.float32), y.astype(np.float32)
@@ -337,7 +364,8 @@ def spirals(n_per_class=100, n_classes=3, noise=0.2, seed=0):
     """Interleaved spiral arms, one per class: x (N, 2) float32, t (N,) int64, N = n_per_class * n_classes."""
     n = _check_count("spirals", "n_per_class", n_per_class)
     k = _check_count("spirals", "n_classes", n_classes, 2)
-    rng = np.random.default_rng(seed)
+    noise = _check_scale("spirals", "noise", noise)
+    rng = _generator("spirals", seed)
     rate = np.arange(n) / n
     xs, ts = [], []
     for j in range(k):
@@ -352,7 +380,11 @@ def blobs(n_samples=300, n_classes=3, n_features=2, std=1.0, spread=5.0, seed=0)
     n = _check_count("blobs", "n_samples", n_samples)
     k = _check_count("blobs", "n_classes", n_classes)
     f = _check_count("blobs", "n_features", n_features)
-    rng = np.random.default_rng(seed)
+    std = _check_scale("blobs", "std", std)
+    spread = _check_scale("blobs", "spread", spread)
+    if spread > np.finfo(np.float64).max / 2:  # uniform(-spread, spread) needs the width as a float
+        raise ValueError(f"blobs: spread must be at most {np.finfo(np.float64).max / 2:.3g}, got {spread!r}")
+    rng = _generator("blobs", seed)
     centres = rng.uniform(-spread, spread, size=(k, f))
     t = np.arange(n) % k
     x = centres[t] + std * rng.standard_normal((n, f))
@@ -372,7 +404,7 @@ def tabular_binary(n_samples=1000, n_features=8, test_fraction=0.25, seed=0):
     f = _check_count("tabular_binary", "n_features", n_features, 4)
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"tabular_binary: test_fraction must be in (0, 1), got {test_fraction!r}")
-    rng = np.random.default_rng(seed)
+    rng = _generator("tabular_binary", seed)
     x = rng.standard_normal((n, f)) * rng.uniform(0.5, 3.0, size=f) + rng.uniform(-2, 2, size=f)
     z = (x - x.mean(0)) / x.std(0)
     score = z[:, 0] * z[:, 1] + np.sin(2 * z[:, 2]) + 0.5 * z[:, 3] ** 2 - 0.5 + 0.1 * rng.standard_normal(n)

@@ -20,6 +20,7 @@ import numbers
 
 import numpy as np
 
+from fastnn import _validate as V
 from fastnn import ops
 from fastnn.functions import (col2im, cross_entropy_error, identity_function, im2col, mean_squared_error, relu,
                               relu_grad, sigmoid, sigmoid_grad, softmax, softmax_loss, step_function,
@@ -69,17 +70,20 @@ def _fresh_float(value):
 
 def _dout_like(dout, ref):
     """A number as dout (the book's element-wise layers broadcast it: Sigmoid().backward(1.0))
-    as an array of the layer's output shape and dtype; arrays pass as they are."""
+    as an array of the layer's output shape and dtype; arrays pass as they are, integer ones as float64."""
     if isinstance(dout, numbers.Real) and not isinstance(dout, (bool, np.bool_)) or (
             isinstance(dout, np.ndarray) and dout.ndim == 0 and dout.dtype.kind in "fiu"):
         return np.full(np.shape(ref), dout, dtype=ref.dtype)
-    return dout
+    return _as_input(dout)  # integer gradients become float64, as integer inputs do in forward
 
 
-def _scaled(grad, dout):
-    # Loss layers take the book's `dout=1`; anything else scales the gradient (chain rule).
-    if isinstance(dout, (int, float)) and dout == 1:
+def _scaled(layer, grad, dout):
+    # Loss layers take the book's `dout=1`; any other number scales the gradient (chain rule).
+    if type(dout) in (int, float) and dout == 1:
         return grad
+    if isinstance(dout, (bool, np.bool_, str, bytes)) or np.ndim(dout) != 0 or np.asarray(dout).dtype.kind not in "fiu":
+        raise TypeError(f"{type(layer).__name__}.backward: expected dout to be a real number (the gradient of "
+                        f"the scalar loss), got {V.describe(dout)}")
     return grad * dout
 
 
@@ -242,7 +246,12 @@ class Flatten:
 
     def backward(self, dout):
         _require_forward(self, self.original_x_shape)
-        return np.asarray(dout).reshape(self.original_x_shape)
+        dout = np.asarray(dout)
+        flat = self.original_x_shape[:1] + (math.prod(self.original_x_shape[1:]),)
+        if dout.shape not in (flat, self.original_x_shape):
+            raise ValueError(f"Flatten.backward: expected dout of shape {flat} (the forward's output), "
+                             f"got {dout.shape}")
+        return dout.reshape(self.original_x_shape)
 
 
 # ---------------------------------------------------------------- losses
@@ -289,6 +298,7 @@ class SoftmaxWithLoss:
         self._y = value
 
     def forward(self, x, t):
+        self._dx = self._x = self._y = self.loss = None  # a forward that raises leaves nothing to backward
         x = _as_input(x)
         self.t = t
         self._x_shape = x.shape
@@ -302,7 +312,7 @@ class SoftmaxWithLoss:
 
     def backward(self, dout=1):
         _require_forward(self, self._dx)
-        return _scaled(self._dx.reshape(self._x_shape), dout)
+        return _scaled(self, self._dx.reshape(self._x_shape), dout)
 
 
 class IdentityWithLoss:
@@ -315,6 +325,7 @@ class IdentityWithLoss:
         self._dx = None
 
     def forward(self, x, t):
+        self._dx = self.y = self.loss = None  # a forward that raises leaves nothing to backward
         x = _as_input(x)
         t = _as_input(t)
         if t.shape != x.shape and t.size == x.size:
@@ -325,7 +336,7 @@ class IdentityWithLoss:
 
     def backward(self, dout=1):
         _require_forward(self, self._dx)
-        return _scaled(self._dx, dout)
+        return _scaled(self, self._dx, dout)
 
 
 class SigmoidWithLoss:
@@ -354,6 +365,7 @@ class SigmoidWithLoss:
         self._y = value
 
     def forward(self, x, t):
+        self._dx = self._x = self._y = self.loss = None  # a forward that raises leaves nothing to backward
         x = _as_input(x)
         t = np.asarray(t)
         if t.shape != x.shape and t.size == x.size:
@@ -366,7 +378,7 @@ class SigmoidWithLoss:
 
     def backward(self, dout=1):
         _require_forward(self, self._dx)
-        return _scaled(self._dx, dout)
+        return _scaled(self, self._dx, dout)
 
 
 # ---------------------------------------------------------------- regularisation
@@ -380,18 +392,29 @@ class Dropout:
     """
 
     def __init__(self, dropout_ratio=0.5):
+        if isinstance(dropout_ratio, (bool, np.bool_)) or not isinstance(dropout_ratio, numbers.Real):
+            raise TypeError(f"Dropout: expected dropout_ratio to be a number in [0, 1), "
+                            f"got {type(dropout_ratio).__name__}")
+        if not 0 <= dropout_ratio < 1:
+            raise ValueError(f"Dropout: expected dropout_ratio in [0, 1), got {dropout_ratio}")
         self.dropout_ratio = dropout_ratio
         self.mask = None
 
     def forward(self, x, train_flg=True):
-        x = np.asarray(x)
-        if train_flg:
+        x = _as_input(x)
+        if x.dtype.kind != "f":
+            raise TypeError(f"Dropout.forward: expected a real-valued array, got dtype {x.dtype}")
+        if V.as_flag("Dropout.forward", "train_flg", train_flg):
             self.mask = np.random.rand(*x.shape) > self.dropout_ratio
             return x * self.mask
         return x * (1.0 - self.dropout_ratio)
 
     def backward(self, dout):
         _require_forward(self, self.mask)
+        dout = np.asarray(dout)
+        if dout.shape != self.mask.shape:
+            raise ValueError(f"Dropout.backward: expected dout of shape {self.mask.shape} "
+                             f"(the last training forward's output), got {dout.shape}")
         return dout * self.mask
 
 
@@ -404,7 +427,8 @@ class BatchNormalization:
     and ``running_var`` start as zeros (float64) on the first forward when not
     given, and are replaced (not updated in place) by
     ``momentum * running + (1 - momentum) * batch_statistic``. The epsilon is
-    the book's 10e-7.
+    the book's 10e-7. ``backward`` differentiates the last forward: after a
+    ``train_flg=False`` forward, with the running statistics held fixed.
     """
 
     def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
@@ -421,6 +445,7 @@ class BatchNormalization:
         self._cache = None
 
     def forward(self, x, train_flg=True):
+        train_flg = V.as_flag("BatchNormalization.forward", "train_flg", train_flg)
         x = _as_input(x)
         if x.ndim == 0:
             raise ValueError("BatchNormalization.forward: expected an input of shape (N, ...), got a scalar")
@@ -434,16 +459,21 @@ class BatchNormalization:
         # so hand it copies and leave any array a caller holds untouched.
         running_mean, running_var = _fresh_float(self.running_mean), _fresh_float(self.running_var)
         out, cache = ops.batch_norm_forward(x2, self.gamma, self.beta, running_mean, running_var,
-                                            momentum=self.momentum, eps=self.eps, train=bool(train_flg))
+                                            momentum=self.momentum, eps=self.eps, train=train_flg)
         if train_flg:
             self.running_mean, self.running_var = running_mean, running_var
             self.batch_size = x2.shape[0]
-            self._cache = cache
+        # backward differentiates the last forward, in the mode it ran (with the running
+        # statistics after a test-mode forward, as PyTorch's eval mode does), never a mix
+        self._cache = cache
         return out.reshape(self.input_shape)
 
     def backward(self, dout):
         _require_forward(self, self._cache)
         dout = np.asarray(dout)
+        if dout.shape != self.input_shape:
+            raise ValueError(f"BatchNormalization.backward: expected dout of shape {self.input_shape} "
+                             f"(the last forward's output), got {dout.shape}")
         dx, self.dgamma, self.dbeta = ops.batch_norm_backward(_flat(dout), self._cache)
         return dx.reshape(self.input_shape)
 

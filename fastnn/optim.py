@@ -22,6 +22,7 @@ Every optimizer also takes:
   before each update ``optimizer.lr`` is set to ``schedule(step, base_lr)``, so it
   always shows the rate in use. Without a schedule ``lr`` is a plain attribute.
 """
+import inspect
 import math
 import numbers
 from collections.abc import Mapping, MutableMapping
@@ -80,7 +81,10 @@ class ExponentialDecay:
         exponent = step / self.decay_steps
         if self.staircase:
             exponent = math.floor(exponent)
-        return base_lr * self.decay_rate ** exponent
+        try:
+            return base_lr * self.decay_rate ** exponent
+        except OverflowError:  # a rate above 1 grows past the largest float: the rate is infinite
+            return math.inf if base_lr > 0 else 0.0
 
     def get_config(self):
         return {"name": "ExponentialDecay", "decay_rate": self.decay_rate, "decay_steps": self.decay_steps,
@@ -125,7 +129,20 @@ class Optimizer:
                             f"got {type(schedule).__name__}")
         self.schedule = schedule
         self.iterations = 0
-        self.lr = self.base_lr if schedule is None else float(schedule(0, self.base_lr))
+        self.lr = self.base_lr if schedule is None else self._scheduled_lr(0)
+
+    def _scheduled_lr(self, step):
+        """The schedule's rate for ``step``, checked as the constructor checks ``lr``."""
+        name = type(self).__name__
+        lr = self.schedule(step, self.base_lr)
+        if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real):
+            raise TypeError(f"{name}: expected the schedule to return a learning rate (a real number) "
+                            f"at step {step}, got {type(lr).__name__}")
+        lr = float(lr)
+        if not math.isfinite(lr) or lr < 0:
+            raise ValueError(f"{name}: expected the schedule's learning rate at step {step} to be finite "
+                             f"and >= 0, got {lr}")
+        return lr
 
     # -- the public loop ---------------------------------------------------------------------
     def update(self, params, grads):
@@ -147,7 +164,7 @@ class Optimizer:
                 scalar = None
             pairs.append((key, param, self._checked_grad(key, param, grads[key]), scalar))
         if self.schedule is not None:
-            self.lr = float(self.schedule(self.iterations, self.base_lr))
+            self.lr = self._scheduled_lr(self.iterations)  # checked before any parameter changes
         self._begin_step()
         for key, param, grad, scalar in pairs:
             self._kernel(key, param, grad)
@@ -162,6 +179,10 @@ class Optimizer:
         if not isinstance(param, np.ndarray) or param.dtype.kind != "f":
             raise TypeError(f"{name}.update: expected parameter {key!r} to be a float ndarray "
                             f"(updated in place), got {V.describe(param)}")
+        if param.dtype not in V.FLOAT_DTYPES:
+            # as the kernels (fastnn.ops.*_update) require, checked before any parameter changes
+            raise TypeError(f"{name}.update: expected parameter {key!r} to be a float32 or float64 array, "
+                            f"got dtype {param.dtype}")
         if not param.flags.writeable:
             # the type fastnn.ops raises for a read-only array it updates in place
             raise TypeError(f"{name}.update: parameter {key!r} is read-only, but it is updated in place")
@@ -171,9 +192,11 @@ class Optimizer:
                              f"expected the parameter's shape {param.shape}")
         if param.ndim == 0 and grad.dtype.kind in "iu":
             grad = grad.astype(param.dtype)  # the book's numbers: params['y'] -= lr * 4
-        if grad.dtype.kind != "f":
-            # checked here, before any parameter changes (the kernels would refuse it midway)
-            raise TypeError(f"{name}.update: gradient {key!r} must be a float array, got dtype {grad.dtype}")
+        if grad.dtype.kind != "f" or grad.dtype.newbyteorder("=") not in V.FLOAT_DTYPES:
+            # checked here, before any parameter changes (the kernels would refuse it midway);
+            # a byte-swapped float32/float64 gradient is converted by fastnn.ops
+            raise TypeError(f"{name}.update: gradient {key!r} must be a float32 or float64 array, "
+                            f"got dtype {grad.dtype}")
         # fastnn.ops runs the fused kernel on C-contiguous arrays of one dtype and
         # the NumPy reference on anything else (views, a float64 gradient of a
         # float32 parameter), in place either way.
@@ -384,6 +407,12 @@ def get(identifier, **kwargs):
         config.update(kwargs)
         return get(name, **config)
     if isinstance(identifier, str) and identifier.lower() in _OPTIMIZERS:
-        return _OPTIMIZERS[identifier.lower()](**kwargs)
+        cls = _OPTIMIZERS[identifier.lower()]
+        known = inspect.signature(cls).parameters
+        unknown = sorted(k for k in kwargs if k not in known)
+        if unknown:
+            raise ValueError(f"optim.get: unknown argument(s) {unknown} for {cls.__name__}, "
+                             f"expected some of {list(known)}")
+        return cls(**kwargs)
     raise ValueError(f"optim.get: expected one of {sorted(_OPTIMIZERS)}, an optimizer or its config, "
                      f"got {identifier!r}")

@@ -357,6 +357,83 @@ def test_batchnorm_train_eval_backward(backend, dtype, shape, rng):
     close(y_eval, expected.reshape(shape), dtype, scale=5)
 
 
+def test_batchnorm_backward_differentiates_the_last_forward_in_its_mode(backend, rng):
+    # train, then a test-mode forward: backward is that forward's gradient, with the
+    # running statistics held fixed (dx = dout * gamma / sqrt(running_var + eps)), not a
+    # mix of the test-mode input and the training pass's cache
+    d = 7
+    gamma, beta = 1 + 0.1 * rng.standard_normal(d), 0.1 * rng.standard_normal(d)
+    layer = L.BatchNormalization(gamma, beta)
+    layer.forward(rng.standard_normal((5, d)))
+    x_eval = rng.standard_normal((2, d))
+    layer.forward(x_eval, train_flg=False)
+    dout = rng.standard_normal((2, d))
+    dx = layer.backward(dout)
+    std = np.sqrt(layer.running_var + 10e-7)
+    np.testing.assert_allclose(dx, dout * gamma / std, rtol=1e-12)
+    np.testing.assert_allclose(layer.dgamma, np.sum(dout * (x_eval - layer.running_mean) / std, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(layer.dbeta, dout.sum(axis=0), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"BatchNormalization.backward: expected dout of shape \(2, 7\)"):
+        layer.backward(np.ones((5, d)))  # the training batch's shape: not the last forward's
+    # a 4-D training pass, then a test-mode pass on the same data flattened
+    layer = L.BatchNormalization(np.ones(12), np.zeros(12))
+    x = rng.standard_normal((4, 3, 2, 2))
+    y = layer.forward(x)
+    layer.forward(x.reshape(4, 12), train_flg=False)
+    with pytest.raises(ValueError, match="expected dout of shape"):
+        layer.backward(np.ones_like(y))
+    with pytest.raises(TypeError, match="BatchNormalization.forward: expected train_flg to be True or False"):
+        layer.forward(x, train_flg=np.array([1, 0]))
+
+
+def test_dropout_checks_its_ratio_input_and_dout(backend, rng):
+    for bad in (1.5, -0.5, 1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"Dropout: expected dropout_ratio in \[0, 1\)"):
+            L.Dropout(bad)
+    with pytest.raises(TypeError, match="Dropout: expected dropout_ratio to be a number"):
+        L.Dropout("0.5")
+    layer = L.Dropout(0.5)
+    with pytest.raises(TypeError, match="Dropout.forward: expected a real-valued array, got dtype object"):
+        layer.forward(np.array([[1.0, 2.0]], dtype=object), train_flg=False)
+    x = rng.standard_normal((2, 3))
+    layer.forward(x)
+    with pytest.raises(ValueError, match=r"Dropout.backward: expected dout of shape \(2, 3\)"):
+        layer.backward(np.ones((2, 1)))  # broadcastable, but not the output's shape
+    np.testing.assert_array_equal(layer.backward(np.ones((2, 3))), layer.mask)
+    y = L.Dropout(0.25).forward(np.array([[4, 8]]), train_flg=False)  # integers, as Relu takes them
+    assert y.dtype == np.float64 and np.array_equal(y, [[3.0, 6.0]])
+
+
+@pytest.mark.parametrize("cls", [L.SoftmaxWithLoss, L.IdentityWithLoss, L.SigmoidWithLoss])
+def test_loss_layers_check_dout_and_forget_a_forward_that_raised(backend, cls, rng):
+    x = rng.standard_normal((5, 3))
+    t = np.eye(3)[[0, 1, 2, 0, 1]] if cls is not L.SigmoidWithLoss else (x > 0).astype(float)
+    layer = cls()
+    layer.forward(x, t)
+    grad = layer.backward()
+    np.testing.assert_allclose(layer.backward(2.0), 2 * grad, rtol=1e-15)
+    np.testing.assert_allclose(layer.backward(np.float32(0.5)), 0.5 * grad, rtol=1e-7)
+    for bad in (np.ones(5), None, "a", True):
+        with pytest.raises(TypeError, match=f"{cls.__name__}.backward: expected dout to be a real number"):
+            layer.backward(bad)
+    with pytest.raises((ValueError, TypeError)):
+        layer.forward(x[:2], np.ones((3, 4)))  # targets that fit no reading of x
+    with pytest.raises(RuntimeError, match=f"{cls.__name__}.backward: call forward"):
+        layer.backward()
+
+
+def test_flatten_backward_checks_the_shape_and_relu_takes_integer_dout(backend):
+    layer = L.Flatten()
+    layer.forward(np.ones((2, 3, 4)))
+    with pytest.raises(ValueError, match=r"Flatten.backward: expected dout of shape \(2, 12\)"):
+        layer.backward(np.ones((2, 5)))
+    assert layer.backward(np.arange(24.0).reshape(2, 12)).shape == (2, 3, 4)
+    assert layer.backward(np.ones((2, 3, 4))).shape == (2, 3, 4)  # already unflattened
+    relu = L.Relu()
+    relu.forward(np.array([1, -2]))  # integer x is taken as float64, so integer dout is too
+    np.testing.assert_array_equal(relu.backward(np.array([3, 3])), [3.0, 0.0])
+
+
 def test_batchnorm_running_stats_are_rebound_not_mutated(backend, rng):
     mean0, var0 = np.ones(3), np.full(3, 2.0)
     layer = L.BatchNormalization(np.ones(3), np.zeros(3), running_mean=mean0, running_var=var0)

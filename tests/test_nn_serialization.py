@@ -409,3 +409,13 @@ def test_save_replaces_an_existing_file_and_keeps_its_mode(trained, tmp_path):
         bad.compile("sgd", losses.MeanSquaredError(), metrics=[Custom(name="c")])
         bad.save(tmp_path / "c.npz")
     assert not (tmp_path / "c.npz").exists()
+
+
+def test_bad_paths_are_named(trained, tmp_path):
+    model, _, _ = trained
+    missing = tmp_path / "no_such_dir" / "m.npz"
+    with pytest.raises(FileNotFoundError, match=r"save: cannot write .*no_such_dir.*m\.npz.*no such directory"):
+        model.save(missing)
+    assert not (tmp_path / "no_such_dir").exists()
+    with pytest.raises(TypeError, match="load_model: expected a path .* got int"):
+        load_model(3)

@@ -311,12 +311,35 @@ def test_evaluate_and_predict_batching_do_not_change_results(rng):
     (lambda m, x, t: m.fit(x.astype(str), t, verbose=0), "numeric"),
     (lambda m, x, t: m.fit(x, t.astype(np.float64) + 0.5, verbose=0), "integer"),
     (lambda m, x, t: m.evaluate(x[:0], t[:0]), "no samples"),
+    (lambda m, x, t: m.train_on_batch(x[:0], t[:0]), "train_on_batch: no samples"),
+    (lambda m, x, t: m.fit(x, t, seed="a", verbose=0), "fit: seed must be an int, got 'a'"),
+    (lambda m, x, t: m.fit(x, t, seed=-1, verbose=0), "fit: seed must be >= 0"),
+    (lambda m, x, t: m.fit(x, t, callbacks=5, verbose=0), "fit: expected callbacks to be a Callback or a list"),
+    (lambda m, x, t: m.fit(x, t, callbacks=[print], verbose=0), r"a list of them, got \['builtin_function"),
+    (lambda m, x, t: m.compile({"name": "adam", "foo": 1}, "mse"), r"unknown argument\(s\) \['foo'\] for Adam"),
 ])
 def test_fit_rejects_bad_input(rng, call, message):
     model = Sequential([Dense(3, activation="softmax", input_dim=4)])
     model.compile("sgd", "sparse_categorical_crossentropy")
     with pytest.raises((ValueError, TypeError), match=message):
         call(model, rng.standard_normal((10, 4)), rng.integers(0, 3, 10))
+
+
+def test_an_empty_batch_takes_no_step(rng):
+    model = Sequential([Dense(3, activation="softmax", input_dim=4)], seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match="train_on_batch: no samples"):
+        model.train_on_batch(np.zeros((0, 4)), np.zeros(0, dtype=int))
+    for w, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(w, b)
+
+
+def test_dense_on_a_1d_input_says_how_to_shape_it():
+    with pytest.raises(ValueError, match=r"got a 1-D input \(scalar samples\); reshape it to \(N, 1\)"):
+        Dense(2)(np.ones(3))
+    with pytest.raises(ValueError, match="add a Flatten layer"):
+        Dense(2)(np.ones((2, 3, 4)))
 
 
 def test_fit_before_compile_is_an_error(rng):

@@ -132,7 +132,7 @@ def test_python_numbers_as_parameters_are_rebound_as_in_the_book(backend, name):
     numbers = {"x": 3.0, "y": 1.0}
     optim.SGD(lr=0.5).update(numbers, {"x": 1, "y": 2})            # integer gradients of numbers, as the book's
     assert numbers == {"x": 2.5, "y": 0.0}
-    with pytest.raises(TypeError, match="gradient 'y' must be a float array"):
+    with pytest.raises(TypeError, match="gradient 'y' must be a float32 or float64 array"):
         optim.SGD(lr=0.5).update(numbers, {"x": 1.0, "y": np.array("a")})
     assert numbers == {"x": 2.5, "y": 0.0}                         # nothing changed: all or nothing
 
@@ -253,6 +253,65 @@ def test_bad_arguments():
         optim.SGD().update({"W": np.zeros(2, dtype=int)}, {"W": np.zeros(2)})
     with pytest.raises(TypeError, match="dict"):
         optim.SGD().update(np.zeros(2), np.zeros(2))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("case", ["float16 parameter", "longdouble parameter", "float16 gradient",
+                                  "big-endian parameter"])
+def test_a_dtype_the_kernels_refuse_is_caught_before_any_parameter_changes(backend, name, case):
+    params = {"a": np.ones(2), "b": np.ones(3)}
+    grads = {"a": np.ones(2), "b": np.ones(3)}
+    if case == "float16 parameter":
+        params["b"] = params["b"].astype(np.float16)
+    elif case == "longdouble parameter":
+        params["b"] = params["b"].astype(np.longdouble)
+    elif case == "big-endian parameter":
+        params["b"] = params["b"].astype(">f8")
+    else:
+        grads["b"] = grads["b"].astype(np.float16)
+    opt = getattr(optim, name)(lr=0.1, **HYPER[name])
+    with pytest.raises(TypeError, match=f"{name}.update: .*'b'.* float32 or float64"):
+        opt.update(params, grads)
+    np.testing.assert_array_equal(params["a"], 1.0)
+    assert opt.iterations == 0 and not getattr(opt, "iter", 0)
+    for store in ("v", "h", "m"):
+        assert not getattr(opt, store, None)
+
+
+@pytest.mark.parametrize("returned", [float("nan"), float("inf"), -0.5, "x", None])
+def test_a_schedules_rate_is_checked_before_any_parameter_changes(backend, returned):
+    calls = []
+
+    def schedule(step, base_lr):  # a good rate for the constructor's call, then a bad one
+        calls.append(step)
+        return base_lr if len(calls) == 1 else returned
+
+    opt = optim.SGD(lr=0.1, schedule=schedule)
+    p = {"W": np.ones(3)}
+    error = TypeError if isinstance(returned, (str, type(None))) else ValueError
+    with pytest.raises(error, match="SGD: expected the schedule"):
+        opt.update(p, {"W": np.ones(3)})
+    np.testing.assert_array_equal(p["W"], 1.0)
+    assert opt.iterations == 0 and calls == [0, 0]
+    with pytest.raises(error, match="at step 0"):
+        optim.SGD(lr=0.1, schedule=lambda step, base_lr: returned)
+
+
+def test_exponential_decay_past_the_largest_float_is_an_infinite_rate():
+    assert optim.ExponentialDecay(10.0)(10**6, 0.1) == float("inf")
+    assert optim.ExponentialDecay(10.0)(10**6, 0.0) == 0.0
+    assert optim.ExponentialDecay(0.5)(10**6, 0.1) == 0.0
+    opt = optim.SGD(lr=0.1, schedule=optim.ExponentialDecay(10.0, decay_steps=1e-300))
+    with pytest.raises(ValueError, match="SGD: expected the schedule's learning rate at step 1 to be finite"):
+        opt.update({"W": np.ones(2)}, {"W": np.ones(2)})
+        opt.update({"W": np.ones(2)}, {"W": np.ones(2)})
+
+
+def test_get_names_an_unknown_argument():
+    with pytest.raises(ValueError, match=r"optim.get: unknown argument\(s\) \['foo'\] for Adam"):
+        optim.get({"name": "adam", "foo": 1})
+    with pytest.raises(ValueError, match="unknown argument"):
+        optim.get("sgd", momentum=0.9)
 
 
 @pytest.mark.parametrize("name", NAMES)

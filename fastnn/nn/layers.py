@@ -272,6 +272,9 @@ class Dense(_ActivationMixin, Layer):
         self._cache = None
 
     def compute_output_shape(self, input_shape):
+        if len(input_shape) == 0:
+            raise ValueError(f"{self._what()}: expected a batch of 1-D samples (N, features), got a 1-D "
+                             f"input (scalar samples); reshape it to (N, 1), or to (1, features) for one sample")
         if len(input_shape) != 1:
             raise ValueError(f"{self._what()}: expected 1-D samples (N, features), got per-sample shape "
                              f"{tuple(input_shape)}; add a Flatten layer before it")

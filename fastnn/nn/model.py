@@ -270,6 +270,8 @@ class Sequential:
         x = self._prepare_x(x, "train_on_batch")
         t = self.loss.prepare_target(y, self.output_shape, self.dtype, "train_on_batch")
         _check_lengths("train_on_batch", x, t)
+        if len(x) == 0:  # as fit and evaluate refuse it: an empty batch has no loss to step on
+            raise ValueError("train_on_batch: no samples")
         return self._train_step(x, t, None)
 
     def _train_step(self, x, t, sigint):
@@ -350,6 +352,7 @@ class Sequential:
         if len(x) == 0:
             raise ValueError("fit: no training samples")
         if seed is not None:
+            seed = _int_arg("fit", "seed", seed, 0)
             rng = np.random.default_rng(seed)
             for layer in self.layers:
                 if layer.rng is not None:
@@ -359,6 +362,10 @@ class Sequential:
 
         if isinstance(callbacks, _callbacks.Callback):
             callbacks = [callbacks]
+        if callbacks is not None and (not isinstance(callbacks, (list, tuple)) or
+                                      not all(isinstance(cb, _callbacks.Callback) for cb in callbacks)):
+            raise TypeError(f"fit: expected callbacks to be a Callback or a list of them, got "
+                            f"{type(callbacks).__name__ if not isinstance(callbacks, (list, tuple)) else [type(cb).__name__ for cb in callbacks]}")
         history = _callbacks.History()
         # History goes last, so it records what the other callbacks add to the logs (lr, weight_change).
         cbs = _callbacks.CallbackList(list(callbacks or []) + [history], self)

@@ -85,6 +85,8 @@ def save_model(model, path, include_optimizer=True):
 def _create_beside(path, directory):
     """A new temporary file next to ``path``, created with mode 0o666 so that the umask
     applies to it as to any new file (tempfile.mkstemp would make it 0o600)."""
+    if not os.path.isdir(directory):  # named here: the OS error would name the temporary file
+        raise FileNotFoundError(f"save: cannot write {path!r}: no such directory {directory!r}")
     for _ in range(100):
         tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
         try:
@@ -135,6 +137,8 @@ def load_model(path, compile=True, max_bytes=DEFAULT_MAX_BYTES):
     settings when the file has them. ``max_bytes``: refuse files whose weights would take
     more memory than this. Raises ValueError for anything but a valid fastnn model file
     (OSError such as FileNotFoundError when the file cannot be opened)."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"load_model: expected a path (str or os.PathLike), got {type(path).__name__}")
     path = os.fspath(path)
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
         raise TypeError(f"load_model: max_bytes must be an int >= 0, got {max_bytes!r}")

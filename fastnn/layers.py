@@ -81,7 +81,8 @@ def _scaled(layer, grad, dout):
     # Loss layers take the book's `dout=1`; any other number scales the gradient (chain rule).
     if type(dout) in (int, float) and dout == 1:
         return grad
-    if isinstance(dout, (bool, np.bool_, str, bytes)) or np.ndim(dout) != 0 or np.asarray(dout).dtype.kind not in "fiu":
+    if (isinstance(dout, (bool, np.bool_, str, bytes)) or np.ndim(dout) != 0
+            or np.asarray(dout).dtype.kind not in "fiu"):
         raise TypeError(f"{type(layer).__name__}.backward: expected dout to be a real number (the gradient of "
                         f"the scalar loss), got {V.describe(dout)}")
     return grad * dout

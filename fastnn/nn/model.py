@@ -362,10 +362,11 @@ class Sequential:
 
         if isinstance(callbacks, _callbacks.Callback):
             callbacks = [callbacks]
-        if callbacks is not None and (not isinstance(callbacks, (list, tuple)) or
-                                      not all(isinstance(cb, _callbacks.Callback) for cb in callbacks)):
-            raise TypeError(f"fit: expected callbacks to be a Callback or a list of them, got "
-                            f"{type(callbacks).__name__ if not isinstance(callbacks, (list, tuple)) else [type(cb).__name__ for cb in callbacks]}")
+        if callbacks is not None:
+            given = ([type(cb).__name__ for cb in callbacks] if isinstance(callbacks, (list, tuple))
+                     else type(callbacks).__name__)
+            if not isinstance(given, list) or not all(isinstance(cb, _callbacks.Callback) for cb in callbacks):
+                raise TypeError(f"fit: expected callbacks to be a Callback or a list of them, got {given}")
         history = _callbacks.History()
         # History goes last, so it records what the other callbacks add to the logs (lr, weight_change).
         cbs = _callbacks.CallbackList(list(callbacks or []) + [history], self)

@@ -624,7 +624,10 @@ class Dropout(Layer):
 class BatchNorm(Layer):
     """Batch normalization: per feature on (N, D) input, per channel on NCHW input.
     Training uses the batch statistics and updates the moving averages
-    ``moving = momentum * moving + (1 - momentum) * batch``; inference uses the moving ones."""
+    ``moving = momentum * moving + (1 - momentum) * batch``; inference uses the moving ones.
+    The batch variance, for normalising and for the moving average alike, is the biased one
+    (divided by N, or N*H*W per channel), as in Keras and the book; PyTorch's moving average
+    takes the unbiased one, and its ``momentum`` is this one's ``1 - momentum``."""
 
     def __init__(self, momentum=0.9, epsilon=1e-5, name=None, input_shape=None):
         super().__init__(name=name, input_shape=input_shape)

@@ -1627,8 +1627,15 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
 #ifdef FASTNN_HAVE_OPENMP
     if (nth > n)
         nth = (int)n;
-    /* per-thread dW partial sums: thread 0 accumulates into dw itself */
+    /* dW partial sums over nth slices of the batch, whatever team the runtime
+     * gives: a thread takes slices t, t + team, ... (more than one only with a
+     * smaller team, under OMP_DYNAMIC, OMP_THREAD_LIMIT or a nested region), so
+     * the fixed-order sum gives the bits of nth threads. Slice 0 accumulates
+     * into dw itself, a thread's first other slice into its scratch, later ones
+     * into these allocations. */
     T *partials[256];
+    T *extra[256];
+    memset(extra, 0, sizeof(extra));
     if (nth > 256)
         nth = 256;
 #pragma omp parallel num_threads(nth) reduction(| : err)
@@ -1636,12 +1643,16 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
         int t = omp_get_thread_num(), tn = omp_get_num_threads();
         fnn_ctx one = ctx;
         one.nthreads = 1;
-        T *mine = t == 0 || !need_w ? dw : (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, (size_t)(f * ck) * sizeof(T));
-        partials[t] = mine;
-        if (!mine) {
-            err = 1;
-        } else {
-            int64_t i0 = n * t / tn, i1 = n * (t + 1) / tn;
+        for (int q = t; q < nth; q += tn) {
+            T *mine = q == 0 || !need_w ? dw
+                      : q == t      ? (T *)fnn_scratch(FNN_SCRATCH_CONV_DW, (size_t)(f * ck) * sizeof(T))
+                                    : (extra[q] = (T *)malloc((size_t)(f * ck) * sizeof(T) + 1));
+            partials[q] = mine;
+            if (!mine) {
+                err = 1;
+                continue;
+            }
+            int64_t i0 = n * q / nth, i1 = n * (q + 1) / nth;
             if (i0 == i1 && need_w)
                 memset(mine, 0, (size_t)(f * ck) * sizeof(T));
             for (int64_t i = i0; i < i1 && !err; i++) {
@@ -1654,18 +1665,20 @@ int FN(fnn_conv2d_backward)(fnn_ctx ctx, const T *dy, const T *x, int64_t n, int
 #pragma omp barrier
         /* fixed-order sum of the partials, split over elements */
         int ok = 1;
-        for (int q = 0; q < tn; q++)
+        for (int q = 0; q < nth; q++)
             ok &= partials[q] != NULL;
         if (ok && need_w) {
             const int64_t total = f * ck;
             const int64_t e0 = total * t / tn, e1 = total * (t + 1) / tn;
-            for (int q = 1; q < tn; q++) {
+            for (int q = 1; q < nth; q++) {
                 const T *pq = partials[q];
                 for (int64_t e = e0; e < e1; e++)
                     dw[e] += pq[e];
             }
         }
     }
+    for (int q = 0; q < nth; q++)
+        free(extra[q]);
 #endif
     return err ? -1 : 0;
 }

@@ -1338,6 +1338,14 @@ int FN(fnn_winograd_backward)(fnn_ctx ctx, int tile, const T *dy, const T *x, co
     T *partials[256];
     T *seams[256];
     int64_t firsts[256];
+    /* The rows are cut into nth slices whatever team the runtime gives (fewer
+     * threads under OMP_DYNAMIC, OMP_THREAD_LIMIT or a nested region): a thread
+     * takes slices t, t + team, ..., each summed into a partial of its own, so
+     * the fixed-order sum below gives the bits of nth threads. A thread's first
+     * slice uses its scratch slots; later ones (only with a smaller team) take
+     * these allocations, freed after the region. */
+    T *extra[256];
+    memset(extra, 0, sizeof(extra));
     int err = 0, dx_finite = 1;
     const int64_t v_chans = dx ? dpr.f_alloc : c, shared = g.a - g.m;
     const int64_t rows_elems = FN(wino_rows_elems)(&g) > FN(wino_adjoint_elems)(&g) ? FN(wino_rows_elems)(&g)
@@ -1355,18 +1363,14 @@ int FN(fnn_winograd_backward)(fnn_ctx ctx, int tile, const T *dy, const T *x, co
         T *v = (T *)fnn_scratch(FNN_SCRATCH_WINO_V, (size_t)(v_chans * wino_chan(&g)) * sizeof(T));
         T *z = (T *)fnn_scratch(FNN_SCRATCH_WINO_M, (size_t)(f * wino_chan(&g)) * sizeof(T));
         T *rows = (T *)fnn_scratch(FNN_SCRATCH_WINO_ROWS, (size_t)rows_elems * sizeof(T));
-        /* thread 0 sums straight into du */
+        /* slice 0 sums straight into du */
         T *mine = t == 0 ? du : (T *)fnn_scratch(FNN_SCRATCH_WINO_DU, (size_t)du_elems * sizeof(T));
         /* (no GEMM driver runs here: its slot holds the packed panels, and a zero row of ldb lanes) */
         T *panels = (T *)fnn_scratch(FNN_SCRATCH_PACK_A, (size_t)((pr.ld + 1) * g.ldb) * sizeof(T));
         const T **arow = (const T **)fnn_scratch(FNN_SCRATCH_CONV_ROWS, (size_t)pr.a_alloc * sizeof(T *));
         const T **brow = dx ? (const T **)fnn_scratch(FNN_SCRATCH_CONV_PLANE, (size_t)f * sizeof(T *)) : NULL;
-        T *seam = dx ? (T *)fnn_scratch(FNN_SCRATCH_CONV_DCOL, (size_t)(c * shared * g.w) * sizeof(T)) : NULL;
-        partials[t] = mine;
-        seams[t] = seam;
-        int64_t lo, hi;
-        wino_thread_rows(&g, t, tn, &lo, &hi);
-        firsts[t] = lo < hi ? lo : -1;
+        const int64_t seam_elems = dx ? c * shared * g.w : 0;
+        T *seam = dx ? (T *)fnn_scratch(FNN_SCRATCH_CONV_DCOL, (size_t)seam_elems * sizeof(T)) : NULL;
         if (!v || !z || !rows || !mine || !panels || !arow || (dx && (!brow || !seam)))
             err = 1;
         /* U^T, a panel of MR channels each */
@@ -1377,8 +1381,23 @@ int FN(fnn_winograd_backward)(fnn_ctx ctx, int tile, const T *dy, const T *x, co
             for (int64_t cp = 0; cp < dpr.f_alloc; cp += dpr.mr)
                 FN(wino_filter_pack)(isa, wt_t, cp, c, f, g.m, dpr.mr, dpr.f_alloc, upt);
         }
-        if (!err) {
+        if (!err)
             memset(panels + pr.ld * g.ldb, 0, (size_t)g.ldb * sizeof(T)); /* the zero row */
+        for (int q = t; q < nth; q += tn) {
+            if (q != t) {
+                extra[q] = (T *)malloc((size_t)(du_elems + seam_elems) * sizeof(T) + 1);
+                mine = extra[q];
+                seam = dx && mine ? mine + du_elems : NULL;
+                if (!mine)
+                    err = 1;
+            }
+            partials[q] = mine;
+            seams[q] = seam;
+            int64_t lo, hi;
+            wino_thread_rows(&g, q, nth, &lo, &hi);
+            firsts[q] = lo < hi ? lo : -1;
+            if (err)
+                continue;
             if (lo == hi)
                 memset(mine, 0, (size_t)du_elems * sizeof(T));
             for (int64_t r0 = lo; r0 < hi; r0 += g.block_rows) {
@@ -1410,27 +1429,30 @@ int FN(fnn_winograd_backward)(fnn_ctx ctx, int tile, const T *dy, const T *x, co
 #endif
         /* fixed-order sum of the partials, split over elements */
         int ok = 1;
-        for (int q = 0; q < tn; q++)
+        for (int q = 0; q < nth; q++)
             ok &= partials[q] != NULL && (!dx || seams[q] != NULL);
         if (ok) {
             const int64_t e0 = du_elems * t / tn, e1 = du_elems * (t + 1) / tn;
-            for (int q = 1; q < tn; q++) {
+            for (int q = 1; q < nth; q++) {
                 const T *pq = partials[q];
                 for (int64_t e = e0; e < e1; e++)
                     du[e] += pq[e];
             }
         }
-        /* the shared rows of this thread's first tile row, now that the tile row
-         * above (the thread before's) is in dx: the same sum as on one thread */
-        if (ok && dx && firsts[t] >= 0 && firsts[t] % g.th > 0) {
-            const int64_t ni = firsts[t] / g.th, row0 = g.m * (firsts[t] % g.th) - g.ph;
+        /* the shared rows of each of this thread's slices' first tile row, now that
+         * the tile row above (the slice before's) is in dx: the same sum as on one
+         * thread */
+        for (int q = t; ok && dx && q < nth; q += tn) {
+            if (firsts[q] < 0 || firsts[q] % g.th == 0)
+                continue;
+            const int64_t ni = firsts[q] / g.th, row0 = g.m * (firsts[q] % g.th) - g.ph;
             for (int64_t ci = 0; ci < c; ci++)
                 for (int64_t i = 0; i < shared; i++) {
                     const int64_t row = row0 + i;
                     if (row < 0 || row >= g.h)
                         continue;
                     T *dst = dx + ((ni * c + ci) * g.h + row) * g.w;
-                    const T *add = seam + (ci * shared + i) * g.w;
+                    const T *add = seams[q] + (ci * shared + i) * g.w;
                     for (int64_t col = 0; col < g.w; col++)
                         dst[col] += add[col];
                 }
@@ -1448,6 +1470,8 @@ int FN(fnn_winograd_backward)(fnn_ctx ctx, int tile, const T *dy, const T *x, co
                 FN(wino_filter_grad)(du, ps, pr.ld, fi, c, g.m, transposed, dw);
         }
     }
+    for (int q = 0; q < nth; q++)
+        free(extra[q]);
     free(wt_t);
     if (err)
         return -1;

@@ -285,3 +285,62 @@ def test_a_forked_child_runs_the_kernels_on_one_thread():
         assert lines["child"] == "1 1 True 1 True"
     else:   # runtimes that survive a fork keep the threads asked for
         assert lines["child"] == "2 4 True 0 False"
+
+
+TEAM_CHILD = r"""
+import sys, numpy as np, fastnn
+from fastnn import ops
+fastnn.set_num_threads(3)
+fastnn.set_conv_algorithm(sys.argv[2])
+rng = np.random.default_rng(7)
+out = {}
+for dtype in (np.float32, np.float64):
+    x = rng.standard_normal((8, 16, 16, 16)).astype(dtype)
+    W = (rng.standard_normal((32, 16, 3, 3)) * 0.2).astype(dtype)
+    dy = rng.standard_normal((8, 32, 16, 16)).astype(dtype)
+    tag = np.dtype(dtype).name
+    for name, grads in (("dx", ops.conv2d_backward(dy, x, W, 1, 1)),
+                        ("no_dx", ops.conv2d_backward(dy, x, W, 1, 1, need_dx=False))):
+        for k, g in zip(("dx", "dW", "db"), grads):
+            if g is not None:
+                out[f"{tag}_{name}_{k}"] = g
+    xn = x.copy()
+    xn[0, 0, 0, 0] = np.nan  # a non-finite input: the GEMM path, its images split over the threads
+    for k, g in zip(("dx", "dW", "db"), ops.conv2d_backward(dy, xn, W, 1, 1)):
+        out[f"{tag}_nan_{k}"] = g
+    y, am = ops.conv2d_max_pool2d(x, W, None, 1, 1, activation="relu")
+    for k, g in zip(("dx", "dW", "db"), ops.conv2d_max_pool2d_backward(
+            rng.standard_normal(y.shape).astype(dtype), am, y, x, W, 1, 1, activation="relu")):
+        out[f"{tag}_pool_{k}"] = g
+np.savez(sys.argv[1], **out)
+"""
+
+
+@requires_native
+@pytest.mark.parametrize("algorithm", ["auto", "winograd", "gemm"])
+def test_a_smaller_team_than_asked_gives_the_bits_of_the_threads_asked(tmp_path, algorithm):
+    """OpenMP may run fewer threads than set_num_threads asks (OMP_THREAD_LIMIT, OMP_DYNAMIC
+    on a loaded machine, a call from inside another parallel region). The reductions over
+    the threads' partial sums are cut for the threads asked, so the bits do not change."""
+    import os
+    import subprocess
+    import sys
+
+    def run(limit):
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_THREAD_LIMIT", "OMP_DYNAMIC")}
+        if limit:
+            env["OMP_THREAD_LIMIT"] = str(limit)
+        path = tmp_path / f"team{limit}.npz"
+        out = subprocess.run([sys.executable, "-c", TEAM_CHILD, str(path), algorithm], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+
+    full = run(0)
+    assert len(full) == 2 * (3 + 2 + 3 + 3)
+    for limit in (1, 2):
+        team = run(limit)
+        for key, value in full.items():
+            bits = value.view(np.uint32 if value.dtype == np.float32 else np.uint64)
+            assert np.array_equal(team[key].view(bits.dtype), bits), (limit, key)

@@ -54,7 +54,7 @@ def _thread_counts(text):
 
 
 def _workloads(text):
-    if not text.strip(",").strip():  # an empty shell variable, say: leaving --only out selects all
+    if not any(token.strip() for token in text.split(",")):  # an empty shell variable, say: leaving --only out selects all
         raise argparse.ArgumentTypeError(f"--only: expected a comma-separated list of workloads, got {text!r}; "
                                          f"choose from: {', '.join(B.selection_tokens())}")
     try:

@@ -334,20 +334,15 @@ def _check_count(func, name, value, minimum=1):
 
 def _check_scale(func, name, value):
     """A noise level, spread or standard deviation: a finite real number >= 0."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{func}: {name} must be a real number, got {type(value).__name__}")
+    value = V.as_real(func, name, value)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{func}: {name} must be finite and >= 0, got {value!r}")
-    return float(value)
+    return value
 
 
 def _generator(func, seed):
     """NumPy's generator for ``seed`` (an int >= 0, or None for fresh entropy)."""
-    if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"{func}: seed must be an int >= 0 or None, got {seed!r}")
-    if seed is not None and seed < 0:
-        raise ValueError(f"{func}: seed must be an int >= 0 or None, got {seed!r}")
-    return np.random.default_rng(seed)
+    return np.random.default_rng(None if seed is None else V.as_int(func, "seed", seed, 0))
 
 
 def noisy_parabola(n_samples=100, noise=0.1, seed=0):

@@ -133,16 +133,8 @@ class Optimizer:
 
     def _scheduled_lr(self, step):
         """The schedule's rate for ``step``, checked as the constructor checks ``lr``."""
-        name = type(self).__name__
-        lr = self.schedule(step, self.base_lr)
-        if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real):
-            raise TypeError(f"{name}: expected the schedule to return a learning rate (a real number) "
-                            f"at step {step}, got {type(lr).__name__}")
-        lr = float(lr)
-        if not math.isfinite(lr) or lr < 0:
-            raise ValueError(f"{name}: expected the schedule's learning rate at step {step} to be finite "
-                             f"and >= 0, got {lr}")
-        return lr
+        return _check_number(type(self).__name__, f"learning rate from the schedule at step {step}",
+                             self.schedule(step, self.base_lr), minimum=0.0)
 
     # -- the public loop ---------------------------------------------------------------------
     def update(self, params, grads):

@@ -143,6 +143,7 @@ def test_idle_threads_settle_only_with_several_threads(monkeypatch):
     (["--only", "conv,nope"], "unknown workload(s) 'nope'"),
     (["--only", ""], "--only: expected a comma-separated list of workloads, got ''; choose from: A, B, C"),
     (["--only", ","], "--only: expected a comma-separated list of workloads, got ','"),
+    (["--only", " , "], "--only: expected a comma-separated list of workloads, got ' , '"),
     (["--impl", "cuda"], "--impl: unknown implementation(s) 'cuda'; choose from: native, numpy, torch"),
     (["--peak-gflops", "-5"], "--peak-gflops expects a number > 0"),
     (["--peak-gflops", "nan"], "--peak-gflops expects a number > 0"),

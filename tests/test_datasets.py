@@ -317,16 +317,16 @@ def test_logic_gate_unknown():
 
 
 @pytest.mark.parametrize("call, error, message", [
-    (lambda: datasets.noisy_parabola(10, noise="a"), TypeError, "noisy_parabola: noise must be a real number"),
+    (lambda: datasets.noisy_parabola(10, noise="a"), TypeError, "noisy_parabola: expected noise to be a real number"),
     (lambda: datasets.noisy_parabola(10, noise=float("nan")), ValueError, "noise must be finite and >= 0"),
     (lambda: datasets.noisy_parabola(10, noise=-0.1), ValueError, "noise must be finite and >= 0"),
-    (lambda: datasets.noisy_parabola(10, seed="a"), TypeError, "noisy_parabola: seed must be an int >= 0 or None"),
-    (lambda: datasets.noisy_parabola(10, seed=-1), ValueError, "seed must be an int >= 0 or None"),
+    (lambda: datasets.noisy_parabola(10, seed="a"), TypeError, "noisy_parabola: expected seed to be an int"),
+    (lambda: datasets.noisy_parabola(10, seed=-1), ValueError, "noisy_parabola: expected seed >= 0, got -1"),
     (lambda: datasets.spirals(10, noise=float("inf")), ValueError, "spirals: noise must be finite"),
     (lambda: datasets.blobs(10, std=float("nan")), ValueError, "blobs: std must be finite"),
     (lambda: datasets.blobs(10, spread=float("inf")), ValueError, "blobs: spread must be finite"),
     (lambda: datasets.blobs(10, spread=1e308), ValueError, "blobs: spread must be at most"),
-    (lambda: datasets.tabular_binary(10, seed=1.5), TypeError, "tabular_binary: seed must be an int"),
+    (lambda: datasets.tabular_binary(10, seed=1.5), TypeError, "tabular_binary: expected seed to be an int"),
     (lambda: datasets.load_digits(normalize="no"), TypeError, "load_digits: expected normalize to be True or False"),
     (lambda: datasets.load_digits(flatten=None), TypeError, "load_digits: expected flatten to be True or False"),
     (lambda: datasets.load_mnist(normalize="yes"), TypeError, "load_mnist: expected normalize to be True or False"),

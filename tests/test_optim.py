@@ -289,11 +289,11 @@ def test_a_schedules_rate_is_checked_before_any_parameter_changes(backend, retur
     opt = optim.SGD(lr=0.1, schedule=schedule)
     p = {"W": np.ones(3)}
     error = TypeError if isinstance(returned, (str, type(None))) else ValueError
-    with pytest.raises(error, match="SGD: expected the schedule"):
+    with pytest.raises(error, match="SGD: expected (a finite )?learning rate from the schedule"):
         opt.update(p, {"W": np.ones(3)})
     np.testing.assert_array_equal(p["W"], 1.0)
     assert opt.iterations == 0 and calls == [0, 0]
-    with pytest.raises(error, match="at step 0"):
+    with pytest.raises(error, match="from the schedule at step 0"):
         optim.SGD(lr=0.1, schedule=lambda step, base_lr: returned)
 
 
@@ -302,7 +302,7 @@ def test_exponential_decay_past_the_largest_float_is_an_infinite_rate():
     assert optim.ExponentialDecay(10.0)(10**6, 0.0) == 0.0
     assert optim.ExponentialDecay(0.5)(10**6, 0.1) == 0.0
     opt = optim.SGD(lr=0.1, schedule=optim.ExponentialDecay(10.0, decay_steps=1e-300))
-    with pytest.raises(ValueError, match="SGD: expected the schedule's learning rate at step 1 to be finite"):
+    with pytest.raises(ValueError, match="SGD: expected a finite learning rate from the schedule at step 1, got inf"):
         opt.update({"W": np.ones(2)}, {"W": np.ones(2)})
         opt.update({"W": np.ones(2)}, {"W": np.ones(2)})
 

@@ -393,10 +393,7 @@ class Dropout:
     """
 
     def __init__(self, dropout_ratio=0.5):
-        if isinstance(dropout_ratio, (bool, np.bool_)) or not isinstance(dropout_ratio, numbers.Real):
-            raise TypeError(f"Dropout: expected dropout_ratio to be a number in [0, 1), "
-                            f"got {type(dropout_ratio).__name__}")
-        if not 0 <= dropout_ratio < 1:
+        if not 0 <= V.as_real("Dropout", "dropout_ratio", dropout_ratio) < 1:
             raise ValueError(f"Dropout: expected dropout_ratio in [0, 1), got {dropout_ratio}")
         self.dropout_ratio = dropout_ratio
         self.mask = None

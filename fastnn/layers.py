@@ -600,6 +600,7 @@ class MulLayer:
         return x * y
 
     def backward(self, dout):
+        _require_forward(self, self.x)
         return dout * self.y, dout * self.x
 
 

@@ -226,9 +226,7 @@ class Optimizer:
 
     # -- description ---------------------------------------------------------------------------
     def get_config(self):
-        config = {"name": type(self).__name__, "lr": self.base_lr, "weight_decay": self.weight_decay,
-                  "l1": self.l1, "max_norm": self.max_norm}
-        config.update(self._extra_config())
+        config = self._settings()
         if self.schedule is not None:
             if not hasattr(self.schedule, "get_config"):
                 raise ValueError(f"{type(self).__name__}.get_config: the schedule {self.schedule!r} "
@@ -236,11 +234,21 @@ class Optimizer:
             config["schedule"] = self.schedule.get_config()
         return config
 
+    def _settings(self):
+        config = {"name": type(self).__name__, "lr": self.base_lr, "weight_decay": self.weight_decay,
+                  "l1": self.l1, "max_norm": self.max_norm}
+        config.update(self._extra_config())
+        return config
+
     def _extra_config(self):
         return {}
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        settings = self._settings()
+        if self.schedule is not None:
+            settings["schedule"] = (self.schedule.get_config() if hasattr(self.schedule, "get_config")
+                                    else self.schedule)
+        args = ", ".join(f"{k}={v!r}" for k, v in settings.items() if k != "name")
         return f"{type(self).__name__}({args})"
 
 

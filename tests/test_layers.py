@@ -746,3 +746,8 @@ def test_a_number_as_dout_is_broadcast_as_the_book_does(backend, cls, derivative
             assert dx.dtype == dtype and dx.shape == x.shape
             np.testing.assert_allclose(dx, float(dout) * derivative(x), rtol=2e-6 if dtype == np.float32 else 1e-12,
                                        atol=1e-7 if dtype == np.float32 else 0)
+
+
+def test_mul_layer_backward_before_forward_is_a_runtime_error():
+    with pytest.raises(RuntimeError, match=r"MulLayer\.backward: call forward\(\) first"):
+        L.MulLayer().backward(1.0)

@@ -430,6 +430,16 @@ def test_dense_with_a_negative_alpha_runs_unfused(activation, rng):
     assert max(errors.values()) < 1e-6, errors
 
 
+@pytest.mark.parametrize("make", [lambda **k: Dense(2, **k), lambda **k: Conv2D(2, 3, **k),
+                                  lambda **k: Activation(k.pop("activation"), **k)])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", None])
+def test_alpha_with_an_activation_that_has_no_slope_is_refused(make, activation):
+    with pytest.raises(ValueError, match=r"alpha is for the activations leaky_relu and elu, got alpha=0\.2 "
+                                         rf"with activation {activation!r}"):
+        make(activation=activation, alpha=0.2)
+    assert make(activation="leaky_relu", alpha=0.2).alpha == 0.2
+
+
 def test_a_frozen_layer_is_not_trained(rng, tmp_path):
     x = rng.standard_normal((40, 4)).astype(np.float32)
     t = rng.integers(0, 3, 40)

@@ -419,3 +419,51 @@ def test_bad_paths_are_named(trained, tmp_path):
     assert not (tmp_path / "no_such_dir").exists()
     with pytest.raises(TypeError, match="load_model: expected a path .* got int"):
         load_model(3)
+
+
+class _MySGD(optim.SGD):
+    pass
+
+
+class _MeanAbsoluteError(losses.Loss):
+    name = "mean_absolute_error"
+
+    def prepare_target(self, t, output_shape, dtype, what="fit"):
+        return np.asarray(t, dtype)
+
+    def __call__(self, y, t):
+        d = y - t
+        return float(np.abs(d).mean()), np.sign(d) / d.size
+
+
+@pytest.mark.parametrize("optimizer, loss, named", [
+    (_MySGD(lr=0.1), "mse", "the optimizer _MySGD"),
+    ("sgd", _MeanAbsoluteError(), "the loss _MeanAbsoluteError"),
+    (optim.Adam(schedule=lambda step, lr: lr), "mse", "the optimizer Adam.*schedule"),
+])
+def test_compile_settings_load_model_cannot_rebuild_are_refused_at_save(tmp_path, optimizer, loss, named):
+    model = Sequential([Dense(1, input_dim=3)], seed=0)
+    model.compile(optimizer, loss)
+    with pytest.raises(ValueError, match=f"save: {named}.*include_optimizer=False"):
+        model.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+    model.save(tmp_path / "m.npz", include_optimizer=False)
+    assert not load_model(tmp_path / "m.npz").compiled
+
+
+def test_a_model_with_a_custom_initializer_saves_its_weights_and_refuses_to_redraw(tmp_path, rng):
+    def small_normal(shape, dtype, rng):
+        return 0.1 * rng.standard_normal(shape)
+    model = Sequential([Dense(4, input_dim=3, kernel_initializer=small_normal, activation="tanh"),
+                        Dense(2, bias_initializer=lambda shape, dtype, rng: np.full(shape, 0.5))], seed=2)
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    model.save(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    config = loaded.get_config()
+    assert config["layers"][0]["config"]["kernel_initializer"] == {
+        "class_name": "Unsaved", "config": {"description": "function "
+                                            "test_a_model_with_a_custom_initializer_saves_its_weights_and_"
+                                            "refuses_to_redraw.<locals>.small_normal"}}
+    with pytest.raises(ValueError, match="initializer: .*custom function .*small_normal.*does not keep"):
+        Sequential.from_config(config)

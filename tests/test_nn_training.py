@@ -9,8 +9,8 @@ import pytest
 
 import fastnn
 from fastnn import optim
-from fastnn.nn import (Activation, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential, losses,
-                       metrics)
+from fastnn.nn import (Activation, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential, callbacks,
+                       losses, metrics)
 from fastnn.nn.progress import Progbar
 from conftest import requires_native
 
@@ -152,7 +152,7 @@ def test_conv_pool_fusion_changes_no_number(backend, conv):
                            seed=7)
         model.fuse_conv_pool = fuse
         model.compile(optimizer=optim.SGD(lr=0.1), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        losses_seen = [model.train_on_batch(x[i:i + 16], t[i:i + 16])["loss"] for i in range(0, 64, 16)]
+        losses_seen = [model.train_on_batch(x[i:i + 16], t[i:i + 16]) for i in range(0, 64, 16)]
         runs.append((losses_seen, model.get_weights(), model.predict(x[:8], verbose=0)))
         assert model._fused_last == ({0, 2} if fuse and conv["activation"] != "elu" and conv["kernel_size"] != 2
                                      else ({2} if fuse else set()))
@@ -383,7 +383,7 @@ def test_train_on_batch_matches_a_manual_step(rng):
     model = Sequential([Dense(2, activation="softmax", input_dim=3)], dtype="float64", seed=0)
     model.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy")
     W0, b0 = (w.copy() for w in model.get_weights())
-    logs = model.train_on_batch(x, t)
+    logs = model.train_on_batch(x, t, return_dict=True)
     z = x @ W0 + b0
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
@@ -410,3 +410,74 @@ def test_native_and_numpy_backends_train_the_same_model():
     for a, b in zip(results["native"][1], results["numpy"][1]):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(results["native"][2], results["numpy"][2], rtol=1e-8, atol=1e-12)
+
+
+class _MeanAbsoluteError(losses.Loss):
+    """A loss of the user's, written to the base class's signature."""
+    name = "mean_absolute_error"
+
+    def prepare_target(self, t, output_shape, dtype, what="fit"):
+        return np.asarray(t, dtype)
+
+    def __call__(self, y, t):
+        d = y - t
+        return float(np.abs(d).mean()), np.sign(d) / d.size
+
+
+def test_a_loss_of_the_users_trains_and_evaluates(rng):
+    x = rng.standard_normal((12, 3))
+    t = x @ np.array([[1.0], [-2.0], [0.5]])
+    model = Sequential([Dense(1, input_dim=3)], dtype="float64", seed=0)
+    model.compile(optim.SGD(lr=0.1), _MeanAbsoluteError())
+    W0, b0 = (w.copy() for w in model.get_weights())
+    loss = model.train_on_batch(x, t)
+    y = x @ W0 + b0
+    assert loss == pytest.approx(np.abs(y - t).mean(), rel=1e-12)
+    d = np.sign(y - t) / y.size
+    np.testing.assert_allclose(model.get_weights()[0], W0 - 0.1 * x.T @ d, rtol=1e-12)
+    history = model.fit(x, t, epochs=2, batch_size=5, verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert model.evaluate(x, t) == pytest.approx(np.abs(model.predict(x) - t).mean(), rel=1e-12)
+
+
+def test_train_on_batch_returns_what_evaluate_returns(rng):
+    x = rng.standard_normal((8, 3))
+    t = rng.integers(0, 2, 8)
+    model = Sequential([Dense(2, activation="softmax", input_dim=3)], dtype="float64", seed=0)
+    model.compile(optim.SGD(lr=0.0), "sparse_categorical_crossentropy")
+    loss = model.train_on_batch(x, t)
+    assert isinstance(loss, float) and loss == model.evaluate(x, t)
+    model.compile(optim.SGD(lr=0.0), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    assert model.train_on_batch(x, t) == model.evaluate(x, t)
+    assert model.train_on_batch(x, t, return_dict=True) == model.evaluate(x, t, return_dict=True)
+
+
+def test_keras_defaults_batch_size_none_and_verbose_auto(rng, capsys):
+    x = rng.standard_normal((70, 3))
+    t = rng.integers(0, 2, 70)
+    model = Sequential([Dense(2, activation="softmax", input_dim=3)], dtype="float64", seed=0)
+    model.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy")
+
+    class Steps(callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.seen = dict(self.params)
+    steps = Steps()
+    model.fit(x, t, epochs=2, batch_size=None, verbose="auto", callbacks=[steps])
+    assert steps.seen == {"verbose": 1, "epochs": 2, "steps": 3}  # 70 samples in batches of 32
+    assert "Epoch 2/2" in capsys.readouterr().out
+    model.fit(x, t, epochs=1, batch_size=7, verbose=False, callbacks=[steps])
+    assert steps.seen == {"verbose": 0, "epochs": 1, "steps": 10}
+    assert capsys.readouterr().out == ""
+    np.testing.assert_array_equal(model.predict(x, batch_size=None), model.predict(x, batch_size=32))
+    assert model.evaluate(x, t, batch_size=None) == model.evaluate(x, t)
+    with pytest.raises(TypeError, match="fit: verbose must be an int"):
+        model.fit(x, t, verbose="loud")
+
+
+def test_the_loss_base_class_shows_the_signature_the_model_calls():
+    # a loss of the user's is written to the base class: the model passes `what` too
+    import inspect
+    base = inspect.signature(losses.Loss.prepare_target)
+    for cls in (losses.SparseCategoricalCrossentropy, losses.CategoricalCrossentropy, losses.BinaryCrossentropy,
+                losses.MeanSquaredError):
+        assert inspect.signature(cls.prepare_target) == base, cls

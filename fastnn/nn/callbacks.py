@@ -19,11 +19,18 @@ __all__ = ["Callback", "History", "EarlyStopping", "StopAtThreshold", "TargetAcc
 
 
 class Callback:
+    """``self.model`` is the model being fitted; ``self.params`` holds fit's ``verbose``,
+    ``epochs`` and ``steps`` (batches per epoch), as in Keras."""
+    params = None
+
     def __init__(self):
         self.model = None
 
     def set_model(self, model):
         self.model = model
+
+    def set_params(self, params):
+        self.params = params
 
     def on_train_begin(self, logs=None):
         pass
@@ -279,6 +286,10 @@ class CallbackList:
                 raise TypeError(f"fit: callbacks must be fastnn.nn.callbacks.Callback instances, got "
                                 f"{type(cb).__name__}")
             cb.set_model(model)
+
+    def set_params(self, params):
+        for cb in self.callbacks:
+            cb.set_params(dict(params))
 
     def __getattr__(self, hook):
         if not hook.startswith("on_"):

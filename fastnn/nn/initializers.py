@@ -11,12 +11,13 @@ Fans follow the usual convention: a Dense kernel ``(in, out)`` has fan_in = in a
 fan_out = out; a Conv2D kernel ``(filters, channels, kh, kw)`` has
 fan_in = channels*kh*kw and fan_out = filters*kh*kw.
 """
+import contextvars
 import math
 
 import numpy as np
 
 __all__ = ["Initializer", "Zeros", "Ones", "Constant", "RandomUniform", "RandomNormal",
-           "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "get", "serialize",
+           "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "Unsaved", "get", "serialize",
            "compute_fans"]
 
 
@@ -157,6 +158,32 @@ class HeNormal(_VarianceScaling):
     distribution = "normal"
 
 
+# set by load_model while it builds a model whose weights it then sets from the file
+_WEIGHTS_TO_FOLLOW = contextvars.ContextVar("fastnn_weights_to_follow", default=False)
+
+
+class Unsaved(Initializer):
+    """Stands in for a custom initializer (a callable or a subclass of the user's) in a
+    saved model: the file keeps the weights it drew, not its code, so this one refuses to
+    draw new ones."""
+
+    def __init__(self, description=""):
+        super().__init__()
+        if not isinstance(description, str):
+            raise TypeError(f"Unsaved: description must be a str, got {type(description).__name__}")
+        self.description = description
+
+    def _sample(self, shape, rng):
+        if _WEIGHTS_TO_FOLLOW.get():
+            return np.zeros(shape)
+        raise ValueError(f"initializer: this layer's initializer was the custom {self.description}, which a "
+                         "saved model does not keep (only the weights it drew); give the layer an initializer "
+                         "to build it with new weights")
+
+    def get_config(self):
+        return {"description": self.description}
+
+
 _BY_NAME = {
     "zeros": Zeros, "ones": Ones, "constant": Constant,
     "uniform": RandomUniform, "random_uniform": RandomUniform,
@@ -166,7 +193,7 @@ _BY_NAME = {
     "he_uniform": HeUniform, "he_normal": HeNormal,
 }
 _CLASSES = {cls.__name__: cls for cls in (Zeros, Ones, Constant, RandomUniform, RandomNormal,
-                                          GlorotUniform, GlorotNormal, HeUniform, HeNormal)}
+                                          GlorotUniform, GlorotNormal, HeUniform, HeNormal, Unsaved)}
 
 
 def get(identifier):
@@ -189,10 +216,16 @@ def get(identifier):
 
 
 def serialize(initializer):
-    if not isinstance(initializer, Initializer) or type(initializer).__name__ not in _CLASSES:
-        raise ValueError(f"initializer: {initializer!r} is a custom callable and cannot be saved; "
-                         "use a fastnn.nn.initializers class")
+    """``{"class_name": ..., "config": ...}``; a custom initializer becomes an
+    :class:`Unsaved` that names it (its code cannot be stored)."""
+    if type(initializer) is not _CLASSES.get(type(initializer).__name__):
+        initializer = Unsaved(_describe(initializer))
     return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
+
+
+def _describe(initializer):
+    name = getattr(initializer, "__qualname__", None) or type(initializer).__qualname__
+    return f"{'function' if callable(initializer) and not isinstance(initializer, Initializer) else 'class'} {name}"
 
 
 def deserialize(config):

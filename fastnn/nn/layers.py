@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 
-from fastnn import ops
+from fastnn import _validate as V, ops
 from fastnn.optim import _check_number
 from fastnn.nn import initializers
 
@@ -221,6 +221,10 @@ class _ActivationMixin:
             alpha = float(alpha)
             if not math.isfinite(alpha):
                 raise ValueError(f"{type(self).__name__}: alpha must be finite, got {alpha}")
+            if self.activation not in V.DEFAULT_ALPHA:
+                raise ValueError(f"{type(self).__name__}: alpha is for the activations "
+                                 f"{' and '.join(V.DEFAULT_ALPHA)}, got alpha={alpha} with activation "
+                                 f"{activation!r}")
         self.alpha = alpha
 
 
@@ -303,7 +307,7 @@ class Dense(_ActivationMixin, Layer):
             z = ops.linear(x, kernel, bias)
             y = activation_forward(z, act, self.alpha)
         else:
-            y = ops.linear(x, kernel, bias, activation=act, alpha=self.alpha)
+            y = ops.linear(x, kernel, bias, activation=act, alpha=None if act is None else self.alpha)
         self._cache = (x, y, act, z)
         return y
 
@@ -315,7 +319,8 @@ class Dense(_ActivationMixin, Layer):
         elif z is not None:
             dy, act = activation_backward(dy, act, z, y, self.alpha), None
         dx, dkernel, dbias = ops.linear_backward(dy, x, self.params["kernel"], activation=act,
-                                                 y=None if act is None else y, alpha=self.alpha)
+                                                 y=None if act is None else y,
+                                                 alpha=None if act is None else self.alpha)
         self.grads["kernel"] = dkernel
         if self.use_bias:
             self.grads["bias"] = dbias

@@ -24,9 +24,9 @@ class Loss:
     def __init__(self, from_logits=False):
         self.from_logits = bool(from_logits)
 
-    def prepare_target(self, t, output_shape, dtype):
+    def prepare_target(self, t, output_shape, dtype, what="fit"):
         """Validate the targets against the model's per-sample output shape; return them
-        in the form the op takes."""
+        in the form the op takes. ``what`` names the calling method for error messages."""
         raise NotImplementedError
 
     def __call__(self, logits, t):

@@ -264,15 +264,22 @@ class Sequential:
         return {f"{layer.name}/{k}": layer.grads[k] for layer in self.layers if layer.trainable
                 for k in layer.params}
 
-    def train_on_batch(self, x, y):
-        """One optimisation step on one batch; returns its logs (loss and metrics)."""
+    def train_on_batch(self, x, y, return_dict=False):
+        """One optimisation step on one batch; returns, as ``evaluate`` does, its loss (a
+        float) or ``[loss, metric, ...]``, or a dict of them with ``return_dict=True``."""
         self._require_compiled("train_on_batch")
         x = self._prepare_x(x, "train_on_batch")
         t = self.loss.prepare_target(y, self.output_shape, self.dtype, "train_on_batch")
         _check_lengths("train_on_batch", x, t)
         if len(x) == 0:  # as fit and evaluate refuse it: an empty batch has no loss to step on
             raise ValueError("train_on_batch: no samples")
-        return self._train_step(x, t, None)
+        logs = self._train_step(x, t, None)
+        return self._logs_as_returned(logs, return_dict)
+
+    def _logs_as_returned(self, logs, return_dict):
+        if return_dict:
+            return logs
+        return logs["loss"] if not self.metrics else list(logs.values())
 
     def _train_step(self, x, t, sigint):
         # The forward pass updates BatchNorm's moving statistics; if the step is abandoned
@@ -343,8 +350,8 @@ class Sequential:
         _check_lengths("fit", x, t)
         epochs = _int_arg("fit", "epochs", epochs, 0)
         initial_epoch = _int_arg("fit", "initial_epoch", initial_epoch, 0)
-        batch_size = _int_arg("fit", "batch_size", batch_size, 1)
-        verbose = _int_arg("fit", "verbose", verbose, 0)
+        batch_size = _batch_size_arg("fit", batch_size)
+        verbose = _verbose_arg("fit", verbose)
         val = self._validation_arrays(x, t, validation_data, validation_split)
         if val is not None and validation_data is None:
             split = len(x) - len(val[0])
@@ -370,6 +377,7 @@ class Sequential:
         history = _callbacks.History()
         # History goes last, so it records what the other callbacks add to the logs (lr, weight_change).
         cbs = _callbacks.CallbackList(list(callbacks or []) + [history], self)
+        cbs.set_params({"verbose": verbose, "epochs": epochs, "steps": -(-len(x) // batch_size)})
         self.history = history
         self.stop_training = False
         out = sys.stdout
@@ -498,22 +506,22 @@ class Sequential:
         x = self._prepare_x(x, "evaluate")
         t = self.loss.prepare_target(y, self.output_shape, self.dtype, "evaluate")
         _check_lengths("evaluate", x, t)
-        batch_size = _int_arg("evaluate", "batch_size", batch_size, 1)
+        batch_size = _batch_size_arg("evaluate", batch_size)
+        verbose = _verbose_arg("evaluate", verbose)
         if len(x) == 0:
             raise ValueError("evaluate: no samples")
         logs = self._evaluate_arrays(x, t, batch_size)
         self._release_caches()
         if verbose:
             print(f"evaluate:{format_logs(logs)}", file=sys.stdout)
-        if return_dict:
-            return logs
-        return logs["loss"] if not self.metrics else list(logs.values())
+        return self._logs_as_returned(logs, return_dict)
 
     def predict(self, x, batch_size=32, verbose=0):
         """The model's outputs (after the final activation: probabilities for softmax or
         sigmoid outputs), in inference mode, batch by batch."""
         x = self._prepare_x(x, "predict")
-        batch_size = _int_arg("predict", "batch_size", batch_size, 1)
+        batch_size = _batch_size_arg("predict", batch_size)
+        _verbose_arg("predict", verbose)
         outputs = [self._forward(x[lo:lo + batch_size], training=False) for lo in range(0, len(x), batch_size)]
         self._release_caches()
         if not outputs:
@@ -687,6 +695,18 @@ def _check_dtype(owner, dtype):
 def _check_lengths(what, x, t):
     if len(x) != len(t):
         raise ValueError(f"{what}: x has {len(x)} samples but y has {len(t)}")
+
+
+def _batch_size_arg(what, value):
+    """None is Keras's default, 32."""
+    return 32 if value is None else _int_arg(what, "batch_size", value, 1)
+
+
+def _verbose_arg(what, value):
+    """0, 1 or 2 (more is 2); "auto" is 1, as in Keras, and a bool is 0 or 1."""
+    if value == "auto" and isinstance(value, str):
+        return 1
+    return int(value) if isinstance(value, bool) else _int_arg(what, "verbose", value, 0)
 
 
 def _int_arg(what, name, value, minimum):

@@ -120,7 +120,31 @@ def _compile_config(model):
         else:
             raise ValueError(f"save: the metric {spec!r} is a custom class and cannot be saved; "
                              "use save(path, include_optimizer=False)")
-    return {"optimizer": model.optimizer.get_config(), "loss": model.loss.get_config(), "metrics": metrics}
+    return {"optimizer": _rebuildable_config(model.optimizer, "optimizer"),
+            "loss": _rebuildable_config(model.loss, "loss"), "metrics": metrics}
+
+
+def _rebuildable_config(obj, what):
+    """obj's config, checked by rebuilding obj from it: a subclass or a schedule of the
+    user's would otherwise be saved under a built-in's name, or make a file that
+    load_model refuses."""
+    from fastnn import optim
+    from fastnn.nn import losses
+    get = optim.get if what == "optimizer" else losses.get
+    try:
+        config = obj.get_config()
+        rebuilt = get(config)
+    except (ValueError, TypeError) as exc:
+        rebuilt, reason = None, str(exc)
+    else:
+        reason = f"it would load as {type(rebuilt).__name__}"
+        if what == "optimizer" and type(getattr(rebuilt, "schedule", None)) is not type(obj.schedule):
+            reason = f"its schedule {obj.schedule!r} is not one of fastnn.optim's"
+            rebuilt = None
+    if type(rebuilt) is not type(obj):
+        raise ValueError(f"save: the {what} {obj!r} cannot be saved ({reason}); "
+                         "use save(path, include_optimizer=False)")
+    return config
 
 
 _BUILTIN_METRICS = ("SparseCategoricalAccuracy", "CategoricalAccuracy", "BinaryAccuracy", "MeanAbsoluteError",
@@ -169,6 +193,7 @@ def load_model(path, compile=True, max_bytes=DEFAULT_MAX_BYTES):
 
 
 def _load(f, compile, max_bytes):
+    from fastnn.nn import initializers
     from fastnn.nn.model import Sequential
     size = os.fstat(f.fileno()).st_size
     if size > max_bytes + MAX_ARCHITECTURE_BYTES + _NPY_HEADER_SLACK:
@@ -207,10 +232,13 @@ def _load(f, compile, max_bytes):
                                "(the file was altered or corrupted)")
             values.append(array)
 
+    token = initializers._WEIGHTS_TO_FOLLOW.set(True)
     try:
         model = Sequential.from_config(config, dtype=dtype)
     except (TypeError, ValueError, KeyError) as exc:
         raise _Invalid(f"invalid architecture: {exc}") from None
+    finally:
+        initializers._WEIGHTS_TO_FOLLOW.reset(token)
     try:
         model.set_weights(values)
     except (TypeError, ValueError) as exc:  # the layers built differently from what the entries say

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fastnn
+import fastnn.nn
 
 # CI installs the wheel and sets FASTNN_REQUIRE_NATIVE=1: the suite must then run
 # against the compiled extension, never silently against the NumPy fallback.
@@ -27,3 +28,15 @@ def optional_module(name):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+class MeanAbsoluteErrorLoss(fastnn.nn.losses.Loss):
+    """A loss of a user's own (not one load_model can rebuild), written to the base class's signature."""
+    name = "mean_absolute_error"
+
+    def prepare_target(self, t, output_shape, dtype, what="fit"):
+        return np.asarray(t, dtype)
+
+    def __call__(self, y, t):
+        d = y - t
+        return float(np.abs(d).mean()), np.sign(d) / d.size

@@ -13,6 +13,7 @@ import pytest
 from fastnn import optim
 from fastnn.nn import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential,
                        load_model, losses, metrics, serialization)
+from conftest import MeanAbsoluteErrorLoss
 
 
 def cnn(dtype="float32"):
@@ -425,20 +426,9 @@ class _MySGD(optim.SGD):
     pass
 
 
-class _MeanAbsoluteError(losses.Loss):
-    name = "mean_absolute_error"
-
-    def prepare_target(self, t, output_shape, dtype, what="fit"):
-        return np.asarray(t, dtype)
-
-    def __call__(self, y, t):
-        d = y - t
-        return float(np.abs(d).mean()), np.sign(d) / d.size
-
-
 @pytest.mark.parametrize("optimizer, loss, named", [
     (_MySGD(lr=0.1), "mse", "the optimizer _MySGD"),
-    ("sgd", _MeanAbsoluteError(), "the loss _MeanAbsoluteError"),
+    ("sgd", MeanAbsoluteErrorLoss(), "the loss MeanAbsoluteErrorLoss"),
     (optim.Adam(schedule=lambda step, lr: lr), "mse", "the optimizer Adam.*schedule"),
 ])
 def test_compile_settings_load_model_cannot_rebuild_are_refused_at_save(tmp_path, optimizer, loss, named):

@@ -12,7 +12,7 @@ from fastnn import optim
 from fastnn.nn import (Activation, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential, callbacks,
                        losses, metrics)
 from fastnn.nn.progress import Progbar
-from conftest import requires_native
+from conftest import MeanAbsoluteErrorLoss, requires_native
 
 BACKENDS = ["numpy", pytest.param("native", marks=requires_native)]
 MNIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
@@ -412,23 +412,11 @@ def test_native_and_numpy_backends_train_the_same_model():
     np.testing.assert_allclose(results["native"][2], results["numpy"][2], rtol=1e-8, atol=1e-12)
 
 
-class _MeanAbsoluteError(losses.Loss):
-    """A loss of the user's, written to the base class's signature."""
-    name = "mean_absolute_error"
-
-    def prepare_target(self, t, output_shape, dtype, what="fit"):
-        return np.asarray(t, dtype)
-
-    def __call__(self, y, t):
-        d = y - t
-        return float(np.abs(d).mean()), np.sign(d) / d.size
-
-
 def test_a_loss_of_the_users_trains_and_evaluates(rng):
     x = rng.standard_normal((12, 3))
     t = x @ np.array([[1.0], [-2.0], [0.5]])
     model = Sequential([Dense(1, input_dim=3)], dtype="float64", seed=0)
-    model.compile(optim.SGD(lr=0.1), _MeanAbsoluteError())
+    model.compile(optim.SGD(lr=0.1), MeanAbsoluteErrorLoss())
     W0, b0 = (w.copy() for w in model.get_weights())
     loss = model.train_on_batch(x, t)
     y = x @ W0 + b0

@@ -12,7 +12,7 @@ from fastnn import ops
 __all__ = [
     "identity_function", "step_function", "sigmoid", "sigmoid_grad", "relu", "relu_grad", "softmax",
     "sum_squared_error", "mean_squared_error", "cross_entropy_error", "softmax_loss", "numerical_diff",
-    "numerical_gradient", "im2col", "col2im", "conv_output_size", "smooth_curve", "shuffle_dataset",
+    "numerical_gradient", "numerical_gradient_2d", "im2col", "col2im", "conv_output_size", "smooth_curve", "shuffle_dataset",
     "np",  # as the book's modules (no __all__ there): `from common.functions import *` brings np
 ]
 
@@ -145,6 +145,21 @@ def numerical_gradient(f, x, h=1e-4):
         f_minus = f(x)
         grad[idx] = (f_plus - f_minus) / (2 * h)
         x[idx] = saved
+    return grad
+
+
+def numerical_gradient_2d(f, X, h=1e-4):
+    """The book's per-point form (common/gradient.py, ch04's gradient plots): for 2-D ``X``,
+    row i of the result is the gradient of ``f`` at row i, ``f`` being called with that row
+    alone; for 1-D ``X``, ``numerical_gradient(f, X)``."""
+    if isinstance(X, np.ndarray) and X.ndim not in (1, 2):
+        raise ValueError(f"numerical_gradient_2d: expected X of 1 or 2 dimensions (a point or rows of points), "
+                         f"got shape {X.shape}")
+    if not isinstance(X, np.ndarray) or X.ndim == 1:
+        return numerical_gradient(f, X, h)
+    grad = np.zeros_like(X)
+    for i, point in enumerate(X):
+        grad[i] = numerical_gradient(f, point, h)
     return grad
 
 

@@ -57,6 +57,30 @@ def _as_input(x):
     return x      # anything else (complex, object, ...) is left for fastnn.ops to reject by name
 
 
+def _as_param(p, x):
+    """W or b as the ops take them: a float32/float64 array is used as it is (the very
+    object); a number, or an integer or float16 array (the book's ch07 apply_filter.py
+    passes b = 0), in the dtype the book's arithmetic with x gives."""
+    if isinstance(p, np.ndarray) and p.dtype in V.FLOAT_DTYPES:
+        return p
+    p = np.asarray(p)
+    if p.dtype.kind in "biuf" and p.dtype not in V.FLOAT_DTYPES:
+        dtype = np.result_type(p.dtype, x.dtype)
+        p = p.astype(dtype if dtype in V.FLOAT_DTYPES else np.float64)
+    return p
+
+
+def _bias(b, m, x, W):
+    """The bias as the (m,) vector the ops take: a (1, m) row as a view, a number (the book
+    adds it by broadcasting) repeated in the dtype of x and W."""
+    if b is None:
+        return None
+    if np.ndim(b) == 0 and np.asarray(b).dtype.kind in "biuf":
+        return np.full(m, b, dtype=np.result_type(x.dtype, W.dtype))
+    b = _as_param(b, x)
+    return b.reshape(-1) if b.ndim == 2 and b.shape[0] == 1 else b
+
+
 def _flat(x):
     # (N, ...) -> (N, D); spelled out so that an empty batch (N = 0) reshapes too
     # (math.prod: np.prod of a shape took 3 us, most of a batch-1 Affine.forward's overhead)
@@ -215,21 +239,16 @@ class Affine:
             raise ValueError("Affine.forward: expected an input of shape (N, ...), got a scalar")
         self.original_x_shape = x.shape
         self.x = _flat(x)
-        return ops.linear(self.x, self.W, _row_bias(self.b))
+        W = _as_param(self.W, self.x)
+        return ops.linear(self.x, W, _bias(self.b, np.shape(W)[-1], self.x, W))
 
     def backward(self, dout):
         _require_forward(self, self.x)
-        dx, self.dW, self.db = ops.linear_backward(dout, self.x, self.W)
+        # the W of now, as the book's np.dot(dout, self.W.T)
+        dx, self.dW, self.db = ops.linear_backward(dout, self.x, _as_param(self.W, self.x))
         if np.ndim(self.b) == 2:  # a (1, M) bias gets a gradient of its own shape, for the optimizers
             self.db = self.db.reshape(1, -1)
         return dx.reshape(self.original_x_shape)
-
-
-def _row_bias(b):
-    """A bias of shape (1, M), which the book's broadcasting accepts, as the (M,) view ops take."""
-    if isinstance(b, np.ndarray) and b.ndim == 2 and b.shape[0] == 1:
-        return b.reshape(-1)
-    return b
 
 
 class Flatten:
@@ -497,43 +516,71 @@ class Convolution:
         self._col = None
         self._col_x = None
         self._col_W = None
+        self._W_forward = None  # the filters of the last forward, which backward differentiates
+        self._out_shape = None
+        self._col_assigned = False
 
     # col and col_W are assignable, as in the book (a subclass's own forward may set them, or
-    # code may clear them); what was assigned is read back until the next forward.
+    # code may clear them with None); what was assigned is read back, and backward computes
+    # from it as the book's does, until the next forward.
     @property
     def col(self):
-        if self.x is None:
+        if self.x is None or self._col_assigned:
             return self._col
         if self._col is None or self._col_x is not self.x:
-            _, _, fh, fw = np.shape(self.W)
+            _, _, fh, fw = np.shape(self._filters())
             self._col = ops.im2col(self.x, fh, fw, stride=self.stride, pad=self.pad)
             self._col_x = self.x
         return self._col
 
     @col.setter
     def col(self, value):
-        self._col, self._col_x = value, self.x
+        # None clears it (to free its memory): built again when read, as before any assignment
+        self._col, self._col_x, self._col_assigned = value, self.x, value is not None
 
     @property
     def col_W(self):
         if self._col_W is not None:
             return self._col_W
-        W = np.asarray(self.W)
+        W = np.asarray(self._filters())
         return W.reshape(W.shape[0], -1).T
 
     @col_W.setter
     def col_W(self, value):
         self._col_W = value
 
+    def _filters(self):
+        # the book's col_W is taken in forward: rebinding self.W after it changes nothing
+        return self.W if self._W_forward is None else self._W_forward
+
     def forward(self, x):
         self._col_W = None
+        self._col_assigned = False
         self.x = x = _as_input(x)
-        return ops.conv2d(x, self.W, self.b, stride=self.stride, pad=self.pad)
+        self._W_forward = W = _as_param(self.W, x)
+        out = ops.conv2d(x, W, _bias(self.b, np.shape(W)[0], x, W), stride=self.stride, pad=self.pad)
+        self._out_shape = out.shape
+        return out
 
     def backward(self, dout):
         _require_forward(self, self.x)
-        dx, self.dW, self.db = ops.conv2d_backward(dout, self.x, self.W, stride=self.stride, pad=self.pad)
+        if self._col_assigned or self._col_W is not None:
+            return self._backward_from_cols(dout)
+        dx, self.dW, self.db = ops.conv2d_backward(dout, self.x, self._W_forward, stride=self.stride,
+                                                   pad=self.pad)
         return dx
+
+    def _backward_from_cols(self, dout):
+        """The book's backward, from the col and col_W that were assigned."""
+        fn, c, fh, fw = np.shape(self._W_forward)
+        dout = _as_input(dout)
+        if dout.shape != self._out_shape:
+            raise ValueError(f"Convolution.backward: expected dout of shape {self._out_shape} (the forward's "
+                             f"output), got {dout.shape}")
+        rows = dout.transpose(0, 2, 3, 1).reshape(-1, fn)
+        self.db = np.sum(rows, axis=0)
+        self.dW = np.dot(np.asarray(self.col).T, rows).T.reshape(fn, c, fh, fw)
+        return col2im(np.dot(rows, np.asarray(self.col_W).T), self.x.shape, fh, fw, self.stride, self.pad)
 
 
 class Pooling:

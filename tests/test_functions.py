@@ -182,3 +182,16 @@ def test_shuffle_dataset_uses_the_global_generator(rng):
     np.testing.assert_array_equal(xs2, x.reshape(12, -1)[ts2])
     with pytest.raises(ValueError, match="shuffle_dataset"):
         F.shuffle_dataset(x, t[:5])
+
+
+def test_numerical_gradient_2d_is_the_gradient_at_each_row():
+    # the book's ch04 plots: f of one point, its gradient at many points
+    def f(point):
+        assert point.shape == (2,)
+        return point[0] ** 2 + 3 * point[1] ** 3
+    X = np.array([[1.0, 2.0], [-3.0, 0.5], [0.25, -1.0]])
+    want = np.stack([2 * X[:, 0], 9 * X[:, 1] ** 2], axis=1)
+    np.testing.assert_allclose(F.numerical_gradient_2d(f, X), want, rtol=1e-6)
+    np.testing.assert_allclose(F.numerical_gradient_2d(f, X[1].copy()), want[1], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"numerical_gradient_2d: expected X of 1 or 2 dimensions.*\(1, 3, 2\)"):
+        F.numerical_gradient_2d(f, X[None])

@@ -751,3 +751,63 @@ def test_a_number_as_dout_is_broadcast_as_the_book_does(backend, cls, derivative
 def test_mul_layer_backward_before_forward_is_a_runtime_error():
     with pytest.raises(RuntimeError, match=r"MulLayer\.backward: call forward\(\) first"):
         L.MulLayer().backward(1.0)
+
+
+def test_convolution_backward_computes_from_an_assigned_col_and_col_w(backend, rng):
+    x = rng.standard_normal((2, 2, 5, 4))
+    W = rng.standard_normal((3, 2, 2, 3))
+    b = rng.standard_normal(3)
+    plain, assigned = L.Convolution(W, b, 1, 1), L.Convolution(W, b, 1, 1)
+    y = plain.forward(x)
+    assigned.forward(x)
+    dout = rng.standard_normal(y.shape)
+    dx = plain.backward(dout)
+    assigned.col_W = 2 * assigned.col_W    # the book's backward: dx from col_W, dW from col
+    assigned.col = 10 * assigned.col
+    np.testing.assert_allclose(assigned.backward(dout), 2 * dx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(assigned.dW, 10 * plain.dW, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(assigned.db, plain.db, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"Convolution\.backward: expected dout of shape \(2, 3, 6, 4\)"):
+        assigned.backward(dout[:, :, :-1])
+    assigned.forward(x)                    # a new forward drops the assignments
+    np.testing.assert_allclose(assigned.backward(dout), dx, rtol=1e-12, atol=1e-12)
+
+
+def test_backward_after_rebinding_w_differentiates_what_the_book_does(backend, rng):
+    # Convolution takes col_W in forward; Affine's backward reads self.W
+    x = rng.standard_normal((2, 1, 4, 4))
+    W, W_new = rng.standard_normal((2, 1, 2, 2)), rng.standard_normal((2, 1, 2, 2))
+    b = np.zeros(2)
+    conv = L.Convolution(W, b)
+    dout = rng.standard_normal(conv.forward(x).shape)
+    conv.W = W_new
+    np.testing.assert_allclose(conv.backward(dout), conv_direct_backward(dout, x, W, 1, 0)[0], rtol=1e-12)
+    xa, Wa, Wa_new = rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), rng.standard_normal((4, 2))
+    affine = L.Affine(Wa, np.zeros(2))
+    douta = rng.standard_normal(affine.forward(xa).shape)
+    affine.W = Wa_new
+    np.testing.assert_allclose(affine.backward(douta), douta @ Wa_new.T, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_number_or_integer_parameters_work_as_the_books_broadcasting(backend, dtype, rng):
+    # ch07's apply_filter.py: Convolution(w, b) with b = 0
+    x = rng.standard_normal((2, 1, 6, 5)).astype(dtype)
+    w = rng.standard_normal((1, 1, 3, 3)).astype(dtype)
+    y = L.Convolution(w, 0).forward(x)
+    assert y.dtype == dtype
+    close(y, conv_direct(x, w, np.zeros(1), 1, 0), dtype, scale=5)
+    conv = L.Convolution(w, 0.5)
+    close(conv.forward(x), conv_direct(x, w, np.full(1, 0.5), 1, 0), dtype, scale=5)
+    dout = rng.standard_normal((2, 1, 4, 3)).astype(dtype)
+    conv.backward(dout)
+    close(conv.db, dout.sum(axis=(0, 2, 3)), dtype, scale=10)
+    w_int = np.array([[[[1, 0], [0, -1]]]])
+    y = L.Convolution(w_int, np.zeros(1, dtype)).forward(x)
+    assert y.dtype == np.float64            # as np.dot of the book's float data with integer filters
+    np.testing.assert_allclose(y, conv_direct(x.astype(np.float64), w_int.astype(np.float64), np.zeros(1), 1, 0),
+                               rtol=1e-12, atol=1e-12)
+    xa, Wa = rng.standard_normal((3, 4)).astype(dtype), rng.standard_normal((4, 2)).astype(dtype)
+    ya = L.Affine(Wa, 0).forward(xa)
+    assert ya.dtype == dtype
+    close(ya, xa.astype(np.float64) @ Wa, dtype, scale=5)

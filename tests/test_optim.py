@@ -137,6 +137,21 @@ def test_python_numbers_as_parameters_are_rebound_as_in_the_book(backend, name):
     assert numbers == {"x": 2.5, "y": 0.0}                         # nothing changed: all or nothing
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"])
+def test_integer_gradient_arrays_update_as_their_float64_values(name, dtype):
+    # the book's params[key] -= lr * grads[key] takes any numeric gradient
+    p_int, p_float = np.linspace(-1, 1, 7).astype(dtype), np.linspace(-1, 1, 7).astype(dtype)
+    g = np.array([3, -2, 0, 1, 5, -7, 2])
+    by_int, by_float = getattr(optim, name)(lr=0.1), getattr(optim, name)(lr=0.1)
+    for _ in range(3):
+        by_int.update({"w": p_int}, {"w": g})
+        by_float.update({"w": p_float}, {"w": g.astype(np.float64)})
+    assert p_int.dtype == dtype
+    np.testing.assert_array_equal(p_int, p_float)
+    assert not np.array_equal(p_int, np.linspace(-1, 1, 7).astype(dtype))
+
+
 def test_book_defaults():
     assert optim.SGD().lr == 0.01
     m = optim.Momentum()

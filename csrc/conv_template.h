@@ -609,6 +609,7 @@ static int FN(direct_conv_run)(fnn_ctx ctx, const T *x, int64_t n, int64_t c, in
     d.apack = apack;
     FN(direct_forward_job) job = {&d, x, y, pool ? argmax : NULL, c * h * w, f * (pool ? d.poh * d.pow_ : d.oh * d.ow)};
     int nth = fnn_team_of(ctx);
+    (void)nth; /* without OpenMP */
     if (!FN(direct_strips_pay)(ctx, n, d.oh, pool != NULL, (double)d.f * (double)(d.oh * d.ow) * (double)d.ck,
                                (double)(f * d.ck), (double)(c * h * w)))
         return FN(direct_images)(ctx, n, FN(direct_forward_image), &job);

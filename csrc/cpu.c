@@ -1,4 +1,7 @@
 /* Run-time facts about the build and the CPU. */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 199309L /* clock_gettime under -std=c11, for the build without OpenMP */
+#endif
 #include "fastnn.h"
 
 #include <stdint.h>
@@ -189,7 +192,11 @@ static double probe_now(void)
     return omp_get_wtime();
 #else
     struct timespec ts;
+#ifdef _WIN32
+    timespec_get(&ts, TIME_UTC);
+#else
     clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 #endif
 }

@@ -254,13 +254,19 @@ static inline int fnn_team_of(fnn_ctx ctx)
 
 /* "parallel for" over the next loop with ctx's thread count, when the local
  * par_work (elements touched) is worth a team. */
-#if defined(_MSC_VER) && !defined(__clang__)
+#if !defined(FASTNN_HAVE_OPENMP)
+#define FNN_PRAGMA(x) /* every FNN_PRAGMA is an OpenMP one */
+#elif defined(_MSC_VER) && !defined(__clang__)
 #define FNN_PRAGMA(x) __pragma(x)
 #else
 #define FNN_PRAGMA(x) _Pragma(#x)
 #endif
+#ifdef FASTNN_HAVE_OPENMP
 #define FNN_OMP_FOR \
     FNN_PRAGMA(omp parallel for num_threads(fnn_threads_of(ctx)) schedule(static) if(par_work >= FNN_PARALLEL_MIN_WORK))
+#else
+#define FNN_OMP_FOR (void)par_work;
+#endif
 
 #ifdef __cplusplus
 }

@@ -147,6 +147,7 @@ static int max_pool_small_f32(fnn_ctx ctx, int isa, const float *x, float *y, in
     const int lanes = pool_small_lanes(isa, 0, H, W, oh, ow);
     if (!lanes) return 0;
     const int64_t par_work = planes * H * W;
+    (void)par_work; /* without OpenMP */
     FNN_PRAGMA(omp parallel num_threads(fnn_threads_of(ctx)) if(par_work >= FNN_PARALLEL_MIN_WORK))
     {
         int64_t r0, r1;
@@ -171,6 +172,7 @@ static int max_unpool_small_f32(fnn_ctx ctx, int isa, const float *g, const int6
 {
     if (!pool_small_lanes(isa, 1, H, W, oh, ow)) return 0;
     const int64_t par_work = planes * H * W;
+    (void)par_work; /* without OpenMP */
     int ok = 1;
     FNN_PRAGMA(omp parallel num_threads(fnn_threads_of(ctx)) if(par_work >= FNN_PARALLEL_MIN_WORK) reduction(&:ok))
     {

@@ -14,6 +14,10 @@ if os.environ.get("FASTNN_REQUIRE_NATIVE") == "1" and not fastnn.config()["nativ
 
 NATIVE = fastnn.config()["native_available"]
 requires_native = pytest.mark.skipif(not NATIVE, reason="native extension not built")
+# a build without OpenMP (FASTNN_NO_OPENMP=1) runs every kernel on one thread: it has no
+# multi-thread schedules to check
+OPENMP = NATIVE and fastnn.config()["openmp"]
+requires_openmp = pytest.mark.skipif(not OPENMP, reason="single-threaded build: no multi-thread schedules")
 
 
 def optional_module(name):

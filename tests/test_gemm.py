@@ -10,7 +10,7 @@ import fastnn
 from fastnn import benchmarks as B
 from fastnn import ops as F
 
-from conftest import NATIVE, requires_native
+from conftest import NATIVE, requires_native, requires_openmp
 from helpers import native_setting
 
 pytestmark = requires_native
@@ -150,6 +150,7 @@ def test_threads_agree_and_repeat_exactly(threads, dtype, rng):
         np.testing.assert_array_equal(first, one)
 
 
+@requires_openmp
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_shared_operand_schedule_is_exact_at_any_thread_count(isa, dtype, rng):
@@ -195,6 +196,7 @@ def test_shared_operand_schedule_is_exact_at_any_thread_count(isa, dtype, rng):
         np.testing.assert_array_equal(F.linear(x, W, bias, activation="tanh"), one)
 
 
+@requires_openmp
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_depth_split_gives_the_same_bits_at_every_thread_count(isa, dtype, rng):
@@ -238,6 +240,7 @@ def test_depth_split_gives_the_same_bits_at_every_thread_count(isa, dtype, rng):
             np.testing.assert_array_equal(got, results[0])
 
 
+@requires_openmp
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_few_rows_read_b_in_place(isa, dtype, rng):
@@ -298,6 +301,7 @@ def test_few_rows_read_b_in_place(isa, dtype, rng):
             np.testing.assert_array_equal(got, results[0], err_msg=f"{(m, n, k, ta)}")
 
 
+@requires_openmp
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_one_row_products(isa, dtype, rng):
@@ -343,6 +347,7 @@ def test_one_row_products(isa, dtype, rng):
 
 
 
+@requires_openmp
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dot_products_of_few_rows(isa, dtype, rng):
@@ -383,6 +388,7 @@ def test_dot_products_of_few_rows(isa, dtype, rng):
             assert _gemm.schedule(4, 64, 95, dtype, trans_b=True)[0] == "grid"
 
 
+@requires_openmp
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_last_columns_apart(isa, dtype, rng):
@@ -429,6 +435,7 @@ def test_last_columns_apart(isa, dtype, rng):
             np.testing.assert_array_equal(got, results[0])
 
 
+@requires_openmp
 @pytest.mark.parametrize("isa", ISAS)
 def test_each_product_takes_its_path(isa):
     mr, nr = _gemm.tile_shape(ISAS.index(isa), np.float32)

@@ -71,11 +71,15 @@ def _common_cflags(compiler):
     # branch for negative arguments) instead of sqrtps, so the Adam, RMSprop and
     # Adagrad updates stayed scalar (a `#pragma GCC optimize` in optim.c did not
     # reach its target-specific copies). Results are unchanged.
-    flags = ["-O3", "-std=c11", "-fno-strict-aliasing", "-fno-math-errno", "-Wno-unused-function"]
+    # -ffp-contract=off: a*b + c stays two roundings, so a loop gives the same bits on every
+    # SIMD path and from every compiler (GCC's -std=c11 implies it; clang's default fuses
+    # them into an FMA where the target has one). The kernels write their FMAs explicitly.
+    flags = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing", "-fno-math-errno",
+             "-Wno-unused-function"]
     if _flag("FASTNN_NATIVE_TUNE"):
         flags.append("-march=native")
     if _flag("FASTNN_SANITIZE"):
-        flags = ["-O1", "-g", "-std=c11", "-fno-omit-frame-pointer",
+        flags = ["-O1", "-g", "-std=c11", "-ffp-contract=off", "-fno-omit-frame-pointer",
                  "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
     return flags
 

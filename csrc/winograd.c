@@ -44,6 +44,14 @@
 #else
 #define FNN_SIMD_LOOP
 #endif
+/* the loop's iterations are independent (what GCC cannot prove for many streams) */
+#if defined(__clang__)
+#define FNN_IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define FNN_IVDEP _Pragma("GCC ivdep")
+#else
+#define FNN_IVDEP
+#endif
 #if defined(__GNUC__) && !defined(__clang__)
 #define FNN_NO_LIBC_CALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
 #else

@@ -250,7 +250,7 @@ static FNN_ALWAYS_INLINE int FN(wino_scatter_body)(const T *FNN_RESTRICT dd, int
         for (int64_t b_ = 0;; b_ += WINO_BLOCK_LANES) {                                                   \
             if (b_ + WINO_BLOCK_LANES > n_)                                                               \
                 b_ = n_ - WINO_BLOCK_LANES;                                                               \
-            _Pragma("GCC ivdep") for (int j_ = 0; j_ < WINO_BLOCK_LANES; j_++)                            \
+            FNN_IVDEP for (int j_ = 0; j_ < WINO_BLOCK_LANES; j_++)                                         \
             {                                                                                             \
                 const int64_t l_ = b_ + j_;                                                               \
                 XF();                                                                                     \

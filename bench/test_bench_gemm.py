@@ -72,23 +72,25 @@ def threads(request):
         torch.set_num_threads(old_torch)
 
 
-def check(fn, want):
+def check(fn, want, dtype=np.float32):
     """Run fn once and compare its results with ``want`` (float64, computed by the test) before
-    anything is timed: a benchmark of a wrong answer fails. float32 tolerance, relative to
-    each result's largest magnitude (sums of up to a few thousand terms)."""
+    anything is timed: a benchmark of a wrong answer, or of another dtype than the row's,
+    fails. float32 tolerance, relative to each result's largest magnitude (sums of up to a
+    few thousand terms)."""
     got = fn()
     got = got if isinstance(got, (tuple, list)) else (got,)
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want)):
         g = g.detach().numpy() if hasattr(g, "detach") else np.asarray(g)
         assert g.shape == w.shape, (i, g.shape, w.shape)
+        assert g.dtype == dtype, (i, g.dtype, dtype)
         np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(w).max(initial=0))),
                                    err_msg=f"result {i}")
 
 
-def run(benchmark, group, fn, rounds, want=None):
+def run(benchmark, group, fn, rounds, want=None, dtype=np.float32):
     if want is not None:
-        check(fn, want)
+        check(fn, want, dtype)
     benchmark.group = group
     # the implementation timed before may leave spinning threads (a 2-thread dgemm 1024 took
     # 26.6 ms right after torch's turn, 24.4 alone)
@@ -117,7 +119,7 @@ def test_gemm(benchmark, threads, impl, name):
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         fn = lambda: torch.mm(ta, tb)  # noqa: E731
     run(benchmark, f"{name} t{threads}", fn, rounds=7 if n <= 1024 else 4,
-        want=(a.astype(np.float64) @ b.astype(np.float64),))
+        want=(a.astype(np.float64) @ b.astype(np.float64),), dtype=dtype)
     if benchmark.stats is not None:  # None with --benchmark-disable (a run that only checks the results)
         benchmark.extra_info["gflops"] = 2 * n**3 / benchmark.stats.stats.min / 1e9
 
@@ -149,8 +151,9 @@ def affine_step(impl, n, d, m):
             tx.grad = tw.grad = tb.grad = None
             (tx @ tw + tb).backward(tdy)
             return tx.grad, tw.grad, tb.grad
-    x, w, dy = (a.astype(np.float64) for a in (x, w, dy))
-    return fn, (dy @ w.T, x.T @ dy, dy.sum(axis=0))
+    # other names: fn reads x, w and dy when it runs, so rebinding them would time float64
+    x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
+    return fn, (dy64 @ w64.T, x64.T @ dy64, dy64.sum(axis=0))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -180,8 +183,8 @@ def test_transposed_view_products(benchmark, threads, impl, shape):
     else:
         tx, tw, tdout = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(dout)
         fn = lambda: (tdout @ tw.T, tx.T @ tdout)  # noqa: E731
-    x, w, dout = (a.astype(np.float64) for a in (x, w, dout))
-    run(benchmark, f"transposed views {n}x{d}x{m} t{threads}", fn, rounds=15, want=(dout @ w.T, x.T @ dout))
+    x64, w64, dout64 = (a.astype(np.float64) for a in (x, w, dout))  # fn reads x, w and dout when it runs
+    run(benchmark, f"transposed views {n}x{d}x{m} t{threads}", fn, rounds=15, want=(dout64 @ w64.T, x64.T @ dout64))
 
 
 # Small batches (issue 4: batch 1-16 inference without packing overhead dominating):

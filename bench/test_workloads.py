@@ -29,7 +29,9 @@ def test_workload(benchmark, key, impl, bench_threads, workload_data, reference_
     })
     with B.implementation_context(impl):
         fn = B.prepare(workload, impl, data)
-        got = B.snapshot(fn())
+        outputs = fn()
+        assert not B.wrong_dtypes(outputs), f"{impl} computes {key} in {B.wrong_dtypes(outputs)}, not float32"
+        got = B.snapshot(outputs)
         if impl != "numpy":
             ok, err = B.compare_outputs(reference_outputs(key), got)
             assert ok, f"{impl} results of {key} differ from the NumPy reference (max error {err:.3g} of scale)"

@@ -194,6 +194,9 @@ def check_cell(workload, impl, data, reference):
         ok, err = B.compare_outputs(reference, got)
         cell["check"] = "ok" if ok else "mismatch"
         cell["max_rel_err"] = err if math.isfinite(err) else None
+    if B.wrong_dtypes(outputs):
+        cell["check"] = "mismatch"
+        cell["wrong_dtypes"] = B.wrong_dtypes(outputs)
     return cell, got, fn, first
 
 
@@ -364,7 +367,9 @@ def table_rows(results, impls, primary, clock="wall"):
             cells.append(text)
             if "error" in c:
                 problems.append(f"{r['key']} {i}: {c['error']}")
-            if c.get("check") == "mismatch":
+            if c.get("check") == "mismatch" and c.get("wrong_dtypes"):
+                problems.append(f"{r['key']} {i}: results in {', '.join(c['wrong_dtypes'])}, not float32")
+            elif c.get("check") == "mismatch":
                 problems.append(f"{r['key']} {i}: results differ from the reference "
                                 f"(max error {_num(c.get('max_rel_err'), '.2g')} of scale)")
         cells += [_x(r["speedup_vs_numpy"].get(i)) for i in speed_cols]

@@ -775,6 +775,13 @@ def snapshot(outputs):
     return [np.array(o, dtype=np.float64, copy=True) for o in outputs]
 
 
+def wrong_dtypes(outputs):
+    """The dtypes of the results (arrays of one or more dimensions; the losses are 0-d float64
+    everywhere) that are not the workloads' DTYPE: a row must time the float32 computation."""
+    return [str(np.asarray(o).dtype) for o in outputs
+            if np.ndim(o) >= 1 and np.asarray(o).dtype != DTYPE]
+
+
 def compare_outputs(reference, got, rtol=2e-3):
     """Whether two lists of results agree to float32 accuracy, and the worst error relative to scale.
 

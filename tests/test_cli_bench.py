@@ -404,6 +404,24 @@ def test_compare_outputs_catches_layout_bugs():
     assert not B.compare_outputs([g], [np.full_like(g, np.nan)])[0]
 
 
+def test_a_row_timing_another_dtype_fails_the_run(capsys, monkeypatch):
+    # a closure that reads float64 copies of the data times another computation with the
+    # same values: the value check passes it, the dtype check does not
+    prepare = B.prepare
+
+    def float64_numpy(workload, impl, data):
+        fn = prepare(workload, impl, data)
+        if impl != "numpy":
+            return fn
+        return lambda: [np.asarray(o, np.float64) for o in fn()]
+    monkeypatch.setattr(B, "prepare", float64_numpy)
+    rc, stdout, stderr = run_bench(["--only", "H1", "--impl", "numpy", "--repeat", "1", "--quick"], capsys)
+    assert rc == 1
+    assert "H1 numpy: results in float64, float64, not float32" in stdout + stderr
+    assert B.wrong_dtypes([np.zeros(3, np.float32), np.float64(1.0)]) == []
+    assert B.wrong_dtypes([np.zeros(3, np.float64)]) == ["float64"]
+
+
 @pytest.mark.skipif(not TORCH, reason="torch not installed")
 @pytest.mark.parametrize("key", ["A", "D", "F", "H2", "I", "S"])
 def test_torch_matches_numpy_reference(key):

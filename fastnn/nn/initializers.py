@@ -176,7 +176,7 @@ class Unsaved(Initializer):
     def _sample(self, shape, rng):
         if _WEIGHTS_TO_FOLLOW.get():
             return np.zeros(shape)
-        raise ValueError(f"initializer: this layer's initializer was the custom {self.description}, which a "
+        raise ValueError(f"initializer: this layer's initializer was a custom one ({self.description}), which a "
                          "saved model does not keep (only the weights it drew); give the layer an initializer "
                          "to build it with new weights")
 
@@ -224,8 +224,9 @@ def serialize(initializer):
 
 
 def _describe(initializer):
-    name = getattr(initializer, "__qualname__", None) or type(initializer).__qualname__
-    return f"{'function' if callable(initializer) and not isinstance(initializer, Initializer) else 'class'} {name}"
+    if getattr(initializer, "__qualname__", None):  # a function (or a class used as one)
+        return f"function {initializer.__qualname__}"
+    return f"{type(initializer).__qualname__} object"
 
 
 def deserialize(config):

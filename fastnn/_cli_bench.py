@@ -238,6 +238,11 @@ def run_benchmarks(workloads, impls, settings, machine, progress):
                "flops": workload.flops(data) if workload.flops else None,
                "bytes": workload.traffic_bytes(data) if workload.traffic_bytes else None,
                "timings": {}}
+        # a memory-bound row's yardstick: a copy of as many bytes, in whatever cache level they
+        # fit (the machine's 128 MiB copy measures main memory, where F's data never goes)
+        copy_gbps = machine.get("copy_gbps")
+        if row["bytes"] and copy_gbps:  # measured with the machine (not in a dry run)
+            copy_gbps = row["copy_gbps"] = B.measure_copy_gbps(B.copy_bytes_like(row["bytes"]), clock=clock)
         reference = None
         cells, fns, firsts = {}, {}, {}
         for impl in impls:
@@ -262,7 +267,7 @@ def run_benchmarks(workloads, impls, settings, machine, progress):
                          "wall_median_ms": B.summarize(timing.wall_ms)["median_ms"],
                          "cpu_median_ms": B.summarize(timing.cpu_ms)["median_ms"], "cpu_util": timing.cpu_util})
             cell.update(B.derived_metrics(workload, data, cell["median_ms"], machine.get("peak_gflops"),
-                                          machine.get("copy_gbps")))
+                                          copy_gbps))
             row["timings"][impl] = cell
         row["timings"] = {impl: row["timings"][impl] for impl in impls if impl in row["timings"]}
         base = row["timings"].get("numpy", {}).get("median_ms")
@@ -389,7 +394,7 @@ def table_rows(results, impls, primary, clock="wall"):
     if show_vs_torch:
         notes.append("vs torch: PyTorch ms / fastnn native ms (above 1: fastnn is faster).")
     notes.append(f"GFLOP/s, %peak (of the FMA peak), GB/s (compulsory traffic) and %copy (of the "
-                 f"measured copy bandwidth) are those of '{primary}'. GFLOP/s counts the direct "
+                 f"bandwidth of a 1-thread copy moving as many bytes as the row) are those of '{primary}'. GFLOP/s counts the direct "
                  f"algorithm's flops: Winograd convolutions (3x3, stride 1) do fewer, so they can show "
                  f"more than 100% of the peak.")
     notes.append("spread: the largest interquartile range / median in the row (timing noise); cpu: the smallest "

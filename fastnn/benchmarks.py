@@ -985,8 +985,15 @@ def measure_sgemm_gflops(n=1024, clock="wall"):
     return 2.0 * n ** 3 / _median_seconds(lambda: np.matmul(a, b, out=c), 5, clock) / 1e9
 
 
+def copy_bytes_like(traffic_bytes):
+    """The size of a copy that moves traffic_bytes (read + written), in whole float32 elements."""
+    return max(4, int(traffic_bytes) // 2 // 4 * 4)
+
+
 def measure_copy_gbps(nbytes=128 << 20, clock="wall"):
-    """A single-threaded NumPy copy, bytes read + written per second: the memory-bandwidth yardstick."""
+    """A single-threaded NumPy copy of nbytes, bytes read + written per second: the bandwidth
+    yardstick (128 MiB: main memory; a memory-bound row's own size: the cache level its
+    data stays in from call to call)."""
     src = np.ones(nbytes // 4, DTYPE)
     dst = np.empty_like(src)
     np.copyto(dst, src)   # page faults happen here, outside the timing

@@ -50,6 +50,7 @@ def test_bench_only_g_writes_json(tmp_path, capsys):
     for key, k in (("G1", 10), ("G2", 1000)):
         row = rows[key]
         assert row["kind"] == "memory" and row["flops"] is None
+        assert row["copy_gbps"] > 0 and row["copy_gbps"] != machine["copy_gbps"]
         # logits read, gradient written (float32), int64 labels read
         assert row["bytes"] == 2 * 256 * k * 4 + 256 * 8
         assert set(row["timings"]) == set(expected_impls)
@@ -61,6 +62,8 @@ def test_bench_only_g_writes_json(tmp_path, capsys):
             assert cell["cpu_util"] > 0 and cell["median_ms"] == cell["wall_median_ms"]
             assert cell["cpu_median_ms"] > 0
             assert cell["gbps"] == pytest.approx(row["bytes"] / (cell["median_ms"] * 1e-3) / 1e9)
+            # %copy against a copy moving the row's own bytes, not the machine's 128 MiB one
+            assert cell["copy_pct"] == pytest.approx(100 * cell["gbps"] / row["copy_gbps"])
             assert cell["check"] == ("reference" if impl == "numpy" else "ok")
         for impl, speedup in row["speedup_vs_numpy"].items():
             assert speedup == pytest.approx(row["timings"]["numpy"]["median_ms"] / row["timings"][impl]["median_ms"])
@@ -596,3 +599,8 @@ def test_a_home_relative_output_path_is_written_where_it_was_checked(tmp_path, c
                               capsys)
     assert rc == 0 and json.loads((tmp_path / "b.json").read_text())["results"]
     assert f"wrote {tmp_path / 'b.json'}" in stdout
+
+
+def test_copy_bytes_like_moves_the_rows_bytes():
+    assert B.copy_bytes_like(22478848) == 11239424      # F: half read, half written
+    assert B.copy_bytes_like(10) == 4 and B.copy_bytes_like(7) % 4 == 0

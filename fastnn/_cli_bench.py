@@ -194,9 +194,9 @@ def check_cell(workload, impl, data, reference):
         ok, err = B.compare_outputs(reference, got)
         cell["check"] = "ok" if ok else "mismatch"
         cell["max_rel_err"] = err if math.isfinite(err) else None
-    if B.wrong_dtypes(outputs):
-        cell["check"] = "mismatch"
-        cell["wrong_dtypes"] = B.wrong_dtypes(outputs)
+    wrong = B.wrong_dtypes(outputs)
+    if wrong:
+        cell["check"], cell["wrong_dtypes"] = "mismatch", wrong
     return cell, got, fn, first
 
 
@@ -394,9 +394,9 @@ def table_rows(results, impls, primary, clock="wall"):
     if show_vs_torch:
         notes.append("vs torch: PyTorch ms / fastnn native ms (above 1: fastnn is faster).")
     notes.append(f"GFLOP/s, %peak (of the FMA peak), GB/s (compulsory traffic) and %copy (of the "
-                 f"bandwidth of a 1-thread copy moving as many bytes as the row) are those of '{primary}'. GFLOP/s counts the direct "
-                 f"algorithm's flops: Winograd convolutions (3x3, stride 1) do fewer, so they can show "
-                 f"more than 100% of the peak.")
+                 f"bandwidth of a 1-thread copy moving as many bytes as the row) are those of "
+                 f"'{primary}'. GFLOP/s counts the direct algorithm's flops: Winograd convolutions (3x3, "
+                 f"stride 1) do fewer, so they can show more than 100% of the peak.")
     notes.append("spread: the largest interquartile range / median in the row (timing noise); cpu: the smallest "
                  "share of CPU this process got while timing the row (CPU time / wall time; about 1 or more on an "
                  "idle machine, lower when other processes compete).")

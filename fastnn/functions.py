@@ -12,7 +12,8 @@ from fastnn import ops
 __all__ = [
     "identity_function", "step_function", "sigmoid", "sigmoid_grad", "relu", "relu_grad", "softmax",
     "sum_squared_error", "mean_squared_error", "cross_entropy_error", "softmax_loss", "numerical_diff",
-    "numerical_gradient", "numerical_gradient_2d", "im2col", "col2im", "conv_output_size", "smooth_curve", "shuffle_dataset",
+    "numerical_gradient", "numerical_gradient_2d", "im2col", "col2im", "conv_output_size", "smooth_curve",
+    "shuffle_dataset",
     "np",  # as the book's modules (no __all__ there): `from common.functions import *` brings np
 ]
 

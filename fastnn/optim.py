@@ -183,7 +183,7 @@ class Optimizer:
             raise ValueError(f"{name}.update: gradient {key!r} has shape {grad.shape}, "
                              f"expected the parameter's shape {param.shape}")
         if grad.dtype.kind in "iu":
-            grad = grad.astype(np.float64)  # the book's numbers: params['y'] -= lr * 4 computes lr * 4 in float64
+            grad = grad.astype(np.float64)  # the book's params['y'] -= lr * 4 computes lr * 4 in float64
         if grad.dtype.kind != "f" or grad.dtype.newbyteorder("=") not in V.FLOAT_DTYPES:
             # checked here, before any parameter changes (the kernels would refuse it midway);
             # a byte-swapped float32/float64 gradient is converted by fastnn.ops

@@ -704,7 +704,7 @@ def _batch_size_arg(what, value):
 
 def _verbose_arg(what, value):
     """0, 1 or 2 (more is 2); "auto" is 1, as in Keras, and a bool is 0 or 1."""
-    if value == "auto" and isinstance(value, str):
+    if isinstance(value, str) and value == "auto":
         return 1
     return int(value) if isinstance(value, bool) else _int_arg(what, "verbose", value, 0)
 

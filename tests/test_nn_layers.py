@@ -465,6 +465,24 @@ def test_a_frozen_layer_is_not_trained(rng, tmp_path):
     assert [layer.trainable for layer in loaded.layers] == [False, False, True]
 
 
+def test_weights_properties_are_the_arrays_split_as_keras_splits_them():
+    model = Sequential([Dense(3, input_dim=2, name="a"), BatchNorm(name="bn"), Dense(2, name="b")], seed=0)
+    a, bn, b = model.layers
+    assert [w.shape for w in bn.trainable_weights] == [(3,), (3,)]          # gamma, beta
+    assert [w.shape for w in bn.non_trainable_weights] == [(3,), (3,)]      # the moving statistics
+    assert len(model.weights) == 8 and len(model.trainable_weights) == 6 and len(model.non_trainable_weights) == 2
+    assert all(w is v for w, v in zip(model.weights, a.weights + bn.weights + b.weights))   # not copies
+    model.weights[0][...] = 5.0
+    np.testing.assert_array_equal(model.get_weights()[0], 5.0)
+    a.trainable = False
+    assert a.trainable_weights == [] and [w.shape for w in a.non_trainable_weights] == [(2, 3), (3,)]
+    assert len(model.trainable_weights) == 4 and len(model.non_trainable_weights) == 4
+    assert sum(w.size for w in model.trainable_weights) == model.count_params() - sum(
+        layer.count_params(trainable=False) for layer in model.layers)
+    with pytest.raises(ValueError, match="not built"):
+        Sequential([Dense(3)]).weights
+
+
 def test_layer_weights_get_set_and_model_get_layer_pop():
     model = Sequential([Dense(3, input_dim=2, name="a"), Dense(2, name="b")], seed=0)
     a = model.get_layer("a")

@@ -212,10 +212,10 @@ class StopOnSmallWeightChange(Callback):
         self.stopped_epoch = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = [p.astype(np.float64) for p in self.model.trainable_weights()]
+        self._start = [p.astype(np.float64) for p in self.model.trainable_weights]
 
     def on_epoch_end(self, epoch, logs=None):
-        end = self.model.trainable_weights()
+        end = self.model.trainable_weights
         diff = math.sqrt(sum(float(np.sum((e.astype(np.float64) - s) ** 2)) for e, s in zip(end, self._start)))
         if self.relative:
             norm = math.sqrt(sum(float(np.sum(s * s)) for s in self._start))

@@ -157,19 +157,30 @@ class Layer:
         frozen = 0 if self.trainable else sum(a.size for a in self.params.values())
         return int(frozen + sum(a.size for a in self.state.values()))
 
-    def _weights(self):
-        """The weight arrays themselves: parameters, then state."""
-        return [self.params[k] for k in self.params] + [self.state[k] for k in self.state]
+    @property
+    def weights(self):
+        """The weight arrays themselves (parameters, then state), as Keras's ``layer.weights``."""
+        return list(self.params.values()) + list(self.state.values())
+
+    @property
+    def trainable_weights(self):
+        """The arrays that training updates: the parameters, none while ``trainable`` is False."""
+        return list(self.params.values()) if self.trainable else []
+
+    @property
+    def non_trainable_weights(self):
+        """The state (e.g. BatchNorm's moving statistics), and the parameters of a frozen layer."""
+        return ([] if self.trainable else list(self.params.values())) + list(self.state.values())
 
     def get_weights(self):
         """Copies of the weights (parameters, then state), as Keras's ``layer.get_weights()``."""
-        return [w.copy() for w in self._weights()]
+        return [w.copy() for w in self.weights]
 
     def set_weights(self, weights):
         """Copy ``weights`` (as from :meth:`get_weights`) into the layer's arrays, in place."""
         if not self.built:
             raise RuntimeError(f"{self._what()}: set_weights needs a built layer")
-        _copy_into(f"{self._what()}: set_weights", self._weights(), weights)
+        _copy_into(f"{self._what()}: set_weights", self.weights, weights)
 
     def get_config(self):
         config = {"name": self.name}

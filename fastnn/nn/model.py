@@ -566,17 +566,30 @@ class Sequential:
     def get_weights(self):
         """Copies of every weight, layer by layer (trainable ones, then e.g. BatchNorm's moving stats)."""
         self._require_built("get_weights")
-        return [w for layer in self.layers for w in layer.get_weights()]
+        return [w.copy() for w in self.weights]
 
+    @property
+    def weights(self):
+        """The weight arrays themselves, in :meth:`get_weights`'s order (Keras's ``model.weights``)."""
+        self._require_built("weights")
+        return [w for layer in self.layers for w in layer.weights]
+
+    @property
     def trainable_weights(self):
-        """The trainable arrays themselves, layer by layer (frozen layers left out)."""
+        """The arrays that training updates, layer by layer (frozen layers left out)."""
         self._require_built("trainable_weights")
-        return [w for layer in self.layers if layer.trainable for w in layer.params.values()]
+        return [w for layer in self.layers for w in layer.trainable_weights]
+
+    @property
+    def non_trainable_weights(self):
+        """The rest: state such as BatchNorm's moving statistics, and frozen layers' parameters."""
+        self._require_built("non_trainable_weights")
+        return [w for layer in self.layers for w in layer.non_trainable_weights]
 
     def set_weights(self, weights):
         """Copy ``weights`` (as from :meth:`get_weights`) into the model's arrays, in place."""
         self._require_built("set_weights")
-        _copy_into("set_weights", [w for layer in self.layers for w in layer._weights()], weights)
+        _copy_into("set_weights", self.weights, weights)
 
     def get_layer(self, name=None, index=None):
         """The layer named ``name``, or at position ``index`` (one of the two)."""

@@ -14,20 +14,23 @@ import time
 
 import fastnn
 from fastnn import _plot
+from fastnn._config import MAX_THREADS
 from fastnn import benchmarks as B
 
 DEFAULTS = {"repeat": 10, "warmup": 2, "min_sample_ms": 5.0, "max_seconds": 5.0, "rounds": 3}
 QUICK = {"repeat": 3, "warmup": 1, "min_sample_ms": 2.0, "max_seconds": 1.5, "rounds": 1}
 
 
-def _positive_int(name):
+def _positive_int(name, most=None):
+    expects = f"{name} expects a whole number >= 1" + (f" and <= {most}" if most else "")
+
     def parse(text):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} expects a whole number >= 1, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} expects a whole number >= 1, got {value}")
+            raise argparse.ArgumentTypeError(f"{expects}, got {text!r}") from None
+        if value < 1 or most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"{expects}, got {value}")
         return value
     return parse
 
@@ -46,7 +49,7 @@ def _positive_float(name):
 
 def _thread_counts(text):
     """--threads: one count, or several ("1,2,4,8,16") for a scaling run."""
-    parse = _positive_int("--threads")
+    parse = _positive_int("--threads", most=MAX_THREADS)
     counts = sorted({parse(t.strip()) for t in text.split(",") if t.strip()})
     if not counts:
         raise argparse.ArgumentTypeError(f"--threads expects N or a comma-separated list such as 1,2,4, got {text!r}")
@@ -352,7 +355,8 @@ def format_machine(machine, settings):
 def table_rows(results, impls, primary, clock="wall"):
     """(headers, rows, notes) of the table: ms per implementation, speed-ups, the primary implementation's rates."""
     has = {impl: any("median_ms" in r["timings"].get(impl, {}) for r in results) for impl in impls}
-    cols = [i for i in B.IMPLEMENTATIONS if has.get(i)]
+    failed = {impl: any("error" in r["timings"].get(impl, {}) for r in results) for impl in impls}
+    cols = [i for i in B.IMPLEMENTATIONS if has.get(i) or failed.get(i)]   # one that failed every row: its errors
     speed_cols = [i for i in cols if i != "numpy" and has.get("numpy")]
     show_vs_torch = has.get("native") and has.get("torch")
     unit = "cpu ms" if clock == "cpu" else "ms"

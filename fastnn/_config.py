@@ -16,16 +16,23 @@ ISA_NAMES = ("portable", "avx2", "avx512")
 CONV_ALGORITHMS = ("auto", "gemm", "winograd", "winograd4x4")  # order of enum fnn_conv_algo (csrc/fastnn.h)
 
 
+# More threads than any CPU this targets runs; a count past it is a slip (and creating that
+# many OpenMP threads can fail, which aborts the process).
+MAX_THREADS = 1024
+
+
 def _default_num_threads():
+    """OMP_NUM_THREADS's first count, where it is one that set_num_threads takes; else the
+    usable cores (as OpenMP runtimes ignore a value they cannot use)."""
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if env:
         try:
             n = int(env)
-            if n >= 1:
+            if 1 <= n <= MAX_THREADS:
                 return n
         except ValueError:
             pass
-    return usable_cores()
+    return min(usable_cores(), MAX_THREADS)
 
 
 def usable_cores():
@@ -124,8 +131,8 @@ def set_num_threads(n):
     if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
         raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}")
     n = int(n)
-    if n < 1:
-        raise ValueError(f"set_num_threads: expected n >= 1, got {n}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"set_num_threads: expected 1 <= n <= {MAX_THREADS}, got {n}")
     if n > 1 and _state.threads_after_fork:
         import warnings
         warnings.warn(f"set_num_threads({n}): {_state.threads_after_fork}; the native kernels run on 1 thread",

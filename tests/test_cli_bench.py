@@ -137,9 +137,10 @@ def test_idle_threads_settle_only_with_several_threads(monkeypatch):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--threads", "0"], "--threads expects a whole number >= 1, got 0"),
-    (["--threads", "two"], "--threads expects a whole number >= 1, got 'two'"),
-    (["--threads", "1,0"], "--threads expects a whole number >= 1, got 0"),
+    (["--threads", "0"], "--threads expects a whole number >= 1 and <= 1024, got 0"),
+    (["--threads", "two"], "--threads expects a whole number >= 1 and <= 1024, got 'two'"),
+    (["--threads", "1,0"], "--threads expects a whole number >= 1 and <= 1024, got 0"),
+    (["--threads", "2147483648"], "--threads expects a whole number >= 1 and <= 1024, got 2147483648"),
     (["--threads", ","], "--threads expects N or a comma-separated list such as 1,2,4, got ','"),
     (["--repeat", "0"], "--repeat expects a whole number >= 1"),
     (["--only", "Z"], "unknown workload(s) 'Z'; choose from: A, B, C"),
@@ -423,6 +424,25 @@ def test_a_row_timing_another_dtype_fails_the_run(capsys, monkeypatch):
     assert "H1 numpy: results in float64, float64, not float32" in stdout + stderr
     assert B.wrong_dtypes([np.zeros(3, np.float32), np.float64(1.0)]) == []
     assert B.wrong_dtypes([np.zeros(3, np.float64)]) == ["float64"]
+
+
+def test_an_implementation_failing_every_row_keeps_its_column_and_says_why(capsys, monkeypatch):
+    prepare = B.prepare
+
+    def broken_native(workload, impl, data):
+        if impl != "native":
+            return prepare(workload, impl, data)
+
+        def fail():
+            raise RuntimeError("the kernel broke")
+        return fail
+    monkeypatch.setattr(B, "prepare", broken_native)
+    rc, stdout, stderr = run_bench(["--only", "H1,G1", "--impl", "native,numpy", "--repeat", "1", "--quick"], capsys)
+    assert rc == 1
+    header = next(line for line in stdout.splitlines() if line.lstrip().startswith("workload"))
+    assert "native ms" in header and "numpy ms" in header
+    assert "H1 native: RuntimeError: the kernel broke" in stdout + stderr
+    assert "G1 native: RuntimeError: the kernel broke" in stdout + stderr
 
 
 @pytest.mark.skipif(not TORCH, reason="torch not installed")

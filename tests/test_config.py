@@ -41,7 +41,11 @@ def test_num_threads_roundtrip_and_validation():
             fastnn.set_num_threads(2.5)
         with pytest.raises(TypeError, match="set_num_threads"):
             fastnn.set_num_threads(True)
+        with pytest.raises(ValueError, match="set_num_threads: expected 1 <= n <= 1024, got 2147483648"):
+            fastnn.set_num_threads(2**31)           # past a C int: every native call failed after
         assert fastnn.get_num_threads() == 3
+        fastnn.set_num_threads(1024)
+        assert fastnn.get_num_threads() == 1024
     finally:
         fastnn.set_num_threads(old)
 
@@ -50,7 +54,10 @@ def test_num_threads_default_follows_omp_num_threads():
     assert run_python("import fastnn; print(fastnn.get_num_threads())", OMP_NUM_THREADS="5") == "5"
     # An unparsable value falls back to the core count rather than failing the import.
     n = int(run_python("import fastnn; print(fastnn.get_num_threads())", OMP_NUM_THREADS="lots"))
-    assert n >= 1
+    assert n == fastnn._config.usable_cores()
+    # So does a count set_num_threads refuses, rather than one that breaks every native call.
+    code = "import fastnn, numpy as np; fastnn.ops.relu(np.ones(3)); print(fastnn.get_num_threads())"
+    assert run_python(code, OMP_NUM_THREADS="99999999999") == str(n)
 
 
 def test_backend_validation_and_context_manager():

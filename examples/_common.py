@@ -65,9 +65,11 @@ def load_images(data_dir=None, flatten=True, max_train=None, max_test=None, seed
             (x_train, t_train), (x_test, t_test) = datasets.load_mnist(directory, flatten=flatten)
         name = "MNIST"
         if x_train is None:
-            x_train, t_train = x_test[:8000], t_test[:8000]
-            x_test, t_test = x_test[8000:], t_test[8000:]
-            name = "MNIST (t10k only: 8,000 train / 2,000 test)"
+            try:
+                (x_train, t_train), (x_test, t_test) = datasets.split_test_set(x_test, t_test, "load_images", directory)
+            except ValueError as exc:
+                raise SystemExit(str(exc)) from None
+            name = f"MNIST (t10k only: {len(x_train):,} train / {len(x_test):,} test)"
         elif x_test is None:
             raise SystemExit(f"{directory} holds no MNIST test set")
         print(f"data: {name} from {directory}")

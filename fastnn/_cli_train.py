@@ -120,14 +120,14 @@ def load_data(dataset, data_dir):
     if x_train is None:
         # A directory with only the t10k files (such as the project's shared/data/mnist):
         # train on its first 80% and test on the rest (8,000 / 2,000 of the real set), and say so.
-        n = len(x_test)
-        if n < 2:
-            raise _Fail(f"{where} holds only the {dataset} test set, of {n} image(s): too few to split")
-        cut = min(n - 1, max(1, round(0.8 * n)))
+        try:
+            train, test = datasets.split_test_set(x_test, t_test, "fastnn train", f"{where} ({dataset})")
+        except ValueError as exc:
+            raise _Fail(str(exc)) from None
+        cut, rest = len(train[0]), len(test[0])
         print(f"note: {where} holds only the {dataset} test set; training on its first {cut:,} images "
-              f"and testing on the last {n - cut:,}")
-        return ((x_test[:cut], t_test[:cut]), (x_test[cut:], t_test[cut:]),
-                f"{dataset} (t10k split {cut}/{n - cut})")
+              f"and testing on the last {rest:,}")
+        return train, test, f"{dataset} (t10k split {cut}/{rest})"
     for name, x in (("training", x_train), ("test", x_test)):
         if len(x) == 0:
             raise _Fail(f"{where}: the {dataset} {name} set has no images")
@@ -259,10 +259,12 @@ def _run(args):
     test = model.evaluate(x_test, t_test, batch_size=256, return_dict=True)
     correct = int(round(test["accuracy"] * len(x_test)))
     seconds = reporter.epoch_seconds
-    per_epoch = float(np.mean(seconds)) if seconds else float("nan")
     print(f"test accuracy: {test['accuracy']:.4f} ({correct}/{len(x_test)}), test loss {test['loss']:.4f}")
-    print(f"time per epoch: {per_epoch:.2f} s (training {sum(seconds):.1f} s, total {total:.1f} s, "
-          f"{len(seconds)} epochs)")
+    if seconds:
+        print(f"time per epoch: {np.mean(seconds):.2f} s (training {sum(seconds):.1f} s, total {total:.1f} s, "
+              f"{len(seconds)} epoch{'s' if len(seconds) != 1 else ''})")
+    else:
+        print(f"time: no epoch completed (total {total:.1f} s)")
 
     if args.save:
         try:
@@ -275,4 +277,8 @@ def _run(args):
             _plot_curves(args.plot, history.history)
         except (OSError, ValueError) as exc:  # checked before training; the disk may still fill up
             raise _Fail(f"--plot {args.plot}: {exc}") from None
-    return 0
+    elif args.plot:
+        print(f"fastnn train: --plot {args.plot} not written: no epoch completed", file=sys.stderr)
+    # A run stopped short reports and saves, but does not pass for one that finished (as a shell
+    # reports a command ended by Ctrl-C).
+    return 130 if getattr(history, "interrupted", False) else 0

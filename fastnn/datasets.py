@@ -258,6 +258,11 @@ def _load_28x28(kind, files, path, normalize, flatten, one_hot_label):
             if _find(directory, name) is None:
                 _download(name, sha256, directory, MIRRORS[kind])
     else:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"{func}: path must be a directory's path (str or os.PathLike) or None, "
+                            f"got {type(path).__name__}")
+        if os.fspath(path) == "":  # Path("") is the working directory: an unset variable, most likely
+            raise ValueError(f"{func}: path is empty; give a directory, or None for the cache")
         directory = Path(path).expanduser()
         if not directory.is_dir():
             raise FileNotFoundError(f"{func}: {directory} is not a directory")
@@ -324,6 +329,17 @@ def logic_gate(name):
         raise ValueError(f"logic_gate: unknown gate {name!r}, expected one of {', '.join(LOGIC_GATES)}")
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
     return x, np.array(LOGIC_GATES[key], dtype=np.int64)
+
+
+def split_test_set(x, t, func, where, train_fraction=0.8):
+    """((x_train, t_train), (x_test, t_test)): the first ``train_fraction`` of a test set to
+    train on and the rest to test, for a directory that holds only the t10k files (8,000 /
+    2,000 of MNIST's); ValueError naming ``func`` and ``where`` with fewer than 2 images."""
+    n = len(x)
+    if n < 2:
+        raise ValueError(f"{func}: {where} holds only a test set, of {n} image(s): too few to split")
+    cut = min(n - 1, max(1, round(train_fraction * n)))
+    return (x[:cut], t[:cut]), (x[cut:], t[cut:])
 
 
 def _check_count(func, name, value, minimum=1):
@@ -397,14 +413,18 @@ def tabular_binary(n_samples=1000, n_features=8, test_fraction=0.25, seed=0):
     """
     n = _check_count("tabular_binary", "n_samples", n_samples, 4)
     f = _check_count("tabular_binary", "n_features", n_features, 4)
+    test_fraction = V.as_real("tabular_binary", "test_fraction", test_fraction)
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"tabular_binary: test_fraction must be in (0, 1), got {test_fraction!r}")
+    n_test = max(1, int(round(n * test_fraction)))
+    if n - n_test < 2:  # the training rows' standard deviation standardises both splits
+        raise ValueError(f"tabular_binary: test_fraction={test_fraction!r} of n_samples={n} leaves "
+                         f"{n - n_test} training row(s); at least 2 are needed")
     rng = _generator("tabular_binary", seed)
     x = rng.standard_normal((n, f)) * rng.uniform(0.5, 3.0, size=f) + rng.uniform(-2, 2, size=f)
     z = (x - x.mean(0)) / x.std(0)
     score = z[:, 0] * z[:, 1] + np.sin(2 * z[:, 2]) + 0.5 * z[:, 3] ** 2 - 0.5 + 0.1 * rng.standard_normal(n)
     t = (score > 0).astype(np.float32).reshape(-1, 1)
-    n_test = max(1, int(round(n * test_fraction)))
     x_train, x_test, t_train, t_test = x[n_test:], x[:n_test], t[n_test:], t[:n_test]
     mean, std = x_train.mean(0), x_train.std(0)
     x_train = ((x_train - mean) / std).astype(np.float32)

@@ -5,6 +5,8 @@ non-contiguous array layouts.
 Import as ``from helpers import ...`` (pytest puts tests/ on sys.path).
 """
 import contextlib
+import gzip
+import struct
 
 import numpy as np
 import pytest
@@ -205,3 +207,33 @@ def matmul_shapes(draw, max_dim=13):
     k = draw(st.integers(1, max_dim))
     n = draw(st.integers(1, max_dim))
     return m, k, n
+
+
+# ---------------------------------------------------------------------------
+# MNIST-format files
+
+def idx_bytes(array, code=0x08):
+    """An IDX file written independently of the reader: magic, type code, ndim, big-endian dims, data."""
+    dtype = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[code]
+    header = bytes([0, 0, code, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    return header + np.asarray(array, dtype=dtype).tobytes()
+
+
+def write(path, payload, compress):
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+    return path
+
+
+def make_mnist_dir(directory, n_train=7, n_test=5, compress=True, seed=0, splits=("train", "t10k")):
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        if split not in splits:
+            continue
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        suffix = ".gz" if compress else ""
+        write(directory / f"{split}-images-idx3-ubyte{suffix}", idx_bytes(images), compress)
+        write(directory / f"{split}-labels-idx1-ubyte{suffix}", idx_bytes(labels), compress)
+        arrays[split] = (images, labels)
+    return arrays

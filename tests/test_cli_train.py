@@ -1,7 +1,6 @@
 import gzip
 import importlib.util
 import re
-import struct
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from fastnn import _cli_train
 from fastnn._config import usable_cores
 from fastnn.cli import main
 from conftest import optional_module
+from helpers import idx_bytes
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -107,8 +107,7 @@ def test_save_and_plot(capsys, tmp_path):
 
 
 def idx(array):
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
-    return gzip.compress(header + array.astype(np.uint8).tobytes())
+    return gzip.compress(idx_bytes(array))
 
 
 def test_mnist_from_a_data_dir(capsys, tmp_path):
@@ -247,3 +246,37 @@ def test_a_home_relative_save_path_is_written_where_it_was_checked(capsys, tmp_p
     rc, out, _ = train(capsys, "--quiet", "--model", "mlp", "--epochs", "1", "--save=~/m.npz")
     assert rc == 0 and (tmp_path / "m.npz").is_file()
     assert f"model saved to {tmp_path / 'm.npz'}" in out
+
+
+@pytest.mark.parametrize("stop_epoch", [0, 1])
+def test_ctrl_c_reports_saves_and_exits_130(capsys, tmp_path, monkeypatch, stop_epoch):
+    import signal
+    make_reporter = _cli_train._epoch_reporter
+
+    def pressing_ctrl_c(*args):
+        reporter = make_reporter(*args)
+
+        def on_train_batch_end(batch, logs=None):
+            if batch == 2 and len(reporter.epoch_seconds) == stop_epoch:
+                signal.raise_signal(signal.SIGINT)      # what a press does, caught by fit
+        reporter.on_train_batch_end = on_train_batch_end
+        return reporter
+    monkeypatch.setattr(_cli_train, "_epoch_reporter", pressing_ctrl_c)
+    saved, plot = tmp_path / "m.npz", tmp_path / "curves.png"
+    rc, out, err = train(capsys, "--quiet", "--model", "mlp", "--epochs", "3", "--save", str(saved),
+                         "--plot", str(plot))
+    assert rc == 130
+    assert "interrupted" in err and saved.is_file()
+    accuracy_from(out)                                   # the model as it is, evaluated
+    if stop_epoch == 0:
+        assert "time: no epoch completed" in out and "time per epoch" not in out
+        assert f"--plot {plot} not written: no epoch completed" in err and not plot.exists()
+    else:
+        assert re.search(r"time per epoch: [0-9.]+ s \(.*, 1 epoch\)", out), out
+        assert plot.exists() or "needs matplotlib" in err
+
+
+def test_an_empty_data_dir_is_refused_not_read_as_the_working_directory(capsys):
+    rc, _, err = train(capsys, "--dataset", "mnist", "--data-dir", "")
+    assert rc == 2 and "path is empty" in err
+

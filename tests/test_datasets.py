@@ -1,6 +1,5 @@
 import gzip
 import hashlib
-import struct
 import warnings
 from pathlib import Path
 
@@ -8,35 +7,9 @@ import numpy as np
 import pytest
 
 from fastnn import datasets
+from helpers import idx_bytes, make_mnist_dir, write
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-
-
-def idx_bytes(array, code=0x08):
-    """An IDX file written independently of the reader: magic, type code, ndim, big-endian dims, data."""
-    dtype = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[code]
-    header = bytes([0, 0, code, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
-    return header + np.asarray(array, dtype=dtype).tobytes()
-
-
-def write(path, payload, compress):
-    path.write_bytes(gzip.compress(payload) if compress else payload)
-    return path
-
-
-def make_mnist_dir(directory, n_train=7, n_test=5, compress=True, seed=0, splits=("train", "t10k")):
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        if split not in splits:
-            continue
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        suffix = ".gz" if compress else ""
-        write(directory / f"{split}-images-idx3-ubyte{suffix}", idx_bytes(images), compress)
-        write(directory / f"{split}-labels-idx1-ubyte{suffix}", idx_bytes(labels), compress)
-        arrays[split] = (images, labels)
-    return arrays
 
 
 # ---------------------------------------------------------------------------- read_idx
@@ -327,9 +300,15 @@ def test_logic_gate_unknown():
     (lambda: datasets.blobs(10, spread=float("inf")), ValueError, "blobs: spread must be finite"),
     (lambda: datasets.blobs(10, spread=1e308), ValueError, "blobs: spread must be at most"),
     (lambda: datasets.tabular_binary(10, seed=1.5), TypeError, "tabular_binary: expected seed to be an int"),
+    (lambda: datasets.tabular_binary(10, test_fraction="0.2"), TypeError,
+     "tabular_binary: expected test_fraction to be a real number"),
+    (lambda: datasets.tabular_binary(4, test_fraction=0.9), ValueError, "leaves 0 training row"),
+    (lambda: datasets.tabular_binary(5, test_fraction=0.8), ValueError, "leaves 1 training row"),
     (lambda: datasets.load_digits(normalize="no"), TypeError, "load_digits: expected normalize to be True or False"),
     (lambda: datasets.load_digits(flatten=None), TypeError, "load_digits: expected flatten to be True or False"),
     (lambda: datasets.load_mnist(normalize="yes"), TypeError, "load_mnist: expected normalize to be True or False"),
+    (lambda: datasets.load_mnist(""), ValueError, "load_mnist: path is empty"),
+    (lambda: datasets.load_fashion_mnist(123), TypeError, "load_fashion_mnist: path must be a directory's path"),
 ])
 def test_synthetic_sets_and_loaders_check_their_arguments(call, error, message):
     with pytest.raises(error, match=message):
@@ -361,6 +340,23 @@ def test_spirals_and_blobs():
     assert (nearest == t).all()
     with pytest.raises(ValueError, match="n_samples"):
         datasets.blobs(0)
+
+
+def test_split_test_set_trains_on_the_first_80_percent():
+    x, t = np.arange(10.0)[:, None], np.arange(10)
+    (x_train, t_train), (x_test, t_test) = datasets.split_test_set(x, t, "f", "dir")
+    np.testing.assert_array_equal(t_train, np.arange(8))
+    np.testing.assert_array_equal(t_test, [8, 9])
+    np.testing.assert_array_equal(x_test[:, 0], [8.0, 9.0])
+    (_, t_train), (_, t_test) = datasets.split_test_set(x[:2], t[:2], "f", "dir")
+    assert len(t_train) == len(t_test) == 1                       # both sides keep an image
+    with pytest.raises(ValueError, match="f: dir holds only a test set, of 1 image"):
+        datasets.split_test_set(x[:1], t[:1], "f", "dir")
+
+
+def test_tabular_binary_smallest_split():
+    (x_train, _), (x_test, _) = datasets.tabular_binary(4, test_fraction=0.5)
+    assert len(x_train) == 2 and len(x_test) == 2 and np.all(np.isfinite(x_test))
 
 
 def test_tabular_binary():

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import fastnn
+from helpers import make_mnist_dir
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -78,6 +79,15 @@ def test_mnist_two_layer_falls_back_to_digits(example, capsys, monkeypatch, tmp_
     assert "falling back to the shipped 8x8 digits set" in out
     assert result["dataset"] == "digits 8x8"
     assert result["test_accuracy"] >= 0.9
+
+
+def test_a_small_t10k_directory_is_split_as_the_cli_splits_it(example, capsys, tmp_path):
+    make_mnist_dir(tmp_path, n_test=50, splits=("t10k",))
+    (x_train, t_train), (x_test, t_test), name = example("_common").load_images(str(tmp_path))
+    assert len(x_train) == 40 and len(x_test) == 10 and name == "MNIST (t10k only: 40 train / 10 test)"
+    make_mnist_dir(tmp_path, n_test=1, splits=("t10k",))
+    with pytest.raises(SystemExit, match="too few to split"):
+        example("_common").load_images(str(tmp_path))
 
 
 def test_simple_convnet(example, capsys):

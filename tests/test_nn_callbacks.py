@@ -198,6 +198,30 @@ def test_callback_hooks_order_and_logs():
         make_model().fit(x, t, verbose=0, callbacks=[lambda: None])
 
 
+def test_keras_train_batch_hooks_and_their_older_names():
+    x, t = data(50)
+    events = []
+
+    class Newer(Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            events.append(f"new begin {batch} {logs['size']}")
+
+        def on_train_batch_end(self, batch, logs=None):
+            events.append(f"new end {batch} {sorted(logs)}")
+
+    class Older(Callback):
+        def on_batch_begin(self, batch, logs=None):
+            events.append(f"old begin {batch}")
+
+        def on_batch_end(self, batch, logs=None):
+            events.append(f"old end {batch}")
+
+    make_model().fit(x, t, epochs=1, batch_size=30, verbose=0, callbacks=[Newer(), Older()])
+    assert events == ["new begin 0 30", "old begin 0", "new end 0 ['accuracy', 'batch', 'loss', 'size']",
+                      "old end 0", "new begin 1 20", "old begin 1",
+                      "new end 1 ['accuracy', 'batch', 'loss', 'size']", "old end 1"]
+
+
 # ----------------------------------------------------------------------------- Ctrl-C
 BATCH = 10
 

@@ -1,7 +1,8 @@
 """Callbacks for ``Sequential.fit``.
 
 A callback receives ``on_train_begin(logs)``, ``on_epoch_begin(epoch, logs)``,
-``on_batch_begin(batch, logs)``, ``on_batch_end(batch, logs)``, ``on_epoch_end(epoch,
+``on_train_batch_begin(batch, logs)``, ``on_train_batch_end(batch, logs)`` (which call
+``on_batch_begin``/``on_batch_end`` unless overridden, as in Keras), ``on_epoch_end(epoch,
 logs)`` and ``on_train_end(logs)``; ``self.model`` is the model being trained. Setting
 ``model.stop_training = True`` ends training after the current epoch.
 
@@ -49,6 +50,14 @@ class Callback:
 
     def on_batch_end(self, batch, logs=None):
         pass
+
+    # What fit calls; as in Keras, they default to the older names above, so a callback may
+    # override either.
+    def on_train_batch_begin(self, batch, logs=None):
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.on_batch_end(batch, logs)
 
 
 class History(Callback):

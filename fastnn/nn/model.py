@@ -425,7 +425,7 @@ class Sequential:
                 xb, tb = x[idx], t[idx]
             else:
                 xb, tb = x[lo:hi], t[lo:hi]
-            cbs.on_batch_begin(batch, {"batch": batch, "size": hi - lo})
+            cbs.on_train_batch_begin(batch, {"batch": batch, "size": hi - lo})
             step_logs = self._train_step(xb, tb, sigint)
             progress.seen += hi - lo
             progress.batches += 1
@@ -436,7 +436,7 @@ class Sequential:
                 sigint.in_update = False
             if bar is not None:
                 bar.update(progress.seen, progress.logs)
-            cbs.on_batch_end(batch, dict(progress.logs, batch=batch, size=hi - lo))
+            cbs.on_train_batch_end(batch, dict(progress.logs, batch=batch, size=hi - lo))
             sigint.raise_if_requested()
             if self.stop_training:
                 break

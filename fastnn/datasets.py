@@ -26,7 +26,7 @@ from fastnn import _validate as V
 
 __all__ = [
     "load_digits", "load_mnist", "load_fashion_mnist", "read_idx", "data_home",
-    "logic_gate", "noisy_parabola", "spirals", "blobs", "tabular_binary",
+    "split_test_set", "logic_gate", "noisy_parabola", "spirals", "blobs", "tabular_binary",
     "LOGIC_GATES", "MNIST_FILES", "FASHION_MNIST_FILES",
 ]
 

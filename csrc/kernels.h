@@ -82,12 +82,15 @@ enum fnn_eltwise_op {
     /* rows of length K, along the last axis */                                                 \
     void fnn_softmax_##SFX(fnn_ctx ctx, const T *x, T *y, int64_t R, int64_t K);                \
     void fnn_log_softmax_##SFX(fnn_ctx ctx, const T *x, T *y, int64_t R, int64_t K);            \
-    /* Return the mean loss; write dlogits. labels (N,) or probs (N,K): exactly one is set. */  \
-    double fnn_softmax_cross_entropy_##SFX(fnn_ctx ctx, const T *z, const int64_t *labels,      \
-                                           const T *probs, T *dz, int64_t N, int64_t K);        \
-    double fnn_mean_squared_error_##SFX(fnn_ctx ctx, const T *y, const T *t, T *grad,           \
-                                        int64_t n);                                             \
-    double fnn_sigmoid_bce_##SFX(fnn_ctx ctx, const T *z, const T *t, T *grad, int64_t n);      \
+    /* Write the mean loss to *loss and dlogits; 0, or -1 when scratch memory could not be    \
+     * allocated (no result). labels (N,) or probs (N,K): exactly one is set. */               \
+    int fnn_softmax_cross_entropy_##SFX(fnn_ctx ctx, const T *z, const int64_t *labels,         \
+                                        const T *probs, T *dz, int64_t N, int64_t K,            \
+                                        double *loss);                                          \
+    int fnn_mean_squared_error_##SFX(fnn_ctx ctx, const T *y, const T *t, T *grad, int64_t n,   \
+                                     double *loss);                                             \
+    int fnn_sigmoid_bce_##SFX(fnn_ctx ctx, const T *z, const T *t, T *grad, int64_t n,          \
+                              double *loss);                                                    \
                                                                                                  \
     /* In place, one pass; wd adds wd*p and l1 adds l1*sign(p) to the gradient first. */        \
     void fnn_sgd_update_##SFX(fnn_ctx ctx, T *p, const T *g, int64_t n, double lr, double wd,   \

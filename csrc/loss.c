@@ -170,17 +170,18 @@ static int sce_labels_fast_f64(fnn_ctx ctx, const double *z, const int64_t *labe
         }                                                                                           \
     }                                                                                               \
                                                                                                     \
-    double fnn_softmax_cross_entropy_##SFX(fnn_ctx ctx, const T *z, const int64_t *labels,          \
-                                           const T *probs, T *dz, int64_t N, int64_t K)             \
+    int fnn_softmax_cross_entropy_##SFX(fnn_ctx ctx, const T *z, const int64_t *labels,             \
+                                        const T *probs, T *dz, int64_t N, int64_t K, double *loss)  \
     {                                                                                               \
         const int isa = fnn_isa_of(ctx);                                                            \
         const double inv_N = 1.0 / (double)N;                                                       \
         double *row_loss, total = 0;                                                                \
         int64_t r;                                                                                  \
-        if (N <= 0 || K <= 0) return NAN;                                                           \
-        if (labels && sce_labels_fast_##SFX(ctx, z, labels, dz, N, K, &total)) return total;       \
+        *loss = NAN;                                                                                \
+        if (N <= 0 || K <= 0) return 0;                                                             \
+        if (labels && sce_labels_fast_##SFX(ctx, z, labels, dz, N, K, loss)) return 0;             \
         row_loss = (double *)malloc((size_t)N * sizeof(double));                                    \
-        if (!row_loss) return NAN;                                                                  \
+        if (!row_loss) return -1;                                                                   \
         const int64_t par_work = N * K;                                                                           \
         FNN_OMP_FOR                                                                                \
         for (r = 0; r < N; r++) {                                                                   \
@@ -221,20 +222,22 @@ static int sce_labels_fast_f64(fnn_ctx ctx, const double *z, const int64_t *labe
         }                                                                                           \
         for (r = 0; r < N; r++) total += row_loss[r];                                               \
         free(row_loss);                                                                             \
-        return total / (double)N;                                                                   \
+        *loss = total / (double)N;                                                                  \
+        return 0;                                                                                   \
     }                                                                                               \
                                                                                                     \
     /* fixed blocks; each block's partial sum in double, then a serial sum */                      \
-    static double blocked_mean_##SFX(fnn_ctx ctx, const T *a, const T *b, T *grad, int64_t n,      \
-                                     int kind)                                                      \
+    static int blocked_mean_##SFX(fnn_ctx ctx, const T *a, const T *b, T *grad, int64_t n,         \
+                                  int kind, double *loss)                                           \
     {                                                                                               \
         const int64_t nblocks = (n + LOSS_BLOCK - 1) / LOSS_BLOCK;                                  \
         const T fn = (T)n, two_over_n = (T)2 / fn;                                                  \
         double *part, total = 0;                                                                    \
         int64_t blk;                                                                                \
-        if (n <= 0) return NAN;                                                                     \
+        *loss = NAN;                                                                                \
+        if (n <= 0) return 0;                                                                       \
         part = (double *)malloc((size_t)nblocks * sizeof(double));                                  \
-        if (!part) return NAN;                                                                      \
+        if (!part) return -1;                                                                       \
         const int64_t par_work = n;                                                                               \
         FNN_OMP_FOR                                                                                \
         for (blk = 0; blk < nblocks; blk++) {                                                       \
@@ -258,17 +261,19 @@ static int sce_labels_fast_f64(fnn_ctx ctx, const double *z, const int64_t *labe
         }                                                                                           \
         for (blk = 0; blk < nblocks; blk++) total += part[blk];                                     \
         free(part);                                                                                 \
-        return total / (double)n;                                                                   \
+        *loss = total / (double)n;                                                                  \
+        return 0;                                                                                   \
     }                                                                                               \
                                                                                                     \
-    double fnn_mean_squared_error_##SFX(fnn_ctx ctx, const T *y, const T *t, T *grad, int64_t n)    \
+    int fnn_mean_squared_error_##SFX(fnn_ctx ctx, const T *y, const T *t, T *grad, int64_t n,       \
+                                     double *loss)                                                  \
     {                                                                                               \
-        return blocked_mean_##SFX(ctx, y, t, grad, n, 0);                                           \
+        return blocked_mean_##SFX(ctx, y, t, grad, n, 0, loss);                                     \
     }                                                                                               \
                                                                                                     \
-    double fnn_sigmoid_bce_##SFX(fnn_ctx ctx, const T *z, const T *t, T *grad, int64_t n)           \
+    int fnn_sigmoid_bce_##SFX(fnn_ctx ctx, const T *z, const T *t, T *grad, int64_t n, double *loss) \
     {                                                                                               \
-        return blocked_mean_##SFX(ctx, z, t, grad, n, 1);                                           \
+        return blocked_mean_##SFX(ctx, z, t, grad, n, 1, loss);                                     \
     }
 
 DEFINE_LOSS(float, f32, logf, log1pf, expf)

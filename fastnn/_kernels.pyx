@@ -66,14 +66,17 @@ cdef extern from "kernels.h" nogil:
     void fnn_softmax_f64(fnn_ctx ctx, const double *x, double *y, int64_t R, int64_t K)
     void fnn_log_softmax_f32(fnn_ctx ctx, const float *x, float *y, int64_t R, int64_t K)
     void fnn_log_softmax_f64(fnn_ctx ctx, const double *x, double *y, int64_t R, int64_t K)
-    double fnn_softmax_cross_entropy_f32(fnn_ctx ctx, const float *z, const int64_t *labels,
-                                         const float *probs, float *dz, int64_t N, int64_t K)
-    double fnn_softmax_cross_entropy_f64(fnn_ctx ctx, const double *z, const int64_t *labels,
-                                         const double *probs, double *dz, int64_t N, int64_t K)
-    double fnn_mean_squared_error_f32(fnn_ctx ctx, const float *y, const float *t, float *grad, int64_t n)
-    double fnn_mean_squared_error_f64(fnn_ctx ctx, const double *y, const double *t, double *grad, int64_t n)
-    double fnn_sigmoid_bce_f32(fnn_ctx ctx, const float *z, const float *t, float *grad, int64_t n)
-    double fnn_sigmoid_bce_f64(fnn_ctx ctx, const double *z, const double *t, double *grad, int64_t n)
+    int fnn_softmax_cross_entropy_f32(fnn_ctx ctx, const float *z, const int64_t *labels,
+                                      const float *probs, float *dz, int64_t N, int64_t K, double *loss)
+    int fnn_softmax_cross_entropy_f64(fnn_ctx ctx, const double *z, const int64_t *labels,
+                                      const double *probs, double *dz, int64_t N, int64_t K, double *loss)
+    int fnn_mean_squared_error_f32(fnn_ctx ctx, const float *y, const float *t, float *grad, int64_t n,
+                                   double *loss)
+    int fnn_mean_squared_error_f64(fnn_ctx ctx, const double *y, const double *t, double *grad, int64_t n,
+                                   double *loss)
+    int fnn_sigmoid_bce_f32(fnn_ctx ctx, const float *z, const float *t, float *grad, int64_t n, double *loss)
+    int fnn_sigmoid_bce_f64(fnn_ctx ctx, const double *z, const double *t, double *grad, int64_t n,
+                            double *loss)
 
     void fnn_sgd_update_f32(fnn_ctx ctx, float *p, const float *g, int64_t n, double lr, double wd, double l1)
     void fnn_sgd_update_f64(fnn_ctx ctx, double *p, const double *g, int64_t n, double lr, double wd, double l1)
@@ -410,26 +413,29 @@ def softmax_cross_entropy(cnp.ndarray logits, cnp.ndarray target):
     cdef const void *z = cnp.PyArray_DATA(logits)
     cdef void *d = cnp.PyArray_DATA(dz)
     cdef double loss
+    cdef int rc
     with nogil:
         if f32:
-            loss = fnn_softmax_cross_entropy_f32(ctx, <const float *>z, labels, <const float *>probs,
-                                                 <float *>d, N, K)
+            rc = fnn_softmax_cross_entropy_f32(ctx, <const float *>z, labels, <const float *>probs,
+                                               <float *>d, N, K, &loss)
         else:
-            loss = fnn_softmax_cross_entropy_f64(ctx, <const double *>z, labels, <const double *>probs,
-                                                 <double *>d, N, K)
+            rc = fnn_softmax_cross_entropy_f64(ctx, <const double *>z, labels, <const double *>probs,
+                                               <double *>d, N, K, &loss)
+    if rc < 0:
+        raise MemoryError("softmax_cross_entropy: could not allocate scratch memory")
     return loss, dz
 
 
-cdef double _pair_loss(fnn_ctx ctx, const floating *a, const floating *b, floating *g, int64_t n,
-                       bint bce) noexcept nogil:
+cdef int _pair_loss(fnn_ctx ctx, const floating *a, const floating *b, floating *g, int64_t n,
+                    bint bce, double *loss) noexcept nogil:
     if floating is float:
         if bce:
-            return fnn_sigmoid_bce_f32(ctx, a, b, g, n)
-        return fnn_mean_squared_error_f32(ctx, a, b, g, n)
+            return fnn_sigmoid_bce_f32(ctx, a, b, g, n, loss)
+        return fnn_mean_squared_error_f32(ctx, a, b, g, n, loss)
     else:
         if bce:
-            return fnn_sigmoid_bce_f64(ctx, a, b, g, n)
-        return fnn_mean_squared_error_f64(ctx, a, b, g, n)
+            return fnn_sigmoid_bce_f64(ctx, a, b, g, n, loss)
+        return fnn_mean_squared_error_f64(ctx, a, b, g, n, loss)
 
 
 cdef tuple _pair_loss_any(a, b, bint bce):
@@ -441,11 +447,15 @@ cdef tuple _pair_loss_any(a, b, bint bce):
     cdef int64_t n = a.size
     cdef bint f32 = _is_f32(a)
     cdef double loss
+    cdef int rc
     with nogil:
         if f32:
-            loss = _pair_loss(ctx, <const float *>ap, <const float *>bp, <float *>gp, n, bce)
+            rc = _pair_loss(ctx, <const float *>ap, <const float *>bp, <float *>gp, n, bce, &loss)
         else:
-            loss = _pair_loss(ctx, <const double *>ap, <const double *>bp, <double *>gp, n, bce)
+            rc = _pair_loss(ctx, <const double *>ap, <const double *>bp, <double *>gp, n, bce, &loss)
+    if rc < 0:
+        raise MemoryError(f"{'sigmoid_binary_cross_entropy' if bce else 'mean_squared_error'}: "
+                          "could not allocate scratch memory")
     return loss, grad
 
 

@@ -297,3 +297,48 @@ def test_huge_matmul_output_past_2_31(backend):
     assert y.shape == (2**16 + 1, 2**15 + 1)
     np.testing.assert_array_equal(y[-1, -3:], 2 * b[0, -3:])
     np.testing.assert_array_equal(y[0, :5], b[0, :5])
+
+
+SCRATCH_CHILD = r"""
+import resource, sys
+import numpy as np
+import fastnn
+from fastnn import ops
+
+target_kind = sys.argv[1]
+fastnn.set_backend("native")
+fastnn.set_simd("portable")   # AVX2's rows against labels need only a few blocks' sums
+N, K = 1 << 20, 10
+logits = np.random.default_rng(0).standard_normal((N, K)).astype(np.float32)
+target = np.full((N, K), 0.1, np.float32) if target_kind == "probabilities" else np.arange(N) % K
+# The OpenMP threads exist before the cap (libgomp aborts else); a quarter of the rows leaves the
+# full call's scratch larger than any block malloc kept.
+ops.softmax_cross_entropy(logits[:N // 4], target[:N // 4])
+
+def address_space():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize"):
+            return int(line.split()[1]) * 1024
+
+# Room for dlogits and a little, not for the kernel's scratch of N doubles (8 MiB).
+limit = address_space() + logits.nbytes + (3 << 20)
+resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+try:
+    loss, dz = ops.softmax_cross_entropy(logits, target)
+    print("RESULT", loss)
+except MemoryError as exc:
+    print("MEMORYERROR", exc)
+"""
+
+
+@requires_native
+@pytest.mark.skipif(UNDER_ASAN, reason="ASan reserves its shadow memory: an address-space cap cannot be set")
+@pytest.mark.parametrize("target_kind", ["labels", "probabilities"])
+def test_loss_scratch_that_cannot_be_allocated_is_a_memory_error(target_kind):
+    # The kernel returned a NaN loss and left dlogits unwritten when its scratch malloc failed.
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.run([sys.executable, "-c", SCRATCH_CHILD, target_kind], capture_output=True, text=True,
+                          timeout=120, cwd=tempfile.gettempdir(), env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "MEMORYERROR softmax_cross_entropy: could not allocate scratch memory" in proc.stdout, proc.stdout

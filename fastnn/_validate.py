@@ -191,11 +191,19 @@ def as_real(op, name, value):
     return float(value)
 
 
+def check_count(op, what, shape, itemsize=1):
+    """Refuse a shape whose element count (or bytes) overflows int64: one the C loops could not count."""
+    count = math.prod(map(int, shape))   # Python ints: no wraparound
+    # NumPy refuses a shape whose non-zero sizes overflow, even with a zero in it.
+    spanned = math.prod(int(d) for d in shape if int(d) != 0)
+    if spanned > _INT64_MAX or spanned * itemsize > _INT64_MAX:
+        raise ValueError(f"{op}: {what} of shape {tuple(shape)} has more elements than int64 can index")
+    return count
+
+
 def check_size(op, what, shape, itemsize):
     """Refuse an output whose element count overflows int64 or whose bytes exceed memory."""
-    count = math.prod(map(int, shape))   # Python ints: no wraparound
-    if count > _INT64_MAX or count * itemsize > _INT64_MAX:
-        raise ValueError(f"{op}: {what} of shape {tuple(shape)} has more elements than int64 can index")
+    count = check_count(op, what, shape, itemsize)
     if count * itemsize > MAX_BYTES:
         raise MemoryError(f"{op}: {what} of shape {tuple(shape)} would need {count * itemsize} bytes, "
                           f"more than this machine's {MAX_BYTES} bytes of memory")

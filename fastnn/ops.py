@@ -7,6 +7,7 @@ active backend: the C kernels (``fastnn.set_backend("native")``) or the NumPy
 reference (``"numpy"``). docs/OPS.md documents every op; docs/BACKEND.md is the
 contract the two backends implement.
 """
+import itertools
 import math
 
 import numpy as np
@@ -353,7 +354,7 @@ def max_pool2d(x, pool_h, pool_w=None, stride=None, pad=0):
     x = arrs["x"]
     _check_image(op, "x", x)
     (ph, pw), stride, pad, out_shape = _pool_geometry(op, x.shape, pool_h, pool_w, stride, pad, dtype.itemsize)
-    V.check_size(op, "the output's windows", out_shape + (ph * pw,), dtype.itemsize)
+    V.check_count(op, "the output's windows", out_shape + (ph * pw,))   # visited, never stored
     return _backend().max_pool2d(x, ph, pw, stride, pad)
 
 
@@ -372,7 +373,7 @@ def conv2d_max_pool2d(x, W, b=None, stride=1, pad=0, activation=None, alpha=None
     (ph, pw), pool_stride, pool_pad, out_shape = _pool_geometry(op, conv_shape, pool_h, pool_w, pool_stride,
                                                                 pool_pad, dtype.itemsize)
     _check_int32_plane(op, conv_shape)
-    V.check_size(op, "the output's windows", out_shape + (ph * pw,), dtype.itemsize)
+    V.check_count(op, "the output's windows", out_shape + (ph * pw,))   # visited, never stored
     return _backend().conv2d_max_pool2d(x, W, b, stride, pad, act, alpha, ph, pw, pool_stride, pool_pad)
 
 
@@ -536,13 +537,28 @@ def sigmoid_binary_cross_entropy(logits, t):
 # ---------------------------------------------------------------------------
 # Optimizer updates (in place)
 
+def _overlap(a, b):
+    """Whether a and b share an element (bounds alone would refuse interleaved views)."""
+    if not np.may_share_memory(a, b):
+        return False
+    try:
+        return np.shares_memory(a, b, max_work=1 << 20)
+    except RuntimeError:  # numpy.exceptions.TooHardError (numpy.TooHardError before 1.25)
+        return True
+
+
 def _update(op, kernel, p, g, states, scalars):
     p = V.writeable_float_array(op, "p", p)
     g = V.as_float_array(op, "g", g)
     if g.shape != p.shape:
         raise ValueError(f"{op}: g of shape {g.shape} does not match p of shape {p.shape}")
+    names = ["p"] + [name for name, _ in states]
     states = [V.writeable_float_array(op, name, s, p.shape) for name, s in states]
     scalars = [V.as_real(op, name, s) for name, s in scalars]
+    written = [p, *states]
+    for i, j in itertools.combinations(range(len(written)), 2):
+        if _overlap(written[i], written[j]):  # each is read and written: no order makes one answer
+            raise ValueError(f"{op}: {names[i]} and {names[j]} share memory; each needs its own array")
     if any(np.may_share_memory(g, a) for a in (p, *states)):
         g = g.copy()  # the kernel writes p as it reads g: NumPy's p -= lr * g reads all of g first
     arrays = [p, g, *states]

@@ -194,6 +194,21 @@ def test_empty_batch_with_huge_dimensions(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batch_whose_other_sizes_overflow_is_a_named_value_error(backend):
+    # 0 elements passed the count; NumPy's allocation then failed with its own unnamed error.
+    big = 2**21
+    shape = (0, big, big, big)
+    with fastnn.backend(backend):
+        with pytest.raises(ValueError, match="max_pool2d_backward: .* more elements than int64 can index"):
+            ops.max_pool2d_backward(np.ones((0, big, 1, 1)), np.zeros((0, big, 1, 1), np.int64), shape, big,
+                                    stride=big)
+        with pytest.raises(ValueError, match="avg_pool2d_backward: .* more elements than int64 can index"):
+            ops.avg_pool2d_backward(np.ones((0, big, 1, 1)), shape, big)
+        with pytest.raises(ValueError, match="col2im: .* more elements than int64 can index"):
+            ops.col2im(np.ones((0, big)), shape, 1, 1, stride=big)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_strides_beyond_int64_compute_or_raise_value_error(backend):
     outcomes = run_cases(backend, {k: v[0] for k, v in STRIDED.items()})
     bad = {}

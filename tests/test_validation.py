@@ -340,3 +340,39 @@ def test_an_empty_weight_dimension_is_named_without_a_batch():
         F.linear(np.ones((2, 4), np.float32), np.ones((4, 0), np.float32))
     with pytest.raises(ValueError, match=r"conv2d: expected every dimension of W to be >= 1"):
         F.conv2d(np.ones((2, 1, 4, 4), np.float32), np.ones((0, 1, 3, 3), np.float32))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_optimizer_arrays_that_are_written_may_not_share_memory(backend):
+    # Each of p and the states is read and written in one pass: overlapping, the two backends
+    # gave different answers (adagrad with h = buf[1:] and p = buf[:16]; adam with m is v).
+    with fastnn.backend(backend):
+        buf = np.arange(1.0, 18.0)
+        with pytest.raises(ValueError, match="adagrad_update: p and h share memory"):
+            F.adagrad_update(buf[:16], np.ones(16), buf[1:], 0.1)
+        m = np.zeros(4)
+        with pytest.raises(ValueError, match="adam_update: m and v share memory"):
+            F.adam_update(np.ones(4), np.ones(4), m, m, 0.1)
+        np.testing.assert_array_equal(buf, np.arange(1.0, 18.0))       # refused before any write
+        p, v = buf[0:16:2], buf[1:16:2]                                # interleaved: no element in common
+        F.momentum_update(p, np.ones(8), v, 0.5)
+        np.testing.assert_array_equal(p, np.arange(1.0, 16.0, 2) + (0.9 * np.arange(2.0, 17.0, 2) - 0.5))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_overlapping_pool_windows_are_not_counted_as_memory(backend, monkeypatch):
+    # The windows (output x window elements) are visited, never stored: with more of them than
+    # the machine has bytes, max_pool2d raised MemoryError where avg_pool2d ran.
+    from fastnn import _validate
+    x = np.random.default_rng(0).standard_normal((1, 2, 40, 40))
+    monkeypatch.setattr(_validate, "MAX_BYTES", 2 * x.nbytes)
+    with fastnn.backend(backend):
+        y, _ = F.max_pool2d(x, 16, 16, stride=1)                  # 25 x 25 windows of 256: 1.3 MB
+        z, _ = F.conv2d_max_pool2d(x, np.ones((1, 2, 1, 1)), pool_h=16, pool_stride=1)
+        monkeypatch.setattr(_validate, "MAX_BYTES", x.nbytes)
+        with pytest.raises(MemoryError, match="max_pool2d: the padded input"):
+            F.max_pool2d(x, 2, pad=1)                             # what is stored still counts
+    def window_max(a):
+        return np.lib.stride_tricks.sliding_window_view(a, (16, 16), axis=(2, 3)).max(axis=(-2, -1))
+    np.testing.assert_array_equal(y, window_max(x))
+    np.testing.assert_allclose(z, window_max(x.sum(axis=1, keepdims=True)), rtol=1e-12)

@@ -303,6 +303,10 @@ def writeable_float_array(op, name, value, shape=None):
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{op}: expected {name} to be a writeable float ndarray (updated in place), "
                         f"got {describe(value)}")
+    if value.dtype.kind == "f" and not value.dtype.isnative and value.dtype.newbyteorder("=") in FLOAT_DTYPES:
+        raise TypeError(f"{op}: {name} is {value.dtype.newbyteorder('=')} in the other byte order ({value.dtype}); "
+                        f"an array updated in place must be in this machine's: pass "
+                        f"{name}.astype({name}.dtype.newbyteorder('='))")
     if value.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{op}: expected {name} to be a float32 or float64 array, got dtype {value.dtype}")
     if not value.flags.writeable:

@@ -88,8 +88,12 @@ def _flat(x):
 
 
 def _fresh_float(value):
+    """A copy the op may update in place: float32 or float64 in the machine's byte order
+    (big-endian ones converted), any other dtype as float64."""
     arr = np.array(value)
-    return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
+    if arr.dtype.kind == "f" and arr.dtype.newbyteorder("=") in V.FLOAT_DTYPES:
+        return arr.astype(arr.dtype.newbyteorder("="), copy=False)
+    return arr.astype(np.float64)
 
 
 def _dout_like(dout, ref):

@@ -168,16 +168,8 @@ class Optimizer:
 
     def _checked_grad(self, key, param, grad):
         name = type(self).__name__
-        if not isinstance(param, np.ndarray) or param.dtype.kind != "f":
-            raise TypeError(f"{name}.update: expected parameter {key!r} to be a float ndarray "
-                            f"(updated in place), got {V.describe(param)}")
-        if param.dtype not in V.FLOAT_DTYPES:
-            # as the kernels (fastnn.ops.*_update) require, checked before any parameter changes
-            raise TypeError(f"{name}.update: expected parameter {key!r} to be a float32 or float64 array, "
-                            f"got dtype {param.dtype}")
-        if not param.flags.writeable:
-            # the type fastnn.ops raises for a read-only array it updates in place
-            raise TypeError(f"{name}.update: parameter {key!r} is read-only, but it is updated in place")
+        # what the kernels (fastnn.ops.*_update) require, checked before any parameter changes
+        V.writeable_float_array(f"{name}.update", f"parameter {key!r}", param)
         grad = np.asarray(grad)
         if grad.shape != param.shape:
             raise ValueError(f"{name}.update: gradient {key!r} has shape {grad.shape}, "

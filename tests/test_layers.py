@@ -811,3 +811,17 @@ def test_a_number_or_integer_parameters_work_as_the_books_broadcasting(backend, 
     ya = L.Affine(Wa, 0).forward(xa)
     assert ya.dtype == dtype
     close(ya, xa.astype(np.float64) @ Wa, dtype, scale=5)
+
+
+@pytest.mark.parametrize("stats_dtype", [">f8", "<f4", np.float16])
+def test_book_batchnorm_takes_running_statistics_of_any_float_dtype(stats_dtype):
+    # The layer hands the op fresh copies; a byte-swapped or float16 one was refused by the op.
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    bn = L.BatchNormalization(np.ones(3), np.zeros(3), running_mean=np.zeros(3, stats_dtype),
+                              running_var=np.ones(3, stats_dtype))
+    bn.forward(x, train_flg=True)
+    mu, var = x.mean(axis=0), x.var(axis=0)
+    tol = 1e-3 if np.dtype(stats_dtype).itemsize == 2 else 1e-6
+    np.testing.assert_allclose(bn.running_mean, 0.1 * mu, rtol=tol, atol=tol)
+    np.testing.assert_allclose(bn.running_var, 0.9 + 0.1 * var, rtol=tol, atol=tol)
+

@@ -376,3 +376,12 @@ def test_overlapping_pool_windows_are_not_counted_as_memory(backend, monkeypatch
         return np.lib.stride_tricks.sliding_window_view(a, (16, 16), axis=(2, 3)).max(axis=(-2, -1))
     np.testing.assert_array_equal(y, window_max(x))
     np.testing.assert_allclose(z, window_max(x.sum(axis=1, keepdims=True)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_byte_swapped_array_updated_in_place_is_refused_by_name(backend):
+    p = np.ones(3, dtype=">f4")
+    with fastnn.backend(backend), pytest.raises(TypeError, match=r"sgd_update: p is float32 in the other byte "
+                                                                 r"order \(>f4\).*newbyteorder"):
+        F.sgd_update(p, np.ones(3, np.float32), 0.1)
+    np.testing.assert_array_equal(p, 1.0)

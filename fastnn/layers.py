@@ -472,6 +472,8 @@ class BatchNormalization:
             raise ValueError("BatchNormalization.forward: expected an input of shape (N, ...), got a scalar")
         self.input_shape = x.shape
         x2 = _flat(x)
+        if self.running_mean is None or self.running_var is None:
+            V.check_size("BatchNormalization.forward", "the running statistics", x2.shape[1:], 8)
         if self.running_mean is None:
             self.running_mean = np.zeros(x2.shape[1])
         if self.running_var is None:

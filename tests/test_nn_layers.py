@@ -538,3 +538,10 @@ def test_build_takes_a_per_sample_shape(shape, error):
     else:
         with pytest.raises(error, match="Sequential.build"):
             model.build(shape)
+
+
+def test_weights_too_big_to_allocate_are_refused_naming_the_layer():
+    with pytest.raises(ValueError, match="Dense 'huge': the weight 'kernel' of shape .* more elements than int64"):
+        Sequential([Dense(2**62, input_dim=4, name="huge")])
+    with pytest.raises(MemoryError, match="Conv2D 'wide': the weight 'kernel' of shape .* would need"):
+        Sequential([Conv2D(2**40, 3, input_shape=(1, 4, 4), name="wide")])

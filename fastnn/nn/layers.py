@@ -107,6 +107,9 @@ class Layer:
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"{self._what()}: dtype must be float32 or float64, got {dtype}")
         output_shape = self.compute_output_shape(input_shape)
+        for name, shape in self.weight_shapes(input_shape).items():
+            # (and the gradient of each parameter beside it) before an initializer asks for it
+            V.check_size(self._what(), f"the weight {name!r}", shape, dtype.itemsize)
         rng = np.random.default_rng() if rng is None else rng
         self.params = {k: self._checked_initial(k, s, dtype, rng) for k, s in self.param_shapes(input_shape).items()}
         self.state = {k: self._checked_initial(k, s, dtype, rng) for k, s in self.state_shapes(input_shape).items()}

@@ -237,3 +237,29 @@ def make_mnist_dir(directory, n_train=7, n_test=5, compress=True, seed=0, splits
         write(directory / f"{split}-labels-idx1-ubyte{suffix}", idx_bytes(labels), compress)
         arrays[split] = (images, labels)
     return arrays
+
+
+# ---------------------------------------------------------------------------
+# Pooling written out element by element, independent of fastnn
+
+def naive_pool2d(x, dy, ph, pw, stride, pad, kind):
+    """(y, dx) of max ("max": padding never wins, ties go to the first in row-major order)
+    or average ("avg": the divisor is ph*pw, padding counts) pooling of x (N, C, H, W) with
+    stride (sh, sw) and symmetric padding (pa, pb); dx is the gradient for dy."""
+    n, c, h, w = x.shape
+    (sh, sw), (pa, pb) = stride, pad
+    oh, ow = (h + 2 * pa - ph) // sh + 1, (w + 2 * pb - pw) // sw + 1
+    y = np.zeros((n, c, oh, ow))
+    dx = np.zeros(x.shape)
+    for b, ch, i, j in np.ndindex(n, c, oh, ow):
+        inside = [(r, s) for r in range(i * sh - pa, i * sh - pa + ph) for s in range(j * sw - pb, j * sw - pb + pw)
+                  if 0 <= r < h and 0 <= s < w]
+        if kind == "max":
+            r, s = max(inside, key=lambda rs: x[b, ch, rs[0], rs[1]])   # max keeps the first of equals
+            y[b, ch, i, j] = x[b, ch, r, s]
+            dx[b, ch, r, s] += dy[b, ch, i, j]
+        else:
+            y[b, ch, i, j] = sum(float(x[b, ch, r, s]) for r, s in inside) / (ph * pw)
+            for r, s in inside:
+                dx[b, ch, r, s] += dy[b, ch, i, j] / (ph * pw)
+    return y, dx

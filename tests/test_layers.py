@@ -7,6 +7,7 @@ import pytest
 import fastnn
 from fastnn import layers as L
 from conftest import requires_native
+from helpers import naive_pool2d
 
 BACKENDS = ["numpy", pytest.param("native", marks=requires_native)]
 DTYPES = [np.float32, np.float64]
@@ -545,6 +546,20 @@ def test_max_pooling(backend, dtype, pool, stride, rng):
         r, s = divmod(k[idx], pool[1])
         expected[n, c, i * stride + r, j * stride + s] += dout[idx]
     close(layer.backward(dout), expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind, make", [("max", lambda: L.Pooling(3, 2, stride=2, pad=1)),
+                                        ("avg", lambda: L.AvgPooling(3, 2, stride=2, pad=1))])
+def test_pooling_layers_pad(backend, dtype, kind, make, rng):
+    x = rng.standard_normal((2, 3, 7, 5)).astype(dtype)
+    layer = make()
+    y = layer.forward(x)
+    dout = rng.standard_normal(y.shape).astype(dtype)
+    want_y, want_dx = naive_pool2d(x, dout, 3, 2, (2, 2), (1, 1), kind)
+    assert y.shape == want_y.shape == (2, 3, 4, 3)
+    close(y, want_y, dtype)
+    close(layer.backward(dout), want_dx, dtype)
 
 
 def test_pooling_default_stride_is_the_books(backend, rng):

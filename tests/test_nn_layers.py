@@ -10,6 +10,7 @@ from fastnn import nn
 from fastnn.nn import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
                        Sequential, gradcheck)
 from conftest import requires_native
+from helpers import naive_pool2d
 
 BACKENDS = ["numpy", pytest.param("native", marks=requires_native)]
 
@@ -180,6 +181,40 @@ def test_conv_same_padding_matches_the_tensorflow_rule(backend, rng, kernel, str
     expected = _naive_conv_same(x, layer.params["kernel"], layer.params["bias"], stride)
     assert y.shape == expected.shape
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind, make", [("max", MaxPool2D), ("avg", AvgPool2D)])
+@pytest.mark.parametrize("pool, strides, padding", [((2, 3), (1, 2), (1, 0)), ((3, 2), (2, 1), (0, 1)),
+                                                    ((2, 2), None, "valid")])
+def test_pool_layers_against_loops(backend, rng, kind, make, pool, strides, padding):
+    layer = make(pool, strides=strides, padding=padding)
+    layer.build((3, 7, 8), np.float64)
+    x = rng.standard_normal((2, 3, 7, 8))
+    y = layer.forward(x, training=True)
+    dy = rng.standard_normal(y.shape)
+    pad = (0, 0) if padding == "valid" else padding
+    want_y, want_dx = naive_pool2d(x, dy, *pool, strides or pool, pad, kind)
+    assert y.shape[1:] == layer.compute_output_shape((3, 7, 8)) == want_y.shape[1:]
+    np.testing.assert_allclose(y, want_y, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(layer.backward(dy), want_dx, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("padding", [(2, 1), (0, 2), 1])
+def test_conv_int_padding_pads_each_axis_by_its_own_amount(backend, rng, padding):
+    layer = Conv2D(3, (3, 2), strides=(1, 2), padding=padding, bias_initializer="normal")
+    layer.build((2, 5, 6), np.float64, rng)
+    x = rng.standard_normal((2, 2, 5, 6))
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    w, b = layer.params["kernel"], layer.params["bias"]
+    oh, ow = xp.shape[2] - 3 + 1, (xp.shape[3] - 2) // 2 + 1
+    want = np.zeros((2, 3, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            want[:, :, i, j] = np.tensordot(xp[:, :, i:i + 3, 2 * j:2 * j + 2], w, axes=([1, 2, 3], [1, 2, 3])) + b
+    y = layer.forward(x)
+    assert y.shape[1:] == layer.compute_output_shape((2, 5, 6)) == want.shape[1:]
+    np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-12)
 
 
 def test_dense_matches_numpy(backend, rng):

@@ -1376,3 +1376,69 @@ def test_reference_keeps_no_column_matrix_past_its_budget_with_the_copy_of_x(mon
         assert _reference._saved_col.entry is not None
         F.conv2d_backward(np.ones((1, 2, 64, 64)), x[:, :, :256, :256], W, stride=4)
         assert _reference._saved_col.entry is None       # used once, then dropped
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_activation_backward_recomputes_y_from_x(backend, name, dtype):
+    # documented: sigmoid and tanh take y, or x from which y is recomputed
+    rng = np.random.default_rng(7)
+    x = (4 * rng.standard_normal((3, 5))).astype(dtype)
+    dy = rng.standard_normal((3, 5)).astype(dtype)
+    got = run_on(backend, F.activation_backward, dy, name, x=x)
+    assert got.dtype == dtype
+    assert_close(got, _elementwise(lambda g, v: g * SCALAR_ACT_GRAD[name](v, 0.0), dy, x), dtype, scale=2)
+
+
+def _sensitive_defaults(call, documented, other):
+    """call() with the op's defaults gives the bits of call(**documented), and the data is
+    such that another value of each default changes the result."""
+    results = lambda out: [np.array(v, copy=True) for v in (out if isinstance(out, (tuple, list)) else [out])]
+    by_default, explicit = results(call()), results(call(**documented))
+    for a, b in zip(by_default, explicit):
+        np.testing.assert_array_equal(a, b)
+    for key, value in other.items():
+        changed = results(call(**{**documented, key: value}))
+        assert any(not np.array_equal(a, b) for a, b in zip(changed, explicit)), key
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_documented_defaults(backend):
+    """The defaults docs/OPS.md gives, written here as literals (a wrong default would be
+    shared by both backends, so the native-vs-reference checks cannot see it)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 6))
+    dy = rng.standard_normal((4, 6))
+    g = np.full(6, 1e-6)   # small enough that eps moves the step
+    with fastnn.backend(backend):
+        for op in (F.leaky_relu, F.elu):
+            alpha = 0.01 if op is F.leaky_relu else 1.0
+            _sensitive_defaults(lambda **kw: op(x, **kw), dict(alpha=alpha), dict(alpha=2 * alpha))
+            backward = getattr(F, op.__name__ + "_backward")
+            _sensitive_defaults(lambda **kw: backward(dy, x, **kw), dict(alpha=alpha), dict(alpha=2 * alpha))
+
+        def update(op, states, **kw):
+            p = np.ones(6)
+            copies = [s.copy() for s in states]
+            op(p, g, *copies, 0.1, **kw)
+            return [p, *copies]
+        _sensitive_defaults(lambda **kw: update(F.momentum_update, [np.full(6, 0.5)], **kw),
+                            dict(momentum=0.9), dict(momentum=0.8))
+        _sensitive_defaults(lambda **kw: update(F.nesterov_update, [np.full(6, 0.5)], **kw),
+                            dict(momentum=0.9), dict(momentum=0.8))
+        _sensitive_defaults(lambda **kw: update(F.adagrad_update, [np.zeros(6)], **kw),
+                            dict(eps=1e-7), dict(eps=1e-5))
+        _sensitive_defaults(lambda **kw: update(F.rmsprop_update, [np.full(6, 4e-12)], **kw),
+                            dict(decay=0.99, eps=1e-7), dict(decay=0.9, eps=1e-5))
+        def adam(**kw):
+            p, m, v = np.ones(6), np.full(6, 3e-6), np.full(6, 4e-12)
+            F.adam_update(p, g, m, v, 0.1, **kw)
+            return [p, m, v]
+        _sensitive_defaults(adam, dict(beta1=0.9, beta2=0.999, eps=1e-7), dict(beta1=0.8, beta2=0.99, eps=1e-5))
+
+        def batch_norm(**kw):
+            mean, var = np.full(6, 0.5), np.full(6, 2.0)
+            y, _ = F.batch_norm_forward(x * 1e-3, np.ones(6), np.zeros(6), mean, var, **kw)
+            return [y, mean, var]
+        _sensitive_defaults(batch_norm, dict(momentum=0.9, eps=1e-7), dict(momentum=0.99, eps=1e-5))

@@ -194,15 +194,20 @@ def test_matches_reference_backend(dtype, rng):
         x = rng.standard_normal((n, c, h, wd)).astype(dtype)
         w = rng.standard_normal((f, c, fh, fw)).astype(dtype)
         b = rng.standard_normal((f,)).astype(dtype)
-        y = _gemm.conv2d(x, w, b, stride, pad, "relu", 0.0)
-        ry = R.conv2d(x, w, b, stride, pad, "relu", 0.0)
-        tol = 1e-5 if dtype == np.float32 else 1e-12
-        np.testing.assert_allclose(y, ry, rtol=tol, atol=tol * c * fh * fw)
-        dy = rng.standard_normal(y.shape).astype(dtype)
-        got = _gemm.conv2d_backward(dy, x, w, stride, pad, True)
-        want = R.conv2d_backward(dy, x, w, stride, pad, True)
-        for g, r in zip(got, want):
-            np.testing.assert_allclose(g, r, rtol=tol * 10, atol=tol * 10 * max(1.0, np.abs(r).max(initial=0)))
+        # Both within the dtype's rounding of the terms summed of the float64 result.
+        want_y, mag = conv_forward64(x, w, b, stride, pad)
+        want_y = np.maximum(want_y, 0)
+        dy = rng.standard_normal(want_y.shape).astype(dtype)
+        rdx, rdw, rdb = conv_backward64(dy, x, w, stride, pad)
+        p = want_y.shape[2] * want_y.shape[3]
+        for y, grads in ((_gemm.conv2d(x, w, b, stride, pad, "relu", 0.0), _gemm.conv2d_backward(dy, x, w, stride,
+                                                                                                  pad, True)),
+                         (R.conv2d(x, w, b, stride, pad, "relu", 0.0), R.conv2d_backward(dy, x, w, stride, pad, True))):
+            check(y, want_y, np.abs(want_y).max(initial=0) + mag.max(initial=0), dtype, c * fh * fw)
+            dx, dw, db = grads
+            check(dw, rdw, np.abs(rdw).max(initial=0) + 3 * n * p, dtype, n * p)
+            check(db, rdb, n * p, dtype, n * p)
+            check(dx, rdx, np.abs(rdx).max(initial=0) + 3 * f * fh * fw * c, dtype, f * fh * fw)
 
 
 @pytest.mark.parametrize("act", ["identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus"])

@@ -352,12 +352,18 @@ def test_auto_matches_the_numpy_backend_through_ops(rng):
     wt = (rng.standard_normal((24, 32, 3, 3)) * 0.1).astype(np.float32)
     b = rng.standard_normal(24).astype(np.float32)
     dy = rng.standard_normal((5, 24, 11, 10)).astype(np.float32)
-    with native_setting(conv_algorithm="auto"):
-        got = (F.conv2d(x, wt, b, pad=1, activation="relu"),) + tuple(F.conv2d_backward(dy, x, wt, pad=1))
-    with fastnn.backend("numpy"):
-        want = (F.conv2d(x, wt, b, pad=1, activation="relu"),) + tuple(F.conv2d_backward(dy, x, wt, pad=1))
-    for g, r in zip(got, want):
-        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * np.abs(r).max())
+    y64, mag = conv_forward64(x, wt, b, (1, 1), (1, 1))
+    rdx, rdw, rdb = conv_backward64(dy, x, wt, (1, 1), (1, 1))
+    n, c, f, p = 5, 32, 24, 11 * 10
+    for backend in ("native", "numpy"):
+        with native_setting(conv_algorithm="auto"), fastnn.backend(backend):
+            y = F.conv2d(x, wt, b, pad=1, activation="relu")
+            dx, dw, db = F.conv2d_backward(dy, x, wt, pad=1)
+        # each within float32's rounding of the terms summed (as the im2col tests above)
+        check(y, np.maximum(y64, 0), np.abs(y64).max() + mag.max(), np.float32, 9 * c)
+        check(dw, rdw, np.abs(rdw).max() + 3 * n * p, np.float32, n * p)
+        check(db, rdb, n * p, np.float32, n * p)
+        check(dx, rdx, np.abs(rdx).max() + 3 * f * 9 * c * 0.1, np.float32, 9 * f)
 
 
 def test_set_conv_algorithm_validates_and_round_trips():

@@ -244,10 +244,13 @@ def max_pool2d(x, ph, pw, stride, pad):
     (sh, sw) = stride
     oh, ow = _out_hw(h, w, ph, pw, stride, pad)
     xp = _pad_hw(x, pad, -np.inf)
-    views = [xp[:, :, di:di + sh * oh:sh, dj:dj + sw * ow:sw] for di in range(ph) for dj in range(pw)]
+    views = [xp[:, :, di:di + sh * oh:sh, dj:dj + sw * ow:sw] for di in range(ph) for dj in range(pw)
+             ] if ph * pw <= _SMALL_WINDOW else None
     row_start = (np.arange(oh, dtype=np.int64) * sh - pad[0])[:, None]
     col_start = (np.arange(ow, dtype=np.int64) * sw - pad[1])[None, :]
-    if np.isnan(x).any():
+    if views is None:
+        y, k = _window_argmax(xp, ph, pw, stride, oh, ow)
+    elif np.isnan(x).any():
         y, k = _window_max_with_nan(views)
     else:
         # The maximum of the window's elements, then the first offset (row-major) that holds
@@ -272,6 +275,30 @@ def max_pool2d(x, ph, pw, stride, pad):
         rows = np.where(in_padding, np.maximum(row_start, 0), rows)
         cols = np.where(in_padding, np.maximum(col_start, 0), cols)
     return y, rows * w + cols
+
+
+# Windows of more elements than this are gathered, a block at a time, and reduced by
+# np.argmax: a Python loop over their offsets took seconds for a global pool.
+_SMALL_WINDOW = 32
+_WINDOW_BLOCK = 1 << 21   # elements of the windows gathered at once
+
+
+def _window_argmax(xp, ph, pw, stride, oh, ow):
+    """(maximum, first offset of it in row-major order) of each window of the padded xp,
+    a NaN winning as in np.argmax."""
+    n, c = xp.shape[:2]
+    planes = xp.reshape((n * c,) + xp.shape[2:])
+    windows = np.lib.stride_tricks.sliding_window_view(planes, (ph, pw), axis=(1, 2))[:, ::stride[0], ::stride[1]]
+    y = np.empty((n * c, oh, ow), dtype=xp.dtype)
+    k = np.empty((n * c, oh, ow), dtype=np.int64)
+    block = max(1, _WINDOW_BLOCK // max(1, ow * ph * pw))
+    for i in range(oh):
+        for p0 in range(0, n * c, block):
+            gathered = windows[p0:p0 + block, i].reshape(-1, ow, ph * pw)
+            first = gathered.argmax(axis=-1)
+            k[p0:p0 + block, i] = first
+            y[p0:p0 + block, i] = np.take_along_axis(gathered, first[..., None], axis=-1)[..., 0]
+    return y.reshape(n, c, oh, ow), k.reshape(n, c, oh, ow)
 
 
 def _window_max_with_nan(views):
@@ -317,10 +344,13 @@ def avg_pool2d(x, ph, pw, stride, pad):
     (sh, sw) = stride
     oh, ow = _out_hw(h, w, ph, pw, stride, pad)
     xp = _pad_hw(x, pad)
-    total = np.zeros((n, c, oh, ow), dtype=x.dtype)
+    # The window's sum one axis at a time: ph + pw slices, not ph * pw.
+    rows = np.zeros((n, c, oh, xp.shape[3]), dtype=x.dtype)
     for i in range(ph):
-        for j in range(pw):
-            total += xp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+        rows += xp[:, :, i:i + sh * oh:sh, :]
+    total = np.zeros((n, c, oh, ow), dtype=x.dtype)
+    for j in range(pw):
+        total += rows[:, :, :, j:j + sw * ow:sw]
     return total / x.dtype.type(ph * pw)
 
 
@@ -329,10 +359,13 @@ def avg_pool2d_backward(dy, x_shape, ph, pw, stride, pad):
     (sh, sw), (pad_h, pad_w) = stride, pad
     oh, ow = dy.shape[2], dy.shape[3]
     share = dy / dy.dtype.type(ph * pw)
-    dxp = np.zeros((n, c, h + 2 * pad_h + sh - 1, w + 2 * pad_w + sw - 1), dtype=dy.dtype)
+    # spread along the rows, then the columns: ph + pw slices, not ph * pw
+    cols = np.zeros((n, c, oh, w + 2 * pad_w + sw - 1), dtype=dy.dtype)
+    for j in range(pw):
+        cols[:, :, :, j:j + sw * ow:sw] += share
+    dxp = np.zeros((n, c, h + 2 * pad_h + sh - 1, cols.shape[3]), dtype=dy.dtype)
     for i in range(ph):
-        for j in range(pw):
-            dxp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += share
+        dxp[:, :, i:i + sh * oh:sh, :] += cols
     return np.ascontiguousarray(dxp[:, :, pad_h:pad_h + h, pad_w:pad_w + w])
 
 

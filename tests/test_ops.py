@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import fastnn
 from fastnn import ops as F
-from helpers import (BACKENDS, FLOAT_DTYPES, assert_close, conv_geometries, float_dtypes, layouts,
+from helpers import (BACKENDS, FLOAT_DTYPES, assert_close, conv_geometries, float_dtypes, layouts, naive_pool2d,
                      matmul_shapes, native_setting, out_size, pool_geometries, random_array, run_on,
                      with_layout)
 
@@ -1452,3 +1452,30 @@ def test_documented_defaults(backend):
             y, _ = F.batch_norm_forward(x * 1e-3, np.ones(6), np.zeros(6), mean, var, **kw)
             return [y, mean, var]
         _sensitive_defaults(batch_norm, dict(momentum=0.9, eps=1e-7), dict(momentum=0.99, eps=1e-5))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pool, stride, pad", [((9, 7), (2, 3), (4, 3)), ((12, 12), (12, 12), (0, 0)),
+                                               ((6, 8), (1, 1), (0, 4))])
+def test_pools_of_large_windows_against_loops(backend, pool, stride, pad):
+    # windows past the reference's gathered-window size (32 elements): ties, -inf, padding
+    rng = np.random.default_rng(11)
+    x = rng.integers(-2, 2, (2, 3, 14, 12)).astype(np.float64)
+    x[0, 0] = -np.inf                                   # a plane whose windows hold only -inf and padding
+    y, argmax = run_on(backend, F.max_pool2d, x, *pool, stride=stride, pad=pad)
+    dy = rng.standard_normal(y.shape)
+    want_y, want_dx = naive_pool2d(x, dy, *pool, stride, pad, "max")
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(run_on(backend, F.max_pool2d_backward, dy, argmax, x.shape, *pool, stride=stride,
+                                         pad=pad), want_dx)
+    finite = np.where(np.isinf(x), 0.5, x)
+    want_avg, want_avg_dx = naive_pool2d(finite, dy, *pool, stride, pad, "avg")
+    np.testing.assert_allclose(run_on(backend, F.avg_pool2d, finite, *pool, stride=stride, pad=pad), want_avg,
+                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(run_on(backend, F.avg_pool2d_backward, dy, x.shape, *pool, stride=stride, pad=pad),
+                               want_avg_dx, rtol=1e-12, atol=1e-14)
+    x[1, 2, 3, 4] = x[1, 2, 5, 5] = np.nan                # a NaN wins, the first one in its window
+    y, argmax = run_on(backend, F.max_pool2d, x, *pool, stride=stride, pad=pad)
+    hit = np.isnan(y[1, 2])
+    assert hit.any() and set(argmax[1, 2][hit].tolist()) <= {3 * 12 + 4, 5 * 12 + 5}
+    assert not np.isnan(y[0]).any() and not np.isnan(y[1, :2]).any()

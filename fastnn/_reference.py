@@ -40,10 +40,22 @@ def elu(x, alpha):
 
 
 def sigmoid(x):
-    # exp(min(x, 0)) / (1 + exp(-|x|)): 1 / (1 + e) for x >= 0, e / (1 + e) below, with
-    # e = exp(-|x|) in (0, 1], so nothing overflows (np.where choosing between the two
-    # took 60% of the time, more than the second exp)
-    return (np.exp(np.minimum(x, x.dtype.type(0))) / (1 + np.exp(-np.abs(x)))).astype(x.dtype, copy=False)
+    # The classic 1 / (1 + exp(-x)), on one temporary. Where exp(-x) overflows (x below
+    # -log(max float): -88.7 in float32) that gives 0 for a tiny or subnormal value: those
+    # few are exp(x), since 1 + exp(x) is 1 there. (The overflow-free exp(min(x, 0)) /
+    # (1 + exp(-|x|)) took 1.6-2x as long.)
+    y = np.negative(x, out=np.empty_like(x))   # an array for out= below, 0-d ones too
+    with np.errstate(over="ignore"):
+        np.exp(y, out=y)
+    y += 1
+    np.reciprocal(y, out=y)
+    tiny = x < -_LOG_MAX[x.dtype]
+    if tiny.any():
+        y[tiny] = np.exp(x[tiny])
+    return y
+
+
+_LOG_MAX = {np.dtype(t): float(np.log(np.finfo(t).max)) for t in (np.float32, np.float64)}
 
 
 def tanh(x):

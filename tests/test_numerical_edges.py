@@ -55,6 +55,20 @@ def test_sigmoid_saturates_without_overflow(backend, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_of_very_negative_x_is_the_subnormal_exp(backend, dtype):
+    # Past -log(max float) exp(-x) overflows; the value is exp(x) (1 + exp(x) is 1 there),
+    # down to the subnormals, not 0.
+    xs = [-88.0, -89.0, -95.0, -100.0, -103.0, -200.0] if dtype == np.float32 else [-708.0, -710.0, -720.0,
+                                                                                  -744.0, -800.0]
+    want = np.array([math.exp(v) / (1 + math.exp(v)) for v in xs]).astype(dtype)
+    y = ops.sigmoid(np.array(xs, dtype))
+    assert want[-2] > 0 and want[-1] == 0 and y.dtype == dtype
+    # a few roundings of exp and the division, in units of the spacing at the value
+    error = np.abs(y.astype(np.float64) - want) / np.spacing(want).astype(np.float64)
+    assert np.all(error <= 4), (y, want, error)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_sigmoid_at_inf(backend, dtype):
     y = ops.sigmoid(np.array([-np.inf, np.inf], dtype=dtype))
     np.testing.assert_array_equal(y, [0, 1])

@@ -282,3 +282,29 @@ def test_an_empty_data_dir_is_refused_not_read_as_the_working_directory(capsys):
     rc, _, err = train(capsys, "--dataset", "mnist", "--data-dir", "")
     assert rc == 2 and "path is empty" in err
 
+
+
+def test_optimizer_batch_size_and_seed_options_take_effect(capsys, tmp_path, monkeypatch):
+    make_reporter, steps = _cli_train._epoch_reporter, []
+
+    def recording(*args):
+        reporter = make_reporter(*args)
+        reporter.on_train_begin = lambda logs=None: steps.append(reporter.params["steps"])
+        return reporter
+    monkeypatch.setattr(_cli_train, "_epoch_reporter", recording)
+    path = tmp_path / "m.npz"
+    rc, out, _ = train(capsys, "--model", "mlp", "--epochs", "1", "--batch-size", "100", "--optimizer", "sgd",
+                       "--lr", "1e-9", "--seed", "7", "--save", str(path))
+    assert rc == 0
+    assert steps == [15]                                  # ceil(1438 / 100) batches of the digits' training set
+    config = fastnn.nn.load_model(path).optimizer.get_config()
+    assert config["name"] == "SGD" and config["lr"] == 1e-9
+    # One epoch's test accuracy in the progress line is the one reported at the end.
+    per_epoch = re.search(r"test_accuracy: ([0-9.]+)", out).group(1)
+    assert float(per_epoch) == pytest.approx(accuracy_from(out)[0], abs=1e-4)
+    losses = {}
+    for seed in ("7", "8"):                               # lr 1e-9: the test loss is the initial weights'
+        rc, out, _ = train(capsys, "--quiet", "--model", "mlp", "--epochs", "1", "--optimizer", "sgd",
+                           "--lr", "1e-9", "--seed", seed)
+        losses[seed] = re.search(r"test loss ([0-9.]+)", out).group(1)
+    assert losses["7"] != losses["8"]

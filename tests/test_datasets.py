@@ -364,4 +364,6 @@ def test_tabular_binary():
     assert x_train.shape == (600, 6) and x_test.shape == (200, 6) and t_train.shape == (600, 1)
     np.testing.assert_allclose(x_train.mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(x_train.std(0), 1, atol=1e-4)
+    # the test split is standardised with the training statistics, not its own (no leak)
+    assert np.abs(x_test.mean(0)).max() > 1e-3 and np.abs(x_test.std(0) - 1).max() > 1e-3
     assert 0.3 < t_train.mean() < 0.7  # neither class is rare

@@ -438,3 +438,35 @@ def test_real_ctrl_c_from_outside_the_process():
     assert result["iterations"] == result["epochs"] * steps + (result["batches"] or 0)
     assert "fit: Ctrl-C: stopping after the current batch" in err and "interrupted (Ctrl-C)" in err
     assert "Traceback" not in err
+
+
+def test_early_stopping_min_delta_in_max_mode_asks_for_a_gain_above_it():
+    assert run_epochs(EarlyStopping(monitor="val_accuracy", patience=0, min_delta=0.05), [0.5, 0.52, 0.9],
+                      "val_accuracy") == 1          # +0.02 is not an improvement of more than 0.05
+    assert run_epochs(EarlyStopping(monitor="val_accuracy", patience=0, min_delta=0.05), [0.5, 0.56, 0.62],
+                      "val_accuracy") is None
+
+
+def test_terminate_on_inf_loss_too():
+    cb = TerminateOnNaN()
+    model = FakeModel()
+    cb.set_model(model)
+    cb.on_train_batch_end(0, {"loss": 1.0})
+    assert not model.stop_training
+    cb.on_train_batch_end(1, {"loss": float("inf")})
+    assert model.stop_training
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_weight_change_is_the_norm_of_the_step_absolute_or_relative(relative):
+    x, t = data()
+    model = Sequential([Dense(3, activation="tanh", input_dim=4), Dense(2, activation="softmax")], seed=0)
+    model.compile(optim.SGD(lr=0.5), "sparse_categorical_crossentropy")
+    before = [w.astype(np.float64) for w in model.get_weights()]
+    history = model.fit(x, t, epochs=1, batch_size=40, verbose=0,
+                        callbacks=[StopOnSmallWeightChange(1e-12, relative=relative)])
+    after = [w.astype(np.float64) for w in model.get_weights()]
+    step = math.sqrt(sum(float(np.sum((a - b) ** 2)) for a, b in zip(after, before)))
+    norm = math.sqrt(sum(float(np.sum(b * b)) for b in before))
+    want = step / norm if relative else step
+    assert step > 0 and history.history["weight_change"][0] == pytest.approx(want, rel=1e-6)

@@ -457,3 +457,38 @@ def test_a_model_with_a_custom_initializer_saves_its_weights_and_refuses_to_redr
                                             "refuses_to_redraw.<locals>.small_normal"}}
     with pytest.raises(ValueError, match=r"initializer: .*a custom one \(function .*small_normal\).*does not keep"):
         Sequential.from_config(config)
+
+
+@pytest.mark.parametrize("optimizer, settings", [
+    (lambda: optim.Nesterov(lr=0.03, momentum=0.5), {"momentum": 0.5, "lr": 0.03}),
+    (lambda: optim.Momentum(lr=0.02, momentum=0.7, weight_decay=1e-3), {"momentum": 0.7, "weight_decay": 1e-3}),
+    (lambda: optim.Adam(lr=0.004, beta1=0.8, beta2=0.99, eps=1e-6), {"beta1": 0.8, "beta2": 0.99, "eps": 1e-6}),
+    (lambda: optim.RMSprop(lr=0.01, decay_rate=0.9, eps=1e-5), {"decay_rate": 0.9, "eps": 1e-5}),
+    (lambda: optim.SGD(lr=1.0, schedule=optim.StepDecay(5, 0.5), max_norm=2.0), {"max_norm": 2.0}),
+])
+def test_compile_settings_are_the_literals_given_after_a_load(tmp_path, rng, optimizer, settings):
+    # Compared with the numbers the model was compiled with, not with another get_config():
+    # a field left out of the config would be missing on both sides of that comparison.
+    model = Sequential([Dense(3, input_dim=4)], seed=0)
+    model.compile(optimizer(), losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(rng.standard_normal((8, 4)), rng.integers(0, 3, 8), epochs=1, batch_size=4, verbose=0)
+    model.save(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
+    assert type(loaded.optimizer) is type(model.optimizer)
+    for key, value in settings.items():
+        assert getattr(loaded.optimizer, "base_lr" if key == "lr" else key) == value, key
+    assert loaded.loss.from_logits is True
+    if isinstance(loaded.optimizer, optim.SGD):
+        assert isinstance(loaded.optimizer.schedule, optim.StepDecay)
+        assert (loaded.optimizer.schedule.step_size, loaded.optimizer.schedule.gamma) == (5, 0.5)
+        assert loaded.optimizer.base_lr == 1.0           # the rate before decay, not the decayed one
+
+
+def test_an_optimizer_config_keeps_the_base_rate_after_decay():
+    opt = optim.SGD(lr=1.0, schedule=optim.StepDecay(1, 0.5))
+    params = {"w": np.ones(2)}
+    for _ in range(3):
+        opt.update(params, {"w": np.ones(2)})
+    assert opt.lr == 0.25 and opt.get_config()["lr"] == 1.0       # the third step ran at 1 * 0.5**2
+    clone = optim.get(opt.get_config())
+    assert isinstance(clone.schedule, optim.StepDecay) and clone.schedule.gamma == 0.5 and clone.base_lr == 1.0

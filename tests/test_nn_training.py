@@ -469,3 +469,64 @@ def test_the_loss_base_class_shows_the_signature_the_model_calls():
     for cls in (losses.SparseCategoricalCrossentropy, losses.CategoricalCrossentropy, losses.BinaryCrossentropy,
                 losses.MeanSquaredError):
         assert inspect.signature(cls.prepare_target) == base, cls
+
+
+@pytest.mark.parametrize("loss, units, want", [
+    ("binary_crossentropy", 1, "BinaryAccuracy"), ("mse", 1, "BinaryAccuracy"), ("mse", 3, "CategoricalAccuracy"),
+    ("sparse_categorical_crossentropy", 3, "SparseCategoricalAccuracy"),
+    ("categorical_crossentropy", 3, "CategoricalAccuracy")])
+def test_accuracy_resolves_as_keras_resolves_it(loss, units, want):
+    act = "sigmoid" if loss == "binary_crossentropy" else "softmax" if "categorical" in loss else None
+    model = Sequential([Dense(units, activation=act, input_dim=2)])
+    model.compile("sgd", loss, metrics=["accuracy"])
+    model.evaluate(np.zeros((2, 2), np.float32), np.zeros((2,) if "sparse" in loss else (2, units), np.float32))
+    assert [type(m).__name__ for m in model.metrics] == [want]
+
+
+def test_binary_accuracy_threshold():
+    assert metrics.BinaryAccuracy(threshold=0.7)(np.array([[0.6], [0.8]]), np.ones((2, 1))) == 0.5
+    assert metrics.BinaryAccuracy()(np.array([[0.6], [0.8]]), np.ones((2, 1))) == 1.0
+
+
+def test_binary_targets_outside_0_1_are_refused():
+    model = Sequential([Dense(1, activation="sigmoid", input_dim=2)])
+    model.compile("sgd", "binary_crossentropy")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        model.fit(np.zeros((4, 2), np.float32), 2 * np.ones((4, 1), np.float32), verbose=0)
+
+
+def _dropout_model(seed):
+    model = Sequential([Dense(16, activation="relu", input_dim=4), Dropout(0.5), Dense(2, activation="softmax")],
+                       seed=seed)
+    model.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy")
+    return model
+
+
+def test_fit_seed_fixes_the_shuffle_and_the_dropout_masks():
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((40, 4)).astype(np.float32), rng.integers(0, 2, 40)
+    start = _dropout_model(0).get_weights()
+    runs = []
+    for model_seed, fit_seed, shuffle in ((1, 11, True), (2, 11, True), (1, 12, True), (1, 11, False)):
+        model = _dropout_model(model_seed)          # another constructor seed, the same starting weights
+        model.set_weights(start)
+        model.fit(x, t, epochs=2, batch_size=8, verbose=0, seed=fit_seed, shuffle=shuffle)
+        runs.append(model.get_weights())
+    same = lambda a, b: all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert same(runs[0], runs[1])                   # fit's seed decides shuffling and dropout
+    assert not same(runs[0], runs[2]) and not same(runs[0], runs[3])
+
+
+def test_initial_epoch_numbers_the_epochs_from_there():
+    model = Sequential([Dense(2, activation="softmax", input_dim=2)])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    history = model.fit(np.zeros((4, 2), np.float32), np.zeros(4, np.int64), epochs=3, initial_epoch=1, verbose=0)
+    assert history.epoch == [1, 2] and len(history.history["loss"]) == 2
+
+
+def test_summary_rows_count_every_weight_of_the_layer():
+    model = Sequential([Dense(8, input_dim=3, name="dense"), BatchNorm(name="bn")])
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert next(line for line in lines if line.startswith("bn (BatchNorm)")).split()[-1] == "32"   # 4 x 8
+    assert next(line for line in lines if line.startswith("dense (Dense)")).split()[-1] == "32"   # 3 x 8 + 8

@@ -24,14 +24,14 @@ def run_bench(argv, capsys):
 
 def test_bench_only_g_writes_json(tmp_path, capsys):
     out = tmp_path / "out.json"
-    rc = main(["bench", "--only", "G", "--repeat", "2", "--quick", "--json", str(out)])
+    rc = main(["bench", "--only", "G", "--repeat", "2", "--warmup", "3", "--quick", "--json", str(out)])
     captured = capsys.readouterr()
     assert rc == 0, captured.out + captured.err
     report = json.loads(out.read_text())
 
     assert report["schema"] == "fastnn-bench/1"
     assert report["settings"]["threads"] == 1
-    assert report["settings"]["repeat"] == 2
+    assert report["settings"]["repeat"] == 2 and report["settings"]["warmup"] == 3
     assert report["settings"]["quick"] is True
     assert report["settings"]["workloads"] == ["G1", "G2"]
     assert "--only G1,G2" in report["command"] and "--quick" in report["command"]
@@ -624,3 +624,9 @@ def test_a_home_relative_output_path_is_written_where_it_was_checked(tmp_path, c
 def test_copy_bytes_like_moves_the_rows_bytes():
     assert B.copy_bytes_like(22478848) == 11239424      # F: half read, half written
     assert B.copy_bytes_like(10) == 4 and B.copy_bytes_like(7) % 4 == 0
+
+
+def test_samples_are_split_over_the_rounds_without_losing_any():
+    from fastnn._cli_bench import _round_sizes
+    assert _round_sizes(5, 2) == [3, 2] and _round_sizes(12, 3) == [4, 4, 4] and _round_sizes(2, 3) == [1, 1]
+

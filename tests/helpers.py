@@ -6,6 +6,7 @@ Import as ``from helpers import ...`` (pytest puts tests/ on sys.path).
 """
 import contextlib
 import gzip
+import math
 import struct
 
 import numpy as np
@@ -242,24 +243,70 @@ def make_mnist_dir(directory, n_train=7, n_test=5, compress=True, seed=0, splits
 # ---------------------------------------------------------------------------
 # Pooling written out element by element, independent of fastnn
 
-def naive_pool2d(x, dy, ph, pw, stride, pad, kind):
-    """(y, dx) of max ("max": padding never wins, ties go to the first in row-major order)
-    or average ("avg": the divisor is ph*pw, padding counts) pooling of x (N, C, H, W) with
-    stride (sh, sw) and symmetric padding (pa, pb); dx is the gradient for dy."""
+def naive_max_pool(x, ph, pw, stride, pad):
     n, c, h, w = x.shape
-    (sh, sw), (pa, pb) = stride, pad
-    oh, ow = (h + 2 * pa - ph) // sh + 1, (w + 2 * pb - pw) // sw + 1
+    (sh, sw), (pad_h, pad_w) = stride, pad
+    oh, ow = out_size(h, ph, sh, pad_h), out_size(w, pw, sw, pad_w)
     y = np.zeros((n, c, oh, ow))
-    dx = np.zeros(x.shape)
-    for b, ch, i, j in np.ndindex(n, c, oh, ow):
-        inside = [(r, s) for r in range(i * sh - pa, i * sh - pa + ph) for s in range(j * sw - pb, j * sw - pb + pw)
-                  if 0 <= r < h and 0 <= s < w]
-        if kind == "max":
-            r, s = max(inside, key=lambda rs: x[b, ch, rs[0], rs[1]])   # max keeps the first of equals
-            y[b, ch, i, j] = x[b, ch, r, s]
-            dx[b, ch, r, s] += dy[b, ch, i, j]
-        else:
-            y[b, ch, i, j] = sum(float(x[b, ch, r, s]) for r, s in inside) / (ph * pw)
-            for r, s in inside:
-                dx[b, ch, r, s] += dy[b, ch, i, j] / (ph * pw)
-    return y, dx
+    arg = np.zeros((n, c, oh, ow), dtype=np.int64)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(oh):
+                for j in range(ow):
+                    best, where = None, None
+                    for di in range(ph):
+                        for dj in range(pw):
+                            hh, ww = i * sh - pad_h + di, j * sw - pad_w + dj
+                            if not (0 <= hh < h and 0 <= ww < w):
+                                continue  # padding never wins
+                            v = float(x[b, ch, hh, ww])
+                            if best is None or (best == best and (v != v or v > best)):
+                                best, where = v, hh * w + ww
+                    y[b, ch, i, j], arg[b, ch, i, j] = best, where
+    return y, arg
+
+
+def naive_max_pool_backward(dy, arg, x_shape):
+    n, c, h, w = x_shape
+    dx = np.zeros(x_shape)
+    for idx in np.ndindex(dy.shape):
+        k = int(arg[idx])
+        dx[idx[0], idx[1], k // w, k % w] += dy[idx]
+    return dx
+
+
+def naive_avg_pool(x, ph, pw, stride, pad):
+    n, c, h, w = x.shape
+    (sh, sw), (pad_h, pad_w) = stride, pad
+    oh, ow = out_size(h, ph, sh, pad_h), out_size(w, pw, sw, pad_w)
+    y = np.zeros((n, c, oh, ow))
+    for b, ch, i, j in np.ndindex(y.shape):
+        total = []
+        for di in range(ph):
+            for dj in range(pw):
+                hh, ww = i * sh - pad_h + di, j * sw - pad_w + dj
+                if 0 <= hh < h and 0 <= ww < w:
+                    total.append(float(x[b, ch, hh, ww]))
+        y[b, ch, i, j] = math.fsum(total) / (ph * pw)
+    return y
+
+
+def naive_avg_pool_backward(dy, x_shape, ph, pw, stride, pad):
+    n, c, h, w = x_shape
+    (sh, sw), (pad_h, pad_w) = stride, pad
+    dx = np.zeros(x_shape)
+    for b, ch, i, j in np.ndindex(dy.shape):
+        for di in range(ph):
+            for dj in range(pw):
+                hh, ww = i * sh - pad_h + di, j * sw - pad_w + dj
+                if 0 <= hh < h and 0 <= ww < w:
+                    dx[b, ch, hh, ww] += dy[b, ch, i, j] / (ph * pw)
+    return dx
+
+
+def naive_pool2d(x, dy, ph, pw, stride, pad, kind):
+    """(y, dx for dy) of max ("max") or average ("avg") pooling, from the loops above."""
+    if kind == "max":
+        y, arg = naive_max_pool(x, ph, pw, stride, pad)
+        return y, naive_max_pool_backward(dy, arg, x.shape)
+    return naive_avg_pool(x, ph, pw, stride, pad), naive_avg_pool_backward(dy, x.shape, ph, pw, stride, pad)

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 import fastnn
 from fastnn import ops as F
-from helpers import (BACKENDS, FLOAT_DTYPES, assert_close, conv_geometries, float_dtypes, layouts, naive_pool2d,
+from helpers import (BACKENDS, FLOAT_DTYPES, assert_close, conv_geometries, float_dtypes, layouts,
+                     naive_avg_pool, naive_avg_pool_backward, naive_max_pool, naive_max_pool_backward, naive_pool2d,
                      matmul_shapes, native_setting, out_size, pool_geometries, random_array, run_on,
                      with_layout)
 
@@ -182,67 +183,6 @@ def naive_conv2d_backward(dy, x, W, stride, pad):
                     dW[fi] += g * xp[bi, :, i * sh:i * sh + fh, j * sw:j * sw + fw]
                     dxp[bi, :, i * sh:i * sh + fh, j * sw:j * sw + fw] += g * Wd[fi]
     return dxp[:, :, ph:ph + h, pw:pw + w], dW, dy.sum(axis=(0, 2, 3))
-
-
-def naive_max_pool(x, ph, pw, stride, pad):
-    n, c, h, w = x.shape
-    (sh, sw), (pad_h, pad_w) = stride, pad
-    oh, ow = out_size(h, ph, sh, pad_h), out_size(w, pw, sw, pad_w)
-    y = np.zeros((n, c, oh, ow))
-    arg = np.zeros((n, c, oh, ow), dtype=np.int64)
-    for b in range(n):
-        for ch in range(c):
-            for i in range(oh):
-                for j in range(ow):
-                    best, where = None, None
-                    for di in range(ph):
-                        for dj in range(pw):
-                            hh, ww = i * sh - pad_h + di, j * sw - pad_w + dj
-                            if not (0 <= hh < h and 0 <= ww < w):
-                                continue  # padding never wins
-                            v = float(x[b, ch, hh, ww])
-                            if best is None or (best == best and (v != v or v > best)):
-                                best, where = v, hh * w + ww
-                    y[b, ch, i, j], arg[b, ch, i, j] = best, where
-    return y, arg
-
-
-def naive_max_pool_backward(dy, arg, x_shape):
-    n, c, h, w = x_shape
-    dx = np.zeros(x_shape)
-    for idx in np.ndindex(dy.shape):
-        k = int(arg[idx])
-        dx[idx[0], idx[1], k // w, k % w] += dy[idx]
-    return dx
-
-
-def naive_avg_pool(x, ph, pw, stride, pad):
-    n, c, h, w = x.shape
-    (sh, sw), (pad_h, pad_w) = stride, pad
-    oh, ow = out_size(h, ph, sh, pad_h), out_size(w, pw, sw, pad_w)
-    y = np.zeros((n, c, oh, ow))
-    for b, ch, i, j in np.ndindex(y.shape):
-        total = []
-        for di in range(ph):
-            for dj in range(pw):
-                hh, ww = i * sh - pad_h + di, j * sw - pad_w + dj
-                if 0 <= hh < h and 0 <= ww < w:
-                    total.append(float(x[b, ch, hh, ww]))
-        y[b, ch, i, j] = math.fsum(total) / (ph * pw)
-    return y
-
-
-def naive_avg_pool_backward(dy, x_shape, ph, pw, stride, pad):
-    n, c, h, w = x_shape
-    (sh, sw), (pad_h, pad_w) = stride, pad
-    dx = np.zeros(x_shape)
-    for b, ch, i, j in np.ndindex(dy.shape):
-        for di in range(ph):
-            for dj in range(pw):
-                hh, ww = i * sh - pad_h + di, j * sw - pad_w + dj
-                if 0 <= hh < h and 0 <= ww < w:
-                    dx[b, ch, hh, ww] += dy[b, ch, i, j] / (ph * pw)
-    return dx
 
 
 def naive_log_softmax_rows(x):

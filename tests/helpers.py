@@ -243,26 +243,29 @@ def make_mnist_dir(directory, n_train=7, n_test=5, compress=True, seed=0, splits
 # ---------------------------------------------------------------------------
 # Pooling written out element by element, independent of fastnn
 
+def _window_cells(i, j, ph, pw, stride, pad, h, w):
+    """The (row, column) of each element of output (i, j)'s window that lies in the image."""
+    (sh, sw), (pad_h, pad_w) = stride, pad
+    for di in range(ph):
+        for dj in range(pw):
+            hh, ww = i * sh - pad_h + di, j * sw - pad_w + dj
+            if 0 <= hh < h and 0 <= ww < w:
+                yield hh, ww
+
+
 def naive_max_pool(x, ph, pw, stride, pad):
     n, c, h, w = x.shape
     (sh, sw), (pad_h, pad_w) = stride, pad
     oh, ow = out_size(h, ph, sh, pad_h), out_size(w, pw, sw, pad_w)
     y = np.zeros((n, c, oh, ow))
     arg = np.zeros((n, c, oh, ow), dtype=np.int64)
-    for b in range(n):
-        for ch in range(c):
-            for i in range(oh):
-                for j in range(ow):
-                    best, where = None, None
-                    for di in range(ph):
-                        for dj in range(pw):
-                            hh, ww = i * sh - pad_h + di, j * sw - pad_w + dj
-                            if not (0 <= hh < h and 0 <= ww < w):
-                                continue  # padding never wins
-                            v = float(x[b, ch, hh, ww])
-                            if best is None or (best == best and (v != v or v > best)):
-                                best, where = v, hh * w + ww
-                    y[b, ch, i, j], arg[b, ch, i, j] = best, where
+    for b, ch, i, j in np.ndindex(y.shape):
+        best, where = None, None
+        for hh, ww in _window_cells(i, j, ph, pw, stride, pad, h, w):   # padding never wins
+            v = float(x[b, ch, hh, ww])
+            if best is None or (best == best and (v != v or v > best)):
+                best, where = v, hh * w + ww
+        y[b, ch, i, j], arg[b, ch, i, j] = best, where
     return y, arg
 
 
@@ -281,26 +284,17 @@ def naive_avg_pool(x, ph, pw, stride, pad):
     oh, ow = out_size(h, ph, sh, pad_h), out_size(w, pw, sw, pad_w)
     y = np.zeros((n, c, oh, ow))
     for b, ch, i, j in np.ndindex(y.shape):
-        total = []
-        for di in range(ph):
-            for dj in range(pw):
-                hh, ww = i * sh - pad_h + di, j * sw - pad_w + dj
-                if 0 <= hh < h and 0 <= ww < w:
-                    total.append(float(x[b, ch, hh, ww]))
+        total = [float(x[b, ch, hh, ww]) for hh, ww in _window_cells(i, j, ph, pw, stride, pad, h, w)]
         y[b, ch, i, j] = math.fsum(total) / (ph * pw)
     return y
 
 
 def naive_avg_pool_backward(dy, x_shape, ph, pw, stride, pad):
     n, c, h, w = x_shape
-    (sh, sw), (pad_h, pad_w) = stride, pad
     dx = np.zeros(x_shape)
     for b, ch, i, j in np.ndindex(dy.shape):
-        for di in range(ph):
-            for dj in range(pw):
-                hh, ww = i * sh - pad_h + di, j * sw - pad_w + dj
-                if 0 <= hh < h and 0 <= ww < w:
-                    dx[b, ch, hh, ww] += dy[b, ch, i, j] / (ph * pw)
+        for hh, ww in _window_cells(i, j, ph, pw, stride, pad, h, w):
+            dx[b, ch, hh, ww] += dy[b, ch, i, j] / (ph * pw)
     return dx
 
 

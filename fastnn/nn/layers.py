@@ -155,10 +155,7 @@ class Layer:
     def count_params(self, trainable=True):
         """Trainable parameters (``trainable=True``), or the rest: the state, and the
         parameters of a frozen layer (``layer.trainable = False``)."""
-        if trainable:
-            return int(sum(a.size for a in self.params.values())) if self.trainable else 0
-        frozen = 0 if self.trainable else sum(a.size for a in self.params.values())
-        return int(frozen + sum(a.size for a in self.state.values()))
+        return int(sum(a.size for a in (self.trainable_weights if trainable else self.non_trainable_weights)))
 
     @property
     def weights(self):

@@ -338,6 +338,8 @@ def test_spirals_and_blobs():
     means = np.stack([x[t == k].mean(0) for k in range(4)])
     nearest = np.argmin(((x[:, None, :] - means[None]) ** 2).sum(-1), axis=1)
     assert (nearest == t).all()
+    # shuffled: not the class cycle 0, 1, 2, 3, 0, ... it is drawn from
+    assert not np.array_equal(t, np.arange(300) % 4)
     with pytest.raises(ValueError, match="n_samples"):
         datasets.blobs(0)
 

@@ -530,3 +530,15 @@ def test_summary_rows_count_every_weight_of_the_layer():
     model.summary(print_fn=lines.append)
     assert next(line for line in lines if line.startswith("bn (BatchNorm)")).split()[-1] == "32"   # 4 x 8
     assert next(line for line in lines if line.startswith("dense (Dense)")).split()[-1] == "32"   # 3 x 8 + 8
+
+
+def test_sparse_labels_outside_the_classes_are_refused_by_fit_and_evaluate(rng):
+    x = rng.standard_normal((6, 4))
+    model = Sequential([Dense(3, activation="softmax", input_dim=4)], seed=0, dtype="float64")
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    for bad, got in (([0, 1, 2, 3, 0, 1], r"\[0, 3\]"), ([0, -1, 2, 1, 0, 1], r"\[-1, 2\]")):
+        for call, what in ((model.fit, "fit"), (model.evaluate, "evaluate")):
+            with pytest.raises(ValueError, match=rf"^{what}: labels must lie in \[0, 3\) for a 3-class "
+                                                 rf"output, got values in {got}"):
+                call(x, np.array(bad))
+    model.fit(x, np.array([0, 1, 2, 2, 1, 0]), epochs=1, verbose=0)  # the largest class, 2, is in range

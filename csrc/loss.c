@@ -214,7 +214,8 @@ static int sce_labels_fast_f64(fnn_ctx ctx, const double *z, const int64_t *labe
                 /* (sum exactly 1) get the bits of p - t */                                         \
                 const T p_scale = (T)((double)inv_s * t_sum);                                       \
                 for (int64_t k = 0; k < K; k++) {                                                   \
-                    acc += (double)(tr[k] * (ls - (zr[k] - m)));                                    \
+                    /* a class of weight 0 adds nothing, even at log p = -inf */                    \
+                    if (tr[k] != 0) acc += (double)(tr[k] * (ls - (zr[k] - m)));                    \
                     dr[k] = (dr[k] * p_scale - tr[k]) * tN;                                         \
                 }                                                                                   \
                 row_loss[r] = acc;                                                                  \
@@ -252,8 +253,13 @@ static int sce_labels_fast_f64(fnn_ctx ctx, const double *z, const int64_t *labe
             } else { /* sigmoid binary cross-entropy: a = z, b = t */                               \
                 for (int64_t i = lo; i < hi; i++) {                                                 \
                     const T zi = a[i], ti = b[i];                                                   \
-                    const T e = LOG1P(EXP(-(zi > 0 ? zi : -zi)));                                       \
-                    s += (double)((zi > 0 ? zi : (T)0) - zi * ti + e);                              \
+                    if (isinf(zi)) { /* -log of p = 0 or 1, weighted by t or 1 - t: 0 * inf is 0 */ \
+                        const T w = zi > 0 ? (T)1 - ti : ti;                                        \
+                        s += w == 0 ? 0.0 : (double)w * INFINITY;                                   \
+                    } else {                                                                        \
+                        const T e = LOG1P(EXP(-(zi > 0 ? zi : -zi)));                               \
+                        s += (double)((zi > 0 ? zi : (T)0) - zi * ti + e);                          \
+                    }                                                                               \
                     grad[i] = (fnn_sigmoid_##SFX(zi) - ti) / fn;                                    \
                 }                                                                                   \
             }                                                                                       \

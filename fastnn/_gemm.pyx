@@ -268,6 +268,9 @@ def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
         if m > 0 and n > 0 and (c.strides[1] != c.itemsize or c.strides[0] < n * c.itemsize
                                 or c.strides[0] % c.itemsize):
             raise ValueError("gemm: c must have contiguous rows (it is written in place)")
+        for name, operand in (("a", a), ("b", b)):
+            if np.may_share_memory(c, operand):  # c is written while a and b are still being read
+                raise ValueError(f"gemm: c shares memory with {name}; the product needs its own output array")
     cdef fnn_ctx ctx = current_ctx()
     a, trans_a, b, trans_b = _gemm_operands(ctx, a, trans_a, b, trans_b, m, n, ka)
     _gemm_raw(ctx, trans_a, trans_b, m, n, ka, alpha, a, b, beta, c, NULL)

@@ -415,7 +415,8 @@ def softmax_cross_entropy(logits, target):
         per_row = log_s[:, 0] - shifted[rows, target]
         prob[rows, target] -= 1
     else:
-        per_row = (target * (log_s - shifted)).sum(axis=1)
+        # a class of weight 0 adds nothing, even where its log-probability is -inf
+        per_row = np.sum(target * (log_s - shifted), axis=1, where=target != 0)
         # d/dz of -sum(t log p) is p * sum(t) - t, for rows that are not distributions too
         prob *= target.sum(axis=1, keepdims=True)
         prob -= target
@@ -434,6 +435,10 @@ def mean_squared_error(y, t):
 def sigmoid_binary_cross_entropy(logits, t):
     z = logits
     per_element = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
+    infinite = np.isinf(z)
+    if infinite.any():  # -log p or -log(1 - p) at p = 0 or 1, weighted by t or 1 - t; 0 * inf is 0
+        weight = np.where(z[infinite] > 0, 1 - t[infinite], t[infinite])
+        per_element[infinite] = np.where(weight == 0, 0, weight * np.inf)
     loss = _mean_loss(per_element, z.size)
     return loss, (sigmoid(z) - t) / z.dtype.type(max(z.size, 1))
 
@@ -493,12 +498,16 @@ def batch_norm_forward(x, gamma, beta, mean, var, eps):
     """(y, mean, var, inv_std); mean and var None: the batch statistics (biased
     variance), computed and returned; else those (C,) arrays normalise."""
     if mean is None:
-        mean = x.mean(axis=(0, 2))
+        # Sums in float64 (a float32 sum of 10^4 values loses digits the variance needs), and the
+        # corrected two-pass variance about the rounded mean (Chan, Golub and LeVeque), as native.
+        m = x.shape[0] * x.shape[2]
+        mean = (x.sum(axis=(0, 2), dtype=np.float64) / m).astype(x.dtype)
         xc = x - mean[:, None]
-        var = (xc * xc).mean(axis=(0, 2))
+        s1 = xc.sum(axis=(0, 2), dtype=np.float64)
+        var = (((xc * xc).sum(axis=(0, 2), dtype=np.float64) - s1 * s1 / m) / m).astype(x.dtype)
     else:
         xc = x - mean[:, None]
-    inv_std = 1 / np.sqrt(var + x.dtype.type(eps))
+    inv_std = (1 / np.sqrt(var.astype(np.float64) + eps)).astype(x.dtype)
     y = xc * (gamma * inv_std)[:, None] + beta[:, None]
     return y, mean, var, inv_std
 

@@ -518,6 +518,9 @@ def softmax_cross_entropy(logits, target):
     if target.ndim != 2:
         raise ValueError(f"{op}: expected target of shape ({n},) (labels) or {logits.shape} (rows), "
                          f"got {target.shape}")
+    if target.dtype.kind in "iub":
+        raise TypeError(f"{op}: expected integer labels of shape ({n},) or float32/float64 rows of shape "
+                        f"{logits.shape}, got {target.dtype} target of shape {target.shape}")
     dtype, arrs = V.float_arrays(op, logits=logits, target=target)
     V.check_same_shape(op, "logits", arrs["logits"], "target", arrs["target"])
     return _backend().softmax_cross_entropy(arrs["logits"], arrs["target"])
@@ -645,12 +648,17 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9, 
     running_var = V.writeable_float_array(op, "running_var", running_var, (d,))
     momentum = V.as_real(op, "momentum", momentum)
     eps = V.as_real(op, "eps", eps)
-    if eps < 0:
+    if not eps >= 0:  # NaN too
         raise ValueError(f"{op}: expected eps >= 0, got {eps}")
     train = V.as_flag(op, "train", train)
     if train and x.shape[0] == 0:
         raise ValueError(f"{op}: training needs at least one sample to compute batch statistics, "
                          f"got x of shape {x.shape}")
+    if train:  # the running statistics are updated in place, and x is kept for the backward
+        arrays = {"running_mean": running_mean, "running_var": running_var, "x": x, "gamma": gamma, "beta": beta}
+        for name, other in itertools.combinations(arrays, 2):
+            if name.startswith("running_") and _overlap(arrays[name], arrays[other]):
+                raise ValueError(f"{op}: {name} and {other} share memory; each needs its own array")
     if train:
         out3, mean, var, inv_std = _backend().batch_norm_forward(x3, gamma, beta, None, None, eps)
         with np.errstate(invalid="ignore", over="ignore"):  # inf statistics (inf inputs) propagate quietly

@@ -251,11 +251,9 @@ def _is_scalar(value):
 def _clip_norm(param, max_norm):
     if param.ndim < 2:
         return
-    if param.ndim == 2:
-        norms = np.sqrt(np.sum(param * param, axis=0, keepdims=True))
-    else:
-        axes = tuple(range(1, param.ndim))
-        norms = np.sqrt(np.sum(param * param, axis=axes, keepdims=True))
+    axes = 0 if param.ndim == 2 else tuple(range(1, param.ndim))
+    # in float64: float32 squares overflow above 1.8e19 and would zero such a weight, not clip it
+    norms = np.sqrt(np.sum(np.square(param, dtype=np.float64), axis=axes, keepdims=True))
     over = norms > max_norm
     if np.any(over):
         scale = np.where(over, max_norm / np.where(over, norms, 1.0), 1.0)

@@ -518,6 +518,12 @@ def test_raw_gemm_rejects_bad_arguments():
         with pytest.raises(TypeError, match="gemm: c is read-only"):
             _gemm.gemm(a32, np.ones((4, 2), np.float32), ro)
     assert not c.any() and blob == bytes(24)
+    # c written while a or b is read gave a wrong product from 64 x 64 on
+    square = np.ones((64, 64), np.float32)
+    for a, b in ((square, square.copy()), (square.copy(), square)):
+        with pytest.raises(ValueError, match="gemm: c shares memory with " + ("a" if a is square else "b")):
+            _gemm.gemm(a, b, square)
+    np.testing.assert_array_equal(square, 1)
 
 
 def test_column_strided_inputs_are_copied_correctly(rng):

@@ -204,6 +204,51 @@ def test_binary_cross_entropy_huge_logits(backend, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_binary_cross_entropy_at_infinite_logits(backend, dtype):
+    """-log of p = sigmoid(z) in {0, 1} weighted by t or 1 - t: 0 where the weight is 0
+    (0 * inf is 0 here, as in the limit z -> +-inf), inf where it is not."""
+    for z, t, loss in ((np.inf, 1.0, 0.0), (np.inf, 0.0, np.inf), (np.inf, 0.5, np.inf),
+                       (-np.inf, 0.0, 0.0), (-np.inf, 1.0, np.inf), (-np.inf, 0.25, np.inf)):
+        got, grad = ops.sigmoid_binary_cross_entropy(np.array([z], dtype=dtype), np.array([t], dtype=dtype))
+        assert got == loss, (z, t, got)
+        assert grad[0] == (1.0 if z > 0 else 0.0) - t
+    # a finite element beside them keeps its own loss: (0 + log 2) / 2
+    got, _ = ops.sigmoid_binary_cross_entropy(np.array([np.inf, 0.0], dtype=dtype), np.array([1, 0], dtype=dtype))
+    assert got == pytest.approx(math.log(2) / 2, rel=4 * float(np.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_of_one_hot_rows_ignores_classes_of_weight_0(backend, dtype):
+    """A masked class (logit -inf) or a float32 logit at the range's end: the one-hot row's
+    loss is the integer label's, not 0 * -inf = NaN."""
+    huge = np.finfo(dtype).max / 1.5
+    logits = np.array([[0.0, -np.inf, 1.0], [huge, -huge, 0.0]], dtype=dtype)
+    labels = np.array([0, 0])
+    by_label, grad = ops.softmax_cross_entropy(logits, labels)
+    by_row, grad_rows = ops.softmax_cross_entropy(logits, np.eye(3, dtype=dtype)[labels])
+    # row 0: log(1 + e) - 0; row 1: certain and right, 0
+    assert by_label == pytest.approx(math.log1p(math.e) / 2, rel=4 * float(np.finfo(dtype).eps))
+    assert by_row == pytest.approx(by_label, rel=4 * float(np.finfo(dtype).eps))
+    np.testing.assert_array_equal(grad_rows, grad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_of_features_with_a_large_mean(backend, dtype):
+    """1e6 + N(0, 1) per feature: the variance is 1, not the float32 sum's rounding error
+    squared (a plain float32 mean of 20000 values is off by about 100)."""
+    rng = np.random.default_rng(0)
+    x = (1e6 + rng.standard_normal((20000, 3))).astype(dtype)
+    gamma, beta = np.ones(3, dtype=dtype), np.zeros(3, dtype=dtype)
+    mean, var = np.zeros(3, dtype=dtype), np.zeros(3, dtype=dtype)
+    y, _ = ops.batch_norm_forward(x, gamma, beta, mean, var, momentum=0.0, eps=0.0)  # running = batch
+    exact = x.astype(np.float64)
+    np.testing.assert_allclose(mean, exact.mean(0), rtol=np.finfo(dtype).eps)
+    # the mean stored in float32 is off by up to eps * 1e6 / 2 = 0.03, which adds its square
+    np.testing.assert_allclose(var, exact.var(0), rtol=2e-3 if dtype == np.float32 else 1e-9)
+    np.testing.assert_allclose(y.std(0, dtype=np.float64), 1, rtol=2e-3 if dtype == np.float32 else 1e-9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["sigmoid", "tanh", "softplus", "elu", "relu", "leaky_relu"])
 def test_fused_activation_at_large_preactivations(backend, dtype, act):
     x = np.array([[1.0], [-1.0], [0.5]], dtype=dtype)

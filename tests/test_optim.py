@@ -188,6 +188,12 @@ def test_max_norm_clips_columns_and_filters_but_not_biases(backend):
     np.testing.assert_array_equal(b, [10.0, -10.0])
 
 
+def test_max_norm_clips_float32_columns_whose_squares_overflow(backend):
+    W = np.full((2, 1), 1e20, np.float32)            # norm 1.41e20; its squares are beyond float32
+    optim.SGD(lr=0.1, max_norm=1.0).update({"W": W}, {"W": np.zeros_like(W)})
+    np.testing.assert_allclose(W[:, 0], [np.sqrt(0.5)] * 2, rtol=1e-6)
+
+
 def test_max_norm_applies_after_the_update(backend):
     W = np.array([[0.0], [1.0]])
     optim.SGD(lr=1.0, max_norm=1.5).update({"W": W}, {"W": np.array([[-3.0], [-3.0]])})

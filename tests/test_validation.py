@@ -166,6 +166,8 @@ CASES = [
     ("batch_norm_forward", TypeError, _bn(running_mean=_readonly(np.zeros(3)))),
     ("batch_norm_forward", TypeError, _bn(x=np.ones((4, 3), np.int32))),
     ("batch_norm_forward", ValueError, _bn(x=np.ones((2, 3, 2, 2)))),    # gamma (3,) but C*H*W = 12
+    ("batch_norm_forward", ValueError, _bn(eps=float("nan"))),
+    ("batch_norm_forward", ValueError, _bn(eps=-1e-5)),
     ("batch_norm_backward", TypeError, lambda: F.batch_norm_backward(np.ones((4, 3)), None)),
     ("batch_norm_backward", ValueError, lambda: F.batch_norm_backward(np.ones((3, 3)), _bn()()[1])),
     ("batch_norm_backward", TypeError, _bn_edited_cache(mean=None)),
@@ -207,6 +209,9 @@ def test_bad_input_raises(backend, op, exc, call):
 
 
 def test_messages_say_what_was_expected_and_got():
+    with pytest.raises(TypeError, match=r"softmax_cross_entropy: expected integer labels of shape \(2,\) or "
+                                        r"float32/float64 rows of shape \(2, 3\), got int64 target of shape \(2, 1\)"):
+        F.softmax_cross_entropy(np.zeros((2, 3)), np.array([[0], [2]]))
     with pytest.raises(ValueError, match=r"conv2d: x has 3 channels \(shape \(2, 3, 5, 5\)\) but W expects 2"):
         F.conv2d(X4, np.zeros((4, 2, 3, 3)))
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\).*got values in \[0, 3\]"):
@@ -357,6 +362,26 @@ def test_optimizer_arrays_that_are_written_may_not_share_memory(backend):
         p, v = buf[0:16:2], buf[1:16:2]                                # interleaved: no element in common
         F.momentum_update(p, np.ones(8), v, 0.5)
         np.testing.assert_array_equal(p, np.arange(1.0, 16.0, 2) + (0.9 * np.arange(2.0, 17.0, 2) - 0.5))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_norm_running_statistics_may_not_share_memory(backend):
+    # Updated in place after the kernel reads x, gamma and beta; aliased, running_var took the
+    # mean's update too, and a running statistic inside x changed what the backward reads.
+    x = np.arange(12.0).reshape(4, 3)
+    stats = np.zeros(3)
+    with fastnn.backend(backend):
+        with pytest.raises(ValueError, match="batch_norm_forward: running_mean and running_var share memory"):
+            F.batch_norm_forward(x, np.ones(3), np.zeros(3), stats, stats)
+        with pytest.raises(ValueError, match="batch_norm_forward: running_var and x share memory"):
+            F.batch_norm_forward(x, np.ones(3), np.zeros(3), np.zeros(3), x[0])
+        np.testing.assert_array_equal(x, np.arange(12.0).reshape(4, 3))
+        ones = np.ones(3)                                              # inference writes nothing: allowed
+        out, _ = F.batch_norm_forward(x, np.ones(3), np.zeros(3), ones, ones, train=False)
+        np.testing.assert_allclose(out, (x - 1) / np.sqrt(1 + 1e-7))
+        mean_var = np.zeros(6)                                         # one buffer, disjoint halves
+        F.batch_norm_forward(x, np.ones(3), np.zeros(3), mean_var[:3], mean_var[3:], momentum=0.0)
+        np.testing.assert_allclose(mean_var, [4.5, 5.5, 6.5, 11.25, 11.25, 11.25])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

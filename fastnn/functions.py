@@ -77,8 +77,8 @@ def sum_squared_error(y, t):
     y, t = _as_float(y), _as_float(t)
     if y.shape != t.shape:
         y, t = np.broadcast_arrays(y, t)
-    mean_loss, _ = ops.mean_squared_error(y, t)
-    return 0.5 * y.size * mean_loss
+    mean_loss, grad = ops.mean_squared_error(y, t)
+    return grad.dtype.type(0.5 * y.size * mean_loss)  # a NumPy scalar, as the book's np.sum gives
 
 
 # The book's chapter 4 calls this function mean_squared_error (0.5 * sum, no mean).

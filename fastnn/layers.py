@@ -331,7 +331,8 @@ class SoftmaxWithLoss:
             raise ValueError(f"SoftmaxWithLoss.forward: expected scores of shape (N, K) or (K,), got shape {x.shape}")
         self._x = x2
         self._y = None
-        self.loss, self._dx = ops.softmax_cross_entropy(x2, _class_target("SoftmaxWithLoss.forward", x2, t))
+        loss, self._dx = ops.softmax_cross_entropy(x2, _class_target("SoftmaxWithLoss.forward", x2, t))
+        self.loss = self._dx.dtype.type(loss)  # a NumPy scalar of the scores' dtype, as the book's
         return self.loss
 
     def backward(self, dout=1):
@@ -355,7 +356,8 @@ class IdentityWithLoss:
         if t.shape != x.shape and t.size == x.size:
             t = t.reshape(x.shape)
         self.y, self.t = x, t
-        self.loss, self._dx = ops.mean_squared_error(x, t)
+        loss, self._dx = ops.mean_squared_error(x, t)
+        self.loss = self._dx.dtype.type(loss)
         return self.loss
 
     def backward(self, dout=1):
@@ -397,7 +399,8 @@ class SigmoidWithLoss:
         if not np.issubdtype(t.dtype, np.floating):
             t = t.astype(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64)
         self._x, self.t, self._y = x, t, None
-        self.loss, self._dx = ops.sigmoid_binary_cross_entropy(x, t)
+        loss, self._dx = ops.sigmoid_binary_cross_entropy(x, t)
+        self.loss = self._dx.dtype.type(loss)
         return self.loss
 
     def backward(self, dout=1):
@@ -561,6 +564,7 @@ class Convolution:
 
     def forward(self, x):
         self._col_W = None
+        self._col = self._col_x = None  # the same array refilled is a new input
         self._col_assigned = False
         self.x = x = _as_input(x)
         self._W_forward = W = _as_param(self.W, x)

@@ -496,6 +496,29 @@ def test_convolution(backend, dtype, stride, pad, rng):
     close(col @ layer.col_W + b, y.transpose(0, 2, 3, 1).reshape(-1, 4), dtype, scale=5)
 
 
+def test_convolution_col_is_the_current_input_when_one_array_is_refilled(backend, rng):
+    layer = L.Convolution(rng.standard_normal((2, 1, 2, 2)), np.zeros(2))
+    batch = rng.standard_normal((1, 1, 3, 3))
+    layer.forward(batch)
+    assert layer.col[0, 0] == batch[0, 0, 0, 0]
+    batch[...] = rng.standard_normal(batch.shape)   # a loader's buffer, refilled in place
+    layer.forward(batch)
+    np.testing.assert_array_equal(layer.col[0], batch[0, 0, :2, :2].ravel())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_losses_are_numpy_scalars_of_the_scores_dtype_as_the_books(backend, dtype):
+    x = np.array([[0.0, np.log(3.0)], [0.0, 0.0]], dtype=dtype)
+    cases = ((L.SoftmaxWithLoss(), np.array([1, 0]), (np.log(4 / 3) + np.log(2)) / 2),
+             (L.IdentityWithLoss(), np.zeros_like(x), np.log(3.0) ** 2 / 4),
+             (L.SigmoidWithLoss(), np.ones_like(x), (3 * np.log(2) + np.log(1 + 1 / 3)) / 4))
+    for layer, t, expected in cases:
+        loss = layer.forward(x, t)
+        assert type(loss) is dtype and loss.item() == pytest.approx(expected, rel=4 * float(np.finfo(dtype).eps))
+    sse = fastnn.functions.sum_squared_error(x, np.zeros_like(x))
+    assert type(sse) is dtype and sse == pytest.approx(0.5 * np.log(3.0) ** 2, rel=4 * float(np.finfo(dtype).eps))
+
+
 def test_convolution_col_and_col_w_are_assignable_as_in_the_book(backend, rng):
     class BookConvolution(L.Convolution):  # chapter 7's forward and backward, over fastnn's class
         def forward(self, x):

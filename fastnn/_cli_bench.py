@@ -86,8 +86,9 @@ def add_arguments(parser):
                              "a comma-separated list (1,2,4,8,16) runs the table at each count and adds the "
                              "speed-up of each over 1 thread (or the smallest count)")
     parser.add_argument("--only", type=_workloads, default=None, metavar="LIST",
-                        help="comma-separated workloads: letters (A-J), keys (G2), names (relu) or tags "
-                             "(affine, conv, pool, softmax, activation, train, inference, net)")
+                        help="comma-separated workloads: letters ("
+                             + ", ".join(sorted({w.letter for w in B.WORKLOADS})) + "), keys (G2), names (relu) "
+                             "or tags (" + ", ".join(sorted({t for w in B.WORKLOADS for t in w.tags})) + ")")
     parser.add_argument("--impl", type=_implementations, default=list(B.IMPLEMENTATIONS), metavar="LIST",
                         help="comma-separated implementations among native, numpy, torch (default: all available)")
     parser.add_argument("--repeat", type=_positive_int("--repeat"), default=None, metavar="N",

@@ -26,8 +26,15 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_LR = {"adam": 0.001, "sgd": 0.05, "momentum": 0.02, "nesterov": 0.02, "adagrad": 0.02, "rmsprop": 0.001}
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default where there is one: an option whose default is None says its own."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def add_arguments(parser):
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    parser.formatter_class = _DefaultsHelpFormatter
     parser.add_argument("--dataset", choices=DATASETS, default="digits",
                         help="digits: the 8x8 set shipped with fastnn; mnist / fashion-mnist: read from "
                              "--data-dir, else from the cache ($FASTNN_DATA or ~/.fastnn/data), downloaded once")
@@ -35,16 +42,17 @@ def add_arguments(parser):
     parser.add_argument("--model", choices=MODELS, default="cnn",
                         help="cnn: conv32-bn-pool-conv64-bn-pool-dense128; mlp: dense128-dense64; lenet: LeNet-5 "
                              "(same padding); simple-convnet: the book's conv30-pool-dense100")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="passes over the training set")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="samples per update")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="update rule (fastnn.optim)")
     parser.add_argument("--lr", type=float, default=None,
                         help="learning rate (default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items()) + ")")
     parser.add_argument("--backend", choices=("native", "numpy"), default=None,
                         help="compute backend (default: native when built, else numpy)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for the native kernels, and for NumPy's BLAS when threadpoolctl is "
-                             "installed (with the numpy backend on small models, 1 is often fastest)")
+                             "installed (default: $OMP_NUM_THREADS, else every usable core; with the numpy "
+                             "backend on small models, 1 is often fastest)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the weights, the shuffling and dropout")
     parser.add_argument("--save", metavar="MODEL.npz", default=None, help="save the trained model here")
     parser.add_argument("--plot", metavar="CURVES.png", default=None,

@@ -364,9 +364,9 @@ def conv2d_max_pool2d(x, W, b=None, stride=1, pad=0, activation=None, alpha=None
     pool_stride, pool_pad), the same numbers and indices (argmax indexes the convolution's
     output planes, for conv2d_max_pool2d_backward or max_pool2d_backward), with argmax as
     int32, not int64: half the memory and traffic of the state a training step keeps.
-    Natively each output plane of a stride-1 convolution is pooled while it is in cache
-    (where Winograd takes it, 2x2 windows of stride 2 from each block's output rows), so
-    the full output is never written."""
+    Natively each output plane is pooled while it is in cache (on the direct path, at any
+    stride; where Winograd takes it, 2x2 windows of stride 2 from each block's output rows),
+    so the full output is never written."""
     op = "conv2d_max_pool2d"
     dtype, x, W, b, stride, pad, act, alpha, conv_shape = _conv_forward_args(op, x, W, b, stride, pad, activation,
                                                                             alpha)

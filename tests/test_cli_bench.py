@@ -630,3 +630,12 @@ def test_samples_are_split_over_the_rounds_without_losing_any():
     from fastnn._cli_bench import _round_sizes
     assert _round_sizes(5, 2) == [3, 2] and _round_sizes(12, 3) == [4, 4, 4] and _round_sizes(2, 3) == [1, 1]
 
+
+
+def test_only_help_names_every_letter_and_tag(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "letters (A, B, C, D, E, F, G, H, I, J, S)" in flat
+    for tag in ("gemm", "linear", "loss", "conv", "pool"):
+        assert tag in flat.split("or tags (")[1].split(")")[0]

@@ -214,6 +214,11 @@ def test_help_lists_the_options(capsys):
     for option in ("--dataset", "--data-dir", "--model", "--epochs", "--batch-size", "--optimizer", "--lr",
                    "--backend", "--threads", "--seed", "--save", "--plot"):
         assert option in out
+    flat = " ".join(out.split())
+    assert "(default: None)" not in flat                   # options without one say what happens instead
+    for shown in (f"(default: {_cli_train.DEFAULT_EPOCHS})", f"(default: {_cli_train.DEFAULT_BATCH_SIZE})",
+                  "(default: adam)", "adam 0.001", "$OMP_NUM_THREADS, else every usable core"):
+        assert shown in flat
 
 
 def test_curves_figure_plots_train_and_test_per_epoch():

@@ -34,9 +34,28 @@ def _physical_memory_bytes():
         return 1 << 40
 
 
-# An array larger than the machine's memory can never be allocated; refusing it
-# up front gives a clear MemoryError instead of a failed (or swapping) malloc.
-MAX_BYTES = _physical_memory_bytes()
+# cgroup v2, then v1: a container's limit, below the host's memory that sysconf reports
+CGROUP_LIMIT_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def _memory_limit_bytes(physical, limit_files=CGROUP_LIMIT_FILES):
+    """The machine's memory, or the process's cgroup limit where that is lower: past the limit
+    the kernel kills the process when the pages are touched, where malloc itself succeeded."""
+    limit = physical
+    for path in limit_files:
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < limit:  # "max" (v2) or a huge number (v1): no limit
+            limit = int(text)
+    return limit
+
+
+# An array larger than the memory this process may use can never be allocated; refusing it
+# up front gives a clear MemoryError instead of a failed (or swapping, or OOM-killed) malloc.
+MAX_BYTES = _memory_limit_bytes(_physical_memory_bytes())
 
 
 def describe(value):

@@ -173,6 +173,20 @@ def test_oversized_outputs_are_refused_before_allocation(backend):
         assert op in res["message"] or "Unable to allocate" in res["message"], (name, res)
 
 
+def test_a_cgroup_memory_limit_below_the_machines_is_the_limit(tmp_path):
+    from fastnn import _validate
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    files = (str(v2), str(v1))
+    assert _validate._memory_limit_bytes(1 << 34, files) == 1 << 34            # neither file
+    v2.write_text("max\n")
+    v1.write_text(f"{(1 << 63) - 4096}\n")                                      # v1's "no limit"
+    assert _validate._memory_limit_bytes(1 << 34, files) == 1 << 34
+    v2.write_text(f"{1 << 31}\n")                                               # a 2 GiB container
+    assert _validate._memory_limit_bytes(1 << 34, files) == 1 << 31
+    v1.write_text(f"{1 << 30}\n")                                               # the lower of the two
+    assert _validate._memory_limit_bytes(1 << 34, files) == 1 << 30
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_batch_with_huge_dimensions(backend):
     outcomes = run_cases(backend, {k: v[0] for k, v in EMPTY.items()})

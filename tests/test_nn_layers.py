@@ -581,3 +581,27 @@ def test_weights_too_big_to_allocate_are_refused_naming_the_layer():
         Sequential([Dense(2**62, input_dim=4, name="huge")])
     with pytest.raises(MemoryError, match="Conv2D 'wide': the weight 'kernel' of shape .* would need"):
         Sequential([Conv2D(2**40, 3, input_shape=(1, 4, 4), name="wide")])
+
+
+def test_model_trainable_sets_every_layers_flag(rng):
+    x = rng.standard_normal((16, 4)).astype(np.float32)
+    t = rng.integers(0, 3, 16)
+    model = Sequential([Dense(8, activation="relu", input_dim=4), BatchNorm(), Dense(3, activation="softmax")],
+                       seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    assert model.trainable is True
+    model.trainable = False                            # Keras: freezes every layer
+    assert [layer.trainable for layer in model.layers] == [False, False, False]
+    assert model.trainable is False and model.params() == {} and model.trainable_weights == []
+    before = model.get_weights()
+    model.fit(x, t, epochs=1, batch_size=8, verbose=0)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)            # BatchNorm's moving statistics too
+    model.layers[2].trainable = True                   # one layer unfrozen: the model is trainable again
+    assert model.trainable is True and set(model.params()) == {"dense_1/kernel", "dense_1/bias"}
+    model.trainable = True
+    assert [layer.trainable for layer in model.layers] == [True, True, True]
+    for bad in (0, 1, "no", None, np.float32(0)):
+        with pytest.raises(TypeError, match="Sequential.trainable: expected True or False"):
+            model.trainable = bad
+    assert model.trainable is True

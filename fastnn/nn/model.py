@@ -254,6 +254,20 @@ class Sequential:
         outputs = activation_forward(out, self._output_activation) if self._output_activation else out
         return loss, grad, outputs
 
+    @property
+    def trainable(self):
+        """False when every layer is frozen (``layer.trainable = False``); True otherwise, and
+        for a model without layers. Setting it sets every layer's flag, as Keras does: False
+        freezes them all, True unfreezes them all."""
+        return not self.layers or any(layer.trainable for layer in self.layers)
+
+    @trainable.setter
+    def trainable(self, value):
+        if not isinstance(value, bool):
+            raise TypeError(f"Sequential.trainable: expected True or False, got {value!r}")
+        for layer in self.layers:
+            layer.trainable = value
+
     def params(self):
         """The trainable arrays as ``{"<layer>/<weight>": array}`` (the arrays themselves;
         a frozen layer's, ``layer.trainable = False``, are left out)."""

@@ -20,7 +20,9 @@ Every optimizer also takes:
   :class:`ExponentialDecay`, :class:`InverseTimeDecay`, or any callable
   ``schedule(step, base_lr) -> lr``). ``step`` counts ``update`` calls from 0;
   before each update ``optimizer.lr`` is set to ``schedule(step, base_lr)``, so it
-  always shows the rate in use. Without a schedule ``lr`` is a plain attribute.
+  always shows the rate in use. Without a schedule ``lr`` is a plain attribute;
+- ``learning_rate=`` (Keras's name) in place of ``lr=``; the property ``learning_rate``
+  reads and sets ``lr``.
 """
 import inspect
 import math
@@ -118,9 +120,19 @@ _SCHEDULES = {cls.__name__: cls for cls in (StepDecay, ExponentialDecay, Inverse
 class Optimizer:
     """Base class: the loop over parameters, regularisation, max-norm and the schedule."""
 
-    def __init__(self, lr, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None):
+    #: the rate when neither lr nor learning_rate is given
+    default_lr = 0.01
+
+    def __init__(self, lr=None, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None, learning_rate=None):
         name = type(self).__name__
-        self.base_lr = _check_number(name, "lr", lr, minimum=0.0)
+        if lr is not None and learning_rate is not None:
+            raise ValueError(f"{name}: give lr or learning_rate (the same setting), not both; "
+                             f"got lr={lr!r}, learning_rate={learning_rate!r}")
+        if lr is None:
+            lr, what = (self.default_lr, "lr") if learning_rate is None else (learning_rate, "learning_rate")
+        else:
+            what = "lr"
+        self.base_lr = _check_number(name, what, lr, minimum=0.0)
         self.weight_decay = _check_number(name, "weight_decay", weight_decay, minimum=0.0)
         self.l1 = _check_number(name, "l1", l1, minimum=0.0)
         self.max_norm = _check_number(name, "max_norm", max_norm, minimum=0.0, allow_none=True, strictly=True)
@@ -130,6 +142,19 @@ class Optimizer:
         self.schedule = schedule
         self.iterations = 0
         self.lr = self.base_lr if schedule is None else self._scheduled_lr(0)
+
+    @property
+    def learning_rate(self):
+        """Keras's name for :attr:`lr`, the rate of the next update."""
+        return self.lr
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        name = type(self).__name__
+        if self.schedule is not None:
+            raise ValueError(f"{name}.learning_rate: the optimizer has a schedule, which sets the rate before "
+                             "every update; build it without schedule= to set the rate yourself")
+        self.lr = _check_number(name, "learning_rate", value, minimum=0.0)
 
     def _scheduled_lr(self, step):
         """The schedule's rate for ``step``, checked as the constructor checks ``lr``."""
@@ -260,29 +285,52 @@ def _clip_norm(param, max_norm):
         param *= scale.astype(param.dtype, copy=False)
 
 
-class SGD(Optimizer):
-    """p -= lr * g."""
+def _momentum_step(optimizer, key, param, grad):
+    """v = momentum * v - lr * g; p += v (Momentum, and SGD with a momentum)."""
+    if optimizer.v is None:
+        optimizer.v = {}
+    v = optimizer._state(optimizer.v, key, param)
+    ops.momentum_update(param, grad, v, optimizer.lr, momentum=optimizer.momentum, **optimizer._reg())
 
-    def __init__(self, lr=0.01, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None):
-        super().__init__(lr, weight_decay, l1, max_norm, schedule)
+
+class SGD(Optimizer):
+    """p -= lr * g; with ``momentum`` (Keras's ``SGD(momentum=...)``) the update of :class:`Momentum`,
+    v = momentum * v - lr * g; p += v. Keras's ``nesterov=True`` is not this library's
+    :class:`Nesterov` (the book's form) and is refused."""
+
+    def __init__(self, lr=None, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None, *, momentum=0.0,
+                 nesterov=False, learning_rate=None):
+        super().__init__(lr, weight_decay, l1, max_norm, schedule, learning_rate=learning_rate)
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"SGD: expected nesterov to be True or False, got {nesterov!r}")
+        if nesterov:
+            raise ValueError("SGD: nesterov=True (Keras's form, p += momentum * v - lr * g) is not supported; "
+                             "fastnn.optim.Nesterov(lr=..., momentum=...) is Nesterov's method in the book's "
+                             "form, whose first steps are larger (see docs/NN.md)")
+        self.momentum = _check_number("SGD", "momentum", momentum, minimum=0.0)
+        self.v = None
 
     def _kernel(self, key, param, grad):
-        ops.sgd_update(param, grad, self.lr, **self._reg())
+        if self.momentum:
+            _momentum_step(self, key, param, grad)
+        else:
+            ops.sgd_update(param, grad, self.lr, **self._reg())
+
+    def _extra_config(self):
+        return {"momentum": self.momentum} if self.momentum else {}
 
 
 class Momentum(Optimizer):
     """v = momentum * v - lr * g; p += v."""
 
-    def __init__(self, lr=0.01, momentum=0.9, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None):
-        super().__init__(lr, weight_decay, l1, max_norm, schedule)
+    def __init__(self, lr=None, momentum=0.9, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None, *,
+                 learning_rate=None):
+        super().__init__(lr, weight_decay, l1, max_norm, schedule, learning_rate=learning_rate)
         self.momentum = _check_number(type(self).__name__, "momentum", momentum, minimum=0.0)
         self.v = None
 
     def _kernel(self, key, param, grad):
-        if self.v is None:
-            self.v = {}
-        v = self._state(self.v, key, param)
-        ops.momentum_update(param, grad, v, self.lr, momentum=self.momentum, **self._reg())
+        _momentum_step(self, key, param, grad)
 
     def _extra_config(self):
         return {"momentum": self.momentum}
@@ -302,8 +350,9 @@ class Nesterov(Momentum):
 class AdaGrad(Optimizer):
     """h += g*g; p -= lr * g / (sqrt(h) + eps)."""
 
-    def __init__(self, lr=0.01, eps=1e-7, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None):
-        super().__init__(lr, weight_decay, l1, max_norm, schedule)
+    def __init__(self, lr=None, eps=1e-7, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None, *,
+                 learning_rate=None):
+        super().__init__(lr, weight_decay, l1, max_norm, schedule, learning_rate=learning_rate)
         self.eps = _check_number(type(self).__name__, "eps", eps, minimum=0.0)
         self.h = None
 
@@ -320,9 +369,9 @@ class AdaGrad(Optimizer):
 class RMSprop(Optimizer):
     """h = decay_rate * h + (1 - decay_rate) * g*g; p -= lr * g / (sqrt(h) + eps)."""
 
-    def __init__(self, lr=0.01, decay_rate=0.99, eps=1e-7, weight_decay=0.0, l1=0.0, max_norm=None,
-                 schedule=None):
-        super().__init__(lr, weight_decay, l1, max_norm, schedule)
+    def __init__(self, lr=None, decay_rate=0.99, eps=1e-7, weight_decay=0.0, l1=0.0, max_norm=None,
+                 schedule=None, *, learning_rate=None):
+        super().__init__(lr, weight_decay, l1, max_norm, schedule, learning_rate=learning_rate)
         self.decay_rate = _check_number(type(self).__name__, "decay_rate", decay_rate, minimum=0.0)
         if self.decay_rate > 1.0:
             raise ValueError(f"RMSprop: expected 0 <= decay_rate <= 1, got {self.decay_rate}")
@@ -344,9 +393,11 @@ class Adam(Optimizer):
     iter += 1; lr_t = lr * sqrt(1 - beta2**iter) / (1 - beta1**iter);
     m += (1 - beta1) * (g - m); v += (1 - beta2) * (g*g - v); p -= lr_t * m / (sqrt(v) + eps)."""
 
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0, l1=0.0, max_norm=None,
-                 schedule=None):
-        super().__init__(lr, weight_decay, l1, max_norm, schedule)
+    default_lr = 0.001
+
+    def __init__(self, lr=None, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0, l1=0.0, max_norm=None,
+                 schedule=None, *, learning_rate=None):
+        super().__init__(lr, weight_decay, l1, max_norm, schedule, learning_rate=learning_rate)
         name = type(self).__name__
         self.beta1 = _check_number(name, "beta1", beta1, minimum=0.0)
         self.beta2 = _check_number(name, "beta2", beta2, minimum=0.0)

@@ -337,7 +337,7 @@ def test_get_names_an_unknown_argument():
     with pytest.raises(ValueError, match=r"optim.get: unknown argument\(s\) \['foo'\] for Adam"):
         optim.get({"name": "adam", "foo": 1})
     with pytest.raises(ValueError, match="unknown argument"):
-        optim.get("sgd", momentum=0.9)
+        optim.get("sgd", rho=0.9)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -375,3 +375,47 @@ def test_a_gradient_overlapping_the_parameter_reads_as_numpy_reads_it(backend, n
     opt.update({"p": p}, {"p": g})
     ref.step({"p": ref_p}, {"p": ref_g})
     np.testing.assert_allclose(p, ref_p, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_learning_rate_is_keras_name_for_lr(name):
+    cls = getattr(optim, name)
+    opt = cls(learning_rate=0.25, **HYPER[name])
+    assert opt.lr == opt.learning_rate == opt.base_lr == 0.25 and opt.get_config()["lr"] == 0.25
+    assert cls(**HYPER[name]).learning_rate == (0.001 if name == "Adam" else 0.01)     # the defaults as before
+    with pytest.raises(ValueError, match=f"{name}: give lr or learning_rate .* not both"):
+        cls(lr=0.1, learning_rate=0.1, **HYPER[name])
+    with pytest.raises(ValueError, match=f"{name}: expected learning_rate >= 0"):
+        cls(learning_rate=-1.0)
+    assert optim.get(name.lower(), learning_rate=0.5).lr == 0.5
+    # setting it sets the rate the next update uses: 0 leaves the parameter as it is
+    opt.learning_rate = 0.0
+    assert opt.lr == 0.0
+    p = np.array([1.0, -2.0])
+    opt.update({"p": p}, {"p": np.array([3.0, 4.0])})
+    np.testing.assert_array_equal(p, [1.0, -2.0])
+    with pytest.raises(TypeError, match=f"{name}: expected learning_rate to be a real number, got str"):
+        opt.learning_rate = "0.1"
+    with pytest.raises(ValueError, match=f"{name}.learning_rate: the optimizer has a schedule"):
+        cls(lr=0.1, schedule=optim.StepDecay(2), **HYPER[name]).learning_rate = 0.5
+
+
+def test_sgd_with_momentum_is_keras_sgd_momentum(backend):
+    # Keras: v = m * v - lr * g; p += v. By hand for lr = 0.1, m = 0.5 and gradients 2, then -4:
+    # v1 = -0.2, p1 = 1 - 0.2 = 0.8; v2 = 0.5 * -0.2 + 0.4 = 0.3, p2 = 1.1
+    opt = optim.SGD(learning_rate=0.1, momentum=0.5)
+    p = np.array([1.0])
+    opt.update({"p": p}, {"p": np.array([2.0])})
+    np.testing.assert_allclose(p, [0.8], rtol=1e-15)
+    opt.update({"p": p}, {"p": np.array([-4.0])})
+    np.testing.assert_allclose(p, [1.1], rtol=1e-15)
+    np.testing.assert_allclose(opt.v["p"], [0.3], rtol=1e-15)
+    clone = optim.get(opt.get_config())
+    assert type(clone) is optim.SGD and (clone.lr, clone.momentum) == (0.1, 0.5)
+    assert "momentum" not in optim.SGD().get_config()          # a plain SGD's config is unchanged
+    with pytest.raises(ValueError, match=r"SGD: nesterov=True .* not supported; fastnn.optim.Nesterov"):
+        optim.SGD(momentum=0.9, nesterov=True)
+    with pytest.raises(TypeError, match="SGD: expected nesterov to be True or False, got 1"):
+        optim.SGD(momentum=0.9, nesterov=1)
+    with pytest.raises(ValueError, match="SGD: expected momentum >= 0"):
+        optim.SGD(momentum=-0.1)

@@ -542,3 +542,26 @@ def test_sparse_labels_outside_the_classes_are_refused_by_fit_and_evaluate(rng):
                                                  rf"output, got values in {got}"):
                 call(x, np.array(bad))
     model.fit(x, np.array([0, 1, 2, 2, 1, 0]), epochs=1, verbose=0)  # the largest class, 2, is in range
+
+
+def test_accuracy_metrics_must_take_the_losses_targets(rng):
+    x = rng.standard_normal((9, 4))
+    t = np.array([0, 1, 2] * 3)
+    onehot = np.eye(3)[t]
+    model = Sequential([Dense(3, activation="softmax", input_dim=4)], seed=0, dtype="float64")
+    for metric in ("categorical_accuracy", metrics.CategoricalAccuracy(), "binary_accuracy"):
+        with pytest.raises(ValueError, match=r"compile: the metric .* a target of its shape, but "
+                                             r"sparse_categorical_crossentropy's targets are integer labels"):
+            model.compile("sgd", "sparse_categorical_crossentropy", metrics=[metric])
+    for loss in ("categorical_crossentropy", "mse"):
+        for metric in ("sparse_categorical_accuracy", metrics.SparseCategoricalAccuracy(name="sa")):
+            with pytest.raises(ValueError, match=rf"compile: the metric .* integer labels \(N,\), but {loss}'s "
+                                                 "targets have the output's shape"):
+                model.compile("sgd", loss, metrics=[metric])
+    assert not model.compiled                                      # every refused compile left it as it was
+    # the matching pairs give the fraction of rows whose argmax is the label
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["sparse_categorical_accuracy"])
+    want = np.mean(np.argmax(model.predict(x), axis=1) == t)
+    assert model.evaluate(x, t)[1] == pytest.approx(want, rel=1e-15)
+    model.compile("sgd", "categorical_crossentropy", metrics=["categorical_accuracy"])
+    assert model.evaluate(x, onehot)[1] == pytest.approx(want, rel=1e-15)

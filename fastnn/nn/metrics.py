@@ -20,6 +20,9 @@ __all__ = ["Metric", "SparseCategoricalAccuracy", "CategoricalAccuracy", "Binary
 
 class Metric:
     name = "metric"
+    #: what the metric compares the output with: "labels" (integer labels (N,)), "output_shape"
+    #: (a target of the output's shape) or None (any: not checked by compile)
+    targets = None
 
     def __init__(self, name=None):
         if name is not None:
@@ -38,6 +41,7 @@ class Metric:
 
 class SparseCategoricalAccuracy(Metric):
     name = "sparse_categorical_accuracy"
+    targets = "labels"
 
     def __call__(self, y, t):
         if len(t) == 0:
@@ -47,6 +51,7 @@ class SparseCategoricalAccuracy(Metric):
 
 class CategoricalAccuracy(Metric):
     name = "categorical_accuracy"
+    targets = "output_shape"
 
     def __call__(self, y, t):
         if len(t) == 0:
@@ -56,6 +61,7 @@ class CategoricalAccuracy(Metric):
 
 class BinaryAccuracy(Metric):
     name = "binary_accuracy"
+    targets = "output_shape"
 
     def __init__(self, name=None, threshold=0.5):
         super().__init__(name)
@@ -72,6 +78,7 @@ class BinaryAccuracy(Metric):
 
 class _Elementwise(Metric):
     """Compares the output with a target of its own shape (not with integer labels)."""
+    targets = "output_shape"
 
 
 class MeanAbsoluteError(_Elementwise):
@@ -120,8 +127,18 @@ def get(identifier, loss, output_shape):
         metric = _BY_NAME[identifier.lower()](name=identifier)
     else:
         raise ValueError(f"compile: unknown metric {identifier!r}; expected 'accuracy' or one of {sorted(_BY_NAME)}")
-    if isinstance(metric, _Elementwise) and loss.name == "sparse_categorical_crossentropy":
+    if metric.targets == "output_shape" and loss.name in _LABEL_LOSSES:
+        hint = ("'accuracy' or 'sparse_categorical_accuracy'" if isinstance(metric, CategoricalAccuracy)
+                else "categorical_crossentropy with one-hot targets")
         raise ValueError(f"compile: the metric {metric.name!r} compares the output with a target of its shape, "
-                         f"but {loss.name}'s targets are integer labels (N,); use categorical_crossentropy "
-                         "with one-hot targets for it")
+                         f"but {loss.name}'s targets are integer labels (N,); use {hint} for it")
+    if metric.targets == "labels" and loss.name in _OUTPUT_SHAPED_LOSSES:
+        hint = "'categorical_accuracy'" if loss.name == "categorical_crossentropy" else "'binary_accuracy'"
+        raise ValueError(f"compile: the metric {metric.name!r} compares the output with integer labels (N,), "
+                         f"but {loss.name}'s targets have the output's shape; use 'accuracy' or {hint} for it")
     return metric
+
+
+# The built-in losses by the targets they take (a loss of the user's own is not checked).
+_LABEL_LOSSES = ("sparse_categorical_crossentropy",)
+_OUTPUT_SHAPED_LOSSES = ("categorical_crossentropy", "binary_crossentropy", "mse")

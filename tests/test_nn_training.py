@@ -565,3 +565,33 @@ def test_accuracy_metrics_must_take_the_losses_targets(rng):
     assert model.evaluate(x, t)[1] == pytest.approx(want, rel=1e-15)
     model.compile("sgd", "categorical_crossentropy", metrics=["categorical_accuracy"])
     assert model.evaluate(x, onehot)[1] == pytest.approx(want, rel=1e-15)
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, x, t: m.fit(x, t[:-1], verbose=0),                                   # lengths differ
+    lambda m, x, t: m.fit(x, t + 5, verbose=0),                                    # labels outside the classes
+    lambda m, x, t: m.fit(x, t, epochs=-1, verbose=0),
+    lambda m, x, t: m.fit(x, t, validation_data=(x[:, :3], t), verbose=0),        # validation x of another shape
+    lambda m, x, t: m.fit(x, t, validation_data=(x, t[:-1]), verbose=0),
+    lambda m, x, t: m.fit(x, t, seed="a", verbose=0),
+    lambda m, x, t: m.fit(x, t, callbacks=[print], verbose=0),
+    lambda m, x, t: m.evaluate(x, t[:-1]),
+    lambda m, x, t: m.evaluate(x, t, batch_size=0),
+    lambda m, x, t: m.train_on_batch(x, t + 5),
+])
+def test_a_failed_fit_or_evaluate_leaves_an_unbuilt_model_unbuilt(rng, call):
+    x = rng.standard_normal((12, 4))
+    t = rng.integers(0, 3, 12)
+    model = Sequential([Dense(5, activation="relu"), Dense(3, activation="softmax")], seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    with pytest.raises((ValueError, TypeError)):
+        call(model, x, t)
+    assert not model.built and not any(layer.built for layer in model.layers)
+    # built later for the right data, with the weights a model built at once draws
+    model.fit(x[:, :2], t, epochs=1, verbose=0, shuffle=False)
+    assert model.input_shape == (2,)
+    fresh = Sequential([Dense(5, activation="relu"), Dense(3, activation="softmax")], seed=0)
+    fresh.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    fresh.fit(x[:, :2], t, epochs=1, verbose=0, shuffle=False)
+    for a, b in zip(model.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -282,11 +282,12 @@ class Sequential:
         """One optimisation step on one batch; returns, as ``evaluate`` does, its loss (a
         float) or ``[loss, metric, ...]``, or a dict of them with ``return_dict=True``."""
         self._require_compiled("train_on_batch")
-        x = self._prepare_x(x, "train_on_batch")
-        t = self.loss.prepare_target(y, self.output_shape, self.dtype, "train_on_batch")
+        x, output_shape = self._data_x(x, "train_on_batch")
+        t = self.loss.prepare_target(y, output_shape, self.dtype, "train_on_batch")
         _check_lengths("train_on_batch", x, t)
         if len(x) == 0:  # as fit and evaluate refuse it: an empty batch has no loss to step on
             raise ValueError("train_on_batch: no samples")
+        self._build_for(x)
         logs = self._train_step(x, t, None)
         return self._logs_as_returned(logs, return_dict)
 
@@ -329,6 +330,37 @@ class Sequential:
             raise RuntimeError(f"{what}: compile the model first (model.compile(optimizer=..., loss=...))")
 
     def _prepare_x(self, x, what):
+        """x as an array of the model's dtype; an unbuilt model is built for it."""
+        x = self._checked_x(x, what)
+        if not self.built:
+            self.build(x.shape[1:])
+        if self.compiled and what not in ("predict", "Sequential"):
+            self._resolve()   # the loss and metrics; predict needs neither (after pop(), say)
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    def _data_x(self, x, what, input_shape=None):
+        """x (of the model's dtype) and the output shape the model has, or will have once built
+        for x; an unbuilt model is left unbuilt, so that the targets and the other arguments are
+        checked first (a call that raises leaves the model as it was)."""
+        x = self._checked_x(x, what, input_shape)
+        return np.ascontiguousarray(x, dtype=self.dtype), self._output_shape_for(x.shape[1:])
+
+    def _output_shape_for(self, input_shape):
+        if self.built:
+            return self.output_shape
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def _build_for(self, x):
+        if not self.built:
+            self.build(x.shape[1:])
+        if self.compiled:
+            self._resolve()
+
+    def _checked_x(self, x, what, input_shape=None):
+        """``input_shape``: the per-sample shape x must have when the model is not built yet."""
         if x is None:
             raise ValueError(f"{what}: x is required")
         try:
@@ -339,14 +371,10 @@ class Sequential:
             raise TypeError(f"{what}: expected numeric x, got dtype {x.dtype}")
         if x.ndim < 2:
             raise ValueError(f"{what}: expected x of shape (N, ...) with at least 2 dimensions, got {x.shape}")
-        if not self.built:
-            self.build(x.shape[1:])
-        if x.shape[1:] != self.input_shape:
-            raise ValueError(f"{what}: expected x of shape (N, {', '.join(map(str, self.input_shape))}), "
-                             f"got {x.shape}")
-        if self.compiled and what not in ("predict", "Sequential"):
-            self._resolve()   # the loss and metrics; predict needs neither (after pop(), say)
-        return np.ascontiguousarray(x, dtype=self.dtype)
+        expected = self.input_shape if self.built else input_shape
+        if expected is not None and x.shape[1:] != expected:
+            raise ValueError(f"{what}: expected x of shape (N, {', '.join(map(str, expected))}), got {x.shape}")
+        return x
 
     # ------------------------------------------------------------------ training
     def fit(self, x=None, y=None, epochs=1, batch_size=32, validation_data=None, validation_split=0.0,
@@ -359,14 +387,14 @@ class Sequential:
         consistent and the History so far is returned (``history.interrupted`` is True).
         """
         self._require_compiled("fit")
-        x = self._prepare_x(x, "fit")
-        t = self.loss.prepare_target(y, self.output_shape, self.dtype, "fit")
+        x, output_shape = self._data_x(x, "fit")
+        t = self.loss.prepare_target(y, output_shape, self.dtype, "fit")
         _check_lengths("fit", x, t)
         epochs = _int_arg("fit", "epochs", epochs, 0)
         initial_epoch = _int_arg("fit", "initial_epoch", initial_epoch, 0)
         batch_size = _batch_size_arg("fit", batch_size)
         verbose = _verbose_arg("fit", verbose)
-        val = self._validation_arrays(x, t, validation_data, validation_split)
+        val = self._validation_arrays(x, t, validation_data, validation_split, output_shape)
         if val is not None and validation_data is None:
             split = len(x) - len(val[0])
             x, t = x[:split], t[:split]
@@ -374,13 +402,6 @@ class Sequential:
             raise ValueError("fit: no training samples")
         if seed is not None:
             seed = _int_arg("fit", "seed", seed, 0)
-            rng = np.random.default_rng(seed)
-            for layer in self.layers:
-                if layer.rng is not None:
-                    layer.rng = np.random.default_rng(rng.integers(2**63))
-        else:
-            rng = self._rng
-
         if isinstance(callbacks, _callbacks.Callback):
             callbacks = [callbacks]
         if callbacks is not None:
@@ -388,6 +409,14 @@ class Sequential:
                      else type(callbacks).__name__)
             if not isinstance(given, list) or not all(isinstance(cb, _callbacks.Callback) for cb in callbacks):
                 raise TypeError(f"fit: expected callbacks to be a Callback or a list of them, got {given}")
+        self._build_for(x)   # everything checked: build an unbuilt model for x
+        if seed is not None:
+            rng = np.random.default_rng(seed)
+            for layer in self.layers:
+                if layer.rng is not None:
+                    layer.rng = np.random.default_rng(rng.integers(2**63))
+        else:
+            rng = self._rng
         history = _callbacks.History()
         # History goes last, so it records what the other callbacks add to the logs (lr, weight_change).
         cbs = _callbacks.CallbackList(list(callbacks or []) + [history], self)
@@ -478,12 +507,12 @@ class Sequential:
             if getattr(layer, "_cache", None) is not None:
                 layer._cache = None
 
-    def _validation_arrays(self, x, t, validation_data, validation_split):
+    def _validation_arrays(self, x, t, validation_data, validation_split, output_shape):
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("fit: validation_data must be a tuple (x_val, y_val)")
-            xv = self._prepare_x(validation_data[0], "fit (validation_data)")
-            tv = self.loss.prepare_target(validation_data[1], self.output_shape, self.dtype, "fit (validation_data)")
+            xv, _ = self._data_x(validation_data[0], "fit (validation_data)", x.shape[1:])
+            tv = self.loss.prepare_target(validation_data[1], output_shape, self.dtype, "fit (validation_data)")
             _check_lengths("fit (validation_data)", xv, tv)
             if len(xv) == 0:
                 raise ValueError("fit: validation_data is empty")
@@ -517,13 +546,14 @@ class Sequential:
         """The loss (and metrics) over (x, y) in inference mode: a float when there are no
         metrics, else ``[loss, metric, ...]`` (a dict with ``return_dict=True``)."""
         self._require_compiled("evaluate")
-        x = self._prepare_x(x, "evaluate")
-        t = self.loss.prepare_target(y, self.output_shape, self.dtype, "evaluate")
+        x, output_shape = self._data_x(x, "evaluate")
+        t = self.loss.prepare_target(y, output_shape, self.dtype, "evaluate")
         _check_lengths("evaluate", x, t)
         batch_size = _batch_size_arg("evaluate", batch_size)
         verbose = _verbose_arg("evaluate", verbose)
         if len(x) == 0:
             raise ValueError("evaluate: no samples")
+        self._build_for(x)
         logs = self._evaluate_arrays(x, t, batch_size)
         self._release_caches()
         if verbose:

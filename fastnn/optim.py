@@ -53,6 +53,12 @@ def _check_number(owner, name, value, minimum=None, allow_none=False, strictly=F
     return value
 
 
+def _check_bool(owner, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{owner}: expected {name} to be True or False, got {value!r}")
+    return bool(value)
+
+
 # ---------------------------------------------------------------- learning-rate schedules
 
 class StepDecay:
@@ -77,7 +83,7 @@ class ExponentialDecay:
     def __init__(self, decay_rate, decay_steps=1, staircase=False):
         self.decay_rate = _check_number("ExponentialDecay", "decay_rate", decay_rate, minimum=0.0, strictly=True)
         self.decay_steps = _check_number("ExponentialDecay", "decay_steps", decay_steps, minimum=0.0, strictly=True)
-        self.staircase = bool(staircase)
+        self.staircase = _check_bool("ExponentialDecay", "staircase", staircase)
 
     def __call__(self, step, base_lr):
         exponent = step / self.decay_steps
@@ -99,7 +105,7 @@ class InverseTimeDecay:
     def __init__(self, decay_rate, decay_steps=1, staircase=False):
         self.decay_rate = _check_number("InverseTimeDecay", "decay_rate", decay_rate, minimum=0.0)
         self.decay_steps = _check_number("InverseTimeDecay", "decay_steps", decay_steps, minimum=0.0, strictly=True)
-        self.staircase = bool(staircase)
+        self.staircase = _check_bool("InverseTimeDecay", "staircase", staircase)
 
     def __call__(self, step, base_lr):
         ratio = step / self.decay_steps

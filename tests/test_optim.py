@@ -419,3 +419,15 @@ def test_sgd_with_momentum_is_keras_sgd_momentum(backend):
         optim.SGD(momentum=0.9, nesterov=1)
     with pytest.raises(ValueError, match="SGD: expected momentum >= 0"):
         optim.SGD(momentum=-0.1)
+
+
+@pytest.mark.parametrize("cls", [optim.ExponentialDecay, optim.InverseTimeDecay])
+def test_staircase_must_be_a_bool(cls):
+    for bad in ("no", 1, None, 0.0):
+        with pytest.raises(TypeError, match=f"{cls.__name__}: expected staircase to be True or False, got"):
+            cls(0.5, decay_steps=2, staircase=bad)
+    # step 3 of 2-step decays: exponent/ratio 1.5, floored to 1 with staircase
+    assert optim.ExponentialDecay(0.5, 2, staircase=True)(3, 1.0) == 0.5
+    assert optim.ExponentialDecay(0.5, 2, staircase=np.bool_(False))(3, 1.0) == pytest.approx(0.5 ** 1.5, rel=1e-15)
+    assert optim.InverseTimeDecay(0.5, 2, staircase=True)(3, 1.0) == pytest.approx(1 / 1.5, rel=1e-15)
+    assert optim.InverseTimeDecay(0.5, 2, staircase=False)(3, 1.0) == pytest.approx(1 / 1.75, rel=1e-15)

@@ -595,3 +595,19 @@ def test_a_failed_fit_or_evaluate_leaves_an_unbuilt_model_unbuilt(rng, call):
     fresh.fit(x[:, :2], t, epochs=1, verbose=0, shuffle=False)
     for a, b in zip(model.get_weights(), fresh.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_fit_shuffle_must_be_a_bool(rng):
+    x = rng.standard_normal((6, 4))
+    t = rng.integers(0, 3, 6)
+    model = Sequential([Dense(3, activation="softmax", input_dim=4)], seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    before = model.get_weights()
+    for bad in ("no", 1, None, "True"):
+        with pytest.raises(TypeError, match="fit: expected shuffle to be True or False, got"):
+            model.fit(x, t, shuffle=bad, verbose=0)
+    with pytest.raises(ValueError, match="fit: shuffle='batch' .* is not supported"):
+        model.fit(x, t, shuffle="batch", verbose=0)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    model.fit(x, t, shuffle=np.bool_(False), verbose=0)

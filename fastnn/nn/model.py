@@ -400,6 +400,11 @@ class Sequential:
             x, t = x[:split], t[:split]
         if len(x) == 0:
             raise ValueError("fit: no training samples")
+        if isinstance(shuffle, str) and shuffle == "batch":
+            raise ValueError("fit: shuffle='batch' (Keras's shuffling in batch-sized chunks, for HDF5 data) is not "
+                             "supported; use shuffle=True or False")
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"fit: expected shuffle to be True or False, got {shuffle!r}")
         if seed is not None:
             seed = _int_arg("fit", "seed", seed, 0)
         if isinstance(callbacks, _callbacks.Callback):

@@ -67,7 +67,11 @@ def test_early_stopping_patience_and_min_delta():
     assert run_epochs(EarlyStopping(patience=1, min_delta=0.05), [1.0, 0.99, 0.98]) == 1
     # accuracy-like names are maximised
     assert run_epochs(EarlyStopping(monitor="val_accuracy", patience=1), [0.5, 0.6, 0.55], "val_accuracy") == 2
-    assert run_epochs(EarlyStopping(patience=1, baseline=0.5), [0.6, 0.55], "val_loss") == 0
+    # Keras 3's baseline: an improvement restarts the count only if it also beats the baseline,
+    # and nothing stops after epoch 0
+    assert run_epochs(EarlyStopping(patience=1, baseline=0.5), [0.6, 0.55, 0.56], "val_loss") == 2
+    assert run_epochs(EarlyStopping(patience=1, baseline=0.5), [0.6, 0.4, 0.41, 0.42], "val_loss") == 2
+    assert run_epochs(EarlyStopping(patience=0, baseline=0.5), [0.6, 0.7], "val_loss") == 1
 
 
 def test_early_stopping_restores_best_weights():
@@ -79,6 +83,45 @@ def test_early_stopping_restores_best_weights():
     model = FakeModel()
     run_epochs(EarlyStopping(patience=2, restore_best_weights=False), [1.0, 0.7, 0.8, 0.9], model=model)
     np.testing.assert_array_equal(model.weights[0], [3.0, 3.0])
+
+
+def test_early_stopping_never_stops_after_the_first_epoch():
+    # Keras 3: `epoch > 0`: a first epoch that improves on nothing (NaN, or short of the baseline) runs on
+    assert run_epochs(EarlyStopping(patience=0), [math.nan, 1.0, 1.5]) == 2
+    assert run_epochs(EarlyStopping(patience=0, baseline=0.1), [0.5, 0.6]) == 1
+
+
+def test_early_stopping_restores_the_best_weights_also_when_it_did_not_stop():
+    model = FakeModel()
+    cb = EarlyStopping(patience=10, restore_best_weights=True)
+    assert run_epochs(cb, [1.0, 0.5, 0.7, 0.8], model=model) is None
+    assert cb.best_epoch == 1
+    np.testing.assert_array_equal(model.weights[0], [1.0, 1.0])         # epoch 1's, not the last (3)
+    # the first epoch's weights are the best until an epoch improves on them
+    model = FakeModel()
+    cb = EarlyStopping(patience=10, restore_best_weights=True)
+    assert run_epochs(cb, [math.nan, math.nan, math.nan], model=model) is None
+    assert cb.best_epoch == 0
+    np.testing.assert_array_equal(model.weights[0], [0.0, 0.0])
+
+
+def test_early_stopping_in_fit_ends_with_the_best_epochs_weights():
+    x, t = data()
+    model = make_model(optimizer=optim.SGD(lr=1.0))
+    snapshots = {}
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            snapshots[epoch] = self.model.get_weights()
+
+    stopper = EarlyStopping(patience=10, restore_best_weights=True)
+    history = model.fit(x, t, epochs=6, validation_split=0.25, callbacks=[stopper, Snapshot()], verbose=0)
+    val_loss = history.history["val_loss"]
+    best = int(np.argmin(val_loss))
+    assert stopper.stopped_epoch is None and len(val_loss) == 6 and best != 5
+    for a, b in zip(model.get_weights(), snapshots[best]):
+        np.testing.assert_array_equal(a, b)
+    assert model.evaluate(x[90:], t[90:])[0] == pytest.approx(val_loss[best], rel=1e-5)
 
 
 def test_early_stopping_needs_the_monitored_value():

@@ -114,49 +114,69 @@ def _monitored(owner, logs, monitor):
     return value
 
 
+class _Monitor:
+    """A quantity of the epoch logs that a callback watches: its name, whether it is minimised
+    or maximised (``mode``), and what counts as an improvement (by more than ``min_delta``)."""
+
+    def __init__(self, owner, monitor, mode="auto", min_delta=0.0):
+        self.owner = owner
+        self.name = str(monitor)
+        self.mode = _monitor_mode(self.name, mode, owner)
+        self.min_delta = abs(_number(owner, "min_delta", min_delta))
+
+    def worst(self):
+        """The starting reference: any number is an improvement on it."""
+        return math.inf if self.mode == "min" else -math.inf
+
+    def improved(self, value, reference):
+        if self.mode == "min":
+            return value < reference - self.min_delta
+        return value > reference + self.min_delta
+
+    def value(self, logs):
+        return _monitored(self.owner, logs, self.name)
+
+
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
-    epochs in a row (``patience=0``: at the first epoch without improvement).
-    ``restore_best_weights``: when it stops, put back the weights of the best epoch.
-    ``baseline``: the value to beat from the start."""
+    epochs in a row (``patience=0``: at the first epoch without improvement), never after
+    the first epoch (epoch 0), as Keras 3 does. ``baseline``: an improvement restarts the
+    count only if it also beats the baseline. ``restore_best_weights``: at the end of
+    training, put back the weights of the best epoch (the first epoch's until one improves
+    on it), whether this callback stopped the run or not."""
 
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto", baseline=None,
                  restore_best_weights=False, verbose=0):
         super().__init__()
-        self.monitor = str(monitor)
-        self.min_delta = abs(_number("EarlyStopping", "min_delta", min_delta))
+        self._monitor = _Monitor("EarlyStopping", monitor, mode, min_delta)
+        self.monitor, self.mode, self.min_delta = self._monitor.name, self._monitor.mode, self._monitor.min_delta
         if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 0:
             raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
         self.patience = int(patience)
-        self.mode = _monitor_mode(self.monitor, mode, "EarlyStopping")
         self.baseline = None if baseline is None else _number("EarlyStopping", "baseline", baseline)
         self.restore_best_weights = bool(restore_best_weights)
         self.verbose = verbose
-
-    def _improved(self, value, reference):
-        if self.mode == "min":
-            return value < reference - self.min_delta
-        return value > reference + self.min_delta
 
     def on_train_begin(self, logs=None):
         self.wait = 0
         self.stopped_epoch = None
         self.best_epoch = None
         self.best_weights = None
-        if self.baseline is not None:
-            self.best = self.baseline
-        else:
-            self.best = math.inf if self.mode == "min" else -math.inf
+        self.best = self._monitor.worst()
 
     def on_epoch_end(self, epoch, logs=None):
-        value = _monitored("EarlyStopping", logs, self.monitor)
-        if self._improved(value, self.best):
-            self.best, self.best_epoch, self.wait = value, epoch, 0
-            if self.restore_best_weights:
-                self.best_weights = [w.copy() for w in self.model.get_weights()]
-            return
+        value = self._monitor.value(logs)
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights, self.best_epoch = self.model.get_weights(), epoch
         self.wait += 1
-        if self.wait >= self.patience:
+        if self._monitor.improved(value, self.best):
+            self.best, self.best_epoch = value, epoch
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            if self.baseline is None or self._monitor.improved(value, self.baseline):
+                self.wait = 0
+            return
+        if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
             if self.verbose:
@@ -164,7 +184,7 @@ class EarlyStopping(Callback):
                       f"stopping after epoch {epoch + 1}", file=sys.stderr)
 
     def on_train_end(self, logs=None):
-        if self.stopped_epoch is not None and self.restore_best_weights and self.best_weights is not None:
+        if self.restore_best_weights and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
             if self.verbose:
                 print(f"EarlyStopping: restored the weights of epoch {self.best_epoch + 1}", file=sys.stderr)

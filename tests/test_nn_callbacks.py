@@ -182,16 +182,17 @@ def test_learning_rate_scheduler():
 
     history = model.fit(x, t, epochs=3, verbose=0,
                         callbacks=[LearningRateScheduler(lambda epoch, lr: lr * 0.5), Probe()])
-    assert history.history["lr"] == pytest.approx([0.1, 0.05, 0.025])
+    assert history.history["learning_rate"] == pytest.approx([0.1, 0.05, 0.025])
     assert seen == pytest.approx([0.1, 0.05, 0.025])
+    assert "lr" not in history.history
     history = model.fit(x, t, epochs=2, verbose=0, callbacks=[LearningRateScheduler(lambda epoch: 0.01 * (epoch + 1))])
-    assert history.history["lr"] == pytest.approx([0.01, 0.02])
+    assert history.history["learning_rate"] == pytest.approx([0.01, 0.02])
 
     def halving(epoch, lr=None):  # a second parameter with a default still gets the rate, as in Keras
         return 0.4 if lr is None else lr * 0.5
 
     history = model.fit(x, t, epochs=3, verbose=0, callbacks=[LearningRateScheduler(halving)])
-    assert history.history["lr"] == pytest.approx([0.01, 0.005, 0.0025])
+    assert history.history["learning_rate"] == pytest.approx([0.01, 0.005, 0.0025])
     scheduled = make_model(optimizer=optim.SGD(lr=0.1, schedule=optim.StepDecay(10)))
     with pytest.raises(ValueError, match="own schedule"):
         scheduled.fit(x, t, epochs=1, verbose=0, callbacks=[LearningRateScheduler(lambda e, lr: lr)])

@@ -261,7 +261,7 @@ class StopOnSmallWeightChange(Callback):
 
 class LearningRateScheduler(Callback):
     """At the start of each epoch set the optimizer's ``lr`` to ``schedule(epoch, lr)``
-    (``schedule(epoch)`` also works). The value used is logged as ``lr``."""
+    (``schedule(epoch)`` also works). The value used is logged as ``learning_rate`` (Keras 3's key)."""
 
     def __init__(self, schedule, verbose=0):
         super().__init__()
@@ -294,7 +294,7 @@ class LearningRateScheduler(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["lr"] = float(self.model.optimizer.lr)
+            logs["learning_rate"] = float(self.model.optimizer.lr)
 
 
 class TerminateOnNaN(Callback):

@@ -423,7 +423,7 @@ class Sequential:
         else:
             rng = self._rng
         history = _callbacks.History()
-        # History goes last, so it records what the other callbacks add to the logs (lr, weight_change).
+        # History goes last, so it records what the other callbacks add to the logs (learning_rate, weight_change).
         cbs = _callbacks.CallbackList(list(callbacks or []) + [history], self)
         cbs.set_params({"verbose": verbose, "epochs": epochs, "steps": -(-len(x) // batch_size)})
         self.history = history

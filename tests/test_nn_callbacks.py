@@ -514,3 +514,69 @@ def test_weight_change_is_the_norm_of_the_step_absolute_or_relative(relative):
     norm = math.sqrt(sum(float(np.sum(b * b)) for b in before))
     want = step / norm if relative else step
     assert step > 0 and history.history["weight_change"][0] == pytest.approx(want, rel=1e-6)
+
+
+class TestAndPredictRecorder(Callback):
+    def __init__(self):
+        super().__init__()
+        self.events = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.events.append(("epoch_end", epoch, dict(logs)))
+
+    def on_test_begin(self, logs=None):
+        self.events.append(("test_begin",))
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self.events.append(("test_batch_begin", batch, logs["size"]))
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.events.append(("test_batch_end", batch, dict(logs)))
+
+    def on_test_end(self, logs=None):
+        self.events.append(("test_end", dict(logs)))
+
+    def on_predict_begin(self, logs=None):
+        self.events.append(("predict_begin",))
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        self.events.append(("predict_batch_begin", batch))
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.events.append(("predict_batch_end", batch, logs["outputs"].copy()))
+
+    def on_predict_end(self, logs=None):
+        self.events.append(("predict_end",))
+
+
+def test_test_hooks_run_in_fits_validation_and_in_evaluate_and_predict_hooks_in_predict():
+    x, t = data(50)
+    xv, tv = x[:30], t[:30]
+    model = make_model()
+    rec = TestAndPredictRecorder()
+    history = model.fit(x, t, epochs=2, batch_size=25, verbose=0, validation_data=(xv, tv), callbacks=[rec])
+    kinds = [e[0] for e in rec.events]
+    per_epoch = ["test_begin", "test_batch_begin", "test_batch_end", "test_batch_begin", "test_batch_end",
+                 "test_end", "epoch_end"]
+    assert kinds == per_epoch * 2
+    assert [e[2] for e in rec.events if e[0] == "test_batch_begin"] == [25, 5, 25, 5]
+    for epoch in range(2):
+        end = rec.events[7 * epoch + 5][1]
+        assert end == {"loss": history.history["val_loss"][epoch], "accuracy": history.history["val_accuracy"][epoch]}
+    # evaluate: the first batch's running logs are that batch's loss, the last ones the result
+    rec = TestAndPredictRecorder()
+    loss, acc = model.evaluate(xv, tv, batch_size=25, callbacks=rec)
+    assert [e[0] for e in rec.events] == per_epoch[:-1]
+    first_loss, first_acc = model.evaluate(xv[:25], tv[:25])
+    assert rec.events[2][2]["loss"] == pytest.approx(first_loss, rel=1e-6)
+    assert rec.events[2][2]["accuracy"] == pytest.approx(first_acc, rel=1e-6)
+    assert rec.events[-1][1] == {"loss": loss, "accuracy": acc}
+    # predict: each batch's outputs
+    rec = TestAndPredictRecorder()
+    probs = model.predict(xv, batch_size=25, callbacks=[rec])
+    assert [e[0] for e in rec.events] == ["predict_begin", "predict_batch_begin", "predict_batch_end",
+                                          "predict_batch_begin", "predict_batch_end", "predict_end"]
+    np.testing.assert_array_equal(np.concatenate([rec.events[2][2], rec.events[4][2]]), probs)
+    for call in (lambda: model.evaluate(xv, tv, callbacks=[print]), lambda: model.predict(xv, callbacks="cb")):
+        with pytest.raises(TypeError, match=r"(evaluate|predict): expected callbacks to be a Callback"):
+            call()

@@ -59,6 +59,33 @@ class Callback:
     def on_train_batch_end(self, batch, logs=None):
         self.on_batch_end(batch, logs)
 
+    # Evaluation (fit's validation at the end of each epoch, and evaluate): logs of the batch
+    # end are the running means so far, those of on_test_end the results (without "val_").
+    def on_test_begin(self, logs=None):
+        pass
+
+    def on_test_end(self, logs=None):
+        pass
+
+    def on_test_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_test_batch_end(self, batch, logs=None):
+        pass
+
+    # predict: the logs of on_predict_batch_end hold the batch's "outputs".
+    def on_predict_begin(self, logs=None):
+        pass
+
+    def on_predict_end(self, logs=None):
+        pass
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_predict_batch_end(self, batch, logs=None):
+        pass
+
 
 class History(Callback):
     """``history``: dict of lists, one entry per completed epoch (``loss``, ``accuracy``,
@@ -307,13 +334,23 @@ class TerminateOnNaN(Callback):
             self.model.stop_training = True
 
 
+def checked_callbacks(what, callbacks):
+    """``callbacks`` (None, a Callback or a list or tuple of them) as a list, checked."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback):
+        return [callbacks]
+    given = ([type(cb).__name__ for cb in callbacks] if isinstance(callbacks, (list, tuple))
+             else type(callbacks).__name__)
+    if not isinstance(given, list) or not all(isinstance(cb, Callback) for cb in callbacks):
+        raise TypeError(f"{what}: expected callbacks to be a Callback or a list of them, got {given}")
+    return list(callbacks)
+
+
 class CallbackList:
-    def __init__(self, callbacks, model):
-        self.callbacks = list(callbacks)
+    def __init__(self, callbacks, model, what="fit"):
+        self.callbacks = checked_callbacks(what, list(callbacks))
         for cb in self.callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(f"fit: callbacks must be fastnn.nn.callbacks.Callback instances, got "
-                                f"{type(cb).__name__}")
             cb.set_model(model)
 
     def set_params(self, params):

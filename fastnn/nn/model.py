@@ -407,13 +407,7 @@ class Sequential:
             raise TypeError(f"fit: expected shuffle to be True or False, got {shuffle!r}")
         if seed is not None:
             seed = _int_arg("fit", "seed", seed, 0)
-        if isinstance(callbacks, _callbacks.Callback):
-            callbacks = [callbacks]
-        if callbacks is not None:
-            given = ([type(cb).__name__ for cb in callbacks] if isinstance(callbacks, (list, tuple))
-                     else type(callbacks).__name__)
-            if not isinstance(given, list) or not all(isinstance(cb, _callbacks.Callback) for cb in callbacks):
-                raise TypeError(f"fit: expected callbacks to be a Callback or a list of them, got {given}")
+        callbacks = _callbacks.checked_callbacks("fit", callbacks)
         self._build_for(x)   # everything checked: build an unbuilt model for x
         if seed is not None:
             rng = np.random.default_rng(seed)
@@ -424,7 +418,7 @@ class Sequential:
             rng = self._rng
         history = _callbacks.History()
         # History goes last, so it records what the other callbacks add to the logs (learning_rate, weight_change).
-        cbs = _callbacks.CallbackList(list(callbacks or []) + [history], self)
+        cbs = _callbacks.CallbackList(callbacks + [history], self)
         cbs.set_params({"verbose": verbose, "epochs": epochs, "steps": -(-len(x) // batch_size)})
         self.history = history
         self.stop_training = False
@@ -444,7 +438,7 @@ class Sequential:
                     self._run_epoch(x, t, order, batch_size, cbs, bar, sigint, progress)
                     epoch_logs = dict(progress.logs)
                     if val is not None:
-                        for k, v in self._evaluate_arrays(val[0], val[1], batch_size).items():
+                        for k, v in self._evaluate_arrays(val[0], val[1], batch_size, cbs).items():
                             epoch_logs["val_" + k] = v
                     cbs.on_epoch_end(epoch, epoch_logs)
                     progress.in_epoch = False
@@ -535,21 +529,33 @@ class Sequential:
         return x[split:], t[split:]
 
     # ------------------------------------------------------------------ inference
-    def _evaluate_arrays(self, x, t, batch_size):
-        sums, n = {}, len(x)
-        for lo in range(0, n, batch_size):
+    def _evaluate_arrays(self, x, t, batch_size, cbs=None):
+        """The mean loss and metrics over (x, t); ``cbs`` get the on_test_* hooks."""
+        sums, n, seen = {}, len(x), 0
+        if cbs is not None:
+            cbs.on_test_begin({})
+        for batch, lo in enumerate(range(0, n, batch_size)):
             xb, tb = x[lo:lo + batch_size], t[lo:lo + batch_size]
+            if cbs is not None:
+                cbs.on_test_batch_begin(batch, {"batch": batch, "size": len(xb)})
             loss, _, outputs = self._loss_forward(xb, tb, training=False)
             values = {"loss": loss}
             for metric in self.metrics:
                 values[metric.name] = metric(outputs, tb)
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v * len(xb)
-        return {k: s / n for k, s in sums.items()}
+            seen += len(xb)
+            if cbs is not None:
+                cbs.on_test_batch_end(batch, dict({k: s / seen for k, s in sums.items()}, batch=batch, size=len(xb)))
+        logs = {k: s / n for k, s in sums.items()}
+        if cbs is not None:
+            cbs.on_test_end(dict(logs))
+        return logs
 
-    def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False):
+    def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False, callbacks=None):
         """The loss (and metrics) over (x, y) in inference mode: a float when there are no
-        metrics, else ``[loss, metric, ...]`` (a dict with ``return_dict=True``)."""
+        metrics, else ``[loss, metric, ...]`` (a dict with ``return_dict=True``).
+        ``callbacks`` get the on_test_* hooks."""
         self._require_compiled("evaluate")
         x, output_shape = self._data_x(x, "evaluate")
         t = self.loss.prepare_target(y, output_shape, self.dtype, "evaluate")
@@ -558,21 +564,37 @@ class Sequential:
         verbose = _verbose_arg("evaluate", verbose)
         if len(x) == 0:
             raise ValueError("evaluate: no samples")
+        callbacks = _callbacks.checked_callbacks("evaluate", callbacks)
         self._build_for(x)
-        logs = self._evaluate_arrays(x, t, batch_size)
+        cbs = None
+        if callbacks:
+            cbs = _callbacks.CallbackList(callbacks, self, "evaluate")
+            cbs.set_params({"verbose": verbose, "epochs": 1, "steps": -(-len(x) // batch_size)})
+        logs = self._evaluate_arrays(x, t, batch_size, cbs)
         self._release_caches()
         if verbose:
             print(f"evaluate:{format_logs(logs)}", file=sys.stdout)
         return self._logs_as_returned(logs, return_dict)
 
-    def predict(self, x, batch_size=32, verbose=0):
+    def predict(self, x, batch_size=32, verbose=0, callbacks=None):
         """The model's outputs (after the final activation: probabilities for softmax or
-        sigmoid outputs), in inference mode, batch by batch."""
-        x = self._prepare_x(x, "predict")
+        sigmoid outputs), in inference mode, batch by batch. ``callbacks`` get the
+        on_predict_* hooks (the batch's ``outputs`` in on_predict_batch_end's logs)."""
+        x = self._checked_x(x, "predict")
         batch_size = _batch_size_arg("predict", batch_size)
-        _verbose_arg("predict", verbose)
-        outputs = [self._forward(x[lo:lo + batch_size], training=False) for lo in range(0, len(x), batch_size)]
+        verbose = _verbose_arg("predict", verbose)
+        callbacks = _callbacks.checked_callbacks("predict", callbacks)
+        x = self._prepare_x(x, "predict")
+        cbs = _callbacks.CallbackList(callbacks, self, "predict")
+        cbs.set_params({"verbose": verbose, "epochs": 1, "steps": -(-len(x) // batch_size)})
+        cbs.on_predict_begin({})
+        outputs = []
+        for batch, lo in enumerate(range(0, len(x), batch_size)):
+            cbs.on_predict_batch_begin(batch, {"batch": batch, "size": len(x[lo:lo + batch_size])})
+            outputs.append(self._forward(x[lo:lo + batch_size], training=False))
+            cbs.on_predict_batch_end(batch, {"outputs": outputs[-1], "batch": batch, "size": len(outputs[-1])})
         self._release_caches()
+        cbs.on_predict_end({})
         if not outputs:
             return np.empty((0,) + self.output_shape, dtype=self.dtype)
         return np.concatenate(outputs, axis=0)

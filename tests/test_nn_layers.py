@@ -605,3 +605,22 @@ def test_model_trainable_sets_every_layers_flag(rng):
         with pytest.raises(TypeError, match="Sequential.trainable: expected True or False"):
             model.trainable = bad
     assert model.trainable is True
+
+
+def test_set_weights_errors_name_the_layer_and_the_weight():
+    model = Sequential([Dense(4, input_dim=2), BatchNorm(), Dense(5)], seed=0)
+    weights = model.get_weights()
+    weights[7] = np.zeros(4)                                        # dense_1/bias has 5 entries
+    with pytest.raises(ValueError, match=r"set_weights: array 7 \(dense_1/bias\) has shape \(4,\), expected \(5,\)"):
+        model.set_weights(weights)
+    weights[7] = np.array(["a"] * 5)
+    with pytest.raises(TypeError, match=r"array 7 \(dense_1/bias\) has dtype <U1"):
+        model.set_weights(weights)
+    with pytest.raises(ValueError, match=r"expected 8 arrays \(dense/kernel, dense/bias, batch_norm/gamma, "
+                                         r"batch_norm/beta, batch_norm/moving_mean, batch_norm/moving_variance, "
+                                         r"dense_1/kernel, dense_1/bias\), got 7"):
+        model.set_weights(weights[:7])
+    with pytest.raises(ValueError, match=r"Dense 'dense': set_weights: array 0 \(kernel\) has shape \(3, 4\)"):
+        model.layers[0].set_weights([np.zeros((3, 4)), np.zeros(4)])
+    with pytest.raises(ValueError, match="Dense 'dense': set_weights needs a built layer"):
+        Dense(3).set_weights([np.zeros((2, 3)), np.zeros(3)])

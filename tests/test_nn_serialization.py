@@ -493,3 +493,37 @@ def test_an_optimizer_config_keeps_the_base_rate_after_decay():
     assert opt.lr == 0.25 and opt.get_config()["lr"] == 1.0       # the third step ran at 1 * 0.5**2
     clone = optim.get(opt.get_config())
     assert isinstance(clone.schedule, optim.StepDecay) and clone.schedule.gamma == 0.5 and clone.base_lr == 1.0
+
+
+def test_save_weights_and_load_weights(tmp_path, rng):
+    x = rng.standard_normal((10, 4)).astype(np.float32)
+    t = rng.integers(0, 3, 10)
+
+    def model(seed, units=5):
+        m = Sequential([Dense(units, activation="tanh", input_dim=4), BatchNorm(), Dense(3, activation="softmax")],
+                       seed=seed)
+        m.compile("adam", "sparse_categorical_crossentropy")
+        return m
+
+    source = model(0)
+    source.fit(x, t, epochs=2, batch_size=5, verbose=0)
+    source.save_weights(tmp_path / "w.npz")
+    assert not load_model(tmp_path / "w.npz").compiled          # weights (and architecture), no compile settings
+    target = model(1)
+    assert not np.array_equal(target.predict(x), source.predict(x))
+    target.load_weights(tmp_path / "w.npz")
+    np.testing.assert_array_equal(target.predict(x), source.predict(x))
+    for a, b in zip(target.get_weights(), source.get_weights()):              # BatchNorm's moving statistics too
+        np.testing.assert_array_equal(a, b)
+    other = model(2, units=6)
+    before = other.get_weights()
+    with pytest.raises(ValueError, match=r"load_weights: the weights in .*w.npz.*do not fit this model: set_weights: "
+                                         r"array 0 \(dense/kernel\) has shape \(4, 5\), expected \(4, 6\)"):
+        other.load_weights(tmp_path / "w.npz")
+    for a, b in zip(other.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="load_weights: the model is not built"):
+        Sequential([Dense(3)]).load_weights(tmp_path / "w.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a valid fastnn model file"):
+        target.load_weights(tmp_path / "bad.npz")

@@ -179,8 +179,14 @@ class Layer:
     def set_weights(self, weights):
         """Copy ``weights`` (as from :meth:`get_weights`) into the layer's arrays, in place."""
         if not self.built:
-            raise RuntimeError(f"{self._what()}: set_weights needs a built layer")
-        _copy_into(f"{self._what()}: set_weights", self.weights, weights)
+            raise ValueError(f"{self._what()}: set_weights needs a built layer (it has no weights yet); call "
+                             "build(input_shape) or the layer itself first")
+        _copy_into(f"{self._what()}: set_weights", self.weights, weights, self.weight_names)
+
+    @property
+    def weight_names(self):
+        """The names of :attr:`weights`, in their order (``kernel``, ``bias``, ``moving_mean``, ...)."""
+        return list(self.params) + list(self.state)
 
     def get_config(self):
         config = {"name": self.name}
@@ -725,18 +731,19 @@ class Activation(_ActivationMixin, Layer):
 
 
 # -- argument helpers ----------------------------------------------------------------
-def _copy_into(what, targets, weights):
-    """Check ``weights`` against the arrays ``targets`` (count, shapes, numeric dtypes), then copy."""
+def _copy_into(what, targets, weights, names):
+    """Check ``weights`` against the arrays ``targets`` (count, shapes, numeric dtypes), then
+    copy; ``names`` name the targets in errors."""
     weights = list(weights)
     if len(weights) != len(targets):
-        raise ValueError(f"{what}: expected {len(targets)} arrays, got {len(weights)}")
+        raise ValueError(f"{what}: expected {len(targets)} arrays ({', '.join(names)}), got {len(weights)}")
     values = []
-    for i, (target, value) in enumerate(zip(targets, weights)):
+    for i, (target, value, name) in enumerate(zip(targets, weights, names)):
         value = np.asarray(value)
         if value.shape != target.shape:
-            raise ValueError(f"{what}: array {i} has shape {value.shape}, expected {target.shape}")
+            raise ValueError(f"{what}: array {i} ({name}) has shape {value.shape}, expected {target.shape}")
         if value.dtype.kind not in "fiu":
-            raise TypeError(f"{what}: array {i} has dtype {value.dtype}, expected a float array")
+            raise TypeError(f"{what}: array {i} ({name}) has dtype {value.dtype}, expected a float array")
         values.append(value)
     for target, value in zip(targets, values):
         np.copyto(target, value, casting="unsafe")

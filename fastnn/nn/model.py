@@ -660,7 +660,29 @@ class Sequential:
     def set_weights(self, weights):
         """Copy ``weights`` (as from :meth:`get_weights`) into the model's arrays, in place."""
         self._require_built("set_weights")
-        _copy_into("set_weights", self.weights, weights)
+        names = [f"{layer.name}/{name}" for layer in self.layers for name in layer.weight_names]
+        _copy_into("set_weights", self.weights, weights, names)
+
+    def save_weights(self, path):
+        """Write the weights to one ``.npz`` file at ``path``: ``save`` without the compile
+        settings (the architecture is stored too, so that ``load_weights`` can check the file)."""
+        from fastnn.nn.serialization import save_model
+        self._require_built("save_weights")
+        save_model(self, path, include_optimizer=False)
+
+    def load_weights(self, path, max_bytes=None):
+        """Copy the weights of a file written by ``save_weights`` (or ``save``) into this built
+        model, layer by layer in order: the file is checked as ``load_model`` checks it, and its
+        weights must have this model's shapes (they are cast to its dtype)."""
+        from fastnn.nn.serialization import DEFAULT_MAX_BYTES, load_model
+        self._require_built("load_weights")
+        saved = load_model(path, compile=False, max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
+        names = [f"{layer.name}/{name}" for layer in saved.layers for name in layer.weight_names]
+        try:
+            self.set_weights(saved.get_weights())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"load_weights: the weights in {path!r} ({', '.join(names)}) do not fit this model: "
+                             f"{exc}") from None
 
     def get_layer(self, name=None, index=None):
         """The layer named ``name``, or at position ``index`` (one of the two)."""

@@ -10,7 +10,8 @@ import pytest
 
 import fastnn
 from fastnn import optim
-from fastnn.nn import (BatchNorm, Callback, Dense, EarlyStopping, LearningRateScheduler, Sequential,
+from fastnn.nn import (BatchNorm, Callback, CSVLogger, Dense, EarlyStopping, LambdaCallback, LearningRateScheduler,
+                       ModelCheckpoint, ReduceLROnPlateau, Sequential, load_model,
                        StopAtThreshold, StopOnSmallWeightChange, TargetAccuracy, TerminateOnNaN)
 
 
@@ -580,3 +581,119 @@ def test_test_hooks_run_in_fits_validation_and_in_evaluate_and_predict_hooks_in_
     for call in (lambda: model.evaluate(xv, tv, callbacks=[print]), lambda: model.predict(xv, callbacks="cb")):
         with pytest.raises(TypeError, match=r"(evaluate|predict): expected callbacks to be a Callback"):
             call()
+
+
+# ----------------------------------------------------------------------------- Keras's other callbacks
+def test_reduce_lr_on_plateau_rules():
+    model = FakeModel()
+    model.optimizer = optim.SGD(lr=1.0)
+    cb = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=2, cooldown=1, min_lr=0.2)
+    cb.set_model(model)
+    cb.on_train_begin({})
+    logged = []
+    for epoch in range(9):
+        logs = {"loss": 1.0}
+        cb.on_epoch_end(epoch, logs)
+        logged.append(logs["learning_rate"])
+    # improvement at epoch 0; 2 epochs without: x0.5 after epochs 2 and 4, then the 0.2 floor after epoch 6;
+    # the epoch after each cut is cooldown (not counted)
+    assert logged == [1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.2, 0.2]
+    assert model.optimizer.lr == 0.2
+    # an improvement smaller than min_delta (1e-4 by default) does not count; accuracy is maximised
+    model.optimizer = optim.SGD(lr=1.0)
+    cb = ReduceLROnPlateau(monitor="val_accuracy", patience=1)
+    cb.set_model(model)
+    cb.on_train_begin({})
+    for epoch, value in enumerate([0.5, 0.50005, 0.6]):
+        cb.on_epoch_end(epoch, {"val_accuracy": value})
+    assert model.optimizer.lr == pytest.approx(0.1, rel=1e-15)
+    for bad, error in ((dict(factor=1.0), ValueError), (dict(patience=-1), ValueError), (dict(factor="x"), TypeError),
+                       (dict(mode="up"), ValueError)):
+        with pytest.raises(error, match="ReduceLROnPlateau"):
+            ReduceLROnPlateau(**bad)
+
+
+def test_reduce_lr_on_plateau_in_fit():
+    x, t = data()
+    model = make_model(optimizer=optim.SGD(lr=1e-9))
+    history = model.fit(x, t, epochs=4, shuffle=False, verbose=0,
+                        callbacks=[ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1)])
+    assert history.history["learning_rate"] == pytest.approx([1e-9, 1e-9, 5e-10, 2.5e-10], rel=1e-12)
+    scheduled = make_model(optimizer=optim.SGD(lr=0.1, schedule=optim.StepDecay(10)))
+    with pytest.raises(ValueError, match="ReduceLROnPlateau: the optimizer has its own schedule"):
+        scheduled.fit(x, t, epochs=1, verbose=0, callbacks=[ReduceLROnPlateau()])
+
+
+def test_model_checkpoint_every_epoch_and_best_only(tmp_path):
+    x, t = data()
+    model = make_model(optimizer=optim.SGD(lr=1.0))
+    snapshots = {}
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            snapshots[epoch] = self.model.get_weights()
+
+    every = ModelCheckpoint(str(tmp_path / "ckpt-{epoch:02d}-{val_loss:.3f}.npz"))
+    best = ModelCheckpoint(tmp_path / "best.npz", monitor="val_loss", save_best_only=True, save_weights_only=True)
+    history = model.fit(x, t, epochs=6, validation_split=0.25, callbacks=[every, best, Snapshot()], verbose=0)
+    val_loss = history.history["val_loss"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["best.npz"] + [f"ckpt-{e + 1:02d}-{v:.3f}.npz" for e, v in enumerate(val_loss)])
+    for epoch, value in enumerate(val_loss):
+        saved = load_model(tmp_path / f"ckpt-{epoch + 1:02d}-{value:.3f}.npz")
+        assert saved.compiled
+        for a, b in zip(saved.get_weights(), snapshots[epoch]):
+            np.testing.assert_array_equal(a, b)
+    winner = int(np.argmin(val_loss))
+    assert winner != 5
+    saved = load_model(tmp_path / "best.npz")
+    assert not saved.compiled                                  # save_weights_only: no compile settings
+    for a, b in zip(saved.get_weights(), snapshots[winner]):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"ModelCheckpoint: only save_freq='epoch' is supported"):
+        ModelCheckpoint(tmp_path / "m.npz", save_freq=10)
+    with pytest.raises(TypeError, match="ModelCheckpoint: expected save_best_only to be True or False"):
+        ModelCheckpoint(tmp_path / "m.npz", save_best_only="yes")
+    with pytest.raises(ValueError, match=r"ModelCheckpoint: filepath .* names 'val_acc', which is not in the logs"):
+        model.fit(x, t, epochs=1, verbose=0, callbacks=[ModelCheckpoint(str(tmp_path / "{val_acc}.npz"))])
+
+
+def test_csv_logger_writes_the_history(tmp_path):
+    x, t = data()
+    model = make_model()
+    path = tmp_path / "log.csv"
+    history = model.fit(x, t, epochs=2, validation_split=0.25, verbose=0, callbacks=[CSVLogger(path)])
+    lines = path.read_text().splitlines()
+    assert lines[0] == "epoch,accuracy,loss,val_accuracy,val_loss"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [int(r[0]) for r in rows] == [0, 1]
+    for i, key in enumerate(["accuracy", "loss", "val_accuracy", "val_loss"], start=1):
+        assert [float(r[i]) for r in rows] == history.history[key]        # written exactly (repr of the float)
+    model.fit(x, t, epochs=3, initial_epoch=2, verbose=0, callbacks=[CSVLogger(path, append=True)])
+    lines = path.read_text().splitlines()
+    assert len(lines) == 4 and lines[3].startswith("2,") and lines[0].startswith("epoch")   # no second header
+    model.fit(x, t, epochs=1, verbose=0, callbacks=[CSVLogger(path, separator=";")])
+    lines = path.read_text().splitlines()
+    assert lines[0] == "epoch;accuracy;loss" and len(lines) == 2                # overwritten
+    with pytest.raises(ValueError, match="CSVLogger: separator must be one character"):
+        CSVLogger(path, separator=", ")
+
+
+def test_lambda_callback():
+    x, t = data(50)
+    calls = []
+    cb = LambdaCallback(on_train_begin=lambda logs: calls.append("train_begin"),
+                        on_epoch_begin=lambda epoch, logs: calls.append(f"epoch_begin {epoch}"),
+                        on_batch_begin=lambda batch, logs: calls.append(f"batch_begin {batch}"),
+                        on_batch_end=lambda batch, logs: calls.append(f"batch_end {batch} {sorted(logs)}"),
+                        on_epoch_end=lambda epoch, logs: calls.append(f"epoch_end {epoch} {sorted(logs)}"),
+                        on_train_end=lambda logs: calls.append("train_end"))
+    make_model().fit(x, t, epochs=1, batch_size=25, verbose=0, callbacks=[cb])
+    batch_keys = "['accuracy', 'batch', 'loss', 'size']"
+    assert calls == ["train_begin", "epoch_begin 0", "batch_begin 0", f"batch_end 0 {batch_keys}",
+                     "batch_begin 1", f"batch_end 1 {batch_keys}", "epoch_end 0 ['accuracy', 'loss']", "train_end"]
+    only = []
+    make_model().fit(x, t, epochs=2, verbose=0, callbacks=[LambdaCallback(on_epoch_end=lambda e, logs: only.append(e))])
+    assert only == [0, 1]
+    with pytest.raises(TypeError, match="LambdaCallback: expected on_epoch_end to be callable, got int"):
+        LambdaCallback(on_epoch_end=3)

@@ -11,8 +11,9 @@
 Images are NCHW (channels first). See docs/NN.md.
 """
 from fastnn.nn import callbacks, initializers, losses, metrics, preprocessing
-from fastnn.nn.callbacks import (Callback, EarlyStopping, History, LearningRateScheduler, StopAtThreshold,
-                                 StopOnSmallWeightChange, TargetAccuracy, TerminateOnNaN)
+from fastnn.nn.callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallback, LearningRateScheduler,
+                                 ModelCheckpoint, ReduceLROnPlateau, StopAtThreshold, StopOnSmallWeightChange,
+                                 TargetAccuracy, TerminateOnNaN)
 from fastnn.nn.gradcheck import gradcheck
 from fastnn.nn.layers import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, Layer,
                               MaxPool2D)
@@ -28,7 +29,7 @@ __all__ = [
     "Sequential", "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Dropout", "BatchNorm",
     "Activation", "MaxPooling2D", "AveragePooling2D", "BatchNormalization",
     "Callback", "History", "EarlyStopping", "StopAtThreshold", "TargetAccuracy", "StopOnSmallWeightChange",
-    "LearningRateScheduler", "TerminateOnNaN",
+    "LearningRateScheduler", "TerminateOnNaN", "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "LambdaCallback",
     "load_model", "save_model", "gradcheck",
     "callbacks", "initializers", "losses", "metrics", "preprocessing",
 ]

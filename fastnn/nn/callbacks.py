@@ -9,14 +9,17 @@ logs)`` and ``on_train_end(logs)``; ``self.model`` is the model being trained. S
 Epoch logs hold ``loss``, the metrics, and ``val_loss``/``val_<metric>`` when there is
 validation data; batch logs hold the running means over the epoch so far.
 """
+import csv
 import inspect
 import math
+import os
 import sys
 
 import numpy as np
 
 __all__ = ["Callback", "History", "EarlyStopping", "StopAtThreshold", "TargetAccuracy",
-           "StopOnSmallWeightChange", "LearningRateScheduler", "TerminateOnNaN", "CallbackList"]
+           "StopOnSmallWeightChange", "LearningRateScheduler", "TerminateOnNaN", "ModelCheckpoint",
+           "ReduceLROnPlateau", "CSVLogger", "LambdaCallback", "CallbackList"]
 
 
 class Callback:
@@ -332,6 +335,171 @@ class TerminateOnNaN(Callback):
         if loss is not None and not math.isfinite(loss):
             print(f"TerminateOnNaN: batch {batch}: loss is {loss}; stopping", file=sys.stderr)
             self.model.stop_training = True
+
+
+class ModelCheckpoint(Callback):
+    """Save the model (``model.save``; ``model.save_weights`` with ``save_weights_only``) at the
+    end of every epoch, or only when ``monitor`` improved on the best value so far
+    (``save_best_only``; ``mode`` as in :class:`EarlyStopping`). ``filepath`` may hold format
+    fields filled with the epoch number (from 1) and the epoch's logs, as in Keras:
+    ``"ckpt-{epoch:02d}-{val_loss:.2f}.npz"``. Only ``save_freq="epoch"`` is supported."""
+
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
+                 mode="auto", save_freq="epoch"):
+        super().__init__()
+        if not isinstance(filepath, (str, os.PathLike)):
+            raise TypeError(f"ModelCheckpoint: expected filepath to be a path (str or os.PathLike), got "
+                            f"{type(filepath).__name__}")
+        self.filepath = os.fspath(filepath)
+        self._monitor = _Monitor("ModelCheckpoint", monitor, mode)
+        self.monitor, self.mode = self._monitor.name, self._monitor.mode
+        for name, value in (("save_best_only", save_best_only), ("save_weights_only", save_weights_only)):
+            if not isinstance(value, bool):
+                raise TypeError(f"ModelCheckpoint: expected {name} to be True or False, got {value!r}")
+        self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
+        if save_freq != "epoch":
+            raise ValueError(f"ModelCheckpoint: only save_freq='epoch' is supported (saving every N batches is "
+                             f"not), got {save_freq!r}")
+        self.save_freq = save_freq
+        self.verbose = verbose
+        self.best = self._monitor.worst()
+
+    def on_train_begin(self, logs=None):
+        self.best = self._monitor.worst()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.save_best_only:
+            value = self._monitor.value(logs)
+            if not self._monitor.improved(value, self.best):
+                return
+            self.best = value
+        path = self._path(epoch, logs)
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)
+        if self.verbose:
+            print(f"ModelCheckpoint: epoch {epoch + 1}: saved the {'weights' if self.save_weights_only else 'model'} "
+                  f"to {path}", file=sys.stderr)
+
+    def _path(self, epoch, logs):
+        try:
+            return self.filepath.format(epoch=epoch + 1, **logs)
+        except KeyError as exc:
+            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} names {exc.args[0]!r}, which is not in "
+                             f"the logs (available: epoch, {', '.join(sorted(logs))})") from None
+        except (ValueError, IndexError) as exc:
+            raise ValueError(f"ModelCheckpoint: cannot format filepath {self.filepath!r}: {exc}") from None
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the optimizer's learning rate by ``factor`` (< 1) when ``monitor`` has not
+    improved by more than ``min_delta`` for ``patience`` epochs, never below ``min_lr``; then
+    wait ``cooldown`` epochs before counting again (Keras's rules). The rate of each epoch is
+    logged as ``learning_rate``."""
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
+                 cooldown=0, min_lr=0.0):
+        super().__init__()
+        self._monitor = _Monitor("ReduceLROnPlateau", monitor, mode, min_delta)
+        self.monitor, self.mode, self.min_delta = self._monitor.name, self._monitor.mode, self._monitor.min_delta
+        self.factor = _number("ReduceLROnPlateau", "factor", factor, minimum=0.0)
+        if self.factor >= 1.0:
+            raise ValueError(f"ReduceLROnPlateau: factor must be < 1 (it multiplies the rate), got {self.factor}")
+        for name, value in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"ReduceLROnPlateau: {name} must be an int >= 0, got {value!r}")
+        self.patience, self.cooldown = int(patience), int(cooldown)
+        self.min_lr = _number("ReduceLROnPlateau", "min_lr", min_lr, minimum=0.0)
+        self.verbose = verbose
+
+    def on_train_begin(self, logs=None):
+        if getattr(self.model.optimizer, "schedule", None) is not None:
+            raise ValueError("ReduceLROnPlateau: the optimizer has its own schedule; use one or the other")
+        self.best = self._monitor.worst()
+        self.wait = 0
+        self.cooldown_counter = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        if logs is not None:
+            logs["learning_rate"] = float(optimizer.learning_rate)
+        value = self._monitor.value(logs)
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._monitor.improved(value, self.best):
+            self.best, self.wait = value, 0
+        elif self.cooldown_counter <= 0:
+            self.wait += 1
+            if self.wait >= self.patience:
+                old = float(optimizer.learning_rate)
+                if old > self.min_lr:
+                    optimizer.learning_rate = max(old * self.factor, self.min_lr)
+                    self.cooldown_counter, self.wait = self.cooldown, 0
+                    if self.verbose:
+                        print(f"ReduceLROnPlateau: epoch {epoch + 1}: learning rate {old:.6g} -> "
+                              f"{optimizer.learning_rate:.6g}", file=sys.stderr)
+
+
+class CSVLogger(Callback):
+    """Write each epoch's logs as a row of a CSV file: a header ``epoch,<keys in sorted
+    order>`` (not when appending to a file that has lines), then one row per epoch (epochs
+    numbered from 0, as in Keras). ``append``: add to an existing file."""
+
+    def __init__(self, filename, separator=",", append=False):
+        super().__init__()
+        if not isinstance(filename, (str, os.PathLike)):
+            raise TypeError(f"CSVLogger: expected filename to be a path (str or os.PathLike), got "
+                            f"{type(filename).__name__}")
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"CSVLogger: separator must be one character, got {separator!r}")
+        if not isinstance(append, bool):
+            raise TypeError(f"CSVLogger: expected append to be True or False, got {append!r}")
+        self.filename, self.sep, self.append = os.fspath(filename), separator, append
+        self._file = self._writer = self.keys = None
+
+    def on_train_begin(self, logs=None):
+        header = True
+        if self.append and os.path.exists(self.filename):
+            with open(self.filename, encoding="utf-8") as f:
+                header = not f.readline()
+        self._file = open(self.filename, "a" if self.append else "w", newline="", encoding="utf-8")
+        self._header = header
+        self.keys = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(logs)
+            self._writer = csv.writer(self._file, delimiter=self.sep, lineterminator="\n")
+            if self._header:
+                self._writer.writerow(["epoch"] + self.keys)
+        self._writer.writerow([epoch] + [logs.get(k, "NA") for k in self.keys])
+        self._file.flush()
+
+    def on_train_end(self, logs=None):
+        if self._file is not None:
+            self._file.close()
+            self._file = self._writer = None
+
+
+class LambdaCallback(Callback):
+    """A callback from functions, as Keras's: ``on_epoch_begin(epoch, logs)``,
+    ``on_epoch_end(epoch, logs)``, ``on_batch_begin(batch, logs)``, ``on_batch_end(batch, logs)``,
+    ``on_train_begin(logs)``, ``on_train_end(logs)``; those not given do nothing."""
+
+    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_batch_begin=None, on_batch_end=None,
+                 on_train_begin=None, on_train_end=None):
+        super().__init__()
+        for name, function in (("on_epoch_begin", on_epoch_begin), ("on_epoch_end", on_epoch_end),
+                               ("on_batch_begin", on_batch_begin), ("on_batch_end", on_batch_end),
+                               ("on_train_begin", on_train_begin), ("on_train_end", on_train_end)):
+            if function is not None:
+                if not callable(function):
+                    raise TypeError(f"LambdaCallback: expected {name} to be callable, got {type(function).__name__}")
+                setattr(self, name, function)
 
 
 def checked_callbacks(what, callbacks):

@@ -306,6 +306,10 @@ LAYER_CASES = [
     ("act_softmax", lambda: Activation("softmax"), (4, 5)),
     ("act_softmax_channels", lambda: Activation("softmax"), (2, 3, 2, 2)),
     ("conv_softmax", lambda: Conv2D(3, 2, activation="softmax"), (2, 2, 3, 3)),
+    ("global_avgpool", lambda: nn.GlobalAveragePooling2D(), (2, 3, 4, 5)),
+    ("global_maxpool", lambda: nn.GlobalMaxPooling2D(), (2, 3, 4, 5)),
+    ("reshape", lambda: nn.Reshape((3, 4)), (2, 12)),
+    ("reshape_inferred", lambda: nn.Reshape((-1, 2)), (2, 3, 2, 2)),
 ]
 
 
@@ -624,3 +628,68 @@ def test_set_weights_errors_name_the_layer_and_the_weight():
         model.layers[0].set_weights([np.zeros((3, 4)), np.zeros(4)])
     with pytest.raises(ValueError, match="Dense 'dense': set_weights needs a built layer"):
         Dense(3).set_weights([np.zeros((2, 3)), np.zeros(3)])
+
+
+def test_input_as_the_first_element_of_a_sequential(tmp_path):
+    model = Sequential([nn.Input(shape=(1, 8, 8)), Conv2D(2, 3), Flatten(), Dense(3)], seed=4)
+    assert model.built and model.input_shape == (1, 8, 8) and model.output_shape == (3,)
+    assert [type(layer).__name__ for layer in model.layers] == ["Conv2D", "Flatten", "Dense"]   # not a layer
+    same = Sequential([Conv2D(2, 3, input_shape=(1, 8, 8)), Flatten(), Dense(3)], seed=4)
+    for a, b in zip(model.get_weights(), same.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert Sequential([nn.Input((None, 4)), Dense(2)]).input_shape == (4,)      # Keras's batch axis dropped
+    later = Sequential([nn.Input(shape=4)])
+    assert not later.built
+    later.add(Dense(2))
+    assert later.built and later.layers[0].params["kernel"].shape == (4, 2)
+    with pytest.raises(ValueError, match="an Input must be the model's first element"):
+        later.add(nn.Input(shape=(2,)))
+    with pytest.raises(ValueError, match=r"declares input_shape \(3,\) but the model's Input has shape \(4,\)"):
+        Sequential([nn.Input(shape=(4,)), Dense(2, input_dim=3)])
+    with pytest.raises(ValueError, match="Input: a shape is required"):
+        nn.Input()
+    with pytest.raises(TypeError, match="must be a tuple of ints"):
+        nn.Input(shape=(4.0,))
+    model.save(tmp_path / "m.npz")
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(nn.load_model(tmp_path / "m.npz").predict(x), model.predict(x))
+
+
+@pytest.mark.parametrize("make, reduce", [(lambda: nn.GlobalAveragePooling2D(), np.mean),
+                                          (lambda: nn.GlobalMaxPooling2D(), np.max)])
+def test_global_pooling_is_the_mean_or_max_over_each_plane(backend, rng, make, reduce):
+    x = rng.standard_normal((3, 4, 5, 6))
+    layer = make()
+    y = layer(x)
+    assert y.shape == (3, 4) and layer.output_shape == (4,)
+    np.testing.assert_allclose(y, reduce(x, axis=(2, 3)), rtol=1e-14, atol=1e-15)
+    dy = rng.standard_normal((3, 4))
+    dx = layer.backward(dy)
+    if reduce is np.mean:
+        np.testing.assert_allclose(dx, np.broadcast_to(dy[:, :, None, None] / 30, x.shape), rtol=1e-14)
+    else:   # the gradient goes to each plane's maximum
+        want = (x == x.max(axis=(2, 3), keepdims=True)) * dy[:, :, None, None]
+        np.testing.assert_array_equal(dx, want)
+    with pytest.raises(ValueError, match="expected NCHW input"):
+        make().build((4,))
+
+
+def test_reshape_layer():
+    x = np.arange(24.0).reshape(2, 12)
+    layer = nn.Reshape((3, 2, 2))
+    np.testing.assert_array_equal(layer(x), x.reshape(2, 3, 2, 2))
+    np.testing.assert_array_equal(layer.backward(np.ones((2, 3, 2, 2)) * 2), np.full((2, 12), 2.0))
+    assert nn.Reshape((-1, 4)).build((3, 2, 2)).output_shape == (3, 4)
+    assert nn.Reshape(12).build((3, 4)).output_shape == (12,)
+    with pytest.raises(ValueError, match=r"cannot reshape per-sample shape \(12,\) \(12 values\) to \(5, 2\)"):
+        nn.Reshape((5, 2)).build((12,))
+    with pytest.raises(ValueError, match="12 is not a multiple of 5"):
+        nn.Reshape((-1, 5)).build((12,))
+    with pytest.raises(ValueError, match="at most one -1"):
+        nn.Reshape((-1, -1))
+    with pytest.raises(TypeError, match="Reshape: target_shape must be a tuple of ints"):
+        nn.Reshape("3x4")
+    # in a model: Dense -> Reshape to images -> convolution -> global pooling
+    model = Sequential([Dense(2 * 4 * 4, input_dim=5), nn.Reshape((2, 4, 4)), Conv2D(3, 3, padding="same"),
+                        nn.GlobalAveragePooling2D(), Dense(2)], seed=0)
+    assert [layer.output_shape for layer in model.layers] == [(32,), (2, 4, 4), (3, 4, 4), (3,), (2,)]

@@ -527,3 +527,17 @@ def test_save_weights_and_load_weights(tmp_path, rng):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a valid fastnn model file"):
         target.load_weights(tmp_path / "bad.npz")
+
+
+def test_reshape_and_global_pooling_layers_round_trip(tmp_path, rng):
+    from fastnn.nn import GlobalAveragePooling2D, GlobalMaxPooling2D, Input, Reshape
+    x = rng.standard_normal((4, 18)).astype(np.float32)
+    model = Sequential([Input(shape=(18,)), Reshape((2, 3, -1)), Conv2D(4, 2, activation="relu"),
+                        GlobalMaxPooling2D(name="gmax"), Reshape((4, 1, 1)), GlobalAveragePooling2D(), Dense(2)],
+                       seed=0)
+    model.save(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
+    assert [type(layer).__name__ for layer in loaded.layers] == [type(layer).__name__ for layer in model.layers]
+    assert loaded.layers[0].target_shape == (2, 3, -1) and loaded.layers[2].name == "gmax"
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert loaded.get_config() == model.get_config()

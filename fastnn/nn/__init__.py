@@ -15,8 +15,9 @@ from fastnn.nn.callbacks import (Callback, CSVLogger, EarlyStopping, History, La
                                  ModelCheckpoint, ReduceLROnPlateau, StopAtThreshold, StopOnSmallWeightChange,
                                  TargetAccuracy, TerminateOnNaN)
 from fastnn.nn.gradcheck import gradcheck
-from fastnn.nn.layers import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, Layer,
-                              MaxPool2D)
+from fastnn.nn.layers import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten,
+                              GlobalAveragePooling2D, GlobalMaxPooling2D, Input, InputLayer, Layer, MaxPool2D,
+                              Reshape)
 from fastnn.nn.model import Sequential
 from fastnn.nn.serialization import load_model, save_model
 
@@ -24,10 +25,13 @@ from fastnn.nn.serialization import load_model, save_model
 MaxPooling2D = MaxPool2D
 AveragePooling2D = AvgPool2D
 BatchNormalization = BatchNorm
+GlobalAvgPool2D = GlobalAveragePooling2D
+GlobalMaxPool2D = GlobalMaxPooling2D
 
 __all__ = [
     "Sequential", "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Dropout", "BatchNorm",
-    "Activation", "MaxPooling2D", "AveragePooling2D", "BatchNormalization",
+    "Activation", "MaxPooling2D", "AveragePooling2D", "BatchNormalization", "Input", "InputLayer", "Reshape",
+    "GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
     "Callback", "History", "EarlyStopping", "StopAtThreshold", "TargetAccuracy", "StopOnSmallWeightChange",
     "LearningRateScheduler", "TerminateOnNaN", "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "LambdaCallback",
     "load_model", "save_model", "gradcheck",

@@ -26,7 +26,8 @@ from fastnn.optim import _check_number
 from fastnn.nn import initializers
 
 __all__ = ["Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Dropout",
-           "BatchNorm", "Activation", "ACTIVATIONS", "get_layer_class"]
+           "BatchNorm", "Activation", "InputLayer", "Input", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
+           "Reshape", "ACTIVATIONS", "get_layer_class"]
 
 # The activations fastnn.ops computes (and fuses into linear/conv2d), plus softmax.
 OPS_ACTIVATIONS = ("identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus")
@@ -597,6 +598,133 @@ class Flatten(Layer):
     def backward(self, dy):
         self._check_backward(dy, (self._cache[0],) + self.output_shape if self._cache else ())
         return dy.reshape(self._cache)
+
+
+class _GlobalPool2D(Layer):
+    """Pooling over the whole of each channel plane: NCHW (N, C, H, W) -> (N, C), one
+    ``fastnn.ops`` pooling window of the plane's size."""
+
+    def __init__(self, name=None, input_shape=None):
+        super().__init__(name=name, input_shape=input_shape)
+        self._cache = None
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"{self._what()}: expected NCHW input, i.e. per-sample shape (channels, height, "
+                             f"width), got {tuple(input_shape)}")
+        return (input_shape[0],)
+
+    def _pool_args(self):
+        h, w = self.input_shape[1:]
+        return dict(pool_h=h, pool_w=w, stride=(h, w), pad=(0, 0))
+
+    def backward(self, dy):
+        self._check_backward(dy, (self._cache[1][0],) + self.output_shape if self._cache else ())
+        return self._pool_backward(dy.reshape(dy.shape + (1, 1)))
+
+
+class GlobalAveragePooling2D(_GlobalPool2D):
+    """The mean of each channel plane: (N, C, H, W) -> (N, C) (Keras's, channels first)."""
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        y = ops.avg_pool2d(x, **self._pool_args())
+        self._cache = (None, x.shape)
+        return y.reshape(y.shape[:2])
+
+    def _pool_backward(self, dy):
+        return ops.avg_pool2d_backward(dy, self._cache[1], **self._pool_args())
+
+
+class GlobalMaxPooling2D(_GlobalPool2D):
+    """The maximum of each channel plane: (N, C, H, W) -> (N, C) (Keras's, channels first)."""
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        y, argmax = ops.max_pool2d(x, **self._pool_args())
+        self._cache = (argmax, x.shape)
+        return y.reshape(y.shape[:2])
+
+    def _pool_backward(self, dy):
+        argmax, x_shape = self._cache
+        return ops.max_pool2d_backward(dy, argmax, x_shape, **self._pool_args())
+
+
+class Reshape(Layer):
+    """(N, ...) -> (N, *target_shape), in C order; one entry of ``target_shape`` may be -1
+    (inferred), as in Keras."""
+
+    def __init__(self, target_shape, name=None, input_shape=None):
+        super().__init__(name=name, input_shape=input_shape)
+        if _is_int(target_shape):
+            target_shape = (target_shape,)
+        if (not isinstance(target_shape, (tuple, list)) or not target_shape
+                or not all(_is_int(s) for s in target_shape)):
+            raise TypeError(f"Reshape: target_shape must be a tuple of ints (without the batch axis), got "
+                            f"{target_shape!r}")
+        target_shape = tuple(int(s) for s in target_shape)
+        if any(s < 1 and s != -1 for s in target_shape) or target_shape.count(-1) > 1:
+            raise ValueError(f"Reshape: target_shape must have sizes >= 1 and at most one -1, got {target_shape}")
+        self.target_shape = target_shape
+        self._cache = None
+
+    def compute_output_shape(self, input_shape):
+        size = math.prod(input_shape)
+        known = math.prod(s for s in self.target_shape if s != -1)
+        if -1 in self.target_shape:
+            if size % known:
+                raise ValueError(f"{self._what()}: cannot reshape per-sample shape {tuple(input_shape)} ({size} "
+                                 f"values) to {self.target_shape}: {size} is not a multiple of {known}")
+            return tuple(size // known if s == -1 else s for s in self.target_shape)
+        if known != size:
+            raise ValueError(f"{self._what()}: cannot reshape per-sample shape {tuple(input_shape)} ({size} values) "
+                             f"to {self.target_shape} ({known} values)")
+        return self.target_shape
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        self._cache = x.shape
+        return x.reshape((x.shape[0],) + self.output_shape)
+
+    def backward(self, dy):
+        self._check_backward(dy, (self._cache[0],) + self.output_shape if self._cache else ())
+        return dy.reshape(self._cache)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(target_shape=list(self.target_shape))
+        return config
+
+
+class InputLayer(Layer):
+    """Declares the per-sample input ``shape`` (no batch axis; a leading None is dropped) as
+    the first element of a :class:`~fastnn.nn.Sequential`, as ``keras.Input`` does there. It
+    is not one of the model's layers: the model builds its first layer for that shape."""
+
+    def __init__(self, shape=None, name=None, input_shape=None):
+        if shape is not None and input_shape is not None:
+            raise ValueError("InputLayer: give shape or input_shape, not both")
+        shape = input_shape if shape is None else shape
+        if shape is None:
+            raise ValueError("Input: a shape is required, e.g. Input(shape=(1, 28, 28))")
+        if isinstance(shape, (tuple, list)) and shape and shape[0] is None:
+            shape = tuple(shape[1:])
+        super().__init__(name=name, input_shape=shape)
+        self.shape = self.input_shape
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {"name": self.name, "shape": list(self.shape)}
+
+
+del _LAYER_CLASSES["InputLayer"]   # never one of a model's layers, so never in a saved architecture
+
+
+def Input(shape=None, name=None):
+    """``keras.Input(shape=...)`` for a Sequential's first element: an :class:`InputLayer`."""
+    return InputLayer(shape=shape, name=name)
 
 
 class Dropout(Layer):

@@ -17,7 +17,7 @@ from fastnn import optim as _optim
 from fastnn.nn import callbacks as _callbacks
 from fastnn.nn import losses as _losses
 from fastnn.nn import metrics as _metrics
-from fastnn.nn.layers import _copy_into, Conv2D, Layer, activation_forward, get_layer_class
+from fastnn.nn.layers import _copy_into, Conv2D, InputLayer, Layer, activation_forward, get_layer_class
 from fastnn.nn.progress import Progbar, format_logs
 
 __all__ = ["Sequential"]
@@ -54,6 +54,7 @@ class Sequential:
         self.history = None
         self._resolved = False
         self._fused_last = set()
+        self._declared_input_shape = None   # from an Input given first
         if layers is not None:
             if isinstance(layers, Layer) or not hasattr(layers, "__iter__"):
                 raise TypeError("Sequential: expected a list of layers")
@@ -64,6 +65,12 @@ class Sequential:
     def add(self, layer):
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add: expected a fastnn.nn layer, got {type(layer).__name__}")
+        if isinstance(layer, InputLayer):
+            if self.layers or self._declared_input_shape is not None:
+                raise ValueError(f"Sequential.add: an Input must be the model's first element; this model already "
+                                 f"has {'layers' if self.layers else 'an Input'}")
+            self._declared_input_shape = layer.shape
+            return
         if any(existing is layer for existing in self.layers):
             raise ValueError(f"Sequential.add: layer {layer.name!r} is already in the model")
         names = {existing.name for existing in self.layers}
@@ -85,6 +92,11 @@ class Sequential:
         # Built before the model changes, so that an add that raises leaves the model as it was.
         if self.built:
             self._build_from_layer(layer, self.output_shape)
+        elif not self.layers and self._declared_input_shape is not None:
+            if layer.input_shape is not None and layer.input_shape != self._declared_input_shape:
+                raise ValueError(f"Sequential.add: layer {layer.name!r} declares input_shape {layer.input_shape} "
+                                 f"but the model's Input has shape {self._declared_input_shape}")
+            self._build_from_layer(layer, self._declared_input_shape)
         elif not self.layers and layer.input_shape is not None:
             self._build_from_layer(layer, layer.input_shape)
         layer.name = name
@@ -92,7 +104,7 @@ class Sequential:
         if self.built:
             self.output_shape = layer.output_shape
         elif self.layers[0].input_shape is not None:
-            self.build()
+            self.build(self.layers[0].input_shape)
         self._resolved = False
 
     def build(self, input_shape=None):

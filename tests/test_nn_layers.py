@@ -404,6 +404,24 @@ def test_gradcheck_leaves_the_model_untouched(rng):
         assert b.dtype == np.float32
 
 
+def test_gradcheck_of_custom_initializers_and_of_an_unbuilt_model(rng):
+    # the float64 copy is built from the config, which keeps a custom initializer only as a
+    # placeholder that refuses to draw: gradcheck raised for any such model or layer
+    def normal(shape, dtype, rng):
+        return rng.standard_normal(shape)
+    x, t = rng.standard_normal((5, 4)), rng.integers(0, 2, 5)
+    built = Sequential([Dense(3, input_dim=4, kernel_initializer=normal), Dense(2, activation="softmax")], seed=0)
+    unbuilt = Sequential([Dense(3, kernel_initializer=normal), Dense(2, activation="softmax")], seed=0)
+    for model in (built, unbuilt):
+        model.compile("sgd", "sparse_categorical_crossentropy")
+        errors = gradcheck(model, x, t, verbose=False)
+        assert sorted(errors) == ["dense/bias", "dense/kernel", "dense_1/bias", "dense_1/kernel"]
+        assert max(errors.values()) < 1e-6
+    assert not unbuilt.built                                  # the original is untouched: still unbuilt
+    errors = gradcheck(Conv2D(2, 3, kernel_initializer=normal), rng.standard_normal((2, 1, 5, 5)), verbose=False)
+    assert sorted(errors) == ["bias", "input", "kernel"] and max(errors.values()) < 1e-6
+
+
 def test_conv_pool_fusion_runs_apart_past_the_int32_argmax():
     # conv2d_max_pool2d's argmax is int32: a Conv2D whose output planes pass 2**31 - 1
     # elements runs forward_max_pool as the two layers one after the other (an empty
@@ -556,6 +574,9 @@ def test_custom_initializers_are_cast_and_checked_and_classes_instantiated():
     assert model.layers[0].params["kernel"].dtype == np.float32          # the model's dtype
     listed = Sequential([Dense(3, input_dim=4, kernel_initializer=lambda s, dtype, rng: [[1.0] * 3] * 4)])
     assert listed.count_params() == 15
+    # called by position, so the names are the callable's own; Keras's f(shape, dtype=None) too
+    for init in (lambda s, d, r: np.full(s, 2.0), lambda shape, dtype=None: np.full(shape, 2.0)):
+        np.testing.assert_array_equal(Sequential([Dense(3, input_dim=4, kernel_initializer=init)]).get_weights()[0], 2)
     kept = np.ones((4, 3), np.float32)
     shared = Sequential([Dense(3, input_dim=4, kernel_initializer=lambda s, dtype, rng: kept)])
     assert shared.layers[0].params["kernel"] is not kept                  # trained in place: our own copy

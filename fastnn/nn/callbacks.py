@@ -4,7 +4,8 @@ A callback receives ``on_train_begin(logs)``, ``on_epoch_begin(epoch, logs)``,
 ``on_train_batch_begin(batch, logs)``, ``on_train_batch_end(batch, logs)`` (which call
 ``on_batch_begin``/``on_batch_end`` unless overridden, as in Keras), ``on_epoch_end(epoch,
 logs)`` and ``on_train_end(logs)``; ``self.model`` is the model being trained. Setting
-``model.stop_training = True`` ends training after the current epoch.
+``model.stop_training = True`` ends training after the current batch (the epoch's
+``on_epoch_end`` still runs, with the logs of the batches run).
 
 Epoch logs hold ``loss``, the metrics, and ``val_loss``/``val_<metric>`` when there is
 validation data; batch logs hold the running means over the epoch so far.

@@ -80,17 +80,26 @@ def _fixed_randomness(layers, seed):
 
 
 def _model_problem(model, x, t, seed):
+    from fastnn.nn import initializers
     from fastnn.nn.model import Sequential
     if not model.compiled:
         raise ValueError("gradcheck: compile the model first (the loss defines what is differentiated)")
     if t is None:
         raise ValueError("gradcheck: targets t are required for a model")
-    if not model.built:
-        model.build(x.shape[1:])
-    clone = Sequential.from_config(model.get_config(), dtype="float64")
-    if not clone.built:
-        clone.build(model.input_shape)
-    clone.set_weights(model.get_weights())
+    if model.built:
+        token = initializers._WEIGHTS_TO_FOLLOW.set(True)   # a custom initializer is not drawn from
+        try:
+            clone = Sequential.from_config(model.get_config(), dtype="float64")
+            if not clone.built:
+                clone.build(model.input_shape)
+        finally:
+            initializers._WEIGHTS_TO_FOLLOW.reset(token)
+        clone.set_weights(model.get_weights())
+    else:   # the original stays unbuilt; the clone draws its own weights with the original's initializers
+        clone = Sequential.from_config(model.get_config(), dtype="float64")
+        for layer, copy in zip(model.layers, clone.layers):
+            _take_initializers(layer, copy)
+        clone.build(x.shape[1:])
     clone.loss = model.loss
     clone._metric_specs = []
     clone.compiled = True
@@ -109,8 +118,16 @@ def _model_problem(model, x, t, seed):
     return loss_fn, analytic, clone.params()
 
 
+def _take_initializers(layer, clone):
+    """The original's initializers: a config keeps a custom one only as a placeholder."""
+    for attr, value in vars(layer).items():
+        if attr.endswith("_initializer"):
+            setattr(clone, attr, value)
+
+
 def _layer_problem(layer, x, t, seed):
     clone = type(layer).from_config(layer.get_config())
+    _take_initializers(layer, clone)
     input_shape = layer.input_shape if layer.input_shape is not None else x.shape[1:]
     clone.build(input_shape, np.float64, np.random.default_rng(seed))
     if layer.built:

@@ -12,6 +12,7 @@ fan_out = out; a Conv2D kernel ``(filters, channels, kh, kw)`` has
 fan_in = channels*kh*kw and fan_out = filters*kh*kw.
 """
 import contextvars
+import inspect
 import math
 
 import numpy as np
@@ -194,6 +195,19 @@ _BY_NAME = {
 }
 _CLASSES = {cls.__name__: cls for cls in (Zeros, Ones, Constant, RandomUniform, RandomNormal,
                                           GlorotUniform, GlorotNormal, HeUniform, HeNormal, Unsaved)}
+
+
+def draw(init, shape, dtype, rng):
+    """``init``'s values for ``shape``: an Initializer or a callable ``f(shape, dtype, rng)``
+    (by position, so it names them as it likes), or Keras's ``f(shape, dtype=None)``."""
+    if not isinstance(init, Initializer):
+        try:
+            inspect.signature(init).bind(shape, dtype, rng)
+        except TypeError:
+            return init(shape, dtype)   # two parameters, as Keras calls an initializer
+        except ValueError:              # no signature to read (a builtin): the documented form
+            pass
+    return init(shape, dtype, rng)
 
 
 def get(identifier):

@@ -311,7 +311,7 @@ class Dense(_ActivationMixin, Layer):
 
     def _initial_value(self, weight_name, shape, dtype, rng):
         init = self.kernel_initializer if weight_name == "kernel" else self.bias_initializer
-        return init(shape, dtype=dtype, rng=rng)
+        return initializers.draw(init, shape, dtype, rng)
 
     def forward(self, x, training=False, logits=False):
         self._check_input(x)
@@ -420,7 +420,7 @@ class Conv2D(_ActivationMixin, Layer):
 
     def _initial_value(self, weight_name, shape, dtype, rng):
         init = self.kernel_initializer if weight_name == "kernel" else self.bias_initializer
-        return init(shape, dtype=dtype, rng=rng)
+        return initializers.draw(init, shape, dtype, rng)
 
     def _build_extra(self, input_shape, rng):
         self._pad, self._extra, _ = self._geometry(input_shape)

@@ -246,11 +246,15 @@ def _check_image(op, name, x):
     V.check_nonempty_dims(op, name, x)
 
 
-def _conv_geometry(op, x_shape, filter_hw, stride, pad, what="filter"):
+def _conv_geometry(op, x_shape, filter_hw, stride, pad, itemsize, what="filter"):
     stride = V.as_pair(op, "stride", stride, 1)
     pad = V.as_pair(op, "pad", pad, 0)
     (oh, ow), stride = V.conv_output_size(op, x_shape[2:], filter_hw, stride, pad, what)
-    V.check_geometry_fits(op, *x_shape, *filter_hw, *pad, x_shape[2] + 2 * pad[0], x_shape[3] + 2 * pad[1])
+    padded = (x_shape[0], x_shape[1], x_shape[2] + 2 * pad[0], x_shape[3] + 2 * pad[1])
+    V.check_geometry_fits(op, *x_shape, *filter_hw, *pad, *padded[2:])
+    # The reference pads a copy of the batch (the native direct path, of an image): a pad as
+    # large as the stride leaves a tiny output and a padded input that may not fit in memory.
+    V.check_size(op, "the padded input", padded, itemsize)
     return stride, pad, oh, ow
 
 
@@ -262,7 +266,7 @@ def im2col(x, filter_h, filter_w, stride=1, pad=0):
     _check_image(op, "x", x)
     fh = V.as_int(op, "filter_h", filter_h, minimum=1)
     fw = V.as_int(op, "filter_w", filter_w, minimum=1)
-    stride, pad, oh, ow = _conv_geometry(op, x.shape, (fh, fw), stride, pad)
+    stride, pad, oh, ow = _conv_geometry(op, x.shape, (fh, fw), stride, pad, dtype.itemsize)
     n, c = x.shape[:2]
     V.check_size(op, "the column matrix", (n * oh * ow, c * fh * fw), dtype.itemsize)
     return _backend().im2col(x, fh, fw, stride, pad)
@@ -276,7 +280,7 @@ def col2im(col, x_shape, filter_h, filter_w, stride=1, pad=0):
     x_shape = V.x_shape4(op, x_shape)
     fh = V.as_int(op, "filter_h", filter_h, minimum=1)
     fw = V.as_int(op, "filter_w", filter_w, minimum=1)
-    stride, pad, oh, ow = _conv_geometry(op, x_shape, (fh, fw), stride, pad)
+    stride, pad, oh, ow = _conv_geometry(op, x_shape, (fh, fw), stride, pad, dtype.itemsize)
     n, c = x_shape[:2]
     want = (n * oh * ow, c * fh * fw)
     if col.shape != want:
@@ -295,7 +299,7 @@ def _check_conv(op, x, W, b, stride, pad):
                          f"{W.shape[1]} (shape {W.shape})")
     if b is not None and b.shape != (W.shape[0],):
         raise ValueError(f"{op}: expected b of shape ({W.shape[0]},) for W {W.shape}, got {b.shape}")
-    return _conv_geometry(op, x.shape, W.shape[2:], stride, pad)
+    return _conv_geometry(op, x.shape, W.shape[2:], stride, pad, x.dtype.itemsize)
 
 
 def conv2d(x, W, b=None, stride=1, pad=0, activation=None, alpha=None):

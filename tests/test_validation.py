@@ -385,6 +385,26 @@ def test_batch_norm_running_statistics_may_not_share_memory(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_convolution_padding_that_memory_cannot_hold_is_refused(backend, monkeypatch):
+    # pad = stride = p: a 3 x 3 output of a 1 x 1 image, but both backends pad the image to
+    # (2p + 1)^2 (p = 16000 took 8.8 GB, and past memory an OOM kill could follow)
+    from fastnn import _validate
+    x, W = np.ones((1, 1, 1, 1)), np.ones((1, 1, 1, 1))
+    monkeypatch.setattr(_validate, "MAX_BYTES", 8 * 101 ** 2)
+    with fastnn.backend(backend):
+        y = F.conv2d(x, W, stride=50, pad=50)                      # 101 x 101 padded: it fits
+        np.testing.assert_array_equal(y[0, 0], [[0, 0, 0], [0, 1, 0], [0, 0, 0]])
+        for call in (lambda: F.conv2d(x, W, stride=51, pad=51),
+                     lambda: F.conv2d_backward(np.ones((1, 1, 3, 3)), x, W, stride=51, pad=51),
+                     lambda: F.conv2d_max_pool2d(x, W, stride=51, pad=51, pool_h=1),
+                     lambda: F.im2col(x, 1, 1, stride=51, pad=51),
+                     lambda: F.col2im(np.ones((9, 1)), x.shape, 1, 1, stride=51, pad=51)):
+            with pytest.raises(MemoryError, match=r"^(conv2d|conv2d_backward|conv2d_max_pool2d|im2col|col2im): "
+                                                  r"the padded input of shape \(1, 1, 103, 103\)"):
+                call()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_overlapping_pool_windows_are_not_counted_as_memory(backend, monkeypatch):
     # The windows (output x window elements) are visited, never stored: with more of them than
     # the machine has bytes, max_pool2d raised MemoryError where avg_pool2d ran.

@@ -247,6 +247,57 @@ class Optimizer:
     def _reg(self):
         return {"weight_decay": self.weight_decay, "l1": self.l1}
 
+    # -- state (what an update depends on besides the config) ----------------------------------
+    #: the attributes holding a dict of per-parameter arrays ({key: array}), None before an update
+    _slots = ()
+    #: integer counters besides ``iterations``
+    _counters = ()
+
+    def get_state(self):
+        """``{"iterations": n, "lr": rate in use, <counter>: n, ..., "slots": {slot: {key: array}}}``:
+        everything :meth:`update` reads besides the config, so that ``set_state`` on a fresh
+        optimizer of the same config continues exactly (the arrays are the optimizer's own)."""
+        state = {"iterations": self.iterations, "lr": self.lr}
+        state.update({name: getattr(self, name) for name in self._counters})
+        state["slots"] = {slot: dict(getattr(self, slot) or {}) for slot in self._slots}
+        return state
+
+    def set_state(self, state):
+        """Restore what :meth:`get_state` returned (the arrays are copied); everything is checked
+        before anything changes."""
+        name = f"{type(self).__name__}.set_state"
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{name}: expected the dict get_state returns, got {type(state).__name__}")
+        expected = {"iterations", "lr", "slots", *self._counters}
+        if set(state) != expected:
+            raise ValueError(f"{name}: expected the keys {sorted(expected)}, got {sorted(state)}")
+        counters = {}
+        for counter in ("iterations", *self._counters):
+            value = state[counter]
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name}: expected {counter} to be an int >= 0, got {value!r}")
+            counters[counter] = int(value)
+        lr = _check_number(name, "lr", state["lr"], minimum=0.0)
+        slots = state["slots"]
+        if not isinstance(slots, Mapping) or set(slots) - set(self._slots):
+            raise ValueError(f"{name}: expected slots among {list(self._slots)}, got "
+                             f"{sorted(slots) if isinstance(slots, Mapping) else type(slots).__name__}")
+        restored = {}
+        for slot, arrays in slots.items():
+            if not isinstance(arrays, Mapping):
+                raise TypeError(f"{name}: expected slot {slot!r} to be a dict of arrays, got {type(arrays).__name__}")
+            restored[slot] = {}
+            for key, array in arrays.items():
+                array = np.asarray(array)
+                if array.dtype not in V.FLOAT_DTYPES:
+                    raise TypeError(f"{name}: {slot}[{key!r}] must be a float32 or float64 array, got {array.dtype}")
+                restored[slot][key] = array.copy()
+        for counter, value in counters.items():
+            setattr(self, counter, value)
+        self.lr = lr
+        for slot in self._slots:
+            setattr(self, slot, restored.get(slot, {}))
+
     # -- description ---------------------------------------------------------------------------
     def get_config(self):
         config = self._settings()
@@ -304,6 +355,8 @@ class SGD(Optimizer):
     v = momentum * v - lr * g; p += v. Keras's ``nesterov=True`` is not this library's
     :class:`Nesterov` (the book's form) and is refused."""
 
+    _slots = ("v",)
+
     def __init__(self, lr=None, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None, *, momentum=0.0,
                  nesterov=False, learning_rate=None):
         super().__init__(lr, weight_decay, l1, max_norm, schedule, learning_rate=learning_rate)
@@ -328,6 +381,8 @@ class SGD(Optimizer):
 
 class Momentum(Optimizer):
     """v = momentum * v - lr * g; p += v."""
+
+    _slots = ("v",)
 
     def __init__(self, lr=None, momentum=0.9, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None, *,
                  learning_rate=None):
@@ -356,6 +411,8 @@ class Nesterov(Momentum):
 class AdaGrad(Optimizer):
     """h += g*g; p -= lr * g / (sqrt(h) + eps)."""
 
+    _slots = ("h",)
+
     def __init__(self, lr=None, eps=1e-7, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None, *,
                  learning_rate=None):
         super().__init__(lr, weight_decay, l1, max_norm, schedule, learning_rate=learning_rate)
@@ -374,6 +431,8 @@ class AdaGrad(Optimizer):
 
 class RMSprop(Optimizer):
     """h = decay_rate * h + (1 - decay_rate) * g*g; p -= lr * g / (sqrt(h) + eps)."""
+
+    _slots = ("h",)
 
     def __init__(self, lr=None, decay_rate=0.99, eps=1e-7, weight_decay=0.0, l1=0.0, max_norm=None,
                  schedule=None, *, learning_rate=None):
@@ -398,6 +457,9 @@ class Adam(Optimizer):
     """Adam with the book's bias correction folded into the step size:
     iter += 1; lr_t = lr * sqrt(1 - beta2**iter) / (1 - beta1**iter);
     m += (1 - beta1) * (g - m); v += (1 - beta2) * (g*g - v); p -= lr_t * m / (sqrt(v) + eps)."""
+
+    _slots = ("m", "v")
+    _counters = ("iter",)
 
     default_lr = 0.001
 

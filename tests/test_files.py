@@ -232,7 +232,7 @@ def test_layer_class_names_are_looked_up_not_evaluated(model_file, tmp_path, cla
     lambda d: d["weights"][0].update(dtype="float64"),
     lambda d: d["weights"][0].update(key="../../etc/passwd"),
     lambda d: d["weights"].pop(),
-    lambda d: d.update(format_version=2),
+    lambda d: d.update(format_version=3),
     lambda d: d.update(compile={"optimizer": {"class_name": "os.system", "config": {}}}),
     lambda d: d.update(compile={"optimizer": "adam", "loss": {"class_name": "__import__"}, "metrics": []}),
     lambda d: d.update(compile={"optimizer": {"class_name": "Adam", "config": {"lr": "1e-3; rm -rf /"}},

@@ -130,11 +130,12 @@ def test_save_without_optimizer_and_uncompiled(tmp_path, rng):
 def test_file_layout_is_plain_npz_without_pickle(saved):
     with np.load(saved, allow_pickle=False) as npz:
         names = sorted(npz.files)
-        assert names[0] == "architecture" and all(n.startswith("w") for n in names[1:])
+        assert names[0] == "architecture" and all(n[0] in "ow" and n[1:].isdigit() for n in names[1:])
         for name in names:
             assert npz[name].dtype != object
     doc = document(saved)
-    assert doc["format"] == "fastnn.nn.Sequential" and doc["format_version"] == 1
+    assert doc["format"] == "fastnn.nn.Sequential" and doc["format_version"] == 2
+    assert {n for n in names if n.startswith("o")} == {e["key"] for e in doc["optimizer_state"]["arrays"]}
     assert doc["weights"][0]["layer"] == "conv2d" and doc["weights"][0]["weight"] == "kernel"
 
 
@@ -200,6 +201,7 @@ def test_oversized_architecture_is_rejected_before_allocating(saved, tmp_path):
     def huge(doc):
         # Dense "dense" with 10**9 units, and every weight entry made consistent with it.
         doc["model"]["layers"][-3]["config"]["units"] = 10**9
+        doc["optimizer_state"] = None
         for entry in doc["weights"]:
             if entry["layer"] == "dense":
                 entry["shape"] = [entry["shape"][0], 10**9] if entry["weight"] == "kernel" else [10**9]
@@ -541,3 +543,81 @@ def test_reshape_and_global_pooling_layers_round_trip(tmp_path, rng):
     assert loaded.layers[0].target_shape == (2, 3, -1) and loaded.layers[2].name == "gmax"
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
     assert loaded.get_config() == model.get_config()
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "momentum", "rmsprop", "nesterov", "adagrad",
+                                       optim.SGD(learning_rate=0.05, momentum=0.5)])
+def test_training_continues_after_a_load_as_if_never_saved(tmp_path, rng, optimizer):
+    # the optimizer's moments, counters and rate are saved: a loaded model's next epoch gives the
+    # bits of the uninterrupted run (version 1 files restarted the optimizer, and diverged)
+    x, t = rng.standard_normal((24, 5)).astype(np.float32), rng.integers(0, 3, 24)
+    model = Sequential([Dense(7, activation="relu", input_dim=5), BatchNorm(), Dense(3, activation="softmax")], seed=1)
+    model.compile(optimizer, "sparse_categorical_crossentropy")
+    model.fit(x, t, epochs=2, batch_size=8, verbose=0, seed=0)
+    model.optimizer.lr *= 0.5                                  # as ReduceLROnPlateau would
+    model.save(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
+    assert loaded.optimizer.iterations == model.optimizer.iterations == 6
+    assert loaded.optimizer.lr == model.optimizer.lr
+    for m in (model, loaded):
+        m.fit(x, t, epochs=1, batch_size=8, verbose=0, seed=5)
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    fresh = load_model(tmp_path / "m.npz")
+    fresh.optimizer.set_state(dict(type(fresh.optimizer)().get_state(), lr=fresh.optimizer.lr))   # restarted
+    fresh.fit(x, t, epochs=1, batch_size=8, verbose=0, seed=5)
+    assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), fresh.get_weights()))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["optimizer_state"]["arrays"][0].update(weight="nowhere/kernel"), "not a weight of the model"),
+    (lambda d: d["optimizer_state"]["arrays"][0].update(shape=[3]), "listed with shape"),
+    (lambda d: d["optimizer_state"]["arrays"][0].update(dtype="float64"), "listed as float64"),
+    (lambda d: d["optimizer_state"]["arrays"][0].update(slot="os.system"), "slots among"),
+    (lambda d: d["optimizer_state"]["arrays"][1].update(slot=d["optimizer_state"]["arrays"][0]["slot"],
+                                                        weight=d["optimizer_state"]["arrays"][0]["weight"]), "twice"),
+    (lambda d: d["optimizer_state"]["arrays"][0].update(sha256="0" * 64), "checksum"),
+    (lambda d: d["optimizer_state"]["arrays"].pop(), "unexpected members"),
+    (lambda d: d["optimizer_state"]["counters"].update(iterations=-1), "iterations"),
+    (lambda d: d["optimizer_state"]["counters"].update(lr="0.1"), "lr"),
+    (lambda d: d["optimizer_state"]["counters"].pop("iter"), "keys"),
+    (lambda d: d["optimizer_state"].update(extra=1), "malformed"),
+    (lambda d: d.update(compile=None), "no compile settings"),
+])
+def test_an_altered_optimizer_state_is_rejected(saved, tmp_path, change, message):
+    bad = with_document(saved, tmp_path / "bad.npz", change)
+    with pytest.raises(ValueError, match=message):
+        load_model(bad)
+
+
+def test_a_version_1_file_without_optimizer_state_loads_with_a_fresh_optimizer(saved, tmp_path):
+    def version_1(doc):
+        doc["format_version"] = 1
+        del doc["optimizer_state"]
+    items = {name: data for name, data in members(saved).items() if not name.startswith("o")}
+    write_members(tmp_path / "v1.npz", items.items())
+    old = with_document(tmp_path / "v1.npz", tmp_path / "v1.npz", version_1)
+    model = load_model(old)
+    assert model.compiled and model.optimizer.iterations == 0 and model.optimizer.m is None
+
+
+def test_optimizer_set_state_checks_before_changing_anything():
+    adam = optim.Adam()
+    p, g = np.ones(3), np.full(3, 0.5)
+    adam.update({"w": p}, {"w": g})
+    state = adam.get_state()
+    assert state["iterations"] == state["iter"] == 1 and set(state["slots"]) == {"m", "v"}
+    np.testing.assert_allclose(state["slots"]["m"]["w"], 0.05)                 # (1 - 0.9) * 0.5
+    np.testing.assert_allclose(state["slots"]["v"]["w"], 0.00025)              # (1 - 0.999) * 0.25
+    for bad, exc in (({**state, "iterations": True}, ValueError), ({**state, "slots": {"h": {}}}, ValueError),
+                     ({**state, "slots": {"m": {"w": np.ones(3, int)}}}, TypeError), ([], TypeError)):
+        with pytest.raises(exc, match="Adam.set_state"):
+            adam.set_state(bad)
+    assert adam.iterations == 1 and adam.get_state()["slots"]["m"]["w"] is state["slots"]["m"]["w"]
+    other = optim.Adam()
+    other.set_state(state)
+    assert other.get_state()["slots"]["m"]["w"] is not state["slots"]["m"]["w"]   # copied
+    q = p.copy()
+    adam.update({"w": p}, {"w": g})
+    other.update({"w": q}, {"w": g})
+    np.testing.assert_array_equal(p, q)

@@ -4,9 +4,11 @@ The file is a zip archive of ``.npy`` members (what ``np.savez`` writes):
 
 - ``architecture.npy``: a uint8 array holding UTF-8 JSON: the format name and version,
   the model config (layers and their arguments), the list of weights (member name,
-  layer, weight name, shape, dtype, SHA-256 of the data) and the compile settings
-  (optimizer config, loss, metrics). The optimizer's state (e.g. Adam's moments) is not saved.
-- ``w0.npy``, ``w1.npy``, ...: the weights, layer by layer.
+  layer, weight name, shape, dtype, SHA-256 of the data), the compile settings
+  (optimizer config, loss, metrics) and the optimizer's state: its counters and rate, and
+  the list of its arrays (member name, slot, weight, shape, dtype, SHA-256).
+- ``w0.npy``, ``w1.npy``, ...: the weights, layer by layer; ``o0.npy``, ``o1.npy``, ...: the
+  optimizer's arrays (e.g. Adam's moments), so that training continues where it stopped.
 
 Loading trusts nothing in the file: member names, sizes, npy headers (dtype, shape,
 order), the JSON structure and every layer argument are checked, the expected weight
@@ -32,7 +34,9 @@ import numpy as np
 __all__ = ["save_model", "load_model", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "fastnn.nn.Sequential"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions load_model reads: 1 had no optimizer state (a loaded model restarted the optimizer)
+READABLE_VERSIONS = (1, 2)
 ARCHITECTURE_MEMBER = "architecture.npy"
 MAX_ARCHITECTURE_BYTES = 16 << 20
 MAX_LAYERS = 10_000
@@ -55,9 +59,10 @@ def save_model(model, path, include_optimizer=True):
             entries.append({"key": key, "layer": layer.name, "weight": weight_name, "shape": list(array.shape),
                             "dtype": array.dtype.name, "sha256": hashlib.sha256(array.tobytes()).hexdigest()})
             arrays[key] = array
+    compile_config = _compile_config(model) if include_optimizer and model.compiled else None
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastnn_version": __version__,
-                "model": model.get_config(), "weights": entries,
-                "compile": _compile_config(model) if include_optimizer and model.compiled else None}
+                "model": model.get_config(), "weights": entries, "compile": compile_config,
+                "optimizer_state": None if compile_config is None else _optimizer_state(model.optimizer, arrays)}
     text = json.dumps(document, allow_nan=False, separators=(",", ":"))
     architecture = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
@@ -80,6 +85,20 @@ def save_model(model, path, include_optimizer=True):
             pass
         raise
     _fsync_directory(directory)
+
+
+def _optimizer_state(optimizer, arrays):
+    """The optimizer's state as JSON, its arrays added to ``arrays`` as o0, o1, ..."""
+    state = optimizer.get_state()
+    entries = []
+    for slot, by_key in state.pop("slots").items():
+        for weight, array in by_key.items():
+            key = f"o{len(entries)}"
+            array = np.ascontiguousarray(array)
+            entries.append({"key": key, "slot": slot, "weight": str(weight), "shape": list(array.shape),
+                            "dtype": array.dtype.name, "sha256": hashlib.sha256(array.tobytes()).hexdigest()})
+            arrays[key] = array
+    return {"counters": {k: (int(v) if k != "lr" else float(v)) for k, v in state.items()}, "arrays": entries}
 
 
 def _create_beside(path, directory):
@@ -211,13 +230,17 @@ def _load(f, compile, max_bytes):
             raise _Invalid(f"no {ARCHITECTURE_MEMBER} member")
         raw = _read_npy(archive, members[ARCHITECTURE_MEMBER], np.dtype(np.uint8), None, MAX_ARCHITECTURE_BYTES)
         document = _parse_json(raw.tobytes())
-        config, weights, compile_config = _check_document(document)
+        config, weights, compile_config, optimizer_state = _check_document(document)
 
         dtype = _dtype_of(config)
         expected, total = _expected_weights(config, weights, dtype)
+        state_shapes = _expected_optimizer_arrays(optimizer_state, weights, dtype)
+        total += sum(math.prod(shape) for shape in state_shapes) * dtype.itemsize
         if total > max_bytes:
-            raise _Invalid(f"the architecture's weights need {total} bytes, more than max_bytes={max_bytes}")
-        wanted = {ARCHITECTURE_MEMBER} | {entry["key"] + ".npy" for entry in weights}
+            raise _Invalid(f"the architecture's weights (and the optimizer's arrays) need {total} bytes, more "
+                           f"than max_bytes={max_bytes}")
+        state_entries = optimizer_state["arrays"] if optimizer_state is not None else []
+        wanted = {ARCHITECTURE_MEMBER} | {entry["key"] + ".npy" for entry in weights + state_entries}
         extra = sorted(set(names) - wanted)
         if extra:
             raise _Invalid(f"unexpected members {extra[:5]}")
@@ -231,6 +254,13 @@ def _load(f, compile, max_bytes):
                 raise _Invalid(f"the data of {entry['layer']}/{entry['weight']} does not match its checksum "
                                "(the file was altered or corrupted)")
             values.append(array)
+        state_arrays = []
+        for entry, shape in zip(state_entries, state_shapes):
+            array = _read_npy(archive, members[entry["key"] + ".npy"], dtype, shape, None)
+            if hashlib.sha256(array.tobytes()).hexdigest() != entry["sha256"]:
+                raise _Invalid(f"the optimizer's {entry['slot']} of {entry['weight']} does not match its checksum "
+                               "(the file was altered or corrupted)")
+            state_arrays.append(array)
 
     token = initializers._WEIGHTS_TO_FOLLOW.set(True)
     try:
@@ -245,6 +275,8 @@ def _load(f, compile, max_bytes):
         raise _Invalid(f"the weights do not fit the architecture: {exc}") from None
     if compile and compile_config is not None:
         _restore_compile(model, compile_config)
+        if optimizer_state is not None:
+            _restore_optimizer_state(model.optimizer, optimizer_state, state_arrays)
     return model
 
 
@@ -265,9 +297,11 @@ def _check_document(doc):
         raise _Invalid("the architecture JSON is not an object")
     if doc.get("format") != FORMAT:
         raise _Invalid(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise _Invalid(f"format_version {doc.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+    version = doc.get("format_version")
+    if not _is_int(version) or version not in READABLE_VERSIONS:
+        raise _Invalid(f"format_version {version!r} is not supported (expected one of {list(READABLE_VERSIONS)})")
     config, weights, compile_config = doc.get("model"), doc.get("weights"), doc.get("compile")
+    optimizer_state = doc.get("optimizer_state")
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise _Invalid("the model config has no layer list")
     layers = config["layers"]
@@ -292,7 +326,50 @@ def _check_document(doc):
             raise _Invalid(f"weight entry {i} is malformed")
     if compile_config is not None and not isinstance(compile_config, dict):
         raise _Invalid("the compile settings are malformed")
-    return config, weights, compile_config
+    if optimizer_state is not None:
+        if compile_config is None:
+            raise _Invalid("the file has an optimizer state but no compile settings")
+        if (not isinstance(optimizer_state, dict) or set(optimizer_state) != {"counters", "arrays"}
+                or not isinstance(optimizer_state["counters"], dict) or not isinstance(optimizer_state["arrays"], list)):
+            raise _Invalid("the optimizer state is malformed")
+        for i, entry in enumerate(optimizer_state["arrays"]):
+            if (not isinstance(entry, dict) or entry.get("key") != f"o{i}" or not _is_shape(entry.get("shape"), 0)
+                    or not all(isinstance(entry.get(k), str) for k in ("slot", "weight", "dtype", "sha256"))):
+                raise _Invalid(f"optimizer state entry {i} is malformed")
+    return config, weights, compile_config, optimizer_state
+
+
+def _expected_optimizer_arrays(optimizer_state, weights, dtype):
+    """The shapes of the optimizer's arrays: each belongs to a weight of the model, and has its
+    shape and the model's dtype (as the optimizer allocates them)."""
+    if optimizer_state is None:
+        return []
+    shapes = {f"{entry['layer']}/{entry['weight']}": tuple(entry["shape"]) for entry in weights}
+    seen = set()
+    for entry in optimizer_state["arrays"]:
+        name = entry["weight"]
+        if name not in shapes:
+            raise _Invalid(f"the optimizer's {entry['slot']} is for {name!r}, which is not a weight of the model")
+        if (entry["slot"], name) in seen:
+            raise _Invalid(f"the optimizer's {entry['slot']} of {name} is listed twice")
+        seen.add((entry["slot"], name))
+        if tuple(entry["shape"]) != shapes[name]:
+            raise _Invalid(f"the optimizer's {entry['slot']} of {name} is listed with shape {tuple(entry['shape'])}, "
+                           f"the weight has {shapes[name]}")
+        if entry["dtype"] != dtype.name:
+            raise _Invalid(f"the optimizer's {entry['slot']} of {name} is listed as {entry['dtype']}, the model is "
+                           f"{dtype.name}")
+    return [shapes[entry["weight"]] for entry in optimizer_state["arrays"]]
+
+
+def _restore_optimizer_state(optimizer, optimizer_state, arrays):
+    slots = {}
+    for entry, array in zip(optimizer_state["arrays"], arrays):
+        slots.setdefault(entry["slot"], {})[entry["weight"]] = array
+    try:
+        optimizer.set_state(dict(optimizer_state["counters"], slots=slots))
+    except (TypeError, ValueError) as exc:
+        raise _Invalid(f"invalid optimizer state: {exc}") from None
 
 
 def _is_int(value):

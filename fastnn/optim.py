@@ -232,7 +232,13 @@ class Optimizer:
             return list(range(len(params)))
         raise TypeError(f"{name}.update: expected params as a dict (or list) of arrays, got {type(params).__name__}")
 
-    def _state(self, store, key, param):
+    def _slot_array(self, slot, key, param):
+        """The state array ``slot`` (an attribute: a dict, None before the first update) of
+        parameter ``key``: zeros of the parameter's shape and dtype the first time."""
+        store = getattr(self, slot)
+        if store is None:
+            store = {}
+            setattr(self, slot, store)
         value = store.get(key)
         if value is None or value.shape != param.shape or value.dtype != param.dtype:
             value = store[key] = np.zeros(param.shape, dtype=param.dtype)
@@ -344,9 +350,7 @@ def _clip_norm(param, max_norm):
 
 def _momentum_step(optimizer, key, param, grad):
     """v = momentum * v - lr * g; p += v (Momentum, and SGD with a momentum)."""
-    if optimizer.v is None:
-        optimizer.v = {}
-    v = optimizer._state(optimizer.v, key, param)
+    v = optimizer._slot_array("v", key, param)
     ops.momentum_update(param, grad, v, optimizer.lr, momentum=optimizer.momentum, **optimizer._reg())
 
 
@@ -402,9 +406,7 @@ class Nesterov(Momentum):
     v = momentum * v - lr * g; p += momentum**2 * v - (1 + momentum) * lr * g."""
 
     def _kernel(self, key, param, grad):
-        if self.v is None:
-            self.v = {}
-        v = self._state(self.v, key, param)
+        v = self._slot_array("v", key, param)
         ops.nesterov_update(param, grad, v, self.lr, momentum=self.momentum, **self._reg())
 
 
@@ -420,9 +422,7 @@ class AdaGrad(Optimizer):
         self.h = None
 
     def _kernel(self, key, param, grad):
-        if self.h is None:
-            self.h = {}
-        h = self._state(self.h, key, param)
+        h = self._slot_array("h", key, param)
         ops.adagrad_update(param, grad, h, self.lr, eps=self.eps, **self._reg())
 
     def _extra_config(self):
@@ -444,9 +444,7 @@ class RMSprop(Optimizer):
         self.h = None
 
     def _kernel(self, key, param, grad):
-        if self.h is None:
-            self.h = {}
-        h = self._state(self.h, key, param)
+        h = self._slot_array("h", key, param)
         ops.rmsprop_update(param, grad, h, self.lr, decay=self.decay_rate, eps=self.eps, **self._reg())
 
     def _extra_config(self):
@@ -482,10 +480,8 @@ class Adam(Optimizer):
         self._lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
 
     def _kernel(self, key, param, grad):
-        if self.m is None:
-            self.m, self.v = {}, {}
-        m = self._state(self.m, key, param)
-        v = self._state(self.v, key, param)
+        m = self._slot_array("m", key, param)
+        v = self._slot_array("v", key, param)
         ops.adam_update(param, grad, m, v, self._lr_t, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
                         **self._reg())
 

@@ -247,20 +247,11 @@ def _load(f, compile, max_bytes):
         missing = sorted(wanted - set(names))
         if missing:
             raise _Invalid(f"missing members {missing[:5]}")
-        values = []
-        for entry, shape in zip(weights, expected):
-            array = _read_npy(archive, members[entry["key"] + ".npy"], dtype, shape, None)
-            if hashlib.sha256(array.tobytes()).hexdigest() != entry["sha256"]:
-                raise _Invalid(f"the data of {entry['layer']}/{entry['weight']} does not match its checksum "
-                               "(the file was altered or corrupted)")
-            values.append(array)
-        state_arrays = []
-        for entry, shape in zip(state_entries, state_shapes):
-            array = _read_npy(archive, members[entry["key"] + ".npy"], dtype, shape, None)
-            if hashlib.sha256(array.tobytes()).hexdigest() != entry["sha256"]:
-                raise _Invalid(f"the optimizer's {entry['slot']} of {entry['weight']} does not match its checksum "
-                               "(the file was altered or corrupted)")
-            state_arrays.append(array)
+        values = [_read_checked(archive, members, entry, dtype, shape, f"{entry['layer']}/{entry['weight']}")
+                  for entry, shape in zip(weights, expected)]
+        state_arrays = [_read_checked(archive, members, entry, dtype, shape,
+                                      f"the optimizer's {entry['slot']} of {entry['weight']}")
+                        for entry, shape in zip(state_entries, state_shapes)]
 
     token = initializers._WEIGHTS_TO_FOLLOW.set(True)
     try:
@@ -421,6 +412,14 @@ def _expected_weights(config, weights, dtype):
             raise _Invalid(f"{layer_name}/{weight_name} is listed as {entry['dtype']}, the model is {dtype.name}")
         total += math.prod(shape) * dtype.itemsize
     return expected, total
+
+
+def _read_checked(archive, members, entry, dtype, shape, what):
+    """The member an entry lists, read as _read_npy reads it and compared with its SHA-256."""
+    array = _read_npy(archive, members[entry["key"] + ".npy"], dtype, shape, None)
+    if hashlib.sha256(array.tobytes()).hexdigest() != entry["sha256"]:
+        raise _Invalid(f"the data of {what} does not match its checksum (the file was altered or corrupted)")
+    return array
 
 
 def _read_npy(archive, info, dtype, shape, max_bytes):

@@ -22,6 +22,17 @@ def data(n=120, seed=0):
     return x, t
 
 
+class WeightSnapshots(Callback):
+    """Keeps the weights at each epoch's end in ``snapshots[epoch]``."""
+
+    def __init__(self, snapshots):
+        super().__init__()
+        self.snapshots = snapshots
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.snapshots[epoch] = self.model.get_weights()
+
+
 def make_model(lr=0.1, optimizer=None, seed=0):
     model = Sequential([Dense(8, activation="tanh", input_dim=4), BatchNorm(), Dense(2, activation="softmax")],
                        seed=seed)
@@ -110,13 +121,8 @@ def test_early_stopping_in_fit_ends_with_the_best_epochs_weights():
     x, t = data()
     model = make_model(optimizer=optim.SGD(lr=1.0))
     snapshots = {}
-
-    class Snapshot(Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            snapshots[epoch] = self.model.get_weights()
-
     stopper = EarlyStopping(patience=10, restore_best_weights=True)
-    history = model.fit(x, t, epochs=6, validation_split=0.25, callbacks=[stopper, Snapshot()], verbose=0)
+    history = model.fit(x, t, epochs=6, validation_split=0.25, callbacks=[stopper, WeightSnapshots(snapshots)], verbose=0)
     val_loss = history.history["val_loss"]
     best = int(np.argmin(val_loss))
     assert stopper.stopped_epoch is None and len(val_loss) == 6 and best != 5
@@ -628,14 +634,9 @@ def test_model_checkpoint_every_epoch_and_best_only(tmp_path):
     x, t = data()
     model = make_model(optimizer=optim.SGD(lr=1.0))
     snapshots = {}
-
-    class Snapshot(Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            snapshots[epoch] = self.model.get_weights()
-
     every = ModelCheckpoint(str(tmp_path / "ckpt-{epoch:02d}-{val_loss:.3f}.npz"))
     best = ModelCheckpoint(tmp_path / "best.npz", monitor="val_loss", save_best_only=True, save_weights_only=True)
-    history = model.fit(x, t, epochs=6, validation_split=0.25, callbacks=[every, best, Snapshot()], verbose=0)
+    history = model.fit(x, t, epochs=6, validation_split=0.25, callbacks=[every, best, WeightSnapshots(snapshots)], verbose=0)
     val_loss = history.history["val_loss"]
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(["best.npz"] + [f"ckpt-{e + 1:02d}-{v:.3f}.npz" for e, v in enumerate(val_loss)])

@@ -523,7 +523,7 @@ def test_weight_change_is_the_norm_of_the_step_absolute_or_relative(relative):
     assert step > 0 and history.history["weight_change"][0] == pytest.approx(want, rel=1e-6)
 
 
-class TestAndPredictRecorder(Callback):
+class HookRecorder(Callback):
     def __init__(self):
         super().__init__()
         self.events = []
@@ -560,7 +560,7 @@ def test_test_hooks_run_in_fits_validation_and_in_evaluate_and_predict_hooks_in_
     x, t = data(50)
     xv, tv = x[:30], t[:30]
     model = make_model()
-    rec = TestAndPredictRecorder()
+    rec = HookRecorder()
     history = model.fit(x, t, epochs=2, batch_size=25, verbose=0, validation_data=(xv, tv), callbacks=[rec])
     kinds = [e[0] for e in rec.events]
     per_epoch = ["test_begin", "test_batch_begin", "test_batch_end", "test_batch_begin", "test_batch_end",
@@ -571,7 +571,7 @@ def test_test_hooks_run_in_fits_validation_and_in_evaluate_and_predict_hooks_in_
         end = rec.events[7 * epoch + 5][1]
         assert end == {"loss": history.history["val_loss"][epoch], "accuracy": history.history["val_accuracy"][epoch]}
     # evaluate: the first batch's running logs are that batch's loss, the last ones the result
-    rec = TestAndPredictRecorder()
+    rec = HookRecorder()
     loss, acc = model.evaluate(xv, tv, batch_size=25, callbacks=rec)
     assert [e[0] for e in rec.events] == per_epoch[:-1]
     first_loss, first_acc = model.evaluate(xv[:25], tv[:25])
@@ -579,7 +579,7 @@ def test_test_hooks_run_in_fits_validation_and_in_evaluate_and_predict_hooks_in_
     assert rec.events[2][2]["accuracy"] == pytest.approx(first_acc, rel=1e-6)
     assert rec.events[-1][1] == {"loss": loss, "accuracy": acc}
     # predict: each batch's outputs
-    rec = TestAndPredictRecorder()
+    rec = HookRecorder()
     probs = model.predict(xv, batch_size=25, callbacks=[rec])
     assert [e[0] for e in rec.events] == ["predict_begin", "predict_batch_begin", "predict_batch_end",
                                           "predict_batch_begin", "predict_batch_end", "predict_end"]
@@ -659,6 +659,24 @@ def test_model_checkpoint_every_epoch_and_best_only(tmp_path):
         model.fit(x, t, epochs=1, verbose=0, callbacks=[ModelCheckpoint(str(tmp_path / "{val_acc}.npz"))])
 
 
+def test_model_checkpoint_keeps_its_best_across_fits_and_makes_the_directory(tmp_path):
+    x, t = data()
+    model = make_model(optimizer=optim.SGD(lr=1.0))
+    best = ModelCheckpoint(tmp_path / "new" / "dir" / "best.npz", monitor="val_loss", save_best_only=True)
+    first = model.fit(x, t, epochs=3, validation_split=0.25, verbose=0, callbacks=[best]).history["val_loss"]
+    assert best.best == min(first)
+    saved = load_model(tmp_path / "new" / "dir" / "best.npz").get_weights()
+    model.optimizer.lr = 50.0                                   # a second fit that only gets worse
+    second = model.fit(x, t, epochs=2, validation_split=0.25, verbose=0, callbacks=[best]).history["val_loss"]
+    assert min(second) > min(first)
+    for a, b in zip(load_model(tmp_path / "new" / "dir" / "best.npz").get_weights(), saved):
+        np.testing.assert_array_equal(a, b)                     # the best file was not overwritten
+
+
+def bad_epoch_end(epoch, logs):
+    raise ValueError("fit: a callback that fails")
+
+
 def test_csv_logger_writes_the_history(tmp_path):
     x, t = data()
     model = make_model()
@@ -678,6 +696,13 @@ def test_csv_logger_writes_the_history(tmp_path):
     assert lines[0] == "epoch;accuracy;loss" and len(lines) == 2                # overwritten
     with pytest.raises(ValueError, match="CSVLogger: separator must be one character"):
         CSVLogger(path, separator=", ")
+    # a fit that raises leaves the file open; the next fit closes it before opening it again
+    logger = CSVLogger(path)
+    with pytest.raises(ValueError, match="a callback that fails"):
+        model.fit(x, t, epochs=1, verbose=0, callbacks=[logger, LambdaCallback(on_epoch_end=bad_epoch_end)])
+    first = logger._file
+    model.fit(x, t, epochs=1, verbose=0, callbacks=[logger])
+    assert first.closed and logger._file is None
 
 
 def test_lambda_callback():
@@ -698,3 +723,11 @@ def test_lambda_callback():
     assert only == [0, 1]
     with pytest.raises(TypeError, match="LambdaCallback: expected on_epoch_end to be callable, got int"):
         LambdaCallback(on_epoch_end=3)
+    # Keras 3's names, and any hook by keyword
+    seen = []
+    cb = LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append(f"train {batch}"),
+                        on_test_end=lambda logs: seen.append(f"test {sorted(logs)}"))
+    make_model().fit(x, t, epochs=1, batch_size=25, verbose=0, validation_split=0.5, callbacks=[cb])
+    assert seen == ["train 0", "test ['accuracy', 'loss']"]
+    with pytest.raises(TypeError, match="LambdaCallback: 'on_epoch_ends' is not a callback hook"):
+        LambdaCallback(on_epoch_ends=print)

@@ -363,9 +363,7 @@ class ModelCheckpoint(Callback):
                              f"not), got {save_freq!r}")
         self.save_freq = save_freq
         self.verbose = verbose
-        self.best = self._monitor.worst()
-
-    def on_train_begin(self, logs=None):
+        # kept across fit calls, as Keras keeps it: a later fit's first epoch must beat the file's
         self.best = self._monitor.worst()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -376,6 +374,9 @@ class ModelCheckpoint(Callback):
                 return
             self.best = value
         path = self._path(epoch, logs)
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)   # as Keras creates it
         if self.save_weights_only:
             self.model.save_weights(path)
         else:
@@ -462,6 +463,7 @@ class CSVLogger(Callback):
         self._file = self._writer = self.keys = None
 
     def on_train_begin(self, logs=None):
+        self.on_train_end()   # a fit that raised left its file open
         header = True
         if self.append and os.path.exists(self.filename):
             with open(self.filename, encoding="utf-8") as f:
@@ -488,15 +490,19 @@ class CSVLogger(Callback):
 
 class LambdaCallback(Callback):
     """A callback from functions, as Keras's: ``on_epoch_begin(epoch, logs)``,
-    ``on_epoch_end(epoch, logs)``, ``on_batch_begin(batch, logs)``, ``on_batch_end(batch, logs)``,
-    ``on_train_begin(logs)``, ``on_train_end(logs)``; those not given do nothing."""
+    ``on_epoch_end(epoch, logs)``, ``on_train_batch_begin(batch, logs)`` (or Keras 2's
+    ``on_batch_begin``), ``on_train_begin(logs)``, ... and, by keyword, any other hook of
+    :class:`Callback` (``on_test_end=...``); those not given do nothing."""
 
-    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_batch_begin=None, on_batch_end=None,
-                 on_train_begin=None, on_train_end=None):
+    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None, on_train_end=None,
+                 on_train_batch_begin=None, on_train_batch_end=None, **kwargs):
         super().__init__()
-        for name, function in (("on_epoch_begin", on_epoch_begin), ("on_epoch_end", on_epoch_end),
-                               ("on_batch_begin", on_batch_begin), ("on_batch_end", on_batch_end),
-                               ("on_train_begin", on_train_begin), ("on_train_end", on_train_end)):
+        hooks = dict(on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end, on_train_begin=on_train_begin,
+                     on_train_end=on_train_end, on_train_batch_begin=on_train_batch_begin,
+                     on_train_batch_end=on_train_batch_end, **kwargs)
+        for name, function in hooks.items():
+            if not (name.startswith("on_") and callable(getattr(Callback, name, None))):
+                raise TypeError(f"LambdaCallback: {name!r} is not a callback hook")
             if function is not None:
                 if not callable(function):
                     raise TypeError(f"LambdaCallback: expected {name} to be callable, got {type(function).__name__}")

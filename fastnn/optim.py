@@ -240,8 +240,10 @@ class Optimizer:
             store = {}
             setattr(self, slot, store)
         value = store.get(key)
-        if value is None or value.shape != param.shape or value.dtype != param.dtype:
+        if value is None or value.shape != param.shape:   # first use, or a parameter replaced by another
             value = store[key] = np.zeros(param.shape, dtype=param.dtype)
+        elif value.dtype != param.dtype:                  # a state restored in another dtype keeps its values
+            value = store[key] = value.astype(param.dtype)
         return value
 
     def _begin_step(self):
@@ -315,7 +317,9 @@ class Optimizer:
         return config
 
     def _settings(self):
-        config = {"name": type(self).__name__, "lr": self.base_lr, "weight_decay": self.weight_decay,
+        # the rate: the schedule's base, else the one in use (which a callback may have lowered)
+        lr = self.base_lr if self.schedule is not None else self.lr
+        config = {"name": type(self).__name__, "lr": lr, "weight_decay": self.weight_decay,
                   "l1": self.l1, "max_norm": self.max_norm}
         config.update(self._extra_config())
         return config
@@ -361,7 +365,7 @@ class SGD(Optimizer):
 
     _slots = ("v",)
 
-    def __init__(self, lr=None, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None, *, momentum=0.0,
+    def __init__(self, lr=None, momentum=0.0, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None, *,
                  nesterov=False, learning_rate=None):
         super().__init__(lr, weight_decay, l1, max_norm, schedule, learning_rate=learning_rate)
         if not isinstance(nesterov, bool):

@@ -431,3 +431,24 @@ def test_staircase_must_be_a_bool(cls):
     assert optim.ExponentialDecay(0.5, 2, staircase=np.bool_(False))(3, 1.0) == pytest.approx(0.5 ** 1.5, rel=1e-15)
     assert optim.InverseTimeDecay(0.5, 2, staircase=True)(3, 1.0) == pytest.approx(1 / 1.5, rel=1e-15)
     assert optim.InverseTimeDecay(0.5, 2, staircase=False)(3, 1.0) == pytest.approx(1 / 1.75, rel=1e-15)
+
+
+def test_keras_positional_sgd_and_a_config_of_the_rate_in_use():
+    sgd = optim.SGD(0.01, 0.9)                        # Keras's SGD(learning_rate, momentum)
+    assert sgd.momentum == 0.9 and sgd.weight_decay == 0.0
+    adam = optim.Adam()
+    adam.learning_rate = 5e-4                         # as ReduceLROnPlateau lowers it
+    assert optim.get(adam.get_config()).lr == 5e-4 and "lr=0.0005" in repr(adam)
+    scheduled = optim.SGD(lr=1.0, schedule=optim.StepDecay(1, 0.5))
+    scheduled.update({"w": np.ones(1)}, {"w": np.ones(1)})
+    scheduled.update({"w": np.ones(1)}, {"w": np.ones(1)})
+    assert scheduled.lr == 0.5 and scheduled.get_config()["lr"] == 1.0   # with a schedule: its base
+
+
+def test_a_state_restored_in_another_dtype_keeps_its_values():
+    momentum = optim.Momentum(lr=0.1, momentum=0.5)
+    momentum.set_state({"iterations": 1, "lr": 0.1, "slots": {"v": {"w": np.array([2.0, -2.0])}}})
+    w = np.zeros(2, np.float32)
+    momentum.update({"w": w}, {"w": np.zeros(2, np.float32)})
+    np.testing.assert_array_equal(w, [1.0, -1.0])     # v = 0.5 * v - 0.1 * 0; w += v
+    assert momentum.v["w"].dtype == np.float32

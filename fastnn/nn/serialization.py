@@ -62,7 +62,8 @@ def save_model(model, path, include_optimizer=True):
     compile_config = _compile_config(model) if include_optimizer and model.compiled else None
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastnn_version": __version__,
                 "model": model.get_config(), "weights": entries, "compile": compile_config,
-                "optimizer_state": None if compile_config is None else _optimizer_state(model.optimizer, arrays)}
+                "optimizer_state": None if compile_config is None else _optimizer_state(model.optimizer, entries,
+                                                                                        arrays)}
     text = json.dumps(document, allow_nan=False, separators=(",", ":"))
     architecture = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
@@ -87,12 +88,17 @@ def save_model(model, path, include_optimizer=True):
     _fsync_directory(directory)
 
 
-def _optimizer_state(optimizer, arrays):
-    """The optimizer's state as JSON, its arrays added to ``arrays`` as o0, o1, ..."""
+def _optimizer_state(optimizer, weight_entries, arrays):
+    """The optimizer's state as JSON, its arrays added to ``arrays`` as o0, o1, ...: those of
+    the model's weights (an optimizer keeps the state of a layer popped since, or of another
+    model it also trained, which this model's file has no weight for)."""
+    shapes = {f"{e['layer']}/{e['weight']}": tuple(e["shape"]) for e in weight_entries}
     state = optimizer.get_state()
     entries = []
     for slot, by_key in state.pop("slots").items():
         for weight, array in by_key.items():
+            if shapes.get(weight) != np.shape(array):
+                continue
             key = f"o{len(entries)}"
             array = np.ascontiguousarray(array)
             entries.append({"key": key, "slot": slot, "weight": str(weight), "shape": list(array.shape),

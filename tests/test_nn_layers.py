@@ -418,6 +418,9 @@ def test_gradcheck_of_custom_initializers_and_of_an_unbuilt_model(rng):
         assert sorted(errors) == ["dense/bias", "dense/kernel", "dense_1/bias", "dense_1/kernel"]
         assert max(errors.values()) < 1e-6
     assert not unbuilt.built                                  # the original is untouched: still unbuilt
+    unseeded = Sequential([Dense(3, kernel_initializer=normal), Dense(2, activation="softmax")])
+    unseeded.compile("sgd", "sparse_categorical_crossentropy")
+    assert gradcheck(unseeded, x, t, verbose=False, seed=4) == gradcheck(unseeded, x, t, verbose=False, seed=4)
     errors = gradcheck(Conv2D(2, 3, kernel_initializer=normal), rng.standard_normal((2, 1, 5, 5)), verbose=False)
     assert sorted(errors) == ["bias", "input", "kernel"] and max(errors.values()) < 1e-6
 
@@ -575,8 +578,16 @@ def test_custom_initializers_are_cast_and_checked_and_classes_instantiated():
     listed = Sequential([Dense(3, input_dim=4, kernel_initializer=lambda s, dtype, rng: [[1.0] * 3] * 4)])
     assert listed.count_params() == 15
     # called by position, so the names are the callable's own; Keras's f(shape, dtype=None) too
-    for init in (lambda s, d, r: np.full(s, 2.0), lambda shape, dtype=None: np.full(shape, 2.0)):
+    for init in (lambda s, d, r: np.full(s, 2.0), lambda shape, dtype=None: np.full(shape, 2.0),
+                 lambda shape, dtype=None, *, rng: np.full(shape, 2.0) + 0 * rng.random(),
+                 lambda shape, dtype, generator=None: np.full(shape, 2.0 if generator is None else 3.0)):
         np.testing.assert_array_equal(Sequential([Dense(3, input_dim=4, kernel_initializer=init)]).get_weights()[0], 2)
+    for numpy_function, value in ((np.zeros, 0), (np.ones, 1)):            # f(shape, dtype, order="C")
+        model = Sequential([Dense(3, input_dim=4, kernel_initializer=numpy_function)])
+        np.testing.assert_array_equal(model.get_weights()[0], value)
+    drawn = Sequential([Dense(3, input_dim=4, kernel_initializer=lambda s, d, r: r.random(s))], seed=5)
+    again = Sequential([Dense(3, input_dim=4, kernel_initializer=lambda s, d, r: r.random(s))], seed=5)
+    np.testing.assert_array_equal(drawn.get_weights()[0], again.get_weights()[0])   # the model's generator
     kept = np.ones((4, 3), np.float32)
     shared = Sequential([Dense(3, input_dim=4, kernel_initializer=lambda s, dtype, rng: kept)])
     assert shared.layers[0].params["kernel"] is not kept                  # trained in place: our own copy

@@ -95,8 +95,8 @@ def _model_problem(model, x, t, seed):
         finally:
             initializers._WEIGHTS_TO_FOLLOW.reset(token)
         clone.set_weights(model.get_weights())
-    else:   # the original stays unbuilt; the clone draws its own weights with the original's initializers
-        clone = Sequential.from_config(model.get_config(), dtype="float64")
+    else:   # the original stays unbuilt; the clone draws its own weights (from seed) with its initializers
+        clone = Sequential.from_config(dict(model.get_config(), seed=seed), dtype="float64")
         for layer, copy in zip(model.layers, clone.layers):
             _take_initializers(layer, copy)
         clone.build(x.shape[1:])

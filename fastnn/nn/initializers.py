@@ -198,16 +198,24 @@ _CLASSES = {cls.__name__: cls for cls in (Zeros, Ones, Constant, RandomUniform, 
 
 
 def draw(init, shape, dtype, rng):
-    """``init``'s values for ``shape``: an Initializer or a callable ``f(shape, dtype, rng)``
-    (by position, so it names them as it likes), or Keras's ``f(shape, dtype=None)``."""
-    if not isinstance(init, Initializer):
-        try:
-            inspect.signature(init).bind(shape, dtype, rng)
-        except TypeError:
-            return init(shape, dtype)   # two parameters, as Keras calls an initializer
-        except ValueError:              # no signature to read (a builtin): the documented form
-            pass
-    return init(shape, dtype, rng)
+    """``init``'s values for ``shape``: an Initializer, a callable ``f(shape, dtype, rng)``
+    (called by position, so it names them as it likes; a parameter named ``rng`` gets the
+    generator wherever it stands), or one of Keras's form ``f(shape, dtype=None)``, which
+    includes ``np.zeros`` and ``np.ones`` (their third parameter, ``order``, has a default)."""
+    if isinstance(init, Initializer):
+        return init(shape, dtype, rng)
+    try:
+        parameters = list(inspect.signature(init).parameters.values())
+    except (TypeError, ValueError):  # no signature to read (some builtins): the documented form
+        return init(shape, dtype, rng)
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.name == "rng" for p in parameters):
+        if len(positional) >= 3 and positional[2].name == "rng":
+            return init(shape, dtype, rng)
+        return init(shape, dtype, rng=rng)
+    takes_third = (any(p.kind == p.VAR_POSITIONAL for p in parameters)
+                   or (len(positional) >= 3 and positional[2].default is inspect.Parameter.empty))
+    return init(shape, dtype, rng) if takes_third else init(shape, dtype)
 
 
 def get(identifier):

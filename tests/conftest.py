@@ -34,6 +34,15 @@ def rng():
     return np.random.default_rng(12345)
 
 
+@pytest.fixture(autouse=True)
+def _image_data_format_restored():
+    """fastnn.nn.set_image_data_format is global: every test starts from, and leaves, the
+    default it found (channels_first), so that no test leaks a format into the next."""
+    before = fastnn.nn.image_data_format()
+    yield
+    fastnn.nn.set_image_data_format(before)
+
+
 class MeanAbsoluteErrorLoss(fastnn.nn.losses.Loss):
     """A loss of a user's own (not one load_model can rebuild), written to the base class's signature."""
     name = "mean_absolute_error"

@@ -9,7 +9,7 @@ import fastnn
 from fastnn import nn
 from fastnn.nn import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
                        Sequential, gradcheck)
-from conftest import requires_native
+from conftest import optional_module, requires_native
 from helpers import naive_pool2d
 
 BACKENDS = ["numpy", pytest.param("native", marks=requires_native)]
@@ -310,6 +310,18 @@ LAYER_CASES = [
     ("global_maxpool", lambda: nn.GlobalMaxPooling2D(), (2, 3, 4, 5)),
     ("reshape", lambda: nn.Reshape((3, 4)), (2, 12)),
     ("reshape_inferred", lambda: nn.Reshape((-1, 2)), (2, 3, 2, 2)),
+    # data_format="channels_last": NHWC input shapes
+    ("conv_cl_same_odd_elu", lambda: Conv2D(3, (2, 3), strides=(2, 1), padding="same", activation="elu",
+                                            data_format="channels_last"), (2, 5, 4, 2)),
+    ("conv_cl_valid_relu", lambda: Conv2D(2, 3, activation="relu", data_format="channels_last"), (2, 5, 6, 3)),
+    ("conv_cl_softmax", lambda: Conv2D(3, 2, activation="softmax", data_format="channels_last"), (2, 3, 3, 2)),
+    ("maxpool_cl", lambda: MaxPool2D(3, strides=2, padding=1, data_format="channels_last"), (2, 5, 5, 2)),
+    ("avgpool_cl", lambda: AvgPool2D((2, 3), strides=1, data_format="channels_last"), (2, 4, 5, 3)),
+    ("global_avgpool_cl", lambda: nn.GlobalAveragePooling2D(data_format="channels_last"), (2, 4, 5, 3)),
+    ("global_maxpool_cl", lambda: nn.GlobalMaxPooling2D(data_format="channels_last"), (2, 4, 5, 3)),
+    ("batchnorm_4d_axis_last", lambda: BatchNorm(axis=-1), (3, 3, 2, 4)),
+    ("batchnorm_4d_axis3", lambda: BatchNorm(axis=3), (3, 2, 3, 2)),
+    ("batchnorm_2d_axis_last", lambda: BatchNorm(axis=-1), (6, 4)),
 ]
 
 
@@ -725,3 +737,176 @@ def test_reshape_layer():
     model = Sequential([Dense(2 * 4 * 4, input_dim=5), nn.Reshape((2, 4, 4)), Conv2D(3, 3, padding="same"),
                         nn.GlobalAveragePooling2D(), Dense(2)], seed=0)
     assert [layer.output_shape for layer in model.layers] == [(32,), (2, 4, 4), (3, 4, 4), (3,), (2,)]
+
+
+# ----------------------------------------------------------------------------- data_format
+def _nhwc(a):
+    return a.transpose(0, 2, 3, 1) if a is not None and a.ndim == 4 else a
+
+
+# (name, make(data_format), per-sample NCHW input shape); BatchNorm's "data_format" is its axis
+FORMAT_CASES = [
+    ("conv_valid", lambda f: Conv2D(4, 3, data_format=f), (3, 7, 6)),
+    ("conv_same_odd_stride", lambda f: Conv2D(3, (2, 3), strides=2, padding="same", data_format=f), (2, 7, 6)),
+    ("conv_pad_relu", lambda f: Conv2D(3, 3, padding=(1, 2), activation="relu", data_format=f), (2, 5, 4)),
+    ("conv_elu", lambda f: Conv2D(2, 2, activation="elu", use_bias=False, data_format=f), (3, 4, 5)),
+    ("conv_softmax", lambda f: Conv2D(3, 2, activation="softmax", data_format=f), (2, 4, 4)),
+    ("maxpool", lambda f: MaxPool2D(2, data_format=f), (3, 6, 5)),
+    ("maxpool_overlap_pad", lambda f: nn.MaxPooling2D(3, strides=2, padding=1, data_format=f), (2, 7, 5)),
+    ("avgpool", lambda f: nn.AveragePooling2D((2, 3), strides=1, data_format=f), (2, 5, 6)),
+    ("avgpool_pad", lambda f: AvgPool2D(2, padding=1, data_format=f), (3, 3, 5)),
+    ("global_avg", lambda f: nn.GlobalAvgPool2D(data_format=f), (3, 4, 5)),
+    ("global_max", lambda f: nn.GlobalMaxPool2D(data_format=f), (3, 4, 5)),
+    ("batchnorm", lambda f: nn.BatchNormalization(axis=1 if f == "channels_first" else -1), (3, 4, 5)),
+    ("batchnorm_axis3", lambda f: BatchNorm(axis=1 if f == "channels_first" else 3), (2, 3, 3)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name, make, shape", FORMAT_CASES, ids=[c[0] for c in FORMAT_CASES])
+def test_channels_last_layers_give_the_channels_first_results_transposed(backend, name, make, shape, dtype):
+    # A channels_last layer computes through the same NCHW ops: on transposed data its
+    # outputs and input gradients are the channels_first ones transposed, bit for bit, and
+    # its weight gradients (and BatchNorm's moving statistics) the same.
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    first, last = make("channels_first"), make("channels_last")
+    c, h, w = shape
+    first.build(shape, dtype, np.random.default_rng(1))
+    last.build((h, w, c), dtype, np.random.default_rng(1))
+    assert last.output_shape == (first.output_shape if len(first.output_shape) == 1
+                                 else first.output_shape[1:] + first.output_shape[:1])
+    assert last.compute_output_shape((h, w, c)) == last.output_shape
+    if isinstance(first, BatchNorm):
+        for layer in (first, last):
+            layer.params["gamma"][...] = np.linspace(0.5, 1.5, c)
+            layer.params["beta"][...] = np.linspace(-1, 1, c)
+    for a, b in zip(first.weights, last.weights):
+        np.testing.assert_array_equal(a, b)          # the same (F, C, kh, kw) kernels from the same seed
+    x = rng.standard_normal((3,) + shape).astype(dtype)
+    for training in (True, False):
+        y_first = first.forward(x, training=training)
+        y_last = last.forward(np.ascontiguousarray(_nhwc(x)), training=training)
+        assert y_last.dtype == dtype and y_last.flags.c_contiguous
+        np.testing.assert_array_equal(y_last, _nhwc(y_first))
+    dy = rng.standard_normal(y_first.shape).astype(dtype)
+    first.forward(x, training=True)
+    last.forward(np.ascontiguousarray(_nhwc(x)), training=True)
+    dx_first = first.backward(dy)
+    dx_last = last.backward(np.ascontiguousarray(_nhwc(dy)))
+    assert dx_last.shape == (3, h, w, c) and dx_last.dtype == dtype
+    np.testing.assert_array_equal(dx_last, _nhwc(dx_first))
+    assert first.grads.keys() == last.grads.keys()
+    for key in first.grads:
+        np.testing.assert_array_equal(last.grads[key], first.grads[key])
+    for key in first.state:
+        np.testing.assert_array_equal(last.state[key], first.state[key])
+    with pytest.raises(ValueError, match=r"expected input of shape \(N, " + ", ".join(map(str, (h, w, c)))):
+        last.forward(x if (h, w, c) != shape else x[:, :1], training=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", [None, "relu", "tanh"])
+def test_channels_last_conv_pool_fusion_gives_the_channels_first_results(backend, dtype, activation):
+    rng = np.random.default_rng(3)
+    pairs = {}
+    for fmt in ("channels_first", "channels_last"):
+        conv, pool = Conv2D(4, 3, padding=1, activation=activation, data_format=fmt), MaxPool2D(2, data_format=fmt)
+        conv.build((2, 6, 7) if fmt == "channels_first" else (6, 7, 2), dtype, np.random.default_rng(5))
+        pool.build(conv.output_shape, dtype)
+        assert conv.fuses_with(pool)
+        pairs[fmt] = conv, pool
+    # a pair of different formats is not fused
+    assert not pairs["channels_last"][0].fuses_with(MaxPool2D(2, data_format="channels_first"))
+    x = rng.standard_normal((3, 2, 6, 7)).astype(dtype)
+    y_first = pairs["channels_first"][0].forward_max_pool(x, pairs["channels_first"][1], training=True)
+    y_last = pairs["channels_last"][0].forward_max_pool(np.ascontiguousarray(_nhwc(x)), pairs["channels_last"][1],
+                                                         training=True)
+    np.testing.assert_array_equal(y_last, _nhwc(y_first))
+    dy = rng.standard_normal(y_first.shape).astype(dtype)
+    dx_first = pairs["channels_first"][0].backward_max_pool(dy)
+    dx_last = pairs["channels_last"][0].backward_max_pool(np.ascontiguousarray(_nhwc(dy)))
+    np.testing.assert_array_equal(dx_last, _nhwc(dx_first))
+    for key in ("kernel", "bias"):
+        np.testing.assert_array_equal(pairs["channels_last"][0].grads[key], pairs["channels_first"][0].grads[key])
+
+
+def test_flatten_after_channels_last_layers_is_keras_order(rng):
+    # Flatten flattens what it gets: after channels_last layers, Keras's (H, W, C) order,
+    # each pixel's channels together. Checked against torch's conv (NCHW), permuted to NHWC.
+    torch = optional_module("torch")
+    conv = Conv2D(3, 2, data_format="channels_last", input_shape=(4, 5, 2))
+    model = Sequential([conv, Flatten()], seed=0, dtype="float64")
+    x = rng.standard_normal((2, 4, 5, 2))
+    kernel, bias = conv.params["kernel"], conv.params["bias"]   # (F, C, kh, kw): torch's layout too
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(kernel),
+                                     torch.from_numpy(bias))
+    keras_order = ref.permute(0, 2, 3, 1).reshape(2, -1).numpy()       # keras.layers.Flatten on NHWC
+    np.testing.assert_allclose(model.predict(x), keras_order, rtol=1e-12, atol=1e-12)
+    assert model.output_shape == (3 * 4 * 3,)
+    # the channels_first model on NCHW data flattens (C, H, W): a permutation of the same values
+    first = Sequential([Conv2D(3, 2, input_shape=(2, 4, 5)), Flatten()], seed=0, dtype="float64")
+    y_first = first.predict(x.transpose(0, 3, 1, 2))
+    np.testing.assert_allclose(y_first.reshape(2, 3, 3, 4).transpose(0, 2, 3, 1).reshape(2, -1), keras_order,
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_image_data_format_default_applies_to_layers_constructed_after_it():
+    assert nn.image_data_format() == "channels_first"
+    before = [Conv2D(2, 3), MaxPool2D(2), AvgPool2D(2), nn.GlobalAveragePooling2D(), nn.GlobalMaxPooling2D()]
+    bn_before = BatchNorm()
+    nn.set_image_data_format("channels_last")
+    assert nn.image_data_format() == "channels_last"
+    after = [Conv2D(2, 3), nn.MaxPooling2D(2), nn.AveragePooling2D(2), nn.GlobalAvgPool2D(), nn.GlobalMaxPool2D()]
+    bn_after = BatchNorm()
+    assert [layer.data_format for layer in before] == ["channels_first"] * 5
+    assert [layer.data_format for layer in after] == ["channels_last"] * 5
+    assert bn_before.axis == 1 and bn_after.axis == -1
+    assert Conv2D(2, 3, data_format="channels_first").data_format == "channels_first"
+    assert BatchNorm(axis=1).axis == 1
+    # built where the other format would not fit
+    model = Sequential([Conv2D(4, 3, padding="same", input_shape=(8, 8, 3)), BatchNorm(), MaxPool2D(2),
+                        nn.GlobalAveragePooling2D()])
+    assert [layer.output_shape for layer in model.layers] == [(8, 8, 4), (8, 8, 4), (4, 4, 4), (4,)]
+    assert model.layers[0].params["kernel"].shape == (4, 3, 3, 3)   # (F, C, kh, kw) in both formats
+    assert model.layers[1].params["gamma"].shape == (4,)
+    nn.set_image_data_format("CHANNELS_FIRST")                       # Keras lowercases it too
+    assert nn.image_data_format() == "channels_first" and after[0].data_format == "channels_last"
+    for bad in ("nhwc", "channels-last", None, 1):
+        with pytest.raises(ValueError, match="set_image_data_format: data_format must be 'channels_first' or"):
+            nn.set_image_data_format(bad)
+    assert nn.image_data_format() == "channels_first"
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: Conv2D(2, 3, data_format="nhwc"), "Conv2D"),
+    (lambda: MaxPool2D(2, data_format="NCHW"), "MaxPool2D"),
+    (lambda: nn.AveragePooling2D(2, data_format=3), "AvgPool2D"),
+    (lambda: nn.GlobalAveragePooling2D(data_format="last"), "GlobalAveragePooling2D"),
+    (lambda: nn.GlobalMaxPooling2D(data_format=""), "GlobalMaxPooling2D"),
+])
+def test_a_bad_data_format_is_a_value_error_naming_the_layer(make, name):
+    with pytest.raises(ValueError, match=f"^{name}: data_format must be 'channels_first' or 'channels_last'"):
+        make()
+
+
+@pytest.mark.parametrize("axis", [0, 2, -2, -4, 4, True, 1.0, "1", (1,)])
+def test_batchnorm_axis_must_be_a_channel_or_feature_axis(axis):
+    with pytest.raises(ValueError, match="BatchNorm: axis must be 1 or -1"):
+        BatchNorm(axis=axis)
+
+
+def test_batchnorm_axis_on_2d_and_4d_input(rng):
+    x2 = rng.standard_normal((6, 4))
+    ys = [BatchNorm(axis=a)(x2, training=True) for a in (None, 1, -1)]
+    np.testing.assert_array_equal(ys[0], ys[1])
+    np.testing.assert_array_equal(ys[0], ys[2])
+    with pytest.raises(ValueError, match="axis 3 is for 4-D input"):
+        BatchNorm(axis=3).build((4,))
+    # channels last: the statistics of each last-axis channel over (N, H, W)
+    x4 = rng.standard_normal((5, 3, 2, 4)) * np.arange(1, 5) + np.arange(4)
+    layer = BatchNorm(axis=-1, epsilon=1e-12)
+    y = layer(x4, training=True)
+    assert layer.params["gamma"].shape == (4,) and layer.output_shape == (3, 2, 4)
+    np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0, atol=1e-12)
+    np.testing.assert_allclose(y.std(axis=(0, 1, 2)), 1, rtol=1e-9)
+    np.testing.assert_allclose(layer.state["moving_mean"], 0.1 * x4.mean(axis=(0, 1, 2)), rtol=1e-12)

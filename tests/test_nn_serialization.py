@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from fastnn import optim
+from fastnn import nn, optim
 from fastnn.nn import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential,
                        load_model, losses, metrics, serialization)
 from conftest import MeanAbsoluteErrorLoss
@@ -642,3 +642,90 @@ def test_a_model_saved_after_pop_loads_with_the_state_of_its_own_weights(tmp_pat
         m.fit(x, t % 2, epochs=1, batch_size=8, verbose=0, seed=3)
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def _keras_style_cnn():
+    return Sequential([Conv2D(4, 3, padding="same", activation="relu", data_format="channels_last",
+                              input_shape=(6, 6, 3)),
+                       BatchNorm(axis=-1), MaxPool2D(2, data_format="channels_last"),
+                       AvgPool2D(1, data_format="channels_last"), BatchNorm(axis=3),
+                       nn.GlobalMaxPooling2D(data_format="channels_last"), BatchNorm(axis=-1), Dense(2)], seed=2)
+
+
+def test_data_format_and_axis_survive_save_and_load(tmp_path, rng):
+    model = _keras_style_cnn()
+    x = rng.standard_normal((5, 6, 6, 3)).astype(np.float32)
+    model.compile("sgd", "mse")
+    model.fit(x, rng.standard_normal((5, 2)), epochs=2, verbose=0)   # moving statistics away from 0 and 1
+    model.save(tmp_path / "m.npz")
+    configs = [spec["config"] for spec in document(tmp_path / "m.npz")["model"]["layers"]]
+    assert [c.get("data_format") for c in configs] == ["channels_last", None, "channels_last", "channels_last",
+                                                       None, "channels_last", None, None]
+    assert [c.get("axis") for c in configs] == [None, -1, None, None, 3, None, -1, None]
+    nn.set_image_data_format("channels_first")       # the saved, resolved values are loaded, not the default
+    loaded = load_model(tmp_path / "m.npz")
+    assert loaded.get_config() == model.get_config()
+    assert [getattr(layer, "data_format", None) for layer in loaded.layers][:3] == ["channels_last", None,
+                                                                                     "channels_last"]
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_a_model_made_under_a_global_format_loads_the_same_after_it_changes(tmp_path, rng):
+    nn.set_image_data_format("channels_last")
+    model = Sequential([Conv2D(3, 2, input_shape=(5, 5, 2)), BatchNorm(), MaxPool2D(2),
+                        nn.GlobalAveragePooling2D(), Dense(2)], seed=0)
+    assert model.layers[0].data_format == "channels_last" and model.layers[1].axis == -1
+    model.save(tmp_path / "m.npz")
+    nn.set_image_data_format("channels_first")
+    loaded = load_model(tmp_path / "m.npz")
+    assert loaded.layers[0].data_format == "channels_last" and loaded.layers[1].axis == -1
+    assert loaded.input_shape == (5, 5, 2)
+    x = rng.standard_normal((3, 5, 5, 2)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    # and the other way round
+    cf = Sequential([Conv2D(3, 2, input_shape=(2, 5, 5)), BatchNorm(), nn.GlobalMaxPooling2D()], seed=0)
+    cf.save(tmp_path / "cf.npz")
+    nn.set_image_data_format("channels_last")
+    again = load_model(tmp_path / "cf.npz")
+    assert again.layers[0].data_format == "channels_first" and again.layers[1].axis == 1
+    x = rng.standard_normal((3, 2, 5, 5)).astype(np.float32)
+    np.testing.assert_array_equal(again.predict(x), cf.predict(x))
+
+
+def test_files_from_before_data_format_and_axis_load_channels_first(tmp_path, rng):
+    # older files have no data_format or axis keys: they were NCHW, and still load so under a
+    # channels_last global default
+    model = Sequential([Conv2D(3, 2, input_shape=(2, 5, 5)), BatchNorm(), MaxPool2D(2), AvgPool2D(1),
+                        nn.GlobalAveragePooling2D(), BatchNorm(), Dense(2)], seed=0)
+    model.save(tmp_path / "new.npz")
+
+    def strip(doc):
+        for spec in doc["model"]["layers"]:
+            spec["config"].pop("data_format", None)
+            spec["config"].pop("axis", None)
+    old = with_document(tmp_path / "new.npz", tmp_path / "old.npz", strip)
+    assert all("data_format" not in s["config"] and "axis" not in s["config"]
+               for s in document(old)["model"]["layers"])
+    nn.set_image_data_format("channels_last")
+    loaded = load_model(old)
+    assert [getattr(layer, "data_format", None) for layer in loaded.layers] == [
+        "channels_first", None, "channels_first", "channels_first", "channels_first", None, None]
+    assert loaded.layers[1].axis == 1 and loaded.layers[5].axis == 1
+    x = rng.standard_normal((3, 2, 5, 5)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("data_format", "nhwc", "data_format must be 'channels_first' or 'channels_last'"),
+    ("axis", 2, "axis must be 1 or -1"),
+])
+def test_a_bad_data_format_or_axis_in_a_file_is_refused(tmp_path, key, value, message):
+    Sequential([Conv2D(3, 2, input_shape=(2, 5, 5)), BatchNorm()], seed=0).save(tmp_path / "m.npz")
+
+    def change(doc):
+        for spec in doc["model"]["layers"]:
+            if key in spec["config"]:
+                spec["config"][key] = value
+    bad = with_document(tmp_path / "m.npz", tmp_path / "bad.npz", change)
+    with pytest.raises(ValueError, match=message):
+        load_model(bad)

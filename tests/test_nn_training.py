@@ -611,3 +611,52 @@ def test_fit_shuffle_must_be_a_bool(rng):
     for a, b in zip(model.get_weights(), before):
         np.testing.assert_array_equal(a, b)
     model.fit(x, t, shuffle=np.bool_(False), verbose=0)
+
+
+def _image_model(fmt, fused):
+    """Conv2D-BN-MaxPool-Conv2D-GlobalAveragePooling2D-Dense (fused: Conv2D-MaxPool-...), in
+    format ``fmt``: "channels_first", "channels_last", or "global" (channels last through
+    set_image_data_format and the layers' defaults)."""
+    from fastnn.nn import GlobalAveragePooling2D, set_image_data_format
+    if fmt == "global":
+        set_image_data_format("channels_last")
+        kw, bn = {}, {}
+    else:
+        kw, bn = {"data_format": fmt}, {"axis": 1 if fmt == "channels_first" else -1}
+    shape = (3, 8, 8) if fmt == "channels_first" else (8, 8, 3)
+    layers = [Conv2D(4, 3, padding="same", activation="relu", input_shape=shape, **kw)]
+    layers += [MaxPool2D(2, **kw)] if fused else [BatchNorm(**bn), MaxPool2D(2, **kw)]
+    layers += [Conv2D(6, 3, padding=1, activation="relu", **kw), GlobalAveragePooling2D(**kw),
+               Dense(3, activation="softmax")]
+    model = Sequential(layers, seed=4)
+    model.compile(optim.Adam(lr=0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["conv_bn_pool", "conv_pool_fused"])
+def test_a_channels_last_model_trains_to_the_channels_first_weights(backend, fused):
+    # the same seed draws the same (F, C, kh, kw) kernels in both formats, and the channels_last
+    # layers compute through the same NCHW ops: on transposed data, the same training, number for number
+    x1, t = bars(96, seed=5)
+    x = np.concatenate([x1, 0.5 * x1[:, :, ::-1], np.random.default_rng(0).normal(0, 0.3, x1.shape)], axis=1)
+    x = x.astype(np.float32)                                                  # (96, 3, 8, 8)
+    x_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    runs = {}
+    for fmt in ("channels_first", "channels_last", "global"):
+        model = _image_model(fmt, fused)
+        assert model.layers[0].data_format == ("channels_first" if fmt == "channels_first" else "channels_last")
+        data = x if fmt == "channels_first" else x_last
+        history = model.fit(data, t, epochs=3, batch_size=16, validation_split=0.25, seed=1, verbose=0)
+        assert model._fused_last == ({0} if fused else set())   # a channels_last Conv2D + MaxPool2D fuses too
+        runs[fmt] = history.history, model.get_weights(), model.predict(data), model
+    h0, w0, p0, m0 = runs["channels_first"]
+    assert h0["loss"][-1] < h0["loss"][0]          # it trains
+    for fmt in ("channels_last", "global"):
+        h, w, p, m = runs[fmt]
+        assert h == h0
+        assert [a.shape for a in w] == [a.shape for a in w0]
+        for a, b in zip(w, w0):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(p, p0)
+        assert [layer.output_shape for layer in m.layers][:3] == (
+            [(8, 8, 4), (4, 4, 4), (4, 4, 6)] if fused else [(8, 8, 4), (8, 8, 4), (4, 4, 4)])

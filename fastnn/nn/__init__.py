@@ -8,7 +8,8 @@
     history = model.fit(x_train, t_train, epochs=5, batch_size=64, validation_split=0.1)
     model.save("model.npz"); model = fastnn.nn.load_model("model.npz")
 
-Images are NCHW (channels first). See docs/NN.md.
+Images are NCHW (channels first) unless a layer is given data_format="channels_last" or
+set_image_data_format("channels_last") is called first (Keras's default). See docs/NN.md.
 """
 from fastnn.nn import callbacks, initializers, losses, metrics, preprocessing
 from fastnn.nn.callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallback, LearningRateScheduler,
@@ -17,7 +18,7 @@ from fastnn.nn.callbacks import (Callback, CSVLogger, EarlyStopping, History, La
 from fastnn.nn.gradcheck import gradcheck
 from fastnn.nn.layers import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten,
                               GlobalAveragePooling2D, GlobalMaxPooling2D, Input, InputLayer, Layer, MaxPool2D,
-                              Reshape)
+                              Reshape, image_data_format, set_image_data_format)
 from fastnn.nn.model import Sequential
 from fastnn.nn.serialization import load_model, save_model
 
@@ -34,6 +35,6 @@ __all__ = [
     "GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
     "Callback", "History", "EarlyStopping", "StopAtThreshold", "TargetAccuracy", "StopOnSmallWeightChange",
     "LearningRateScheduler", "TerminateOnNaN", "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "LambdaCallback",
-    "load_model", "save_model", "gradcheck",
+    "load_model", "save_model", "gradcheck", "image_data_format", "set_image_data_format",
     "callbacks", "initializers", "losses", "metrics", "preprocessing",
 ]

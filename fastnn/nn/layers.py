@@ -3,7 +3,9 @@
 Every layer is a thin wrapper over :mod:`fastnn.ops`: ``forward`` calls the op and keeps
 what ``backward`` needs; ``backward(dy)`` returns the gradient of the input and stores the
 parameter gradients in ``layer.grads``. Images are NCHW (channels first):
-``Conv2D(input_shape=(channels, height, width))``.
+``Conv2D(input_shape=(channels, height, width))``, unless an image layer is given
+``data_format="channels_last"`` (or constructed after ``set_image_data_format("channels_last")``):
+then NHWC, computed through the same NCHW ops with transposes.
 
 A layer holds
 
@@ -27,7 +29,7 @@ from fastnn.nn import initializers
 
 __all__ = ["Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Dropout",
            "BatchNorm", "Activation", "InputLayer", "Input", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
-           "Reshape", "ACTIVATIONS", "get_layer_class"]
+           "Reshape", "ACTIVATIONS", "get_layer_class", "image_data_format", "set_image_data_format"]
 
 # The activations fastnn.ops computes (and fuses into linear/conv2d), plus softmax.
 OPS_ACTIVATIONS = ("identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus")
@@ -36,6 +38,33 @@ ACTIVATIONS = OPS_ACTIVATIONS + ("softmax",)
 _FUSED_FROM_OUTPUT = ("relu", "sigmoid", "tanh")
 
 _LAYER_CLASSES = {}
+
+DATA_FORMATS = ("channels_first", "channels_last")
+# The data_format that image layers constructed with data_format=None take (Keras's
+# keras.config.image_data_format(); Keras's default is "channels_last", fastnn's is NCHW).
+_image_data_format = "channels_first"
+
+
+def image_data_format():
+    """The data format that image layers (Conv2D, the poolings, BatchNorm's default axis)
+    constructed from now on without one take: "channels_first" (fastnn's default) or "channels_last"."""
+    return _image_data_format
+
+
+def set_image_data_format(data_format):
+    """Set the default of ``data_format=None`` (and of BatchNorm's ``axis=None``) for layers
+    constructed from now on; layers already constructed keep theirs."""
+    global _image_data_format
+    _image_data_format = _check_data_format("set_image_data_format", data_format, default=False)
+
+
+def _check_data_format(owner, data_format, default=True):
+    if data_format is None and default:
+        return _image_data_format
+    if isinstance(data_format, str) and data_format.lower() in DATA_FORMATS:
+        return data_format.lower()
+    raise ValueError(f"{owner}: data_format must be 'channels_first' or 'channels_last'"
+                     f"{' (or None, the global default)' if default else ''}, got {data_format!r}")
 
 
 def get_layer_class(name):
@@ -56,6 +85,8 @@ class Layer:
 
     supports_logits = False
     activation = None
+    # config keys added after files were written without them, and the value those files mean
+    _legacy_config = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -200,6 +231,8 @@ class Layer:
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        for key, value in cls._legacy_config.items():
+            config.setdefault(key, value)
         trainable = config.pop("trainable", True)
         if not isinstance(trainable, bool):
             raise TypeError(f"{cls.__name__}: trainable must be True or False, got {trainable!r}")
@@ -244,6 +277,57 @@ class _ActivationMixin:
                                  f"{' and '.join(V.DEFAULT_ALPHA)}, got alpha={alpha} with activation "
                                  f"{activation!r}")
         self.alpha = alpha
+
+
+class _ImageLayout:
+    """``data_format`` of the image layers. A channels_last layer computes through the same
+    NCHW ops as a channels_first one, transposing its input (and the gradient of its output)
+    to NCHW at entry and its output (and the gradient of its input) back at exit; its
+    ``input_shape``/``output_shape`` are (height, width, channels)."""
+
+    _legacy_config = {"data_format": "channels_first"}   # files from before data_format
+
+    def _set_data_format(self, data_format):
+        self.data_format = _check_data_format(type(self).__name__, data_format)
+
+    @property
+    def _channels_last(self):
+        return self.data_format == "channels_last"
+
+    def _nchw_shape(self, input_shape):
+        """(channels, height, width) of a per-sample input shape in the layer's format."""
+        if len(input_shape) != 3:
+            if self._channels_last:
+                raise ValueError(f"{self._what()}: expected NHWC input (data_format='channels_last'), i.e. "
+                                 f"per-sample shape (height, width, channels), got {tuple(input_shape)}")
+            raise ValueError(f"{self._what()}: expected NCHW input, i.e. per-sample shape (channels, height, "
+                             f"width), got {tuple(input_shape)}")
+        if self._channels_last:
+            h, w, c = input_shape
+            return (c, h, w)
+        return tuple(input_shape)
+
+    def _own_shape(self, nchw_shape):
+        """A per-sample (channels, height, width) in the layer's format."""
+        if self._channels_last:
+            c, h, w = nchw_shape
+            return (h, w, c)
+        return tuple(nchw_shape)
+
+    def _to_nchw(self, x):
+        if x is None or not self._channels_last:
+            return x
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def _from_nchw(self, x):
+        if x is None or not self._channels_last:
+            return x
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+    def get_config(self):
+        config = super().get_config()
+        config["data_format"] = self.data_format
+        return config
 
 
 def normalize_activation(owner, activation):
@@ -353,18 +437,21 @@ class Dense(_ActivationMixin, Layer):
         return config
 
 
-class Conv2D(_ActivationMixin, Layer):
-    """2-D convolution on NCHW input (channels first). ``kernel`` has shape
-    (filters, channels, kh, kw). ``padding`` is ``"valid"`` (none), ``"same"`` (output
-    size ceil(H / stride), the extra row/column of an odd total padding at the bottom/right,
-    as Keras and TensorFlow do) or an int / (ph, pw) pair of symmetric zero padding."""
+class Conv2D(_ActivationMixin, _ImageLayout, Layer):
+    """2-D convolution on NCHW input (channels first), or NHWC with
+    ``data_format="channels_last"``. ``kernel`` has shape (filters, channels, kh, kw) in
+    either format (Keras's is (kh, kw, channels, filters): ``k.transpose(3, 2, 0, 1)``).
+    ``padding`` is ``"valid"`` (none), ``"same"`` (output size ceil(H / stride), the extra
+    row/column of an odd total padding at the bottom/right, as Keras and TensorFlow do) or an
+    int / (ph, pw) pair of symmetric zero padding."""
 
     supports_logits = True
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, alpha=None,
                  use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 name=None, input_shape=None):
+                 data_format=None, name=None, input_shape=None):
         super().__init__(name=name, input_shape=input_shape)
+        self._set_data_format(data_format)
         self.filters = _positive_int(self, "filters", filters)
         self.kernel_size = _pair(self, "kernel_size", kernel_size)
         self.strides = _pair(self, "strides", strides)
@@ -384,11 +471,9 @@ class Conv2D(_ActivationMixin, Layer):
 
     def _geometry(self, input_shape):
         """(pad, extra, (oh, ow)): the symmetric pad given to ops.conv2d, the extra zero
-        rows/columns appended at the bottom/right ("same" with an odd total), the output size."""
-        if len(input_shape) != 3:
-            raise ValueError(f"{self._what()}: expected NCHW input, i.e. per-sample shape (channels, height, "
-                             f"width), got {tuple(input_shape)}")
-        _, h, w = input_shape
+        rows/columns appended at the bottom/right ("same" with an odd total), the output size.
+        ``input_shape`` is in the layer's format."""
+        _, h, w = self._nchw_shape(input_shape)
         (kh, kw), (sh, sw) = self.kernel_size, self.strides
         if self.padding == "same":
             pads, extra, out = [], [], []
@@ -409,11 +494,11 @@ class Conv2D(_ActivationMixin, Layer):
 
     def compute_output_shape(self, input_shape):
         _, _, (oh, ow) = self._geometry(input_shape)
-        return (self.filters, oh, ow)
+        return self._own_shape((self.filters, oh, ow))
 
     def param_shapes(self, input_shape):
         self._geometry(input_shape)
-        shapes = {"kernel": (self.filters, input_shape[0]) + self.kernel_size}
+        shapes = {"kernel": (self.filters, self._nchw_shape(input_shape)[0]) + self.kernel_size}
         if self.use_bias:
             shapes["bias"] = (self.filters,)
         return shapes
@@ -427,6 +512,7 @@ class Conv2D(_ActivationMixin, Layer):
 
     def forward(self, x, training=False, logits=False):
         self._check_input(x)
+        x = self._to_nchw(x)
         act = None if logits else self.activation
         if self._extra != (0, 0):
             x_in = np.pad(x, ((0, 0), (0, 0), (0, self._extra[0]), (0, self._extra[1])))
@@ -442,13 +528,14 @@ class Conv2D(_ActivationMixin, Layer):
             y = activation_forward(z, act, self.alpha)
         self._cache = (x_in, z, y, act, x.shape)
         self._pooled_cache = self._unfused_pool = None
-        return y
+        return self._from_nchw(y)
 
     def fuses_with(self, pool):
         """Whether forward_max_pool can stand for this layer followed by the MaxPool2D `pool`:
         no bottom/right "same" padding to add and an activation whose derivative comes from
-        its output."""
-        return (isinstance(pool, MaxPool2D) and self._extra == (0, 0)
+        its output. A channels_last pair fuses too (transposed at the conv's entry and after the pool);
+        a pair of different formats runs apart."""
+        return (isinstance(pool, MaxPool2D) and pool.data_format == self.data_format and self._extra == (0, 0)
                 and self.activation in (None,) + _FUSED_FROM_OUTPUT)
 
     def forward_max_pool(self, x, pool, training=False):
@@ -462,13 +549,14 @@ class Conv2D(_ActivationMixin, Layer):
             self._unfused_pool = pool
             return y
         self._unfused_pool = None
+        x = self._to_nchw(x)
         kernel, bias = self.params["kernel"], self.params.get("bias")
         y, argmax = ops.conv2d_max_pool2d(x, kernel, bias, stride=self.strides, pad=self._pad,
                                           activation=self.activation, pool_h=pool.pool_size[0],
                                           pool_w=pool.pool_size[1], pool_stride=pool.strides, pool_pad=pool.padding)
         self._pooled_cache = self._cache = (x, y, argmax, pool)
         pool._cache = None
-        return y
+        return self._from_nchw(y)
 
     def backward_max_pool(self, dy, need_dx=True):
         """The backward of forward_max_pool, from the gradient of the pooled output."""
@@ -477,7 +565,8 @@ class Conv2D(_ActivationMixin, Layer):
         if self._pooled_cache is None:
             raise RuntimeError(f"{self._what()}: backward_max_pool needs forward_max_pool first")
         x, y, argmax, pool = self._pooled_cache
-        self._check_backward(dy, y.shape)
+        self._check_backward(dy, (y.shape[0],) + pool.output_shape)
+        dy = self._to_nchw(dy)
         dx, dkernel, dbias = ops.conv2d_max_pool2d_backward(
             dy, argmax, y, x, self.params["kernel"], stride=self.strides, pad=self._pad, activation=self.activation,
             pool_h=pool.pool_size[0], pool_w=pool.pool_size[1], pool_stride=pool.strides, pool_pad=pool.padding,
@@ -485,12 +574,13 @@ class Conv2D(_ActivationMixin, Layer):
         self.grads["kernel"] = dkernel
         if self.use_bias:
             self.grads["bias"] = dbias
-        return dx
+        return self._from_nchw(dx)
 
     def backward(self, dy, need_dx=True):
         if self._pooled_cache is not None:
             raise RuntimeError(f"{self._what()}: the last forward was fused with pooling; use backward_max_pool")
-        self._check_backward(dy, self._cache[2].shape if self._cache else ())
+        self._check_backward(dy, (self._cache[2].shape[0],) + self.output_shape if self._cache else ())
+        dy = self._to_nchw(dy)
         x_in, z, y, act, x_shape = self._cache
         if act in _FUSED_FROM_OUTPUT:
             # relu(z) > 0 exactly where z > 0, so y stands in for z in relu's derivative.
@@ -504,7 +594,7 @@ class Conv2D(_ActivationMixin, Layer):
             self.grads["bias"] = dbias
         if dx is not None and self._extra != (0, 0):
             dx = np.ascontiguousarray(dx[:, :, :x_shape[2], :x_shape[3]])
-        return dx
+        return self._from_nchw(dx)
 
     def get_config(self):
         config = super().get_config()
@@ -516,9 +606,10 @@ class Conv2D(_ActivationMixin, Layer):
         return config
 
 
-class _Pool2D(Layer):
-    def __init__(self, pool_size=2, strides=None, padding="valid", name=None, input_shape=None):
+class _Pool2D(_ImageLayout, Layer):
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, name=None, input_shape=None):
         super().__init__(name=name, input_shape=input_shape)
+        self._set_data_format(data_format)
         self.pool_size = _pair(self, "pool_size", pool_size)
         self.strides = self.pool_size if strides is None else _pair(self, "strides", strides)
         if isinstance(padding, str):
@@ -533,14 +624,11 @@ class _Pool2D(Layer):
         self._cache = None
 
     def compute_output_shape(self, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(f"{self._what()}: expected NCHW input, i.e. per-sample shape (channels, height, "
-                             f"width), got {tuple(input_shape)}")
-        c, h, w = input_shape
+        c, h, w = self._nchw_shape(input_shape)
         (ph, pw), (sh, sw), (dh, dw) = self.pool_size, self.strides, self.padding
         if h + 2 * dh < ph or w + 2 * dw < pw:
             raise ValueError(f"{self._what()}: pool {self.pool_size} is larger than the input {(h, w)}")
-        return (c, (h + 2 * dh - ph) // sh + 1, (w + 2 * dw - pw) // sw + 1)
+        return self._own_shape((c, (h + 2 * dh - ph) // sh + 1, (w + 2 * dw - pw) // sw + 1))
 
     def _pool_args(self):
         return dict(pool_w=self.pool_size[1], stride=self.strides, pad=self.padding)
@@ -552,32 +640,38 @@ class _Pool2D(Layer):
 
 
 class MaxPool2D(_Pool2D):
-    """Max pooling on NCHW input; ``strides`` defaults to ``pool_size``."""
+    """Max pooling on NCHW input (NHWC with ``data_format="channels_last"``); ``strides``
+    defaults to ``pool_size``."""
 
     def forward(self, x, training=False):
         self._check_input(x)
+        x = self._to_nchw(x)
         y, argmax = ops.max_pool2d(x, self.pool_size[0], **self._pool_args())
         self._cache = (argmax, x.shape)
-        return y
+        return self._from_nchw(y)
 
     def backward(self, dy):
-        self._check_backward(dy, self._cache[0].shape if self._cache else ())
+        self._check_backward(dy, (self._cache[0].shape[0],) + self.output_shape if self._cache else ())
         argmax, x_shape = self._cache
-        return ops.max_pool2d_backward(dy, argmax, x_shape, self.pool_size[0], **self._pool_args())
+        dx = ops.max_pool2d_backward(self._to_nchw(dy), argmax, x_shape, self.pool_size[0], **self._pool_args())
+        return self._from_nchw(dx)
 
 
 class AvgPool2D(_Pool2D):
-    """Average pooling on NCHW input (padding counts in the divisor)."""
+    """Average pooling on NCHW input (NHWC with ``data_format="channels_last"``; padding
+    counts in the divisor)."""
 
     def forward(self, x, training=False):
         self._check_input(x)
+        x = self._to_nchw(x)
         y = ops.avg_pool2d(x, self.pool_size[0], **self._pool_args())
         self._cache = (x.shape, y.shape)
-        return y
+        return self._from_nchw(y)
 
     def backward(self, dy):
-        self._check_backward(dy, self._cache[1] if self._cache else ())
-        return ops.avg_pool2d_backward(dy, self._cache[0], self.pool_size[0], **self._pool_args())
+        self._check_backward(dy, (self._cache[1][0],) + self.output_shape if self._cache else ())
+        dx = ops.avg_pool2d_backward(self._to_nchw(dy), self._cache[0], self.pool_size[0], **self._pool_args())
+        return self._from_nchw(dx)
 
 
 class Flatten(Layer):
@@ -600,34 +694,34 @@ class Flatten(Layer):
         return dy.reshape(self._cache)
 
 
-class _GlobalPool2D(Layer):
-    """Pooling over the whole of each channel plane: NCHW (N, C, H, W) -> (N, C), one
-    ``fastnn.ops`` pooling window of the plane's size."""
+class _GlobalPool2D(_ImageLayout, Layer):
+    """Pooling over the whole of each channel plane: NCHW (N, C, H, W) (or NHWC (N, H, W, C)
+    with ``data_format="channels_last"``) -> (N, C), one ``fastnn.ops`` pooling window of the
+    plane's size."""
 
-    def __init__(self, name=None, input_shape=None):
+    def __init__(self, data_format=None, name=None, input_shape=None):
         super().__init__(name=name, input_shape=input_shape)
+        self._set_data_format(data_format)
         self._cache = None
 
     def compute_output_shape(self, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(f"{self._what()}: expected NCHW input, i.e. per-sample shape (channels, height, "
-                             f"width), got {tuple(input_shape)}")
-        return (input_shape[0],)
+        return (self._nchw_shape(input_shape)[0],)
 
     def _pool_args(self):
-        h, w = self.input_shape[1:]
+        h, w = self._nchw_shape(self.input_shape)[1:]
         return dict(pool_h=h, pool_w=w, stride=(h, w), pad=(0, 0))
 
     def backward(self, dy):
         self._check_backward(dy, (self._cache[1][0],) + self.output_shape if self._cache else ())
-        return self._pool_backward(dy.reshape(dy.shape + (1, 1)))
+        return self._from_nchw(self._pool_backward(dy.reshape(dy.shape + (1, 1))))
 
 
 class GlobalAveragePooling2D(_GlobalPool2D):
-    """The mean of each channel plane: (N, C, H, W) -> (N, C) (Keras's, channels first)."""
+    """The mean of each channel plane: (N, C, H, W) or (N, H, W, C) -> (N, C)."""
 
     def forward(self, x, training=False):
         self._check_input(x)
+        x = self._to_nchw(x)
         y = ops.avg_pool2d(x, **self._pool_args())
         self._cache = (None, x.shape)
         return y.reshape(y.shape[:2])
@@ -637,10 +731,11 @@ class GlobalAveragePooling2D(_GlobalPool2D):
 
 
 class GlobalMaxPooling2D(_GlobalPool2D):
-    """The maximum of each channel plane: (N, C, H, W) -> (N, C) (Keras's, channels first)."""
+    """The maximum of each channel plane: (N, C, H, W) or (N, H, W, C) -> (N, C)."""
 
     def forward(self, x, training=False):
         self._check_input(x)
+        x = self._to_nchw(x)
         y, argmax = ops.max_pool2d(x, **self._pool_args())
         self._cache = (argmax, x.shape)
         return y.reshape(y.shape[:2])
@@ -772,15 +867,29 @@ class Dropout(Layer):
 
 
 class BatchNorm(Layer):
-    """Batch normalization: per feature on (N, D) input, per channel on NCHW input.
+    """Batch normalization: per feature on (N, D) input, per channel on NCHW (or, with
+    ``axis=-1``/``3``, NHWC) input.
     Training uses the batch statistics and updates the moving averages
     ``moving = momentum * moving + (1 - momentum) * batch``; inference uses the moving ones.
     The batch variance, for normalising and for the moving average alike, is the biased one
     (divided by N, or N*H*W per channel), as in Keras and the book; PyTorch's moving average
-    takes the unbiased one, and its ``momentum`` is this one's ``1 - momentum``."""
+    takes the unbiased one, and its ``momentum`` is this one's ``1 - momentum``.
 
-    def __init__(self, momentum=0.9, epsilon=1e-5, name=None, input_shape=None):
+    ``axis`` (Keras's) is the axis normalised over: 1 or -1 on (N, D) input (the features); 1
+    (NCHW) or 3 / -1 (NHWC) on 4-D input. None takes the channel axis of the global image data
+    format at construction (1 for "channels_first", -1 for "channels_last"), which is also the
+    feature axis of (N, D) input. (Keras's default is -1 whatever the data format.)"""
+
+    _legacy_config = {"axis": 1}   # files from before axis: per channel of NCHW
+
+    def __init__(self, momentum=0.9, epsilon=1e-5, axis=None, name=None, input_shape=None):
         super().__init__(name=name, input_shape=input_shape)
+        if axis is None:
+            axis = 1 if _image_data_format == "channels_first" else -1
+        if not _is_int(axis) or int(axis) not in (1, 3, -1):
+            raise ValueError(f"BatchNorm: axis must be 1 or -1 for (N, features) input, 1 (channels first), 3 or -1 "
+                             f"(channels last) for 4-D input, or None (the global image data format's), got {axis!r}")
+        self.axis = int(axis)
         self.momentum = _check_number("BatchNorm", "momentum", momentum, minimum=0.0)
         if self.momentum > 1.0:
             raise ValueError(f"BatchNorm: momentum must be in [0, 1], got {momentum}")
@@ -789,9 +898,12 @@ class BatchNorm(Layer):
 
     def _features(self, input_shape):
         if len(input_shape) == 1:
+            if self.axis == 3:
+                raise ValueError(f"{self._what()}: axis 3 is for 4-D input; (N, features) input is normalised over "
+                                 f"axis 1 (or -1), got per-sample shape {tuple(input_shape)}")
             return input_shape[0]
         if len(input_shape) == 3:
-            return input_shape[0]
+            return input_shape[0] if self.axis == 1 else input_shape[2]
         raise ValueError(f"{self._what()}: expected (N, features) or NCHW input, got per-sample shape "
                          f"{tuple(input_shape)}")
 
@@ -807,25 +919,37 @@ class BatchNorm(Layer):
         fill = 1.0 if weight_name in ("gamma", "moving_variance") else 0.0
         return np.full(shape, fill, dtype=dtype)
 
+    @property
+    def _channels_last(self):
+        return self.axis != 1 and len(self.input_shape) == 3
+
     def forward(self, x, training=False):
         self._check_input(x)
+        if self._channels_last:   # through the per-channel op on NCHW
+            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         out, cache = ops.batch_norm_forward(
             x, self.params["gamma"], self.params["beta"], self.state["moving_mean"],
             self.state["moving_variance"], momentum=self.momentum, eps=self.epsilon,
             train=bool(training) and self.trainable,
             per_channel=x.ndim == 4)
-        self._cache = (cache, x.shape)
+        if self._channels_last:
+            out = np.ascontiguousarray(out.transpose(0, 2, 3, 1))
+        self._cache = (cache, (x.shape[0],) + self.input_shape)
         return out
 
     def backward(self, dy):
         self._check_backward(dy, self._cache[1] if self._cache else ())
+        if self._channels_last:
+            dy = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))
         dx, dgamma, dbeta = ops.batch_norm_backward(dy, self._cache[0])
         self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
+        if self._channels_last:
+            dx = np.ascontiguousarray(dx.transpose(0, 2, 3, 1))
         return dx
 
     def get_config(self):
         config = super().get_config()
-        config.update(momentum=self.momentum, epsilon=self.epsilon)
+        config.update(momentum=self.momentum, epsilon=self.epsilon, axis=self.axis)
         return config
 
 

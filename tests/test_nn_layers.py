@@ -910,3 +910,48 @@ def test_batchnorm_axis_on_2d_and_4d_input(rng):
     np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0, atol=1e-12)
     np.testing.assert_allclose(y.std(axis=(0, 1, 2)), 1, rtol=1e-9)
     np.testing.assert_allclose(layer.state["moving_mean"], 0.1 * x4.mean(axis=(0, 1, 2)), rtol=1e-12)
+
+
+HINT = (r'fastnn\.nn\.set_image_data_format\("channels_last"\).*x\.transpose\(0, 3, 1, 2\)')
+
+
+def test_channels_first_conv_on_keras_shaped_input_warns_or_raises_with_the_fix(rng):
+    # (32, 32, 3) builds as 32 channels of 32x3 images: a wrong model, so a warning says how to fix it
+    with pytest.warns(UserWarning, match=r"input shape \(32, 32, 3\): this looks like channels-last.*channels "
+                                         r"first.*data_format=\"channels_last\".*" + HINT):
+        Sequential([Conv2D(32, 3, padding="same", input_shape=(32, 32, 3))])
+    # (28, 28, 1): a 3x3 kernel does not fit 28x1; the error says the same
+    with pytest.raises(ValueError, match=r"kernel \(3, 3\) is larger than.*data_format=\"channels_last\".*" + HINT):
+        Sequential([Conv2D(8, 3, input_shape=(28, 28, 1))])
+    with pytest.raises(ValueError, match=HINT):
+        Conv2D(8, 3)(np.zeros((2, 28, 28, 1)))
+    # the data's shape, on a model built by fit/predict (checked before the model is built)
+    model = Sequential([Conv2D(8, 3), Flatten(), Dense(2, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match=HINT):
+        model.fit(np.zeros((4, 28, 28, 1)), np.zeros(4, int), verbose=0)
+    assert not model.built
+    with pytest.warns(UserWarning, match=HINT):
+        Sequential([Conv2D(8, 3)]).predict(np.zeros((2, 16, 16, 4)))
+    # pooling as the first layer
+    with pytest.warns(UserWarning, match=HINT):
+        Sequential([MaxPool2D(2, input_shape=(32, 32, 3))])
+    with pytest.raises(ValueError, match=r"pool \(2, 2\) is larger.*" + HINT):
+        Sequential([nn.Input(shape=(None, 28, 28, 1)), nn.MaxPooling2D(2)])
+    with pytest.warns(UserWarning, match=HINT):
+        Sequential([nn.GlobalAveragePooling2D(input_shape=(32, 32, 3))])
+
+
+def test_no_layout_warning_on_channels_first_data_or_inner_layers():
+    import warnings
+    with pytest.warns(UserWarning, match=HINT):   # (the check is on)
+        Conv2D(4, 3)(np.zeros((1, 32, 32, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # inner layers are not checked: MaxPool2D's (64, 4, 4) output is normal
+        Sequential([Conv2D(64, 3, padding="same", input_shape=(3, 8, 8)), MaxPool2D(2),
+                    Conv2D(8, 3, padding="same"), AvgPool2D(2), Conv2D(16, 1), nn.GlobalMaxPooling2D()])
+        Sequential([Conv2D(4, 3, padding="same", data_format="channels_last", input_shape=(32, 32, 3))])
+        Sequential([Conv2D(4, 3, input_shape=(3, 32, 32))])
+        Sequential([Conv2D(4, 1, input_shape=(4, 5, 3))])          # first axis not > 4: not flagged
+        Conv2D(4, 3)(np.zeros((1, 3, 32, 32)))

@@ -20,6 +20,7 @@ compute a softmax or sigmoid output together with its cross-entropy loss, from t
 """
 import math
 import re
+import warnings
 
 import numpy as np
 
@@ -132,13 +133,16 @@ class Layer:
     def _initial_value(self, weight_name, shape, dtype, rng):
         raise NotImplementedError
 
-    def build(self, input_shape, dtype=np.float32, rng=None):
-        """Allocate the parameters for a per-sample ``input_shape`` (no batch axis)."""
+    def build(self, input_shape, dtype=np.float32, rng=None, first=True):
+        """Allocate the parameters for a per-sample ``input_shape`` (no batch axis).
+        ``first``: the shape is the data's (a model's first layer, or a layer on its own),
+        not an inner activation's; an image layer then says when it looks channels last."""
         input_shape = _shape_tuple(self, "input_shape", input_shape)
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"{self._what()}: dtype must be float32 or float64, got {dtype}")
-        output_shape = self.compute_output_shape(input_shape)
+        output_shape = self.output_shape_for(input_shape, first=first)
+        hint = self._layout_hint(input_shape) if first else None
         for name, shape in self.weight_shapes(input_shape).items():
             # (and the gradient of each parameter beside it) before an initializer asks for it
             V.check_size(self._what(), f"the weight {name!r}", shape, dtype.itemsize)
@@ -148,7 +152,23 @@ class Layer:
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._build_extra(input_shape, rng)
         self.input_shape, self.output_shape, self.dtype, self.built = input_shape, output_shape, dtype, True
+        if hint:
+            warnings.warn(f"{self._what()}: input shape {input_shape}: {hint}", UserWarning, stacklevel=2)
         return self
+
+    def output_shape_for(self, input_shape, first=False):
+        """compute_output_shape; for the data's shape (``first``) an error says when the shape
+        looks channels last to a channels-first image layer."""
+        try:
+            return self.compute_output_shape(input_shape)
+        except ValueError as exc:
+            hint = self._layout_hint(tuple(input_shape)) if first else None
+            if hint:
+                raise ValueError(f"{exc}; {hint}") from None
+            raise
+
+    def _layout_hint(self, input_shape):
+        return None
 
     def _build_extra(self, input_shape, rng):
         pass
@@ -323,6 +343,17 @@ class _ImageLayout:
         if x is None or not self._channels_last:
             return x
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+    def _layout_hint(self, input_shape):
+        """What to tell a Keras user whose data looks channels last (e.g. (32, 32, 3) or
+        (28, 28, 1)) to a channels_first layer."""
+        if (self.data_format == "channels_first" and len(input_shape) == 3 and input_shape[-1] in (1, 3, 4)
+                and input_shape[0] > 4):
+            return ("this looks like channels-last (height, width, channels) data, but the layer is channels first "
+                    "(channels, height, width), fastnn's default (Keras's is channels last); pass "
+                    "data_format=\"channels_last\" or call fastnn.nn.set_image_data_format(\"channels_last\") "
+                    "before making the layers, or transpose x with x.transpose(0, 3, 1, 2)")
+        return None
 
     def get_config(self):
         config = super().get_config()

@@ -96,9 +96,9 @@ class Sequential:
             if layer.input_shape is not None and layer.input_shape != self._declared_input_shape:
                 raise ValueError(f"Sequential.add: layer {layer.name!r} declares input_shape {layer.input_shape} "
                                  f"but the model's Input has shape {self._declared_input_shape}")
-            self._build_from_layer(layer, self._declared_input_shape)
+            self._build_from_layer(layer, self._declared_input_shape, first=True)
         elif not self.layers and layer.input_shape is not None:
-            self._build_from_layer(layer, layer.input_shape)
+            self._build_from_layer(layer, layer.input_shape, first=True)
         layer.name = name
         self.layers.append(layer)
         if self.built:
@@ -146,7 +146,7 @@ class Sequential:
             raise ValueError(f"Sequential: layer {layer.name!r} declares input_shape {layer.input_shape} "
                              f"but the previous layer outputs {shape}")
         if not (layer.built and layer.input_shape == shape and layer.dtype == self.dtype):
-            layer.build(shape, self.dtype, self._rng)
+            layer.build(shape, self.dtype, self._rng, first=first)
         return layer.output_shape
 
     # ------------------------------------------------------------------ compiling
@@ -361,8 +361,8 @@ class Sequential:
         if self.built:
             return self.output_shape
         shape = tuple(input_shape)
-        for layer in self.layers:
-            shape = layer.compute_output_shape(shape)
+        for i, layer in enumerate(self.layers):
+            shape = layer.output_shape_for(shape, first=i == 0)
         return shape
 
     def _build_for(self, x):

@@ -731,3 +731,15 @@ def test_lambda_callback():
     assert seen == ["train 0", "test ['accuracy', 'loss']"]
     with pytest.raises(TypeError, match="LambdaCallback: 'on_epoch_ends' is not a callback hook"):
         LambdaCallback(on_epoch_ends=print)
+
+
+def test_a_callback_that_cannot_train_the_model_refuses_the_fit_before_anything_changes(tmp_path):
+    x, t = data(20)
+    model = Sequential([Dense(3), Dense(3, activation="softmax")], seed=0)    # built by fit, from x
+    model.compile(optim.SGD(lr=0.1, schedule=optim.StepDecay(1, 0.5)), "sparse_categorical_crossentropy")
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,loss\n0,1.0\n")
+    for clashing in (ReduceLROnPlateau(monitor="loss"), LearningRateScheduler(lambda epoch, lr: lr)):
+        with pytest.raises(ValueError, match="own schedule; use one or the other"):
+            model.fit(x, t, epochs=1, verbose=0, callbacks=[CSVLogger(log), clashing])
+        assert not model.built and log.read_text() == "epoch,loss\n0,1.0\n"

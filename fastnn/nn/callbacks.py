@@ -37,6 +37,10 @@ class Callback:
     def set_params(self, params):
         self.params = params
 
+    def check_model(self, model):
+        """Raise if this callback cannot train ``model``: ``fit`` asks before it builds the model
+        or calls any hook, so a refused fit changes nothing."""
+
     def on_train_begin(self, logs=None):
         pass
 
@@ -307,9 +311,8 @@ class LearningRateScheduler(Callback):
         except (TypeError, ValueError):
             self._two_args = True
 
-    def on_train_begin(self, logs=None):
-        optimizer = self.model.optimizer
-        if getattr(optimizer, "schedule", None) is not None:
+    def check_model(self, model):
+        if getattr(model.optimizer, "schedule", None) is not None:
             raise ValueError("LearningRateScheduler: the optimizer already has its own schedule; use one or the other")
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -416,9 +419,11 @@ class ReduceLROnPlateau(Callback):
         self.min_lr = _number("ReduceLROnPlateau", "min_lr", min_lr, minimum=0.0)
         self.verbose = verbose
 
-    def on_train_begin(self, logs=None):
-        if getattr(self.model.optimizer, "schedule", None) is not None:
+    def check_model(self, model):
+        if getattr(model.optimizer, "schedule", None) is not None:
             raise ValueError("ReduceLROnPlateau: the optimizer has its own schedule; use one or the other")
+
+    def on_train_begin(self, logs=None):
         self.best = self._monitor.worst()
         self.wait = 0
         self.cooldown_counter = 0

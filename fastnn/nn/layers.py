@@ -101,6 +101,9 @@ class Layer:
         self._auto_name = name is None
         self.name = name if name is not None else _snake_case(type(self).__name__)
         self.input_shape = None if input_shape is None else _shape_tuple(self, "input_shape", input_shape)
+        if self.input_shape == ():
+            raise ValueError(f"{type(self).__name__}: input_shape must have at least one size (per sample, "
+                             f"without the batch axis), got ()")
         self.output_shape = None
         self.built = False
         self.dtype = None
@@ -823,9 +826,10 @@ class Reshape(Layer):
 
 
 class InputLayer(Layer):
-    """Declares the per-sample input ``shape`` (no batch axis; a leading None is dropped) as
-    the first element of a :class:`~fastnn.nn.Sequential`, as ``keras.Input`` does there. It
-    is not one of the model's layers: the model builds its first layer for that shape."""
+    """Declares the per-sample input ``shape`` (no batch axis, as ``keras.Input``'s) as the first
+    element of a :class:`~fastnn.nn.Sequential`. It is not one of the model's layers: the model
+    builds its first layer for that shape. Every size must be given (Keras's None, a size that
+    varies from batch to batch, is not supported)."""
 
     def __init__(self, shape=None, name=None, input_shape=None):
         if shape is not None and input_shape is not None:
@@ -833,8 +837,10 @@ class InputLayer(Layer):
         shape = input_shape if shape is None else shape
         if shape is None:
             raise ValueError("Input: a shape is required, e.g. Input(shape=(1, 28, 28))")
-        if isinstance(shape, (tuple, list)) and shape and shape[0] is None:
-            shape = tuple(shape[1:])
+        if isinstance(shape, (tuple, list)) and any(s is None for s in shape):
+            raise ValueError(f"Input: every size of the per-sample shape must be given (a None, Keras's size "
+                             f"that varies per batch, is not supported; the batch axis is left out), got "
+                             f"{tuple(shape)}")
         super().__init__(name=name, input_shape=shape)
         self.shape = self.input_shape
 

@@ -104,7 +104,11 @@ class Sequential:
         if self.built:
             self.output_shape = layer.output_shape
         elif self.layers[0].input_shape is not None:
-            self.build(self.layers[0].input_shape)
+            try:
+                self.build(self.layers[0].input_shape)
+            except BaseException:
+                self.layers.pop()   # an add that raises leaves the model as it was
+                raise
         self._resolved = False
 
     def build(self, input_shape=None):
@@ -113,7 +117,7 @@ class Sequential:
         if not self.layers:
             raise ValueError("Sequential.build: the model has no layers")
         if input_shape is None:
-            input_shape = self.layers[0].input_shape
+            input_shape = self.layers[0].input_shape or self._declared_input_shape
             if input_shape is None:
                 raise ValueError("Sequential.build: unknown input shape; give input_dim/input_shape to the "
                                  "first layer, or call build(input_shape) or fit/predict")
@@ -128,6 +132,9 @@ class Sequential:
         input_shape = tuple(int(s) for s in input_shape)
         if any(s < 1 for s in input_shape):
             raise ValueError(f"Sequential.build: input sizes must be >= 1, got {input_shape}")
+        if self._declared_input_shape is not None and input_shape != self._declared_input_shape:
+            raise ValueError(f"Sequential.build: the model's Input has shape {self._declared_input_shape}; it cannot "
+                             f"be built for {input_shape}")
         self.output_shape = self._build_from(0, input_shape)
         self.input_shape = input_shape
         self.built = True
@@ -420,6 +427,8 @@ class Sequential:
         if seed is not None:
             seed = _int_arg("fit", "seed", seed, 0)
         callbacks = _callbacks.checked_callbacks("fit", callbacks)
+        for callback in callbacks:
+            callback.check_model(self)
         self._build_for(x)   # everything checked: build an unbuilt model for x
         if seed is not None:
             rng = np.random.default_rng(seed)

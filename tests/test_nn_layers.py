@@ -778,7 +778,6 @@ def test_channels_last_layers_give_the_channels_first_results_transposed(backend
     last.build((h, w, c), dtype, np.random.default_rng(1))
     assert last.output_shape == (first.output_shape if len(first.output_shape) == 1
                                  else first.output_shape[1:] + first.output_shape[:1])
-    assert last.compute_output_shape((h, w, c)) == last.output_shape
     if isinstance(first, BatchNorm):
         for layer in (first, last):
             layer.params["gamma"][...] = np.linspace(0.5, 1.5, c)
@@ -958,3 +957,38 @@ def test_no_layout_warning_on_channels_first_data_or_inner_layers():
         Sequential([Conv2D(4, 3, input_shape=(3, 32, 32))])
         Sequential([Conv2D(4, 1, input_shape=(4, 5, 3))])          # first axis not > 4: not flagged
         Conv2D(4, 3)(np.zeros((1, 3, 32, 32)))
+        Sequential([Conv2D(4, (7, 1), input_shape=(12, 1000, 1))])  # 12 signals of 1000 samples
+        Sequential([Conv2D(4, 3, padding="same", input_shape=(64, 4, 4))])   # feature maps as the data
+
+
+def test_batch_norm_normalises_the_channels_of_the_image_layer_before_it(rng):
+    # Keras code: a channels_last Conv2D, then BatchNormalization() with its default axis, under
+    # fastnn's channels-first default: the statistics are the 4 channels', not the 10 rows'
+    model = Sequential([Conv2D(4, 3, padding="same", data_format="channels_last", input_shape=(10, 6, 3)),
+                        BatchNorm(), nn.GlobalAveragePooling2D(data_format="channels_last")], seed=0)
+    norm = model.layers[1]
+    assert norm.axis == -1 and norm.params["gamma"].shape == (4,)
+    x = rng.standard_normal((5, 10, 6, 3))
+    y = norm.forward(model.layers[0].forward(x, training=True), training=True)
+    np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0, atol=1e-6)        # per channel
+    np.testing.assert_allclose(y.var(axis=(0, 1, 2)), 1, rtol=1e-3)
+    assert norm.get_config()["axis"] == -1                                    # saved as resolved
+    # the mirror: a global channels_last default, and an explicit channels_first Conv2D
+    nn.set_image_data_format("channels_last")
+    model = Sequential([Conv2D(4, 3, data_format="channels_first", input_shape=(3, 10, 6)), BatchNorm()])
+    assert model.layers[1].axis == 1 and model.layers[1].params["gamma"].shape == (4,)
+    assert Sequential([Dense(3, input_dim=2), BatchNorm(axis=1)]).layers[1].axis == 1   # given: kept
+
+
+def test_a_layer_overriding_build_with_the_old_signature_still_builds_in_a_model():
+    class Scale(nn.layers.Layer):
+        def build(self, input_shape, dtype=np.float32, rng=None):
+            return super().build(input_shape, dtype, rng)
+
+        def forward(self, x, training=False):
+            return 2 * x
+
+    model = Sequential([Dense(3, input_dim=2), Scale()])
+    np.testing.assert_allclose(model.predict(np.ones((1, 2))), 2 * model.layers[0](np.ones((1, 2))))
+    with pytest.raises(ValueError, match=r"Dense: input_shape must have at least one size .* got \(\)"):
+        Dense(2, input_shape=())

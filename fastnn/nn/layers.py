@@ -136,10 +136,13 @@ class Layer:
     def _initial_value(self, weight_name, shape, dtype, rng):
         raise NotImplementedError
 
-    def build(self, input_shape, dtype=np.float32, rng=None, first=True):
-        """Allocate the parameters for a per-sample ``input_shape`` (no batch axis).
-        ``first``: the shape is the data's (a model's first layer, or a layer on its own),
-        not an inner activation's; an image layer then says when it looks channels last."""
+    #: False while a Sequential builds this layer for an inner activation's shape: only the data's
+    #: shape (a model's first layer, or a layer on its own) is checked for looking channels last
+    _input_is_data = True
+
+    def build(self, input_shape, dtype=np.float32, rng=None):
+        """Allocate the parameters for a per-sample ``input_shape`` (no batch axis)."""
+        first = self._input_is_data
         input_shape = _shape_tuple(self, "input_shape", input_shape)
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
@@ -350,8 +353,10 @@ class _ImageLayout:
     def _layout_hint(self, input_shape):
         """What to tell a Keras user whose data looks channels last (e.g. (32, 32, 3) or
         (28, 28, 1)) to a channels_first layer."""
+        # square images with 1, 3 or 4 channels last: (28, 28, 1), (32, 32, 3), (224, 224, 3); not
+        # (64, 4, 4) feature maps or (12, 1000, 1) signals, which are channels first
         if (self.data_format == "channels_first" and len(input_shape) == 3 and input_shape[-1] in (1, 3, 4)
-                and input_shape[0] > 4):
+                and input_shape[0] == input_shape[1] > 4):
             return ("this looks like channels-last (height, width, channels) data, but the layer is channels first "
                     "(channels, height, width), fastnn's default (Keras's is channels last); pass "
                     "data_format=\"channels_last\" or call fastnn.nn.set_image_data_format(\"channels_last\") "
@@ -913,14 +918,18 @@ class BatchNorm(Layer):
     takes the unbiased one, and its ``momentum`` is this one's ``1 - momentum``.
 
     ``axis`` (Keras's) is the axis normalised over: 1 or -1 on (N, D) input (the features); 1
-    (NCHW) or 3 / -1 (NHWC) on 4-D input. None takes the channel axis of the global image data
-    format at construction (1 for "channels_first", -1 for "channels_last"), which is also the
-    feature axis of (N, D) input. (Keras's default is -1 whatever the data format.)"""
+    (NCHW) or 3 / -1 (NHWC) on 4-D input. None takes the channel axis of the nearest image layer
+    before it in a Sequential, else of the global image data format at construction (1 for
+    "channels_first", -1 for "channels_last"), which is also the feature axis of (N, D) input.
+    (Keras's default is -1 whatever the data format.)"""
 
     _legacy_config = {"axis": 1}   # files from before axis: per channel of NCHW
 
     def __init__(self, momentum=0.9, epsilon=1e-5, axis=None, name=None, input_shape=None):
         super().__init__(name=name, input_shape=input_shape)
+        # None: the global format's channel axis for now; a Sequential resolves it at build from
+        # the image layer before it (_resolve_axis), as that layer's output is what it normalises
+        self._axis_given = axis is not None
         if axis is None:
             axis = 1 if _image_data_format == "channels_first" else -1
         if not _is_int(axis) or int(axis) not in (1, 3, -1):
@@ -992,7 +1001,8 @@ class BatchNorm(Layer):
 
 class Activation(_ActivationMixin, Layer):
     """An activation as a layer: one of ``ACTIVATIONS`` ("softmax" along axis 1: the features
-    of (N, D) input, the channels of NCHW input)."""
+    of (N, D) input, the channels of NCHW input; on NHWC input that is the height, not the
+    channels as in Keras)."""
 
     supports_logits = True
 

@@ -17,8 +17,19 @@ from fastnn import optim as _optim
 from fastnn.nn import callbacks as _callbacks
 from fastnn.nn import losses as _losses
 from fastnn.nn import metrics as _metrics
-from fastnn.nn.layers import _copy_into, Conv2D, InputLayer, Layer, activation_forward, get_layer_class
+from fastnn.nn.layers import _copy_into, BatchNorm, Conv2D, InputLayer, Layer, activation_forward, get_layer_class
 from fastnn.nn.progress import Progbar, format_logs
+
+
+def _resolve_axis(layer, before):
+    """A BatchNorm without an explicit axis normalises the channels of the nearest image layer
+    before it (channels last after a channels_last Conv2D, whatever the global default)."""
+    if not isinstance(layer, BatchNorm) or layer._axis_given:
+        return
+    for previous in reversed(before):
+        if getattr(previous, "data_format", None) is not None:
+            layer.axis = 1 if previous.data_format == "channels_first" else -1
+            return
 
 __all__ = ["Sequential"]
 
@@ -143,17 +154,23 @@ class Sequential:
 
     def _build_from(self, start, shape):
         for i in range(start, len(self.layers)):
-            shape = self._build_from_layer(self.layers[i], shape, first=i == 0)
+            shape = self._build_from_layer(self.layers[i], shape, first=i == 0, before=self.layers[:i])
         return shape
 
-    def _build_from_layer(self, layer, shape, first=False):
+    def _build_from_layer(self, layer, shape, first=False, before=None):
         """Build ``layer`` for per-sample input ``shape`` (kept as it is where it is built for
-        that already); returns its output shape."""
+        that already) after the layers ``before`` it (default: all the model's); returns its
+        output shape."""
         if not first and layer.input_shape is not None and not layer.built and layer.input_shape != shape:
             raise ValueError(f"Sequential: layer {layer.name!r} declares input_shape {layer.input_shape} "
                              f"but the previous layer outputs {shape}")
         if not (layer.built and layer.input_shape == shape and layer.dtype == self.dtype):
-            layer.build(shape, self.dtype, self._rng, first=first)
+            _resolve_axis(layer, self.layers if before is None else before)
+            layer._input_is_data = first
+            try:
+                layer.build(shape, self.dtype, self._rng)
+            finally:
+                del layer._input_is_data
         return layer.output_shape
 
     # ------------------------------------------------------------------ compiling

@@ -660,3 +660,318 @@ def test_a_channels_last_model_trains_to_the_channels_first_weights(backend, fus
         np.testing.assert_array_equal(p, p0)
         assert [layer.output_shape for layer in m.layers][:3] == (
             [(8, 8, 4), (4, 4, 4), (4, 4, 6)] if fused else [(8, 8, 4), (8, 8, 4), (4, 4, 4)])
+
+
+# ---------------------------------------------------------------------- sample_weight and class_weight
+def _weighted_case(kind, rng):
+    """(model, x, targets, torch per-sample loss of the logits) for one loss, in float64."""
+    x = rng.standard_normal((8, 3))
+    if kind == "sparse":
+        t = rng.integers(0, 3, 8)
+        model = Sequential([Dense(3, activation="softmax", input_dim=3)], dtype="float64", seed=0)
+        loss = "sparse_categorical_crossentropy"
+    elif kind == "categorical":
+        t = rng.random((8, 3)) * (rng.random((8, 3)) < 0.7)   # rows with zero entries, not summing to 1
+        t[:, 0] += 0.1
+        model = Sequential([Dense(3, activation="softmax", input_dim=3)], dtype="float64", seed=0)
+        loss = "categorical_crossentropy"
+    elif kind == "binary":
+        t = rng.random((8, 2))
+        model = Sequential([Dense(2, activation="sigmoid", input_dim=3)], dtype="float64", seed=0)
+        loss = "binary_crossentropy"
+    else:
+        t = rng.standard_normal((8, 2))
+        model = Sequential([Dense(2, input_dim=3)], dtype="float64", seed=0)
+        loss = "mse"
+    model.compile(optim.SGD(lr=0.1), loss)
+    return model, x, t
+
+
+def _torch_per_sample(kind, z, t):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    if kind == "sparse":
+        return F.cross_entropy(z, torch.as_tensor(t), reduction="none")
+    if kind == "categorical":
+        return F.cross_entropy(z, torch.as_tensor(t), reduction="none")
+    if kind == "binary":
+        return F.binary_cross_entropy_with_logits(z, torch.as_tensor(t), reduction="none").mean(1)
+    return ((z - torch.as_tensor(t)) ** 2).mean(1)
+
+
+@pytest.mark.parametrize("kind", ["sparse", "categorical", "binary", "mse"])
+def test_weighted_loss_and_step_match_torch(rng, kind):
+    torch = pytest.importorskip("torch")
+    model, x, t = _weighted_case(kind, rng)
+    w = rng.random(8) * 3
+    w[2] = 0.0
+    W0, b0 = (v.copy() for v in model.get_weights())
+    Wt = torch.tensor(W0, requires_grad=True)
+    bt = torch.tensor(b0, requires_grad=True)
+    z = torch.as_tensor(x) @ Wt + bt
+    want = (_torch_per_sample(kind, z, t) * torch.as_tensor(w)).sum() / 8
+    want.backward()
+    assert model.evaluate(x, t, sample_weight=w, batch_size=3) == pytest.approx(want.item(), rel=1e-12)
+    assert model.train_on_batch(x, t, sample_weight=w) == pytest.approx(want.item(), rel=1e-12)
+    np.testing.assert_allclose(model.get_weights()[0], W0 - 0.1 * Wt.grad.numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(model.get_weights()[1], b0 - 0.1 * bt.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_weighted_sparse_cross_entropy_by_hand(rng):
+    x = rng.standard_normal((5, 3))
+    t = np.array([0, 1, 1, 0, 1])
+    w = np.array([1.0, 0.5, 2.0, 0.0, 3.0])
+    model = Sequential([Dense(2, activation="softmax", input_dim=3)], dtype="float64", seed=0)
+    model.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy")
+    W0, b0 = (v.copy() for v in model.get_weights())
+    z = x @ W0 + b0
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    assert model.train_on_batch(x, t, sample_weight=w) == pytest.approx(
+        -np.sum(w * np.log(p[np.arange(5), t])) / 5, rel=1e-13)
+    d = w[:, None] * (p - np.eye(2)[t]) / 5
+    np.testing.assert_allclose(model.get_weights()[0], W0 - 0.1 * x.T @ d, rtol=1e-13)
+    np.testing.assert_allclose(model.get_weights()[1], b0 - 0.1 * d.sum(axis=0), rtol=1e-13)
+
+
+@pytest.mark.parametrize("kind", ["sparse", "categorical", "binary", "mse"])
+def test_all_ones_weights_give_the_unweighted_bits(rng, kind):
+    _, x, t = _weighted_case(kind, rng)
+    x = np.concatenate([x, x * 0.5, -x])
+    t = np.concatenate([t, t, t])
+    results = []
+    for weights in ({}, {"sample_weight": np.ones(len(x))}, {"sample_weight": [1] * len(x)}):
+        model, _, _ = _weighted_case(kind, np.random.default_rng(0))
+        model.compile("adam", model.loss)
+        history = model.fit(x, t, epochs=2, batch_size=5, seed=3, verbose=0, validation_split=0.25,
+                            **weights)
+        results.append((history.history, model.get_weights(), model.evaluate(x, t, **weights)))
+    for history, weights, evaluated in results[1:]:
+        assert history == results[0][0] and evaluated == results[0][2]
+        for a, b in zip(weights, results[0][1]):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("loss, targets, class_weight", [
+    ("sparse_categorical_crossentropy", lambda t: t, {0: 2.0, 2: 0.5}),
+    ("categorical_crossentropy", lambda t: np.eye(3)[t], {1: 0.0, 2: 3}),
+    ("mse", lambda t: np.eye(3)[t], {0: 0.25, 1: 4.0}),
+])
+def test_class_weight_is_the_sample_weight_of_each_samples_class(rng, loss, targets, class_weight):
+    x = rng.standard_normal((20, 3))
+    labels = rng.integers(0, 3, 20)
+    table = np.array([class_weight.get(k, 1.0) for k in range(3)], dtype=float)
+    results = []
+    for weights in ({"class_weight": class_weight}, {"sample_weight": table[labels]}):
+        model = Sequential([Dense(3, activation=None if loss == "mse" else "softmax", input_dim=3)],
+                           dtype="float64", seed=0)
+        model.compile(optim.SGD(lr=0.1), loss)
+        history = model.fit(x, targets(labels), epochs=2, batch_size=6, seed=1, verbose=0, **weights)
+        results.append((history.history, model.get_weights()))
+    assert results[0][0] == results[1][0]
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_class_weight_of_binary_targets_is_by_the_0_1_target(rng):
+    x = rng.standard_normal((10, 3))
+    t = rng.integers(0, 2, 10).astype(float)
+    for shape in ((10,), (10, 1)):
+        a = Sequential([Dense(1, activation="sigmoid", input_dim=3)], dtype="float64", seed=0)
+        b = Sequential([Dense(1, activation="sigmoid", input_dim=3)], dtype="float64", seed=0)
+        for m in (a, b):
+            m.compile(optim.SGD(lr=0.1), "binary_crossentropy")
+        la = a.train_on_batch(x, t.reshape(shape), class_weight={1: 5.0})
+        lb = b.train_on_batch(x, t.reshape(shape), sample_weight=np.where(t == 1, 5.0, 1.0))
+        assert la == lb
+        for u, v in zip(a.get_weights(), b.get_weights()):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_a_zero_weight_removes_the_samples_effect(rng):
+    x = rng.standard_normal((6, 3))
+    t = rng.integers(0, 3, 6)
+    w = rng.random(6) + 0.5
+    w[0] = 0.0
+    results = []
+    for x0, t0 in ((x[0], t[0]), (x[0] * 100 + 7, (t[0] + 1) % 3)):
+        xx, tt = x.copy(), t.copy()
+        xx[0], tt[0] = x0, t0
+        model = Sequential([Dense(3, activation="softmax", input_dim=3)], dtype="float64", seed=0)
+        model.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy")
+        results.append((model.train_on_batch(xx, tt, sample_weight=w), model.get_weights()))
+    assert results[0][0] == results[1][0]
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_array_equal(a, b)
+    # the same step as on the other samples alone, the mean taken over the 6
+    model = Sequential([Dense(3, activation="softmax", input_dim=3)], dtype="float64", seed=0)
+    model.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy")
+    assert model.train_on_batch(x[1:], t[1:], sample_weight=w[1:] * 5 / 6) == pytest.approx(results[0][0], rel=1e-13)
+    for a, b in zip(model.get_weights(), results[0][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-13)
+
+
+def test_validation_data_with_weights_and_validation_split_splits_them(rng):
+    x = rng.standard_normal((20, 3))
+    t = rng.integers(0, 3, 20)
+    w = rng.random(20) * 2
+    xv, tv, wv = rng.standard_normal((7, 3)), rng.integers(0, 3, 7), rng.random(7)
+
+    def model():
+        m = Sequential([Dense(3, activation="softmax", input_dim=3)], dtype="float64", seed=0)
+        m.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return m
+    m = model()
+    history = m.fit(x, t, epochs=1, batch_size=4, verbose=0, validation_data=(xv, tv, wv), sample_weight=w)
+    loss, acc = m.evaluate(xv, tv, sample_weight=wv, batch_size=4)
+    assert history.history["val_loss"] == [loss] and history.history["val_accuracy"] == [acc]
+    assert loss != m.evaluate(xv, tv, batch_size=4)[0]
+    assert acc == m.evaluate(xv, tv, batch_size=4)[1]   # metrics are not weighted
+    # validation_split: the last 5 samples and their weights are held out, before shuffling
+    a, b = model(), model()
+    ha = a.fit(x, t, epochs=2, batch_size=4, verbose=0, seed=2, validation_split=0.25, sample_weight=w)
+    hb = b.fit(x[:15], t[:15], epochs=2, batch_size=4, verbose=0, seed=2, sample_weight=w[:15])
+    assert ha.history["loss"] == hb.history["loss"]
+    for u, v in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(u, v)
+    assert ha.history["val_loss"][-1] == a.evaluate(x[15:], t[15:], sample_weight=w[15:], batch_size=4)[0]
+    # class_weight weights the training samples only, as in Keras
+    c = model()
+    hc = c.fit(x, t, epochs=1, batch_size=4, verbose=0, validation_split=0.25, class_weight={0: 3.0})
+    assert hc.history["val_loss"] == [c.evaluate(x[15:], t[15:], batch_size=4)[0]]
+
+
+def test_shuffling_keeps_each_weight_with_its_sample(rng):
+    x = rng.standard_normal((11, 3))
+    t = rng.integers(0, 3, 11)
+    w = rng.random(11) * 2
+
+    def model():
+        m = Sequential([Dense(3, activation="softmax", input_dim=3)], dtype="float64", seed=0)
+        m.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy")
+        return m
+    fitted, manual = model(), model()
+    history = fitted.fit(x, t, epochs=1, batch_size=4, shuffle=True, seed=5, verbose=0, sample_weight=w)
+    order = np.random.default_rng(5).permutation(11)
+    total = 0.0
+    for lo in range(0, 11, 4):
+        idx = order[lo:lo + 4]
+        total += manual.train_on_batch(x[idx], t[idx], sample_weight=w[idx]) * len(idx)
+    assert history.history["loss"] == [pytest.approx(total / 11, rel=1e-14)]
+    for a, b in zip(fitted.get_weights(), manual.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(order, np.arange(11))
+
+
+def test_the_epoch_loss_is_the_exact_mean_of_the_weighted_batch_losses(rng):
+    x = rng.standard_normal((10, 3))
+    t = rng.integers(0, 3, 10)
+    w = rng.random(10)
+    model = Sequential([Dense(3, activation="softmax", input_dim=3)], dtype="float64", seed=0)
+    model.compile(optim.SGD(lr=0.0), "sparse_categorical_crossentropy")
+    history = model.fit(x, t, epochs=1, batch_size=4, shuffle=False, verbose=0, sample_weight=w)
+    z = model.predict(x)
+    want = -np.sum(w * np.log(z[np.arange(10), t])) / 10
+    assert history.history["loss"][0] == pytest.approx(want, rel=1e-12)
+    assert model.evaluate(x, t, sample_weight=w, batch_size=3) == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda m, x, t: m.fit(x, t, sample_weight=np.ones(9), verbose=0), ValueError,
+     "fit: sample_weight has 9 weights but there are 10 samples"),
+    (lambda m, x, t: m.fit(x, t, sample_weight=-np.ones(10), verbose=0), ValueError, "fit: sample_weight must be >= 0"),
+    (lambda m, x, t: m.fit(x, t, sample_weight=np.full(10, np.nan), verbose=0), ValueError, "fit: .*NaN or Inf"),
+    (lambda m, x, t: m.fit(x, t, sample_weight=np.full(10, np.inf), verbose=0), ValueError, "fit: .*NaN or Inf"),
+    (lambda m, x, t: m.fit(x, t, sample_weight=np.ones((10, 1)), verbose=0), ValueError,
+     r"fit: sample_weight must be 1-D.*got shape \(10, 1\)"),
+    (lambda m, x, t: m.fit(x, t, sample_weight=["a"] * 10, verbose=0), TypeError, "fit: sample_weight must be numbers"),
+    (lambda m, x, t: m.evaluate(x, t, sample_weight=np.ones(3)), ValueError, "evaluate: sample_weight has 3"),
+    (lambda m, x, t: m.train_on_batch(x, t, sample_weight=-np.ones(10)), ValueError, "train_on_batch: sample_weight"),
+    (lambda m, x, t: m.fit(x, t, validation_data=(x, t, np.ones(4)), verbose=0), ValueError,
+     r"fit \(validation_data\): sample_weight has 4"),
+    (lambda m, x, t: m.fit(x, t, validation_data=(x, t, 1, 2), verbose=0), ValueError, "val_sample_weight"),
+    (lambda m, x, t: m.fit(x, t, class_weight={3: 1.0}, verbose=0), ValueError,
+     r"fit: class_weight has class 3.*\[0, 3\)"),
+    (lambda m, x, t: m.fit(x, t, class_weight={-1: 1.0}, verbose=0), ValueError, "fit: class_weight has class -1"),
+    (lambda m, x, t: m.fit(x, t, class_weight={"0": 1.0}, verbose=0), TypeError,
+     "fit: class_weight's keys must be int"),
+    (lambda m, x, t: m.fit(x, t, class_weight={1.0: 1.0}, verbose=0), TypeError, "keys must be int"),
+    (lambda m, x, t: m.fit(x, t, class_weight={0: -1.0}, verbose=0), ValueError,
+     r"class_weight\[0\] must be finite and >= 0"),
+    (lambda m, x, t: m.fit(x, t, class_weight=[1.0, 2.0], verbose=0), TypeError, "fit: class_weight must be a dict"),
+    (lambda m, x, t: m.fit(x, t, class_weight={0: 1.0}, sample_weight=np.ones(10), verbose=0), ValueError,
+     "not both"),
+    (lambda m, x, t: m.train_on_batch(x, t, class_weight={0: 1.0}, sample_weight=np.ones(10)), ValueError,
+     "train_on_batch: give sample_weight or class_weight, not both"),
+])
+def test_bad_weights_are_refused(rng, call, error, message):
+    model = Sequential([Dense(3, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    with pytest.raises(error, match=message):
+        call(model, rng.standard_normal((10, 4)), rng.integers(0, 3, 10))
+    assert not model.built   # refused before the model was built
+
+
+def test_class_weight_needs_class_targets(rng):
+    x = rng.standard_normal((6, 3))
+    model = Sequential([Dense(2, input_dim=3)])
+    model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="fit: class_weight with mse needs class targets.*not one-hot"):
+        model.fit(x, rng.standard_normal((6, 2)), class_weight={0: 2.0}, verbose=0)
+    model = Sequential([Dense(1, input_dim=3)])
+    model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="fit: class_weight with mse needs class targets, 0 or 1"):
+        model.fit(x, rng.standard_normal(6), class_weight={0: 2.0}, verbose=0)
+    model.fit(x, rng.integers(0, 2, 6), class_weight={0: 2.0}, verbose=0)
+    model = Sequential([Dense(2, activation="sigmoid", input_dim=3)])
+    model.compile("sgd", "binary_crossentropy")
+    with pytest.raises(ValueError, match="fit: class_weight with binary_crossentropy needs a one-unit output"):
+        model.fit(x, rng.integers(0, 2, (6, 2)), class_weight={0: 2.0}, verbose=0)
+
+
+def test_a_loss_of_the_users_without_per_sample_refuses_weights(rng):
+    x = rng.standard_normal((6, 3))
+    t = rng.standard_normal((6, 1))
+    model = Sequential([Dense(1, input_dim=3)], dtype="float64", seed=0)
+    model.compile(optim.SGD(lr=0.1), MeanAbsoluteErrorLoss())
+    for call in (lambda: model.fit(x, t, sample_weight=np.ones(6), verbose=0),
+                 lambda: model.evaluate(x, t, sample_weight=np.full(6, 2.0)),
+                 lambda: model.train_on_batch(x, t, class_weight={0: 1.0})):
+        with pytest.raises(TypeError, match="MeanAbsoluteErrorLoss does not implement per_sample"):
+            call()
+
+    class WithPerSample(MeanAbsoluteErrorLoss):
+        def per_sample(self, y, t):
+            return np.abs(y - t).reshape(len(y), -1).mean(axis=1)
+    model.compile(optim.SGD(lr=0.1), WithPerSample())
+    w = np.array([0.0, 1.0, 2.0, 0.5, 1.0, 3.0])
+    y = model.predict(x)
+    assert model.evaluate(x, t, sample_weight=w) == pytest.approx(np.sum(w * np.abs(y - t)[:, 0]) / 6, rel=1e-12)
+    with pytest.raises(TypeError, match="class_weight needs class targets; the loss WithPerSample"):
+        model.fit(x, t, class_weight={0: 1.0}, verbose=0)
+
+
+@pytest.mark.parametrize("loss, y, t", [
+    (losses.SparseCategoricalCrossentropy(), [[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]], [2, 0]),
+    (losses.CategoricalCrossentropy(), [[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]], [[0.2, 0.0, 0.9], [1.0, 0.0, 0.0]]),
+    (losses.BinaryCrossentropy(), [[1.0, -2.0], [40.0, -0.3]], [[0.2, 1.0], [0.0, 0.5]]),
+    (losses.MeanSquaredError(), [[1.0, -2.0], [4.0, -0.3]], [[0.2, 1.0], [0.0, 0.5]]),
+])
+def test_per_sample_losses_average_to_the_loss(loss, y, t):
+    y = np.array(y)
+    t = np.array(t) if isinstance(t[0], int) else np.array(t, dtype=float)
+    per = loss.per_sample(y, t)
+    assert per.shape == (2,) and per.mean() == pytest.approx(loss(y, t)[0], rel=1e-14)
+    w = np.array([0.5, 3.0])
+    value, grad = loss.weighted(y, t, w)
+    assert value == pytest.approx(np.sum(w * per) / 2, rel=1e-14)
+    np.testing.assert_array_equal(grad, loss(y, t)[1] * w[:, None])
+
+
+def test_a_zero_weight_skips_an_infinite_loss():
+    y = np.array([[-np.inf, 0.0], [0.0, 0.0]])   # log p of class 0 is -inf in row 0
+    loss = losses.SparseCategoricalCrossentropy()
+    assert loss(y, np.array([0, 0]))[0] == np.inf
+    value, grad = loss.weighted(y, np.array([0, 0]), np.array([0.0, 1.0]))
+    assert value == pytest.approx(np.log(2) / 2, rel=1e-6)
+    assert np.all(grad[0] == 0) and np.all(np.isfinite(grad))

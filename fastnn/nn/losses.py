@@ -7,6 +7,10 @@ that is exact and stable where log(softmax) or log(sigmoid) of probabilities wou
 overflow or need an epsilon. The model therefore requires its last layer to end with that
 activation (``Dense(10, activation="softmax")`` or ``Activation("softmax")``), or the loss
 to be built with ``from_logits=True`` for a model that outputs raw scores.
+
+With ``sample_weight``/``class_weight`` the model calls :meth:`Loss.weighted`, which
+needs the loss's ``per_sample(y, t)`` (the per-sample losses, computed only then) and, for
+``class_weight``, its ``target_classes``; unweighted calls run the op alone.
 """
 import numpy as np
 
@@ -32,6 +36,35 @@ class Loss:
     def __call__(self, logits, t):
         """(mean loss as a Python float, gradient w.r.t. ``logits``)."""
         raise NotImplementedError
+
+    def per_sample(self, y, t):
+        """The loss of each sample, shape (N,), whose mean is what ``__call__`` returns: what
+        ``sample_weight``/``class_weight`` weight. A loss of your own without it cannot be
+        trained or evaluated with weights (``TypeError``)."""
+        raise TypeError(f"{type(self).__name__} does not implement per_sample(y, t), the per-sample losses that "
+                        "sample_weight and class_weight weight")
+
+    def target_classes(self, t, output_shape, what="fit"):
+        """The class of each target (int array (N,)) and the number of classes, for
+        ``class_weight``; t as :meth:`prepare_target` returned it."""
+        raise TypeError(f"{what}: class_weight needs class targets; the loss {type(self).__name__} does not define "
+                        "target_classes(t, output_shape, what); give sample_weight instead")
+
+    def weighted(self, y, t, w):
+        """``(sum_i w_i * l_i / N, gradient)`` for per-sample weights ``w`` (float64 (N,)),
+        Keras's "sum_over_batch_size": the gradient is ``__call__``'s with each sample's row
+        scaled by w_i. A sample of weight 0 adds nothing (even where its loss is inf). Weights
+        that are all 1 give ``__call__``'s numbers, bit for bit."""
+        if type(self).per_sample is Loss.per_sample:
+            self.per_sample(y, t)   # raises the TypeError
+        if np.all(w == 1):
+            return self(y, t)
+        loss, grad = self(y, t)
+        per = np.asarray(self.per_sample(y, t), dtype=np.float64)
+        n = len(y)
+        loss = float(np.sum(w * per, where=w != 0) / n) if n else float("nan")
+        grad = grad * w.astype(grad.dtype).reshape((-1,) + (1,) * (grad.ndim - 1))
+        return loss, grad
 
     def get_config(self):
         return {"name": self.name, "from_logits": self.from_logits}
@@ -69,6 +102,18 @@ class SparseCategoricalCrossentropy(Loss):
     def __call__(self, logits, t):
         return ops.softmax_cross_entropy(logits, t)
 
+    def per_sample(self, logits, t):
+        """-log softmax(logits)[i, t_i] (for rows t: -sum_k t_k log p_k, classes of weight 0 skipped)."""
+        log_p = ops.log_softmax(logits, axis=1)
+        if t.ndim == 1:
+            return -log_p[np.arange(len(t)), t]
+        return -np.sum(t * log_p, axis=1, where=t != 0)
+
+    def target_classes(self, t, output_shape, what="fit"):
+        if t.ndim == 1:
+            return t, output_shape[0]
+        return np.argmax(t, axis=1), output_shape[0]   # Keras's class of a one-hot row
+
 
 class CategoricalCrossentropy(SparseCategoricalCrossentropy):
     """One-hot (or probability) rows (N, K) against a softmax output (N, K)."""
@@ -97,6 +142,19 @@ class BinaryCrossentropy(Loss):
     def __call__(self, logits, t):
         return ops.sigmoid_binary_cross_entropy(logits, t)
 
+    def per_sample(self, logits, t):
+        """The mean over a sample's elements of softplus(z) - z t = max(z, 0) - z t + log1p(exp(-|z|))."""
+        z = logits
+        per_element = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
+        infinite = np.isinf(z)
+        if infinite.any():  # -log p or -log(1 - p) at p = 0 or 1, weighted by t or 1 - t; 0 * inf is 0
+            weight = np.where(z[infinite] > 0, 1 - t[infinite], t[infinite])
+            per_element[infinite] = np.where(weight == 0, 0, weight * np.inf)
+        return per_element.reshape(len(z), -1).mean(axis=1)
+
+    def target_classes(self, t, output_shape, what="fit"):
+        return _binary_classes(self.name, t, output_shape, what)
+
 
 class MeanSquaredError(Loss):
     """mean((y - t)**2) over all elements, on the model's output (whatever its activation)."""
@@ -108,8 +166,38 @@ class MeanSquaredError(Loss):
     def __call__(self, y, t):
         return ops.mean_squared_error(y, t)
 
+    def per_sample(self, y, t):
+        """The mean of (y - t)**2 over a sample's elements."""
+        d = y - t
+        return (d * d).reshape(len(d), -1).mean(axis=1)
+
+    def target_classes(self, t, output_shape, what="fit"):
+        """One-hot rows (N, K) (class: the 1) or 0/1 targets of a one-unit output."""
+        if tuple(output_shape) == (1,):
+            return _binary_classes(self.name, t, output_shape, what, exact=True)
+        if len(output_shape) != 1:
+            raise ValueError(f"{what}: class_weight with {self.name} needs class targets of shape (N, classes) or "
+                             f"(N, 1), got targets of per-sample shape {tuple(output_shape)}")
+        if len(t) and not (np.all((t == 0) | (t == 1)) and np.all(t.sum(axis=1) == 1)):
+            raise ValueError(f"{what}: class_weight with {self.name} needs class targets: one-hot rows, or 0/1 "
+                             "targets of a one-unit output; these targets are not one-hot")
+        return np.argmax(t, axis=1), output_shape[0]
+
     def get_config(self):
         return {"name": self.name}
+
+
+def _binary_classes(name, t, output_shape, what, exact=False):
+    """The 0/1 class of the targets of a one-unit output (rounded, as Keras does; ``exact``:
+    the targets must be 0 or 1)."""
+    if tuple(output_shape) != (1,):
+        raise ValueError(f"{what}: class_weight with {name} needs a one-unit output (classes 0 and 1); this model "
+                         f"outputs per-sample shape {tuple(output_shape)} (several labels per sample)")
+    t = t.reshape(len(t))
+    if exact and len(t) and not np.all((t == 0) | (t == 1)):
+        raise ValueError(f"{what}: class_weight with {name} needs class targets, 0 or 1 for a one-unit output; "
+                         f"got values in [{t.min()}, {t.max()}]")
+    return np.round(t).astype(np.int64), 2
 
 
 def _float_target(what, name, t, output_shape, dtype):

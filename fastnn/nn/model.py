@@ -283,10 +283,14 @@ class Sequential:
             i -= 1
         return dy
 
-    def _loss_forward(self, x, t, training):
-        """(loss, gradient w.r.t. what the last layer returned, the output probabilities)."""
+    def _loss_forward(self, x, t, training, w=None):
+        """(loss, gradient w.r.t. what the last layer returned, the output probabilities);
+        ``w``: per-sample weights (float64 (N,)) or None."""
         out = self._forward(x, training, logits=self._loss_on_logits)
-        loss, grad = self.loss(out, t)
+        if w is None:
+            loss, grad = self.loss(out, t)
+        else:
+            loss, grad = self.loss.weighted(out, t, w)
         outputs = activation_forward(out, self._output_activation) if self._output_activation else out
         return loss, grad, outputs
 
@@ -314,17 +318,19 @@ class Sequential:
         return {f"{layer.name}/{k}": layer.grads[k] for layer in self.layers if layer.trainable
                 for k in layer.params}
 
-    def train_on_batch(self, x, y, return_dict=False):
+    def train_on_batch(self, x, y, return_dict=False, sample_weight=None, class_weight=None):
         """One optimisation step on one batch; returns, as ``evaluate`` does, its loss (a
-        float) or ``[loss, metric, ...]``, or a dict of them with ``return_dict=True``."""
+        float) or ``[loss, metric, ...]``, or a dict of them with ``return_dict=True``.
+        ``sample_weight``/``class_weight`` weight the loss as in :meth:`fit`."""
         self._require_compiled("train_on_batch")
         x, output_shape = self._data_x(x, "train_on_batch")
         t = self.loss.prepare_target(y, output_shape, self.dtype, "train_on_batch")
         _check_lengths("train_on_batch", x, t)
         if len(x) == 0:  # as fit and evaluate refuse it: an empty batch has no loss to step on
             raise ValueError("train_on_batch: no samples")
+        w = self._sample_weights("train_on_batch", sample_weight, class_weight, t, output_shape)
         self._build_for(x)
-        logs = self._train_step(x, t, None)
+        logs = self._train_step(x, t, None, w)
         return self._logs_as_returned(logs, return_dict)
 
     def _logs_as_returned(self, logs, return_dict):
@@ -332,13 +338,13 @@ class Sequential:
             return logs
         return logs["loss"] if not self.metrics else list(logs.values())
 
-    def _train_step(self, x, t, sigint):
+    def _train_step(self, x, t, sigint, w=None):
         # The forward pass updates BatchNorm's moving statistics; if the step is abandoned
         # (a second Ctrl-C) before the optimizer update, put them back, so that a batch
         # changes the model completely or not at all.
         moving = [(a, a.copy()) for layer in self.layers for a in layer.state.values()] if sigint else []
         try:
-            loss, grad, outputs = self._loss_forward(x, t, training=True)
+            loss, grad, outputs = self._loss_forward(x, t, training=True, w=w)
             self._backward(grad)
             params, grads = self.params(), self.grads()
             if sigint is not None:
@@ -414,11 +420,14 @@ class Sequential:
 
     # ------------------------------------------------------------------ training
     def fit(self, x=None, y=None, epochs=1, batch_size=32, validation_data=None, validation_split=0.0,
-            shuffle=True, verbose=1, callbacks=None, seed=None, initial_epoch=0):
+            shuffle=True, verbose=1, callbacks=None, seed=None, initial_epoch=0, sample_weight=None,
+            class_weight=None):
         """Train for ``epochs`` epochs of mini-batches; returns a ``History``.
 
         ``verbose``: 0 silent, 1 a progress bar per epoch, 2 one line per epoch (on stdout).
         ``validation_split``: the last fraction of (x, y), before shuffling, is held out.
+        ``sample_weight`` (one weight per sample) or ``class_weight`` ({class: weight}) weight
+        each sample's loss (Keras's "sum_over_batch_size": sum_i w_i l_i / batch size).
         Ctrl-C stops after the current batch: its update is applied, the model stays
         consistent and the History so far is returned (``history.interrupted`` is True).
         """
@@ -430,12 +439,19 @@ class Sequential:
         initial_epoch = _int_arg("fit", "initial_epoch", initial_epoch, 0)
         batch_size = _batch_size_arg("fit", batch_size)
         verbose = _verbose_arg("fit", verbose)
-        val = self._validation_arrays(x, t, validation_data, validation_split, output_shape)
+        if sample_weight is not None and class_weight is not None:
+            raise ValueError("fit: give sample_weight or class_weight, not both (as Keras); multiply the class "
+                             "weights into sample_weight yourself")
+        w = self._sample_weights("fit", sample_weight, None, t, output_shape)
+        val = self._validation_arrays(x, t, validation_data, validation_split, output_shape, w)
         if val is not None and validation_data is None:
             split = len(x) - len(val[0])
             x, t = x[:split], t[:split]
+            w = None if w is None else w[:split]
         if len(x) == 0:
             raise ValueError("fit: no training samples")
+        if class_weight is not None:   # the training samples' only, as in Keras
+            w = self._sample_weights("fit", None, class_weight, t, output_shape)
         if isinstance(shuffle, str) and shuffle == "batch":
             raise ValueError("fit: shuffle='batch' (Keras's shuffling in batch-sized chunks, for HDF5 data) is not "
                              "supported; use shuffle=True or False")
@@ -473,10 +489,10 @@ class Sequential:
                     bar = Progbar(len(x), stream=out, dynamic=None if verbose == 1 else False) if verbose else None
                     progress.open_line = bar is not None and bar.dynamic
                     order = rng.permutation(len(x)) if shuffle else None
-                    self._run_epoch(x, t, order, batch_size, cbs, bar, sigint, progress)
+                    self._run_epoch(x, t, order, batch_size, cbs, bar, sigint, progress, w)
                     epoch_logs = dict(progress.logs)
                     if val is not None:
-                        for k, v in self._evaluate_arrays(val[0], val[1], batch_size, cbs).items():
+                        for k, v in self._evaluate_arrays(val[0], val[1], batch_size, cbs, val[2]).items():
                             epoch_logs["val_" + k] = v
                     cbs.on_epoch_end(epoch, epoch_logs)
                     progress.in_epoch = False
@@ -494,19 +510,24 @@ class Sequential:
         cbs.on_train_end({})
         return history
 
-    def _run_epoch(self, x, t, order, batch_size, cbs, bar, sigint, progress):
+    def _run_epoch(self, x, t, order, batch_size, cbs, bar, sigint, progress, w=None):
         """The batches of one epoch; ``progress`` holds the running means as they go."""
         n = len(x)
         sums = {}
+        wb = None
         for batch in range(-(-n // batch_size)):
             lo, hi = batch * batch_size, min(n, (batch + 1) * batch_size)
             if order is not None:
                 idx = order[lo:hi]
                 xb, tb = x[idx], t[idx]
+                if w is not None:
+                    wb = w[idx]
             else:
                 xb, tb = x[lo:hi], t[lo:hi]
+                if w is not None:
+                    wb = w[lo:hi]
             cbs.on_train_batch_begin(batch, {"batch": batch, "size": hi - lo})
-            step_logs = self._train_step(xb, tb, sigint)
+            step_logs = self._train_step(xb, tb, sigint, wb)
             progress.seen += hi - lo
             progress.batches += 1
             for k, v in step_logs.items():
@@ -544,16 +565,22 @@ class Sequential:
             if getattr(layer, "_cache", None) is not None:
                 layer._cache = None
 
-    def _validation_arrays(self, x, t, validation_data, validation_split, output_shape):
+    def _validation_arrays(self, x, t, validation_data, validation_split, output_shape, w=None):
+        """(x_val, t_val, its sample weights or None), or None without validation data;
+        ``w``: the sample weights of (x, t), split with them."""
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("fit: validation_data must be a tuple (x_val, y_val)")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("fit: validation_data must be a tuple (x_val, y_val) or (x_val, y_val, "
+                                 "val_sample_weight)")
             xv, _ = self._data_x(validation_data[0], "fit (validation_data)", x.shape[1:])
             tv = self.loss.prepare_target(validation_data[1], output_shape, self.dtype, "fit (validation_data)")
             _check_lengths("fit (validation_data)", xv, tv)
             if len(xv) == 0:
                 raise ValueError("fit: validation_data is empty")
-            return xv, tv
+            wv = None
+            if len(validation_data) == 3:
+                wv = self._sample_weights("fit (validation_data)", validation_data[2], None, tv, output_shape)
+            return xv, tv, wv
         if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float, np.floating)):
             raise TypeError(f"fit: validation_split must be a number in [0, 1), got {validation_split!r}")
         if not 0.0 <= float(validation_split) < 1.0:
@@ -564,11 +591,43 @@ class Sequential:
         if split <= 0 or split >= len(x):
             raise ValueError(f"fit: validation_split={validation_split} of {len(x)} samples leaves an empty "
                              "training or validation set")
-        return x[split:], t[split:]
+        return x[split:], t[split:], None if w is None else w[split:]
+
+    def _sample_weights(self, what, sample_weight, class_weight, t, output_shape):
+        """The per-sample weights (float64 (N,)) that ``sample_weight`` or ``class_weight``
+        give the targets ``t`` (as the loss prepared them), or None for neither."""
+        if sample_weight is None and class_weight is None:
+            return None
+        if sample_weight is not None and class_weight is not None:
+            raise ValueError(f"{what}: give sample_weight or class_weight, not both (as Keras); multiply the class "
+                             "weights into sample_weight yourself")
+        if type(self.loss).per_sample is _losses.Loss.per_sample:
+            raise TypeError(f"{what}: sample_weight and class_weight need the loss's per-sample values, but "
+                            f"{type(self.loss).__name__} does not implement per_sample(y, t)")
+        if sample_weight is not None:
+            return _sample_weight_arg(what, sample_weight, len(t))
+        if not isinstance(class_weight, dict):
+            raise TypeError(f"{what}: class_weight must be a dict {{class index: weight}}, got "
+                            f"{type(class_weight).__name__}")
+        classes, k = self.loss.target_classes(t, output_shape, what)
+        table = np.ones(k)   # a class not in the dict weighs 1, as in Keras
+        for key, value in class_weight.items():
+            if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)):
+                raise TypeError(f"{what}: class_weight's keys must be int class indices, got {key!r}")
+            if not 0 <= key < k:
+                raise ValueError(f"{what}: class_weight has class {key}, outside the {k} classes [0, {k}) of the "
+                                 "targets")
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{what}: class_weight[{key}] must be a number, got {value!r}")
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{what}: class_weight[{key}] must be finite and >= 0, got {value}")
+            table[int(key)] = float(value)
+        return table[np.asarray(classes, dtype=np.int64)]
 
     # ------------------------------------------------------------------ inference
-    def _evaluate_arrays(self, x, t, batch_size, cbs=None):
-        """The mean loss and metrics over (x, t); ``cbs`` get the on_test_* hooks."""
+    def _evaluate_arrays(self, x, t, batch_size, cbs=None, w=None):
+        """The mean loss and metrics over (x, t); ``cbs`` get the on_test_* hooks; ``w``: the
+        samples' weights (for the loss) or None."""
         sums, n, seen = {}, len(x), 0
         if cbs is not None:
             cbs.on_test_begin({})
@@ -576,7 +635,8 @@ class Sequential:
             xb, tb = x[lo:lo + batch_size], t[lo:lo + batch_size]
             if cbs is not None:
                 cbs.on_test_batch_begin(batch, {"batch": batch, "size": len(xb)})
-            loss, _, outputs = self._loss_forward(xb, tb, training=False)
+            loss, _, outputs = self._loss_forward(xb, tb, training=False,
+                                                  w=None if w is None else w[lo:lo + batch_size])
             values = {"loss": loss}
             for metric in self.metrics:
                 values[metric.name] = metric(outputs, tb)
@@ -590,10 +650,11 @@ class Sequential:
             cbs.on_test_end(dict(logs))
         return logs
 
-    def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False, callbacks=None):
+    def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False, callbacks=None, sample_weight=None):
         """The loss (and metrics) over (x, y) in inference mode: a float when there are no
         metrics, else ``[loss, metric, ...]`` (a dict with ``return_dict=True``).
-        ``callbacks`` get the on_test_* hooks."""
+        ``callbacks`` get the on_test_* hooks; ``sample_weight`` weights the loss (not the
+        metrics) as in :meth:`fit`."""
         self._require_compiled("evaluate")
         x, output_shape = self._data_x(x, "evaluate")
         t = self.loss.prepare_target(y, output_shape, self.dtype, "evaluate")
@@ -602,13 +663,14 @@ class Sequential:
         verbose = _verbose_arg("evaluate", verbose)
         if len(x) == 0:
             raise ValueError("evaluate: no samples")
+        w = self._sample_weights("evaluate", sample_weight, None, t, output_shape)
         callbacks = _callbacks.checked_callbacks("evaluate", callbacks)
         self._build_for(x)
         cbs = None
         if callbacks:
             cbs = _callbacks.CallbackList(callbacks, self, "evaluate")
             cbs.set_params({"verbose": verbose, "epochs": 1, "steps": -(-len(x) // batch_size)})
-        logs = self._evaluate_arrays(x, t, batch_size, cbs)
+        logs = self._evaluate_arrays(x, t, batch_size, cbs, w)
         self._release_caches()
         if verbose:
             print(f"evaluate:{format_logs(logs)}", file=sys.stdout)
@@ -839,6 +901,27 @@ def _check_dtype(owner, dtype):
 def _check_lengths(what, x, t):
     if len(x) != len(t):
         raise ValueError(f"{what}: x has {len(x)} samples but y has {len(t)}")
+
+
+def _sample_weight_arg(what, value, n):
+    """sample_weight as float64 (n,): finite, non-negative."""
+    try:
+        w = np.asarray(value)
+    except Exception as exc:  # noqa: BLE001
+        raise TypeError(f"{what}: could not convert sample_weight to an array ({exc})") from None
+    if w.dtype.kind not in "fiu":
+        raise TypeError(f"{what}: sample_weight must be numbers, got dtype {w.dtype}")
+    if w.ndim != 1:
+        raise ValueError(f"{what}: sample_weight must be 1-D, one weight per sample (shape ({n},)), got shape "
+                         f"{w.shape}")
+    if len(w) != n:
+        raise ValueError(f"{what}: sample_weight has {len(w)} weights but there are {n} samples")
+    w = w.astype(np.float64)
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"{what}: sample_weight contains NaN or Inf")
+    if n and w.min() < 0:
+        raise ValueError(f"{what}: sample_weight must be >= 0, got {w.min()}")
+    return w
 
 
 def _batch_size_arg(what, value):

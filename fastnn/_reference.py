@@ -432,13 +432,20 @@ def mean_squared_error(y, t):
     return loss, d * (2 / d.dtype.type(max(d.size, 1)))
 
 
-def sigmoid_binary_cross_entropy(logits, t):
-    z = logits
+def _binary_cross_entropy_elements(z, t):
+    """Each element's -t log sigmoid(z) - (1 - t) log(1 - sigmoid(z)), stably from the logits
+    (also fastnn.nn's per-sample loss for sample weights)."""
     per_element = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
     infinite = np.isinf(z)
     if infinite.any():  # -log p or -log(1 - p) at p = 0 or 1, weighted by t or 1 - t; 0 * inf is 0
         weight = np.where(z[infinite] > 0, 1 - t[infinite], t[infinite])
         per_element[infinite] = np.where(weight == 0, 0, weight * np.inf)
+    return per_element
+
+
+def sigmoid_binary_cross_entropy(logits, t):
+    z = logits
+    per_element = _binary_cross_entropy_elements(z, t)
     loss = _mean_loss(per_element, z.size)
     return loss, (sigmoid(z) - t) / z.dtype.type(max(z.size, 1))
 

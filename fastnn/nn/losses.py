@@ -14,7 +14,7 @@ needs the loss's ``per_sample(y, t)`` (the per-sample losses, computed only then
 """
 import numpy as np
 
-from fastnn import ops
+from fastnn import _reference, ops
 
 __all__ = ["Loss", "SparseCategoricalCrossentropy", "CategoricalCrossentropy", "BinaryCrossentropy",
            "MeanSquaredError", "get"]
@@ -144,13 +144,9 @@ class BinaryCrossentropy(Loss):
 
     def per_sample(self, logits, t):
         """The mean over a sample's elements of softplus(z) - z t = max(z, 0) - z t + log1p(exp(-|z|))."""
-        z = logits
-        per_element = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
-        infinite = np.isinf(z)
-        if infinite.any():  # -log p or -log(1 - p) at p = 0 or 1, weighted by t or 1 - t; 0 * inf is 0
-            weight = np.where(z[infinite] > 0, 1 - t[infinite], t[infinite])
-            per_element[infinite] = np.where(weight == 0, 0, weight * np.inf)
-        return per_element.reshape(len(z), -1).mean(axis=1)
+        with np.errstate(invalid="ignore", over="ignore"):   # inf logits: the formula's inf - inf is replaced
+            per_element = _reference._binary_cross_entropy_elements(logits, t)
+        return per_element.reshape(len(logits), -1).mean(axis=1)
 
     def target_classes(self, t, output_shape, what="fit"):
         return _binary_classes(self.name, t, output_shape, what)

@@ -62,7 +62,8 @@ class Loss:
         loss, grad = self(y, t)
         per = np.asarray(self.per_sample(y, t), dtype=np.float64)
         n = len(y)
-        loss = float(np.sum(w * per, where=w != 0) / n) if n else float("nan")
+        weighted = np.multiply(w, per, out=np.zeros_like(per), where=w != 0)   # 0 * inf is 0 here
+        loss = float(weighted.sum() / n) if n else float("nan")
         grad = grad * w.astype(grad.dtype).reshape((-1,) + (1,) * (grad.ndim - 1))
         return loss, grad
 

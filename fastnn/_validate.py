@@ -170,6 +170,14 @@ def as_flag(op, name, value):
     raise TypeError(f"{op}: expected {name} to be True or False, got {describe(value) if isinstance(value, np.ndarray) else repr(value)}")
 
 
+def as_bool(op, name, value):
+    """A setting that is True or False (or a numpy bool) and nothing else: 1 or "no" for one
+    is a mistake (a Keras positional argument landing on it, say), not a truth value."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{op}: expected {name} to be True or False, got {describe(value) if isinstance(value, np.ndarray) else repr(value)}")
+
+
 def as_int(op, name, value, minimum=None):
     if type(value) is int:
         if minimum is not None and value < minimum:

@@ -53,12 +53,6 @@ def _check_number(owner, name, value, minimum=None, allow_none=False, strictly=F
     return value
 
 
-def _check_bool(owner, name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{owner}: expected {name} to be True or False, got {value!r}")
-    return bool(value)
-
-
 # ---------------------------------------------------------------- learning-rate schedules
 
 class StepDecay:
@@ -83,7 +77,7 @@ class ExponentialDecay:
     def __init__(self, decay_rate, decay_steps=1, staircase=False):
         self.decay_rate = _check_number("ExponentialDecay", "decay_rate", decay_rate, minimum=0.0, strictly=True)
         self.decay_steps = _check_number("ExponentialDecay", "decay_steps", decay_steps, minimum=0.0, strictly=True)
-        self.staircase = _check_bool("ExponentialDecay", "staircase", staircase)
+        self.staircase = V.as_bool("ExponentialDecay", "staircase", staircase)
 
     def __call__(self, step, base_lr):
         exponent = step / self.decay_steps
@@ -105,7 +99,7 @@ class InverseTimeDecay:
     def __init__(self, decay_rate, decay_steps=1, staircase=False):
         self.decay_rate = _check_number("InverseTimeDecay", "decay_rate", decay_rate, minimum=0.0)
         self.decay_steps = _check_number("InverseTimeDecay", "decay_steps", decay_steps, minimum=0.0, strictly=True)
-        self.staircase = _check_bool("InverseTimeDecay", "staircase", staircase)
+        self.staircase = V.as_bool("InverseTimeDecay", "staircase", staircase)
 
     def __call__(self, step, base_lr):
         ratio = step / self.decay_steps
@@ -368,9 +362,7 @@ class SGD(Optimizer):
     def __init__(self, lr=None, momentum=0.0, weight_decay=0.0, l1=0.0, max_norm=None, schedule=None, *,
                  nesterov=False, learning_rate=None):
         super().__init__(lr, weight_decay, l1, max_norm, schedule, learning_rate=learning_rate)
-        if not isinstance(nesterov, bool):
-            raise TypeError(f"SGD: expected nesterov to be True or False, got {nesterov!r}")
-        if nesterov:
+        if V.as_bool("SGD", "nesterov", nesterov):
             raise ValueError("SGD: nesterov=True (Keras's form, p += momentum * v - lr * g) is not supported; "
                              "fastnn.optim.Nesterov(lr=..., momentum=...) is Nesterov's method in the book's "
                              "form, whose first steps are larger (see docs/NN.md)")

@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from fastnn import _validate as V
+
 __all__ = ["Callback", "History", "EarlyStopping", "StopAtThreshold", "TargetAccuracy",
            "StopOnSmallWeightChange", "LearningRateScheduler", "TerminateOnNaN", "ModelCheckpoint",
            "ReduceLROnPlateau", "CSVLogger", "LambdaCallback", "CallbackList"]
@@ -357,10 +359,8 @@ class ModelCheckpoint(Callback):
         self.filepath = os.fspath(filepath)
         self._monitor = _Monitor("ModelCheckpoint", monitor, mode)
         self.monitor, self.mode = self._monitor.name, self._monitor.mode
-        for name, value in (("save_best_only", save_best_only), ("save_weights_only", save_weights_only)):
-            if not isinstance(value, bool):
-                raise TypeError(f"ModelCheckpoint: expected {name} to be True or False, got {value!r}")
-        self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
+        self.save_best_only = V.as_bool("ModelCheckpoint", "save_best_only", save_best_only)
+        self.save_weights_only = V.as_bool("ModelCheckpoint", "save_weights_only", save_weights_only)
         if save_freq != "epoch":
             raise ValueError(f"ModelCheckpoint: only save_freq='epoch' is supported (saving every N batches is "
                              f"not), got {save_freq!r}")
@@ -462,9 +462,8 @@ class CSVLogger(Callback):
                             f"{type(filename).__name__}")
         if not isinstance(separator, str) or len(separator) != 1:
             raise ValueError(f"CSVLogger: separator must be one character, got {separator!r}")
-        if not isinstance(append, bool):
-            raise TypeError(f"CSVLogger: expected append to be True or False, got {append!r}")
-        self.filename, self.sep, self.append = os.fspath(filename), separator, append
+        self.filename, self.sep = os.fspath(filename), separator
+        self.append = V.as_bool("CSVLogger", "append", append)
         self._file = self._writer = self.keys = None
 
     def on_train_begin(self, logs=None):

@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from fastnn import optim as _optim
+from fastnn import _validate as V, optim as _optim
 from fastnn.nn import callbacks as _callbacks
 from fastnn.nn import losses as _losses
 from fastnn.nn import metrics as _metrics
@@ -303,8 +303,9 @@ class Sequential:
 
     @trainable.setter
     def trainable(self, value):
-        if not isinstance(value, bool):
+        if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"Sequential.trainable: expected True or False, got {value!r}")
+        value = bool(value)
         for layer in self.layers:
             layer.trainable = value
 
@@ -455,8 +456,7 @@ class Sequential:
         if isinstance(shuffle, str) and shuffle == "batch":
             raise ValueError("fit: shuffle='batch' (Keras's shuffling in batch-sized chunks, for HDF5 data) is not "
                              "supported; use shuffle=True or False")
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"fit: expected shuffle to be True or False, got {shuffle!r}")
+        shuffle = V.as_bool("fit", "shuffle", shuffle)
         if seed is not None:
             seed = _int_arg("fit", "seed", seed, 0)
         callbacks = _callbacks.checked_callbacks("fit", callbacks)

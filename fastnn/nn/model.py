@@ -375,10 +375,11 @@ class Sequential:
     def _prepare_x(self, x, what):
         """x as an array of the model's dtype; an unbuilt model is built for it."""
         x = self._checked_x(x, what)
-        if not self.built:
-            self.build(x.shape[1:])
-        if self.compiled and what not in ("predict", "Sequential"):
-            self._resolve()   # the loss and metrics; predict needs neither (after pop(), say)
+        if what == "Sequential":   # a call of the model needs no loss or metrics (after pop(), say)
+            if not self.built:
+                self.build(x.shape[1:])
+        else:
+            self._build_for(x)
         return np.ascontiguousarray(x, dtype=self.dtype)
 
     def _data_x(self, x, what, input_shape=None):
@@ -406,10 +407,7 @@ class Sequential:
         """``input_shape``: the per-sample shape x must have when the model is not built yet."""
         if x is None:
             raise ValueError(f"{what}: x is required")
-        try:
-            x = np.asarray(x)
-        except Exception as exc:  # noqa: BLE001
-            raise TypeError(f"{what}: could not convert x to an array ({exc})") from None
+        x = V.as_array(what, "x", x)
         if x.dtype.kind not in "fiub":
             raise TypeError(f"{what}: expected numeric x, got dtype {x.dtype}")
         if x.ndim < 2:
@@ -684,7 +682,9 @@ class Sequential:
         batch_size = _batch_size_arg("predict", batch_size)
         verbose = _verbose_arg("predict", verbose)
         callbacks = _callbacks.checked_callbacks("predict", callbacks)
-        x = self._prepare_x(x, "predict")
+        if not self.built:   # everything checked: build for x
+            self.build(x.shape[1:])
+        x = np.ascontiguousarray(x, dtype=self.dtype)
         cbs = _callbacks.CallbackList(callbacks, self, "predict")
         cbs.set_params({"verbose": verbose, "epochs": 1, "steps": -(-len(x) // batch_size)})
         cbs.on_predict_begin({})
@@ -905,10 +905,7 @@ def _check_lengths(what, x, t):
 
 def _sample_weight_arg(what, value, n):
     """sample_weight as float64 (n,): finite, non-negative."""
-    try:
-        w = np.asarray(value)
-    except Exception as exc:  # noqa: BLE001
-        raise TypeError(f"{what}: could not convert sample_weight to an array ({exc})") from None
+    w = V.as_array(what, "sample_weight", value)
     if w.dtype.kind not in "fiu":
         raise TypeError(f"{what}: sample_weight must be numbers, got dtype {w.dtype}")
     if w.ndim != 1:

@@ -305,7 +305,22 @@ class _ActivationMixin:
         self.alpha = alpha
 
 
-class _ImageLayout:
+class _NCHWTransposes:
+    """For a layer whose ``_channels_last`` data goes through the NCHW ops: its arrays to NCHW
+    and back, as contiguous copies (the same arrays where it is channels first)."""
+
+    def _to_nchw(self, x):
+        if x is None or not self._channels_last:
+            return x
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def _from_nchw(self, x):
+        if x is None or not self._channels_last:
+            return x
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+class _ImageLayout(_NCHWTransposes):
     """``data_format`` of the image layers. A channels_last layer computes through the same
     NCHW ops as a channels_first one, transposing its input (and the gradient of its output)
     to NCHW at entry and its output (and the gradient of its input) back at exit; its
@@ -339,16 +354,6 @@ class _ImageLayout:
             c, h, w = nchw_shape
             return (h, w, c)
         return tuple(nchw_shape)
-
-    def _to_nchw(self, x):
-        if x is None or not self._channels_last:
-            return x
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-    def _from_nchw(self, x):
-        if x is None or not self._channels_last:
-            return x
-        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
     def _layout_hint(self, input_shape):
         """What to tell a Keras user whose data looks channels last (e.g. (32, 32, 3) or
@@ -908,7 +913,7 @@ class Dropout(Layer):
         return config
 
 
-class BatchNorm(Layer):
+class BatchNorm(_NCHWTransposes, Layer):
     """Batch normalization: per feature on (N, D) input, per channel on NCHW (or, with
     ``axis=-1``/``3``, NHWC) input.
     Training uses the batch statistics and updates the moving averages
@@ -971,27 +976,22 @@ class BatchNorm(Layer):
 
     def forward(self, x, training=False):
         self._check_input(x)
-        if self._channels_last:   # through the per-channel op on NCHW
-            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        x = self._to_nchw(x)   # channels last: through the per-channel op on NCHW
         out, cache = ops.batch_norm_forward(
             x, self.params["gamma"], self.params["beta"], self.state["moving_mean"],
             self.state["moving_variance"], momentum=self.momentum, eps=self.epsilon,
             train=bool(training) and self.trainable,
             per_channel=x.ndim == 4)
-        if self._channels_last:
-            out = np.ascontiguousarray(out.transpose(0, 2, 3, 1))
+        out = self._from_nchw(out)
         self._cache = (cache, (x.shape[0],) + self.input_shape)
         return out
 
     def backward(self, dy):
         self._check_backward(dy, self._cache[1] if self._cache else ())
-        if self._channels_last:
-            dy = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))
+        dy = self._to_nchw(dy)
         dx, dgamma, dbeta = ops.batch_norm_backward(dy, self._cache[0])
         self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
-        if self._channels_last:
-            dx = np.ascontiguousarray(dx.transpose(0, 2, 3, 1))
-        return dx
+        return self._from_nchw(dx)
 
     def get_config(self):
         config = super().get_config()

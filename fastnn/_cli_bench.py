@@ -83,8 +83,9 @@ def add_arguments(parser):
         "warm-up, then the median of several samples, with the same thread count for all.")
     parser.add_argument("--threads", type=_thread_counts, default=[1], metavar="N",
                         help="threads for fastnn, NumPy's BLAS (via threadpoolctl) and torch (default: 1); "
-                             "a comma-separated list (1,2,4,8,16) runs the table at each count and adds the "
-                             "speed-up of each over 1 thread (or the smallest count)")
+                             "a comma-separated list (1,2,4,8,16) runs the table at each count, then times "
+                             "fastnn native at the counts in turns, and adds the speed-up of each over 1 thread "
+                             "(or the smallest count)")
     parser.add_argument("--only", type=_workloads, default=None, metavar="LIST",
                         help="comma-separated workloads: letters ("
                              + ", ".join(sorted({w.letter for w in B.WORKLOADS})) + "), keys (G2), names (relu) "
@@ -229,6 +230,45 @@ def time_cells(fns, firsts, settings, progress, label):
                     # (2-thread SimpleConvNet steps took 8.4 ms instead of 5 right after it)
                     min_warmup_s=0.2 if settings["threads"] > 1 else 0.0))
     return {impl: B.Timing.merge(parts) for impl, parts in timings.items()}
+
+
+def time_counts_in_turns(fn, counts, settings, progress, label):
+    """Timing of fastnn native's callable at each thread count, the counts taking turns in rounds
+    as time_cells's implementations do. A sweep's tables are minutes apart, and a slow spell of a
+    shared machine during one of them would make up most of a speed-up read off them (2-thread
+    rows of this 2-vCPU machine vary by 20-80%); timed in turns, both sides of the ratio share
+    the spells."""
+    timings = {n: [] for n in counts}
+    B.let_idle_threads_settle(max(counts))   # the tables' NumPy and torch threads
+    for r, size in enumerate(_round_sizes(settings["repeat"], settings["rounds"])):
+        for n in counts:
+            progress.step(f"{label} / {n} thread{'s' if n > 1 else ''}")
+            with B.thread_limits(n), B.implementation_context("native"):
+                timings[n].append(B.time_callable(
+                    fn, size, warmup=settings["warmup"] if r == 0 else 1,
+                    min_sample_s=settings["min_sample_ms"] / 1e3,
+                    max_seconds=settings["max_seconds"] * size / settings["repeat"],
+                    min_warmup_s=0.2 if n > 1 else 0.0))
+    return {n: B.Timing.merge(parts) for n, parts in timings.items()}
+
+
+def scaling_in_turns(workloads, counts, settings, progress):
+    """fastnn native's scaling rows of a sweep, {key, title, kind, impl, method: "turns",
+    median_ms, spread, speedup: {threads: x over the smallest count}}, each workload timed at
+    every count in turns (its results were checked in the tables)."""
+    rows = []
+    for workload in workloads:
+        data = workload.make_data(quick=settings["quick"])
+        with B.implementation_context("native"):
+            fn = B.prepare(workload, "native", data)
+        timings = time_counts_in_turns(fn, counts, settings, progress, f"{workload.key} {workload.name}")
+        stats = {n: B.summarize(t.samples(settings["clock"])) for n, t in timings.items()}
+        ms = {n: st["median_ms"] for n, st in stats.items()}
+        rows.append({"key": workload.key, "title": B.workload_title(workload, data), "kind": workload.kind,
+                     "impl": "native", "method": "turns", "median_ms": ms,
+                     "spread": {n: st["spread"] for n, st in stats.items()},
+                     "speedup": {n: ms[counts[0]] / v for n, v in ms.items() if v}})
+    return rows
 
 
 def run_benchmarks(workloads, impls, settings, machine, progress):
@@ -479,20 +519,26 @@ def format_markdown(report):
     return "\n".join(lines) + "\n"
 
 
-def scaling_rows(runs, impls):
-    """[{key, title, impl, median_ms: {threads: ms}, speedup: {threads: x}}] of a run at several thread
-    counts ({threads: results}), the speed-up over the smallest count."""
+def scaling_rows(runs, impls, turns=()):
+    """[{key, title, kind, impl, method, median_ms: {threads: ms}, speedup: {threads: x}}] of a run at
+    several thread counts ({threads: results}), the speed-up over the smallest count: fastnn
+    native's from `turns` (scaling_in_turns) where given, the others' from the tables
+    (method "tables")."""
     counts = sorted(runs)
     first = {r["key"]: r for r in runs[counts[0]]}
+    timed_in_turns = {r["key"]: r for r in turns}
     out = []
     for key, row in first.items():
         for impl in impls:
+            if impl == "native" and key in timed_in_turns:
+                out.append(timed_in_turns[key])
+                continue
             ms = {n: next((r["timings"].get(impl, {}).get("median_ms") for r in runs[n] if r["key"] == key), None)
                   for n in counts}
             if ms[counts[0]] is None:
                 continue
-            out.append({"key": key, "title": row["title"], "impl": impl, "median_ms": ms,
-                        "speedup": {n: ms[counts[0]] / v for n, v in ms.items() if v}})
+            out.append({"key": key, "title": row["title"], "kind": row["kind"], "impl": impl, "method": "tables",
+                        "median_ms": ms, "speedup": {n: ms[counts[0]] / v for n, v in ms.items() if v}})
     return out
 
 
@@ -513,7 +559,13 @@ def format_scaling(rows, counts):
         return "  ".join(c.ljust(widths[k]) if k < 2 else c.rjust(widths[k]) for k, c in enumerate(cells))
     out = [f"scaling: median ms at each thread count (speed-up over {counts[0]} "
            f"thread{'s' if counts[0] > 1 else ''})", line(headers), "-" * len(line(headers))]
-    return "\n".join(out + [line(b) for b in body])
+    notes = []
+    if any(r.get("method") == "turns" for r in rows):
+        notes.append("native: timed again after the tables, the thread counts taking turns in each round "
+                     "(the scaling targets use these)")
+    if any(r.get("method", "tables") == "tables" for r in rows):
+        notes.append("the other rows: the medians of the tables, minutes apart")
+    return "\n".join(out + [line(b) for b in body] + ([""] + notes if notes else []))
 
 
 def format_scaling_targets(targets):
@@ -662,16 +714,23 @@ def run(args):
     if len(counts) == 1:
         report = reports[0]
     else:
+        turns = []
+        if "native" in impls:
+            print(f"==== fastnn native at {', '.join(map(str, counts))} threads in turns ====", flush=True)
+            steps = len(workloads) * len(counts) * len(_round_sizes(settings["repeat"], settings["rounds"]))
+            progress = Progress(steps, enabled=not args.no_progress)
+            turns = scaling_in_turns(workloads, counts, settings, progress)
+            progress.close()
         runs = {r["settings"]["threads"]: r["results"] for r in reports}
-        scaling = scaling_rows(runs, impls)
-        scaling_targets = B.evaluate_scaling_targets(runs) if "native" in impls else []
+        scaling = scaling_rows(runs, impls, turns)
+        scaling_targets = B.evaluate_scaling_targets(turns)
         print(format_scaling(scaling, counts))
         if scaling_targets:
             print("\n" + format_scaling_targets(scaling_targets))
         report = {"schema": "fastnn-bench-scaling/1", "date": reports[0]["date"],
                   "command": _command_line(args), "threads": counts, "runs": reports,
-                  "scaling": [dict(r, median_ms={str(k): v for k, v in r["median_ms"].items()},
-                                   speedup={str(k): v for k, v in r["speedup"].items()}) for r in scaling],
+                  "scaling": [{f: {str(n): x for n, x in v.items()} if isinstance(v, dict) else v
+                               for f, v in r.items()} for r in scaling],
                   "scaling_targets": scaling_targets}
     def write_json(path):
         with open(path, "w", encoding="utf-8") as fh:

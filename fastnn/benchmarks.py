@@ -652,25 +652,19 @@ def evaluate_targets(results):
     return out
 
 
-def evaluate_scaling_targets(runs):
-    """[{workload, threads, target, measured, met}] from `runs`, {thread count: results}: the native
-    speed-up at that count over 1 thread, for the SCALING_TARGETS whose counts were measured."""
-    if 1 not in runs:
-        return []
-    base = {r["key"]: r for r in runs[1]}
+def evaluate_scaling_targets(rows):
+    """[{workload, threads, target, measured, met}] from fastnn native's rows of a sweep,
+    [{key, kind, median_ms: {thread count: ms}}]: the speed-up at each count over 1 thread, for
+    the SCALING_TARGETS whose counts were measured."""
     out = []
     for keys, n, target in SCALING_TARGETS:
-        if n not in runs:
-            continue
-        for row in runs[n]:
-            key = row["key"]
-            if key not in base or (row["kind"] != "compute" if keys == "compute" else key not in keys):
+        for row in rows:
+            if row["kind"] != "compute" if keys == "compute" else row["key"] not in keys:
                 continue
-            one = base[key]["timings"].get("native", {}).get("median_ms")
-            many = row["timings"].get("native", {}).get("median_ms")
+            one, many = row["median_ms"].get(1), row["median_ms"].get(n)
             if one and many:
                 measured = one / many
-                out.append({"workload": key, "threads": n, "target": target, "measured": measured,
+                out.append({"workload": row["key"], "threads": n, "target": target, "measured": measured,
                             "met": measured >= target})
     return out
 

@@ -550,24 +550,58 @@ def test_evaluate_targets():
 
 
 def _scaling_row(key, kind, ms):
-    return {"key": key, "kind": kind, "title": key, "timings": {"native": {"median_ms": ms}}}
+    return {"key": key, "kind": kind, "title": key, "impl": "native", "median_ms": ms}
 
 
 def test_evaluate_scaling_targets():
-    runs = {1: [_scaling_row("A", "compute", 4.0), _scaling_row("E", "compute", 32.0),
-                _scaling_row("F", "memory", 1.0), _scaling_row("S", "compute", 160.0)],
-            2: [_scaling_row("A", "compute", 2.0), _scaling_row("E", "compute", 20.0),
-                _scaling_row("F", "memory", 1.0), _scaling_row("S", "compute", 85.0)],
-            16: [_scaling_row("A", "compute", 1.0), _scaling_row("E", "compute", 2.5),
-                 _scaling_row("F", "memory", 0.5), _scaling_row("S", "compute", 14.0)]}
-    got = {(t["workload"], t["threads"]): (t["measured"], t["met"]) for t in B.evaluate_scaling_targets(runs)}
+    rows = [_scaling_row("A", "compute", {1: 4.0, 2: 2.0, 16: 1.0}),
+            _scaling_row("E", "compute", {1: 32.0, 2: 20.0, 16: 2.5}),
+            _scaling_row("F", "memory", {1: 1.0, 2: 1.0, 16: 0.5}),
+            _scaling_row("S", "compute", {1: 160.0, 2: 85.0, 16: 14.0})]
+    got = {(t["workload"], t["threads"]): (t["measured"], t["met"]) for t in B.evaluate_scaling_targets(rows)}
     # 2 threads: every compute-bound workload (F is memory-bound); 16 threads: S and E only
     assert got == {("A", 2): (2.0, True), ("E", 2): (1.6, False), ("S", 2): (pytest.approx(160 / 85), True),
                    ("E", 16): (12.8, True), ("S", 16): (pytest.approx(160 / 14), False)}
-    assert B.evaluate_scaling_targets({2: runs[2], 16: runs[16]}) == []   # no 1-thread run to compare with
-    text = __import__("fastnn._cli_bench", fromlist=["f"]).format_scaling_targets(B.evaluate_scaling_targets(runs))
+    without_one = [dict(r, median_ms={n: v for n, v in r["median_ms"].items() if n != 1}) for r in rows]
+    assert B.evaluate_scaling_targets(without_one) == []   # no 1-thread timing to compare with
+    text = __import__("fastnn._cli_bench", fromlist=["f"]).format_scaling_targets(B.evaluate_scaling_targets(rows))
     assert text.splitlines()[0] == "scaling targets (fastnn native, speed-up over 1 thread): 3 of 5 met"
     assert "MISSED by 1.16x" in text and "MISSED by 1.05x" in text
+
+
+def test_a_sweep_times_native_at_the_thread_counts_in_turns(tmp_path, capsys, monkeypatch):
+    """The scaling of fastnn native (and its targets) comes from a pass of its own in which the
+    thread counts alternate within every round, not from the per-count tables minutes apart."""
+    order = []
+    real = B.time_callable
+
+    def recording(fn, repeat, *args, **kwargs):
+        timing = real(fn, repeat, *args, **kwargs)
+        if fastnn.get_backend() == "native":
+            order.append(fastnn.get_num_threads())
+            # a machine on which each count's native time is fixed: 12 ms on 1 thread, 4 on 2
+            timing.wall_ms = [{1: 12.0, 2: 4.0}[order[-1]]] * len(timing.wall_ms)
+        return timing
+    monkeypatch.setattr(B, "time_callable", recording)
+    out = tmp_path / "s.json"
+    rc, stdout, _ = run_bench(["--only", "G1,B", "--impl", "native,numpy", "--repeat", "4", "--rounds", "2",
+                               "--quick", "--threads", "1,2", "--json", str(out)], capsys)
+    assert rc == 0
+    # the tables: 2 rounds of each workload at 1 thread, then at 2; the turns: 1, 2, 1, 2 per workload
+    assert order == [1, 1, 1, 1, 2, 2, 2, 2] + [1, 2, 1, 2] * 2
+    report = json.loads(out.read_text())
+    native = {r["key"]: r for r in report["scaling"] if r["impl"] == "native"}
+    assert {r["method"] for r in native.values()} == {"turns"}
+    assert {r["method"] for r in report["scaling"] if r["impl"] == "numpy"} == {"tables"}
+    for row in native.values():
+        assert row["median_ms"] == {"1": 12.0, "2": 4.0} and row["speedup"]["2"] == pytest.approx(3.0)
+        assert row["spread"] == {"1": 0.0, "2": 0.0}
+    # G1 is memory-bound: B's is the one 2-thread target
+    assert report["scaling_targets"] == [{"workload": "B", "threads": 2, "target": 1.85, "measured": 3.0,
+                                          "met": True}]
+    assert "==== fastnn native at 1, 2 threads in turns ====" in stdout
+    assert "native: timed again after the tables, the thread counts taking turns in each round" in stdout
+    assert "B    2 threads     3.00x  (target 1.85x)  met" in stdout
 
 
 def test_thread_sweep(tmp_path, capsys):

@@ -882,8 +882,14 @@ def test_the_epoch_loss_is_the_exact_mean_of_the_weighted_batch_losses(rng):
     (lambda m, x, t: m.fit(x, t, sample_weight=-np.ones(10), verbose=0), ValueError, "fit: sample_weight must be >= 0"),
     (lambda m, x, t: m.fit(x, t, sample_weight=np.full(10, np.nan), verbose=0), ValueError, "fit: .*NaN or Inf"),
     (lambda m, x, t: m.fit(x, t, sample_weight=np.full(10, np.inf), verbose=0), ValueError, "fit: .*NaN or Inf"),
-    (lambda m, x, t: m.fit(x, t, sample_weight=np.ones((10, 1)), verbose=0), ValueError,
-     r"fit: sample_weight must be 1-D.*got shape \(10, 1\)"),
+    (lambda m, x, t: m.fit(x, t, sample_weight=np.ones((10, 2)), verbose=0), ValueError,
+     r"fit: sample_weight must be 1-D.*\(10,\), or \(10, 1\)\), got shape \(10, 2\)"),
+    (lambda m, x, t: m.evaluate(x, t, sample_weight=np.ones((1, 10))), ValueError,
+     r"evaluate: sample_weight must be 1-D.*got shape \(1, 10\)"),
+    (lambda m, x, t: m.train_on_batch(x, t, sample_weight=np.ones((10, 1, 1))), ValueError,
+     r"train_on_batch: sample_weight must be 1-D.*got shape \(10, 1, 1\)"),
+    (lambda m, x, t: m.fit(x, t, validation_data=(x, t, np.ones((10, 2))), verbose=0), ValueError,
+     r"fit \(validation_data\): sample_weight must be 1-D.*got shape \(10, 2\)"),
     (lambda m, x, t: m.fit(x, t, sample_weight=["a"] * 10, verbose=0), TypeError, "fit: sample_weight must be numbers"),
     (lambda m, x, t: m.evaluate(x, t, sample_weight=np.ones(3)), ValueError, "evaluate: sample_weight has 3"),
     (lambda m, x, t: m.train_on_batch(x, t, sample_weight=-np.ones(10)), ValueError, "train_on_batch: sample_weight"),
@@ -910,6 +916,31 @@ def test_bad_weights_are_refused(rng, call, error, message):
     with pytest.raises(error, match=message):
         call(model, rng.standard_normal((10, 4)), rng.integers(0, 3, 10))
     assert not model.built   # refused before the model was built
+
+
+def test_a_column_of_weights_n_by_1_is_the_same_as_n_weights(rng):
+    # Keras takes sample_weight of shape (N,) or (N, 1) alike
+    x = rng.standard_normal((12, 3))
+    t = rng.integers(0, 3, 12)
+    w = rng.random(12) * 2
+    w[3] = 0.0
+    xv, tv, wv = rng.standard_normal((5, 3)), rng.integers(0, 3, 5), rng.random(5)
+    results = []
+    for shape in ((-1,), (-1, 1)):
+        model = Sequential([Dense(3, activation="softmax", input_dim=3)], dtype="float64", seed=0)
+        model.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        history = model.fit(x, t, epochs=2, batch_size=5, seed=1, verbose=0, sample_weight=w.reshape(shape),
+                            validation_data=(xv, tv, wv.reshape(shape)))
+        step = model.train_on_batch(x, t, sample_weight=w.reshape(shape))
+        evaluated = model.evaluate(x, t, sample_weight=w.reshape(shape), batch_size=4)
+        results.append((history.history, step, evaluated, model.get_weights()))
+    assert results[0][:3] == results[1][:3]
+    for a, b in zip(results[0][3], results[1][3]):
+        np.testing.assert_array_equal(a, b)
+    # the column weights each sample's loss: sum_i w_i l_i / N
+    p = model.predict(x)
+    assert model.evaluate(x, t, sample_weight=w[:, None]) == pytest.approx(
+        [-np.sum(w * np.log(p[np.arange(12), t])) / 12, np.mean(np.argmax(p, axis=1) == t)], rel=1e-12)
 
 
 def test_class_weight_needs_class_targets(rng):

@@ -904,13 +904,15 @@ def _check_lengths(what, x, t):
 
 
 def _sample_weight_arg(what, value, n):
-    """sample_weight as float64 (n,): finite, non-negative."""
+    """sample_weight as float64 (n,): finite, non-negative; (n, 1) is (n,), as Keras takes it."""
     w = V.as_array(what, "sample_weight", value)
     if w.dtype.kind not in "fiu":
         raise TypeError(f"{what}: sample_weight must be numbers, got dtype {w.dtype}")
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
     if w.ndim != 1:
-        raise ValueError(f"{what}: sample_weight must be 1-D, one weight per sample (shape ({n},)), got shape "
-                         f"{w.shape}")
+        raise ValueError(f"{what}: sample_weight must be 1-D, one weight per sample (shape ({n},), or ({n}, 1)), "
+                         f"got shape {w.shape}")
     if len(w) != n:
         raise ValueError(f"{what}: sample_weight has {len(w)} weights but there are {n} samples")
     w = w.astype(np.float64)

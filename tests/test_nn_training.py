@@ -1006,3 +1006,148 @@ def test_a_zero_weight_skips_an_infinite_loss():
     value, grad = loss.weighted(y, np.array([0, 0]), np.array([0.0, 1.0]))
     assert value == pytest.approx(np.log(2) / 2, rel=1e-6)
     assert np.all(grad[0] == 0) and np.all(np.isfinite(grad))
+
+
+# ---------------------------------------------------------------------- weighted_metrics
+def _identity_model(**compile_args):
+    """Dense(2) with an identity kernel and no bias: the output is x, so metrics are easy by hand."""
+    model = Sequential([Dense(2, input_dim=2, kernel_initializer="zeros")], dtype="float64", seed=0)
+    model.set_weights([np.eye(2), np.zeros(2)])
+    model.compile(optim.SGD(lr=0.0), "mse", **compile_args)
+    return model
+
+
+# y = x; |y - t| rows [0, 2], [1, 1], [3, 1]: mae per sample 1, 1, 2; mse per sample 2, 1, 5
+X_HAND = np.array([[1.0, 2.0], [0.0, 0.0], [3.0, -1.0]])
+T_HAND = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+W_HAND = np.array([1.0, 0.0, 3.0])
+
+
+def test_weighted_metrics_are_weighted_means_by_hand():
+    model = _identity_model(metrics=["mae"], weighted_metrics=["mae", "mse"])
+    logs = model.evaluate(X_HAND, T_HAND, sample_weight=W_HAND, batch_size=2, return_dict=True)
+    # mae: (1*1 + 0*1 + 3*2) / (1 + 0 + 3); mse: (1*2 + 0*1 + 3*5) / 4; the loss: sum_i w_i l_i / N
+    assert logs == {"loss": pytest.approx(17 / 3, rel=1e-15), "mae": pytest.approx(4 / 3, rel=1e-15),
+                    "weighted_mae": pytest.approx(7 / 4, rel=1e-15), "mse": pytest.approx(17 / 4, rel=1e-15)}
+    assert model.evaluate(X_HAND, T_HAND, sample_weight=W_HAND, batch_size=2) == pytest.approx(
+        [17 / 3, 4 / 3, 7 / 4, 17 / 4], rel=1e-15)
+    # the epoch's value is over its samples (not a mean of the batches' weighted means: (1 * 2 + 2 * 1) / 3)
+    history = model.fit(X_HAND, T_HAND, batch_size=2, shuffle=False, verbose=0, sample_weight=W_HAND,
+                        validation_data=(X_HAND, T_HAND, W_HAND[::-1]))
+    assert history.history["weighted_mae"] == [pytest.approx(7 / 4, rel=1e-15)]
+    assert history.history["mse"] == [pytest.approx(17 / 4, rel=1e-15)]
+    # validation weights: 3, 0, 1: mae (3 + 0 + 2) / 4, mse (6 + 0 + 5) / 4
+    assert history.history["val_weighted_mae"] == [pytest.approx(5 / 4, rel=1e-15)]
+    assert history.history["val_mse"] == [pytest.approx(11 / 4, rel=1e-15)]
+    assert history.history["val_mae"] == [pytest.approx(4 / 3, rel=1e-15)]   # metrics= stays unweighted
+    assert model.train_on_batch(X_HAND, T_HAND, sample_weight=W_HAND, return_dict=True)["mse"] == pytest.approx(
+        17 / 4, rel=1e-15)
+
+
+def test_weighted_accuracies_against_numpy(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((30, 4))
+    labels = rng.integers(0, 3, 30)
+    w = rng.random(30) * 2
+    w[:4] = 0.0
+    model = Sequential([Dense(3, activation="softmax", input_dim=4)], dtype="float64", seed=0)
+    model.compile(optim.SGD(lr=0.0), "categorical_crossentropy", metrics=["accuracy"],
+                  weighted_metrics=["accuracy"])
+    t = np.eye(3)[labels]
+    logs = model.evaluate(x, t, sample_weight=w, batch_size=7, return_dict=True)
+    hit = torch.argmax(torch.as_tensor(model.predict(x)), dim=1) == torch.as_tensor(labels)
+    assert logs["weighted_accuracy"] == pytest.approx(float((torch.as_tensor(w) * hit).sum() / w.sum()), rel=1e-14)
+    assert logs["accuracy"] == pytest.approx(float(hit.double().mean()), rel=1e-14)
+    # binary accuracy of a 2-unit output: each sample's fraction of matching units, weighted
+    model = Sequential([Dense(2, activation="sigmoid", input_dim=4)], dtype="float64", seed=0)
+    model.compile(optim.SGD(lr=0.0), "binary_crossentropy", weighted_metrics=["binary_accuracy"])
+    t = rng.integers(0, 2, (30, 2)).astype(float)
+    per = ((model.predict(x) > 0.5) == (t > 0.5)).mean(axis=1)
+    assert model.evaluate(x, t, sample_weight=w, batch_size=8, return_dict=True)["binary_accuracy"] == \
+        pytest.approx(np.sum(w * per) / np.sum(w), rel=1e-14)
+
+
+def test_weighted_metrics_without_weights_or_with_ones_are_the_unweighted_bits(rng):
+    x = rng.standard_normal((23, 3))
+    t = rng.integers(0, 3, 23)
+    runs = []
+    for weights in ({}, {"sample_weight": np.ones(23)}):
+        model = Sequential([Dense(3, activation="softmax", input_dim=3)], dtype="float64", seed=0)
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"], weighted_metrics=["acc"])
+        history = model.fit(x, t, epochs=2, batch_size=5, seed=3, verbose=0, validation_split=0.2, **weights)
+        runs.append((history.history, model.evaluate(x, t, batch_size=4, return_dict=True, **weights)))
+        assert history.history["acc"] == history.history["accuracy"]
+        assert history.history["val_acc"] == history.history["val_accuracy"]
+        assert runs[-1][1]["acc"] == runs[-1][1]["accuracy"]
+    assert runs[0] == runs[1]
+
+
+def test_a_zero_weight_removes_the_sample_from_the_weighted_metrics():
+    model = _identity_model(weighted_metrics=["mae"])
+    far = T_HAND.copy()
+    far[1] = [1e6, -1e6]   # the sample of weight 0
+    assert model.evaluate(X_HAND, far, sample_weight=W_HAND, return_dict=True)["mae"] == pytest.approx(7 / 4,
+                                                                                                       rel=1e-15)
+    # weights that are all 0: 0, as Keras's divide_no_nan gives (the loss is 0 too)
+    assert model.evaluate(X_HAND, T_HAND, sample_weight=np.zeros(3), return_dict=True) == {"loss": 0.0, "mae": 0.0}
+    # a batch of weights all 0 counts for nothing in the epoch
+    history = model.fit(X_HAND, T_HAND, batch_size=2, shuffle=False, verbose=0, sample_weight=[0, 0, 2])
+    assert history.history["mae"] == [2.0]
+
+
+def test_class_weight_weights_the_weighted_metrics_as_sample_weight_does(rng):
+    x = rng.standard_normal((20, 3))
+    labels = rng.integers(0, 3, 20)
+    histories = []
+    for weights in ({"class_weight": {0: 3.0, 2: 0.0}}, {"sample_weight": np.array([3.0, 1.0, 0.0])[labels]}):
+        model = Sequential([Dense(3, activation="softmax", input_dim=3)], dtype="float64", seed=0)
+        model.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+        histories.append(model.fit(x, labels, epochs=2, batch_size=6, seed=1, verbose=0, **weights).history)
+    assert histories[0] == histories[1]
+    model.compile(optim.SGD(lr=0.0), "sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+    hit = np.argmax(model.predict(x), axis=1) == labels
+    history = model.fit(x, labels, batch_size=6, verbose=0, class_weight={0: 3.0, 2: 0.0})
+    want = np.array([3.0, 1.0, 0.0])[labels]
+    assert history.history["accuracy"] == [pytest.approx(np.sum(want * hit) / np.sum(want), rel=1e-14)]
+
+
+def test_weighted_metric_names_follow_keras():
+    # a name that metrics= has already takes the prefix weighted_ (Keras 3's CompileMetrics)
+    model = _identity_model(metrics=["mse"], weighted_metrics=["mae", "mse"])
+    assert list(model.evaluate(X_HAND, T_HAND, return_dict=True)) == ["loss", "mse", "mae", "weighted_mse"]
+    model = _identity_model(metrics=[metrics.MeanAbsoluteError(name="err")],
+                            weighted_metrics=[metrics.MeanAbsoluteError(name="err")])
+    assert list(model.evaluate(X_HAND, T_HAND, return_dict=True)) == ["loss", "err", "weighted_err"]
+    for compile_args in ({"weighted_metrics": ["mae", "mae"]},
+                         {"metrics": ["mae", metrics.MeanSquaredErrorMetric(name="weighted_mae")],
+                          "weighted_metrics": ["mae"]},
+                         {"weighted_metrics": [metrics.MeanAbsoluteError(name="loss")]}):
+        with pytest.raises(ValueError, match="compile: metric names must be distinct and not 'loss'"):
+            _identity_model(**compile_args)
+
+
+class _MetricWithoutPerSample(metrics.Metric):
+    name = "max_error"
+
+    def __call__(self, y, t):
+        return float(np.max(np.abs(y - t)))
+
+
+@pytest.mark.parametrize("weighted_metrics, error, message", [
+    ("mae", TypeError, "compile: weighted_metrics must be a list of metrics .*got str 'mae'"),
+    (metrics.MeanAbsoluteError(), TypeError, "compile: weighted_metrics must be a list.*got MeanAbsoluteError"),
+    ({"out": "mae"}, TypeError, "compile: weighted_metrics must be a list"),
+    (["nope"], ValueError, "compile: unknown metric 'nope'"),
+    ([3], TypeError, "compile: a metric must be a name or a fastnn.nn.metrics.Metric, got 3"),
+    (["sparse_categorical_accuracy"], ValueError, "compile: the metric 'sparse_categorical_accuracy' compares"),
+    ([_MetricWithoutPerSample()], TypeError,
+     "compile: the weighted metric 'max_error' needs .* _MetricWithoutPerSample does not implement per_sample"),
+])
+def test_bad_weighted_metrics_are_refused(weighted_metrics, error, message):
+    model = _identity_model(metrics=["mae"])
+    with pytest.raises(error, match=message):
+        model.compile("adam", "mse", weighted_metrics=weighted_metrics)
+    assert isinstance(model.optimizer, optim.SGD) and model.weighted_metrics == []   # compiled as it was
+    # a metric of the user's own is unweighted where it has no per_sample
+    model.compile("sgd", "mse", metrics=[_MetricWithoutPerSample()])
+    assert model.evaluate(X_HAND, T_HAND, sample_weight=W_HAND, return_dict=True)["max_error"] == 3.0

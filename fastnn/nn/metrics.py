@@ -5,6 +5,11 @@ activation: probabilities for softmax/sigmoid models) and the targets as the los
 prepared them, and returns the batch mean as a float. Epoch values are means weighted by
 the batch sizes, i.e. exact means over all samples.
 
+A metric given to ``compile(weighted_metrics=[...])`` is weighted by ``sample_weight`` or
+``class_weight``: :meth:`Metric.weighted` gives ``sum_i w_i m_i`` and ``sum_i w_i`` over a
+batch from the metric's ``per_sample(y, t)`` values ``m_i``, and the epoch's value is the
+weighted mean ``sum_i w_i m_i / sum_i w_i`` over all its samples (Keras's weighted ``Mean``).
+
 ``"accuracy"`` (or ``"acc"``) picks the accuracy that fits the loss: sparse categorical
 (argmax == label), categorical (argmax == argmax of the target), binary (output > 0.5
 matches target > 0.5). With ``mse`` it is categorical for outputs of several units and
@@ -31,6 +36,20 @@ class Metric:
     def __call__(self, y, t):
         raise NotImplementedError
 
+    def per_sample(self, y, t):
+        """The value of each sample, shape (N,), whose mean is what ``__call__`` returns: what
+        ``weighted_metrics`` weight. A metric of your own without it cannot be a weighted metric
+        (``compile`` raises ``TypeError``)."""
+        raise TypeError(f"{type(self).__name__} does not implement per_sample(y, t), the per-sample values that "
+                        "weighted_metrics weight")
+
+    def weighted(self, y, t, w):
+        """``(sum_i w_i * m_i, sum_i w_i)`` over the batch, for per-sample weights ``w`` (float64
+        (N,)); a sample of weight 0 adds nothing (even where its value is NaN)."""
+        per = np.asarray(self.per_sample(y, t), dtype=np.float64)
+        weighted = np.multiply(w, per, out=np.zeros_like(per), where=w != 0)
+        return float(weighted.sum()), float(w.sum())
+
     def get_config(self):
         """The keyword arguments that rebuild this metric (what ``Sequential.save`` stores)."""
         return {"name": self.name}
@@ -48,6 +67,9 @@ class SparseCategoricalAccuracy(Metric):
             return float("nan")
         return float(np.mean(np.argmax(y.reshape(len(y), -1), axis=1) == t))
 
+    def per_sample(self, y, t):
+        return np.argmax(y.reshape(len(y), -1), axis=1) == t
+
 
 class CategoricalAccuracy(Metric):
     name = "categorical_accuracy"
@@ -57,6 +79,9 @@ class CategoricalAccuracy(Metric):
         if len(t) == 0:
             return float("nan")
         return float(np.mean(np.argmax(y.reshape(len(y), -1), axis=1) == np.argmax(t.reshape(len(t), -1), axis=1)))
+
+    def per_sample(self, y, t):
+        return np.argmax(y.reshape(len(y), -1), axis=1) == np.argmax(t.reshape(len(t), -1), axis=1)
 
 
 class BinaryAccuracy(Metric):
@@ -75,6 +100,10 @@ class BinaryAccuracy(Metric):
             return float("nan")
         return float(np.mean((y > self.threshold) == (t > 0.5)))
 
+    def per_sample(self, y, t):
+        """The fraction of a sample's elements that match."""
+        return ((y > self.threshold) == (t > 0.5)).reshape(len(y), -1).mean(axis=1)
+
 
 class _Elementwise(Metric):
     """Compares the output with a target of its own shape (not with integer labels)."""
@@ -87,12 +116,18 @@ class MeanAbsoluteError(_Elementwise):
     def __call__(self, y, t):
         return float(np.mean(np.abs(y - t))) if y.size else float("nan")
 
+    def per_sample(self, y, t):
+        return np.abs(y - t).reshape(len(y), -1).mean(axis=1)
+
 
 class MeanSquaredErrorMetric(_Elementwise):
     name = "mse"
 
     def __call__(self, y, t):
         return float(np.mean((y - t) ** 2)) if y.size else float("nan")
+
+    def per_sample(self, y, t):
+        return ((y - t) ** 2).reshape(len(y), -1).mean(axis=1)
 
 
 _BY_NAME = {

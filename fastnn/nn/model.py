@@ -60,6 +60,9 @@ class Sequential:
         self.loss = None
         self.metrics = []
         self._metric_specs = []
+        self.weighted_metrics = []   # weighted by sample_weight/class_weight, logged under _weighted_names
+        self._weighted_names = []
+        self._weighted_metric_specs = []
         self.compiled = False
         self.stop_training = False
         self.history = None
@@ -174,11 +177,13 @@ class Sequential:
         return layer.output_shape
 
     # ------------------------------------------------------------------ compiling
-    def compile(self, optimizer="adam", loss=None, metrics=None):
+    def compile(self, optimizer="adam", loss=None, metrics=None, weighted_metrics=None):
         """``optimizer``: a name ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"),
         a ``fastnn.optim`` optimizer or its config dict. ``loss``: "sparse_categorical_crossentropy",
         "categorical_crossentropy", "binary_crossentropy", "mse" or a ``fastnn.nn.losses.Loss``.
-        ``metrics``: e.g. ``["accuracy"]``."""
+        ``metrics``: e.g. ``["accuracy"]``. ``weighted_metrics``: a list of metrics weighted by
+        ``sample_weight``/``class_weight`` (Keras 3's: logged under their names, with a
+        ``weighted_`` prefix where ``metrics`` has the name already)."""
         if loss is None:
             raise ValueError("compile: a loss is required, e.g. loss='sparse_categorical_crossentropy'")
         optimizer = _optim.get(optimizer)
@@ -188,25 +193,35 @@ class Sequential:
         elif isinstance(metrics, (str, _metrics.Metric)):
             metrics = [metrics]
         specs = list(metrics)
+        if weighted_metrics is None:
+            weighted_metrics = []
+        elif not isinstance(weighted_metrics, (list, tuple)):   # Keras 3 refuses a lone metric here too
+            raise TypeError(f"compile: weighted_metrics must be a list of metrics (names or "
+                            f"fastnn.nn.metrics.Metric objects), got {type(weighted_metrics).__name__} "
+                            f"{weighted_metrics!r}")
+        weighted_specs = list(weighted_metrics)
         # Checked before anything is set, so a compile that fails leaves the model as it was.
-        resolved = self._resolution(loss, specs, self.output_shape) if self.layers else None
+        resolved = self._resolution(loss, specs, weighted_specs, self.output_shape) if self.layers else None
         self.optimizer, self.loss, self._metric_specs = optimizer, loss, specs
+        self._weighted_metric_specs = weighted_specs
         self.compiled = True
         self._resolved = False
         if self.built:
-            self._loss_on_logits, self._output_activation, self.metrics = resolved
+            (self._loss_on_logits, self._output_activation, self.metrics, self.weighted_metrics,
+             self._weighted_names) = resolved
             self._resolved = True
 
     def _resolve(self):
         if not self._resolved:
-            self._loss_on_logits, self._output_activation, self.metrics = self._resolution(
-                self.loss, self._metric_specs, self.output_shape)
+            (self._loss_on_logits, self._output_activation, self.metrics, self.weighted_metrics,
+             self._weighted_names) = self._resolution(self.loss, self._metric_specs, self._weighted_metric_specs,
+                                                      self.output_shape)
             self._resolved = True
 
-    def _resolution(self, loss, metric_specs, output_shape):
+    def _resolution(self, loss, metric_specs, weighted_specs, output_shape):
         """Check the loss against the output layer; return whether the loss fuses with the
-        final activation, that activation, and the metrics (``output_shape`` None: not built
-        yet, the metrics are only checked)."""
+        final activation, that activation, the metrics, the weighted metrics and their names in
+        the logs (``output_shape`` None: not built yet, the metrics are only checked)."""
         last = self.layers[-1]
         want = loss.output_activation
         final = getattr(last, "activation", None)
@@ -229,10 +244,19 @@ class Sequential:
                     f"{final or 'no activation'!r}; give it activation={want!r}, or compile with "
                     f"loss=fastnn.nn.losses.{cls}(from_logits=True) for a model that outputs logits")
         metrics = [_metrics.get(m, loss, output_shape) for m in metric_specs]
+        weighted = [_metrics.get(m, loss, output_shape) for m in weighted_specs]
+        for metric in weighted:
+            if type(metric).per_sample is _metrics.Metric.per_sample:
+                raise TypeError(f"compile: the weighted metric {metric.name!r} needs its per-sample values, but "
+                                f"{type(metric).__name__} does not implement per_sample(y, t)")
         names = ["loss"] + [m.name for m in metrics]
-        if len(set(names)) != len(names):
-            raise ValueError(f"compile: metric names must be distinct and not 'loss', got {names[1:]}")
-        return loss_on_logits, output_activation, metrics
+        # Keras 3's rule (CompileMetrics.result): a weighted metric is logged under its name, or as
+        # weighted_<name> where an unweighted metric has that name
+        weighted_names = [f"weighted_{m.name}" if m.name in names[1:] else m.name for m in weighted]
+        if len(set(names + weighted_names)) != len(names) + len(weighted_names):
+            raise ValueError(f"compile: metric names must be distinct and not 'loss', got "
+                             f"{names[1:] + weighted_names}")
+        return loss_on_logits, output_activation, metrics, weighted, weighted_names
 
     # ------------------------------------------------------------------ computing
     #: Run a Conv2D followed by a MaxPool2D as one op (ops.conv2d_max_pool2d and its
@@ -331,13 +355,33 @@ class Sequential:
             raise ValueError("train_on_batch: no samples")
         w = self._sample_weights("train_on_batch", sample_weight, class_weight, t, output_shape)
         self._build_for(x)
-        logs = self._train_step(x, t, None, w)
+        logs, _ = self._train_step(x, t, None, w)
         return self._logs_as_returned(logs, return_dict)
 
     def _logs_as_returned(self, logs, return_dict):
         if return_dict:
             return logs
-        return logs["loss"] if not self.metrics else list(logs.values())
+        return logs["loss"] if len(logs) == 1 else list(logs.values())
+
+    def _batch_logs(self, loss, outputs, t, w):
+        """The logs of a batch, and for each its ``(sum, count)`` in the means over many
+        batches: the loss and the metrics count each sample once (the batch mean times the
+        batch size), a weighted metric counts sample i w_i times (``sum_i w_i m_i`` and
+        ``sum_i w_i``: Keras's weighted mean). Without weights (or with weights that are all 1)
+        a weighted metric is the unweighted one, bit for bit."""
+        n = len(t)
+        logs = {"loss": loss}
+        for metric in self.metrics:
+            logs[metric.name] = metric(outputs, t)
+        sums = {k: (v * n, n) for k, v in logs.items()}
+        for name, metric in zip(self._weighted_names, self.weighted_metrics):
+            if w is None or np.all(w == 1):
+                logs[name] = metric(outputs, t)
+                sums[name] = (logs[name] * n, n)
+            else:
+                sums[name] = metric.weighted(outputs, t, w)
+                logs[name] = _weighted_mean(*sums[name])
+        return logs, sums
 
     def _train_step(self, x, t, sigint, w=None):
         # The forward pass updates BatchNorm's moving statistics; if the step is abandoned
@@ -362,10 +406,7 @@ class Sequential:
             if sigint is not None:
                 sigint.in_update = False
             raise
-        logs = {"loss": loss}
-        for metric in self.metrics:
-            logs[metric.name] = metric(outputs, t)
-        return logs
+        return self._batch_logs(loss, outputs, t, w)
 
     # ------------------------------------------------------------------ data
     def _require_compiled(self, what):
@@ -426,7 +467,8 @@ class Sequential:
         ``verbose``: 0 silent, 1 a progress bar per epoch, 2 one line per epoch (on stdout).
         ``validation_split``: the last fraction of (x, y), before shuffling, is held out.
         ``sample_weight`` (one weight per sample) or ``class_weight`` ({class: weight}) weight
-        each sample's loss (Keras's "sum_over_batch_size": sum_i w_i l_i / batch size).
+        each sample's loss (Keras's "sum_over_batch_size": sum_i w_i l_i / batch size), and the
+        weighted metrics (sum_i w_i m_i / sum_i w_i over the epoch).
         Ctrl-C stops after the current batch: its update is applied, the model stays
         consistent and the History so far is returned (``history.interrupted`` is True).
         """
@@ -511,7 +553,7 @@ class Sequential:
     def _run_epoch(self, x, t, order, batch_size, cbs, bar, sigint, progress, w=None):
         """The batches of one epoch; ``progress`` holds the running means as they go."""
         n = len(x)
-        sums = {}
+        totals, counts = {}, {}
         wb = None
         for batch in range(-(-n // batch_size)):
             lo, hi = batch * batch_size, min(n, (batch + 1) * batch_size)
@@ -525,12 +567,10 @@ class Sequential:
                 if w is not None:
                     wb = w[lo:hi]
             cbs.on_train_batch_begin(batch, {"batch": batch, "size": hi - lo})
-            step_logs = self._train_step(xb, tb, sigint, wb)
+            _, step_sums = self._train_step(xb, tb, sigint, wb)
             progress.seen += hi - lo
             progress.batches += 1
-            for k, v in step_logs.items():
-                sums[k] = sums.get(k, 0.0) + v * (hi - lo)
-            progress.logs = {k: s / progress.seen for k, s in sums.items()}
+            progress.logs = _accumulate(totals, counts, step_sums)
             if sigint is not None:
                 sigint.in_update = False
             if bar is not None:
@@ -625,34 +665,28 @@ class Sequential:
     # ------------------------------------------------------------------ inference
     def _evaluate_arrays(self, x, t, batch_size, cbs=None, w=None):
         """The mean loss and metrics over (x, t); ``cbs`` get the on_test_* hooks; ``w``: the
-        samples' weights (for the loss) or None."""
-        sums, n, seen = {}, len(x), 0
+        samples' weights (for the loss and the weighted metrics) or None."""
+        totals, counts, logs = {}, {}, {}
         if cbs is not None:
             cbs.on_test_begin({})
-        for batch, lo in enumerate(range(0, n, batch_size)):
+        for batch, lo in enumerate(range(0, len(x), batch_size)):
             xb, tb = x[lo:lo + batch_size], t[lo:lo + batch_size]
+            wb = None if w is None else w[lo:lo + batch_size]
             if cbs is not None:
                 cbs.on_test_batch_begin(batch, {"batch": batch, "size": len(xb)})
-            loss, _, outputs = self._loss_forward(xb, tb, training=False,
-                                                  w=None if w is None else w[lo:lo + batch_size])
-            values = {"loss": loss}
-            for metric in self.metrics:
-                values[metric.name] = metric(outputs, tb)
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v * len(xb)
-            seen += len(xb)
+            loss, _, outputs = self._loss_forward(xb, tb, training=False, w=wb)
+            logs = _accumulate(totals, counts, self._batch_logs(loss, outputs, tb, wb)[1])
             if cbs is not None:
-                cbs.on_test_batch_end(batch, dict({k: s / seen for k, s in sums.items()}, batch=batch, size=len(xb)))
-        logs = {k: s / n for k, s in sums.items()}
+                cbs.on_test_batch_end(batch, dict(logs, batch=batch, size=len(xb)))
         if cbs is not None:
             cbs.on_test_end(dict(logs))
         return logs
 
     def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False, callbacks=None, sample_weight=None):
         """The loss (and metrics) over (x, y) in inference mode: a float when there are no
-        metrics, else ``[loss, metric, ...]`` (a dict with ``return_dict=True``).
-        ``callbacks`` get the on_test_* hooks; ``sample_weight`` weights the loss (not the
-        metrics) as in :meth:`fit`."""
+        metrics, else ``[loss, metric, ..., weighted metric, ...]`` (a dict with
+        ``return_dict=True``). ``callbacks`` get the on_test_* hooks; ``sample_weight`` weights
+        the loss as in :meth:`fit`, and the weighted metrics (not the metrics)."""
         self._require_compiled("evaluate")
         x, output_shape = self._data_x(x, "evaluate")
         t = self.loss.prepare_target(y, output_shape, self.dtype, "evaluate")
@@ -896,6 +930,19 @@ def _check_dtype(owner, dtype):
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"{owner}: dtype must be float32 or float64, got {dtype}")
     return dtype
+
+
+def _weighted_mean(total, count):
+    """total / count, and 0 where the weights sum to 0 (Keras's divide_no_nan)."""
+    return total / count if count else 0.0
+
+
+def _accumulate(totals, counts, sums):
+    """Add a batch's ``{name: (sum, count)}`` to the running totals; return the running means."""
+    for k, (total, count) in sums.items():
+        totals[k] = totals.get(k, 0.0) + total
+        counts[k] = counts.get(k, 0) + count
+    return {k: _weighted_mean(totals[k], counts[k]) for k in totals}
 
 
 def _check_lengths(what, x, t):

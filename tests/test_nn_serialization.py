@@ -395,6 +395,40 @@ def test_metric_settings_survive_save_and_load(tmp_path, rng):
     assert loaded.evaluate(x, t) == model.evaluate(x, t)
 
 
+def test_weighted_metrics_survive_save_and_load(tmp_path, rng):
+    model = Sequential([Dense(2, activation="sigmoid", input_dim=3)], seed=0)
+    model.compile("sgd", "binary_crossentropy", metrics=["mae"],
+                  weighted_metrics=["mae", metrics.BinaryAccuracy(name="hit", threshold=0.7)])
+    model.save(tmp_path / "w.npz")
+    assert document(tmp_path / "w.npz")["compile"]["weighted_metrics"] == [
+        "mae", {"class_name": "BinaryAccuracy", "name": "hit", "threshold": 0.7}]
+    loaded = load_model(tmp_path / "w.npz")
+    assert [m.name for m in loaded.metrics] == ["mae"]
+    assert [m.name for m in loaded.weighted_metrics] == ["mae", "hit"] and loaded.weighted_metrics[1].threshold == 0.7
+    x = rng.standard_normal((20, 3)).astype(np.float32)
+    t = rng.integers(0, 2, (20, 2))
+    w = rng.random(20)
+    logs = loaded.evaluate(x, t, sample_weight=w, return_dict=True)
+    assert list(logs) == ["loss", "mae", "weighted_mae", "hit"]
+    assert logs == model.evaluate(x, t, sample_weight=w, return_dict=True)
+    assert logs["weighted_mae"] != logs["mae"]
+
+    # files from before weighted_metrics have none; a bad list is refused
+    def drop(doc):
+        del doc["compile"]["weighted_metrics"]
+    old = load_model(with_document(tmp_path / "w.npz", tmp_path / "old.npz", drop))
+    assert old.weighted_metrics == [] and list(old.evaluate(x, t, return_dict=True)) == ["loss", "mae"]
+    for bad in ("mae", ["nope"], [{"class_name": "Payload", "name": "x"}]):
+        def change(doc, bad=bad):
+            doc["compile"]["weighted_metrics"] = bad
+        with pytest.raises(ValueError, match="invalid compile settings"):
+            load_model(with_document(tmp_path / "w.npz", tmp_path / "bad.npz", change))
+    my_accuracy = type("MyAccuracy", (metrics.BinaryAccuracy,), {})
+    model.compile("sgd", "binary_crossentropy", weighted_metrics=[my_accuracy(name="mine")])
+    with pytest.raises(ValueError, match="save: the metric .* is a custom class and cannot be saved"):
+        model.save(tmp_path / "custom.npz")
+
+
 def test_save_replaces_an_existing_file_and_keeps_its_mode(trained, tmp_path):
     model = trained[0]
     path = tmp_path / "m.npz"

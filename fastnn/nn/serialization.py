@@ -5,8 +5,9 @@ The file is a zip archive of ``.npy`` members (what ``np.savez`` writes):
 - ``architecture.npy``: a uint8 array holding UTF-8 JSON: the format name and version,
   the model config (layers and their arguments), the list of weights (member name,
   layer, weight name, shape, dtype, SHA-256 of the data), the compile settings
-  (optimizer config, loss, metrics) and the optimizer's state: its counters and rate, and
-  the list of its arrays (member name, slot, weight, shape, dtype, SHA-256).
+  (optimizer config, loss, metrics, weighted metrics) and the optimizer's state: its
+  counters and rate, and the list of its arrays (member name, slot, weight, shape, dtype,
+  SHA-256).
 - ``w0.npy``, ``w1.npy``, ...: the weights, layer by layer; ``o0.npy``, ``o1.npy``, ...: the
   optimizer's arrays (e.g. Adam's moments), so that training continues where it stopped.
 
@@ -135,18 +136,25 @@ def _fsync_directory(directory):
 
 
 def _compile_config(model):
+    return {"optimizer": _rebuildable_config(model.optimizer, "optimizer"),
+            "loss": _rebuildable_config(model.loss, "loss"), "metrics": _metric_configs(model._metric_specs),
+            "weighted_metrics": _metric_configs(model._weighted_metric_specs)}
+
+
+def _metric_configs(specs):
+    """The metrics given to compile as JSON: names as they are, built-in Metric objects as
+    their class name and config."""
     from fastnn.nn import metrics as _metrics
-    metrics = []
-    for spec in model._metric_specs:
+    configs = []
+    for spec in specs:
         if isinstance(spec, str):
-            metrics.append(spec)
+            configs.append(spec)
         elif type(spec).__name__ in _BUILTIN_METRICS and type(spec) is getattr(_metrics, type(spec).__name__):
-            metrics.append({"class_name": type(spec).__name__, **spec.get_config()})
+            configs.append({"class_name": type(spec).__name__, **spec.get_config()})
         else:
             raise ValueError(f"save: the metric {spec!r} is a custom class and cannot be saved; "
                              "use save(path, include_optimizer=False)")
-    return {"optimizer": _rebuildable_config(model.optimizer, "optimizer"),
-            "loss": _rebuildable_config(model.loss, "loss"), "metrics": metrics}
+    return configs
 
 
 def _rebuildable_config(obj, what):
@@ -472,23 +480,33 @@ def _read_npy(archive, info, dtype, shape, max_bytes):
 
 def _restore_compile(model, config):
     from fastnn import optim
-    from fastnn.nn import losses, metrics as _metrics
+    from fastnn.nn import losses
     try:
         optimizer = optim.get(dict(config["optimizer"]))
         loss = losses.get(dict(config["loss"]))
-        specs = []
-        for spec in config.get("metrics", []):
-            if isinstance(spec, str):
-                specs.append(spec)
-            elif (isinstance(spec, dict) and spec.get("class_name") in _BUILTIN_METRICS
-                  and isinstance(spec.get("name"), str)):
-                cls = getattr(_metrics, spec["class_name"])
-                kwargs = {k: v for k, v in spec.items() if k != "class_name"}
-                if not set(kwargs) <= set(cls().get_config()):  # files from before a setting was saved lack it
-                    raise ValueError(f"invalid metric {spec!r}")
-                specs.append(cls(**kwargs))
-            else:
-                raise ValueError(f"invalid metric {spec!r}")
-        model.compile(optimizer=optimizer, loss=loss, metrics=specs)
+        # files from before weighted_metrics have none
+        model.compile(optimizer=optimizer, loss=loss, metrics=_metric_specs(config.get("metrics", [])),
+                      weighted_metrics=_metric_specs(config.get("weighted_metrics", [])))
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise _Invalid(f"invalid compile settings: {exc}") from None
+
+
+def _metric_specs(configs):
+    """The metrics that _metric_configs saved, checked."""
+    from fastnn.nn import metrics as _metrics
+    if not isinstance(configs, list):
+        raise ValueError(f"the metrics are not a list: {configs!r}")
+    specs = []
+    for spec in configs:
+        if isinstance(spec, str):
+            specs.append(spec)
+        elif (isinstance(spec, dict) and spec.get("class_name") in _BUILTIN_METRICS
+              and isinstance(spec.get("name"), str)):
+            cls = getattr(_metrics, spec["class_name"])
+            kwargs = {k: v for k, v in spec.items() if k != "class_name"}
+            if not set(kwargs) <= set(cls().get_config()):  # files from before a setting was saved lack it
+                raise ValueError(f"invalid metric {spec!r}")
+            specs.append(cls(**kwargs))
+        else:
+            raise ValueError(f"invalid metric {spec!r}")
+    return specs

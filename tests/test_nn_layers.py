@@ -8,7 +8,7 @@ import pytest
 import fastnn
 from fastnn import nn
 from fastnn.nn import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
-                       Sequential, gradcheck)
+                       Sequential, gradcheck, regularizers)
 from conftest import optional_module, requires_native
 from helpers import naive_pool2d
 
@@ -380,6 +380,24 @@ def test_gradcheck_cnn_model(backend, rng):
     errors = gradcheck(model, rng.standard_normal((4, 2, 6, 6)), rng.integers(0, 3, 4), verbose=False)
     assert len(errors) == 8
     assert max(errors.values()) < GRADCHECK_TOL, errors
+
+
+def test_gradcheck_checks_the_regularizers_penalties(backend, rng, monkeypatch):
+    model = Sequential([
+        Conv2D(3, 3, activation="tanh", input_shape=(1, 5, 5), kernel_regularizer=regularizers.L1L2(0.05, 0.1),
+               bias_regularizer="l2", bias_initializer="normal"),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(2, activation="softmax", kernel_regularizer=regularizers.L1(0.2)),
+    ], seed=2)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x, t = rng.standard_normal((4, 1, 5, 5)), rng.integers(0, 2, 4)
+    errors = gradcheck(model, x, t, verbose=False)
+    assert len(errors) == 4 and max(errors.values()) < GRADCHECK_TOL, errors
+    # the penalty is in the function differentiated: a penalty gradient left out is caught
+    monkeypatch.setattr(regularizers.L1, "gradient", lambda self, w: np.zeros_like(w))
+    errors = gradcheck(model, x, t, verbose=False)
+    assert errors["dense/kernel"] > 1e-2 and errors["conv2d/kernel"] < GRADCHECK_TOL, errors
 
 
 def test_gradcheck_prints_a_table_and_is_reachable_from_fastnn(capsys, rng):

@@ -12,7 +12,7 @@ import pytest
 
 from fastnn import nn, optim
 from fastnn.nn import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential,
-                       load_model, losses, metrics, serialization)
+                       load_model, losses, metrics, regularizers, serialization)
 from conftest import MeanAbsoluteErrorLoss
 
 
@@ -427,6 +427,65 @@ def test_weighted_metrics_survive_save_and_load(tmp_path, rng):
     model.compile("sgd", "binary_crossentropy", weighted_metrics=[my_accuracy(name="mine")])
     with pytest.raises(ValueError, match="save: the metric .* is a custom class and cannot be saved"):
         model.save(tmp_path / "custom.npz")
+
+
+def _regularized_model():
+    model = Sequential([
+        Conv2D(2, 3, activation="relu", input_shape=(1, 5, 5), kernel_regularizer=regularizers.L1L2(0.01, 0.02),
+               bias_regularizer="l1"),
+        Flatten(),
+        Dense(3, activation="softmax", kernel_regularizer=regularizers.L2(0.03)),
+    ], seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def test_regularizers_survive_save_and_load(tmp_path, rng):
+    x, t = rng.standard_normal((12, 1, 5, 5)).astype(np.float32), rng.integers(0, 3, 12)
+    model = _regularized_model()
+    model.fit(x, t, epochs=1, batch_size=4, verbose=0, seed=0)
+    model.save(tmp_path / "r.npz")
+    layers = document(tmp_path / "r.npz")["model"]["layers"]
+    assert layers[0]["config"]["kernel_regularizer"] == {"class_name": "L1L2", "config": {"l1": 0.01, "l2": 0.02}}
+    assert layers[0]["config"]["bias_regularizer"] == {"class_name": "L1", "config": {"l1": 0.01}}
+    assert layers[2]["config"]["kernel_regularizer"] == {"class_name": "L2", "config": {"l2": 0.03}}
+    assert layers[2]["config"]["bias_regularizer"] is None
+    loaded = load_model(tmp_path / "r.npz")
+    assert loaded.losses == model.losses and len(model.losses) == 3
+    assert loaded.evaluate(x, t) == model.evaluate(x, t)
+    for m in (model, loaded):   # the penalties' gradients too: the next epoch gives the same bits
+        m.fit(x, t, epochs=1, batch_size=4, verbose=0, seed=5)
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for layer in (model.layers[0], model.layers[2]):
+        copy = type(layer).from_config(layer.get_config())
+        assert regularizers.serialize(copy.kernel_regularizer) == regularizers.serialize(layer.kernel_regularizer)
+        assert regularizers.serialize(copy.bias_regularizer) == regularizers.serialize(layer.bias_regularizer)
+
+    # files from before the regularizers have none
+    def drop(doc):
+        for spec in doc["model"]["layers"]:
+            spec["config"].pop("kernel_regularizer", None)
+            spec["config"].pop("bias_regularizer", None)
+    old = load_model(with_document(tmp_path / "r.npz", tmp_path / "old.npz", drop))
+    assert old.losses == [] and old.layers[0].kernel_regularizer is None
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"class_name": "L2", "config": {"l2": -1.0}}, r"expected l2 >= 0.0"),
+    ({"class_name": "L2", "config": {"l2": "0.1"}}, "expected l2 to be a real number"),
+    ({"class_name": "L1", "config": {"l2": 0.1}}, "invalid kernel_regularizer config"),
+    ({"class_name": "os.system", "config": {}}, "invalid kernel_regularizer config"),
+    ("l3", "unknown kernel_regularizer"),
+    (7, "kernel_regularizer must be None"),
+])
+def test_a_bad_regularizer_in_a_file_is_refused(tmp_path, value, message):
+    _regularized_model().save(tmp_path / "r.npz")
+
+    def change(doc):
+        doc["model"]["layers"][2]["config"]["kernel_regularizer"] = value
+    with pytest.raises(ValueError, match=f"is not a valid fastnn model file: invalid layer 'Dense': .*{message}"):
+        load_model(with_document(tmp_path / "r.npz", tmp_path / "bad.npz", change))
 
 
 def test_save_replaces_an_existing_file_and_keeps_its_mode(trained, tmp_path):

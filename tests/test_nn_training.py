@@ -10,7 +10,7 @@ import pytest
 import fastnn
 from fastnn import optim
 from fastnn.nn import (Activation, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential, callbacks,
-                       losses, metrics)
+                       losses, metrics, regularizers)
 from fastnn.nn.progress import Progbar
 from conftest import MeanAbsoluteErrorLoss, requires_native
 
@@ -1151,3 +1151,168 @@ def test_bad_weighted_metrics_are_refused(weighted_metrics, error, message):
     # a metric of the user's own is unweighted where it has no per_sample
     model.compile("sgd", "mse", metrics=[_MetricWithoutPerSample()])
     assert model.evaluate(X_HAND, T_HAND, sample_weight=W_HAND, return_dict=True)["max_error"] == 3.0
+
+
+# ---------------------------------------------------------------------- kernel_regularizer, bias_regularizer
+def _torch_penalty(w, factors):
+    l1, l2 = factors
+    return l1 * w.abs().sum() + l2 * w.pow(2).sum()
+
+
+REGULARIZERS = [   # (regularizer, its (l1, l2) written out)
+    (regularizers.L1(0.03), (0.03, 0.0)),
+    (regularizers.L2(0.05), (0.0, 0.05)),
+    (regularizers.L1L2(l1=0.02, l2=0.04), (0.02, 0.04)),
+]
+
+
+@pytest.mark.parametrize("regularizer, factors", REGULARIZERS)
+def test_dense_regularized_loss_and_step_match_torch(rng, regularizer, factors):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((6, 4))
+    t = rng.integers(0, 3, 6)
+    model = Sequential([Dense(3, activation="softmax", input_dim=4, kernel_regularizer=regularizer,
+                              bias_regularizer="l1", bias_initializer="normal")], dtype="float64", seed=0)
+    model.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy")
+    W0, b0 = model.get_weights()
+    W0[0, 0] = 0.0    # |w|'s gradient at 0 is 0, as TensorFlow's and torch's sign
+    model.set_weights([W0, b0])
+    Wt = torch.tensor(W0, requires_grad=True)
+    bt = torch.tensor(b0, requires_grad=True)
+    loss = (torch.nn.functional.cross_entropy(torch.as_tensor(x) @ Wt + bt, torch.as_tensor(t))
+            + _torch_penalty(Wt, factors) + _torch_penalty(bt, (0.01, 0.0)))
+    loss.backward()
+    assert model.evaluate(x, t, batch_size=4) == pytest.approx(loss.item(), rel=1e-13)
+    assert model.train_on_batch(x, t) == pytest.approx(loss.item(), rel=1e-13)
+    W1, b1 = model.get_weights()
+    np.testing.assert_allclose(W1, W0 - 0.1 * Wt.grad.numpy(), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(b1, b0 - 0.1 * bt.grad.numpy(), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("regularizer, factors", REGULARIZERS)
+def test_conv_regularized_loss_and_step_match_torch(rng, regularizer, factors):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = rng.standard_normal((5, 2, 6, 6))
+    t = rng.integers(0, 3, 5)
+    model = Sequential([
+        Conv2D(3, 3, padding="same", activation="relu", input_shape=(2, 6, 6), kernel_regularizer=regularizer,
+               bias_regularizer=regularizers.L2(0.2), bias_initializer="normal"),
+        MaxPool2D(2),   # runs fused with the convolution
+        Conv2D(2, 2, kernel_regularizer=regularizer),
+        Flatten(),
+        Dense(3, activation="softmax", kernel_regularizer="l2"),
+    ], dtype="float64", seed=0)
+    model.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy")
+    before = model.get_weights()
+    k1, c1, k2, c2, W, b = (torch.tensor(v, requires_grad=True) for v in before)
+    h = F.max_pool2d(F.relu(F.conv2d(torch.as_tensor(x), k1, c1, padding=1)), 2)
+    z = F.conv2d(h, k2, c2).flatten(1) @ W + b
+    loss = (F.cross_entropy(z, torch.as_tensor(t)) + _torch_penalty(k1, factors) + _torch_penalty(c1, (0.0, 0.2))
+            + _torch_penalty(k2, factors) + _torch_penalty(W, (0.0, 0.01)))
+    loss.backward()
+    assert model.evaluate(x, t) == pytest.approx(loss.item(), rel=1e-13)
+    assert model.train_on_batch(x, t) == pytest.approx(loss.item(), rel=1e-13)
+    for after, start, p in zip(model.get_weights(), before, (k1, c1, k2, c2, W, b)):
+        np.testing.assert_allclose(after, start - 0.1 * p.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_a_float32_model_is_regularized_in_float32(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    t = rng.integers(0, 3, 6)
+    model = Sequential([Dense(3, activation="softmax", input_dim=4, kernel_regularizer=regularizers.L1L2(0.02, 0.04))],
+                       seed=0)
+    model.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy")
+    W0, b0 = model.get_weights()
+    Wt = torch.tensor(W0.astype(np.float64), requires_grad=True)
+    loss = (torch.nn.functional.cross_entropy(torch.as_tensor(x, dtype=torch.float64) @ Wt + torch.as_tensor(b0),
+                                              torch.as_tensor(t)) + _torch_penalty(Wt, (0.02, 0.04)))
+    loss.backward()
+    assert model.train_on_batch(x, t) == pytest.approx(loss.item(), rel=1e-6)
+    W1 = model.get_weights()[0]
+    assert W1.dtype == np.float32 and model.grads()["dense/kernel"].dtype == np.float32
+    np.testing.assert_allclose(W1, W0 - 0.1 * Wt.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_penalty_is_in_the_reported_loss_and_not_weighted(rng):
+    x = rng.standard_normal((10, 3))
+    t = rng.integers(0, 2, 10)
+    w = rng.random(10) * 2
+
+    def model(**regularizer):
+        m = Sequential([Dense(2, activation="softmax", input_dim=3, **regularizer)], dtype="float64", seed=0)
+        m.compile(optim.SGD(lr=0.0), "sparse_categorical_crossentropy")
+        return m
+    plain, regularized = model(), model(kernel_regularizer=regularizers.L1L2(l1=0.3, l2=0.5))
+    W = plain.get_weights()[0]
+    penalty = 0.3 * np.abs(W).sum() + 0.5 * (W ** 2).sum()
+    assert regularized.losses == [pytest.approx(penalty, rel=1e-14)]
+    for weights in ({}, {"sample_weight": w}):
+        data = plain.evaluate(x, t, **weights)
+        assert regularized.evaluate(x, t, batch_size=3, **weights) == pytest.approx(data + penalty, rel=1e-13)
+        history = regularized.fit(x, t, batch_size=4, verbose=0, validation_data=(x, t), **weights)
+        assert history.history["loss"] == [pytest.approx(data + penalty, rel=1e-13)]
+        assert history.history["val_loss"] == [pytest.approx(plain.evaluate(x, t) + penalty, rel=1e-13)]
+
+
+def test_a_frozen_layers_regularizer_adds_nothing_as_in_keras_3(rng):
+    # Keras 3 adds the penalties of trainable weights only (Layer._get_regularization_losses)
+    x = rng.standard_normal((8, 3))
+    t = rng.integers(0, 2, 8)
+    model = Sequential([Dense(4, input_dim=3, kernel_regularizer=regularizers.L2(1.0), name="base"),
+                        Dense(2, activation="softmax", kernel_regularizer=regularizers.L1(0.5), name="head")],
+                       dtype="float64", seed=0)
+    model.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy")
+    base, head = model.layers
+    base.trainable = False
+    assert base.losses == [] and model.losses == [pytest.approx(0.5 * np.abs(head.get_weights()[0]).sum())]
+    unregularized = Sequential([Dense(4, input_dim=3, name="base"), Dense(2, activation="softmax", name="head")],
+                               dtype="float64", seed=0)
+    unregularized.compile(optim.SGD(lr=0.0), "sparse_categorical_crossentropy")
+    before, penalty = base.get_weights(), model.losses[0]
+    assert model.train_on_batch(x, t) == pytest.approx(unregularized.evaluate(x, t) + penalty, rel=1e-13)
+    for a, b in zip(base.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    base.trainable = True
+    assert len(model.losses) == 2
+
+
+def test_regularizer_names_classes_and_keras_aliases():
+    assert regularizers.l2 is regularizers.L2 and isinstance(regularizers.l2(0.001), regularizers.L2)
+    assert regularizers.l1 is regularizers.L1 and regularizers.l1_l2 is regularizers.L1L2
+    for name, cls, config in (("l1", regularizers.L1, {"l1": 0.01}), ("l2", regularizers.L2, {"l2": 0.01}),
+                              ("l1_l2", regularizers.L1L2, {"l1": 0.01, "l2": 0.01})):
+        layer = Dense(2, kernel_regularizer=name, bias_regularizer=name.upper())
+        assert type(layer.kernel_regularizer) is cls and layer.kernel_regularizer.get_config() == config
+        assert layer.bias_regularizer.get_config() == config
+    assert regularizers.L1L2().get_config() == {"l1": 0.0, "l2": 0.0}   # Keras 3's defaults
+    assert Conv2D(2, 3, kernel_regularizer=regularizers.L2).kernel_regularizer.get_config() == {"l2": 0.01}
+    w = np.array([[-2.0, 0.0], [0.5, 3.0]])
+    reg = regularizers.L1L2(l1=0.1, l2=0.25)
+    assert reg(w) == pytest.approx(0.1 * 5.5 + 0.25 * 13.25, rel=1e-15)
+    np.testing.assert_allclose(reg.gradient(w), [[-0.1 - 1.0, 0.0], [0.1 + 0.25, 0.1 + 1.5]], rtol=1e-15)
+    assert reg.gradient(w.astype(np.float32)).dtype == np.float32
+    # use_bias=False: a bias_regularizer has no bias to act on (Keras ignores it too)
+    layer = Dense(2, use_bias=False, bias_regularizer="l2")
+    layer.build((3,))
+    assert layer.losses == []
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: regularizers.L1(-0.1), ValueError, r"L1: expected l1 >= 0.0, got -0.1"),
+    (lambda: regularizers.L2(float("inf")), ValueError, "L2: expected a finite l2, got inf"),
+    (lambda: regularizers.L1L2(l2=float("nan")), ValueError, "L1L2: expected a finite l2, got nan"),
+    (lambda: regularizers.L1L2(l1=-1), ValueError, r"L1L2: expected l1 >= 0.0, got -1.0"),
+    (lambda: regularizers.L2("0.1"), TypeError, "L2: expected l2 to be a real number, got str"),
+    (lambda: Dense(2, kernel_regularizer=lambda w: 0.01 * np.sum(w ** 2)), TypeError,
+     r"Dense: kernel_regularizer must be None, one of \['l1', 'l1_l2', 'l2'\] or a fastnn.nn.regularizers object "
+     r"\(L1, L2, L1L2\); fastnn also needs the penalty's gradient, so other callables are not supported"),
+    (lambda: Conv2D(2, 3, bias_regularizer=0.01), TypeError, "Conv2D: bias_regularizer must be None"),
+    (lambda: Dense(2, kernel_regularizer="l3"), ValueError, "Dense: unknown kernel_regularizer 'l3'"),
+    (lambda: Dense(2, kernel_regularizer={"class_name": "L2", "config": {"l2": 0.1, "x": 1}}), ValueError,
+     "Dense: invalid kernel_regularizer config"),
+])
+def test_bad_regularizers_are_refused(make, error, message):
+    with pytest.raises(error, match=message):
+        make()

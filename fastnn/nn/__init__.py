@@ -11,7 +11,7 @@
 Images are NCHW (channels first) unless a layer is given data_format="channels_last" or
 set_image_data_format("channels_last") is called first (Keras's default). See docs/NN.md.
 """
-from fastnn.nn import callbacks, initializers, losses, metrics, preprocessing
+from fastnn.nn import callbacks, initializers, losses, metrics, preprocessing, regularizers
 from fastnn.nn.callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallback, LearningRateScheduler,
                                  ModelCheckpoint, ReduceLROnPlateau, StopAtThreshold, StopOnSmallWeightChange,
                                  TargetAccuracy, TerminateOnNaN)
@@ -36,5 +36,5 @@ __all__ = [
     "Callback", "History", "EarlyStopping", "StopAtThreshold", "TargetAccuracy", "StopOnSmallWeightChange",
     "LearningRateScheduler", "TerminateOnNaN", "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "LambdaCallback",
     "load_model", "save_model", "gradcheck", "image_data_format", "set_image_data_format",
-    "callbacks", "initializers", "losses", "metrics", "preprocessing",
+    "callbacks", "initializers", "losses", "metrics", "preprocessing", "regularizers",
 ]

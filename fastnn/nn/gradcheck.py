@@ -4,8 +4,8 @@
 in training mode (BatchNorm uses batch statistics; Dropout draws the same mask for every
 evaluation), and returns ``{parameter: worst relative error}``.
 
-- A compiled :class:`~fastnn.nn.Sequential`: the loss is the model's loss on targets ``t``;
-  the parameters are ``"<layer>/<weight>"``.
+- A compiled :class:`~fastnn.nn.Sequential`: the loss is the model's loss on targets ``t``
+  (with its regularizers' penalties); the parameters are ``"<layer>/<weight>"``.
 - A layer: the loss is ``sum(layer(x) * t)`` with ``t`` of the output's shape (random
   when omitted); the input gradient is checked too, as ``"input"``.
 

@@ -12,7 +12,9 @@ A layer holds
 - ``params``: the trainable arrays by name (``kernel``, ``bias``, ``gamma``, ``beta``),
 - ``grads``: their gradients after ``backward`` (same names),
 - ``state``: non-trainable arrays (BatchNorm's ``moving_mean`` and ``moving_variance``),
-- ``input_shape`` / ``output_shape``: per-sample shapes, without the batch axis.
+- ``input_shape`` / ``output_shape``: per-sample shapes, without the batch axis,
+- ``losses``: the penalties of its regularizers (``Dense``/``Conv2D``'s ``kernel_regularizer``
+  and ``bias_regularizer``) on its current weights, which the model adds to its loss.
 
 Layers that end with an activation (``Dense``, ``Conv2D``, ``Activation``) accept
 ``forward(x, training, logits=True)``, which skips the activation; the model uses it to
@@ -26,7 +28,7 @@ import numpy as np
 
 from fastnn import _validate as V, ops
 from fastnn.optim import _check_number
-from fastnn.nn import initializers
+from fastnn.nn import initializers, regularizers
 
 __all__ = ["Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Dropout",
            "BatchNorm", "Activation", "InputLayer", "Input", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
@@ -230,6 +232,25 @@ class Layer:
         """The state (e.g. BatchNorm's moving statistics), and the parameters of a frozen layer."""
         return ([] if self.trainable else list(self.params.values())) + list(self.state.values())
 
+    @property
+    def losses(self):
+        """The penalties (floats) of the layer's regularizers on its current weights, as Keras's
+        ``layer.losses``: none while ``trainable`` is False, as Keras 3 regularizes only
+        trainable weights."""
+        if not self.trainable:
+            return []
+        return [regularizer(self.params[name]) for name, regularizer in self._regularizers().items()]
+
+    def _regularizers(self):
+        """{parameter name: regularizer} of the parameters that have one."""
+        return {}
+
+    def _add_regularization_gradients(self):
+        """Add the gradients of :attr:`losses` to those of the last backward pass."""
+        if self.trainable:
+            for name, regularizer in self._regularizers().items():
+                self.grads[name] = self.grads[name] + regularizer.gradient(self.params[name])
+
     def get_weights(self):
         """Copies of the weights (parameters, then state), as Keras's ``layer.get_weights()``."""
         return [w.copy() for w in self.weights]
@@ -303,6 +324,27 @@ class _ActivationMixin:
                                  f"{' and '.join(V.DEFAULT_ALPHA)}, got alpha={alpha} with activation "
                                  f"{activation!r}")
         self.alpha = alpha
+
+
+class _WeightRegularizers:
+    """Keras's ``kernel_regularizer`` and ``bias_regularizer``: penalties on the layer's
+    weights that the model adds to its loss (see :mod:`fastnn.nn.regularizers`)."""
+
+    def _set_regularizers(self, kernel_regularizer, bias_regularizer):
+        owner = type(self).__name__
+        self.kernel_regularizer = regularizers.get(owner, "kernel_regularizer", kernel_regularizer)
+        self.bias_regularizer = regularizers.get(owner, "bias_regularizer", bias_regularizer)
+
+    def _regularizers(self):
+        # a bias_regularizer without a bias (use_bias=False) has nothing to act on, as in Keras
+        given = {"kernel": self.kernel_regularizer, "bias": self.bias_regularizer}
+        return {name: r for name, r in given.items() if r is not None and name in self.params}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
+                      bias_regularizer=regularizers.serialize(self.bias_regularizer))
+        return config
 
 
 class _NCHWTransposes:
@@ -401,14 +443,15 @@ def activation_backward(dy, name, x, y, alpha=None):
     return ops.activation_backward(dy, name, x=x, y=y, alpha=alpha)
 
 
-class Dense(_ActivationMixin, Layer):
+class Dense(_ActivationMixin, _WeightRegularizers, Layer):
     """A fully connected layer ``activation(x @ kernel + bias)`` on (N, input_dim) input.
     ``kernel`` has shape (input_dim, units), as ``fastnn.ops.linear`` takes it."""
 
     supports_logits = True
 
     def __init__(self, units, activation=None, input_dim=None, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", use_bias=True, alpha=None, name=None, input_shape=None):
+                 bias_initializer="zeros", use_bias=True, alpha=None, name=None, input_shape=None,
+                 kernel_regularizer=None, bias_regularizer=None):
         if input_dim is not None:
             if input_shape is not None:
                 raise ValueError("Dense: give input_dim or input_shape, not both")
@@ -419,6 +462,7 @@ class Dense(_ActivationMixin, Layer):
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.use_bias = bool(use_bias)
+        self._set_regularizers(kernel_regularizer, bias_regularizer)
         self._cache = None
 
     def compute_output_shape(self, input_shape):
@@ -481,7 +525,7 @@ class Dense(_ActivationMixin, Layer):
         return config
 
 
-class Conv2D(_ActivationMixin, _ImageLayout, Layer):
+class Conv2D(_ActivationMixin, _WeightRegularizers, _ImageLayout, Layer):
     """2-D convolution on NCHW input (channels first), or NHWC with
     ``data_format="channels_last"``. ``kernel`` has shape (filters, channels, kh, kw) in
     either format (Keras's is (kh, kw, channels, filters): ``k.transpose(3, 2, 0, 1)``).
@@ -493,7 +537,7 @@ class Conv2D(_ActivationMixin, _ImageLayout, Layer):
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, alpha=None,
                  use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 data_format=None, name=None, input_shape=None):
+                 data_format=None, name=None, input_shape=None, kernel_regularizer=None, bias_regularizer=None):
         super().__init__(name=name, input_shape=input_shape)
         self._set_data_format(data_format)
         self.filters = _positive_int(self, "filters", filters)
@@ -509,6 +553,7 @@ class Conv2D(_ActivationMixin, _ImageLayout, Layer):
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.use_bias = bool(use_bias)
+        self._set_regularizers(kernel_regularizer, bias_regularizer)
         self._cache = None
         self._pooled_cache = None  # (x, pooled y, argmax, pool layer) of forward_max_pool
         self._unfused_pool = None  # the pool layer where forward_max_pool ran the two layers apart

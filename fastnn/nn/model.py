@@ -305,18 +305,30 @@ class Sequential:
             else:
                 dy = layer.backward(dy)
             i -= 1
+        for layer in self.layers:   # the regularizers' penalties are in the loss (_loss_forward)
+            layer._add_regularization_gradients()
         return dy
 
     def _loss_forward(self, x, t, training, w=None):
         """(loss, gradient w.r.t. what the last layer returned, the output probabilities);
-        ``w``: per-sample weights (float64 (N,)) or None."""
+        ``w``: per-sample weights (float64 (N,)) or None. The loss includes the penalties of
+        the layers' regularizers (:attr:`losses`), whose gradients :meth:`_backward` adds."""
         out = self._forward(x, training, logits=self._loss_on_logits)
         if w is None:
             loss, grad = self.loss(out, t)
         else:
             loss, grad = self.loss.weighted(out, t, w)
+        penalties = self.losses
+        if penalties:   # Keras adds model.losses to the loss, unscaled by the sample weights
+            loss = loss + sum(penalties)
         outputs = activation_forward(out, self._output_activation) if self._output_activation else out
         return loss, grad, outputs
+
+    @property
+    def losses(self):
+        """The penalties (floats) of the layers' regularizers on their current weights, layer by
+        layer (Keras's ``model.losses``): what the loss adds to the data's loss."""
+        return [penalty for layer in self.layers for penalty in layer.losses]
 
     @property
     def trainable(self):

@@ -58,35 +58,51 @@ class Metric:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
 
 
-class SparseCategoricalAccuracy(Metric):
+class _Labels(Metric):
+    """The fraction of samples whose argmax matches the target's class (``_classes``)."""
+
+    def __call__(self, y, t):
+        if len(t) == 0:
+            return float("nan")
+        return float(np.mean(self.per_sample(y, t)))
+
+    def per_sample(self, y, t):
+        return np.argmax(y.reshape(len(y), -1), axis=1) == self._classes(t)
+
+
+class SparseCategoricalAccuracy(_Labels):
     name = "sparse_categorical_accuracy"
     targets = "labels"
 
-    def __call__(self, y, t):
-        if len(t) == 0:
-            return float("nan")
-        return float(np.mean(np.argmax(y.reshape(len(y), -1), axis=1) == t))
-
-    def per_sample(self, y, t):
-        return np.argmax(y.reshape(len(y), -1), axis=1) == t
+    @staticmethod
+    def _classes(t):
+        return t
 
 
-class CategoricalAccuracy(Metric):
+class CategoricalAccuracy(_Labels):
     name = "categorical_accuracy"
     targets = "output_shape"
 
+    @staticmethod
+    def _classes(t):
+        return np.argmax(t.reshape(len(t), -1), axis=1)
+
+
+class _Elementwise(Metric):
+    """Compares the output with a target of its own shape (not with integer labels), element
+    by element (``_elements``): the batch's value is the mean over all its elements, a
+    sample's the mean over its own."""
+    targets = "output_shape"
+
     def __call__(self, y, t):
-        if len(t) == 0:
-            return float("nan")
-        return float(np.mean(np.argmax(y.reshape(len(y), -1), axis=1) == np.argmax(t.reshape(len(t), -1), axis=1)))
+        return float(np.mean(self._elements(y, t))) if y.size else float("nan")
 
     def per_sample(self, y, t):
-        return np.argmax(y.reshape(len(y), -1), axis=1) == np.argmax(t.reshape(len(t), -1), axis=1)
+        return self._elements(y, t).reshape(len(y), -1).mean(axis=1)
 
 
-class BinaryAccuracy(Metric):
+class BinaryAccuracy(_Elementwise):
     name = "binary_accuracy"
-    targets = "output_shape"
 
     def __init__(self, name=None, threshold=0.5):
         super().__init__(name)
@@ -95,39 +111,22 @@ class BinaryAccuracy(Metric):
     def get_config(self):
         return {"name": self.name, "threshold": self.threshold}
 
-    def __call__(self, y, t):
-        if y.size == 0:
-            return float("nan")
-        return float(np.mean((y > self.threshold) == (t > 0.5)))
-
-    def per_sample(self, y, t):
-        """The fraction of a sample's elements that match."""
-        return ((y > self.threshold) == (t > 0.5)).reshape(len(y), -1).mean(axis=1)
-
-
-class _Elementwise(Metric):
-    """Compares the output with a target of its own shape (not with integer labels)."""
-    targets = "output_shape"
+    def _elements(self, y, t):
+        return (y > self.threshold) == (t > 0.5)
 
 
 class MeanAbsoluteError(_Elementwise):
     name = "mae"
 
-    def __call__(self, y, t):
-        return float(np.mean(np.abs(y - t))) if y.size else float("nan")
-
-    def per_sample(self, y, t):
-        return np.abs(y - t).reshape(len(y), -1).mean(axis=1)
+    def _elements(self, y, t):
+        return np.abs(y - t)
 
 
 class MeanSquaredErrorMetric(_Elementwise):
     name = "mse"
 
-    def __call__(self, y, t):
-        return float(np.mean((y - t) ** 2)) if y.size else float("nan")
-
-    def per_sample(self, y, t):
-        return ((y - t) ** 2).reshape(len(y), -1).mean(axis=1)
+    def _elements(self, y, t):
+        return (y - t) ** 2
 
 
 _BY_NAME = {

@@ -1126,6 +1126,16 @@ def test_weighted_metric_names_follow_keras():
             _identity_model(**compile_args)
 
 
+def test_a_lone_metric_is_a_list_of_one_for_metrics_and_weighted_metrics_alike():
+    listed = _identity_model(metrics=["mse"], weighted_metrics=["mae"])
+    lone = _identity_model(metrics="mse", weighted_metrics=metrics.MeanAbsoluteError())
+    want = listed.evaluate(X_HAND, T_HAND, sample_weight=W_HAND, return_dict=True)
+    assert list(want) == ["loss", "mse", "mae"]
+    assert lone.evaluate(X_HAND, T_HAND, sample_weight=W_HAND, return_dict=True) == want
+    with pytest.raises(TypeError, match="compile: metrics must be a list of metrics .*got dict"):
+        _identity_model(metrics={"out": "mae"})
+
+
 class _MetricWithoutPerSample(metrics.Metric):
     name = "max_error"
 
@@ -1134,9 +1144,8 @@ class _MetricWithoutPerSample(metrics.Metric):
 
 
 @pytest.mark.parametrize("weighted_metrics, error, message", [
-    ("mae", TypeError, "compile: weighted_metrics must be a list of metrics .*got str 'mae'"),
-    (metrics.MeanAbsoluteError(), TypeError, "compile: weighted_metrics must be a list.*got MeanAbsoluteError"),
-    ({"out": "mae"}, TypeError, "compile: weighted_metrics must be a list"),
+    ({"out": "mae"}, TypeError, "compile: weighted_metrics must be a list of metrics .*got dict {'out': 'mae'}"),
+    ({"mae"}, TypeError, "compile: weighted_metrics must be a list of metrics .*got set"),
     (["nope"], ValueError, "compile: unknown metric 'nope'"),
     ([3], TypeError, "compile: a metric must be a name or a fastnn.nn.metrics.Metric, got 3"),
     (["sparse_categorical_accuracy"], ValueError, "compile: the metric 'sparse_categorical_accuracy' compares"),

@@ -188,18 +188,8 @@ class Sequential:
             raise ValueError("compile: a loss is required, e.g. loss='sparse_categorical_crossentropy'")
         optimizer = _optim.get(optimizer)
         loss = _losses.get(loss)
-        if metrics is None:
-            metrics = []
-        elif isinstance(metrics, (str, _metrics.Metric)):
-            metrics = [metrics]
-        specs = list(metrics)
-        if weighted_metrics is None:
-            weighted_metrics = []
-        elif not isinstance(weighted_metrics, (list, tuple)):   # Keras 3 refuses a lone metric here too
-            raise TypeError(f"compile: weighted_metrics must be a list of metrics (names or "
-                            f"fastnn.nn.metrics.Metric objects), got {type(weighted_metrics).__name__} "
-                            f"{weighted_metrics!r}")
-        weighted_specs = list(weighted_metrics)
+        specs = _metric_list("metrics", metrics)
+        weighted_specs = _metric_list("weighted_metrics", weighted_metrics)
         # Checked before anything is set, so a compile that fails leaves the model as it was.
         resolved = self._resolution(loss, specs, weighted_specs, self.output_shape) if self.layers else None
         self.optimizer, self.loss, self._metric_specs = optimizer, loss, specs
@@ -942,6 +932,19 @@ def _check_dtype(owner, dtype):
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"{owner}: dtype must be float32 or float64, got {dtype}")
     return dtype
+
+
+def _metric_list(what, value):
+    """compile's ``metrics``/``weighted_metrics`` as a list: None is none, and a lone metric
+    (a name or a Metric) is a list of one, where Keras 3 refuses it."""
+    if value is None:
+        return []
+    if isinstance(value, (str, _metrics.Metric)):
+        return [value]
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"compile: {what} must be a list of metrics (names or fastnn.nn.metrics.Metric objects), "
+                        f"got {type(value).__name__} {value!r}")
+    return list(value)
 
 
 def _weighted_mean(total, count):

@@ -290,12 +290,26 @@ class Layer:
     def _what(self):
         return f"{type(self).__name__} {self.name!r}"
 
+    #: Whether the last forward took its input (and backward returns its gradient) / gave its
+    #: output (and backward takes its gradient) as NCHW transposes of the layer's NHWC shapes: a
+    #: Sequential's channels_last layers pass NCHW data along a run of them (its ``_nchw``
+    #: argument to forward), so that each layer does not transpose to NCHW and back. A forward
+    #: called without it (a layer on its own) sets both back to False.
+    _nchw_in = False
+    _nchw_out = False
+
+    def _given_shape(self, shape, nchw):
+        """A per-sample (height, width, channels) ``shape`` as the array has it: (channels,
+        height, width) where ``nchw``."""
+        return (shape[2], shape[0], shape[1]) if nchw else tuple(shape)
+
     def _check_input(self, x):
         if not self.built:
             raise RuntimeError(f"{self._what()}: call build(input_shape) or the layer itself before forward")
-        if not isinstance(x, np.ndarray) or x.shape[1:] != self.input_shape:
+        expected = self._given_shape(self.input_shape, self._nchw_in)
+        if not isinstance(x, np.ndarray) or x.shape[1:] != expected:
             got = getattr(x, "shape", type(x).__name__)
-            raise ValueError(f"{self._what()}: expected input of shape (N, {_fmt(self.input_shape)}), got {got}")
+            raise ValueError(f"{self._what()}: expected input of shape (N, {_fmt(expected)}), got {got}")
 
     def _check_backward(self, dy, expected_shape):
         if not hasattr(self, "_cache") or self._cache is None:
@@ -349,15 +363,16 @@ class _WeightRegularizers:
 
 class _NCHWTransposes:
     """For a layer whose ``_channels_last`` data goes through the NCHW ops: its arrays to NCHW
-    and back, as contiguous copies (the same arrays where it is channels first)."""
+    and back, as contiguous copies (the same arrays where it is channels first, or where
+    ``nchw``: a Sequential hands them over, or takes them, as NCHW already)."""
 
-    def _to_nchw(self, x):
-        if x is None or not self._channels_last:
+    def _to_nchw(self, x, nchw=False):
+        if x is None or nchw or not self._channels_last:
             return x
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
-    def _from_nchw(self, x):
-        if x is None or not self._channels_last:
+    def _from_nchw(self, x, nchw=False):
+        if x is None or nchw or not self._channels_last:
             return x
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
@@ -365,8 +380,9 @@ class _NCHWTransposes:
 class _ImageLayout(_NCHWTransposes):
     """``data_format`` of the image layers. A channels_last layer computes through the same
     NCHW ops as a channels_first one, transposing its input (and the gradient of its output)
-    to NCHW at entry and its output (and the gradient of its input) back at exit; its
-    ``input_shape``/``output_shape`` are (height, width, channels)."""
+    to NCHW at entry and its output (and the gradient of its input) back at exit, except where
+    a Sequential hands it NCHW data or takes its output as NCHW (``_nchw``, see
+    ``model._nchw_layouts``); its ``input_shape``/``output_shape`` are (height, width, channels)."""
 
     _legacy_config = {"data_format": "channels_first"}   # files from before data_format
 
@@ -599,9 +615,10 @@ class Conv2D(_ActivationMixin, _WeightRegularizers, _ImageLayout, Layer):
     def _build_extra(self, input_shape, rng):
         self._pad, self._extra, _ = self._geometry(input_shape)
 
-    def forward(self, x, training=False, logits=False):
+    def forward(self, x, training=False, logits=False, _nchw=(False, False)):
+        self._nchw_in, self._nchw_out = _nchw
         self._check_input(x)
-        x = self._to_nchw(x)
+        x = self._to_nchw(x, self._nchw_in)
         act = None if logits else self.activation
         if self._extra != (0, 0):
             x_in = np.pad(x, ((0, 0), (0, 0), (0, self._extra[0]), (0, self._extra[1])))
@@ -617,7 +634,7 @@ class Conv2D(_ActivationMixin, _WeightRegularizers, _ImageLayout, Layer):
             y = activation_forward(z, act, self.alpha)
         self._cache = (x_in, z, y, act, x.shape)
         self._pooled_cache = self._unfused_pool = None
-        return self._from_nchw(y)
+        return self._from_nchw(y, self._nchw_out)
 
     def fuses_with(self, pool):
         """Whether forward_max_pool can stand for this layer followed by the MaxPool2D `pool`:
@@ -627,25 +644,28 @@ class Conv2D(_ActivationMixin, _WeightRegularizers, _ImageLayout, Layer):
         return (isinstance(pool, MaxPool2D) and pool.data_format == self.data_format and self._extra == (0, 0)
                 and self.activation in (None,) + _FUSED_FROM_OUTPUT)
 
-    def forward_max_pool(self, x, pool, training=False):
+    def forward_max_pool(self, x, pool, training=False, _nchw=(False, False)):
         """pool.forward(self.forward(x)) in one op: each output plane is pooled while in cache
         (ops.conv2d_max_pool2d). Then backward_max_pool(dy) is the backward of both. Output
-        planes past the fused op's int32 argmax (2**31 - 1 elements) run the two layers apart."""
+        planes past the fused op's int32 argmax (2**31 - 1 elements) run the two layers apart.
+        ``_nchw``: the layouts of this layer's input and of the pool's output."""
+        self._nchw_in, self._nchw_out = _nchw
         self._check_input(x)
-        _, _, (oh, ow) = self._geometry(x.shape[1:])
+        _, _, (oh, ow) = self._geometry(self.input_shape)
         if oh * ow > 2**31 - 1:
-            y = pool.forward(self.forward(x, training=training), training=training)
+            y = self.forward(x, training=training, _nchw=(_nchw[0], False))
+            y = pool.forward(y, training=training, _nchw=(False, _nchw[1]))
             self._unfused_pool = pool
             return y
         self._unfused_pool = None
-        x = self._to_nchw(x)
+        x = self._to_nchw(x, self._nchw_in)
         kernel, bias = self.params["kernel"], self.params.get("bias")
         y, argmax = ops.conv2d_max_pool2d(x, kernel, bias, stride=self.strides, pad=self._pad,
                                           activation=self.activation, pool_h=pool.pool_size[0],
                                           pool_w=pool.pool_size[1], pool_stride=pool.strides, pool_pad=pool.padding)
         self._pooled_cache = self._cache = (x, y, argmax, pool)
         pool._cache = None
-        return self._from_nchw(y)
+        return self._from_nchw(y, self._nchw_out)
 
     def backward_max_pool(self, dy, need_dx=True):
         """The backward of forward_max_pool, from the gradient of the pooled output."""
@@ -654,8 +674,8 @@ class Conv2D(_ActivationMixin, _WeightRegularizers, _ImageLayout, Layer):
         if self._pooled_cache is None:
             raise RuntimeError(f"{self._what()}: backward_max_pool needs forward_max_pool first")
         x, y, argmax, pool = self._pooled_cache
-        self._check_backward(dy, (y.shape[0],) + pool.output_shape)
-        dy = self._to_nchw(dy)
+        self._check_backward(dy, (y.shape[0],) + self._given_shape(pool.output_shape, self._nchw_out))
+        dy = self._to_nchw(dy, self._nchw_out)
         dx, dkernel, dbias = ops.conv2d_max_pool2d_backward(
             dy, argmax, y, x, self.params["kernel"], stride=self.strides, pad=self._pad, activation=self.activation,
             pool_h=pool.pool_size[0], pool_w=pool.pool_size[1], pool_stride=pool.strides, pool_pad=pool.padding,
@@ -663,13 +683,14 @@ class Conv2D(_ActivationMixin, _WeightRegularizers, _ImageLayout, Layer):
         self.grads["kernel"] = dkernel
         if self.use_bias:
             self.grads["bias"] = dbias
-        return self._from_nchw(dx)
+        return self._from_nchw(dx, self._nchw_in)
 
     def backward(self, dy, need_dx=True):
         if self._pooled_cache is not None:
             raise RuntimeError(f"{self._what()}: the last forward was fused with pooling; use backward_max_pool")
-        self._check_backward(dy, (self._cache[2].shape[0],) + self.output_shape if self._cache else ())
-        dy = self._to_nchw(dy)
+        self._check_backward(dy, (self._cache[2].shape[0],) + self._given_shape(self.output_shape, self._nchw_out)
+                             if self._cache else ())
+        dy = self._to_nchw(dy, self._nchw_out)
         x_in, z, y, act, x_shape = self._cache
         if act in _FUSED_FROM_OUTPUT:
             # relu(z) > 0 exactly where z > 0, so y stands in for z in relu's derivative.
@@ -683,7 +704,7 @@ class Conv2D(_ActivationMixin, _WeightRegularizers, _ImageLayout, Layer):
             self.grads["bias"] = dbias
         if dx is not None and self._extra != (0, 0):
             dx = np.ascontiguousarray(dx[:, :, :x_shape[2], :x_shape[3]])
-        return self._from_nchw(dx)
+        return self._from_nchw(dx, self._nchw_in)
 
     def get_config(self):
         config = super().get_config()
@@ -732,35 +753,41 @@ class MaxPool2D(_Pool2D):
     """Max pooling on NCHW input (NHWC with ``data_format="channels_last"``); ``strides``
     defaults to ``pool_size``."""
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, _nchw=(False, False)):
+        self._nchw_in, self._nchw_out = _nchw
         self._check_input(x)
-        x = self._to_nchw(x)
+        x = self._to_nchw(x, self._nchw_in)
         y, argmax = ops.max_pool2d(x, self.pool_size[0], **self._pool_args())
         self._cache = (argmax, x.shape)
-        return self._from_nchw(y)
+        return self._from_nchw(y, self._nchw_out)
 
     def backward(self, dy):
-        self._check_backward(dy, (self._cache[0].shape[0],) + self.output_shape if self._cache else ())
+        self._check_backward(dy, (self._cache[0].shape[0],) + self._given_shape(self.output_shape, self._nchw_out)
+                             if self._cache else ())
         argmax, x_shape = self._cache
-        dx = ops.max_pool2d_backward(self._to_nchw(dy), argmax, x_shape, self.pool_size[0], **self._pool_args())
-        return self._from_nchw(dx)
+        dx = ops.max_pool2d_backward(self._to_nchw(dy, self._nchw_out), argmax, x_shape, self.pool_size[0],
+                                     **self._pool_args())
+        return self._from_nchw(dx, self._nchw_in)
 
 
 class AvgPool2D(_Pool2D):
     """Average pooling on NCHW input (NHWC with ``data_format="channels_last"``; padding
     counts in the divisor)."""
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, _nchw=(False, False)):
+        self._nchw_in, self._nchw_out = _nchw
         self._check_input(x)
-        x = self._to_nchw(x)
+        x = self._to_nchw(x, self._nchw_in)
         y = ops.avg_pool2d(x, self.pool_size[0], **self._pool_args())
         self._cache = (x.shape, y.shape)
-        return self._from_nchw(y)
+        return self._from_nchw(y, self._nchw_out)
 
     def backward(self, dy):
-        self._check_backward(dy, (self._cache[1][0],) + self.output_shape if self._cache else ())
-        dx = ops.avg_pool2d_backward(self._to_nchw(dy), self._cache[0], self.pool_size[0], **self._pool_args())
-        return self._from_nchw(dx)
+        self._check_backward(dy, (self._cache[1][0],) + self._given_shape(self.output_shape, self._nchw_out)
+                             if self._cache else ())
+        dx = ops.avg_pool2d_backward(self._to_nchw(dy, self._nchw_out), self._cache[0], self.pool_size[0],
+                                     **self._pool_args())
+        return self._from_nchw(dx, self._nchw_in)
 
 
 class Flatten(Layer):
@@ -802,15 +829,16 @@ class _GlobalPool2D(_ImageLayout, Layer):
 
     def backward(self, dy):
         self._check_backward(dy, (self._cache[1][0],) + self.output_shape if self._cache else ())
-        return self._from_nchw(self._pool_backward(dy.reshape(dy.shape + (1, 1))))
+        return self._from_nchw(self._pool_backward(dy.reshape(dy.shape + (1, 1))), self._nchw_in)
 
 
 class GlobalAveragePooling2D(_GlobalPool2D):
     """The mean of each channel plane: (N, C, H, W) or (N, H, W, C) -> (N, C)."""
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, _nchw=(False, False)):
+        self._nchw_in, self._nchw_out = _nchw
         self._check_input(x)
-        x = self._to_nchw(x)
+        x = self._to_nchw(x, self._nchw_in)
         y = ops.avg_pool2d(x, **self._pool_args())
         self._cache = (None, x.shape)
         return y.reshape(y.shape[:2])
@@ -822,9 +850,10 @@ class GlobalAveragePooling2D(_GlobalPool2D):
 class GlobalMaxPooling2D(_GlobalPool2D):
     """The maximum of each channel plane: (N, C, H, W) or (N, H, W, C) -> (N, C)."""
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, _nchw=(False, False)):
+        self._nchw_in, self._nchw_out = _nchw
         self._check_input(x)
-        x = self._to_nchw(x)
+        x = self._to_nchw(x, self._nchw_in)
         y, argmax = ops.max_pool2d(x, **self._pool_args())
         self._cache = (argmax, x.shape)
         return y.reshape(y.shape[:2])
@@ -937,12 +966,17 @@ class Dropout(Layer):
         else:
             self.rng = np.random.default_rng(rng.integers(2**63))
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, _nchw=(False, False)):
+        self._nchw_in, self._nchw_out = _nchw
         self._check_input(x)
         if not training or self.rate == 0.0:
             self._cache = (None, x.shape)
             return x
-        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.rate
+        # drawn in the layer's own (NHWC) order whatever x's, so that NCHW data in a Sequential's
+        # run loses the elements it would lose in NHWC
+        keep = self.rng.random((x.shape[0],) + self.input_shape, dtype=x.dtype) >= self.rate
+        if self._nchw_in:
+            keep = np.ascontiguousarray(keep.transpose(0, 3, 1, 2))
         mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
         self._cache = (mask, x.shape)
         return x * mask
@@ -1019,24 +1053,25 @@ class BatchNorm(_NCHWTransposes, Layer):
     def _channels_last(self):
         return self.axis != 1 and len(self.input_shape) == 3
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, _nchw=(False, False)):
+        self._nchw_in, self._nchw_out = _nchw
         self._check_input(x)
-        x = self._to_nchw(x)   # channels last: through the per-channel op on NCHW
+        x = self._to_nchw(x, self._nchw_in)   # channels last: through the per-channel op on NCHW
         out, cache = ops.batch_norm_forward(
             x, self.params["gamma"], self.params["beta"], self.state["moving_mean"],
             self.state["moving_variance"], momentum=self.momentum, eps=self.epsilon,
             train=bool(training) and self.trainable,
             per_channel=x.ndim == 4)
-        out = self._from_nchw(out)
-        self._cache = (cache, (x.shape[0],) + self.input_shape)
+        out = self._from_nchw(out, self._nchw_out)
+        self._cache = (cache, out.shape)
         return out
 
     def backward(self, dy):
         self._check_backward(dy, self._cache[1] if self._cache else ())
-        dy = self._to_nchw(dy)
+        dy = self._to_nchw(dy, self._nchw_out)
         dx, dgamma, dbeta = ops.batch_norm_backward(dy, self._cache[0])
         self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
-        return self._from_nchw(dx)
+        return self._from_nchw(dx, self._nchw_in)
 
     def get_config(self):
         config = super().get_config()
@@ -1056,7 +1091,9 @@ class Activation(_ActivationMixin, Layer):
         self._set_activation(activation, alpha)
         self._cache = None
 
-    def forward(self, x, training=False, logits=False):
+    def forward(self, x, training=False, logits=False, _nchw=(False, False)):
+        # elementwise (softmax aside, which a Sequential keeps out of NCHW runs): any layout
+        self._nchw_in, self._nchw_out = _nchw
         self._check_input(x)
         act = None if logits else self.activation
         y = activation_forward(x, act, self.alpha)

@@ -870,6 +870,57 @@ def test_flatten_after_channels_last_layers_is_keras_order(rng):
                                rtol=1e-12, atol=1e-12)
 
 
+def test_nchw_runs_span_channels_last_image_layers_and_elementwise_ones_between_them():
+    # {index: (input NCHW, output NCHW)}: what a Sequential hands its layers along a run
+    from fastnn.nn.model import _nchw_layouts
+    last = {"data_format": "channels_last"}
+
+    class MyPool(MaxPool2D):
+        pass
+
+    def layouts(*layers):
+        model = Sequential(list(layers), seed=0)
+        return _nchw_layouts(model.layers)
+
+    conv = lambda **kw: Conv2D(2, 3, padding=1, **last, **kw)   # noqa: E731
+    shape = {"input_shape": (8, 8, 3)}
+    assert layouts(conv(**shape), Flatten(), Dense(2)) == {}                  # one layer: nothing to skip
+    assert layouts(conv(**shape), Activation("relu"), MaxPool2D(2, **last), Flatten(), Dense(2)) == {
+        0: (False, True), 1: (True, True), 2: (True, False)}
+    # elementwise layers at a run's ends stay out of it; the global pooling ends one
+    assert layouts(Activation("relu", **shape), conv(), Dropout(0.5), BatchNorm(), Activation("tanh"),
+                   nn.GlobalMaxPooling2D(**last), Dropout(0.5), Dense(2)) == {
+        1: (False, True), 2: (True, True), 3: (True, True), 4: (True, True), 5: (True, False)}
+    # a softmax over axis 1, a channels_first layer, Reshape, a subclass: the run ends before them
+    for breaker in (Activation("softmax"), Conv2D(3, 1, data_format="channels_first"), nn.Reshape((8, 8, 2)),
+                    MyPool(1, **last), BatchNorm(axis=1)):
+        assert layouts(conv(**shape), breaker, conv(), conv()) == {2: (False, True), 3: (True, False)}, breaker
+    # channels_first models have no runs
+    assert layouts(Conv2D(2, 3, input_shape=(3, 8, 8)), BatchNorm(), MaxPool2D(2), Flatten(), Dense(2)) == {}
+
+
+def test_a_layer_from_a_model_run_on_its_own_takes_and_gives_nhwc(rng):
+    # after a model ran them on NCHW data, the layers called by a user take and give their own
+    # (NHWC) shapes again: one after the other they compute what the model predicts
+    x = rng.standard_normal((6, 8, 8, 3)).astype(np.float32)
+    t = rng.integers(0, 2, 6)
+    model = Sequential([Conv2D(4, 3, padding="same", data_format="channels_last", input_shape=(8, 8, 3)),
+                        BatchNorm(), Activation("relu"), MaxPool2D(2, data_format="channels_last"), Dropout(0.5),
+                        Conv2D(3, 3, data_format="channels_last"), nn.GlobalAveragePooling2D(
+                            data_format="channels_last"), Dense(2, activation="softmax")], seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, t, epochs=1, batch_size=3, verbose=0)
+    model.train_on_batch(x, t)   # leaves the layers' caches of NCHW data
+    a = x
+    for layer in model.layers:
+        y = layer.forward(a, training=False)
+        assert y.shape == (6,) + layer.output_shape and y.flags.c_contiguous
+        dx = layer.backward(np.ones_like(y))
+        assert dx.shape == a.shape
+        a = y
+    np.testing.assert_array_equal(a, model.predict(x))
+
+
 def test_image_data_format_default_applies_to_layers_constructed_after_it():
     assert nn.image_data_format() == "channels_first"
     before = [Conv2D(2, 3), MaxPool2D(2), AvgPool2D(2), nn.GlobalAveragePooling2D(), nn.GlobalMaxPooling2D()]

@@ -662,6 +662,135 @@ def test_a_channels_last_model_trains_to_the_channels_first_weights(backend, fus
             [(8, 8, 4), (4, 4, 4), (4, 4, 6)] if fused else [(8, 8, 4), (8, 8, 4), (4, 4, 4)])
 
 
+def _mixed_model(fmt, head, fused, act="elu", rate=0.25, dtype="float32", runs=True):
+    """Conv2D -> BatchNorm -> Activation -> MaxPool2D -> Dropout -> Conv2D -> head -> Dense in
+    format ``fmt`` (fused: Conv2D -> MaxPool2D -> BatchNorm -> Activation -> Dropout -> ...);
+    head "gap": GlobalAveragePooling2D, "flatten": Flatten. ``runs``: Sequential._nchw_runs."""
+    from fastnn.nn import GlobalAveragePooling2D
+    kw, axis = {"data_format": fmt}, 1 if fmt == "channels_first" else -1
+    shape = (3, 8, 8) if fmt == "channels_first" else (8, 8, 3)
+    if fused:
+        layers = [Conv2D(4, 3, padding=1, activation="relu", input_shape=shape, **kw), MaxPool2D(2, **kw),
+                  BatchNorm(axis=axis), Activation(act), Dropout(rate, seed=7)]
+    else:
+        layers = [Conv2D(4, 3, padding="same", input_shape=shape, **kw), BatchNorm(axis=axis), Activation(act),
+                  MaxPool2D(2, **kw), Dropout(rate, seed=7)]
+    layers += [Conv2D(5, 3, padding=1, activation="tanh", **kw)]
+    layers += [GlobalAveragePooling2D(**kw)] if head == "gap" else [Flatten()]
+    layers += [Dense(3, activation="softmax")]
+    model = Sequential(layers, seed=4, dtype=dtype)
+    model._nchw_runs = runs
+    model.compile(optim.Adam(lr=0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _image_data(dtype=np.float32):
+    x1, t = bars(64, seed=6)
+    x = np.concatenate([x1, 0.5 * x1[:, :, ::-1], np.random.default_rng(1).normal(0, 0.3, x1.shape)], axis=1)
+    return x.astype(dtype), t                                               # (64, 3, 8, 8)
+
+
+def _assert_same_run(a, b, x, t):
+    """Fit (with validation), predict, evaluate and a train_on_batch give the same numbers, bit for bit."""
+    ha = a.fit(x, t, epochs=2, batch_size=16, validation_split=0.25, seed=1, verbose=0)
+    hb = b.fit(x, t, epochs=2, batch_size=16, validation_split=0.25, seed=1, verbose=0)
+    assert ha.history == hb.history
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    np.testing.assert_array_equal(a.predict(x, batch_size=24), b.predict(x, batch_size=24))
+    assert a.evaluate(x, t, batch_size=24) == b.evaluate(x, t, batch_size=24)
+    assert a.train_on_batch(x[:16], t[:16]) == b.train_on_batch(x[:16], t[:16])
+    for ga, gb in zip(a.grads().values(), b.grads().values(), strict=True):
+        np.testing.assert_array_equal(ga, gb)
+
+
+@pytest.mark.parametrize("head", ["gap", "flatten"])
+@pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
+@pytest.mark.parametrize("act, dtype", [("elu", "float32"), ("relu", "float32"), ("sigmoid", "float64")])
+def test_nchw_runs_give_the_numbers_of_layers_transposing_each(backend, head, fused, act, dtype):
+    # A channels_last model passes NCHW data from layer to layer (transposing only at the run's
+    # ends); each layer transposing its own input and output computes the same NCHW ops on the same data
+    x, t = _image_data(dtype)
+    x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    a = _mixed_model("channels_last", head, fused, act, dtype=dtype)
+    b = _mixed_model("channels_last", head, fused, act, dtype=dtype, runs=False)
+    _assert_same_run(a, b, x, t)
+    assert a._fused_last == b._fused_last == ({0} if fused else set())
+    # (a fused MaxPool2D runs inside its Conv2D's forward_max_pool)
+    inner = a.layers[2:6] if head == "gap" else a.layers[2:5]
+    assert all(layer._nchw_in and layer._nchw_out for layer in inner)
+    assert not any(layer._nchw_in or layer._nchw_out for layer in b.layers)
+
+
+def test_a_mixed_channels_last_model_trains_to_the_channels_first_weights(backend):
+    # against channels_first on transposed data: the same numbers (dropout off: it draws its
+    # mask in the layer's own order, so the two formats drop different elements)
+    x, t = _image_data()
+    x_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    for fused in (False, True):
+        first = _mixed_model("channels_first", "gap", fused, rate=0.0)
+        last = _mixed_model("channels_last", "gap", fused, rate=0.0)
+        h0 = first.fit(x, t, epochs=2, batch_size=16, validation_split=0.25, seed=1, verbose=0)
+        h1 = last.fit(x_last, t, epochs=2, batch_size=16, validation_split=0.25, seed=1, verbose=0)
+        assert h0.history == h1.history
+        for a, b in zip(first.get_weights(), last.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(first.predict(x), last.predict(x_last))
+        assert first.evaluate(x, t) == last.evaluate(x_last, t)
+
+
+@pytest.mark.parametrize("head, transposes", [("gap", 1), ("flatten", 3)])
+def test_a_channels_last_train_step_transposes_only_at_the_ends_of_the_run(monkeypatch, head, transposes):
+    # the data into the first Conv2D; with Flatten, the output before it and its gradient back
+    # (the first layer's input gradient is never computed)
+    from fastnn.nn import layers as nn_layers
+    counts = []
+    for name in ("_to_nchw", "_from_nchw"):
+        original = getattr(nn_layers._NCHWTransposes, name)
+
+        def counted(self, a, nchw=False, original=original):
+            out = original(self, a, nchw)
+            counts.append(out is not a)
+            return out
+        monkeypatch.setattr(nn_layers._NCHWTransposes, name, counted)
+    x, t = _image_data()
+    x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    model = _mixed_model("channels_last", head, False)
+    model.train_on_batch(x[:16], t[:16])
+    assert sum(counts) == transposes
+    counts.clear()
+    model._nchw_runs = False
+    model.train_on_batch(x[:16], t[:16])
+    assert sum(counts) > transposes
+
+
+def test_nchw_runs_after_pop_add_freezing_saving_and_gradcheck(tmp_path):
+    # a model changed after a fit (a new head, a frozen layer) runs as the same model with each
+    # layer transposing; its file loads into a model that predicts the same; gradcheck agrees
+    from fastnn.nn import GlobalAveragePooling2D, gradcheck, load_model
+    x, t = _image_data()
+    x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    a = _mixed_model("channels_last", "flatten", False)
+    b = _mixed_model("channels_last", "flatten", False, runs=False)
+    for model in (a, b):
+        model.fit(x, t, epochs=1, batch_size=16, seed=1, verbose=0)
+        model.pop()
+        model.pop()
+        model.add(GlobalAveragePooling2D(data_format="channels_last"))
+        model.add(Dense(3, activation="softmax"))
+        model.layers[1].trainable = False     # BatchNorm, frozen: its moving statistics normalise
+        model.compile(optim.Adam(lr=0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    _assert_same_run(a, b, x, t)
+    assert a.layers[5]._nchw_in and a.layers[5]._nchw_out    # the new GlobalAveragePooling2D ends the run
+    assert a.layers[6]._nchw_in and not a.layers[6]._nchw_out
+    path = str(tmp_path / "m.npz")
+    a.save(path)
+    loaded = load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x), a.predict(x))
+    errors = gradcheck(a, x[:4].astype(np.float64), t[:4], max_checks=4, verbose=False)
+    assert max(errors.values()) < 1e-5
+
+
 # ---------------------------------------------------------------------- sample_weight and class_weight
 def _weighted_case(kind, rng):
     """(model, x, targets, torch per-sample loss of the logits) for one loss, in float64."""

@@ -17,7 +17,8 @@ from fastnn import _validate as V, optim as _optim
 from fastnn.nn import callbacks as _callbacks
 from fastnn.nn import losses as _losses
 from fastnn.nn import metrics as _metrics
-from fastnn.nn.layers import _copy_into, BatchNorm, Conv2D, InputLayer, Layer, activation_forward, get_layer_class
+from fastnn.nn.layers import (_copy_into, Activation, AvgPool2D, BatchNorm, Conv2D, Dropout, GlobalAveragePooling2D,
+                              GlobalMaxPooling2D, InputLayer, Layer, MaxPool2D, activation_forward, get_layer_class)
 from fastnn.nn.progress import Progbar, format_logs
 
 
@@ -32,6 +33,46 @@ def _resolve_axis(layer, before):
             return
 
 __all__ = ["Sequential"]
+
+# The layers (these classes exactly: a subclass may compute otherwise) that a run of NCHW data
+# passes through: channels_last image layers that take and give 4-D NCHW, the global poolings
+# that take it (their (N, C) output has no layout), and the layers whose output is elementwise
+# in their input, for which any layout is the same computation. Softmax runs along axis 1, the
+# height of NHWC data: not elementwise.
+_NCHW_IMAGE = (Conv2D, MaxPool2D, AvgPool2D, BatchNorm)
+_NCHW_SINK = (GlobalAveragePooling2D, GlobalMaxPooling2D)
+
+
+def _nchw_role(layer):
+    kind = type(layer)
+    if kind in _NCHW_IMAGE or kind in _NCHW_SINK:
+        return ("image" if kind in _NCHW_IMAGE else "sink") if layer._channels_last else None
+    if kind is Dropout or (kind is Activation and layer.activation != "softmax"):
+        return "elementwise"
+    return None
+
+
+def _nchw_layouts(layers):
+    """{index: (input NCHW, output NCHW)} of the layers that take or give NCHW data: the array
+    between two layers is NCHW where, through elementwise layers only, a channels_last image
+    layer gives it and a channels_last image layer or global pooling takes it. Everywhere else
+    (the model's input and output, Flatten, Reshape, Dense, a channels_first layer, ...) it is
+    in the layers' own format, as when each layer runs on its own."""
+    roles = [_nchw_role(layer) for layer in layers]
+    gives = []     # whether layer i's output can be NCHW
+    for i, role in enumerate(roles):
+        gives.append(role == "image" or (role == "elementwise" and i > 0 and gives[i - 1]))
+    takes = [False] * len(layers)    # whether layer i's input can be NCHW
+    for i in reversed(range(len(layers))):
+        takes[i] = roles[i] in ("image", "sink") or (roles[i] == "elementwise" and i + 1 < len(layers)
+                                                     and takes[i + 1])
+    between = [gives[i] and takes[i + 1] for i in range(len(layers) - 1)]
+    layouts = {}
+    for i in range(len(layers)):
+        layout = (i > 0 and between[i - 1], i + 1 < len(layers) and between[i])
+        if any(layout):
+            layouts[i] = layout
+    return layouts
 
 
 class Sequential:
@@ -253,6 +294,9 @@ class Sequential:
     #: backward): the same numbers, without writing the convolution's output and its
     #: gradient to memory. Set to False to run every layer on its own.
     fuse_conv_pool = True
+    #: Pass NCHW data along runs of channels_last layers (see _nchw_layouts) instead of each
+    #: layer transposing to NCHW and back; the same numbers. False (tests): each layer transposes.
+    _nchw_runs = True
 
     def _fused_pairs(self):
         """Indices i where layers i and i + 1 (not the last layer) run as one conv + pool op."""
@@ -265,18 +309,27 @@ class Sequential:
     def _forward(self, x, training, logits=False):
         fused = self._fused_pairs()
         self._fused_last = fused
+        # Each layer records the layouts it ran with, for its backward; the layers outside runs
+        # are called as a user calls them (not every layer takes _nchw).
+        layouts = _nchw_layouts(self.layers) if self._nchw_runs else {}
+        nhwc = (False, False)
+
+        def layout(first, last):
+            pair = (layouts.get(first, nhwc)[0], layouts.get(last, nhwc)[1])
+            return {"_nchw": pair} if any(pair) else {}
+
         i = 0
         while i < len(self.layers) - 1:
             if i in fused:
-                x = self.layers[i].forward_max_pool(x, self.layers[i + 1], training=training)
+                x = self.layers[i].forward_max_pool(x, self.layers[i + 1], training=training, **layout(i, i + 1))
                 i += 2
                 continue
-            x = self.layers[i].forward(x, training=training)
+            x = self.layers[i].forward(x, training=training, **layout(i, i))
             i += 1
-        last = self.layers[-1]
+        last = len(self.layers) - 1
         if logits:
-            return last.forward(x, training=training, logits=True)
-        return last.forward(x, training=training)
+            return self.layers[last].forward(x, training=training, logits=True, **layout(last, last))
+        return self.layers[last].forward(x, training=training, **layout(last, last))
 
     def _backward(self, dy):
         fused = getattr(self, "_fused_last", set())

@@ -100,7 +100,6 @@ def book_batchnorm(x, gamma, beta, eps=10e-7):
     out = gamma * xn + beta
 
     def backward(dout):
-        n = x.shape[0]
         dxn = gamma * dout
         # d/dx of the normalised value through mean and variance, the compact closed form
         dx = (dxn - dxn.mean(axis=0) - xn * (dxn * xn).mean(axis=0)) / std

@@ -44,7 +44,6 @@ def rss_bytes():
 
 def make_cases():
     rng = np.random.default_rng(7)
-    f = np.float64
     x4 = rng.standard_normal((4, 3, 12, 12))
     W4 = rng.standard_normal((4, 3, 3, 3))
     b4 = rng.standard_normal(4)

@@ -232,6 +232,12 @@ def time_cells(fns, firsts, settings, progress, label):
     return {impl: B.Timing.merge(parts) for impl, parts in timings.items()}
 
 
+# Warm-up of each several-thread turn: a vCPU left idle during the 1-thread turn answers slowly
+# for a while (on this project's 2-vCPU guest, DeepConvNet inference in turns after 0.2 s of
+# warm-up took 80-91 ms on 2 threads, after 1 s 66-67 ms, against 129-143 ms on 1 thread).
+TURNS_WARMUP_S = 1.0
+
+
 def time_counts_in_turns(fn, counts, settings, progress, label):
     """Timing of fastnn native's callable at each thread count, the counts taking turns in rounds
     as time_cells's implementations do. A sweep's tables are minutes apart, and a slow spell of a
@@ -248,7 +254,7 @@ def time_counts_in_turns(fn, counts, settings, progress, label):
                     fn, size, warmup=settings["warmup"] if r == 0 else 1,
                     min_sample_s=settings["min_sample_ms"] / 1e3,
                     max_seconds=settings["max_seconds"] * size / settings["repeat"],
-                    min_warmup_s=0.2 if n > 1 else 0.0))
+                    min_warmup_s=TURNS_WARMUP_S if n > 1 else 0.0))
     return {n: B.Timing.merge(parts) for n, parts in timings.items()}
 
 

@@ -3,6 +3,7 @@
 fit/evaluate/predict semantics, the progress bar and input validation."""
 import io
 import os
+import weakref
 
 import numpy as np
 import pytest
@@ -1454,3 +1455,24 @@ def test_regularizer_names_classes_and_keras_aliases():
 def test_bad_regularizers_are_refused(make, error, message):
     with pytest.raises(error, match=message):
         make()
+
+
+@pytest.mark.parametrize("call", ["fit", "evaluate", "predict"])
+def test_no_layer_keeps_a_batch_once_a_call_returns(rng, call):
+    """The forward passes keep their inputs for the backward; after fit, evaluate or predict
+    nothing holds the caller's data, the fused conv + pool pair included."""
+    model = Sequential([Conv2D(4, 3, activation="relu", input_shape=(1, 8, 8)), MaxPool2D(2), Flatten(),
+                        Dense(3, activation="softmax")], seed=0)
+    model.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy")
+    assert model._fused_pairs() == {0}
+    x = rng.standard_normal((6, 1, 8, 8)).astype(np.float32)
+    t = np.arange(6) % 3
+    data = weakref.ref(x)
+    if call == "fit":
+        model.fit(x, t, epochs=1, batch_size=6, shuffle=False, verbose=0)
+    elif call == "evaluate":
+        model.evaluate(x, t, batch_size=6)
+    else:
+        model.predict(x, batch_size=6)
+    del x
+    assert data() is None

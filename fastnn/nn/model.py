@@ -655,8 +655,9 @@ class Sequential:
     def _release_caches(self):
         # Forward passes keep their inputs for backward; don't hold a batch after a call returns.
         for layer in self.layers:
-            if getattr(layer, "_cache", None) is not None:
-                layer._cache = None
+            for cache in ("_cache", "_pooled_cache"):   # _pooled_cache: a Conv2D's fused pass with its pool
+                if getattr(layer, cache, None) is not None:
+                    setattr(layer, cache, None)
 
     def _validation_arrays(self, x, t, validation_data, validation_split, output_shape, w=None):
         """(x_val, t_val, its sample weights or None), or None without validation data;

@@ -921,6 +921,53 @@ def test_a_layer_from_a_model_run_on_its_own_takes_and_gives_nhwc(rng):
     np.testing.assert_array_equal(a, model.predict(x))
 
 
+@pytest.mark.parametrize("pooled", [False, True])
+def test_a_layers_own_backward_after_a_model_pass_takes_and_gives_nhwc(rng, pooled):
+    """A user's backward through the layers after model(x, training=True) (a hand-written
+    backward loop, Grad-CAM, say) takes and gives NHWC, whatever layout the model's NCHW run gave
+    the forward: the gradients are those of the model whose layers each transpose. Channels,
+    height and width are all 6, so a layout mixed up would not show in the shapes."""
+    x = rng.standard_normal((3, 6, 6, 6))
+
+    def passes(runs):
+        last = dict(data_format="channels_last")
+        head = [MaxPool2D(2, **last)] if pooled else []
+        model = Sequential([Conv2D(6, 1, input_shape=(6, 6, 6), **last), BatchNorm(), Activation("tanh"),
+                            Dropout(0.5), Conv2D(6, 1, activation="relu", **last)] + head
+                           + [nn.GlobalAveragePooling2D(**last), Dense(3)], dtype="float64", seed=0)
+        model._nchw_runs = runs
+        model(x, training=True)
+        assert model._fused_pairs() == ({4} if pooled else set())
+        grads = []
+        for i, layer in enumerate(model.layers[:-2]):
+            dy = np.random.default_rng(i).standard_normal((3,) + layer.output_shape)
+            if pooled and i == 4:   # the fused pair's backward, from the gradient of the pooled output
+                dy = np.random.default_rng(i).standard_normal((3,) + model.layers[5].output_shape)
+                grads.append(layer.backward_max_pool(dy))
+            elif not (pooled and i == 5):
+                grads.append(layer.backward(dy))
+            grads += [layer.grads[name].copy() for name in sorted(layer.grads)]
+        return grads
+
+    got, want = passes(True), passes(False)
+    assert len(got) == len(want) == 11   # 5 input gradients, the kernels, biases, gamma and beta
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_a_refused_forward_leaves_a_layer_in_a_run_as_it_was():
+    model = Sequential([Conv2D(2, 1, input_shape=(4, 4, 2), data_format="channels_last"), BatchNorm(),
+                        Dropout(0.5), nn.GlobalAveragePooling2D(data_format="channels_last")], seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 4, 4, 2)).astype(np.float32)
+    model(x, training=True)
+    dropout = model.layers[2]
+    cache = dropout._cache
+    assert dropout._nchw_in and dropout._nchw_out
+    with pytest.raises(ValueError, match="expected input of shape"):
+        dropout.forward(np.zeros((2, 3, 3, 2), np.float32), training=True)
+    assert dropout._nchw_in and dropout._nchw_out and dropout._cache is cache
+
+
 def test_image_data_format_default_applies_to_layers_constructed_after_it():
     assert nn.image_data_format() == "channels_first"
     before = [Conv2D(2, 3), MaxPool2D(2), AvgPool2D(2), nn.GlobalAveragePooling2D(), nn.GlobalMaxPooling2D()]

@@ -290,11 +290,12 @@ class Layer:
     def _what(self):
         return f"{type(self).__name__} {self.name!r}"
 
-    #: Whether the last forward took its input (and backward returns its gradient) / gave its
-    #: output (and backward takes its gradient) as NCHW transposes of the layer's NHWC shapes: a
-    #: Sequential's channels_last layers pass NCHW data along a run of them (its ``_nchw``
-    #: argument to forward), so that each layer does not transpose to NCHW and back. A forward
-    #: called without it (a layer on its own) sets both back to False.
+    #: Whether the last forward took its input / gave its output as NCHW transposes of the
+    #: layer's NHWC shapes: a Sequential's channels_last layers pass NCHW data along a run of
+    #: them (the ``_nchw`` argument of forward, and of backward for the gradients), so that each
+    #: layer does not transpose to NCHW and back. A forward called without it (a layer on its
+    #: own) sets both back to False; a backward called without it takes and gives NHWC
+    #: whatever layout the forward ran in.
     _nchw_in = False
     _nchw_out = False
 
@@ -303,10 +304,10 @@ class Layer:
         height, width) where ``nchw``."""
         return (shape[2], shape[0], shape[1]) if nchw else tuple(shape)
 
-    def _check_input(self, x):
+    def _check_input(self, x, nchw=False):
         if not self.built:
             raise RuntimeError(f"{self._what()}: call build(input_shape) or the layer itself before forward")
-        expected = self._given_shape(self.input_shape, self._nchw_in)
+        expected = self._given_shape(self.input_shape, nchw)
         if not isinstance(x, np.ndarray) or x.shape[1:] != expected:
             got = getattr(x, "shape", type(x).__name__)
             raise ValueError(f"{self._what()}: expected input of shape (N, {_fmt(expected)}), got {got}")
@@ -359,6 +360,14 @@ class _WeightRegularizers:
         config.update(kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
                       bias_regularizer=regularizers.serialize(self.bias_regularizer))
         return config
+
+
+def _relayout(a, nchw, to_nchw):
+    """A 4-D array from NCHW (``nchw``) or NHWC to the layout ``to_nchw`` asks for: a contiguous
+    copy where they differ (a layer's backward called in another layout than its forward ran in)."""
+    if a is None or nchw == to_nchw:
+        return a
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2) if to_nchw else a.transpose(0, 2, 3, 1))
 
 
 class _NCHWTransposes:
@@ -616,8 +625,8 @@ class Conv2D(_ActivationMixin, _WeightRegularizers, _ImageLayout, Layer):
         self._pad, self._extra, _ = self._geometry(input_shape)
 
     def forward(self, x, training=False, logits=False, _nchw=(False, False)):
+        self._check_input(x, _nchw[0])
         self._nchw_in, self._nchw_out = _nchw
-        self._check_input(x)
         x = self._to_nchw(x, self._nchw_in)
         act = None if logits else self.activation
         if self._extra != (0, 0):
@@ -649,8 +658,8 @@ class Conv2D(_ActivationMixin, _WeightRegularizers, _ImageLayout, Layer):
         (ops.conv2d_max_pool2d). Then backward_max_pool(dy) is the backward of both. Output
         planes past the fused op's int32 argmax (2**31 - 1 elements) run the two layers apart.
         ``_nchw``: the layouts of this layer's input and of the pool's output."""
+        self._check_input(x, _nchw[0])
         self._nchw_in, self._nchw_out = _nchw
-        self._check_input(x)
         _, _, (oh, ow) = self._geometry(self.input_shape)
         if oh * ow > 2**31 - 1:
             y = self.forward(x, training=training, _nchw=(_nchw[0], False))
@@ -667,15 +676,16 @@ class Conv2D(_ActivationMixin, _WeightRegularizers, _ImageLayout, Layer):
         pool._cache = None
         return self._from_nchw(y, self._nchw_out)
 
-    def backward_max_pool(self, dy, need_dx=True):
+    def backward_max_pool(self, dy, need_dx=True, _nchw=(False, False)):
         """The backward of forward_max_pool, from the gradient of the pooled output."""
         if self._unfused_pool is not None:
-            return self.backward(self._unfused_pool.backward(dy), need_dx=need_dx)
+            dy = self._unfused_pool.backward(dy, _nchw=(False, _nchw[1]))
+            return self.backward(dy, need_dx=need_dx, _nchw=(_nchw[0], False))
         if self._pooled_cache is None:
             raise RuntimeError(f"{self._what()}: backward_max_pool needs forward_max_pool first")
         x, y, argmax, pool = self._pooled_cache
-        self._check_backward(dy, (y.shape[0],) + self._given_shape(pool.output_shape, self._nchw_out))
-        dy = self._to_nchw(dy, self._nchw_out)
+        self._check_backward(dy, (y.shape[0],) + self._given_shape(pool.output_shape, _nchw[1]))
+        dy = self._to_nchw(dy, _nchw[1])
         dx, dkernel, dbias = ops.conv2d_max_pool2d_backward(
             dy, argmax, y, x, self.params["kernel"], stride=self.strides, pad=self._pad, activation=self.activation,
             pool_h=pool.pool_size[0], pool_w=pool.pool_size[1], pool_stride=pool.strides, pool_pad=pool.padding,
@@ -683,14 +693,14 @@ class Conv2D(_ActivationMixin, _WeightRegularizers, _ImageLayout, Layer):
         self.grads["kernel"] = dkernel
         if self.use_bias:
             self.grads["bias"] = dbias
-        return self._from_nchw(dx, self._nchw_in)
+        return self._from_nchw(dx, _nchw[0])
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy, need_dx=True, _nchw=(False, False)):
         if self._pooled_cache is not None:
             raise RuntimeError(f"{self._what()}: the last forward was fused with pooling; use backward_max_pool")
-        self._check_backward(dy, (self._cache[2].shape[0],) + self._given_shape(self.output_shape, self._nchw_out)
+        self._check_backward(dy, (self._cache[2].shape[0],) + self._given_shape(self.output_shape, _nchw[1])
                              if self._cache else ())
-        dy = self._to_nchw(dy, self._nchw_out)
+        dy = self._to_nchw(dy, _nchw[1])
         x_in, z, y, act, x_shape = self._cache
         if act in _FUSED_FROM_OUTPUT:
             # relu(z) > 0 exactly where z > 0, so y stands in for z in relu's derivative.
@@ -704,7 +714,7 @@ class Conv2D(_ActivationMixin, _WeightRegularizers, _ImageLayout, Layer):
             self.grads["bias"] = dbias
         if dx is not None and self._extra != (0, 0):
             dx = np.ascontiguousarray(dx[:, :, :x_shape[2], :x_shape[3]])
-        return self._from_nchw(dx, self._nchw_in)
+        return self._from_nchw(dx, _nchw[0])
 
     def get_config(self):
         config = super().get_config()
@@ -754,20 +764,20 @@ class MaxPool2D(_Pool2D):
     defaults to ``pool_size``."""
 
     def forward(self, x, training=False, _nchw=(False, False)):
+        self._check_input(x, _nchw[0])
         self._nchw_in, self._nchw_out = _nchw
-        self._check_input(x)
         x = self._to_nchw(x, self._nchw_in)
         y, argmax = ops.max_pool2d(x, self.pool_size[0], **self._pool_args())
         self._cache = (argmax, x.shape)
         return self._from_nchw(y, self._nchw_out)
 
-    def backward(self, dy):
-        self._check_backward(dy, (self._cache[0].shape[0],) + self._given_shape(self.output_shape, self._nchw_out)
+    def backward(self, dy, _nchw=(False, False)):
+        self._check_backward(dy, (self._cache[0].shape[0],) + self._given_shape(self.output_shape, _nchw[1])
                              if self._cache else ())
         argmax, x_shape = self._cache
-        dx = ops.max_pool2d_backward(self._to_nchw(dy, self._nchw_out), argmax, x_shape, self.pool_size[0],
+        dx = ops.max_pool2d_backward(self._to_nchw(dy, _nchw[1]), argmax, x_shape, self.pool_size[0],
                                      **self._pool_args())
-        return self._from_nchw(dx, self._nchw_in)
+        return self._from_nchw(dx, _nchw[0])
 
 
 class AvgPool2D(_Pool2D):
@@ -775,19 +785,19 @@ class AvgPool2D(_Pool2D):
     counts in the divisor)."""
 
     def forward(self, x, training=False, _nchw=(False, False)):
+        self._check_input(x, _nchw[0])
         self._nchw_in, self._nchw_out = _nchw
-        self._check_input(x)
         x = self._to_nchw(x, self._nchw_in)
         y = ops.avg_pool2d(x, self.pool_size[0], **self._pool_args())
         self._cache = (x.shape, y.shape)
         return self._from_nchw(y, self._nchw_out)
 
-    def backward(self, dy):
-        self._check_backward(dy, (self._cache[1][0],) + self._given_shape(self.output_shape, self._nchw_out)
+    def backward(self, dy, _nchw=(False, False)):
+        self._check_backward(dy, (self._cache[1][0],) + self._given_shape(self.output_shape, _nchw[1])
                              if self._cache else ())
-        dx = ops.avg_pool2d_backward(self._to_nchw(dy, self._nchw_out), self._cache[0], self.pool_size[0],
+        dx = ops.avg_pool2d_backward(self._to_nchw(dy, _nchw[1]), self._cache[0], self.pool_size[0],
                                      **self._pool_args())
-        return self._from_nchw(dx, self._nchw_in)
+        return self._from_nchw(dx, _nchw[0])
 
 
 class Flatten(Layer):
@@ -827,17 +837,17 @@ class _GlobalPool2D(_ImageLayout, Layer):
         h, w = self._nchw_shape(self.input_shape)[1:]
         return dict(pool_h=h, pool_w=w, stride=(h, w), pad=(0, 0))
 
-    def backward(self, dy):
+    def backward(self, dy, _nchw=(False, False)):
         self._check_backward(dy, (self._cache[1][0],) + self.output_shape if self._cache else ())
-        return self._from_nchw(self._pool_backward(dy.reshape(dy.shape + (1, 1))), self._nchw_in)
+        return self._from_nchw(self._pool_backward(dy.reshape(dy.shape + (1, 1))), _nchw[0])
 
 
 class GlobalAveragePooling2D(_GlobalPool2D):
     """The mean of each channel plane: (N, C, H, W) or (N, H, W, C) -> (N, C)."""
 
     def forward(self, x, training=False, _nchw=(False, False)):
+        self._check_input(x, _nchw[0])
         self._nchw_in, self._nchw_out = _nchw
-        self._check_input(x)
         x = self._to_nchw(x, self._nchw_in)
         y = ops.avg_pool2d(x, **self._pool_args())
         self._cache = (None, x.shape)
@@ -851,8 +861,8 @@ class GlobalMaxPooling2D(_GlobalPool2D):
     """The maximum of each channel plane: (N, C, H, W) or (N, H, W, C) -> (N, C)."""
 
     def forward(self, x, training=False, _nchw=(False, False)):
+        self._check_input(x, _nchw[0])
         self._nchw_in, self._nchw_out = _nchw
-        self._check_input(x)
         x = self._to_nchw(x, self._nchw_in)
         y, argmax = ops.max_pool2d(x, **self._pool_args())
         self._cache = (argmax, x.shape)
@@ -967,10 +977,10 @@ class Dropout(Layer):
             self.rng = np.random.default_rng(rng.integers(2**63))
 
     def forward(self, x, training=False, _nchw=(False, False)):
+        self._check_input(x, _nchw[0])
         self._nchw_in, self._nchw_out = _nchw
-        self._check_input(x)
         if not training or self.rate == 0.0:
-            self._cache = (None, x.shape)
+            self._cache = (None, x.shape, self._nchw_in)
             return x
         # drawn in the layer's own (NHWC) order whatever x's, so that NCHW data in a Sequential's
         # run loses the elements it would lose in NHWC
@@ -978,13 +988,14 @@ class Dropout(Layer):
         if self._nchw_in:
             keep = np.ascontiguousarray(keep.transpose(0, 3, 1, 2))
         mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
-        self._cache = (mask, x.shape)
+        self._cache = (mask, x.shape, self._nchw_in)
         return x * mask
 
-    def backward(self, dy):
-        self._check_backward(dy, self._cache[1] if self._cache else ())
-        mask = self._cache[0]
-        return dy if mask is None else dy * mask
+    def backward(self, dy, _nchw=(False, False)):
+        self._check_backward(dy, (self._cache[1][0],) + self._given_shape(self.input_shape, _nchw[1])
+                             if self._cache else ())
+        mask, _, nchw = self._cache
+        return dy if mask is None else dy * _relayout(mask, nchw, _nchw[1])
 
     def get_config(self):
         config = super().get_config()
@@ -1054,8 +1065,8 @@ class BatchNorm(_NCHWTransposes, Layer):
         return self.axis != 1 and len(self.input_shape) == 3
 
     def forward(self, x, training=False, _nchw=(False, False)):
+        self._check_input(x, _nchw[0])
         self._nchw_in, self._nchw_out = _nchw
-        self._check_input(x)
         x = self._to_nchw(x, self._nchw_in)   # channels last: through the per-channel op on NCHW
         out, cache = ops.batch_norm_forward(
             x, self.params["gamma"], self.params["beta"], self.state["moving_mean"],
@@ -1066,12 +1077,13 @@ class BatchNorm(_NCHWTransposes, Layer):
         self._cache = (cache, out.shape)
         return out
 
-    def backward(self, dy):
-        self._check_backward(dy, self._cache[1] if self._cache else ())
-        dy = self._to_nchw(dy, self._nchw_out)
+    def backward(self, dy, _nchw=(False, False)):
+        self._check_backward(dy, (self._cache[1][0],) + self._given_shape(self.input_shape, _nchw[1])
+                             if self._cache else ())
+        dy = self._to_nchw(dy, _nchw[1])
         dx, dgamma, dbeta = ops.batch_norm_backward(dy, self._cache[0])
         self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
-        return self._from_nchw(dx, self._nchw_in)
+        return self._from_nchw(dx, _nchw[0])
 
     def get_config(self):
         config = super().get_config()
@@ -1093,17 +1105,19 @@ class Activation(_ActivationMixin, Layer):
 
     def forward(self, x, training=False, logits=False, _nchw=(False, False)):
         # elementwise (softmax aside, which a Sequential keeps out of NCHW runs): any layout
+        self._check_input(x, _nchw[0])
         self._nchw_in, self._nchw_out = _nchw
-        self._check_input(x)
         act = None if logits else self.activation
         y = activation_forward(x, act, self.alpha)
-        self._cache = (x, y, act)
+        self._cache = (x, y, act, self._nchw_in)
         return y
 
-    def backward(self, dy):
-        self._check_backward(dy, self._cache[0].shape if self._cache else ())
-        x, y, act = self._cache
-        return activation_backward(dy, act, x, y, self.alpha)
+    def backward(self, dy, _nchw=(False, False)):
+        self._check_backward(dy, (self._cache[0].shape[0],) + self._given_shape(self.input_shape, _nchw[1])
+                             if self._cache else ())
+        x, y, act, nchw = self._cache
+        dx = activation_backward(_relayout(dy, _nchw[1], nchw), act, x, y, self.alpha)
+        return _relayout(dx, nchw, _nchw[0])
 
     def get_config(self):
         config = super().get_config()

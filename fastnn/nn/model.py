@@ -7,6 +7,7 @@ over the dicts ``{"<layer>/<weight>": array}``. With a softmax or sigmoid output
 matching cross-entropy loss, the last layer returns its logits and the loss op computes
 the activation and the cross-entropy together (exact and stable for any logits).
 """
+import functools
 import signal
 import sys
 import threading
@@ -50,6 +51,14 @@ def _nchw_role(layer):
     if kind is Dropout or (kind is Activation and layer.activation != "softmax"):
         return "elementwise"
     return None
+
+
+def _layout_kwargs(layouts, first, last):
+    """The ``_nchw`` argument of the forward (or backward) of layers first..last (a fused pair:
+    the conv's input, the pool's output), where their data is NCHW; none for layers outside the
+    runs, which are called as a user calls them (not every layer takes it)."""
+    pair = (layouts.get(first, (False, False))[0], layouts.get(last, (False, False))[1])
+    return {"_nchw": pair} if any(pair) else {}
 
 
 def _nchw_layouts(layers):
@@ -309,15 +318,9 @@ class Sequential:
     def _forward(self, x, training, logits=False):
         fused = self._fused_pairs()
         self._fused_last = fused
-        # Each layer records the layouts it ran with, for its backward; the layers outside runs
-        # are called as a user calls them (not every layer takes _nchw).
         layouts = _nchw_layouts(self.layers) if self._nchw_runs else {}
-        nhwc = (False, False)
-
-        def layout(first, last):
-            pair = (layouts.get(first, nhwc)[0], layouts.get(last, nhwc)[1])
-            return {"_nchw": pair} if any(pair) else {}
-
+        self._layouts_last = layouts   # the backward passes the gradients in the same layouts
+        layout = functools.partial(_layout_kwargs, layouts)
         i = 0
         while i < len(self.layers) - 1:
             if i in fused:
@@ -333,6 +336,7 @@ class Sequential:
 
     def _backward(self, dy):
         fused = getattr(self, "_fused_last", set())
+        layout = functools.partial(_layout_kwargs, getattr(self, "_layouts_last", {}))
         i = len(self.layers) - 1
         while i >= 0:
             layer = self.layers[i]
@@ -340,13 +344,13 @@ class Sequential:
             # nobody needs the gradient of the data
             need_dx = not (first == 0 and isinstance(self.layers[0], Conv2D))
             if i - 1 in fused:
-                dy = self.layers[i - 1].backward_max_pool(dy, need_dx=need_dx)
+                dy = self.layers[i - 1].backward_max_pool(dy, need_dx=need_dx, **layout(i - 1, i))
                 i -= 2
                 continue
             if not need_dx:
-                layer.backward(dy, need_dx=False)
+                layer.backward(dy, need_dx=False, **layout(i, i))
             else:
-                dy = layer.backward(dy)
+                dy = layer.backward(dy, **layout(i, i))
             i -= 1
         for layer in self.layers:   # the regularizers' penalties are in the loss (_loss_forward)
             layer._add_regularization_gradients()

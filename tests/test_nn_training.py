@@ -10,8 +10,8 @@ import pytest
 
 import fastnn
 from fastnn import optim
-from fastnn.nn import (Activation, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential, callbacks,
-                       losses, metrics, regularizers)
+from fastnn.nn import (Activation, BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, MaxPool2D,
+                       Sequential, callbacks, losses, metrics, regularizers)
 from fastnn.nn.progress import Progbar
 from conftest import MeanAbsoluteErrorLoss, requires_native
 
@@ -1476,3 +1476,32 @@ def test_no_layer_keeps_a_batch_once_a_call_returns(rng, call):
         model.predict(x, batch_size=6)
     del x
     assert data() is None
+
+
+class _OwnConv2D(Conv2D):
+    """A subclass with the fused pass's signature of before the NCHW runs."""
+
+    def forward_max_pool(self, x, pool, training=False):
+        return super().forward_max_pool(x, pool, training=training)
+
+    def backward_max_pool(self, dy, need_dx=True):
+        return super().backward_max_pool(dy, need_dx=need_dx)
+
+
+def test_a_subclassed_convolution_fused_with_its_pool_keeps_the_pair_out_of_a_run(rng):
+    # the pair runs as one layer: its MaxPool2D does not start a run that the subclass (outside
+    # runs, as every subclass) would have to hand NCHW data to
+    x = rng.standard_normal((4, 8, 8, 3))
+    t = rng.integers(0, 3, 4)
+    last = dict(data_format="channels_last")
+    results = []
+    for runs in (True, False):
+        model = Sequential([_OwnConv2D(4, 3, activation="relu", input_shape=(8, 8, 3), **last), MaxPool2D(2, **last),
+                            Conv2D(5, 1, **last), GlobalAveragePooling2D(**last), Dense(3, activation="softmax")],
+                           dtype="float64", seed=0)
+        model._nchw_runs = runs
+        model.compile(optim.SGD(lr=0.1), "sparse_categorical_crossentropy")
+        assert model._fused_pairs() == {0}
+        results.append([model.train_on_batch(x, t), model.train_on_batch(x, t)] + model.get_weights())
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)

@@ -61,13 +61,16 @@ def _layout_kwargs(layouts, first, last):
     return {"_nchw": pair} if any(pair) else {}
 
 
-def _nchw_layouts(layers):
+def _nchw_layouts(layers, fused=()):
     """{index: (input NCHW, output NCHW)} of the layers that take or give NCHW data: the array
     between two layers is NCHW where, through elementwise layers only, a channels_last image
     layer gives it and a channels_last image layer or global pooling takes it. Everywhere else
     (the model's input and output, Flatten, Reshape, Dense, a channels_first layer, ...) it is
     in the layers' own format, as when each layer runs on its own."""
     roles = [_nchw_role(layer) for layer in layers]
+    for i in fused:   # a fused pair is one layer: its pool joins a run only with its convolution
+        if roles[i] is None:
+            roles[i + 1] = None
     gives = []     # whether layer i's output can be NCHW
     for i, role in enumerate(roles):
         gives.append(role == "image" or (role == "elementwise" and i > 0 and gives[i - 1]))
@@ -318,7 +321,7 @@ class Sequential:
     def _forward(self, x, training, logits=False):
         fused = self._fused_pairs()
         self._fused_last = fused
-        layouts = _nchw_layouts(self.layers) if self._nchw_runs else {}
+        layouts = _nchw_layouts(self.layers, fused) if self._nchw_runs else {}
         self._layouts_last = layouts   # the backward passes the gradients in the same layouts
         layout = functools.partial(_layout_kwargs, layouts)
         i = 0

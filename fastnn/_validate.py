@@ -178,6 +178,20 @@ def as_bool(op, name, value):
     raise TypeError(f"{op}: expected {name} to be True or False, got {describe(value) if isinstance(value, np.ndarray) else repr(value)}")
 
 
+def from_class_config(config, classes, invalid):
+    """The object that a saved ``{"class_name": ..., "config": {...}}`` names, built by the class
+    of that name in ``classes``; anything else, or settings the class does not take, is a
+    ``ValueError`` that starts with ``invalid`` ("initializer: invalid config", say)."""
+    if (not isinstance(config, dict) or set(config) != {"class_name", "config"}
+            or config["class_name"] not in classes or not isinstance(config["config"], dict)):
+        raise ValueError(f"{invalid} {config!r}")
+    cls = classes[config["class_name"]]
+    try:
+        return cls(**config["config"])
+    except TypeError as exc:
+        raise ValueError(f"{invalid} for {cls.__name__}: {exc}") from None
+
+
 def as_int(op, name, value, minimum=None):
     if type(value) is int:
         if minimum is not None and value < minimum:

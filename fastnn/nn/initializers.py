@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from fastnn import _validate as V
+
 __all__ = ["Initializer", "Zeros", "Ones", "Constant", "RandomUniform", "RandomNormal",
            "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "Unsaved", "get", "serialize",
            "compute_fans"]
@@ -252,14 +254,7 @@ def _describe(initializer):
 
 
 def deserialize(config):
-    if (not isinstance(config, dict) or set(config) != {"class_name", "config"}
-            or config["class_name"] not in _CLASSES or not isinstance(config["config"], dict)):
-        raise ValueError(f"initializer: invalid config {config!r}")
-    cls = _CLASSES[config["class_name"]]
-    try:
-        return cls(**config["config"])
-    except TypeError as exc:
-        raise ValueError(f"initializer: invalid config for {cls.__name__}: {exc}") from None
+    return V.from_class_config(config, _CLASSES, "initializer: invalid config")
 
 
 def _finite_float(owner, what, value):

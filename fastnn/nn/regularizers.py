@@ -14,6 +14,7 @@ is a ``TypeError``.
 """
 import numpy as np
 
+from fastnn import _validate as V
 from fastnn.optim import _check_number
 
 __all__ = ["Regularizer", "L1", "L2", "L1L2", "l1", "l2", "l1_l2", "get", "serialize"]
@@ -105,7 +106,7 @@ def get(owner, what, identifier):
                              "fastnn.nn.regularizers object or None")
         return _BY_NAME[identifier.lower()]()
     if isinstance(identifier, dict):
-        return _deserialize(owner, what, identifier)
+        return V.from_class_config(identifier, _CLASSES, f"{owner}: invalid {what} config")
     if isinstance(identifier, type) and identifier in _CLASSES.values():
         return identifier()
     # only the classes above: a subclass or a callable of the user's could not be saved, and a
@@ -122,11 +123,3 @@ def serialize(regularizer):
     if regularizer is None:
         return None
     return {"class_name": type(regularizer).__name__, "config": regularizer.get_config()}
-
-
-def _deserialize(owner, what, config):
-    if (set(config) != {"class_name", "config"} or config["class_name"] not in _CLASSES
-            or not isinstance(config["config"], dict)
-            or not set(config["config"]) <= set(_CLASSES[config["class_name"]]().get_config())):
-        raise ValueError(f"{owner}: invalid {what} config {config!r}")
-    return _CLASSES[config["class_name"]](**config["config"])

@@ -12,7 +12,7 @@ from cython cimport floating
 from libc.stdint cimport int32_t, int64_t
 
 from fastnn._fastnn cimport fnn_ctx
-from fastnn._validate import gemm_readable
+from fastnn._validate import gemm_readable, rows_writable_in_place
 
 include "_ctx.pxi"
 include "_alloc.pxi"
@@ -265,8 +265,7 @@ def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
             raise ValueError(f"gemm: expected c of shape {(m, n)}, got {c.shape}")
         if not c.flags.writeable:
             raise TypeError("gemm: c is read-only, but it is written in place")
-        if m > 0 and n > 0 and (c.strides[1] != c.itemsize or c.strides[0] < n * c.itemsize
-                                or c.strides[0] % c.itemsize):
+        if not rows_writable_in_place(c):
             raise ValueError("gemm: c must have contiguous rows (it is written in place)")
         for name, operand in (("a", a), ("b", b)):
             if np.may_share_memory(c, operand):  # c is written while a and b are still being read

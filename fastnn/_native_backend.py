@@ -1,7 +1,7 @@
 """The native backend: the Cython wrappers of the C kernels, with the signatures
 of docs/BACKEND.md (the same as fastnn._reference)."""
 from fastnn._gemm import (  # noqa: F401
-    conv2d, conv2d_backward, conv2d_max_pool2d, conv2d_max_pool2d_backward, linear, linear_backward, matmul)
+    conv2d, conv2d_backward, conv2d_max_pool2d, conv2d_max_pool2d_backward, gemm, linear, linear_backward, matmul)
 from fastnn._kernels import (  # noqa: F401
     adagrad_update, adam_update, avg_pool2d, avg_pool2d_backward, batch_norm_backward,
     batch_norm_forward, col2im, elu, elu_backward, identity, im2col, leaky_relu, leaky_relu_backward,

@@ -146,6 +146,28 @@ def matmul(a, b):
     return np.matmul(np.ascontiguousarray(a), np.ascontiguousarray(b))
 
 
+def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+    """c = alpha * op(a) @ op(b) + beta * c in place (a new array for c None), with BLAS's
+    zeros: beta = 0 never reads c, alpha = 0 or an empty depth never forms the product."""
+    op_a = np.ascontiguousarray(a.T if trans_a else a)
+    op_b = np.ascontiguousarray(b.T if trans_b else b)
+    if c is None:
+        c = np.empty((op_a.shape[0], op_b.shape[1]), a.dtype)
+        beta = 0.0
+    product = None
+    if alpha != 0 and op_a.shape[1] > 0:
+        product = np.matmul(op_a, op_b)
+        if alpha != 1:
+            product *= alpha
+    if beta == 0:
+        c[...] = 0 if product is None else product
+    else:
+        c *= beta
+        if product is not None:
+            c += product
+    return c
+
+
 def linear(x, W, b, activation, alpha):
     y = x @ np.ascontiguousarray(W)
     if b is not None:

@@ -105,6 +105,18 @@ def gemm_readable(arr):
     return (rows == 1 or s0 == item) and (cols == 1 or (s1 >= rows * item and s1 % item == 0))
 
 
+def rows_writable_in_place(arr):
+    """Whether the GEMM writes the 2-D array ``arr`` in place: unit stride along its rows, and
+    rows at least a row's length apart (a block of columns of a wider matrix qualifies, a
+    transposed view does not). Empty arrays, never written, qualify."""
+    rows, cols = arr.shape
+    if rows == 0 or cols == 0:
+        return True
+    s0, s1 = arr.strides
+    item = arr.itemsize
+    return s1 == item and (rows == 1 or (s0 >= cols * item and s0 % item == 0))
+
+
 def float_arrays(op, optional=(), matrices=(), **named):
     """Check each named float array (None passes through for the names in ``optional``),
     promote them all to one dtype with np.result_type and make them C-contiguous; the

@@ -17,7 +17,7 @@ from fastnn import _reference
 from fastnn import _validate as V
 
 __all__ = [
-    "matmul", "linear", "linear_backward",
+    "matmul", "gemm", "linear", "linear_backward",
     "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "step", "identity",
     "relu_backward", "leaky_relu_backward", "elu_backward", "softplus_backward",
     "sigmoid_backward", "tanh_backward", "identity_backward", "activation", "activation_backward",
@@ -50,6 +50,48 @@ def matmul(a, b):
         raise ValueError(f"{op}: inner dimensions differ: a {a.shape} @ b {b.shape}")
     V.check_size(op, "the output", (a.shape[0], b.shape[1]), dtype.itemsize)
     return _backend().matmul(a, b)
+
+
+def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+    """alpha * op(a) @ op(b) + beta * c, BLAS's xGEMM, where op(x) is x.T when trans_x is True.
+
+    Without c, a new (M, N) array (beta must then be 0). With c, c is updated in place and
+    returned: a writeable (M, N) array in any layout, of the dtype the product computes in
+    (a float64 c makes float32 a and b compute in float64; a float32 c refuses float64 a
+    or b). As in BLAS, beta = 0 writes c without reading it and alpha = 0 (or K = 0) leaves
+    the product out, so NaN or Inf there do not pass on."""
+    op = "gemm"
+    trans_a = V.as_flag(op, "trans_a", trans_a)
+    trans_b = V.as_flag(op, "trans_b", trans_b)
+    alpha = V.as_real(op, "alpha", alpha)
+    beta = V.as_real(op, "beta", beta)
+    dtype, arrs = V.float_arrays(op, matrices=("a", "b"), a=a, b=b)
+    a, b = arrs["a"], arrs["b"]
+    V.check_ndim(op, "a", a, 2)
+    V.check_ndim(op, "b", b, 2)
+    m, ka = a.shape[::-1] if trans_a else a.shape
+    kb, n = b.shape[::-1] if trans_b else b.shape
+    if ka != kb:
+        raise ValueError(f"{op}: inner dimensions differ: op(a) is {(m, ka)} and op(b) is {(kb, n)} "
+                         f"(a {a.shape}, trans_a={trans_a}; b {b.shape}, trans_b={trans_b})")
+    if c is None:
+        if beta != 0:
+            raise ValueError(f"{op}: beta={beta} scales c, but no c was given")
+        V.check_size(op, "the output", (m, n), dtype.itemsize)
+        return _backend().gemm(a, b, None, trans_a, trans_b, alpha, 0.0)
+    c = V.writeable_float_array(op, "c", c, (m, n))
+    if c.dtype != dtype:
+        if np.result_type(dtype, c.dtype) != c.dtype:
+            raise TypeError(f"{op}: a and b compute in {dtype}, which c ({c.dtype}) cannot hold; "
+                            f"pass c of dtype {dtype}, or a and b of dtype {c.dtype}")
+        a, b = a.astype(c.dtype), b.astype(c.dtype)   # order "K": the GEMM still reads them in place
+    if V.rows_writable_in_place(c) and not (np.may_share_memory(c, a) or np.may_share_memory(c, b)):
+        return _backend().gemm(a, b, c, trans_a, trans_b, alpha, beta)
+    # The kernels write whole rows, and c must not change while a or b are read: a C-order
+    # copy (of c's values only where beta reads them) is computed and copied back.
+    work = np.array(c, order="C") if beta != 0 else np.empty((m, n), c.dtype)
+    c[...] = _backend().gemm(a, b, work, trans_a, trans_b, alpha, beta)
+    return c
 
 
 def _flatten_batch(x):

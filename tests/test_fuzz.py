@@ -107,6 +107,18 @@ def gen_matmul(draw):
     return dict(a=draw_array(draw, (m, k), dt), b=draw_array(draw, (k, n), draw_dtype(draw), specials=False)), k
 
 
+def gen_gemm(draw):
+    # c is left out here (this harness checks that an op changes none of its inputs); its
+    # layouts, beta and the in-place update are test_ops.py's test_gemm
+    dt = draw_dtype(draw)
+    m, k, n = draw(BATCH), draw(st.sampled_from([0, 1, 3, 7, 13])), draw(st.sampled_from([1, 2, 5, 11]))
+    trans_a, trans_b = draw(st.booleans()), draw(st.booleans())
+    a = draw_array(draw, (k, m) if trans_a else (m, k), dt)
+    b = draw_array(draw, (n, k) if trans_b else (k, n), draw_dtype(draw), specials=False)
+    alpha = draw(st.sampled_from([1.0, 0.0, -2.5]))
+    return dict(a=a, b=b, trans_a=trans_a, trans_b=trans_b, alpha=alpha), k
+
+
 def _linear_inputs(draw):
     dt = draw_dtype(draw)
     n, m = draw(BATCH), draw(SIZE)
@@ -366,6 +378,7 @@ def gen_optimizer(name):
 
 GENERATORS = {
     "matmul": gen_matmul,
+    "gemm": gen_gemm,
     "linear": gen_linear,
     "linear_backward": gen_linear_backward,
     "relu": gen_unary("relu"),

@@ -24,6 +24,7 @@ import pytest
 import fastnn
 from fastnn import nn, ops
 from conftest import requires_native
+from helpers import with_layout
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
 
@@ -58,6 +59,8 @@ def make_cases():
     pos = rng.uniform(0.01, 0.99, size=1024)
     labels = rng.integers(0, 32, size=32)
     rows = ops.softmax(b)
+    gemm_out = with_layout(np.zeros((a.shape[1], b.shape[1])), "fortran")   # updated through a C-order copy
+    gemm_square = rng.standard_normal((64, 64)) * 0.01
     yl = ops.linear(a, b, None, "sigmoid")
     state = {k: np.zeros(1024) for k in ("v", "h", "m", "s")}
     p = rng.standard_normal(1024)
@@ -69,6 +72,9 @@ def make_cases():
     dfused = rng.standard_normal(fused.shape)
     return {
         "matmul": lambda: ops.matmul(a, b),
+        "gemm": lambda: ops.gemm(a, b, gemm_out, trans_a=True, alpha=0.5, beta=1.0),
+        "gemm_new_array": lambda: ops.gemm(b, a, trans_a=True, trans_b=True),
+        "gemm_overlapping": lambda: ops.gemm(gemm_square, gemm_square, gemm_square, trans_b=True, beta=-1.0),
         "linear": lambda: ops.linear(a, b, b[0], "relu"),
         "linear_backward": lambda: ops.linear_backward(a, a, b, "sigmoid", yl),
         "relu": lambda: ops.relu(v),

@@ -222,6 +222,112 @@ def test_matmul(backend, shape, dtype, la, lb, seed):
     assert_close(got, expected(backend, lambda: naive_matmul(a, b), F.matmul, a, b), dtype, reduction=k)
 
 
+def naive_gemm(a, b, c, trans_a, trans_b, alpha, beta):
+    """alpha * op(a) @ op(b) + beta * c in float64, with BLAS's zeros: no product where
+    alpha is 0, c unread where beta is 0."""
+    op_a, op_b = (a.T if trans_a else a), (b.T if trans_b else b)
+    out = alpha * naive_matmul(op_a, op_b) if alpha != 0 else np.zeros((op_a.shape[0], op_b.shape[1]))
+    return out + beta * np.asarray(c, np.float64) if beta != 0 else out
+
+
+GEMM_C_LAYOUTS = ("c", "fortran", "sliced", "strided", "reversed")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(m=st.sampled_from([0, 1, 2, 3, 5, 8, 13]), k=st.sampled_from([0, 1, 2, 7, 13]),
+       n=st.sampled_from([1, 2, 5, 11, 17]), dtype=float_dtypes, trans_a=st.booleans(), trans_b=st.booleans(),
+       la=layouts, lb=layouts, c_layout=st.sampled_from((None,) + GEMM_C_LAYOUTS),
+       alpha=st.sampled_from([1.0, 0.0, -0.5, 2.0]), beta=st.sampled_from([0.0, 1.0, 0.5, -2.0]), seed=seeds)
+def test_gemm(backend, m, k, n, dtype, trans_a, trans_b, la, lb, c_layout, alpha, beta, seed):
+    """alpha * op(a) @ op(b) + beta * c for every op pair, operand layout and layout of c
+    (updated in place and returned; without c a new array, beta 0); the layout of c never
+    changes the bits."""
+    rng = np.random.default_rng(seed)
+    a = random_array(rng, (k, m) if trans_a else (m, k), dtype, la)
+    b = random_array(rng, (n, k) if trans_b else (k, n), dtype, lb)
+    c0 = None if c_layout is None else random_array(rng, (m, n), dtype)
+    if c0 is None:
+        beta = 0.0
+    kwargs = dict(trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta)
+    c = None if c0 is None else with_layout(c0.copy(), c_layout)   # c0 kept: "c" is no copy
+    got = run_on(backend, F.gemm, a, b, c, **kwargs)
+    if c is not None:
+        assert got is c
+    assert got.shape == (m, n) and got.dtype == dtype
+    if backend == "numpy":
+        want = naive_gemm(a, b, c0, trans_a, trans_b, alpha, beta)
+    else:
+        want = run_on("numpy", F.gemm, a, b, None if c0 is None else c0.copy(), **kwargs)
+    assert_close(got, want, dtype, reduction=k + 1, scale=2.0)
+    again = run_on(backend, F.gemm, np.ascontiguousarray(a), np.ascontiguousarray(b),
+                   None if c0 is None else c0.copy(), **kwargs)
+    np.testing.assert_array_equal(got, again)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_gemm_leaves_out_what_a_zero_alpha_or_beta_scales(backend, dtype):
+    """As BLAS: beta = 0 writes c without reading it, alpha = 0 or an empty depth never forms
+    the product, so the NaN and Inf there do not reach the result."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((9, 37)).astype(dtype)
+    b = rng.standard_normal((37, 20)).astype(dtype)
+    c0 = rng.standard_normal((9, 20)).astype(dtype)
+    with fastnn.backend(backend):
+        c = np.full((9, 20), np.nan, dtype)
+        F.gemm(a, b, c, alpha=2.0, beta=0.0)
+        assert_close(c, 2.0 * naive_matmul(a, b), dtype, reduction=37, scale=2.0)
+        poisoned = a.copy()
+        poisoned[4, 5], poisoned[0, 0] = np.nan, np.inf
+        c = c0.copy()
+        F.gemm(poisoned, b, c, alpha=0.0, beta=0.5)
+        np.testing.assert_array_equal(c, c0 * dtype(0.5))
+        c = np.full((9, 20), np.inf, dtype)
+        F.gemm(poisoned, b, c, alpha=0.0, beta=0.0)
+        np.testing.assert_array_equal(c, np.zeros((9, 20), dtype))
+        c = c0.copy()
+        F.gemm(np.empty((9, 0), dtype), np.empty((0, 20), dtype), c, alpha=3.0, beta=-2.0)
+        np.testing.assert_array_equal(c, c0 * dtype(-2.0))
+        np.testing.assert_array_equal(F.gemm(np.empty((0, 9), dtype), np.empty((0, 20), dtype), trans_a=True),
+                                      np.zeros((9, 20), dtype))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_gemm_into_a_c_that_overlaps_a_or_b_reads_them_first(backend, dtype):
+    """c may be a or b, or overlap them: the result is that of separate arrays, as NumPy's
+    matmul with out= gives."""
+    rng = np.random.default_rng(6)
+    with fastnn.backend(backend):
+        s = rng.standard_normal((6, 6)).astype(dtype)
+        want = F.gemm(s.copy(), s.copy(), s.copy(), trans_b=True, alpha=0.5, beta=2.0)
+        assert_close(want, 0.5 * naive_matmul(s, s.T) + 2.0 * s.astype(np.float64), dtype, reduction=7, scale=2.0)
+        got = F.gemm(s, s, s, trans_b=True, alpha=0.5, beta=2.0)
+        np.testing.assert_array_equal(got, want)
+        buf = rng.standard_normal((9, 9)).astype(dtype)
+        a, b, c = buf[:6, :5], buf[1:6, 2:7], buf[3:9, 4:9]    # c overlaps both
+        want = F.gemm(a.copy(), b.copy(), c.copy(), alpha=-1.0, beta=0.5)
+        got = F.gemm(a, b, c, alpha=-1.0, beta=0.5)
+        assert got is c
+        np.testing.assert_array_equal(c, want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gemm_computes_in_the_dtype_of_a_wider_c_and_refuses_a_narrower_one(backend):
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((5, 8)).astype(np.float32)
+    b = rng.standard_normal((8, 3)).astype(np.float32)
+    c0 = rng.standard_normal((5, 3))
+    with fastnn.backend(backend):
+        c = c0.copy()
+        F.gemm(a, b, c, alpha=1.5, beta=-1.0)
+        want = F.gemm(a.astype(np.float64), b.astype(np.float64), c0.copy(), alpha=1.5, beta=-1.0)
+        np.testing.assert_array_equal(c, want)
+        with pytest.raises(TypeError, match=r"^gemm: a and b compute in float64, which c \(float32\) cannot hold"):
+            F.gemm(a.astype(np.float64), b, np.zeros((5, 3), np.float32))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @SETTINGS
 @given(shape=matmul_shapes(), extra=st.sampled_from([(), (2,), (1, 3)]), dtype=float_dtypes,

@@ -1,12 +1,13 @@
 """Bad input raises the documented exception, naming the op, on both backends;
 and what fastnn.ops hands a backend always meets docs/BACKEND.md's guarantees."""
 import re
+import types
 
 import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _config, _reference
+from fastnn import _config, _reference, _validate
 from fastnn import ops as F
 from helpers import BACKENDS, with_layout
 
@@ -56,6 +57,25 @@ CASES = [
     # matmul / linear shapes
     ("matmul", ValueError, lambda: F.matmul(np.ones(3), np.ones((3, 2)))),
     ("matmul", ValueError, lambda: F.matmul(np.ones((2, 3)), np.ones((4, 2)))),
+    # gemm: flags, scalars, shapes under op(), and c (written in place)
+    ("gemm", TypeError, lambda: F.gemm(np.ones((2, 2), np.int64), np.ones((2, 2)))),
+    ("gemm", ValueError, lambda: F.gemm(np.ones(3), np.ones((3, 2)))),
+    ("gemm", ValueError, lambda: F.gemm(X2, np.ones((4, 2)))),
+    ("gemm", ValueError, lambda: F.gemm(X2, np.ones((3, 4)), trans_a=True)),
+    ("gemm", ValueError, lambda: F.gemm(X2, W2, trans_b=True)),
+    ("gemm", TypeError, lambda: F.gemm(X2, W2, trans_a="yes")),
+    ("gemm", TypeError, lambda: F.gemm(X2, W2, trans_b=None)),
+    ("gemm", TypeError, lambda: F.gemm(X2, W2, alpha="2")),
+    ("gemm", TypeError, lambda: F.gemm(X2, W2, alpha=1j)),
+    ("gemm", TypeError, lambda: F.gemm(X2, W2, np.zeros((4, 2)), beta=None)),
+    ("gemm", ValueError, lambda: F.gemm(X2, W2, beta=0.5)),
+    ("gemm", ValueError, lambda: F.gemm(X2, W2, np.zeros((4, 3)))),
+    ("gemm", ValueError, lambda: F.gemm(X2, W2, np.zeros(8))),
+    ("gemm", TypeError, lambda: F.gemm(X2, W2, _readonly(np.zeros((4, 2))))),
+    ("gemm", TypeError, lambda: F.gemm(X2, W2, np.zeros((4, 2), np.int64))),
+    ("gemm", TypeError, lambda: F.gemm(X2, W2, [[0.0, 0.0]] * 4)),
+    ("gemm", TypeError, lambda: F.gemm(X2, W2, np.zeros((4, 2), np.float32))),
+    ("gemm", MemoryError, lambda: F.gemm(np.empty((1 << 21, 1)), np.empty((1 << 21, 1)), trans_b=True)),
     ("linear", ValueError, lambda: F.linear(np.ones(3), W2)),
     ("linear", ValueError, lambda: F.linear(X2, np.ones((3, 2, 1)))),
     ("linear", ValueError, lambda: F.linear(np.ones((4, 5)), W2)),
@@ -324,6 +344,42 @@ def test_optimizer_layouts_route_to_the_reference(monkeypatch):
     F.sgd_update(p, np.ones((4, 4), np.float32), 0.5)    # mixed dtypes: the reference
     assert spy.calls == ["sgd_update"]
     assert np.all(p[:, ::2] == -0.5) and np.all(p[:, 1::2] == 0.0)
+
+
+def test_gemm_hands_its_backend_a_c_it_can_write_in_place(monkeypatch, rng):
+    """c reaches the backend itself where the GEMM writes its rows in place and it shares no
+    memory with a or b; any other c goes as a C-order copy whose values are copied back."""
+    seen = []
+
+    def spy_gemm(a, b, c, trans_a, trans_b, alpha, beta):
+        assert _validate.gemm_readable(a) and _validate.gemm_readable(b)
+        assert a.dtype == b.dtype and (c is None or c.dtype == a.dtype)
+        assert type(trans_a) is bool and type(trans_b) is bool and type(alpha) is float and type(beta) is float
+        if c is not None:
+            assert _validate.rows_writable_in_place(c)
+            assert not (np.may_share_memory(c, a) or np.may_share_memory(c, b))
+        seen.append(c)
+        return _reference.gemm(a, b, c, trans_a, trans_b, alpha, beta)
+
+    monkeypatch.setattr(_config, "active_backend", lambda: types.SimpleNamespace(gemm=spy_gemm))
+    a = rng.standard_normal((4, 4))
+    b = with_layout(rng.standard_normal((4, 3)), "fortran")
+    want = a @ b
+    assert F.gemm(a, b, trans_a=np.bool_(False), alpha=np.float32(1)) is not None and seen[-1] is None
+    for layout, in_place in (("c", True), ("sliced", True), ("fortran", False), ("strided", False),
+                             ("reversed", False)):
+        c = with_layout(np.zeros((4, 3)), layout)
+        assert F.gemm(a, b, c) is c
+        assert (seen[-1] is c) == in_place, layout
+        np.testing.assert_array_equal(c, want)
+    c = with_layout(np.zeros((4, 1)), "strided")   # (4, 1) with a column stride of two items
+    F.gemm(a, b[:, :1], c)
+    assert seen[-1] is not c
+    np.testing.assert_allclose(c, want[:, :1])
+    s = a.copy()
+    F.gemm(s, a, s, trans_b=1, beta=1)       # c is a: the product reads the copy's old values
+    assert seen[-1] is not s
+    np.testing.assert_allclose(s, a @ a.T + a)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

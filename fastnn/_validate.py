@@ -246,10 +246,16 @@ def as_real(op, name, value):
 
 def check_count(op, what, shape, itemsize=1):
     """Refuse a shape whose element count (or bytes) overflows int64: one the C loops could not count."""
-    count = math.prod(map(int, shape))   # Python ints: no wraparound
-    # NumPy refuses a shape whose non-zero sizes overflow, even with a zero in it.
-    spanned = math.prod(int(d) for d in shape if int(d) != 0)
-    if spanned > _INT64_MAX or spanned * itemsize > _INT64_MAX:
+    # Python ints: no wraparound. NumPy refuses a shape whose non-zero sizes overflow,
+    # even with a zero in it. (One plain loop: every op checks its output this way, and
+    # generators through math.prod took 0.9 us of a batch-1 linear layer's 5.6.)
+    count, spanned = 1, itemsize
+    for d in shape:
+        d = int(d)
+        count *= d
+        if d:
+            spanned *= d
+    if spanned > _INT64_MAX:
         raise ValueError(f"{op}: {what} of shape {tuple(shape)} has more elements than int64 can index")
     return count
 

@@ -95,7 +95,7 @@ def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
 
 
 def _flatten_batch(x):
-    return x.reshape(x.shape[0], math.prod(x.shape[1:]))
+    return x if x.ndim == 2 else x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
 
 def _check_linear(op, x, W, b=None):

@@ -286,16 +286,14 @@ static int bn_threads(fnn_ctx ctx, int64_t N, int64_t C, int64_t S)
     do {                                                                                               \
         const int nth_ = bn_threads(ctx, N, C, S);                                                     \
         const int64_t units_ = bn_units(C, S);                                                         \
-        FNN_PRAGMA(omp parallel for num_threads(nth_) schedule(static) if(nth_ > 1))                   \
-        for (int64_t u = 0; u < units_; u++) {                                                         \
+        FNN_PARALLEL_FOR_ON(nth_, , for (int64_t u = 0; u < units_; u++) {                             \
             if (S > 1) {                                                                               \
                 FEATURE;                                                                               \
             } else {                                                                                   \
                 const int64_t j0 = u * BN_COLS, w = C - j0 < BN_COLS ? C - j0 : BN_COLS;               \
                 COLS;                                                                                  \
             }                                                                                          \
-        }                                                                                              \
-        (void)nth_; /* without OpenMP */                                                               \
+        });                                                                                            \
     } while (0)
 
 #define DEFINE_BATCH_NORM(T, SFX)                                                                      \

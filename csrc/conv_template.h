@@ -1281,16 +1281,13 @@ static int FN(all_finite)(fnn_ctx ctx, const T *p, int64_t count)
     const int isa = fnn_isa_of(ctx);
     const int64_t pieces = (count + FNN_FINITE_PIECE - 1) / FNN_FINITE_PIECE;
     int ok = 1;
-#ifdef FASTNN_HAVE_OPENMP
     const int64_t par_work = count / 8;
-#pragma omp parallel for num_threads(fnn_threads_of(ctx)) schedule(static) reduction(& : ok) \
-    if(par_work >= FNN_PARALLEL_MIN_WORK)
-#endif
-    for (int64_t q = 0; q < pieces; q++) {
+    FNN_PARALLEL_FOR_ON(par_work >= FNN_PARALLEL_MIN_WORK ? fnn_threads_of(ctx) : 1, reduction(& : ok),
+                        for (int64_t q = 0; q < pieces; q++) {
         const T *piece = p + q * FNN_FINITE_PIECE;
         const int64_t len = count - q * FNN_FINITE_PIECE < FNN_FINITE_PIECE ? count - q * FNN_FINITE_PIECE : FNN_FINITE_PIECE;
         ok &= FN(all_finite_serial)(isa, piece, len);
-    }
+    });
     return ok;
 }
 

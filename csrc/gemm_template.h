@@ -355,11 +355,11 @@ void FN(fnn_act_grad_from_y_mul)(fnn_ctx ctx, const T *dy, const T *y, T *out, i
     const int isa = fnn_isa_of(ctx);
     const int64_t pieces = (n + FNN_ACT_GRAD_PIECE - 1) / FNN_ACT_GRAD_PIECE;
     const int64_t par_work = n;
-    FNN_OMP_FOR
+    FNN_PARALLEL_FOR(par_work,
     for (int64_t p = 0; p < pieces; p++) {
         const int64_t off = p * FNN_ACT_GRAD_PIECE, len = n - off < FNN_ACT_GRAD_PIECE ? n - off : FNN_ACT_GRAD_PIECE;
         FN(fnn_act_grad_from_y_mul_serial)(isa, dy + off, y + off, out + off, len, act, alpha);
-    }
+    });
 }
 
 static void FN(epilogue_tile)(int isa, T *c, int64_t ldc, int64_t i0, int64_t j0, int mr, int nr,
@@ -1152,10 +1152,7 @@ static void FN(gemv_run)(fnn_ctx ctx, int nth, int trans_a, int trans_b, int64_t
 #if FNN_X86_SIMD
     const int64_t per_unit = 64 / (int64_t)sizeof(T), units = (n + per_unit - 1) / per_unit;
     const FN(gemv_kernels_t) kern = FN(gemv_kernels)(ctx.isa);
-#ifdef FASTNN_HAVE_OPENMP
-#pragma omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1)
-#endif
-    for (int t = 0; t < nth; t++) {
+    FNN_PARALLEL_FOR_ON(nth, , for (int t = 0; t < nth; t++) {
         const int64_t j0 = units * t / nth * per_unit, j1_ = units * (t + 1) / nth * per_unit;
         const int64_t j1 = j1_ < n ? j1_ : n;
         if (j0 >= j1)
@@ -1167,7 +1164,7 @@ static void FN(gemv_run)(fnn_ctx ctx, int nth, int trans_a, int trans_b, int64_t
         if (FN(epilogue_active)(ep)) /* m <= FNN_GEMM_DOT_ROWS rows */
             for (int64_t j = j0; j < j1; j += 1024)
                 FN(epilogue_tile)(ctx.isa, c + j, ldc, 0, j, (int)m, (int)(j1 - j < 1024 ? j1 - j : 1024), ep);
-    }
+    });
 #endif
 }
 
@@ -1319,16 +1316,9 @@ static int FN(gemm_few_rows)(fnn_ctx ctx, int nth, int by_rows, int trans_a, int
     const int use_half = rem > 0 && rem <= job.nr / 2 && half != NULL;
     fnn_span spans[FNN_SPANS_MAX];
     fnn_spans_init(spans, nth, by_rows ? m_panels : col_units);
-#ifdef FASTNN_HAVE_OPENMP
-#pragma omp parallel num_threads(nth) if(nth > 1)
-#endif
-    {
+    FNN_PARALLEL_ON(nth, , {
         T FNN_ALIGNED(64) edge[32 * 32];
-#ifdef FASTNN_HAVE_OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
+        const int t = FNN_THREAD_NUM;
         const T *const *rows = (const T *const *)brow;
         for (int64_t u; (u = fnn_spans_next(spans, nth, t)) >= 0;) {
             /* row panels [r0, r1) by column units [u0, u1) */
@@ -1359,7 +1349,7 @@ static int FN(gemm_few_rows)(fnn_ctx ctx, int nth, int by_rows, int trans_a, int
             if (by_rows && tail)
                 FN(tail_rows)(tail, r0 * job.mr, r1 * job.mr < m ? r1 * job.mr : m);
         }
-    }
+    });
     if (tail && !by_rows)
         FN(tail_run)(ctx, tail);
     return 0;
@@ -1507,11 +1497,9 @@ static void FN(tail_copy_b)(const FN(tail_job) *t, T *FNN_RESTRICT dst, int64_t 
 static void FN(tail_run)(fnn_ctx ctx, const FN(tail_job) *t)
 {
     const int nth = FN(tail_threads)(ctx, t->m, t->r, t->k);
-#ifdef FASTNN_HAVE_OPENMP
-#pragma omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1)
-#endif
-    for (int th = 0; th < nth; th++)
+    FNN_PARALLEL_FOR_ON(nth, , for (int th = 0; th < nth; th++) {
         FN(tail_rows)(t, t->m * th / nth, t->m * (th + 1) / nth);
+    });
 }
 
 int FN(fnn_gemm_schedule)(fnn_ctx ctx, int trans_b, int64_t m, int64_t n, int64_t k, int *threads)
@@ -1563,7 +1551,7 @@ void FN(fnn_transpose_copy)(fnn_ctx ctx, const T *src, int64_t lds, int64_t rows
     const int64_t simd_rows = sizeof(T) == 4 && isa >= FNN_ISA_AVX2 ? rows / 16 * 16 : 0;
     const int64_t bands = (cols + FNN_TRANSPOSE_COPY_BAND - 1) / FNN_TRANSPOSE_COPY_BAND;
     const int64_t par_work = rows * cols;
-    FNN_OMP_FOR
+    FNN_PARALLEL_FOR(par_work,
     for (int64_t band = 0; band < bands; band++) {
         const int64_t c0 = band * FNN_TRANSPOSE_COPY_BAND;
         const int64_t c1 = cols - c0 < FNN_TRANSPOSE_COPY_BAND ? cols : c0 + FNN_TRANSPOSE_COPY_BAND;
@@ -1578,7 +1566,7 @@ void FN(fnn_transpose_copy)(fnn_ctx ctx, const T *src, int64_t lds, int64_t rows
                         dst[c * rows + r] = src[r * lds + c];
             }
         }
-    }
+    });
 }
 
 /* C = alpha op(A) op(B) + beta C by gemm_few_rows or the packed driver, and

@@ -19,7 +19,7 @@
         int64_t r;                                                                                  \
         (void)ctx;                                                                                  \
         const int64_t par_work = rows * ow * K;                                                     \
-        FNN_OMP_FOR                                                                                 \
+        FNN_PARALLEL_FOR(par_work,                                                                  \
         for (r = 0; r < rows; r++) {                                                                \
             const int64_t n = r / oh, oy = r % oh;                                                  \
             T *out = col + r * ow * K;                                                              \
@@ -44,7 +44,7 @@
                     }                                                                               \
                 }                                                                                   \
             }                                                                                       \
-        }                                                                                           \
+        });                                                                                         \
     }                                                                                               \
                                                                                                     \
     void fnn_col2im_##SFX(fnn_ctx ctx, const T *col, T *x, int64_t N, int64_t C, int64_t H,         \
@@ -56,7 +56,7 @@
         int64_t p;                                                                                  \
         (void)ctx;                                                                                  \
         const int64_t par_work = planes * oh * ow * fh * fw;                                        \
-        FNN_OMP_FOR                                                                                 \
+        FNN_PARALLEL_FOR(par_work,                                                                  \
         for (p = 0; p < planes; p++) {                                                              \
             const int64_t n = p / C, c = p % C;                                                     \
             T *plane = x + p * H * W;                                                               \
@@ -76,7 +76,7 @@
                     }                                                                               \
                 }                                                                                   \
             }                                                                                       \
-        }                                                                                           \
+        });                                                                                         \
     }
 
 DEFINE_IM2COL(float, f32)

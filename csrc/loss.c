@@ -119,11 +119,11 @@ static int sce_labels_fast_f32(fnn_ctx ctx, const float *z, const int64_t *label
     if (isa < FNN_ISA_AVX2) return 0;
     if (nblocks > 16 && !(part = (double *)malloc((size_t)nblocks * sizeof(double)))) return 0;
     const int64_t par_work = N * K;
-    FNN_OMP_FOR
+    FNN_PARALLEL_FOR(par_work,
     for (b = 0; b < nblocks; b++) {
         const int64_t lo = b * SCE_BLOCK_ROWS, rows = N - lo < SCE_BLOCK_ROWS ? N - lo : SCE_BLOCK_ROWS;
         part[b] = sce_labels_block_f32(isa, z + lo * K, labels + lo, dz + lo * K, rows, K, inv_N);
-    }
+    });
     for (b = 0; b < nblocks; b++) total += part[b];
     if (part != part_small) free(part);
     *loss = total / (double)N;
@@ -144,14 +144,14 @@ static int sce_labels_fast_f64(fnn_ctx ctx, const double *z, const int64_t *labe
         int64_t r;                                                                                  \
         if (K <= 0) return; /* empty rows: nothing to write, and no element to take a max of */   \
         const int64_t par_work = R * K;                                                                           \
-        FNN_OMP_FOR                                                                                \
+        FNN_PARALLEL_FOR(par_work,                                                                 \
         for (r = 0; r < R; r++) {                                                                   \
             const T *xr = x + r * K;                                                                \
             T *yr = y + r * K;                                                                      \
             const T m = row_max_##SFX(isa, xr, K);                                                  \
             const T inv_s = (T)1 / (T)row_exp_sum_##SFX(isa, xr, yr, K, m);                         \
             for (int64_t k = 0; k < K; k++) yr[k] *= inv_s;                                         \
-        }                                                                                           \
+        });                                                                                         \
     }                                                                                               \
                                                                                                     \
     void fnn_log_softmax_##SFX(fnn_ctx ctx, const T *x, T *y, int64_t R, int64_t K)                 \
@@ -160,14 +160,14 @@ static int sce_labels_fast_f64(fnn_ctx ctx, const double *z, const int64_t *labe
         int64_t r;                                                                                  \
         if (K <= 0) return; /* empty rows: nothing to write, and no element to take a max of */   \
         const int64_t par_work = R * K;                                                                           \
-        FNN_OMP_FOR                                                                                \
+        FNN_PARALLEL_FOR(par_work,                                                                 \
         for (r = 0; r < R; r++) {                                                                   \
             const T *xr = x + r * K;                                                                \
             T *yr = y + r * K;                                                                      \
             const T m = row_max_##SFX(isa, xr, K);                                                  \
             const T ls = LOG((T)row_exp_sum_##SFX(isa, xr, yr, K, m));                              \
             for (int64_t k = 0; k < K; k++) yr[k] = (xr[k] - m) - ls;                               \
-        }                                                                                           \
+        });                                                                                         \
     }                                                                                               \
                                                                                                     \
     int fnn_softmax_cross_entropy_##SFX(fnn_ctx ctx, const T *z, const int64_t *labels,             \
@@ -183,7 +183,7 @@ static int sce_labels_fast_f64(fnn_ctx ctx, const double *z, const int64_t *labe
         row_loss = (double *)malloc((size_t)N * sizeof(double));                                    \
         if (!row_loss) return -1;                                                                   \
         const int64_t par_work = N * K;                                                                           \
-        FNN_OMP_FOR                                                                                \
+        FNN_PARALLEL_FOR(par_work,                                                                 \
         for (r = 0; r < N; r++) {                                                                   \
             const T *zr = z + r * K;                                                                \
             T *dr = dz + r * K;                                                                     \
@@ -220,7 +220,7 @@ static int sce_labels_fast_f64(fnn_ctx ctx, const double *z, const int64_t *labe
                 }                                                                                   \
                 row_loss[r] = acc;                                                                  \
             }                                                                                       \
-        }                                                                                           \
+        });                                                                                         \
         for (r = 0; r < N; r++) total += row_loss[r];                                               \
         free(row_loss);                                                                             \
         *loss = total / (double)N;                                                                  \
@@ -240,7 +240,7 @@ static int sce_labels_fast_f64(fnn_ctx ctx, const double *z, const int64_t *labe
         part = (double *)malloc((size_t)nblocks * sizeof(double));                                  \
         if (!part) return -1;                                                                       \
         const int64_t par_work = n;                                                                               \
-        FNN_OMP_FOR                                                                                \
+        FNN_PARALLEL_FOR(par_work,                                                                 \
         for (blk = 0; blk < nblocks; blk++) {                                                       \
             const int64_t lo = blk * LOSS_BLOCK, hi = lo + LOSS_BLOCK < n ? lo + LOSS_BLOCK : n;   \
             double s = 0;                                                                           \
@@ -264,7 +264,7 @@ static int sce_labels_fast_f64(fnn_ctx ctx, const double *z, const int64_t *labe
                 }                                                                                   \
             }                                                                                       \
             part[blk] = s;                                                                          \
-        }                                                                                           \
+        });                                                                                         \
         for (blk = 0; blk < nblocks; blk++) total += part[blk];                                     \
         free(part);                                                                                 \
         *loss = total / (double)n;                                                                  \

@@ -78,7 +78,7 @@
     const int isa = fnn_isa_of(ctx);                                                               \
     const int64_t nchunks = (n + OPTIM_CHUNK - 1) / OPTIM_CHUNK;                                   \
     int64_t c;                                                                                     \
-    FNN_PRAGMA(omp parallel for num_threads(fnn_threads_of(ctx)) schedule(static) if(nchunks > 2)) \
+    FNN_PARALLEL_FOR_ON(nchunks > 2 ? fnn_threads_of(ctx) : 1, ,                                   \
     for (c = 0; c < nchunks; c++) {                                                                \
         const int64_t lo = c * OPTIM_CHUNK, len = n - lo < OPTIM_CHUNK ? n - lo : OPTIM_CHUNK;     \
         if (isa >= FNN_ISA_AVX512)                                                                 \
@@ -90,7 +90,7 @@
         else                                                                                       \
             name##_portable_##SFX(p + lo, g + lo, s1 ? s1 + lo : s1, s2 ? s2 + lo : s2, len, c0,   \
                                   c1, c2, c3, wd, l1);                                             \
-    }
+    });
 
 /* the rule bodies are shared by both dtypes: SQRT is the dtype's sqrt */
 #define SQRT_float sqrtf

@@ -133,28 +133,18 @@ static void pool_small_share(int64_t pairs, int64_t g, int t, int nth, int64_t *
     *r1 = b1 * g < pairs ? b1 * g : pairs;
 }
 
-#ifdef FASTNN_HAVE_OPENMP
-#define POOL_SMALL_THREAD omp_get_thread_num()
-#define POOL_SMALL_THREADS omp_get_num_threads()
-#else
-#define POOL_SMALL_THREAD 0
-#define POOL_SMALL_THREADS 1
-#endif
-
 static int max_pool_small_f32(fnn_ctx ctx, int isa, const float *x, float *y, int64_t *am, int64_t planes,
                               int64_t H, int64_t W, int64_t oh, int64_t ow)
 {
     const int lanes = pool_small_lanes(isa, 0, H, W, oh, ow);
     if (!lanes) return 0;
     const int64_t par_work = planes * H * W;
-    (void)par_work; /* without OpenMP */
-    FNN_PRAGMA(omp parallel num_threads(fnn_threads_of(ctx)) if(par_work >= FNN_PARALLEL_MIN_WORK))
-    {
+    FNN_PARALLEL_ON(par_work >= FNN_PARALLEL_MIN_WORK ? fnn_threads_of(ctx) : 1, , {
         int64_t r0, r1;
-        pool_small_share(planes * oh, lanes / ow, POOL_SMALL_THREAD, POOL_SMALL_THREADS, &r0, &r1);
+        pool_small_share(planes * oh, lanes / ow, FNN_THREAD_NUM, FNN_TEAM_SIZE, &r0, &r1);
         if (r0 < r1 && lanes == 16) fnn_max_pool_2x2s2_small_avx512_f32(x, y, am, r0, r1, oh, ow);
         else if (r0 < r1) fnn_max_pool_2x2s2_small_avx2_f32(x, y, am, r0, r1, oh, ow);
-    }
+    });
     return 1;
 }
 
@@ -172,14 +162,12 @@ static int max_unpool_small_f32(fnn_ctx ctx, int isa, const float *g, const int6
 {
     if (!pool_small_lanes(isa, 1, H, W, oh, ow)) return 0;
     const int64_t par_work = planes * H * W;
-    (void)par_work; /* without OpenMP */
     int ok = 1;
-    FNN_PRAGMA(omp parallel num_threads(fnn_threads_of(ctx)) if(par_work >= FNN_PARALLEL_MIN_WORK) reduction(&:ok))
-    {
+    FNN_PARALLEL_ON(par_work >= FNN_PARALLEL_MIN_WORK ? fnn_threads_of(ctx) : 1, reduction(&:ok), {
         int64_t r0, r1;
-        pool_small_share(planes * oh, 16 / ow, POOL_SMALL_THREAD, POOL_SMALL_THREADS, &r0, &r1);
+        pool_small_share(planes * oh, 16 / ow, FNN_THREAD_NUM, FNN_TEAM_SIZE, &r0, &r1);
         if (r0 < r1) ok &= fnn_max_unpool_2x2s2_small_avx512_f32(g, am, dx, r0, r1, oh, ow);
-    }
+    });
     return ok;
 }
 
@@ -452,10 +440,11 @@ DEFINE_POOL_ROWS(double, int64_t, f64)
             return;                                                                                 \
         int64_t p;                                                                                  \
         const int64_t par_work = planes * H * W;                                                    \
-        FNN_OMP_FOR                                                                                 \
-        for (p = 0; p < planes; p++)                                                                \
+        FNN_PARALLEL_FOR(par_work,                                                                  \
+        for (p = 0; p < planes; p++) {                                                              \
             fnn_max_pool2d_plane_##SFX(isa, x + p * H * W, y + p * oh * ow, argmax + p * oh * ow,   \
                                        H, W, ph, pw, sh, sw, padh, padw);                           \
+        });                                                                                         \
     }                                                                                               \
                                                                                                     \
     /* one plane: d (H, W) from g and a (oh, ow), on the calling thread */                        \
@@ -517,10 +506,11 @@ DEFINE_POOL_ROWS(double, int64_t, f64)
             return;                                                                                 \
         int64_t p;                                                                                  \
         const int64_t par_work = planes * H * W;                                                    \
-        FNN_OMP_FOR                                                                                 \
-        for (p = 0; p < planes; p++)                                                                \
+        FNN_PARALLEL_FOR(par_work,                                                                  \
+        for (p = 0; p < planes; p++) {                                                              \
             fnn_max_pool2d_backward_plane_##SFX(isa, dy + p * oh * ow, argmax + p * oh * ow,        \
                                                 dx + p * H * W, H, W, oh, ow);                      \
+        });                                                                                         \
     }                                                                                               \
                                                                                                     \
     void fnn_avg_pool2d_##SFX(fnn_ctx ctx, const T *x, T *y, int64_t planes, int64_t H, int64_t W,  \
@@ -532,7 +522,7 @@ DEFINE_POOL_ROWS(double, int64_t, f64)
         int64_t p;                                                                                  \
         (void)ctx;                                                                                  \
         const int64_t par_work = planes * H * W;                                                                  \
-        FNN_OMP_FOR                                                                                \
+        FNN_PARALLEL_FOR(par_work,                                                                 \
         for (p = 0; p < planes; p++) {                                                              \
             const T *xp = x + p * H * W;                                                            \
             T *yp = y + p * oh * ow;                                                                \
@@ -548,7 +538,7 @@ DEFINE_POOL_ROWS(double, int64_t, f64)
                     yp[oy * ow + ox] = s / div;                                                     \
                 }                                                                                   \
             }                                                                                       \
-        }                                                                                           \
+        });                                                                                         \
     }                                                                                               \
                                                                                                     \
     void fnn_avg_pool2d_backward_##SFX(fnn_ctx ctx, const T *dy, T *dx, int64_t planes, int64_t H,  \
@@ -560,7 +550,7 @@ DEFINE_POOL_ROWS(double, int64_t, f64)
         int64_t p;                                                                                  \
         (void)ctx;                                                                                  \
         const int64_t par_work = planes * H * W;                                                                  \
-        FNN_OMP_FOR                                                                                \
+        FNN_PARALLEL_FOR(par_work,                                                                 \
         for (p = 0; p < planes; p++) {                                                              \
             T *d = dx + p * H * W;                                                                  \
             const T *g = dy + p * oh * ow;                                                          \
@@ -594,7 +584,7 @@ DEFINE_POOL_ROWS(double, int64_t, f64)
                             if (ix >= 0 && ix < W) d[iy * W + ix] += g[oy * ow + ox] / div;         \
                         }                                                                           \
                     }                                                                               \
-        }                                                                                           \
+        });                                                                                         \
     }
 
 DEFINE_POOL(float, f32)

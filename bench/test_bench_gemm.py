@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import fastnn
+from fastnn import _reference as R
 from fastnn import benchmarks as B
 
 pytest.importorskip("pytest_benchmark")
@@ -222,8 +223,6 @@ def test_conv_forward_backward(benchmark, threads, impl, name):
             _gemm.conv2d(x, w, b, stride, padding, None, 0.0)
             return _gemm.conv2d_backward(dy, x, w, stride, padding, True)
     elif impl == "numpy":
-        from fastnn import _reference as R
-
         def fn():
             R.conv2d(x, w, b, stride, padding, None, 0.0)
             return R.conv2d_backward(dy, x, w, stride, padding, True)
@@ -237,7 +236,6 @@ def test_conv_forward_backward(benchmark, threads, impl, name):
             tx.grad = tw.grad = tb.grad = None
             torch.nn.functional.conv2d(tx, tw, tb, stride=step, padding=pad).backward(tdy)
             return tx.grad, tw.grad, tb.grad
-    from fastnn import _reference as R
     want = R.conv2d_backward(*(a.astype(np.float64) for a in (dy, x, w)), stride, padding, True)
     run(benchmark, f"{name} t{threads}", fn, rounds=5 if name in SLOW_CONVS or impl == "numpy" else 10, want=want)
 

@@ -132,14 +132,17 @@ def float_arrays(op, optional=(), matrices=(), **named):
             if k in optional:
                 continue
             break
-        if type(v) is not np.ndarray or not (v.flags.c_contiguous or (
-                k in matrices and v.ndim == 2 and gemm_readable(v))) or (
-                v.dtype not in FLOAT_DTYPES if dtype is None else v.dtype != dtype):
+        if type(v) is not np.ndarray:
             break
-        dtype = v.dtype
+        dt = v.dtype
+        if dt is not dtype and (dt not in FLOAT_DTYPES if dtype is None else dt != dtype):
+            break
+        if not v.flags.c_contiguous and not (k in matrices and v.ndim == 2 and gemm_readable(v)):
+            break
+        dtype = dt
     else:
         if dtype is not None:
-            return dtype, dict(named)
+            return dtype, named   # the caller's own keyword dict
     arrays = {k: as_float_array(op, k, v) for k, v in named.items() if v is not None or k not in optional}
     dtypes = {a.dtype for a in arrays.values()}
     dtype = dtypes.pop() if len(dtypes) == 1 else np.result_type(*arrays.values())

@@ -1281,8 +1281,7 @@ static int FN(all_finite)(fnn_ctx ctx, const T *p, int64_t count)
     const int isa = fnn_isa_of(ctx);
     const int64_t pieces = (count + FNN_FINITE_PIECE - 1) / FNN_FINITE_PIECE;
     int ok = 1;
-    const int64_t par_work = count / 8;
-    FNN_PARALLEL_FOR_ON(par_work >= FNN_PARALLEL_MIN_WORK ? fnn_threads_of(ctx) : 1, reduction(& : ok),
+    FNN_PARALLEL_FOR_ON(fnn_team_for_work(ctx, count / 8), reduction(& : ok),
                         for (int64_t q = 0; q < pieces; q++) {
         const T *piece = p + q * FNN_FINITE_PIECE;
         const int64_t len = count - q * FNN_FINITE_PIECE < FNN_FINITE_PIECE ? count - q * FNN_FINITE_PIECE : FNN_FINITE_PIECE;

@@ -254,6 +254,11 @@ static inline int fnn_team_of(fnn_ctx ctx)
 /* Below this many elements of work a kernel stays on one thread: starting the
  * OpenMP team costs more than it saves. */
 #define FNN_PARALLEL_MIN_WORK ((int64_t)32768)
+/* the threads for a loop touching `work` elements: ctx's, or 1 below FNN_PARALLEL_MIN_WORK */
+static inline int fnn_team_for_work(fnn_ctx ctx, int64_t work)
+{
+    return work >= FNN_PARALLEL_MIN_WORK ? fnn_threads_of(ctx) : 1;
+}
 
 #if !defined(FASTNN_HAVE_OPENMP)
 #define FNN_PRAGMA(x) /* every FNN_PRAGMA is an OpenMP one */
@@ -321,7 +326,7 @@ static inline int fnn_team_of(fnn_ctx ctx)
     } while (0)
 #endif
 #define FNN_PARALLEL_FOR(work, ...)                                                               \
-    FNN_PARALLEL_FOR_ON((work) >= FNN_PARALLEL_MIN_WORK ? fnn_threads_of(ctx) : 1, , __VA_ARGS__)
+    FNN_PARALLEL_FOR_ON(fnn_team_for_work(ctx, (work)), , __VA_ARGS__)
 
 #ifdef __cplusplus
 }

@@ -139,7 +139,7 @@ static int max_pool_small_f32(fnn_ctx ctx, int isa, const float *x, float *y, in
     const int lanes = pool_small_lanes(isa, 0, H, W, oh, ow);
     if (!lanes) return 0;
     const int64_t par_work = planes * H * W;
-    FNN_PARALLEL_ON(par_work >= FNN_PARALLEL_MIN_WORK ? fnn_threads_of(ctx) : 1, , {
+    FNN_PARALLEL_ON(fnn_team_for_work(ctx, par_work), , {
         int64_t r0, r1;
         pool_small_share(planes * oh, lanes / ow, FNN_THREAD_NUM, FNN_TEAM_SIZE, &r0, &r1);
         if (r0 < r1 && lanes == 16) fnn_max_pool_2x2s2_small_avx512_f32(x, y, am, r0, r1, oh, ow);
@@ -163,7 +163,7 @@ static int max_unpool_small_f32(fnn_ctx ctx, int isa, const float *g, const int6
     if (!pool_small_lanes(isa, 1, H, W, oh, ow)) return 0;
     const int64_t par_work = planes * H * W;
     int ok = 1;
-    FNN_PARALLEL_ON(par_work >= FNN_PARALLEL_MIN_WORK ? fnn_threads_of(ctx) : 1, reduction(&:ok), {
+    FNN_PARALLEL_ON(fnn_team_for_work(ctx, par_work), reduction(&:ok), {
         int64_t r0, r1;
         pool_small_share(planes * oh, 16 / ow, FNN_THREAD_NUM, FNN_TEAM_SIZE, &r0, &r1);
         if (r0 < r1) ok &= fnn_max_unpool_2x2s2_small_avx512_f32(g, am, dx, r0, r1, oh, ow);

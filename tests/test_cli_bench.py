@@ -604,6 +604,34 @@ def test_a_sweep_times_native_at_the_thread_counts_in_turns(tmp_path, capsys, mo
     assert "B    2 threads     3.00x  (target 1.85x)  met" in stdout
 
 
+def test_a_sweep_times_in_turns_only_sound_native_cells_and_survives_a_failure(tmp_path, capsys, monkeypatch):
+    """A workload whose native cell failed in a table is not timed again in turns; one whose
+    timing in turns fails is left out with a line saying why, and the report is still written."""
+    real_check, real_turns = _cli_bench.check_cell, _cli_bench.time_counts_in_turns
+    timed = []
+
+    def check(workload, impl, data, reference):
+        if impl == "native" and workload.key == "G1" and fastnn.get_num_threads() == 2:
+            raise RuntimeError("broken at 2 threads")
+        return real_check(workload, impl, data, reference)
+
+    def turns(fn, counts, settings, progress, label):
+        timed.append(label.split()[0])
+        if label.startswith("B "):
+            raise RuntimeError("turns went wrong")
+        return real_turns(fn, counts, settings, progress, label)
+    monkeypatch.setattr(_cli_bench, "check_cell", check)
+    monkeypatch.setattr(_cli_bench, "time_counts_in_turns", turns)
+    out = tmp_path / "s.json"
+    rc, stdout, _ = run_bench(["--only", "G1,B,G2", "--impl", "native,numpy", "--repeat", "1", "--quick",
+                               "--threads", "1,2", "--json", str(out)], capsys)
+    assert timed == ["B", "G2"]          # G1's native cell failed in the 2-thread table
+    assert "B: native not timed in turns (RuntimeError: turns went wrong)" in stdout
+    report = json.loads(out.read_text())
+    assert [r["key"] for r in report["scaling"] if r["impl"] == "native" and r["method"] == "turns"] == ["G2"]
+    assert rc != 0                       # the failed table cell still fails the run
+
+
 def test_thread_sweep(tmp_path, capsys):
     out, md = tmp_path / "s.json", tmp_path / "s.md"
     rc, stdout, _ = run_bench(["--only", "G1,S", "--impl", "numpy", "--repeat", "1", "--quick", "--threads", "2,1",

@@ -20,6 +20,13 @@ __all__ = ["Loss", "SparseCategoricalCrossentropy", "CategoricalCrossentropy", "
            "MeanSquaredError", "get"]
 
 
+
+def weighted_total(w, values):
+    """sum_i w_i * v_i in float64 (w float64 (N,)): a sample of weight 0 adds nothing, even where
+    its value is inf or NaN (0 * inf would be NaN). What weighted losses and metrics sum."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.multiply(w, values, out=np.zeros_like(values), where=w != 0).sum())
+
 class Loss:
     """``output_activation``: the activation the loss fuses with (None for MSE)."""
     output_activation = None
@@ -60,10 +67,8 @@ class Loss:
         if np.all(w == 1):
             return self(y, t)
         loss, grad = self(y, t)
-        per = np.asarray(self.per_sample(y, t), dtype=np.float64)
         n = len(y)
-        weighted = np.multiply(w, per, out=np.zeros_like(per), where=w != 0)   # 0 * inf is 0 here
-        loss = float(weighted.sum() / n) if n else float("nan")
+        loss = weighted_total(w, self.per_sample(y, t)) / n if n else float("nan")
         grad = grad * w.astype(grad.dtype).reshape((-1,) + (1,) * (grad.ndim - 1))
         return loss, grad
 

@@ -17,6 +17,7 @@ binary for one unit.
 """
 import numpy as np
 
+from fastnn.nn.losses import weighted_total
 from fastnn.optim import _check_number
 
 __all__ = ["Metric", "SparseCategoricalAccuracy", "CategoricalAccuracy", "BinaryAccuracy",
@@ -46,9 +47,7 @@ class Metric:
     def weighted(self, y, t, w):
         """``(sum_i w_i * m_i, sum_i w_i)`` over the batch, for per-sample weights ``w`` (float64
         (N,)); a sample of weight 0 adds nothing (even where its value is NaN)."""
-        per = np.asarray(self.per_sample(y, t), dtype=np.float64)
-        weighted = np.multiply(w, per, out=np.zeros_like(per), where=w != 0)
-        return float(weighted.sum()), float(w.sum())
+        return weighted_total(w, self.per_sample(y, t)), float(w.sum())
 
     def get_config(self):
         """The keyword arguments that rebuild this metric (what ``Sequential.save`` stores)."""

@@ -5,8 +5,9 @@ A regularizer's penalty ``l1 * sum(|W|) + l2 * sum(W**2)`` (Keras's: no factor 1
 L2 term) is added to the loss that ``fit``, ``train_on_batch`` and ``evaluate`` report, as
 Keras adds ``model.losses``; its gradient ``l1 * sign(W) + 2 * l2 * W`` (sign(0) = 0, as
 TensorFlow's) is added to the weight's gradient before the optimizer's step. The penalty is
-not weighted by ``sample_weight``. Unlike the optimizers' ``weight_decay``/``l1`` settings,
-which act on the update (decoupled from the loss), a regularizer is part of the loss.
+not weighted by ``sample_weight``. The optimizers' ``weight_decay``/``l1`` settings add the
+same kind of term to the gradient inside the update, but never to the loss; a regularizer is
+part of the loss (reported, and in what ``gradcheck`` differentiates).
 
 fastnn needs the penalty's gradient as well as its value, so a layer takes the objects of
 this module (or their names) only: a plain callable ``f(W) -> penalty``, which Keras takes,

@@ -89,6 +89,12 @@ def as_float_array(op, name, value):
     return arr
 
 
+def _rows_apart(rows, cols, s_row, s_col, item):
+    """Whether a rows x cols matrix of those strides (bytes) has unit-stride rows (any stride
+    for one column) whose starts are a whole number of items apart, a row's length or more."""
+    return (cols == 1 or s_col == item) and (rows == 1 or (s_row >= cols * item and s_row % item == 0))
+
+
 def gemm_readable(arr):
     """Whether the GEMM reads the 2-D array ``arr`` in place: unit stride along its rows
     (a C-contiguous array, or a block of columns of a wider one) or along its columns
@@ -99,10 +105,7 @@ def gemm_readable(arr):
     if rows == 0 or cols == 0:
         return True
     s0, s1 = arr.strides
-    item = arr.itemsize
-    if (cols == 1 or s1 == item) and (rows == 1 or (s0 >= cols * item and s0 % item == 0)):
-        return True
-    return (rows == 1 or s0 == item) and (cols == 1 or (s1 >= rows * item and s1 % item == 0))
+    return _rows_apart(rows, cols, s0, s1, arr.itemsize) or _rows_apart(cols, rows, s1, s0, arr.itemsize)
 
 
 def rows_writable_in_place(arr):
@@ -113,8 +116,7 @@ def rows_writable_in_place(arr):
     if rows == 0 or cols == 0:
         return True
     s0, s1 = arr.strides
-    item = arr.itemsize
-    return s1 == item and (rows == 1 or (s0 >= cols * item and s0 % item == 0))
+    return s1 == arr.itemsize and _rows_apart(rows, cols, s0, s1, arr.itemsize)
 
 
 def float_arrays(op, optional=(), matrices=(), **named):
